@@ -1,0 +1,232 @@
+//! Content negotiation and the two text formats.
+//!
+//! prometheus-client encodes OpenMetrics only. Prometheus asks for OpenMetrics first, but
+//! `promtool check metrics`, curl and older scrapers read the classic text format (0.0.4), so a
+//! request that does not ask for OpenMetrics gets the OpenMetrics output rewritten: counters and
+//! info metrics take their sample names in `# HELP`/`# TYPE`, `# UNIT`, `# EOF`, `_created`
+//! samples and exemplars go away. The rewrite is line based and allocation light.
+
+use std::io::Write;
+
+/// Content type of the OpenMetrics text format.
+pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// Content type of the classic Prometheus text format.
+pub const TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The exposition format a request negotiated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    OpenMetrics,
+    Text,
+}
+
+impl Format {
+    /// The `Content-Type` header value.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::OpenMetrics => OPENMETRICS,
+            Self::Text => TEXT,
+        }
+    }
+}
+
+/// Parses an `Accept` header into `(media type, q)` pairs.
+fn accept_entries(accept: &str) -> impl Iterator<Item = (&str, f32)> {
+    accept.split(',').filter_map(|part| {
+        let mut pieces = part.split(';');
+        let media = pieces.next()?.trim();
+        let mut q = 1.0f32;
+        for p in pieces {
+            if let Some(v) = p.trim().strip_prefix("q=") {
+                q = v.trim().parse().unwrap_or(0.0);
+            }
+        }
+        Some((media, q))
+    })
+}
+
+/// Picks the format for an `Accept` header: OpenMetrics when it is asked for with a quality at
+/// least as high as the text format's, the text format otherwise.
+pub fn negotiate(accept: Option<&str>) -> Format {
+    let Some(accept) = accept else {
+        return Format::Text;
+    };
+    let mut om = 0.0f32;
+    let mut text = 0.0f32;
+    for (media, q) in accept_entries(accept) {
+        let media = media.to_ascii_lowercase();
+        if media == "application/openmetrics-text" {
+            om = om.max(q);
+        } else if media == "text/plain" || media == "*/*" || media == "text/*" {
+            text = text.max(q);
+        }
+    }
+    if om > 0.0 && om >= text {
+        Format::OpenMetrics
+    } else {
+        Format::Text
+    }
+}
+
+/// Whether the `Accept-Encoding` header allows gzip.
+pub fn accepts_gzip(accept_encoding: Option<&str>) -> bool {
+    accept_encoding.is_some_and(|h| {
+        accept_entries(h)
+            .any(|(enc, q)| (enc.eq_ignore_ascii_case("gzip") || enc == "*") && q > 0.0)
+    })
+}
+
+/// Gzips `body` at a fast level (scrapes are frequent; the win is in size, not ratio).
+pub fn gzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut enc = flate2::write::GzEncoder::new(
+        Vec::with_capacity(body.len() / 4 + 64),
+        flate2::Compression::fast(),
+    );
+    enc.write_all(body)?;
+    enc.finish()
+}
+
+/// Rewrites OpenMetrics text (as prometheus-client writes it) into the classic text format.
+pub fn openmetrics_to_text(om: &str) -> String {
+    let mut out = String::with_capacity(om.len());
+    // prometheus-client writes HELP before TYPE: hold HELP until TYPE says how to rename.
+    let mut pending_help: Option<(&str, &str)> = None;
+    let mut counter_family: Option<&str> = None;
+    for line in om.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            flush_help(&mut out, pending_help.take(), None);
+            let (name, text) = rest.split_once(' ').unwrap_or((rest, ""));
+            pending_help = Some((name, text));
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, "untyped"));
+            let (suffix, text_kind) = match kind {
+                "counter" => ("_total", "counter"),
+                "info" => ("_info", "gauge"),
+                "stateset" => ("", "gauge"),
+                "gaugehistogram" => ("", "histogram"),
+                "unknown" => ("", "untyped"),
+                other => ("", other),
+            };
+            counter_family = (kind == "counter").then_some(name);
+            let help = pending_help.take().filter(|(n, _)| *n == name);
+            flush_help(&mut out, help, Some(suffix));
+            out.push_str("# TYPE ");
+            out.push_str(name);
+            out.push_str(suffix);
+            out.push(' ');
+            out.push_str(text_kind);
+            out.push('\n');
+            continue;
+        }
+        if line.starts_with("# UNIT ") || line == "# EOF" || line.is_empty() {
+            continue;
+        }
+        if line.starts_with('#') {
+            continue;
+        }
+        if let Some(family) = counter_family {
+            if line
+                .strip_prefix(family)
+                .is_some_and(|rest| rest.starts_with("_created"))
+            {
+                continue;
+            }
+        }
+        // Drop an exemplar: ` # {` after the value (label values cannot contain an unescaped
+        // `}` followed by ` # {` in a way that matters here, as the sample ends with the value).
+        let sample = match find_exemplar(line) {
+            Some(i) => &line[..i],
+            None => line,
+        };
+        out.push_str(sample);
+        out.push('\n');
+    }
+    flush_help(&mut out, pending_help.take(), None);
+    out
+}
+
+fn flush_help(out: &mut String, help: Option<(&str, &str)>, suffix: Option<&str>) {
+    if let Some((name, text)) = help {
+        out.push_str("# HELP ");
+        out.push_str(name);
+        out.push_str(suffix.unwrap_or(""));
+        out.push(' ');
+        // OpenMetrics escapes `"` in HELP; the text format does not.
+        out.push_str(&text.replace("\\\"", "\""));
+        out.push('\n');
+    }
+}
+
+/// Byte offset of an exemplar (` # {`) outside the label set, if any.
+fn find_exemplar(line: &str) -> Option<usize> {
+    let after_labels = match line.find('{') {
+        Some(open) => {
+            // Walk the label set honouring quotes and escapes to find its closing brace.
+            let bytes = line.as_bytes();
+            let mut i = open + 1;
+            let mut in_str = false;
+            while i < bytes.len() {
+                match bytes[i] {
+                    b'\\' if in_str => i += 1,
+                    b'"' => in_str = !in_str,
+                    b'}' if !in_str => break,
+                    _ => {}
+                }
+                i += 1;
+            }
+            i
+        }
+        None => 0,
+    };
+    line[after_labels..].find(" # {").map(|i| i + after_labels)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn negotiation() {
+        assert_eq!(negotiate(None), Format::Text);
+        assert_eq!(negotiate(Some("text/plain")), Format::Text);
+        assert_eq!(negotiate(Some("*/*")), Format::Text);
+        // What Prometheus 2.x sends.
+        let prom = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        assert_eq!(negotiate(Some(prom)), Format::OpenMetrics);
+        assert_eq!(
+            negotiate(Some("text/plain;q=1, application/openmetrics-text;q=0.5")),
+            Format::Text
+        );
+        assert_eq!(
+            negotiate(Some("application/openmetrics-text;q=0")),
+            Format::Text
+        );
+    }
+
+    #[test]
+    fn gzip_acceptance() {
+        assert!(accepts_gzip(Some("gzip")));
+        assert!(accepts_gzip(Some("deflate, gzip;q=0.5")));
+        assert!(!accepts_gzip(Some("gzip;q=0")));
+        assert!(!accepts_gzip(Some("identity")));
+        assert!(!accepts_gzip(None));
+    }
+
+    #[test]
+    fn rewrites_openmetrics() {
+        let om = "# HELP x_requests Requests.\n# TYPE x_requests counter\nx_requests_total{a=\"1\"} 3\nx_requests_created{a=\"1\"} 1.7e9\n# HELP x_build A \\\"build\\\".\n# TYPE x_build info\nx_build_info{version=\"1\"} 1\n# HELP x_temp Temp.\n# TYPE x_temp gauge\n# UNIT x_temp celsius\nx_temp 1.5\nx_lat_bucket{le=\"+Inf\"} 2 # {trace_id=\"a\"} 1.0\n# EOF\n";
+        let text = openmetrics_to_text(om);
+        assert_eq!(
+            text,
+            "# HELP x_requests_total Requests.\n# TYPE x_requests_total counter\nx_requests_total{a=\"1\"} 3\n# HELP x_build_info A \"build\".\n# TYPE x_build_info gauge\nx_build_info{version=\"1\"} 1\n# HELP x_temp Temp.\n# TYPE x_temp gauge\nx_temp 1.5\nx_lat_bucket{le=\"+Inf\"} 2\n"
+        );
+    }
+
+    #[test]
+    fn exemplar_marker_inside_label_value_is_kept() {
+        let line = "x{a=\"v # {\"} 1";
+        assert_eq!(find_exemplar(line), None);
+    }
+}

@@ -1,0 +1,293 @@
+//! One scrape: run the selected collectors concurrently under a deadline, then encode.
+//!
+//! Every collector runs in its own task, so a panic is contained; each has the scrape's timeout,
+//! so a stuck libvirt or OVS call costs that collector only. Concurrent scrapes asking for the
+//! same set of collectors share one collection (single flight): ten Prometheus replicas scraping
+//! at once hit libvirt once. The collection itself runs in a spawned task, so a client that hangs
+//! up does not cancel the work others wait for.
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::future::{FutureExt, Shared};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::collector::Collector;
+use crate::process::{register_build_info, register_process_metrics};
+
+/// The encoded OpenMetrics text of one collection, shared by every scrape that joined it.
+pub type Exposition = Arc<String>;
+
+type InFlight = Shared<futures::future::BoxFuture<'static, Exposition>>;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CollectorLabel {
+    collector: String,
+}
+
+/// A request for collectors that this exporter does not have or has disabled.
+#[derive(Debug, thiserror::Error)]
+pub enum SelectError {
+    #[error("unknown collector {0:?}")]
+    Unknown(String),
+    #[error("collector {0:?} is disabled")]
+    Disabled(String),
+}
+
+/// Runs collections and keeps the single-flight table.
+pub struct Scraper {
+    prefix: &'static str,
+    /// Every collector the exporter has, in a stable order.
+    all: Vec<Arc<dyn Collector>>,
+    /// Names of the enabled ones.
+    enabled: Vec<&'static str>,
+    inflight: Mutex<HashMap<Vec<&'static str>, InFlight>>,
+    /// How many collections actually ran (not joined); tests read it.
+    runs: AtomicU64,
+}
+
+impl std::fmt::Debug for Scraper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scraper")
+            .field("prefix", &self.prefix)
+            .field("enabled", &self.enabled)
+            .finish()
+    }
+}
+
+impl Scraper {
+    /// `enabled` lists the names chosen by the command line; names not in `all` are ignored.
+    pub fn new(
+        prefix: &'static str,
+        all: Vec<Arc<dyn Collector>>,
+        enabled: &[&'static str],
+    ) -> Arc<Self> {
+        let enabled = all
+            .iter()
+            .map(|c| c.name())
+            .filter(|n| enabled.contains(n))
+            .collect();
+        Arc::new(Self {
+            prefix,
+            all,
+            enabled,
+            inflight: Mutex::new(HashMap::new()),
+            runs: AtomicU64::new(0),
+        })
+    }
+
+    /// The exporter's metric prefix.
+    pub fn prefix(&self) -> &'static str {
+        self.prefix
+    }
+
+    /// Names of the enabled collectors.
+    pub fn enabled(&self) -> &[&'static str] {
+        &self.enabled
+    }
+
+    /// How many collections have run so far (joined scrapes do not count).
+    pub fn runs(&self) -> u64 {
+        self.runs.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Resolves `collect[]` parameters: none means every enabled collector.
+    pub fn select(&self, wanted: &[String]) -> Result<Vec<&'static str>, SelectError> {
+        if wanted.is_empty() {
+            return Ok(self.enabled.clone());
+        }
+        let mut out = Vec::new();
+        for w in wanted {
+            let Some(c) = self.all.iter().find(|c| c.name() == w) else {
+                return Err(SelectError::Unknown(w.clone()));
+            };
+            if !self.enabled.contains(&c.name()) {
+                return Err(SelectError::Disabled(w.clone()));
+            }
+            if !out.contains(&c.name()) {
+                out.push(c.name());
+            }
+        }
+        // Keep the exporter's order so the key (and output) does not depend on parameter order.
+        out.sort_by_key(|n| self.enabled.iter().position(|e| e == n));
+        Ok(out)
+    }
+
+    /// Collects `names` (from [`Scraper::select`]), joining a collection already running for the
+    /// same set.
+    pub async fn scrape(
+        self: &Arc<Self>,
+        names: Vec<&'static str>,
+        timeout: Duration,
+    ) -> Exposition {
+        let fut = {
+            let mut table = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(f) = table.get(&names) {
+                f.clone()
+            } else {
+                let this = Arc::clone(self);
+                let key = names.clone();
+                let task = tokio::spawn(async move {
+                    let out = this.collect(&key, timeout).await;
+                    this.inflight
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&key);
+                    out
+                });
+                let f = async move {
+                    match task.await {
+                        Ok(body) => body,
+                        // The task only encodes; if it died, serve an empty, valid exposition.
+                        Err(_) => Arc::new("# EOF\n".to_string()),
+                    }
+                }
+                .boxed()
+                .shared();
+                table.insert(names, f.clone());
+                f
+            }
+        };
+        fut.await
+    }
+
+    async fn collect(&self, names: &[&'static str], timeout: Duration) -> Exposition {
+        self.runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let selected: Vec<Arc<dyn Collector>> = self
+            .all
+            .iter()
+            .filter(|c| names.contains(&c.name()))
+            .cloned()
+            .collect();
+        let prefix = self.prefix;
+        let runs = selected.into_iter().map(|c| async move {
+            let name = c.name();
+            let start = Instant::now();
+            let task = tokio::spawn(async move {
+                let mut registry = Registry::with_prefix(prefix);
+                let result = c.collect(&mut registry).await;
+                (registry, result)
+            });
+            let abort = task.abort_handle();
+            let (registry, ok) = match tokio::time::timeout(timeout, task).await {
+                Ok(Ok((registry, Ok(())))) => (Some(registry), true),
+                Ok(Ok((registry, Err(err)))) => {
+                    tracing::warn!(collector = name, error = %err, "collector failed");
+                    (Some(registry), false)
+                }
+                Ok(Err(join)) => {
+                    let msg = panic_message(join);
+                    tracing::error!(collector = name, panic = %msg, "collector panicked");
+                    (None, false)
+                }
+                Err(_) => {
+                    abort.abort();
+                    tracing::warn!(
+                        collector = name,
+                        timeout_seconds = timeout.as_secs_f64(),
+                        "collector timed out"
+                    );
+                    (None, false)
+                }
+            };
+            (name, registry, ok, start.elapsed())
+        });
+        let results = futures::future::join_all(runs).await;
+
+        let mut body = String::with_capacity(64 * 1024);
+        let success = Family::<CollectorLabel, Gauge>::default();
+        let duration = Family::<CollectorLabel, Gauge<f64, AtomicU64>>::default();
+        for (name, registry, ok, elapsed) in &results {
+            let label = CollectorLabel {
+                collector: (*name).to_string(),
+            };
+            success.get_or_create(&label).set(i64::from(*ok));
+            duration.get_or_create(&label).set(elapsed.as_secs_f64());
+            if let Some(registry) = registry {
+                if let Err(err) =
+                    prometheus_client::encoding::text::encode_registry(&mut body, registry)
+                {
+                    tracing::error!(collector = name, error = %err, "encoding failed");
+                }
+            }
+        }
+        let mut own = Registry::with_prefix(prefix);
+        own.register(
+            "scrape_collector_success",
+            "Whether a collector succeeded on this scrape (1) or failed, panicked or timed out (0)",
+            success,
+        );
+        own.register(
+            "scrape_collector_duration_seconds",
+            "Time a collector took on this scrape",
+            duration,
+        );
+        register_build_info(&mut own);
+        let mut process = Registry::default();
+        register_process_metrics(&mut process);
+        for r in [&own, &process] {
+            if let Err(err) = prometheus_client::encoding::text::encode_registry(&mut body, r) {
+                tracing::error!(error = %err, "encoding failed");
+            }
+        }
+        let _ = prometheus_client::encoding::text::encode_eof(&mut body);
+        Arc::new(body)
+    }
+}
+
+fn panic_message(err: tokio::task::JoinError) -> String {
+    if err.is_cancelled() {
+        return "cancelled".into();
+    }
+    match err.try_into_panic() {
+        Ok(p) => p
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "non-string panic payload".into()),
+        Err(_) => "unknown".into(),
+    }
+}
+
+/// The collection deadline for a scrape: Prometheus's own timeout header minus `offset`, or
+/// `default` when the header is absent or unreadable.
+pub fn scrape_timeout(header: Option<&str>, default: Duration, offset: Duration) -> Duration {
+    let Some(secs) = header
+        .and_then(|h| h.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s > 0.0)
+    else {
+        return default;
+    };
+    let given = Duration::from_secs_f64(secs.min(86_400.0));
+    // Leave room for encoding and the network, but never go to zero.
+    if given > offset * 2 {
+        given - offset
+    } else {
+        given / 2
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeout_from_header() {
+        let d = Duration::from_secs(10);
+        let o = Duration::from_millis(500);
+        assert_eq!(scrape_timeout(None, d, o), d);
+        assert_eq!(scrape_timeout(Some("garbage"), d, o), d);
+        assert_eq!(scrape_timeout(Some("-1"), d, o), d);
+        assert_eq!(scrape_timeout(Some("NaN"), d, o), d);
+        assert_eq!(scrape_timeout(Some("5"), d, o), Duration::from_millis(4500));
+        assert_eq!(
+            scrape_timeout(Some("0.6"), d, o),
+            Duration::from_millis(300)
+        );
+    }
+}

@@ -1,0 +1,371 @@
+//! The HTTP(S) server: routes, auth, the concurrency limit and graceful shutdown.
+//!
+//! One accept loop per `--web.listen-address`; each connection is served by hyper (HTTP/1.1,
+//! and HTTP/2 when negotiated), behind TLS when the web config asks for it. On shutdown the
+//! loops stop accepting and open connections get a grace period to finish their scrape.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, Request, StatusCode};
+use axum::middleware::Next;
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::exposition::{accepts_gzip, gzip, negotiate, openmetrics_to_text, Format};
+use crate::scrape::{scrape_timeout, Scraper};
+use crate::web_config::WebConfig;
+
+/// Startup errors of the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("invalid listen address {0:?}: {1}")]
+    Address(String, String),
+    #[error("cannot listen on {0}: {1}")]
+    Bind(String, std::io::Error),
+    #[error(
+        "--web.telemetry-path {0:?} must start with '/' and not be one of /, /-/healthy, /-/ready"
+    )]
+    TelemetryPath(String),
+}
+
+/// Everything the server needs besides the scraper.
+#[derive(Clone)]
+pub struct ServerOptions {
+    pub name: &'static str,
+    pub description: &'static str,
+    pub listen: Vec<String>,
+    pub telemetry_path: String,
+    pub web: Option<WebConfig>,
+    pub max_requests: usize,
+    pub default_timeout: Duration,
+    pub timeout_offset: Duration,
+    /// `/-/ready` answers 200 only while this is true.
+    pub ready: Arc<AtomicBool>,
+    /// Extra routes (for example `POST /-/reload`), behind the same auth.
+    pub extra_routes: Router,
+}
+
+impl std::fmt::Debug for ServerOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerOptions")
+            .field("name", &self.name)
+            .field("listen", &self.listen)
+            .field("telemetry_path", &self.telemetry_path)
+            .finish()
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    scraper: Arc<Scraper>,
+    opts: Arc<ServerOptions>,
+    limit: Option<Arc<Semaphore>>,
+}
+
+/// Parses `host:port`, `:port` (every interface) or `[v6]:port`.
+pub fn parse_listen_address(s: &str) -> Result<SocketAddr, ServerError> {
+    let full = if s.starts_with(':') {
+        format!("0.0.0.0{s}")
+    } else {
+        s.to_string()
+    };
+    full.parse::<SocketAddr>().or_else(|_| {
+        // A host name such as localhost:9100.
+        use std::net::ToSocketAddrs;
+        full.to_socket_addrs()
+            .map_err(|e| ServerError::Address(s.to_string(), e.to_string()))?
+            .next()
+            .ok_or_else(|| ServerError::Address(s.to_string(), "no address".into()))
+    })
+}
+
+/// A server whose sockets are bound (so tests can learn the ports) but not yet serving.
+pub struct BoundServer {
+    listeners: Vec<TcpListener>,
+    app: Router,
+    web: Option<WebConfig>,
+}
+
+impl std::fmt::Debug for BoundServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BoundServer")
+            .field("addrs", &self.local_addrs())
+            .finish()
+    }
+}
+
+impl BoundServer {
+    /// Binds every listen address.
+    pub async fn bind(scraper: Arc<Scraper>, opts: ServerOptions) -> Result<Self, ServerError> {
+        let path = opts.telemetry_path.clone();
+        if !path.starts_with('/') || ["/", "/-/healthy", "/-/ready"].contains(&path.as_str()) {
+            return Err(ServerError::TelemetryPath(path));
+        }
+        let mut listeners = Vec::new();
+        for a in &opts.listen {
+            let addr = parse_listen_address(a)?;
+            let l = TcpListener::bind(addr)
+                .await
+                .map_err(|e| ServerError::Bind(a.clone(), e))?;
+            listeners.push(l);
+        }
+        let web = opts.web.clone();
+        let app = router(scraper, opts);
+        Ok(Self {
+            listeners,
+            app,
+            web,
+        })
+    }
+
+    /// The bound addresses.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
+    }
+
+    /// Serves until `shutdown` is cancelled, then drains connections for up to `grace`.
+    pub async fn serve(self, shutdown: CancellationToken, grace: Duration) {
+        let graceful = Arc::new(GracefulShutdown::new());
+        let tls = self.web.as_ref().and_then(|w| w.tls.clone());
+        let mut loops = Vec::new();
+        for listener in self.listeners {
+            let app = self.app.clone();
+            let tls = tls.clone();
+            let shutdown = shutdown.clone();
+            let graceful = Arc::clone(&graceful);
+            loops.push(tokio::spawn(async move {
+                loop {
+                    let (stream, peer) = tokio::select! {
+                        r = listener.accept() => match r {
+                            Ok(v) => v,
+                            Err(err) => {
+                                // EMFILE and friends: log, back off, keep serving.
+                                tracing::warn!(error = %err, "accept failed");
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                                continue;
+                            }
+                        },
+                        () = shutdown.cancelled() => break,
+                    };
+                    let app = app.clone();
+                    let tls = tls.clone();
+                    let watcher = graceful.watcher();
+                    tokio::spawn(async move {
+                        let svc = TowerToHyperService::new(app);
+                        let builder =
+                            hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                        let result = match tls {
+                            Some(tls) => {
+                                let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
+                                let handshake = tokio::time::timeout(
+                                    Duration::from_secs(10),
+                                    acceptor.accept(stream),
+                                )
+                                .await;
+                                match handshake {
+                                    Ok(Ok(s)) => {
+                                        let conn = builder
+                                            .serve_connection_with_upgrades(TokioIo::new(s), svc)
+                                            .into_owned();
+                                        watcher.watch(conn).await
+                                    }
+                                    Ok(Err(err)) => {
+                                        tracing::debug!(%peer, error = %err, "TLS handshake failed");
+                                        return;
+                                    }
+                                    Err(_) => {
+                                        tracing::debug!(%peer, "TLS handshake timed out");
+                                        return;
+                                    }
+                                }
+                            }
+                            None => {
+                                let conn = builder
+                                    .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                                    .into_owned();
+                                watcher.watch(conn).await
+                            }
+                        };
+                        if let Err(err) = result {
+                            tracing::debug!(%peer, error = %err, "connection ended with an error");
+                        }
+                    });
+                }
+            }));
+        }
+        for l in loops {
+            let _ = l.await;
+        }
+        if let Ok(g) = Arc::try_unwrap(graceful) {
+            if tokio::time::timeout(grace, g.shutdown()).await.is_err() {
+                tracing::warn!("connections still open after the shutdown grace period");
+            }
+        }
+    }
+}
+
+fn router(scraper: Arc<Scraper>, opts: ServerOptions) -> Router {
+    let limit = (opts.max_requests > 0).then(|| Arc::new(Semaphore::new(opts.max_requests)));
+    let path = opts.telemetry_path.clone();
+    let extra = opts.extra_routes.clone();
+    let opts = Arc::new(opts);
+    let state = AppState {
+        scraper,
+        opts: Arc::clone(&opts),
+        limit,
+    };
+    let app = Router::new()
+        .route("/", get(landing))
+        .route(&path, get(metrics))
+        .route("/-/healthy", get(|| async { "Healthy\n" }))
+        .route("/-/ready", get(ready))
+        .with_state(state.clone())
+        .merge(extra);
+    app.layer(axum::middleware::from_fn_with_state(
+        state,
+        auth_and_headers,
+    ))
+}
+
+async fn auth_and_headers(
+    State(state): State<AppState>,
+    req: Request<Body>,
+    next: Next,
+) -> Response {
+    let web = state.opts.web.as_ref();
+    if let Some(auth) = web.and_then(|w| w.auth.clone()) {
+        let header = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let ok = tokio::task::spawn_blocking(move || auth.check(header.as_deref()))
+            .await
+            .unwrap_or(false);
+        if !ok {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Basic")],
+                "Unauthorized\n",
+            )
+                .into_response();
+        }
+    }
+    let mut resp = next.run(req).await;
+    if let Some(w) = web {
+        for (k, v) in &w.headers {
+            resp.headers_mut().insert(k.clone(), v.clone());
+        }
+    }
+    resp
+}
+
+async fn landing(State(state): State<AppState>) -> Html<String> {
+    let o = &state.opts;
+    let collectors = state.scraper.enabled().join(", ");
+    Html(format!(
+        "<!DOCTYPE html>\n<html><head><title>{name}</title></head><body>\n<h1>{name}</h1>\n<p>{desc}</p>\n<p>Version {ver} (revision {rev})</p>\n<p>Enabled collectors: {collectors}</p>\n<ul><li><a href=\"{path}\">Metrics</a></li><li><a href=\"/-/healthy\">Health</a></li><li><a href=\"/-/ready\">Readiness</a></li></ul>\n</body></html>\n",
+        name = html_escape(o.name),
+        desc = html_escape(o.description),
+        ver = crate::process::VERSION,
+        rev = crate::process::REVISION,
+        path = html_escape(&o.telemetry_path),
+    ))
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+async fn ready(State(state): State<AppState>) -> Response {
+    if state.opts.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "Ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "Not ready\n").into_response()
+    }
+}
+
+async fn metrics(
+    State(state): State<AppState>,
+    Query(params): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+) -> Response {
+    let _permit = match &state.limit {
+        Some(sem) => match Arc::clone(sem).try_acquire_owned() {
+            Ok(p) => Some(p),
+            Err(_) => {
+                tracing::warn!(
+                    limit = state.opts.max_requests,
+                    "too many concurrent scrapes; answering 503"
+                );
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "Limit of concurrent requests reached ({}), try again later.\n",
+                        state.opts.max_requests
+                    ),
+                )
+                    .into_response();
+            }
+        },
+        None => None,
+    };
+    let wanted: Vec<String> = params
+        .into_iter()
+        .filter(|(k, _)| k == "collect[]")
+        .map(|(_, v)| v)
+        .collect();
+    let names = match state.scraper.select(&wanted) {
+        Ok(n) => n,
+        Err(err) => return (StatusCode::BAD_REQUEST, format!("{err}\n")).into_response(),
+    };
+    let hv = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let timeout = scrape_timeout(
+        hv("x-prometheus-scrape-timeout-seconds"),
+        state.opts.default_timeout,
+        state.opts.timeout_offset,
+    );
+    let body = state.scraper.scrape(names, timeout).await;
+    let format = negotiate(hv("accept"));
+    let bytes = match format {
+        Format::OpenMetrics => body.as_bytes().to_vec(),
+        Format::Text => openmetrics_to_text(&body).into_bytes(),
+    };
+    let mut resp_headers = HeaderMap::new();
+    resp_headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(format.content_type()),
+    );
+    resp_headers.insert(
+        header::VARY,
+        HeaderValue::from_static("Accept, Accept-Encoding"),
+    );
+    if accepts_gzip(hv("accept-encoding")) {
+        match gzip(&bytes) {
+            Ok(z) => {
+                resp_headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+                return (resp_headers, z).into_response();
+            }
+            Err(err) => tracing::warn!(error = %err, "gzip failed; sending uncompressed"),
+        }
+    }
+    (resp_headers, bytes).into_response()
+}

@@ -1,0 +1,524 @@
+//! The exporter-toolkit web configuration file (`--web.config.file`): TLS and basic auth.
+//!
+//! Same format as every Prometheus exporter, so an operator's existing file works:
+//! `tls_server_config` (cert_file, key_file, client_ca_file, client_auth_type, min_version,
+//! max_version), `http_server_config` (headers) and `basic_auth_users` (bcrypt hashes).
+//! Unknown keys and settings this implementation cannot honour are startup errors, never ignored:
+//! a silently ignored `client_auth_type` would be an open door.
+//!
+//! Certificates are re-read when their files change (checked per new connection), so a rotated
+//! certificate (cert-manager, a renewal cron) is picked up without a restart; a broken new
+//! certificate is logged and the last good one stays in use.
+
+use std::collections::{BTreeMap, HashSet};
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::SystemTime;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::ServerConfig;
+use serde::Deserialize;
+
+use crate::config::{load_yaml, ConfigError};
+
+/// The whole web config file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebConfigFile {
+    #[serde(default)]
+    pub tls_server_config: Option<TlsServerConfig>,
+    #[serde(default)]
+    pub http_server_config: Option<HttpServerConfig>,
+    #[serde(default)]
+    pub basic_auth_users: BTreeMap<String, String>,
+}
+
+/// `tls_server_config`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsServerConfig {
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    #[serde(default)]
+    pub client_auth_type: Option<String>,
+    #[serde(default)]
+    pub client_ca_file: Option<PathBuf>,
+    #[serde(default)]
+    pub min_version: Option<String>,
+    #[serde(default)]
+    pub max_version: Option<String>,
+    #[serde(default)]
+    pub cipher_suites: Vec<String>,
+    #[serde(default)]
+    pub curve_preferences: Vec<String>,
+    /// Deprecated and ignored by Go as well; accepted so existing files load.
+    #[serde(default)]
+    pub prefer_server_cipher_suites: Option<bool>,
+    #[serde(default)]
+    pub client_allowed_sans: Vec<String>,
+}
+
+/// `http_server_config`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpServerConfig {
+    #[serde(default)]
+    pub http2: Option<bool>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+/// Client certificate policy, as exporter-toolkit names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    None,
+    VerifyIfGiven,
+    RequireAndVerify,
+}
+
+/// What the server needs from the web config, validated.
+#[derive(Clone)]
+pub struct WebConfig {
+    pub tls: Option<Arc<TlsState>>,
+    pub auth: Option<Arc<BasicAuth>>,
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+}
+
+impl std::fmt::Debug for WebConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebConfig")
+            .field("tls", &self.tls.is_some())
+            .field(
+                "basic_auth_users",
+                &self.auth.as_ref().map(|a| a.users.len()),
+            )
+            .finish()
+    }
+}
+
+impl WebConfig {
+    /// Loads and validates a web config file. Relative paths inside it are resolved against the
+    /// file's directory, as exporter-toolkit does.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let file: WebConfigFile = load_yaml(path)?;
+        Self::from_file(path, file)
+    }
+
+    fn from_file(path: &Path, file: WebConfigFile) -> Result<Self, ConfigError> {
+        let base = path.parent().unwrap_or(Path::new("."));
+        let invalid = |m: String| ConfigError::invalid(path, m);
+        let tls = match file.tls_server_config {
+            None => None,
+            Some(t) => Some(Arc::new(TlsState::new(base, t).map_err(invalid)?)),
+        };
+        let mut users = BTreeMap::new();
+        for (user, hash) in file.basic_auth_users {
+            if user.contains(':') {
+                return Err(invalid(format!(
+                    "basic_auth_users: user {user:?} contains ':'"
+                )));
+            }
+            if bcrypt::verify("", &hash).is_err() {
+                return Err(invalid(format!(
+                    "basic_auth_users: the hash of user {user:?} is not a bcrypt hash"
+                )));
+            }
+            users.insert(user, hash);
+        }
+        let auth = (!users.is_empty()).then(|| Arc::new(BasicAuth::new(users)));
+        let mut headers = Vec::new();
+        if let Some(h) = file.http_server_config {
+            if h.http2 == Some(false) {
+                tracing::info!("http_server_config.http2=false: HTTP/2 stays available via ALPN only when TLS is on");
+            }
+            for (k, v) in h.headers {
+                let name = http::HeaderName::try_from(k.as_str())
+                    .map_err(|e| invalid(format!("http_server_config.headers: {k:?}: {e}")))?;
+                let value = http::HeaderValue::try_from(v.as_str())
+                    .map_err(|e| invalid(format!("http_server_config.headers: {k:?}: {e}")))?;
+                headers.push((name, value));
+            }
+        }
+        Ok(Self { tls, auth, headers })
+    }
+}
+
+/// The TLS settings, with the current `ServerConfig` rebuilt when the files change.
+pub struct TlsState {
+    cert_file: PathBuf,
+    key_file: PathBuf,
+    ca_file: Option<PathBuf>,
+    client_auth: ClientAuth,
+    versions: Vec<&'static rustls::SupportedProtocolVersion>,
+    current: RwLock<(Arc<ServerConfig>, Vec<Option<SystemTime>>)>,
+    reload_lock: Mutex<()>,
+}
+
+impl std::fmt::Debug for TlsState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsState")
+            .field("cert_file", &self.cert_file)
+            .field("client_auth", &self.client_auth)
+            .finish()
+    }
+}
+
+fn version(name: &str) -> Result<&'static rustls::SupportedProtocolVersion, String> {
+    match name {
+        "TLS12" => Ok(&rustls::version::TLS12),
+        "TLS13" => Ok(&rustls::version::TLS13),
+        "TLS10" | "TLS11" => Err(format!(
+            "{name} is not supported (insecure); use TLS12 or TLS13"
+        )),
+        other => Err(format!("unknown TLS version {other:?} (TLS12 or TLS13)")),
+    }
+}
+
+impl TlsState {
+    fn new(base: &Path, t: TlsServerConfig) -> Result<Self, String> {
+        let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+        let cert_file = t
+            .cert_file
+            .map(resolve)
+            .ok_or("tls_server_config: cert_file is required")?;
+        let key_file = t
+            .key_file
+            .map(resolve)
+            .ok_or("tls_server_config: key_file is required")?;
+        let ca_file = t.client_ca_file.map(resolve);
+        let client_auth = match t.client_auth_type.as_deref().unwrap_or("NoClientCert") {
+            "NoClientCert" | "" => ClientAuth::None,
+            "VerifyClientCertIfGiven" => ClientAuth::VerifyIfGiven,
+            "RequireAndVerifyClientCert" => ClientAuth::RequireAndVerify,
+            "RequestClientCert" | "RequireAnyClientCert" => {
+                return Err(format!(
+                    "tls_server_config: client_auth_type {:?} accepts unverified client certificates and is not supported; use VerifyClientCertIfGiven or RequireAndVerifyClientCert",
+                    t.client_auth_type.unwrap_or_default()
+                ))
+            }
+            other => return Err(format!("tls_server_config: unknown client_auth_type {other:?}")),
+        };
+        if client_auth != ClientAuth::None && ca_file.is_none() {
+            return Err("tls_server_config: client_auth_type needs client_ca_file".into());
+        }
+        if client_auth == ClientAuth::None && ca_file.is_some() {
+            return Err("tls_server_config: client_ca_file is set but client_auth_type is NoClientCert; set client_auth_type to RequireAndVerifyClientCert".into());
+        }
+        if !t.cipher_suites.is_empty() || !t.curve_preferences.is_empty() {
+            return Err("tls_server_config: cipher_suites and curve_preferences are not supported (rustls offers only modern suites); remove them".into());
+        }
+        if !t.client_allowed_sans.is_empty() {
+            return Err(
+                "tls_server_config: client_allowed_sans is not supported; restrict clients by CA"
+                    .into(),
+            );
+        }
+        let min = version(t.min_version.as_deref().unwrap_or("TLS12"))?;
+        let max = version(t.max_version.as_deref().unwrap_or("TLS13"))?;
+        let versions: Vec<_> = [&rustls::version::TLS12, &rustls::version::TLS13]
+            .into_iter()
+            .filter(|v| {
+                let rank = |v: &rustls::SupportedProtocolVersion| match v.version {
+                    rustls::ProtocolVersion::TLSv1_2 => 2,
+                    _ => 3,
+                };
+                rank(v) >= rank(min) && rank(v) <= rank(max)
+            })
+            .collect();
+        if versions.is_empty() {
+            return Err("tls_server_config: min_version is above max_version".into());
+        }
+        let mut state = Self {
+            cert_file,
+            key_file,
+            ca_file,
+            client_auth,
+            versions,
+            current: RwLock::new((Arc::new(placeholder_config()?), Vec::new())),
+            reload_lock: Mutex::new(()),
+        };
+        let built = state.build()?;
+        state.current = RwLock::new((Arc::new(built), state.mtimes()));
+        Ok(state)
+    }
+
+    fn files(&self) -> impl Iterator<Item = &PathBuf> {
+        [&self.cert_file, &self.key_file]
+            .into_iter()
+            .chain(self.ca_file.iter())
+    }
+
+    fn mtimes(&self) -> Vec<Option<SystemTime>> {
+        self.files()
+            .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+            .collect()
+    }
+
+    fn build(&self) -> Result<ServerConfig, String> {
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&self.cert_file)
+            .map_err(|e| format!("cert_file {}: {e}", self.cert_file.display()))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("cert_file {}: {e}", self.cert_file.display()))?;
+        if certs.is_empty() {
+            return Err(format!(
+                "cert_file {}: no certificate found",
+                self.cert_file.display()
+            ));
+        }
+        let key = PrivateKeyDer::from_pem_file(&self.key_file)
+            .map_err(|e| format!("key_file {}: {e}", self.key_file.display()))?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&self.versions)
+            .map_err(|e| format!("TLS versions: {e}"))?;
+        let builder = match (&self.ca_file, self.client_auth) {
+            (Some(ca), auth) if auth != ClientAuth::None => {
+                let mut roots = rustls::RootCertStore::empty();
+                for c in CertificateDer::pem_file_iter(ca)
+                    .map_err(|e| format!("client_ca_file {}: {e}", ca.display()))?
+                {
+                    let c = c.map_err(|e| format!("client_ca_file {}: {e}", ca.display()))?;
+                    roots
+                        .add(c)
+                        .map_err(|e| format!("client_ca_file {}: {e}", ca.display()))?;
+                }
+                let mut v = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+                if auth == ClientAuth::VerifyIfGiven {
+                    v = v.allow_unauthenticated();
+                }
+                let verifier = v
+                    .build()
+                    .map_err(|e| format!("client_ca_file {}: {e}", ca.display()))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+            _ => builder.with_no_client_auth(),
+        };
+        let mut config = builder
+            .with_single_cert(certs, key)
+            .map_err(|e| format!("cert_file/key_file: {e}"))?;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(config)
+    }
+
+    /// The config for a new connection, reloading the files first if they changed.
+    pub fn config(&self) -> Arc<ServerConfig> {
+        let now = self.mtimes();
+        {
+            let cur = self.current.read().unwrap_or_else(|p| p.into_inner());
+            if cur.1 == now {
+                return Arc::clone(&cur.0);
+            }
+        }
+        let _guard = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cur = self.current.write().unwrap_or_else(|p| p.into_inner());
+        if cur.1 != now {
+            match self.build() {
+                Ok(c) => {
+                    tracing::info!(cert_file = %self.cert_file.display(), "TLS certificate reloaded");
+                    *cur = (Arc::new(c), now);
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "TLS files changed but cannot be loaded; keeping the previous certificate");
+                    cur.1 = now;
+                }
+            }
+        }
+        Arc::clone(&cur.0)
+    }
+}
+
+/// A config that is never served: only a value for the slot before the first real build.
+fn placeholder_config() -> Result<ServerConfig, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let resolver = Arc::new(rustls::server::ResolvesServerCertUsingSni::new());
+    Ok(ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_cert_resolver(resolver))
+}
+
+/// Basic auth users with bcrypt hashes, and a cache of credentials already verified.
+///
+/// bcrypt is deliberately slow (tens of ms); Prometheus sends the same credentials every
+/// scrape. The cache holds keyed 64-bit SipHash digests of `user:password` (random key per
+/// process), never the password itself.
+pub struct BasicAuth {
+    users: BTreeMap<String, String>,
+    hasher: std::collections::hash_map::RandomState,
+    verified: Mutex<HashSet<u64>>,
+}
+
+impl std::fmt::Debug for BasicAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BasicAuth")
+            .field("users", &self.users.len())
+            .finish()
+    }
+}
+
+/// A bcrypt hash of a random string, verified against for unknown users so that a wrong user
+/// name costs the same time as a wrong password.
+const DUMMY_HASH: &str = "$2y$10$QOauhQNbBCuQDKes6eFzPeMqBSjb7Mr5DSmV5ukT0dvW/mH4wn3a2";
+const CACHE_MAX: usize = 256;
+
+impl BasicAuth {
+    fn new(users: BTreeMap<String, String>) -> Self {
+        Self {
+            users,
+            hasher: std::collections::hash_map::RandomState::new(),
+            verified: Mutex::new(HashSet::new()),
+        }
+    }
+
+    fn digest(&self, user: &str, password: &str) -> u64 {
+        let mut h = self.hasher.build_hasher();
+        user.hash(&mut h);
+        password.hash(&mut h);
+        h.finish()
+    }
+
+    /// Checks an `Authorization` header value. Blocking (bcrypt): call off the async threads.
+    pub fn check(&self, header: Option<&str>) -> bool {
+        let Some((user, password)) = header.and_then(decode_basic) else {
+            return false;
+        };
+        let key = self.digest(&user, &password);
+        if self
+            .verified
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&key)
+        {
+            return true;
+        }
+        let (hash, known) = match self.users.get(&user) {
+            Some(h) => (h.as_str(), true),
+            None => (DUMMY_HASH, false),
+        };
+        let ok = bcrypt::verify(&password, hash).unwrap_or(false) && known;
+        if ok {
+            let mut cache = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+            if cache.len() >= CACHE_MAX {
+                cache.clear();
+            }
+            cache.insert(key);
+        }
+        ok
+    }
+}
+
+fn decode_basic(header: &str) -> Option<(String, String)> {
+    let (scheme, b64) = header.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let raw = base64_decode(b64.trim())?;
+    let text = String::from_utf8(raw).ok()?;
+    let (u, p) = text.split_once(':')?;
+    Some((u.to_string(), p.to_string()))
+}
+
+/// Standard base64 with padding (RFC 4648), as HTTP basic auth uses.
+fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    fn val(c: u8) -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    }
+    let bytes = s.trim_end_matches('=').as_bytes();
+    if s.len() % 4 != 0 || s.len() - bytes.len() > 2 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
+    for chunk in bytes.chunks(4) {
+        let mut acc = 0u32;
+        for (i, &c) in chunk.iter().enumerate() {
+            acc |= val(c)? << (18 - 6 * i);
+        }
+        let n = chunk.len();
+        if n < 2 {
+            return None;
+        }
+        out.push((acc >> 16) as u8);
+        if n > 2 {
+            out.push((acc >> 8) as u8);
+        }
+        if n > 3 {
+            out.push(acc as u8);
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64() {
+        assert_eq!(base64_decode("dXNlcjpwYXNz").unwrap(), b"user:pass");
+        assert_eq!(base64_decode("YQ==").unwrap(), b"a");
+        assert_eq!(base64_decode("YWI=").unwrap(), b"ab");
+        assert!(base64_decode("YQ=").is_none());
+        assert!(base64_decode("!!!!").is_none());
+    }
+
+    #[test]
+    fn basic_auth_check() {
+        let hash = bcrypt::hash("secret", 4).unwrap();
+        let auth = BasicAuth::new(BTreeMap::from([("prom".to_string(), hash)]));
+        let hdr = |u: &str, p: &str| {
+            let raw = format!("{u}:{p}");
+            format!("Basic {}", encode(raw.as_bytes()))
+        };
+        assert!(auth.check(Some(&hdr("prom", "secret"))));
+        assert!(auth.check(Some(&hdr("prom", "secret"))), "cached path");
+        assert!(!auth.check(Some(&hdr("prom", "wrong"))));
+        assert!(!auth.check(Some(&hdr("other", "secret"))));
+        assert!(!auth.check(Some("Bearer x")));
+        assert!(!auth.check(None));
+    }
+
+    fn encode(b: &[u8]) -> String {
+        const T: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut s = String::new();
+        for c in b.chunks(3) {
+            let n = (c[0] as u32) << 16
+                | (*c.get(1).unwrap_or(&0) as u32) << 8
+                | *c.get(2).unwrap_or(&0) as u32;
+            for i in 0..4 {
+                if i <= c.len() {
+                    s.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
+                } else {
+                    s.push('=');
+                }
+            }
+        }
+        s
+    }
+
+    #[test]
+    fn rejects_bad_files() {
+        let p = Path::new("/nonexistent/web.yml");
+        let bad = |yaml: &str| {
+            let f: WebConfigFile = serde_yaml_ng::from_str(yaml).unwrap();
+            WebConfig::from_file(p, f).unwrap_err().to_string()
+        };
+        assert!(bad("basic_auth_users:\n  u: plain\n").contains("not a bcrypt hash"));
+        assert!(bad("tls_server_config:\n  key_file: k\n").contains("cert_file is required"));
+        assert!(bad("tls_server_config:\n  cert_file: c\n  key_file: k\n  client_auth_type: RequireAnyClientCert\n").contains("not supported"));
+        assert!(bad("tls_server_config:\n  cert_file: c\n  key_file: k\n").contains("cert_file"));
+        assert!(serde_yaml_ng::from_str::<WebConfigFile>("tls_config: {}\n").is_err());
+    }
+}

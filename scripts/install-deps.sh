@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the suite needs to build, demo and test, only when missing.
+# Idempotent: a second run with everything present does nothing and touches no network.
+# Shared by `make demo` and `make test` (and so by .ci/run).
+set -euo pipefail
+
+PACKAGES=(
+  # build: the virt crate links libvirt through pkg-config
+  pkg-config libvirt-dev
+  # libvirt: client library, daemon (test driver over a unix socket), QEMU driver for TCG guests
+  libvirt-clients libvirt-daemon libvirt-daemon-driver-qemu qemu-system-x86
+  # Open vSwitch userspace (dummy datapath sandbox, ovs-ofctl, ovs-vsctl)
+  openvswitch-switch
+  # Prometheus, promtool, Alertmanager, amtool
+  prometheus prometheus-alertmanager
+  # peers measured in benchmarks
+  mtail
+  # tooling used by tests and scripts
+  curl gzip python3 openssl procps
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+
+echo "install-deps: installing ${missing[*]}" >&2
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+# --no-install-recommends keeps the footprint small; the listed packages are all we use.
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
