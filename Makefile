@@ -1,0 +1,51 @@
+# The two commands of the README's Quick start are `make demo` and `make test`.
+# Both install the Debian packages they need first (scripts/install-deps.sh, idempotent).
+
+CARGO ?= cargo
+SHELL := /bin/bash
+
+.PHONY: all deps build release test test-rust test-alerts lint demo bench clean
+
+all: build
+
+deps:
+	@bash scripts/install-deps.sh
+
+build: deps
+	$(CARGO) build --workspace --bins
+
+release: deps
+	$(CARGO) build --workspace --bins --release
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+# Every test: alert rules and Alertmanager (promtool, amtool, real Prometheus and Alertmanager),
+# then the Rust tests (unit, framework, exporters against real libvirt / OVS / files, and the
+# end-to-end tests of the built binaries). The cargo run comes last so its summary closes the log.
+test: deps
+	$(CARGO) build --workspace --bins
+	@if [ -x alerts/test.sh ]; then bash alerts/test.sh; fi
+	$(CARGO) test --workspace --no-fail-fast
+
+test-rust: deps
+	$(CARGO) build --workspace --bins
+	$(CARGO) test --workspace --no-fail-fast
+
+test-alerts: deps
+	bash alerts/test.sh
+
+# Runs every exporter on embedded demo inputs, on 127.0.0.1, until Ctrl-C.
+demo: deps
+	$(CARGO) build --workspace --bins --release
+	bash scripts/demo.sh target/release
+
+# Benchmarks print tables; they are not pass/fail tests.
+bench: deps release
+	@set -e; for b in exporters/*/bench/bench.sh; do \
+	  if [ -x "$$b" ]; then echo "== $$b"; bash "$$b"; fi; \
+	done
+
+clean:
+	$(CARGO) clean

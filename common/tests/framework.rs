@@ -1,0 +1,476 @@
+//! The scrape framework against a real server listening on loopback: collector outcomes,
+//! single flight, the concurrency limit, content negotiation, gzip, TLS and basic auth.
+
+use std::io::Read;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::prometheus_client::metrics::gauge::Gauge;
+use common::prometheus_client::registry::Registry;
+use common::{BoundServer, CancellationToken, CollectError, Collector, Scraper, ServerOptions, WebConfig};
+use futures::future::BoxFuture;
+
+/// A collector whose behaviour a test chooses.
+struct TestCollector {
+    name: &'static str,
+    behaviour: Behaviour,
+    calls: Arc<AtomicUsize>,
+}
+
+#[derive(Clone, Copy)]
+enum Behaviour {
+    Ok,
+    /// Registers a metric, then fails.
+    Fail,
+    Panic,
+    Sleep(Duration),
+}
+
+impl Collector for TestCollector {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+    fn collect<'a>(&'a self, registry: &'a mut Registry) -> BoxFuture<'a, Result<(), CollectError>> {
+        Box::pin(async move {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            let g = Gauge::<i64>::default();
+            g.set(42);
+            registry.register(format!("{}_value", self.name), "A test value", g);
+            match self.behaviour {
+                Behaviour::Ok => Ok(()),
+                Behaviour::Fail => Err(CollectError::new("backend unreachable")),
+                Behaviour::Panic => panic!("collector bug"),
+                Behaviour::Sleep(d) => {
+                    tokio::time::sleep(d).await;
+                    Ok(())
+                }
+            }
+        })
+    }
+}
+
+struct Harness {
+    base: String,
+    scraper: Arc<Scraper>,
+    calls: Vec<(&'static str, Arc<AtomicUsize>)>,
+    stop: CancellationToken,
+    client: reqwest::Client,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl Harness {
+    fn calls(&self, name: &str) -> usize {
+        self.calls
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, c)| c.load(Ordering::SeqCst))
+            .unwrap_or(0)
+    }
+}
+
+fn options(web: Option<WebConfig>, max_requests: usize) -> ServerOptions {
+    ServerOptions {
+        name: "test_exporter",
+        description: "test",
+        listen: vec!["127.0.0.1:0".into()],
+        telemetry_path: "/metrics".into(),
+        web,
+        max_requests,
+        default_timeout: Duration::from_secs(2),
+        timeout_offset: Duration::from_millis(500),
+        ready: Arc::new(AtomicBool::new(true)),
+        extra_routes: axum::Router::new(),
+    }
+}
+
+async fn start(
+    specs: &[(&'static str, Behaviour)],
+    web: Option<WebConfig>,
+    max_requests: usize,
+    client: reqwest::Client,
+    scheme: &str,
+) -> Harness {
+    let mut calls = Vec::new();
+    let mut collectors: Vec<Arc<dyn Collector>> = Vec::new();
+    for (name, behaviour) in specs {
+        let c = Arc::new(AtomicUsize::new(0));
+        calls.push((*name, Arc::clone(&c)));
+        collectors.push(Arc::new(TestCollector {
+            name,
+            behaviour: *behaviour,
+            calls: c,
+        }));
+    }
+    let names: Vec<&'static str> = specs.iter().map(|(n, _)| *n).collect();
+    let scraper = Scraper::new("test", collectors, &names);
+    let server = BoundServer::bind(Arc::clone(&scraper), options(web, max_requests))
+        .await
+        .unwrap();
+    let addr = server.local_addrs()[0];
+    let stop = CancellationToken::new();
+    tokio::spawn(server.serve(stop.clone(), Duration::from_secs(1)));
+    let host = if scheme == "https" { "localhost".to_string() } else { "127.0.0.1".to_string() };
+    Harness {
+        base: format!("{scheme}://{host}:{}", addr.port()),
+        scraper,
+        calls,
+        stop,
+        client,
+    }
+}
+
+fn plain_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
+}
+
+fn sample(body: &str, series: &str) -> Option<f64> {
+    body.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test]
+async fn collector_outcomes_are_reflected_and_isolated() {
+    let h = start(
+        &[
+            ("good", Behaviour::Ok),
+            ("broken", Behaviour::Fail),
+            ("buggy", Behaviour::Panic),
+            ("stuck", Behaviour::Sleep(Duration::from_secs(30))),
+        ],
+        None,
+        0,
+        plain_client(),
+        "http",
+    )
+    .await;
+    let started = Instant::now();
+    let resp = h
+        .client
+        .get(format!("{}/metrics", h.base))
+        .header("X-Prometheus-Scrape-Timeout-Seconds", "1.5")
+        .send()
+        .await
+        .unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(resp.status(), 200);
+    let body = resp.text().await.unwrap();
+    let ok = |c: &str| sample(&body, &format!("test_scrape_collector_success{{collector=\"{c}\"}}"));
+    assert_eq!(ok("good"), Some(1.0), "{body}");
+    assert_eq!(ok("broken"), Some(0.0), "{body}");
+    assert_eq!(ok("buggy"), Some(0.0), "{body}");
+    assert_eq!(ok("stuck"), Some(0.0), "{body}");
+    // The good collector's data is there; a failing collector keeps what it registered.
+    assert_eq!(sample(&body, "test_good_value"), Some(42.0));
+    assert_eq!(sample(&body, "test_broken_value"), Some(42.0));
+    // Panicked and timed-out collectors contribute nothing.
+    assert_eq!(sample(&body, "test_buggy_value"), None);
+    assert_eq!(sample(&body, "test_stuck_value"), None);
+    // The header's 1.5 s minus the 0.5 s offset bounded the stuck collector.
+    assert!(elapsed < Duration::from_secs(10), "scrape took {elapsed:?}");
+    let stuck_duration = sample(&body, "test_scrape_collector_duration_seconds{collector=\"stuck\"}").unwrap();
+    assert!((0.9..5.0).contains(&stuck_duration), "{stuck_duration}");
+    // Framework metrics are there too.
+    assert!(body.contains("test_build_info{"), "{body}");
+    assert!(body.contains("process_resident_memory_bytes "), "{body}");
+    // The server still serves after a panic.
+    let again = h.client.get(format!("{}/metrics?collect[]=good", h.base)).send().await.unwrap();
+    assert_eq!(again.status(), 200);
+}
+
+#[tokio::test]
+async fn collect_params_narrow_and_unknown_is_400() {
+    let h = start(
+        &[("alpha", Behaviour::Ok), ("beta", Behaviour::Ok)],
+        None,
+        0,
+        plain_client(),
+        "http",
+    )
+    .await;
+    let body = h
+        .client
+        .get(format!("{}/metrics?collect[]=beta", h.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(body.contains("test_beta_value 42"), "{body}");
+    assert!(!body.contains("test_alpha_value"), "{body}");
+    assert_eq!(h.calls("alpha"), 0);
+    let resp = h
+        .client
+        .get(format!("{}/metrics?collect[]=nope", h.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    assert!(resp.text().await.unwrap().contains("unknown collector"));
+}
+
+#[tokio::test]
+async fn concurrent_scrapes_share_one_collection() {
+    let h = start(
+        &[("slow", Behaviour::Sleep(Duration::from_millis(800)))],
+        None,
+        0,
+        plain_client(),
+        "http",
+    )
+    .await;
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let c = h.client.clone();
+        let url = format!("{}/metrics", h.base);
+        tasks.push(tokio::spawn(async move {
+            let r = c.get(url).send().await.unwrap();
+            (r.status(), r.text().await.unwrap())
+        }));
+        // All ten arrive well inside the 800 ms collection.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for t in tasks {
+        let (status, body) = t.await.unwrap();
+        assert_eq!(status, 200);
+        assert!(body.contains("test_slow_value 42"));
+    }
+    assert_eq!(h.calls("slow"), 1, "ten concurrent scrapes must run the collector once");
+    assert_eq!(h.scraper.runs(), 1);
+    // A later scrape collects afresh.
+    h.client.get(format!("{}/metrics", h.base)).send().await.unwrap();
+    assert_eq!(h.calls("slow"), 2);
+}
+
+#[tokio::test]
+async fn max_requests_answers_503_beyond_the_limit() {
+    let h = start(
+        &[("slow", Behaviour::Sleep(Duration::from_millis(1500)))],
+        None,
+        2,
+        plain_client(),
+        "http",
+    )
+    .await;
+    let mut tasks = Vec::new();
+    for _ in 0..5 {
+        let c = h.client.clone();
+        let url = format!("{}/metrics", h.base);
+        tasks.push(tokio::spawn(async move { c.get(url).send().await.unwrap().status() }));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut ok = 0;
+    let mut busy = 0;
+    for t in tasks {
+        match t.await.unwrap().as_u16() {
+            200 => ok += 1,
+            503 => busy += 1,
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert_eq!((ok, busy), (2, 3));
+    // Permits are released afterwards.
+    let s = h.client.get(format!("{}/metrics", h.base)).send().await.unwrap().status();
+    assert_eq!(s, 200);
+}
+
+#[tokio::test]
+async fn content_negotiation_and_gzip() {
+    let h = start(&[("good", Behaviour::Ok)], None, 0, plain_client(), "http").await;
+    let url = format!("{}/metrics", h.base);
+    // Default: classic text format.
+    let r = h.client.get(&url).send().await.unwrap();
+    assert_eq!(
+        r.headers()["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let text = r.text().await.unwrap();
+    assert!(!text.contains("# EOF"));
+    assert!(text.contains("# TYPE process_cpu_seconds_total counter"), "{text}");
+    assert!(text.contains("# TYPE test_build_info gauge"), "{text}");
+    // What Prometheus sends: OpenMetrics.
+    let r = h
+        .client
+        .get(&url)
+        .header(
+            "Accept",
+            "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/openmetrics-text; version=1.0.0"));
+    let om = r.text().await.unwrap();
+    assert!(om.ends_with("# EOF\n"));
+    assert!(om.contains("# TYPE process_cpu_seconds counter"), "{om}");
+    // gzip when accepted.
+    let r = h
+        .client
+        .get(&url)
+        .header("Accept-Encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["content-encoding"], "gzip");
+    let raw = r.bytes().await.unwrap();
+    let mut plain = String::new();
+    flate2::read::GzDecoder::new(&raw[..])
+        .read_to_string(&mut plain)
+        .unwrap();
+    assert!(plain.contains("test_good_value 42"), "{plain}");
+    // Not gzipped otherwise.
+    let r = h.client.get(&url).send().await.unwrap();
+    assert!(r.headers().get("content-encoding").is_none());
+}
+
+#[tokio::test]
+async fn landing_health_and_readiness() {
+    let h = start(&[("good", Behaviour::Ok)], None, 0, plain_client(), "http").await;
+    let landing = h.client.get(format!("{}/", h.base)).send().await.unwrap();
+    assert_eq!(landing.status(), 200);
+    let html = landing.text().await.unwrap();
+    assert!(html.contains("href=\"/metrics\"") && html.contains("test_exporter"), "{html}");
+    let healthy = h.client.get(format!("{}/-/healthy", h.base)).send().await.unwrap();
+    assert_eq!(healthy.status(), 200);
+    let ready = h.client.get(format!("{}/-/ready", h.base)).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let missing = h.client.get(format!("{}/nope", h.base)).send().await.unwrap();
+    assert_eq!(missing.status(), 404);
+}
+
+struct Pki {
+    dir: tempfile::TempDir,
+    ca_pem: String,
+    client_pem: String,
+    client_key: String,
+}
+
+fn make_pki() -> Pki {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let dir = tempfile::tempdir().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let server_key = KeyPair::generate().unwrap();
+    let server = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&server_key, &ca)
+        .unwrap();
+    let client_key = KeyPair::generate().unwrap();
+    let client = CertificateParams::new(vec!["prometheus".to_string()])
+        .unwrap()
+        .signed_by(&client_key, &ca)
+        .unwrap();
+    std::fs::write(dir.path().join("server.crt"), server.pem()).unwrap();
+    std::fs::write(dir.path().join("server.key"), server_key.serialize_pem()).unwrap();
+    std::fs::write(dir.path().join("ca.crt"), ca.pem()).unwrap();
+    Pki {
+        dir,
+        ca_pem: ca.pem(),
+        client_pem: client.pem(),
+        client_key: client_key.serialize_pem(),
+    }
+}
+
+fn tls_client(pki: &Pki, with_identity: bool) -> reqwest::Client {
+    let mut b = reqwest::Client::builder()
+        .use_rustls_tls()
+        .timeout(Duration::from_secs(20))
+        .add_root_certificate(reqwest::Certificate::from_pem(pki.ca_pem.as_bytes()).unwrap());
+    if with_identity {
+        let pem = format!("{}{}", pki.client_pem, pki.client_key);
+        b = b.identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap());
+    }
+    b.build().unwrap()
+}
+
+#[tokio::test]
+async fn tls_with_a_generated_certificate() {
+    let pki = make_pki();
+    let cfg = pki.dir.path().join("web.yml");
+    // Relative paths resolve against the web config's directory, as in exporter-toolkit.
+    std::fs::write(&cfg, "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n").unwrap();
+    let web = WebConfig::load(&cfg).unwrap();
+    let h = start(&[("good", Behaviour::Ok)], Some(web), 0, tls_client(&pki, false), "https").await;
+    let r = h.client.get(format!("{}/metrics", h.base)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("test_good_value 42"));
+    // Plain HTTP to the TLS port fails.
+    let plain = plain_client()
+        .get(h.base.replace("https://localhost", "http://127.0.0.1") + "/metrics")
+        .send()
+        .await;
+    assert!(plain.is_err() || plain.unwrap().status() != 200);
+}
+
+#[tokio::test]
+async fn tls_client_certificates_are_required_and_verified() {
+    let pki = make_pki();
+    let cfg = pki.dir.path().join("web.yml");
+    std::fs::write(
+        &cfg,
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  client_ca_file: ca.crt\n  client_auth_type: RequireAndVerifyClientCert\n",
+    )
+    .unwrap();
+    let web = WebConfig::load(&cfg).unwrap();
+    let h = start(&[("good", Behaviour::Ok)], Some(web), 0, tls_client(&pki, true), "https").await;
+    let ok = h.client.get(format!("{}/metrics", h.base)).send().await.unwrap();
+    assert_eq!(ok.status(), 200);
+    let anonymous = tls_client(&pki, false)
+        .get(format!("{}/metrics", h.base))
+        .send()
+        .await;
+    assert!(anonymous.is_err(), "a client without certificate must be refused");
+}
+
+#[tokio::test]
+async fn basic_auth_accepts_and_rejects() {
+    let dir = tempfile::tempdir().unwrap();
+    let hash = bcrypt::hash("s3cret", 4).unwrap();
+    let cfg = dir.path().join("web.yml");
+    std::fs::write(&cfg, format!("basic_auth_users:\n  prometheus: '{hash}'\n")).unwrap();
+    let web = WebConfig::load(&cfg).unwrap();
+    let h = start(&[("good", Behaviour::Ok)], Some(web), 0, plain_client(), "http").await;
+    let url = format!("{}/metrics", h.base);
+    let none = h.client.get(&url).send().await.unwrap();
+    assert_eq!(none.status(), 401);
+    assert_eq!(none.headers()["www-authenticate"], "Basic");
+    let wrong = h.client.get(&url).basic_auth("prometheus", Some("nope")).send().await.unwrap();
+    assert_eq!(wrong.status(), 401);
+    let unknown = h.client.get(&url).basic_auth("root", Some("s3cret")).send().await.unwrap();
+    assert_eq!(unknown.status(), 401);
+    let right = h.client.get(&url).basic_auth("prometheus", Some("s3cret")).send().await.unwrap();
+    assert_eq!(right.status(), 200);
+    assert!(right.text().await.unwrap().contains("test_good_value 42"));
+    // Every path is protected, like exporter-toolkit does.
+    let landing = h.client.get(format!("{}/", h.base)).send().await.unwrap();
+    assert_eq!(landing.status(), 401);
+}
+
+#[test]
+fn bad_web_config_files_are_startup_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("web.yml");
+    std::fs::write(&cfg, "tls_server_config:\n  cert_file: missing.crt\n  key_file: missing.key\n").unwrap();
+    let err = WebConfig::load(&cfg).unwrap_err().to_string();
+    assert!(err.contains("missing.crt"), "{err}");
+    std::fs::write(&cfg, "basic_auth_users:\n  u: x\nunknown_key: 1\n").unwrap();
+    let err = WebConfig::load(&cfg).unwrap_err().to_string();
+    assert!(err.contains("web.yml:3:1") && err.contains("unknown field"), "{err}");
+    let err = WebConfig::load(&dir.path().join("absent.yml")).unwrap_err().to_string();
+    assert!(err.contains("absent.yml") && err.contains("cannot read"), "{err}");
+}
