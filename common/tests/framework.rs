@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use common::prometheus_client::metrics::gauge::Gauge;
 use common::prometheus_client::registry::Registry;
-use common::{BoundServer, CancellationToken, CollectError, Collector, Scraper, ServerOptions, WebConfig};
+use common::{
+    BoundServer, CancellationToken, CollectError, Collector, Scraper, ServerOptions, WebConfig,
+};
 use futures::future::BoxFuture;
 
 /// A collector whose behaviour a test chooses.
@@ -31,7 +33,10 @@ impl Collector for TestCollector {
     fn name(&self) -> &'static str {
         self.name
     }
-    fn collect<'a>(&'a self, registry: &'a mut Registry) -> BoxFuture<'a, Result<(), CollectError>> {
+    fn collect<'a>(
+        &'a self,
+        registry: &'a mut Registry,
+    ) -> BoxFuture<'a, Result<(), CollectError>> {
         Box::pin(async move {
             self.calls.fetch_add(1, Ordering::SeqCst);
             let g = Gauge::<i64>::default();
@@ -115,7 +120,11 @@ async fn start(
     let addr = server.local_addrs()[0];
     let stop = CancellationToken::new();
     tokio::spawn(server.serve(stop.clone(), Duration::from_secs(1)));
-    let host = if scheme == "https" { "localhost".to_string() } else { "127.0.0.1".to_string() };
+    let host = if scheme == "https" {
+        "localhost".to_string()
+    } else {
+        "127.0.0.1".to_string()
+    };
     Harness {
         base: format!("{scheme}://{host}:{}", addr.port()),
         scraper,
@@ -165,7 +174,12 @@ async fn collector_outcomes_are_reflected_and_isolated() {
     let elapsed = started.elapsed();
     assert_eq!(resp.status(), 200);
     let body = resp.text().await.unwrap();
-    let ok = |c: &str| sample(&body, &format!("test_scrape_collector_success{{collector=\"{c}\"}}"));
+    let ok = |c: &str| {
+        sample(
+            &body,
+            &format!("test_scrape_collector_success{{collector=\"{c}\"}}"),
+        )
+    };
     assert_eq!(ok("good"), Some(1.0), "{body}");
     assert_eq!(ok("broken"), Some(0.0), "{body}");
     assert_eq!(ok("buggy"), Some(0.0), "{body}");
@@ -178,13 +192,22 @@ async fn collector_outcomes_are_reflected_and_isolated() {
     assert_eq!(sample(&body, "test_stuck_value"), None);
     // The header's 1.5 s minus the 0.5 s offset bounded the stuck collector.
     assert!(elapsed < Duration::from_secs(10), "scrape took {elapsed:?}");
-    let stuck_duration = sample(&body, "test_scrape_collector_duration_seconds{collector=\"stuck\"}").unwrap();
+    let stuck_duration = sample(
+        &body,
+        "test_scrape_collector_duration_seconds{collector=\"stuck\"}",
+    )
+    .unwrap();
     assert!((0.9..5.0).contains(&stuck_duration), "{stuck_duration}");
     // Framework metrics are there too.
     assert!(body.contains("test_build_info{"), "{body}");
     assert!(body.contains("process_resident_memory_bytes "), "{body}");
     // The server still serves after a panic.
-    let again = h.client.get(format!("{}/metrics?collect[]=good", h.base)).send().await.unwrap();
+    let again = h
+        .client
+        .get(format!("{}/metrics?collect[]=good", h.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(again.status(), 200);
 }
 
@@ -246,10 +269,18 @@ async fn concurrent_scrapes_share_one_collection() {
         assert_eq!(status, 200);
         assert!(body.contains("test_slow_value 42"));
     }
-    assert_eq!(h.calls("slow"), 1, "ten concurrent scrapes must run the collector once");
+    assert_eq!(
+        h.calls("slow"),
+        1,
+        "ten concurrent scrapes must run the collector once"
+    );
     assert_eq!(h.scraper.runs(), 1);
     // A later scrape collects afresh.
-    h.client.get(format!("{}/metrics", h.base)).send().await.unwrap();
+    h.client
+        .get(format!("{}/metrics", h.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(h.calls("slow"), 2);
 }
 
@@ -267,7 +298,9 @@ async fn max_requests_answers_503_beyond_the_limit() {
     for _ in 0..5 {
         let c = h.client.clone();
         let url = format!("{}/metrics", h.base);
-        tasks.push(tokio::spawn(async move { c.get(url).send().await.unwrap().status() }));
+        tasks.push(tokio::spawn(async move {
+            c.get(url).send().await.unwrap().status()
+        }));
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let mut ok = 0;
@@ -281,7 +314,13 @@ async fn max_requests_answers_503_beyond_the_limit() {
     }
     assert_eq!((ok, busy), (2, 3));
     // Permits are released afterwards.
-    let s = h.client.get(format!("{}/metrics", h.base)).send().await.unwrap().status();
+    let s = h
+        .client
+        .get(format!("{}/metrics", h.base))
+        .send()
+        .await
+        .unwrap()
+        .status();
     assert_eq!(s, 200);
 }
 
@@ -297,7 +336,10 @@ async fn content_negotiation_and_gzip() {
     );
     let text = r.text().await.unwrap();
     assert!(!text.contains("# EOF"));
-    assert!(text.contains("# TYPE process_cpu_seconds_total counter"), "{text}");
+    assert!(
+        text.contains("# TYPE process_cpu_seconds_total counter"),
+        "{text}"
+    );
     assert!(text.contains("# TYPE test_build_info gauge"), "{text}");
     // What Prometheus sends: OpenMetrics.
     let r = h
@@ -343,12 +385,30 @@ async fn landing_health_and_readiness() {
     let landing = h.client.get(format!("{}/", h.base)).send().await.unwrap();
     assert_eq!(landing.status(), 200);
     let html = landing.text().await.unwrap();
-    assert!(html.contains("href=\"/metrics\"") && html.contains("test_exporter"), "{html}");
-    let healthy = h.client.get(format!("{}/-/healthy", h.base)).send().await.unwrap();
+    assert!(
+        html.contains("href=\"/metrics\"") && html.contains("test_exporter"),
+        "{html}"
+    );
+    let healthy = h
+        .client
+        .get(format!("{}/-/healthy", h.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(healthy.status(), 200);
-    let ready = h.client.get(format!("{}/-/ready", h.base)).send().await.unwrap();
+    let ready = h
+        .client
+        .get(format!("{}/-/ready", h.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ready.status(), 200);
-    let missing = h.client.get(format!("{}/nope", h.base)).send().await.unwrap();
+    let missing = h
+        .client
+        .get(format!("{}/nope", h.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(missing.status(), 404);
 }
 
@@ -403,10 +463,26 @@ async fn tls_with_a_generated_certificate() {
     let pki = make_pki();
     let cfg = pki.dir.path().join("web.yml");
     // Relative paths resolve against the web config's directory, as in exporter-toolkit.
-    std::fs::write(&cfg, "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n").unwrap();
+    std::fs::write(
+        &cfg,
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n",
+    )
+    .unwrap();
     let web = WebConfig::load(&cfg).unwrap();
-    let h = start(&[("good", Behaviour::Ok)], Some(web), 0, tls_client(&pki, false), "https").await;
-    let r = h.client.get(format!("{}/metrics", h.base)).send().await.unwrap();
+    let h = start(
+        &[("good", Behaviour::Ok)],
+        Some(web),
+        0,
+        tls_client(&pki, false),
+        "https",
+    )
+    .await;
+    let r = h
+        .client
+        .get(format!("{}/metrics", h.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert!(r.text().await.unwrap().contains("test_good_value 42"));
     // Plain HTTP to the TLS port fails.
@@ -427,14 +503,29 @@ async fn tls_client_certificates_are_required_and_verified() {
     )
     .unwrap();
     let web = WebConfig::load(&cfg).unwrap();
-    let h = start(&[("good", Behaviour::Ok)], Some(web), 0, tls_client(&pki, true), "https").await;
-    let ok = h.client.get(format!("{}/metrics", h.base)).send().await.unwrap();
+    let h = start(
+        &[("good", Behaviour::Ok)],
+        Some(web),
+        0,
+        tls_client(&pki, true),
+        "https",
+    )
+    .await;
+    let ok = h
+        .client
+        .get(format!("{}/metrics", h.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ok.status(), 200);
     let anonymous = tls_client(&pki, false)
         .get(format!("{}/metrics", h.base))
         .send()
         .await;
-    assert!(anonymous.is_err(), "a client without certificate must be refused");
+    assert!(
+        anonymous.is_err(),
+        "a client without certificate must be refused"
+    );
 }
 
 #[tokio::test]
@@ -444,16 +535,41 @@ async fn basic_auth_accepts_and_rejects() {
     let cfg = dir.path().join("web.yml");
     std::fs::write(&cfg, format!("basic_auth_users:\n  prometheus: '{hash}'\n")).unwrap();
     let web = WebConfig::load(&cfg).unwrap();
-    let h = start(&[("good", Behaviour::Ok)], Some(web), 0, plain_client(), "http").await;
+    let h = start(
+        &[("good", Behaviour::Ok)],
+        Some(web),
+        0,
+        plain_client(),
+        "http",
+    )
+    .await;
     let url = format!("{}/metrics", h.base);
     let none = h.client.get(&url).send().await.unwrap();
     assert_eq!(none.status(), 401);
     assert_eq!(none.headers()["www-authenticate"], "Basic");
-    let wrong = h.client.get(&url).basic_auth("prometheus", Some("nope")).send().await.unwrap();
+    let wrong = h
+        .client
+        .get(&url)
+        .basic_auth("prometheus", Some("nope"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(wrong.status(), 401);
-    let unknown = h.client.get(&url).basic_auth("root", Some("s3cret")).send().await.unwrap();
+    let unknown = h
+        .client
+        .get(&url)
+        .basic_auth("root", Some("s3cret"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(unknown.status(), 401);
-    let right = h.client.get(&url).basic_auth("prometheus", Some("s3cret")).send().await.unwrap();
+    let right = h
+        .client
+        .get(&url)
+        .basic_auth("prometheus", Some("s3cret"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(right.status(), 200);
     assert!(right.text().await.unwrap().contains("test_good_value 42"));
     // Every path is protected, like exporter-toolkit does.
@@ -465,12 +581,67 @@ async fn basic_auth_accepts_and_rejects() {
 fn bad_web_config_files_are_startup_errors() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("web.yml");
-    std::fs::write(&cfg, "tls_server_config:\n  cert_file: missing.crt\n  key_file: missing.key\n").unwrap();
+    std::fs::write(
+        &cfg,
+        "tls_server_config:\n  cert_file: missing.crt\n  key_file: missing.key\n",
+    )
+    .unwrap();
     let err = WebConfig::load(&cfg).unwrap_err().to_string();
     assert!(err.contains("missing.crt"), "{err}");
     std::fs::write(&cfg, "basic_auth_users:\n  u: x\nunknown_key: 1\n").unwrap();
     let err = WebConfig::load(&cfg).unwrap_err().to_string();
-    assert!(err.contains("web.yml:3:1") && err.contains("unknown field"), "{err}");
-    let err = WebConfig::load(&dir.path().join("absent.yml")).unwrap_err().to_string();
-    assert!(err.contains("absent.yml") && err.contains("cannot read"), "{err}");
+    assert!(
+        err.contains("web.yml:3:1") && err.contains("unknown field"),
+        "{err}"
+    );
+    let err = WebConfig::load(&dir.path().join("absent.yml"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("absent.yml") && err.contains("cannot read"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_stops_serving_and_runs_hooks() {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        web: common::cli::WebArgs,
+    }
+    let flags = Flags::parse_from(["x", "--web.listen-address=127.0.0.1:0"]);
+    let info = common::ExporterInfo {
+        name: "test_exporter",
+        prefix: "test",
+        description: "test",
+        default_listen: "127.0.0.1:0",
+    };
+    let flushed = Arc::new(AtomicBool::new(false));
+    let f = Arc::clone(&flushed);
+    let running = common::Exporter::new(info, flags.web, Vec::new(), Vec::new())
+        .on_shutdown(move || {
+            Box::pin(async move {
+                f.store(true, Ordering::SeqCst);
+            })
+        })
+        .bind()
+        .await
+        .unwrap();
+    let addr = running.local_addrs()[0];
+    let token = running.shutdown_token();
+    let task = tokio::spawn(running.run());
+    let url = format!("http://{addr}/-/healthy");
+    assert_eq!(plain_client().get(&url).send().await.unwrap().status(), 200);
+    token.cancel();
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("server stops")
+        .unwrap();
+    assert!(flushed.load(Ordering::SeqCst), "shutdown hook ran");
+    assert!(
+        plain_client().get(&url).send().await.is_err(),
+        "no longer listening"
+    );
 }

@@ -3,6 +3,8 @@
 //!
 //! The binaries are those of the workspace's other crates; `cargo test --workspace` builds them
 //! before any test runs (and `make test` builds them first explicitly).
+// Test support: a failed precondition should stop the test with a message, so panics are fine.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -102,7 +104,10 @@ pub fn http_get(url: &str, headers: &[(&str, &str)]) -> std::io::Result<(u16, St
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| std::io::Error::other("no status"))?;
     let mut body = raw[split + 4..].to_vec();
-    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         body = dechunk(&body);
     }
     Ok((status, head, body))
@@ -110,12 +115,13 @@ pub fn http_get(url: &str, headers: &[(&str, &str)]) -> std::io::Result<(u16, St
 
 fn dechunk(mut b: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    loop {
-        let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else {
-            break;
-        };
+    while let Some(eol) = b.windows(2).position(|w| w == b"\r\n") {
         let size = usize::from_str_radix(
-            String::from_utf8_lossy(&b[..eol]).split(';').next().unwrap_or("0").trim(),
+            String::from_utf8_lossy(&b[..eol])
+                .split(';')
+                .next()
+                .unwrap_or("0")
+                .trim(),
             16,
         )
         .unwrap_or(0);
