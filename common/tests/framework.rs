@@ -1,5 +1,6 @@
 //! The scrape framework against a real server listening on loopback: collector outcomes,
 //! single flight, the concurrency limit, content negotiation, gzip, TLS and basic auth.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use std::io::Read;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -1,6 +1,7 @@
 //! Every exporter binary, started as a user starts it: it serves its endpoints and the
 //! framework's metrics, its output passes `promtool check metrics`, SIGTERM stops it cleanly,
 //! and `--config.check` gives exit 0 on a good file and 1 with FILE:LINE:COLUMN on a broken one.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use std::process::Command;
 use std::time::Duration;
