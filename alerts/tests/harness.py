@@ -494,6 +494,10 @@ INHIBIT_CASES = [
     # libvirt down silences that exporter's failing collectors, not another node's
     ("T10", {"alertname": "ExporterCollectorFailing", "instance": "n7:9177", "node": "n7", "collector": "domains"}, "suppressed", "suppressed"),
     ("T11", {"alertname": "ExporterCollectorFailing", "instance": "n8:9177", "node": "n8", "collector": "domains"}, "active", "suppressed"),
+    # Fluent Bit: expired retries silence the dropped-records alert of the same output only
+    ("S7", {"alertname": "FluentBitRetriesFailing", "instance": "n7:2020", "node": "n7", "name": "forward.0"}, "active", "suppressed"),
+    ("T12", {"alertname": "FluentBitRecordsDropped", "instance": "n7:2020", "node": "n7", "name": "forward.0"}, "suppressed", "suppressed"),
+    ("T13", {"alertname": "FluentBitRecordsDropped", "instance": "n7:2020", "node": "n7", "name": "es.0"}, "active", "suppressed"),
 ]
 
 
@@ -573,7 +577,7 @@ class SimNode:
             L.append("libvirt_up 1")
             for i, d in enumerate(vms):
                 L += [
-                    f'libvirt_domain_info_state{{domain="{d}"}} 1',
+                    f'libvirt_domain_info_state{{domain="{d}",state_desc="the domain is running"}} 1',
                     f'libvirt_domain_info_virtual_cpus{{domain="{d}"}} 4',
                     f'libvirt_domain_info_maximum_memory_bytes{{domain="{d}"}} 8589934592',
                     f'libvirt_domain_info_memory_usage_bytes{{domain="{d}"}} 8589934592',
@@ -581,10 +585,11 @@ class SimNode:
                     f'libvirt_domain_openstack_info{{domain="{d}",instance_id="{i:08d}-0000-4000-8000-000000000000",flavor_name="m1.large",project_name="demo"}} 1',
                     f'libvirt_domain_block_stats_read_bytes_total{{domain="{d}",target_device="vda"}} {i * 4096}',
                     f'libvirt_domain_interface_stats_receive_bytes_total{{domain="{d}",target_device="tap{i:03d}"}} {i * 1500}',
-                    f'libvirt_domain_pinning_shared_cpu{{domain="{d}",cpu="{i}"}} 0',
-                    f'libvirt_domain_pinning_dedicated_in_shared_set{{domain="{d}",cpu="{i}"}} 0',
-                    f'libvirt_domain_pinning_outside_nova_set{{domain="{d}",cpu="{i}",set="dedicated"}} 0',
-                    f'libvirt_domain_pinning_affinity_mismatch{{domain="{d}",vcpu="0",source="libvirt"}} 0',
+                    f'libvirt_domain_pinning_dedicated_cpus{{domain="{d}"}} 4',
+                    f'libvirt_domain_pinning_overlap_cpus{{domain="{d}"}} 0',
+                    f'libvirt_domain_pinning_dedicated_in_shared_cpus{{domain="{d}"}} 0',
+                    f'libvirt_domain_pinning_outside_dedicated_set_cpus{{domain="{d}"}} 0',
+                    f'libvirt_domain_pinning_affinity_mismatch_vcpus{{domain="{d}",source="pininfo"}} 0',
                 ]
             L += self._framework("libvirt", ("domains", "host", "pinning"))
         elif job == "ovs":
@@ -593,7 +598,7 @@ class SimNode:
             L += self._framework("ovs", ("flows",))
         elif job == "log_pattern":
             for r in ("nova_error", "kernel_oom_kill"):
-                L.append(f'log_pattern_rule_info{{rule="{r}",alert="false",severity=""}} 1')
+                L.append(f'log_pattern_rule_info{{rule="{r}",alert="true",severity=""}} 1')
                 L.append(f'log_pattern_matches_total{{rule="{r}",namespace="openstack",pod="nova-compute-{n}",container="nova-compute"}} 0')
             L.append("log_pattern_backlog_bytes 0")
             L.append("log_pattern_parse_errors_total 0")

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Tests of alerts/: promtool, amtool, the topology generator, lint, the inhibition matrix on a real
+# Alertmanager and the storm test on real Prometheus + Alertmanager (loopback only, temp dirs,
+# daemons stopped by PID). Runs every step, prints a summary, exits non-zero if any step failed.
+#   alerts/test.sh            everything (about 2 minutes, most of it the storm)
+#   alerts/test.sh --quick    everything but the storm
+set -u
+cd "$(dirname "$0")"
+
+quick=0
+[ "${1:-}" = "--quick" ] && quick=1
+
+missing=()
+for bin in promtool amtool prometheus prometheus-alertmanager python3; do
+  command -v "$bin" >/dev/null 2>&1 || missing+=("$bin")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "alerts/test.sh: missing ${missing[*]} (Debian packages prometheus, prometheus-alertmanager, python3; see scripts/install-deps.sh)" >&2
+  exit 1
+fi
+
+declare -a names results
+failed=0
+step() {
+  local name=$1
+  shift
+  echo "== $name"
+  local start=$SECONDS
+  if "$@"; then
+    results+=("ok    $(printf '%4ss' $((SECONDS - start)))  $name")
+  else
+    results+=("FAIL  $(printf '%4ss' $((SECONDS - start)))  $name")
+    failed=1
+  fi
+}
+
+step "promtool check rules" promtool check rules rules/*.yml topology/example.rules.yml
+step "promtool test rules" promtool test rules tests/*.test.yml
+step "amtool check-config" amtool check-config alertmanager.yml
+step "topology example rules up to date" python3 topology/gen_rules.py --check topology/example.rules.yml topology/node-rack.example.txt
+step "topology generator" python3 tests/harness.py gen
+step "lint (real Prometheus)" python3 tests/harness.py lint
+step "inhibition matrix (real Alertmanager)" python3 tests/harness.py inhibition
+if [ $quick -eq 0 ]; then
+  step "storm (real Prometheus + Alertmanager)" python3 tests/harness.py storm
+fi
+
+echo
+echo "alerts/ test summary:"
+printf '  %s\n' "${results[@]}"
+exit $failed
