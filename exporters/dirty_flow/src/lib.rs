@@ -4,6 +4,8 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod error;
+pub mod parse;
 
 use std::sync::Arc;
 

@@ -1,0 +1,322 @@
+//! The actions of a flow: a parenthesis-aware tokenizer and the ports actions send to.
+//!
+//! Actions are separated by commas, but commas also occur inside parentheses
+//! (`learn(table=40,NXM_OF_ETH_DST[]=NXM_OF_ETH_SRC[])`, `ct(commit,exec(load:...))`,
+//! `conjunction(7,1/2)`, `resubmit(,10)`), so the tokenizer splits only at depth 0. The syntax
+//! is validated once by [`validate_actions`]; the iterator after that cannot fail.
+
+use super::line::ParseError;
+
+/// One top-level action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Action<'a> {
+    /// `output`, `resubmit`, `NORMAL`, `learn`...
+    pub name: &'a str,
+    /// After `name:` or inside `name(...)`; None for bare actions (`drop`, `NORMAL`).
+    pub arg: Option<&'a str>,
+    /// Whether the argument was given in parentheses.
+    pub parens: bool,
+    /// The whole token.
+    pub text: &'a str,
+}
+
+impl<'a> Action<'a> {
+    fn from_token(t: &'a str) -> Self {
+        let colon = t.find(':');
+        let paren = t.find('(');
+        match (colon, paren) {
+            (Some(c), Some(p)) if c < p => Self::colon(t, c),
+            (Some(c), None) => Self::colon(t, c),
+            (_, Some(p)) if t.ends_with(')') => Action {
+                name: &t[..p],
+                arg: Some(&t[p + 1..t.len() - 1]),
+                parens: true,
+                text: t,
+            },
+            _ => Action {
+                name: t,
+                arg: None,
+                parens: false,
+                text: t,
+            },
+        }
+    }
+
+    fn colon(t: &'a str, c: usize) -> Self {
+        Action {
+            name: &t[..c],
+            arg: Some(&t[c + 1..]),
+            parens: false,
+            text: t,
+        }
+    }
+}
+
+/// Iterates the top-level actions of a validated action list.
+#[derive(Debug, Clone)]
+pub struct ActionIter<'a> {
+    rest: &'a str,
+}
+
+impl<'a> ActionIter<'a> {
+    pub fn new(actions: &'a str) -> Self {
+        Self { rest: actions }
+    }
+}
+
+impl<'a> Iterator for ActionIter<'a> {
+    type Item = Action<'a>;
+
+    fn next(&mut self) -> Option<Action<'a>> {
+        if self.rest.is_empty() {
+            return None;
+        }
+        let end = split_point(self.rest);
+        let token = &self.rest[..end];
+        self.rest = self.rest.get(end + 1..).unwrap_or("");
+        Some(Action::from_token(token))
+    }
+}
+
+/// Index of the first comma at depth 0, or the length.
+fn split_point(s: &str) -> usize {
+    let mut depth = 0usize;
+    for (i, b) in s.bytes().enumerate() {
+        match b {
+            b'(' => depth += 1,
+            b')' => depth = depth.saturating_sub(1),
+            b',' if depth == 0 => return i,
+            _ => {}
+        }
+    }
+    s.len()
+}
+
+/// Splits any comma list at depth 0 (also used for arguments of `clone(...)`, `bundle(...)`).
+pub fn split_top(s: &str) -> impl Iterator<Item = &str> {
+    let mut rest = Some(s);
+    std::iter::from_fn(move || {
+        let r = rest?;
+        let end = split_point(r);
+        let token = &r[..end];
+        rest = r.get(end + 1..);
+        Some(token)
+    })
+}
+
+/// Checks parentheses balance and that no action is empty.
+pub fn validate_actions(s: &str) -> Result<(), ParseError> {
+    let mut depth = 0i64;
+    let mut token_len = 0usize;
+    for b in s.bytes() {
+        match b {
+            b'(' => depth += 1,
+            b')' => {
+                depth -= 1;
+                if depth < 0 {
+                    return Err(ParseError::Unbalanced);
+                }
+            }
+            b',' if depth == 0 => {
+                if token_len == 0 {
+                    return Err(ParseError::EmptyAction);
+                }
+                token_len = 0;
+                continue;
+            }
+            b' ' | b'\t' if depth == 0 => return Err(ParseError::Unexpected(s.chars().take(80).collect())),
+            _ => {}
+        }
+        token_len += 1;
+    }
+    if depth != 0 {
+        return Err(ParseError::Unbalanced);
+    }
+    if token_len == 0 {
+        return Err(ParseError::EmptyAction);
+    }
+    Ok(())
+}
+
+/// The OpenFlow port number of a port as printed (`5`, `0x5`, `LOCAL`), if it names a real
+/// port. Reserved ports (`IN_PORT`, `CONTROLLER`, `NORMAL`, `0xfff8`...) are not real ports,
+/// except `LOCAL` (65534), the bridge's own interface.
+pub fn port_number(s: &str) -> Option<PortRef> {
+    let n = match s {
+        "LOCAL" | "local" => return Some(PortRef::Number(LOCAL_PORT)),
+        _ if s.bytes().all(|b| b.is_ascii_digit()) && !s.is_empty() => s.parse::<u32>().ok()?,
+        _ => match s.strip_prefix("0x") {
+            Some(h) => u32::from_str_radix(h, 16).ok()?,
+            None => {
+                // A name (only with --names) or a reserved word, or a field reference.
+                let reserved = matches!(
+                    s,
+                    "IN_PORT" | "TABLE" | "NORMAL" | "FLOOD" | "ALL" | "CONTROLLER" | "NONE"
+                        | "ANY" | "in_port" | "UNSET"
+                );
+                if reserved || s.contains('[') || s.is_empty() {
+                    return None;
+                }
+                return Some(PortRef::Name(s.to_string()));
+            }
+        },
+    };
+    // OpenFlow 1.0 reserves 0xff00..=0xffff, 1.1+ 0xffffff00..; LOCAL is kept above.
+    if n == 0 || (0xff00..=0xffff).contains(&n) && n != LOCAL_PORT || n >= 0xffff_ff00 {
+        if n == 0xffff_fffe {
+            return Some(PortRef::Number(LOCAL_PORT));
+        }
+        return None;
+    }
+    Some(PortRef::Number(n))
+}
+
+/// The bridge's own (internal) port.
+pub const LOCAL_PORT: u32 = 65534;
+
+/// A port a flow refers to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PortRef {
+    Number(u32),
+    /// Only when the dump was made with `--names` (the exporter uses `--no-names`).
+    Name(String),
+}
+
+/// Calls `f` with every port the actions send to or set as in_port: `output:N`,
+/// `output(port=N,...)`, `enqueue:N:Q`, `enqueue(N,Q)`, `resubmit:N`, `resubmit(N,T)`,
+/// `set_field:N->in_port`, `load:N->NXM_OF_IN_PORT[]`, `mod_in_port:N`, the members of
+/// `bundle(...)`/`bundle_load(...)`, and recursively inside `clone(...)`, `write_actions(...)`
+/// and `apply_actions(...)`.
+pub fn for_each_port_ref<'a>(actions: impl Iterator<Item = Action<'a>>, f: &mut dyn FnMut(PortRef)) {
+    for a in actions {
+        let Some(arg) = a.arg else { continue };
+        match a.name {
+            "output" if a.parens => {
+                for kv in split_top(arg) {
+                    if let Some(p) = kv.strip_prefix("port=") {
+                        port_number(p).map(&mut *f);
+                    }
+                }
+            }
+            "output" | "mod_in_port" => {
+                port_number(arg).map(&mut *f);
+            }
+            "enqueue" => {
+                let port = if a.parens {
+                    arg.split(',').next()
+                } else {
+                    arg.split(':').next()
+                };
+                if let Some(p) = port {
+                    port_number(p).map(&mut *f);
+                }
+            }
+            "resubmit" => {
+                let port = if a.parens {
+                    arg.split(',').next()
+                } else {
+                    Some(arg)
+                };
+                if let Some(p) = port.filter(|p| !p.is_empty()) {
+                    port_number(p).map(&mut *f);
+                }
+            }
+            "set_field" | "load" => {
+                if let Some((value, dst)) = arg.split_once("->") {
+                    let dst_is_in_port = matches!(
+                        dst,
+                        "in_port" | "in_port_oxm" | "NXM_OF_IN_PORT[]" | "OXM_OF_IN_PORT[]"
+                    );
+                    if dst_is_in_port {
+                        port_number(value).map(&mut *f);
+                    }
+                }
+            }
+            "bundle" | "bundle_load" => {
+                let members = arg
+                    .split_once("members:")
+                    .or_else(|| arg.split_once("slaves:"))
+                    .map(|(_, m)| m);
+                for m in members.into_iter().flat_map(|m| m.split(',')) {
+                    port_number(m).map(&mut *f);
+                }
+            }
+            "clone" | "write_actions" | "apply_actions" if a.parens => {
+                for_each_port_ref(ActionIter::new(arg), f);
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(s: &str) -> Vec<(&str, Option<&str>)> {
+        ActionIter::new(s).map(|a| (a.name, a.arg)).collect()
+    }
+
+    fn ports(s: &str) -> Vec<PortRef> {
+        validate_actions(s).unwrap();
+        let mut v = Vec::new();
+        for_each_port_ref(ActionIter::new(s), &mut |p| v.push(p));
+        v
+    }
+
+    #[test]
+    fn tokenizer_respects_parentheses() {
+        assert_eq!(
+            names("learn(table=40,idle_timeout=60,NXM_OF_VLAN_TCI[0..11],output:NXM_OF_IN_PORT[]),output:1"),
+            vec![
+                ("learn", Some("table=40,idle_timeout=60,NXM_OF_VLAN_TCI[0..11],output:NXM_OF_IN_PORT[]")),
+                ("output", Some("1"))
+            ]
+        );
+        assert_eq!(
+            names("ct(commit,zone=5,exec(load:0x1->NXM_NX_CT_MARK[])),output:1"),
+            vec![
+                ("ct", Some("commit,zone=5,exec(load:0x1->NXM_NX_CT_MARK[])")),
+                ("output", Some("1"))
+            ]
+        );
+        assert_eq!(names("conjunction(7,1/2)"), vec![("conjunction", Some("7,1/2"))]);
+        assert_eq!(
+            names("resubmit(,10),NORMAL,drop"),
+            vec![("resubmit", Some(",10")), ("NORMAL", None), ("drop", None)]
+        );
+        assert_eq!(
+            names("enqueue:1:3,load:0x5->NXM_NX_REG5[]"),
+            vec![("enqueue", Some("1:3")), ("load", Some("0x5->NXM_NX_REG5[]"))]
+        );
+    }
+
+    #[test]
+    fn validation() {
+        assert!(validate_actions("output:1").is_ok());
+        assert_eq!(validate_actions("a(b"), Err(ParseError::Unbalanced));
+        assert_eq!(validate_actions("a)b("), Err(ParseError::Unbalanced));
+        assert_eq!(validate_actions("a,,b"), Err(ParseError::EmptyAction));
+        assert_eq!(validate_actions("a,"), Err(ParseError::EmptyAction));
+        assert!(validate_actions("a b").is_err());
+    }
+
+    #[test]
+    fn port_references() {
+        use PortRef::Number as N;
+        assert_eq!(ports("output:2,output:99"), vec![N(2), N(99)]);
+        assert_eq!(ports("enqueue:1:3"), vec![N(1)]);
+        assert_eq!(ports("enqueue(4,3)"), vec![N(4)]);
+        assert_eq!(ports("resubmit(,10)"), vec![]);
+        assert_eq!(ports("resubmit(7,10)"), vec![N(7)]);
+        assert_eq!(ports("resubmit:8"), vec![N(8)]);
+        assert_eq!(ports("load:0x2->NXM_OF_IN_PORT[],IN_PORT"), vec![N(2)]);
+        assert_eq!(ports("set_field:3->in_port"), vec![N(3)]);
+        assert_eq!(ports("mod_in_port:4"), vec![N(4)]);
+        assert_eq!(ports("bundle(eth_src,0,hrw,ofport,members:1,2)"), vec![N(1), N(2)]);
+        assert_eq!(ports("clone(output:5),output(port=6,max_len=128)"), vec![N(5), N(6)]);
+        assert_eq!(ports("LOCAL,output:LOCAL,CONTROLLER:65535,output:0xfffd"), vec![N(LOCAL_PORT)]);
+        assert_eq!(ports("output:NXM_NX_REG0[0..15],NORMAL,FLOOD,output:in_port"), vec![]);
+        assert_eq!(ports("learn(table=40,output:NXM_OF_IN_PORT[])"), vec![]);
+    }
+}

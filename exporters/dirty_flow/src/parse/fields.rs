@@ -1,0 +1,421 @@
+//! Match fields as values under masks, so that two matches can be compared bit by bit.
+//!
+//! The overlap check and the `match:` conditions of user-defined checks need to know whether two
+//! printed matches constrain the same packet bits. Each match item becomes one or more
+//! [`FieldMatch`] `(field, value, mask)`: protocol shorthands expand into their prerequisites
+//! (`tcp` is `dl_type=0x0800,nw_proto=6`), aliases map to one canonical name (`eth_type` is
+//! `dl_type`, `icmp_type` lives in `tp_src` as in OVS), `dl_vlan`/`dl_vlan_pcp` become bits of
+//! `vlan_tci`, flag fields (`ct_state=+trk-est`, `tcp_flags=+syn-ack`) become value/mask pairs,
+//! and IPv4/IPv6/MAC/integers with a mask or prefix length become 128-bit numbers. A value the
+//! parser does not understand becomes an opaque exact value (a hash), which can only be equal or
+//! different: the comparison stays correct for equal texts and errs towards "may overlap".
+
+use std::hash::{Hash, Hasher};
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+/// One constraint of a match: packets whose `field` bits under `mask` equal `value`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FieldMatch<'a> {
+    pub field: &'a str,
+    /// True when the value could not be understood; `value` is then a hash of the text.
+    pub opaque: bool,
+    pub value: u128,
+    pub mask: u128,
+}
+
+impl FieldMatch<'_> {
+    /// Whether both constraints can hold for one packet.
+    pub fn compatible(&self, other: &FieldMatch<'_>) -> bool {
+        if self.opaque != other.opaque {
+            // Same field printed in two notations we cannot relate: assume they can.
+            return true;
+        }
+        (self.value ^ other.value) & self.mask & other.mask == 0
+    }
+}
+
+/// The canonical name of a match field (aliases of OVS and OpenFlow 1.2+ OXM names).
+pub fn canonical(field: &str) -> &str {
+    match field {
+        "eth_type" => "dl_type",
+        "eth_src" => "dl_src",
+        "eth_dst" => "dl_dst",
+        "ip_src" => "nw_src",
+        "ip_dst" => "nw_dst",
+        "ip_proto" => "nw_proto",
+        "ip_frag" => "nw_frag",
+        "ip_ecn" => "nw_ecn",
+        "tcp_src" | "udp_src" | "sctp_src" | "icmp_type" | "icmpv6_type" => "tp_src",
+        "tcp_dst" | "udp_dst" | "sctp_dst" | "icmp_code" | "icmpv6_code" => "tp_dst",
+        "tunnel_id" => "tun_id",
+        "in_port_oxm" => "in_port",
+        "ipv6_label" => "ipv6_label",
+        "arp_spa" | "arp_tpa" | "arp_sha" | "arp_tha" | "arp_op" => field,
+        other => other,
+    }
+}
+
+/// Prerequisites a protocol shorthand stands for: `(dl_type, nw_proto)`.
+pub fn shorthand(word: &str) -> Option<(u16, Option<u8>)> {
+    Some(match word {
+        "ip" => (0x0800, None),
+        "ipv6" | "ip6" => (0x86dd, None),
+        "icmp" => (0x0800, Some(1)),
+        "icmp6" => (0x86dd, Some(58)),
+        "tcp" => (0x0800, Some(6)),
+        "tcp6" => (0x86dd, Some(6)),
+        "udp" => (0x0800, Some(17)),
+        "udp6" => (0x86dd, Some(17)),
+        "sctp" => (0x0800, Some(132)),
+        "sctp6" => (0x86dd, Some(132)),
+        "igmp" => (0x0800, Some(2)),
+        "arp" => (0x0806, None),
+        "rarp" => (0x8035, None),
+        "mpls" => (0x8847, None),
+        "mplsm" => (0x8848, None),
+        "nsh" => (0x894f, None),
+        _ => return None,
+    })
+}
+
+const CT_STATE: &[(&str, u128)] = &[
+    ("new", 0x01),
+    ("est", 0x02),
+    ("rel", 0x04),
+    ("rpl", 0x08),
+    ("inv", 0x10),
+    ("trk", 0x20),
+    ("snat", 0x40),
+    ("dnat", 0x80),
+];
+
+const TCP_FLAGS: &[(&str, u128)] = &[
+    ("fin", 0x001),
+    ("syn", 0x002),
+    ("rst", 0x004),
+    ("psh", 0x008),
+    ("ack", 0x010),
+    ("urg", 0x020),
+    ("ece", 0x040),
+    ("cwr", 0x080),
+    ("ns", 0x100),
+];
+
+/// Appends the constraints of one match item to `out`.
+pub fn expand<'a>(key: &'a str, value: Option<&'a str>, out: &mut Vec<FieldMatch<'a>>) {
+    let Some(value) = value else {
+        match shorthand(key) {
+            Some((dl_type, proto)) => {
+                out.push(exact("dl_type", u128::from(dl_type)));
+                if let Some(p) = proto {
+                    out.push(exact("nw_proto", u128::from(p)));
+                }
+            }
+            // An unknown bare word: keep it as a constraint of its own.
+            None => out.push(opaque(key, "")),
+        }
+        return;
+    };
+    let field = canonical(key);
+    match field {
+        "dl_vlan" => match parse_int(value) {
+            Some(vid) if vid < 4096 => out.push(FieldMatch {
+                field: "vlan_tci",
+                opaque: false,
+                value: 0x1000 | vid,
+                mask: 0x1fff,
+            }),
+            _ => out.push(opaque(field, value)),
+        },
+        "dl_vlan_pcp" => match parse_int(value) {
+            Some(pcp) if pcp < 8 => out.push(FieldMatch {
+                field: "vlan_tci",
+                opaque: false,
+                value: 0x1000 | (pcp << 13),
+                mask: 0xf000,
+            }),
+            _ => out.push(opaque(field, value)),
+        },
+        "ct_state" => out.push(flag_field(field, value, CT_STATE)),
+        "tcp_flags" => out.push(flag_field(field, value, TCP_FLAGS)),
+        "nw_frag" => out.push(match value {
+            "no" => bits(field, 0, 1),
+            "yes" => bits(field, 1, 1),
+            "first" => bits(field, 1, 3),
+            "later" => bits(field, 3, 3),
+            "not_later" => bits(field, 0, 2),
+            _ => opaque(field, value),
+        }),
+        "in_port" => out.push(match super::actions::port_number(value) {
+            Some(super::actions::PortRef::Number(n)) => exact(field, u128::from(n)),
+            _ => opaque(field, value),
+        }),
+        _ => out.push(match parse_masked(value) {
+            Some((v, m)) => bits(field, v, m),
+            None => opaque(field, value),
+        }),
+    }
+}
+
+/// Expands a whole match (without priority) into constraints sorted by field, merging
+/// constraints on the same field. Returns false when two constraints contradict (no packet can
+/// match; OVS would not print such a flow).
+pub fn expand_match<'a>(match_text: &'a str, out: &mut Vec<FieldMatch<'a>>) -> bool {
+    out.clear();
+    for (k, v) in super::line::split_match(match_text) {
+        expand(k, v, out);
+    }
+    out.sort_by(|a, b| a.field.cmp(b.field).then(a.opaque.cmp(&b.opaque)));
+    let mut consistent = true;
+    let mut w = 0;
+    for r in 0..out.len() {
+        if w > 0 && out[w - 1].field == out[r].field && out[w - 1].opaque == out[r].opaque {
+            let (a, b) = (out[w - 1], out[r]);
+            if !a.compatible(&b) {
+                consistent = false;
+            }
+            if !a.opaque {
+                out[w - 1].value = (a.value & a.mask) | (b.value & b.mask);
+                out[w - 1].mask = a.mask | b.mask;
+            }
+        } else {
+            out[w] = out[r];
+            w += 1;
+        }
+    }
+    out.truncate(w);
+    consistent
+}
+
+/// Whether two sorted, merged constraint lists can both match one packet.
+pub fn matches_overlap(a: &[FieldMatch<'_>], b: &[FieldMatch<'_>]) -> bool {
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        match a[i].field.cmp(b[j].field) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                // Same field; both notations (opaque or not) may appear once each.
+                let (ea, eb) = (run_end(a, i), run_end(b, j));
+                for x in &a[i..ea] {
+                    for y in &b[j..eb] {
+                        if !x.compatible(y) {
+                            return false;
+                        }
+                    }
+                }
+                i = ea;
+                j = eb;
+            }
+        }
+    }
+    true
+}
+
+fn run_end(s: &[FieldMatch<'_>], i: usize) -> usize {
+    let f = s[i].field;
+    i + s[i..].iter().take_while(|x| x.field == f).count()
+}
+
+fn bits(field: &str, value: u128, mask: u128) -> FieldMatch<'_> {
+    FieldMatch {
+        field,
+        opaque: false,
+        value: value & mask,
+        mask,
+    }
+}
+
+fn exact(field: &str, value: u128) -> FieldMatch<'_> {
+    bits(field, value, u128::MAX)
+}
+
+fn opaque<'a>(field: &'a str, value: &str) -> FieldMatch<'a> {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    value.hash(&mut h);
+    FieldMatch {
+        field,
+        opaque: true,
+        value: u128::from(h.finish()),
+        mask: u128::MAX,
+    }
+}
+
+fn flag_field<'a>(field: &'a str, value: &str, table: &[(&str, u128)]) -> FieldMatch<'a> {
+    if value.starts_with('+') || value.starts_with('-') {
+        let (mut v, mut m) = (0u128, 0u128);
+        let mut rest = value;
+        while !rest.is_empty() {
+            let sign = rest.as_bytes()[0];
+            let body = &rest[1..];
+            let end = body.find(['+', '-']).unwrap_or(body.len());
+            let Some(&(_, bit)) = table.iter().find(|(n, _)| *n == &body[..end]) else {
+                return opaque(field, value);
+            };
+            m |= bit;
+            if sign == b'+' {
+                v |= bit;
+            }
+            rest = &body[end..];
+        }
+        return bits(field, v, m);
+    }
+    if value.contains('|') || table.iter().any(|(n, _)| *n == value) {
+        let mut v = 0;
+        for name in value.split('|') {
+            let Some(&(_, bit)) = table.iter().find(|(n, _)| *n == name) else {
+                return opaque(field, value);
+            };
+            v |= bit;
+        }
+        return exact(field, v);
+    }
+    match parse_masked(value) {
+        Some((v, m)) => bits(field, v, m),
+        None => opaque(field, value),
+    }
+}
+
+/// Parses `VALUE[/MASK]` where VALUE is an integer, MAC, IPv4 or IPv6 address and MASK is of
+/// the same kind or a prefix length.
+pub fn parse_masked(s: &str) -> Option<(u128, u128)> {
+    let (v, m) = match s.split_once('/') {
+        Some((v, m)) => (v, Some(m)),
+        None => (s, None),
+    };
+    let (value, kind) = parse_value(v)?;
+    let mask = match m {
+        None => u128::MAX,
+        Some(m) => match (kind, m.bytes().all(|b| b.is_ascii_digit())) {
+            (Kind::Ipv4, true) => prefix(m.parse().ok()?, 32)?,
+            (Kind::Ipv6, true) => prefix(m.parse().ok()?, 128)?,
+            _ => parse_value(m)?.0,
+        },
+    };
+    Some((value & mask, mask))
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Int,
+    Mac,
+    Ipv4,
+    Ipv6,
+}
+
+fn prefix(len: u32, width: u32) -> Option<u128> {
+    if len > width {
+        return None;
+    }
+    let ones = if len == 0 {
+        0
+    } else {
+        u128::MAX << (128 - len)
+    };
+    Some(ones >> (128 - width))
+}
+
+fn parse_int(s: &str) -> Option<u128> {
+    if let Some(h) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        if h.is_empty() || h.len() > 32 {
+            return None;
+        }
+        return u128::from_str_radix(h, 16).ok();
+    }
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+fn parse_value(s: &str) -> Option<(u128, Kind)> {
+    if let Some(n) = parse_int(s) {
+        return Some((n, Kind::Int));
+    }
+    let b = s.as_bytes();
+    if b.len() == 17 && s.bytes().filter(|&c| c == b':').count() == 5 {
+        let mut v = 0u128;
+        for part in s.split(':') {
+            if part.len() != 2 {
+                return None;
+            }
+            v = (v << 8) | u128::from(u8::from_str_radix(part, 16).ok()?);
+        }
+        return Some((v, Kind::Mac));
+    }
+    if let Ok(ip) = s.parse::<Ipv4Addr>() {
+        return Some((u128::from(u32::from(ip)), Kind::Ipv4));
+    }
+    if let Ok(ip) = s.parse::<Ipv6Addr>() {
+        return Some((u128::from(ip), Kind::Ipv6));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(s: &str) -> Vec<FieldMatch<'_>> {
+        let mut v = Vec::new();
+        assert!(expand_match(s, &mut v), "{s}");
+        v
+    }
+
+    #[test]
+    fn values_and_masks() {
+        assert_eq!(parse_masked("80"), Some((80, u128::MAX)));
+        assert_eq!(parse_masked("0x50/0xfff0"), Some((0x50, 0xfff0)));
+        assert_eq!(parse_masked("10.0.0.0/24"), Some((0x0a00_0000, 0xffff_ff00)));
+        assert_eq!(
+            parse_masked("10.0.0.7/255.255.0.0"),
+            Some((0x0a00_0000, 0xffff_0000))
+        );
+        assert_eq!(
+            parse_masked("01:00:00:00:00:00/01:00:00:00:00:00"),
+            Some((0x0100_0000_0000, 0x0100_0000_0000))
+        );
+        let (v, mask) = parse_masked("2001:db8::/32").unwrap();
+        assert_eq!(mask, u128::MAX << 96);
+        assert_eq!(v >> 96, 0x2001_0db8);
+        assert_eq!(parse_masked("10.0.0.0/33"), None);
+        assert_eq!(parse_masked("tap1"), None);
+    }
+
+    #[test]
+    fn shorthands_flags_and_vlans() {
+        let t = m("tcp,tp_dst=80");
+        let names: Vec<_> = t.iter().map(|f| f.field).collect();
+        assert_eq!(names, vec!["dl_type", "nw_proto", "tp_dst"]);
+        let ct = m("ct_state=+est-rel+trk");
+        assert_eq!((ct[0].value, ct[0].mask), (0x22, 0x26));
+        let tf = m("tcp,tcp_flags=+syn-ack");
+        assert_eq!(tf.iter().find(|f| f.field == "tcp_flags").map(|f| (f.value, f.mask)), Some((0x2, 0x12)));
+        let v = m("dl_vlan=100,dl_vlan_pcp=3");
+        assert_eq!(v.len(), 1);
+        assert_eq!((v[0].value, v[0].mask), (0x1000 | 100 | (3 << 13), 0xffff));
+        assert_eq!(m("in_port=LOCAL"), m("in_port=65534"));
+        assert_eq!(m("eth_type=0x800"), m("ip"));
+    }
+
+    #[test]
+    fn overlap_logic() {
+        let o = |a: &str, b: &str| matches_overlap(&m(a), &m(b));
+        assert!(o("tcp,nw_src=10.0.0.0/24,tp_dst=80", "tcp,nw_src=10.0.0.5"));
+        assert!(o("tcp,tp_dst=80", "ip,nw_src=1.2.3.4"));
+        assert!(!o("tcp,tp_dst=80", "udp"));
+        assert!(!o("arp", "ip"));
+        assert!(!o("in_port=1", "in_port=2"));
+        assert!(o("in_port=1", "dl_dst=fa:16:3e:00:00:01"));
+        assert!(!o("ct_state=+trk", "ct_state=-trk"));
+        assert!(o("ct_state=+trk", "ct_state=+est+trk"));
+        assert!(!o("nw_frag=no", "nw_frag=later"));
+        assert!(o("", "in_port=1"));
+        assert!(!o("tcp,tp_dst=0x50/0xfff0", "tcp,tp_dst=100"));
+        assert!(o("tcp,tp_dst=0x50/0xfff0", "tcp,tp_dst=81"));
+        assert!(!o("dl_vlan=5", "dl_vlan=6"));
+        assert!(o("dl_vlan=5", "vlan_tci=0x1000/0x1000"));
+        let mut v = Vec::new();
+        assert!(!expand_match("in_port=1,in_port=2", &mut v));
+    }
+}

@@ -1,0 +1,432 @@
+//! One line of `ovs-ofctl dump-flows` output: a reply header or a flow.
+//!
+//! The grammar, as OVS 3.x prints it (OpenFlow 1.0 through 1.5, with or without `--no-stats`):
+//!
+//! ```text
+//! NXST_FLOW reply (xid=0x4): flags=[more]                 <- header, repeats every ~1000 flows
+//! OFPST_FLOW reply (OF1.3) (xid=0x2):
+//!  cookie=0x1, duration=0.1s, table=40, n_packets=0, n_bytes=0, idle_timeout=300,
+//!  hard_timeout=600, send_flow_rem reset_counts importance=7, idle_age=0, hard_age=1,
+//!  priority=100,in_port=2 actions=output:1                <- one line in reality
+//! ```
+//!
+//! The info items are `key=value, ` pairs, the flags bare words followed by a single space, the
+//! match one word (`priority=N,` first unless it is 32768, then fields and protocol shorthands
+//! separated by commas) and the actions everything after ` actions=`. Every info item is
+//! optional (`--no-stats` drops the counters, `table=0` and `cookie=0x0`). The parser borrows
+//! from the line and allocates nothing; match fields and actions are iterated lazily (their
+//! syntax is validated here, once, so that iteration cannot fail).
+
+use super::actions::{validate_actions, ActionIter};
+
+/// The priority OVS omits from its output.
+pub const DEFAULT_PRIORITY: u16 = 32768;
+
+/// Why a line could not be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    #[error("no ` actions=` in the line")]
+    NoActions,
+    #[error("empty actions")]
+    EmptyActions,
+    #[error("unbalanced parentheses in the actions")]
+    Unbalanced,
+    #[error("empty action between commas")]
+    EmptyAction,
+    #[error("unknown info field {0:?}")]
+    UnknownField(String),
+    #[error("invalid value {value:?} for {field}")]
+    BadValue { field: &'static str, value: String },
+    #[error("info field {0:?} lacks its trailing comma")]
+    MissingComma(String),
+    #[error("malformed match {0:?}")]
+    BadMatch(String),
+    #[error("unexpected line: {0:?}")]
+    Unexpected(String),
+}
+
+/// A table as printed: a number, or a name when the bridge's Flow_Table has one and the dump
+/// was made with `--names`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Table<'a> {
+    Id(u8),
+    Name(&'a str),
+}
+
+impl std::fmt::Display for Table<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Table::Id(n) => write!(f, "{n}"),
+            Table::Name(s) => f.write_str(s),
+        }
+    }
+}
+
+/// Flow flags (OpenFlow `OFPFF_*`), printed as bare words.
+pub mod flags {
+    pub const SEND_FLOW_REM: u8 = 1;
+    pub const CHECK_OVERLAP: u8 = 2;
+    pub const RESET_COUNTS: u8 = 4;
+    pub const NO_PACKET_COUNTS: u8 = 8;
+    pub const NO_BYTE_COUNTS: u8 = 16;
+
+    /// The bit of a flag word, if it is one.
+    pub fn from_word(w: &str) -> Option<u8> {
+        Some(match w {
+            "send_flow_rem" => SEND_FLOW_REM,
+            "check_overlap" => CHECK_OVERLAP,
+            "reset_counts" => RESET_COUNTS,
+            "no_packet_counts" => NO_PACKET_COUNTS,
+            "no_byte_counts" => NO_BYTE_COUNTS,
+            _ => return None,
+        })
+    }
+}
+
+/// A reply header line (`NXST_FLOW reply (xid=0x4): flags=[more]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header<'a> {
+    /// `OF1.3` and the like; None for the Nicira (OpenFlow 1.0) reply.
+    pub version: Option<&'a str>,
+    /// Whether more replies follow.
+    pub more: bool,
+}
+
+/// One flow, borrowing from its line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Flow<'a> {
+    pub cookie: u64,
+    /// Seconds since the flow was added (absent with `--no-stats`).
+    pub duration: Option<f64>,
+    pub table: Table<'a>,
+    pub n_packets: Option<u64>,
+    pub n_bytes: Option<u64>,
+    /// 0 when none.
+    pub idle_timeout: u32,
+    /// 0 when none.
+    pub hard_timeout: u32,
+    /// Bits of [`flags`].
+    pub flags: u8,
+    pub importance: u16,
+    pub idle_age: Option<u64>,
+    pub hard_age: Option<u64>,
+    /// 32768 when the line omits it.
+    pub priority: u16,
+    /// The match without `priority=N`: comma-separated fields and shorthands (may be empty).
+    pub match_text: &'a str,
+    /// The actions, after `actions=`.
+    pub actions_text: &'a str,
+    /// The flow without its counters: from the match word (priority included) to the end.
+    pub text: &'a str,
+}
+
+impl<'a> Flow<'a> {
+    /// Match items: `(field, Some(value))` or `(shorthand, None)`.
+    pub fn match_fields(&self) -> impl Iterator<Item = (&'a str, Option<&'a str>)> {
+        split_match(self.match_text)
+    }
+
+    /// The top-level actions (parenthesis-aware).
+    pub fn actions(&self) -> ActionIter<'a> {
+        ActionIter::new(self.actions_text)
+    }
+}
+
+/// Splits a match (without priority) into its items.
+pub fn split_match(m: &str) -> impl Iterator<Item = (&str, Option<&str>)> {
+    m.split(',').filter(|s| !s.is_empty()).map(|item| {
+        match item.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (item, None),
+        }
+    })
+}
+
+/// A parsed line.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Line<'a> {
+    /// Blank line.
+    Empty,
+    Header(Header<'a>),
+    Flow(Flow<'a>),
+}
+
+/// Parses one line of `ovs-ofctl dump-flows` output (trailing newline allowed).
+pub fn parse_line(line: &str) -> Result<Line<'_>, ParseError> {
+    let line = line.trim_end_matches(['\n', '\r']);
+    if line.trim().is_empty() {
+        return Ok(Line::Empty);
+    }
+    if !line.starts_with(' ') {
+        if let Some(h) = parse_header(line) {
+            return Ok(Line::Header(h));
+        }
+    }
+    parse_flow(line).map(Line::Flow)
+}
+
+fn parse_header(line: &str) -> Option<Header<'_>> {
+    let rest = line
+        .strip_prefix("NXST_FLOW reply ")
+        .or_else(|| line.strip_prefix("OFPST_FLOW reply "))?;
+    let (version, rest) = match rest.strip_prefix('(') {
+        Some(r) if r.starts_with("OF") => {
+            let end = r.find(')')?;
+            (Some(&r[..end]), r[end + 1..].trim_start())
+        }
+        _ => (None, rest),
+    };
+    let rest = rest.strip_prefix("(xid=")?;
+    let end = rest.find("):")?;
+    let xid = &rest[..end];
+    if !xid.starts_with("0x") || u32::from_str_radix(&xid[2..], 16).is_err() {
+        return None;
+    }
+    let tail = rest[end + 2..].trim();
+    let more = match tail {
+        "" => false,
+        "flags=[more]" => true,
+        _ => return None,
+    };
+    Some(Header { version, more })
+}
+
+/// Finds ` actions=` (or `actions=` at the start), the boundary between match and actions.
+fn find_actions(line: &str) -> Option<usize> {
+    if line.starts_with("actions=") {
+        return Some(0);
+    }
+    line.find(" actions=").map(|i| i + 1)
+}
+
+/// Parses a flow line (leading spaces allowed).
+pub fn parse_flow(line: &str) -> Result<Flow<'_>, ParseError> {
+    let line = line.trim_start_matches(' ');
+    let at = find_actions(line).ok_or(ParseError::NoActions)?;
+    let actions_text = &line[at + "actions=".len()..];
+    let actions_text = actions_text.trim_end();
+    if actions_text.is_empty() {
+        return Err(ParseError::EmptyActions);
+    }
+    validate_actions(actions_text)?;
+    let head = line[..at].trim_end();
+
+    let mut flow = Flow {
+        cookie: 0,
+        duration: None,
+        table: Table::Id(0),
+        n_packets: None,
+        n_bytes: None,
+        idle_timeout: 0,
+        hard_timeout: 0,
+        flags: 0,
+        importance: 0,
+        idle_age: None,
+        hard_age: None,
+        priority: DEFAULT_PRIORITY,
+        match_text: "",
+        actions_text,
+        text: "",
+    };
+
+    let mut words = head.split(' ').filter(|w| !w.is_empty()).peekable();
+    let mut match_word: Option<&str> = None;
+    while let Some(word) = words.next() {
+        let last = words.peek().is_none();
+        if let Some(item) = word.strip_suffix(',') {
+            info_item(&mut flow, item)?;
+        } else if let Some(bit) = flags::from_word(word) {
+            flow.flags |= bit;
+        } else if last {
+            match_word = Some(word);
+        } else if word.contains('=') {
+            return Err(ParseError::MissingComma(word.to_string()));
+        } else {
+            return Err(ParseError::UnknownField(word.to_string()));
+        }
+    }
+
+    // The text without counters starts at the match word (or at `actions=` when there is none).
+    let text_start = match match_word {
+        // The match word is a subslice of `line`.
+        Some(w) => w.as_ptr() as usize - line.as_ptr() as usize,
+        None => at,
+    };
+    flow.text = line[text_start..].trim_end();
+    if let Some(m) = match_word {
+        let rest = match m.strip_prefix("priority=") {
+            Some(r) => {
+                let (p, rest) = r.split_once(',').unwrap_or((r, ""));
+                flow.priority = p.parse().map_err(|_| bad("priority", p))?;
+                rest
+            }
+            None => m,
+        };
+        for (k, v) in split_match(rest) {
+            let ok_key = !k.is_empty()
+                && k.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.');
+            if !ok_key || v.is_some_and(str::is_empty) {
+                return Err(ParseError::BadMatch(m.to_string()));
+            }
+        }
+        if rest.starts_with(',') || rest.ends_with(',') || rest.contains(",,") {
+            return Err(ParseError::BadMatch(m.to_string()));
+        }
+        flow.match_text = rest;
+    }
+    Ok(flow)
+}
+
+fn bad(field: &'static str, value: &str) -> ParseError {
+    ParseError::BadValue {
+        field,
+        value: value.chars().take(64).collect(),
+    }
+}
+
+fn parse_u64(field: &'static str, v: &str) -> Result<u64, ParseError> {
+    v.parse().map_err(|_| bad(field, v))
+}
+
+fn info_item<'a>(flow: &mut Flow<'a>, item: &'a str) -> Result<(), ParseError> {
+    let (k, v) = item
+        .split_once('=')
+        .ok_or_else(|| ParseError::UnknownField(item.to_string()))?;
+    match k {
+        "cookie" => {
+            let hex = v.strip_prefix("0x").ok_or_else(|| bad("cookie", v))?;
+            flow.cookie = u64::from_str_radix(hex, 16).map_err(|_| bad("cookie", v))?;
+        }
+        "duration" => {
+            let secs = v.strip_suffix('s').ok_or_else(|| bad("duration", v))?;
+            let d: f64 = secs.parse().map_err(|_| bad("duration", v))?;
+            if !d.is_finite() || d < 0.0 || !secs.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+            {
+                return Err(bad("duration", v));
+            }
+            flow.duration = Some(d);
+        }
+        "table" => {
+            if v.is_empty() {
+                return Err(bad("table", v));
+            }
+            flow.table = if v.bytes().all(|b| b.is_ascii_digit()) {
+                Table::Id(v.parse().map_err(|_| bad("table", v))?)
+            } else {
+                Table::Name(v)
+            };
+        }
+        "n_packets" => flow.n_packets = Some(parse_u64("n_packets", v)?),
+        "n_bytes" => flow.n_bytes = Some(parse_u64("n_bytes", v)?),
+        "idle_timeout" => flow.idle_timeout = v.parse().map_err(|_| bad("idle_timeout", v))?,
+        "hard_timeout" => flow.hard_timeout = v.parse().map_err(|_| bad("hard_timeout", v))?,
+        "importance" => flow.importance = v.parse().map_err(|_| bad("importance", v))?,
+        "idle_age" => flow.idle_age = Some(parse_u64("idle_age", v)?),
+        "hard_age" => flow.hard_age = Some(parse_u64("hard_age", v)?),
+        _ => return Err(ParseError::UnknownField(k.chars().take(64).collect())),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flow(line: &str) -> Flow<'_> {
+        match parse_line(line) {
+            Ok(Line::Flow(f)) => f,
+            other => panic!("{line:?} -> {other:?}"),
+        }
+    }
+
+    #[test]
+    fn headers() {
+        assert_eq!(
+            parse_line("NXST_FLOW reply (xid=0x4): flags=[more]\n"),
+            Ok(Line::Header(Header {
+                version: None,
+                more: true
+            }))
+        );
+        assert_eq!(
+            parse_line("OFPST_FLOW reply (OF1.3) (xid=0x2):"),
+            Ok(Line::Header(Header {
+                version: Some("OF1.3"),
+                more: false
+            }))
+        );
+        assert!(parse_line("OFPT_ERROR (xid=0x34): OFPBAC_BAD_OUT_GROUP").is_err());
+        assert!(parse_line("NXST_FLOW reply (xid=zz):").is_err());
+        assert_eq!(parse_line("  \n"), Ok(Line::Empty));
+    }
+
+    #[test]
+    fn full_flow() {
+        let f = flow(" cookie=0x1, duration=0.156s, table=40, n_packets=3, n_bytes=180, idle_timeout=300, hard_timeout=600, send_flow_rem reset_counts importance=7, idle_age=0, hard_age=2, priority=100,in_port=2 actions=output:1");
+        assert_eq!(f.cookie, 1);
+        assert_eq!(f.duration, Some(0.156));
+        assert_eq!(f.table, Table::Id(40));
+        assert_eq!((f.n_packets, f.n_bytes), (Some(3), Some(180)));
+        assert_eq!((f.idle_timeout, f.hard_timeout), (300, 600));
+        assert_eq!(f.flags, flags::SEND_FLOW_REM | flags::RESET_COUNTS);
+        assert_eq!(f.importance, 7);
+        assert_eq!((f.idle_age, f.hard_age), (Some(0), Some(2)));
+        assert_eq!(f.priority, 100);
+        assert_eq!(f.match_text, "in_port=2");
+        assert_eq!(f.actions_text, "output:1");
+        assert_eq!(f.text, "priority=100,in_port=2 actions=output:1");
+    }
+
+    #[test]
+    fn omitted_priority_and_match() {
+        let f = flow(" cookie=0x0, duration=0.161s, table=40, n_packets=0, n_bytes=0, idle_age=0, in_port=1 actions=output:2");
+        assert_eq!(f.priority, DEFAULT_PRIORITY);
+        assert_eq!(f.match_text, "in_port=1");
+        let f = flow(" cookie=0x0, duration=1.5s, table=1, n_packets=0, n_bytes=0, reset_counts actions=drop");
+        assert_eq!(f.priority, DEFAULT_PRIORITY);
+        assert_eq!(f.match_text, "");
+        assert_eq!(f.flags, flags::RESET_COUNTS);
+        assert_eq!(f.text, "actions=drop");
+        let f = flow(" priority=0 actions=NORMAL");
+        assert_eq!((f.priority, f.match_text, f.table), (0, "", Table::Id(0)));
+        let f = flow(" actions=NORMAL");
+        assert_eq!(f.priority, DEFAULT_PRIORITY);
+    }
+
+    #[test]
+    fn table_names_and_shorthands() {
+        let f = flow(" cookie=0x0, duration=0.211s, table=acl, n_packets=0, n_bytes=0, priority=1,ip,in_port=tap1 actions=output:tap2");
+        assert_eq!(f.table, Table::Name("acl"));
+        let items: Vec<_> = f.match_fields().collect();
+        assert_eq!(items, vec![("ip", None), ("in_port", Some("tap1"))]);
+    }
+
+    #[test]
+    fn malformed() {
+        for bad in [
+            " cookie=0x0, duration=0.1s, table=0 priority=1 actions=drop",
+            " cookie=zz, priority=1 actions=drop",
+            " cookie=0x0, duration=abc, priority=1 actions=drop",
+            " cookie=0x0, duration=1s, table=300, priority=1 actions=drop",
+            " cookie=0x0, bogus=1, priority=1 actions=drop",
+            " priority=1,in_port=1 actions=",
+            " priority=1,in_port=1 actions=output:1,,drop",
+            " priority=1,in_port=1 actions=learn(a,b",
+            " priority=1,in_port=1 actions=a)b(",
+            " priority=99999 actions=drop",
+            " priority=1,,ip actions=drop",
+            " priority=1,ip, actions=drop",
+            " priority=1,in_port= actions=drop",
+            " priority=1 in_port=1 actions=drop",
+            "garbage",
+            "",
+        ] {
+            let r = parse_line(bad);
+            assert!(
+                matches!(r, Err(_)) || matches!(r, Ok(Line::Empty)) && bad.is_empty(),
+                "{bad:?} -> {r:?}"
+            );
+        }
+    }
+}
