@@ -1,14 +1,33 @@
-//! log_pattern_exporter: log-pattern counters from tailed container logs.
+//! log_pattern_exporter: log-pattern counters from tailed container logs, every line exactly once.
 //!
-//! `main.rs` is thin; the flags, the collectors and their parsers live here so tests reach them.
+//! `main.rs` is thin; the flags, the collectors and the tailer live here so tests reach them.
+//! Data path: [`discovery`] finds files (pod tree and path globs), [`service`] runs the tailing
+//! thread (inotify, rescans, state saves), [`tail`] follows files across rotation and
+//! truncation, [`tail::lines`] and [`format`] turn bytes into logical lines, [`rules`] counts
+//! them, [`state`] makes offsets and counters durable together, [`metrics`] encodes them.
 #![forbid(unsafe_code)]
 
+pub mod collector;
 pub mod config;
+pub mod discovery;
+pub mod format;
+pub mod metrics;
+pub mod replay;
+pub mod rules;
+pub mod service;
+pub mod state;
+pub mod tail;
 
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
-use common::cli::{CollectorFlag, ConfigArgs, LogArgs, WebArgs};
-use common::{Collector, Exporter, ExporterInfo};
+use common::cli::{parse_duration, CollectorFlag, ConfigArgs, LogArgs, WebArgs};
+use common::{Collector, ConfigError, Exporter, ExporterInfo};
+
+use crate::collector::logs::LogsCollector;
+use crate::discovery::{GlobPattern, Source};
+use crate::rules::SimpleRules;
 
 /// Identity of this exporter.
 pub const INFO: ExporterInfo = ExporterInfo {
@@ -19,7 +38,33 @@ pub const INFO: ExporterInfo = ExporterInfo {
 };
 
 /// The collectors this exporter has: name, help, enabled by default.
-pub const COLLECTORS: &[CollectorFlag] = &[];
+pub const COLLECTORS: &[CollectorFlag] = &[CollectorFlag {
+    name: "logs",
+    help: "Rule match counters and tailer statistics from the followed log files",
+    default_enabled: true,
+}];
+
+/// Errors of this crate.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot start inotify: {0}")]
+    Inotify(std::io::Error),
+    #[error("cannot start a thread: {0}")]
+    Thread(std::io::Error),
+    #[error("the tailing thread has stopped")]
+    Stopped,
+    #[error(transparent)]
+    Exporter(#[from] common::Error),
+    #[error("{}: {source}", path.display())]
+    Replay {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot encode the metrics")]
+    Encode,
+}
 
 /// Command-line flags.
 #[derive(clap::Parser, Debug, Clone)]
@@ -31,14 +76,81 @@ pub struct Flags {
     pub log: LogArgs,
     #[command(flatten)]
     pub config: ConfigArgs,
-    /// Root of the Kubernetes pod log tree.
-    #[arg(long = "path.pods", default_value = "/var/log/pods")]
-    pub path_pods: std::path::PathBuf,
+    /// Root of the Kubernetes pod log tree (`<root>/<ns>_<pod>_<uid>/<container>/<N>.log`).
+    #[arg(
+        long = "path.pods",
+        default_value = "/var/log/pods",
+        value_name = "DIR"
+    )]
+    pub path_pods: PathBuf,
+    /// State file holding offsets and counter values (on a host path, so it outlives the pod).
+    /// An empty value disables persistence: counters then reset on restart.
+    #[arg(
+        long = "state.file",
+        default_value = "/var/lib/log_pattern_exporter/state.json",
+        value_name = "FILE"
+    )]
+    pub state_file: PathBuf,
+    /// Save the state at least this often (it is also saved at each scrape and on shutdown).
+    #[arg(long = "state.save-interval", default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    pub save_interval: Duration,
+    /// Full rescan of the log directories, as a safety net beside inotify.
+    #[arg(long = "discovery.rescan-interval", default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    pub rescan_interval: Duration,
+    /// Watch directories with inotify (false: rely on rescans and polling only).
+    #[arg(long = "discovery.inotify", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub inotify: bool,
+    /// Read followed files at least this often, inotify or not.
+    #[arg(long = "tail.poll-interval", default_value = "250ms", value_parser = parse_duration, value_name = "DURATION")]
+    pub poll_interval: Duration,
+    /// Longest line kept, in bytes (joined partial lines included); longer ones are cut and counted.
+    #[arg(long = "tail.max-line-bytes", default_value_t = 256 * 1024, value_name = "BYTES")]
+    pub max_line_bytes: usize,
+    /// A rotated file is released once read to its end and quiet for this long.
+    #[arg(long = "tail.rotate-wait", default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
+    pub rotate_wait: Duration,
+    /// Most log files held open at once.
+    #[arg(long = "tail.max-open-files", default_value_t = 1024, value_name = "N")]
+    pub max_open_files: usize,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands.
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum Command {
+    /// Read FILEs once from their first byte, print the resulting metrics and exit.
+    Replay {
+        /// The rule file.
+        #[arg(long = "config.file", value_name = "FILE")]
+        config_file: PathBuf,
+        /// Longest line kept, in bytes.
+        #[arg(long = "tail.max-line-bytes", default_value_t = 256 * 1024, value_name = "BYTES")]
+        max_line_bytes: usize,
+        /// Log files (CRI, Docker json-file or plain; `.gz` accepted).
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
 }
 
 /// Builds every collector of this exporter (enabled or not), in the order of [`COLLECTORS`].
+/// Without a running tailer the collector reports failure; [`run`] builds the live one.
 pub fn collectors(_flags: &Flags) -> Vec<Arc<dyn Collector>> {
-    Vec::new()
+    vec![Arc::new(LogsCollector::new(None))]
+}
+
+/// The sources named by the flags and the config.
+pub fn sources(flags: &Flags, cfg: &config::Config) -> Result<Vec<Source>, String> {
+    let mut out = vec![Source::Pods {
+        root: flags.path_pods.clone(),
+    }];
+    for s in &cfg.sources {
+        out.push(Source::Glob {
+            pattern: GlobPattern::parse(&s.path)?,
+            labels: s.labels.clone(),
+        });
+    }
+    Ok(out)
 }
 
 /// Runs the exporter until SIGTERM/SIGINT.
@@ -46,11 +158,31 @@ pub async fn run(
     flags: Flags,
     enabled: Vec<&'static str>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let _config = match &flags.config.file {
-        Some(p) => Some(config::load(p)?),
-        None => None,
+    let cfg = match &flags.config.file {
+        Some(p) => config::load(p)?,
+        None => config::Config::default(),
     };
-    Exporter::new(INFO, flags.web.clone(), collectors(&flags), enabled)
+    let sources = sources(&flags, &cfg)?;
+    let opts = service::ServiceOptions {
+        sources,
+        state_file: (!flags.state_file.as_os_str().is_empty()).then(|| flags.state_file.clone()),
+        poll_interval: flags.poll_interval,
+        rescan_interval: flags.rescan_interval,
+        save_interval: flags.save_interval,
+        inotify: flags.inotify,
+        engine: tail::Options {
+            max_line_bytes: flags.max_line_bytes,
+            rotate_wait: flags.rotate_wait,
+            max_open_files: flags.max_open_files,
+            start_at: cfg.start_at,
+            ..tail::Options::default()
+        },
+    };
+    let handle = service::start(opts, Box::new(SimpleRules::new(&cfg.rules)))?;
+    let collectors: Vec<Arc<dyn Collector>> =
+        vec![Arc::new(LogsCollector::new(Some(handle.clone())))];
+    Exporter::new(INFO, flags.web.clone(), collectors, enabled)
+        .on_shutdown(move || Box::pin(async move { handle.shutdown().await }))
         .run()
         .await?;
     Ok(())

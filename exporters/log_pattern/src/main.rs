@@ -1,9 +1,26 @@
 //! Entry point; see the library crate for everything else.
-use log_pattern_exporter::{config, run, Flags, COLLECTORS};
+use log_pattern_exporter::{config, replay, run, Command, Flags, COLLECTORS};
 
 fn main() -> std::process::ExitCode {
     let (flags, enabled) = common::cli::parse::<Flags>(COLLECTORS);
     common::logging::init(&flags.log);
+    if let Some(Command::Replay {
+        config_file,
+        max_line_bytes,
+        files,
+    }) = &flags.command
+    {
+        return match replay::replay(config_file, files, *max_line_bytes) {
+            Ok(text) => {
+                print!("{text}");
+                std::process::ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("error: {err}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     if let Some(path) = flags.config.file.clone() {
         if flags.config.check {
             common::config::check_and_exit(&path, config::load(&path));

@@ -1,0 +1,49 @@
+//! The `logs` collector: rule match counters and the tailer's own metrics.
+//!
+//! On each scrape it asks the tailing thread for a snapshot; the thread first saves the state
+//! file, then answers with the values of the last successful save, so what is served has been
+//! made durable and can never be served lower later (SIGKILL included).
+
+use futures::future::BoxFuture;
+use prometheus_client::registry::Registry;
+
+use common::{CollectError, Collector};
+
+use crate::service::Handle;
+
+/// The collector; `handle` is `None` only when built for flag listing.
+#[derive(Debug)]
+pub struct LogsCollector {
+    handle: Option<Handle>,
+}
+
+impl LogsCollector {
+    pub fn new(handle: Option<Handle>) -> Self {
+        Self { handle }
+    }
+}
+
+impl Collector for LogsCollector {
+    fn name(&self) -> &'static str {
+        "logs"
+    }
+
+    fn help(&self) -> &'static str {
+        "Rule match counters and tailer statistics from the followed log files"
+    }
+
+    fn collect<'a>(
+        &'a self,
+        registry: &'a mut Registry,
+    ) -> BoxFuture<'a, Result<(), CollectError>> {
+        Box::pin(async move {
+            let handle = self
+                .handle
+                .as_ref()
+                .ok_or_else(|| CollectError::new("the tailer is not running"))?;
+            let snap = handle.snapshot().await.map_err(CollectError::new)?;
+            crate::metrics::encode(&snap, registry);
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,330 @@
+//! The exporter's own counters and their encoding, together with the rule counters.
+//!
+//! [`Counters`] are plain numbers owned by the tailer thread, saved in the state file with the
+//! offsets (so they never reset) and served from the last durable save. [`Gauges`] describe the
+//! present (files open, backlog) and are not saved; [`SaveStats`] describe the state file itself
+//! and live only as long as the process. [`encode`] turns a [`Snapshot`] into fresh
+//! prometheus-client metrics on each scrape.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+use serde::{Deserialize, Serialize};
+
+use crate::rules::SeriesValue;
+
+/// Upper bounds of the event lag histogram, in seconds.
+pub const LAG_BUCKETS: [f64; 10] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0];
+
+/// A histogram of read time minus the line's own timestamp.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LagHistogram {
+    /// Non-cumulative counts per bucket of [`LAG_BUCKETS`], then +Inf.
+    pub buckets: Vec<u64>,
+    pub sum: f64,
+    pub count: u64,
+}
+
+impl LagHistogram {
+    pub fn observe(&mut self, seconds: f64) {
+        let v = if seconds.is_finite() {
+            seconds.max(0.0)
+        } else {
+            0.0
+        };
+        if self.buckets.len() != LAG_BUCKETS.len() + 1 {
+            self.buckets.resize(LAG_BUCKETS.len() + 1, 0);
+        }
+        let i = LAG_BUCKETS
+            .iter()
+            .position(|&b| v <= b)
+            .unwrap_or(LAG_BUCKETS.len());
+        self.buckets[i] += 1;
+        self.sum += v;
+        self.count += 1;
+    }
+}
+
+/// Counters saved with the offsets.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Counters {
+    pub lines_read: u64,
+    pub bytes_read: u64,
+    pub files_opened: u64,
+    pub rotations: u64,
+    pub truncations: u64,
+    /// Bytes lost to a truncation before they were read (an estimate from the last size seen).
+    pub truncated_unread_bytes: u64,
+    /// Files in the saved state that were gone at restart.
+    pub files_lost: u64,
+    pub long_lines: u64,
+    pub invalid_utf8_lines: u64,
+    /// By format.
+    pub parse_errors: BTreeMap<String, u64>,
+    /// By reason (permission_denied, not_found, io).
+    pub read_errors: BTreeMap<String, u64>,
+    pub inotify_overflows: u64,
+    /// By trigger (periodic, inotify, overflow, start).
+    pub rescans: BTreeMap<String, u64>,
+    pub lag: LagHistogram,
+}
+
+impl Counters {
+    pub fn inc(map: &mut BTreeMap<String, u64>, key: &str) {
+        *map.entry(key.to_string()).or_default() += 1;
+    }
+}
+
+/// Present-tense values, not saved.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Gauges {
+    pub files_open: u64,
+    pub files_rotated_open: u64,
+    pub dirs_watched: u64,
+    pub backlog_bytes: u64,
+}
+
+/// State-file statistics of this process.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SaveStats {
+    pub saves: u64,
+    pub failures: u64,
+    pub last_success_timestamp: f64,
+    pub load_failures: u64,
+}
+
+/// Everything one scrape serves.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub counters: Counters,
+    pub matches: Vec<SeriesValue>,
+    pub gauges: Gauges,
+    pub saves: SaveStats,
+}
+
+/// A histogram with fixed values, encoded as a Prometheus histogram.
+#[derive(Debug)]
+struct ConstHistogram(LagHistogram);
+
+impl EncodeMetric for ConstHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let mut buckets: Vec<(f64, u64)> = LAG_BUCKETS
+            .iter()
+            .copied()
+            .chain([f64::INFINITY])
+            .enumerate()
+            .map(|(i, b)| (b, self.0.buckets.get(i).copied().unwrap_or(0)))
+            .collect();
+        if buckets.is_empty() {
+            buckets.push((f64::INFINITY, 0));
+        }
+        encoder.encode_histogram::<NoLabelSet>(self.0.sum, self.0.count, &buckets, None)
+    }
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+type LabelFamily<M> = Family<Vec<(String, String)>, M>;
+
+fn counter(v: u64) -> Counter {
+    let c = Counter::default();
+    c.inc_by(v);
+    c
+}
+
+fn gauge_u(v: u64) -> Gauge {
+    let g = Gauge::default();
+    g.set(i64::try_from(v).unwrap_or(i64::MAX));
+    g
+}
+
+fn by_label(label: &str, map: &BTreeMap<String, u64>, keys: &[&str]) -> LabelFamily<Counter> {
+    let f = LabelFamily::<Counter>::default();
+    // Known keys start at 0 so rate() sees the first increase.
+    for k in keys {
+        let _ = f.get_or_create(&vec![(label.to_string(), (*k).to_string())]);
+    }
+    for (k, v) in map {
+        f.get_or_create(&vec![(label.to_string(), k.clone())])
+            .inc_by(*v);
+    }
+    f
+}
+
+/// Registers every metric of `snap` (the registry already has the `log_pattern` prefix).
+pub fn encode(snap: &Snapshot, r: &mut Registry) {
+    let matches = LabelFamily::<Counter>::default();
+    for s in &snap.matches {
+        let mut labels = vec![("rule".to_string(), s.rule.clone())];
+        if s.overflow {
+            labels.push(("overflow".into(), "true".into()));
+        } else {
+            labels.extend(s.labels.iter().cloned());
+        }
+        matches.get_or_create(&labels).inc_by(s.value);
+    }
+    r.register(
+        "matches",
+        "Log lines that matched a rule, by rule and source labels; past a rule's series budget, counted in its overflow=\"true\" series",
+        matches,
+    );
+    let c = &snap.counters;
+    r.register(
+        "lines_read",
+        "Logical log lines read (partial lines joined)",
+        counter(c.lines_read),
+    );
+    r.register(
+        "read_bytes",
+        "Bytes read from log files",
+        counter(c.bytes_read),
+    );
+    r.register(
+        "files_opened",
+        "Log files started to be followed",
+        counter(c.files_opened),
+    );
+    r.register(
+        "rotations",
+        "Followed files that were renamed, replaced or removed",
+        counter(c.rotations),
+    );
+    r.register(
+        "truncations",
+        "Files that shrank below the read offset (copytruncate) and were read again from byte 0",
+        counter(c.truncations),
+    );
+    r.register(
+        "truncated_unread_bytes",
+        "Bytes lost to a truncation before they could be read (from the last size seen)",
+        counter(c.truncated_unread_bytes),
+    );
+    r.register("files_lost", "Files in the saved state that could no longer be found at start (their unread rest is lost)", counter(c.files_lost));
+    r.register(
+        "long_lines",
+        "Lines longer than --tail.max-line-bytes (partials joined), cut to that length",
+        counter(c.long_lines),
+    );
+    r.register(
+        "invalid_utf8_lines",
+        "Lines that are not valid UTF-8 (matched as bytes)",
+        counter(c.invalid_utf8_lines),
+    );
+    r.register(
+        "parse_errors",
+        "Lines that do not parse in their file's format (matched as plain text)",
+        by_label("format", &c.parse_errors, &["cri", "docker"]),
+    );
+    r.register(
+        "read_errors",
+        "Files or directories that could not be read, by reason",
+        by_label("reason", &c.read_errors, &["permission_denied", "io"]),
+    );
+    r.register(
+        "inotify_overflows",
+        "inotify event queue overflows (each triggers a full rescan)",
+        counter(c.inotify_overflows),
+    );
+    r.register(
+        "rescans",
+        "Directory scans, by trigger",
+        by_label(
+            "trigger",
+            &c.rescans,
+            &["start", "periodic", "inotify", "overflow"],
+        ),
+    );
+    r.register(
+        "event_lag_seconds",
+        "Read time minus the line's own timestamp",
+        ConstHistogram(c.lag.clone()),
+    );
+    let g = &snap.gauges;
+    r.register(
+        "files_watched",
+        "Log files open and followed, rotated ones included",
+        gauge_u(g.files_open),
+    );
+    r.register(
+        "rotated_files_open",
+        "Rotated files still open until read to their end",
+        gauge_u(g.files_rotated_open),
+    );
+    r.register(
+        "directories_watched",
+        "Directories under an inotify watch",
+        gauge_u(g.dirs_watched),
+    );
+    r.register(
+        "backlog_bytes",
+        "Bytes written to followed files but not yet read (size minus offset)",
+        gauge_u(g.backlog_bytes),
+    );
+    let s = &snap.saves;
+    r.register(
+        "state_saves",
+        "Successful state file saves by this process",
+        counter(s.saves),
+    );
+    r.register(
+        "state_save_failures",
+        "Failed state file saves by this process (values served stay those of the last good save)",
+        counter(s.failures),
+    );
+    r.register(
+        "state_load_failures",
+        "State files that could not be read or parsed at start and were set aside",
+        counter(s.load_failures),
+    );
+    let ts = Gauge::<f64, AtomicU64>::default();
+    ts.set(s.last_success_timestamp);
+    r.register(
+        "state_last_save_timestamp_seconds",
+        "Time of the last successful state save (0: none yet)",
+        ts,
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets() {
+        let mut h = LagHistogram::default();
+        h.observe(0.01);
+        h.observe(-3.0);
+        h.observe(7.0);
+        h.observe(1e6);
+        assert_eq!(h.count, 4);
+        assert_eq!(h.buckets[0], 2);
+        assert_eq!(h.buckets[7], 1);
+        assert_eq!(h.buckets[10], 1);
+        let mut snap = Snapshot::default();
+        snap.counters.lag = h;
+        let mut r = Registry::with_prefix("log_pattern");
+        encode(&snap, &mut r);
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &r).unwrap();
+        assert!(
+            out.contains("log_pattern_event_lag_seconds_bucket{le=\"0.05\"} 2\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("log_pattern_event_lag_seconds_bucket{le=\"+Inf\"} 4\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("log_pattern_parse_errors_total{format=\"cri\"} 0\n"),
+            "{out}"
+        );
+    }
+}

@@ -1,0 +1,318 @@
+//! The tailing thread: discovery, reading and state saves, driven by inotify, timers and scrapes.
+//!
+//! One OS thread owns the [`Engine`] (blocking file I/O, no locks on the hot path). It wakes on
+//! inotify activity (a second thread blocks in `read(2)` on the inotify descriptor and raises
+//! flags), on a poll tick, and on requests from the scrape path. Each wake-up: rescan if the
+//! directory tree changed, inotify overflowed or the rescan interval elapsed; read every file;
+//! release finished rotated files; save the state if a scrape asked or the save interval
+//! elapsed. A scrape is answered with the values of the last durable save, so a served counter
+//! never goes down, even across SIGKILL.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use inotify::{Inotify, WatchMask, Watches};
+
+use crate::discovery::{ScanResult, Source};
+use crate::metrics::{SaveStats, Snapshot};
+use crate::rules::LineSink;
+use crate::state;
+use crate::tail::{Engine, Options};
+use crate::Error;
+
+/// How the service runs.
+#[derive(Debug, Clone)]
+pub struct ServiceOptions {
+    pub sources: Vec<Source>,
+    /// `None`: no persistence (values are served live).
+    pub state_file: Option<PathBuf>,
+    pub poll_interval: Duration,
+    pub rescan_interval: Duration,
+    pub save_interval: Duration,
+    pub inotify: bool,
+    pub engine: Options,
+}
+
+enum Msg {
+    Wake,
+    Collect(tokio::sync::oneshot::Sender<Arc<Snapshot>>),
+    Shutdown(tokio::sync::oneshot::Sender<()>),
+}
+
+/// Flags raised by the inotify thread, so a flood of events is one wake-up.
+#[derive(Default)]
+struct FsFlags {
+    pending: AtomicBool,
+    structural: AtomicBool,
+    overflow: AtomicBool,
+}
+
+/// The scrape path's handle on the tailing thread.
+#[derive(Debug, Clone)]
+pub struct Handle {
+    tx: mpsc::Sender<Msg>,
+}
+
+impl Handle {
+    /// Saves the state and returns the values of the last durable save.
+    pub async fn snapshot(&self) -> Result<Arc<Snapshot>, Error> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.tx.send(Msg::Collect(tx)).map_err(|_| Error::Stopped)?;
+        rx.await.map_err(|_| Error::Stopped)
+    }
+
+    /// Saves a last time and stops the thread.
+    pub async fn shutdown(&self) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.tx.send(Msg::Shutdown(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+/// Starts the tailing thread (it loads the state file first).
+pub fn start(opts: ServiceOptions, sink: Box<dyn LineSink>) -> Result<Handle, Error> {
+    let (tx, rx) = mpsc::channel();
+    let flags = Arc::new(FsFlags::default());
+    let watches = if opts.inotify {
+        let inotify = Inotify::init().map_err(Error::Inotify)?;
+        let watches = inotify.watches();
+        let tx = tx.clone();
+        let flags = Arc::clone(&flags);
+        std::thread::Builder::new()
+            .name("inotify".into())
+            .spawn(move || inotify_loop(inotify, &tx, &flags))
+            .map_err(Error::Thread)?;
+        Some(watches)
+    } else {
+        None
+    };
+    let mut svc = Service::new(opts, sink, watches, flags);
+    std::thread::Builder::new()
+        .name("tailer".into())
+        .spawn(move || svc.run(&rx))
+        .map_err(Error::Thread)?;
+    Ok(Handle { tx })
+}
+
+fn inotify_loop(mut inotify: Inotify, tx: &mpsc::Sender<Msg>, flags: &FsFlags) {
+    use inotify::EventMask;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let events = match inotify.read_events_blocking(&mut buf) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                tracing::error!(error = %e, "inotify read failed; relying on rescans");
+                return;
+            }
+        };
+        for ev in events {
+            if ev.mask.contains(EventMask::Q_OVERFLOW) {
+                flags.overflow.store(true, Ordering::Relaxed);
+            } else if !ev.mask.contains(EventMask::MODIFY) {
+                flags.structural.store(true, Ordering::Relaxed);
+            }
+        }
+        if !flags.pending.swap(true, Ordering::AcqRel) && tx.send(Msg::Wake).is_err() {
+            return;
+        }
+    }
+}
+
+struct Service {
+    opts: ServiceOptions,
+    engine: Engine,
+    watches: Option<Watches>,
+    watched: HashSet<PathBuf>,
+    flags: Arc<FsFlags>,
+    saves: SaveStats,
+    /// Values of the last durable save.
+    durable: Snapshot,
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+impl Service {
+    fn new(
+        opts: ServiceOptions,
+        sink: Box<dyn LineSink>,
+        watches: Option<Watches>,
+        flags: Arc<FsFlags>,
+    ) -> Self {
+        let mut engine = Engine::new(opts.engine.clone(), sink);
+        let mut saves = SaveStats::default();
+        if let Some(path) = &opts.state_file {
+            match state::load(path) {
+                Ok(Some(s)) => {
+                    tracing::info!(path = %path.display(), files = s.files.len(), "resuming from saved state");
+                    engine.restore(s);
+                }
+                Ok(None) => tracing::info!(path = %path.display(), "no saved state: first start"),
+                Err(e) => {
+                    tracing::error!(error = %e, "state file unusable; starting afresh");
+                    saves.load_failures += 1;
+                }
+            }
+        }
+        let st = engine.state();
+        let durable = Snapshot {
+            counters: st.counters,
+            matches: st.matches,
+            ..Snapshot::default()
+        };
+        Self {
+            opts,
+            engine,
+            watches,
+            watched: HashSet::new(),
+            flags,
+            saves,
+            durable,
+        }
+    }
+
+    fn rescan(&mut self, trigger: &str) {
+        crate::metrics::Counters::inc(&mut self.engine.counters_mut().rescans, trigger);
+        let mut out = ScanResult::default();
+        for s in &self.opts.sources {
+            s.scan(&mut out);
+        }
+        if let Some(w) = &mut self.watches {
+            let mask = WatchMask::CREATE
+                | WatchMask::MOVED_TO
+                | WatchMask::MOVED_FROM
+                | WatchMask::DELETE
+                | WatchMask::MODIFY
+                | WatchMask::DELETE_SELF
+                | WatchMask::MOVE_SELF
+                | WatchMask::ONLYDIR;
+            let now: HashSet<PathBuf> = out.dirs.iter().cloned().collect();
+            for d in &out.dirs {
+                if !self.watched.contains(d) {
+                    if let Err(e) = w.add(d, mask) {
+                        tracing::warn!(dir = %d.display(), error = %e, "cannot watch directory; relying on rescans");
+                        continue;
+                    }
+                }
+            }
+            // Watches of removed directories vanish with them; forget them so that a directory
+            // created again at the same path is watched again.
+            self.watched = now;
+        } else {
+            self.watched = out.dirs.iter().cloned().collect();
+        }
+        for (dir, kind) in &out.errors {
+            let reason = if *kind == std::io::ErrorKind::PermissionDenied {
+                "permission_denied"
+            } else {
+                "io"
+            };
+            self.engine.count_error(dir, reason);
+        }
+        self.engine.apply_scan(out.files, trigger == "periodic");
+    }
+
+    fn save(&mut self) {
+        let st = self.engine.state();
+        match &self.opts.state_file {
+            None => {}
+            Some(path) => match state::save(path, &st) {
+                Ok(()) => {
+                    self.saves.saves += 1;
+                    self.saves.last_success_timestamp = unix_now();
+                }
+                Err(e) => {
+                    self.saves.failures += 1;
+                    tracing::error!(error = %e, "cannot save state; serving the values of the last good save");
+                    return;
+                }
+            },
+        }
+        self.durable.counters = st.counters;
+        self.durable.matches = st.matches;
+    }
+
+    fn served(&self) -> Arc<Snapshot> {
+        let mut s = self.durable.clone();
+        s.gauges = self.engine.gauges();
+        s.gauges.dirs_watched = if self.watches.is_some() {
+            self.watched.len() as u64
+        } else {
+            0
+        };
+        s.saves = self.saves.clone();
+        Arc::new(s)
+    }
+
+    fn run(&mut self, rx: &mpsc::Receiver<Msg>) {
+        self.rescan("start");
+        while self.engine.read_all() {}
+        self.save();
+        let mut next_rescan = Instant::now() + self.opts.rescan_interval;
+        let mut next_save = Instant::now() + self.opts.save_interval;
+        let mut more = false;
+        loop {
+            let mut waiters = Vec::new();
+            let mut stop = None;
+            let timeout = if more {
+                Duration::ZERO
+            } else {
+                self.opts.poll_interval
+            };
+            let first = match rx.recv_timeout(timeout) {
+                Ok(m) => Some(m),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => return,
+            };
+            for m in first
+                .into_iter()
+                .chain(std::iter::from_fn(|| rx.try_recv().ok()))
+            {
+                match m {
+                    Msg::Wake => {}
+                    Msg::Collect(tx) => waiters.push(tx),
+                    Msg::Shutdown(tx) => stop = Some(tx),
+                }
+            }
+            self.flags.pending.store(false, Ordering::Release);
+            let overflow = self.flags.overflow.swap(false, Ordering::AcqRel);
+            let structural = self.flags.structural.swap(false, Ordering::AcqRel);
+            if overflow {
+                tracing::warn!("inotify queue overflow; rescanning");
+                self.engine.counters_mut().inotify_overflows += 1;
+                self.rescan("overflow");
+            } else if structural {
+                self.rescan("inotify");
+            } else if Instant::now() >= next_rescan {
+                self.rescan("periodic");
+                next_rescan = Instant::now() + self.opts.rescan_interval;
+            }
+            more = self.engine.read_all();
+            self.engine.reap();
+            if !waiters.is_empty() || stop.is_some() || Instant::now() >= next_save {
+                self.save();
+                next_save = Instant::now() + self.opts.save_interval;
+            }
+            if !waiters.is_empty() {
+                let snap = self.served();
+                for w in waiters {
+                    let _ = w.send(Arc::clone(&snap));
+                }
+            }
+            if let Some(tx) = stop {
+                tracing::info!("tailer stopped");
+                let _ = tx.send(());
+                return;
+            }
+        }
+    }
+}

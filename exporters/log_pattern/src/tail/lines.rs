@@ -1,0 +1,307 @@
+//! From bytes to logical lines, for one file: physical line splitting with a length cap, format
+//! detection, and the joining of partial lines (CRI `P` fragments, Docker split lines).
+//!
+//! [`LineReader`] is fed chunks in file order and keeps `offset`, the end of the last complete
+//! physical line it consumed. That offset, the format and the not-yet-complete joined fragments
+//! (per stream) are the file's whole resumable state: saved with the counters, they let a
+//! restart continue exactly where the counted lines end. A line with no newline yet is not
+//! consumed: it is read again after a restart.
+
+use memchr::memchr;
+
+use crate::format::{self, Format, Stream};
+use crate::metrics::Counters;
+use crate::rules::{Line, LineSink, SourceId};
+
+/// Where lines go, and the counters that describe them.
+pub struct Ctx<'a> {
+    pub sink: &'a mut dyn LineSink,
+    pub source: SourceId,
+    pub counters: &'a mut Counters,
+    /// Longest line kept, in bytes (joined partials included).
+    pub cap: usize,
+    /// Read time, Unix seconds (for the lag histogram).
+    pub now: f64,
+}
+
+/// Resumable line-splitting state of one file.
+#[derive(Debug, Default, Clone)]
+pub struct LineReader {
+    /// End of the last complete physical line consumed.
+    pub offset: u64,
+    pub format: Option<Format>,
+    /// Joined fragments of an unfinished partial line, per stream (stdout, stderr).
+    pub partials: [Vec<u8>; 2],
+    partial_long: [bool; 2],
+    /// Bytes of the current, unterminated physical line (at most `cap`).
+    pending: Vec<u8>,
+    /// How many bytes past `offset` have been consumed into `pending` (more than its length
+    /// when the line is over the cap).
+    pending_total: u64,
+    pending_long: bool,
+}
+
+impl LineReader {
+    /// A reader resuming at `offset`.
+    pub fn at(offset: u64, format: Option<Format>, partials: [Vec<u8>; 2]) -> Self {
+        Self {
+            offset,
+            format,
+            partials,
+            ..Self::default()
+        }
+    }
+
+    /// The next byte to read.
+    pub fn position(&self) -> u64 {
+        self.offset + self.pending_total
+    }
+
+    /// Starts again at byte 0 (after a truncation), keeping the format.
+    pub fn reset(&mut self) {
+        *self = Self {
+            format: self.format,
+            ..Self::default()
+        };
+    }
+
+    fn push_pending(&mut self, seg: &[u8], cap: usize) {
+        let room = cap.saturating_sub(self.pending.len());
+        if seg.len() > room {
+            self.pending_long = true;
+        }
+        self.pending.extend_from_slice(&seg[..seg.len().min(room)]);
+        self.pending_total += seg.len() as u64;
+    }
+
+    /// Consumes the next bytes of the file.
+    pub fn feed(&mut self, mut chunk: &[u8], ctx: &mut Ctx<'_>) {
+        ctx.counters.bytes_read += chunk.len() as u64;
+        while !chunk.is_empty() {
+            let Some(i) = memchr(b'\n', chunk) else {
+                self.push_pending(chunk, ctx.cap);
+                return;
+            };
+            let seg = &chunk[..i];
+            chunk = &chunk[i + 1..];
+            if self.pending_total == 0 {
+                let long = seg.len() > ctx.cap;
+                let line = &seg[..seg.len().min(ctx.cap)];
+                self.physical(line, long, ctx);
+                self.offset += i as u64 + 1;
+            } else {
+                self.push_pending(seg, ctx.cap);
+                let line = std::mem::take(&mut self.pending);
+                let long = std::mem::replace(&mut self.pending_long, false);
+                self.physical(&line, long, ctx);
+                self.offset += self.pending_total + 1;
+                self.pending_total = 0;
+                self.pending = line;
+                self.pending.clear();
+            }
+        }
+    }
+
+    /// At the end of a file that is let go: an unterminated last line and unfinished partials
+    /// are lines too.
+    pub fn finish(&mut self, ctx: &mut Ctx<'_>) {
+        if self.pending_total > 0 {
+            let line = std::mem::take(&mut self.pending);
+            let long = std::mem::replace(&mut self.pending_long, false);
+            self.physical(&line, long, ctx);
+            self.offset += self.pending_total;
+            self.pending_total = 0;
+        }
+        for (i, stream) in [Stream::Stdout, Stream::Stderr].into_iter().enumerate() {
+            if !self.partials[i].is_empty() {
+                let msg = std::mem::take(&mut self.partials[i]);
+                let long = std::mem::replace(&mut self.partial_long[i], false);
+                emit(&msg, stream, None, long, ctx);
+            }
+        }
+    }
+
+    fn physical(&mut self, line: &[u8], long: bool, ctx: &mut Ctx<'_>) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let fmt = *self.format.get_or_insert_with(|| format::detect(line));
+        let rec = match format::parse(fmt, line) {
+            Ok(r) => r,
+            Err(_) => {
+                Counters::inc(&mut ctx.counters.parse_errors, fmt.as_str());
+                emit(line, Stream::None, None, long, ctx);
+                return;
+            }
+        };
+        let i = rec.stream.index();
+        if rec.partial || !self.partials[i].is_empty() {
+            let room = ctx.cap.saturating_sub(self.partials[i].len());
+            if rec.message.len() > room {
+                self.partial_long[i] = true;
+            }
+            self.partials[i].extend_from_slice(&rec.message[..rec.message.len().min(room)]);
+            self.partial_long[i] |= long;
+            if rec.partial {
+                return;
+            }
+            let msg = std::mem::take(&mut self.partials[i]);
+            let long = std::mem::replace(&mut self.partial_long[i], false);
+            emit(&msg, rec.stream, rec.timestamp, long, ctx);
+            self.partials[i] = msg;
+            self.partials[i].clear();
+        } else {
+            emit(&rec.message, rec.stream, rec.timestamp, long, ctx);
+        }
+    }
+}
+
+fn emit(message: &[u8], stream: Stream, timestamp: Option<f64>, long: bool, ctx: &mut Ctx<'_>) {
+    let c = &mut *ctx.counters;
+    c.lines_read += 1;
+    if long {
+        c.long_lines += 1;
+    }
+    if std::str::from_utf8(message).is_err() {
+        c.invalid_utf8_lines += 1;
+    }
+    if let Some(ts) = timestamp {
+        c.lag.observe(ctx.now - ts);
+    }
+    ctx.sink.on_line(
+        ctx.source,
+        &Line {
+            message,
+            stream,
+            timestamp,
+        },
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::{Labels, SeriesValue};
+
+    /// Records every line it gets.
+    #[derive(Default)]
+    struct Record(Vec<(String, &'static str)>);
+    impl LineSink for Record {
+        fn source(&mut self, _: &Labels) -> SourceId {
+            0
+        }
+        fn on_line(&mut self, _: SourceId, line: &Line<'_>) {
+            self.0.push((
+                String::from_utf8_lossy(line.message).into_owned(),
+                line.stream.as_str(),
+            ));
+        }
+        fn values(&self) -> Vec<SeriesValue> {
+            Vec::new()
+        }
+        fn restore(&mut self, _: &[SeriesValue]) {}
+    }
+
+    /// Feeds `input` in chunks of `chunk` bytes; returns lines, counters and the reader.
+    fn run(
+        input: &[u8],
+        chunk: usize,
+        cap: usize,
+    ) -> (Vec<(String, &'static str)>, Counters, LineReader) {
+        let mut sink = Record::default();
+        let mut counters = Counters::default();
+        let mut r = LineReader::default();
+        let mut ctx = Ctx {
+            sink: &mut sink,
+            source: 0,
+            counters: &mut counters,
+            cap,
+            now: 0.0,
+        };
+        for c in input.chunks(chunk) {
+            r.feed(c, &mut ctx);
+        }
+        (sink.0, counters, r)
+    }
+
+    #[test]
+    fn cri_partials_joined_whatever_the_chunking() {
+        let input = b"2024-01-15T10:00:00Z stdout P hel\n2024-01-15T10:00:00Z stderr F err line\n2024-01-15T10:00:00Z stdout P lo \n2024-01-15T10:00:00Z stdout F world\n2024-01-15T10:00:00Z stdout P tail";
+        for chunk in [1, 3, 7, 1000] {
+            let (lines, c, r) = run(input, chunk, 1000);
+            assert_eq!(
+                lines,
+                vec![
+                    ("err line".into(), "stderr"),
+                    ("hello world".into(), "stdout")
+                ],
+                "chunk {chunk}"
+            );
+            assert_eq!(c.lines_read, 2);
+            assert_eq!(r.format, Some(Format::Cri));
+            // The unterminated last physical line is not consumed.
+            assert_eq!(
+                r.offset as usize,
+                input.len() - b"2024-01-15T10:00:00Z stdout P tail".len()
+            );
+        }
+    }
+
+    #[test]
+    fn docker_partials_and_errors() {
+        let input = b"{\"log\":\"first \",\"stream\":\"stdout\",\"time\":\"2024-01-15T10:00:00Z\"}\n{\"log\":\"half\\n\",\"stream\":\"stdout\",\"time\":\"2024-01-15T10:00:00Z\"}\n{broken\n{\"log\":\"ok\\n\",\"stream\":\"stderr\",\"time\":\"2024-01-15T10:00:00Z\"}\n";
+        let (lines, c, _) = run(input, 5, 1000);
+        assert_eq!(
+            lines,
+            vec![
+                ("first half".into(), "stdout"),
+                ("{broken".into(), ""),
+                ("ok".into(), "stderr")
+            ]
+        );
+        assert_eq!(c.parse_errors.get("docker"), Some(&1));
+        assert_eq!(c.lag.count, 2);
+    }
+
+    #[test]
+    fn long_lines_cut_and_counted() {
+        let mut input = vec![b'a'; 50];
+        input.extend_from_slice(b"\nshort\n");
+        let (lines, c, r) = run(&input, 4, 10);
+        assert_eq!(lines[0].0, "aaaaaaaaaa");
+        assert_eq!(lines[1].0, "short");
+        assert_eq!(c.long_lines, 1);
+        assert_eq!(r.offset as usize, input.len());
+        // Joined partials over the cap.
+        let input = b"2024-01-15T10:00:00Z stdout P 0123456789\n2024-01-15T10:00:00Z stdout P abcdefghij\n2024-01-15T10:00:00Z stdout P ABCDEFGHIJ\n2024-01-15T10:00:00Z stdout P KLMNOPQRST\n2024-01-15T10:00:00Z stdout F klmnopqrst\n";
+        let (lines, c, _) = run(input, 100, 45);
+        assert_eq!(lines.len(), 1);
+        assert_eq!(lines[0].0, "0123456789abcdefghijABCDEFGHIJKLMNOPQRSTklmno");
+        assert_eq!(c.long_lines, 1);
+    }
+
+    #[test]
+    fn invalid_utf8_counted_and_plain_detected() {
+        let (lines, c, r) = run(b"ok\n\xff\xfe bad\r\nend\n", 2, 100);
+        assert_eq!(lines.len(), 3);
+        assert_eq!(c.invalid_utf8_lines, 1);
+        assert_eq!(r.format, Some(Format::Plain));
+        assert_eq!(c.bytes_read, 15);
+    }
+
+    #[test]
+    fn finish_flushes_rest() {
+        let mut sink = Record::default();
+        let mut counters = Counters::default();
+        let mut r = LineReader::default();
+        let mut ctx = Ctx {
+            sink: &mut sink,
+            source: 0,
+            counters: &mut counters,
+            cap: 100,
+            now: 0.0,
+        };
+        r.feed(b"a\nb", &mut ctx);
+        r.finish(&mut ctx);
+        assert_eq!(r.offset, 3);
+        assert_eq!(sink.0.len(), 2);
+    }
+}

@@ -1,0 +1,658 @@
+//! The tailing engine: which files are followed, from where, and when they are let go.
+//!
+//! The engine is synchronous and owned by one thread ([`crate::service`]); it is driven by
+//! scans ([`Engine::apply_scan`]) and read rounds ([`Engine::read_all`]). Files are held open
+//! and identified by device, inode and a fingerprint of their first bytes:
+//! - a path whose inode changed was rotated: the old descriptor is read to its end and released
+//!   once it stayed quiet for `rotate_wait`; the new file is read from byte 0;
+//! - a file that shrank below the read position (copytruncate) is read again from byte 0;
+//! - at the first scan after a restart, saved files are found again by identity at their path,
+//!   among their rotated siblings (`0.log.<time>`), or by fingerprint inside a `.gz` sibling;
+//!   files that appeared while the exporter was down are read from byte 0.
+//!
+//! Offsets and counters are exported together by [`Engine::state`], so a save is consistent.
+
+pub mod lines;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::config::StartAt;
+use crate::discovery::Found;
+use crate::metrics::{Counters, Gauges};
+use crate::rules::{Labels, LineSink, SourceId};
+use crate::state::{self, FileState, Fingerprint, State, FINGERPRINT_BYTES};
+use lines::{Ctx, LineReader};
+
+/// Tuning of the engine.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Longest line kept (joined partials included).
+    pub max_line_bytes: usize,
+    /// How long a rotated file must stay quiet at its end before it is released.
+    pub rotate_wait: Duration,
+    /// Most files held open at once.
+    pub max_open_files: usize,
+    /// Where files present at the very first start begin.
+    pub start_at: StartAt,
+    /// Most bytes read from one file in one round, so that one busy file cannot starve others.
+    pub read_budget: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            max_line_bytes: 256 * 1024,
+            rotate_wait: Duration::from_secs(5),
+            max_open_files: 1024,
+            start_at: StartAt::End,
+            read_budget: 8 << 20,
+        }
+    }
+}
+
+struct TailFile {
+    path: PathBuf,
+    labels: Labels,
+    source: SourceId,
+    file: File,
+    dev: u64,
+    ino: u64,
+    fingerprint: Fingerprint,
+    reader: LineReader,
+    /// When the file left its path (renamed, replaced or removed).
+    rotated: Option<Instant>,
+    last_growth: Instant,
+    last_size: u64,
+    /// An error was counted and not yet followed by a good read.
+    failing: bool,
+}
+
+/// Where a newly opened file starts.
+enum Start {
+    Beginning,
+    /// After the last complete line: files present at the very first start.
+    End,
+    Resume(LineReader),
+}
+
+/// The engine.
+pub struct Engine {
+    opts: Options,
+    sink: Box<dyn LineSink>,
+    counters: Counters,
+    files: BTreeMap<u64, TailFile>,
+    active: HashMap<PathBuf, u64>,
+    next_key: u64,
+    /// Paths whose error was counted, so a persistent error counts once.
+    errored: HashSet<PathBuf>,
+    /// Saved files to find again at the first scan.
+    recovering: Option<Vec<FileState>>,
+    /// A saved state was restored: this is not the very first start.
+    had_state: bool,
+    scanned: bool,
+    buf: Vec<u8>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("files", &self.files.len())
+            .finish()
+    }
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+fn error_reason(e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        std::io::ErrorKind::PermissionDenied => "permission_denied",
+        std::io::ErrorKind::NotFound => "not_found",
+        _ => "io",
+    }
+}
+
+/// Reads up to `n` leading bytes of `file`.
+fn head(file: &File, n: usize) -> std::io::Result<Vec<u8>> {
+    let mut out = vec![0u8; n];
+    let mut got = 0;
+    while got < n {
+        let k = file.read_at(&mut out[got..], got as u64)?;
+        if k == 0 {
+            break;
+        }
+        got += k;
+    }
+    out.truncate(got);
+    Ok(out)
+}
+
+fn fingerprint_of(file: &File, size: u64) -> std::io::Result<Fingerprint> {
+    let n = usize::try_from(size)
+        .unwrap_or(usize::MAX)
+        .min(FINGERPRINT_BYTES);
+    Ok(Fingerprint::of(&head(file, n)?))
+}
+
+/// Whether the first bytes of `file` still have fingerprint `fp`.
+fn same_content(file: &File, fp: Fingerprint) -> bool {
+    let n = fp.len as usize;
+    matches!(head(file, n), Ok(h) if h.len() == n && Fingerprint::of(&h) == fp)
+}
+
+/// Where to start in a file present at the very first start: after its last newline.
+fn tail_start(file: &File, size: u64) -> u64 {
+    const WINDOW: u64 = 64 * 1024;
+    let from = size.saturating_sub(WINDOW);
+    let mut buf = vec![0u8; usize::try_from(size - from).unwrap_or(0)];
+    let mut got = 0;
+    while got < buf.len() {
+        match file.read_at(&mut buf[got..], from + got as u64) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => got += k,
+        }
+    }
+    match memchr::memrchr(b'\n', &buf[..got]) {
+        Some(i) => from + i as u64 + 1,
+        None if from == 0 => 0,
+        None => size,
+    }
+}
+
+fn is_gz(p: &Path) -> bool {
+    p.extension().is_some_and(|e| e == "gz")
+}
+
+impl Engine {
+    pub fn new(opts: Options, sink: Box<dyn LineSink>) -> Self {
+        Self {
+            opts,
+            sink,
+            counters: Counters::default(),
+            files: BTreeMap::new(),
+            active: HashMap::new(),
+            next_key: 0,
+            errored: HashSet::new(),
+            recovering: None,
+            had_state: false,
+            scanned: false,
+            buf: vec![0; 256 * 1024],
+        }
+    }
+
+    /// Resumes from a saved state: counters now, files at the first scan.
+    pub fn restore(&mut self, state: State) {
+        self.counters = state.counters;
+        self.sink.restore(&state.matches);
+        self.recovering = Some(state.files);
+        self.had_state = true;
+    }
+
+    /// Counters, mutable (the service counts rescans and overflows here so they are saved).
+    pub fn counters_mut(&mut self) -> &mut Counters {
+        &mut self.counters
+    }
+
+    /// Counts an error on `path` once until it clears.
+    pub fn count_error(&mut self, path: &Path, reason: &str) {
+        if self.errored.insert(path.to_path_buf()) {
+            tracing::warn!(path = %path.display(), reason, "cannot read");
+            Counters::inc(&mut self.counters.read_errors, reason);
+        }
+    }
+
+    /// Present-tense gauges.
+    pub fn gauges(&self) -> Gauges {
+        let mut g = Gauges {
+            files_open: self.files.len() as u64,
+            ..Gauges::default()
+        };
+        for f in self.files.values() {
+            if f.rotated.is_some() {
+                g.files_rotated_open += 1;
+            }
+            g.backlog_bytes += f.last_size.saturating_sub(f.reader.position());
+        }
+        g
+    }
+
+    /// Everything to save, consistent: offsets and counters of the same instant.
+    pub fn state(&self) -> State {
+        State {
+            version: state::VERSION,
+            saved_at: unix_now(),
+            files: self
+                .files
+                .values()
+                .map(|f| FileState {
+                    path: f.path.clone(),
+                    labels: f.labels.clone(),
+                    dev: f.dev,
+                    ino: f.ino,
+                    fingerprint: f.fingerprint,
+                    offset: f.reader.offset,
+                    format: f.reader.format,
+                    partials: [
+                        state::to_hex(&f.reader.partials[0]),
+                        state::to_hex(&f.reader.partials[1]),
+                    ],
+                    rotated: f.rotated.is_some(),
+                })
+                .collect(),
+            counters: self.counters.clone(),
+            matches: self.sink.values(),
+        }
+    }
+
+    fn open(&mut self, path: &Path, labels: Labels, start: Start, rotated: bool) -> bool {
+        if self.files.len() >= self.opts.max_open_files {
+            self.count_error(path, "too_many_files");
+            return false;
+        }
+        let file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return false,
+            Err(e) => {
+                self.count_error(path, error_reason(&e));
+                return false;
+            }
+        };
+        let meta = match file.metadata() {
+            Ok(m) if m.is_file() => m,
+            Ok(_) => {
+                self.count_error(path, "not_a_file");
+                return false;
+            }
+            Err(e) => {
+                self.count_error(path, error_reason(&e));
+                return false;
+            }
+        };
+        let size = meta.len();
+        let fingerprint = match fingerprint_of(&file, size) {
+            Ok(fp) => fp,
+            Err(e) => {
+                self.count_error(path, error_reason(&e));
+                return false;
+            }
+        };
+        self.errored.remove(path);
+        let reader = match start {
+            Start::Beginning => LineReader::default(),
+            Start::End => LineReader::at(tail_start(&file, size), None, Default::default()),
+            Start::Resume(r) => r,
+        };
+        let source = self.sink.source(&labels);
+        let key = self.next_key;
+        self.next_key += 1;
+        tracing::debug!(path = %path.display(), offset = reader.offset, "following");
+        self.files.insert(
+            key,
+            TailFile {
+                path: path.to_path_buf(),
+                labels,
+                source,
+                file,
+                dev: meta.dev(),
+                ino: meta.ino(),
+                fingerprint,
+                reader,
+                rotated: rotated.then(Instant::now),
+                last_growth: Instant::now(),
+                last_size: size,
+                failing: false,
+            },
+        );
+        if !rotated {
+            self.active.insert(path.to_path_buf(), key);
+        }
+        self.counters.files_opened += 1;
+        true
+    }
+
+    /// Takes the result of a scan: new files are opened, replaced or vanished ones become
+    /// rotated. `verify` re-checks the fingerprint of followed files (copytruncate that grew
+    /// back past the offset between two looks).
+    pub fn apply_scan(&mut self, found: Vec<Found>, verify: bool) {
+        let mut seen = HashSet::new();
+        let found: Vec<Found> = found
+            .into_iter()
+            .filter(|f| seen.insert(f.path.clone()))
+            .collect();
+        let first = !self.scanned;
+        self.scanned = true;
+        let mut claimed = HashSet::new();
+        if let Some(saved) = self.recovering.take() {
+            let found_paths: HashSet<&PathBuf> = found.iter().map(|f| &f.path).collect();
+            let mut active_claims = HashSet::new();
+            for s in saved {
+                if let Some(p) = self.recover(s, &found_paths, &mut claimed) {
+                    active_claims.insert(p);
+                }
+            }
+            claimed = active_claims;
+        }
+        for f in found {
+            if claimed.contains(&f.path) {
+                continue;
+            }
+            let meta = match std::fs::metadata(&f.path) {
+                Ok(m) => m,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    self.count_error(&f.path, error_reason(&e));
+                    continue;
+                }
+            };
+            if let Some(&key) = self.active.get(&f.path) {
+                let Some(tf) = self.files.get_mut(&key) else {
+                    continue;
+                };
+                if (meta.dev(), meta.ino()) == (tf.dev, tf.ino) {
+                    if verify && tf.fingerprint.len > 0 && !same_content(&tf.file, tf.fingerprint) {
+                        Self::truncated(&mut self.counters, tf);
+                    }
+                    continue;
+                }
+                tracing::debug!(path = %f.path.display(), "rotated");
+                tf.rotated = Some(Instant::now());
+                self.counters.rotations += 1;
+                self.active.remove(&f.path);
+            }
+            let start = if first && self.first_start_policy() {
+                Start::End
+            } else {
+                Start::Beginning
+            };
+            self.open(&f.path, f.labels, start, false);
+        }
+        // Followed paths that are gone: renamed or removed without a successor (yet).
+        let gone: Vec<PathBuf> = self
+            .active
+            .keys()
+            .filter(|p| !seen.contains(*p))
+            .cloned()
+            .collect();
+        for p in gone {
+            if let Some(key) = self.active.remove(&p) {
+                if let Some(tf) = self.files.get_mut(&key) {
+                    tf.rotated = Some(Instant::now());
+                    self.counters.rotations += 1;
+                }
+            }
+        }
+    }
+
+    /// Files present at the very first start (no saved state) start at their end unless
+    /// configured otherwise.
+    fn first_start_policy(&self) -> bool {
+        self.opts.start_at == StartAt::End && !self.had_state
+    }
+
+    /// Finds a saved file again. Returns its path if it is still the active file there.
+    fn recover(
+        &mut self,
+        s: FileState,
+        found: &HashSet<&PathBuf>,
+        claimed: &mut HashSet<PathBuf>,
+    ) -> Option<PathBuf> {
+        let partials = [
+            state::from_hex(&s.partials[0]).unwrap_or_default(),
+            state::from_hex(&s.partials[1]).unwrap_or_default(),
+        ];
+        let reader = LineReader::at(s.offset, s.format, partials);
+        // 1. At its path, same inode and same first bytes.
+        // 2. A rotated sibling with the same inode.
+        let mut candidates = vec![s.path.clone()];
+        let mut gz = Vec::new();
+        if let (Some(dir), Some(base)) = (s.path.parent(), s.path.file_name()) {
+            let prefix = format!("{}.", base.to_string_lossy());
+            if let Ok(rd) = std::fs::read_dir(dir) {
+                let mut sibs: Vec<PathBuf> = rd
+                    .filter_map(Result::ok)
+                    .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+                    .map(|e| e.path())
+                    .collect();
+                sibs.sort();
+                for p in sibs {
+                    if is_gz(&p) {
+                        gz.push(p);
+                    } else {
+                        candidates.push(p);
+                    }
+                }
+            }
+        }
+        for p in candidates {
+            if claimed.contains(&p) {
+                continue;
+            }
+            let Ok(meta) = std::fs::metadata(&p) else {
+                continue;
+            };
+            if (meta.dev(), meta.ino()) != (s.dev, s.ino) {
+                continue;
+            }
+            let Ok(file) = File::open(&p) else {
+                continue;
+            };
+            if !same_content(&file, s.fingerprint) {
+                continue;
+            }
+            claimed.insert(p.clone());
+            let is_active = p == s.path && !s.rotated && found.contains(&p);
+            let mut reader = reader;
+            if meta.len() < s.offset {
+                self.counters.truncations += 1;
+                reader.reset();
+            }
+            tracing::info!(path = %p.display(), offset = reader.offset, rotated = !is_active, "resuming");
+            // `open` counts files_opened; a resumed file is not a new one.
+            if self.open(&p, s.labels.clone(), Start::Resume(reader), !is_active) {
+                self.counters.files_opened -= 1;
+                if let Some(tf) = self.files.values_mut().last() {
+                    tf.path = s.path.clone();
+                }
+            }
+            return is_active.then_some(p);
+        }
+        // 3. Compressed after rotation: same first bytes inside a .gz sibling.
+        if s.fingerprint.len > 0 {
+            for p in gz {
+                if claimed.contains(&p) || !self.gz_matches(&p, s.fingerprint) {
+                    continue;
+                }
+                claimed.insert(p.clone());
+                tracing::info!(path = %p.display(), offset = s.offset, "resuming from compressed rotated file");
+                let source = self.sink.source(&s.labels);
+                self.read_gz(&p, source, reader);
+                return None;
+            }
+        }
+        tracing::warn!(path = %s.path.display(), offset = s.offset, "saved file not found again; its unread rest is lost");
+        self.counters.files_lost += 1;
+        None
+    }
+
+    fn gz_matches(&self, p: &Path, fp: Fingerprint) -> bool {
+        let Ok(f) = File::open(p) else { return false };
+        let mut d = flate2::read::GzDecoder::new(f).take(u64::from(fp.len));
+        let mut h = Vec::new();
+        d.read_to_end(&mut h).is_ok() && Fingerprint::of(&h) == fp
+    }
+
+    /// Reads a whole compressed file from the reader's offset and finishes it.
+    fn read_gz(&mut self, p: &Path, source: SourceId, mut reader: LineReader) {
+        let f = match File::open(p) {
+            Ok(f) => f,
+            Err(e) => {
+                self.count_error(p, error_reason(&e));
+                return;
+            }
+        };
+        let mut d = flate2::read::GzDecoder::new(f);
+        let skip = reader.offset;
+        match std::io::copy(&mut (&mut d).take(skip), &mut std::io::sink()) {
+            Ok(n) if n == skip => {}
+            Ok(_) => {
+                self.counters.truncations += 1;
+                return;
+            }
+            Err(e) => {
+                self.count_error(p, error_reason(&e));
+                return;
+            }
+        }
+        let now = unix_now();
+        let mut buf = std::mem::take(&mut self.buf);
+        let mut ctx = Ctx {
+            sink: &mut *self.sink,
+            source,
+            counters: &mut self.counters,
+            cap: self.opts.max_line_bytes,
+            now,
+        };
+        loop {
+            match d.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => reader.feed(&buf[..n], &mut ctx),
+                Err(e) => {
+                    tracing::warn!(path = %p.display(), error = %e, "corrupt compressed file");
+                    Counters::inc(&mut ctx.counters.read_errors, "io");
+                    break;
+                }
+            }
+        }
+        reader.finish(&mut ctx);
+        self.buf = buf;
+    }
+
+    fn truncated(counters: &mut Counters, tf: &mut TailFile) {
+        tracing::info!(path = %tf.path.display(), offset = tf.reader.position(), "truncated; reading again from byte 0");
+        counters.truncations += 1;
+        counters.truncated_unread_bytes += tf.last_size.saturating_sub(tf.reader.position());
+        tf.reader.reset();
+        tf.fingerprint = fingerprint_of(&tf.file, FINGERPRINT_BYTES as u64).unwrap_or_default();
+    }
+
+    /// Reads every followed file (up to the per-file budget). Returns whether some file has
+    /// more to read right away.
+    pub fn read_all(&mut self) -> bool {
+        let mut more = false;
+        let now = unix_now();
+        let mut buf = std::mem::take(&mut self.buf);
+        for tf in self.files.values_mut() {
+            let mut ctx = Ctx {
+                sink: &mut *self.sink,
+                source: tf.source,
+                counters: &mut self.counters,
+                cap: self.opts.max_line_bytes,
+                now,
+            };
+            let mut read = 0u64;
+            let mut eof = false;
+            while read < self.opts.read_budget {
+                match tf.file.read_at(&mut buf, tf.reader.position()) {
+                    Ok(0) => {
+                        eof = true;
+                        break;
+                    }
+                    Ok(n) => {
+                        tf.reader.feed(&buf[..n], &mut ctx);
+                        read += n as u64;
+                        tf.failing = false;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        if !tf.failing {
+                            tf.failing = true;
+                            tracing::warn!(path = %tf.path.display(), error = %e, "read failed");
+                            Counters::inc(&mut ctx.counters.read_errors, error_reason(&e));
+                        }
+                        break;
+                    }
+                }
+            }
+            if read > 0 {
+                tf.last_growth = Instant::now();
+            }
+            more |= !eof && !tf.failing;
+            let size = tf.file.metadata().map_or(tf.last_size, |m| m.len());
+            if eof && size < tf.reader.position() {
+                Self::truncated(&mut self.counters, tf);
+                more = true;
+            }
+            tf.last_size = size;
+            if (tf.fingerprint.len as usize) < FINGERPRINT_BYTES
+                && u64::from(tf.fingerprint.len) < size
+            {
+                if let Ok(fp) = fingerprint_of(&tf.file, size) {
+                    tf.fingerprint = fp;
+                }
+            }
+        }
+        self.buf = buf;
+        more
+    }
+
+    /// Releases rotated files read to their end and quiet for `rotate_wait`.
+    pub fn reap(&mut self) {
+        let wait = self.opts.rotate_wait;
+        let done: Vec<u64> = self
+            .files
+            .iter()
+            .filter(|(_, f)| {
+                f.rotated.is_some_and(|t| t.elapsed() >= wait)
+                    && f.last_growth.elapsed() >= wait
+                    && f.reader.position() >= f.last_size
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for k in done {
+            if let Some(mut tf) = self.files.remove(&k) {
+                tracing::debug!(path = %tf.path.display(), "released");
+                let mut ctx = Ctx {
+                    sink: &mut *self.sink,
+                    source: tf.source,
+                    counters: &mut self.counters,
+                    cap: self.opts.max_line_bytes,
+                    now: unix_now(),
+                };
+                tf.reader.finish(&mut ctx);
+            }
+        }
+    }
+
+    /// Reads one file from its first byte to its end (plain or `.gz`), for `replay`.
+    pub fn replay_file(&mut self, path: &Path, labels: &Labels) {
+        let source = self.sink.source(labels);
+        if is_gz(path) {
+            self.read_gz(path, source, LineReader::default());
+            return;
+        }
+        if self.open(path, labels.clone(), Start::Beginning, true) {
+            while self.read_all() {}
+            let keys: Vec<u64> = self.files.keys().copied().collect();
+            for k in keys {
+                if let Some(mut tf) = self.files.remove(&k) {
+                    let mut ctx = Ctx {
+                        sink: &mut *self.sink,
+                        source: tf.source,
+                        counters: &mut self.counters,
+                        cap: self.opts.max_line_bytes,
+                        now: unix_now(),
+                    };
+                    tf.reader.finish(&mut ctx);
+                }
+            }
+        }
+    }
+}
