@@ -1,12 +1,34 @@
 //! libvirt_exporter: libvirt domains with their nova metadata and CPU pinning.
 //!
 //! `main.rs` is thin; the flags, the collectors and their parsers live here so tests reach them.
-#![forbid(unsafe_code)]
+//! Layout: pure parsers (`cpuset`, `xmltree`, `domain_xml`, `nova`, `nova_conf`, `procfs`) and
+//! the pinning analysis (`pinning`) know nothing of libvirt; `ffi` is the one module with unsafe
+//! code; `connection` and `snapshot` do the I/O; `collector/` turns a snapshot into metrics.
+//! Every module except `ffi` forbids unsafe code.
+#![deny(unsafe_code)]
 
+pub mod collector;
+pub mod connection;
+pub mod cpuset;
+pub mod domain_xml;
+pub mod error;
+pub mod ffi;
+pub mod metrics;
+pub mod nova;
+pub mod nova_conf;
+pub mod pinning;
+pub mod procfs;
+pub mod snapshot;
+pub mod xmltree;
+
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
-use common::cli::{CollectorFlag, LogArgs, WebArgs};
+use common::cli::{parse_duration, CollectorFlag, LogArgs, WebArgs};
 use common::{Collector, Exporter, ExporterInfo};
+
+pub use error::{Error, ParseError};
 
 /// Identity of this exporter.
 pub const INFO: ExporterInfo = ExporterInfo {
@@ -17,7 +39,22 @@ pub const INFO: ExporterInfo = ExporterInfo {
 };
 
 /// The collectors this exporter has: name, help, enabled by default.
-pub const COLLECTORS: &[CollectorFlag] = &[];
+pub const COLLECTORS: &[CollectorFlag] = &[
+    CollectorFlag {
+        name: collector::domain::NAME,
+        help: collector::domain::HELP,
+        default_enabled: true,
+    },
+    CollectorFlag {
+        name: collector::host::NAME,
+        help: collector::host::HELP,
+        default_enabled: true,
+    },
+];
+
+fn parse_cpuset_flag(s: &str) -> Result<cpuset::CpuSet, String> {
+    cpuset::parse_cpuset(s).map_err(|e| e.to_string())
+}
 
 /// Command-line flags.
 #[derive(clap::Parser, Debug, Clone)]
@@ -30,11 +67,52 @@ pub struct Flags {
     /// libvirt connection URI (opened read-only).
     #[arg(long = "libvirt.uri", default_value = "qemu:///system")]
     pub libvirt_uri: String,
+    /// Timeout of each libvirt call (a domain that does not answer in time is reported, not fatal).
+    #[arg(long = "libvirt.timeout", default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
+    pub libvirt_timeout: Duration,
+    /// Longest wait between attempts to re-open a lost libvirt connection.
+    #[arg(long = "libvirt.reconnect-backoff-max", default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    pub reconnect_backoff_max: Duration,
+    /// Domains queried in parallel on each scrape.
+    #[arg(long = "libvirt.concurrency", default_value_t = 4, value_name = "N")]
+    pub concurrency: usize,
+    /// procfs mount point, to read the kernel's affinity of QEMU's vCPU threads; empty disables.
+    #[arg(long = "path.procfs", default_value = "/proc", value_name = "PATH")]
+    pub procfs: String,
+    /// nova's cpu_dedicated_set (overrides --nova.config-file).
+    #[arg(long = "nova.cpu-dedicated-set", value_parser = parse_cpuset_flag, value_name = "CPUS")]
+    pub nova_cpu_dedicated_set: Option<cpuset::CpuSet>,
+    /// nova's cpu_shared_set (overrides --nova.config-file).
+    #[arg(long = "nova.cpu-shared-set", value_parser = parse_cpuset_flag, value_name = "CPUS")]
+    pub nova_cpu_shared_set: Option<cpuset::CpuSet>,
+    /// nova.conf to read cpu_dedicated_set and cpu_shared_set from ([compute] section), on
+    /// every scrape. Nothing else of it is read.
+    #[arg(long = "nova.config-file", value_name = "FILE")]
+    pub nova_config_file: Option<PathBuf>,
 }
 
 /// Builds every collector of this exporter (enabled or not), in the order of [`COLLECTORS`].
-pub fn collectors(_flags: &Flags) -> Vec<Arc<dyn Collector>> {
-    Vec::new()
+pub fn collectors(flags: &Flags) -> Vec<Arc<dyn Collector>> {
+    let libvirt = Arc::new(connection::Libvirt::new(
+        flags.libvirt_uri.clone(),
+        flags.libvirt_timeout,
+        flags.reconnect_backoff_max,
+    ));
+    let procfs = (!flags.procfs.is_empty()).then(|| PathBuf::from(&flags.procfs));
+    let gatherer = Arc::new(snapshot::Gatherer::new(
+        Arc::clone(&libvirt),
+        flags.concurrency,
+        procfs,
+    ));
+    let nova = collector::domain::NovaSetsSource {
+        dedicated: flags.nova_cpu_dedicated_set.clone(),
+        shared: flags.nova_cpu_shared_set.clone(),
+        config_file: flags.nova_config_file.clone(),
+    };
+    vec![
+        Arc::new(collector::domain::DomainCollector::new(gatherer, nova)),
+        Arc::new(collector::host::HostCollector::new(libvirt)),
+    ]
 }
 
 /// Runs the exporter until SIGTERM/SIGINT.
@@ -58,5 +136,13 @@ mod tests {
         let names: Vec<_> = collectors(&flags).iter().map(|c| c.name()).collect();
         let flag_names: Vec<_> = COLLECTORS.iter().map(|c| c.name).collect();
         assert_eq!(names, flag_names);
+    }
+
+    #[test]
+    fn bad_cpuset_flag_is_a_startup_error() {
+        let r = <Flags as clap::Parser>::try_parse_from(["x", "--nova.cpu-dedicated-set=4-x"]);
+        assert!(r.is_err());
+        let f = <Flags as clap::Parser>::try_parse_from(["x", "--nova.cpu-shared-set=0-3"]).unwrap();
+        assert_eq!(f.nova_cpu_shared_set.map(|s| s.to_string()).as_deref(), Some("0-3"));
     }
 }

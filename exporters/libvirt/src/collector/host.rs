@@ -1,0 +1,60 @@
+//! `host`: the compute node as libvirt sees it: CPU count and topology, memory.
+#![forbid(unsafe_code)]
+
+use std::sync::Arc;
+
+use common::{CollectError, Collector};
+use futures::future::BoxFuture;
+use prometheus_client::registry::Registry;
+
+use crate::connection::Libvirt;
+use crate::metrics::{gauge, labels, Gauges};
+use crate::snapshot::{host_info, HostInfo};
+
+/// Collector name.
+pub const NAME: &str = "host";
+/// Collector help.
+pub const HELP: &str = "Host CPU count and topology and memory, from virNodeGetInfo";
+
+/// The `host` collector.
+#[derive(Debug)]
+pub struct HostCollector {
+    libvirt: Arc<Libvirt>,
+}
+
+impl HostCollector {
+    pub fn new(libvirt: Arc<Libvirt>) -> Self {
+        Self { libvirt }
+    }
+}
+
+/// Registers the host metrics.
+pub fn encode_host(h: &HostInfo, reg: &mut Registry) {
+    gauge(reg, "host_cpus", "Number of active host CPUs", f64::from(h.cpus));
+    gauge(reg, "host_cpu_frequency_megahertz", "Expected CPU frequency of the host, 0 if unknown", f64::from(h.mhz));
+    gauge(reg, "host_numa_nodes", "Number of host NUMA cells", f64::from(h.nodes));
+    gauge(reg, "host_cpu_sockets", "CPU sockets per NUMA cell", f64::from(h.sockets));
+    gauge(reg, "host_cpu_cores", "CPU cores per socket", f64::from(h.cores));
+    gauge(reg, "host_cpu_threads", "CPU threads per core", f64::from(h.threads));
+    gauge(reg, "host_memory_bytes", "Host memory size in bytes", h.memory_bytes as f64);
+    let info = Gauges::default();
+    info.set(labels([("cpu_model", &h.model)]), 1.0);
+    info.register(reg, "host_info", "Host CPU model, as a label");
+}
+
+impl Collector for HostCollector {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+    fn help(&self) -> &'static str {
+        HELP
+    }
+    fn collect<'a>(&'a self, reg: &'a mut Registry) -> BoxFuture<'a, Result<(), CollectError>> {
+        Box::pin(async move {
+            let conn = self.libvirt.connection().await.map_err(CollectError::new)?;
+            let h = host_info(&self.libvirt, &conn).await.map_err(CollectError::new)?;
+            encode_host(&h, reg);
+            Ok(())
+        })
+    }
+}

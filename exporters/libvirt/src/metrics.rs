@@ -1,0 +1,65 @@
+//! Building one scrape's constant metrics: families of `(labels, value)` registered in one go.
+//!
+//! Every scrape starts from fresh families, so a domain that disappeared leaves no stale series.
+//! Label sets are plain `(name, value)` lists; counters get prometheus-client's `_total`.
+#![forbid(unsafe_code)]
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// A label set.
+pub type Labels = Vec<(String, String)>;
+
+/// Builds a label set from pairs.
+pub fn labels<const N: usize>(pairs: [(&str, &str); N]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+        .collect()
+}
+
+/// A gauge family being filled.
+#[derive(Default)]
+pub struct Gauges(Family<Labels, Gauge<f64, AtomicU64>>);
+
+impl Gauges {
+    pub fn set(&self, labels: Labels, value: f64) {
+        self.0.get_or_create(&labels).set(value);
+    }
+    pub fn register(self, reg: &mut Registry, name: &str, help: &str) {
+        reg.register(name, help, self.0);
+    }
+}
+
+/// A counter family being filled (values copied from libvirt's own counters).
+#[derive(Default)]
+pub struct Counters(Family<Labels, Counter<f64, AtomicU64>>);
+
+impl Counters {
+    pub fn set(&self, labels: Labels, value: f64) {
+        if value.is_finite() && value >= 0.0 {
+            self.0.get_or_create(&labels).inc_by(value);
+        }
+    }
+    pub fn register(self, reg: &mut Registry, name: &str, help: &str) {
+        reg.register(name, help, self.0);
+    }
+}
+
+/// Registers a single unlabelled gauge.
+pub fn gauge(reg: &mut Registry, name: &str, help: &str, value: f64) {
+    let g = Gauges::default();
+    g.set(Vec::new(), value);
+    g.register(reg, name, help);
+}
+
+/// Registers a single unlabelled counter.
+pub fn counter(reg: &mut Registry, name: &str, help: &str, value: f64) {
+    let c = Counters::default();
+    c.set(Vec::new(), value);
+    c.register(reg, name, help);
+}

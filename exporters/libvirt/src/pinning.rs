@@ -1,0 +1,300 @@
+//! CPU pinning analysis: who claims which host CPU, and each way that pinning can be broken.
+//!
+//! Pure functions over the declared pinning of the running domains (paused ones keep their CPUs;
+//! shut-off ones hold none), so every rule is tested without libvirt. A vCPU is *dedicated* when
+//! its domain's flavor says `hw:cpu_policy=dedicated`, or (for `mixed` and for domains without
+//! nova's flavor) when it is pinned to exactly one host CPU; every other vCPU *floats* over its
+//! declared set, or over every host CPU when it has none. The findings:
+//! - a host CPU claimed by dedicated vCPUs of more than one domain (nova's pinning after a live
+//!   migration or evacuation gone wrong);
+//! - a dedicated CPU that floating vCPUs may also use;
+//! - dedicated CPUs outside nova's `cpu_dedicated_set`, floating CPUs outside `cpu_shared_set`.
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeMap;
+
+use crate::cpuset::CpuSet;
+use crate::domain_xml::DomainXml;
+use crate::nova_conf::NovaCpuSets;
+
+/// One vCPU's claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VcpuClaim {
+    pub vcpu: u32,
+    pub cpus: CpuSet,
+    pub dedicated: bool,
+}
+
+/// A domain's claims.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainClaims {
+    pub domain: String,
+    pub vcpus: Vec<VcpuClaim>,
+}
+
+impl DomainClaims {
+    /// Host CPUs of the domain's dedicated vCPUs.
+    pub fn dedicated_cpus(&self) -> CpuSet {
+        self.vcpus
+            .iter()
+            .filter(|v| v.dedicated)
+            .fold(CpuSet::new(), |acc, v| acc.union(&v.cpus))
+    }
+
+    /// Host CPUs its floating vCPUs may use.
+    pub fn floating_cpus(&self) -> CpuSet {
+        self.vcpus
+            .iter()
+            .filter(|v| !v.dedicated)
+            .fold(CpuSet::new(), |acc, v| acc.union(&v.cpus))
+    }
+}
+
+/// The claims a domain's XML declares, on a host with `host_cpus` CPUs.
+pub fn claims_of(dom: &DomainXml, host_cpus: u32) -> DomainClaims {
+    let policy = dom.cpu_policy();
+    let vcpus = (0..dom.vcpus_current)
+        .map(|vcpu| {
+            let declared = dom.vcpu_affinity(vcpu);
+            let single = declared.is_some_and(|s| s.len() == 1);
+            let dedicated = match policy {
+                Some("dedicated") => declared.is_some(),
+                Some("shared") => false,
+                _ => single,
+            };
+            VcpuClaim {
+                vcpu,
+                cpus: declared.cloned().unwrap_or_else(|| CpuSet::all(host_cpus)),
+                dedicated,
+            }
+        })
+        .collect();
+    DomainClaims {
+        domain: dom.name.clone(),
+        vcpus,
+    }
+}
+
+/// Use of one host CPU.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CpuUse {
+    /// Dedicated vCPUs pinned to it.
+    pub pinned_vcpus: u32,
+    /// Distinct domains with dedicated vCPUs on it (more than one is broken).
+    pub dedicated_domains: u32,
+    /// Distinct domains whose floating vCPUs may run on it.
+    pub floating_domains: u32,
+}
+
+/// What is wrong with one domain's pinning; empty sets mean nothing.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct DomainFindings {
+    pub dedicated_cpus: CpuSet,
+    pub floating_cpus: CpuSet,
+    /// Its dedicated CPUs that another domain's dedicated vCPUs also claim.
+    pub overlap: CpuSet,
+    /// Its dedicated CPUs that floating vCPUs (of any domain) may use.
+    pub dedicated_in_shared: CpuSet,
+    /// Its dedicated CPUs outside `cpu_dedicated_set` (`None`: the set is not known).
+    pub outside_dedicated_set: Option<CpuSet>,
+    /// Its floating CPUs outside `cpu_shared_set` (`None`: the set is not known).
+    pub outside_shared_set: Option<CpuSet>,
+}
+
+/// The whole host.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PinningReport {
+    /// Every host CPU (and any CPU a domain names beyond them).
+    pub cpus: BTreeMap<u32, CpuUse>,
+    pub domains: BTreeMap<String, DomainFindings>,
+    /// `(domain, other domain, shared CPUs)` for each ordered pair of overlapping domains.
+    pub overlaps: Vec<(String, String, CpuSet)>,
+}
+
+/// Analyses the claims of the running domains.
+pub fn analyse(claims: &[DomainClaims], host_cpus: u32, nova: &NovaCpuSets) -> PinningReport {
+    let mut report = PinningReport::default();
+    for c in 0..host_cpus {
+        report.cpus.insert(c, CpuUse::default());
+    }
+    let dedicated: Vec<CpuSet> = claims.iter().map(DomainClaims::dedicated_cpus).collect();
+    let floating: Vec<CpuSet> = claims.iter().map(DomainClaims::floating_cpus).collect();
+    let all_floating = floating.iter().fold(CpuSet::new(), |a, s| a.union(s));
+
+    for (i, d) in claims.iter().enumerate() {
+        for v in d.vcpus.iter().filter(|v| v.dedicated) {
+            for c in v.cpus.iter() {
+                report.cpus.entry(c).or_default().pinned_vcpus += 1;
+            }
+        }
+        for c in dedicated[i].iter() {
+            report.cpus.entry(c).or_default().dedicated_domains += 1;
+        }
+        for c in floating[i].iter() {
+            report.cpus.entry(c).or_default().floating_domains += 1;
+        }
+    }
+
+    for (i, d) in claims.iter().enumerate() {
+        let mut overlap = CpuSet::new();
+        for (j, other) in claims.iter().enumerate() {
+            if i == j || other.domain == d.domain {
+                continue;
+            }
+            let shared = dedicated[i].intersection(&dedicated[j]);
+            if !shared.is_empty() {
+                overlap = overlap.union(&shared);
+                report
+                    .overlaps
+                    .push((d.domain.clone(), other.domain.clone(), shared));
+            }
+        }
+        let findings = DomainFindings {
+            dedicated_in_shared: dedicated[i].intersection(&all_floating),
+            outside_dedicated_set: nova.dedicated.as_ref().map(|s| dedicated[i].difference(s)),
+            outside_shared_set: nova.shared.as_ref().map(|s| floating[i].difference(s)),
+            dedicated_cpus: dedicated[i].clone(),
+            floating_cpus: floating[i].clone(),
+            overlap,
+        };
+        report.domains.insert(d.domain.clone(), findings);
+    }
+    report.overlaps.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpuset::parse_cpuset;
+
+    fn claim(domain: &str, vcpus: &[(&str, bool)]) -> DomainClaims {
+        DomainClaims {
+            domain: domain.into(),
+            vcpus: vcpus
+                .iter()
+                .enumerate()
+                .map(|(i, (s, d))| VcpuClaim {
+                    vcpu: i as u32,
+                    cpus: parse_cpuset(s).unwrap(),
+                    dedicated: *d,
+                })
+                .collect(),
+        }
+    }
+
+    fn s(set: &CpuSet) -> String {
+        set.to_string()
+    }
+
+    #[test]
+    fn table() {
+        struct Case {
+            name: &'static str,
+            claims: Vec<DomainClaims>,
+            nova: NovaCpuSets,
+            // per domain: overlap, dedicated_in_shared, outside dedicated set, outside shared set
+            want: Vec<(&'static str, &'static str, &'static str, &'static str, &'static str)>,
+        }
+        let sets = NovaCpuSets {
+            dedicated: Some(parse_cpuset("4-11").unwrap()),
+            shared: Some(parse_cpuset("0-3").unwrap()),
+        };
+        let cases = vec![
+            Case {
+                name: "clean dedicated and shared",
+                claims: vec![
+                    claim("a", &[("4", true), ("5", true)]),
+                    claim("b", &[("6", true), ("7", true)]),
+                    claim("s", &[("0-3", false)]),
+                ],
+                nova: sets.clone(),
+                want: vec![("a", "", "", "", ""), ("b", "", "", "", ""), ("s", "", "", "", "")],
+            },
+            Case {
+                name: "two dedicated domains on the same CPUs",
+                claims: vec![
+                    claim("a", &[("4", true), ("5", true)]),
+                    claim("b", &[("5", true), ("6", true)]),
+                ],
+                nova: NovaCpuSets::default(),
+                want: vec![("a", "5", "", "-", "-"), ("b", "5", "", "-", "-")],
+            },
+            Case {
+                name: "dedicated inside a floating set, and floating outside the shared set",
+                claims: vec![
+                    claim("a", &[("2", true), ("12", true)]),
+                    claim("s", &[("0-5", false)]),
+                ],
+                nova: sets.clone(),
+                want: vec![("a", "", "2", "2,12", ""), ("s", "", "", "", "4-5")],
+            },
+            Case {
+                name: "mixed domain",
+                claims: vec![claim("m", &[("4", true), ("0-3", false)])],
+                nova: sets,
+                want: vec![("m", "", "", "", "")],
+            },
+        ];
+        for c in cases {
+            let r = analyse(&c.claims, 16, &c.nova);
+            for (d, overlap, in_shared, out_ded, out_sh) in c.want {
+                let f = &r.domains[d];
+                let opt = |o: &Option<CpuSet>| o.as_ref().map(s).unwrap_or_else(|| "-".into());
+                assert_eq!(
+                    (s(&f.overlap).as_str(), s(&f.dedicated_in_shared).as_str(),
+                     opt(&f.outside_dedicated_set).as_str(), opt(&f.outside_shared_set).as_str()),
+                    (overlap, in_shared, out_ded, out_sh),
+                    "{}: domain {d}", c.name
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn per_cpu_counts() {
+        let r = analyse(
+            &[
+                claim("a", &[("4", true), ("5", true)]),
+                claim("b", &[("5", true)]),
+                claim("s", &[("5-6", false)]),
+            ],
+            8,
+            &NovaCpuSets::default(),
+        );
+        assert_eq!(r.cpus.len(), 8);
+        assert_eq!(r.cpus[&5], CpuUse { pinned_vcpus: 2, dedicated_domains: 2, floating_domains: 1 });
+        assert_eq!(r.cpus[&4], CpuUse { pinned_vcpus: 1, dedicated_domains: 1, floating_domains: 0 });
+        assert_eq!(r.cpus[&0], CpuUse::default());
+        assert_eq!(r.overlaps.len(), 2);
+        assert_eq!(r.overlaps[0].0, "a");
+        assert_eq!(r.overlaps[0].2.to_string(), "5");
+    }
+
+    #[test]
+    fn claims_follow_policy() {
+        let xml = |policy: &str, cputune: &str, vcpu: &str| {
+            format!(
+                r#"<domain><name>d</name><metadata><nova:instance xmlns:nova="http://openstack.org/xmlns/libvirt/nova/1.1"><nova:flavor name="f"><nova:extraSpecs>{policy}</nova:extraSpecs></nova:flavor></nova:instance></metadata>{vcpu}<cputune>{cputune}</cputune></domain>"#
+            )
+        };
+        let spec = |p: &str| format!(r#"<nova:extraSpec name="hw:cpu_policy">{p}</nova:extraSpec>"#);
+        let pins = "<vcpupin vcpu='0' cpuset='2'/><vcpupin vcpu='1' cpuset='4-5'/>";
+        let parse = |x: String| crate::domain_xml::parse_domain_xml(&x).unwrap();
+        let ded = |d: &DomainClaims| d.vcpus.iter().map(|v| v.dedicated).collect::<Vec<_>>();
+
+        let d = claims_of(&parse(xml(&spec("dedicated"), pins, "<vcpu>2</vcpu>")), 8);
+        assert_eq!(ded(&d), vec![true, true]);
+        let d = claims_of(&parse(xml(&spec("shared"), pins, "<vcpu>2</vcpu>")), 8);
+        assert_eq!(ded(&d), vec![false, false]);
+        let d = claims_of(&parse(xml(&spec("mixed"), pins, "<vcpu>2</vcpu>")), 8);
+        assert_eq!(ded(&d), vec![true, false]);
+        // No flavor policy: a single-CPU pin is dedicated; no pin floats everywhere.
+        let d = claims_of(&parse(xml("", "<vcpupin vcpu='0' cpuset='2'/>", "<vcpu>2</vcpu>")), 8);
+        assert_eq!(ded(&d), vec![true, false]);
+        assert_eq!(d.vcpus[1].cpus.to_string(), "0-7");
+        // <vcpu cpuset> bounds vCPUs without their own pin.
+        let d = claims_of(&parse(xml("", "", "<vcpu cpuset='0-1'>1</vcpu>")), 8);
+        assert_eq!(d.floating_cpus().to_string(), "0-1");
+    }
+}

@@ -1,0 +1,367 @@
+//! One scrape's gathering: every libvirt call a scrape makes, into owned data.
+//!
+//! Per scrape: node info and the bulk stats of all domains (`virConnectGetAllDomainStats` with
+//! `NOWAIT`, so a domain busy in a migration job returns what it can without waiting for the
+//! job), then per domain, a few at a time: its XML, libvirt's pin info and, for running domains,
+//! `virDomainGetVcpus`. A domain whose calls fail or time out is marked and kept; only a failure
+//! of the connection-level calls fails the scrape. The XML is fetched each scrape (libvirt has no
+//! cheaper change marker without an event loop) but parsed only when its text changed.
+#![forbid(unsafe_code)]
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use futures::stream::StreamExt;
+use virt::connect::Connect;
+use virt::domain::Domain;
+use virt::sys;
+
+use crate::connection::Libvirt;
+use crate::cpuset::CpuSet;
+use crate::domain_xml::{parse_domain_xml, DomainXml};
+use crate::error::Error;
+use crate::ffi::{self, TypedValue, VcpuInfo};
+use crate::procfs;
+
+/// The stat groups asked for in bulk.
+pub const STATS_GROUPS: u32 = sys::VIR_DOMAIN_STATS_STATE
+    | sys::VIR_DOMAIN_STATS_CPU_TOTAL
+    | sys::VIR_DOMAIN_STATS_BALLOON
+    | sys::VIR_DOMAIN_STATS_VCPU
+    | sys::VIR_DOMAIN_STATS_INTERFACE
+    | sys::VIR_DOMAIN_STATS_BLOCK;
+
+/// `virDomainState` values.
+pub const STATE_NAMES: &[(i32, &str, &str)] = &[
+    (0, "nostate", "no state"),
+    (1, "running", "the domain is running"),
+    (2, "blocked", "the domain is blocked on resource"),
+    (3, "paused", "the domain is paused by user"),
+    (4, "shutdown", "the domain is being shut down"),
+    (5, "shutoff", "the domain is shut off"),
+    (6, "crashed", "the domain is crashed"),
+    (7, "pmsuspended", "the domain is suspended by guest power management"),
+];
+
+/// Host facts from `virNodeGetInfo`.
+#[derive(Debug, Clone, Default)]
+pub struct HostInfo {
+    pub model: String,
+    pub memory_bytes: u64,
+    pub cpus: u32,
+    pub mhz: u32,
+    pub nodes: u32,
+    pub sockets: u32,
+    pub cores: u32,
+    pub threads: u32,
+}
+
+/// Everything gathered about one domain.
+#[derive(Debug, Clone, Default)]
+pub struct DomainSnap {
+    pub name: String,
+    pub uuid: String,
+    /// `virDomainState`.
+    pub state: i32,
+    /// Bulk stats, as libvirt named them (`balloon.current`, `block.0.rd.bytes`...).
+    pub stats: HashMap<String, TypedValue>,
+    pub xml: Option<Arc<DomainXml>>,
+    /// libvirt's pin info per vCPU (live for running domains).
+    pub pin_info: Option<Vec<CpuSet>>,
+    /// `virDomainGetVcpus` (running domains only).
+    pub vcpus: Option<Vec<VcpuInfo>>,
+    /// Kernel affinity of the QEMU vCPU threads, when the process is visible in procfs.
+    pub proc_affinity: Option<HashMap<u32, CpuSet>>,
+    pub timed_out: bool,
+    /// Calls that failed (not timeouts), e.g. "xml".
+    pub errors: Vec<&'static str>,
+}
+
+impl DomainSnap {
+    /// Whether the domain holds host resources (anything but shut off / no state).
+    pub fn is_active(&self) -> bool {
+        !matches!(self.state, 0 | 5)
+    }
+
+    /// A numeric bulk stat.
+    pub fn stat(&self, key: &str) -> Option<f64> {
+        self.stats.get(key).and_then(TypedValue::as_f64)
+    }
+}
+
+/// One scrape's data.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub host: HostInfo,
+    pub domains: Vec<DomainSnap>,
+}
+
+struct Cached {
+    hash: u64,
+    parsed: Arc<DomainXml>,
+}
+
+/// Long-lived gathering state: the XML parse cache and its counters.
+pub struct Gatherer {
+    pub libvirt: Arc<Libvirt>,
+    pub concurrency: usize,
+    pub procfs: Option<PathBuf>,
+    cache: Mutex<HashMap<String, Cached>>,
+    /// XML documents parsed (new or changed domains).
+    pub xml_parses: AtomicU64,
+    /// Domain XMLs that could not be parsed at all.
+    pub xml_errors: AtomicU64,
+    /// Parsed XMLs whose nova metadata was malformed.
+    pub nova_errors: AtomicU64,
+}
+
+impl std::fmt::Debug for Gatherer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gatherer").finish_non_exhaustive()
+    }
+}
+
+fn hash_of(s: &str) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    s.hash(&mut h);
+    h.finish()
+}
+
+/// Host info, one call.
+pub async fn host_info(libvirt: &Libvirt, conn: &Arc<Connect>) -> Result<HostInfo, Error> {
+    libvirt
+        .with_conn(conn, "node_info", |c| {
+            let n = c.node_info()?;
+            Ok(HostInfo {
+                model: n.model,
+                memory_bytes: n.memory.saturating_mul(1024),
+                cpus: n.cpus,
+                mhz: n.mhz,
+                nodes: n.nodes,
+                sockets: n.sockets,
+                cores: n.cores,
+                threads: n.threads,
+            })
+        })
+        .await
+}
+
+/// A domain from the bulk call, before its own calls.
+struct Listed {
+    domain: Domain,
+    snap: DomainSnap,
+}
+
+impl Gatherer {
+    pub fn new(libvirt: Arc<Libvirt>, concurrency: usize, procfs: Option<PathBuf>) -> Self {
+        Self {
+            libvirt,
+            concurrency: concurrency.max(1),
+            procfs,
+            cache: Mutex::new(HashMap::new()),
+            xml_parses: AtomicU64::new(0),
+            xml_errors: AtomicU64::new(0),
+            nova_errors: AtomicU64::new(0),
+        }
+    }
+
+    /// Parses `xml` unless the cached parse of this domain is of the same text.
+    fn parse_cached(&self, uuid: &str, xml: &str) -> Result<Arc<DomainXml>, Error> {
+        let hash = hash_of(xml);
+        if let Ok(cache) = self.cache.lock() {
+            if let Some(c) = cache.get(uuid).filter(|c| c.hash == hash) {
+                return Ok(Arc::clone(&c.parsed));
+            }
+        }
+        self.xml_parses.fetch_add(1, Ordering::Relaxed);
+        let parsed = match parse_domain_xml(xml) {
+            Ok(p) => Arc::new(p),
+            Err(e) => {
+                self.xml_errors.fetch_add(1, Ordering::Relaxed);
+                return Err(e);
+            }
+        };
+        if let Some(Err(e)) = &parsed.nova {
+            self.nova_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(domain = %parsed.name, error = %e, "malformed nova metadata");
+        }
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.insert(
+                uuid.to_string(),
+                Cached {
+                    hash,
+                    parsed: Arc::clone(&parsed),
+                },
+            );
+        }
+        Ok(parsed)
+    }
+
+    /// Gathers one scrape. `Err` only when the connection-level calls fail.
+    pub async fn gather(&self, conn: &Arc<Connect>) -> Result<Snapshot, Error> {
+        let host = host_info(&self.libvirt, conn).await?;
+        let listed: Vec<Listed> = self
+            .libvirt
+            .with_conn(conn, "all_domain_stats", |c| {
+                let records = ffi::all_domain_stats(
+                    c,
+                    STATS_GROUPS,
+                    sys::VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT,
+                )?;
+                Ok(records
+                    .into_iter()
+                    .map(|r| {
+                        let stats: HashMap<String, TypedValue> = r.params.into_iter().collect();
+                        let state = stats
+                            .get("state.state")
+                            .and_then(TypedValue::as_f64)
+                            .map(|v| v as i32)
+                            .unwrap_or(0);
+                        let snap = DomainSnap {
+                            name: r.domain.name().unwrap_or_default(),
+                            uuid: r.domain.uuid_string().unwrap_or_default(),
+                            state,
+                            stats,
+                            ..DomainSnap::default()
+                        };
+                        Listed {
+                            domain: r.domain,
+                            snap,
+                        }
+                    })
+                    .collect())
+            })
+            .await?;
+
+        let ncpus = host.cpus.max(1);
+        let qemu = match &self.procfs {
+            Some(root) if listed.iter().any(|l| l.snap.is_active()) => {
+                let root = root.clone();
+                self.libvirt
+                    .blocking("procfs", move || Ok(procfs::find_qemu_processes(&root)))
+                    .await
+                    .unwrap_or_default()
+            }
+            _ => HashMap::new(),
+        };
+        let qemu = Arc::new(qemu);
+
+        let mut domains: Vec<DomainSnap> = futures::stream::iter(listed)
+            .map(|l| self.per_domain(l, ncpus, Arc::clone(&qemu)))
+            .buffer_unordered(self.concurrency)
+            .collect()
+            .await;
+        domains.sort_by(|a, b| a.name.cmp(&b.name));
+
+        // Forget domains that are gone.
+        let seen: HashSet<&str> = domains.iter().map(|d| d.uuid.as_str()).collect();
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.retain(|k, _| seen.contains(k.as_str()));
+        }
+        Ok(Snapshot { host, domains })
+    }
+
+    async fn per_domain(&self, l: Listed, ncpus: u32, qemu: Arc<HashMap<String, u32>>) -> DomainSnap {
+        let Listed { domain, mut snap } = l;
+        let active = snap.is_active();
+        let procfs_root = self.procfs.clone();
+        let name = snap.name.clone();
+        let result = self
+            .libvirt
+            .blocking("domain", move || {
+                let xml = domain.xml_desc(0);
+                let nvcpus = match &xml {
+                    Ok(x) => vcpu_count_hint(x),
+                    Err(_) => 0,
+                };
+                let flags = if active {
+                    sys::VIR_DOMAIN_AFFECT_LIVE
+                } else {
+                    sys::VIR_DOMAIN_AFFECT_CONFIG
+                };
+                let pins = ffi::vcpu_pin_info(&domain, nvcpus.max(1), ncpus, flags);
+                let vcpus = active.then(|| ffi::vcpus(&domain, nvcpus.max(1), ncpus));
+                let proc_aff = match (&procfs_root, qemu.get(&name)) {
+                    (Some(root), Some(pid)) if active => Some(procfs::vcpu_thread_affinity(root, *pid)),
+                    _ => None,
+                };
+                Ok((xml, pins, vcpus, proc_aff))
+            })
+            .await;
+        match result {
+            Ok((xml, pins, vcpus, proc_aff)) => {
+                match xml {
+                    Ok(x) => match self.parse_cached(&snap.uuid, &x) {
+                        Ok(p) => snap.xml = Some(p),
+                        Err(e) => {
+                            tracing::warn!(domain = %snap.name, error = %e, "cannot parse domain XML");
+                            snap.errors.push("xml_parse");
+                        }
+                    },
+                    Err(e) => {
+                        tracing::debug!(domain = %snap.name, error = %e, "cannot get domain XML");
+                        snap.errors.push("xml");
+                    }
+                }
+                match pins {
+                    Ok(p) => snap.pin_info = Some(p),
+                    Err(e) => {
+                        tracing::debug!(domain = %snap.name, error = %e, "cannot get vCPU pin info");
+                        snap.errors.push("vcpu_pin_info");
+                    }
+                }
+                match vcpus {
+                    Some(Ok(v)) => snap.vcpus = Some(v),
+                    Some(Err(e)) => {
+                        tracing::debug!(domain = %snap.name, error = %e, "cannot get vCPU info");
+                        snap.errors.push("vcpus");
+                    }
+                    None => {}
+                }
+                snap.proc_affinity = proc_aff.filter(|m| !m.is_empty());
+            }
+            Err(Error::Timeout { .. }) => {
+                tracing::warn!(domain = %snap.name, "libvirt did not answer in time for this domain");
+                snap.timed_out = true;
+            }
+            Err(e) => {
+                tracing::warn!(domain = %snap.name, error = %e, "domain calls failed");
+                snap.errors.push("domain");
+            }
+        }
+        snap
+    }
+}
+
+/// The `<vcpu>` maximum of an XML without parsing it all (sizes the pin-info buffers).
+fn vcpu_count_hint(xml: &str) -> u32 {
+    let Some(start) = xml
+        .match_indices("<vcpu")
+        .map(|(i, _)| i)
+        .find(|i| matches!(xml.as_bytes().get(i + 5), Some(b'>' | b' ')))
+    else {
+        return 1;
+    };
+    let rest = &xml[start..];
+    let Some(gt) = rest.find('>') else { return 1 };
+    let after = &rest[gt + 1..];
+    let end = after.find('<').unwrap_or(after.len());
+    after[..end].trim().parse().unwrap_or(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vcpu_hint() {
+        assert_eq!(vcpu_count_hint("<domain><vcpu placement='static'>4</vcpu></domain>"), 4);
+        assert_eq!(vcpu_count_hint("<domain><vcpupin/></domain>"), 1);
+        assert_eq!(vcpu_count_hint("<domain><vcpupin vcpu='0'/><vcpu current='1'>3</vcpu></domain>"), 3);
+        assert_eq!(vcpu_count_hint("<domain/>"), 1);
+        assert_eq!(vcpu_count_hint("<domain><vcpu>x</vcpu></domain>"), 1);
+    }
+}
