@@ -1,30 +1,389 @@
-//! The checks file (`--config.file`): allowed cookies and user-defined checks.
+//! The checks file (`--config.file`): allowed cookies, the stale-cookie mode and user-defined
+//! checks, validated and compiled once at startup (regexes compiled, match values parsed).
+//!
+//! ```yaml
+//! allowed_cookies: ["0x1", "0xabcd000000000000/0xffff000000000000"]
+//! stale_cookie:
+//!   mode: auto        # auto | static | off
+//!   window: 10m       # cookies first seen within this of the dominant one are its generation
+//!   grace: 5m         # the dominant cookie must be this old before others count as stale
+//! checks:
+//!   - name: flood_from_tenant_port
+//!     help: "FLOOD must never be used in table 0"
+//!     table: [0]
+//!     priority_min: 1
+//!     cookie: "0x0/0xffff"
+//!     match: {in_port: "5", nw_src: "10.0.0.0/8"}
+//!     match_absent: [dl_vlan]
+//!     match_regex: "dl_dst=ff:ff"
+//!     actions_regex: "FLOOD|NORMAL"
+//! ```
 
 use std::path::Path;
+use std::time::Duration;
 
 use common::ConfigError;
+use regex::Regex;
 use serde::Deserialize;
 
-/// The whole checks file.
+use crate::parse::fields::{canonical, expand, FieldMatch};
+
+/// Names of the built-in checks, always exported.
+pub const BUILTIN_CHECKS: &[&str] = &["missing_port", "stale_cookie", "overlap"];
+
+/// The checks file as written.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Config {
-    /// Cookies the bridge's owner uses now; flows with any other cookie are stale.
+pub struct RawConfig {
+    /// Cookies the bridge's owner uses now (hex, optionally `/mask`).
     #[serde(default)]
     pub allowed_cookies: Vec<String>,
+    #[serde(default)]
+    pub stale_cookie: RawStaleCookie,
+    #[serde(default)]
+    pub checks: Vec<RawCheck>,
 }
 
-/// Loads and validates a checks file.
-pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let config: Config = common::config::load_yaml(path)?;
-    for c in &config.allowed_cookies {
-        let hex = c.strip_prefix("0x").unwrap_or(c);
-        if u64::from_str_radix(hex, 16).is_err() {
-            return Err(ConfigError::invalid(
-                path,
-                format!("allowed_cookies: {c:?} is not a hex cookie"),
-            ));
+/// `stale_cookie:` section.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStaleCookie {
+    #[serde(default)]
+    pub mode: Option<StaleMode>,
+    #[serde(default)]
+    pub window: Option<String>,
+    #[serde(default)]
+    pub grace: Option<String>,
+}
+
+/// How `stale_cookie` decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StaleMode {
+    /// Allowed cookies plus the dominant cookie's generation (see the README).
+    Auto,
+    /// Only the allowed cookies are current.
+    Static,
+    /// The check always reports 0.
+    Off,
+}
+
+/// One user-defined check as written. Every given condition must hold for a flow to count.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCheck {
+    pub name: String,
+    #[serde(default)]
+    pub help: Option<String>,
+    /// Table numbers or names.
+    #[serde(default)]
+    pub table: Option<TableList>,
+    #[serde(default)]
+    pub priority: Option<u16>,
+    #[serde(default)]
+    pub priority_min: Option<u16>,
+    #[serde(default)]
+    pub priority_max: Option<u16>,
+    /// `0xVALUE[/0xMASK]`.
+    #[serde(default)]
+    pub cookie: Option<String>,
+    /// Field -> value: the flow must match only packets within this value/mask.
+    #[serde(default, rename = "match")]
+    pub match_fields: std::collections::BTreeMap<String, serde_yaml_value::Scalar>,
+    /// Fields the flow must not match on.
+    #[serde(default)]
+    pub match_absent: Vec<String>,
+    #[serde(default)]
+    pub match_regex: Option<String>,
+    #[serde(default)]
+    pub actions_regex: Option<String>,
+}
+
+/// A YAML scalar that may be written as a number or a string (`in_port: 5`).
+pub mod serde_yaml_value {
+    use serde::Deserialize;
+
+    #[derive(Debug, Clone, Deserialize)]
+    #[serde(untagged)]
+    pub enum Scalar {
+        Int(u64),
+        Str(String),
+    }
+
+    impl Scalar {
+        pub fn text(&self) -> String {
+            match self {
+                Scalar::Int(n) => n.to_string(),
+                Scalar::Str(s) => s.clone(),
+            }
         }
     }
-    Ok(config)
+}
+
+/// `table: 0` or `table: [0, acl]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum TableList {
+    One(serde_yaml_value::Scalar),
+    Many(Vec<serde_yaml_value::Scalar>),
+}
+
+/// A compiled match condition (field within value/mask).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldCond {
+    pub field: String,
+    pub opaque: bool,
+    pub value: u128,
+    pub mask: u128,
+}
+
+impl FieldCond {
+    /// Whether a flow constraint on the same field restricts packets to within this one.
+    pub fn holds_for(&self, f: &FieldMatch<'_>) -> bool {
+        f.field == self.field
+            && f.opaque == self.opaque
+            && (f.mask & self.mask) == self.mask
+            && (f.value & self.mask) == self.value
+    }
+}
+
+/// A compiled user-defined check.
+#[derive(Debug, Clone)]
+pub struct CustomCheck {
+    pub name: String,
+    pub help: String,
+    pub tables: Option<Vec<String>>,
+    pub priority_min: u16,
+    pub priority_max: u16,
+    pub cookie: Option<(u64, u64)>,
+    pub match_fields: Vec<FieldCond>,
+    pub match_absent: Vec<String>,
+    pub match_regex: Option<Regex>,
+    pub actions_regex: Option<Regex>,
+}
+
+/// Stale-cookie settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StaleCookie {
+    pub mode: StaleMode,
+    pub window: Duration,
+    pub grace: Duration,
+}
+
+impl Default for StaleCookie {
+    fn default() -> Self {
+        Self {
+            mode: StaleMode::Auto,
+            window: Duration::from_secs(600),
+            grace: Duration::from_secs(300),
+        }
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    /// `(value, mask)` pairs.
+    pub allowed_cookies: Vec<(u64, u64)>,
+    pub stale_cookie: StaleCookie,
+    pub checks: Vec<CustomCheck>,
+}
+
+impl Config {
+    /// Whether `cookie` is one of the allowed cookies.
+    pub fn cookie_allowed(&self, cookie: u64) -> bool {
+        self.allowed_cookies
+            .iter()
+            .any(|&(v, m)| cookie & m == v & m)
+    }
+}
+
+/// Parses `0xVALUE[/0xMASK]` (the `0x` is optional).
+pub fn parse_cookie(s: &str) -> Result<(u64, u64), String> {
+    let hex = |t: &str| {
+        let t = t.trim();
+        let h = t.strip_prefix("0x").unwrap_or(t);
+        u64::from_str_radix(h, 16).map_err(|_| format!("{s:?} is not a hex cookie (0xVALUE[/0xMASK])"))
+    };
+    match s.split_once('/') {
+        Some((v, m)) => {
+            let (v, m) = (hex(v)?, hex(m)?);
+            Ok((v & m, m))
+        }
+        None => Ok((hex(s)?, u64::MAX)),
+    }
+}
+
+fn valid_name(n: &str) -> bool {
+    let mut b = n.bytes();
+    matches!(b.next(), Some(c) if c.is_ascii_lowercase())
+        && b.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_')
+}
+
+/// Loads, validates and compiles a checks file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let raw: RawConfig = common::config::load_yaml(path)?;
+    compile(raw).map_err(|m| ConfigError::invalid(path, m))
+}
+
+/// Validates and compiles a parsed checks file.
+pub fn compile(raw: RawConfig) -> Result<Config, String> {
+    let mut cfg = Config::default();
+    for c in &raw.allowed_cookies {
+        cfg.allowed_cookies
+            .push(parse_cookie(c).map_err(|e| format!("allowed_cookies: {e}"))?);
+    }
+    if let Some(m) = raw.stale_cookie.mode {
+        cfg.stale_cookie.mode = m;
+    }
+    let dur = |what: &str, v: &Option<String>, d: Duration| match v {
+        None => Ok(d),
+        Some(s) => common::cli::parse_duration(s).map_err(|e| format!("stale_cookie.{what}: {e}")),
+    };
+    cfg.stale_cookie.window = dur("window", &raw.stale_cookie.window, cfg.stale_cookie.window)?;
+    cfg.stale_cookie.grace = dur("grace", &raw.stale_cookie.grace, cfg.stale_cookie.grace)?;
+    if cfg.stale_cookie.mode == StaleMode::Static && cfg.allowed_cookies.is_empty() {
+        return Err("stale_cookie.mode static needs allowed_cookies".into());
+    }
+
+    let mut seen: Vec<&str> = BUILTIN_CHECKS.to_vec();
+    for rc in &raw.checks {
+        let ctx = |m: String| format!("check {:?}: {m}", rc.name);
+        if !valid_name(&rc.name) {
+            return Err(ctx("name must match [a-z][a-z0-9_]*".into()));
+        }
+        if seen.contains(&rc.name.as_str()) {
+            return Err(ctx("duplicate name (or the name of a built-in check)".into()));
+        }
+        seen.push(&rc.name);
+        let tables = rc.table.as_ref().map(|t| match t {
+            TableList::One(s) => vec![s.text()],
+            TableList::Many(v) => v.iter().map(|s| s.text()).collect(),
+        });
+        let (mut pmin, mut pmax) = (rc.priority_min.unwrap_or(0), rc.priority_max.unwrap_or(u16::MAX));
+        if let Some(p) = rc.priority {
+            if rc.priority_min.is_some() || rc.priority_max.is_some() {
+                return Err(ctx("priority excludes priority_min/priority_max".into()));
+            }
+            (pmin, pmax) = (p, p);
+        }
+        if pmin > pmax {
+            return Err(ctx("priority_min > priority_max".into()));
+        }
+        let cookie = rc
+            .cookie
+            .as_deref()
+            .map(parse_cookie)
+            .transpose()
+            .map_err(|e| ctx(format!("cookie: {e}")))?;
+        let mut match_fields = Vec::new();
+        for (k, v) in &rc.match_fields {
+            let text = v.text();
+            let mut out = Vec::new();
+            expand(k, Some(&text), &mut out);
+            for f in out {
+                if f.opaque && !matches!(k.as_str(), "in_port") {
+                    // Opaque values compare by text only; still usable, but say so early.
+                    tracing::debug!(check = %rc.name, field = %k, value = %text, "match value compared as text");
+                }
+                match_fields.push(FieldCond {
+                    field: f.field.to_string(),
+                    opaque: f.opaque,
+                    value: f.value & f.mask,
+                    mask: f.mask,
+                });
+            }
+        }
+        let regex = |what: &str, r: &Option<String>| {
+            r.as_deref()
+                .map(Regex::new)
+                .transpose()
+                .map_err(|e| ctx(format!("{what}: {e}")))
+        };
+        let check = CustomCheck {
+            name: rc.name.clone(),
+            help: rc.help.clone().unwrap_or_default(),
+            tables,
+            priority_min: pmin,
+            priority_max: pmax,
+            cookie,
+            match_fields,
+            match_absent: rc.match_absent.iter().map(|f| canonical(f).to_string()).collect(),
+            match_regex: regex("match_regex", &rc.match_regex)?,
+            actions_regex: regex("actions_regex", &rc.actions_regex)?,
+        };
+        let has_condition = check.tables.is_some()
+            || rc.priority.is_some()
+            || rc.priority_min.is_some()
+            || rc.priority_max.is_some()
+            || check.cookie.is_some()
+            || !check.match_fields.is_empty()
+            || !check.match_absent.is_empty()
+            || check.match_regex.is_some()
+            || check.actions_regex.is_some();
+        if !has_condition {
+            return Err(ctx("has no condition (it would flag every flow)".into()));
+        }
+        cfg.checks.push(check);
+    }
+    Ok(cfg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        let raw: RawConfig =
+            common::config::parse_yaml(Path::new("t.yml"), text).map_err(|e| e.to_string())?;
+        compile(raw)
+    }
+
+    #[test]
+    fn full_example() {
+        let c = parse(
+            r#"
+allowed_cookies: ["0x1", "0xabcd000000000000/0xffff000000000000"]
+stale_cookie: {mode: auto, window: 1m, grace: 30s}
+checks:
+  - name: flood_in_table_0
+    table: [0, acl]
+    priority_min: 1
+    cookie: "0x0/0xffff"
+    match: {in_port: 5, nw_src: "10.0.0.0/8"}
+    match_absent: [eth_type]
+    actions_regex: "FLOOD"
+"#,
+        )
+        .unwrap();
+        assert!(c.cookie_allowed(1));
+        assert!(c.cookie_allowed(0xabcd_0000_0000_1234));
+        assert!(!c.cookie_allowed(2));
+        assert_eq!(c.stale_cookie.window, Duration::from_secs(60));
+        let k = &c.checks[0];
+        assert_eq!(k.tables, Some(vec!["0".to_string(), "acl".to_string()]));
+        assert_eq!(k.cookie, Some((0, 0xffff)));
+        assert_eq!(k.match_absent, vec!["dl_type"]);
+        assert_eq!(k.match_fields.len(), 2);
+    }
+
+    #[test]
+    fn rejects_bad_checks() {
+        for bad in [
+            "allowed_cookies: [zz]",
+            "checks: [{name: Bad}]",
+            "checks: [{name: overlap, table: 0}]",
+            "checks: [{name: a, table: 0}, {name: a, table: 1}]",
+            "checks: [{name: nothing}]",
+            "checks: [{name: a, actions_regex: '('}]",
+            "checks: [{name: a, priority: 1, priority_min: 0}]",
+            "checks: [{name: a, cookie: 'xyz'}]",
+            "stale_cookie: {mode: static}",
+            "stale_cookie: {grace: 5}",
+            "unknown: 1",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+        assert!(parse("").is_ok() || parse("{}").is_ok());
+    }
 }

@@ -3,8 +3,10 @@
 //! `main.rs` is thin; the flags, the collectors and their parsers live here so tests reach them.
 #![forbid(unsafe_code)]
 
+pub mod checks;
 pub mod config;
 pub mod error;
+pub mod inventory;
 pub mod parse;
 
 use std::sync::Arc;

@@ -1,0 +1,90 @@
+//! `missing_port`: a flow that names an OpenFlow port the bridge does not have.
+//!
+//! Neutron's classic leftover: a VM's port is deleted (`del-port`), its flows stay, and OVS keeps
+//! them silently (`ofproto/trace` then says "Nonexistent output port"). A port counts as present
+//! when one of the bridge's interfaces in the database has that ofport; an interface that failed
+//! has ofport -1, so flows meant for it count as missing too.
+
+use std::collections::HashSet;
+
+use crate::inventory::Interface;
+use crate::parse::actions::{for_each_port_ref, port_number, PortRef};
+use crate::parse::Flow;
+
+/// The ports of one bridge that exist and work.
+#[derive(Debug, Clone, Default)]
+pub struct Ports {
+    numbers: HashSet<u32>,
+    names: HashSet<String>,
+}
+
+impl Ports {
+    /// From the bridge's interfaces in the database.
+    pub fn new(ifaces: &[Interface]) -> Self {
+        let mut p = Ports::default();
+        for i in ifaces {
+            if let Some(n) = i.ofport.filter(|&n| n > 0).and_then(|n| u32::try_from(n).ok()) {
+                p.numbers.insert(n);
+                p.names.insert(i.name.clone());
+            }
+        }
+        p
+    }
+
+    fn has(&self, r: &PortRef) -> bool {
+        match r {
+            PortRef::Number(n) => self.numbers.contains(n),
+            PortRef::Name(s) => self.names.contains(s),
+        }
+    }
+}
+
+/// Whether `flow` matches on or sends to a port that `ports` lacks.
+pub fn is_dirty(flow: &Flow<'_>, ports: &Ports) -> bool {
+    let mut missing = false;
+    for (k, v) in flow.match_fields() {
+        if matches!(k, "in_port" | "in_port_oxm") {
+            if let Some(r) = v.and_then(port_number) {
+                missing |= !ports.has(&r);
+            }
+        }
+    }
+    if missing {
+        return true;
+    }
+    for_each_port_ref(flow.actions(), &mut |r| missing |= !ports.has(&r));
+    missing
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse::parse_flow;
+
+    fn iface(name: &str, ofport: i64) -> Interface {
+        Interface {
+            name: name.into(),
+            ofport: Some(ofport),
+            kind: "dummy".into(),
+            error: None,
+            iface_id: None,
+            attached_mac: None,
+        }
+    }
+
+    #[test]
+    fn flags_missing_and_failed_ports() {
+        let ports = Ports::new(&[iface("br-int", 65534), iface("tap1", 1), iface("tap2", 2), iface("bad", -1)]);
+        let dirty = |l: &str| is_dirty(&parse_flow(l).unwrap(), &ports);
+        assert!(!dirty(" priority=1,in_port=1 actions=output:2"));
+        assert!(!dirty(" priority=1,in_port=LOCAL actions=NORMAL,output:LOCAL,resubmit(,10)"));
+        assert!(dirty(" priority=1,in_port=77 actions=drop"));
+        assert!(dirty(" priority=1,in_port=1 actions=output:99"));
+        assert!(dirty(" priority=1 actions=enqueue:3:1"));
+        assert!(dirty(" priority=1 actions=load:0x9->NXM_OF_IN_PORT[],resubmit(,1)"));
+        assert!(dirty(" priority=1 actions=bundle(eth_src,0,hrw,ofport,members:1,5)"));
+        assert!(!dirty(" priority=1 actions=CONTROLLER:65535,IN_PORT,FLOOD"));
+        assert!(!dirty(" priority=1,in_port=tap1 actions=output:tap2"));
+        assert!(dirty(" priority=1,in_port=bad actions=drop"));
+    }
+}

@@ -1,0 +1,336 @@
+//! The checks run over one bridge's dump, fed line by line as `ovs-ofctl` prints it.
+//!
+//! [`BridgeScan`] parses each line as it arrives, counts flows per table, runs the per-flow
+//! checks (`missing_port`, the user-defined ones) at once, and keeps a compact [`Record`] plus the
+//! flow text (without counters) in one string arena. The checks that need every flow
+//! (`stale_cookie`, `overlap`) run in [`BridgeScan::finish`] over the records. The dump is
+//! never held as a whole: at 100k flows the arena holds the match and actions of each flow
+//! (about half the dump's size) and the records 48 bytes a flow.
+
+pub mod custom;
+pub mod missing_port;
+pub mod overlap;
+pub mod stale_cookie;
+
+use std::collections::BTreeMap;
+
+use crate::config::Config;
+use crate::parse::fields::expand_match;
+use crate::parse::{parse_line, Flow, Line, ParseError, Table};
+
+pub use missing_port::Ports;
+
+/// Longest flow text put in an evidence label.
+pub const MAX_EVIDENCE_TEXT: usize = 400;
+
+/// What the whole-dump checks need to know of a flow.
+#[derive(Debug, Clone, Copy)]
+pub struct Record {
+    pub cookie: u64,
+    pub duration_ms: Option<u64>,
+    /// Table number, or 256 + index into the scan's table names.
+    pub table: u16,
+    pub priority: u16,
+    pub flags: u8,
+    /// Offset of the match (after `priority=N,`) from `text_start`.
+    pub match_off: u16,
+    pub text_start: u32,
+    pub match_len: u32,
+    pub text_len: u32,
+}
+
+impl Record {
+    pub const TIMEOUT: u8 = 1;
+    pub const CONJUNCTION_ONLY: u8 = 2;
+
+    pub fn has_timeout(&self) -> bool {
+        self.flags & Self::TIMEOUT != 0
+    }
+
+    pub fn conjunction_only(&self) -> bool {
+        self.flags & Self::CONJUNCTION_ONLY != 0
+    }
+
+    /// The flow text (match and actions, no counters).
+    pub fn text<'t>(&self, arena: &'t str) -> &'t str {
+        let s = self.text_start as usize;
+        arena.get(s..s + self.text_len as usize).unwrap_or("")
+    }
+
+    /// The match without priority.
+    pub fn match_text<'t>(&self, arena: &'t str) -> &'t str {
+        let s = self.text_start as usize + usize::from(self.match_off);
+        arena.get(s..s + self.match_len as usize).unwrap_or("")
+    }
+}
+
+/// One offending flow, for the evidence metric.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Evidence {
+    pub table: String,
+    pub priority: u16,
+    pub cookie: u64,
+    pub flow: String,
+}
+
+/// The result of one check on one bridge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckOutcome {
+    pub name: String,
+    pub dirty: u64,
+    /// The first offending flows in dump order, at most the evidence limit.
+    pub evidence: Vec<Evidence>,
+    /// The check gave up before looking at every flow (overlap budget).
+    pub incomplete: bool,
+}
+
+impl CheckOutcome {
+    fn new(name: &str) -> Self {
+        Self {
+            name: name.to_string(),
+            dirty: 0,
+            evidence: Vec::new(),
+            incomplete: false,
+        }
+    }
+}
+
+/// Everything one bridge's dump yielded.
+#[derive(Debug, Clone, Default)]
+pub struct BridgeReport {
+    /// Flows per table label.
+    pub tables: BTreeMap<String, u64>,
+    pub flows: u64,
+    pub parse_errors: u64,
+    /// Reply headers seen (a long dump has several).
+    pub replies: u64,
+    /// Built-in checks first (missing_port omitted when the ports are unknown), then the
+    /// user-defined ones in config order.
+    pub checks: Vec<CheckOutcome>,
+}
+
+/// Accumulates one bridge's dump.
+pub struct BridgeScan<'c> {
+    cfg: &'c Config,
+    ports: Option<Ports>,
+    evidence_limit: usize,
+    table_counts: [u64; 256],
+    table_names: Vec<(String, u64)>,
+    pub(crate) records: Vec<Record>,
+    pub(crate) text: String,
+    flows: u64,
+    parse_errors: u64,
+    replies: u64,
+    missing_port: CheckOutcome,
+    custom: Vec<CheckOutcome>,
+    needs_fields: bool,
+}
+
+impl std::fmt::Debug for BridgeScan<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BridgeScan")
+            .field("flows", &self.flows)
+            .field("parse_errors", &self.parse_errors)
+            .finish()
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &s[..end])
+}
+
+fn push_evidence(o: &mut CheckOutcome, limit: usize, table: String, priority: u16, cookie: u64, text: &str) {
+    o.dirty += 1;
+    if o.evidence.len() < limit {
+        o.evidence.push(Evidence {
+            table,
+            priority,
+            cookie,
+            flow: truncate(text, MAX_EVIDENCE_TEXT),
+        });
+    }
+}
+
+impl<'c> BridgeScan<'c> {
+    /// `ports` is None when the database could not be read (missing_port is then skipped).
+    pub fn new(cfg: &'c Config, ports: Option<Ports>, evidence_limit: usize) -> Self {
+        Self {
+            cfg,
+            ports,
+            evidence_limit,
+            table_counts: [0; 256],
+            table_names: Vec::new(),
+            records: Vec::new(),
+            text: String::new(),
+            flows: 0,
+            parse_errors: 0,
+            replies: 0,
+            missing_port: CheckOutcome::new("missing_port"),
+            custom: cfg.checks.iter().map(|c| CheckOutcome::new(&c.name)).collect(),
+            needs_fields: cfg.checks.iter().any(custom::needs_fields),
+        }
+    }
+
+    /// Feeds one line of `ovs-ofctl dump-flows` output. A line that does not parse is counted
+    /// and its error returned (for the caller to log); the scan goes on.
+    pub fn feed_line(&mut self, line: &str) -> Result<(), ParseError> {
+        match parse_line(line) {
+            Ok(Line::Empty) => Ok(()),
+            Ok(Line::Header(_)) => {
+                self.replies += 1;
+                Ok(())
+            }
+            Ok(Line::Flow(f)) => {
+                self.flow(&f);
+                Ok(())
+            }
+            Err(e) => {
+                self.parse_errors += 1;
+                Err(e)
+            }
+        }
+    }
+
+    fn table_index(&mut self, t: Table<'_>) -> u16 {
+        match t {
+            Table::Id(n) => {
+                self.table_counts[usize::from(n)] += 1;
+                u16::from(n)
+            }
+            Table::Name(s) => {
+                let i = match self.table_names.iter().position(|(n, _)| n == s) {
+                    Some(i) => i,
+                    None => {
+                        self.table_names.push((s.to_string(), 0));
+                        self.table_names.len() - 1
+                    }
+                };
+                self.table_names[i].1 += 1;
+                256 + u16::try_from(i).unwrap_or(u16::MAX - 256)
+            }
+        }
+    }
+
+    fn flow(&mut self, f: &Flow<'_>) {
+        self.flows += 1;
+        let table = self.table_index(f.table);
+        if let Some(ports) = &self.ports {
+            if missing_port::is_dirty(f, ports) {
+                let limit = self.evidence_limit;
+                push_evidence(&mut self.missing_port, limit, f.table.to_string(), f.priority, f.cookie, f.text);
+            }
+        }
+        if !self.cfg.checks.is_empty() {
+            let mut fields = Vec::new();
+            if self.needs_fields {
+                expand_match(f.match_text, &mut fields);
+            }
+            for (c, o) in self.cfg.checks.iter().zip(self.custom.iter_mut()) {
+                if custom::matches(c, f, &fields) {
+                    push_evidence(o, self.evidence_limit, f.table.to_string(), f.priority, f.cookie, f.text);
+                }
+            }
+        }
+        let mut flags = 0;
+        if f.idle_timeout > 0 || f.hard_timeout > 0 {
+            flags |= Record::TIMEOUT;
+        }
+        if f.actions().all(|a| a.name == "conjunction") {
+            flags |= Record::CONJUNCTION_ONLY;
+        }
+        // Offsets are u32: beyond 4 GiB of flow text (40M flows) records would be wrong, so
+        // stop recording (the counts above stay right).
+        let start = self.text.len();
+        let Ok(text_start) = u32::try_from(start) else {
+            return;
+        };
+        let match_off = if f.match_text.is_empty() {
+            0
+        } else {
+            f.match_text.as_ptr() as usize - f.text.as_ptr() as usize
+        };
+        self.text.push_str(f.text);
+        self.records.push(Record {
+            cookie: f.cookie,
+            duration_ms: f.duration.map(|d| (d * 1000.0) as u64),
+            table,
+            priority: f.priority,
+            flags,
+            match_off: u16::try_from(match_off).unwrap_or(0),
+            text_start,
+            match_len: u32::try_from(f.match_text.len()).unwrap_or(0),
+            text_len: u32::try_from(f.text.len()).unwrap_or(0),
+        });
+    }
+
+    fn table_label(&self, t: u16) -> String {
+        if t < 256 {
+            t.to_string()
+        } else {
+            self.table_names
+                .get(usize::from(t - 256))
+                .map(|(n, _)| n.clone())
+                .unwrap_or_default()
+        }
+    }
+
+    fn evidence_from(&self, name: &str, dirty: &[usize]) -> CheckOutcome {
+        let mut o = CheckOutcome::new(name);
+        for &i in dirty {
+            let r = &self.records[i];
+            push_evidence(&mut o, self.evidence_limit, self.table_label(r.table), r.priority, r.cookie, r.text(&self.text));
+        }
+        o
+    }
+
+    /// Runs the whole-dump checks and returns the report.
+    pub fn finish(self) -> BridgeReport {
+        self.finish_with_budget(overlap::DEFAULT_BUDGET)
+    }
+
+    /// [`BridgeScan::finish`] with an explicit overlap comparison budget.
+    pub fn finish_with_budget(self, budget: u64) -> BridgeReport {
+        let stale = stale_cookie::stale_flows(&self.records, self.cfg);
+        let stale = self.evidence_from("stale_cookie", &stale);
+        let (dirty, exhausted) = overlap::overlapping(&self.records, &self.text, budget);
+        let idx: Vec<usize> = dirty
+            .iter()
+            .enumerate()
+            .filter(|(_, &d)| d)
+            .map(|(i, _)| i)
+            .collect();
+        let mut ov = self.evidence_from("overlap", &idx);
+        ov.incomplete = exhausted;
+
+        let mut tables = BTreeMap::new();
+        for (n, &c) in self.table_counts.iter().enumerate() {
+            if c > 0 {
+                tables.insert(n.to_string(), c);
+            }
+        }
+        for (n, c) in &self.table_names {
+            *tables.entry(n.clone()).or_insert(0) += c;
+        }
+        let mut checks = Vec::new();
+        if self.ports.is_some() {
+            checks.push(self.missing_port);
+        }
+        checks.push(stale);
+        checks.push(ov);
+        checks.extend(self.custom);
+        BridgeReport {
+            tables,
+            flows: self.flows,
+            parse_errors: self.parse_errors,
+            replies: self.replies,
+            checks,
+        }
+    }
+}
