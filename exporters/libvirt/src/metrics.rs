@@ -52,14 +52,16 @@ impl Counters {
 
 /// Registers a single unlabelled gauge.
 pub fn gauge(reg: &mut Registry, name: &str, help: &str, value: f64) {
-    let g = Gauges::default();
-    g.set(Vec::new(), value);
-    g.register(reg, name, help);
+    let g = Gauge::<f64, AtomicU64>::default();
+    g.set(value);
+    reg.register(name, help, g);
 }
 
 /// Registers a single unlabelled counter.
 pub fn counter(reg: &mut Registry, name: &str, help: &str, value: f64) {
-    let c = Counters::default();
-    c.set(Vec::new(), value);
-    c.register(reg, name, help);
+    let c = Counter::<f64, AtomicU64>::default();
+    if value.is_finite() && value >= 0.0 {
+        c.inc_by(value);
+    }
+    reg.register(name, help, c);
 }

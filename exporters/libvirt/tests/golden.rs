@@ -1,0 +1,111 @@
+//! Golden exposition tests: the libvirt test driver (in process) on each fixture node XML.
+//!
+//! Every fixture under `tests/fixtures/` is opened as `test:///<path>`, both collectors run once,
+//! and the output (text format, series sorted within each family, the test driver's clock-based
+//! CPU times masked) must equal `tests/golden/<fixture>.prom`. `UPDATE_GOLDEN=1` rewrites the
+//! files; review the diff.
+
+use std::path::{Path, PathBuf};
+
+use libvirt_exporter::{collectors, Flags};
+use prometheus_client::registry::Registry;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// Metrics whose values the test driver derives from the wall clock.
+const VOLATILE: &[&str] = &["libvirt_domain_vcpu_time_seconds_total"];
+
+fn normalize(text: &str) -> String {
+    let mut out = Vec::new();
+    let mut block: Vec<String> = Vec::new();
+    let flush = |block: &mut Vec<String>, out: &mut Vec<String>| {
+        block.sort();
+        out.append(block);
+    };
+    for line in text.lines() {
+        if line.starts_with('#') {
+            flush(&mut block, &mut out);
+            out.push(line.to_string());
+            continue;
+        }
+        let name_end = line.find(['{', ' ']).unwrap_or(line.len());
+        let name = &line[..name_end];
+        let line = if VOLATILE.contains(&name) {
+            match line.rfind(' ') {
+                Some(i) => format!("{} <volatile>", &line[..i]),
+                None => line.to_string(),
+            }
+        } else {
+            line.to_string()
+        };
+        block.push(line);
+    }
+    flush(&mut block, &mut out);
+    out.join("\n") + "\n"
+}
+
+async fn scrape_fixture(path: &Path, extra: &[&str]) -> String {
+    let uri = format!("test://{}", path.display());
+    let mut args = vec![
+        "libvirt_exporter".to_string(),
+        format!("--libvirt.uri={uri}"),
+        "--path.procfs=".to_string(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let flags = <Flags as clap::Parser>::parse_from(args);
+    let mut om = String::new();
+    for c in collectors(&flags) {
+        let mut reg = Registry::with_prefix("libvirt");
+        c.collect(&mut reg).await.expect("collector succeeds");
+        prometheus_client::encoding::text::encode_registry(&mut om, &reg).unwrap();
+    }
+    common::exposition::openmetrics_to_text(&om)
+}
+
+#[tokio::test]
+async fn golden_fixtures() {
+    let mut names: Vec<_> = std::fs::read_dir(fixtures())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "xml"))
+        .collect();
+    names.sort();
+    assert!(names.len() >= 8, "fixtures missing: {names:?}");
+    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
+    let mut failures = Vec::new();
+    for path in names {
+        let stem = path.file_stem().unwrap().to_string_lossy().to_string();
+        let got = normalize(
+            &scrape_fixture(
+                &path,
+                &["--nova.cpu-dedicated-set=4-15", "--nova.cpu-shared-set=0-3"],
+            )
+            .await,
+        );
+        let golden = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/golden")
+            .join(format!("{stem}.prom"));
+        if update {
+            std::fs::write(&golden, &got).unwrap();
+            continue;
+        }
+        let want = std::fs::read_to_string(&golden)
+            .unwrap_or_else(|e| panic!("{}: {e} (run with UPDATE_GOLDEN=1)", golden.display()));
+        if got != want {
+            let diff: Vec<String> = want
+                .lines()
+                .filter(|l| !got.lines().any(|g| g == *l))
+                .map(|l| format!("- {l}"))
+                .chain(
+                    got.lines()
+                        .filter(|l| !want.lines().any(|w| w == *l))
+                        .map(|l| format!("+ {l}")),
+                )
+                .collect();
+            failures.push(format!("{stem}:\n{}", diff.join("\n")));
+        }
+    }
+    assert!(failures.is_empty(), "golden mismatch:\n{}", failures.join("\n\n"));
+}
