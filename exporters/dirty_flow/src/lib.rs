@@ -1,15 +1,22 @@
 //! dirty_flow_exporter: dirty OpenFlow flow detection from `ovs-ofctl dump-flows`.
 //!
 //! `main.rs` is thin; the flags, the collectors and their parsers live here so tests reach them.
+//! The path of a scrape: [`collector::flows`] asks [`ovs`] for the port inventory
+//! ([`inventory`]) and streams each bridge's dump into a [`checks::BridgeScan`], which parses
+//! each line ([`parse`]) and runs the checks configured in [`config`].
 #![forbid(unsafe_code)]
 
 pub mod checks;
+pub mod collector;
 pub mod config;
 pub mod error;
 pub mod inventory;
+pub mod ovs;
 pub mod parse;
 
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use common::cli::{CollectorFlag, ConfigArgs, LogArgs, WebArgs};
 use common::{Collector, Exporter, ExporterInfo};
@@ -23,7 +30,11 @@ pub const INFO: ExporterInfo = ExporterInfo {
 };
 
 /// The collectors this exporter has: name, help, enabled by default.
-pub const COLLECTORS: &[CollectorFlag] = &[];
+pub const COLLECTORS: &[CollectorFlag] = &[CollectorFlag {
+    name: "flows",
+    help: "Dumps every bridge's OpenFlow flows and runs the dirty-flow checks.",
+    default_enabled: true,
+}];
 
 /// Command-line flags.
 #[derive(clap::Parser, Debug, Clone)]
@@ -37,12 +48,60 @@ pub struct Flags {
     pub config: ConfigArgs,
     /// Directory holding ovs-vswitchd's sockets (`<bridge>.mgmt`).
     #[arg(long = "ovs.rundir", default_value = "/var/run/openvswitch")]
-    pub ovs_rundir: std::path::PathBuf,
+    pub ovs_rundir: PathBuf,
+    /// Bridge to check (repeatable). Default: every bridge in the OVS database.
+    #[arg(long = "ovs.bridge", value_name = "BRIDGE")]
+    pub ovs_bridge: Vec<String>,
+    /// Path of ovs-ofctl.
+    #[arg(long = "ovs.ofctl-path", default_value = "ovs-ofctl", value_name = "PATH")]
+    pub ovs_ofctl_path: PathBuf,
+    /// Path of ovs-vsctl.
+    #[arg(long = "ovs.vsctl-path", default_value = "ovs-vsctl", value_name = "PATH")]
+    pub ovs_vsctl_path: PathBuf,
+    /// OVSDB remote for ovs-vsctl. Default: unix:<ovs.rundir>/db.sock.
+    #[arg(long = "ovs.db", value_name = "REMOTE")]
+    pub ovs_db: Option<String>,
+    /// Timeout of every ovs-ofctl / ovs-vsctl run; the child is killed when it expires.
+    #[arg(long = "ovs.timeout", default_value = "8s", value_parser = common::cli::parse_duration, value_name = "DURATION")]
+    pub ovs_timeout: Duration,
+    /// OpenFlow version(s) passed to ovs-ofctl as -O (e.g. OpenFlow13), for bridges that refuse 1.0.
+    #[arg(long = "ovs.openflow-version", value_name = "VERSION")]
+    pub ovs_openflow_version: Option<String>,
+    /// Offending flows shown per bridge and check in ovs_dirty_flow_info.
+    #[arg(long = "checks.evidence-limit", default_value_t = 5, value_name = "N")]
+    pub evidence_limit: usize,
 }
 
-/// Builds every collector of this exporter (enabled or not), in the order of [`COLLECTORS`].
-pub fn collectors(_flags: &Flags) -> Vec<Arc<dyn Collector>> {
-    Vec::new()
+impl Flags {
+    /// The OVS paths the flags describe.
+    pub fn ovs(&self) -> ovs::Ovs {
+        ovs::Ovs {
+            ofctl: self.ovs_ofctl_path.clone(),
+            vsctl: self.ovs_vsctl_path.clone(),
+            rundir: self.ovs_rundir.clone(),
+            db: self
+                .ovs_db
+                .clone()
+                .unwrap_or_else(|| format!("unix:{}", self.ovs_rundir.join("db.sock").display())),
+            timeout: self.ovs_timeout,
+            openflow_version: self.ovs_openflow_version.clone(),
+        }
+    }
+}
+
+/// Builds every collector with the default (empty) checks config, in the order of [`COLLECTORS`].
+pub fn collectors(flags: &Flags) -> Vec<Arc<dyn Collector>> {
+    collectors_with(flags, Arc::new(config::Config::default()))
+}
+
+/// Builds every collector with a loaded checks config.
+pub fn collectors_with(flags: &Flags, config: Arc<config::Config>) -> Vec<Arc<dyn Collector>> {
+    vec![Arc::new(collector::flows::FlowsCollector::new(
+        flags.ovs(),
+        config,
+        flags.ovs_bridge.clone(),
+        flags.evidence_limit,
+    ))]
 }
 
 /// Runs the exporter until SIGTERM/SIGINT.
@@ -50,11 +109,22 @@ pub async fn run(
     flags: Flags,
     enabled: Vec<&'static str>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let _config = match &flags.config.file {
-        Some(p) => Some(config::load(p)?),
-        None => None,
+    let config = match &flags.config.file {
+        Some(p) => config::load(p)?,
+        None => config::Config::default(),
     };
-    Exporter::new(INFO, flags.web.clone(), collectors(&flags), enabled)
+    for b in &flags.ovs_bridge {
+        if !ovs::valid_bridge_name(b) {
+            return Err(format!("--ovs.bridge {b:?}: not a valid bridge name").into());
+        }
+    }
+    tracing::info!(
+        custom_checks = config.checks.len(),
+        allowed_cookies = config.allowed_cookies.len(),
+        stale_cookie_mode = ?config.stale_cookie.mode,
+        "checks loaded"
+    );
+    Exporter::new(INFO, flags.web.clone(), collectors_with(&flags, Arc::new(config)), enabled)
         .run()
         .await?;
     Ok(())
@@ -70,5 +140,12 @@ mod tests {
         let names: Vec<_> = collectors(&flags).iter().map(|c| c.name()).collect();
         let flag_names: Vec<_> = COLLECTORS.iter().map(|c| c.name).collect();
         assert_eq!(names, flag_names);
+    }
+
+    #[test]
+    fn db_defaults_to_rundir() {
+        let flags = <Flags as clap::Parser>::parse_from(["x", "--ovs.rundir=/tmp/r"]);
+        assert_eq!(flags.ovs().db, "unix:/tmp/r/db.sock");
+        assert_eq!(flags.ovs().target("br-int"), "unix:/tmp/r/br-int.mgmt");
     }
 }

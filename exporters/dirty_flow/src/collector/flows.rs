@@ -1,0 +1,193 @@
+//! The `flows` collector: per scrape, read the port inventory from the OVS database, stream each
+//! bridge's `ovs-ofctl dump-flows` through the checks, and build fresh metrics from the result.
+//!
+//! A bridge whose dump fails gets `ovs_dump_success 0` and no flow or check series (their values
+//! would be unknown, not 0); the other bridges are unaffected. Any failure (database or a
+//! bridge) makes the collector return an error after registering what it has, so
+//! `ovs_scrape_collector_success{collector="flows"}` drops to 0 as well.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use common::prometheus_client::metrics::family::Family;
+use common::prometheus_client::metrics::gauge::Gauge;
+use common::prometheus_client::registry::Registry;
+use common::{CollectError, Collector};
+use futures::future::BoxFuture;
+
+use crate::checks::{BridgeReport, BridgeScan, Ports};
+use crate::config::Config;
+use crate::inventory::Inventory;
+use crate::ovs::{valid_bridge_name, Ovs};
+
+type Labels = Vec<(String, String)>;
+type GaugeFamily = Family<Labels, Gauge>;
+type FloatFamily = Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>;
+
+/// The collector.
+#[derive(Debug)]
+pub struct FlowsCollector {
+    ovs: Ovs,
+    config: Arc<Config>,
+    /// From `--ovs.bridge`; empty means every bridge in the database.
+    bridges: Vec<String>,
+    evidence_limit: usize,
+}
+
+impl FlowsCollector {
+    pub fn new(ovs: Ovs, config: Arc<Config>, bridges: Vec<String>, evidence_limit: usize) -> Self {
+        Self {
+            ovs,
+            config,
+            bridges,
+            evidence_limit,
+        }
+    }
+
+    async fn scan_bridge(&self, bridge: &str, ports: Option<Ports>) -> (Result<BridgeReport, String>, f64) {
+        let start = Instant::now();
+        if !valid_bridge_name(bridge) {
+            return (Err(format!("invalid bridge name {bridge:?}")), 0.0);
+        }
+        let mut scan = BridgeScan::new(&self.config, ports, self.evidence_limit);
+        let res = self.ovs.dump_flows(bridge, &mut scan).await;
+        let res = res.map(|()| scan.finish()).map_err(|e| e.to_string());
+        (res, start.elapsed().as_secs_f64())
+    }
+
+    async fn run(&self, registry: &mut Registry) -> Result<(), CollectError> {
+        let mut problems: Vec<String> = Vec::new();
+        let inventory: Option<Inventory> = match self.ovs.inventory().await {
+            Ok(inv) => Some(inv),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the OVS database");
+                problems.push(format!("database: {e}"));
+                None
+            }
+        };
+        let db_up = Gauge::<i64>::default();
+        db_up.set(i64::from(inventory.is_some()));
+        registry.register("database_up", "Whether the OVS database could be read (ovs-vsctl)", db_up);
+
+        let bridges: Vec<String> = if self.bridges.is_empty() {
+            inventory.as_ref().map(|i| i.keys().cloned().collect()).unwrap_or_default()
+        } else {
+            self.bridges.clone()
+        };
+
+        let interfaces = GaugeFamily::default();
+        let failed = GaugeFamily::default();
+        let failed_info = GaugeFamily::default();
+        if let Some(inv) = &inventory {
+            for b in &bridges {
+                let Some(ifaces) = inv.get(b) else { continue };
+                let bl = || vec![("bridge".to_string(), b.clone())];
+                interfaces.get_or_create(&bl()).set(ifaces.len() as i64);
+                let bad: Vec<_> = ifaces.iter().filter(|i| i.failed()).collect();
+                failed.get_or_create(&bl()).set(bad.len() as i64);
+                for i in bad {
+                    let mut err: String = i.error.clone().unwrap_or_default().chars().take(200).collect();
+                    if err.is_empty() {
+                        err = "ofport -1".into();
+                    }
+                    failed_info
+                        .get_or_create(&vec![
+                            ("bridge".into(), b.clone()),
+                            ("interface".into(), i.name.clone()),
+                            ("type".into(), i.kind.clone()),
+                            ("error".into(), err),
+                        ])
+                        .set(1);
+                }
+            }
+        }
+
+        let scans = futures::future::join_all(bridges.iter().map(|b| {
+            let ports = inventory.as_ref().and_then(|inv| inv.get(b)).map(|i| Ports::new(i));
+            self.scan_bridge(b, ports)
+        }))
+        .await;
+
+        let success = GaugeFamily::default();
+        let duration = FloatFamily::default();
+        let flows = GaugeFamily::default();
+        let parse_errors = GaugeFamily::default();
+        let dirty = GaugeFamily::default();
+        let incomplete = GaugeFamily::default();
+        let evidence = GaugeFamily::default();
+        for (bridge, (res, secs)) in bridges.iter().zip(scans) {
+            let bl = vec![("bridge".to_string(), bridge.clone())];
+            duration.get_or_create(&bl).set(secs);
+            let report = match res {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(bridge = %bridge, error = %e, "dump-flows failed");
+                    problems.push(format!("bridge {bridge}: {e}"));
+                    success.get_or_create(&bl).set(0);
+                    continue;
+                }
+            };
+            success.get_or_create(&bl).set(1);
+            parse_errors.get_or_create(&bl).set(report.parse_errors as i64);
+            for (table, n) in &report.tables {
+                flows
+                    .get_or_create(&vec![("bridge".into(), bridge.clone()), ("table".into(), table.clone())])
+                    .set(*n as i64);
+            }
+            if inventory.as_ref().is_some_and(|inv| !inv.contains_key(bridge)) {
+                tracing::warn!(bridge = %bridge, "bridge not in the OVS database: every port counts as missing");
+            }
+            for c in &report.checks {
+                let cl = vec![("bridge".to_string(), bridge.clone()), ("check".to_string(), c.name.clone())];
+                dirty.get_or_create(&cl).set(c.dirty as i64);
+                incomplete.get_or_create(&cl).set(i64::from(c.incomplete));
+                if c.incomplete {
+                    tracing::warn!(bridge = %bridge, check = %c.name, "check stopped early (comparison budget)");
+                }
+                for e in &c.evidence {
+                    evidence
+                        .get_or_create(&vec![
+                            ("bridge".into(), bridge.clone()),
+                            ("check".into(), c.name.clone()),
+                            ("table".into(), e.table.clone()),
+                            ("priority".into(), e.priority.to_string()),
+                            ("cookie".into(), format!("{:#x}", e.cookie)),
+                            ("flow".into(), e.flow.clone()),
+                        ])
+                        .set(1);
+                }
+            }
+        }
+
+        registry.register("dump_success", "Whether the last ovs-ofctl dump-flows of the bridge succeeded", success);
+        registry.register("dump_duration_seconds", "Time taken to dump and check the bridge's flows", duration);
+        registry.register("flows", "Flows per bridge and table in the last dump", flows);
+        registry.register("flow_parse_errors", "Lines of the last dump that could not be parsed", parse_errors);
+        registry.register("dirty_flows", "Flows that a check flags as dirty, per bridge and check", dirty);
+        registry.register("check_incomplete", "Whether a check stopped before examining every flow", incomplete);
+        registry.register("dirty_flow_info", "An offending flow (at most --checks.evidence-limit per bridge and check)", evidence);
+        registry.register("interfaces", "Interfaces of the bridge in the OVS database", interfaces);
+        registry.register("failed_interfaces", "Interfaces of the bridge that ovs-vswitchd could not open (ofport -1 or error set)", failed);
+        registry.register("failed_interface_info", "A failed interface and its error", failed_info);
+
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(CollectError::new(problems.join("; ")))
+        }
+    }
+}
+
+impl Collector for FlowsCollector {
+    fn name(&self) -> &'static str {
+        "flows"
+    }
+
+    fn help(&self) -> &'static str {
+        "Dumps every bridge's OpenFlow flows and runs the dirty-flow checks."
+    }
+
+    fn collect<'a>(&'a self, registry: &'a mut Registry) -> BoxFuture<'a, Result<(), CollectError>> {
+        Box::pin(self.run(registry))
+    }
+}
