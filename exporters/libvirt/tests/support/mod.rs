@@ -1,0 +1,206 @@
+//! Test harness: a private libvirtd (test driver only, or QEMU under TCG), the exporter binary,
+//! loopback HTTP and promtool. Every process is started in the test's own temp dir and stopped
+//! by PID from a `Drop` guard, also when the test fails.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A child process killed (by PID) and reaped on drop.
+pub struct Guard {
+    pub child: Option<Child>,
+    pub name: &'static str,
+}
+
+impl Guard {
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Sends `sig` to the process and waits for it to exit.
+    pub fn kill_with(&mut self, sig: i32) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY-free: the `kill` binary takes the PID we started.
+            let _ = Command::new("kill")
+                .arg(format!("-{sig}"))
+                .arg(c.id().to_string())
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.kill_with(15);
+    }
+}
+
+/// A free loopback port (bound then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits for `cond`, polling.
+pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// A libvirtd serving only the test driver over a unix socket in `dir`.
+pub struct Libvirtd {
+    pub dir: PathBuf,
+    pub guard: Guard,
+}
+
+impl Libvirtd {
+    pub fn socket_ro(dir: &Path) -> PathBuf {
+        dir.join("sock/libvirt-sock-ro")
+    }
+
+    /// Starts libvirtd with the test driver only (an empty driver dir keeps QEMU's module out).
+    pub fn start_test_driver(dir: &Path) -> Self {
+        std::fs::create_dir_all(dir.join("sock")).unwrap();
+        std::fs::create_dir_all(dir.join("drivers")).unwrap();
+        let conf = dir.join("libvirtd.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "unix_sock_dir = \"{}\"\nauth_unix_ro = \"none\"\nauth_unix_rw = \"none\"\n",
+                dir.join("sock").display()
+            ),
+        )
+        .unwrap();
+        let _ = std::fs::remove_file(Self::socket_ro(dir));
+        let log = std::fs::File::create(dir.join("libvirtd.log")).unwrap();
+        let child = Command::new("libvirtd")
+            .arg("-f")
+            .arg(&conf)
+            .arg("-p")
+            .arg(dir.join("libvirtd.pid"))
+            .env("LIBVIRT_DRIVER_DIR", dir.join("drivers"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("libvirtd (package libvirt-daemon) must be installed");
+        let d = Self {
+            dir: dir.to_path_buf(),
+            guard: Guard {
+                child: Some(child),
+                name: "libvirtd",
+            },
+        };
+        let sock = Self::socket_ro(dir);
+        wait_for("libvirtd socket", Duration::from_secs(20), || sock.exists());
+        d
+    }
+
+    /// The URI of node XML `node` served by this daemon.
+    pub fn test_uri(&self, node: &Path) -> String {
+        format!(
+            "test+unix://{}?socket={}",
+            node.display(),
+            Self::socket_ro(&self.dir).display()
+        )
+    }
+}
+
+/// The exporter binary, listening on a free loopback port.
+pub struct ExporterProc {
+    pub port: u16,
+    pub guard: Guard,
+}
+
+impl ExporterProc {
+    pub fn start(args: &[String]) -> Self {
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_libvirt_exporter"))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let p = Self {
+            port,
+            guard: Guard {
+                child: Some(child),
+                name: "libvirt_exporter",
+            },
+        };
+        wait_for("exporter to listen", Duration::from_secs(20), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        p
+    }
+
+    /// GETs /metrics: (status, body).
+    pub fn scrape(&self) -> (u16, String) {
+        http_get(self.port, "/metrics")
+    }
+}
+
+/// A minimal HTTP/1.0 GET on loopback (no client library needed for plain text).
+pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).unwrap();
+    let status = buf
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+/// The value of the first sample whose line starts with `prefix`.
+pub fn value(text: &str, prefix: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Runs `promtool check metrics` on `text`; returns its complaints (empty = clean).
+pub fn promtool_check(text: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (package prometheus) must be installed");
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let mut s = String::from_utf8_lossy(&out.stdout).into_owned();
+    s.push_str(&String::from_utf8_lossy(&out.stderr));
+    if !out.status.success() && s.trim().is_empty() {
+        s = format!("promtool exited with {}", out.status);
+    }
+    s
+}
