@@ -77,7 +77,7 @@ class Daemons:
 
     def start(self, name, argv):
         logf = open(os.path.join(self.workdir, f"{name}.log"), "wb")
-        p = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT, cwd=self.workdir)
+        p = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT, cwd=self.workdir, preexec_fn=_die_with_parent)
         logf.close()
         self.procs.append((name, p))
         return p
@@ -105,6 +105,16 @@ class Daemons:
                 p.kill()
                 p.wait()
         self.procs = []
+
+
+def _die_with_parent():
+    """In the child before exec: SIGTERM it when this harness dies, even by SIGKILL (Linux)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def free_port():
@@ -443,6 +453,11 @@ def cmd_lint(_args):
             for case in ("fire", "quiet"):
                 if case not in got:
                     problems.append(f"{name}: no promtool test case where it must {'fire' if case == 'fire' else 'not fire'}")
+        # The storm ladder (availability.rules.yml): RackDown before NodeDown before ExporterDown.
+        dur = {r["name"]: r.get("duration", 0) for r in alerts}
+        ladder = [dur.get(n) for n in ("RackDown", "NodeDown", "ExporterDown")]
+        if None in ladder or not ladder[0] < ladder[1] < ladder[2]:
+            problems.append(f"`for` of RackDown < NodeDown < ExporterDown does not hold: {ladder}")
         for extra in sorted(set(cov) - names):
             problems.append(f"tests name alert {extra!r} that no rule defines")
         for p in problems:
