@@ -1,0 +1,295 @@
+//! End-to-end tests against a real ovs-vswitchd (dummy datapath): flows are added with
+//! ovs-ofctl and the exporter is scraped over HTTP.
+
+mod sandbox;
+
+use std::time::{Duration, Instant};
+
+use dirty_flow_exporter::config::{compile, Config, RawConfig};
+use sandbox::{evidence, promtool, scrape, serve, value, Sandbox};
+
+fn config(yaml: &str) -> Config {
+    let raw: RawConfig = common::config::parse_yaml(std::path::Path::new("test.yml"), yaml).expect("yaml");
+    compile(raw).expect("config")
+}
+
+fn dirty(body: &str, check: &str) -> Option<f64> {
+    value(body, "ovs_dirty_flows", &[("bridge", "br-int"), ("check", check)])
+}
+
+const CLEAN: &str = "\
+cookie=0x1,table=0,priority=100,in_port=1,actions=resubmit(,10)
+cookie=0x1,table=0,priority=100,in_port=2,actions=resubmit(,10)
+cookie=0x1,table=0,priority=0,actions=drop
+cookie=0x1,table=10,priority=50,dl_dst=fa:16:3e:00:00:01,actions=output:1
+cookie=0x1,table=10,priority=50,dl_dst=fa:16:3e:00:00:02,actions=output:2
+cookie=0x1,table=10,priority=40,tcp,nw_src=10.0.0.0/24,tp_dst=80,actions=output:3
+cookie=0x1,table=10,priority=40,udp,nw_src=10.0.0.0/24,tp_dst=80,actions=output:3
+";
+
+const CHECKS: &str = r#"
+allowed_cookies: ["0x1"]
+stale_cookie: {mode: static}
+checks:
+  - name: flood_in_table_0
+    table: 0
+    actions_regex: "FLOOD"
+  - name: ssh_from_tenant_net
+    match: {nw_src: "10.0.0.0/8", tp_dst: 22}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_check_positive_and_negative() {
+    let sb = Sandbox::start();
+    sb.add_flows(CLEAN);
+    let exp = serve(sb.flags(&[]), config(CHECKS)).await;
+
+    let (status, body) = scrape(exp.addr).await;
+    assert_eq!(status, 200);
+    assert_eq!(value(&body, "ovs_dump_success", &[("bridge", "br-int")]), Some(1.0), "{body}");
+    assert_eq!(value(&body, "ovs_database_up", &[]), Some(1.0));
+    for check in ["missing_port", "stale_cookie", "overlap", "flood_in_table_0", "ssh_from_tenant_net"] {
+        assert_eq!(dirty(&body, check), Some(0.0), "{check} must be exported as 0:\n{body}");
+        assert!(evidence(&body, check).is_empty());
+    }
+    assert_eq!(value(&body, "ovs_flows", &[("bridge", "br-int"), ("table", "10")]), Some(4.0));
+    assert_eq!(promtool(&body), "", "promtool on:\n{body}");
+
+    // One dirty flow (or pair) per check.
+    sb.add_flows(
+        "\
+cookie=0x1,table=10,priority=30,ip,nw_dst=10.9.9.9,actions=output:99
+cookie=0x5,table=10,priority=30,ip,nw_dst=10.9.9.8,actions=output:1
+cookie=0x1,table=10,priority=40,tcp,tp_dst=80,actions=output:2
+cookie=0x1,table=0,priority=10,in_port=1,dl_type=0x0806,actions=FLOOD
+cookie=0x1,table=10,priority=20,tcp,nw_src=10.1.2.0/24,tp_dst=22,actions=output:1
+",
+    );
+    let (_, body) = scrape(exp.addr).await;
+    assert_eq!(dirty(&body, "missing_port"), Some(1.0), "{body}");
+    assert_eq!(dirty(&body, "stale_cookie"), Some(1.0), "{body}");
+    // The new tcp,tp_dst=80 flow overlaps the priority-40 tcp flow from 10.0.0.0/24.
+    assert_eq!(dirty(&body, "overlap"), Some(2.0), "{body}");
+    assert_eq!(dirty(&body, "flood_in_table_0"), Some(1.0), "{body}");
+    assert_eq!(dirty(&body, "ssh_from_tenant_net"), Some(1.0), "{body}");
+    let mp = evidence(&body, "missing_port");
+    assert_eq!(mp.len(), 1);
+    assert!(mp[0].contains("flow=\"priority=30,ip,nw_dst=10.9.9.9 actions=output:99\""), "{}", mp[0]);
+    assert!(mp[0].contains("table=\"10\"") && mp[0].contains("cookie=\"0x1\""));
+    assert!(evidence(&body, "stale_cookie")[0].contains("cookie=\"0x5\""));
+    assert_eq!(evidence(&body, "overlap").len(), 2);
+    assert_eq!(promtool(&body), "", "promtool on:\n{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_cookie_auto_mode() {
+    let sb = Sandbox::start();
+    let exp = serve(sb.flags(&[]), config("stale_cookie: {mode: auto, window: 0s, grace: 0s}")).await;
+    // The previous agent run: cookie 0xa.
+    sb.add_flows("cookie=0xa,table=0,priority=10,in_port=1,actions=output:2\ncookie=0xa,table=0,priority=10,in_port=2,actions=output:1\n");
+    let (_, body) = scrape(exp.addr).await;
+    assert_eq!(dirty(&body, "stale_cookie"), Some(0.0), "one cookie is never stale:\n{body}");
+    std::thread::sleep(Duration::from_millis(1100));
+    // The new run re-adds its flows with cookie 0xb (replacing same-match flows) and one more;
+    // the flow for in_port=3 stays behind with the old cookie.
+    sb.add_flows(
+        "cookie=0xa,table=0,priority=10,in_port=3,actions=output:1\n",
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    sb.add_flows(
+        "cookie=0xb,table=0,priority=10,in_port=1,actions=output:2\ncookie=0xb,table=0,priority=10,in_port=2,actions=output:1\ncookie=0xb,table=1,priority=10,actions=drop\n",
+    );
+    let (_, body) = scrape(exp.addr).await;
+    assert_eq!(dirty(&body, "stale_cookie"), Some(1.0), "{body}");
+    assert!(evidence(&body, "stale_cookie")[0].contains("in_port=3"));
+    // An allowed cookie is never stale.
+    drop(exp);
+    let exp = serve(sb.flags(&[]), config("allowed_cookies: ['0xa']\nstale_cookie: {mode: auto, window: 0s, grace: 0s}")).await;
+    let (_, body) = scrape(exp.addr).await;
+    assert_eq!(dirty(&body, "stale_cookie"), Some(0.0), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn port_deleted_under_its_flows() {
+    let sb = Sandbox::start();
+    sb.add_flows(CLEAN);
+    sb.vsctl(&["add-port", "br-int", "broken", "--", "set", "Interface", "broken", "type=nosuchtype"]);
+    let exp = serve(sb.flags(&[]), Config::default()).await;
+    let (_, body) = scrape(exp.addr).await;
+    assert_eq!(dirty(&body, "missing_port"), Some(0.0), "{body}");
+    assert_eq!(value(&body, "ovs_failed_interfaces", &[("bridge", "br-int")]), Some(1.0), "{body}");
+    assert!(body.contains("ovs_failed_interface_info{bridge=\"br-int\",interface=\"broken\",type=\"nosuchtype\""));
+    // Neutron's leftover: the port goes, its flows stay.
+    sb.vsctl(&["del-port", "br-int", "tap2"]);
+    let (_, body) = scrape(exp.addr).await;
+    // in_port=2 (table 0) and output:2 (table 10).
+    assert_eq!(dirty(&body, "missing_port"), Some(2.0), "{body}");
+    let ev = evidence(&body, "missing_port");
+    assert!(ev.iter().any(|l| l.contains("in_port=2")) && ev.iter().any(|l| l.contains("actions=output:2")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flow_added_between_scrapes_and_evidence_limit() {
+    let sb = Sandbox::start();
+    sb.add_flows(CLEAN);
+    let exp = serve(sb.flags(&["--checks.evidence-limit=2"]), Config::default()).await;
+    let (_, body) = scrape(exp.addr).await;
+    assert_eq!(value(&body, "ovs_flows", &[("bridge", "br-int"), ("table", "0")]), Some(3.0));
+    assert_eq!(value(&body, "ovs_flows", &[("bridge", "br-int"), ("table", "7")]), None);
+    sb.add_flows("table=7,priority=1,actions=output:41\ntable=7,priority=2,actions=output:42\ntable=7,priority=3,actions=output:43\n");
+    let (_, body) = scrape(exp.addr).await;
+    assert_eq!(value(&body, "ovs_flows", &[("bridge", "br-int"), ("table", "7")]), Some(3.0), "{body}");
+    assert_eq!(dirty(&body, "missing_port"), Some(3.0));
+    assert_eq!(evidence(&body, "missing_port").len(), 2, "evidence limited by the flag");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vswitchd_stopped_and_restarted() {
+    let sb = Sandbox::start();
+    sb.add_flows(CLEAN);
+    let exp = serve(sb.flags(&["--ovs.timeout=3s"]), Config::default()).await;
+    let (_, body) = scrape(exp.addr).await;
+    assert_eq!(value(&body, "ovs_dump_success", &[("bridge", "br-int")]), Some(1.0));
+
+    sb.stop("ovs-vswitchd");
+    let (status, body) = scrape(exp.addr).await;
+    assert_eq!(status, 200, "the exporter keeps serving");
+    assert_eq!(value(&body, "ovs_dump_success", &[("bridge", "br-int")]), Some(0.0), "{body}");
+    assert_eq!(value(&body, "ovs_scrape_collector_success", &[("collector", "flows")]), Some(0.0));
+    assert_eq!(value(&body, "ovs_database_up", &[]), Some(1.0));
+    assert_eq!(dirty(&body, "missing_port"), None, "no check series for a failed dump");
+    assert_eq!(promtool(&body), "");
+
+    sb.start_vswitchd();
+    // Flows do not survive a restart; the bridge comes back empty, then gets flows again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, body) = scrape(exp.addr).await;
+        if value(&body, "ovs_dump_success", &[("bridge", "br-int")]) == Some(1.0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "bridge did not come back:\n{body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    sb.add_flows(CLEAN);
+    let (_, body) = scrape(exp.addr).await;
+    assert_eq!(value(&body, "ovs_flows", &[("bridge", "br-int"), ("table", "10")]), Some(4.0), "{body}");
+    assert_eq!(value(&body, "ovs_scrape_collector_success", &[("collector", "flows")]), Some(1.0));
+
+    // Database down too: bridges are unknown, the exporter still answers.
+    sb.stop("ovs-vswitchd");
+    sb.stop("ovsdb-server");
+    let (status, body) = scrape(exp.addr).await;
+    assert_eq!(status, 200);
+    assert_eq!(value(&body, "ovs_database_up", &[]), Some(0.0), "{body}");
+}
+
+fn script(sb: &Sandbox, name: &str, body: &str) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let p = sb.path().join(name);
+    std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).expect("write script");
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    p.display().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ofctl_printing_garbage_hanging_or_missing() {
+    let sb = Sandbox::start();
+    let garbage = script(
+        &sb,
+        "garbage-ofctl",
+        r#"echo 'NXST_FLOW reply (xid=0x4):'
+echo ' cookie=0x0, duration=1.0s, table=0, n_packets=0, n_bytes=0, priority=1,in_port=1 actions=output:2'
+echo ' cookie=0x0, duration=1.0s, table=0, n_packets=0, n_bytes=0, priority=1,in_port=1 actions=learn(((('
+echo 'Segmentation fault? ��� random garbage'
+head -c 3000 /dev/urandom | tr -d '\000'
+echo
+echo ' cookie=0x0, duration=1.0s, table=0, n_packets=0, n_bytes=0, priority=2,in_port=2 actions=output:1'"#,
+    );
+    let flag = format!("--ovs.ofctl-path={garbage}");
+    let exp = serve(sb.flags(&[&flag]), Config::default()).await;
+    let (status, body) = scrape(exp.addr).await;
+    assert_eq!(status, 200);
+    assert_eq!(value(&body, "ovs_dump_success", &[("bridge", "br-int")]), Some(1.0), "{body}");
+    assert_eq!(value(&body, "ovs_flows", &[("bridge", "br-int"), ("table", "0")]), Some(2.0), "{body}");
+    let errors = value(&body, "ovs_flow_parse_errors", &[("bridge", "br-int")]).expect("parse errors");
+    assert!(errors >= 2.0, "{body}");
+    assert_eq!(promtool(&body), "");
+    drop(exp);
+
+    let failing = script(&sb, "failing-ofctl", "echo 'ovs-ofctl: br-int is not a bridge or a socket' >&2; exit 1");
+    let flag = format!("--ovs.ofctl-path={failing}");
+    let exp = serve(sb.flags(&[&flag]), Config::default()).await;
+    let (_, body) = scrape(exp.addr).await;
+    assert_eq!(value(&body, "ovs_dump_success", &[("bridge", "br-int")]), Some(0.0), "{body}");
+    drop(exp);
+
+    let hanging = script(&sb, "hanging-ofctl", "echo 'NXST_FLOW reply (xid=0x4):'; exec sleep 30");
+    let flag = format!("--ovs.ofctl-path={hanging}");
+    let exp = serve(sb.flags(&[&flag, "--ovs.timeout=1s"]), Config::default()).await;
+    let start = Instant::now();
+    let (status, body) = scrape(exp.addr).await;
+    assert_eq!(status, 200);
+    assert!(start.elapsed() < Duration::from_secs(5), "killed at the timeout");
+    assert_eq!(value(&body, "ovs_dump_success", &[("bridge", "br-int")]), Some(0.0), "{body}");
+    drop(exp);
+
+    let exp = serve(sb.flags(&["--ovs.ofctl-path=/nonexistent/ovs-ofctl"]), Config::default()).await;
+    let (status, body) = scrape(exp.addr).await;
+    assert_eq!(status, 200);
+    assert_eq!(value(&body, "ovs_dump_success", &[("bridge", "br-int")]), Some(0.0), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openflow13_only_bridge() {
+    let sb = Sandbox::start();
+    sb.vsctl(&["set", "bridge", "br-int", "protocols=OpenFlow13"]);
+    sb.add_flows_with(
+        &["-O", "OpenFlow13"],
+        "cookie=0x1,table=0,priority=10,in_port=1,actions=push_vlan:0x8100,set_field:4196->vlan_vid,output:99\ncookie=0x1,table=0,priority=5,actions=goto_table:1\n",
+    );
+    let exp = serve(sb.flags(&[]), Config::default()).await;
+    let (_, body) = scrape(exp.addr).await;
+    assert_eq!(value(&body, "ovs_dump_success", &[("bridge", "br-int")]), Some(0.0), "1.0 is refused:\n{body}");
+    drop(exp);
+    let exp = serve(sb.flags(&["--ovs.openflow-version=OpenFlow13"]), Config::default()).await;
+    let (_, body) = scrape(exp.addr).await;
+    assert_eq!(value(&body, "ovs_dump_success", &[("bridge", "br-int")]), Some(1.0), "{body}");
+    assert_eq!(value(&body, "ovs_flow_parse_errors", &[("bridge", "br-int")]), Some(0.0));
+    assert_eq!(value(&body, "ovs_flows", &[("bridge", "br-int"), ("table", "0")]), Some(2.0));
+    assert_eq!(dirty(&body, "missing_port"), Some(1.0), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundred_thousand_flows() {
+    let sb = Sandbox::start();
+    let mut flows = String::with_capacity(100_000 * 80);
+    for i in 0..100_000u32 {
+        // Neutron-like: per-port MAC flows spread over tables and priorities.
+        let table = i % 4;
+        let port = i % 3 + 1;
+        flows.push_str(&format!(
+            "cookie=0x1,table={table},priority={},in_port={port},dl_dst=fa:16:{:02x}:{:02x}:{:02x}:{:02x},actions=output:{}\n",
+            10 + i % 7,
+            (i >> 24) & 0xff,
+            (i >> 16) & 0xff,
+            (i >> 8) & 0xff,
+            i & 0xff,
+            (port % 3) + 1
+        ));
+    }
+    // Exactly one dirty flow of each kind among them.
+    flows.push_str("cookie=0x1,table=0,priority=10,in_port=1,dl_dst=fa:16:00:00:00:00,ip,actions=output:2\n");
+    flows.push_str("cookie=0x1,table=5,priority=1,actions=output:77\n");
+    sb.add_flows(&flows);
+    let exp = serve(sb.flags(&["--ovs.timeout=60s", "--scrape.timeout=60s"]), Config::default()).await;
+    let (_, body) = scrape(exp.addr).await;
+    let total: f64 = (0..6)
+        .filter_map(|t| value(&body, "ovs_flows", &[("bridge", "br-int"), ("table", &t.to_string())]))
+        .sum();
+    assert_eq!(total, 100_002.0, "{body}");
+    assert_eq!(value(&body, "ovs_flow_parse_errors", &[("bridge", "br-int")]), Some(0.0));
+    assert_eq!(dirty(&body, "missing_port"), Some(1.0), "{body}");
+    assert_eq!(dirty(&body, "overlap"), Some(2.0), "{body}");
+    assert_eq!(value(&body, "ovs_check_incomplete", &[("bridge", "br-int"), ("check", "overlap")]), Some(0.0));
+}
