@@ -45,6 +45,8 @@ pub struct Libvirt {
     counts: Mutex<BTreeMap<&'static str, CallCounts>>,
     stuck: Arc<AtomicUsize>,
     opens: AtomicU64,
+    /// Serialises opening, so collectors scraping at once open one connection, not several.
+    opening: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Libvirt {
@@ -65,6 +67,7 @@ impl Libvirt {
             counts: Mutex::new(BTreeMap::new()),
             stuck: Arc::new(AtomicUsize::new(0)),
             opens: AtomicU64::new(0),
+            opening: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -100,6 +103,7 @@ impl Libvirt {
 
     /// The open connection, opening it if due.
     pub async fn connection(&self) -> Result<Arc<Connect>, Error> {
+        let _opening = self.opening.lock().await;
         {
             let st = self.lock();
             if let Some(c) = &st.conn {

@@ -204,3 +204,149 @@ pub fn promtool_check(text: &str) -> String {
     }
     s
 }
+
+/// A libvirtd with the QEMU driver, for real guests under TCG, isolated in a private mount
+/// namespace: its /etc/libvirt (a qemu.conf running QEMU as root without security driver,
+/// namespaces or virtlogd), its state dirs and an /etc/passwd with the `libvirt-qemu` user the
+/// driver insists on are bind mounts of files in `dir`; the host's files are not touched.
+pub struct QemuLibvirtd {
+    pub dir: PathBuf,
+    pub guard: Guard,
+}
+
+impl QemuLibvirtd {
+    pub fn start(dir: &Path) -> Self {
+        for d in ["etc", "lib", "cache", "log", "run", "sock", "drivers"] {
+            std::fs::create_dir_all(dir.join(d)).unwrap();
+        }
+        let so = ["/usr/lib/x86_64-linux-gnu/libvirt/connection-driver/libvirt_driver_qemu.so", "/usr/lib64/libvirt/connection-driver/libvirt_driver_qemu.so"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("libvirt_driver_qemu.so (package libvirt-daemon-driver-qemu) must be installed");
+        std::fs::copy(so, dir.join("drivers/libvirt_driver_qemu.so")).unwrap();
+        for f in ["libvirt.conf", "libvirt-admin.conf"] {
+            let _ = std::fs::copy(Path::new("/etc/libvirt").join(f), dir.join("etc").join(f));
+        }
+        std::fs::write(
+            dir.join("etc/qemu.conf"),
+            "user = \"root\"\ngroup = \"root\"\nsecurity_driver = \"none\"\nnamespaces = []\nstdio_handler = \"file\"\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("libvirtd.conf"),
+            format!(
+                "unix_sock_dir = \"{}\"\nauth_unix_ro = \"none\"\nauth_unix_rw = \"none\"\n",
+                dir.join("sock").display()
+            ),
+        )
+        .unwrap();
+        let mut passwd = std::fs::read_to_string("/etc/passwd").unwrap();
+        passwd.push_str("libvirt-qemu:x:64055:64055:Libvirt Qemu:/var/lib/libvirt:/usr/sbin/nologin\n");
+        std::fs::write(dir.join("passwd"), passwd).unwrap();
+        let mut group = std::fs::read_to_string("/etc/group").unwrap();
+        group.push_str("libvirt-qemu:x:64055:\n");
+        if !group.lines().any(|l| l.starts_with("kvm:")) {
+            group.push_str("kvm:x:64056:\n");
+        }
+        std::fs::write(dir.join("group"), group).unwrap();
+        let d = dir.display();
+        let script = format!(
+            "set -e\n\
+             for t in /var/lib/libvirt /var/cache/libvirt /var/log/libvirt /run/libvirt; do mkdir -p $t; done\n\
+             mount --bind {d}/etc /etc/libvirt\n\
+             mount --bind {d}/passwd /etc/passwd\n\
+             mount --bind {d}/group /etc/group\n\
+             mount --bind {d}/lib /var/lib/libvirt\n\
+             mount --bind {d}/cache /var/cache/libvirt\n\
+             mount --bind {d}/log /var/log/libvirt\n\
+             mount --bind {d}/run /run/libvirt\n\
+             exec libvirtd -f {d}/libvirtd.conf -p {d}/libvirtd.pid\n"
+        );
+        std::fs::write(dir.join("start.sh"), script).unwrap();
+        let log = std::fs::File::create(dir.join("libvirtd.log")).unwrap();
+        let child = Command::new("unshare")
+            .args(["-m", "--propagation", "private", "sh"])
+            .arg(dir.join("start.sh"))
+            .env("LIBVIRT_DRIVER_DIR", dir.join("drivers"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let q = Self {
+            dir: dir.to_path_buf(),
+            guard: Guard {
+                child: Some(child),
+                name: "libvirtd (qemu)",
+            },
+        };
+        let sock = dir.join("sock/libvirt-sock-ro");
+        wait_for("libvirtd (qemu) socket", Duration::from_secs(30), || sock.exists());
+        q
+    }
+
+    pub fn uri(&self, ro: bool) -> String {
+        let sock = if ro { "libvirt-sock-ro" } else { "libvirt-sock" };
+        format!("qemu+unix:///system?socket={}", self.dir.join("sock").join(sock).display())
+    }
+
+    /// Runs virsh on the read-write socket.
+    pub fn virsh(&self, args: &[&str]) -> String {
+        let out = Command::new("virsh")
+            .arg("-c")
+            .arg(self.uri(false))
+            .args(args)
+            .output()
+            .expect("virsh (package libvirt-clients) must be installed");
+        assert!(
+            out.status.success(),
+            "virsh {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// PID of a running guest's QEMU, from libvirt's pid file.
+    pub fn qemu_pid(&self, name: &str) -> Option<u32> {
+        std::fs::read_to_string(self.dir.join("run/qemu").join(format!("{name}.pid")))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+    }
+}
+
+impl Drop for QemuLibvirtd {
+    fn drop(&mut self) {
+        // Guests outlive libvirtd: stop them first (by libvirt, then by PID as a fallback).
+        let pids: Vec<u32> = std::fs::read_dir(self.dir.join("run/qemu"))
+            .map(|rd| {
+                rd.flatten()
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "pid"))
+                    .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+                    .filter_map(|s| s.trim().parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for pid in &pids {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+        }
+        self.guard.kill_with(15);
+        for pid in &pids {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+/// The CPUs this process may run on.
+pub fn own_cpus() -> Vec<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let list = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .unwrap()
+        .trim()
+        .to_string();
+    libvirt_exporter::cpuset::parse_cpuset(&list).unwrap().iter().collect()
+}

@@ -1,0 +1,117 @@
+//! A real QEMU guest under TCG (software emulation) through a private libvirtd: the bulk stat
+//! groups the test driver lacks (cpu-total, balloon, vcpu, interface, block), the neutron port on
+//! interface counters, and the kernel's own view of vCPU affinity from procfs. Changing a vCPU
+//! thread's affinity behind libvirt's back (taskset) shows up as a mismatch from the kernel
+//! (`procfs`, `vcpuinfo`) but not from libvirt's bookkeeping (`pininfo`).
+
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use support::{own_cpus, promtool_check, value, wait_for, ExporterProc, QemuLibvirtd};
+
+const PORT: &str = "3f6c1e2a-7b4d-4e5f-8a9b-0c1d2e3f4a5b";
+
+fn guest_xml(dir: &std::path::Path, cpus: &str, first: u32) -> String {
+    format!(
+        r#"<domain type='qemu'>
+  <name>tcg-1</name>
+  <metadata>
+    <nova:instance xmlns:nova="http://openstack.org/xmlns/libvirt/nova/1.1">
+      <nova:name>tiny</nova:name>
+      <nova:flavor name="t1.tiny" id="t1"><nova:memory>64</nova:memory><nova:vcpus>2</nova:vcpus></nova:flavor>
+      <nova:ports><nova:port uuid="{PORT}"><nova:ip type="fixed" address="10.0.0.9" ipVersion="4"/></nova:port></nova:ports>
+    </nova:instance>
+  </metadata>
+  <memory unit='MiB'>64</memory>
+  <vcpu placement='static' cpuset='{cpus}'>2</vcpu>
+  <cputune><vcpupin vcpu='0' cpuset='{first}'/></cputune>
+  <os><type arch='x86_64' machine='pc'>hvm</type></os>
+  <devices>
+    <emulator>/usr/bin/qemu-system-x86_64</emulator>
+    <disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='{disk}'/><target dev='vda' bus='virtio'/></disk>
+    <interface type='ethernet'><target dev='tap{short}'/><model type='virtio'/></interface>
+    <memballoon model='virtio'/>
+  </devices>
+</domain>"#,
+        disk = dir.join("disk.raw").display(),
+        short = &PORT[..11],
+    )
+}
+
+#[test]
+fn qemu_guest_under_tcg() {
+    let tmp = tempfile::tempdir().unwrap();
+    let daemon = QemuLibvirtd::start(tmp.path());
+    std::fs::File::create(tmp.path().join("disk.raw"))
+        .unwrap()
+        .set_len(8 << 20)
+        .unwrap();
+    let cpus = own_cpus();
+    let set = libvirt_exporter::cpuset::CpuSet::from_iter(cpus.iter().copied()).to_string();
+    let xml_path = tmp.path().join("guest.xml");
+    std::fs::write(&xml_path, guest_xml(tmp.path(), &set, cpus[0])).unwrap();
+    daemon.virsh(&["create", xml_path.to_str().unwrap()]);
+
+    let exporter = ExporterProc::start(&[
+        format!("--libvirt.uri={}", daemon.uri(true)),
+        "--libvirt.timeout=5s".into(),
+        "--path.procfs=/proc".into(),
+    ]);
+    let mut body = String::new();
+    wait_for("stats of the running guest", Duration::from_secs(30), || {
+        body = exporter.scrape().1;
+        value(&body, r#"libvirt_domain_vcpu_time_seconds_total{domain="tcg-1",vcpu="0"}"#).is_some()
+            && value(&body, r#"libvirt_domain_pinning_affinity_mismatch_vcpus{domain="tcg-1",source="procfs"}"#).is_some()
+    });
+    assert_eq!(value(&body, "libvirt_up "), Some(1.0));
+    assert!(value(&body, r#"libvirt_domain_info_cpu_time_seconds_total{domain="tcg-1"}"#).unwrap() > 0.0);
+    assert_eq!(value(&body, r#"libvirt_domain_info_maximum_memory_bytes{domain="tcg-1"}"#), Some(64.0 * 1048576.0));
+    assert!(value(&body, r#"libvirt_domain_memory_stats_actual_balloon_bytes{domain="tcg-1"}"#).is_some());
+    assert!(value(&body, r#"libvirt_domain_memory_stats_rss_bytes{domain="tcg-1"}"#).unwrap() > 0.0);
+    assert_eq!(value(&body, r#"libvirt_domain_vcpu_current{domain="tcg-1"}"#), Some(2.0));
+    assert!(value(&body, r#"libvirt_domain_vcpu_state{domain="tcg-1",vcpu="1"}"#).is_some());
+    assert_eq!(
+        value(&body, r#"libvirt_domain_block_stats_capacity_bytes{domain="tcg-1",target_device="vda"}"#),
+        Some(8.0 * 1048576.0)
+    );
+    assert!(value(&body, r#"libvirt_domain_block_stats_read_requests_total{domain="tcg-1",target_device="vda"}"#).is_some());
+    let iface = format!(r#"libvirt_domain_interface_stats_receive_bytes_total{{domain="tcg-1",target_device="tap{}",port_id="{PORT}"}}"#, &PORT[..11]);
+    assert!(value(&body, &iface).is_some(), "no interface counters with the port: {body}");
+    assert!(body.contains(r#"instance_name="tiny""#));
+    for source in ["pininfo", "vcpuinfo", "procfs"] {
+        assert_eq!(
+            value(&body, &format!(r#"libvirt_domain_pinning_affinity_mismatch_vcpus{{domain="tcg-1",source="{source}"}}"#)),
+            Some(0.0),
+            "{source}: {body}"
+        );
+    }
+    let lint = promtool_check(&body);
+    assert!(lint.trim().is_empty(), "promtool check metrics: {lint}");
+
+    // Re-pin vCPU 1's thread behind libvirt's back: the kernel disagrees with the declaration.
+    if cpus.len() >= 2 {
+        let pid = daemon.qemu_pid("tcg-1").expect("QEMU pid file");
+        let tid = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .flatten()
+            .find(|t| {
+                std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == "CPU 1/TCG")
+            })
+            .map(|t| t.file_name().to_string_lossy().into_owned())
+            .expect("vCPU 1 thread");
+        let st = Command::new("taskset")
+            .args(["-p", "-c", &cpus[1].to_string(), &tid])
+            .output()
+            .unwrap();
+        assert!(st.status.success(), "taskset: {}", String::from_utf8_lossy(&st.stderr));
+        let body = exporter.scrape().1;
+        let m = |s: &str| value(&body, &format!(r#"libvirt_domain_pinning_affinity_mismatch_vcpus{{domain="tcg-1",source="{s}"}}"#));
+        assert_eq!(m("procfs"), Some(1.0), "{body}");
+        assert_eq!(m("vcpuinfo"), Some(1.0), "{body}");
+        assert_eq!(m("pininfo"), Some(0.0), "{body}");
+        assert!(body.contains(&format!(r#"libvirt_domain_vcpu_affinity_mismatch_info{{domain="tcg-1",vcpu="1",source="procfs",declared="{set}",live="{}"}}"#, cpus[1])), "{body}");
+    }
+    daemon.virsh(&["destroy", "tcg-1"]);
+}
