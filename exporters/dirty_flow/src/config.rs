@@ -203,7 +203,8 @@ pub fn parse_cookie(s: &str) -> Result<(u64, u64), String> {
     let hex = |t: &str| {
         let t = t.trim();
         let h = t.strip_prefix("0x").unwrap_or(t);
-        u64::from_str_radix(h, 16).map_err(|_| format!("{s:?} is not a hex cookie (0xVALUE[/0xMASK])"))
+        u64::from_str_radix(h, 16)
+            .map_err(|_| format!("{s:?} is not a hex cookie (0xVALUE[/0xMASK])"))
     };
     match s.split_once('/') {
         Some((v, m)) => {
@@ -253,14 +254,19 @@ pub fn compile(raw: RawConfig) -> Result<Config, String> {
             return Err(ctx("name must match [a-z][a-z0-9_]*".into()));
         }
         if seen.contains(&rc.name.as_str()) {
-            return Err(ctx("duplicate name (or the name of a built-in check)".into()));
+            return Err(ctx(
+                "duplicate name (or the name of a built-in check)".into()
+            ));
         }
         seen.push(&rc.name);
         let tables = rc.table.as_ref().map(|t| match t {
             TableList::One(s) => vec![s.text()],
             TableList::Many(v) => v.iter().map(|s| s.text()).collect(),
         });
-        let (mut pmin, mut pmax) = (rc.priority_min.unwrap_or(0), rc.priority_max.unwrap_or(u16::MAX));
+        let (mut pmin, mut pmax) = (
+            rc.priority_min.unwrap_or(0),
+            rc.priority_max.unwrap_or(u16::MAX),
+        );
         if let Some(p) = rc.priority {
             if rc.priority_min.is_some() || rc.priority_max.is_some() {
                 return Err(ctx("priority excludes priority_min/priority_max".into()));
@@ -308,7 +314,11 @@ pub fn compile(raw: RawConfig) -> Result<Config, String> {
             priority_max: pmax,
             cookie,
             match_fields,
-            match_absent: rc.match_absent.iter().map(|f| canonical(f).to_string()).collect(),
+            match_absent: rc
+                .match_absent
+                .iter()
+                .map(|f| canonical(f).to_string())
+                .collect(),
             match_regex: regex("match_regex", &rc.match_regex)?,
             actions_regex: regex("actions_regex", &rc.actions_regex)?,
         };

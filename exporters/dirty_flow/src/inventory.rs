@@ -72,7 +72,10 @@ fn table(doc: &str) -> Result<(Vec<String>, Vec<Vec<Value>>), Error> {
 }
 
 fn col<'a>(headings: &[String], row: &'a [Value], name: &str) -> Option<&'a Value> {
-    headings.iter().position(|h| h == name).and_then(|i| row.get(i))
+    headings
+        .iter()
+        .position(|h| h == name)
+        .and_then(|i| row.get(i))
 }
 
 /// `["uuid","..."]` -> the uuid.
@@ -86,17 +89,25 @@ fn uuid(v: &Value) -> Option<&str> {
 /// An OVSDB set (or a bare single element) as a list of its elements.
 fn set_elems(v: &Value) -> Vec<&Value> {
     match v.as_array().map(Vec::as_slice) {
-        Some([t, items]) if t == "set" => items.as_array().map(|a| a.iter().collect()).unwrap_or_default(),
+        Some([t, items]) if t == "set" => items
+            .as_array()
+            .map(|a| a.iter().collect())
+            .unwrap_or_default(),
         _ => vec![v],
     }
 }
 
 fn map_get<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
     match v.as_array()?.as_slice() {
-        [t, pairs] if t == "map" => pairs.as_array()?.iter().find_map(|p| match p.as_array()?.as_slice() {
-            [k, val] if k == key => val.as_str(),
-            _ => None,
-        }),
+        [t, pairs] if t == "map" => {
+            pairs
+                .as_array()?
+                .iter()
+                .find_map(|p| match p.as_array()?.as_slice() {
+                    [k, val] if k == key => val.as_str(),
+                    _ => None,
+                })
+        }
         _ => None,
     }
 }
@@ -107,7 +118,10 @@ fn scalar_str(v: Option<&Value>) -> Option<String> {
         return Some(s.to_string());
     }
     // An empty optional column is `["set",[]]`.
-    set_elems(v).first().and_then(|e| e.as_str()).map(str::to_string)
+    set_elems(v)
+        .first()
+        .and_then(|e| e.as_str())
+        .map(str::to_string)
 }
 
 /// Parses the output of `ovs-vsctl` run with [`VSCTL_ARGS`].
@@ -135,7 +149,9 @@ pub fn parse_inventory(text: &str) -> Result<Inventory, Error> {
             kind: scalar_str(col(&ih, row, "type")).unwrap_or_default(),
             error: scalar_str(col(&ih, row, "error")),
             iface_id: ext.and_then(|e| map_get(e, "iface-id")).map(str::to_string),
-            attached_mac: ext.and_then(|e| map_get(e, "attached-mac")).map(str::to_string),
+            attached_mac: ext
+                .and_then(|e| map_get(e, "attached-mac"))
+                .map(str::to_string),
         };
         by_uuid.insert(id.to_string(), iface);
     }
@@ -146,7 +162,13 @@ pub fn parse_inventory(text: &str) -> Result<Inventory, Error> {
             continue;
         };
         let list = col(&ph, row, "interfaces")
-            .map(|v| set_elems(v).into_iter().filter_map(uuid).map(str::to_string).collect())
+            .map(|v| {
+                set_elems(v)
+                    .into_iter()
+                    .filter_map(uuid)
+                    .map(str::to_string)
+                    .collect()
+            })
             .unwrap_or_default();
         port_ifaces.insert(id.to_string(), list);
     }
@@ -157,7 +179,12 @@ pub fn parse_inventory(text: &str) -> Result<Inventory, Error> {
             continue;
         };
         let mut list: Vec<Interface> = col(&bh, row, "ports")
-            .map(|v| set_elems(v).into_iter().filter_map(uuid).collect::<Vec<_>>())
+            .map(|v| {
+                set_elems(v)
+                    .into_iter()
+                    .filter_map(uuid)
+                    .collect::<Vec<_>>()
+            })
             .unwrap_or_default()
             .into_iter()
             .flat_map(|p| port_ifaces.get(p).cloned().unwrap_or_default())

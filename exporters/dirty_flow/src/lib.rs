@@ -53,10 +53,18 @@ pub struct Flags {
     #[arg(long = "ovs.bridge", value_name = "BRIDGE")]
     pub ovs_bridge: Vec<String>,
     /// Path of ovs-ofctl.
-    #[arg(long = "ovs.ofctl-path", default_value = "ovs-ofctl", value_name = "PATH")]
+    #[arg(
+        long = "ovs.ofctl-path",
+        default_value = "ovs-ofctl",
+        value_name = "PATH"
+    )]
     pub ovs_ofctl_path: PathBuf,
     /// Path of ovs-vsctl.
-    #[arg(long = "ovs.vsctl-path", default_value = "ovs-vsctl", value_name = "PATH")]
+    #[arg(
+        long = "ovs.vsctl-path",
+        default_value = "ovs-vsctl",
+        value_name = "PATH"
+    )]
     pub ovs_vsctl_path: PathBuf,
     /// OVSDB remote for ovs-vsctl. Default: unix:<ovs.rundir>/db.sock.
     #[arg(long = "ovs.db", value_name = "REMOTE")]
@@ -124,9 +132,14 @@ pub async fn run(
         stale_cookie_mode = ?config.stale_cookie.mode,
         "checks loaded"
     );
-    Exporter::new(INFO, flags.web.clone(), collectors_with(&flags, Arc::new(config)), enabled)
-        .run()
-        .await?;
+    Exporter::new(
+        INFO,
+        flags.web.clone(),
+        collectors_with(&flags, Arc::new(config)),
+        enabled,
+    )
+    .run()
+    .await?;
     Ok(())
 }
 

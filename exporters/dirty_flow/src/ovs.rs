@@ -89,7 +89,10 @@ async fn kill(child: &mut Child) {
 impl Ovs {
     /// The OpenFlow target of a bridge: its management socket, so no OVS_RUNDIR is needed.
     pub fn target(&self, bridge: &str) -> String {
-        format!("unix:{}", self.rundir.join(format!("{bridge}.mgmt")).display())
+        format!(
+            "unix:{}",
+            self.rundir.join(format!("{bridge}.mgmt")).display()
+        )
     }
 
     /// Reads bridges, ports and interfaces from the database.
@@ -234,7 +237,11 @@ impl Ovs {
             }
         };
         if logged > LOGGED_PARSE_ERRORS {
-            tracing::warn!(bridge, count = logged, "more unparseable dump-flows lines (not shown)");
+            tracing::warn!(
+                bridge,
+                count = logged,
+                "more unparseable dump-flows lines (not shown)"
+            );
         }
         let err = err_task.await.unwrap_or_default();
         if !status.success() {

@@ -1,6 +1,8 @@
 //! End-to-end tests against a real ovs-vswitchd (dummy datapath): flows are added with
 //! ovs-ofctl and the exporter is scraped over HTTP.
 
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 mod sandbox;
 
 use std::time::{Duration, Instant};
@@ -9,12 +11,17 @@ use dirty_flow_exporter::config::{compile, Config, RawConfig};
 use sandbox::{evidence, promtool, scrape, serve, value, Sandbox};
 
 fn config(yaml: &str) -> Config {
-    let raw: RawConfig = common::config::parse_yaml(std::path::Path::new("test.yml"), yaml).expect("yaml");
+    let raw: RawConfig =
+        common::config::parse_yaml(std::path::Path::new("test.yml"), yaml).expect("yaml");
     compile(raw).expect("config")
 }
 
 fn dirty(body: &str, check: &str) -> Option<f64> {
-    value(body, "ovs_dirty_flows", &[("bridge", "br-int"), ("check", check)])
+    value(
+        body,
+        "ovs_dirty_flows",
+        &[("bridge", "br-int"), ("check", check)],
+    )
 }
 
 const CLEAN: &str = "\
@@ -46,13 +53,30 @@ async fn each_check_positive_and_negative() {
 
     let (status, body) = scrape(exp.addr).await;
     assert_eq!(status, 200);
-    assert_eq!(value(&body, "ovs_dump_success", &[("bridge", "br-int")]), Some(1.0), "{body}");
+    assert_eq!(
+        value(&body, "ovs_dump_success", &[("bridge", "br-int")]),
+        Some(1.0),
+        "{body}"
+    );
     assert_eq!(value(&body, "ovs_database_up", &[]), Some(1.0));
-    for check in ["missing_port", "stale_cookie", "overlap", "flood_in_table_0", "ssh_from_tenant_net"] {
-        assert_eq!(dirty(&body, check), Some(0.0), "{check} must be exported as 0:\n{body}");
+    for check in [
+        "missing_port",
+        "stale_cookie",
+        "overlap",
+        "flood_in_table_0",
+        "ssh_from_tenant_net",
+    ] {
+        assert_eq!(
+            dirty(&body, check),
+            Some(0.0),
+            "{check} must be exported as 0:\n{body}"
+        );
         assert!(evidence(&body, check).is_empty());
     }
-    assert_eq!(value(&body, "ovs_flows", &[("bridge", "br-int"), ("table", "10")]), Some(4.0));
+    assert_eq!(
+        value(&body, "ovs_flows", &[("bridge", "br-int"), ("table", "10")]),
+        Some(4.0)
+    );
     assert_eq!(promtool(&body), "", "promtool on:\n{body}");
 
     // One dirty flow (or pair) per check.
@@ -74,7 +98,11 @@ cookie=0x1,table=10,priority=20,tcp,nw_src=10.1.2.0/24,tp_dst=22,actions=output:
     assert_eq!(dirty(&body, "ssh_from_tenant_net"), Some(1.0), "{body}");
     let mp = evidence(&body, "missing_port");
     assert_eq!(mp.len(), 1);
-    assert!(mp[0].contains("flow=\"priority=30,ip,nw_dst=10.9.9.9 actions=output:99\""), "{}", mp[0]);
+    assert!(
+        mp[0].contains("flow=\"priority=30,ip,nw_dst=10.9.9.9 actions=output:99\""),
+        "{}",
+        mp[0]
+    );
     assert!(mp[0].contains("table=\"10\"") && mp[0].contains("cookie=\"0x1\""));
     assert!(evidence(&body, "stale_cookie")[0].contains("cookie=\"0x5\""));
     assert_eq!(evidence(&body, "overlap").len(), 2);
@@ -84,17 +112,23 @@ cookie=0x1,table=10,priority=20,tcp,nw_src=10.1.2.0/24,tp_dst=22,actions=output:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_cookie_auto_mode() {
     let sb = Sandbox::start();
-    let exp = serve(sb.flags(&[]), config("stale_cookie: {mode: auto, window: 0s, grace: 0s}")).await;
+    let exp = serve(
+        sb.flags(&[]),
+        config("stale_cookie: {mode: auto, window: 0s, grace: 0s}"),
+    )
+    .await;
     // The previous agent run: cookie 0xa.
     sb.add_flows("cookie=0xa,table=0,priority=10,in_port=1,actions=output:2\ncookie=0xa,table=0,priority=10,in_port=2,actions=output:1\n");
     let (_, body) = scrape(exp.addr).await;
-    assert_eq!(dirty(&body, "stale_cookie"), Some(0.0), "one cookie is never stale:\n{body}");
+    assert_eq!(
+        dirty(&body, "stale_cookie"),
+        Some(0.0),
+        "one cookie is never stale:\n{body}"
+    );
     std::thread::sleep(Duration::from_millis(1100));
     // The new run re-adds its flows with cookie 0xb (replacing same-match flows) and one more;
     // the flow for in_port=3 stays behind with the old cookie.
-    sb.add_flows(
-        "cookie=0xa,table=0,priority=10,in_port=3,actions=output:1\n",
-    );
+    sb.add_flows("cookie=0xa,table=0,priority=10,in_port=3,actions=output:1\n");
     std::thread::sleep(Duration::from_millis(1100));
     sb.add_flows(
         "cookie=0xb,table=0,priority=10,in_port=1,actions=output:2\ncookie=0xb,table=0,priority=10,in_port=2,actions=output:1\ncookie=0xb,table=1,priority=10,actions=drop\n",
@@ -104,7 +138,11 @@ async fn stale_cookie_auto_mode() {
     assert!(evidence(&body, "stale_cookie")[0].contains("in_port=3"));
     // An allowed cookie is never stale.
     drop(exp);
-    let exp = serve(sb.flags(&[]), config("allowed_cookies: ['0xa']\nstale_cookie: {mode: auto, window: 0s, grace: 0s}")).await;
+    let exp = serve(
+        sb.flags(&[]),
+        config("allowed_cookies: ['0xa']\nstale_cookie: {mode: auto, window: 0s, grace: 0s}"),
+    )
+    .await;
     let (_, body) = scrape(exp.addr).await;
     assert_eq!(dirty(&body, "stale_cookie"), Some(0.0), "{body}");
 }
@@ -113,19 +151,37 @@ async fn stale_cookie_auto_mode() {
 async fn port_deleted_under_its_flows() {
     let sb = Sandbox::start();
     sb.add_flows(CLEAN);
-    sb.vsctl(&["add-port", "br-int", "broken", "--", "set", "Interface", "broken", "type=nosuchtype"]);
+    sb.vsctl(&[
+        "add-port",
+        "br-int",
+        "broken",
+        "--",
+        "set",
+        "Interface",
+        "broken",
+        "type=nosuchtype",
+    ]);
     let exp = serve(sb.flags(&[]), Config::default()).await;
     let (_, body) = scrape(exp.addr).await;
     assert_eq!(dirty(&body, "missing_port"), Some(0.0), "{body}");
-    assert_eq!(value(&body, "ovs_failed_interfaces", &[("bridge", "br-int")]), Some(1.0), "{body}");
-    assert!(body.contains("ovs_failed_interface_info{bridge=\"br-int\",interface=\"broken\",type=\"nosuchtype\""));
+    assert_eq!(
+        value(&body, "ovs_failed_interfaces", &[("bridge", "br-int")]),
+        Some(1.0),
+        "{body}"
+    );
+    assert!(body.contains(
+        "ovs_failed_interface_info{bridge=\"br-int\",interface=\"broken\",type=\"nosuchtype\""
+    ));
     // Neutron's leftover: the port goes, its flows stay.
     sb.vsctl(&["del-port", "br-int", "tap2"]);
     let (_, body) = scrape(exp.addr).await;
     // in_port=2 (table 0) and output:2 (table 10).
     assert_eq!(dirty(&body, "missing_port"), Some(2.0), "{body}");
     let ev = evidence(&body, "missing_port");
-    assert!(ev.iter().any(|l| l.contains("in_port=2")) && ev.iter().any(|l| l.contains("actions=output:2")));
+    assert!(
+        ev.iter().any(|l| l.contains("in_port=2"))
+            && ev.iter().any(|l| l.contains("actions=output:2"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -134,13 +190,27 @@ async fn flow_added_between_scrapes_and_evidence_limit() {
     sb.add_flows(CLEAN);
     let exp = serve(sb.flags(&["--checks.evidence-limit=2"]), Config::default()).await;
     let (_, body) = scrape(exp.addr).await;
-    assert_eq!(value(&body, "ovs_flows", &[("bridge", "br-int"), ("table", "0")]), Some(3.0));
-    assert_eq!(value(&body, "ovs_flows", &[("bridge", "br-int"), ("table", "7")]), None);
+    assert_eq!(
+        value(&body, "ovs_flows", &[("bridge", "br-int"), ("table", "0")]),
+        Some(3.0)
+    );
+    assert_eq!(
+        value(&body, "ovs_flows", &[("bridge", "br-int"), ("table", "7")]),
+        None
+    );
     sb.add_flows("table=7,priority=1,actions=output:41\ntable=7,priority=2,actions=output:42\ntable=7,priority=3,actions=output:43\n");
     let (_, body) = scrape(exp.addr).await;
-    assert_eq!(value(&body, "ovs_flows", &[("bridge", "br-int"), ("table", "7")]), Some(3.0), "{body}");
+    assert_eq!(
+        value(&body, "ovs_flows", &[("bridge", "br-int"), ("table", "7")]),
+        Some(3.0),
+        "{body}"
+    );
     assert_eq!(dirty(&body, "missing_port"), Some(3.0));
-    assert_eq!(evidence(&body, "missing_port").len(), 2, "evidence limited by the flag");
+    assert_eq!(
+        evidence(&body, "missing_port").len(),
+        2,
+        "evidence limited by the flag"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -149,15 +219,33 @@ async fn vswitchd_stopped_and_restarted() {
     sb.add_flows(CLEAN);
     let exp = serve(sb.flags(&["--ovs.timeout=3s"]), Config::default()).await;
     let (_, body) = scrape(exp.addr).await;
-    assert_eq!(value(&body, "ovs_dump_success", &[("bridge", "br-int")]), Some(1.0));
+    assert_eq!(
+        value(&body, "ovs_dump_success", &[("bridge", "br-int")]),
+        Some(1.0)
+    );
 
     sb.stop("ovs-vswitchd");
     let (status, body) = scrape(exp.addr).await;
     assert_eq!(status, 200, "the exporter keeps serving");
-    assert_eq!(value(&body, "ovs_dump_success", &[("bridge", "br-int")]), Some(0.0), "{body}");
-    assert_eq!(value(&body, "ovs_scrape_collector_success", &[("collector", "flows")]), Some(0.0));
+    assert_eq!(
+        value(&body, "ovs_dump_success", &[("bridge", "br-int")]),
+        Some(0.0),
+        "{body}"
+    );
+    assert_eq!(
+        value(
+            &body,
+            "ovs_scrape_collector_success",
+            &[("collector", "flows")]
+        ),
+        Some(0.0)
+    );
     assert_eq!(value(&body, "ovs_database_up", &[]), Some(1.0));
-    assert_eq!(dirty(&body, "missing_port"), None, "no check series for a failed dump");
+    assert_eq!(
+        dirty(&body, "missing_port"),
+        None,
+        "no check series for a failed dump"
+    );
     assert_eq!(promtool(&body), "");
 
     sb.start_vswitchd();
@@ -168,13 +256,27 @@ async fn vswitchd_stopped_and_restarted() {
         if value(&body, "ovs_dump_success", &[("bridge", "br-int")]) == Some(1.0) {
             break;
         }
-        assert!(Instant::now() < deadline, "bridge did not come back:\n{body}");
+        assert!(
+            Instant::now() < deadline,
+            "bridge did not come back:\n{body}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     sb.add_flows(CLEAN);
     let (_, body) = scrape(exp.addr).await;
-    assert_eq!(value(&body, "ovs_flows", &[("bridge", "br-int"), ("table", "10")]), Some(4.0), "{body}");
-    assert_eq!(value(&body, "ovs_scrape_collector_success", &[("collector", "flows")]), Some(1.0));
+    assert_eq!(
+        value(&body, "ovs_flows", &[("bridge", "br-int"), ("table", "10")]),
+        Some(4.0),
+        "{body}"
+    );
+    assert_eq!(
+        value(
+            &body,
+            "ovs_scrape_collector_success",
+            &[("collector", "flows")]
+        ),
+        Some(1.0)
+    );
 
     // Database down too: bridges are unknown, the exporter still answers.
     sb.stop("ovs-vswitchd");
@@ -210,34 +312,70 @@ echo ' cookie=0x0, duration=1.0s, table=0, n_packets=0, n_bytes=0, priority=2,in
     let exp = serve(sb.flags(&[&flag]), Config::default()).await;
     let (status, body) = scrape(exp.addr).await;
     assert_eq!(status, 200);
-    assert_eq!(value(&body, "ovs_dump_success", &[("bridge", "br-int")]), Some(1.0), "{body}");
-    assert_eq!(value(&body, "ovs_flows", &[("bridge", "br-int"), ("table", "0")]), Some(2.0), "{body}");
-    let errors = value(&body, "ovs_flow_parse_errors", &[("bridge", "br-int")]).expect("parse errors");
+    assert_eq!(
+        value(&body, "ovs_dump_success", &[("bridge", "br-int")]),
+        Some(1.0),
+        "{body}"
+    );
+    assert_eq!(
+        value(&body, "ovs_flows", &[("bridge", "br-int"), ("table", "0")]),
+        Some(2.0),
+        "{body}"
+    );
+    let errors =
+        value(&body, "ovs_flow_parse_errors", &[("bridge", "br-int")]).expect("parse errors");
     assert!(errors >= 2.0, "{body}");
     assert_eq!(promtool(&body), "");
     drop(exp);
 
-    let failing = script(&sb, "failing-ofctl", "echo 'ovs-ofctl: br-int is not a bridge or a socket' >&2; exit 1");
+    let failing = script(
+        &sb,
+        "failing-ofctl",
+        "echo 'ovs-ofctl: br-int is not a bridge or a socket' >&2; exit 1",
+    );
     let flag = format!("--ovs.ofctl-path={failing}");
     let exp = serve(sb.flags(&[&flag]), Config::default()).await;
     let (_, body) = scrape(exp.addr).await;
-    assert_eq!(value(&body, "ovs_dump_success", &[("bridge", "br-int")]), Some(0.0), "{body}");
+    assert_eq!(
+        value(&body, "ovs_dump_success", &[("bridge", "br-int")]),
+        Some(0.0),
+        "{body}"
+    );
     drop(exp);
 
-    let hanging = script(&sb, "hanging-ofctl", "echo 'NXST_FLOW reply (xid=0x4):'; exec sleep 30");
+    let hanging = script(
+        &sb,
+        "hanging-ofctl",
+        "echo 'NXST_FLOW reply (xid=0x4):'; exec sleep 30",
+    );
     let flag = format!("--ovs.ofctl-path={hanging}");
     let exp = serve(sb.flags(&[&flag, "--ovs.timeout=1s"]), Config::default()).await;
     let start = Instant::now();
     let (status, body) = scrape(exp.addr).await;
     assert_eq!(status, 200);
-    assert!(start.elapsed() < Duration::from_secs(5), "killed at the timeout");
-    assert_eq!(value(&body, "ovs_dump_success", &[("bridge", "br-int")]), Some(0.0), "{body}");
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "killed at the timeout"
+    );
+    assert_eq!(
+        value(&body, "ovs_dump_success", &[("bridge", "br-int")]),
+        Some(0.0),
+        "{body}"
+    );
     drop(exp);
 
-    let exp = serve(sb.flags(&["--ovs.ofctl-path=/nonexistent/ovs-ofctl"]), Config::default()).await;
+    let exp = serve(
+        sb.flags(&["--ovs.ofctl-path=/nonexistent/ovs-ofctl"]),
+        Config::default(),
+    )
+    .await;
     let (status, body) = scrape(exp.addr).await;
     assert_eq!(status, 200);
-    assert_eq!(value(&body, "ovs_dump_success", &[("bridge", "br-int")]), Some(0.0), "{body}");
+    assert_eq!(
+        value(&body, "ovs_dump_success", &[("bridge", "br-int")]),
+        Some(0.0),
+        "{body}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -250,13 +388,31 @@ async fn openflow13_only_bridge() {
     );
     let exp = serve(sb.flags(&[]), Config::default()).await;
     let (_, body) = scrape(exp.addr).await;
-    assert_eq!(value(&body, "ovs_dump_success", &[("bridge", "br-int")]), Some(0.0), "1.0 is refused:\n{body}");
+    assert_eq!(
+        value(&body, "ovs_dump_success", &[("bridge", "br-int")]),
+        Some(0.0),
+        "1.0 is refused:\n{body}"
+    );
     drop(exp);
-    let exp = serve(sb.flags(&["--ovs.openflow-version=OpenFlow13"]), Config::default()).await;
+    let exp = serve(
+        sb.flags(&["--ovs.openflow-version=OpenFlow13"]),
+        Config::default(),
+    )
+    .await;
     let (_, body) = scrape(exp.addr).await;
-    assert_eq!(value(&body, "ovs_dump_success", &[("bridge", "br-int")]), Some(1.0), "{body}");
-    assert_eq!(value(&body, "ovs_flow_parse_errors", &[("bridge", "br-int")]), Some(0.0));
-    assert_eq!(value(&body, "ovs_flows", &[("bridge", "br-int"), ("table", "0")]), Some(2.0));
+    assert_eq!(
+        value(&body, "ovs_dump_success", &[("bridge", "br-int")]),
+        Some(1.0),
+        "{body}"
+    );
+    assert_eq!(
+        value(&body, "ovs_flow_parse_errors", &[("bridge", "br-int")]),
+        Some(0.0)
+    );
+    assert_eq!(
+        value(&body, "ovs_flows", &[("bridge", "br-int"), ("table", "0")]),
+        Some(2.0)
+    );
     assert_eq!(dirty(&body, "missing_port"), Some(1.0), "{body}");
 }
 
@@ -279,17 +435,39 @@ async fn hundred_thousand_flows() {
         ));
     }
     // Exactly one dirty flow of each kind among them.
-    flows.push_str("cookie=0x1,table=0,priority=10,in_port=1,dl_dst=fa:16:00:00:00:00,ip,actions=output:2\n");
+    flows.push_str(
+        "cookie=0x1,table=0,priority=10,in_port=1,dl_dst=fa:16:00:00:00:00,ip,actions=output:2\n",
+    );
     flows.push_str("cookie=0x1,table=5,priority=1,actions=output:77\n");
     sb.add_flows(&flows);
-    let exp = serve(sb.flags(&["--ovs.timeout=60s", "--scrape.timeout=60s"]), Config::default()).await;
+    let exp = serve(
+        sb.flags(&["--ovs.timeout=60s", "--scrape.timeout=60s"]),
+        Config::default(),
+    )
+    .await;
     let (_, body) = scrape(exp.addr).await;
     let total: f64 = (0..6)
-        .filter_map(|t| value(&body, "ovs_flows", &[("bridge", "br-int"), ("table", &t.to_string())]))
+        .filter_map(|t| {
+            value(
+                &body,
+                "ovs_flows",
+                &[("bridge", "br-int"), ("table", &t.to_string())],
+            )
+        })
         .sum();
     assert_eq!(total, 100_002.0, "{body}");
-    assert_eq!(value(&body, "ovs_flow_parse_errors", &[("bridge", "br-int")]), Some(0.0));
+    assert_eq!(
+        value(&body, "ovs_flow_parse_errors", &[("bridge", "br-int")]),
+        Some(0.0)
+    );
     assert_eq!(dirty(&body, "missing_port"), Some(1.0), "{body}");
     assert_eq!(dirty(&body, "overlap"), Some(2.0), "{body}");
-    assert_eq!(value(&body, "ovs_check_incomplete", &[("bridge", "br-int"), ("check", "overlap")]), Some(0.0));
+    assert_eq!(
+        value(
+            &body,
+            "ovs_check_incomplete",
+            &[("bridge", "br-int"), ("check", "overlap")]
+        ),
+        Some(0.0)
+    );
 }

@@ -53,7 +53,12 @@ fn versions_agree_on_flow_identity() {
         let mut keys: Vec<(String, u16, u64, String)> = text
             .lines()
             .filter_map(|l| match parse_line(l) {
-                Ok(Line::Flow(f)) => Some((f.table.to_string(), f.priority, f.cookie, f.match_text.to_string())),
+                Ok(Line::Flow(f)) => Some((
+                    f.table.to_string(),
+                    f.priority,
+                    f.cookie,
+                    f.match_text.to_string(),
+                )),
                 _ => None,
             })
             .collect();
@@ -76,8 +81,14 @@ fn fixture_details() {
             _ => None,
         })
         .collect();
-    let imp = flows.iter().find(|f| f.importance == 7).expect("importance flow");
-    assert_eq!((imp.cookie, imp.priority, imp.idle_timeout, imp.hard_timeout), (1, 100, 300, 600));
+    let imp = flows
+        .iter()
+        .find(|f| f.importance == 7)
+        .expect("importance flow");
+    assert_eq!(
+        (imp.cookie, imp.priority, imp.idle_timeout, imp.hard_timeout),
+        (1, 100, 300, 600)
+    );
     assert!(imp.duration.is_some() && imp.idle_age.is_some());
     let default_prio = flows.iter().filter(|f| f.priority == 32768).count();
     assert_eq!(default_prio, 1);
@@ -94,7 +105,9 @@ fn fixture_details() {
     assert_eq!(names, vec!["ct", "output"]);
 
     let named = fixture("dump_names.txt");
-    assert!(named.lines().any(|l| matches!(parse_line(l), Ok(Line::Flow(f)) if f.table == Table::Name("acl"))));
+    assert!(named
+        .lines()
+        .any(|l| matches!(parse_line(l), Ok(Line::Flow(f)) if f.table == Table::Name("acl"))));
 }
 
 #[test]
@@ -182,7 +195,9 @@ fn randomized_garbage_never_panics() {
     // Pure random bytes too.
     for _ in 0..5_000 {
         let len = rng.below(200);
-        let bytes: Vec<u8> = (0..len).map(|_| alphabet[rng.below(alphabet.len())]).collect();
+        let bytes: Vec<u8> = (0..len)
+            .map(|_| alphabet[rng.below(alphabet.len())])
+            .collect();
         let line = String::from_utf8_lossy(&bytes);
         if scan.feed_line(&line).is_err() {
             errors += 1;
@@ -190,5 +205,8 @@ fn randomized_garbage_never_panics() {
     }
     let r = scan.finish();
     assert_eq!(r.parse_errors, errors);
-    assert!(errors > 1000, "mutations should break many lines, got {errors}");
+    assert!(
+        errors > 1000,
+        "mutations should break many lines, got {errors}"
+    );
 }

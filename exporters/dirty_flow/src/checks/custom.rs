@@ -51,8 +51,7 @@ pub fn matches(c: &CustomCheck, flow: &Flow<'_>, fields: &[FieldMatch<'_>]) -> b
     c.match_fields
         .iter()
         .all(|cond| fields.iter().any(|f| cond.holds_for(f)))
-        && c
-            .match_absent
+        && c.match_absent
             .iter()
             .all(|a| fields.iter().all(|f| f.field != a))
 }
@@ -65,8 +64,7 @@ mod tests {
     use crate::parse::parse_flow;
 
     fn check(yaml: &str) -> CustomCheck {
-        let raw: RawConfig =
-            common::config::parse_yaml(std::path::Path::new("t"), yaml).unwrap();
+        let raw: RawConfig = common::config::parse_yaml(std::path::Path::new("t"), yaml).unwrap();
         compile(raw).unwrap().checks.remove(0)
     }
 
@@ -86,7 +84,10 @@ mod tests {
         assert!(!eval(&c, &good.replace("priority=50", "priority=30")));
         assert!(!eval(&c, &good.replace("0xabc", "0xbbc")));
         assert!(!eval(&c, &good.replace("10.0.0.0/24", "11.0.0.0/24")));
-        assert!(!eval(&c, &good.replace("nw_src=10.0.0.0/24", "nw_src=0.0.0.0/1")));
+        assert!(!eval(
+            &c,
+            &good.replace("nw_src=10.0.0.0/24", "nw_src=0.0.0.0/1")
+        ));
         assert!(!eval(&c, &good.replace("in_port=1,", "")));
         assert!(!eval(&c, &good.replace("output:2", "output:3")));
 
@@ -95,7 +96,13 @@ mod tests {
         assert!(!eval(&c, " priority=0,ip actions=NORMAL"));
 
         let c = check("checks: [{name: c, table: acl, match: {ct_state: '+trk'}}]");
-        assert!(eval(&c, " table=acl, priority=5,ct_state=+est+trk,ip actions=drop"));
-        assert!(!eval(&c, " table=acl, priority=5,ct_state=-trk,ip actions=drop"));
+        assert!(eval(
+            &c,
+            " table=acl, priority=5,ct_state=+est+trk,ip actions=drop"
+        ));
+        assert!(!eval(
+            &c,
+            " table=acl, priority=5,ct_state=-trk,ip actions=drop"
+        ));
     }
 }

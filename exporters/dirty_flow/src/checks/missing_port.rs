@@ -23,7 +23,11 @@ impl Ports {
     pub fn new(ifaces: &[Interface]) -> Self {
         let mut p = Ports::default();
         for i in ifaces {
-            if let Some(n) = i.ofport.filter(|&n| n > 0).and_then(|n| u32::try_from(n).ok()) {
+            if let Some(n) = i
+                .ofport
+                .filter(|&n| n > 0)
+                .and_then(|n| u32::try_from(n).ok())
+            {
                 p.numbers.insert(n);
                 p.names.insert(i.name.clone());
             }
@@ -74,15 +78,26 @@ mod tests {
 
     #[test]
     fn flags_missing_and_failed_ports() {
-        let ports = Ports::new(&[iface("br-int", 65534), iface("tap1", 1), iface("tap2", 2), iface("bad", -1)]);
+        let ports = Ports::new(&[
+            iface("br-int", 65534),
+            iface("tap1", 1),
+            iface("tap2", 2),
+            iface("bad", -1),
+        ]);
         let dirty = |l: &str| is_dirty(&parse_flow(l).unwrap(), &ports);
         assert!(!dirty(" priority=1,in_port=1 actions=output:2"));
-        assert!(!dirty(" priority=1,in_port=LOCAL actions=NORMAL,output:LOCAL,resubmit(,10)"));
+        assert!(!dirty(
+            " priority=1,in_port=LOCAL actions=NORMAL,output:LOCAL,resubmit(,10)"
+        ));
         assert!(dirty(" priority=1,in_port=77 actions=drop"));
         assert!(dirty(" priority=1,in_port=1 actions=output:99"));
         assert!(dirty(" priority=1 actions=enqueue:3:1"));
-        assert!(dirty(" priority=1 actions=load:0x9->NXM_OF_IN_PORT[],resubmit(,1)"));
-        assert!(dirty(" priority=1 actions=bundle(eth_src,0,hrw,ofport,members:1,5)"));
+        assert!(dirty(
+            " priority=1 actions=load:0x9->NXM_OF_IN_PORT[],resubmit(,1)"
+        ));
+        assert!(dirty(
+            " priority=1 actions=bundle(eth_src,0,hrw,ofport,members:1,5)"
+        ));
         assert!(!dirty(" priority=1 actions=CONTROLLER:65535,IN_PORT,FLOOD"));
         assert!(!dirty(" priority=1,in_port=tap1 actions=output:tap2"));
         assert!(dirty(" priority=1,in_port=bad actions=drop"));

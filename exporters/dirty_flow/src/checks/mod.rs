@@ -146,7 +146,14 @@ fn truncate(s: &str, max: usize) -> String {
     format!("{}...", &s[..end])
 }
 
-fn push_evidence(o: &mut CheckOutcome, limit: usize, table: String, priority: u16, cookie: u64, text: &str) {
+fn push_evidence(
+    o: &mut CheckOutcome,
+    limit: usize,
+    table: String,
+    priority: u16,
+    cookie: u64,
+    text: &str,
+) {
     o.dirty += 1;
     if o.evidence.len() < limit {
         o.evidence.push(Evidence {
@@ -173,7 +180,11 @@ impl<'c> BridgeScan<'c> {
             parse_errors: 0,
             replies: 0,
             missing_port: CheckOutcome::new("missing_port"),
-            custom: cfg.checks.iter().map(|c| CheckOutcome::new(&c.name)).collect(),
+            custom: cfg
+                .checks
+                .iter()
+                .map(|c| CheckOutcome::new(&c.name))
+                .collect(),
             needs_fields: cfg.checks.iter().any(custom::needs_fields),
         }
     }
@@ -224,7 +235,14 @@ impl<'c> BridgeScan<'c> {
         if let Some(ports) = &self.ports {
             if missing_port::is_dirty(f, ports) {
                 let limit = self.evidence_limit;
-                push_evidence(&mut self.missing_port, limit, f.table.to_string(), f.priority, f.cookie, f.text);
+                push_evidence(
+                    &mut self.missing_port,
+                    limit,
+                    f.table.to_string(),
+                    f.priority,
+                    f.cookie,
+                    f.text,
+                );
             }
         }
         if !self.cfg.checks.is_empty() {
@@ -234,7 +252,14 @@ impl<'c> BridgeScan<'c> {
             }
             for (c, o) in self.cfg.checks.iter().zip(self.custom.iter_mut()) {
                 if custom::matches(c, f, &fields) {
-                    push_evidence(o, self.evidence_limit, f.table.to_string(), f.priority, f.cookie, f.text);
+                    push_evidence(
+                        o,
+                        self.evidence_limit,
+                        f.table.to_string(),
+                        f.priority,
+                        f.cookie,
+                        f.text,
+                    );
                 }
             }
         }
@@ -285,7 +310,14 @@ impl<'c> BridgeScan<'c> {
         let mut o = CheckOutcome::new(name);
         for &i in dirty {
             let r = &self.records[i];
-            push_evidence(&mut o, self.evidence_limit, self.table_label(r.table), r.priority, r.cookie, r.text(&self.text));
+            push_evidence(
+                &mut o,
+                self.evidence_limit,
+                self.table_label(r.table),
+                r.priority,
+                r.cookie,
+                r.text(&self.text),
+            );
         }
         o
     }

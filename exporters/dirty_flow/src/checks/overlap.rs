@@ -191,7 +191,10 @@ mod tests {
             " table=21, priority=5,tcp,tp_dst=22 actions=conjunction(7,2/2)",
             " table=21, priority=5,conj_id=7,ip actions=output:1",
         ]);
-        assert_eq!(d, vec![true, true, false, false, false, false, false, false]);
+        assert_eq!(
+            d,
+            vec![true, true, false, false, false, false, false, false]
+        );
     }
 
     #[test]
@@ -204,7 +207,12 @@ mod tests {
         lines.push(" table=0, priority=10,in_port=3,ip actions=drop".into());
         let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
         let d = run(&refs);
-        let dirty: Vec<usize> = d.iter().enumerate().filter(|(_, &x)| x).map(|(i, _)| i).collect();
+        let dirty: Vec<usize> = d
+            .iter()
+            .enumerate()
+            .filter(|(_, &x)| x)
+            .map(|(i, _)| i)
+            .collect();
         // Flows with in_port=3 at priority 10: i % 50 == 2, plus the last one.
         let mut expected: Vec<usize> = (0..2000).filter(|i| i % 50 == 2).collect();
         expected.push(2001);
@@ -216,7 +224,8 @@ mod tests {
         let cfg = Config::default();
         let mut scan = BridgeScan::new(&cfg, None, 5);
         for i in 0..40 {
-            scan.feed_line(&format!(" priority=1,reg{}=1 actions=drop", i % 16)).unwrap();
+            scan.feed_line(&format!(" priority=1,reg{}=1 actions=drop", i % 16))
+                .unwrap();
         }
         let (_, ex) = overlapping(&scan.records, &scan.text, 10);
         assert!(ex);

@@ -48,10 +48,12 @@ fn auto(records: &[Record], cfg: &Config) -> Vec<usize> {
         e.0 += 1;
         e.1 = e.1.max(r.duration_ms.unwrap_or(0));
     }
-    let Some((&dominant, &(_, dom_first))) = stats
-        .iter()
-        .max_by(|a, b| a.1 .0.cmp(&b.1 .0).then(b.1 .1.cmp(&a.1 .1)).then(b.0.cmp(a.0)))
-    else {
+    let Some((&dominant, &(_, dom_first))) = stats.iter().max_by(|a, b| {
+        a.1 .0
+            .cmp(&b.1 .0)
+            .then(b.1 .1.cmp(&a.1 .1))
+            .then(b.0.cmp(a.0))
+    }) else {
         return Vec::new();
     };
     let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
@@ -120,7 +122,11 @@ mod tests {
         let c = cfg(StaleMode::Auto, vec![(0x9, u64::MAX)]);
         assert_eq!(stale_flows(&recs, &c), vec![0]);
         // Within grace: nothing yet.
-        let young = vec![rec(0x1, 1000, false), rec(0x2, 20, false), rec(0x2, 20, false)];
+        let young = vec![
+            rec(0x1, 1000, false),
+            rec(0x2, 20, false),
+            rec(0x2, 20, false),
+        ];
         assert!(stale_flows(&young, &c).is_empty());
         // A single cookie is never stale.
         assert!(stale_flows(&[rec(5, 9999, false)], &c).is_empty());

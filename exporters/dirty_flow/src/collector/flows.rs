@@ -44,7 +44,11 @@ impl FlowsCollector {
         }
     }
 
-    async fn scan_bridge(&self, bridge: &str, ports: Option<Ports>) -> (Result<BridgeReport, String>, f64) {
+    async fn scan_bridge(
+        &self,
+        bridge: &str,
+        ports: Option<Ports>,
+    ) -> (Result<BridgeReport, String>, f64) {
         let start = Instant::now();
         if !valid_bridge_name(bridge) {
             return (Err(format!("invalid bridge name {bridge:?}")), 0.0);
@@ -67,10 +71,17 @@ impl FlowsCollector {
         };
         let db_up = Gauge::<i64>::default();
         db_up.set(i64::from(inventory.is_some()));
-        registry.register("database_up", "Whether the OVS database could be read (ovs-vsctl)", db_up);
+        registry.register(
+            "database_up",
+            "Whether the OVS database could be read (ovs-vsctl)",
+            db_up,
+        );
 
         let bridges: Vec<String> = if self.bridges.is_empty() {
-            inventory.as_ref().map(|i| i.keys().cloned().collect()).unwrap_or_default()
+            inventory
+                .as_ref()
+                .map(|i| i.keys().cloned().collect())
+                .unwrap_or_default()
         } else {
             self.bridges.clone()
         };
@@ -86,7 +97,13 @@ impl FlowsCollector {
                 let bad: Vec<_> = ifaces.iter().filter(|i| i.failed()).collect();
                 failed.get_or_create(&bl()).set(bad.len() as i64);
                 for i in bad {
-                    let mut err: String = i.error.clone().unwrap_or_default().chars().take(200).collect();
+                    let mut err: String = i
+                        .error
+                        .clone()
+                        .unwrap_or_default()
+                        .chars()
+                        .take(200)
+                        .collect();
                     if err.is_empty() {
                         err = "ofport -1".into();
                     }
@@ -103,7 +120,10 @@ impl FlowsCollector {
         }
 
         let scans = futures::future::join_all(bridges.iter().map(|b| {
-            let ports = inventory.as_ref().and_then(|inv| inv.get(b)).map(|i| Ports::new(i));
+            let ports = inventory
+                .as_ref()
+                .and_then(|inv| inv.get(b))
+                .map(|i| Ports::new(i));
             self.scan_bridge(b, ports)
         }))
         .await;
@@ -128,17 +148,28 @@ impl FlowsCollector {
                 }
             };
             success.get_or_create(&bl).set(1);
-            parse_errors.get_or_create(&bl).set(report.parse_errors as i64);
+            parse_errors
+                .get_or_create(&bl)
+                .set(report.parse_errors as i64);
             for (table, n) in &report.tables {
                 flows
-                    .get_or_create(&vec![("bridge".into(), bridge.clone()), ("table".into(), table.clone())])
+                    .get_or_create(&vec![
+                        ("bridge".into(), bridge.clone()),
+                        ("table".into(), table.clone()),
+                    ])
                     .set(*n as i64);
             }
-            if inventory.as_ref().is_some_and(|inv| !inv.contains_key(bridge)) {
+            if inventory
+                .as_ref()
+                .is_some_and(|inv| !inv.contains_key(bridge))
+            {
                 tracing::warn!(bridge = %bridge, "bridge not in the OVS database: every port counts as missing");
             }
             for c in &report.checks {
-                let cl = vec![("bridge".to_string(), bridge.clone()), ("check".to_string(), c.name.clone())];
+                let cl = vec![
+                    ("bridge".to_string(), bridge.clone()),
+                    ("check".to_string(), c.name.clone()),
+                ];
                 dirty.get_or_create(&cl).set(c.dirty as i64);
                 incomplete.get_or_create(&cl).set(i64::from(c.incomplete));
                 if c.incomplete {
@@ -159,16 +190,56 @@ impl FlowsCollector {
             }
         }
 
-        registry.register("dump_success", "Whether the last ovs-ofctl dump-flows of the bridge succeeded", success);
-        registry.register("dump_duration_seconds", "Time taken to dump and check the bridge's flows", duration);
-        registry.register("flows", "Flows per bridge and table in the last dump", flows);
-        registry.register("flow_parse_errors", "Lines of the last dump that could not be parsed", parse_errors);
-        registry.register("dirty_flows", "Flows that a check flags as dirty, per bridge and check", dirty);
-        registry.register("check_incomplete", "Whether a check stopped before examining every flow", incomplete);
-        registry.register("dirty_flow_info", "An offending flow (at most --checks.evidence-limit per bridge and check)", evidence);
-        registry.register("interfaces", "Interfaces of the bridge in the OVS database", interfaces);
-        registry.register("failed_interfaces", "Interfaces of the bridge that ovs-vswitchd could not open (ofport -1 or error set)", failed);
-        registry.register("failed_interface_info", "A failed interface and its error", failed_info);
+        registry.register(
+            "dump_success",
+            "Whether the last ovs-ofctl dump-flows of the bridge succeeded",
+            success,
+        );
+        registry.register(
+            "dump_duration_seconds",
+            "Time taken to dump and check the bridge's flows",
+            duration,
+        );
+        registry.register(
+            "flows",
+            "Flows per bridge and table in the last dump",
+            flows,
+        );
+        registry.register(
+            "flow_parse_errors",
+            "Lines of the last dump that could not be parsed",
+            parse_errors,
+        );
+        registry.register(
+            "dirty_flows",
+            "Flows that a check flags as dirty, per bridge and check",
+            dirty,
+        );
+        registry.register(
+            "check_incomplete",
+            "Whether a check stopped before examining every flow",
+            incomplete,
+        );
+        registry.register(
+            "dirty_flow_info",
+            "An offending flow (at most --checks.evidence-limit per bridge and check)",
+            evidence,
+        );
+        registry.register(
+            "interfaces",
+            "Interfaces of the bridge in the OVS database",
+            interfaces,
+        );
+        registry.register(
+            "failed_interfaces",
+            "Interfaces of the bridge that ovs-vswitchd could not open (ofport -1 or error set)",
+            failed,
+        );
+        registry.register(
+            "failed_interface_info",
+            "A failed interface and its error",
+            failed_info,
+        );
 
         if problems.is_empty() {
             Ok(())
@@ -187,7 +258,10 @@ impl Collector for FlowsCollector {
         "Dumps every bridge's OpenFlow flows and runs the dirty-flow checks."
     }
 
-    fn collect<'a>(&'a self, registry: &'a mut Registry) -> BoxFuture<'a, Result<(), CollectError>> {
+    fn collect<'a>(
+        &'a self,
+        registry: &'a mut Registry,
+    ) -> BoxFuture<'a, Result<(), CollectError>> {
         Box::pin(self.run(registry))
     }
 }

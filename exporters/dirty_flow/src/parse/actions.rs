@@ -124,7 +124,9 @@ pub fn validate_actions(s: &str) -> Result<(), ParseError> {
                 token_len = 0;
                 continue;
             }
-            b' ' | b'\t' if depth == 0 => return Err(ParseError::Unexpected(s.chars().take(80).collect())),
+            b' ' | b'\t' if depth == 0 => {
+                return Err(ParseError::Unexpected(s.chars().take(80).collect()))
+            }
             _ => {}
         }
         token_len += 1;
@@ -151,8 +153,16 @@ pub fn port_number(s: &str) -> Option<PortRef> {
                 // A name (only with --names) or a reserved word, or a field reference.
                 let reserved = matches!(
                     s,
-                    "IN_PORT" | "TABLE" | "NORMAL" | "FLOOD" | "ALL" | "CONTROLLER" | "NONE"
-                        | "ANY" | "in_port" | "UNSET"
+                    "IN_PORT"
+                        | "TABLE"
+                        | "NORMAL"
+                        | "FLOOD"
+                        | "ALL"
+                        | "CONTROLLER"
+                        | "NONE"
+                        | "ANY"
+                        | "in_port"
+                        | "UNSET"
                 );
                 if reserved || s.contains('[') || s.is_empty() {
                     return None;
@@ -187,7 +197,10 @@ pub enum PortRef {
 /// `set_field:N->in_port`, `load:N->NXM_OF_IN_PORT[]`, `mod_in_port:N`, the members of
 /// `bundle(...)`/`bundle_load(...)`, and recursively inside `clone(...)`, `write_actions(...)`
 /// and `apply_actions(...)`.
-pub fn for_each_port_ref<'a>(actions: impl Iterator<Item = Action<'a>>, f: &mut dyn FnMut(PortRef)) {
+pub fn for_each_port_ref<'a>(
+    actions: impl Iterator<Item = Action<'a>>,
+    f: &mut dyn FnMut(PortRef),
+) {
     for a in actions {
         let Some(arg) = a.arg else { continue };
         match a.name {
@@ -280,14 +293,20 @@ mod tests {
                 ("output", Some("1"))
             ]
         );
-        assert_eq!(names("conjunction(7,1/2)"), vec![("conjunction", Some("7,1/2"))]);
+        assert_eq!(
+            names("conjunction(7,1/2)"),
+            vec![("conjunction", Some("7,1/2"))]
+        );
         assert_eq!(
             names("resubmit(,10),NORMAL,drop"),
             vec![("resubmit", Some(",10")), ("NORMAL", None), ("drop", None)]
         );
         assert_eq!(
             names("enqueue:1:3,load:0x5->NXM_NX_REG5[]"),
-            vec![("enqueue", Some("1:3")), ("load", Some("0x5->NXM_NX_REG5[]"))]
+            vec![
+                ("enqueue", Some("1:3")),
+                ("load", Some("0x5->NXM_NX_REG5[]"))
+            ]
         );
     }
 
@@ -313,10 +332,22 @@ mod tests {
         assert_eq!(ports("load:0x2->NXM_OF_IN_PORT[],IN_PORT"), vec![N(2)]);
         assert_eq!(ports("set_field:3->in_port"), vec![N(3)]);
         assert_eq!(ports("mod_in_port:4"), vec![N(4)]);
-        assert_eq!(ports("bundle(eth_src,0,hrw,ofport,members:1,2)"), vec![N(1), N(2)]);
-        assert_eq!(ports("clone(output:5),output(port=6,max_len=128)"), vec![N(5), N(6)]);
-        assert_eq!(ports("LOCAL,output:LOCAL,CONTROLLER:65535,output:0xfffd"), vec![N(LOCAL_PORT)]);
-        assert_eq!(ports("output:NXM_NX_REG0[0..15],NORMAL,FLOOD,output:in_port"), vec![]);
+        assert_eq!(
+            ports("bundle(eth_src,0,hrw,ofport,members:1,2)"),
+            vec![N(1), N(2)]
+        );
+        assert_eq!(
+            ports("clone(output:5),output(port=6,max_len=128)"),
+            vec![N(5), N(6)]
+        );
+        assert_eq!(
+            ports("LOCAL,output:LOCAL,CONTROLLER:65535,output:0xfffd"),
+            vec![N(LOCAL_PORT)]
+        );
+        assert_eq!(
+            ports("output:NXM_NX_REG0[0..15],NORMAL,FLOOD,output:in_port"),
+            vec![]
+        );
         assert_eq!(ports("learn(table=40,output:NXM_OF_IN_PORT[])"), vec![]);
     }
 }

@@ -366,7 +366,10 @@ mod tests {
     fn values_and_masks() {
         assert_eq!(parse_masked("80"), Some((80, u128::MAX)));
         assert_eq!(parse_masked("0x50/0xfff0"), Some((0x50, 0xfff0)));
-        assert_eq!(parse_masked("10.0.0.0/24"), Some((0x0a00_0000, 0xffff_ff00)));
+        assert_eq!(
+            parse_masked("10.0.0.0/24"),
+            Some((0x0a00_0000, 0xffff_ff00))
+        );
         assert_eq!(
             parse_masked("10.0.0.7/255.255.0.0"),
             Some((0x0a00_0000, 0xffff_0000))
@@ -390,7 +393,12 @@ mod tests {
         let ct = m("ct_state=+est-rel+trk");
         assert_eq!((ct[0].value, ct[0].mask), (0x22, 0x26));
         let tf = m("tcp,tcp_flags=+syn-ack");
-        assert_eq!(tf.iter().find(|f| f.field == "tcp_flags").map(|f| (f.value, f.mask)), Some((0x2, 0x12)));
+        assert_eq!(
+            tf.iter()
+                .find(|f| f.field == "tcp_flags")
+                .map(|f| (f.value, f.mask)),
+            Some((0x2, 0x12))
+        );
         let v = m("dl_vlan=100,dl_vlan_pcp=3");
         assert_eq!(v.len(), 1);
         assert_eq!((v[0].value, v[0].mask), (0x1000 | 100 | (3 << 13), 0xffff));

@@ -134,12 +134,12 @@ impl<'a> Flow<'a> {
 
 /// Splits a match (without priority) into its items.
 pub fn split_match(m: &str) -> impl Iterator<Item = (&str, Option<&str>)> {
-    m.split(',').filter(|s| !s.is_empty()).map(|item| {
-        match item.split_once('=') {
+    m.split(',')
+        .filter(|s| !s.is_empty())
+        .map(|item| match item.split_once('=') {
             Some((k, v)) => (k, Some(v)),
             None => (item, None),
-        }
-    })
+        })
 }
 
 /// A parsed line.
@@ -301,8 +301,7 @@ fn info_item<'a>(flow: &mut Flow<'a>, item: &'a str) -> Result<(), ParseError> {
         "duration" => {
             let secs = v.strip_suffix('s').ok_or_else(|| bad("duration", v))?;
             let d: f64 = secs.parse().map_err(|_| bad("duration", v))?;
-            if !d.is_finite() || d < 0.0 || !secs.bytes().all(|b| b.is_ascii_digit() || b == b'.')
-            {
+            if !d.is_finite() || d < 0.0 || !secs.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
                 return Err(bad("duration", v));
             }
             flow.duration = Some(d);
@@ -424,7 +423,7 @@ mod tests {
         ] {
             let r = parse_line(bad);
             assert!(
-                matches!(r, Err(_)) || matches!(r, Ok(Line::Empty)) && bad.is_empty(),
+                r.is_err() || matches!(r, Ok(Line::Empty)) && bad.is_empty(),
                 "{bad:?} -> {r:?}"
             );
         }

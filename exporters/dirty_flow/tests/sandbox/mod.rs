@@ -1,7 +1,7 @@
 //! A real Open vSwitch for tests: ovsdb-server and ovs-vswitchd with the dummy datapath in a
 //! temp dir (as OVS's own test suite runs them), stopped by PID from their pidfiles on drop, and
 //! the exporter in-process on 127.0.0.1:0, scraped over HTTP.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::expect_used, clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -30,20 +30,41 @@ fn run(cmd: &mut Command) -> Output {
 impl Sandbox {
     /// Starts the daemons and creates bridge `br-int` with dummy ports tap1..tap3 (ofports 1..3).
     pub fn start() -> Self {
-        let dir = tempfile::Builder::new().prefix("ovs").tempdir_in("/tmp").expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix("ovs")
+            .tempdir_in("/tmp")
+            .expect("tempdir");
         let sb = Sandbox { dir };
         let d = sb.path().to_path_buf();
-        run(Command::new("ovsdb-tool").arg("create").arg(d.join("conf.db")).arg("/usr/share/openvswitch/vswitch.ovsschema"));
+        run(Command::new("ovsdb-tool")
+            .arg("create")
+            .arg(d.join("conf.db"))
+            .arg("/usr/share/openvswitch/vswitch.ovsschema"));
         run(sb
             .cmd("ovsdb-server")
             .arg(d.join("conf.db"))
             .args(["--detach", "--no-chdir", "-vconsole:off"])
-            .arg(format!("--pidfile={}", d.join("ovsdb-server.pid").display()))
+            .arg(format!(
+                "--pidfile={}",
+                d.join("ovsdb-server.pid").display()
+            ))
             .arg(format!("--remote=punix:{}", d.join("db.sock").display()))
-            .arg(format!("--log-file={}", d.join("ovsdb-server.log").display())));
+            .arg(format!(
+                "--log-file={}",
+                d.join("ovsdb-server.log").display()
+            )));
         sb.vsctl(&["--no-wait", "init"]);
         sb.start_vswitchd();
-        sb.vsctl(&["add-br", "br-int", "--", "set", "bridge", "br-int", "datapath_type=dummy", "fail-mode=secure"]);
+        sb.vsctl(&[
+            "add-br",
+            "br-int",
+            "--",
+            "set",
+            "bridge",
+            "br-int",
+            "datapath_type=dummy",
+            "fail-mode=secure",
+        ]);
         for i in 1..=3 {
             sb.add_port(&format!("tap{i}"), i);
         }
@@ -67,15 +88,29 @@ impl Sandbox {
         run(self
             .cmd("ovs-vswitchd")
             .arg(format!("unix:{}", d.join("db.sock").display()))
-            .args(["--enable-dummy=override", "--disable-system", "--detach", "--no-chdir", "-vconsole:off"])
-            .arg(format!("--pidfile={}", d.join("ovs-vswitchd.pid").display()))
-            .arg(format!("--log-file={}", d.join("ovs-vswitchd.log").display())));
+            .args([
+                "--enable-dummy=override",
+                "--disable-system",
+                "--detach",
+                "--no-chdir",
+                "-vconsole:off",
+            ])
+            .arg(format!(
+                "--pidfile={}",
+                d.join("ovs-vswitchd.pid").display()
+            ))
+            .arg(format!(
+                "--log-file={}",
+                d.join("ovs-vswitchd.log").display()
+            )));
     }
 
     /// Stops one daemon by the PID in its pidfile and waits for it to exit.
     pub fn stop(&self, daemon: &str) {
         let pidfile = self.path().join(format!("{daemon}.pid"));
-        let Ok(pid) = std::fs::read_to_string(&pidfile) else { return };
+        let Ok(pid) = std::fs::read_to_string(&pidfile) else {
+            return;
+        };
         let pid = pid.trim().to_string();
         let _ = Command::new("kill").arg(&pid).output();
         let proc_dir = PathBuf::from(format!("/proc/{pid}"));
@@ -89,7 +124,10 @@ impl Sandbox {
     pub fn vsctl(&self, args: &[&str]) -> String {
         let out = run(self
             .cmd("ovs-vsctl")
-            .arg(format!("--db=unix:{}", self.path().join("db.sock").display()))
+            .arg(format!(
+                "--db=unix:{}",
+                self.path().join("db.sock").display()
+            ))
             .arg("--timeout=10")
             .args(args));
         String::from_utf8_lossy(&out.stdout).into_owned()
@@ -97,7 +135,14 @@ impl Sandbox {
 
     pub fn add_port(&self, name: &str, ofport: u32) {
         self.vsctl(&[
-            "add-port", "br-int", name, "--", "set", "Interface", name, "type=dummy",
+            "add-port",
+            "br-int",
+            name,
+            "--",
+            "set",
+            "Interface",
+            name,
+            "type=dummy",
             &format!("ofport_request={ofport}"),
         ]);
     }
@@ -117,7 +162,10 @@ impl Sandbox {
     }
 
     pub fn add_flows_with(&self, opts: &[&str], flows: &str) {
-        let f = self.path().join(format!("flows-{}.txt", std::process::id() as u128 * 1000 + rand_suffix()));
+        let f = self.path().join(format!(
+            "flows-{}.txt",
+            std::process::id() as u128 * 1000 + rand_suffix()
+        ));
         std::fs::write(&f, flows).expect("write flows");
         let target = self.target();
         let mut args: Vec<&str> = opts.to_vec();
@@ -129,7 +177,11 @@ impl Sandbox {
     /// Flags pointing the exporter at this sandbox.
     pub fn flags(&self, extra: &[&str]) -> Flags {
         let rundir = format!("--ovs.rundir={}", self.path().display());
-        let mut args = vec!["dirty_flow_exporter", "--web.listen-address=127.0.0.1:0", rundir.as_str()];
+        let mut args = vec![
+            "dirty_flow_exporter",
+            "--web.listen-address=127.0.0.1:0",
+            rundir.as_str(),
+        ];
         args.extend_from_slice(extra);
         <Flags as clap::Parser>::parse_from(args)
     }
@@ -164,10 +216,15 @@ impl Drop for Running {
 /// Starts the exporter in-process with `flags` and `config`.
 pub async fn serve(flags: Flags, config: Config) -> Running {
     let enabled = vec!["flows"];
-    let exp = common::Exporter::new(INFO, flags.web.clone(), collectors_with(&flags, Arc::new(config)), enabled)
-        .bind()
-        .await
-        .expect("bind");
+    let exp = common::Exporter::new(
+        INFO,
+        flags.web.clone(),
+        collectors_with(&flags, Arc::new(config)),
+        enabled,
+    )
+    .bind()
+    .await
+    .expect("bind");
     let addr = exp.local_addrs()[0];
     let token = exp.shutdown_token();
     tokio::spawn(exp.run());
@@ -177,7 +234,9 @@ pub async fn serve(flags: Flags, config: Config) -> Running {
 /// GET /metrics over plain HTTP/1.0; returns (status, body).
 pub async fn scrape(addr: std::net::SocketAddr) -> (u16, String) {
     let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").await.expect("write");
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .await
+        .expect("write");
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).await.expect("read");
     let text = String::from_utf8_lossy(&buf).into_owned();
@@ -197,7 +256,10 @@ pub fn value(body: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         .filter(|l| !l.starts_with('#'))
         .filter(|l| {
             let n = l.split(['{', ' ']).next().unwrap_or("");
-            n == name && labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+            n == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
         .collect();
@@ -210,7 +272,9 @@ pub fn value(body: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
 /// Lines of the evidence metric for one check.
 pub fn evidence<'a>(body: &'a str, check: &str) -> Vec<&'a str> {
     body.lines()
-        .filter(|l| l.starts_with("ovs_dirty_flow_info{") && l.contains(&format!("check=\"{check}\"")))
+        .filter(|l| {
+            l.starts_with("ovs_dirty_flow_info{") && l.contains(&format!("check=\"{check}\""))
+        })
         .collect()
 }
 
@@ -224,7 +288,12 @@ pub fn promtool(body: &str) -> String {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("promtool");
-    child.stdin.take().expect("stdin").write_all(body.as_bytes()).expect("write");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(body.as_bytes())
+        .expect("write");
     let out = child.wait_with_output().expect("promtool");
     let mut s = String::from_utf8_lossy(&out.stdout).into_owned();
     s.push_str(&String::from_utf8_lossy(&out.stderr));
