@@ -41,6 +41,7 @@ step "topology example rules up to date" python3 topology/gen_rules.py --check t
 step "topology generator" python3 tests/harness.py gen
 step "lint (real Prometheus)" python3 tests/harness.py lint
 step "inhibition matrix (real Alertmanager)" python3 tests/harness.py inhibition
+step "rules on the exporters' golden outputs (real Prometheus)" python3 tests/harness.py golden
 if [ $quick -eq 0 ]; then
   step "storm (real Prometheus + Alertmanager)" python3 tests/harness.py storm
 fi

@@ -12,6 +12,9 @@ Subcommands (alerts/test.sh runs them all):
               checks which ones end up suppressed, including alerts missing `rack` or `node`
               (the "equal label missing on both sides" trap). A second Alertmanager with naive
               rules shows that the same cases do fall into the trap there, so the check can fail.
+  golden      serves the exporters' golden exposition files (their real output) to a real
+              Prometheus with the shipped rules: the libvirt alerts raised must be exactly those
+              the files call for; metric names the rules use are looked up in them.
   storm       a simulated rack of 40 compute nodes x 20 VMs (+ a second rack and two rack-less
               nodes), served by a loopback HTTP server per node that can be switched off; real
               Prometheus scrapes them with the shipped rules, real Alertmanager with the shipped
@@ -937,16 +940,174 @@ def run_storm(daemons, hook, shipped_am, racks, loners, nodes, results):
             log(f"      +{t - t_first:6.1f}s {describe_notes([(t, recv, p)])[0]}")
 
 
+# --- golden: the rules against the exporters' real output --------------------------------------
+
+GOLDEN_GLOB_ROOT = os.path.join(REPO, "exporters")
+PREFIXES = {"libvirt": "libvirt", "ovs": "dirty_flow", "log_pattern": "log_pattern"}
+_SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s+(\S+)')
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+# The libvirt alerts whose condition is "this per-domain metric > 0" (or a state code), so the
+# expected alerts can be read straight off an exposition file: (alert, metric, test, extra labels).
+LIBVIRT_PLAIN = [
+    ("LibvirtPinningSharedHostCpu", "libvirt_domain_pinning_overlap_cpus", lambda v: v > 0, {}),
+    ("LibvirtPinningDedicatedInSharedSet", "libvirt_domain_pinning_dedicated_in_shared_cpus", lambda v: v > 0, {}),
+    ("LibvirtPinningOutsideNovaSet", "libvirt_domain_pinning_outside_dedicated_set_cpus", lambda v: v > 0, {"set": "dedicated"}),
+    ("LibvirtPinningOutsideNovaSet", "libvirt_domain_pinning_outside_shared_set_cpus", lambda v: v > 0, {"set": "shared"}),
+    ("LibvirtPinningAffinityMismatch", "libvirt_domain_pinning_affinity_mismatch_vcpus", lambda v: v > 0, {}),
+    ("LibvirtDomainCrashed", "libvirt_domain_info_state", lambda v: v == 6, {}),
+    ("LibvirtDomainPausedUnexpectedly", "libvirt_domain_info_state", lambda v: v == 3, {}),
+    ("LibvirtDown", "libvirt_up", lambda v: v == 0, {}),
+]
+
+
+def golden_files():
+    out = []
+    for exp in sorted(os.listdir(GOLDEN_GLOB_ROOT)):
+        d = os.path.join(GOLDEN_GLOB_ROOT, exp, "tests", "golden")
+        if os.path.isdir(d):
+            out += [(exp, os.path.join(d, n)) for n in sorted(os.listdir(d)) if n.endswith(".prom")]
+    return out
+
+
+def parse_exposition(text):
+    samples = []
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = _SAMPLE.match(line)
+        if m:
+            labels = {k: bytes(v, "utf-8").decode("unicode_escape") for k, v in _LABEL.findall(m.group(3) or "")}
+            samples.append((m.group(1), labels, float(m.group(4))))
+    return samples
+
+
+def rule_metric_names(groups):
+    names = set()
+    for g in groups:
+        for r in g["rules"]:
+            text = r["query"] + " " + " ".join(r.get("annotations", {}).values())
+            names |= {n for n in re.findall(r"\b((?:libvirt|ovs|log_pattern)_[a-z0-9_]+)\b", text) if not n.endswith("_exporter")}
+    return names
+
+
+def cmd_golden(_args):
+    files = golden_files()
+    if not files:
+        log("  skip golden: no exporters/*/tests/golden/*.prom yet")
+        return
+
+    def body(daemons):
+        # One loopback server; each golden file is a target /<exporter>/<file> with node=<file>.
+        contents = {}
+        for exp, path in files:
+            with open(path) as f:
+                # Golden files mask changing values (times, durations) as <volatile>: serve 0.
+                text = re.sub(r"\s<volatile>$", " 0", f.read(), flags=re.M)
+                contents[f"/{exp}/{os.path.basename(path)}"] = text.replace("# EOF\n", "")
+
+        class H(BaseHTTPRequestHandler):
+            def do_GET(self):
+                body = contents.get(self.path)
+                if body is None:
+                    self.send_error(404)
+                    return
+                b = body.encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Content-Length", str(len(b)))
+                self.end_headers()
+                self.wfile.write(b)
+
+            def log_message(self, *a):
+                pass
+
+        srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        srv.daemon_threads = True
+        threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
+        try:
+            scrape = []
+            for path in contents:
+                exp, name = path.strip("/").split("/")
+                node = f"{exp}-{name[:-5]}"
+                job = {"dirty_flow": "ovs"}.get(exp, exp)
+                scrape.append({"job_name": f"{job}-{name[:-5]}", "metrics_path": path,
+                               "static_configs": [{"targets": [f"127.0.0.1:{srv.server_address[1]}"], "labels": {"node": node}}]})
+            prom = start_prometheus(
+                daemons,
+                {"global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"}, "scrape_configs": scrape},
+                shipped_rules(),
+            )
+            try:
+                wait_until("golden targets scraped", lambda: len(prom_query(prom, "up == 1")) == len(scrape), 30, daemons=daemons)
+            except Failure:
+                errs = [f"{t['scrapeUrl']}: {t['lastError']}" for t in http(prom + "/api/v1/targets")["data"]["activeTargets"] if t["lastError"]]
+                raise Failure("golden files do not scrape:\n    " + "\n    ".join(errs))
+            time.sleep(3)  # a few evaluation rounds; `for` alerts show as pending
+
+            # 1. Names: every exporter metric the rules use appears in that exporter's golden output.
+            groups = http(prom + "/api/v1/rules")["data"]["groups"]
+            exported = {}
+            for exp, path in files:
+                text = contents[f"/{exp}/{os.path.basename(path)}"]
+                exported.setdefault(exp, set()).update(n for n, _, _ in parse_exposition(text))
+                # A family declared with no sample this time (nothing wrong) still has its TYPE line.
+                exported[exp].update(re.findall(r"^# TYPE (\S+) ", text, flags=re.M))
+            missing = []
+            for name in sorted(rule_metric_names(groups)):
+                prefix = next(p for p in PREFIXES if name.startswith(p + "_"))
+                exp = PREFIXES[prefix]
+                if exp in exported and name not in exported[exp]:
+                    missing.append(f"{name} (not in exporters/{exp}/tests/golden)")
+            for exp in sorted(set(PREFIXES.values()) - set(exported)):
+                log(f"  note golden: exporters/{exp} has no golden files yet; its metric names are not checked")
+            for m in missing:
+                log(f"  WARN golden: rules use {m}")
+
+            # 2. libvirt semantics: the alerts (pending or firing) are exactly what the files say.
+            alerts = prom_alerts(prom, "pending") + prom_alerts(prom, "firing")
+            got = sorted({(a["labels"]["alertname"], a["labels"]["node"], a["labels"].get("domain", ""), a["labels"].get("set", ""))
+                          for a in alerts if a["labels"]["alertname"].startswith("Libvirt")})
+            want = set()
+            for exp, path in files:
+                if exp != "libvirt":
+                    continue
+                node = f"libvirt-{os.path.basename(path)[:-5]}"
+                for alert, metric, test, extra in LIBVIRT_PLAIN:
+                    for n, labels, v in parse_exposition(contents[f"/libvirt/{os.path.basename(path)}"]):
+                        if n == metric and test(v):
+                            want.add((alert, node, labels.get("domain", ""), extra.get("set", "")))
+            want = sorted(want)
+            if got != want:
+                raise Failure(f"libvirt alerts on the golden files differ:\n    got  {got}\n    want {want}")
+            kinds = sorted({w[0] for w in want})
+            log(f"  ok  golden: {len(files)} real exporter outputs scraped; {len(want)} libvirt alerts exactly as the files say ({', '.join(kinds)})")
+            # The overlap alert names the other domain, from libvirt_domain_pinning_overlap_info.
+            for a in alerts:
+                if a["labels"]["alertname"] == "LibvirtPinningSharedHostCpu":
+                    desc = a["annotations"]["description"]
+                    if "host CPUs" not in desc.split("also claims", 1)[-1]:
+                        raise Failure(f"SharedHostCpu description lacks the other domain: {desc!r}")
+            if missing:
+                log(f"  ({len(missing)} metric name(s) used by the rules are not in the golden files: see WARN lines)")
+        finally:
+            srv.shutdown()
+            srv.server_close()
+
+    with_workdir(body)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("gen")
     sub.add_parser("lint")
     sub.add_parser("inhibition")
+    sub.add_parser("golden")
     st = sub.add_parser("storm")
     st.add_argument("--nodes", type=int, default=40, help="nodes in the rack that goes down")
     args = ap.parse_args()
-    fn = {"gen": cmd_gen, "lint": cmd_lint, "inhibition": cmd_inhibition, "storm": cmd_storm}[args.cmd]
+    fn = {"gen": cmd_gen, "lint": cmd_lint, "inhibition": cmd_inhibition, "golden": cmd_golden, "storm": cmd_storm}[args.cmd]
     try:
         fn(args)
     except Failure as e:
