@@ -650,7 +650,7 @@ class SimNode:
             if self.dirty:
                 text += (
                     'ovs_dirty_flow_info{bridge="br-int",check="missing_port",table="0",priority="100",'
-                    'cookie="0x1234",flow="table=0,priority=100,in_port=77 actions=output:99"} 1\n'
+                    'cookie="0x1234",flow="priority=100,in_port=77 actions=output:99"} 1\n'
                 )
         elif job == "log_pattern":
             self.lines_read += 100
@@ -837,7 +837,7 @@ def run_storm(daemons, hook, shipped_am, racks, loners, nodes, results):
     if len(alerts) != 1 or a["labels"].get("alertname") != "OvsDirtyFlows" or a["labels"].get("node") != victim.name or a["labels"].get("rack") != "r1":
         raise Failure(f"dirty flow: unexpected notification {describe_notes(notes)} labels {a['labels']}")
     desc = a["annotations"].get("description", "")
-    for want in ("br-int", "missing_port", victim.name, "rack r1", "in_port=77 actions=output:99"):
+    for want in ("br-int", "missing_port", victim.name, "rack r1", "table=0 cookie=0x1234 priority=100,in_port=77 actions=output:99"):
         if want not in desc:
             raise Failure(f"dirty flow: description lacks {want!r}: {desc!r}")
     log(f"  ok  dirty flow: 1 notification to {notes[0][1]}: {a['annotations']['summary']}")
