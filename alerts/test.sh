@@ -37,6 +37,27 @@ step() {
 step "promtool check rules" promtool check rules rules/*.yml topology/example.rules.yml
 step "promtool test rules" promtool test rules tests/*.test.yml
 step "amtool check-config" amtool check-config alertmanager.yml
+routes() {
+  # labels -> expected receiver, through amtool's own routing of the shipped config
+  local ok=0
+  while read -r want labels; do
+    [ -z "$want" ] && continue
+    # shellcheck disable=SC2086
+    if ! amtool config routes test --config.file=alertmanager.yml --verify.receivers="$want" $labels >/dev/null 2>&1; then
+      echo "  route of {$labels}: not $want"
+      ok=1
+    fi
+  done <<'CASES'
+pager severity=critical alertname=RackDown rack=r1
+pager severity=critical alertname=OvsDirtyFlows node=n1 rack=r1
+chat severity=warning alertname=ExporterDown node=n1
+mail severity=info alertname=Something
+chat alertname=NoSeverity
+CASES
+  return $ok
+}
+
+step "amtool routes" routes
 step "topology example rules up to date" python3 topology/gen_rules.py --check topology/example.rules.yml topology/node-rack.example.txt
 step "topology generator" python3 tests/harness.py gen
 step "lint (real Prometheus)" python3 tests/harness.py lint
