@@ -585,7 +585,6 @@ class SimNode:
         self.port = free_port()
         self.server = None
         self.dirty = False
-        self.started = time.time()
         self.lines_read = 0
         self.static = {job: self._static(job) for job in JOBS}
 
@@ -617,11 +616,12 @@ class SimNode:
                 L.append(f'ovs_flows{{bridge="br-int",table="{t}"}} {100 + t}')
             L += self._framework("ovs", ("flows",))
         elif job == "log_pattern":
-            for r in ("nova_error", "kernel_oom_kill"):
+            for r in ("nova_error", "kernel_oom_killer"):
                 L.append(f'log_pattern_rule_info{{rule="{r}",alert="true",severity=""}} 1')
                 L.append(f'log_pattern_matches_total{{rule="{r}",namespace="openstack",pod="nova-compute-{n}",container="nova-compute"}} 0')
             L.append("log_pattern_backlog_bytes 0")
-            L.append("log_pattern_parse_errors_total 0")
+            L.append("log_pattern_state_save_failures_total 0")
+            L.append('log_pattern_parse_errors_total{format="cri"} 0')
             for le in ("0.1", "1", "10", "60", "+Inf"):
                 L.append(f'log_pattern_event_lag_seconds_bucket{{le="{le}"}} 1000')
             L += self._framework("log_pattern", ("pods",))
