@@ -77,6 +77,7 @@ class Daemons:
     def __init__(self, workdir):
         self.workdir = workdir
         self.procs = []
+        self.cleanups = []  # loopback servers and the like, closed after the daemons
 
     def start(self, name, argv):
         logf = open(os.path.join(self.workdir, f"{name}.log"), "wb")
@@ -98,6 +99,12 @@ class Daemons:
             return ""
 
     def stop_all(self):
+        self._stop_procs()
+        for fn in reversed(self.cleanups):
+            fn()
+        self.cleanups = []
+
+    def _stop_procs(self):
         for _, p in reversed(self.procs):
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
@@ -740,12 +747,32 @@ def cmd_storm(args):
 def run_storm(daemons, hook, shipped_am, racks, loners, nodes, results):
     parallel(lambda n: n.up(), list(nodes.values()))
 
-    # Static rack mapping, through the shipped generator (rack-less nodes deliberately absent).
+    # Rack r1 through the static mapping and the shipped generator; rack r2 through
+    # kube-state-metrics' kube_node_labels (a loopback target); rack-less nodes in neither.
     mapping = os.path.join(daemons.workdir, "node-rack.txt")
     with open(mapping, "w") as f:
-        for r, ns in racks.items():
-            for n in ns:
-                f.write(f"{n} {r}\n")
+        for n in racks["r1"]:
+            f.write(f"{n} r1\n")
+    ksm_text = "".join(
+        f'kube_node_labels{{node="{n}",label_topology_kubernetes_io_rack="r2",label_kubernetes_io_os="linux"}} 1\n' for n in racks["r2"]
+    ) + 'kube_node_labels{node="lone-01",label_kubernetes_io_os="linux"} 1\n'
+
+    class KSM(BaseHTTPRequestHandler):
+        def do_GET(self):
+            b = ksm_text.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(b)))
+            self.end_headers()
+            self.wfile.write(b)
+
+        def log_message(self, *a):
+            pass
+
+    ksm = ThreadingHTTPServer(("127.0.0.1", 0), KSM)
+    ksm.daemon_threads = True
+    threading.Thread(target=ksm.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
+    daemons.cleanups.append(lambda: (ksm.shutdown(), ksm.server_close()))
     topo = subprocess.run([sys.executable, GEN, mapping], capture_output=True, text=True, check=True).stdout
 
     rules = {n: scale_rule_durations(t, TIME_SCALE) for n, t in shipped_rules().items()}
@@ -764,6 +791,7 @@ def run_storm(daemons, hook, shipped_am, racks, loners, nodes, results):
                 ],
             }
         )
+    scrape.append({"job_name": "kube-state-metrics", "static_configs": [{"targets": [f"127.0.0.1:{ksm.server_address[1]}"]}]})
     prom = start_prometheus(
         daemons,
         {
@@ -773,10 +801,10 @@ def run_storm(daemons, hook, shipped_am, racks, loners, nodes, results):
         },
         rules,
     )
-    n_targets = len(nodes) * len(JOBS)
+    n_targets = len(nodes) * len(JOBS) + 1
     rack_nodes = racks["r1"]
-    log(f"  storm: {len(rack_nodes)} nodes x {VMS_PER_NODE} VMs in rack r1, {len(racks['r2'])} in r2, "
-        f"{len(loners)} rack-less; {n_targets} targets; receivers {', '.join(receivers)}")
+    log(f"  storm: {len(rack_nodes)} nodes x {VMS_PER_NODE} VMs in rack r1 (static mapping), {len(racks['r2'])} in r2 "
+        f"(kube_node_labels), {len(loners)} rack-less; {n_targets} targets; receivers {', '.join(receivers)}")
 
     def count(q):
         r = prom_query(prom, q)
@@ -908,13 +936,15 @@ def run_storm(daemons, hook, shipped_am, racks, loners, nodes, results):
     all_notes = firing_notes(t0)
     other = [n for n in all_notes if n not in rack_notes]
 
-    def delivered(alertname, node):
-        return sum(1 for n in other for x in note_alerts(n) if x["labels"].get("alertname") == alertname and x["labels"].get("node") == node)
+    def delivered(alertname, node, rack):
+        return sum(1 for n in other for x in note_alerts(n)
+                   if x["labels"].get("alertname") == alertname and x["labels"].get("node") == node and x["labels"].get("rack") == rack)
 
-    controls = [("OvsDirtyFlows", "r2-n01"), ("OvsDirtyFlows", "lone-02"), ("NodeDown", "lone-01")]
-    for alertname, node in controls:
-        if delivered(alertname, node) != 1:
-            raise Failure(f"control {alertname} on {node}: delivered {delivered(alertname, node)} times, want 1; notes {describe_notes(other)}")
+    controls = [("OvsDirtyFlows", "r2-n01", "r2"), ("OvsDirtyFlows", "lone-02", None), ("NodeDown", "lone-01", None)]
+    for alertname, node, rack in controls:
+        if delivered(alertname, node, rack) != 1:
+            raise Failure(f"control {alertname} on {node} (rack {rack}): delivered {delivered(alertname, node, rack)} times, want 1; notes {describe_notes(other)}")
+    controls = [(a, n) for a, n, _ in controls]
     if len(other) != len(controls):
         raise Failure(f"unexpected notifications outside rack r1: {describe_notes(other)}")
     lone_sup = am_summary(lambda l: l.get("node") == "lone-01" and l.get("alertname") == "ExporterDown")
