@@ -521,6 +521,8 @@ INHIBIT_CASES = [
     # libvirt down silences that exporter's failing collectors, not another node's
     ("T10", {"alertname": "ExporterCollectorFailing", "instance": "n7:9177", "node": "n7", "collector": "domains"}, "suppressed", "suppressed"),
     ("T11", {"alertname": "ExporterCollectorFailing", "instance": "n8:9177", "node": "n8", "collector": "domains"}, "active", "suppressed"),
+    ("S8", {"alertname": "OvsFlowDumpFailing", "instance": "n8:9852", "node": "n8", "bridge": "br-int"}, "active", "suppressed"),
+    ("T14", {"alertname": "ExporterCollectorFailing", "instance": "n8:9852", "node": "n8", "collector": "flows"}, "suppressed", "suppressed"),
     # Fluent Bit: expired retries silence the dropped-records alert of the same output only
     ("S7", {"alertname": "FluentBitRetriesFailing", "instance": "n7:2020", "node": "n7", "name": "forward.0"}, "active", "suppressed"),
     ("T12", {"alertname": "FluentBitRecordsDropped", "instance": "n7:2020", "node": "n7", "name": "forward.0"}, "suppressed", "suppressed"),
@@ -619,6 +621,7 @@ class SimNode:
                 ]
             L += self._framework("libvirt", ("domains", "host", "pinning"))
         elif job == "ovs":
+            L.append('ovs_dump_success{bridge="br-int"} 1')
             for t in range(4):
                 L.append(f'ovs_flows{{bridge="br-int",table="{t}"}} {100 + t}')
             L += self._framework("ovs", ("flows",))
