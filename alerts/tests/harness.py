@@ -981,18 +981,26 @@ PREFIXES = {"libvirt": "libvirt", "ovs": "dirty_flow", "log_pattern": "log_patte
 _SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s+(\S+)')
 _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 
-# The libvirt alerts whose condition is "this per-domain metric > 0" (or a state code), so the
-# expected alerts can be read straight off an exposition file: (alert, metric, test, extra labels).
-LIBVIRT_PLAIN = [
-    ("LibvirtPinningSharedHostCpu", "libvirt_domain_pinning_overlap_cpus", lambda v: v > 0, {}),
-    ("LibvirtPinningDedicatedInSharedSet", "libvirt_domain_pinning_dedicated_in_shared_cpus", lambda v: v > 0, {}),
-    ("LibvirtPinningOutsideNovaSet", "libvirt_domain_pinning_outside_dedicated_set_cpus", lambda v: v > 0, {"set": "dedicated"}),
-    ("LibvirtPinningOutsideNovaSet", "libvirt_domain_pinning_outside_shared_set_cpus", lambda v: v > 0, {"set": "shared"}),
-    ("LibvirtPinningAffinityMismatch", "libvirt_domain_pinning_affinity_mismatch_vcpus", lambda v: v > 0, {}),
-    ("LibvirtDomainCrashed", "libvirt_domain_info_state", lambda v: v == 6, {}),
-    ("LibvirtDomainPausedUnexpectedly", "libvirt_domain_info_state", lambda v: v == 3, {}),
-    ("LibvirtDown", "libvirt_up", lambda v: v == 0, {}),
-]
+# Alerts whose condition is "this metric > 0" (or a state code), so the expected alerts can be read
+# straight off an exposition file: exporter -> [(alert, metric, test, extra labels)]. The alerts
+# are compared on (alertname, node, domain, set, bridge, check).
+PLAIN = {
+    "libvirt": [
+        ("LibvirtPinningSharedHostCpu", "libvirt_domain_pinning_overlap_cpus", lambda v: v > 0, {}),
+        ("LibvirtPinningDedicatedInSharedSet", "libvirt_domain_pinning_dedicated_in_shared_cpus", lambda v: v > 0, {}),
+        ("LibvirtPinningOutsideNovaSet", "libvirt_domain_pinning_outside_dedicated_set_cpus", lambda v: v > 0, {"set": "dedicated"}),
+        ("LibvirtPinningOutsideNovaSet", "libvirt_domain_pinning_outside_shared_set_cpus", lambda v: v > 0, {"set": "shared"}),
+        ("LibvirtPinningAffinityMismatch", "libvirt_domain_pinning_affinity_mismatch_vcpus", lambda v: v > 0, {}),
+        ("LibvirtDomainCrashed", "libvirt_domain_info_state", lambda v: v == 6, {}),
+        ("LibvirtDomainPausedUnexpectedly", "libvirt_domain_info_state", lambda v: v == 3, {}),
+        ("LibvirtDown", "libvirt_up", lambda v: v == 0, {}),
+    ],
+    "dirty_flow": [
+        ("OvsDirtyFlows", "ovs_dirty_flows", lambda v: v > 0, {}),
+        ("OvsFlowDumpFailing", "ovs_dump_success", lambda v: v == 0, {}),
+    ],
+}
+PLAIN_KEY = ("domain", "set", "bridge", "check")
 
 
 def golden_files():
@@ -1098,24 +1106,24 @@ def cmd_golden(_args):
             for m in missing:
                 log(f"  WARN golden: rules use {m}")
 
-            # 2. libvirt semantics: the alerts (pending or firing) are exactly what the files say.
+            # 2. Semantics: the alerts (pending or firing) are exactly what the files say.
+            names = {a for rows in PLAIN.values() for a, _, _, _ in rows}
             alerts = prom_alerts(prom, "pending") + prom_alerts(prom, "firing")
-            got = sorted({(a["labels"]["alertname"], a["labels"]["node"], a["labels"].get("domain", ""), a["labels"].get("set", ""))
-                          for a in alerts if a["labels"]["alertname"].startswith("Libvirt")})
+            got = sorted({(a["labels"]["alertname"], a["labels"]["node"]) + tuple(a["labels"].get(k, "") for k in PLAIN_KEY)
+                          for a in alerts if a["labels"]["alertname"] in names})
             want = set()
             for exp, path in files:
-                if exp != "libvirt":
-                    continue
-                node = f"libvirt-{os.path.basename(path)[:-5]}"
-                for alert, metric, test, extra in LIBVIRT_PLAIN:
-                    for n, labels, v in parse_exposition(contents[f"/libvirt/{os.path.basename(path)}"]):
+                node = f"{exp}-{os.path.basename(path)[:-5]}"
+                for alert, metric, test, extra in PLAIN.get(exp, []):
+                    for n, labels, v in parse_exposition(contents[f"/{exp}/{os.path.basename(path)}"]):
                         if n == metric and test(v):
-                            want.add((alert, node, labels.get("domain", ""), extra.get("set", "")))
+                            labels = dict(labels, **extra)
+                            want.add((alert, node) + tuple(labels.get(k, "") for k in PLAIN_KEY))
             want = sorted(want)
             if got != want:
-                raise Failure(f"libvirt alerts on the golden files differ:\n    got  {got}\n    want {want}")
+                raise Failure(f"alerts on the golden files differ:\n    got  {got}\n    want {want}")
             kinds = sorted({w[0] for w in want})
-            log(f"  ok  golden: {len(files)} real exporter outputs scraped; {len(want)} libvirt alerts exactly as the files say ({', '.join(kinds)})")
+            log(f"  ok  golden: {len(files)} real exporter outputs scraped; {len(want)} alerts exactly as the files say ({', '.join(kinds)})")
             # The overlap alert names the other domain, from libvirt_domain_pinning_overlap_info.
             for a in alerts:
                 if a["labels"]["alertname"] == "LibvirtPinningSharedHostCpu":
