@@ -741,9 +741,10 @@ def cmd_storm(args):
     with_workdir(body)
     log("")
     log("  storm summary (raw = alerts firing in Prometheus; AM = active/suppressed in Alertmanager)")
-    log(f"  {'scenario':<34} {'raw':>5} {'AM act/sup':>11} {'notifications':>14}  limit")
+    log(f"  {'scenario':<34} {'raw':>5} {'AM act/sup':>11} {'notifications':>14}  {'limit':<6} first notification after")
     for r in results:
-        log(f"  {r['name']:<34} {r['raw']:>5} {r['am']:>11} {r['notes']:>14}  {r['limit']}")
+        first = "" if r.get("first") is None else f"{r['first']:.1f}s (x{TIME_SCALE} = {r['first'] * TIME_SCALE / 60:.1f} min in production)"
+        log(f"  {r['name']:<34} {r['raw']:>5} {r['am']:>11} {r['notes']:>14}  {r['limit']:<6} {first}")
     log(f"  wall time {time.monotonic() - t_start:.0f}s")
 
 
@@ -861,7 +862,7 @@ def run_storm(daemons, hook, shipped_am, racks, loners, nodes, results):
     act, sup = am_summary()
     time.sleep(settle)
     notes = firing_notes(t0)
-    results.append({"name": "one dirty flow on one node", "raw": raw, "am": f"{act}/{sup}", "notes": len(notes), "limit": "== 1"})
+    results.append({"name": "one dirty flow on one node", "raw": raw, "am": f"{act}/{sup}", "notes": len(notes), "limit": "== 1", "first": notes[0][0] - t0 if notes else None})
     if len(notes) != 1:
         raise Failure(f"dirty flow: {len(notes)} notifications, want exactly 1: {describe_notes(notes)}")
     alerts = note_alerts(notes[0])
@@ -895,7 +896,7 @@ def run_storm(daemons, hook, shipped_am, racks, loners, nodes, results):
     raw = len(prom_alerts(prom))
     act, sup = am_summary()
     notes = firing_notes(t0)
-    results.append({"name": "one node down", "raw": raw, "am": f"{act}/{sup}", "notes": len(notes), "limit": "<= 1"})
+    results.append({"name": "one node down", "raw": raw, "am": f"{act}/{sup}", "notes": len(notes), "limit": "<= 1", "first": notes[0][0] - t0 if notes else None})
     names = sorted({x["labels"]["alertname"] for n in notes for x in note_alerts(n)})
     if len(notes) != 1 or names != ["NodeDown"]:
         raise Failure(f"node down: {len(notes)} notifications ({describe_notes(notes)}), want exactly 1 NodeDown")
@@ -929,7 +930,7 @@ def run_storm(daemons, hook, shipped_am, racks, loners, nodes, results):
     raw = sum(1 for a in prom_alerts(prom) if in_r1(a["labels"]))
     act, sup = am_summary(in_r1)
     rack_notes = firing_notes(t0, lambda n: n[2].get("groupLabels", {}).get("rack") == "r1")
-    results.append({"name": "whole rack down (40 nodes)", "raw": raw, "am": f"{act}/{sup}", "notes": len(rack_notes), "limit": "<= 2"})
+    results.append({"name": "whole rack down (40 nodes)", "raw": raw, "am": f"{act}/{sup}", "notes": len(rack_notes), "limit": "<= 2", "first": rack_notes[0][0] - t0 if rack_notes else None})
     names = sorted({x["labels"]["alertname"] for n in rack_notes for x in note_alerts(n)})
     if not 1 <= len(rack_notes) <= 2 or "RackDown" not in names:
         raise Failure(f"rack down: {len(rack_notes)} notifications for rack r1 ({describe_notes(rack_notes)}), want 1..2 with RackDown")
@@ -953,7 +954,7 @@ def run_storm(daemons, hook, shipped_am, racks, loners, nodes, results):
     lone_sup = am_summary(lambda l: l.get("node") == "lone-01" and l.get("alertname") == "ExporterDown")
     if lone_sup != (0, len(JOBS)):
         raise Failure(f"lone-01's ExporterDown alerts: active/suppressed {lone_sup}, want 0/{len(JOBS)}")
-    results.append({"name": "  controls outside r1 (3 alerts)", "raw": len(prom_alerts(prom)) - raw - len(JOBS), "am": "3/0", "notes": len(other), "limit": "== 3"})
+    results.append({"name": "  controls outside r1 (3 alerts)", "raw": len(prom_alerts(prom)) - raw - len(JOBS), "am": "3/0", "notes": len(other), "limit": "== 3", "first": None})
     log("  ok  controls: r2 dirty flow, rack-less lone-02 dirty flow and lone-01 NodeDown each notified once;"
         " lone-01's ExporterDown suppressed by its own NodeDown only")
 
