@@ -19,7 +19,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   exit 1
 fi
 
-declare -a names results
+declare -a results
 failed=0
 step() {
   local name=$1

@@ -127,6 +127,33 @@ def _die_with_parent():
         pass
 
 
+_HANDED_OUT = set()
+
+
+def rebindable_port():
+    """A free loopback port outside the kernel's ephemeral range, so that no outgoing connection
+    (Prometheus opens one per scrape) can take it while a simulated node is switched off and the
+    node can listen on it again."""
+    import random
+
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            lo, hi = map(int, f.read().split())
+    except (OSError, ValueError):
+        lo, hi = 32768, 60999
+    candidates = [p for p in range(10000, 65536) if not lo <= p <= hi and p not in _HANDED_OUT]
+    for p in random.sample(candidates, min(500, len(candidates))):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", p))
+                _HANDED_OUT.add(p)
+                return p
+            except OSError:
+                continue
+    raise Failure("no free loopback port outside the ephemeral range")
+
+
 def free_port():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -591,7 +618,7 @@ class SimNode:
 
     def __init__(self, name, rack):
         self.name, self.rack = name, rack
-        self.port = free_port()
+        self.port = rebindable_port()
         self.server = None
         self.dirty = False
         self.lines_read = 0
