@@ -18,11 +18,15 @@ cleanup() {
   echo
   echo "Stopping the demo..."
   for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pidfile in "$WORK"/ovs/*.pid; do
-    [ -f "$pidfile" ] && kill -TERM "$(cat "$pidfile")" 2>/dev/null || true
+  bash "$REPO/exporters/dirty_flow/demo/ovs-sandbox.sh" stop "$WORK/ovs" >/dev/null 2>&1 || true
+  for _ in $(seq 50); do
+    alive=0
+    for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [ $alive -eq 0 ] && break
+    sleep 0.1
   done
-  sleep 1
   for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
   rm -rf "$WORK"
 }
 trap cleanup EXIT INT TERM
@@ -62,15 +66,55 @@ start libvirt_exporter "$WORK/libvirt_exporter.log" "$BIN/libvirt_exporter" \
 # --- dirty_flow_exporter -------------------------------------------------------------------
 OVS_RUNDIR="$WORK/ovs"
 mkdir -p "$OVS_RUNDIR"
-if [ -x "$REPO/exporters/dirty_flow/demo/sandbox.sh" ]; then
-  bash "$REPO/exporters/dirty_flow/demo/sandbox.sh" "$OVS_RUNDIR" >"$WORK/ovs-sandbox.log" 2>&1 \
-    || echo "OVS sandbox failed to start: see $WORK/ovs-sandbox.log"
-fi
-OVS_ARGS=(--ovs.rundir="$OVS_RUNDIR" --web.listen-address=127.0.0.1:$OVS_PORT)
+bash "$REPO/exporters/dirty_flow/demo/ovs-sandbox.sh" start "$OVS_RUNDIR" >"$WORK/ovs-sandbox.log" 2>&1 \
+  || echo "OVS sandbox failed to start: see $WORK/ovs-sandbox.log"
+OVS_ARGS=(--ovs.rundir="$OVS_RUNDIR" --ovs.db="unix:$OVS_RUNDIR/db.sock" --web.listen-address=127.0.0.1:$OVS_PORT)
 if [ -f "$REPO/exporters/dirty_flow/demo/checks.yml" ]; then
   OVS_ARGS+=(--config.file="$REPO/exporters/dirty_flow/demo/checks.yml")
 fi
 start dirty_flow_exporter "$WORK/dirty_flow_exporter.log" "$BIN/dirty_flow_exporter" "${OVS_ARGS[@]}"
+
+# --- Prometheus, Alertmanager and a webhook receiver ----------------------------------------
+NODE=demo-node-1
+echo "$NODE demo-rack-1" > "$WORK/node-rack.txt"
+python3 "$REPO/alerts/topology/gen_rules.py" "$WORK/node-rack.txt" -o "$WORK/topology.rules.yml"
+start "webhook receiver" "$WORK/webhook.out" python3 "$REPO/scripts/demo-webhook.py" $HOOK_PORT "$WORK/notifications.jsonl"
+# The shipped Alertmanager config with its placeholder receivers pointed at the local webhook.
+sed '/^# --- receivers/,$d' "$REPO/alerts/alertmanager.yml" > "$WORK/alertmanager.yml"
+cat >> "$WORK/alertmanager.yml" <<AM
+receivers:
+  - name: pager
+    webhook_configs: [{url: "http://127.0.0.1:$HOOK_PORT/pager", send_resolved: true}]
+  - name: chat
+    webhook_configs: [{url: "http://127.0.0.1:$HOOK_PORT/chat", send_resolved: true}]
+  - name: mail
+    webhook_configs: [{url: "http://127.0.0.1:$HOOK_PORT/mail", send_resolved: false}]
+AM
+sed -i '/smtp_/d' "$WORK/alertmanager.yml"
+start alertmanager "$WORK/alertmanager.log" prometheus-alertmanager \
+  --config.file="$WORK/alertmanager.yml" --storage.path="$WORK/am-data" \
+  --web.listen-address=127.0.0.1:$AM_PORT --cluster.listen-address=
+cat > "$WORK/prometheus.yml" <<PROM
+global:
+  scrape_interval: 5s
+  evaluation_interval: 5s
+rule_files:
+  - $REPO/alerts/rules/*.yml
+  - $WORK/topology.rules.yml
+alerting:
+  alertmanagers:
+    - static_configs: [{targets: ["127.0.0.1:$AM_PORT"]}]
+scrape_configs:
+  - job_name: log_pattern
+    static_configs: [{targets: ["127.0.0.1:$LOG_PORT"], labels: {node: $NODE}}]
+  - job_name: libvirt
+    static_configs: [{targets: ["127.0.0.1:$LIBVIRT_PORT"], labels: {node: $NODE}}]
+  - job_name: dirty_flow
+    static_configs: [{targets: ["127.0.0.1:$OVS_PORT"], labels: {node: $NODE}}]
+PROM
+start prometheus "$WORK/prometheus.log" prometheus \
+  --config.file="$WORK/prometheus.yml" --storage.tsdb.path="$WORK/prom-data" \
+  --web.listen-address=127.0.0.1:$PROM_PORT --rules.alert.resend-delay=1s
 
 sleep 1
 cat <<MSG
@@ -79,6 +123,12 @@ The demo is running (work dir $WORK). Open:
   log_pattern_exporter  http://127.0.0.1:$LOG_PORT/metrics      log_pattern_matches_total rises as the writer logs
   libvirt_exporter      http://127.0.0.1:$LIBVIRT_PORT/metrics      nova domains, pinning, overlapping pins
   dirty_flow_exporter   http://127.0.0.1:$OVS_PORT/metrics      ovs_dirty_flows > 0 for the one dirty flow
+  Prometheus            http://127.0.0.1:$PROM_PORT/alerts       the shipped rules; expect OvsDirtyFlows and the
+                                                           libvirt pinning alerts to fire within minutes
+  Alertmanager          http://127.0.0.1:$AM_PORT/           grouping and inhibition as shipped
+Notifications received by the local webhook are printed below as they arrive.
 Press Ctrl-C to stop everything.
 MSG
+tail -n +1 -F "$WORK/webhook.out" 2>/dev/null &
+PIDS+=($!)
 wait
