@@ -1,0 +1,110 @@
+#!/usr/bin/env python3
+"""Tests the Grafana dashboards.
+
+    test.py --check                 valid JSON, schema basics, and no drift from generate.py
+    test.py --prometheus URL        every panel query returns data from a real Prometheus
+                                    (scraping the demo's exporters with the shipped rules)
+
+Exit status 0 when everything holds; the failures are printed otherwise.
+"""
+import argparse
+import glob
+import json
+import os
+import sys
+import urllib.parse
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import generate  # noqa: E402
+
+
+def load_all():
+    boards = {}
+    for path in sorted(glob.glob(os.path.join(HERE, "*.json"))):
+        with open(path, encoding="utf-8") as f:
+            boards[os.path.basename(path)] = json.load(f)
+    return boards
+
+
+def queries(board):
+    for p in board["panels"]:
+        for t in p.get("targets", []):
+            yield p["title"], t["expr"]
+
+
+def check():
+    errors = []
+    rendered = generate.render()
+    boards = load_all()
+    if set(boards) != set(rendered):
+        errors.append(f"dashboards on disk {sorted(boards)} != generated {sorted(rendered)}")
+    for name, text in rendered.items():
+        on_disk = os.path.join(HERE, name)
+        if os.path.exists(on_disk) and open(on_disk, encoding="utf-8").read() != text:
+            errors.append(f"{name} differs from generate.py output: run python3 dashboards/generate.py")
+    for name, b in boards.items():
+        if b.get("schemaVersion", 0) < 36:
+            errors.append(f"{name}: schemaVersion {b.get('schemaVersion')} is too old")
+        var_names = [v["name"] for v in b["templating"]["list"]]
+        for v in ("datasource", "rack", "node"):
+            if v not in var_names:
+                errors.append(f"{name}: variable {v} missing")
+        ids = [p["id"] for p in b["panels"]]
+        if len(ids) != len(set(ids)):
+            errors.append(f"{name}: duplicate panel ids")
+        for p in b["panels"]:
+            if p["type"] == "row":
+                continue
+            if not p.get("targets"):
+                errors.append(f"{name}: panel {p['title']!r} has no query")
+            if p.get("datasource", {}).get("uid") != "${datasource}":
+                errors.append(f"{name}: panel {p['title']!r} does not use the datasource variable")
+            for t in p.get("targets", []):
+                if '$node' not in t["expr"]:
+                    errors.append(f"{name}: {p['title']!r} query does not filter on $node: {t['expr']}")
+    return errors
+
+
+def run_queries(url):
+    errors = []
+    total = 0
+    for name, b in load_all().items():
+        for title, expr in queries(b):
+            total += 1
+            q = expr.replace("$node", ".*").replace("$rack", ".*")
+            full = url.rstrip("/") + "/api/v1/query?" + urllib.parse.urlencode({"query": q})
+            try:
+                with urllib.request.urlopen(full, timeout=10) as r:
+                    data = json.load(r)
+            except Exception as e:  # noqa: BLE001 - report any failure per query
+                errors.append(f"{name}: {title!r}: query failed: {e}: {q}")
+                continue
+            if data.get("status") != "success":
+                errors.append(f"{name}: {title!r}: {data.get('error')}: {q}")
+            elif not data["data"]["result"]:
+                errors.append(f"{name}: {title!r}: no data: {q}")
+    print(f"dashboards: {total - len(errors)} of {total} panel queries returned data")
+    return errors
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--check", action="store_true")
+    ap.add_argument("--prometheus")
+    args = ap.parse_args()
+    errors = []
+    if args.check:
+        errors += check()
+        if not errors:
+            print(f"dashboards: {len(load_all())} dashboards valid and up to date")
+    if args.prometheus:
+        errors += run_queries(args.prometheus)
+    for e in errors:
+        print("FAIL", e)
+    sys.exit(1 if errors else 0)
+
+
+if __name__ == "__main__":
+    main()
