@@ -177,9 +177,9 @@ def libvirt():
             description="More than one dedicated vCPU on a host CPU is broken pinning.")
     b.panel("table", "Declared vCPU pinning", [(f'libvirt_domain_vcpu_pinning_info{{{SEL}}}', "")])
     b.panel("timeseries", "Broken pinning", [
-        (f'libvirt_domain_pinning_overlap_cpus{{{SEL}}} > 0', "shared host CPUs: {{domain}}"),
-        (f'libvirt_domain_pinning_dedicated_in_shared_cpus{{{SEL}}} > 0', "dedicated in shared set: {{domain}}"),
-        (f'libvirt_domain_pinning_affinity_mismatch_vcpus{{{SEL}}} > 0', "live affinity differs: {{domain}}"),
+        (f'libvirt_domain_pinning_overlap_cpus{{{SEL}}}', "shared host CPUs: {{domain}}"),
+        (f'libvirt_domain_pinning_dedicated_in_shared_cpus{{{SEL}}}', "dedicated in shared set: {{domain}}"),
+        (f'libvirt_domain_pinning_affinity_mismatch_vcpus{{{SEL}}}', "live affinity differs: {{domain}}"),
     ], w=24)
     b.panel("table", "Overlapping pins", [(f'libvirt_domain_pinning_overlap_info{{{SEL}}}', "")], w=24)
     return b
