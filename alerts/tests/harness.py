@@ -496,6 +496,15 @@ def cmd_lint(_args):
         ladder = [dur.get(n) for n in ("RackDown", "NodeDown", "ExporterDown")]
         if None in ladder or not ladder[0] < ladder[1] < ladder[2]:
             problems.append(f"`for` of RackDown < NodeDown < ExporterDown does not hold: {ladder}")
+        # Runbooks: none without its alert, and the index lists every one.
+        with open(os.path.join(RUNBOOKS, "README.md")) as f:
+            index = f.read()
+        for n in sorted(os.listdir(RUNBOOKS)):
+            if n.endswith(".md") and n != "README.md":
+                if n[:-3] not in names:
+                    problems.append(f"docs/runbooks/{n}: no alert of that name")
+                if f"({n})" not in index:
+                    problems.append(f"docs/runbooks/README.md does not list {n}")
         for extra in sorted(set(cov) - names):
             problems.append(f"tests name alert {extra!r} that no rule defines")
         for p in problems:
