@@ -818,6 +818,10 @@ def run_storm(daemons, hook, shipped_am, racks, loners, nodes, results):
     rules = {n: scale_rule_durations(t, TIME_SCALE) for n, t in shipped_rules().items()}
     rules["topology-static.yml"] = topo
     am_cfg, receivers = am_test_config(shipped_am, f"http://127.0.0.1:{hook.port}", TIME_SCALE)
+    if os.environ.get("STORM_MUTATE") == "no-inhibit":
+        # Self-check of this test: without the inhibit rules the limits must be exceeded.
+        am_cfg = re.sub(r"^inhibit_rules:.*?(?=^\S)", "inhibit_rules: []\n", am_cfg, flags=re.M | re.S)
+        log("  MUTATED: inhibit rules removed; this run is expected to FAIL")
     am = start_alertmanager(daemons, "alertmanager", am_cfg)
     am_port = am.rsplit(":", 1)[1]
     scrape = []
