@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 use inotify::{Inotify, WatchMask, Watches};
 
 use crate::discovery::{ScanResult, Source};
-use crate::metrics::{SaveStats, Snapshot};
+use crate::metrics::{Gauges, SaveStats, Snapshot};
 use crate::rules::LineSink;
-use crate::state;
+use crate::state::{self, State};
 use crate::tail::{Engine, Options};
 use crate::Error;
 
@@ -91,7 +91,7 @@ pub fn start(opts: ServiceOptions, sink: Box<dyn LineSink>) -> Result<Handle, Er
     } else {
         None
     };
-    let mut svc = Service::new(opts, sink, watches, flags);
+    let mut svc = Service::new(opts, sink, watches, flags)?;
     std::thread::Builder::new()
         .name("tailer".into())
         .spawn(move || svc.run(&rx))
@@ -124,15 +124,80 @@ fn inotify_loop(mut inotify: Inotify, tx: &mpsc::Sender<Msg>, flags: &FsFlags) {
     }
 }
 
+type Waiter = tokio::sync::oneshot::Sender<Arc<Snapshot>>;
+
+/// A consistent state to make durable, and who waits for it.
+struct SaveJob {
+    state: State,
+    gauges: Gauges,
+    waiters: Vec<Waiter>,
+    /// Set by the last job, at shutdown.
+    done: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+/// The saving thread: writes and fsyncs while the tailer keeps reading. Jobs that pile up
+/// during a slow fsync are merged (the newest state wins, every waiter is answered).
+struct Saver {
+    path: Option<PathBuf>,
+    stats: SaveStats,
+    /// Values of the last durable save.
+    durable: Snapshot,
+}
+
+impl Saver {
+    fn run(mut self, rx: &mpsc::Receiver<SaveJob>) {
+        while let Ok(mut job) = rx.recv() {
+            while let Ok(next) = rx.try_recv() {
+                let mut waiters = std::mem::take(&mut job.waiters);
+                waiters.extend(next.waiters);
+                let done = job.done.take().or(next.done);
+                job = SaveJob {
+                    waiters,
+                    done,
+                    ..next
+                };
+            }
+            self.save(job.state);
+            let mut snap = self.durable.clone();
+            snap.gauges = job.gauges;
+            snap.saves = self.stats.clone();
+            let snap = Arc::new(snap);
+            for w in job.waiters {
+                let _ = w.send(Arc::clone(&snap));
+            }
+            if let Some(done) = job.done {
+                let _ = done.send(());
+                return;
+            }
+        }
+    }
+
+    fn save(&mut self, st: State) {
+        if let Some(path) = &self.path {
+            match state::save(path, &st) {
+                Ok(()) => {
+                    self.stats.saves += 1;
+                    self.stats.last_success_timestamp = unix_now();
+                }
+                Err(e) => {
+                    self.stats.failures += 1;
+                    tracing::error!(error = %e, "cannot save state; serving the values of the last good save");
+                    return;
+                }
+            }
+        }
+        self.durable.counters = st.counters;
+        self.durable.matches = st.matches;
+    }
+}
+
 struct Service {
     opts: ServiceOptions,
     engine: Engine,
     watches: Option<Watches>,
     watched: HashSet<PathBuf>,
     flags: Arc<FsFlags>,
-    saves: SaveStats,
-    /// Values of the last durable save.
-    durable: Snapshot,
+    saver: mpsc::Sender<SaveJob>,
 }
 
 fn unix_now() -> f64 {
@@ -147,7 +212,7 @@ impl Service {
         sink: Box<dyn LineSink>,
         watches: Option<Watches>,
         flags: Arc<FsFlags>,
-    ) -> Self {
+    ) -> Result<Self, Error> {
         let mut engine = Engine::new(opts.engine.clone(), sink);
         let mut saves = SaveStats::default();
         if let Some(path) = &opts.state_file {
@@ -164,51 +229,43 @@ impl Service {
             }
         }
         let st = engine.state();
-        let durable = Snapshot {
-            counters: st.counters,
-            matches: st.matches,
-            ..Snapshot::default()
+        let saver = Saver {
+            path: opts.state_file.clone(),
+            stats: saves,
+            durable: Snapshot {
+                counters: st.counters,
+                matches: st.matches,
+                ..Snapshot::default()
+            },
         };
-        Self {
+        let (tx, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("state-saver".into())
+            .spawn(move || saver.run(&rx))
+            .map_err(Error::Thread)?;
+        Ok(Self {
             opts,
             engine,
             watches,
             watched: HashSet::new(),
             flags,
-            saves,
-            durable,
-        }
+            saver: tx,
+        })
     }
 
     fn rescan(&mut self, trigger: &str) {
         crate::metrics::Counters::inc(&mut self.engine.counters_mut().rescans, trigger);
         let mut out = ScanResult::default();
-        for s in &self.opts.sources {
-            s.scan(&mut out);
-        }
-        if let Some(w) = &mut self.watches {
-            let mask = WatchMask::CREATE
-                | WatchMask::MOVED_TO
-                | WatchMask::MOVED_FROM
-                | WatchMask::DELETE
-                | WatchMask::MODIFY
-                | WatchMask::DELETE_SELF
-                | WatchMask::MOVE_SELF
-                | WatchMask::ONLYDIR;
-            let now: HashSet<PathBuf> = out.dirs.iter().cloned().collect();
-            for d in &out.dirs {
-                if !self.watched.contains(d) {
-                    if let Err(e) = w.add(d, mask) {
-                        tracing::warn!(dir = %d.display(), error = %e, "cannot watch directory; relying on rescans");
-                        continue;
-                    }
-                }
+        // A directory created between its parent's readdir and the parent's watch would be
+        // missed until the next periodic rescan: scan again while new watches were added.
+        for _ in 0..8 {
+            out = ScanResult::default();
+            for s in &self.opts.sources {
+                s.scan(&mut out);
             }
-            // Watches of removed directories vanish with them; forget them so that a directory
-            // created again at the same path is watched again.
-            self.watched = now;
-        } else {
-            self.watched = out.dirs.iter().cloned().collect();
+            if !self.watch(&out.dirs) {
+                break;
+            }
         }
         for (dir, kind) in &out.errors {
             let reason = if *kind == std::io::ErrorKind::PermissionDenied {
@@ -221,42 +278,58 @@ impl Service {
         self.engine.apply_scan(out.files, trigger == "periodic");
     }
 
-    fn save(&mut self) {
-        let st = self.engine.state();
-        match &self.opts.state_file {
-            None => {}
-            Some(path) => match state::save(path, &st) {
-                Ok(()) => {
-                    self.saves.saves += 1;
-                    self.saves.last_success_timestamp = unix_now();
+    /// Watches `dirs`; returns whether a directory was newly watched.
+    fn watch(&mut self, dirs: &[PathBuf]) -> bool {
+        let now: HashSet<PathBuf> = dirs.iter().cloned().collect();
+        let mut added = false;
+        if let Some(w) = &mut self.watches {
+            let mask = WatchMask::CREATE
+                | WatchMask::MOVED_TO
+                | WatchMask::MOVED_FROM
+                | WatchMask::DELETE
+                | WatchMask::MODIFY
+                | WatchMask::DELETE_SELF
+                | WatchMask::MOVE_SELF
+                | WatchMask::ONLYDIR;
+            for d in dirs {
+                if self.watched.contains(d) {
+                    continue;
                 }
-                Err(e) => {
-                    self.saves.failures += 1;
-                    tracing::error!(error = %e, "cannot save state; serving the values of the last good save");
-                    return;
+                match w.add(d, mask) {
+                    Ok(_) => added = true,
+                    Err(e) => {
+                        tracing::warn!(dir = %d.display(), error = %e, "cannot watch directory; relying on rescans");
+                    }
                 }
-            },
+            }
         }
-        self.durable.counters = st.counters;
-        self.durable.matches = st.matches;
+        // Watches of removed directories vanish with them; forget them so that a directory
+        // created again at the same path is watched again.
+        self.watched = now;
+        added
     }
 
-    fn served(&self) -> Arc<Snapshot> {
-        let mut s = self.durable.clone();
-        s.gauges = self.engine.gauges();
-        s.gauges.dirs_watched = if self.watches.is_some() {
-            self.watched.len() as u64
-        } else {
-            0
+    /// Hands a consistent state to the saver; `waiters` get the values once it is durable.
+    fn save(&mut self, waiters: Vec<Waiter>, done: Option<tokio::sync::oneshot::Sender<()>>) {
+        let mut gauges = self.engine.gauges();
+        if self.watches.is_some() {
+            gauges.dirs_watched = self.watched.len() as u64;
+        }
+        let job = SaveJob {
+            state: self.engine.state(),
+            gauges,
+            waiters,
+            done,
         };
-        s.saves = self.saves.clone();
-        Arc::new(s)
+        if self.saver.send(job).is_err() {
+            tracing::error!("the state saver has stopped");
+        }
     }
 
     fn run(&mut self, rx: &mpsc::Receiver<Msg>) {
         self.rescan("start");
         while self.engine.read_all() {}
-        self.save();
+        self.save(Vec::new(), None);
         let mut next_rescan = Instant::now() + self.opts.rescan_interval;
         let mut next_save = Instant::now() + self.opts.save_interval;
         let mut more = false;
@@ -298,20 +371,14 @@ impl Service {
             }
             more = self.engine.read_all();
             self.engine.reap();
-            if !waiters.is_empty() || stop.is_some() || Instant::now() >= next_save {
-                self.save();
-                next_save = Instant::now() + self.opts.save_interval;
-            }
-            if !waiters.is_empty() {
-                let snap = self.served();
-                for w in waiters {
-                    let _ = w.send(Arc::clone(&snap));
-                }
-            }
             if let Some(tx) = stop {
-                tracing::info!("tailer stopped");
-                let _ = tx.send(());
+                tracing::info!("tailer stopping");
+                self.save(waiters, Some(tx));
                 return;
+            }
+            if !waiters.is_empty() || Instant::now() >= next_save {
+                self.save(waiters, None);
+                next_save = Instant::now() + self.opts.save_interval;
             }
         }
     }

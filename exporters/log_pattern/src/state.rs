@@ -81,12 +81,25 @@ pub struct FileState {
     pub rotated: bool,
 }
 
+/// A rotated file (plain or compressed) already read to its end and let go, remembered while it
+/// is still in its directory so that it is not read again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Done {
+    pub dev: u64,
+    pub ino: u64,
+    /// Of the (decompressed) content.
+    pub fingerprint: Fingerprint,
+}
+
 /// The whole state file.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct State {
     pub version: u32,
     pub saved_at: f64,
     pub files: Vec<FileState>,
+    /// Rotated files already read, per directory.
+    #[serde(default)]
+    pub done: std::collections::BTreeMap<PathBuf, Vec<Done>>,
     pub counters: Counters,
     pub matches: Vec<SeriesValue>,
 }

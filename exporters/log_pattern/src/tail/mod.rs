@@ -25,7 +25,7 @@ use crate::config::StartAt;
 use crate::discovery::Found;
 use crate::metrics::{Counters, Gauges};
 use crate::rules::{Labels, LineSink, SourceId};
-use crate::state::{self, FileState, Fingerprint, State, FINGERPRINT_BYTES};
+use crate::state::{self, Done, FileState, Fingerprint, State, FINGERPRINT_BYTES};
 use lines::{Ctx, LineReader};
 
 /// Tuning of the engine.
@@ -92,6 +92,8 @@ pub struct Engine {
     errored: HashSet<PathBuf>,
     /// Saved files to find again at the first scan.
     recovering: Option<Vec<FileState>>,
+    /// Rotated files already read, per directory (pruned when they leave it).
+    done: BTreeMap<PathBuf, Vec<Done>>,
     /// A saved state was restored: this is not the very first start.
     had_state: bool,
     scanned: bool,
@@ -182,6 +184,7 @@ impl Engine {
             next_key: 0,
             errored: HashSet::new(),
             recovering: None,
+            done: BTreeMap::new(),
             had_state: false,
             scanned: false,
             buf: vec![0; 256 * 1024],
@@ -193,6 +196,7 @@ impl Engine {
         self.counters = state.counters;
         self.sink.restore(&state.matches);
         self.recovering = Some(state.files);
+        self.done = state.done;
         self.had_state = true;
     }
 
@@ -247,8 +251,133 @@ impl Engine {
                     rotated: f.rotated.is_some(),
                 })
                 .collect(),
+            done: self.done.clone(),
             counters: self.counters.clone(),
             matches: self.sink.values(),
+        }
+    }
+
+    fn remember_done(&mut self, path: &Path, d: Done) {
+        const PER_DIR: usize = 64;
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let v = self.done.entry(dir).or_default();
+        if !v.contains(&d) {
+            v.push(d);
+        }
+        if v.len() > PER_DIR {
+            v.remove(0);
+        }
+    }
+
+    /// Decompressed first bytes of a `.gz` file.
+    fn gz_head(p: &Path) -> Option<Vec<u8>> {
+        let f = File::open(p).ok()?;
+        let mut d = flate2::read::GzDecoder::new(f).take(FINGERPRINT_BYTES as u64);
+        let mut h = Vec::new();
+        d.read_to_end(&mut h).ok()?;
+        Some(h)
+    }
+
+    /// Rotated siblings of the followed files in `dir` (`<base>.<suffix>`, `.gz` included)
+    /// that the engine does not know: renamed (or renamed and compressed) before it ever
+    /// opened them. They are read from byte 0, except at the very first start, where they are
+    /// history.
+    fn check_siblings(&mut self, dir: &Path, bases: &[(String, Labels)], first: bool) {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        let open: HashSet<(u64, u64)> = self.files.values().map(|f| (f.dev, f.ino)).collect();
+        let open_fps: Vec<Fingerprint> = self.files.values().map(|f| f.fingerprint).collect();
+        let mut present = HashSet::new();
+        let mut entries: Vec<PathBuf> = rd.filter_map(Result::ok).map(|e| e.path()).collect();
+        entries.sort();
+        for p in entries {
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let Some((_, labels)) = bases.iter().find(|(b, _)| {
+                name.len() > b.len() + 1
+                    && name.starts_with(b.as_str())
+                    && name.as_bytes()[b.len()] == b'.'
+            }) else {
+                continue;
+            };
+            if name.ends_with(".tmp") {
+                continue;
+            }
+            let Ok(meta) = std::fs::metadata(&p) else {
+                continue;
+            };
+            if !meta.is_file() {
+                continue;
+            }
+            let id = (meta.dev(), meta.ino());
+            present.insert(id);
+            if open.contains(&id) {
+                continue;
+            }
+            let gz = is_gz(&p);
+            let head = if gz {
+                Self::gz_head(&p)
+            } else {
+                File::open(&p)
+                    .ok()
+                    .and_then(|f| head(&f, FINGERPRINT_BYTES).ok())
+            };
+            let Some(head) = head else { continue };
+            let matches = |fp: &Fingerprint| {
+                let n = fp.len as usize;
+                head.len() >= n && Fingerprint::of(&head[..n]) == *fp
+            };
+            // Known: a tombstone of the same file, or the same first bytes as a followed or
+            // finished file (its compressed form, or a copytruncate copy).
+            let tombs = self.done.get(dir).map(Vec::as_slice).unwrap_or_default();
+            let used: Vec<usize> = tombs
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| {
+                    t.fingerprint.len > 0 && matches(&t.fingerprint)
+                        || (t.dev, t.ino) == id && matches(&t.fingerprint)
+                })
+                .map(|(i, _)| i)
+                .collect();
+            for &i in &used {
+                if let Some(t) = tombs.get(i) {
+                    present.insert((t.dev, t.ino));
+                }
+            }
+            let known = !used.is_empty() || open_fps.iter().any(|fp| fp.len > 0 && matches(fp));
+            let done = Done {
+                dev: id.0,
+                ino: id.1,
+                fingerprint: Fingerprint::of(&head),
+            };
+            if known {
+                self.remember_done(&p, done);
+                continue;
+            }
+            if first && self.first_start_policy() {
+                self.remember_done(&p, done);
+                continue;
+            }
+            tracing::info!(path = %p.display(), "reading a rotated file never seen before");
+            self.counters.files_opened += 1;
+            self.counters.rotations += 1;
+            if gz {
+                let source = self.sink.source(labels);
+                self.read_gz(&p, source, LineReader::default());
+                self.remember_done(&p, done);
+            } else {
+                self.open(&p, labels.clone(), Start::Beginning, true);
+                self.counters.files_opened -= 1;
+            }
+        }
+        if let Some(v) = self.done.get_mut(dir) {
+            v.retain(|t| present.contains(&(t.dev, t.ino)));
+            if v.is_empty() {
+                self.done.remove(dir);
+            }
         }
     }
 
@@ -329,6 +458,14 @@ impl Engine {
             .collect();
         let first = !self.scanned;
         self.scanned = true;
+        let mut dirs: BTreeMap<PathBuf, Vec<(String, Labels)>> = BTreeMap::new();
+        for f in &found {
+            if let (Some(d), Some(n)) = (f.path.parent(), f.path.file_name()) {
+                dirs.entry(d.to_path_buf())
+                    .or_default()
+                    .push((n.to_string_lossy().into_owned(), f.labels.clone()));
+            }
+        }
         let mut claimed = HashSet::new();
         if let Some(saved) = self.recovering.take() {
             let found_paths: HashSet<&PathBuf> = found.iter().map(|f| &f.path).collect();
@@ -358,7 +495,8 @@ impl Engine {
                 };
                 if (meta.dev(), meta.ino()) == (tf.dev, tf.ino) {
                     if verify && tf.fingerprint.len > 0 && !same_content(&tf.file, tf.fingerprint) {
-                        Self::truncated(&mut self.counters, tf);
+                        let old = Self::truncated(&mut self.counters, tf);
+                        self.remember_done(&f.path, old);
                     }
                     continue;
                 }
@@ -389,6 +527,14 @@ impl Engine {
                 }
             }
         }
+        // A file opened while empty has no fingerprint yet; its compressed form must still be
+        // recognised.
+        self.refresh_fingerprints();
+        for (dir, bases) in dirs {
+            self.check_siblings(&dir, &bases, first);
+        }
+        // Forget directories that are gone.
+        self.done.retain(|d, _| d.is_dir());
     }
 
     /// Files present at the very first start (no saved state) start at their end unless
@@ -474,6 +620,14 @@ impl Engine {
                 tracing::info!(path = %p.display(), offset = s.offset, "resuming from compressed rotated file");
                 let source = self.sink.source(&s.labels);
                 self.read_gz(&p, source, reader);
+                if let (Ok(meta), Some(h)) = (std::fs::metadata(&p), Self::gz_head(&p)) {
+                    let done = Done {
+                        dev: meta.dev(),
+                        ino: meta.ino(),
+                        fingerprint: Fingerprint::of(&h),
+                    };
+                    self.remember_done(&p, done);
+                }
                 return None;
             }
         }
@@ -535,18 +689,46 @@ impl Engine {
         self.buf = buf;
     }
 
-    fn truncated(counters: &mut Counters, tf: &mut TailFile) {
+    /// Restarts a truncated file at byte 0. Returns a content-only tombstone of what it held,
+    /// so that a copytruncate copy beside it is not read as a new file.
+    fn truncated(counters: &mut Counters, tf: &mut TailFile) -> Done {
         tracing::info!(path = %tf.path.display(), offset = tf.reader.position(), "truncated; reading again from byte 0");
         counters.truncations += 1;
         counters.truncated_unread_bytes += tf.last_size.saturating_sub(tf.reader.position());
         tf.reader.reset();
+        let old = Done {
+            dev: 0,
+            ino: 0,
+            fingerprint: tf.fingerprint,
+        };
         tf.fingerprint = fingerprint_of(&tf.file, FINGERPRINT_BYTES as u64).unwrap_or_default();
+        old
+    }
+
+    /// Completes the fingerprint of a file that had fewer than [`FINGERPRINT_BYTES`] bytes.
+    fn refresh_fingerprint(tf: &mut TailFile, size: u64) {
+        if (tf.fingerprint.len as usize) < FINGERPRINT_BYTES && u64::from(tf.fingerprint.len) < size
+        {
+            if let Ok(fp) = fingerprint_of(&tf.file, size) {
+                tf.fingerprint = fp;
+            }
+        }
+    }
+
+    fn refresh_fingerprints(&mut self) {
+        for tf in self.files.values_mut() {
+            if (tf.fingerprint.len as usize) < FINGERPRINT_BYTES {
+                let size = tf.file.metadata().map_or(tf.last_size, |m| m.len());
+                Self::refresh_fingerprint(tf, size);
+            }
+        }
     }
 
     /// Reads every followed file (up to the per-file budget). Returns whether some file has
     /// more to read right away.
     pub fn read_all(&mut self) -> bool {
         let mut more = false;
+        let mut truncs = Vec::new();
         let now = unix_now();
         let mut buf = std::mem::take(&mut self.buf);
         for tf in self.files.values_mut() {
@@ -587,19 +769,16 @@ impl Engine {
             more |= !eof && !tf.failing;
             let size = tf.file.metadata().map_or(tf.last_size, |m| m.len());
             if eof && size < tf.reader.position() {
-                Self::truncated(&mut self.counters, tf);
+                truncs.push((tf.path.clone(), Self::truncated(&mut self.counters, tf)));
                 more = true;
             }
             tf.last_size = size;
-            if (tf.fingerprint.len as usize) < FINGERPRINT_BYTES
-                && u64::from(tf.fingerprint.len) < size
-            {
-                if let Ok(fp) = fingerprint_of(&tf.file, size) {
-                    tf.fingerprint = fp;
-                }
-            }
+            Self::refresh_fingerprint(tf, size);
         }
         self.buf = buf;
+        for (path, old) in truncs {
+            self.remember_done(&path, old);
+        }
         more
     }
 
@@ -619,6 +798,14 @@ impl Engine {
         for k in done {
             if let Some(mut tf) = self.files.remove(&k) {
                 tracing::debug!(path = %tf.path.display(), "released");
+                self.remember_done(
+                    &tf.path,
+                    Done {
+                        dev: tf.dev,
+                        ino: tf.ino,
+                        fingerprint: tf.fingerprint,
+                    },
+                );
                 let mut ctx = Ctx {
                     sink: &mut *self.sink,
                     source: tf.source,
