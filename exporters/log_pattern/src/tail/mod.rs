@@ -28,6 +28,9 @@ use crate::rules::{Labels, LineSink, SourceId};
 use crate::state::{self, Done, FileState, Fingerprint, State, FINGERPRINT_BYTES};
 use lines::{Ctx, LineReader};
 
+/// How long a short rotated file must stay unmodified before it is judged new.
+const SETTLE: Duration = Duration::from_secs(2);
+
 /// Tuning of the engine.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -359,6 +362,16 @@ impl Engine {
             }
             if first && self.first_start_policy() {
                 self.remember_done(&p, done);
+                continue;
+            }
+            // A copy still being written (copytruncate) may not show its first bytes yet:
+            // decide once it has them or has been left alone for a while.
+            let recent = meta
+                .modified()
+                .ok()
+                .and_then(|m| m.elapsed().ok())
+                .is_none_or(|age| age < SETTLE);
+            if head.len() < FINGERPRINT_BYTES && recent {
                 continue;
             }
             tracing::info!(path = %p.display(), "reading a rotated file never seen before");
