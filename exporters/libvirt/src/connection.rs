@@ -6,6 +6,11 @@
 //! by refusing new work while `MAX_STUCK` are outstanding. When a connection-level call fails
 //! and libvirt says the connection is dead, it is dropped and re-opened on a later scrape after
 //! an exponential backoff (from 250 ms up to `--libvirt.reconnect-backoff-max`).
+//!
+//! With events on (`--libvirt.events`), each connection registers domain event callbacks that
+//! mark changed domains in a [`ChangeSink`]; the scrape then fetches the XML of those domains
+//! only. A driver without events (or a connection that could not register them) falls back to
+//! fetching every XML each scrape.
 #![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
@@ -16,6 +21,7 @@ use std::time::{Duration, Instant};
 use virt::connect::Connect;
 
 use crate::error::Error;
+use crate::ffi::ChangeSink;
 
 /// Calls left running past their timeout before new calls are refused.
 const MAX_STUCK: usize = 64;
@@ -24,6 +30,8 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 #[derive(Default)]
 struct State {
     conn: Option<Arc<Connect>>,
+    /// Change events of `conn`, when it delivers them.
+    sink: Option<Arc<ChangeSink>>,
     failures: u32,
     retry_at: Option<Instant>,
     last_error: String,
@@ -47,6 +55,9 @@ pub struct Libvirt {
     opens: AtomicU64,
     /// Serialises opening, so collectors scraping at once open one connection, not several.
     opening: tokio::sync::Mutex<()>,
+    events: bool,
+    /// Events received on connections that were since dropped.
+    old_events: AtomicU64,
 }
 
 impl std::fmt::Debug for Libvirt {
@@ -56,9 +67,18 @@ impl std::fmt::Debug for Libvirt {
 }
 
 impl Libvirt {
-    /// Does not connect yet: the first scrape does.
-    pub fn new(uri: String, timeout: Duration, max_backoff: Duration) -> Self {
+    /// Does not connect yet: the first scrape does. With `events`, libvirt's event loop is
+    /// started (once per process) so connections can deliver domain change events.
+    pub fn new(uri: String, timeout: Duration, max_backoff: Duration, events: bool) -> Self {
         crate::ffi::quiet_libvirt_errors();
+        let events = events
+            && match crate::ffi::start_event_loop() {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot start libvirt's event loop; fetching every domain XML on every scrape");
+                    false
+                }
+            };
         Self {
             uri,
             timeout,
@@ -68,6 +88,8 @@ impl Libvirt {
             stuck: Arc::new(AtomicUsize::new(0)),
             opens: AtomicU64::new(0),
             opening: tokio::sync::Mutex::new(()),
+            events,
+            old_events: AtomicU64::new(0),
         }
     }
 
@@ -120,15 +142,28 @@ impl Libvirt {
             }
         }
         let uri = self.uri.clone();
+        let events = self.events;
         let opened = self
             .blocking("open", move || {
-                Connect::open_read_only(Some(&uri)).map_err(|e| Error::libvirt("open", &e))
+                let conn =
+                    Connect::open_read_only(Some(&uri)).map_err(|e| Error::libvirt("open", &e))?;
+                let sink = events.then(|| Arc::new(ChangeSink::default())).and_then(|sink| {
+                    match crate::ffi::watch_domain_changes(&conn, &sink) {
+                        Ok(_) => Some(sink),
+                        Err(e) => {
+                            tracing::info!(error = %e, "no domain events on this connection; fetching every domain XML on every scrape");
+                            None
+                        }
+                    }
+                });
+                Ok((conn, sink))
             })
             .await;
         let mut st = self.lock();
         match opened {
-            Ok(conn) => {
+            Ok((conn, sink)) => {
                 let conn = Arc::new(conn);
+                st.sink = sink;
                 if st.failures > 0 {
                     tracing::info!(uri = %self.uri, after_failures = st.failures, "libvirt connection re-established");
                 }
@@ -162,11 +197,32 @@ impl Libvirt {
     pub fn invalidate(&self, conn: &Arc<Connect>) {
         let mut st = self.lock();
         if st.conn.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn)) {
+            if let Some(sink) = st.sink.take() {
+                self.old_events.fetch_add(sink.events(), Ordering::Relaxed);
+            }
             if let Some(old) = st.conn.take() {
                 tokio::task::spawn_blocking(move || drop(old));
             }
             st.retry_at = None;
         }
+    }
+
+    /// The domains (UUIDs) whose XML changed since the last call, when `conn` delivers events;
+    /// `None` when it does not (every XML must be fetched).
+    pub fn take_changes(&self, conn: &Arc<Connect>) -> Option<std::collections::HashSet<String>> {
+        let st = self.lock();
+        if !st.conn.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn)) {
+            return None;
+        }
+        st.sink.as_ref().map(|s| s.take())
+    }
+
+    /// Domain events received since start (`None` when events are off).
+    pub fn events_received(&self) -> Option<u64> {
+        self.events.then(|| {
+            self.old_events.load(Ordering::Relaxed)
+                + self.lock().sink.as_ref().map(|s| s.events()).unwrap_or(0)
+        })
     }
 
     /// Runs `f` on the blocking pool under the call timeout.
@@ -177,10 +233,7 @@ impl Libvirt {
     {
         if self.stuck.load(Ordering::Relaxed) >= MAX_STUCK {
             self.count(call, true);
-            return Err(Error::Timeout {
-                call,
-                seconds: 0.0,
-            });
+            return Err(Error::Timeout { call, seconds: 0.0 });
         }
         let stuck = Arc::clone(&self.stuck);
         let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -221,7 +274,12 @@ impl Libvirt {
 
     /// Runs `f` with the connection on the blocking pool under the call timeout. When it fails
     /// and the connection is no longer alive, the connection is dropped for a later re-open.
-    pub async fn with_conn<T, F>(&self, conn: &Arc<Connect>, call: &'static str, f: F) -> Result<T, Error>
+    pub async fn with_conn<T, F>(
+        &self,
+        conn: &Arc<Connect>,
+        call: &'static str,
+        f: F,
+    ) -> Result<T, Error>
     where
         T: Send + 'static,
         F: FnOnce(&Connect) -> Result<T, virt::error::Error> + Send + 'static,
@@ -233,7 +291,9 @@ impl Libvirt {
         if out.is_err() {
             let c = Arc::clone(conn);
             let alive = self
-                .blocking("is_alive", move || c.is_alive().map_err(|e| Error::libvirt("is_alive", &e)))
+                .blocking("is_alive", move || {
+                    c.is_alive().map_err(|e| Error::libvirt("is_alive", &e))
+                })
                 .await;
             if !matches!(alive, Ok(true)) {
                 self.invalidate(conn);

@@ -102,7 +102,9 @@ impl CpuSet {
     pub fn union(&self, other: &Self) -> Self {
         let n = self.words.len().max(other.words.len());
         let words = (0..n)
-            .map(|i| self.words.get(i).copied().unwrap_or(0) | other.words.get(i).copied().unwrap_or(0))
+            .map(|i| {
+                self.words.get(i).copied().unwrap_or(0) | other.words.get(i).copied().unwrap_or(0)
+            })
             .collect();
         Self { words }
     }
@@ -288,7 +290,10 @@ mod tests {
 
     #[test]
     fn cpumaps() {
-        assert_eq!(CpuSet::from_cpumap(&[0b0000_0100, 0b1], 16).to_string(), "2,8");
+        assert_eq!(
+            CpuSet::from_cpumap(&[0b0000_0100, 0b1], 16).to_string(),
+            "2,8"
+        );
         // Bits beyond the host's CPU count are ignored.
         assert_eq!(CpuSet::from_cpumap(&[0xff], 4).to_string(), "0-3");
     }

@@ -226,8 +226,7 @@ pub fn parse_domain_xml(xml: &str) -> Result<DomainXml, ParseError> {
         m.children
             .iter()
             .find(|c| {
-                c.name == "instance"
-                    && c.ns.as_deref().and_then(nova_namespace_version).is_some()
+                c.name == "instance" && c.ns.as_deref().and_then(nova_namespace_version).is_some()
             })
             .map(|el| nova_from_element(el).map_err(|e| e.to_string()))
     });
@@ -328,18 +327,41 @@ mod tests {
         assert_eq!(d.memory_bytes, Some(2 << 30));
         assert_eq!(d.current_memory_bytes, Some(1 << 30));
         assert_eq!((d.vcpus, d.vcpus_current), (4, 2));
-        assert_eq!(d.vcpu_pins.iter().map(|(v, s)| (*v, s.to_string())).collect::<Vec<_>>(),
-            vec![(0, "2".to_string()), (1, "3".to_string())]);
-        assert_eq!(d.vcpu_affinity(1).map(|s| s.to_string()).as_deref(), Some("3"));
+        assert_eq!(
+            d.vcpu_pins
+                .iter()
+                .map(|(v, s)| (*v, s.to_string()))
+                .collect::<Vec<_>>(),
+            vec![(0, "2".to_string()), (1, "3".to_string())]
+        );
+        assert_eq!(
+            d.vcpu_affinity(1).map(|s| s.to_string()).as_deref(),
+            Some("3")
+        );
         // vCPU 2 has no pin of its own: it may use <vcpu cpuset>.
-        assert_eq!(d.vcpu_affinity(2).map(|s| s.to_string()).as_deref(), Some("8-15"));
-        assert_eq!(d.emulator_pin.as_ref().map(|s| s.to_string()).as_deref(), Some("0-1"));
-        assert_eq!(d.numa_memory, Some(NumaMemory { mode: "strict".into(), nodeset: "0".into() }));
+        assert_eq!(
+            d.vcpu_affinity(2).map(|s| s.to_string()).as_deref(),
+            Some("8-15")
+        );
+        assert_eq!(
+            d.emulator_pin.as_ref().map(|s| s.to_string()).as_deref(),
+            Some("0-1")
+        );
+        assert_eq!(
+            d.numa_memory,
+            Some(NumaMemory {
+                mode: "strict".into(),
+                nodeset: "0".into()
+            })
+        );
         assert_eq!(d.disks.len(), 1);
         assert_eq!(d.disks[0].source_file, "vms/0a_disk");
         assert_eq!(d.disks[0].source_protocol, "rbd");
         assert_eq!(d.disks[0].serial, "0a0a");
-        assert_eq!(d.interfaces[0].port_id, "1234abcd-ef01-2345-6789-abcdef012345");
+        assert_eq!(
+            d.interfaces[0].port_id,
+            "1234abcd-ef01-2345-6789-abcdef012345"
+        );
         assert_eq!(d.interfaces[0].mtu, "1450");
         assert_eq!(d.interfaces[1].port_id, "");
         assert_eq!(d.cpu_policy(), Some("dedicated"));

@@ -6,11 +6,16 @@
 //! - bulk stats (`virConnectGetAllDomainStats`): the record list is freed with
 //!   `virDomainStatsRecordListFree` (the `virt` crate frees it with `free`, leaking the records);
 //!   each record's domain is referenced (`virDomainRef`) before the list is freed;
-//! - `virDomainGetVcpuPinInfo` and `virDomainGetVcpus`.
+//! - `virDomainGetVcpuPinInfo` and `virDomainGetVcpus`;
+//! - domain events (`virConnectDomainEventRegisterAny`) that mark a domain's XML as changed, run
+//!   by libvirt's default event loop on one dedicated thread.
 #![allow(unsafe_code)]
 
+use std::collections::HashSet;
 use std::ffi::CStr;
-use std::os::raw::{c_int, c_uchar};
+use std::os::raw::{c_char, c_int, c_uchar, c_void};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use virt::connect::Connect;
 use virt::domain::Domain;
@@ -71,14 +76,19 @@ impl std::fmt::Debug for StatsRecord {
 ///
 /// # Safety
 /// `params` must point to `n` valid typed parameters (or be null with `n == 0`).
-unsafe fn typed_params(params: *const sys::virTypedParameter, n: c_int) -> Vec<(String, TypedValue)> {
+unsafe fn typed_params(
+    params: *const sys::virTypedParameter,
+    n: c_int,
+) -> Vec<(String, TypedValue)> {
     let mut out = Vec::with_capacity(n.max(0) as usize);
     if params.is_null() {
         return out;
     }
     for i in 0..n.max(0) as usize {
         let p = &*params.add(i);
-        let field = CStr::from_ptr(p.field.as_ptr()).to_string_lossy().into_owned();
+        let field = CStr::from_ptr(p.field.as_ptr())
+            .to_string_lossy()
+            .into_owned();
         let value = match p.type_ as u32 {
             sys::VIR_TYPED_PARAM_INT => TypedValue::Int(i64::from(p.value.i)),
             sys::VIR_TYPED_PARAM_UINT => TypedValue::UInt(u64::from(p.value.ui)),
@@ -101,7 +111,11 @@ unsafe fn typed_params(params: *const sys::virTypedParameter, n: c_int) -> Vec<(
 }
 
 /// `virConnectGetAllDomainStats(conn, stats, flags)`: every domain with its stats.
-pub fn all_domain_stats(conn: &Connect, stats: u32, flags: u32) -> Result<Vec<StatsRecord>, VirtError> {
+pub fn all_domain_stats(
+    conn: &Connect,
+    stats: u32,
+    flags: u32,
+) -> Result<Vec<StatsRecord>, VirtError> {
     let mut records: *mut sys::virDomainStatsRecordPtr = std::ptr::null_mut();
     // SAFETY: the connection pointer is valid for the lifetime of `conn`; `records` is an out
     // parameter libvirt fills with a NULL-terminated array that we free below.
@@ -141,7 +155,12 @@ fn maplen(ncpus: u32) -> usize {
 }
 
 /// `virDomainGetVcpuPinInfo`: the affinity libvirt holds for each vCPU (`flags`: live/config).
-pub fn vcpu_pin_info(dom: &Domain, nvcpus: u32, ncpus: u32, flags: u32) -> Result<Vec<CpuSet>, VirtError> {
+pub fn vcpu_pin_info(
+    dom: &Domain,
+    nvcpus: u32,
+    ncpus: u32,
+    flags: u32,
+) -> Result<Vec<CpuSet>, VirtError> {
     let nvcpus = nvcpus.clamp(1, MAX_ITEMS);
     let len = maplen(ncpus);
     let mut buf = vec![0u8; nvcpus as usize * len];
@@ -220,4 +239,199 @@ pub fn vcpus(dom: &Domain, nvcpus: u32, ncpus: u32) -> Result<Vec<VcpuInfo>, Vir
 /// Stops libvirt from printing every error to stderr (errors are returned and logged instead).
 pub fn quiet_libvirt_errors() {
     virt::error::clear_error_callback();
+}
+
+/// Domains whose XML changed since the last scrape, filled by libvirt's event callbacks.
+#[derive(Debug, Default)]
+pub struct ChangeSink {
+    dirty: Mutex<HashSet<String>>,
+    events: AtomicU64,
+}
+
+impl ChangeSink {
+    /// Takes the UUIDs marked since the last call.
+    pub fn take(&self) -> HashSet<String> {
+        self.dirty
+            .lock()
+            .map(|mut d| std::mem::take(&mut *d))
+            .unwrap_or_default()
+    }
+
+    /// Events received since start.
+    pub fn events(&self) -> u64 {
+        self.events.load(Ordering::Relaxed)
+    }
+
+    fn mark(&self, uuid: String) {
+        self.events.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut d) = self.dirty.lock() {
+            d.insert(uuid);
+        }
+    }
+}
+
+static EVENT_LOOP: OnceLock<Result<(), String>> = OnceLock::new();
+
+/// Registers libvirt's default event loop and runs it on a dedicated thread, once per process.
+/// Must happen before the first connection is opened for that connection to deliver events.
+pub fn start_event_loop() -> Result<(), String> {
+    EVENT_LOOP
+        .get_or_init(|| {
+            virt::event::event_register_default_impl().map_err(|e| e.to_string())?;
+            std::thread::Builder::new()
+                .name("libvirt-events".into())
+                .spawn(|| loop {
+                    if let Err(e) = virt::event::event_run_default_impl() {
+                        tracing::warn!(error = %e, "libvirt event loop iteration failed");
+                        std::thread::sleep(std::time::Duration::from_millis(100));
+                    }
+                })
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+        .clone()
+}
+
+/// Marks the event's domain in the sink behind `opaque`.
+///
+/// # Safety
+/// `opaque` must be the pointer given at registration (an `Arc<ChangeSink>` still alive) and
+/// `dom` a valid domain for the duration of the callback.
+unsafe fn mark(dom: sys::virDomainPtr, opaque: *mut c_void) {
+    if dom.is_null() || opaque.is_null() {
+        return;
+    }
+    let sink = &*(opaque as *const ChangeSink);
+    let mut buf = [0 as c_char; 64];
+    if sys::virDomainGetUUIDString(dom, buf.as_mut_ptr()) == 0 {
+        sink.mark(CStr::from_ptr(buf.as_ptr()).to_string_lossy().into_owned());
+    }
+}
+
+unsafe extern "C" fn on_lifecycle(
+    _c: sys::virConnectPtr,
+    dom: sys::virDomainPtr,
+    _event: c_int,
+    _detail: c_int,
+    opaque: *mut c_void,
+) {
+    mark(dom, opaque);
+}
+
+unsafe extern "C" fn on_metadata(
+    _c: sys::virConnectPtr,
+    dom: sys::virDomainPtr,
+    _kind: c_int,
+    _ns: *const c_char,
+    opaque: *mut c_void,
+) {
+    mark(dom, opaque);
+}
+
+unsafe extern "C" fn on_params(
+    _c: sys::virConnectPtr,
+    dom: sys::virDomainPtr,
+    _params: sys::virTypedParameterPtr,
+    _n: c_int,
+    opaque: *mut c_void,
+) {
+    mark(dom, opaque);
+}
+
+unsafe extern "C" fn on_device(
+    _c: sys::virConnectPtr,
+    dom: sys::virDomainPtr,
+    _alias: *const c_char,
+    opaque: *mut c_void,
+) {
+    mark(dom, opaque);
+}
+
+unsafe extern "C" fn free_sink(opaque: *mut c_void) {
+    if !opaque.is_null() {
+        drop(Arc::from_raw(opaque as *const ChangeSink));
+    }
+}
+
+/// Registers callbacks for the events that change a domain's XML (lifecycle, metadata, tunables
+/// such as pinning, devices added or removed, completed jobs such as migrations). Returns how
+/// many registrations succeeded; a driver without events returns an error.
+pub fn watch_domain_changes(conn: &Connect, sink: &Arc<ChangeSink>) -> Result<usize, VirtError> {
+    type Generic = unsafe extern "C" fn(sys::virConnectPtr, sys::virDomainPtr, *mut c_void);
+    type Lifecycle =
+        unsafe extern "C" fn(sys::virConnectPtr, sys::virDomainPtr, c_int, c_int, *mut c_void);
+    type Metadata = unsafe extern "C" fn(
+        sys::virConnectPtr,
+        sys::virDomainPtr,
+        c_int,
+        *const c_char,
+        *mut c_void,
+    );
+    type Params = unsafe extern "C" fn(
+        sys::virConnectPtr,
+        sys::virDomainPtr,
+        sys::virTypedParameterPtr,
+        c_int,
+        *mut c_void,
+    );
+    type Device =
+        unsafe extern "C" fn(sys::virConnectPtr, sys::virDomainPtr, *const c_char, *mut c_void);
+    // SAFETY: libvirt calls each callback with the signature of its event ID, as C code does
+    // through VIR_DOMAIN_EVENT_CALLBACK; the transmutes only erase the signature for storage.
+    let callbacks: [(u32, Generic); 6] = unsafe {
+        [
+            (
+                sys::VIR_DOMAIN_EVENT_ID_LIFECYCLE,
+                std::mem::transmute::<Lifecycle, Generic>(on_lifecycle),
+            ),
+            (
+                sys::VIR_DOMAIN_EVENT_ID_METADATA_CHANGE,
+                std::mem::transmute::<Metadata, Generic>(on_metadata),
+            ),
+            (
+                sys::VIR_DOMAIN_EVENT_ID_TUNABLE,
+                std::mem::transmute::<Params, Generic>(on_params),
+            ),
+            (
+                sys::VIR_DOMAIN_EVENT_ID_JOB_COMPLETED,
+                std::mem::transmute::<Params, Generic>(on_params),
+            ),
+            (
+                sys::VIR_DOMAIN_EVENT_ID_DEVICE_ADDED,
+                std::mem::transmute::<Device, Generic>(on_device),
+            ),
+            (
+                sys::VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED,
+                std::mem::transmute::<Device, Generic>(on_device),
+            ),
+        ]
+    };
+    let mut ok = 0;
+    let mut first_err = None;
+    for (id, cb) in callbacks {
+        let opaque = Arc::into_raw(Arc::clone(sink)) as *mut c_void;
+        // SAFETY: `opaque` is an owned Arc reference released by `free_sink` when libvirt drops
+        // the callback (deregistration or connection close), or here if registration fails.
+        let r = unsafe {
+            sys::virConnectDomainEventRegisterAny(
+                conn.as_ptr(),
+                std::ptr::null_mut(),
+                id as c_int,
+                Some(cb),
+                opaque,
+                Some(free_sink),
+            )
+        };
+        if r < 0 {
+            // SAFETY: libvirt did not take the reference.
+            unsafe { free_sink(opaque) };
+            first_err.get_or_insert_with(VirtError::last_error);
+        } else {
+            ok += 1;
+        }
+    }
+    match (ok, first_err) {
+        (0, Some(e)) => Err(e),
+        _ => Ok(ok),
+    }
 }

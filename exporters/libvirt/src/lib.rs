@@ -73,6 +73,14 @@ pub struct Flags {
     /// Longest wait between attempts to re-open a lost libvirt connection.
     #[arg(long = "libvirt.reconnect-backoff-max", default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
     pub reconnect_backoff_max: Duration,
+    /// Follow libvirt's domain events to fetch a domain's XML only when it changed (otherwise
+    /// every XML is fetched on every scrape).
+    #[arg(long = "libvirt.events", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub events: bool,
+    /// Fetch every domain's XML at least this often, even with events (a safety net for missed
+    /// events).
+    #[arg(long = "libvirt.xml-refresh-interval", default_value = "5m", value_parser = parse_duration, value_name = "DURATION")]
+    pub xml_refresh_interval: Duration,
     /// Domains queried in parallel on each scrape.
     #[arg(long = "libvirt.concurrency", default_value_t = 4, value_name = "N")]
     pub concurrency: usize,
@@ -97,12 +105,14 @@ pub fn collectors(flags: &Flags) -> Vec<Arc<dyn Collector>> {
         flags.libvirt_uri.clone(),
         flags.libvirt_timeout,
         flags.reconnect_backoff_max,
+        flags.events,
     ));
     let procfs = (!flags.procfs.is_empty()).then(|| PathBuf::from(&flags.procfs));
     let gatherer = Arc::new(snapshot::Gatherer::new(
         Arc::clone(&libvirt),
         flags.concurrency,
         procfs,
+        flags.xml_refresh_interval,
     ));
     let nova = collector::domain::NovaSetsSource {
         dedicated: flags.nova_cpu_dedicated_set.clone(),
@@ -142,7 +152,11 @@ mod tests {
     fn bad_cpuset_flag_is_a_startup_error() {
         let r = <Flags as clap::Parser>::try_parse_from(["x", "--nova.cpu-dedicated-set=4-x"]);
         assert!(r.is_err());
-        let f = <Flags as clap::Parser>::try_parse_from(["x", "--nova.cpu-shared-set=0-3"]).unwrap();
-        assert_eq!(f.nova_cpu_shared_set.map(|s| s.to_string()).as_deref(), Some("0-3"));
+        let f =
+            <Flags as clap::Parser>::try_parse_from(["x", "--nova.cpu-shared-set=0-3"]).unwrap();
+        assert_eq!(
+            f.nova_cpu_shared_set.map(|s| s.to_string()).as_deref(),
+            Some("0-3")
+        );
     }
 }

@@ -100,8 +100,8 @@ fn text(el: &Element, name: &str) -> Option<String> {
 /// Reads a `<nova:instance>` element (already known to be in a nova namespace).
 pub fn nova_from_element(el: &Element) -> Result<NovaInstance, ParseError> {
     let ns = el.ns.as_deref().unwrap_or("");
-    let version = nova_namespace_version(ns)
-        .ok_or_else(|| ParseError::invalid("nova namespace", ns))?;
+    let version =
+        nova_namespace_version(ns).ok_or_else(|| ParseError::invalid("nova namespace", ns))?;
     if !NOVA_NS_VERSIONS.contains(&version) {
         return Err(ParseError::invalid("nova namespace version", version));
     }
@@ -236,7 +236,13 @@ mod tests {
         assert_eq!(n.flavor.name.as_deref(), Some("c4.pinned"));
         assert_eq!(n.flavor.id.as_deref(), Some("8a0f"));
         assert_eq!(
-            (n.flavor.vcpus, n.flavor.memory_mb, n.flavor.disk_gb, n.flavor.swap_mb, n.flavor.ephemeral_gb),
+            (
+                n.flavor.vcpus,
+                n.flavor.memory_mb,
+                n.flavor.disk_gb,
+                n.flavor.swap_mb,
+                n.flavor.ephemeral_gb
+            ),
             (Some(4), Some(4096), Some(40), Some(512), Some(10))
         );
         assert_eq!(n.flavor.extra_spec("hw:cpu_policy"), Some("dedicated"));

@@ -159,7 +159,9 @@ pub fn analyse(claims: &[DomainClaims], host_cpus: u32, nova: &NovaCpuSets) -> P
         };
         report.domains.insert(d.domain.clone(), findings);
     }
-    report.overlaps.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    report
+        .overlaps
+        .sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
     report
 }
 
@@ -194,7 +196,13 @@ mod tests {
             claims: Vec<DomainClaims>,
             nova: NovaCpuSets,
             // per domain: overlap, dedicated_in_shared, outside dedicated set, outside shared set
-            want: Vec<(&'static str, &'static str, &'static str, &'static str, &'static str)>,
+            want: Vec<(
+                &'static str,
+                &'static str,
+                &'static str,
+                &'static str,
+                &'static str,
+            )>,
         }
         let sets = NovaCpuSets {
             dedicated: Some(parse_cpuset("4-11").unwrap()),
@@ -209,7 +217,11 @@ mod tests {
                     claim("s", &[("0-3", false)]),
                 ],
                 nova: sets.clone(),
-                want: vec![("a", "", "", "", ""), ("b", "", "", "", ""), ("s", "", "", "", "")],
+                want: vec![
+                    ("a", "", "", "", ""),
+                    ("b", "", "", "", ""),
+                    ("s", "", "", "", ""),
+                ],
             },
             Case {
                 name: "two dedicated domains on the same CPUs",
@@ -242,10 +254,15 @@ mod tests {
                 let f = &r.domains[d];
                 let opt = |o: &Option<CpuSet>| o.as_ref().map(s).unwrap_or_else(|| "-".into());
                 assert_eq!(
-                    (s(&f.overlap).as_str(), s(&f.dedicated_in_shared).as_str(),
-                     opt(&f.outside_dedicated_set).as_str(), opt(&f.outside_shared_set).as_str()),
+                    (
+                        s(&f.overlap).as_str(),
+                        s(&f.dedicated_in_shared).as_str(),
+                        opt(&f.outside_dedicated_set).as_str(),
+                        opt(&f.outside_shared_set).as_str()
+                    ),
                     (overlap, in_shared, out_ded, out_sh),
-                    "{}: domain {d}", c.name
+                    "{}: domain {d}",
+                    c.name
                 );
             }
         }
@@ -263,8 +280,22 @@ mod tests {
             &NovaCpuSets::default(),
         );
         assert_eq!(r.cpus.len(), 8);
-        assert_eq!(r.cpus[&5], CpuUse { pinned_vcpus: 2, dedicated_domains: 2, floating_domains: 1 });
-        assert_eq!(r.cpus[&4], CpuUse { pinned_vcpus: 1, dedicated_domains: 1, floating_domains: 0 });
+        assert_eq!(
+            r.cpus[&5],
+            CpuUse {
+                pinned_vcpus: 2,
+                dedicated_domains: 2,
+                floating_domains: 1
+            }
+        );
+        assert_eq!(
+            r.cpus[&4],
+            CpuUse {
+                pinned_vcpus: 1,
+                dedicated_domains: 1,
+                floating_domains: 0
+            }
+        );
         assert_eq!(r.cpus[&0], CpuUse::default());
         assert_eq!(r.overlaps.len(), 2);
         assert_eq!(r.overlaps[0].0, "a");
@@ -278,7 +309,8 @@ mod tests {
                 r#"<domain><name>d</name><metadata><nova:instance xmlns:nova="http://openstack.org/xmlns/libvirt/nova/1.1"><nova:flavor name="f"><nova:extraSpecs>{policy}</nova:extraSpecs></nova:flavor></nova:instance></metadata>{vcpu}<cputune>{cputune}</cputune></domain>"#
             )
         };
-        let spec = |p: &str| format!(r#"<nova:extraSpec name="hw:cpu_policy">{p}</nova:extraSpec>"#);
+        let spec =
+            |p: &str| format!(r#"<nova:extraSpec name="hw:cpu_policy">{p}</nova:extraSpec>"#);
         let pins = "<vcpupin vcpu='0' cpuset='2'/><vcpupin vcpu='1' cpuset='4-5'/>";
         let parse = |x: String| crate::domain_xml::parse_domain_xml(&x).unwrap();
         let ded = |d: &DomainClaims| d.vcpus.iter().map(|v| v.dedicated).collect::<Vec<_>>();
@@ -290,7 +322,10 @@ mod tests {
         let d = claims_of(&parse(xml(&spec("mixed"), pins, "<vcpu>2</vcpu>")), 8);
         assert_eq!(ded(&d), vec![true, false]);
         // No flavor policy: a single-CPU pin is dedicated; no pin floats everywhere.
-        let d = claims_of(&parse(xml("", "<vcpupin vcpu='0' cpuset='2'/>", "<vcpu>2</vcpu>")), 8);
+        let d = claims_of(
+            &parse(xml("", "<vcpupin vcpu='0' cpuset='2'/>", "<vcpu>2</vcpu>")),
+            8,
+        );
         assert_eq!(ded(&d), vec![true, false]);
         assert_eq!(d.vcpus[1].cpus.to_string(), "0-7");
         // <vcpu cpuset> bounds vCPUs without their own pin.

@@ -66,7 +66,11 @@ pub fn find_qemu_processes(procfs: &Path) -> HashMap<String, u32> {
         return out;
     };
     for entry in dir.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
         let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
@@ -112,7 +116,8 @@ mod tests {
 
     #[test]
     fn status_lines() {
-        let status = "Name:\tCPU 0/KVM\nCpus_allowed:\t0c\nCpus_allowed_list:\t2-3\nMems_allowed_list:\t0\n";
+        let status =
+            "Name:\tCPU 0/KVM\nCpus_allowed:\t0c\nCpus_allowed_list:\t2-3\nMems_allowed_list:\t0\n";
         assert_eq!(parse_cpus_allowed_list(status).unwrap().to_string(), "2-3");
         assert!(parse_cpus_allowed_list("Name:\tx\n").is_err());
         assert!(parse_cpus_allowed_list("Cpus_allowed_list:\tzz\n").is_err());
@@ -135,10 +140,17 @@ mod tests {
 
     #[test]
     fn guest_names() {
-        let cl = b"/usr/bin/qemu-system-x86_64\0-name\0guest=instance-00000001,debug-threads=on\0-S\0";
-        assert_eq!(parse_qemu_guest_name(cl).as_deref(), Some("instance-00000001"));
-        assert_eq!(parse_qemu_guest_name(b"qemu\0-name\0a,,b,x=y\0").as_deref(), Some("a,b"));
-        assert_eq!(parse_qemu_guest_name(b"qemu\0-m\0512\0"), None);
+        let cl =
+            b"/usr/bin/qemu-system-x86_64\0-name\0guest=instance-00000001,debug-threads=on\0-S\0";
+        assert_eq!(
+            parse_qemu_guest_name(cl).as_deref(),
+            Some("instance-00000001")
+        );
+        assert_eq!(
+            parse_qemu_guest_name(b"qemu\0-name\0a,,b,x=y\0").as_deref(),
+            Some("a,b")
+        );
+        assert_eq!(parse_qemu_guest_name(b"qemu\0-m\x00512\0"), None);
     }
 
     #[test]

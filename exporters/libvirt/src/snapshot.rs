@@ -4,8 +4,10 @@
 //! `NOWAIT`, so a domain busy in a migration job returns what it can without waiting for the
 //! job), then per domain, a few at a time: its XML, libvirt's pin info and, for running domains,
 //! `virDomainGetVcpus`. A domain whose calls fail or time out is marked and kept; only a failure
-//! of the connection-level calls fails the scrape. The XML is fetched each scrape (libvirt has no
-//! cheaper change marker without an event loop) but parsed only when its text changed.
+//! of the connection-level calls fails the scrape. A domain's XML is fetched when the domain is
+//! new, when a libvirt event said it changed, after a reconnect, every `xml_refresh` as a safety
+//! net, and on every scrape when the connection delivers no events; it is parsed only when its
+//! text changed.
 #![forbid(unsafe_code)]
 
 use std::collections::{HashMap, HashSet};
@@ -13,6 +15,7 @@ use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures::stream::StreamExt;
 use virt::connect::Connect;
@@ -43,7 +46,11 @@ pub const STATE_NAMES: &[(i32, &str, &str)] = &[
     (4, "shutdown", "the domain is being shut down"),
     (5, "shutoff", "the domain is shut off"),
     (6, "crashed", "the domain is crashed"),
-    (7, "pmsuspended", "the domain is suspended by guest power management"),
+    (
+        7,
+        "pmsuspended",
+        "the domain is suspended by guest power management",
+    ),
 ];
 
 /// Host facts from `virNodeGetInfo`.
@@ -116,6 +123,12 @@ pub struct Gatherer {
     pub xml_errors: AtomicU64,
     /// Parsed XMLs whose nova metadata was malformed.
     pub nova_errors: AtomicU64,
+    /// Domain XMLs fetched.
+    pub xml_fetches: AtomicU64,
+    /// Fetch every XML at least this often, events or not.
+    xml_refresh: Duration,
+    /// (connection opens, time) of the last scrape that fetched every XML.
+    last_full: Mutex<(u64, Option<Instant>)>,
 }
 
 impl std::fmt::Debug for Gatherer {
@@ -156,8 +169,16 @@ struct Listed {
 }
 
 impl Gatherer {
-    pub fn new(libvirt: Arc<Libvirt>, concurrency: usize, procfs: Option<PathBuf>) -> Self {
+    pub fn new(
+        libvirt: Arc<Libvirt>,
+        concurrency: usize,
+        procfs: Option<PathBuf>,
+        xml_refresh: Duration,
+    ) -> Self {
         Self {
+            xml_fetches: AtomicU64::new(0),
+            xml_refresh,
+            last_full: Mutex::new((0, None)),
             libvirt,
             concurrency: concurrency.max(1),
             procfs,
@@ -249,8 +270,39 @@ impl Gatherer {
         };
         let qemu = Arc::new(qemu);
 
+        // Which XMLs to fetch: all, or the changed and the new ones.
+        let changes = self.libvirt.take_changes(conn);
+        let full = match (&changes, self.last_full.lock()) {
+            (None, _) => true,
+            (Some(_), Ok(mut last)) => {
+                let opens = self.libvirt.opens();
+                let due = last.0 != opens || last.1.is_none_or(|t| t.elapsed() >= self.xml_refresh);
+                if due {
+                    *last = (opens, Some(Instant::now()));
+                }
+                due
+            }
+            (Some(_), Err(_)) => true,
+        };
+        let changed = changes.unwrap_or_default();
+        let cached: HashMap<String, Arc<DomainXml>> = match self.cache.lock() {
+            Ok(cache) => listed
+                .iter()
+                .filter(|l| !full && !changed.contains(&l.snap.uuid))
+                .filter_map(|l| {
+                    cache
+                        .get(&l.snap.uuid)
+                        .map(|c| (l.snap.uuid.clone(), Arc::clone(&c.parsed)))
+                })
+                .collect(),
+            Err(_) => HashMap::new(),
+        };
+
         let mut domains: Vec<DomainSnap> = futures::stream::iter(listed)
-            .map(|l| self.per_domain(l, ncpus, Arc::clone(&qemu)))
+            .map(|l| {
+                let reuse = cached.get(&l.snap.uuid).cloned();
+                self.per_domain(l, ncpus, Arc::clone(&qemu), reuse)
+            })
             .buffer_unordered(self.concurrency)
             .collect()
             .await;
@@ -264,18 +316,32 @@ impl Gatherer {
         Ok(Snapshot { host, domains })
     }
 
-    async fn per_domain(&self, l: Listed, ncpus: u32, qemu: Arc<HashMap<String, u32>>) -> DomainSnap {
+    async fn per_domain(
+        &self,
+        l: Listed,
+        ncpus: u32,
+        qemu: Arc<HashMap<String, u32>>,
+        reuse: Option<Arc<DomainXml>>,
+    ) -> DomainSnap {
         let Listed { domain, mut snap } = l;
         let active = snap.is_active();
         let procfs_root = self.procfs.clone();
         let name = snap.name.clone();
+        let known_vcpus = reuse.as_ref().map(|x| x.vcpus);
+        if reuse.is_none() {
+            self.xml_fetches.fetch_add(1, Ordering::Relaxed);
+        }
         let result = self
             .libvirt
             .blocking("domain", move || {
-                let xml = domain.xml_desc(0);
-                let nvcpus = match &xml {
-                    Ok(x) => vcpu_count_hint(x),
-                    Err(_) => 0,
+                let xml = match known_vcpus {
+                    Some(_) => None,
+                    None => Some(domain.xml_desc(0)),
+                };
+                let nvcpus = match (&xml, known_vcpus) {
+                    (_, Some(n)) => n,
+                    (Some(Ok(x)), None) => vcpu_count_hint(x),
+                    _ => 0,
                 };
                 let flags = if active {
                     sys::VIR_DOMAIN_AFFECT_LIVE
@@ -285,7 +351,9 @@ impl Gatherer {
                 let pins = ffi::vcpu_pin_info(&domain, nvcpus.max(1), ncpus, flags);
                 let vcpus = active.then(|| ffi::vcpus(&domain, nvcpus.max(1), ncpus));
                 let proc_aff = match (&procfs_root, qemu.get(&name)) {
-                    (Some(root), Some(pid)) if active => Some(procfs::vcpu_thread_affinity(root, *pid)),
+                    (Some(root), Some(pid)) if active => {
+                        Some(procfs::vcpu_thread_affinity(root, *pid))
+                    }
                     _ => None,
                 };
                 Ok((xml, pins, vcpus, proc_aff))
@@ -294,14 +362,15 @@ impl Gatherer {
         match result {
             Ok((xml, pins, vcpus, proc_aff)) => {
                 match xml {
-                    Ok(x) => match self.parse_cached(&snap.uuid, &x) {
+                    None => snap.xml = reuse,
+                    Some(Ok(x)) => match self.parse_cached(&snap.uuid, &x) {
                         Ok(p) => snap.xml = Some(p),
                         Err(e) => {
                             tracing::warn!(domain = %snap.name, error = %e, "cannot parse domain XML");
                             snap.errors.push("xml_parse");
                         }
                     },
-                    Err(e) => {
+                    Some(Err(e)) => {
                         tracing::debug!(domain = %snap.name, error = %e, "cannot get domain XML");
                         snap.errors.push("xml");
                     }
@@ -358,9 +427,15 @@ mod tests {
 
     #[test]
     fn vcpu_hint() {
-        assert_eq!(vcpu_count_hint("<domain><vcpu placement='static'>4</vcpu></domain>"), 4);
+        assert_eq!(
+            vcpu_count_hint("<domain><vcpu placement='static'>4</vcpu></domain>"),
+            4
+        );
         assert_eq!(vcpu_count_hint("<domain><vcpupin/></domain>"), 1);
-        assert_eq!(vcpu_count_hint("<domain><vcpupin vcpu='0'/><vcpu current='1'>3</vcpu></domain>"), 3);
+        assert_eq!(
+            vcpu_count_hint("<domain><vcpupin vcpu='0'/><vcpu current='1'>3</vcpu></domain>"),
+            3
+        );
         assert_eq!(vcpu_count_hint("<domain/>"), 1);
         assert_eq!(vcpu_count_hint("<domain><vcpu>x</vcpu></domain>"), 1);
     }

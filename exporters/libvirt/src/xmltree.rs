@@ -153,9 +153,7 @@ pub fn parse_tree(xml: &str) -> Result<Element, ParseError> {
                         "gt" => '>',
                         "quot" => '"',
                         "apos" => '\'',
-                        other => {
-                            return Err(ParseError::Xml(format!("unknown entity &{other};")))
-                        }
+                        other => return Err(ParseError::Xml(format!("unknown entity &{other};"))),
                     },
                 };
                 if let Some(top) = stack.last_mut() {
@@ -193,7 +191,15 @@ mod tests {
 
     #[test]
     fn malformed_is_an_error() {
-        for bad in ["", "<a>", "<a></b>", "<a/><b/>", "<p:a/>", "<a>&bogus;</a>", "</a>"] {
+        for bad in [
+            "",
+            "<a>",
+            "<a></b>",
+            "<a/><b/>",
+            "<p:a/>",
+            "<a>&bogus;</a>",
+            "</a>",
+        ] {
             assert!(parse_tree(bad).is_err(), "{bad:?} accepted");
         }
     }

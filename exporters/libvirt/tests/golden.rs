@@ -4,6 +4,7 @@
 //! and the output (text format, series sorted within each family, the test driver's clock-based
 //! CPU times masked) must equal `tests/golden/<fixture>.prom`. `UPDATE_GOLDEN=1` rewrites the
 //! files; review the diff.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure
 
 use std::path::{Path, PathBuf};
 
@@ -107,5 +108,9 @@ async fn golden_fixtures() {
             failures.push(format!("{stem}:\n{}", diff.join("\n")));
         }
     }
-    assert!(failures.is_empty(), "golden mismatch:\n{}", failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "golden mismatch:\n{}",
+        failures.join("\n\n")
+    );
 }

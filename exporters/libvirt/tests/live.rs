@@ -1,6 +1,7 @@
 //! Live changes on the shared in-process `test:///default` driver: domains created, paused,
 //! re-tagged and destroyed between scrapes are seen on the next scrape, and a domain's XML is
 //! parsed again only when it changed.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure
 
 use std::sync::Arc;
 
@@ -63,14 +64,17 @@ async fn live_changes_are_seen_on_the_next_scrape() {
     let parses = value(&t, "libvirt_domain_xml_parses_total").unwrap();
     assert!(!t.contains("live-1"));
 
-    // Unchanged domains are not parsed again.
+    // Unchanged domains are not parsed again, nor (with libvirt's events) even fetched.
+    let fetches = value(&t, "libvirt_domain_xml_fetches_total").unwrap();
     let t = scrape(&domain).await;
     assert_eq!(value(&t, "libvirt_domain_xml_parses_total"), Some(parses));
+    assert_eq!(value(&t, "libvirt_domain_xml_fetches_total"), Some(fetches));
 
     // Created.
     let a = Arc::clone(&admin);
     tokio::task::spawn_blocking(move || {
-        a.create_domain_xml(&domain_xml("live-1", "first-name"), 0).unwrap();
+        a.create_domain_xml(&domain_xml("live-1", "first-name"), 0)
+            .unwrap();
     })
     .await
     .unwrap();
@@ -78,24 +82,44 @@ async fn live_changes_are_seen_on_the_next_scrape() {
     assert_eq!(value(&t, "libvirt_domains "), Some(before + 1.0));
     assert!(t.contains(r#"instance_name="first-name""#), "{t}");
     assert_eq!(
-        value(&t, r#"libvirt_domain_info_state{domain="live-1",state_desc="the domain is running"}"#),
+        value(
+            &t,
+            r#"libvirt_domain_info_state{domain="live-1",state_desc="the domain is running"}"#
+        ),
         Some(1.0)
     );
-    assert_eq!(value(&t, r#"libvirt_host_cpu_pinned_vcpus{cpu="1"}"#), Some(1.0));
-    assert_eq!(value(&t, "libvirt_domain_xml_parses_total"), Some(parses + 1.0));
+    assert_eq!(
+        value(&t, r#"libvirt_host_cpu_pinned_vcpus{cpu="1"}"#),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&t, "libvirt_domain_xml_parses_total"),
+        Some(parses + 1.0)
+    );
 
     // Paused: still holds its CPU.
     let a = Arc::clone(&admin);
-    tokio::task::spawn_blocking(move || a.lookup_domain_by_name("live-1").unwrap().suspend().unwrap())
-        .await
-        .unwrap();
+    tokio::task::spawn_blocking(move || {
+        a.lookup_domain_by_name("live-1")
+            .unwrap()
+            .suspend()
+            .unwrap()
+    })
+    .await
+    .unwrap();
     let t = scrape(&domain).await;
     assert_eq!(
-        value(&t, r#"libvirt_domain_info_state{domain="live-1",state_desc="the domain is paused by user"}"#),
+        value(
+            &t,
+            r#"libvirt_domain_info_state{domain="live-1",state_desc="the domain is paused by user"}"#
+        ),
         Some(3.0),
         "{t}"
     );
-    assert_eq!(value(&t, r#"libvirt_host_cpu_pinned_vcpus{cpu="1"}"#), Some(1.0));
+    assert_eq!(
+        value(&t, r#"libvirt_host_cpu_pinned_vcpus{cpu="1"}"#),
+        Some(1.0)
+    );
 
     // Metadata changed: parsed again, new name exported.
     let a = Arc::clone(&admin);
@@ -112,33 +136,58 @@ async fn live_changes_are_seen_on_the_next_scrape() {
     })
     .await
     .unwrap();
+    // libvirt delivers the change event from its event loop thread, asynchronously.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     let t = scrape(&domain).await;
     assert!(t.contains(r#"instance_name="second-name""#), "{t}");
+    assert!(value(&t, "libvirt_domain_events_total").unwrap() >= 1.0);
     assert!(!t.contains(r#"instance_name="first-name""#));
     let after_change = value(&t, "libvirt_domain_xml_parses_total").unwrap();
-    assert!(after_change >= parses + 2.0, "metadata change not re-parsed");
+    assert!(
+        after_change >= parses + 2.0,
+        "metadata change not re-parsed"
+    );
 
     // A second dedicated domain on the same CPU: broken pinning appears.
     let a = Arc::clone(&admin);
     tokio::task::spawn_blocking(move || {
-        a.create_domain_xml(&domain_xml("live-2", "intruder"), 0).unwrap();
+        a.create_domain_xml(&domain_xml("live-2", "intruder"), 0)
+            .unwrap();
     })
     .await
     .unwrap();
     let t = scrape(&domain).await;
-    assert_eq!(value(&t, r#"libvirt_host_cpu_dedicated_domains{cpu="1"}"#), Some(2.0));
-    assert_eq!(value(&t, r#"libvirt_domain_pinning_overlap_cpus{domain="live-2"}"#), Some(1.0));
+    assert_eq!(
+        value(&t, r#"libvirt_host_cpu_dedicated_domains{cpu="1"}"#),
+        Some(2.0)
+    );
+    assert_eq!(
+        value(
+            &t,
+            r#"libvirt_domain_pinning_overlap_cpus{domain="live-2"}"#
+        ),
+        Some(1.0)
+    );
 
     // Destroyed (transient domains vanish): gone on the next scrape, overlap cleared.
     let a = Arc::clone(&admin);
     tokio::task::spawn_blocking(move || {
-        a.lookup_domain_by_name("live-1").unwrap().destroy().unwrap();
-        a.lookup_domain_by_name("live-2").unwrap().destroy().unwrap();
+        a.lookup_domain_by_name("live-1")
+            .unwrap()
+            .destroy()
+            .unwrap();
+        a.lookup_domain_by_name("live-2")
+            .unwrap()
+            .destroy()
+            .unwrap();
     })
     .await
     .unwrap();
     let t = scrape(&domain).await;
     assert_eq!(value(&t, "libvirt_domains "), Some(before));
     assert!(!t.contains("live-1") && !t.contains("live-2"), "{t}");
-    assert_eq!(value(&t, r#"libvirt_host_cpu_dedicated_domains{cpu="1"}"#), Some(0.0));
+    assert_eq!(
+        value(&t, r#"libvirt_host_cpu_dedicated_domains{cpu="1"}"#),
+        Some(0.0)
+    );
 }

@@ -3,6 +3,7 @@
 //! interface counters, and the kernel's own view of vCPU affinity from procfs. Changing a vCPU
 //! thread's affinity behind libvirt's back (taskset) shows up as a mismatch from the kernel
 //! (`procfs`, `vcpuinfo`) but not from libvirt's bookkeeping (`pininfo`).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure
 
 mod support;
 
@@ -60,29 +61,82 @@ fn qemu_guest_under_tcg() {
         "--path.procfs=/proc".into(),
     ]);
     let mut body = String::new();
-    wait_for("stats of the running guest", Duration::from_secs(30), || {
-        body = exporter.scrape().1;
-        value(&body, r#"libvirt_domain_vcpu_time_seconds_total{domain="tcg-1",vcpu="0"}"#).is_some()
+    wait_for(
+        "stats of the running guest",
+        Duration::from_secs(30),
+        || {
+            body = exporter.scrape().1;
+            value(&body, r#"libvirt_domain_vcpu_time_seconds_total{domain="tcg-1",vcpu="0"}"#).is_some()
             && value(&body, r#"libvirt_domain_pinning_affinity_mismatch_vcpus{domain="tcg-1",source="procfs"}"#).is_some()
-    });
+        },
+    );
     assert_eq!(value(&body, "libvirt_up "), Some(1.0));
-    assert!(value(&body, r#"libvirt_domain_info_cpu_time_seconds_total{domain="tcg-1"}"#).unwrap() > 0.0);
-    assert_eq!(value(&body, r#"libvirt_domain_info_maximum_memory_bytes{domain="tcg-1"}"#), Some(64.0 * 1048576.0));
-    assert!(value(&body, r#"libvirt_domain_memory_stats_actual_balloon_bytes{domain="tcg-1"}"#).is_some());
-    assert!(value(&body, r#"libvirt_domain_memory_stats_rss_bytes{domain="tcg-1"}"#).unwrap() > 0.0);
-    assert_eq!(value(&body, r#"libvirt_domain_vcpu_current{domain="tcg-1"}"#), Some(2.0));
-    assert!(value(&body, r#"libvirt_domain_vcpu_state{domain="tcg-1",vcpu="1"}"#).is_some());
+    assert!(
+        value(
+            &body,
+            r#"libvirt_domain_info_cpu_time_seconds_total{domain="tcg-1"}"#
+        )
+        .unwrap()
+            > 0.0
+    );
     assert_eq!(
-        value(&body, r#"libvirt_domain_block_stats_capacity_bytes{domain="tcg-1",target_device="vda"}"#),
+        value(
+            &body,
+            r#"libvirt_domain_info_maximum_memory_bytes{domain="tcg-1"}"#
+        ),
+        Some(64.0 * 1048576.0)
+    );
+    assert!(value(
+        &body,
+        r#"libvirt_domain_memory_stats_actual_balloon_bytes{domain="tcg-1"}"#
+    )
+    .is_some());
+    assert!(
+        value(
+            &body,
+            r#"libvirt_domain_memory_stats_rss_bytes{domain="tcg-1"}"#
+        )
+        .unwrap()
+            > 0.0
+    );
+    assert_eq!(
+        value(&body, r#"libvirt_domain_vcpu_current{domain="tcg-1"}"#),
+        Some(2.0)
+    );
+    assert!(value(
+        &body,
+        r#"libvirt_domain_vcpu_state{domain="tcg-1",vcpu="1"}"#
+    )
+    .is_some());
+    assert_eq!(
+        value(
+            &body,
+            r#"libvirt_domain_block_stats_capacity_bytes{domain="tcg-1",target_device="vda"}"#
+        ),
         Some(8.0 * 1048576.0)
     );
-    assert!(value(&body, r#"libvirt_domain_block_stats_read_requests_total{domain="tcg-1",target_device="vda"}"#).is_some());
-    let iface = format!(r#"libvirt_domain_interface_stats_receive_bytes_total{{domain="tcg-1",target_device="tap{}",port_id="{PORT}"}}"#, &PORT[..11]);
-    assert!(value(&body, &iface).is_some(), "no interface counters with the port: {body}");
+    assert!(value(
+        &body,
+        r#"libvirt_domain_block_stats_read_requests_total{domain="tcg-1",target_device="vda"}"#
+    )
+    .is_some());
+    let iface = format!(
+        r#"libvirt_domain_interface_stats_receive_bytes_total{{domain="tcg-1",target_device="tap{}",port_id="{PORT}"}}"#,
+        &PORT[..11]
+    );
+    assert!(
+        value(&body, &iface).is_some(),
+        "no interface counters with the port: {body}"
+    );
     assert!(body.contains(r#"instance_name="tiny""#));
     for source in ["pininfo", "vcpuinfo", "procfs"] {
         assert_eq!(
-            value(&body, &format!(r#"libvirt_domain_pinning_affinity_mismatch_vcpus{{domain="tcg-1",source="{source}"}}"#)),
+            value(
+                &body,
+                &format!(
+                    r#"libvirt_domain_pinning_affinity_mismatch_vcpus{{domain="tcg-1",source="{source}"}}"#
+                )
+            ),
             Some(0.0),
             "{source}: {body}"
         );
@@ -97,7 +151,8 @@ fn qemu_guest_under_tcg() {
             .unwrap()
             .flatten()
             .find(|t| {
-                std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == "CPU 1/TCG")
+                std::fs::read_to_string(t.path().join("comm"))
+                    .is_ok_and(|c| c.trim() == "CPU 1/TCG")
             })
             .map(|t| t.file_name().to_string_lossy().into_owned())
             .expect("vCPU 1 thread");
@@ -105,9 +160,20 @@ fn qemu_guest_under_tcg() {
             .args(["-p", "-c", &cpus[1].to_string(), &tid])
             .output()
             .unwrap();
-        assert!(st.status.success(), "taskset: {}", String::from_utf8_lossy(&st.stderr));
+        assert!(
+            st.status.success(),
+            "taskset: {}",
+            String::from_utf8_lossy(&st.stderr)
+        );
         let body = exporter.scrape().1;
-        let m = |s: &str| value(&body, &format!(r#"libvirt_domain_pinning_affinity_mismatch_vcpus{{domain="tcg-1",source="{s}"}}"#));
+        let m = |s: &str| {
+            value(
+                &body,
+                &format!(
+                    r#"libvirt_domain_pinning_affinity_mismatch_vcpus{{domain="tcg-1",source="{s}"}}"#
+                ),
+            )
+        };
         assert_eq!(m("procfs"), Some(1.0), "{body}");
         assert_eq!(m("vcpuinfo"), Some(1.0), "{body}");
         assert_eq!(m("pininfo"), Some(0.0), "{body}");

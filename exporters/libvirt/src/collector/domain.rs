@@ -91,11 +91,49 @@ impl DomainCollector {
             timeouts.set(labels([("call", call)]), c.timeouts as f64);
         }
         errors.register(reg, "call_errors", "libvirt calls that failed, by call");
-        timeouts.register(reg, "call_timeouts", "libvirt calls that did not answer within --libvirt.timeout, by call");
-        counter(reg, "connections_opened", "Connections to libvirt opened (the first one and every re-open)", g.libvirt.opens() as f64);
-        counter(reg, "domain_xml_parses", "Domain XML documents parsed (only new or changed domains are parsed)", g.xml_parses.load(Ordering::Relaxed) as f64);
-        counter(reg, "domain_xml_parse_errors", "Domain XML documents that could not be parsed", g.xml_errors.load(Ordering::Relaxed) as f64);
-        counter(reg, "openstack_metadata_errors", "Parsed domain XMLs whose nova metadata was malformed", g.nova_errors.load(Ordering::Relaxed) as f64);
+        timeouts.register(
+            reg,
+            "call_timeouts",
+            "libvirt calls that did not answer within --libvirt.timeout, by call",
+        );
+        counter(
+            reg,
+            "connections_opened",
+            "Connections to libvirt opened (the first one and every re-open)",
+            g.libvirt.opens() as f64,
+        );
+        counter(
+            reg,
+            "domain_xml_fetches",
+            "Domain XML documents fetched from libvirt (new domains, domains changed according to libvirt's events, periodic refresh)",
+            g.xml_fetches.load(Ordering::Relaxed) as f64,
+        );
+        if let Some(n) = g.libvirt.events_received() {
+            counter(
+                reg,
+                "domain_events",
+                "libvirt domain events received (with --libvirt.events)",
+                n as f64,
+            );
+        }
+        counter(
+            reg,
+            "domain_xml_parses",
+            "Domain XML documents parsed (only new or changed domains are parsed)",
+            g.xml_parses.load(Ordering::Relaxed) as f64,
+        );
+        counter(
+            reg,
+            "domain_xml_parse_errors",
+            "Domain XML documents that could not be parsed",
+            g.xml_errors.load(Ordering::Relaxed) as f64,
+        );
+        counter(
+            reg,
+            "openstack_metadata_errors",
+            "Parsed domain XMLs whose nova metadata was malformed",
+            g.nova_errors.load(Ordering::Relaxed) as f64,
+        );
     }
 }
 
@@ -117,14 +155,29 @@ impl Collector for DomainCollector {
             let snap = match snap {
                 Ok(s) => s,
                 Err(e) => {
-                    gauge(reg, "up", "Whether scraping libvirt's metrics was successful", 0.0);
+                    gauge(
+                        reg,
+                        "up",
+                        "Whether scraping libvirt's metrics was successful",
+                        0.0,
+                    );
                     return Err(CollectError::new(e));
                 }
             };
-            gauge(reg, "up", "Whether scraping libvirt's metrics was successful", 1.0);
+            gauge(
+                reg,
+                "up",
+                "Whether scraping libvirt's metrics was successful",
+                1.0,
+            );
             let (sets, nova_ok) = self.nova.resolve();
             if let Some(ok) = nova_ok {
-                gauge(reg, "nova_config_loaded", "Whether the nova.conf given by --nova.config-file was read", f64::from(u8::from(ok)));
+                gauge(
+                    reg,
+                    "nova_config_loaded",
+                    "Whether the nova.conf given by --nova.config-file was read",
+                    f64::from(u8::from(ok)),
+                );
             }
             encode_snapshot(&snap, &sets, reg);
             Ok(())
@@ -149,14 +202,24 @@ struct Fams {
 
 impl Fams {
     fn gauge(&mut self, name: &'static str, help: &'static str, l: Labels, v: f64) {
-        self.g.entry(name).or_insert_with(|| (Gauges::default(), help)).0.set(l, v);
+        self.g
+            .entry(name)
+            .or_insert_with(|| (Gauges::default(), help))
+            .0
+            .set(l, v);
     }
     fn counter(&mut self, name: &'static str, help: &'static str, l: Labels, v: f64) {
-        self.c.entry(name).or_insert_with(|| (Counters::default(), help)).0.set(l, v);
+        self.c
+            .entry(name)
+            .or_insert_with(|| (Counters::default(), help))
+            .0
+            .set(l, v);
     }
     /// Declares a family so it is exported (with HELP/TYPE) even with no series.
     fn declare_gauge(&mut self, name: &'static str, help: &'static str) {
-        self.g.entry(name).or_insert_with(|| (Gauges::default(), help));
+        self.g
+            .entry(name)
+            .or_insert_with(|| (Gauges::default(), help));
     }
     fn register(self, reg: &mut Registry) {
         for (name, (f, help)) in self.g {
@@ -181,7 +244,12 @@ pub fn encode_snapshot(snap: &Snapshot, nova: &NovaCpuSets, reg: &mut Registry) 
     let mut f = Fams::default();
     let ncpus = snap.host.cpus;
 
-    gauge(reg, "domains", "Number of domains", snap.domains.len() as f64);
+    gauge(
+        reg,
+        "domains",
+        "Number of domains",
+        snap.domains.len() as f64,
+    );
     let by_state = Gauges::default();
     for (code, name, _) in STATE_NAMES {
         let n = snap.domains.iter().filter(|d| d.state == *code).count();
@@ -198,46 +266,138 @@ pub fn encode_snapshot(snap: &Snapshot, nova: &NovaCpuSets, reg: &mut Registry) 
 
 fn encode_domain(f: &mut Fams, d: &DomainSnap) {
     let desc = state_desc(d.state);
-    f.gauge("domain_info_state", "Code of the domain state", dl2(d, "state_desc", desc), f64::from(d.state));
-    f.gauge("domain_timed_out", "Whether libvirt did not answer in time for this domain on this scrape", dl(d), f64::from(u8::from(d.timed_out)));
-    f.gauge("domain_scrape_errors", "libvirt calls for this domain that failed on this scrape", dl(d), d.errors.len() as f64);
+    f.gauge(
+        "domain_info_state",
+        "Code of the domain state",
+        dl2(d, "state_desc", desc),
+        f64::from(d.state),
+    );
+    f.gauge(
+        "domain_timed_out",
+        "Whether libvirt did not answer in time for this domain on this scrape",
+        dl(d),
+        f64::from(u8::from(d.timed_out)),
+    );
+    f.gauge(
+        "domain_scrape_errors",
+        "libvirt calls for this domain that failed on this scrape",
+        dl(d),
+        d.errors.len() as f64,
+    );
 
     let xml = d.xml.as_deref();
     let kib = |k: &str| d.stat(k).map(|v| v * 1024.0);
-    if let Some(v) = kib("balloon.maximum").or_else(|| xml.and_then(|x| x.memory_bytes).map(|b| b as f64)) {
-        f.gauge("domain_info_maximum_memory_bytes", "Maximum allowed memory of the domain, in bytes", dl(d), v);
+    if let Some(v) =
+        kib("balloon.maximum").or_else(|| xml.and_then(|x| x.memory_bytes).map(|b| b as f64))
+    {
+        f.gauge(
+            "domain_info_maximum_memory_bytes",
+            "Maximum allowed memory of the domain, in bytes",
+            dl(d),
+            v,
+        );
     }
-    if let Some(v) = kib("balloon.current").or_else(|| xml.and_then(|x| x.current_memory_bytes).map(|b| b as f64)) {
-        f.gauge("domain_info_memory_usage_bytes", "Memory usage of the domain, in bytes", dl(d), v);
+    if let Some(v) = kib("balloon.current")
+        .or_else(|| xml.and_then(|x| x.current_memory_bytes).map(|b| b as f64))
+    {
+        f.gauge(
+            "domain_info_memory_usage_bytes",
+            "Memory usage of the domain, in bytes",
+            dl(d),
+            v,
+        );
     }
-    if let Some(v) = d.stat("vcpu.current").or_else(|| xml.map(|x| f64::from(x.vcpus_current))) {
-        f.gauge("domain_info_virtual_cpus", "Number of virtual CPUs for the domain", dl(d), v);
-        f.gauge("domain_vcpu_current", "Number of current online vCPUs", dl(d), v);
+    if let Some(v) = d
+        .stat("vcpu.current")
+        .or_else(|| xml.map(|x| f64::from(x.vcpus_current)))
+    {
+        f.gauge(
+            "domain_info_virtual_cpus",
+            "Number of virtual CPUs for the domain",
+            dl(d),
+            v,
+        );
+        f.gauge(
+            "domain_vcpu_current",
+            "Number of current online vCPUs",
+            dl(d),
+            v,
+        );
     }
-    if let Some(v) = d.stat("vcpu.maximum").or_else(|| xml.map(|x| f64::from(x.vcpus))) {
-        f.gauge("domain_vcpu_maximum", "Number of maximum online vCPUs", dl(d), v);
+    if let Some(v) = d
+        .stat("vcpu.maximum")
+        .or_else(|| xml.map(|x| f64::from(x.vcpus)))
+    {
+        f.gauge(
+            "domain_vcpu_maximum",
+            "Number of maximum online vCPUs",
+            dl(d),
+            v,
+        );
     }
     if let Some(v) = d.stat("cpu.time") {
-        f.counter("domain_info_cpu_time_seconds", "Amount of CPU time used by the domain, in seconds", dl(d), v / 1e9);
+        f.counter(
+            "domain_info_cpu_time_seconds",
+            "Amount of CPU time used by the domain, in seconds",
+            dl(d),
+            v / 1e9,
+        );
     }
     if let Some(v) = kib("balloon.current") {
-        f.gauge("domain_memory_stats_actual_balloon_bytes", "Current balloon value (in bytes)", dl(d), v);
+        f.gauge(
+            "domain_memory_stats_actual_balloon_bytes",
+            "Current balloon value (in bytes)",
+            dl(d),
+            v,
+        );
     }
     for (key, name, help) in [
-        ("balloon.unused", "domain_memory_stats_unused_bytes", "Memory unused by the domain"),
-        ("balloon.available", "domain_memory_stats_available_bytes", "Memory available to the domain"),
-        ("balloon.usable", "domain_memory_stats_usable_bytes", "Memory usable by the domain (corresponds to 'Available' in /proc/meminfo)"),
-        ("balloon.rss", "domain_memory_stats_rss_bytes", "Resident Set Size of the process running the domain"),
-        ("balloon.swap_in", "domain_memory_stats_swap_in_bytes", "Memory swapped in for this domain"),
-        ("balloon.swap_out", "domain_memory_stats_swap_out_bytes", "Memory swapped out for this domain"),
+        (
+            "balloon.unused",
+            "domain_memory_stats_unused_bytes",
+            "Memory unused by the domain",
+        ),
+        (
+            "balloon.available",
+            "domain_memory_stats_available_bytes",
+            "Memory available to the domain",
+        ),
+        (
+            "balloon.usable",
+            "domain_memory_stats_usable_bytes",
+            "Memory usable by the domain (corresponds to 'Available' in /proc/meminfo)",
+        ),
+        (
+            "balloon.rss",
+            "domain_memory_stats_rss_bytes",
+            "Resident Set Size of the process running the domain",
+        ),
+        (
+            "balloon.swap_in",
+            "domain_memory_stats_swap_in_bytes",
+            "Memory swapped in for this domain",
+        ),
+        (
+            "balloon.swap_out",
+            "domain_memory_stats_swap_out_bytes",
+            "Memory swapped out for this domain",
+        ),
     ] {
         if let Some(v) = kib(key) {
             f.gauge(name, help, dl(d), v);
         }
     }
     for (key, name, help) in [
-        ("balloon.major_fault", "domain_memory_stats_major_fault", "Page faults that required disk IO"),
-        ("balloon.minor_fault", "domain_memory_stats_minor_fault", "Page faults served without disk IO"),
+        (
+            "balloon.major_fault",
+            "domain_memory_stats_major_fault",
+            "Page faults that required disk IO",
+        ),
+        (
+            "balloon.minor_fault",
+            "domain_memory_stats_minor_fault",
+            "Page faults served without disk IO",
+        ),
     ] {
         if let Some(v) = d.stat(key) {
             f.counter(name, help, dl(d), v);
@@ -251,27 +411,57 @@ fn encode_domain(f: &mut Fams, d: &DomainSnap) {
         let l = || dl2(d, "vcpu", &i.to_string());
         if let Some(v) = d.stat(&format!("vcpu.{i}.state")) {
             vcpu_seen = true;
-            f.gauge("domain_vcpu_state", "State of the vCPU (0 offline, 1 running, 2 blocked)", l(), v);
+            f.gauge(
+                "domain_vcpu_state",
+                "State of the vCPU (0 offline, 1 running, 2 blocked)",
+                l(),
+                v,
+            );
         }
         if let Some(v) = d.stat(&format!("vcpu.{i}.time")) {
-            f.counter("domain_vcpu_time_seconds", "Time spent by the virtual CPU", l(), v / 1e9);
+            f.counter(
+                "domain_vcpu_time_seconds",
+                "Time spent by the virtual CPU",
+                l(),
+                v / 1e9,
+            );
         }
         if let Some(v) = d.stat(&format!("vcpu.{i}.wait")) {
             f.counter("domain_vcpu_wait_seconds", "Time the vCPU wants to run, but the host scheduler has something else running ahead of it", l(), v / 1e9);
         }
         if let Some(v) = d.stat(&format!("vcpu.{i}.delay")) {
-            f.counter("domain_vcpu_delay_seconds", "Time the vCPU spent waiting in the queue instead of running", l(), v / 1e9);
+            f.counter(
+                "domain_vcpu_delay_seconds",
+                "Time the vCPU spent waiting in the queue instead of running",
+                l(),
+                v / 1e9,
+            );
         }
     }
     if let Some(vs) = &d.vcpus {
         for v in vs {
             let l = || dl2(d, "vcpu", &v.number.to_string());
             if !vcpu_seen {
-                f.gauge("domain_vcpu_state", "State of the vCPU (0 offline, 1 running, 2 blocked)", l(), f64::from(v.state));
-                f.counter("domain_vcpu_time_seconds", "Time spent by the virtual CPU", l(), v.cpu_time_ns as f64 / 1e9);
+                f.gauge(
+                    "domain_vcpu_state",
+                    "State of the vCPU (0 offline, 1 running, 2 blocked)",
+                    l(),
+                    f64::from(v.state),
+                );
+                f.counter(
+                    "domain_vcpu_time_seconds",
+                    "Time spent by the virtual CPU",
+                    l(),
+                    v.cpu_time_ns as f64 / 1e9,
+                );
             }
             if v.cpu >= 0 {
-                f.gauge("domain_vcpu_cpu", "Host CPU the vCPU last ran on", l(), f64::from(v.cpu));
+                f.gauge(
+                    "domain_vcpu_cpu",
+                    "Host CPU the vCPU last ran on",
+                    l(),
+                    f64::from(v.cpu),
+                );
             }
         }
     }
@@ -301,30 +491,84 @@ fn encode_domain(f: &mut Fams, d: &DomainSnap) {
     }
     let nblock = d.stat("block.count").map(|v| v as u32).unwrap_or(0);
     for i in 0..nblock.min(256) {
-        let Some(dev) = d.stats.get(&format!("block.{i}.name")).and_then(|v| v.as_str()) else {
+        let Some(dev) = d
+            .stats
+            .get(&format!("block.{i}.name"))
+            .and_then(|v| v.as_str())
+        else {
             continue;
         };
         let l = || dl2(d, "target_device", dev);
         let s = |k: &str| d.stat(&format!("block.{i}.{k}"));
         for (k, name, help, scale) in [
-            ("rd.bytes", "domain_block_stats_read_bytes", "Number of bytes read from a block device, in bytes", 1.0),
-            ("rd.reqs", "domain_block_stats_read_requests", "Number of read requests from a block device", 1.0),
-            ("wr.bytes", "domain_block_stats_write_bytes", "Number of bytes written to a block device, in bytes", 1.0),
-            ("wr.reqs", "domain_block_stats_write_requests", "Number of write requests to a block device", 1.0),
-            ("rd.times", "domain_block_stats_read_time_seconds", "Total time spent on reads from a block device, in seconds", 1e-9),
-            ("wr.times", "domain_block_stats_write_time_seconds", "Total time spent on writes on a block device, in seconds", 1e-9),
-            ("fl.reqs", "domain_block_stats_flush_requests", "Total flush requests from a block device", 1.0),
-            ("fl.times", "domain_block_stats_flush_time_seconds", "Total time in seconds spent on cache flushing to a block device", 1e-9),
+            (
+                "rd.bytes",
+                "domain_block_stats_read_bytes",
+                "Number of bytes read from a block device, in bytes",
+                1.0,
+            ),
+            (
+                "rd.reqs",
+                "domain_block_stats_read_requests",
+                "Number of read requests from a block device",
+                1.0,
+            ),
+            (
+                "wr.bytes",
+                "domain_block_stats_write_bytes",
+                "Number of bytes written to a block device, in bytes",
+                1.0,
+            ),
+            (
+                "wr.reqs",
+                "domain_block_stats_write_requests",
+                "Number of write requests to a block device",
+                1.0,
+            ),
+            (
+                "rd.times",
+                "domain_block_stats_read_time_seconds",
+                "Total time spent on reads from a block device, in seconds",
+                1e-9,
+            ),
+            (
+                "wr.times",
+                "domain_block_stats_write_time_seconds",
+                "Total time spent on writes on a block device, in seconds",
+                1e-9,
+            ),
+            (
+                "fl.reqs",
+                "domain_block_stats_flush_requests",
+                "Total flush requests from a block device",
+                1.0,
+            ),
+            (
+                "fl.times",
+                "domain_block_stats_flush_time_seconds",
+                "Total time in seconds spent on cache flushing to a block device",
+                1e-9,
+            ),
         ] {
             if let Some(v) = s(k) {
                 f.counter(name, help, l(), v * scale);
             }
         }
         if let Some(v) = s("capacity") {
-            f.gauge("domain_block_stats_capacity_bytes", "Logical size in bytes of the block device backing image", l(), v);
+            f.gauge(
+                "domain_block_stats_capacity_bytes",
+                "Logical size in bytes of the block device backing image",
+                l(),
+                v,
+            );
         }
         if let Some(v) = s("allocation") {
-            f.gauge("domain_block_stats_allocation_bytes", "Highest allocated offset of the block device, in bytes", l(), v);
+            f.gauge(
+                "domain_block_stats_allocation_bytes",
+                "Highest allocated offset of the block device, in bytes",
+                l(),
+                v,
+            );
         }
     }
 
@@ -355,20 +599,62 @@ fn encode_domain(f: &mut Fams, d: &DomainSnap) {
     }
     let nnet = d.stat("net.count").map(|v| v as u32).unwrap_or(0);
     for i in 0..nnet.min(256) {
-        let Some(dev) = d.stats.get(&format!("net.{i}.name")).and_then(|v| v.as_str()) else {
+        let Some(dev) = d
+            .stats
+            .get(&format!("net.{i}.name"))
+            .and_then(|v| v.as_str())
+        else {
             continue;
         };
         let port = port_of(dev);
-        let l = || labels([("domain", &d.name), ("target_device", dev), ("port_id", &port)]);
+        let l = || {
+            labels([
+                ("domain", &d.name),
+                ("target_device", dev),
+                ("port_id", &port),
+            ])
+        };
         for (k, name, help) in [
-            ("rx.bytes", "domain_interface_stats_receive_bytes", "Number of bytes received on a network interface, in bytes"),
-            ("rx.pkts", "domain_interface_stats_receive_packets", "Number of packets received on a network interface"),
-            ("rx.errs", "domain_interface_stats_receive_errors", "Number of packet receive errors on a network interface"),
-            ("rx.drop", "domain_interface_stats_receive_drops", "Number of packet receive drops on a network interface"),
-            ("tx.bytes", "domain_interface_stats_transmit_bytes", "Number of bytes transmitted on a network interface, in bytes"),
-            ("tx.pkts", "domain_interface_stats_transmit_packets", "Number of packets transmitted on a network interface"),
-            ("tx.errs", "domain_interface_stats_transmit_errors", "Number of packet transmit errors on a network interface"),
-            ("tx.drop", "domain_interface_stats_transmit_drops", "Number of packet transmit drops on a network interface"),
+            (
+                "rx.bytes",
+                "domain_interface_stats_receive_bytes",
+                "Number of bytes received on a network interface, in bytes",
+            ),
+            (
+                "rx.pkts",
+                "domain_interface_stats_receive_packets",
+                "Number of packets received on a network interface",
+            ),
+            (
+                "rx.errs",
+                "domain_interface_stats_receive_errors",
+                "Number of packet receive errors on a network interface",
+            ),
+            (
+                "rx.drop",
+                "domain_interface_stats_receive_drops",
+                "Number of packet receive drops on a network interface",
+            ),
+            (
+                "tx.bytes",
+                "domain_interface_stats_transmit_bytes",
+                "Number of bytes transmitted on a network interface, in bytes",
+            ),
+            (
+                "tx.pkts",
+                "domain_interface_stats_transmit_packets",
+                "Number of packets transmitted on a network interface",
+            ),
+            (
+                "tx.errs",
+                "domain_interface_stats_transmit_errors",
+                "Number of packet transmit errors on a network interface",
+            ),
+            (
+                "tx.drop",
+                "domain_interface_stats_transmit_drops",
+                "Number of packet transmit drops on a network interface",
+            ),
         ] {
             if let Some(v) = d.stat(&format!("net.{i}.{k}")) {
                 f.counter(name, help, l(), v);
@@ -394,10 +680,20 @@ fn encode_domain(f: &mut Fams, d: &DomainSnap) {
     match &x.nova {
         None => {}
         Some(Err(_)) => {
-            f.gauge("domain_openstack_metadata_malformed", "Whether the domain's nova metadata could not be read (1) or was read (0)", dl(d), 1.0);
+            f.gauge(
+                "domain_openstack_metadata_malformed",
+                "Whether the domain's nova metadata could not be read (1) or was read (0)",
+                dl(d),
+                1.0,
+            );
         }
         Some(Ok(n)) => {
-            f.gauge("domain_openstack_metadata_malformed", "Whether the domain's nova metadata could not be read (1) or was read (0)", dl(d), 0.0);
+            f.gauge(
+                "domain_openstack_metadata_malformed",
+                "Whether the domain's nova metadata could not be read (1) or was read (0)",
+                dl(d),
+                0.0,
+            );
             let opt = |o: &Option<String>| o.clone().unwrap_or_default();
             let num = |o: Option<u64>| o.map(|v| v.to_string()).unwrap_or_default();
             let mut l: Labels = vec![
@@ -429,7 +725,12 @@ fn encode_domain(f: &mut Fams, d: &DomainSnap) {
                     n.flavor.extra_spec(spec).unwrap_or("").to_string(),
                 ));
             }
-            f.gauge("domain_openstack_info", "OpenStack nova metadata labels for the domain", l, 1.0);
+            f.gauge(
+                "domain_openstack_info",
+                "OpenStack nova metadata labels for the domain",
+                l,
+                1.0,
+            );
             for (k, v) in &n.flavor.extra_specs {
                 f.gauge(
                     "domain_openstack_flavor_extra_spec_info",
@@ -455,13 +756,19 @@ fn encode_domain(f: &mut Fams, d: &DomainSnap) {
     }
 }
 
+/// The live affinity of a vCPU from one source.
+type LiveAffinity<'a> = Box<dyn Fn(u32) -> Option<CpuSet> + 'a>;
+
 fn encode_pinning(f: &mut Fams, snap: &Snapshot, ncpus: u32, nova: &NovaCpuSets) {
     // Declared pinning of every domain (shut-off ones too: it is what they will claim).
     for d in &snap.domains {
         let Some(x) = d.xml.as_deref() else { continue };
         let claims = claims_of(x, ncpus);
         for v in &claims.vcpus {
-            let declared = x.vcpu_affinity(v.vcpu).map(|s| s.to_string()).unwrap_or_default();
+            let declared = x
+                .vcpu_affinity(v.vcpu)
+                .map(|s| s.to_string())
+                .unwrap_or_default();
             f.gauge(
                 "domain_vcpu_pinning_info",
                 "Declared host CPUs of each vCPU (empty: any), and whether it is dedicated or floating",
@@ -475,13 +782,22 @@ fn encode_pinning(f: &mut Fams, snap: &Snapshot, ncpus: u32, nova: &NovaCpuSets)
             );
         }
         if let Some(e) = &x.emulator_pin {
-            f.gauge("domain_emulator_pinning_info", "Declared host CPUs of the emulator threads", dl2(d, "cpuset", &e.to_string()), 1.0);
+            f.gauge(
+                "domain_emulator_pinning_info",
+                "Declared host CPUs of the emulator threads",
+                dl2(d, "cpuset", &e.to_string()),
+                1.0,
+            );
         }
         if let Some(m) = &x.numa_memory {
             f.gauge(
                 "domain_numa_memory_info",
                 "Declared NUMA memory mode and host nodes",
-                labels([("domain", &d.name), ("mode", &m.mode), ("nodeset", &m.nodeset)]),
+                labels([
+                    ("domain", &d.name),
+                    ("mode", &m.mode),
+                    ("nodeset", &m.nodeset),
+                ]),
                 1.0,
             );
         }
@@ -497,11 +813,29 @@ fn encode_pinning(f: &mut Fams, snap: &Snapshot, ncpus: u32, nova: &NovaCpuSets)
     let report = analyse(&active, ncpus, nova);
     for (cpu, u) in &report.cpus {
         let l = || labels([("cpu", &cpu.to_string())]);
-        f.gauge("host_cpu_pinned_vcpus", "Dedicated vCPUs of running domains pinned to this host CPU", l(), f64::from(u.pinned_vcpus));
-        f.gauge("host_cpu_dedicated_domains", "Running domains with dedicated vCPUs on this host CPU (more than 1 is broken pinning)", l(), f64::from(u.dedicated_domains));
-        f.gauge("host_cpu_floating_domains", "Running domains whose floating vCPUs may run on this host CPU", l(), f64::from(u.floating_domains));
+        f.gauge(
+            "host_cpu_pinned_vcpus",
+            "Dedicated vCPUs of running domains pinned to this host CPU",
+            l(),
+            f64::from(u.pinned_vcpus),
+        );
+        f.gauge(
+            "host_cpu_dedicated_domains",
+            "Running domains with dedicated vCPUs on this host CPU (more than 1 is broken pinning)",
+            l(),
+            f64::from(u.dedicated_domains),
+        );
+        f.gauge(
+            "host_cpu_floating_domains",
+            "Running domains whose floating vCPUs may run on this host CPU",
+            l(),
+            f64::from(u.floating_domains),
+        );
     }
-    f.declare_gauge("domain_pinning_overlap_info", "Pairs of running domains whose dedicated vCPUs claim the same host CPUs, with those CPUs");
+    f.declare_gauge(
+        "domain_pinning_overlap_info",
+        "Pairs of running domains whose dedicated vCPUs claim the same host CPUs, with those CPUs",
+    );
     for (dom, other, cpus) in &report.overlaps {
         f.gauge(
             "domain_pinning_overlap_info",
@@ -512,27 +846,57 @@ fn encode_pinning(f: &mut Fams, snap: &Snapshot, ncpus: u32, nova: &NovaCpuSets)
     }
     for (dom, fi) in &report.domains {
         let l = || labels([("domain", dom)]);
-        f.gauge("domain_pinning_dedicated_cpus", "Host CPUs claimed by the domain's dedicated vCPUs", l(), fi.dedicated_cpus.len() as f64);
+        f.gauge(
+            "domain_pinning_dedicated_cpus",
+            "Host CPUs claimed by the domain's dedicated vCPUs",
+            l(),
+            fi.dedicated_cpus.len() as f64,
+        );
         f.gauge("domain_pinning_overlap_cpus", "Host CPUs of the domain's dedicated vCPUs that another running domain's dedicated vCPUs also claim", l(), fi.overlap.len() as f64);
-        f.gauge("domain_pinning_dedicated_in_shared_cpus", "Host CPUs of the domain's dedicated vCPUs that floating vCPUs may also use", l(), fi.dedicated_in_shared.len() as f64);
+        f.gauge(
+            "domain_pinning_dedicated_in_shared_cpus",
+            "Host CPUs of the domain's dedicated vCPUs that floating vCPUs may also use",
+            l(),
+            fi.dedicated_in_shared.len() as f64,
+        );
         if let Some(s) = &fi.outside_dedicated_set {
-            f.gauge("domain_pinning_outside_dedicated_set_cpus", "Host CPUs of the domain's dedicated vCPUs outside nova's cpu_dedicated_set", l(), s.len() as f64);
+            f.gauge(
+                "domain_pinning_outside_dedicated_set_cpus",
+                "Host CPUs of the domain's dedicated vCPUs outside nova's cpu_dedicated_set",
+                l(),
+                s.len() as f64,
+            );
         }
         if let Some(s) = &fi.outside_shared_set {
-            f.gauge("domain_pinning_outside_shared_set_cpus", "Host CPUs the domain's floating vCPUs may use outside nova's cpu_shared_set", l(), s.len() as f64);
+            f.gauge(
+                "domain_pinning_outside_shared_set_cpus",
+                "Host CPUs the domain's floating vCPUs may use outside nova's cpu_shared_set",
+                l(),
+                s.len() as f64,
+            );
         }
     }
 
     // Declared against live affinity.
-    f.declare_gauge("domain_vcpu_affinity_mismatch_info", "vCPUs whose live affinity differs from the declared pinning, with both sets");
+    f.declare_gauge(
+        "domain_vcpu_affinity_mismatch_info",
+        "vCPUs whose live affinity differs from the declared pinning, with both sets",
+    );
     for d in snap.domains.iter().filter(|d| d.is_active()) {
         let Some(x) = d.xml.as_deref() else { continue };
-        let mut sources: Vec<(&str, Box<dyn Fn(u32) -> Option<CpuSet> + '_>)> = Vec::new();
+        let mut sources: Vec<(&str, LiveAffinity<'_>)> = Vec::new();
         if let Some(p) = &d.pin_info {
             sources.push(("pininfo", Box::new(move |v| p.get(v as usize).cloned())));
         }
         if let Some(vs) = &d.vcpus {
-            sources.push(("vcpuinfo", Box::new(move |v| vs.iter().find(|i| i.number == v).map(|i| i.affinity.clone()))));
+            sources.push((
+                "vcpuinfo",
+                Box::new(move |v| {
+                    vs.iter()
+                        .find(|i| i.number == v)
+                        .map(|i| i.affinity.clone())
+                }),
+            ));
         }
         if let Some(pa) = &d.proc_affinity {
             sources.push(("procfs", Box::new(move |v| pa.get(&v).cloned())));
@@ -540,7 +904,9 @@ fn encode_pinning(f: &mut Fams, snap: &Snapshot, ncpus: u32, nova: &NovaCpuSets)
         for (source, live_of) in &sources {
             let mut mismatched = 0u32;
             for v in 0..x.vcpus_current {
-                let Some(declared) = x.vcpu_affinity(v) else { continue };
+                let Some(declared) = x.vcpu_affinity(v) else {
+                    continue;
+                };
                 let Some(live) = live_of(v) else { continue };
                 if &live != declared {
                     mismatched += 1;

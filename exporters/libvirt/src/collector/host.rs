@@ -30,13 +30,48 @@ impl HostCollector {
 
 /// Registers the host metrics.
 pub fn encode_host(h: &HostInfo, reg: &mut Registry) {
-    gauge(reg, "host_cpus", "Number of active host CPUs", f64::from(h.cpus));
-    gauge(reg, "host_cpu_frequency_megahertz", "Expected CPU frequency of the host, 0 if unknown", f64::from(h.mhz));
-    gauge(reg, "host_numa_nodes", "Number of host NUMA cells", f64::from(h.nodes));
-    gauge(reg, "host_cpu_sockets", "CPU sockets per NUMA cell", f64::from(h.sockets));
-    gauge(reg, "host_cpu_cores", "CPU cores per socket", f64::from(h.cores));
-    gauge(reg, "host_cpu_threads", "CPU threads per core", f64::from(h.threads));
-    gauge(reg, "host_memory_bytes", "Host memory size in bytes", h.memory_bytes as f64);
+    gauge(
+        reg,
+        "host_cpus",
+        "Number of active host CPUs",
+        f64::from(h.cpus),
+    );
+    gauge(
+        reg,
+        "host_cpu_frequency_megahertz",
+        "Expected CPU frequency of the host, 0 if unknown",
+        f64::from(h.mhz),
+    );
+    gauge(
+        reg,
+        "host_numa_nodes",
+        "Number of host NUMA cells",
+        f64::from(h.nodes),
+    );
+    gauge(
+        reg,
+        "host_cpu_sockets",
+        "CPU sockets per NUMA cell",
+        f64::from(h.sockets),
+    );
+    gauge(
+        reg,
+        "host_cpu_cores",
+        "CPU cores per socket",
+        f64::from(h.cores),
+    );
+    gauge(
+        reg,
+        "host_cpu_threads",
+        "CPU threads per core",
+        f64::from(h.threads),
+    );
+    gauge(
+        reg,
+        "host_memory_bytes",
+        "Host memory size in bytes",
+        h.memory_bytes as f64,
+    );
     let info = Gauges::default();
     info.set(labels([("cpu_model", &h.model)]), 1.0);
     info.register(reg, "host_info", "Host CPU model, as a label");
@@ -52,7 +87,9 @@ impl Collector for HostCollector {
     fn collect<'a>(&'a self, reg: &'a mut Registry) -> BoxFuture<'a, Result<(), CollectError>> {
         Box::pin(async move {
             let conn = self.libvirt.connection().await.map_err(CollectError::new)?;
-            let h = host_info(&self.libvirt, &conn).await.map_err(CollectError::new)?;
+            let h = host_info(&self.libvirt, &conn)
+                .await
+                .map_err(CollectError::new)?;
             encode_host(&h, reg);
             Ok(())
         })

@@ -1,7 +1,7 @@
 //! Test harness: a private libvirtd (test driver only, or QEMU under TCG), the exporter binary,
 //! loopback HTTP and promtool. Every process is started in the test's own temp dir and stopped
 //! by PID from a `Drop` guard, also when the test fails.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -173,7 +173,10 @@ pub fn http_get(port: u16, path: &str) -> (u16, String) {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (status, body)
 }
 
@@ -195,7 +198,12 @@ pub fn promtool_check(text: &str) -> String {
         .stderr(Stdio::piped())
         .spawn()
         .expect("promtool (package prometheus) must be installed");
-    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     let mut s = String::from_utf8_lossy(&out.stdout).into_owned();
     s.push_str(&String::from_utf8_lossy(&out.stderr));
@@ -219,10 +227,13 @@ impl QemuLibvirtd {
         for d in ["etc", "lib", "cache", "log", "run", "sock", "drivers"] {
             std::fs::create_dir_all(dir.join(d)).unwrap();
         }
-        let so = ["/usr/lib/x86_64-linux-gnu/libvirt/connection-driver/libvirt_driver_qemu.so", "/usr/lib64/libvirt/connection-driver/libvirt_driver_qemu.so"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .expect("libvirt_driver_qemu.so (package libvirt-daemon-driver-qemu) must be installed");
+        let so = [
+            "/usr/lib/x86_64-linux-gnu/libvirt/connection-driver/libvirt_driver_qemu.so",
+            "/usr/lib64/libvirt/connection-driver/libvirt_driver_qemu.so",
+        ]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("libvirt_driver_qemu.so (package libvirt-daemon-driver-qemu) must be installed");
         std::fs::copy(so, dir.join("drivers/libvirt_driver_qemu.so")).unwrap();
         for f in ["libvirt.conf", "libvirt-admin.conf"] {
             let _ = std::fs::copy(Path::new("/etc/libvirt").join(f), dir.join("etc").join(f));
@@ -241,7 +252,9 @@ impl QemuLibvirtd {
         )
         .unwrap();
         let mut passwd = std::fs::read_to_string("/etc/passwd").unwrap();
-        passwd.push_str("libvirt-qemu:x:64055:64055:Libvirt Qemu:/var/lib/libvirt:/usr/sbin/nologin\n");
+        passwd.push_str(
+            "libvirt-qemu:x:64055:64055:Libvirt Qemu:/var/lib/libvirt:/usr/sbin/nologin\n",
+        );
         std::fs::write(dir.join("passwd"), passwd).unwrap();
         let mut group = std::fs::read_to_string("/etc/group").unwrap();
         group.push_str("libvirt-qemu:x:64055:\n");
@@ -280,13 +293,22 @@ impl QemuLibvirtd {
             },
         };
         let sock = dir.join("sock/libvirt-sock-ro");
-        wait_for("libvirtd (qemu) socket", Duration::from_secs(30), || sock.exists());
+        wait_for("libvirtd (qemu) socket", Duration::from_secs(30), || {
+            sock.exists()
+        });
         q
     }
 
     pub fn uri(&self, ro: bool) -> String {
-        let sock = if ro { "libvirt-sock-ro" } else { "libvirt-sock" };
-        format!("qemu+unix:///system?socket={}", self.dir.join("sock").join(sock).display())
+        let sock = if ro {
+            "libvirt-sock-ro"
+        } else {
+            "libvirt-sock"
+        };
+        format!(
+            "qemu+unix:///system?socket={}",
+            self.dir.join("sock").join(sock).display()
+        )
     }
 
     /// Runs virsh on the read-write socket.
@@ -348,5 +370,8 @@ pub fn own_cpus() -> Vec<u32> {
         .unwrap()
         .trim()
         .to_string();
-    libvirt_exporter::cpuset::parse_cpuset(&list).unwrap().iter().collect()
+    libvirt_exporter::cpuset::parse_cpuset(&list)
+        .unwrap()
+        .iter()
+        .collect()
 }
