@@ -34,6 +34,8 @@ pub struct Record {
     pub flags: u8,
     /// Offset of the match (after `priority=N,`) from `text_start`.
     pub match_off: u16,
+    /// Chunk of the [`Arena`] holding the text.
+    pub chunk: u32,
     pub text_start: u32,
     pub match_len: u32,
     pub text_len: u32,
@@ -52,15 +54,50 @@ impl Record {
     }
 
     /// The flow text (match and actions, no counters).
-    pub fn text<'t>(&self, arena: &'t str) -> &'t str {
-        let s = self.text_start as usize;
-        arena.get(s..s + self.text_len as usize).unwrap_or("")
+    pub fn text<'t>(&self, arena: &'t Arena) -> &'t str {
+        arena.get(self.chunk, self.text_start as usize, self.text_len as usize)
     }
 
     /// The match without priority.
-    pub fn match_text<'t>(&self, arena: &'t str) -> &'t str {
+    pub fn match_text<'t>(&self, arena: &'t Arena) -> &'t str {
         let s = self.text_start as usize + usize::from(self.match_off);
-        arena.get(s..s + self.match_len as usize).unwrap_or("")
+        arena.get(self.chunk, s, self.match_len as usize)
+    }
+}
+
+/// Flow texts, appended in fixed-size chunks: growing one big string would briefly need twice
+/// its size while it is copied, which at 100k flows is the exporter's peak memory.
+#[derive(Debug, Default)]
+pub struct Arena {
+    chunks: Vec<String>,
+}
+
+impl Arena {
+    const CHUNK: usize = 1 << 20;
+
+    /// Appends `s`; returns (chunk, offset), or None past 4G chunks.
+    pub fn push(&mut self, s: &str) -> Option<(u32, u32)> {
+        let fits = self
+            .chunks
+            .last()
+            .is_some_and(|c| c.capacity() - c.len() >= s.len());
+        if !fits {
+            self.chunks
+                .push(String::with_capacity(Self::CHUNK.max(s.len())));
+        }
+        let idx = u32::try_from(self.chunks.len() - 1).ok()?;
+        let c = self.chunks.last_mut()?;
+        let off = u32::try_from(c.len()).ok()?;
+        c.push_str(s);
+        Some((idx, off))
+    }
+
+    /// The text at (chunk, offset, len); empty when out of range.
+    pub fn get(&self, chunk: u32, off: usize, len: usize) -> &str {
+        self.chunks
+            .get(chunk as usize)
+            .and_then(|c| c.get(off..off + len))
+            .unwrap_or("")
     }
 }
 
@@ -117,7 +154,7 @@ pub struct BridgeScan<'c> {
     table_counts: [u64; 256],
     table_names: Vec<(String, u64)>,
     pub(crate) records: Vec<Record>,
-    pub(crate) text: String,
+    pub(crate) text: Arena,
     flows: u64,
     parse_errors: u64,
     replies: u64,
@@ -175,7 +212,7 @@ impl<'c> BridgeScan<'c> {
             table_counts: [0; 256],
             table_names: Vec::new(),
             records: Vec::new(),
-            text: String::new(),
+            text: Arena::default(),
             flows: 0,
             parse_errors: 0,
             replies: 0,
@@ -270,18 +307,14 @@ impl<'c> BridgeScan<'c> {
         if f.actions().all(|a| a.name == "conjunction") {
             flags |= Record::CONJUNCTION_ONLY;
         }
-        // Offsets are u32: beyond 4 GiB of flow text (40M flows) records would be wrong, so
-        // stop recording (the counts above stay right).
-        let start = self.text.len();
-        let Ok(text_start) = u32::try_from(start) else {
-            return;
-        };
         let match_off = if f.match_text.is_empty() {
             0
         } else {
             f.match_text.as_ptr() as usize - f.text.as_ptr() as usize
         };
-        self.text.push_str(f.text);
+        let Some((chunk, text_start)) = self.text.push(f.text) else {
+            return;
+        };
         self.records.push(Record {
             cookie: f.cookie,
             duration_ms: f.duration.map(|d| (d * 1000.0) as u64),
@@ -289,6 +322,7 @@ impl<'c> BridgeScan<'c> {
             priority: f.priority,
             flags,
             match_off: u16::try_from(match_off).unwrap_or(0),
+            chunk,
             text_start,
             match_len: u32::try_from(f.match_text.len()).unwrap_or(0),
             text_len: u32::try_from(f.text.len()).unwrap_or(0),

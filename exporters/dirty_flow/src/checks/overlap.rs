@@ -15,7 +15,7 @@ use std::collections::HashMap;
 
 use crate::parse::fields::{expand_match, matches_overlap, FieldMatch};
 
-use super::Record;
+use super::{Arena, Record};
 
 /// Pairwise comparisons allowed per bridge.
 pub const DEFAULT_BUDGET: u64 = 50_000_000;
@@ -120,7 +120,7 @@ impl Ctx<'_, '_> {
 
 /// Finds overlapping flows. `text` is the arena the records point into. Returns the dirty flag
 /// per record and whether the budget ran out.
-pub fn overlapping(records: &[Record], text: &str, budget: u64) -> (Vec<bool>, bool) {
+pub fn overlapping(records: &[Record], text: &Arena, budget: u64) -> (Vec<bool>, bool) {
     let mut dirty = vec![false; records.len()];
     let mut order: Vec<usize> = (0..records.len())
         .filter(|&i| !records[i].conjunction_only())

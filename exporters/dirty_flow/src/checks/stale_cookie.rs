@@ -87,6 +87,7 @@ mod tests {
             priority: 1,
             flags: if timeout { Record::TIMEOUT } else { 0 },
             match_off: 0,
+            chunk: 0,
             text_start: 0,
             match_len: 0,
             text_len: 0,

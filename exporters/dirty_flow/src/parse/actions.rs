@@ -22,12 +22,11 @@ pub struct Action<'a> {
 
 impl<'a> Action<'a> {
     fn from_token(t: &'a str) -> Self {
-        let colon = t.find(':');
-        let paren = t.find('(');
-        match (colon, paren) {
-            (Some(c), Some(p)) if c < p => Self::colon(t, c),
-            (Some(c), None) => Self::colon(t, c),
-            (_, Some(p)) if t.ends_with(')') => Action {
+        // One pass for whichever of ':' and '(' comes first.
+        let first = t.bytes().position(|b| b == b':' || b == b'(');
+        match first {
+            Some(c) if t.as_bytes()[c] == b':' => Self::colon(t, c),
+            Some(p) if t.ends_with(')') => Action {
                 name: &t[..p],
                 arg: Some(&t[p + 1..t.len() - 1]),
                 parens: true,

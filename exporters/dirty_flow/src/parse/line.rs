@@ -134,12 +134,44 @@ impl<'a> Flow<'a> {
 
 /// Splits a match (without priority) into its items.
 pub fn split_match(m: &str) -> impl Iterator<Item = (&str, Option<&str>)> {
-    m.split(',')
+    SplitBytes::new(m, b',')
         .filter(|s| !s.is_empty())
-        .map(|item| match item.split_once('=') {
-            Some((k, v)) => (k, Some(v)),
+        .map(|item| match item.bytes().position(|b| b == b'=') {
+            Some(i) => (&item[..i], Some(&item[i + 1..])),
             None => (item, None),
         })
+}
+
+/// Splits at an ASCII byte; cheaper than `str::split(char)` for the short items of a flow.
+#[derive(Debug, Clone)]
+pub struct SplitBytes<'a> {
+    rest: Option<&'a str>,
+    sep: u8,
+}
+
+impl<'a> SplitBytes<'a> {
+    pub fn new(s: &'a str, sep: u8) -> Self {
+        Self { rest: Some(s), sep }
+    }
+}
+
+impl<'a> Iterator for SplitBytes<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        let r = self.rest?;
+        match r.bytes().position(|b| b == self.sep) {
+            Some(i) => {
+                // `sep` is ASCII, so both sides are on char boundaries.
+                self.rest = Some(&r[i + 1..]);
+                Some(&r[..i])
+            }
+            None => {
+                self.rest = None;
+                Some(r)
+            }
+        }
+    }
 }
 
 /// A parsed line.
@@ -196,7 +228,7 @@ fn find_actions(line: &str) -> Option<usize> {
     if line.starts_with("actions=") {
         return Some(0);
     }
-    line.find(" actions=").map(|i| i + 1)
+    memchr::memmem::find(line.as_bytes(), b" actions=").map(|i| i + 1)
 }
 
 /// Parses a flow line (leading spaces allowed).
@@ -229,7 +261,9 @@ pub fn parse_flow(line: &str) -> Result<Flow<'_>, ParseError> {
         text: "",
     };
 
-    let mut words = head.split(' ').filter(|w| !w.is_empty()).peekable();
+    let mut words = SplitBytes::new(head, b' ')
+        .filter(|w| !w.is_empty())
+        .peekable();
     let mut match_word: Option<&str> = None;
     while let Some(word) = words.next() {
         let last = words.peek().is_none();
@@ -290,9 +324,11 @@ fn parse_u64(field: &'static str, v: &str) -> Result<u64, ParseError> {
 }
 
 fn info_item<'a>(flow: &mut Flow<'a>, item: &'a str) -> Result<(), ParseError> {
-    let (k, v) = item
-        .split_once('=')
+    let eq = item
+        .bytes()
+        .position(|b| b == b'=')
         .ok_or_else(|| ParseError::UnknownField(item.to_string()))?;
+    let (k, v) = (&item[..eq], &item[eq + 1..]);
     match k {
         "cookie" => {
             let hex = v.strip_prefix("0x").ok_or_else(|| bad("cookie", v))?;

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Benchmark of dirty_flow_exporter at 100k flows on a real ovs-vswitchd sandbox, beside its peers
+# measured in the same run:
+#   - scrape latency and peak RSS  vs  bare `ovs-ofctl --no-names dump-flows` to /dev/null
+#     (target: within 1.2x), and peak RSS of the exporter under 64 MiB;
+#   - parser lines/s               vs  OVS's own Python parser ovs.flow.ofp on `--no-stats`
+#     output (3.1's parser fails on stats output) (target: at least 100x).
+# Prints a table with ratios. Not a pass/fail test. Needs: openvswitch-switch,
+# python3-openvswitch, python3-netaddr, curl, /usr/bin/time.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+REPO=$(cd "$HERE/../../.." && pwd)
+FLOWS=${FLOWS:-100000}
+RUNS=${RUNS:-5}
+PY_LINES=${PY_LINES:-20000}
+TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
+BIN="$TARGET_DIR/release/dirty_flow_exporter"
+PARSE_BENCH="$TARGET_DIR/release/examples/parse_bench"
+
+(cd "$REPO" && cargo build --release -q -p dirty_flow_exporter --bin dirty_flow_exporter --example parse_bench)
+
+D=$(mktemp -d /tmp/ovsbench.XXXXXX)
+EXP_PID=""
+cleanup() {
+  if [ -n "$EXP_PID" ]; then kill "$EXP_PID" 2>/dev/null || true; wait "$EXP_PID" 2>/dev/null || true; fi
+  "$REPO/exporters/dirty_flow/demo/ovs-sandbox.sh" stop "$D" >/dev/null 2>&1 || true
+  rm -rf "$D"
+}
+trap cleanup EXIT
+
+"$REPO/exporters/dirty_flow/demo/ovs-sandbox.sh" start-empty "$D" >/dev/null 2>&1
+T="unix:$D/br-int.mgmt"
+
+# Neutron-like flows: per-port MAC forwarding, ACLs with ct(), learn(), conjunctions, VLAN
+# handling, a few with timeouts; spread over tables and priorities.
+awk -v n="$FLOWS" 'BEGIN {
+  for (i = 0; i < n; i++) {
+    p = i % 3 + 1; t = i % 8; pr = 10 + i % 13
+    mac = sprintf("fa:16:%02x:%02x:%02x:%02x", int(i/16777216)%256, int(i/65536)%256, int(i/256)%256, i%256)
+    ip = sprintf("10.%d.%d.%d", int(i/65536)%256, int(i/256)%256, i%256)
+    k = i % 6
+    if (k == 0) printf "cookie=0x1,table=%d,priority=%d,in_port=%d,dl_dst=%s,actions=output:%d\n", t, pr, p, mac, p
+    else if (k == 1) printf "cookie=0x1,table=%d,priority=%d,ct_state=+trk+est-rel,tcp,reg5=0x%x,nw_src=%s/32,tp_dst=%d,actions=ct(commit,zone=NXM_NX_REG6[0..15]),resubmit(,%d)\n", t, pr, i, ip, i%65535+1, (t+1)%8
+    else if (k == 2) printf "cookie=0x1,table=%d,priority=%d,ip,reg6=0x%x,nw_dst=%s,actions=conjunction(%d,1/2)\n", t, pr, i, ip, i
+    else if (k == 3) printf "cookie=0x1,table=%d,priority=%d,dl_vlan=%d,dl_src=%s,actions=strip_vlan,load:0x%x->NXM_NX_REG5[],resubmit(,%d)\n", t, pr, i%4094+1, mac, i, (t+2)%8
+    else if (k == 4) printf "cookie=0x1,table=%d,priority=%d,udp6,ipv6_src=2001:db8::%x:%x,tp_src=%d,actions=learn(table=%d,hard_timeout=300,priority=1,NXM_OF_VLAN_TCI[0..11],NXM_OF_ETH_DST[]=NXM_OF_ETH_SRC[],load:NXM_NX_REG0[]->NXM_NX_REG1[],output:NXM_OF_IN_PORT[]),output:%d\n", t, pr, int(i/65536), i%65536, i%65535+1, (t+3)%8, p
+    else printf "cookie=0x1,table=%d,priority=%d,idle_timeout=600,arp,arp_tpa=%s,arp_op=1,in_port=%d,actions=move:NXM_OF_ETH_SRC[]->NXM_OF_ETH_DST[],mod_dl_src:%s,IN_PORT\n", t, pr, ip, p, mac
+  }
+}' >"$D/flows.txt"
+ovs-ofctl add-flows "$T" "$D/flows.txt"
+
+median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+# --- bare ovs-ofctl -----------------------------------------------------------------------
+: >"$D/ofctl.times"; : >"$D/ofctl.rss"
+for _ in $(seq "$RUNS"); do
+  /usr/bin/time -f "%e %M" -o "$D/t" ovs-ofctl --no-names dump-flows "$T" >/dev/null
+  read -r secs kb <"$D/t"
+  echo "$secs" >>"$D/ofctl.times"; echo "$kb" >>"$D/ofctl.rss"
+done
+OFCTL_S=$(median <"$D/ofctl.times")
+OFCTL_KB=$(sort -g "$D/ofctl.rss" | tail -1)
+LINES=$(ovs-ofctl --no-names dump-flows "$T" | grep -c 'actions=')
+
+# --- the exporter ---------------------------------------------------------------------------
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+"$BIN" --web.listen-address="127.0.0.1:$PORT" --ovs.rundir="$D" --ovs.timeout=60s \
+  --scrape.timeout=60s --log.level=warn &
+EXP_PID=$!
+for _ in $(seq 50); do curl -sf "http://127.0.0.1:$PORT/-/healthy" >/dev/null && break; sleep 0.1; done
+curl -sf "http://127.0.0.1:$PORT/metrics" -o "$D/metrics.txt"   # warm-up, and a sanity check
+grep -q "^ovs_dump_success{bridge=\"br-int\"} 1" "$D/metrics.txt" || { echo "exporter scrape failed" >&2; cat "$D/metrics.txt" >&2; exit 1; }
+: >"$D/exp.times"
+for _ in $(seq "$RUNS"); do
+  curl -sf -o /dev/null -w '%{time_total}\n' "http://127.0.0.1:$PORT/metrics" >>"$D/exp.times"
+done
+EXP_S=$(median <"$D/exp.times")
+EXP_KB=$(awk '/^VmHWM:/ {print $2}' "/proc/$EXP_PID/status")
+kill "$EXP_PID"; wait "$EXP_PID" 2>/dev/null || true; EXP_PID=""
+FLOWS_SEEN=$(awk '/^ovs_flows\{/ {s+=$2} END {print s}' "$D/metrics.txt")
+
+# --- parsers --------------------------------------------------------------------------------
+ovs-ofctl --no-stats dump-flows "$T" >"$D/nostats.txt"
+ovs-ofctl --no-names dump-flows "$T" >"$D/stats.txt"
+read -r _ _ RUST_LPS < <("$PARSE_BENCH" "$D/nostats.txt" 2>/dev/null)
+read -r _ _ RUST_STATS_LPS < <("$PARSE_BENCH" "$D/stats.txt" 2>/dev/null)
+PY_LPS=""
+if /usr/bin/python3 -c 'import ovs.flow.ofp' 2>/dev/null; then
+  read -r _ _ PY_LPS < <(/usr/bin/python3 "$HERE/parse_ovs_python.py" "$D/nostats.txt" "$PY_LINES" 2>/dev/null)
+fi
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+mib() { awk -v k="$1" 'BEGIN { printf "%.1f MiB", k / 1024 }'; }
+
+echo
+echo "dirty_flow_exporter benchmark: $LINES flows on a sandbox bridge (exporter saw $FLOWS_SEEN), median of $RUNS runs"
+printf '%-44s %16s %22s %10s %s\n' "measure" "exporter" "peer" "ratio" "target"
+printf '%-44s %16s %22s %10s %s\n' "scrape latency vs ovs-ofctl dump-flows" "${EXP_S} s" "${OFCTL_S} s (ofctl)" "$(ratio "$EXP_S" "$OFCTL_S")x" "<= 1.2x"
+printf '%-44s %16s %22s %10s %s\n' "peak RSS vs ovs-ofctl dump-flows" "$(mib "$EXP_KB")" "$(mib "$OFCTL_KB") (ofctl)" "$(ratio "$EXP_KB" "$OFCTL_KB")x" "<= 1.2x"
+printf '%-44s %16s %22s %10s %s\n' "peak RSS of the exporter at ${FLOWS} flows" "$(mib "$EXP_KB")" "64 MiB (limit)" "$(ratio "$EXP_KB" 65536)x" "< 1x"
+if [ -n "$PY_LPS" ]; then
+  printf '%-44s %16s %22s %10s %s\n' "parser lines/s (--no-stats) vs ovs.flow.ofp" "$RUST_LPS" "$PY_LPS (python)" "$(ratio "$RUST_LPS" "$PY_LPS")x" ">= 100x"
+else
+  printf '%-44s %16s %22s %10s %s\n' "parser lines/s (--no-stats)" "$RUST_LPS" "ovs.flow.ofp missing" "n/a" ">= 100x"
+fi
+printf '%-44s %16s %22s %10s %s\n' "parser lines/s (default output, with stats)" "$RUST_STATS_LPS" "-" "-" "-"
