@@ -66,18 +66,22 @@ rss_kb=$(awk '/VmHWM/ {print $2}' "/proc/$EXPORTER_PID/status")
 
 "$FLOOR" "$URI" "$REPEAT" "$CONCURRENCY" > "$WORK/floor.txt"
 floor=$(awk '{print $2}' "$WORK/floor.txt" | median)
+floor_vcpus=$(awk '{print $4}' "$WORK/floor.txt" | median)
 
 # virsh, for reference: the same bulk stats as a user would fetch them.
 virsh_s=$( { /usr/bin/time -f '%e' virsh -r -c "$URI" domstats --nowait >/dev/null; } 2>&1 | tail -1)
 
 ratio=$(awk -v a="$repeat" -v b="$floor" 'BEGIN {printf "%.2f", a / b}')
+ratio_vcpus=$(awk -v a="$repeat" -v b="$floor_vcpus" 'BEGIN {printf "%.2f", a / b}')
 printf '\nlibvirt_exporter benchmark: %s nova domains (%s seen), test driver via libvirtd, concurrency %s\n\n' "$N" "$got" "$CONCURRENCY"
 printf '| %-44s | %12s |\n' "measure" "value"
 printf '|%s|%s|\n' "$(printf -- '-%.0s' $(seq 46))" "$(printf -- '-%.0s' $(seq 14))"
 printf '| %-44s | %10.3f s |\n' "floor: list + bulk stats + pin info (median)" "$floor"
-printf '| %-44s | %10.3f s |\n' "exporter: first scrape (all XML parsed)" "$first"
+printf '| %-44s | %10.3f s |\n' "floor + virDomainGetVcpus per domain (median)" "$floor_vcpus"
+printf '| %-44s | %10.3f s |\n' "exporter: first scrape (connect, all XML)" "$first"
 printf '| %-44s | %10.3f s |\n' "exporter: repeated scrape (median of $REPEAT)" "$repeat"
 printf '| %-44s | %12s |\n' "ratio repeated / floor (target <= 1.25)" "$ratio"
+printf '| %-44s | %12s |\n' "ratio repeated / floor with GetVcpus" "$ratio_vcpus"
 printf '| %-44s | %10.1f MiB |\n' "exporter peak RSS (VmHWM)" "$(awk -v k="$rss_kb" 'BEGIN {print k/1024}')"
 printf '| %-44s | %12s |\n' "series / bytes per scrape" "$series / $bytes"
 printf '| %-44s | %10s s |\n' "virsh domstats --nowait (reference)" "$virsh_s"

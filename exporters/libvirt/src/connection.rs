@@ -302,3 +302,63 @@ impl Libvirt {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_call_that_hangs_times_out_and_is_counted() {
+        let lv = Libvirt::new(
+            "test:///default".into(),
+            Duration::from_millis(50),
+            Duration::from_secs(1),
+            false,
+        );
+        let slow = lv
+            .blocking("slow", || {
+                std::thread::sleep(Duration::from_millis(300));
+                Ok(1)
+            })
+            .await;
+        assert!(
+            matches!(slow, Err(Error::Timeout { call: "slow", .. })),
+            "{slow:?}"
+        );
+        assert_eq!(lv.stuck.load(Ordering::Acquire), 1);
+        let fast = lv.blocking("fast", || Ok(2)).await;
+        assert_eq!(fast.ok(), Some(2));
+        let failing: Result<(), Error> = lv
+            .blocking("failing", || Err(Error::invalid("x", "y")))
+            .await;
+        assert!(failing.is_err());
+        let counts = lv.call_counts();
+        assert_eq!(counts["slow"].timeouts, 1);
+        assert_eq!(counts["failing"].errors, 1);
+        assert!(!counts.contains_key("fast"));
+        // The stuck call is released once it returns.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(lv.stuck.load(Ordering::Acquire), 0);
+    }
+
+    #[tokio::test]
+    async fn unreachable_libvirt_backs_off() {
+        let lv = Libvirt::new(
+            "test+unix:///nonexistent.xml?socket=/nonexistent/sock".into(),
+            Duration::from_secs(2),
+            Duration::from_secs(60),
+            false,
+        );
+        let first = lv.connection().await;
+        assert!(matches!(first, Err(Error::NotConnected(_))));
+        // Within the backoff no new attempt is made: the answer is immediate and says so.
+        let second = lv
+            .connection()
+            .await
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(second.contains("next attempt in"), "{second}");
+        assert_eq!(lv.opens(), 0);
+    }
+}

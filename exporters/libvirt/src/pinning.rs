@@ -135,27 +135,40 @@ pub fn analyse(claims: &[DomainClaims], host_cpus: u32, nova: &NovaCpuSets) -> P
         }
     }
 
-    for (i, d) in claims.iter().enumerate() {
-        let mut overlap = CpuSet::new();
-        for (j, other) in claims.iter().enumerate() {
-            if i == j || other.domain == d.domain {
-                continue;
-            }
-            let shared = dedicated[i].intersection(&dedicated[j]);
-            if !shared.is_empty() {
-                overlap = overlap.union(&shared);
-                report
-                    .overlaps
-                    .push((d.domain.clone(), other.domain.clone(), shared));
+    // Which domains claim each CPU as dedicated: overlaps come from CPUs with several, so the
+    // cost grows with domains x CPUs, not domains squared.
+    let mut owners: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+    for (i, set) in dedicated.iter().enumerate() {
+        for c in set.iter() {
+            owners.entry(c).or_default().push(i);
+        }
+    }
+    let mut pairs: BTreeMap<(usize, usize), CpuSet> = BTreeMap::new();
+    for (cpu, doms) in owners.iter().filter(|(_, d)| d.len() > 1) {
+        for &i in doms {
+            for &j in doms {
+                if i != j && claims[i].domain != claims[j].domain {
+                    pairs.entry((i, j)).or_default().insert(*cpu);
+                }
             }
         }
+    }
+    let mut overlap_of: Vec<CpuSet> = vec![CpuSet::new(); claims.len()];
+    for ((i, j), cpus) in pairs {
+        overlap_of[i] = overlap_of[i].union(&cpus);
+        report
+            .overlaps
+            .push((claims[i].domain.clone(), claims[j].domain.clone(), cpus));
+    }
+
+    for (i, d) in claims.iter().enumerate() {
         let findings = DomainFindings {
             dedicated_in_shared: dedicated[i].intersection(&all_floating),
             outside_dedicated_set: nova.dedicated.as_ref().map(|s| dedicated[i].difference(s)),
             outside_shared_set: nova.shared.as_ref().map(|s| floating[i].difference(s)),
             dedicated_cpus: dedicated[i].clone(),
             floating_cpus: floating[i].clone(),
-            overlap,
+            overlap: std::mem::take(&mut overlap_of[i]),
         };
         report.domains.insert(d.domain.clone(), findings);
     }

@@ -933,3 +933,58 @@ fn encode_pinning(f: &mut Fams, snap: &Snapshot, ncpus: u32, nova: &NovaCpuSets)
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::HostInfo;
+
+    #[test]
+    fn a_domain_that_timed_out_is_reported_and_the_others_kept() {
+        let xml = crate::domain_xml::parse_domain_xml(
+            "<domain><name>ok</name><vcpu>1</vcpu><cputune><vcpupin vcpu='0' cpuset='1'/></cputune></domain>",
+        )
+        .unwrap();
+        let snap = Snapshot {
+            host: HostInfo {
+                cpus: 4,
+                ..HostInfo::default()
+            },
+            domains: vec![
+                DomainSnap {
+                    name: "ok".into(),
+                    state: 1,
+                    xml: Some(Arc::new(xml)),
+                    ..DomainSnap::default()
+                },
+                DomainSnap {
+                    name: "stuck".into(),
+                    state: 1,
+                    timed_out: true,
+                    ..DomainSnap::default()
+                },
+                DomainSnap {
+                    name: "broken".into(),
+                    state: 1,
+                    errors: vec!["xml", "vcpus"],
+                    ..DomainSnap::default()
+                },
+            ],
+        };
+        let mut reg = Registry::with_prefix("libvirt");
+        encode_snapshot(&snap, &NovaCpuSets::default(), &mut reg);
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode_registry(&mut out, &reg).unwrap();
+        assert!(
+            out.contains("libvirt_domain_timed_out{domain=\"stuck\"} 1"),
+            "{out}"
+        );
+        assert!(out.contains("libvirt_domain_timed_out{domain=\"ok\"} 0"));
+        assert!(out.contains("libvirt_domain_scrape_errors{domain=\"broken\"} 2"));
+        assert!(out.contains("libvirt_domains 3"));
+        assert!(out.contains("libvirt_host_cpu_pinned_vcpus{cpu=\"1\"} 1"));
+        assert!(out.contains(
+            "libvirt_domain_info_state{domain=\"stuck\",state_desc=\"the domain is running\"} 1"
+        ));
+    }
+}
