@@ -11,7 +11,6 @@ use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
@@ -132,7 +131,24 @@ impl EncodeMetric for ConstHistogram {
     }
 }
 
-type LabelFamily<M> = Family<Vec<(String, String)>, M>;
+/// Counters with labels, encoded in the given order (a prometheus-client `Family` is a hash
+/// map, whose order would change from scrape to scrape and break golden files).
+#[derive(Debug, Default)]
+struct ConstCounters(Vec<(Vec<(String, String)>, u64)>);
+
+impl EncodeMetric for ConstCounters {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        for (labels, v) in &self.0 {
+            encoder
+                .encode_family(labels)?
+                .encode_counter::<NoLabelSet, _, u64>(v, None)?;
+        }
+        Ok(())
+    }
+    fn metric_type(&self) -> MetricType {
+        MetricType::Counter
+    }
+}
 
 fn counter(v: u64) -> Counter {
     let c = Counter::default();
@@ -146,22 +162,22 @@ fn gauge_u(v: u64) -> Gauge {
     g
 }
 
-fn by_label(label: &str, map: &BTreeMap<String, u64>, keys: &[&str]) -> LabelFamily<Counter> {
-    let f = LabelFamily::<Counter>::default();
+fn by_label(label: &str, map: &BTreeMap<String, u64>, keys: &[&str]) -> ConstCounters {
     // Known keys start at 0 so rate() sees the first increase.
-    for k in keys {
-        let _ = f.get_or_create(&vec![(label.to_string(), (*k).to_string())]);
-    }
+    let mut all: BTreeMap<&str, u64> = keys.iter().map(|k| (*k, 0)).collect();
     for (k, v) in map {
-        f.get_or_create(&vec![(label.to_string(), k.clone())])
-            .inc_by(*v);
+        *all.entry(k.as_str()).or_default() += v;
     }
-    f
+    ConstCounters(
+        all.into_iter()
+            .map(|(k, v)| (vec![(label.to_string(), k.to_string())], v))
+            .collect(),
+    )
 }
 
 /// Registers every metric of `snap` (the registry already has the `log_pattern` prefix).
 pub fn encode(snap: &Snapshot, r: &mut Registry) {
-    let matches = LabelFamily::<Counter>::default();
+    let mut matches = ConstCounters::default();
     for s in &snap.matches {
         let mut labels = vec![("rule".to_string(), s.rule.clone())];
         if s.overflow {
@@ -169,7 +185,7 @@ pub fn encode(snap: &Snapshot, r: &mut Registry) {
         } else {
             labels.extend(s.labels.iter().cloned());
         }
-        matches.get_or_create(&labels).inc_by(s.value);
+        matches.0.push((labels, s.value));
     }
     r.register(
         "matches",

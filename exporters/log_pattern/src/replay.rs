@@ -3,7 +3,7 @@
 //! Users test rules with it, and it is what the benchmark runs: the same line reader, formats
 //! and rule engine as the daemon, without discovery, inotify or state. Files are read from their
 //! first byte (`.gz` files too); files in the pod layout get their namespace/pod/container
-//! labels.
+//! labels. The output is the classic Prometheus text format (what `curl /metrics` shows). The output is the classic Prometheus text format (what `curl /metrics` shows).
 
 use std::path::{Path, PathBuf};
 
@@ -25,6 +25,7 @@ pub fn replay(
     let opts = Options {
         max_line_bytes,
         read_budget: u64::MAX,
+        lag: false,
         ..Options::default()
     };
     let mut engine = Engine::new(opts, Box::new(SimpleRules::new(&cfg.rules)));
@@ -46,5 +47,6 @@ pub fn replay(
     crate::metrics::encode(&snap, &mut r);
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &r).map_err(|_| Error::Encode)?;
-    Ok(out)
+    // The classic text format, as curl and promtool read it.
+    Ok(common::exposition::openmetrics_to_text(&out))
 }

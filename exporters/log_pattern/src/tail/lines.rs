@@ -20,8 +20,8 @@ pub struct Ctx<'a> {
     pub counters: &'a mut Counters,
     /// Longest line kept, in bytes (joined partials included).
     pub cap: usize,
-    /// Read time, Unix seconds (for the lag histogram).
-    pub now: f64,
+    /// Read time, Unix seconds, for the lag histogram (`None`: no lag, e.g. replaying old files).
+    pub now: Option<f64>,
 }
 
 /// Resumable line-splitting state of one file.
@@ -163,8 +163,8 @@ fn emit(message: &[u8], stream: Stream, timestamp: Option<f64>, long: bool, ctx:
     if std::str::from_utf8(message).is_err() {
         c.invalid_utf8_lines += 1;
     }
-    if let Some(ts) = timestamp {
-        c.lag.observe(ctx.now - ts);
+    if let (Some(ts), Some(now)) = (timestamp, ctx.now) {
+        c.lag.observe(now - ts);
     }
     ctx.sink.on_line(
         ctx.source,
@@ -214,7 +214,7 @@ mod tests {
             source: 0,
             counters: &mut counters,
             cap,
-            now: 0.0,
+            now: Some(0.0),
         };
         for c in input.chunks(chunk) {
             r.feed(c, &mut ctx);
@@ -297,7 +297,7 @@ mod tests {
             source: 0,
             counters: &mut counters,
             cap: 100,
-            now: 0.0,
+            now: Some(0.0),
         };
         r.feed(b"a\nb", &mut ctx);
         r.finish(&mut ctx);

@@ -1,0 +1,113 @@
+//! `replay` over fixture logs of every format (golden exposition), and `promtool check metrics`
+//! over both the replay output and a live scrape.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use support::*;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/replay")
+}
+
+fn replay() -> String {
+    let dir = fixtures();
+    // Relative paths keep the output independent of the checkout location.
+    let out = Command::new(env!("CARGO_BIN_EXE_log_pattern_exporter"))
+        .current_dir(&dir)
+        .args([
+            "replay",
+            "--config.file=rules.yml",
+            "--tail.max-line-bytes=200",
+            "pods/kube-system_coredns-5d78c9869d-x7k2p_8f1e2d3c-1111-2222-3333-444455556666/coredns/0.log",
+            "pods/default_web-1_0a1b2c3d-aaaa-bbbb-cccc-ddddeeeeffff/nginx/0.log",
+            "kern.log",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn replay_matches_golden_exposition() {
+    let got = replay();
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/replay.prom");
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&golden, &got).unwrap();
+    }
+    let want = std::fs::read_to_string(&golden).unwrap();
+    assert_eq!(got, want, "rerun with UPDATE_GOLDEN=1 and review the diff");
+    // What the golden file says, spelled out.
+    let s = samples(&got);
+    let m = |k: &str| s.get(k).copied().unwrap_or(-1.0);
+    // CRI: partial joined (1), [ERROR] lines incl. invalid UTF-8 and the over-long one.
+    assert_eq!(m("log_pattern_matches_total{rule=\"error_upper\",namespace=\"kube-system\",pod=\"coredns-5d78c9869d-x7k2p\",container=\"coredns\"}"), 4.0);
+    assert_eq!(m("log_pattern_matches_total{rule=\"oom\",namespace=\"default\",pod=\"web-1\",container=\"nginx\"}"), 1.0);
+    assert_eq!(m("log_pattern_matches_total{rule=\"oom\"}"), 1.0);
+    // kern.log's last line has no newline: read at the end of the replay.
+    assert_eq!(m("log_pattern_matches_total{rule=\"error\"}"), 1.0);
+    assert_eq!(m("log_pattern_parse_errors_total{format=\"cri\"}"), 1.0);
+    assert_eq!(m("log_pattern_parse_errors_total{format=\"docker\"}"), 1.0);
+    assert_eq!(m("log_pattern_invalid_utf8_lines_total"), 1.0);
+    assert_eq!(m("log_pattern_long_lines_total"), 1.0);
+    // 8 CRI (one P+F pair), 4 Docker (one split pair), 3 plain.
+    assert_eq!(m("log_pattern_lines_read_total"), 15.0);
+}
+
+fn promtool_check(text: &str) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (package prometheus) must be installed");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let msg = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && msg.trim().is_empty(),
+        "promtool: {msg}"
+    );
+}
+
+#[test]
+fn promtool_finds_nothing_in_replay_or_live_output() {
+    promtool_check(&replay());
+    let d = tempfile::tempdir().unwrap();
+    let pods = d.path().join("pods");
+    let c = container_dir(&pods, "ns", "p", "c");
+    std::fs::write(c.join("0.log"), cri("an ERROR")).unwrap();
+    let cfg = write_config(
+        d.path(),
+        "rules:\n- name: error\n  contains: ERROR\nstart_at: beginning\n",
+    );
+    let exp = Exporter::start(
+        d.path(),
+        &args(&pods, &d.path().join("state.json"), &cfg, &[]),
+    );
+    let mut last = String::new();
+    wait_until("a match", std::time::Duration::from_secs(20), || {
+        last = exp.scrape();
+        sum(&last, "log_pattern_matches_total{") >= 1.0
+    });
+    promtool_check(&last);
+}
