@@ -223,6 +223,7 @@ impl Gatherer {
 
     /// Gathers one scrape. `Err` only when the connection-level calls fail.
     pub async fn gather(&self, conn: &Arc<Connect>) -> Result<Snapshot, Error> {
+        let started = Instant::now();
         let host = host_info(&self.libvirt, conn).await?;
         let listed: Vec<Listed> = self
             .libvirt
@@ -285,6 +286,7 @@ impl Gatherer {
             (Some(_), Err(_)) => true,
         };
         let changed = changes.unwrap_or_default();
+        let bulk_done = started.elapsed();
         let cached: HashMap<String, Arc<DomainXml>> = match self.cache.lock() {
             Ok(cache) => listed
                 .iter()
@@ -307,6 +309,14 @@ impl Gatherer {
             .collect()
             .await;
         domains.sort_by(|a, b| a.name.cmp(&b.name));
+        tracing::debug!(
+            domains = domains.len(),
+            full_xml_refresh = full,
+            changed = changed.len(),
+            bulk_seconds = bulk_done.as_secs_f64(),
+            per_domain_seconds = (started.elapsed() - bulk_done).as_secs_f64(),
+            "gathered"
+        );
 
         // Forget domains that are gone.
         let seen: HashSet<&str> = domains.iter().map(|d| d.uuid.as_str()).collect();

@@ -114,3 +114,35 @@ async fn golden_fixtures() {
         failures.join("\n\n")
     );
 }
+
+#[tokio::test]
+async fn nova_sets_from_nova_conf() {
+    let node = fixtures().join("mixed.xml");
+    let conf = fixtures().join("nova.conf");
+    let out = scrape_fixture(&node, &[&format!("--nova.config-file={}", conf.display())]).await;
+    assert!(out.contains("libvirt_nova_config_loaded 1"), "{out}");
+    // instance-00000009 has a dedicated pin on CPU 2, outside cpu_dedicated_set 4-15.
+    assert!(out.contains(
+        "libvirt_domain_pinning_outside_dedicated_set_cpus{domain=\"instance-00000009\"} 1"
+    ));
+    assert!(!out.contains("not-a-real-secret"));
+
+    // A flag overrides the file.
+    let out = scrape_fixture(
+        &node,
+        &[
+            &format!("--nova.config-file={}", conf.display()),
+            "--nova.cpu-dedicated-set=0-15",
+        ],
+    )
+    .await;
+    assert!(out.contains(
+        "libvirt_domain_pinning_outside_dedicated_set_cpus{domain=\"instance-00000009\"} 0"
+    ));
+
+    // An unreadable file: flagged, the set checks are left out, the scrape still succeeds.
+    let out = scrape_fixture(&node, &["--nova.config-file=/nonexistent/nova.conf"]).await;
+    assert!(out.contains("libvirt_nova_config_loaded 0"), "{out}");
+    assert!(!out.contains("libvirt_domain_pinning_outside_dedicated_set_cpus{"));
+    assert!(out.contains("libvirt_up 1"));
+}

@@ -179,7 +179,9 @@ impl Collector for DomainCollector {
                     f64::from(u8::from(ok)),
                 );
             }
+            let started = std::time::Instant::now();
             encode_snapshot(&snap, &sets, reg);
+            tracing::debug!(seconds = started.elapsed().as_secs_f64(), "metrics built");
             Ok(())
         })
     }
