@@ -591,3 +591,52 @@ fn bad_state_files_never_stop_the_exporter() {
     assert_eq!(metric(&text, "log_pattern_state_saves_total"), 0.0);
     assert_eq!(matches(&text), 0.0);
 }
+
+#[test]
+fn glob_sources_with_captured_and_static_labels_and_deleted_pods() {
+    let d = tempfile::tempdir().unwrap();
+    let pods = d.path().join("pods");
+    std::fs::create_dir_all(&pods).unwrap();
+    let app = d.path().join("app");
+    std::fs::create_dir_all(&app).unwrap();
+    let cfg = write_config(
+        d.path(),
+        &format!(
+            "{RULES}sources:\n- path: {}/{{service}}/error.log\n  labels: {{job: app}}\n",
+            app.display()
+        ),
+    );
+    let exp = Exporter::start(
+        d.path(),
+        &args(&pods, &d.path().join("state.json"), &cfg, &[]),
+    );
+    // A service directory and a pod that appear after start, log, and are deleted.
+    std::fs::create_dir_all(app.join("api")).unwrap();
+    std::fs::write(app.join("api/error.log"), "ERROR one\nok\nERROR two\n").unwrap();
+    std::fs::write(app.join("api/access.log"), "ERROR not a source\n").unwrap();
+    let c = container_dir(&pods, "ns", "gone", "app");
+    std::fs::write(c.join("0.log"), cri("ERROR before deletion")).unwrap();
+    let mut last = String::new();
+    wait_until("glob and pod lines", Duration::from_secs(20), || {
+        last = exp.scrape();
+        matches(&last) >= 3.0
+    });
+    std::fs::remove_dir_all(pods.join("ns_gone_gone-uid")).unwrap();
+    wait_until("deleted pod released", Duration::from_secs(20), || {
+        last = exp.scrape();
+        metric(&last, "log_pattern_files_watched") == 1.0
+    });
+    assert_eq!(matches(&last), 3.0, "{last}");
+    assert_eq!(
+        metric(
+            &last,
+            "log_pattern_matches_total{rule=\"error\",service=\"api\",job=\"app\"}"
+        ),
+        2.0,
+        "{last}"
+    );
+    assert_eq!(
+        metric(&last, "log_pattern_matches_total{rule=\"error\",namespace=\"ns\",pod=\"gone\",container=\"app\"}"),
+        1.0
+    );
+}

@@ -28,6 +28,9 @@ use crate::rules::{Labels, LineSink, SourceId};
 use crate::state::{self, Done, FileState, Fingerprint, State, FINGERPRINT_BYTES};
 use lines::{Ctx, LineReader};
 
+/// Size and modification time of a file when it was judged.
+type Stamp = (u64, Option<std::time::SystemTime>);
+
 /// How long a short rotated file must stay unmodified before it is judged new.
 const SETTLE: Duration = Duration::from_secs(2);
 
@@ -100,6 +103,8 @@ pub struct Engine {
     recovering: Option<Vec<FileState>>,
     /// Rotated files already read, per directory (pruned when they leave it).
     done: BTreeMap<PathBuf, Vec<Done>>,
+    /// Siblings already judged known, with the size and mtime they had then.
+    judged: HashMap<PathBuf, HashMap<(u64, u64), Stamp>>,
     /// A saved state was restored: this is not the very first start.
     had_state: bool,
     scanned: bool,
@@ -191,6 +196,7 @@ impl Engine {
             errored: HashSet::new(),
             recovering: None,
             done: BTreeMap::new(),
+            judged: HashMap::new(),
             had_state: false,
             scanned: false,
             buf: vec![0; 256 * 1024],
@@ -299,6 +305,9 @@ impl Engine {
         let open: HashSet<(u64, u64)> = self.files.values().map(|f| (f.dev, f.ino)).collect();
         let open_fps: Vec<Fingerprint> = self.files.values().map(|f| f.fingerprint).collect();
         let mut present = HashSet::new();
+        // Siblings judged at an earlier scan; only those still here are carried over.
+        let before = self.judged.remove(dir).unwrap_or_default();
+        let mut judged = HashMap::new();
         let mut entries: Vec<PathBuf> = rd.filter_map(Result::ok).map(|e| e.path()).collect();
         entries.sort();
         for p in entries {
@@ -325,6 +334,12 @@ impl Engine {
             let id = (meta.dev(), meta.ino());
             present.insert(id);
             if open.contains(&id) {
+                continue;
+            }
+            // Judged before and unchanged since: no need to read (or decompress) its head again.
+            let stamp = (meta.len(), meta.modified().ok());
+            if before.get(&id) == Some(&stamp) {
+                judged.insert(id, stamp);
                 continue;
             }
             let gz = is_gz(&p);
@@ -363,12 +378,9 @@ impl Engine {
                 ino: id.1,
                 fingerprint: Fingerprint::of(&head),
             };
-            if known {
+            if known || first && self.first_start_policy() {
                 self.remember_done(&p, done);
-                continue;
-            }
-            if first && self.first_start_policy() {
-                self.remember_done(&p, done);
+                judged.insert(id, stamp);
                 continue;
             }
             // A copy still being written (copytruncate) may not show its first bytes yet:
@@ -388,10 +400,14 @@ impl Engine {
                 let source = self.sink.source(labels);
                 self.read_gz(&p, source, LineReader::default());
                 self.remember_done(&p, done);
+                judged.insert(id, stamp);
             } else {
                 self.open(&p, labels.clone(), Start::Beginning, true);
                 self.counters.files_opened -= 1;
             }
+        }
+        if !judged.is_empty() {
+            self.judged.insert(dir.to_path_buf(), judged);
         }
         if let Some(v) = self.done.get_mut(dir) {
             v.retain(|t| present.contains(&(t.dev, t.ino)));
@@ -555,6 +571,7 @@ impl Engine {
         }
         // Forget directories that are gone.
         self.done.retain(|d, _| d.is_dir());
+        self.judged.retain(|d, _| d.is_dir());
     }
 
     /// Files present at the very first start (no saved state) start at their end unless
