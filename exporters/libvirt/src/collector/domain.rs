@@ -19,7 +19,7 @@ use futures::future::BoxFuture;
 use prometheus_client::registry::Registry;
 
 use crate::cpuset::CpuSet;
-use crate::metrics::{counter, gauge, labels, Counters, Gauges, Labels};
+use crate::metrics::{counter, gauge, labels, ConstFamily, Counters, Gauges, Kind, Labels};
 use crate::nova_conf::{load_nova_conf, NovaCpuSets};
 use crate::pinning::{analyse, claims_of};
 use crate::snapshot::{DomainSnap, Gatherer, Snapshot, STATE_NAMES};
@@ -198,37 +198,35 @@ fn state_desc(state: i32) -> &'static str {
 /// Families of one scrape, registered at the end in a fixed order.
 #[derive(Default)]
 struct Fams {
-    g: BTreeMap<&'static str, (Gauges, &'static str)>,
-    c: BTreeMap<&'static str, (Counters, &'static str)>,
+    g: BTreeMap<&'static str, ConstFamily>,
+    c: BTreeMap<&'static str, ConstFamily>,
 }
 
 impl Fams {
     fn gauge(&mut self, name: &'static str, help: &'static str, l: Labels, v: f64) {
         self.g
             .entry(name)
-            .or_insert_with(|| (Gauges::default(), help))
-            .0
-            .set(l, v);
+            .or_insert_with(|| ConstFamily::new(name, help, Kind::Gauge))
+            .push(l, v);
     }
     fn counter(&mut self, name: &'static str, help: &'static str, l: Labels, v: f64) {
         self.c
             .entry(name)
-            .or_insert_with(|| (Counters::default(), help))
-            .0
-            .set(l, v);
+            .or_insert_with(|| ConstFamily::new(name, help, Kind::Counter))
+            .push(l, v);
     }
-    /// Declares a family so it is exported (with HELP/TYPE) even with no series.
+    /// Declares a family; like prometheus-client's families, one without series is not exported.
     fn declare_gauge(&mut self, name: &'static str, help: &'static str) {
         self.g
             .entry(name)
-            .or_insert_with(|| (Gauges::default(), help));
+            .or_insert_with(|| ConstFamily::new(name, help, Kind::Gauge));
     }
     fn register(self, reg: &mut Registry) {
-        for (name, (f, help)) in self.g {
-            f.register(reg, name, help);
+        for (_, f) in self.g {
+            f.register(reg);
         }
-        for (name, (f, help)) in self.c {
-            f.register(reg, name, help);
+        for (_, f) in self.c {
+            f.register(reg);
         }
     }
 }
