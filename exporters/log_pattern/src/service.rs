@@ -275,7 +275,9 @@ impl Service {
             };
             self.engine.count_error(dir, reason);
         }
-        self.engine.apply_scan(out.files, trigger == "periodic");
+        let unreadable: Vec<PathBuf> = out.errors.iter().map(|(d, _)| d.clone()).collect();
+        self.engine
+            .apply_scan(out.files, &unreadable, trigger == "periodic");
     }
 
     /// Watches `dirs`; returns whether a directory was newly watched.

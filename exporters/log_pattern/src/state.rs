@@ -89,6 +89,9 @@ pub struct Done {
     pub ino: u64,
     /// Of the (decompressed) content.
     pub fingerprint: Fingerprint,
+    /// Where reading stopped (for a file found again at its path).
+    #[serde(default)]
+    pub offset: u64,
 }
 
 /// The whole state file.

@@ -273,6 +273,19 @@ impl Engine {
         }
     }
 
+    /// The offset a released file at `path` with identity `id` was read to, if it is the same
+    /// file (same first bytes) and has not shrunk.
+    fn released_offset(&self, path: &Path, id: (u64, u64)) -> Option<u64> {
+        let t = self
+            .done
+            .get(path.parent()?)?
+            .iter()
+            .find(|t| (t.dev, t.ino) == id && t.offset > 0)?;
+        let f = File::open(path).ok()?;
+        let size = f.metadata().ok()?.len();
+        (same_content(&f, t.fingerprint) && size >= t.offset).then_some(t.offset)
+    }
+
     fn remember_done(&mut self, path: &Path, d: Done) {
         const PER_DIR: usize = 64;
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -377,6 +390,7 @@ impl Engine {
                 dev: id.0,
                 ino: id.1,
                 fingerprint: Fingerprint::of(&head),
+                offset: 0,
             };
             if known || first && self.first_start_policy() {
                 self.remember_done(&p, done);
@@ -486,7 +500,7 @@ impl Engine {
     /// Takes the result of a scan: new files are opened, replaced or vanished ones become
     /// rotated. `verify` re-checks the fingerprint of followed files (copytruncate that grew
     /// back past the offset between two looks).
-    pub fn apply_scan(&mut self, found: Vec<Found>, verify: bool) {
+    pub fn apply_scan(&mut self, found: Vec<Found>, unreadable: &[PathBuf], verify: bool) {
         let mut seen = HashSet::new();
         let found: Vec<Found> = found
             .into_iter()
@@ -541,18 +555,30 @@ impl Engine {
                 self.counters.rotations += 1;
                 self.active.remove(&f.path);
             }
+            let id = (meta.dev(), meta.ino());
+            // Still open under this identity (the path was missed by a scan, or renamed back):
+            // follow it again rather than reading it twice.
+            if let Some((&key, tf)) = self.files.iter_mut().find(|(_, t)| (t.dev, t.ino) == id) {
+                tf.rotated = None;
+                self.active.insert(f.path.clone(), key);
+                continue;
+            }
             let start = if first && self.first_start_policy() {
                 Start::End
+            } else if let Some(off) = self.released_offset(&f.path, id) {
+                // Released earlier (it had looked rotated) and still the same file.
+                Start::Resume(LineReader::at(off, None, Default::default()))
             } else {
                 Start::Beginning
             };
             self.open(&f.path, f.labels, start, false);
         }
-        // Followed paths that are gone: renamed or removed without a successor (yet).
+        // Followed paths that are gone: renamed or removed without a successor (yet). Paths
+        // under a directory that could not be read are not judged.
         let gone: Vec<PathBuf> = self
             .active
             .keys()
-            .filter(|p| !seen.contains(*p))
+            .filter(|p| !seen.contains(*p) && !unreadable.iter().any(|d| p.starts_with(d)))
             .cloned()
             .collect();
         for p in gone {
@@ -662,6 +688,7 @@ impl Engine {
                         dev: meta.dev(),
                         ino: meta.ino(),
                         fingerprint: Fingerprint::of(&h),
+                        offset: 0,
                     };
                     self.remember_done(&p, done);
                 }
@@ -737,6 +764,7 @@ impl Engine {
             dev: 0,
             ino: 0,
             fingerprint: tf.fingerprint,
+            offset: 0,
         };
         tf.fingerprint = fingerprint_of(&tf.file, FINGERPRINT_BYTES as u64).unwrap_or_default();
         old
@@ -841,6 +869,7 @@ impl Engine {
                         dev: tf.dev,
                         ino: tf.ino,
                         fingerprint: tf.fingerprint,
+                        offset: tf.reader.position(),
                     },
                 );
                 let mut ctx = Ctx {
