@@ -909,3 +909,99 @@ impl Engine {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Rule;
+    use crate::rules::SimpleRules;
+    use std::io::Write as _;
+
+    fn engine() -> Engine {
+        let rules = [Rule {
+            name: "e".into(),
+            contains: "ERROR".into(),
+            max_series: 10,
+        }];
+        Engine::new(
+            Options {
+                rotate_wait: Duration::ZERO,
+                start_at: StartAt::Beginning,
+                ..Options::default()
+            },
+            Box::new(SimpleRules::new(&rules)),
+        )
+    }
+
+    fn count(e: &Engine) -> u64 {
+        e.sink.values().iter().map(|v| v.value).sum()
+    }
+
+    fn found(p: &Path) -> Vec<Found> {
+        vec![Found {
+            path: p.to_path_buf(),
+            labels: vec![("pod".into(), "p".into())],
+        }]
+    }
+
+    #[test]
+    fn a_path_missed_by_one_scan_is_not_read_twice() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("0.log");
+        std::fs::write(&p, "ERROR 1\nERROR 2\n").unwrap();
+        let mut e = engine();
+        e.apply_scan(found(&p), &[], false);
+        e.read_all();
+        assert_eq!(count(&e), 2);
+        // A scan that did not see it (e.g. a transient readdir failure)...
+        e.apply_scan(Vec::new(), &[], false);
+        e.read_all();
+        // ...and one that sees it again while it is still open.
+        e.apply_scan(found(&p), &[], false);
+        e.read_all();
+        assert_eq!(count(&e), 2);
+        // Missed, released (rotate_wait 0), then seen again: resumes at the released offset.
+        e.apply_scan(Vec::new(), &[], false);
+        e.read_all();
+        e.reap();
+        assert_eq!(e.gauges().files_open, 0);
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&p)
+            .unwrap()
+            .write_all(b"ERROR 3\n")
+            .unwrap();
+        e.apply_scan(found(&p), &[], false);
+        e.read_all();
+        assert_eq!(count(&e), 3);
+        // A directory that could not be read does not make its files look rotated.
+        e.apply_scan(Vec::new(), &[d.path().to_path_buf()], false);
+        assert_eq!(e.gauges().files_rotated_open, 0);
+    }
+
+    #[test]
+    fn partial_fragments_survive_a_restart() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("0.log");
+        std::fs::write(&p, "2024-01-15T10:00:00Z stdout P first half ERR\n").unwrap();
+        let mut a = engine();
+        a.apply_scan(found(&p), &[], false);
+        a.read_all();
+        assert_eq!(count(&a), 0);
+        let saved = a.state();
+        assert_eq!(saved.files[0].offset, 45);
+        assert!(!saved.files[0].partials[0].is_empty());
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&p)
+            .unwrap()
+            .write_all(b"2024-01-15T10:00:00Z stdout F OR second half\n")
+            .unwrap();
+        let mut b = engine();
+        b.restore(saved);
+        b.apply_scan(found(&p), &[], false);
+        b.read_all();
+        assert_eq!(count(&b), 1);
+        assert_eq!(b.state().counters.lines_read, 1);
+    }
+}
