@@ -4,9 +4,10 @@
 //! inotify activity (a second thread blocks in `read(2)` on the inotify descriptor and raises
 //! flags), on a poll tick, and on requests from the scrape path. Each wake-up: rescan if the
 //! directory tree changed, inotify overflowed or the rescan interval elapsed; read every file;
-//! release finished rotated files; save the state if a scrape asked or the save interval
-//! elapsed. A scrape is answered with the values of the last durable save, so a served counter
-//! never goes down, even across SIGKILL.
+//! release finished rotated files; hand a consistent state to the saver thread if a scrape asked
+//! or the save interval elapsed. The saver writes and fsyncs while the tailer keeps reading, then
+//! answers the waiting scrapes with the values of that durable save (or, if it failed, of the
+//! last good one), so a served counter never goes down, even across SIGKILL.
 
 use std::collections::HashSet;
 use std::path::PathBuf;

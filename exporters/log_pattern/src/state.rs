@@ -1,6 +1,6 @@
 //! The state file: file offsets and every counter value, saved together and atomically.
 //!
-//! A save writes `<file>.tmp`, fsyncs it, renames it over `<file>` and fsyncs the directory, so
+//! A save creates the file's directory if needed, writes `<file>.tmp`, fsyncs it, renames it over `<file>` and fsyncs the directory, so
 //! after a crash (SIGKILL, power loss) the file holds one complete earlier save, never a mix.
 //! Because offsets and counters come from the same instant, lines after the last save are read
 //! again on restart and counted exactly once. A state file that does not parse is renamed to
@@ -142,6 +142,11 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
 /// Saves `state` atomically to `path`.
 pub fn save(path: &Path, state: &State) -> Result<(), StateError> {
     let body = serde_json::to_vec(state)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.exists() {
+            std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        }
+    }
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
@@ -232,8 +237,9 @@ mod tests {
         // After setting it aside, the next start is a first start.
         assert!(load(&p).unwrap().is_none());
 
-        // An unwritable location is an error, not a panic.
-        let bad = d.path().join("no/such/dir/state.json");
-        assert!(save(&bad, &s).is_err());
+        // A missing directory is created; an unwritable location is an error, not a panic.
+        assert!(save(&d.path().join("new/dir/state.json"), &s).is_ok());
+        std::fs::write(d.path().join("file"), b"").unwrap();
+        assert!(save(&d.path().join("file/state.json"), &s).is_err());
     }
 }

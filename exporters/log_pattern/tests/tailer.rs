@@ -579,7 +579,8 @@ fn bad_state_files_never_stop_the_exporter() {
     drop(exp);
 
     // Unwritable: counted; the exporter serves the values of the last good save (none yet).
-    let bad = d.path().join("no-such-dir").join("state.json");
+    std::fs::write(d.path().join("a-file"), b"").unwrap();
+    let bad = d.path().join("a-file").join("state.json");
     let exp = Exporter::start(d.path(), &args(&pods, &bad, &cfg, &[]));
     std::fs::write(dir.join("2.log"), cri("ERROR y")).unwrap();
     std::thread::sleep(Duration::from_millis(500));
@@ -639,4 +640,33 @@ fn glob_sources_with_captured_and_static_labels_and_deleted_pods() {
         metric(&last, "log_pattern_matches_total{rule=\"error\",namespace=\"ns\",pod=\"gone\",container=\"app\"}"),
         1.0
     );
+}
+
+#[test]
+fn first_start_skips_history_and_counts_what_follows() {
+    let d = tempfile::tempdir().unwrap();
+    let pods = d.path().join("pods");
+    let c = container_dir(&pods, "ns", "old", "app");
+    // History, then a line still being written when the exporter starts.
+    std::fs::write(c.join("0.log"), "ERROR old 1\nERROR old 2\nERR").unwrap();
+    std::fs::write(c.join("0.log.20240101-000000"), "ERROR rotated history\n").unwrap();
+    let cfg = write_config(d.path(), RULES);
+    let exp = Exporter::start(
+        d.path(),
+        &args(&pods, &d.path().join("state.json"), &cfg, &[]),
+    );
+    let mut f = OpenOptions::new()
+        .append(true)
+        .open(c.join("0.log"))
+        .unwrap();
+    f.write_all(b"OR completed\nERROR new\n").unwrap();
+    let mut last = String::new();
+    wait_until("new lines", Duration::from_secs(20), || {
+        last = exp.scrape();
+        matches(&last) >= 2.0
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    last = exp.scrape();
+    assert_eq!(matches(&last), 2.0, "{last}");
+    assert_eq!(metric(&last, "log_pattern_lines_read_total"), 2.0);
 }
