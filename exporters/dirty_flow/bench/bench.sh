@@ -33,13 +33,13 @@ trap cleanup EXIT
 T="unix:$D/br-int.mgmt"
 
 # Neutron-like flows: per-port MAC forwarding, ACLs with ct(), learn(), conjunctions, VLAN
-# handling, a few with timeouts; spread over tables and priorities.
+# handling, a few with timeouts; one kind of flow per pair of tables, spread over priorities, so
+# that no two flows overlap. Then one flow to a missing port and one overlapping pair.
 awk -v n="$FLOWS" 'BEGIN {
   for (i = 0; i < n; i++) {
-    p = i % 3 + 1; t = i % 8; pr = 10 + i % 13
+    p = i % 3 + 1; k = i % 6; t = 2 * k + i % 2; pr = 10 + i % 13
     mac = sprintf("fa:16:%02x:%02x:%02x:%02x", int(i/16777216)%256, int(i/65536)%256, int(i/256)%256, i%256)
     ip = sprintf("10.%d.%d.%d", int(i/65536)%256, int(i/256)%256, i%256)
-    k = i % 6
     if (k == 0) printf "cookie=0x1,table=%d,priority=%d,in_port=%d,dl_dst=%s,actions=output:%d\n", t, pr, p, mac, p
     else if (k == 1) printf "cookie=0x1,table=%d,priority=%d,ct_state=+trk+est-rel,tcp,reg5=0x%x,nw_src=%s/32,tp_dst=%d,actions=ct(commit,zone=NXM_NX_REG6[0..15]),resubmit(,%d)\n", t, pr, i, ip, i%65535+1, (t+1)%8
     else if (k == 2) printf "cookie=0x1,table=%d,priority=%d,ip,reg6=0x%x,nw_dst=%s,actions=conjunction(%d,1/2)\n", t, pr, i, ip, i
@@ -48,6 +48,10 @@ awk -v n="$FLOWS" 'BEGIN {
     else printf "cookie=0x1,table=%d,priority=%d,idle_timeout=600,arp,arp_tpa=%s,arp_op=1,in_port=%d,actions=move:NXM_OF_ETH_SRC[]->NXM_OF_ETH_DST[],mod_dl_src:%s,IN_PORT\n", t, pr, ip, p, mac
   }
 }' >"$D/flows.txt"
+cat >>"$D/flows.txt" <<'EOF'
+cookie=0x1,table=0,priority=10,in_port=1,dl_dst=fa:16:00:00:00:00,ip,actions=output:2
+cookie=0x2,table=20,priority=1,actions=output:77
+EOF
 ovs-ofctl add-flows "$T" "$D/flows.txt"
 
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
@@ -79,6 +83,7 @@ EXP_S=$(median <"$D/exp.times")
 EXP_KB=$(awk '/^VmHWM:/ {print $2}' "/proc/$EXP_PID/status")
 kill "$EXP_PID"; wait "$EXP_PID" 2>/dev/null || true; EXP_PID=""
 FLOWS_SEEN=$(awk '/^ovs_flows\{/ {s+=$2} END {print s}' "$D/metrics.txt")
+CHECKS=$(awk -F'"' '/^ovs_dirty_flows\{/ {split($5, v, " "); printf "%s=%s ", $4, v[2]}' "$D/metrics.txt")
 
 # --- parsers --------------------------------------------------------------------------------
 ovs-ofctl --no-stats dump-flows "$T" >"$D/nostats.txt"
@@ -95,6 +100,7 @@ mib() { awk -v k="$1" 'BEGIN { printf "%.1f MiB", k / 1024 }'; }
 
 echo
 echo "dirty_flow_exporter benchmark: $LINES flows on a sandbox bridge (exporter saw $FLOWS_SEEN), median of $RUNS runs"
+echo "dirty flows found: $CHECKS(expected: missing_port=1 overlap=2 stale_cookie=0)"
 printf '%-44s %16s %22s %10s %s\n' "measure" "exporter" "peer" "ratio" "target"
 printf '%-44s %16s %22s %10s %s\n' "scrape latency vs ovs-ofctl dump-flows" "${EXP_S} s" "${OFCTL_S} s (ofctl)" "$(ratio "$EXP_S" "$OFCTL_S")x" "<= 1.2x"
 printf '%-44s %16s %22s %10s %s\n' "peak RSS vs ovs-ofctl dump-flows" "$(mib "$EXP_KB")" "$(mib "$OFCTL_KB") (ofctl)" "$(ratio "$EXP_KB" "$OFCTL_KB")x" "<= 1.2x"

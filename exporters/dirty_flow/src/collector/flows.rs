@@ -55,7 +55,14 @@ impl FlowsCollector {
         }
         let mut scan = BridgeScan::new(&self.config, ports, self.evidence_limit);
         let res = self.ovs.dump_flows(bridge, &mut scan).await;
+        let dumped = start.elapsed();
         let res = res.map(|()| scan.finish()).map_err(|e| e.to_string());
+        tracing::debug!(
+            bridge,
+            dump_seconds = dumped.as_secs_f64(),
+            checks_seconds = (start.elapsed() - dumped).as_secs_f64(),
+            "bridge scanned"
+        );
         (res, start.elapsed().as_secs_f64())
     }
 
