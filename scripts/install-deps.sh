@@ -15,6 +15,8 @@ PACKAGES=(
   prometheus prometheus-alertmanager
   # peers measured in benchmarks
   mtail
+  # dirty_flow bench: OVS's own Python flow parser (ovs.flow.ofp) and its netaddr dependency
+  python3-openvswitch python3-netaddr
   # tooling used by tests and scripts
   curl gzip python3 openssl procps
 )
