@@ -184,8 +184,14 @@ fn read_dir_names(dir: &Path, out: &mut ScanResult) -> Vec<(String, bool)> {
             rd.filter_map(Result::ok)
                 .filter_map(|e| {
                     let name = e.file_name().into_string().ok()?;
-                    // Follow symlinks: kubelet's /var/log/containers are links into the tree.
-                    let is_dir = std::fs::metadata(e.path()).map(|m| m.is_dir()).ok()?;
+                    // The entry type costs no stat; follow symlinks (kubelet's
+                    // /var/log/containers are links into the tree).
+                    let ft = e.file_type().ok()?;
+                    let is_dir = if ft.is_symlink() {
+                        std::fs::metadata(e.path()).map(|m| m.is_dir()).ok()?
+                    } else {
+                        ft.is_dir()
+                    };
                     Some((name, is_dir))
                 })
                 .collect()

@@ -6,6 +6,7 @@ mod support;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -669,4 +670,54 @@ fn first_start_skips_history_and_counts_what_follows() {
     last = exp.scrape();
     assert_eq!(matches(&last), 2.0, "{last}");
     assert_eq!(metric(&last, "log_pattern_lines_read_total"), 2.0);
+}
+
+#[test]
+fn inotify_overflow_triggers_an_immediate_rescan() {
+    let d = tempfile::tempdir().unwrap();
+    let pods = d.path().join("pods");
+    std::fs::create_dir_all(&pods).unwrap();
+    let cfg = write_config(d.path(), RULES);
+    // No periodic rescan: only inotify (and its overflow) can find the new pod.
+    let mut exp = Exporter::start(
+        d.path(),
+        &args(
+            &pods,
+            &d.path().join("state.json"),
+            &cfg,
+            &["--discovery.rescan-interval=1h"],
+        ),
+    );
+    let pid = exp.child.as_ref().unwrap().id().to_string();
+    let signal = |sig: &str| {
+        assert!(Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap()
+            .success());
+    };
+    // Freeze the exporter so its inotify queue (16384 events by default) overflows.
+    signal("-STOP");
+    let noise = pods.join("not-a-pod");
+    std::fs::create_dir_all(&noise).unwrap();
+    let limit: usize = std::fs::read_to_string("/proc/sys/fs/inotify/max_queued_events")
+        .map(|s| s.trim().parse().unwrap_or(16384))
+        .unwrap_or(16384);
+    // A read in progress when the process stops may still drain one buffer (64 KiB, ~2000 events).
+    for i in 0..limit + 4000 {
+        File::create(pods.join(format!("noise-{i}"))).unwrap();
+    }
+    let c = container_dir(&pods, "ns", "late", "app");
+    std::fs::write(c.join("0.log"), cri("ERROR while frozen")).unwrap();
+    signal("-CONT");
+    let mut last = String::new();
+    // The overflow event comes after the events that fitted in the queue.
+    let done = wait_for(Duration::from_secs(30), || {
+        last = exp.scrape();
+        matches(&last) >= 1.0 && metric(&last, "log_pattern_inotify_overflows_total") >= 1.0
+    });
+    assert!(done, "{last}");
+    assert_eq!(matches(&last), 1.0);
+    assert!(metric(&last, "log_pattern_rescans_total{trigger=\"overflow\"}") >= 1.0);
+    exp.stop();
 }
