@@ -58,13 +58,18 @@ median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a
 first=$(scrape)
 grep -q '^libvirt_up 1' "$WORK/out.prom" || { echo "exporter not up:"; head -50 "$WORK/out.prom"; exit 1; }
 got=$(grep '^libvirt_domains ' "$WORK/out.prom" | awk '{print $2}')
-for _ in $(seq "$REPEAT"); do scrape; echo; done > "$WORK/repeat.txt"
+# Scrapes and floor passes alternate, so load from elsewhere on the machine hits both alike.
+: > "$WORK/repeat.txt"
+: > "$WORK/floor.txt"
+for _ in $(seq "$REPEAT"); do
+  scrape >> "$WORK/repeat.txt"; echo >> "$WORK/repeat.txt"
+  "$FLOOR" "$URI" 1 "$CONCURRENCY" >> "$WORK/floor.txt"
+done
 repeat=$(median < "$WORK/repeat.txt")
 series=$(grep -vc '^#' "$WORK/out.prom")
 bytes=$(wc -c < "$WORK/out.prom")
 rss_kb=$(awk '/VmHWM/ {print $2}' "/proc/$EXPORTER_PID/status")
 
-"$FLOOR" "$URI" "$REPEAT" "$CONCURRENCY" > "$WORK/floor.txt"
 floor=$(awk '{print $2}' "$WORK/floor.txt" | median)
 floor_vcpus=$(awk '{print $4}' "$WORK/floor.txt" | median)
 

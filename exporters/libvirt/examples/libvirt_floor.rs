@@ -7,6 +7,8 @@
 //!
 //! Usage: libvirt_floor URI ITERATIONS CONCURRENCY
 
+#![forbid(unsafe_code)]
+
 use std::time::Instant;
 
 use virt::connect::Connect;

@@ -1,4 +1,5 @@
 //! Entry point; see the library crate for everything else.
+#![forbid(unsafe_code)]
 use libvirt_exporter::{run, Flags, COLLECTORS};
 
 fn main() -> std::process::ExitCode {
