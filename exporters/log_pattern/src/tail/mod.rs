@@ -408,16 +408,18 @@ impl Engine {
                 continue;
             }
             tracing::info!(path = %p.display(), "reading a rotated file never seen before");
-            self.counters.files_opened += 1;
-            self.counters.rotations += 1;
             if gz {
+                self.counters.rotations += 1;
+                self.counters.files_opened += 1;
                 let source = self.sink.source(labels);
                 self.read_gz(&p, source, LineReader::default());
                 self.remember_done(&p, done);
                 judged.insert(id, stamp);
             } else {
-                self.open(&p, labels.clone(), Start::Beginning, true);
-                self.counters.files_opened -= 1;
+                // `open` counts it in files_opened.
+                if self.open(&p, labels.clone(), Start::Beginning, true) {
+                    self.counters.rotations += 1;
+                }
             }
         }
         if !judged.is_empty() {
