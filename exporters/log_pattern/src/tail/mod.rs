@@ -599,6 +599,8 @@ impl Engine {
         }
         // Forget directories that are gone.
         self.done.retain(|d, _| d.is_dir());
+        // Errors are counted once per path; forget paths that are gone (bounded memory).
+        self.errored.retain(|p| p.exists());
         self.judged.retain(|d, _| d.is_dir());
     }
 
