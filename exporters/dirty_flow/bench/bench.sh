@@ -56,18 +56,9 @@ ovs-ofctl add-flows "$T" "$D/flows.txt"
 
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
-# --- bare ovs-ofctl -----------------------------------------------------------------------
-: >"$D/ofctl.times"; : >"$D/ofctl.rss"
-for _ in $(seq "$RUNS"); do
-  /usr/bin/time -f "%e %M" -o "$D/t" ovs-ofctl --no-names dump-flows "$T" >/dev/null
-  read -r secs kb <"$D/t"
-  echo "$secs" >>"$D/ofctl.times"; echo "$kb" >>"$D/ofctl.rss"
-done
-OFCTL_S=$(median <"$D/ofctl.times")
-OFCTL_KB=$(sort -g "$D/ofctl.rss" | tail -1)
 LINES=$(ovs-ofctl --no-names dump-flows "$T" | grep -c 'actions=')
 
-# --- the exporter ---------------------------------------------------------------------------
+# --- the exporter beside bare ovs-ofctl, runs interleaved so load changes hit both alike -------
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 "$BIN" --web.listen-address="127.0.0.1:$PORT" --ovs.rundir="$D" --ovs.timeout=60s \
   --scrape.timeout=60s --log.level=warn &
@@ -75,10 +66,15 @@ EXP_PID=$!
 for _ in $(seq 50); do curl -sf "http://127.0.0.1:$PORT/-/healthy" >/dev/null && break; sleep 0.1; done
 curl -sf "http://127.0.0.1:$PORT/metrics" -o "$D/metrics.txt"   # warm-up, and a sanity check
 grep -q "^ovs_dump_success{bridge=\"br-int\"} 1" "$D/metrics.txt" || { echo "exporter scrape failed" >&2; cat "$D/metrics.txt" >&2; exit 1; }
-: >"$D/exp.times"
+: >"$D/ofctl.times"; : >"$D/ofctl.rss"; : >"$D/exp.times"
 for _ in $(seq "$RUNS"); do
+  /usr/bin/time -f "%e %M" -o "$D/t" ovs-ofctl --no-names dump-flows "$T" >/dev/null 2>&1
+  read -r secs kb <"$D/t"
+  echo "$secs" >>"$D/ofctl.times"; echo "$kb" >>"$D/ofctl.rss"
   curl -sf -o /dev/null -w '%{time_total}\n' "http://127.0.0.1:$PORT/metrics" >>"$D/exp.times"
 done
+OFCTL_S=$(median <"$D/ofctl.times")
+OFCTL_KB=$(sort -g "$D/ofctl.rss" | tail -1)
 EXP_S=$(median <"$D/exp.times")
 EXP_KB=$(awk '/^VmHWM:/ {print $2}' "/proc/$EXP_PID/status")
 kill "$EXP_PID"; wait "$EXP_PID" 2>/dev/null || true; EXP_PID=""

@@ -296,20 +296,42 @@ pub fn parse_flow(line: &str) -> Result<Flow<'_>, ParseError> {
             }
             None => m,
         };
-        for (k, v) in split_match(rest) {
-            let ok_key = !k.is_empty()
-                && k.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.');
-            if !ok_key || v.is_some_and(str::is_empty) {
-                return Err(ParseError::BadMatch(m.to_string()));
-            }
-        }
-        if rest.starts_with(',') || rest.ends_with(',') || rest.contains(",,") {
+        if !valid_match(rest) {
             return Err(ParseError::BadMatch(m.to_string()));
         }
         flow.match_text = rest;
     }
     Ok(flow)
+}
+
+/// One pass over a match (without priority): items separated by single commas, each a key of
+/// `[A-Za-z0-9_.]` optionally followed by `=` and a non-empty value.
+fn valid_match(m: &str) -> bool {
+    #[derive(PartialEq)]
+    enum S {
+        ItemStart,
+        Key,
+        ValueStart,
+        Value,
+    }
+    let mut st = S::ItemStart;
+    for b in m.bytes() {
+        st = match (st, b) {
+            (S::ItemStart, b',') | (S::ValueStart, b',') | (S::ValueStart, b'=') => return false,
+            (S::Key, b',') | (S::Value, b',') => S::ItemStart,
+            (S::Key, b'=') => S::ValueStart,
+            (S::ItemStart, c) | (S::Key, c) => {
+                if c.is_ascii_alphanumeric() || c == b'_' || c == b'.' {
+                    S::Key
+                } else {
+                    return false;
+                }
+            }
+            (S::ValueStart, _) | (S::Value, _) => S::Value,
+        };
+    }
+    // Empty (only priority) is fine; a trailing comma or `key=` is not.
+    m.is_empty() || st == S::Key || st == S::Value
 }
 
 fn bad(field: &'static str, value: &str) -> ParseError {
