@@ -4,7 +4,7 @@
 CARGO ?= cargo
 SHELL := /bin/bash
 
-.PHONY: all deps build release test test-rust test-alerts lint demo bench clean
+.PHONY: all deps build release test test-rust test-alerts test-deploy lint demo bench clean
 
 all: build
 
@@ -26,7 +26,9 @@ lint:
 # end-to-end tests of the built binaries). The cargo run comes last so its summary closes the log.
 test: deps
 	$(CARGO) build --workspace --bins
-	@if [ -x alerts/test.sh ]; then bash alerts/test.sh; fi
+	bash alerts/test.sh
+	bash deploy/test.sh
+	python3 dashboards/test.py --check
 	$(CARGO) test --workspace --no-fail-fast
 
 test-rust: deps
@@ -35,6 +37,10 @@ test-rust: deps
 
 test-alerts: deps
 	bash alerts/test.sh
+
+test-deploy: deps
+	bash deploy/test.sh
+	python3 dashboards/test.py --check
 
 # Runs every exporter on embedded demo inputs, on 127.0.0.1, until Ctrl-C.
 demo: deps

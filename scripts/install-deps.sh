@@ -18,7 +18,7 @@ PACKAGES=(
   # dirty_flow bench: OVS's own Python flow parser (ovs.flow.ofp) and its netaddr dependency
   python3-openvswitch python3-netaddr
   # tooling used by tests and scripts
-  curl gzip python3 openssl procps
+  curl gzip python3 python3-venv openssl procps
 )
 
 missing=()
