@@ -191,3 +191,25 @@ async fn live_changes_are_seen_on_the_next_scrape() {
         Some(0.0)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_events_every_xml_is_fetched_but_parsed_once() {
+    let node = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mixed.xml");
+    let flags = <Flags as clap::Parser>::parse_from([
+        "x".to_string(),
+        format!("--libvirt.uri=test://{}", node.display()),
+        "--path.procfs=".into(),
+        "--libvirt.events=false".into(),
+    ]);
+    let domain = collectors(&flags).remove(0);
+    let t1 = scrape(&domain).await;
+    let t2 = scrape(&domain).await;
+    let n = value(&t1, "libvirt_domains ").unwrap();
+    assert_eq!(value(&t1, "libvirt_domain_xml_fetches_total"), Some(n));
+    assert_eq!(
+        value(&t2, "libvirt_domain_xml_fetches_total"),
+        Some(2.0 * n)
+    );
+    assert_eq!(value(&t2, "libvirt_domain_xml_parses_total"), Some(n));
+    assert!(!t2.contains("libvirt_domain_events_total"));
+}
