@@ -74,7 +74,8 @@ floor=$(awk '{print $2}' "$WORK/floor.txt" | median)
 floor_vcpus=$(awk '{print $4}' "$WORK/floor.txt" | median)
 
 # virsh, for reference: the same bulk stats as a user would fetch them.
-virsh_s=$( { /usr/bin/time -f '%e' virsh -r -c "$URI" domstats --nowait >/dev/null; } 2>&1 | tail -1)
+TIMEFORMAT=%R
+virsh_s=$( { time virsh -r -c "$URI" domstats --nowait >/dev/null 2>&1; } 2>&1 )
 
 ratio=$(awk -v a="$repeat" -v b="$floor" 'BEGIN {printf "%.2f", a / b}')
 ratio_vcpus=$(awk -v a="$repeat" -v b="$floor_vcpus" 'BEGIN {printf "%.2f", a / b}')
