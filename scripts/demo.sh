@@ -61,7 +61,8 @@ start log_pattern_exporter "$WORK/log_pattern_exporter.log" "$BIN/log_pattern_ex
 NODE_XML="$REPO/exporters/libvirt/demo/node.xml"
 if [ -f "$NODE_XML" ]; then URI="test://$NODE_XML"; else URI="test:///default"; fi
 start libvirt_exporter "$WORK/libvirt_exporter.log" "$BIN/libvirt_exporter" \
-  --libvirt.uri="$URI" --web.listen-address=127.0.0.1:$LIBVIRT_PORT
+  --libvirt.uri="$URI" --nova.cpu-dedicated-set=4-15 --nova.cpu-shared-set=0-3 \
+  --web.listen-address=127.0.0.1:$LIBVIRT_PORT
 
 # --- dirty_flow_exporter -------------------------------------------------------------------
 OVS_RUNDIR="$WORK/ovs"
