@@ -11,6 +11,8 @@ use std::path::Path;
 use common::ConfigError;
 use serde::Deserialize;
 
+use crate::logql::Expr;
+
 /// Default per-rule series budget.
 pub const DEFAULT_MAX_SERIES: usize = 1000;
 
@@ -45,11 +47,112 @@ pub enum StartAt {
 #[serde(deny_unknown_fields)]
 pub struct Rule {
     pub name: String,
-    /// The line matches when it contains this string.
-    pub contains: String,
+    /// A LogQL log query: stream selector and line filters (see [`crate::logql`]).
+    #[serde(default)]
+    pub expr: Option<Expr>,
+    /// Legacy form of part 1: the line contains this string (same as `expr: '{} |= "…"'`).
+    #[serde(default)]
+    pub contains: Option<String>,
     /// How many label combinations this rule may create; further ones go to one overflow series.
     #[serde(default = "default_max_series")]
     pub max_series: usize,
+    /// Whether the shipped `LogPatternMatched` alert fires when this rule matches.
+    #[serde(default)]
+    pub alert: bool,
+    /// The alert's severity (exported on `log_pattern_rule_info`).
+    #[serde(default)]
+    pub severity: Severity,
+    /// Counts go to `log_pattern_<metric>_total` instead of `log_pattern_matches_total`.
+    #[serde(default)]
+    pub metric: Option<String>,
+    /// Source labels the rule's series keep (default: all); e.g. `[namespace, container]`
+    /// drops `pod` for lower cardinality.
+    #[serde(default)]
+    pub keep_labels: Option<Vec<String>>,
+}
+
+impl Rule {
+    /// A rule with default options.
+    pub fn new(name: &str, expr: Expr) -> Self {
+        Self {
+            name: name.to_string(),
+            expr: Some(expr),
+            contains: None,
+            max_series: DEFAULT_MAX_SERIES,
+            alert: false,
+            severity: Severity::default(),
+            metric: None,
+            keep_labels: None,
+        }
+    }
+
+    /// The rule's expression (`contains` turned into one).
+    pub fn expression(&self) -> Expr {
+        match (&self.expr, &self.contains) {
+            (Some(e), _) => e.clone(),
+            (None, Some(c)) => Expr::contains(c),
+            (None, None) => Expr::contains(""),
+        }
+    }
+
+    /// The metric name the rule counts into (without prefix and `_total`).
+    pub fn metric_name(&self) -> &str {
+        self.metric.as_deref().unwrap_or(DEFAULT_METRIC)
+    }
+}
+
+/// The metric rules count into unless they name their own.
+pub const DEFAULT_METRIC: &str = "matches";
+
+/// Metric names of the exporter itself, which a rule's `metric` may not take.
+pub const RESERVED_METRICS: &[&str] = &[
+    "lines_read",
+    "read_bytes",
+    "files_opened",
+    "rotations",
+    "truncations",
+    "truncated_unread_bytes",
+    "files_lost",
+    "long_lines",
+    "invalid_utf8_lines",
+    "parse_errors",
+    "read_errors",
+    "inotify_overflows",
+    "rescans",
+    "event_lag_seconds",
+    "files_watched",
+    "rotated_files_open",
+    "directories_watched",
+    "backlog_bytes",
+    "state_saves",
+    "state_save_failures",
+    "state_load_failures",
+    "state_last_save_timestamp_seconds",
+    "rule",
+    "config_reloads",
+    "config_last_reload_successful",
+    "scrape_collector_success",
+    "scrape_collector_duration_seconds",
+];
+
+/// An alerting rule's severity (the `severity` label of `log_pattern_rule_info`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Critical,
+    #[default]
+    Warning,
+    Info,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Critical => "critical",
+            Severity::Warning => "warning",
+            Severity::Info => "info",
+        }
+    }
 }
 
 fn default_max_series() -> usize {
@@ -69,9 +172,77 @@ pub struct SourceConfig {
 
 /// Loads and validates a configuration file.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let config: Config = common::config::load_yaml(path)?;
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(path, &text)
+}
+
+/// Parses and validates configuration text (`path` is for messages).
+pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+    let config: Config = common::config::parse_yaml(path, text).map_err(|e| refine(text, e))?;
     validate(&config).map_err(|m| ConfigError::invalid(path, m))?;
     Ok(config)
+}
+
+/// The YAML parser places an expression error at its rule; when the expression is written on
+/// one line (plain or quoted, no escapes before the error), move the position onto the exact
+/// character.
+fn refine(text: &str, err: ConfigError) -> ConfigError {
+    let ConfigError::Parse {
+        path,
+        line,
+        column,
+        message,
+    } = err
+    else {
+        return err;
+    };
+    let exact = (|| {
+        let offset: usize = message
+            .split("at offset ")
+            .nth(1)?
+            .split(' ')
+            .next()?
+            .parse()
+            .ok()?;
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, l) in lines.iter().enumerate().skip(line.checked_sub(1)?) {
+            let Some(at) = l.find("expr:") else {
+                continue;
+            };
+            let rest = &l[at + 5..];
+            let value = rest.trim_start();
+            let mut start = at + 5 + (rest.len() - value.len());
+            let body = match value.chars().next()? {
+                q @ ('\'' | '"') => {
+                    start += 1;
+                    let b = &value[1..];
+                    let stop = if q == '"' { "\\" } else { "''" };
+                    let before: String = b.chars().take(offset).collect();
+                    if before.contains(stop) || before.contains(q) {
+                        return None;
+                    }
+                    b
+                }
+                _ => value,
+            };
+            if body.chars().count() < offset {
+                return None;
+            }
+            let col = l[..start].chars().count() + offset + 1;
+            return Some((i + 1, col));
+        }
+        None
+    })();
+    let (line, column) = exact.unwrap_or((line, column));
+    ConfigError::Parse {
+        path,
+        line,
+        column,
+        message,
+    }
 }
 
 /// Label names a source may not use: the rule label, the line's stream, reserved names.
@@ -101,8 +272,41 @@ pub fn validate(config: &Config) -> Result<(), String> {
         if !seen.insert(r.name.as_str()) {
             return Err(format!("rule {:?} is defined twice", r.name));
         }
-        if r.contains.is_empty() {
-            return Err(format!("rule {:?}: `contains` is empty", r.name));
+        match (&r.expr, &r.contains) {
+            (Some(_), Some(_)) => {
+                return Err(format!(
+                    "rule {:?}: give either `expr` or `contains`, not both",
+                    r.name
+                ))
+            }
+            (None, None) => return Err(format!("rule {:?}: `expr` is missing", r.name)),
+            (None, Some(c)) if c.is_empty() => {
+                return Err(format!("rule {:?}: `contains` is empty", r.name))
+            }
+            _ => {}
+        }
+        if let Some(m) = &r.metric {
+            let valid = !m.is_empty()
+                && m.chars().enumerate().all(|(i, c)| {
+                    c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit())
+                });
+            if !valid || m.ends_with("_total") || m.ends_with("_info") {
+                return Err(format!(
+                    "rule {:?}: metric {m:?} must be [a-zA-Z_][a-zA-Z0-9_]* without the _total suffix (the exporter adds log_pattern_ and _total)",
+                    r.name
+                ));
+            }
+            if RESERVED_METRICS.contains(&m.as_str()) {
+                return Err(format!(
+                    "rule {:?}: metric {m:?} is one of the exporter's own",
+                    r.name
+                ));
+            }
+        }
+        if let Some(keep) = &r.keep_labels {
+            for l in keep {
+                check_label_name(l).map_err(|e| format!("rule {:?}: keep_labels: {e}", r.name))?;
+            }
         }
         if r.max_series == 0 {
             return Err(format!("rule {:?}: max_series must be at least 1", r.name));
@@ -136,10 +340,7 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<Config, String> {
-        let c: Config =
-            common::config::parse_yaml(Path::new("c.yml"), text).map_err(|e| e.to_string())?;
-        validate(&c)?;
-        Ok(c)
+        super::parse(Path::new("c.yml"), text).map_err(|e| e.to_string())
     }
 
     #[test]
@@ -169,10 +370,53 @@ mod tests {
             ),
             ("start_at: middle\n", "unknown variant"),
             ("rule: []\n", "unknown field"),
+            ("rules:\n- {name: a}\n", "`expr` is missing"),
+            ("rules:\n- {name: a, contains: x, expr: '{}'}\n", "not both"),
+            (
+                "rules:\n- {name: a, expr: '{}', metric: x_total}\n",
+                "without the _total suffix",
+            ),
+            (
+                "rules:\n- {name: a, expr: '{}', metric: lines_read}\n",
+                "exporter's own",
+            ),
+            (
+                "rules:\n- {name: a, expr: '{}', keep_labels: ['a-b']}\n",
+                "keep_labels",
+            ),
+            (
+                "rules:\n- {name: a, expr: '{}', severity: fatal}\n",
+                "unknown variant",
+            ),
         ];
         for (text, want) in cases {
             let err = parse(text).unwrap_err();
             assert!(err.contains(want), "{text:?}: {err}");
         }
+    }
+
+    #[test]
+    fn expr_errors_name_line_column_and_offset() {
+        let text = "rules:\n  - name: ok\n    expr: '{namespace=\"x\"} |= \"a\"'\n  - name: bad\n    expr: '{namespace=\"x\"} |= \"a\" | json'\n";
+        let err = parse(text).unwrap_err();
+        // Line 5: the value starts at column 12, + 25: the `j` of json.
+        assert!(err.starts_with("c.yml:5:37: "), "{err}");
+        assert!(err.contains("at offset 25 of the expression"), "{err}");
+        // Flow style, double-quoted YAML with escapes before the error: the rule's position.
+        let err = parse("rules:\n- {name: a, expr: \"{a=\\\"b\\\"} | json\"}\n").unwrap_err();
+        assert!(err.starts_with("c.yml:2:3: "), "{err}");
+        let err = parse("rules:\n- {name: a, expr: \"{} | json\"}\n").unwrap_err();
+        assert!(err.starts_with("c.yml:2:25: "), "{err}");
+        assert!(err.contains("`| json` stage is not supported"), "{err}");
+        assert!(err.contains("supported: a stream selector"), "{err}");
+        let c = parse(
+            "rules:\n- name: r\n  expr: '{} |= \"x\"'\n  alert: true\n  severity: critical\n  metric: my_errors\n  keep_labels: [namespace]\n  max_series: 5\n",
+        )
+        .unwrap();
+        let r = &c.rules[0];
+        assert!(r.alert);
+        assert_eq!(r.severity, Severity::Critical);
+        assert_eq!(r.metric_name(), "my_errors");
+        assert_eq!(r.expression().filters.len(), 1);
     }
 }

@@ -11,7 +11,9 @@ pub mod collector;
 pub mod config;
 pub mod discovery;
 pub mod format;
+pub mod logql;
 pub mod metrics;
+pub mod reload;
 pub mod replay;
 pub mod rules;
 pub mod service;
@@ -27,7 +29,7 @@ use common::{Collector, ConfigError, Exporter, ExporterInfo};
 
 use crate::collector::logs::LogsCollector;
 use crate::discovery::{GlobPattern, Source};
-use crate::rules::SimpleRules;
+use crate::rules::Rules;
 
 /// Identity of this exporter.
 pub const INFO: ExporterInfo = ExporterInfo {
@@ -64,6 +66,10 @@ pub enum Error {
     },
     #[error("cannot encode the metrics")]
     Encode,
+    #[error(transparent)]
+    Rules(#[from] rules::BuildError),
+    #[error("cannot listen for SIGHUP: {0}")]
+    Signal(std::io::Error),
 }
 
 /// Command-line flags.
@@ -136,7 +142,7 @@ pub enum Command {
 /// Builds every collector of this exporter (enabled or not), in the order of [`COLLECTORS`].
 /// Without a running tailer the collector reports failure; [`run`] builds the live one.
 pub fn collectors(_flags: &Flags) -> Vec<Arc<dyn Collector>> {
-    vec![Arc::new(LogsCollector::new(None))]
+    vec![Arc::new(LogsCollector::new(None, None))]
 }
 
 /// The sources named by the flags and the config.
@@ -178,10 +184,19 @@ pub async fn run(
             ..tail::Options::default()
         },
     };
-    let handle = service::start(opts, Box::new(SimpleRules::new(&cfg.rules)))?;
-    let collectors: Vec<Arc<dyn Collector>> =
-        vec![Arc::new(LogsCollector::new(Some(handle.clone())))];
+    let handle = service::start(opts, Box::new(Rules::new(&cfg.rules)?))?;
+    let reloader = Arc::new(reload::Reloader::new(
+        flags.config.file.clone(),
+        handle.clone(),
+        &cfg,
+    ));
+    reload::spawn_sighup(Arc::clone(&reloader)).map_err(Error::Signal)?;
+    let collectors: Vec<Arc<dyn Collector>> = vec![Arc::new(LogsCollector::new(
+        Some(handle.clone()),
+        Some(Arc::clone(&reloader.stats)),
+    ))];
     Exporter::new(INFO, flags.web.clone(), collectors, enabled)
+        .routes(reload::routes(reloader))
         .on_shutdown(move || Box::pin(async move { handle.shutdown().await }))
         .run()
         .await?;

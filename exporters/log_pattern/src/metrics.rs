@@ -16,7 +16,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 
-use crate::rules::SeriesValue;
+use crate::rules::{RuleInfo, SeriesValue};
 
 /// Upper bounds of the event lag histogram, in seconds.
 pub const LAG_BUCKETS: [f64; 10] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0];
@@ -104,6 +104,8 @@ pub struct SaveStats {
 pub struct Snapshot {
     pub counters: Counters,
     pub matches: Vec<SeriesValue>,
+    /// The rules in force, for `rule_info`.
+    pub rules: Vec<RuleInfo>,
     pub gauges: Gauges,
     pub saves: SaveStats,
 }
@@ -150,6 +152,22 @@ impl EncodeMetric for ConstCounters {
     }
 }
 
+/// Info series (value 1), encoded as an info metric (`_info` is appended).
+#[derive(Debug, Default)]
+struct ConstInfo(Vec<Vec<(String, String)>>);
+
+impl EncodeMetric for ConstInfo {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        for labels in &self.0 {
+            encoder.encode_info(labels)?;
+        }
+        Ok(())
+    }
+    fn metric_type(&self) -> MetricType {
+        MetricType::Info
+    }
+}
+
 fn counter(v: u64) -> Counter {
     let c = Counter::default();
     c.inc_by(v);
@@ -177,7 +195,9 @@ fn by_label(label: &str, map: &BTreeMap<String, u64>, keys: &[&str]) -> ConstCou
 
 /// Registers every metric of `snap` (the registry already has the `log_pattern` prefix).
 pub fn encode(snap: &Snapshot, r: &mut Registry) {
-    let mut matches = ConstCounters::default();
+    // Rule counters, grouped by metric (`matches` first, then rules' own metrics by name).
+    let mut by_metric: BTreeMap<&str, ConstCounters> = BTreeMap::new();
+    by_metric.insert(crate::config::DEFAULT_METRIC, ConstCounters::default());
     for s in &snap.matches {
         let mut labels = vec![("rule".to_string(), s.rule.clone())];
         if s.overflow {
@@ -185,12 +205,42 @@ pub fn encode(snap: &Snapshot, r: &mut Registry) {
         } else {
             labels.extend(s.labels.iter().cloned());
         }
-        matches.0.push((labels, s.value));
+        let metric = s.metric.as_deref().unwrap_or(crate::config::DEFAULT_METRIC);
+        by_metric
+            .entry(metric)
+            .or_default()
+            .0
+            .push((labels, s.value));
+    }
+    if let Some(matches) = by_metric.remove(crate::config::DEFAULT_METRIC) {
+        r.register(
+            crate::config::DEFAULT_METRIC,
+            "Log lines that matched a rule, by rule and source labels; past a rule's series budget, counted in its overflow=\"true\" series",
+            matches,
+        );
+    }
+    for (name, series) in by_metric {
+        r.register(
+            name,
+            "Log lines that matched the rules naming this metric, by rule and source labels (overflow=\"true\" past a rule's series budget)",
+            series,
+        );
     }
     r.register(
-        "matches",
-        "Log lines that matched a rule, by rule and source labels; past a rule's series budget, counted in its overflow=\"true\" series",
-        matches,
+        "rule",
+        "One series per rule in force: whether the LogPatternMatched alert fires for it, and its severity",
+        ConstInfo(
+            snap.rules
+                .iter()
+                .map(|i| {
+                    vec![
+                        ("rule".to_string(), i.rule.clone()),
+                        ("alert".to_string(), i.alert.to_string()),
+                        ("severity".to_string(), i.severity.to_string()),
+                    ]
+                })
+                .collect(),
+        ),
     );
     let c = &snap.counters;
     r.register(

@@ -3,7 +3,7 @@
 //! Users test rules with it, and it is what the benchmark runs: the same line reader, formats
 //! and rule engine as the daemon, without discovery, inotify or state. Files are read from their
 //! first byte (`.gz` files too); files in the pod layout get their namespace/pod/container
-//! labels. The output is the classic Prometheus text format (what `curl /metrics` shows). The output is the classic Prometheus text format (what `curl /metrics` shows).
+//! labels. The output is the classic Prometheus text format (what `curl /metrics` shows).
 
 use std::path::{Path, PathBuf};
 
@@ -11,7 +11,7 @@ use prometheus_client::registry::Registry;
 
 use crate::discovery::pod_labels;
 use crate::metrics::Snapshot;
-use crate::rules::SimpleRules;
+use crate::rules::Rules;
 use crate::tail::{Engine, Options};
 use crate::{config, Error, INFO};
 
@@ -28,7 +28,7 @@ pub fn replay(
         lag: false,
         ..Options::default()
     };
-    let mut engine = Engine::new(opts, Box::new(SimpleRules::new(&cfg.rules)));
+    let mut engine = Engine::new(opts, Box::new(Rules::new(&cfg.rules)?));
     for f in files {
         std::fs::metadata(f).map_err(|source| Error::Replay {
             path: f.clone(),
@@ -41,6 +41,7 @@ pub fn replay(
     let snap = Snapshot {
         counters: st.counters,
         matches: st.matches,
+        rules: st.rules,
         ..Snapshot::default()
     };
     let mut r = Registry::with_prefix(INFO.prefix);

@@ -3,20 +3,26 @@
 //! The tailer knows nothing about rules. When it starts following a file it registers the
 //! file's source labels once ([`LineSink::source`]), so a rule engine can resolve its selectors
 //! per file rather than per line; then it hands every logical line to [`LineSink::on_line`].
-//! Part 1 implements the simplest engine, [`SimpleRules`] (a line contains a string); the LogQL
-//! engine of part 2 implements the same trait. Counter values are exported and restored as
+//! [`Rules`] evaluates LogQL-style rules ([`crate::logql`]): selectors are resolved once per
+//! source (a bit per rule), all literal line filters of all rules are found in one pass of one
+//! Aho-Corasick automaton, and only rules whose first `|=` literal occurs in the line (or that
+//! have none) are examined further, so a line costs one scan whatever the number of rules; a
+//! rule's regexes run only on those candidates. Counter values are exported and restored as
 //! [`SeriesValue`]s so they are saved atomically with the file offsets.
 //!
 //! Cardinality is bounded per rule: past `max_series` label combinations, counts go to a single
-//! `{rule="…",overflow="true"}` series.
+//! `{rule="…",overflow="true"}` series. A rule's series for every source its selector matches
+//! start at 0 as soon as the source is seen (within the budget), so `increase()` sees the first
+//! match.
 
 use std::collections::HashMap;
 
-use memchr::memmem;
+use aho_corasick::AhoCorasick;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Rule;
 use crate::format::Stream;
+use crate::logql::{FilterOp, Matcher};
 
 /// Ordered label pairs of a source (e.g. namespace, pod, container).
 pub type Labels = Vec<(String, String)>;
@@ -42,6 +48,17 @@ pub struct SeriesValue {
     #[serde(default)]
     pub overflow: bool,
     pub value: u64,
+    /// The rule's own metric name, when it is not the default `matches`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric: Option<String>,
+}
+
+/// What `log_pattern_rule_info` says of a rule.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RuleInfo {
+    pub rule: String,
+    pub alert: bool,
+    pub severity: &'static str,
 }
 
 /// What the tailer feeds lines into.
@@ -54,77 +71,326 @@ pub trait LineSink: Send {
     fn values(&self) -> Vec<SeriesValue>;
     /// Resumes from saved values (values of unknown rules are dropped).
     fn restore(&mut self, values: &[SeriesValue]);
+    /// The rules, for `log_pattern_rule_info`.
+    fn rule_info(&self) -> Vec<RuleInfo> {
+        Vec::new()
+    }
+    /// Replaces the rules, keeping sources and the values of unchanged rules; on error the
+    /// old rules stay.
+    fn reload(&mut self, rules: &[Rule]) -> Result<(), BuildError> {
+        let _ = rules;
+        Err(BuildError("this sink cannot reload rules".into()))
+    }
 }
+
+type SetId = usize;
 
 struct CompiledRule {
     name: String,
-    finder: memmem::Finder<'static>,
+    metric: Option<String>,
+    keep: Option<Vec<String>>,
+    info: RuleInfo,
+    /// Selector matchers on source labels (resolved per source).
+    matchers: Vec<Matcher>,
+    /// Matchers on `stream` (tested per line).
+    stream: Vec<Matcher>,
+    /// Automaton patterns that must occur (`|=`) / must not occur (`!=`).
+    required: Vec<usize>,
+    forbidden: Vec<usize>,
+    /// `|~` (true) and `!~` (false) regexes.
+    regexes: Vec<(bool, regex::bytes::Regex)>,
+    /// Index into [`Rules::classes`].
+    class: usize,
     max_series: usize,
-    counts: HashMap<SourceId, u64>,
+    counts: HashMap<SetId, u64>,
     overflow: u64,
 }
 
-/// Rules of the form "the line contains this string".
-pub struct SimpleRules {
-    rules: Vec<CompiledRule>,
-    sources: Vec<Labels>,
-    index: HashMap<Labels, SourceId>,
+impl CompiledRule {
+    fn add(&mut self, set: SetId, n: u64) {
+        let len = self.counts.len();
+        match self.counts.get_mut(&set) {
+            Some(v) => *v += n,
+            None if len < self.max_series => {
+                self.counts.insert(set, n);
+            }
+            None => self.overflow += n,
+        }
+    }
+
+    /// Creates the series at 0 if the budget allows.
+    fn zero(&mut self, set: SetId) {
+        if !self.counts.contains_key(&set) && self.counts.len() < self.max_series {
+            self.counts.insert(set, 0);
+        }
+    }
 }
 
-impl std::fmt::Debug for SimpleRules {
+/// A registered source: which rules select it and its label set per projection class.
+struct SourceEntry {
+    labels: Labels,
+    /// Bit per rule.
+    selected: Vec<u64>,
+    any: bool,
+    /// Label set id per projection class.
+    projected: Vec<SetId>,
+}
+
+fn bit(bits: &[u64], i: usize) -> bool {
+    bits.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
+}
+
+/// The rule engine (see the module doc).
+pub struct Rules {
+    rules: Vec<CompiledRule>,
+    automaton: Option<AhoCorasick>,
+    /// Per automaton pattern: rules whose first required literal it is.
+    anchored: Vec<Vec<usize>>,
+    /// Rules without a required literal: candidates on every line.
+    unanchored: Vec<usize>,
+    /// Distinct `keep_labels` lists; `None` keeps every source label.
+    classes: Vec<Option<Vec<String>>>,
+    sets: Vec<Labels>,
+    set_index: HashMap<Labels, SetId>,
+    sources: Vec<SourceEntry>,
+    source_index: HashMap<Labels, SourceId>,
+    /// Generation stamp per pattern: hit in the current line when equal to `generation`.
+    hit: Vec<u32>,
+    generation: u32,
+    hits: Vec<usize>,
+}
+
+impl std::fmt::Debug for Rules {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SimpleRules")
+        f.debug_struct("Rules")
             .field("rules", &self.rules.len())
             .field("sources", &self.sources.len())
             .finish()
     }
 }
 
-impl SimpleRules {
-    pub fn new(rules: &[Rule]) -> Self {
-        Self {
-            rules: rules
-                .iter()
-                .map(|r| CompiledRule {
-                    name: r.name.clone(),
-                    finder: memmem::Finder::new(r.contains.as_bytes()).into_owned(),
-                    max_series: r.max_series,
-                    counts: HashMap::new(),
-                    overflow: 0,
-                })
-                .collect(),
+/// Why rules cannot be compiled.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build the literal matcher: {0}")]
+pub struct BuildError(String);
+
+impl Rules {
+    /// Compiles `rules` (already validated by [`crate::config::validate`]).
+    pub fn new(rules: &[Rule]) -> Result<Self, BuildError> {
+        let mut r = Self {
+            rules: Vec::new(),
+            automaton: None,
+            anchored: Vec::new(),
+            unanchored: Vec::new(),
+            classes: Vec::new(),
+            sets: Vec::new(),
+            set_index: HashMap::new(),
             sources: Vec::new(),
-            index: HashMap::new(),
-        }
+            source_index: HashMap::new(),
+            hit: Vec::new(),
+            generation: 0,
+            hits: Vec::new(),
+        };
+        r.install(rules)?;
+        Ok(r)
     }
 
-    fn add(rule: &mut CompiledRule, source: SourceId, n: u64) {
-        let len = rule.counts.len();
-        match rule.counts.get_mut(&source) {
-            Some(v) => *v += n,
-            None if len < rule.max_series => {
-                rule.counts.insert(source, n);
+    /// Replaces the rules. Values of rules that keep their name, metric and kept labels
+    /// continue; new rules start at 0 on every known source. On error nothing changes.
+    pub fn install(&mut self, rules: &[Rule]) -> Result<(), BuildError> {
+        let mut patterns: Vec<String> = Vec::new();
+        let mut pattern_ids: HashMap<String, usize> = HashMap::new();
+        let mut classes: Vec<Option<Vec<String>>> = Vec::new();
+        let mut compiled = Vec::with_capacity(rules.len());
+        for rule in rules {
+            let expr = rule.expression();
+            let (stream, matchers): (Vec<_>, Vec<_>) =
+                expr.matchers.into_iter().partition(|m| m.name == "stream");
+            let mut c = CompiledRule {
+                name: rule.name.clone(),
+                metric: rule.metric.clone(),
+                keep: rule.keep_labels.clone(),
+                info: RuleInfo {
+                    rule: rule.name.clone(),
+                    alert: rule.alert,
+                    severity: rule.severity.as_str(),
+                },
+                matchers,
+                stream,
+                required: Vec::new(),
+                forbidden: Vec::new(),
+                regexes: Vec::new(),
+                class: 0,
+                max_series: rule.max_series,
+                counts: HashMap::new(),
+                overflow: 0,
+            };
+            for f in expr.filters {
+                let mut id = |v: String| {
+                    let n = pattern_ids.len();
+                    *pattern_ids.entry(v.clone()).or_insert_with(|| {
+                        patterns.push(v);
+                        n
+                    })
+                };
+                match (f.op, f.regex) {
+                    (FilterOp::Contains, _) => c.required.push(id(f.value)),
+                    (FilterOp::NotContains, _) => c.forbidden.push(id(f.value)),
+                    (FilterOp::Matches, Some(re)) => c.regexes.push((true, re)),
+                    (FilterOp::NotMatches, Some(re)) => c.regexes.push((false, re)),
+                    (FilterOp::Matches | FilterOp::NotMatches, None) => {}
+                }
             }
-            None => rule.overflow += n,
+            c.class = match classes.iter().position(|k| *k == rule.keep_labels) {
+                Some(i) => i,
+                None => {
+                    classes.push(rule.keep_labels.clone());
+                    classes.len() - 1
+                }
+            };
+            compiled.push(c);
         }
+        let automaton = if patterns.is_empty() {
+            None
+        } else {
+            Some(AhoCorasick::new(&patterns).map_err(|e| BuildError(e.to_string()))?)
+        };
+        let mut anchored = vec![Vec::new(); patterns.len()];
+        let mut unanchored = Vec::new();
+        for (i, c) in compiled.iter().enumerate() {
+            match c.required.first() {
+                Some(&p) => anchored[p].push(i),
+                None => unanchored.push(i),
+            }
+        }
+        let old = self.values();
+        self.rules = compiled;
+        self.automaton = automaton;
+        self.anchored = anchored;
+        self.unanchored = unanchored;
+        self.classes = classes;
+        self.hit = vec![0; patterns.len()];
+        self.generation = 0;
+        self.restore(&old);
+        for id in 0..self.sources.len() {
+            self.resolve(id);
+        }
+        Ok(())
+    }
+
+    fn intern_set(&mut self, labels: Labels) -> SetId {
+        if let Some(&id) = self.set_index.get(&labels) {
+            return id;
+        }
+        let id = self.sets.len();
+        self.sets.push(labels.clone());
+        self.set_index.insert(labels, id);
+        id
+    }
+
+    /// Resolves the selectors and projections of source `id` and zero-initialises its series.
+    fn resolve(&mut self, id: SourceId) {
+        let labels = self.sources[id].labels.clone();
+        let get = |name: &str| {
+            labels
+                .iter()
+                .find(|(k, _)| k == name)
+                .map_or("", |(_, v)| v.as_str())
+        };
+        let mut selected = vec![0u64; self.rules.len().div_ceil(64)];
+        for (i, r) in self.rules.iter().enumerate() {
+            if r.matchers.iter().all(|m| m.matches(get(&m.name))) {
+                selected[i / 64] |= 1 << (i % 64);
+            }
+        }
+        let projected: Vec<SetId> = self
+            .classes
+            .clone()
+            .iter()
+            .map(|keep| {
+                let l: Labels = match keep {
+                    None => labels.clone(),
+                    Some(k) => labels
+                        .iter()
+                        .filter(|(n, _)| k.contains(n))
+                        .cloned()
+                        .collect(),
+                };
+                self.intern_set(l)
+            })
+            .collect();
+        for (i, r) in self.rules.iter_mut().enumerate() {
+            if bit(&selected, i) {
+                r.zero(projected[r.class]);
+            }
+        }
+        let e = &mut self.sources[id];
+        e.any = selected.iter().any(|w| *w != 0);
+        e.selected = selected;
+        e.projected = projected;
     }
 }
 
-impl LineSink for SimpleRules {
+impl LineSink for Rules {
     fn source(&mut self, labels: &Labels) -> SourceId {
-        if let Some(&id) = self.index.get(labels) {
+        if let Some(&id) = self.source_index.get(labels) {
             return id;
         }
         let id = self.sources.len();
-        self.sources.push(labels.clone());
-        self.index.insert(labels.clone(), id);
+        self.sources.push(SourceEntry {
+            labels: labels.clone(),
+            selected: Vec::new(),
+            any: false,
+            projected: Vec::new(),
+        });
+        self.source_index.insert(labels.clone(), id);
+        self.resolve(id);
         id
     }
 
     fn on_line(&mut self, source: SourceId, line: &Line<'_>) {
-        for rule in &mut self.rules {
-            if rule.finder.find(line.message).is_some() {
-                Self::add(rule, source, 1);
+        let Some(src) = self.sources.get(source) else {
+            return;
+        };
+        if !src.any {
+            return;
+        }
+        self.generation = self.generation.wrapping_add(1);
+        if self.generation == 0 {
+            self.hit.iter_mut().for_each(|h| *h = 0);
+            self.generation = 1;
+        }
+        let generation = self.generation;
+        self.hits.clear();
+        if let Some(ac) = &self.automaton {
+            for m in ac.find_overlapping_iter(line.message) {
+                let p = m.pattern().as_usize();
+                if self.hit[p] != generation {
+                    self.hit[p] = generation;
+                    self.hits.push(p);
+                }
+            }
+        }
+        let hit = &self.hit;
+        let stream = line.stream.as_str();
+        let candidates = self
+            .hits
+            .iter()
+            .flat_map(|&p| self.anchored[p].iter())
+            .chain(self.unanchored.iter());
+        for &i in candidates {
+            if !bit(&src.selected, i) {
+                continue;
+            }
+            let r = &mut self.rules[i];
+            let ok = r.required.iter().all(|&p| hit[p] == generation)
+                && r.forbidden.iter().all(|&p| hit[p] != generation)
+                && r.stream.iter().all(|m| m.matches(stream))
+                && r.regexes
+                    .iter()
+                    .all(|(want, re)| re.is_match(line.message) == *want);
+            if ok {
+                r.add(src.projected[r.class], 1);
             }
         }
     }
@@ -135,11 +401,12 @@ impl LineSink for SimpleRules {
             let mut series: Vec<_> = rule
                 .counts
                 .iter()
-                .map(|(&src, &value)| SeriesValue {
+                .map(|(&set, &value)| SeriesValue {
                     rule: rule.name.clone(),
-                    labels: self.sources.get(src).cloned().unwrap_or_default(),
+                    labels: self.sets.get(set).cloned().unwrap_or_default(),
                     overflow: false,
                     value,
+                    metric: rule.metric.clone(),
                 })
                 .collect();
             series.sort_by(|a, b| a.labels.cmp(&b.labels));
@@ -150,37 +417,61 @@ impl LineSink for SimpleRules {
                     labels: Vec::new(),
                     overflow: true,
                     value: rule.overflow,
+                    metric: rule.metric.clone(),
                 });
             }
         }
         out
     }
 
+    /// Values whose rule is gone, counts into another metric or has labels the rule no longer
+    /// keeps are dropped (that rule's series start again at 0).
     fn restore(&mut self, values: &[SeriesValue]) {
         for v in values {
-            let Some(i) = self.rules.iter().position(|r| r.name == v.rule) else {
+            let Some(i) = self
+                .rules
+                .iter()
+                .position(|r| r.name == v.rule && r.metric == v.metric)
+            else {
                 continue;
             };
             if v.overflow {
                 self.rules[i].overflow += v.value;
-            } else {
-                let src = self.source(&v.labels);
-                Self::add(&mut self.rules[i], src, v.value);
+                continue;
             }
+            if let Some(keep) = &self.rules[i].keep {
+                if v.labels.iter().any(|(k, _)| !keep.contains(k)) {
+                    continue;
+                }
+            }
+            let set = self.intern_set(v.labels.clone());
+            self.rules[i].add(set, v.value);
         }
+    }
+
+    fn rule_info(&self) -> Vec<RuleInfo> {
+        self.rules.iter().map(|r| r.info.clone()).collect()
+    }
+
+    fn reload(&mut self, rules: &[Rule]) -> Result<(), BuildError> {
+        self.install(rules)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::logql::{parse, Expr};
 
     fn rule(name: &str, contains: &str, max_series: usize) -> Rule {
         Rule {
-            name: name.into(),
-            contains: contains.into(),
             max_series,
+            ..Rule::new(name, Expr::contains(contains))
         }
+    }
+
+    fn lrule(name: &str, expr: &str) -> Rule {
+        Rule::new(name, parse(expr).unwrap())
     }
 
     fn line(msg: &str) -> Line<'_> {
@@ -195,9 +486,24 @@ mod tests {
         vec![("pod".into(), pod.into())]
     }
 
+    fn pod(ns: &str, pod: &str, container: &str) -> Labels {
+        vec![
+            ("namespace".into(), ns.into()),
+            ("pod".into(), pod.into()),
+            ("container".into(), container.into()),
+        ]
+    }
+
+    fn get(v: &[SeriesValue], rule: &str, l: &[(String, String)], overflow: bool) -> Option<u64> {
+        v.iter()
+            .find(|s| s.rule == rule && s.labels == l && s.overflow == overflow)
+            .map(|s| s.value)
+    }
+
     #[test]
     fn counts_and_budget() {
-        let mut r = SimpleRules::new(&[rule("err", "ERROR", 2), rule("oom", "Out of memory", 10)]);
+        let mut r =
+            Rules::new(&[rule("err", "ERROR", 2), rule("oom", "Out of memory", 10)]).unwrap();
         let a = r.source(&labels("a"));
         assert_eq!(r.source(&labels("a")), a);
         let b = r.source(&labels("b"));
@@ -208,19 +514,17 @@ mod tests {
         r.on_line(c, &line("ERROR"));
         r.on_line(c, &line("ERROR"));
         let v = r.values();
-        let get = |rule: &str, l: &[(String, String)], overflow: bool| {
-            v.iter()
-                .find(|s| s.rule == rule && s.labels == l && s.overflow == overflow)
-                .map(|s| s.value)
-        };
-        assert_eq!(get("err", &labels("a"), false), Some(1));
-        assert_eq!(get("err", &labels("b"), false), Some(1));
-        assert_eq!(get("err", &labels("c"), false), None);
-        assert_eq!(get("err", &[], true), Some(2));
-        assert_eq!(get("oom", &labels("b"), false), Some(1));
+        assert_eq!(get(&v, "err", &labels("a"), false), Some(1));
+        assert_eq!(get(&v, "err", &labels("b"), false), Some(1));
+        assert_eq!(get(&v, "err", &labels("c"), false), None);
+        assert_eq!(get(&v, "err", &[], true), Some(2));
+        assert_eq!(get(&v, "oom", &labels("b"), false), Some(1));
+        // Zero-initialised: the source was seen, the rule selects it, nothing matched yet.
+        assert_eq!(get(&v, "oom", &labels("a"), false), Some(0));
+        assert_eq!(get(&v, "oom", &labels("c"), false), Some(0));
 
         // Restoring into a fresh engine yields the same values; unknown rules are dropped.
-        let mut r2 = SimpleRules::new(&[rule("err", "ERROR", 2)]);
+        let mut r2 = Rules::new(&[rule("err", "ERROR", 2)]).unwrap();
         r2.restore(&v);
         let v2 = r2.values();
         assert_eq!(
@@ -230,5 +534,189 @@ mod tests {
                 .cloned()
                 .collect::<Vec<_>>()
         );
+    }
+
+    /// Each selector and filter construct, on the sources and lines it must and must not count.
+    #[test]
+    fn selectors_and_filters() {
+        let rules = [
+            lrule("ns", r#"{namespace="nova"}"#),
+            lrule("pod_re", r#"{pod=~"nova-api-.*"} |= "ERROR""#),
+            lrule("not_sidecar", r#"{container!="sidecar"} |= "ERROR""#),
+            lrule("not_re", r#"{pod!~"nova-.*"} |= "ERROR""#),
+            lrule("stderr", r#"{stream="stderr"} |= "ERROR""#),
+            lrule("neg", r#"{} |= "ERROR" != "retry""#),
+            lrule("re", r#"{} |~ "time(d)? ?out""#),
+            lrule("not_re_line", r#"{} |= "ERROR" !~ "(?i)debug""#),
+            lrule("two_lits", r#"{} |= "ERROR" |= "rpc""#),
+            lrule("all", "{}"),
+        ];
+        let mut r = Rules::new(&rules).unwrap();
+        let api = r.source(&pod("nova", "nova-api-1", "api"));
+        let side = r.source(&pod("nova", "nova-api-1", "sidecar"));
+        let other = r.source(&pod("kube", "dns", "coredns"));
+        let plain = r.source(&Vec::new());
+        let lines: &[(SourceId, &str, Stream)] = &[
+            (api, "ERROR rpc timed out", Stream::Stdout),
+            (api, "ERROR will retry", Stream::Stderr),
+            (side, "ERROR in DEBUG mode", Stream::Stdout),
+            (other, "ERROR timeout", Stream::Stderr),
+            (plain, "all fine", Stream::None),
+            (plain, "rpc ERROR", Stream::None),
+        ];
+        for &(src, msg, stream) in lines {
+            r.on_line(
+                src,
+                &Line {
+                    message: msg.as_bytes(),
+                    stream,
+                    timestamp: None,
+                },
+            );
+        }
+        let v = r.values();
+        let total =
+            |rule: &str| -> u64 { v.iter().filter(|s| s.rule == rule).map(|s| s.value).sum() };
+        assert_eq!(total("ns"), 3, "every line of the nova sources");
+        assert_eq!(total("pod_re"), 3);
+        assert_eq!(
+            total("not_sidecar"),
+            4,
+            "absent container label is not \"sidecar\""
+        );
+        assert_eq!(total("not_re"), 2);
+        assert_eq!(total("stderr"), 2);
+        assert_eq!(total("neg"), 4);
+        assert_eq!(total("re"), 2);
+        assert_eq!(total("not_re_line"), 4);
+        assert_eq!(total("two_lits"), 2);
+        assert_eq!(total("all"), 6);
+        // Selected sources get zero series; others get none.
+        assert_eq!(get(&v, "ns", &pod("kube", "dns", "coredns"), false), None);
+        assert_eq!(
+            get(&v, "stderr", &pod("nova", "nova-api-1", "sidecar"), false),
+            Some(0)
+        );
+    }
+
+    #[test]
+    fn keep_labels_metric_and_info() {
+        let mut keep = lrule("errs", r#"{namespace="nova"} |= "ERROR""#);
+        keep.keep_labels = Some(vec!["namespace".into(), "container".into()]);
+        keep.max_series = 2;
+        keep.alert = true;
+        keep.severity = crate::config::Severity::Critical;
+        let mut own = lrule("timeouts", r#"{} |= "timeout""#);
+        own.metric = Some("rpc_timeouts".into());
+        let mut r = Rules::new(&[keep, own]).unwrap();
+        for p in ["nova-api-1", "nova-api-2"] {
+            let s = r.source(&pod("nova", p, "api"));
+            r.on_line(s, &line("ERROR timeout"));
+        }
+        let s = r.source(&pod("nova", "nova-api-1", "sidecar"));
+        r.on_line(s, &line("ERROR"));
+        let s = r.source(&pod("nova", "nova-api-1", "third"));
+        r.on_line(s, &line("ERROR"));
+        r.on_line(s, &line("ERROR"));
+        let v = r.values();
+        let nc = |c: &str| -> Labels {
+            vec![
+                ("namespace".into(), "nova".into()),
+                ("container".into(), c.into()),
+            ]
+        };
+        assert_eq!(get(&v, "errs", &nc("api"), false), Some(2), "pods merged");
+        assert_eq!(get(&v, "errs", &nc("sidecar"), false), Some(1));
+        assert_eq!(
+            get(&v, "errs", &[], true),
+            Some(2),
+            "third container past the budget"
+        );
+        assert_eq!(v.iter().filter(|s| s.rule == "errs").count(), 3);
+        let t: Vec<_> = v.iter().filter(|s| s.rule == "timeouts").collect();
+        assert!(t
+            .iter()
+            .all(|s| s.metric.as_deref() == Some("rpc_timeouts")));
+        assert_eq!(t.iter().map(|s| s.value).sum::<u64>(), 2);
+        assert_eq!(
+            r.rule_info(),
+            [
+                RuleInfo {
+                    rule: "errs".into(),
+                    alert: true,
+                    severity: "critical"
+                },
+                RuleInfo {
+                    rule: "timeouts".into(),
+                    alert: false,
+                    severity: "warning"
+                },
+            ]
+        );
+        // Saved values whose labels the rule no longer keeps, or of another metric, are dropped.
+        let mut changed = lrule("errs", r#"{} |= "ERROR""#);
+        changed.keep_labels = Some(vec!["namespace".into()]);
+        let mut r2 = Rules::new(&[changed, lrule("timeouts", r#"{} |= "timeout""#)]).unwrap();
+        r2.restore(&v);
+        let v2 = r2.values();
+        assert_eq!(
+            v2.iter()
+                .filter(|s| !s.overflow)
+                .map(|s| s.value)
+                .sum::<u64>(),
+            0
+        );
+        assert_eq!(get(&v2, "errs", &[], true), Some(2));
+    }
+
+    #[test]
+    fn install_keeps_unchanged_rules() {
+        let mut r = Rules::new(&[rule("a", "A", 10), rule("b", "B", 10)]).unwrap();
+        let s = r.source(&labels("p"));
+        r.on_line(s, &line("A B"));
+        r.install(&[rule("a", "A", 10), lrule("c", r#"{} |= "C""#)])
+            .unwrap();
+        let v = r.values();
+        assert_eq!(
+            get(&v, "a", &labels("p"), false),
+            Some(1),
+            "unchanged rule continues"
+        );
+        assert_eq!(
+            get(&v, "b", &labels("p"), false),
+            None,
+            "removed rule is gone"
+        );
+        assert_eq!(
+            get(&v, "c", &labels("p"), false),
+            Some(0),
+            "new rule starts at 0 on known sources"
+        );
+        r.on_line(s, &line("A C"));
+        let v = r.values();
+        assert_eq!(get(&v, "a", &labels("p"), false), Some(2));
+        assert_eq!(get(&v, "c", &labels("p"), false), Some(1));
+    }
+
+    /// Many rules sharing one automaton count exactly what each one alone would count.
+    #[test]
+    fn many_rules_match_like_one() {
+        let rules: Vec<Rule> = (0..300)
+            .map(|i| lrule(&format!("r{i}"), &format!(r#"{{}} |= "code={i} ""#)))
+            .collect();
+        let mut r = Rules::new(&rules).unwrap();
+        let s = r.source(&labels("p"));
+        for i in 0..300 {
+            r.on_line(s, &line(&format!("x code={i} y code={} z", (i * 7) % 300)));
+        }
+        let v = r.values();
+        for i in 0..300 {
+            let want = 1 + u64::from((0..300).any(|j| (j * 7) % 300 == i && j != i));
+            assert_eq!(
+                get(&v, &format!("r{i}"), &labels("p"), false),
+                Some(want),
+                "r{i}"
+            );
+        }
     }
 }

@@ -40,6 +40,10 @@ pub struct ServiceOptions {
 
 enum Msg {
     Wake,
+    Reload(
+        Vec<crate::config::Rule>,
+        tokio::sync::oneshot::Sender<Result<(), crate::rules::BuildError>>,
+    ),
     Collect(tokio::sync::oneshot::Sender<Arc<Snapshot>>),
     Shutdown(tokio::sync::oneshot::Sender<()>),
 }
@@ -64,6 +68,15 @@ impl Handle {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.tx.send(Msg::Collect(tx)).map_err(|_| Error::Stopped)?;
         rx.await.map_err(|_| Error::Stopped)
+    }
+
+    /// Replaces the rules between two lines; on error the old rules stay.
+    pub async fn reload(&self, rules: Vec<crate::config::Rule>) -> Result<(), Error> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.tx
+            .send(Msg::Reload(rules, tx))
+            .map_err(|_| Error::Stopped)?;
+        rx.await.map_err(|_| Error::Stopped)?.map_err(Error::from)
     }
 
     /// Saves a last time and stops the thread.
@@ -189,6 +202,7 @@ impl Saver {
         }
         self.durable.counters = st.counters;
         self.durable.matches = st.matches;
+        self.durable.rules = st.rules;
     }
 }
 
@@ -236,6 +250,7 @@ impl Service {
             durable: Snapshot {
                 counters: st.counters,
                 matches: st.matches,
+                rules: st.rules,
                 ..Snapshot::default()
             },
         };
@@ -355,6 +370,9 @@ impl Service {
             {
                 match m {
                     Msg::Wake => {}
+                    Msg::Reload(rules, tx) => {
+                        let _ = tx.send(self.engine.reload_rules(&rules));
+                    }
                     Msg::Collect(tx) => waiters.push(tx),
                     Msg::Shutdown(tx) => stop = Some(tx),
                 }

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::format::Format;
 use crate::metrics::Counters;
-use crate::rules::{Labels, SeriesValue};
+use crate::rules::{Labels, RuleInfo, SeriesValue};
 
 /// Format version of the state file.
 pub const VERSION: u32 = 1;
@@ -105,6 +105,9 @@ pub struct State {
     pub done: std::collections::BTreeMap<PathBuf, Vec<Done>>,
     pub counters: Counters,
     pub matches: Vec<SeriesValue>,
+    /// The rules of that instant (not saved: they come from the config file).
+    #[serde(skip)]
+    pub rules: Vec<RuleInfo>,
 }
 
 /// Hex encoding of partial-line bytes (exact, whatever the bytes).

@@ -60,6 +60,55 @@ fn replay_matches_golden_exposition() {
     assert_eq!(m("log_pattern_long_lines_total"), 1.0);
     // 8 CRI (one P+F pair), 4 Docker (one split pair), 3 plain.
     assert_eq!(m("log_pattern_lines_read_total"), 15.0);
+    // Selectors: label =, =~, !=, !~ and the per-line stream; absent labels are "".
+    let coredns =
+        "namespace=\"kube-system\",pod=\"coredns-5d78c9869d-x7k2p\",container=\"coredns\"";
+    assert_eq!(
+        m(&format!(
+            "log_pattern_matches_total{{rule=\"kube_system_stderr\",{coredns}}}"
+        )),
+        2.0
+    );
+    assert_eq!(
+        sum(
+            &got,
+            "log_pattern_matches_total{rule=\"kube_system_stderr\""
+        ),
+        2.0
+    );
+    assert_eq!(
+        m(&format!(
+            "log_pattern_dns_timeouts_total{{rule=\"dns_timeout\",{coredns}}}"
+        )),
+        1.0
+    );
+    assert!(
+        !got.contains("rule=\"nova_only\",namespace"),
+        "selector matches no source"
+    );
+    // keep_labels [namespace]; `!~` drops the broken writer's line; kern.log has no namespace.
+    assert_eq!(
+        m("log_pattern_matches_total{rule=\"errors_by_namespace\",namespace=\"default\"}"),
+        1.0
+    );
+    assert_eq!(
+        m("log_pattern_matches_total{rule=\"errors_by_namespace\"}"),
+        1.0
+    );
+    // Zero-initialised series for a selected source without a match.
+    assert_eq!(m("log_pattern_matches_total{rule=\"error_upper\",namespace=\"default\",pod=\"web-1\",container=\"nginx\"}"), 0.0);
+    assert_eq!(
+        m("log_pattern_matches_total{rule=\"legacy_contains\"}"),
+        1.0
+    );
+    assert_eq!(
+        m("log_pattern_rule_info{rule=\"oom\",alert=\"true\",severity=\"critical\"}"),
+        1.0
+    );
+    assert_eq!(
+        m("log_pattern_rule_info{rule=\"error\",alert=\"false\",severity=\"warning\"}"),
+        1.0
+    );
 }
 
 fn promtool_check(text: &str) {

@@ -9,17 +9,21 @@ use prometheus_client::registry::Registry;
 
 use common::{CollectError, Collector};
 
+use std::sync::Arc;
+
+use crate::reload::ReloadStats;
 use crate::service::Handle;
 
 /// The collector; `handle` is `None` only when built for flag listing.
 #[derive(Debug)]
 pub struct LogsCollector {
     handle: Option<Handle>,
+    reloads: Option<Arc<ReloadStats>>,
 }
 
 impl LogsCollector {
-    pub fn new(handle: Option<Handle>) -> Self {
-        Self { handle }
+    pub fn new(handle: Option<Handle>, reloads: Option<Arc<ReloadStats>>) -> Self {
+        Self { handle, reloads }
     }
 }
 
@@ -43,6 +47,9 @@ impl Collector for LogsCollector {
                 .ok_or_else(|| CollectError::new("the tailer is not running"))?;
             let snap = handle.snapshot().await.map_err(CollectError::new)?;
             crate::metrics::encode(&snap, registry);
+            if let Some(r) = &self.reloads {
+                r.encode(registry);
+            }
             Ok(())
         })
     }

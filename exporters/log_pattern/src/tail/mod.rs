@@ -216,6 +216,14 @@ impl Engine {
         self.had_state = true;
     }
 
+    /// Replaces the rules (see [`LineSink::reload`]).
+    pub fn reload_rules(
+        &mut self,
+        rules: &[crate::config::Rule],
+    ) -> Result<(), crate::rules::BuildError> {
+        self.sink.reload(rules)
+    }
+
     /// Counters, mutable (the service counts rescans and overflows here so they are saved).
     pub fn counters_mut(&mut self) -> &mut Counters {
         &mut self.counters
@@ -270,6 +278,7 @@ impl Engine {
             done: self.done.clone(),
             counters: self.counters.clone(),
             matches: self.sink.values(),
+            rules: self.sink.rule_info(),
         }
     }
 
@@ -918,14 +927,14 @@ impl Engine {
 mod tests {
     use super::*;
     use crate::config::Rule;
-    use crate::rules::SimpleRules;
+    use crate::logql::Expr;
+    use crate::rules::Rules;
     use std::io::Write as _;
 
     fn engine() -> Engine {
         let rules = [Rule {
-            name: "e".into(),
-            contains: "ERROR".into(),
             max_series: 10,
+            ..Rule::new("e", Expr::contains("ERROR"))
         }];
         Engine::new(
             Options {
@@ -933,7 +942,7 @@ mod tests {
                 start_at: StartAt::Beginning,
                 ..Options::default()
             },
-            Box::new(SimpleRules::new(&rules)),
+            Box::new(Rules::new(&rules).unwrap()),
         )
     }
 
