@@ -69,6 +69,9 @@ pub struct Rule {
     /// drops `pod` for lower cardinality.
     #[serde(default)]
     pub keep_labels: Option<Vec<String>>,
+    /// Labels extracted by the expression's parser stage that the rule's series carry.
+    #[serde(default)]
+    pub labels: Vec<String>,
 }
 
 impl Rule {
@@ -83,6 +86,7 @@ impl Rule {
             severity: Severity::default(),
             metric: None,
             keep_labels: None,
+            labels: Vec::new(),
         }
     }
 
@@ -303,6 +307,25 @@ pub fn validate(config: &Config) -> Result<(), String> {
                 ));
             }
         }
+        if !r.labels.is_empty() {
+            let expr = r.expression();
+            let Some(parser) = &expr.parser else {
+                return Err(format!(
+                    "rule {:?}: `labels` needs a parser stage in expr (| json, | logfmt, | regexp)",
+                    r.name
+                ));
+            };
+            let names = parser.names();
+            for l in &r.labels {
+                check_label_name(l).map_err(|e| format!("rule {:?}: labels: {e}", r.name))?;
+                if names.as_ref().is_some_and(|n| !n.contains(l)) {
+                    return Err(format!(
+                        "rule {:?}: label {l:?} is not a named group of the regexp stage",
+                        r.name
+                    ));
+                }
+            }
+        }
         if let Some(keep) = &r.keep_labels {
             for l in keep {
                 check_label_name(l).map_err(|e| format!("rule {:?}: keep_labels: {e}", r.name))?;
@@ -388,6 +411,18 @@ mod tests {
                 "rules:\n- {name: a, expr: '{}', severity: fatal}\n",
                 "unknown variant",
             ),
+            (
+                "rules:\n- {name: a, expr: '{}', labels: [x]}\n",
+                "needs a parser stage",
+            ),
+            (
+                "rules:\n- {name: a, expr: '{} | regexp \"(?P<x>.)\"', labels: [y]}\n",
+                "not a named group",
+            ),
+            (
+                "rules:\n- {name: a, expr: '{} | json', labels: [rule]}\n",
+                "reserved",
+            ),
         ];
         for (text, want) in cases {
             let err = parse(text).unwrap_err();
@@ -397,17 +432,17 @@ mod tests {
 
     #[test]
     fn expr_errors_name_line_column_and_offset() {
-        let text = "rules:\n  - name: ok\n    expr: '{namespace=\"x\"} |= \"a\"'\n  - name: bad\n    expr: '{namespace=\"x\"} |= \"a\" | json'\n";
+        let text = "rules:\n  - name: ok\n    expr: '{namespace=\"x\"} |= \"a\"'\n  - name: bad\n    expr: '{namespace=\"x\"} |= \"a\" | unpack'\n";
         let err = parse(text).unwrap_err();
-        // Line 5: the value starts at column 12, + 25: the `j` of json.
+        // Line 5: the value starts at column 12, + 25: the `u` of unpack.
         assert!(err.starts_with("c.yml:5:37: "), "{err}");
         assert!(err.contains("at offset 25 of the expression"), "{err}");
         // Flow style, double-quoted YAML with escapes before the error: the rule's position.
-        let err = parse("rules:\n- {name: a, expr: \"{a=\\\"b\\\"} | json\"}\n").unwrap_err();
+        let err = parse("rules:\n- {name: a, expr: \"{a=\\\"b\\\"} | unpack\"}\n").unwrap_err();
         assert!(err.starts_with("c.yml:2:3: "), "{err}");
-        let err = parse("rules:\n- {name: a, expr: \"{} | json\"}\n").unwrap_err();
+        let err = parse("rules:\n- {name: a, expr: \"{} | unpack\"}\n").unwrap_err();
         assert!(err.starts_with("c.yml:2:25: "), "{err}");
-        assert!(err.contains("`| json` stage is not supported"), "{err}");
+        assert!(err.contains("`| unpack` stage is not supported"), "{err}");
         assert!(err.contains("supported: a stream selector"), "{err}");
         let c = parse(
             "rules:\n- name: r\n  expr: '{} |= \"x\"'\n  alert: true\n  severity: critical\n  metric: my_errors\n  keep_labels: [namespace]\n  max_series: 5\n",

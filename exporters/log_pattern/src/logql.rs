@@ -17,7 +17,7 @@ use std::fmt;
 use serde::{Deserialize, Deserializer};
 
 /// What the grammar supports, appended to errors.
-pub const SUPPORTED: &str = "supported: a stream selector {label=\"v\", label!=\"v\", label=~\"re\", label!~\"re\"} followed by line filters |= \"text\", != \"text\", |~ \"re\", !~ \"re\"";
+pub const SUPPORTED: &str = "supported: a stream selector {label=\"v\", label!=\"v\", label=~\"re\", label!~\"re\"} followed by line filters |= \"text\", != \"text\", |~ \"re\", !~ \"re\", at most one parser stage | json, | logfmt or | regexp \"(?P<name>re)\", and after it label filters | name=\"v\" (also !=, =~, !~) or | name > 1.5 (also >=, <, <=, ==, !=)";
 
 /// A parse error at a character offset (0-based) of the expression.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -88,6 +88,214 @@ pub struct Expr {
     pub text: String,
     pub matchers: Vec<Matcher>,
     pub filters: Vec<Filter>,
+    /// The parser stage, which extracts labels from the line.
+    pub parser: Option<ParserStage>,
+    /// Filters on extracted labels (all must hold).
+    pub label_filters: Vec<LabelFilter>,
+}
+
+/// A parser stage.
+#[derive(Debug, Clone)]
+pub enum ParserStage {
+    /// `| json`: top-level fields; nested objects flattened with `_` (`a_b`), as Loki does.
+    Json,
+    /// `| logfmt`: `key=value` and `key="quoted value"` pairs.
+    Logfmt,
+    /// `| regexp "(?P<name>...)"`: the named groups of the first match.
+    Regexp(regex::bytes::Regex),
+}
+
+/// Longest extracted value kept, in bytes (longer ones are cut): bounds series memory.
+pub const MAX_VALUE_BYTES: usize = 256;
+
+fn cut(mut v: String) -> String {
+    if v.len() > MAX_VALUE_BYTES {
+        let mut n = MAX_VALUE_BYTES;
+        while !v.is_char_boundary(n) {
+            n -= 1;
+        }
+        v.truncate(n);
+    }
+    v
+}
+
+impl ParserStage {
+    /// The labels the stage extracts from `line` (none when the line does not parse).
+    pub fn extract(&self, line: &[u8]) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        match self {
+            ParserStage::Json => {
+                if let Ok(serde_json::Value::Object(m)) = serde_json::from_slice(line) {
+                    flatten_json("", &m, &mut out);
+                }
+            }
+            ParserStage::Logfmt => logfmt(line, &mut out),
+            ParserStage::Regexp(re) => {
+                if let Some(c) = re.captures(line) {
+                    for name in re.capture_names().flatten() {
+                        if let Some(m) = c.name(name) {
+                            out.push((
+                                name.to_string(),
+                                cut(String::from_utf8_lossy(m.as_bytes()).into_owned()),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Named groups of a regexp stage (`None` for the other parsers: any name may occur).
+    pub fn names(&self) -> Option<Vec<String>> {
+        match self {
+            ParserStage::Regexp(re) => {
+                Some(re.capture_names().flatten().map(String::from).collect())
+            }
+            _ => None,
+        }
+    }
+}
+
+fn label_name(key: &str) -> String {
+    key.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
+}
+
+fn flatten_json(
+    prefix: &str,
+    m: &serde_json::Map<String, serde_json::Value>,
+    out: &mut Vec<(String, String)>,
+) {
+    for (k, v) in m {
+        let name = if prefix.is_empty() {
+            label_name(k)
+        } else {
+            format!("{prefix}_{}", label_name(k))
+        };
+        match v {
+            serde_json::Value::Object(inner) => flatten_json(&name, inner, out),
+            serde_json::Value::String(s) => out.push((name, cut(s.clone()))),
+            serde_json::Value::Number(n) => out.push((name, n.to_string())),
+            serde_json::Value::Bool(b) => out.push((name, b.to_string())),
+            serde_json::Value::Null | serde_json::Value::Array(_) => {}
+        }
+    }
+}
+
+/// `key=value key="quoted \"value\"" flag` pairs; malformed parts are skipped.
+fn logfmt(line: &[u8], out: &mut Vec<(String, String)>) {
+    let s = String::from_utf8_lossy(line);
+    let mut chars = s.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        let mut key = String::new();
+        while let Some(&c) = chars.peek() {
+            if c == '=' || c.is_whitespace() {
+                break;
+            }
+            key.push(c);
+            chars.next();
+        }
+        if key.is_empty() && chars.peek().is_none() {
+            return;
+        }
+        let mut value = String::new();
+        if chars.peek() == Some(&'=') {
+            chars.next();
+            if chars.peek() == Some(&'"') {
+                chars.next();
+                while let Some(c) = chars.next() {
+                    match c {
+                        '"' => break,
+                        '\\' => match chars.next() {
+                            Some('n') => value.push('\n'),
+                            Some('t') => value.push('\t'),
+                            Some(o) => value.push(o),
+                            None => break,
+                        },
+                        _ => value.push(c),
+                    }
+                }
+            } else {
+                while let Some(&c) = chars.peek() {
+                    if c.is_whitespace() {
+                        break;
+                    }
+                    value.push(c);
+                    chars.next();
+                }
+            }
+        } else if key.is_empty() {
+            chars.next();
+            continue;
+        }
+        if !key.is_empty() {
+            out.push((label_name(&key), cut(value)));
+        }
+    }
+}
+
+/// A numeric comparison of a label filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CmpOp {
+    Eq,
+    Ne,
+    Gt,
+    Ge,
+    Lt,
+    Le,
+}
+
+/// A filter on an extracted label.
+#[derive(Debug, Clone)]
+pub enum LabelFilter {
+    /// `name op "string"`.
+    Str(Matcher),
+    /// `name op number`: false when the value is missing or not a number.
+    Num { name: String, op: CmpOp, value: f64 },
+}
+
+impl LabelFilter {
+    /// The label it tests.
+    pub fn name(&self) -> &str {
+        match self {
+            LabelFilter::Str(m) => &m.name,
+            LabelFilter::Num { name, .. } => name,
+        }
+    }
+
+    /// Whether `value` (empty when the label was not extracted) passes.
+    pub fn matches(&self, value: &str) -> bool {
+        match self {
+            LabelFilter::Str(m) => m.matches(value),
+            LabelFilter::Num {
+                op, value: want, ..
+            } => {
+                let Ok(v) = value.trim().parse::<f64>() else {
+                    return false;
+                };
+                match op {
+                    CmpOp::Eq => v == *want,
+                    CmpOp::Ne => v != *want,
+                    CmpOp::Gt => v > *want,
+                    CmpOp::Ge => v >= *want,
+                    CmpOp::Lt => v < *want,
+                    CmpOp::Le => v <= *want,
+                }
+            }
+        }
+    }
+}
+
+/// One step after the selector.
+enum Step {
+    Filter(Filter),
+    Parser(ParserStage),
+    Label(LabelFilter),
 }
 
 impl Expr {
@@ -101,6 +309,8 @@ impl Expr {
                 value: text.to_string(),
                 regex: None,
             }],
+            parser: None,
+            label_filters: Vec::new(),
         }
     }
 }
@@ -128,17 +338,39 @@ pub fn parse(text: &str) -> Result<Expr, ExprError> {
     };
     let matchers = p.selector()?;
     let mut filters = Vec::new();
+    let mut parser = None;
+    let mut label_filters = Vec::new();
     loop {
         p.ws();
         if p.at_end() {
             break;
         }
-        filters.push(p.filter()?);
+        let at = p.pos;
+        match p.step()? {
+            Step::Filter(f) => filters.push(f),
+            Step::Parser(s) => {
+                if parser.is_some() {
+                    return err(at, "only one parser stage is supported");
+                }
+                parser = Some(s);
+            }
+            Step::Label(l) => {
+                if parser.is_none() {
+                    return err(
+                        at,
+                        "a label filter needs a parser stage (| json, | logfmt, | regexp) before it",
+                    );
+                }
+                label_filters.push(l);
+            }
+        }
     }
     Ok(Expr {
         text: text.to_string(),
         matchers,
         filters,
+        parser,
+        label_filters,
     })
 }
 
@@ -283,6 +515,100 @@ impl Parser {
         })
     }
 
+    fn step(&mut self) -> Result<Step, ExprError> {
+        if self.peek() != Some('|') || matches!(self.peek2(), Some('=' | '~' | '>')) {
+            return self.filter().map(Step::Filter);
+        }
+        self.pos += 1;
+        self.ws();
+        let word_at = self.pos;
+        let word = self.ident();
+        match word.as_str() {
+            "json" => Ok(Step::Parser(ParserStage::Json)),
+            "logfmt" => Ok(Step::Parser(ParserStage::Logfmt)),
+            "regexp" => {
+                self.ws();
+                let at = self.pos;
+                let value = self.string()?;
+                let re = regex::bytes::Regex::new(&value)
+                    .map_err(|e| regex_error(at, &e.to_string()))?;
+                if re.capture_names().flatten().next().is_none() {
+                    return err(at, "the regexp stage needs named groups: (?P<name>...)");
+                }
+                Ok(Step::Parser(ParserStage::Regexp(re)))
+            }
+            "" => err(word_at, "expected a stage or label filter after `|`"),
+            "pattern" | "unpack" | "line_format" | "label_format" | "unwrap" | "drop" | "keep"
+            | "decolorize" | "distinct" => {
+                err(word_at, format!("the `| {word}` stage is not supported"))
+            }
+            _ => self.label_filter(word).map(Step::Label),
+        }
+    }
+
+    fn label_filter(&mut self, name: String) -> Result<LabelFilter, ExprError> {
+        self.ws();
+        let at = self.pos;
+        let two: String = self.chars[self.pos..]
+            .iter()
+            .take(2)
+            .map(|&(_, c)| c)
+            .collect();
+        let (len, str_op, cmp) = match two.as_str() {
+            "=~" => (2, Some(MatchOp::Re), None),
+            "!~" => (2, Some(MatchOp::NotRe), None),
+            "==" => (2, Some(MatchOp::Eq), Some(CmpOp::Eq)),
+            "!=" => (2, Some(MatchOp::Ne), Some(CmpOp::Ne)),
+            ">=" => (2, None, Some(CmpOp::Ge)),
+            "<=" => (2, None, Some(CmpOp::Le)),
+            _ => match two.chars().next() {
+                Some('=') => (1, Some(MatchOp::Eq), Some(CmpOp::Eq)),
+                Some('>') => (1, None, Some(CmpOp::Gt)),
+                Some('<') => (1, None, Some(CmpOp::Lt)),
+                _ => {
+                    return err(
+                        at,
+                        format!("unknown stage `| {name}`; a label filter needs an operator: =, !=, =~, !~, >, >=, <, <=, =="),
+                    )
+                }
+            },
+        };
+        self.pos += len;
+        self.ws();
+        let value_at = self.pos;
+        if matches!(self.peek(), Some('"' | '`')) {
+            let Some(op) = str_op else {
+                return err(value_at, "a comparison needs a number");
+            };
+            let value = self.string()?;
+            let regex = match op {
+                MatchOp::Re | MatchOp::NotRe => Some(
+                    regex::Regex::new(&format!("^(?:{value})$"))
+                        .map_err(|e| regex_error(value_at, &e.to_string()))?,
+                ),
+                _ => None,
+            };
+            return Ok(LabelFilter::Str(Matcher {
+                name,
+                op,
+                value,
+                regex,
+            }));
+        }
+        let mut num = String::new();
+        while let Some(c) = self
+            .peek()
+            .filter(|c| c.is_ascii_digit() || matches!(c, '.' | '-' | '+' | 'e' | 'E'))
+        {
+            num.push(c);
+            self.pos += 1;
+        }
+        let (Some(op), Ok(value)) = (cmp, num.parse::<f64>()) else {
+            return err(value_at, "expected a string or a number");
+        };
+        Ok(LabelFilter::Num { name, op, value })
+    }
+
     fn filter(&mut self) -> Result<Filter, ExprError> {
         let at = self.pos;
         let op = match (self.peek(), self.peek2()) {
@@ -292,21 +618,6 @@ impl Parser {
             (Some('!'), Some('~')) => FilterOp::NotMatches,
             (Some('|'), Some('>')) | (Some('!'), Some('>')) => {
                 return err(at, "pattern line filters (|> and !>) are not supported")
-            }
-            (Some('|'), _) => {
-                self.pos += 1;
-                self.ws();
-                let word_at = self.pos;
-                let word = self.ident();
-                let what = if word.is_empty() {
-                    "a pipeline stage".to_string()
-                } else {
-                    format!("the `| {word}` stage")
-                };
-                return err(
-                    word_at.min(self.chars.len()),
-                    format!("{what} is not supported (no parser, label filter or format stages)"),
-                );
             }
             (Some('['), _) => return err(at, "range selectors ([5m]) are not supported: a rule is a log query, not a metric query"),
             (Some(c), _) => {
@@ -458,11 +769,20 @@ mod tests {
             (r#"{a="b}"#, 3, "unterminated string"),
             (r#"{a=~"("}"#, 4, "invalid regex"),
             (
-                r#"{a="b"} |= "x" | json"#,
+                r#"{a="b"} |= "x" | unpack"#,
                 17,
-                "`| json` stage is not supported",
+                "`| unpack` stage is not supported",
             ),
-            (r#"{a="b"} | logfmt"#, 10, "`| logfmt` stage"),
+            (r#"{a="b"} | line_format "x""#, 10, "`| line_format` stage"),
+            (r#"{a="b"} | level="error""#, 8, "needs a parser stage"),
+            (r#"{a="b"} | json | logfmt"#, 15, "only one parser stage"),
+            (r#"{a="b"} | json | level ~ "x""#, 23, "needs an operator"),
+            (r#"{a="b"} | json | n > "x""#, 21, "needs a number"),
+            (r#"{a="b"} | json | n > abc"#, 21, "a string or a number"),
+            (r#"{a="b"} | regexp "(x)""#, 17, "named groups"),
+            (r#"{a="b"} | regexp "(?P<x>""#, 17, "invalid regex"),
+            (r#"{a="b"} | json | n =~ "(""#, 22, "invalid regex"),
+            (r#"{a="b"} | "#, 10, "expected a stage"),
             (r#"{a="b"} |~ "(x""#, 11, "invalid regex"),
             (r#"{a="b"} |= """#, 11, "empty line filter"),
             (r#"{a="b"} |> "<_>""#, 8, "pattern line filters"),
@@ -480,8 +800,53 @@ mod tests {
     }
 
     #[test]
+    fn parser_stages_and_label_filters() {
+        let e = parse(
+            r#"{} |= "level" | logfmt | level="error" | latency_ms >= 250 | code != 200 | msg !~ "(?i)retry.*""#,
+        )
+        .unwrap();
+        assert!(matches!(e.parser, Some(ParserStage::Logfmt)));
+        assert_eq!(e.filters.len(), 1);
+        assert_eq!(e.label_filters.len(), 4);
+        let fields = e.parser.as_ref().unwrap().extract(
+            br#"ts=2024 level=error msg="db \"slow\" query" latency_ms=300.5 code=500 flag"#,
+        );
+        let get = |k: &str| fields.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("msg"), Some("db \"slow\" query"));
+        assert_eq!(get("flag"), Some(""));
+        assert!(e
+            .label_filters
+            .iter()
+            .all(|f| f.matches(get(f.name()).unwrap_or(""))));
+        assert!(!e.label_filters[1].matches("100"));
+        assert!(!e.label_filters[1].matches("not a number"));
+        assert!(!e.label_filters[2].matches("200.0"));
+        assert!(!e.label_filters[3].matches("Retrying soon"));
+
+        let e = parse(r#"{} | json | user_name="bob""#).unwrap();
+        let fields =
+            e.parser.as_ref().unwrap().extract(
+                br#"{"user":{"name":"bob","id":7},"ok":true,"tags":[1],"n":null,"a-b":"x"}"#,
+            );
+        let mut keys: Vec<_> = fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        keys.sort();
+        assert_eq!(keys, ["a_b=x", "ok=true", "user_id=7", "user_name=bob"]);
+        assert!(e.parser.as_ref().unwrap().extract(b"not json").is_empty());
+
+        let e = parse(r#"{} | regexp `Killed process \d+ \((?P<process>[^)]+)\)`"#).unwrap();
+        let p = e.parser.as_ref().unwrap();
+        assert_eq!(p.names(), Some(vec!["process".to_string()]));
+        assert_eq!(
+            p.extract(b"Out of memory: Killed process 42 (qemu-kvm) total-vm:1kB"),
+            [("process".to_string(), "qemu-kvm".to_string())]
+        );
+        let long = format!("Killed process 1 ({})", "x".repeat(1000));
+        assert_eq!(p.extract(long.as_bytes())[0].1.len(), MAX_VALUE_BYTES);
+    }
+
+    #[test]
     fn offsets_count_characters() {
-        let e = parse("{a=\"é\"} | json").unwrap_err();
+        let e = parse("{a=\"é\"} | unpack").unwrap_err();
         assert_eq!(e.offset, 10);
     }
 }

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Rule;
 use crate::format::Stream;
-use crate::logql::{FilterOp, Matcher};
+use crate::logql::{FilterOp, LabelFilter, Matcher, ParserStage};
 
 /// Ordered label pairs of a source (e.g. namespace, pod, container).
 pub type Labels = Vec<(String, String)>;
@@ -99,6 +99,10 @@ struct CompiledRule {
     forbidden: Vec<usize>,
     /// `|~` (true) and `!~` (false) regexes.
     regexes: Vec<(bool, regex::bytes::Regex)>,
+    /// Parser stage, filters on what it extracts, and the extracted labels the series carry.
+    parser: Option<ParserStage>,
+    label_filters: Vec<LabelFilter>,
+    extract: Vec<String>,
     /// Index into [`Rules::classes`].
     class: usize,
     max_series: usize,
@@ -118,9 +122,13 @@ impl CompiledRule {
         }
     }
 
-    /// Creates the series at 0 if the budget allows.
+    /// Creates the series at 0 if the budget allows (not for rules with extracted labels, whose
+    /// values cannot be known in advance).
     fn zero(&mut self, set: SetId) {
-        if !self.counts.contains_key(&set) && self.counts.len() < self.max_series {
+        if self.extract.is_empty()
+            && !self.counts.contains_key(&set)
+            && self.counts.len() < self.max_series
+        {
             self.counts.insert(set, 0);
         }
     }
@@ -138,6 +146,44 @@ struct SourceEntry {
 
 fn bit(bits: &[u64], i: usize) -> bool {
     bits.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
+}
+
+fn intern(sets: &mut Vec<Labels>, index: &mut HashMap<Labels, SetId>, labels: Labels) -> SetId {
+    if let Some(&id) = index.get(&labels) {
+        return id;
+    }
+    let id = sets.len();
+    sets.push(labels.clone());
+    index.insert(labels, id);
+    id
+}
+
+/// Runs a rule's parser stage and label filters on a line that passed its line filters;
+/// returns the series labels (`None`: a label filter rejects the line). An extracted label
+/// named like a source label is renamed `<name>_extracted`, as Loki does.
+fn extracted_series(rule: &CompiledRule, base: &Labels, message: &[u8]) -> Option<Labels> {
+    let parser = rule.parser.as_ref()?;
+    let fields = parser.extract(message);
+    let get = |name: &str| {
+        fields
+            .iter()
+            .find(|(k, _)| k == name)
+            .map_or("", |(_, v)| v.as_str())
+    };
+    if !rule.label_filters.iter().all(|f| f.matches(get(f.name()))) {
+        return None;
+    }
+    let mut labels = base.clone();
+    for name in &rule.extract {
+        let value = get(name).to_string();
+        let key = if base.iter().any(|(k, _)| k == name) {
+            format!("{name}_extracted")
+        } else {
+            name.clone()
+        };
+        labels.push((key, value));
+    }
+    Some(labels)
 }
 
 /// The rule engine (see the module doc).
@@ -220,6 +266,9 @@ impl Rules {
                 required: Vec::new(),
                 forbidden: Vec::new(),
                 regexes: Vec::new(),
+                parser: expr.parser,
+                label_filters: expr.label_filters,
+                extract: rule.labels.clone(),
                 class: 0,
                 max_series: rule.max_series,
                 counts: HashMap::new(),
@@ -279,13 +328,7 @@ impl Rules {
     }
 
     fn intern_set(&mut self, labels: Labels) -> SetId {
-        if let Some(&id) = self.set_index.get(&labels) {
-            return id;
-        }
-        let id = self.sets.len();
-        self.sets.push(labels.clone());
-        self.set_index.insert(labels, id);
-        id
+        intern(&mut self.sets, &mut self.set_index, labels)
     }
 
     /// Resolves the selectors and projections of source `id` and zero-initialises its series.
@@ -389,8 +432,15 @@ impl LineSink for Rules {
                 && r.regexes
                     .iter()
                     .all(|(want, re)| re.is_match(line.message) == *want);
-            if ok {
-                r.add(src.projected[r.class], 1);
+            if !ok {
+                continue;
+            }
+            let set = src.projected[r.class];
+            if r.parser.is_none() {
+                r.add(set, 1);
+            } else if let Some(labels) = extracted_series(r, &self.sets[set], line.message) {
+                let set = intern(&mut self.sets, &mut self.set_index, labels);
+                r.add(set, 1);
             }
         }
     }
@@ -439,10 +489,19 @@ impl LineSink for Rules {
                 self.rules[i].overflow += v.value;
                 continue;
             }
-            if let Some(keep) = &self.rules[i].keep {
-                if v.labels.iter().any(|(k, _)| !keep.contains(k)) {
-                    continue;
-                }
+            let r = &self.rules[i];
+            let allowed = |k: &str| {
+                let extracted = r
+                    .extract
+                    .iter()
+                    .any(|e| k == e || k.strip_suffix("_extracted") == Some(e.as_str()));
+                extracted
+                    || r.keep
+                        .as_ref()
+                        .is_none_or(|keep| keep.iter().any(|x| x == k))
+            };
+            if !v.labels.iter().all(|(k, _)| allowed(k)) {
+                continue;
             }
             let set = self.intern_set(v.labels.clone());
             self.rules[i].add(set, v.value);
@@ -667,6 +726,76 @@ mod tests {
             0
         );
         assert_eq!(get(&v2, "errs", &[], true), Some(2));
+    }
+
+    #[test]
+    fn extracted_labels_filters_and_budget() {
+        let mut oom = lrule(
+            "kernel_oom_killer",
+            r#"{} |= "Killed process" | regexp `Killed process \d+ \((?P<process>[^)]+)\)`"#,
+        );
+        oom.labels = vec!["process".into()];
+        oom.max_series = 2;
+        let mut slow = lrule("slow", r#"{} | logfmt | level="error" | latency_ms > 100"#);
+        slow.labels = vec!["level".into(), "pod".into()];
+        let mut r = Rules::new(&[oom, slow]).unwrap();
+        let k = r.source(&Vec::new());
+        assert!(
+            r.values().iter().all(|v| v.rule != "kernel_oom_killer"),
+            "no zero series for extracted labels"
+        );
+        for p in ["qemu-kvm", "java", "qemu-kvm", "python3", "mysqld"] {
+            r.on_line(
+                k,
+                &line(&format!("Out of memory: Killed process 9 ({p}) total-vm")),
+            );
+        }
+        let v = r.values();
+        let proc_ = |p: &str| -> Labels { vec![("process".into(), p.into())] };
+        assert_eq!(
+            get(&v, "kernel_oom_killer", &proc_("qemu-kvm"), false),
+            Some(2)
+        );
+        assert_eq!(get(&v, "kernel_oom_killer", &proc_("java"), false), Some(1));
+        assert_eq!(
+            get(&v, "kernel_oom_killer", &[], true),
+            Some(2),
+            "bounded label"
+        );
+
+        let s = r.source(&labels("web"));
+        for l in [
+            "level=error latency_ms=250 pod=inner",
+            "level=error latency_ms=50",
+            "level=info latency_ms=900",
+            "level=error latency_ms=oops",
+            "not logfmt at all",
+        ] {
+            r.on_line(s, &line(l));
+        }
+        let v = r.values();
+        let want: Labels = vec![
+            ("pod".into(), "web".into()),
+            ("level".into(), "error".into()),
+            ("pod_extracted".into(), "inner".into()),
+        ];
+        assert_eq!(get(&v, "slow", &want, false), Some(1));
+        assert_eq!(
+            v.iter()
+                .filter(|x| x.rule == "slow")
+                .map(|x| x.value)
+                .sum::<u64>(),
+            1
+        );
+        // Extracted labels survive a restore.
+        let mut r2 = Rules::new(&[{
+            let mut s = lrule("slow", r#"{} | logfmt | level="error""#);
+            s.labels = vec!["level".into(), "pod".into()];
+            s
+        }])
+        .unwrap();
+        r2.restore(&v);
+        assert_eq!(get(&r2.values(), "slow", &want, false), Some(1));
     }
 
     #[test]
