@@ -72,7 +72,31 @@ pub struct Rule {
     /// Labels extracted by the expression's parser stage that the rule's series carry.
     #[serde(default)]
     pub labels: Vec<String>,
+    /// With `| unwrap field`: counter (adds the number), gauge (last value) or histogram.
+    #[serde(default, rename = "type")]
+    pub kind: RuleType,
+    /// Histogram bucket upper bounds (default: Prometheus' defaults).
+    #[serde(default)]
+    pub buckets: Option<Vec<f64>>,
 }
+
+/// What a rule's series hold.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleType {
+    /// Matching lines, or with `| unwrap` the sum of the extracted numbers.
+    #[default]
+    Counter,
+    /// The last extracted number (needs `| unwrap`).
+    Gauge,
+    /// Extracted numbers in buckets (needs `| unwrap`).
+    Histogram,
+}
+
+/// Prometheus' default histogram buckets.
+pub const DEFAULT_BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 
 impl Rule {
     /// A rule with default options.
@@ -87,6 +111,8 @@ impl Rule {
             metric: None,
             keep_labels: None,
             labels: Vec::new(),
+            kind: RuleType::Counter,
+            buckets: None,
         }
     }
 
@@ -134,6 +160,7 @@ pub const RESERVED_METRICS: &[&str] = &[
     "state_last_save_timestamp_seconds",
     "rule",
     "config_reloads",
+    "unwrap_errors",
     "config_last_reload_successful",
     "scrape_collector_success",
     "scrape_collector_duration_seconds",
@@ -266,6 +293,54 @@ fn check_label_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks `type`, `buckets` and `| unwrap` of a rule.
+fn check_metric_type(r: &Rule) -> Result<(), String> {
+    let expr = r.expression();
+    let name = &r.name;
+    if r.kind != RuleType::Counter && expr.unwrap.is_none() {
+        return Err(format!(
+            "rule {name:?}: a {:?} needs `| unwrap field` at the end of expr",
+            r.kind
+        ));
+    }
+    if expr.unwrap.is_some() && r.metric.is_none() {
+        return Err(format!(
+            "rule {name:?}: a rule with `| unwrap` needs its own `metric` (it does not count lines)"
+        ));
+    }
+    if let (Some(field), Some(names)) = (&expr.unwrap, expr.parser.as_ref().and_then(|p| p.names()))
+    {
+        if !names.contains(field) {
+            return Err(format!(
+                "rule {name:?}: unwrap field {field:?} is not a named group of the regexp stage"
+            ));
+        }
+    }
+    if let Some(b) = &r.buckets {
+        if r.kind != RuleType::Histogram {
+            return Err(format!(
+                "rule {name:?}: `buckets` is only for type: histogram"
+            ));
+        }
+        if b.is_empty() || !b.iter().all(|x| x.is_finite()) || !b.windows(2).all(|w| w[0] < w[1]) {
+            return Err(format!(
+                "rule {name:?}: buckets must be finite and strictly increasing"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// What a rule's metric holds: rules sharing a metric must agree on it.
+fn metric_shape(r: &Rule) -> String {
+    format!(
+        "{:?} unwrap={} buckets={:?}",
+        r.kind,
+        r.expression().unwrap.is_some(),
+        r.buckets
+    )
+}
+
 /// Semantic checks; the message names the offending rule or source.
 pub fn validate(config: &Config) -> Result<(), String> {
     let mut seen = std::collections::HashSet::new();
@@ -326,6 +401,7 @@ pub fn validate(config: &Config) -> Result<(), String> {
                 }
             }
         }
+        check_metric_type(r)?;
         if let Some(keep) = &r.keep_labels {
             for l in keep {
                 check_label_name(l).map_err(|e| format!("rule {:?}: keep_labels: {e}", r.name))?;
@@ -333,6 +409,21 @@ pub fn validate(config: &Config) -> Result<(), String> {
         }
         if r.max_series == 0 {
             return Err(format!("rule {:?}: max_series must be at least 1", r.name));
+        }
+    }
+    let mut shapes: std::collections::HashMap<&str, (String, &str)> = Default::default();
+    for r in &config.rules {
+        let shape = metric_shape(r);
+        if let Some((other, first)) = shapes.get(r.metric_name()) {
+            if *other != shape {
+                return Err(format!(
+                    "rules {first:?} and {:?} share metric {:?} but differ in type, unwrap or buckets",
+                    r.name,
+                    r.metric_name()
+                ));
+            }
+        } else {
+            shapes.insert(r.metric_name(), (shape, &r.name));
         }
     }
     for s in &config.sources {
@@ -415,6 +506,28 @@ mod tests {
                 "rules:\n- {name: a, expr: '{}', labels: [x]}\n",
                 "needs a parser stage",
             ),
+            ("rules:\n- {name: a, expr: '{}', type: gauge}\n", "needs `| unwrap"),
+            (
+                "rules:\n- {name: a, expr: '{} | json | unwrap x'}\n",
+                "needs its own `metric`",
+            ),
+            (
+                "rules:\n- {name: a, expr: '{} | regexp \"(?P<x>.)\" | unwrap y', metric: m}\n",
+                "not a named group",
+            ),
+            (
+                "rules:\n- {name: a, expr: '{} | json | unwrap x', metric: m, buckets: [1]}\n",
+                "only for type: histogram",
+            ),
+            (
+                "rules:\n- {name: a, expr: '{} | json | unwrap x', metric: m, type: histogram, buckets: [2, 1]}\n",
+                "strictly increasing",
+            ),
+            (
+                "rules:\n- {name: a, expr: '{} | json | unwrap x', metric: m, type: gauge}\n- {name: b, expr: '{}', metric: m}\n",
+                "share metric",
+            ),
+            ("rules:\n- {name: a, expr: '{}', type: summary}\n", "unknown variant"),
             (
                 "rules:\n- {name: a, expr: '{} | regexp \"(?P<x>.)\"', labels: [y]}\n",
                 "not a named group",

@@ -17,7 +17,7 @@ use std::fmt;
 use serde::{Deserialize, Deserializer};
 
 /// What the grammar supports, appended to errors.
-pub const SUPPORTED: &str = "supported: a stream selector {label=\"v\", label!=\"v\", label=~\"re\", label!~\"re\"} followed by line filters |= \"text\", != \"text\", |~ \"re\", !~ \"re\", at most one parser stage | json, | logfmt or | regexp \"(?P<name>re)\", and after it label filters | name=\"v\" (also !=, =~, !~) or | name > 1.5 (also >=, <, <=, ==, !=)";
+pub const SUPPORTED: &str = "supported: a stream selector {label=\"v\", label!=\"v\", label=~\"re\", label!~\"re\"} followed by line filters |= \"text\", != \"text\", |~ \"re\", !~ \"re\", at most one parser stage | json, | logfmt or | regexp \"(?P<name>re)\", after it label filters | name=\"v\" (also !=, =~, !~) or | name > 1.5 (also >=, <, <=, ==, !=), and last | unwrap name";
 
 /// A parse error at a character offset (0-based) of the expression.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -92,6 +92,8 @@ pub struct Expr {
     pub parser: Option<ParserStage>,
     /// Filters on extracted labels (all must hold).
     pub label_filters: Vec<LabelFilter>,
+    /// `| unwrap field`: the extracted number the rule adds, sets or observes.
+    pub unwrap: Option<String>,
 }
 
 /// A parser stage.
@@ -296,6 +298,7 @@ enum Step {
     Filter(Filter),
     Parser(ParserStage),
     Label(LabelFilter),
+    Unwrap(String),
 }
 
 impl Expr {
@@ -311,6 +314,7 @@ impl Expr {
             }],
             parser: None,
             label_filters: Vec::new(),
+            unwrap: None,
         }
     }
 }
@@ -340,13 +344,26 @@ pub fn parse(text: &str) -> Result<Expr, ExprError> {
     let mut filters = Vec::new();
     let mut parser = None;
     let mut label_filters = Vec::new();
+    let mut unwrap = None;
     loop {
         p.ws();
         if p.at_end() {
             break;
         }
         let at = p.pos;
+        if unwrap.is_some() {
+            return err(at, "`| unwrap` must be the last stage");
+        }
         match p.step()? {
+            Step::Unwrap(field) => {
+                if parser.is_none() {
+                    return err(
+                        at,
+                        "`| unwrap` needs a parser stage (| json, | logfmt, | regexp) before it",
+                    );
+                }
+                unwrap = Some(field);
+            }
             Step::Filter(f) => filters.push(f),
             Step::Parser(s) => {
                 if parser.is_some() {
@@ -371,6 +388,7 @@ pub fn parse(text: &str) -> Result<Expr, ExprError> {
         filters,
         parser,
         label_filters,
+        unwrap,
     })
 }
 
@@ -538,7 +556,25 @@ impl Parser {
                 Ok(Step::Parser(ParserStage::Regexp(re)))
             }
             "" => err(word_at, "expected a stage or label filter after `|`"),
-            "pattern" | "unpack" | "line_format" | "label_format" | "unwrap" | "drop" | "keep"
+            "unwrap" => {
+                self.ws();
+                let at = self.pos;
+                let field = self.ident();
+                if field.is_empty() {
+                    return err(
+                        at,
+                        "expected the name of an extracted label after `| unwrap`",
+                    );
+                }
+                if self.peek() == Some('(') {
+                    return err(
+                        at,
+                        "unwrap conversion functions (duration(), bytes()) are not supported",
+                    );
+                }
+                Ok(Step::Unwrap(field))
+            }
+            "pattern" | "unpack" | "line_format" | "label_format" | "drop" | "keep"
             | "decolorize" | "distinct" => {
                 err(word_at, format!("the `| {word}` stage is not supported"))
             }
@@ -783,6 +819,18 @@ mod tests {
             (r#"{a="b"} | regexp "(?P<x>""#, 17, "invalid regex"),
             (r#"{a="b"} | json | n =~ "(""#, 22, "invalid regex"),
             (r#"{a="b"} | "#, 10, "expected a stage"),
+            (r#"{a="b"} | unwrap x"#, 8, "`| unwrap` needs a parser"),
+            (
+                r#"{a="b"} | json | unwrap x | n > 1"#,
+                26,
+                "must be the last stage",
+            ),
+            (r#"{a="b"} | json | unwrap "#, 24, "expected the name"),
+            (
+                r#"{a="b"} | json | unwrap duration(x)"#,
+                24,
+                "conversion functions",
+            ),
             (r#"{a="b"} |~ "(x""#, 11, "invalid regex"),
             (r#"{a="b"} |= """#, 11, "empty line filter"),
             (r#"{a="b"} |> "<_>""#, 8, "pattern line filters"),
@@ -823,7 +871,8 @@ mod tests {
         assert!(!e.label_filters[2].matches("200.0"));
         assert!(!e.label_filters[3].matches("Retrying soon"));
 
-        let e = parse(r#"{} | json | user_name="bob""#).unwrap();
+        let e = parse(r#"{} | json | user_name="bob" | unwrap took_ms"#).unwrap();
+        assert_eq!(e.unwrap.as_deref(), Some("took_ms"));
         let fields =
             e.parser.as_ref().unwrap().extract(
                 br#"{"user":{"name":"bob","id":7},"ok":true,"tags":[1],"n":null,"a-b":"x"}"#,

@@ -16,7 +16,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 
-use crate::rules::{RuleInfo, SeriesValue};
+use crate::rules::{Num, NumKind, RuleInfo, SeriesValue};
 
 /// Upper bounds of the event lag histogram, in seconds.
 pub const LAG_BUCKETS: [f64; 10] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0];
@@ -152,6 +152,50 @@ impl EncodeMetric for ConstCounters {
     }
 }
 
+/// The series of one rule metric: line counters, or the numbers of `| unwrap` rules (all of
+/// one kind, which the config validation guarantees per metric).
+#[derive(Debug, Default)]
+struct RuleFamily {
+    kind: Option<NumKind>,
+    series: Vec<RuleSeries>,
+}
+
+/// Labels, observation (or line) count, and the numbers of an `| unwrap` series.
+type RuleSeries = (Vec<(String, String)>, u64, Option<Num>);
+
+impl EncodeMetric for RuleFamily {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        for (labels, count, num) in &self.series {
+            let mut e = encoder.encode_family(labels)?;
+            match (self.kind, num) {
+                (Some(NumKind::Sum), Some(n)) => {
+                    e.encode_counter::<NoLabelSet, _, u64>(&n.sum, None)?;
+                }
+                (Some(NumKind::Gauge), Some(n)) => e.encode_gauge(&n.last)?,
+                (Some(NumKind::Histogram), Some(n)) => {
+                    let buckets: Vec<(f64, u64)> = n
+                        .bounds
+                        .iter()
+                        .copied()
+                        .chain([f64::INFINITY])
+                        .zip(n.buckets.iter().copied())
+                        .collect();
+                    e.encode_histogram::<NoLabelSet>(n.sum, *count, &buckets, None)?;
+                }
+                _ => e.encode_counter::<NoLabelSet, _, u64>(count, None)?,
+            }
+        }
+        Ok(())
+    }
+    fn metric_type(&self) -> MetricType {
+        match self.kind {
+            None | Some(NumKind::Sum) => MetricType::Counter,
+            Some(NumKind::Gauge) => MetricType::Gauge,
+            Some(NumKind::Histogram) => MetricType::Histogram,
+        }
+    }
+}
+
 /// Info series (value 1), encoded as an info metric (`_info` is appended).
 #[derive(Debug, Default)]
 struct ConstInfo(Vec<Vec<(String, String)>>);
@@ -195,9 +239,9 @@ fn by_label(label: &str, map: &BTreeMap<String, u64>, keys: &[&str]) -> ConstCou
 
 /// Registers every metric of `snap` (the registry already has the `log_pattern` prefix).
 pub fn encode(snap: &Snapshot, r: &mut Registry) {
-    // Rule counters, grouped by metric (`matches` first, then rules' own metrics by name).
-    let mut by_metric: BTreeMap<&str, ConstCounters> = BTreeMap::new();
-    by_metric.insert(crate::config::DEFAULT_METRIC, ConstCounters::default());
+    // Rule series, grouped by metric (`matches` first, then rules' own metrics by name).
+    let mut by_metric: BTreeMap<&str, RuleFamily> = BTreeMap::new();
+    by_metric.insert(crate::config::DEFAULT_METRIC, RuleFamily::default());
     for s in &snap.matches {
         let mut labels = vec![("rule".to_string(), s.rule.clone())];
         if s.overflow {
@@ -206,11 +250,9 @@ pub fn encode(snap: &Snapshot, r: &mut Registry) {
             labels.extend(s.labels.iter().cloned());
         }
         let metric = s.metric.as_deref().unwrap_or(crate::config::DEFAULT_METRIC);
-        by_metric
-            .entry(metric)
-            .or_default()
-            .0
-            .push((labels, s.value));
+        let family = by_metric.entry(metric).or_default();
+        family.kind = s.num.as_ref().map(|n| n.kind);
+        family.series.push((labels, s.value, s.num.clone()));
     }
     if let Some(matches) = by_metric.remove(crate::config::DEFAULT_METRIC) {
         r.register(
@@ -219,12 +261,21 @@ pub fn encode(snap: &Snapshot, r: &mut Registry) {
             matches,
         );
     }
-    for (name, series) in by_metric {
+    if let Some(errors) = by_metric.remove(crate::rules::UNWRAP_ERRORS) {
         r.register(
-            name,
-            "Log lines that matched the rules naming this metric, by rule and source labels (overflow=\"true\" past a rule's series budget)",
-            series,
+            crate::rules::UNWRAP_ERRORS,
+            "Lines of | unwrap rules whose extracted field is not a number (not observed), by rule",
+            errors,
         );
+    }
+    for (name, family) in by_metric {
+        let help = match family.kind {
+            None => "Log lines that matched the rules naming this metric, by rule and source labels (overflow=\"true\" past a rule's series budget)",
+            Some(NumKind::Sum) => "Sum of the numbers extracted (| unwrap) from matching log lines, by rule and labels (overflow=\"true\" past a rule's series budget)",
+            Some(NumKind::Gauge) => "Last number extracted (| unwrap) from a matching log line, by rule and labels (overflow=\"true\" past a rule's series budget)",
+            Some(NumKind::Histogram) => "Numbers extracted (| unwrap) from matching log lines, by rule and labels (overflow=\"true\" past a rule's series budget)",
+        };
+        r.register(name, help, family);
     }
     r.register(
         "rule",

@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use aho_corasick::AhoCorasick;
 use serde::{Deserialize, Serialize};
 
-use crate::config::Rule;
+use crate::config::{Rule, RuleType, DEFAULT_BUCKETS};
 use crate::format::Stream;
 use crate::logql::{FilterOp, LabelFilter, Matcher, ParserStage};
 
@@ -51,6 +51,81 @@ pub struct SeriesValue {
     /// The rule's own metric name, when it is not the default `matches`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metric: Option<String>,
+    /// For `| unwrap` rules: the numbers behind the series (`value` counts observations).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub num: Option<Num>,
+}
+
+/// Metric name under which each `| unwrap` rule's lines without a usable number are counted.
+pub const UNWRAP_ERRORS: &str = "unwrap_errors";
+
+/// What an `| unwrap` rule's series holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NumKind {
+    /// A counter adding the numbers.
+    Sum,
+    /// The last number.
+    Gauge,
+    Histogram,
+}
+
+/// The numbers of one `| unwrap` series.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Num {
+    pub kind: NumKind,
+    pub sum: f64,
+    pub last: f64,
+    /// Histogram upper bounds and non-cumulative counts (one more, for +Inf).
+    #[serde(default)]
+    pub bounds: Vec<f64>,
+    #[serde(default)]
+    pub buckets: Vec<u64>,
+}
+
+impl Num {
+    fn new(kind: NumKind, bounds: &[f64]) -> Self {
+        let n = if kind == NumKind::Histogram {
+            bounds.len() + 1
+        } else {
+            0
+        };
+        Self {
+            kind,
+            sum: 0.0,
+            last: 0.0,
+            bounds: if n > 0 { bounds.to_vec() } else { Vec::new() },
+            buckets: vec![0; n],
+        }
+    }
+
+    fn observe(&mut self, x: f64) {
+        self.sum += x;
+        self.last = x;
+        if self.kind == NumKind::Histogram {
+            let i = self
+                .bounds
+                .iter()
+                .position(|&b| x <= b)
+                .unwrap_or(self.bounds.len());
+            if let Some(c) = self.buckets.get_mut(i) {
+                *c += 1;
+            }
+        }
+    }
+
+    /// Adds saved values of the same shape; `false` (nothing changed) otherwise.
+    fn merge(&mut self, o: &Num) -> bool {
+        if o.kind != self.kind || o.bounds != self.bounds || o.buckets.len() != self.buckets.len() {
+            return false;
+        }
+        self.sum += o.sum;
+        self.last = o.last;
+        for (a, b) in self.buckets.iter_mut().zip(&o.buckets) {
+            *a += b;
+        }
+        true
+    }
 }
 
 /// What `log_pattern_rule_info` says of a rule.
@@ -103,6 +178,12 @@ struct CompiledRule {
     parser: Option<ParserStage>,
     label_filters: Vec<LabelFilter>,
     extract: Vec<String>,
+    /// `| unwrap` rules: the field, what to do with its number, and the series' numbers.
+    unwrap: Option<String>,
+    num: Option<Num>,
+    nums: HashMap<SetId, Num>,
+    overflow_num: Option<Num>,
+    unwrap_errors: u64,
     /// Index into [`Rules::classes`].
     class: usize,
     max_series: usize,
@@ -122,10 +203,45 @@ impl CompiledRule {
         }
     }
 
+    /// Adds one observation of `x` to series `set` (or the overflow series).
+    fn observe(&mut self, set: SetId, x: f64) {
+        let Some(proto) = &self.num else {
+            return;
+        };
+        let len = self.counts.len();
+        if let Some(c) = self.counts.get_mut(&set) {
+            *c += 1;
+        } else if len < self.max_series {
+            self.counts.insert(set, 1);
+        } else {
+            self.overflow += 1;
+            self.overflow_num
+                .get_or_insert_with(|| proto.clone())
+                .observe(x);
+            return;
+        }
+        self.nums
+            .entry(set)
+            .or_insert_with(|| proto.clone())
+            .observe(x);
+    }
+
+    /// The numbers of series `set` (zero when none observed yet).
+    fn num_of(&self, set: Option<SetId>) -> Option<Num> {
+        let proto = self.num.as_ref()?;
+        let got = match set {
+            Some(s) => self.nums.get(&s),
+            None => self.overflow_num.as_ref(),
+        };
+        Some(got.unwrap_or(proto).clone())
+    }
+
     /// Creates the series at 0 if the budget allows (not for rules with extracted labels, whose
     /// values cannot be known in advance).
     fn zero(&mut self, set: SetId) {
+        let gauge = self.num.as_ref().is_some_and(|n| n.kind == NumKind::Gauge);
         if self.extract.is_empty()
+            && !gauge
             && !self.counts.contains_key(&set)
             && self.counts.len() < self.max_series
         {
@@ -159,9 +275,15 @@ fn intern(sets: &mut Vec<Labels>, index: &mut HashMap<Labels, SetId>, labels: La
 }
 
 /// Runs a rule's parser stage and label filters on a line that passed its line filters;
-/// returns the series labels (`None`: a label filter rejects the line). An extracted label
-/// named like a source label is renamed `<name>_extracted`, as Loki does.
-fn extracted_series(rule: &CompiledRule, base: &Labels, message: &[u8]) -> Option<Labels> {
+/// returns the series labels and the unwrapped field: `None` when it was not extracted (the
+/// line is not one the rule measures), `Some(None)` when it is not a number (`None`: a label
+/// filter rejects the line). An extracted label named like a source label is renamed `<name>_extracted`, as Loki
+/// does.
+fn extracted_series(
+    rule: &CompiledRule,
+    base: &Labels,
+    message: &[u8],
+) -> Option<(Labels, Option<Option<f64>>)> {
     let parser = rule.parser.as_ref()?;
     let fields = parser.extract(message);
     let get = |name: &str| {
@@ -183,7 +305,11 @@ fn extracted_series(rule: &CompiledRule, base: &Labels, message: &[u8]) -> Optio
         };
         labels.push((key, value));
     }
-    Some(labels)
+    let number = rule.unwrap.as_deref().and_then(|f| {
+        let raw = fields.iter().find(|(k, _)| k == f)?;
+        Some(raw.1.trim().parse::<f64>().ok().filter(|x| x.is_finite()))
+    });
+    Some((labels, number))
 }
 
 /// The rule engine (see the module doc).
@@ -269,6 +395,19 @@ impl Rules {
                 parser: expr.parser,
                 label_filters: expr.label_filters,
                 extract: rule.labels.clone(),
+                num: expr.unwrap.as_ref().map(|_| {
+                    let kind = match rule.kind {
+                        RuleType::Counter => NumKind::Sum,
+                        RuleType::Gauge => NumKind::Gauge,
+                        RuleType::Histogram => NumKind::Histogram,
+                    };
+                    let bounds = rule.buckets.clone().unwrap_or(DEFAULT_BUCKETS.to_vec());
+                    Num::new(kind, &bounds)
+                }),
+                unwrap: expr.unwrap,
+                nums: HashMap::new(),
+                overflow_num: None,
+                unwrap_errors: 0,
                 class: 0,
                 max_series: rule.max_series,
                 counts: HashMap::new(),
@@ -438,9 +577,16 @@ impl LineSink for Rules {
             let set = src.projected[r.class];
             if r.parser.is_none() {
                 r.add(set, 1);
-            } else if let Some(labels) = extracted_series(r, &self.sets[set], line.message) {
+            } else if let Some((labels, number)) =
+                extracted_series(r, &self.sets[set], line.message)
+            {
                 let set = intern(&mut self.sets, &mut self.set_index, labels);
-                r.add(set, 1);
+                match (&r.num, number) {
+                    (None, _) => r.add(set, 1),
+                    (Some(_), Some(Some(x))) => r.observe(set, x),
+                    (Some(_), Some(None)) => r.unwrap_errors += 1,
+                    (Some(_), None) => {}
+                }
             }
         }
     }
@@ -457,6 +603,7 @@ impl LineSink for Rules {
                     overflow: false,
                     value,
                     metric: rule.metric.clone(),
+                    num: rule.num_of(Some(set)),
                 })
                 .collect();
             series.sort_by(|a, b| a.labels.cmp(&b.labels));
@@ -468,6 +615,17 @@ impl LineSink for Rules {
                     overflow: true,
                     value: rule.overflow,
                     metric: rule.metric.clone(),
+                    num: rule.num_of(None),
+                });
+            }
+            if rule.num.is_some() {
+                out.push(SeriesValue {
+                    rule: rule.name.clone(),
+                    labels: Vec::new(),
+                    overflow: false,
+                    value: rule.unwrap_errors,
+                    metric: Some(UNWRAP_ERRORS.to_string()),
+                    num: None,
                 });
             }
         }
@@ -478,6 +636,16 @@ impl LineSink for Rules {
     /// keeps are dropped (that rule's series start again at 0).
     fn restore(&mut self, values: &[SeriesValue]) {
         for v in values {
+            if v.metric.as_deref() == Some(UNWRAP_ERRORS) {
+                if let Some(r) = self
+                    .rules
+                    .iter_mut()
+                    .find(|r| r.name == v.rule && r.num.is_some())
+                {
+                    r.unwrap_errors += v.value;
+                }
+                continue;
+            }
             let Some(i) = self
                 .rules
                 .iter()
@@ -485,8 +653,20 @@ impl LineSink for Rules {
             else {
                 continue;
             };
+            if self.rules[i].num.is_some() != v.num.is_some() {
+                continue;
+            }
             if v.overflow {
-                self.rules[i].overflow += v.value;
+                let r = &mut self.rules[i];
+                if let (Some(proto), Some(saved)) = (&r.num, &v.num) {
+                    let mut n = r.overflow_num.take().unwrap_or_else(|| proto.clone());
+                    if !n.merge(saved) {
+                        r.overflow_num = Some(n);
+                        continue;
+                    }
+                    r.overflow_num = Some(n);
+                }
+                r.overflow += v.value;
                 continue;
             }
             let r = &self.rules[i];
@@ -504,7 +684,26 @@ impl LineSink for Rules {
                 continue;
             }
             let set = self.intern_set(v.labels.clone());
-            self.rules[i].add(set, v.value);
+            let r = &mut self.rules[i];
+            if let (Some(proto), Some(saved)) = (&r.num, &v.num) {
+                let known = r.counts.contains_key(&set);
+                if !known && r.counts.len() >= r.max_series {
+                    // Past the budget now: into the overflow series.
+                    let mut n = r.overflow_num.take().unwrap_or_else(|| proto.clone());
+                    if n.merge(saved) {
+                        r.overflow += v.value;
+                    }
+                    r.overflow_num = Some(n);
+                    continue;
+                }
+                let mut n = r.nums.remove(&set).unwrap_or_else(|| proto.clone());
+                let ok = n.merge(saved);
+                r.nums.insert(set, n);
+                if !ok {
+                    continue;
+                }
+            }
+            r.add(set, v.value);
         }
     }
 
@@ -796,6 +995,104 @@ mod tests {
         .unwrap();
         r2.restore(&v);
         assert_eq!(get(&r2.values(), "slow", &want, false), Some(1));
+    }
+
+    fn num_rule(name: &str, kind: RuleType, metric: &str) -> Rule {
+        let mut r = lrule(name, r#"{} | logfmt | unwrap ms"#);
+        r.kind = kind;
+        r.metric = Some(metric.into());
+        r.labels = vec!["route".into()];
+        r.max_series = 2;
+        if kind == RuleType::Histogram {
+            r.buckets = Some(vec![10.0, 100.0]);
+        }
+        r
+    }
+
+    #[test]
+    fn unwrap_metric_types_budget_and_restore() {
+        let rules = [
+            num_rule("sum", RuleType::Counter, "ms_sum"),
+            num_rule("last", RuleType::Gauge, "ms_last"),
+            num_rule("hist", RuleType::Histogram, "ms_hist"),
+        ];
+        let mut r = Rules::new(&rules).unwrap();
+        let s = r.source(&Vec::new());
+        for l in [
+            "route=a ms=5",
+            "route=a ms=50",
+            "route=b ms=500",
+            "route=c ms=7",
+            "route=a ms=oops",
+            "route=a",
+        ] {
+            r.on_line(s, &line(l));
+        }
+        let v = r.values();
+        let route = |x: &str| -> Labels { vec![("route".into(), x.into())] };
+        let num = |rule: &str, l: &[(String, String)], overflow: bool| {
+            v.iter()
+                .find(|s| {
+                    s.rule == rule && s.labels == l && s.overflow == overflow && s.num.is_some()
+                })
+                .and_then(|s| s.num.clone().map(|n| (s.value, n)))
+                .unwrap()
+        };
+        let (count, n) = num("sum", &route("a"), false);
+        assert_eq!((count, n.sum), (2, 55.0));
+        assert_eq!(num("last", &route("a"), false).1.last, 50.0);
+        let (count, n) = num("hist", &route("a"), false);
+        assert_eq!((count, n.buckets.clone(), n.sum), (2, vec![1, 1, 0], 55.0));
+        assert_eq!(num("hist", &route("b"), false).1.buckets, [0, 0, 1]);
+        let (count, n) = num("hist", &[], true);
+        assert_eq!(
+            (count, n.buckets.clone()),
+            (1, vec![1, 0, 0]),
+            "route=c past the budget"
+        );
+        let errors = |v: &[SeriesValue], rule: &str| {
+            v.iter()
+                .find(|s| s.rule == rule && s.metric.as_deref() == Some(UNWRAP_ERRORS))
+                .map(|s| s.value)
+        };
+        assert_eq!(
+            errors(&v, "sum"),
+            Some(1),
+            "ms=oops; a missing field is not an error"
+        );
+
+        // Saved and restored (through JSON, as in the state file), the values continue.
+        let json = serde_json::to_string(&v).unwrap();
+        let saved: Vec<SeriesValue> = serde_json::from_str(&json).unwrap();
+        let mut r2 = Rules::new(&rules).unwrap();
+        r2.restore(&saved);
+        let s = r2.source(&Vec::new());
+        r2.on_line(s, &line("route=a ms=1"));
+        let v2 = r2.values();
+        let n = v2
+            .iter()
+            .find(|x| x.rule == "hist" && x.labels == route("a"))
+            .unwrap();
+        assert_eq!(
+            (n.value, n.num.as_ref().unwrap().buckets.clone()),
+            (3, vec![2, 1, 0])
+        );
+        assert_eq!(errors(&v2, "sum"), Some(1));
+        let g = v2
+            .iter()
+            .find(|x| x.rule == "last" && x.labels == route("a"))
+            .unwrap();
+        assert_eq!(g.num.as_ref().unwrap().last, 1.0);
+
+        // Changed buckets: the saved histogram does not fit and starts again.
+        let mut changed = num_rule("hist", RuleType::Histogram, "ms_hist");
+        changed.buckets = Some(vec![1.0]);
+        let mut r3 = Rules::new(&[changed]).unwrap();
+        r3.restore(&saved);
+        assert!(r3
+            .values()
+            .iter()
+            .all(|x| x.value == 0 || x.metric.as_deref() == Some(UNWRAP_ERRORS)));
     }
 
     #[test]

@@ -60,6 +60,48 @@ fn replay_matches_golden_exposition() {
     assert_eq!(m("log_pattern_long_lines_total"), 1.0);
     // 8 CRI (one P+F pair), 4 Docker (one split pair), 3 plain.
     assert_eq!(m("log_pattern_lines_read_total"), 15.0);
+    assert_eq!(m("log_pattern_matches_total{rule=\"coredns_plugin_errors\",namespace=\"kube-system\",plugin=\"plugin/errors\"}"), 1.0);
+    assert_eq!(
+        sum(
+            &got,
+            "log_pattern_matches_total{rule=\"coredns_plugin_errors\""
+        ),
+        1.0
+    );
+    // | unwrap: histogram with configured buckets, counter adding the number, gauge, errors.
+    let h = "rule=\"nginx_response_bytes\",namespace=\"default\",method=\"GET\"";
+    assert_eq!(
+        m(&format!(
+            "log_pattern_nginx_response_bytes_bucket{{le=\"100.0\",{h}}}"
+        )),
+        0.0
+    );
+    assert_eq!(
+        m(&format!(
+            "log_pattern_nginx_response_bytes_bucket{{le=\"1000.0\",{h}}}"
+        )),
+        1.0
+    );
+    assert_eq!(
+        m(&format!("log_pattern_nginx_response_bytes_sum{{{h}}}")),
+        612.0
+    );
+    assert_eq!(
+        m("log_pattern_nginx_sent_bytes_total{rule=\"nginx_bytes_sum\"}"),
+        612.0
+    );
+    assert_eq!(
+        m("log_pattern_nginx_last_status{rule=\"nginx_last_status\"}"),
+        200.0
+    );
+    assert_eq!(
+        m("log_pattern_unwrap_errors_total{rule=\"nginx_bad_unwrap\"}"),
+        1.0
+    );
+    assert_eq!(
+        m("log_pattern_unwrap_errors_total{rule=\"nginx_response_bytes\"}"),
+        0.0
+    );
     // Selectors: label =, =~, !=, !~ and the per-line stream; absent labels are "".
     let coredns =
         "namespace=\"kube-system\",pod=\"coredns-5d78c9869d-x7k2p\",container=\"coredns\"";
