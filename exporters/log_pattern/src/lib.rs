@@ -11,6 +11,7 @@ pub mod collector;
 pub mod config;
 pub mod discovery;
 pub mod format;
+pub mod import;
 pub mod logql;
 pub mod metrics;
 pub mod reload;
@@ -68,6 +69,8 @@ pub enum Error {
     Encode,
     #[error(transparent)]
     Rules(#[from] rules::BuildError),
+    #[error("cannot write the imported rules: {0}")]
+    Import(String),
     #[error("cannot listen for SIGHUP: {0}")]
     Signal(std::io::Error),
 }
@@ -136,6 +139,19 @@ pub enum Command {
         /// Log files (CRI, Docker json-file or plain; `.gz` accepted).
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
+    },
+    /// Translate a Loki ruler rule file into this exporter's rules and Prometheus rules over its
+    /// counters; rules that cannot be translated are reported and left out.
+    ImportLokiRules {
+        /// The Loki rule file (`groups:` of `record`/`alert` rules with LogQL `expr`).
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Where to write the exporter's rule file.
+        #[arg(long = "output.rules", value_name = "FILE")]
+        rules_out: PathBuf,
+        /// Where to write the Prometheus rule file.
+        #[arg(long = "output.prometheus", value_name = "FILE")]
+        prometheus_out: PathBuf,
     },
 }
 

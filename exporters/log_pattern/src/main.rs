@@ -21,6 +21,33 @@ fn main() -> std::process::ExitCode {
             }
         };
     }
+    if let Some(Command::ImportLokiRules {
+        file,
+        rules_out,
+        prometheus_out,
+    }) = &flags.command
+    {
+        return match log_pattern_exporter::import::run(file, rules_out, prometheus_out) {
+            Ok(import) => {
+                for line in &import.report {
+                    eprintln!("{line}");
+                }
+                if import.skipped > 0 {
+                    eprintln!(
+                        "{} rule(s) not translated; the others are written",
+                        import.skipped
+                    );
+                    std::process::ExitCode::from(2)
+                } else {
+                    std::process::ExitCode::SUCCESS
+                }
+            }
+            Err(err) => {
+                eprintln!("error: {err}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     if let Some(path) = flags.config.file.clone() {
         if flags.config.check {
             common::config::check_and_exit(&path, config::load(&path));

@@ -1,0 +1,118 @@
+//! `import-loki-rules` on a sample Loki ruler file: the exporter rules load and count like the
+//! Loki queries, the Prometheus rules pass `promtool check rules`, untranslatable rules are
+//! reported one by one and appear in neither output.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+
+use support::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_log_pattern_exporter");
+
+#[test]
+fn imports_a_loki_rule_file() {
+    let d = tempfile::tempdir().unwrap();
+    let input = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/loki/rules.yml");
+    let rules = d.path().join("rules.yml");
+    let prom = d.path().join("prometheus.yml");
+    let out = Command::new(BIN)
+        .arg("import-loki-rules")
+        .arg(&input)
+        .arg(format!("--output.rules={}", rules.display()))
+        .arg(format!("--output.prometheus={}", prom.display()))
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "some rules are untranslatable: {report}"
+    );
+    for want in [
+        "ruler-test/record namespace:reconciler_errors:rate5m: translated as rule namespace_reconciler_errors_rate5m",
+        "ruler-test/alert NovaErrorsHigh: translated as rule nova_errors_high",
+        "ruler-test/record stream:oom:rate1m: translated as rule stream_oom_rate1m",
+        "untranslatable/record ratio:errors: NOT translated",
+        "untranslatable/record p99:latency: NOT translated",
+        "untranslatable/record json:by:level: NOT translated: grouping by labels of a parser stage",
+        "untranslatable/record bytes: NOT translated",
+        "4 rule(s) not translated",
+    ] {
+        assert!(report.contains(want), "missing {want:?} in:\n{report}");
+    }
+    let rules_text = std::fs::read_to_string(&rules).unwrap();
+    let prom_text = std::fs::read_to_string(&prom).unwrap();
+    for skipped in ["ratio", "p99", "json", "bytes"] {
+        assert!(!rules_text.contains(skipped), "{rules_text}");
+        assert!(!prom_text.contains(skipped), "{prom_text}");
+    }
+    assert!(
+        prom_text.contains(
+            "expr: sum by (namespace) (rate(log_pattern_matches_total{rule=\"namespace_reconciler_errors_rate5m\"}[5m]))"
+        ),
+        "{prom_text}"
+    );
+    assert!(
+        prom_text.contains("sum by (container) (increase(log_pattern_matches_total{rule=\"nova_errors_high\"}[10m])) > 5"),
+        "{prom_text}"
+    );
+    assert!(prom_text.contains("team: platform"), "{prom_text}");
+    assert!(prom_text.contains("for: 10m"), "{prom_text}");
+
+    // The Prometheus rules are valid for promtool.
+    let check = Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&prom)
+        .output()
+        .expect("promtool (package prometheus) must be installed");
+    assert!(
+        check.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+
+    // The exporter rules load and count what the Loki queries select.
+    let pods = d.path().join("pods");
+    let a = container_dir(&pods, "ruler-test", "op-1", "manager").join("0.log");
+    std::fs::write(
+        &a,
+        cri("E0115 \"Reconciler error\" err=x")
+            + &cri("Reconciled")
+            + &cri("Reconciler error again"),
+    )
+    .unwrap();
+    let n = container_dir(&pods, "openstack", "nova-api-1", "nova-api").join("0.log");
+    std::fs::write(
+        &n,
+        cri("2024 7 ERROR nova.api x")
+            + &cri("2024 7 ERROR nova.api retrying")
+            + &cri("2024 7 INFO nova.api"),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["replay", &format!("--config.file={}", rules.display())])
+        .args([&a, &n])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = String::from_utf8(out.stdout).unwrap();
+    let s = samples(&got);
+    assert_eq!(
+        s.get("log_pattern_matches_total{rule=\"namespace_reconciler_errors_rate5m\",namespace=\"ruler-test\"}"),
+        Some(&2.0),
+        "{got}"
+    );
+    assert_eq!(
+        s.get("log_pattern_matches_total{rule=\"nova_errors_high\",container=\"nova-api\"}"),
+        Some(&1.0),
+        "{got}"
+    );
+}
