@@ -471,3 +471,62 @@ async fn hundred_thousand_flows() {
         Some(0.0)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bridges_from_database_or_flag() {
+    let sb = Sandbox::start();
+    sb.vsctl(&[
+        "add-br",
+        "br-ex",
+        "--",
+        "set",
+        "bridge",
+        "br-ex",
+        "datapath_type=dummy",
+    ]);
+    let exp = serve(sb.flags(&[]), Config::default()).await;
+    let (_, body) = scrape(exp.addr).await;
+    for b in ["br-int", "br-ex"] {
+        assert_eq!(
+            value(&body, "ovs_dump_success", &[("bridge", b)]),
+            Some(1.0),
+            "{b}:\n{body}"
+        );
+    }
+    // br-ex has OVS's default NORMAL flow.
+    assert_eq!(
+        value(&body, "ovs_flows", &[("bridge", "br-ex"), ("table", "0")]),
+        Some(1.0)
+    );
+    drop(exp);
+
+    let exp = serve(
+        sb.flags(&["--ovs.bridge=br-ex", "--ovs.bridge=br-gone"]),
+        Config::default(),
+    )
+    .await;
+    let (_, body) = scrape(exp.addr).await;
+    assert_eq!(
+        value(&body, "ovs_dump_success", &[("bridge", "br-ex")]),
+        Some(1.0),
+        "{body}"
+    );
+    assert_eq!(
+        value(&body, "ovs_dump_success", &[("bridge", "br-gone")]),
+        Some(0.0),
+        "{body}"
+    );
+    assert_eq!(
+        value(&body, "ovs_dump_success", &[("bridge", "br-int")]),
+        None,
+        "not asked for"
+    );
+    assert_eq!(
+        value(
+            &body,
+            "ovs_scrape_collector_success",
+            &[("collector", "flows")]
+        ),
+        Some(0.0)
+    );
+}
