@@ -9,9 +9,10 @@
 #   ovs-sandbox.sh stop DIR          stops the daemons by the PIDs in their pidfiles
 #
 # Point the exporter at it with
-#   dirty_flow_exporter --ovs.rundir=DIR --ovs.db=unix:DIR/db.sock
-# The demo flows all carry cookie 0x1 so that the automatic stale_cookie mode finds nothing,
-# and no two flows overlap, so `ovs_dirty_flows{check="missing_port"}` is the only non-zero check.
+#   dirty_flow_exporter --ovs.rundir=DIR --config.file=exporters/dirty_flow/demo/checks.yml
+# (the database socket defaults to DIR/db.sock). The demo flows all carry cookie 0x1, so the
+# stale_cookie check finds nothing, and no two flows overlap: `ovs_dirty_flows{check=
+# "missing_port"}` is the only non-zero check, and `ovs_dirty_flow_info` names the flow.
 set -euo pipefail
 
 usage() { echo "usage: $0 {start|start-empty|stop} DIR" >&2; exit 2; }
