@@ -77,6 +77,10 @@ async fn each_check_positive_and_negative() {
         value(&body, "ovs_flows", &[("bridge", "br-int"), ("table", "10")]),
         Some(4.0)
     );
+    assert!(
+        body.contains(r#"ovs_interface_info{bridge="br-int",interface="tap2",ofport="2",type="dummy",iface_id="",attached_mac=""} 1"#),
+        "{body}"
+    );
     assert_eq!(promtool(&body), "", "promtool on:\n{body}");
 
     // One dirty flow (or pair) per check.

@@ -96,11 +96,28 @@ impl FlowsCollector {
         let interfaces = GaugeFamily::default();
         let failed = GaugeFamily::default();
         let failed_info = GaugeFamily::default();
+        let iface_info = GaugeFamily::default();
         if let Some(inv) = &inventory {
             for b in &bridges {
                 let Some(ifaces) = inv.get(b) else { continue };
                 let bl = || vec![("bridge".to_string(), b.clone())];
                 interfaces.get_or_create(&bl()).set(ifaces.len() as i64);
+                for i in ifaces {
+                    let ofport = i.ofport.map(|p| p.to_string()).unwrap_or_default();
+                    iface_info
+                        .get_or_create(&vec![
+                            ("bridge".into(), b.clone()),
+                            ("interface".into(), i.name.clone()),
+                            ("ofport".into(), ofport),
+                            ("type".into(), i.kind.clone()),
+                            ("iface_id".into(), i.iface_id.clone().unwrap_or_default()),
+                            (
+                                "attached_mac".into(),
+                                i.attached_mac.clone().unwrap_or_default(),
+                            ),
+                        ])
+                        .set(1);
+                }
                 let bad: Vec<_> = ifaces.iter().filter(|i| i.failed()).collect();
                 failed.get_or_create(&bl()).set(bad.len() as i64);
                 for i in bad {
@@ -246,6 +263,11 @@ impl FlowsCollector {
             "failed_interface_info",
             "A failed interface and its error",
             failed_info,
+        );
+        registry.register(
+            "interface_info",
+            "An interface of the bridge: OpenFlow port, type, neutron port (iface-id) and VM MAC",
+            iface_info,
         );
 
         if problems.is_empty() {
