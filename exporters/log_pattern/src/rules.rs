@@ -203,12 +203,20 @@ impl CompiledRule {
         }
     }
 
-    /// Adds one observation of `x` to series `set` (or the overflow series).
-    fn observe(&mut self, set: SetId, x: f64) {
+    /// Adds one observation of `x` to series `set` (or the overflow series: past the budget,
+    /// or `None`, a label set never interned).
+    fn observe(&mut self, set: Option<SetId>, x: f64) {
         let Some(proto) = &self.num else {
             return;
         };
         let len = self.counts.len();
+        let Some(set) = set else {
+            self.overflow += 1;
+            self.overflow_num
+                .get_or_insert_with(|| proto.clone())
+                .observe(x);
+            return;
+        };
         if let Some(c) = self.counts.get_mut(&set) {
             *c += 1;
         } else if len < self.max_series {
@@ -580,9 +588,20 @@ impl LineSink for Rules {
             } else if let Some((labels, number)) =
                 extracted_series(r, &self.sets[set], line.message)
             {
-                let set = intern(&mut self.sets, &mut self.set_index, labels);
+                // A label set is interned only while the rule has budget left, so values past
+                // it cost no memory.
+                let set = match self.set_index.get(&labels) {
+                    Some(&id) => Some(id),
+                    None if r.counts.len() < r.max_series => {
+                        Some(intern(&mut self.sets, &mut self.set_index, labels))
+                    }
+                    None => None,
+                };
                 match (&r.num, number) {
-                    (None, _) => r.add(set, 1),
+                    (None, _) => match set {
+                        Some(set) => r.add(set, 1),
+                        None => r.overflow += 1,
+                    },
                     (Some(_), Some(Some(x))) => r.observe(set, x),
                     (Some(_), Some(None)) => r.unwrap_errors += 1,
                     (Some(_), None) => {}
@@ -960,6 +979,19 @@ mod tests {
             get(&v, "kernel_oom_killer", &[], true),
             Some(2),
             "bounded label"
+        );
+        // Values past the budget are not even interned: memory stays bounded too.
+        let before = r.sets.len();
+        for i in 0..10_000 {
+            r.on_line(
+                k,
+                &line(&format!("Out of memory: Killed process 9 (p{i}) total-vm")),
+            );
+        }
+        assert_eq!(r.sets.len(), before);
+        assert_eq!(
+            get(&r.values(), "kernel_oom_killer", &[], true),
+            Some(10_002)
         );
 
         let s = r.source(&labels("web"));
