@@ -70,6 +70,12 @@ rules:
   - name: fresh
     expr: '{namespace="nova"} |= "FRESH"'
     keep_labels: [namespace, container]
+  - name: latency
+    expr: '{namespace="nova"} |= "ms=" | logfmt | unwrap ms'
+    keep_labels: []
+    metric: nova_request_ms
+    type: histogram
+    buckets: [10, 100]
 "#;
 
 #[test]
@@ -159,7 +165,7 @@ fn live_counts_zero_init_and_reload() {
     // one starts at 0 on the containers already seen.
     std::fs::write(&cfg, RULES_V2).unwrap();
     let (code, body) = post_reload(exp.port);
-    assert_eq!((code, body.as_str()), (200, "reloaded 2 rules\n"));
+    assert_eq!((code, body.as_str()), (200, "reloaded 3 rules\n"));
     let t = exp.scrape();
     assert_eq!(value(&t, &key("nova_error", API)), Some(3.0));
     assert_eq!(
@@ -181,11 +187,14 @@ fn live_counts_zero_init_and_reload() {
     assert_eq!(value(&t, &fresh("sidecar")), Some(0.0));
     append(
         &app,
-        &(cri("ERROR FRESH") + &cri("WARN not counted any more")),
+        &(cri("ERROR FRESH") + &cri("WARN not counted any more") + &cri("req ms=50")),
     );
+    let hist = |s: &str| format!("log_pattern_nova_request_ms_{s}{{rule=\"latency\"}}");
     wait_until("new rules counting", T, || {
         let t = exp.scrape();
-        value(&t, &fresh("app")) == Some(1.0) && value(&t, &key("nova_error", API)) == Some(4.0)
+        value(&t, &fresh("app")) == Some(1.0)
+            && value(&t, &key("nova_error", API)) == Some(4.0)
+            && value(&t, &hist("count")) == Some(1.0)
     });
 
     // A restart (SIGKILL) resumes every counter from the state file and reads nothing twice.
@@ -195,9 +204,21 @@ fn live_counts_zero_init_and_reload() {
     wait_until("the restarted exporter", T, || {
         value(&exp.scrape(), &key("nova_error", API)) == Some(5.0)
     });
+    append(&app, &cri("req ms=5"));
+    wait_until("the histogram continuing", T, || {
+        value(&exp.scrape(), &hist("count")) == Some(2.0)
+    });
     let t = exp.scrape();
     assert_eq!(value(&t, &fresh("app")), Some(1.0));
     assert_eq!(value(&t, &fresh("sidecar")), Some(0.0));
+    assert_eq!(value(&t, &hist("sum")), Some(55.0));
+    assert_eq!(
+        value(
+            &t,
+            "log_pattern_nova_request_ms_bucket{le=\"10.0\",rule=\"latency\"}"
+        ),
+        Some(1.0)
+    );
 }
 
 #[test]
