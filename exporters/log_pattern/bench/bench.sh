@@ -73,12 +73,18 @@ def yml(extra):
         out.append(f"  - name: synthetic_{i:04d}\n    expr: '{{}} |= \"error code E{i:04d}:\"'")
     return "\n".join(out) + "\n"
 open(f"{work}/rules.yml", "w").write(yml(0))
+# One simple rule (the tailer's benchmark): the first rule alone, for both tools.
+open(f"{work}/rules1.yml", "w").write(f"rules:\n  - name: {rules[0][0]}\n    expr: '{rules[0][1]}'\n")
 open(f"{work}/rules1000.yml", "w").write(yml(1000 - len(rules)))
 import os
 os.makedirs(f"{work}/progs", exist_ok=True)
 with open(f"{work}/progs/rules.mtail", "w") as f:
     for name, _, regex, _ in rules:
         f.write(f"counter {name}\n/{regex}/ {{\n  {name}++\n}}\n")
+os.makedirs(f"{work}/progs1", exist_ok=True)
+with open(f"{work}/progs1/rule.mtail", "w") as f:
+    name, _, regex, _ = rules[0]
+    f.write(f"counter {name}\n/{regex}/ {{\n  {name}++\n}}\n")
 open(f"{work}/union.ere", "w").write("|".join(r[3] for r in rules))
 PY
 NAMES_RE='^(reconciler_error|reconciling_deployment|object_modified|kernel_oom_killer|go_panic|go_fatal_oom|java_oom|python_traceback|messaging_timeout|nova_error|neutron_error|attempt_6)[{ ]'
@@ -97,6 +103,10 @@ run exporter "$BIN" replay --config.file "$WORK/rules.yml" "$LOG"
 EXP_WALL=$WALL EXP_RSS=$RSS
 EXP_COUNT=$(awk '/^log_pattern_matches_total\{/ {s += $NF} END {print s + 0}' "$OUT")
 
+run exporter1 "$BIN" replay --config.file "$WORK/rules1.yml" "$LOG"
+ONE_WALL=$WALL ONE_RSS=$RSS
+ONE_COUNT=$(awk '/^log_pattern_matches_total\{/ {s += $NF} END {print s + 0}' "$OUT")
+
 run exporter1000 "$BIN" replay --config.file "$WORK/rules1000.yml" "$LOG"
 K_WALL=$WALL K_RSS=$RSS
 K_COUNT=$(awk '/^log_pattern_matches_total\{/ {s += $NF} END {print s + 0}' "$OUT")
@@ -107,17 +117,26 @@ run mtail mtail --progs "$WORK/progs" --logs "$LOG" --one_shot --one_shot_format
 MT_WALL=$WALL MT_RSS=$RSS
 MT_COUNT=$(grep -E "$NAMES_RE" "$OUT" | awk '{s += $NF} END {print s + 0}')
 
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+run mtail1 mtail --progs "$WORK/progs1" --logs "$LOG" --one_shot --one_shot_format=prometheus \
+  --logtostderr --address=127.0.0.1 --port="$PORT"
+MT1_WALL=$WALL MT1_RSS=$RSS
+MT1_COUNT=$(grep -E '^reconciler_error[{ ]' "$OUT" | awk '{s += $NF} END {print s + 0}')
+
 # grep counts physical lines matching any pattern (a floor: no CRI parsing, no per-rule counts).
 run grep grep -c -E -f "$WORK/union.ere" "$LOG"
 GR_WALL=$WALL GR_RSS=$RSS
 GR_COUNT=$(cat "$OUT")
 
 python3 - "$LINES" "$SIZE" "$EXP_WALL" "$EXP_RSS" "$EXP_COUNT" "$MT_WALL" "$MT_RSS" "$MT_COUNT" \
-  "$GR_WALL" "$GR_RSS" "$GR_COUNT" "$K_WALL" "$K_RSS" "$K_COUNT" <<'PY'
+  "$GR_WALL" "$GR_RSS" "$GR_COUNT" "$K_WALL" "$K_RSS" "$K_COUNT" \
+  "$ONE_WALL" "$ONE_RSS" "$ONE_COUNT" "$MT1_WALL" "$MT1_RSS" "$MT1_COUNT" <<'PY'
 import sys
 a = sys.argv[1:]
 lines, size = int(a[0]), int(a[1])
 rows = [
+    ("log_pattern_exporter replay, 1 rule", float(a[14]), int(a[15]), a[16]),
+    ("mtail --one_shot, 1 counter", float(a[17]), int(a[18]), a[19]),
     ("log_pattern_exporter replay, 12 rules", float(a[2]), int(a[3]), a[4]),
     ("mtail --one_shot, 12 counters", float(a[5]), int(a[6]), a[7]),
     ("grep -c -E (union; floor)", float(a[8]), int(a[9]), a[10] + " lines"),
@@ -129,6 +148,8 @@ for name, wall, rss, count in rows:
     wall = max(wall, 0.01)
     print(f"{name:<42} {wall:>8.2f} {lines / wall:>12,.0f} {rss / 1024:>13.1f} {count:>14}")
 ew, mw, gw = max(float(a[2]), 0.01), max(float(a[5]), 0.01), max(float(a[8]), 0.01)
+ow, m1w = max(float(a[14]), 0.01), max(float(a[17]), 0.01)
+print(f"{'ratio exporter(1) / mtail(1)':<42} speed {m1w / ow:.1f}x, peak RSS {int(a[15]) / int(a[18]):.2f}x")
 print(f"{'ratio exporter(12) / mtail(12)':<42} speed {mw / ew:.1f}x, peak RSS {int(a[3]) / int(a[6]):.2f}x")
 print(f"{'ratio exporter(12) / grep':<42} time {ew / gw:.1f}x")
 if a[4] != a[7]:
