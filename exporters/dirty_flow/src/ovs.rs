@@ -96,6 +96,18 @@ fn program_name(p: &std::path::Path) -> String {
         .unwrap_or_else(|| p.display().to_string())
 }
 
+/// Spawns `cmd` with stdin closed, stdout and stderr piped, killed if dropped.
+fn spawn_piped(cmd: &mut Command, program: &str) -> Result<Child, Error> {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    cmd.spawn().map_err(|source| Error::Spawn {
+        program: program.to_string(),
+        source,
+    })
+}
+
 async fn kill(child: &mut Child) {
     let _ = child.start_kill();
     let _ = child.wait().await;
@@ -116,15 +128,8 @@ impl Ovs {
         let mut cmd = Command::new(&self.vsctl);
         cmd.arg(format!("--db={}", self.db))
             .arg(format!("--timeout={}", self.timeout.as_secs().max(1)))
-            .args(VSCTL_ARGS)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = cmd.spawn().map_err(|source| Error::Spawn {
-            program: program.clone(),
-            source,
-        })?;
+            .args(VSCTL_ARGS);
+        let mut child = spawn_piped(&mut cmd, &program)?;
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();
         let run = async {
@@ -182,16 +187,8 @@ impl Ovs {
         if let Some(v) = &self.openflow_version {
             cmd.arg("-O").arg(v);
         }
-        cmd.arg("dump-flows")
-            .arg(self.target(bridge))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = cmd.spawn().map_err(|source| Error::Spawn {
-            program: program.clone(),
-            source,
-        })?;
+        cmd.arg("dump-flows").arg(self.target(bridge));
+        let mut child = spawn_piped(&mut cmd, &program)?;
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();
         let err_task = tokio::spawn(async move {
