@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Offline validation of deploy/: the PrometheusRules match alerts/, kustomize renders, the
 # rendered objects pass Kubernetes schema validation (kubernetes-validate from PyPI, --strict),
-# and the rules inside the rendered PrometheusRules load in promtool.
+# the rules inside the rendered PrometheusRules load in promtool, and the rule and check files
+# inside the rendered ConfigMap pass the exporters' own `--config.check` (built binaries from
+# target/debug, or BIN_DIR).
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 TMP="$(mktemp -d)"
@@ -9,6 +11,7 @@ trap 'rm -rf "$TMP"' EXIT
 fail=0
 
 bash "$REPO/deploy/kubernetes/gen-prometheusrules.sh" --check || fail=1
+bash "$REPO/deploy/kubernetes/gen-config.sh" --check || fail=1
 
 if ! command -v kubectl >/dev/null; then
   echo "FAIL kubectl not found (it renders the kustomize base)"; exit 1
@@ -37,11 +40,33 @@ for d in docs:
         n += 1
         with open(f"{sys.argv[2]}/rule-{n}.yml", "w") as f:
             yaml.safe_dump(d["spec"], f)
-print(n)
 PY
 if promtool check rules "$TMP"/rule-*.yml > "$TMP/promtool.out" 2>&1; then
   echo "ok   promtool check rules on the rendered PrometheusRules"
 else
   cat "$TMP/promtool.out"; echo "FAIL promtool on rendered PrometheusRules"; fail=1
 fi
+# The ConfigMap's files, as the pods get them, against the exporters that read them.
+BIN_DIR="${BIN_DIR:-$REPO/target/debug}"
+"$VENV/bin/python" - "$TMP/rendered.yaml" "$TMP/config" <<'PY'
+import os, sys, yaml
+os.makedirs(sys.argv[2], exist_ok=True)
+for d in yaml.safe_load_all(open(sys.argv[1])):
+    if d and d.get("kind") == "ConfigMap":
+        for name, text in (d.get("data") or {}).items():
+            with open(os.path.join(sys.argv[2], name), "w") as f:
+                f.write(text)
+PY
+for pair in log-rules.yml:log_pattern_exporter flow-checks.yml:dirty_flow_exporter; do
+  file=${pair%%:*} exporter=${pair#*:}
+  if [ ! -x "$BIN_DIR/$exporter" ]; then
+    echo "FAIL $BIN_DIR/$exporter not built (make test builds it first)"; fail=1
+  elif [ ! -f "$TMP/config/$file" ]; then
+    echo "FAIL the rendered ConfigMap has no $file"; fail=1
+  elif out=$("$BIN_DIR/$exporter" --config.file="$TMP/config/$file" --config.check 2>&1); then
+    echo "ok   $exporter --config.check on the rendered ConfigMap's $file"
+  else
+    echo "$out"; echo "FAIL $exporter --config.check on $file"; fail=1
+  fi
+done
 exit $fail
