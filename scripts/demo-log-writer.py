@@ -1,19 +1,19 @@
 #!/usr/bin/env python3
 """Writes CRI-format container log lines into a kubelet-style pod log tree, for the demo.
 
+Usage: demo-log-writer.py ROOT [LINES_PER_SECOND] [--no-matching]
+
 Layout: ROOT/<namespace>_<pod>_<uid>/<container>/0.log. About one line in ten matches one of the
-demo rules ("Reconciler error", "Out of memory"). Rotates kubelet-style (rename to
-0.log.<timestamp>, create a new 0.log) every ROTATE_LINES lines, so the demo shows rotation too.
-Runs until killed.
+demo rules ("Reconciler error", "Out of memory"), none with --no-matching (the end-to-end test
+appends its own matching lines then). Rotates kubelet-style (rename to 0.log.<timestamp>, create
+a new 0.log) every ROTATE_LINES lines, so the demo shows rotation too. Runs until killed.
 """
+import argparse
 import datetime
 import os
 import random
-import sys
 import time
 
-ROOT = sys.argv[1]
-RATE = float(sys.argv[2]) if len(sys.argv) > 2 else 20.0  # lines per second
 ROTATE_LINES = 2000
 
 PODS = [
@@ -37,17 +37,24 @@ def now():
 
 
 def main():
+    ap = argparse.ArgumentParser(description="CRI log lines for the demo's pod log tree")
+    ap.add_argument("root")
+    ap.add_argument("rate", nargs="?", type=float, default=20.0, help="lines per second")
+    ap.add_argument("--no-matching", action="store_true", help="write no line a demo rule matches")
+    args = ap.parse_args()
+    if args.rate <= 0:
+        ap.error("the rate must be positive")
     files = {}
     counts = {}
     for ns, pod, uid, container in PODS:
-        d = os.path.join(ROOT, f"{ns}_{pod}_{uid}", container)
+        d = os.path.join(args.root, f"{ns}_{pod}_{uid}", container)
         os.makedirs(d, exist_ok=True)
         files[(ns, pod)] = os.path.join(d, "0.log")
         counts[(ns, pod)] = 0
     while True:
         ns, pod, _, _ = random.choice(PODS)
         msg = random.choice(NORMAL)
-        if random.random() < 0.1:
+        if not args.no_matching and random.random() < 0.1:
             candidates = [m for n, m in MATCHING if n == ns]
             if candidates:
                 msg = random.choice(candidates)
@@ -60,7 +67,7 @@ def main():
             stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
             os.rename(path, f"{path}.{stamp}")
             counts[(ns, pod)] = 0
-        time.sleep(1.0 / RATE)
+        time.sleep(1.0 / args.rate)
 
 
 if __name__ == "__main__":

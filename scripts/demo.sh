@@ -1,25 +1,95 @@
 #!/usr/bin/env bash
-# `make demo`: every exporter on embedded demo inputs shipped in the repo, on 127.0.0.1,
-# until Ctrl-C. Everything started here is stopped by PID on exit.
+# `make demo`: every exporter on demo inputs shipped in the repo, on 127.0.0.1, until Ctrl-C (or
+# SIGTERM). Everything started here is stopped by PID on exit. The end-to-end test
+# (tests/tests/e2e.rs) runs this same script with the settings below.
 #
-#   libvirt_exporter     on a libvirt test-driver node of nova domains (exporters/libvirt/demo)
+#   libvirt_exporter     on libvirtd (test driver, unix socket in the work dir) holding the nova
+#                        domains of exporters/libvirt/demo/node.xml, one pair with overlapping pins
 #   dirty_flow_exporter  on an Open vSwitch sandbox (dummy datapath) with one dirty flow
-#   log_pattern_exporter on a pod log tree fed by a generator writing CRI lines
-#   Prometheus + Alertmanager (with the shipped rules and config) when alerts/ has them
+#   log_pattern_exporter on a pod log tree fed by a generator writing CRI lines, some matching
+#   Prometheus with alerts/rules, Alertmanager with alerts/alertmanager.yml whose receivers are
+#   replaced by a local webhook receiver (scripts/demo-webhook.py)
+#
+# Usage: scripts/demo.sh [BIN_DIR]     (BIN_DIR default target/release)
+# Environment (all optional):
+#   LOG_PORT LIBVIRT_PORT OVS_PORT PROM_PORT AM_PORT HOOK_PORT   loopback ports
+#   DEMO_WORK=DIR              work dir (default: a new /tmp dir, removed on exit; a given dir is
+#                              left in place)
+#   DEMO_QUIET=1               no banner and no notification tail (for tests)
+#   DEMO_FAULTS=0              start without the faults (no dirty flow, no overlapping domain, log
+#                              writer without matching lines) so that they can be injected later;
+#                              $WORK/demo.env says how
+#   DEMO_SCRAPE_INTERVAL, DEMO_EVAL_INTERVAL   Prometheus intervals (default 5s)
+#   DEMO_RULES_DIR=DIR         alert rule files (default alerts/rules)
+#   DEMO_GROUP_WAIT, DEMO_GROUP_INTERVAL       override Alertmanager's route timings
+#   DEMO_LOG_RATE              log writer lines per second (default 20)
+# When everything answers, $WORK/ready exists and "demo: ready" is printed; $WORK/demo.pids
+# lists what was started ("name pid").
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 BIN="${1:-$REPO/target/release}"
+if [ ! -d "$BIN" ]; then
+  echo "demo: no binary dir $BIN: build first (cargo build --workspace --bins --release)" >&2
+  exit 1
+fi
 BIN="$(cd "$BIN" && pwd)"
-WORK="$(mktemp -d /tmp/node-exporters-demo.XXXXXX)"
+
+for tool in libvirtd virsh virt-admin ovsdb-server ovs-vswitchd ovs-vsctl ovs-ofctl prometheus \
+  prometheus-alertmanager python3 curl; do
+  if ! command -v "$tool" >/dev/null 2>&1; then
+    echo "demo: $tool not found: run scripts/install-deps.sh (or make demo)" >&2
+    exit 1
+  fi
+done
+for b in log_pattern_exporter libvirt_exporter dirty_flow_exporter; do
+  if [ ! -x "$BIN/$b" ]; then
+    echo "demo: $BIN/$b not built: cargo build --workspace --bins --release" >&2
+    exit 1
+  fi
+done
+
+if [ -n "${DEMO_WORK:-}" ]; then
+  mkdir -p "$DEMO_WORK"
+  WORK="$(cd "$DEMO_WORK" && pwd)"
+  OWN_WORK=0
+else
+  WORK="$(mktemp -d /tmp/node-exporters-demo.XXXXXX)"
+  OWN_WORK=1
+fi
+QUIET=${DEMO_QUIET:-0}
+FAULTS=${DEMO_FAULTS:-1}
+SCRAPE_INTERVAL=${DEMO_SCRAPE_INTERVAL:-5s}
+EVAL_INTERVAL=${DEMO_EVAL_INTERVAL:-5s}
+RULES_DIR="${DEMO_RULES_DIR:-$REPO/alerts/rules}"
+RULES_DIR="$(cd "$RULES_DIR" && pwd)"
+LOG_RATE=${DEMO_LOG_RATE:-20}
+LOG_PORT=${LOG_PORT:-9851}
+LIBVIRT_PORT=${LIBVIRT_PORT:-9177}
+OVS_PORT=${OVS_PORT:-9852}
+PROM_PORT=${PROM_PORT:-9090}
+AM_PORT=${AM_PORT:-9093}
+HOOK_PORT=${HOOK_PORT:-9099}
+NODE=demo-node-1
+RACK=demo-rack-1
+
 PIDS=()
+OVS_RUNDIR="$WORK/ovs"
+: >"$WORK/demo.pids"
+rm -f "$WORK/ready"
+
+say() { if [ "$QUIET" != 1 ]; then echo "$@"; fi; }
 
 cleanup() {
+  local status=$?
   trap - EXIT INT TERM
-  echo
-  echo "Stopping the demo..."
+  rm -f "$WORK/ready"
+  say
+  say "Stopping the demo..."
   for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  bash "$REPO/exporters/dirty_flow/demo/ovs-sandbox.sh" stop "$WORK/ovs" >/dev/null 2>&1 || true
-  for _ in $(seq 50); do
+  if [ -d "$OVS_RUNDIR" ]; then
+    bash "$REPO/exporters/dirty_flow/demo/ovs-sandbox.sh" stop "$OVS_RUNDIR" >/dev/null 2>&1 || true
+  fi
+  for _ in $(seq 100); do
     alive=0
     for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
     [ $alive -eq 0 ] && break
@@ -27,62 +97,129 @@ cleanup() {
   done
   for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  rm -rf "$WORK"
+  if [ "$OWN_WORK" = 1 ]; then rm -rf "$WORK"; fi
+  say "Stopped."
+  exit "$status"
 }
-trap cleanup EXIT INT TERM
-
-LOG_PORT=${LOG_PORT:-9851}
-LIBVIRT_PORT=${LIBVIRT_PORT:-9177}
-OVS_PORT=${OVS_PORT:-9852}
-PROM_PORT=${PROM_PORT:-9090}
-AM_PORT=${AM_PORT:-9093}
-HOOK_PORT=${HOOK_PORT:-9099}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 start() { # name, logfile, command...
   local name=$1 log=$2; shift 2
   "$@" >"$log" 2>&1 &
   PIDS+=($!)
-  echo "started $name (pid $!, log $log)"
+  echo "$name $!" >>"$WORK/demo.pids"
+  say "started $name (pid $!, log $log)"
+}
+
+wait_until() { # what, seconds, command...
+  local what=$1 secs=$2; shift 2
+  local i
+  for i in $(seq $((secs * 10))); do
+    if "$@" >/dev/null 2>&1; then return 0; fi
+    sleep 0.1
+  done
+  echo "demo: timed out after ${secs}s waiting for $what" >&2
+  return 1
 }
 
 # --- log_pattern_exporter ------------------------------------------------------------------
 mkdir -p "$WORK/pods"
-start "log writer" "$WORK/log-writer.log" python3 "$REPO/scripts/demo-log-writer.py" "$WORK/pods" 20
-LOG_ARGS=(--path.pods="$WORK/pods" --web.listen-address=127.0.0.1:$LOG_PORT)
-if [ -f "$REPO/exporters/log_pattern/demo/rules.yml" ]; then
-  LOG_ARGS+=(--config.file="$REPO/exporters/log_pattern/demo/rules.yml")
-fi
-if "$BIN/log_pattern_exporter" --help | grep -q -- '--state.file'; then
-  LOG_ARGS+=(--state.file="$WORK/log-state.json")
-fi
-start log_pattern_exporter "$WORK/log_pattern_exporter.log" "$BIN/log_pattern_exporter" "${LOG_ARGS[@]}"
+WRITER_ARGS=("$WORK/pods" "$LOG_RATE")
+if [ "$FAULTS" = 0 ]; then WRITER_ARGS+=(--no-matching); fi
+start "log writer" "$WORK/log-writer.log" python3 "$REPO/scripts/demo-log-writer.py" "${WRITER_ARGS[@]}"
+start log_pattern_exporter "$WORK/log_pattern_exporter.log" "$BIN/log_pattern_exporter" \
+  --path.pods="$WORK/pods" --config.file="$REPO/exporters/log_pattern/demo/rules.yml" \
+  --state.file="$WORK/log-state.json" --web.listen-address="127.0.0.1:$LOG_PORT"
 
-# --- libvirt_exporter ----------------------------------------------------------------------
+# --- libvirtd (test driver) and libvirt_exporter -------------------------------------------
+# test:///default is one shared node inside libvirtd while any client holds it open (a file URI
+# would give every connection a private copy), so `virsh define/start` from outside changes
+# what the exporter sees. A `virsh event` client holds it open (and logs domain events).
+LV="$WORK/libvirt"
+mkdir -p "$LV/sock" "$LV/drivers" "$LV/domains"
+cat >"$LV/libvirtd.conf" <<CONF
+unix_sock_dir = "$LV/sock"
+auth_unix_ro = "none"
+auth_unix_rw = "none"
+CONF
+# An empty driver dir: only the built-in test driver, no QEMU module.
+start libvirtd "$LV/libvirtd.log" env LIBVIRT_DRIVER_DIR="$LV/drivers" \
+  libvirtd -f "$LV/libvirtd.conf" -p "$LV/libvirtd.pid"
+wait_until "libvirtd's sockets" 20 test -S "$LV/sock/libvirt-sock-ro" -a -S "$LV/sock/libvirt-sock"
+LIBVIRT_URI="test+unix:///default?socket=$LV/sock/libvirt-sock"
+LIBVIRT_URI_RO="test+unix:///default?socket=$LV/sock/libvirt-sock-ro"
+ADMIN_URI="libvirtd:///system?socket=$LV/sock/libvirt-admin-sock"
+start "libvirt event log" "$LV/events.log" virsh -c "$LIBVIRT_URI_RO" event --all --loop --timestamp
+holder_connected() {
+  [ "$(virt-admin -c "$ADMIN_URI" srv-clients-list libvirtd | awk 'NR > 2 && NF' | wc -l)" -ge 1 ]
+}
+wait_until "the libvirt event client" 20 holder_connected
+vsh() { virsh -q -c "$LIBVIRT_URI" "$@"; }
+# The test driver's own sample domain is not a nova instance.
+vsh destroy test >/dev/null 2>&1 || true
+vsh undefine test >/dev/null 2>&1 || true
+# One file per domain of the demo node, named after the domain.
 NODE_XML="$REPO/exporters/libvirt/demo/node.xml"
-if [ -f "$NODE_XML" ]; then URI="test://$NODE_XML"; else URI="test:///default"; fi
+awk -v dir="$LV/domains" '
+  /<domain[ >]/ { body = ""; indom = 1 }
+  indom { body = body $0 "\n" }
+  indom && /<\/domain>/ {
+    match(body, /<name>[^<]*<\/name>/)
+    f = dir "/" substr(body, RSTART + 6, RLENGTH - 13) ".xml"
+    printf "%s", body > f
+    close(f)
+    indom = 0
+  }' "$NODE_XML"
+# db-2 (instance-00000104) shares host CPU 9 with db-1: the demo's broken pinning.
+FAULT_DOMAIN=instance-00000104
+for f in "$LV"/domains/*.xml; do
+  name=$(basename "$f" .xml)
+  if [ "$FAULTS" = 0 ] && [ "$name" = "$FAULT_DOMAIN" ]; then continue; fi
+  vsh define "$f" >/dev/null
+  # <test:runstate> 5 is shut off, 3 paused (as in the test driver's node files).
+  case "$(sed -n 's:.*<test\:runstate>\([0-9]*\)</test\:runstate>.*:\1:p' "$f")" in
+    5) ;;
+    3) vsh start "$name" >/dev/null && vsh suspend "$name" >/dev/null ;;
+    *) vsh start "$name" >/dev/null ;;
+  esac
+done
 start libvirt_exporter "$WORK/libvirt_exporter.log" "$BIN/libvirt_exporter" \
-  --libvirt.uri="$URI" --nova.cpu-dedicated-set=4-15 --nova.cpu-shared-set=0-3 \
-  --web.listen-address=127.0.0.1:$LIBVIRT_PORT
+  --libvirt.uri="$LIBVIRT_URI_RO" --nova.cpu-dedicated-set=4-15 --nova.cpu-shared-set=0-3 \
+  --web.listen-address="127.0.0.1:$LIBVIRT_PORT"
 
-# --- dirty_flow_exporter -------------------------------------------------------------------
-OVS_RUNDIR="$WORK/ovs"
+# --- Open vSwitch sandbox and dirty_flow_exporter ------------------------------------------
 mkdir -p "$OVS_RUNDIR"
-bash "$REPO/exporters/dirty_flow/demo/ovs-sandbox.sh" start "$OVS_RUNDIR" >"$WORK/ovs-sandbox.log" 2>&1 \
-  || echo "OVS sandbox failed to start: see $WORK/ovs-sandbox.log"
-OVS_ARGS=(--ovs.rundir="$OVS_RUNDIR" --ovs.db="unix:$OVS_RUNDIR/db.sock" --web.listen-address=127.0.0.1:$OVS_PORT)
-if [ -f "$REPO/exporters/dirty_flow/demo/checks.yml" ]; then
-  OVS_ARGS+=(--config.file="$REPO/exporters/dirty_flow/demo/checks.yml")
+bash "$REPO/exporters/dirty_flow/demo/ovs-sandbox.sh" start "$OVS_RUNDIR" >"$WORK/ovs-sandbox.log" 2>&1 || {
+  echo "demo: the OVS sandbox failed to start:" >&2
+  cat "$WORK/ovs-sandbox.log" >&2
+  exit 1
+}
+OVS_MGMT="unix:$OVS_RUNDIR/br-int.mgmt"
+# The sandbox's one dirty flow: output to port 99, which does not exist (check missing_port).
+DIRTY_MATCH="table=10,priority=40,ip,nw_dst=10.0.0.99"
+DIRTY_FLOW="cookie=0x1,$DIRTY_MATCH,actions=output:99"
+if [ "$FAULTS" = 0 ]; then
+  ovs-ofctl --strict del-flows "$OVS_MGMT" "$DIRTY_MATCH"
+  if ovs-ofctl --no-stats dump-flows "$OVS_MGMT" | grep -q 'output:99'; then
+    echo "demo: the dirty flow is still there after del-flows" >&2
+    exit 1
+  fi
 fi
-start dirty_flow_exporter "$WORK/dirty_flow_exporter.log" "$BIN/dirty_flow_exporter" "${OVS_ARGS[@]}"
+start dirty_flow_exporter "$WORK/dirty_flow_exporter.log" "$BIN/dirty_flow_exporter" \
+  --ovs.rundir="$OVS_RUNDIR" --ovs.db="unix:$OVS_RUNDIR/db.sock" \
+  --config.file="$REPO/exporters/dirty_flow/demo/checks.yml" \
+  --web.listen-address="127.0.0.1:$OVS_PORT"
 
 # --- Prometheus, Alertmanager and a webhook receiver ----------------------------------------
-NODE=demo-node-1
-echo "$NODE demo-rack-1" > "$WORK/node-rack.txt"
+echo "$NODE $RACK" >"$WORK/node-rack.txt"
 python3 "$REPO/alerts/topology/gen_rules.py" "$WORK/node-rack.txt" -o "$WORK/topology.rules.yml"
-start "webhook receiver" "$WORK/webhook.out" python3 "$REPO/scripts/demo-webhook.py" $HOOK_PORT "$WORK/notifications.jsonl"
+start "webhook receiver" "$WORK/webhook.out" \
+  python3 "$REPO/scripts/demo-webhook.py" "$HOOK_PORT" "$WORK/notifications.jsonl"
 # The shipped Alertmanager config with its placeholder receivers pointed at the local webhook.
-sed '/^# --- receivers/,$d' "$REPO/alerts/alertmanager.yml" > "$WORK/alertmanager.yml"
-cat >> "$WORK/alertmanager.yml" <<AM
+sed '/^# --- receivers/,$d' "$REPO/alerts/alertmanager.yml" >"$WORK/alertmanager.yml"
+cat >>"$WORK/alertmanager.yml" <<AM
 receivers:
   - name: pager
     webhook_configs: [{url: "http://127.0.0.1:$HOOK_PORT/pager", send_resolved: true}]
@@ -92,15 +229,21 @@ receivers:
     webhook_configs: [{url: "http://127.0.0.1:$HOOK_PORT/mail", send_resolved: false}]
 AM
 sed -i '/smtp_/d' "$WORK/alertmanager.yml"
+if [ -n "${DEMO_GROUP_WAIT:-}" ]; then
+  sed -i -E "s/^( *)group_wait: .*/\1group_wait: $DEMO_GROUP_WAIT/" "$WORK/alertmanager.yml"
+fi
+if [ -n "${DEMO_GROUP_INTERVAL:-}" ]; then
+  sed -i -E "s/^( *)group_interval: .*/\1group_interval: $DEMO_GROUP_INTERVAL/" "$WORK/alertmanager.yml"
+fi
 start alertmanager "$WORK/alertmanager.log" prometheus-alertmanager \
   --config.file="$WORK/alertmanager.yml" --storage.path="$WORK/am-data" \
-  --web.listen-address=127.0.0.1:$AM_PORT --cluster.listen-address=
-cat > "$WORK/prometheus.yml" <<PROM
+  --web.listen-address="127.0.0.1:$AM_PORT" --cluster.listen-address=
+cat >"$WORK/prometheus.yml" <<PROM
 global:
-  scrape_interval: 5s
-  evaluation_interval: 5s
+  scrape_interval: $SCRAPE_INTERVAL
+  evaluation_interval: $EVAL_INTERVAL
 rule_files:
-  - $REPO/alerts/rules/*.yml
+  - $RULES_DIR/*.yml
   - $WORK/topology.rules.yml
 alerting:
   alertmanagers:
@@ -115,21 +258,59 @@ scrape_configs:
 PROM
 start prometheus "$WORK/prometheus.log" prometheus \
   --config.file="$WORK/prometheus.yml" --storage.tsdb.path="$WORK/prom-data" \
-  --web.listen-address=127.0.0.1:$PROM_PORT --rules.alert.resend-delay=1s
+  --web.listen-address="127.0.0.1:$PROM_PORT" --rules.alert.resend-delay=1s
 
-sleep 1
-cat <<MSG
+# How to inject each fault by hand (the end-to-end test reads this file too). Not for `source`:
+# values run to the end of the line, unquoted.
+cat >"$WORK/demo.env" <<ENV
+WORK=$WORK
+NODE=$NODE
+RACK=$RACK
+LIBVIRT_URI=$LIBVIRT_URI
+FAULT_DOMAIN=$FAULT_DOMAIN
+FAULT_DOMAIN_XML=$LV/domains/$FAULT_DOMAIN.xml
+OVS_MGMT=$OVS_MGMT
+DIRTY_FLOW=$DIRTY_FLOW
+POD_LOG_OPERATORS=$WORK/pods/operators_cloud-controller-5d_a1b2c3d4-0003/manager/0.log
+POD_LOG_NOVA=$WORK/pods/openstack_nova-compute-7f9c_a1b2c3d4-0001/nova-compute/0.log
+NOTIFICATIONS=$WORK/notifications.jsonl
+PROMETHEUS=http://127.0.0.1:$PROM_PORT
+ALERTMANAGER=http://127.0.0.1:$AM_PORT
+ENV
+
+for url in "127.0.0.1:$LOG_PORT/-/ready" "127.0.0.1:$LIBVIRT_PORT/-/ready" "127.0.0.1:$OVS_PORT/-/ready" \
+  "127.0.0.1:$PROM_PORT/-/ready" "127.0.0.1:$AM_PORT/-/ready"; do
+  wait_until "http://$url" 60 curl -fsS -o /dev/null "http://$url"
+done
+wait_until "the webhook receiver" 20 curl -sS -o /dev/null "http://127.0.0.1:$HOOK_PORT/"
+touch "$WORK/ready"
+echo "demo: ready"
+
+if [ "$QUIET" != 1 ]; then
+  cat <<MSG
 
 The demo is running (work dir $WORK). Open:
-  log_pattern_exporter  http://127.0.0.1:$LOG_PORT/metrics      log_pattern_matches_total rises as the writer logs
-  libvirt_exporter      http://127.0.0.1:$LIBVIRT_PORT/metrics      nova domains, pinning, overlapping pins
-  dirty_flow_exporter   http://127.0.0.1:$OVS_PORT/metrics      ovs_dirty_flows > 0 for the one dirty flow
-  Prometheus            http://127.0.0.1:$PROM_PORT/alerts       the shipped rules; expect OvsDirtyFlows and the
-                                                           libvirt pinning alerts to fire within minutes
-  Alertmanager          http://127.0.0.1:$AM_PORT/           grouping and inhibition as shipped
+  log_pattern_exporter  http://127.0.0.1:$LOG_PORT/metrics   log_pattern_matches_total rises as the writer logs
+  libvirt_exporter      http://127.0.0.1:$LIBVIRT_PORT/metrics   5 nova domains; db-1/db-2 share host CPU 9
+                                                        (libvirt_domain_pinning_overlap_cpus 1)
+  dirty_flow_exporter   http://127.0.0.1:$OVS_PORT/metrics   ovs_dirty_flows{check="missing_port"} 1
+  Prometheus            http://127.0.0.1:$PROM_PORT/alerts
+  Alertmanager          http://127.0.0.1:$AM_PORT/
+Expect at the webhook below, with the shipped rules and Alertmanager timings (scrape and
+evaluation every $SCRAPE_INTERVAL here):
+  within a minute   OvsDirtyFlows (pager), LogPatternMatched for reconciler_error and
+                    OomKillerInvoked for qemu-kvm (chat)
+  after ~6 minutes  LibvirtPinningSharedHostCpu for instance-00000103 and -104 (pager; for: 5m)
+Add faults yourself (a new alert of an alert name that already notified waits for group_interval):
+  ovs-ofctl add-flow $OVS_MGMT 'table=0,priority=1,actions=FLOOD'
+  echo "\$(date -u +%FT%T.%NZ) stderr F Out of memory: Killed process 7 (my-proc)" \\
+    >> $WORK/pods/openstack_nova-compute-7f9c_a1b2c3d4-0001/nova-compute/0.log
+  virsh -c '$LIBVIRT_URI' list --all     (define, start, vcpupin, destroy...)
 Notifications received by the local webhook are printed below as they arrive.
 Press Ctrl-C to stop everything.
 MSG
-tail -n +1 -F "$WORK/webhook.out" 2>/dev/null &
-PIDS+=($!)
-wait
+  tail -n +1 -F "$WORK/webhook.out" 2>/dev/null &
+  PIDS+=($!)
+fi
+# `wait` returns when a trapped signal arrives; the EXIT trap then stops everything.
+while true; do wait || true; sleep 1; done
