@@ -108,6 +108,11 @@ impl Libvirt {
         self.counts.lock().map(|c| c.clone()).unwrap_or_default()
     }
 
+    /// Counts a failed call made inside a larger blocking task (per-domain calls).
+    pub fn count_error(&self, call: &'static str) {
+        self.count(call, false);
+    }
+
     fn count(&self, call: &'static str, timeout: bool) {
         if let Ok(mut c) = self.counts.lock() {
             let e = c.entry(call).or_default();

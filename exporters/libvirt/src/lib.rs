@@ -19,6 +19,7 @@ pub mod nova_conf;
 pub mod pinning;
 pub mod procfs;
 pub mod snapshot;
+pub mod stats_fallback;
 pub mod xmltree;
 
 use std::path::PathBuf;
@@ -81,6 +82,11 @@ pub struct Flags {
     /// events).
     #[arg(long = "libvirt.xml-refresh-interval", default_value = "5m", value_parser = parse_duration, value_name = "DURATION")]
     pub xml_refresh_interval: Duration,
+    /// Fill stat groups missing from libvirt's bulk stats of a running domain (drivers other
+    /// than QEMU, e.g. the test driver) with per-domain calls (virDomainGetInfo,
+    /// virDomainMemoryStats, virDomainBlockStats, virDomainInterfaceStats).
+    #[arg(long = "libvirt.stats-fallback", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub stats_fallback: bool,
     /// Domains queried in parallel on each scrape.
     #[arg(long = "libvirt.concurrency", default_value_t = 4, value_name = "N")]
     pub concurrency: usize,
@@ -113,6 +119,7 @@ pub fn collectors(flags: &Flags) -> Vec<Arc<dyn Collector>> {
         flags.concurrency,
         procfs,
         flags.xml_refresh_interval,
+        flags.stats_fallback,
     ));
     let nova = collector::domain::NovaSetsSource {
         dedicated: flags.nova_cpu_dedicated_set.clone(),

@@ -3,8 +3,10 @@
 //! Per scrape: node info and the bulk stats of all domains (`virConnectGetAllDomainStats` with
 //! `NOWAIT`, so a domain busy in a migration job returns what it can without waiting for the
 //! job), then per domain, a few at a time: its XML, libvirt's pin info and, for running domains,
-//! `virDomainGetVcpus`. A domain whose calls fail or time out is marked and kept; only a failure
-//! of the connection-level calls fails the scrape. A domain's XML is fetched when the domain is
+//! `virDomainGetVcpus`. A running domain whose bulk record lacks a stat group the exporter exports
+//! (drivers other than QEMU, such as the test driver) gets that group from per-domain calls
+//! ([`crate::stats_fallback`]). A domain whose calls fail or time out is marked and kept; only a
+//! failure of the connection-level calls fails the scrape. A domain's XML is fetched when the domain is
 //! new, when a libvirt event said it changed, after a reconnect, every `xml_refresh` as a safety
 //! net, and on every scrape when the connection delivers no events; it is parsed only when its
 //! text changed.
@@ -28,6 +30,7 @@ use crate::domain_xml::{parse_domain_xml, DomainXml};
 use crate::error::Error;
 use crate::ffi::{self, TypedValue, VcpuInfo};
 use crate::procfs;
+use crate::stats_fallback::{self, Missing};
 
 /// The stat groups asked for in bulk.
 pub const STATS_GROUPS: u32 = sys::VIR_DOMAIN_STATS_STATE
@@ -129,6 +132,10 @@ pub struct Gatherer {
     xml_refresh: Duration,
     /// (connection opens, time) of the last scrape that fetched every XML.
     last_full: Mutex<(u64, Option<Instant>)>,
+    /// Fill stat groups missing from the bulk stats with per-domain calls.
+    stats_fallback: bool,
+    /// Groups filled that way, per [`stats_fallback::GROUPS`].
+    pub fallbacks: [AtomicU64; 5],
 }
 
 impl std::fmt::Debug for Gatherer {
@@ -174,8 +181,11 @@ impl Gatherer {
         concurrency: usize,
         procfs: Option<PathBuf>,
         xml_refresh: Duration,
+        stats_fallback: bool,
     ) -> Self {
         Self {
+            stats_fallback,
+            fallbacks: Default::default(),
             xml_fetches: AtomicU64::new(0),
             xml_refresh,
             last_full: Mutex::new((0, None)),
@@ -335,6 +345,9 @@ impl Gatherer {
     ) -> DomainSnap {
         let Listed { domain, mut snap } = l;
         let active = snap.is_active();
+        let missing = Missing::of(&snap.stats);
+        let fallback_domain =
+            (self.stats_fallback && active && missing.needs_calls()).then(|| domain.clone());
         let procfs_root = self.procfs.clone();
         let name = snap.name.clone();
         let known_vcpus = reuse.as_ref().map(|x| x.vcpus);
@@ -389,13 +402,20 @@ impl Gatherer {
                     Ok(p) => snap.pin_info = Some(p),
                     Err(e) => {
                         tracing::debug!(domain = %snap.name, error = %e, "cannot get vCPU pin info");
+                        self.libvirt.count_error("vcpu_pin_info");
                         snap.errors.push("vcpu_pin_info");
                     }
                 }
                 match vcpus {
-                    Some(Ok(v)) => snap.vcpus = Some(v),
+                    Some(Ok(v)) => {
+                        if missing.vcpu {
+                            self.fallbacks[stats_fallback::VCPU].fetch_add(1, Ordering::Relaxed);
+                        }
+                        snap.vcpus = Some(v);
+                    }
                     Some(Err(e)) => {
                         tracing::debug!(domain = %snap.name, error = %e, "cannot get vCPU info");
+                        self.libvirt.count_error("vcpus");
                         snap.errors.push("vcpus");
                     }
                     None => {}
@@ -411,7 +431,63 @@ impl Gatherer {
                 snap.errors.push("domain");
             }
         }
+        if let Some(domain) = fallback_domain.filter(|_| !snap.timed_out) {
+            self.fill_missing(&mut snap, domain, missing).await;
+        }
         snap
+    }
+
+    /// Fills the stat groups missing from a running domain's bulk stats with per-domain calls
+    /// (one blocking task under the call timeout); disk and interface targets come from its XML.
+    async fn fill_missing(&self, snap: &mut DomainSnap, domain: Domain, missing: Missing) {
+        let (disks, ifaces): (Vec<String>, Vec<String>) = match &snap.xml {
+            Some(x) => (
+                x.disks.iter().map(|d| d.target_dev.clone()).collect(),
+                x.interfaces.iter().map(|i| i.target_dev.clone()).collect(),
+            ),
+            None => Default::default(),
+        };
+        // Without the XML the devices are unknown: leave those groups out rather than claim 0.
+        let missing = Missing {
+            block: missing.block && snap.xml.is_some(),
+            interface: missing.interface && snap.xml.is_some(),
+            // Per-vCPU stats come from virDomainGetVcpus, made with the domain's other calls.
+            vcpu: false,
+            ..missing
+        };
+        if !missing.needs_calls() {
+            return;
+        }
+        let result = self
+            .libvirt
+            .blocking("domain_stats", move || {
+                let disks: Vec<&str> = disks.iter().map(String::as_str).collect();
+                let ifaces: Vec<&str> = ifaces.iter().map(String::as_str).collect();
+                Ok(stats_fallback::fetch(&domain, missing, &disks, &ifaces))
+            })
+            .await;
+        match result {
+            Ok(fetched) => {
+                for (counter, wanted) in self.fallbacks.iter().zip(missing.groups()) {
+                    if wanted {
+                        counter.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                for call in fetched.errors {
+                    self.libvirt.count_error(call);
+                    snap.errors.push(call);
+                }
+                snap.stats.extend(fetched.params);
+            }
+            Err(Error::Timeout { .. }) => {
+                tracing::warn!(domain = %snap.name, "libvirt did not answer in time for this domain's stats");
+                snap.timed_out = true;
+            }
+            Err(e) => {
+                tracing::warn!(domain = %snap.name, error = %e, "domain stats calls failed");
+                snap.errors.push("domain_stats");
+            }
+        }
     }
 }
 

@@ -16,7 +16,22 @@ fn fixtures() -> PathBuf {
 }
 
 /// Metrics whose values the test driver derives from the wall clock.
-const VOLATILE: &[&str] = &["libvirt_domain_vcpu_time_seconds_total"];
+const VOLATILE: &[&str] = &[
+    "libvirt_domain_vcpu_time_seconds_total",
+    "libvirt_domain_info_cpu_time_seconds_total",
+    "libvirt_domain_block_stats_read_bytes_total",
+    "libvirt_domain_block_stats_read_requests_total",
+    "libvirt_domain_block_stats_write_bytes_total",
+    "libvirt_domain_block_stats_write_requests_total",
+    "libvirt_domain_interface_stats_receive_bytes_total",
+    "libvirt_domain_interface_stats_receive_packets_total",
+    "libvirt_domain_interface_stats_receive_errors_total",
+    "libvirt_domain_interface_stats_receive_drops_total",
+    "libvirt_domain_interface_stats_transmit_bytes_total",
+    "libvirt_domain_interface_stats_transmit_packets_total",
+    "libvirt_domain_interface_stats_transmit_errors_total",
+    "libvirt_domain_interface_stats_transmit_drops_total",
+];
 
 fn normalize(text: &str) -> String {
     let mut out = Vec::new();
@@ -145,4 +160,87 @@ async fn nova_sets_from_nova_conf() {
     assert!(out.contains("libvirt_nova_config_loaded 0"), "{out}");
     assert!(!out.contains("libvirt_domain_pinning_outside_dedicated_set_cpus{"));
     assert!(out.contains("libvirt_up 1"));
+}
+
+/// The test driver's bulk stats hold only the `state` group: CPU time, memory, block and
+/// interface counters of running and paused domains come from per-domain calls instead, with
+/// the values those calls return (the test driver derives them from the wall clock); a shut-off
+/// domain gets none.
+#[tokio::test]
+async fn per_domain_calls_fill_what_bulk_stats_lack() {
+    let node = fixtures().join("paused_shutoff.xml");
+    let out = scrape_fixture(&node, &[]).await;
+    let value = |series: &str| -> f64 {
+        out.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("{series} missing:\n{out}"))
+            .parse()
+            .unwrap()
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    for dom in ["instance-0000000e", "instance-0000000f"] {
+        // virDomainGetInfo's cpuTime is the current time in nanoseconds here: seconds out.
+        let cpu = value(&format!(
+            "libvirt_domain_info_cpu_time_seconds_total{{domain=\"{dom}\"}}"
+        ));
+        assert!((cpu - now).abs() < 120.0, "{dom}: cpu {cpu} vs now {now}");
+        // Block: rd_bytes = t/20 and wr_bytes = t/40 (t in microseconds): read twice the writes.
+        let disk = format!("{{domain=\"{dom}\",target_device=\"vda\"}}");
+        let rd = value(&format!(
+            "libvirt_domain_block_stats_read_bytes_total{disk}"
+        ));
+        let wr = value(&format!(
+            "libvirt_domain_block_stats_write_bytes_total{disk}"
+        ));
+        assert!((rd / (now * 1e6 / 20.0) - 1.0).abs() < 0.01, "{dom}: {rd}");
+        assert!((rd / wr - 2.0).abs() < 0.01, "{dom}: {rd} / {wr}");
+        value(&format!(
+            "libvirt_domain_block_stats_read_requests_total{disk}"
+        ));
+        value(&format!(
+            "libvirt_domain_memory_stats_rss_bytes{{domain=\"{dom}\"}}"
+        ));
+        assert_eq!(
+            value(&format!(
+                "libvirt_domain_info_memory_usage_bytes{{domain=\"{dom}\"}}"
+            )),
+            1024.0 * 1024.0 * 1024.0
+        );
+        value(&format!(
+            "libvirt_domain_vcpu_time_seconds_total{{domain=\"{dom}\",vcpu=\"1\"}}"
+        ));
+    }
+    // Interfaces: rx_bytes = t/10, tx_bytes = t/20, with the device and (empty) port labels.
+    let nic = "{domain=\"instance-0000000e\",target_device=\"tap0e000000-aa\",port_id=\"\"}";
+    let rx = value(&format!(
+        "libvirt_domain_interface_stats_receive_bytes_total{nic}"
+    ));
+    let tx = value(&format!(
+        "libvirt_domain_interface_stats_transmit_bytes_total{nic}"
+    ));
+    assert!((rx / (now * 1e6 / 10.0) - 1.0).abs() < 0.01, "{rx}");
+    assert!((rx / tx - 2.0).abs() < 0.01, "{rx} / {tx}");
+    // The shut-off domain: listed, but no counters, and no failed calls.
+    assert!(out.contains("libvirt_domain_info_state{domain=\"instance-00000010\""));
+    let shutoff: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("instance-00000010") && l.contains("_total{"))
+        .collect();
+    assert!(shutoff.is_empty(), "{shutoff:?}");
+    assert!(out.contains("libvirt_domain_scrape_errors{domain=\"instance-00000010\"} 0"));
+    assert!(out.contains("libvirt_domain_scrape_errors{domain=\"instance-0000000e\"} 0"));
+    assert_eq!(
+        value("libvirt_domain_stats_fallbacks_total{group=\"block\"}"),
+        2.0
+    );
+    assert!(!out.contains("libvirt_call_errors_total{"), "{out}");
+
+    // Without the fallback the test driver's domains have no counters at all.
+    let out = scrape_fixture(&node, &["--libvirt.stats-fallback=false"]).await;
+    assert!(!out.contains("libvirt_domain_block_stats_read_bytes_total{"));
+    assert!(!out.contains("libvirt_domain_info_cpu_time_seconds_total{"));
+    assert!(out.contains("libvirt_domain_stats_fallbacks_total{group=\"block\"} 0"));
 }

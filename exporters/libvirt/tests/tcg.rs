@@ -141,6 +141,17 @@ fn qemu_guest_under_tcg() {
             "{source}: {body}"
         );
     }
+    // QEMU's bulk stats are complete: no per-domain stats calls.
+    for group in ["cpu_total", "balloon", "vcpu", "block", "interface"] {
+        assert_eq!(
+            value(
+                &body,
+                &format!(r#"libvirt_domain_stats_fallbacks_total{{group="{group}"}}"#)
+            ),
+            Some(0.0),
+            "{group}: {body}"
+        );
+    }
     let lint = promtool_check(&body);
     assert!(lint.trim().is_empty(), "promtool check metrics: {lint}");
 

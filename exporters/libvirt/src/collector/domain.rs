@@ -96,6 +96,15 @@ impl DomainCollector {
             "call_timeouts",
             "libvirt calls that did not answer within --libvirt.timeout, by call",
         );
+        let fallbacks = Counters::default();
+        for (group, n) in crate::stats_fallback::GROUPS.iter().zip(&g.fallbacks) {
+            fallbacks.set(labels([("group", group)]), n.load(Ordering::Relaxed) as f64);
+        }
+        fallbacks.register(
+            reg,
+            "domain_stats_fallbacks",
+            "Stat groups missing from libvirt's bulk stats of a running domain and fetched with per-domain calls instead, by group",
+        );
         counter(
             reg,
             "connections_opened",
