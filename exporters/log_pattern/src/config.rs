@@ -29,6 +29,46 @@ pub struct Config {
     /// Where to start reading files that exist at the very first start (no saved state).
     #[serde(default)]
     pub start_at: StartAt,
+    /// Grants and budgets of the tenants whose rule sets `--config.dir` holds (platform file
+    /// only; see [`crate::tenants`]).
+    #[serde(default)]
+    pub tenants: BTreeMap<String, TenantGrant>,
+}
+
+/// What the platform file says of one tenant.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantGrant {
+    /// The namespaces the tenant's rules see (replaces the default: the namespace named like
+    /// the tenant).
+    #[serde(default)]
+    pub namespaces: Option<Vec<String>>,
+    /// Overrides `--tenant.max-rules`.
+    #[serde(default)]
+    pub max_rules: Option<usize>,
+    /// Overrides `--tenant.max-series`.
+    #[serde(default)]
+    pub max_series: Option<usize>,
+}
+
+/// A tenant's rule set file (`--config.dir`): rules only; sources, `start_at` and grants are
+/// the platform's.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSetFile {
+    #[serde(default)]
+    pub rules: Vec<Rule>,
+}
+
+/// Whose rules a rule is and what they may see; set by [`crate::tenants`], never read from a
+/// file. Rules without one (the platform's) see every source and have no tenant budget.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binding {
+    pub tenant: String,
+    /// Namespaces whose lines the rules may count (ANDed into every selector).
+    pub namespaces: Vec<String>,
+    /// Series budget shared by all the tenant's rules.
+    pub max_series: usize,
 }
 
 /// Where files found at the very first start begin to be read.
@@ -78,6 +118,9 @@ pub struct Rule {
     /// Histogram bucket upper bounds (default: Prometheus' defaults).
     #[serde(default)]
     pub buckets: Option<Vec<f64>>,
+    /// The tenant binding (not part of the file).
+    #[serde(skip)]
+    pub binding: Option<std::sync::Arc<Binding>>,
 }
 
 /// What a rule's series hold.
@@ -113,6 +156,7 @@ impl Rule {
             labels: Vec::new(),
             kind: RuleType::Counter,
             buckets: None,
+            binding: None,
         }
     }
 
@@ -123,6 +167,11 @@ impl Rule {
             (None, Some(c)) => Expr::contains(c),
             (None, None) => Expr::contains(""),
         }
+    }
+
+    /// The tenant the rule belongs to (`""`: the platform).
+    pub fn tenant(&self) -> &str {
+        self.binding.as_deref().map_or("", |b| b.tenant.as_str())
     }
 
     /// The metric name the rule counts into (without prefix and `_total`).
@@ -162,6 +211,15 @@ pub const RESERVED_METRICS: &[&str] = &[
     "config_reloads",
     "unwrap_errors",
     "config_last_reload_successful",
+    "ruleset_valid",
+    "ruleset_last_reload_success_timestamp_seconds",
+    "ruleset_reloads",
+    "ruleset_rules",
+    "ruleset_rules_over_budget",
+    "ruleset_rules_limit",
+    "ruleset_series",
+    "ruleset_series_limit",
+    "ruleset_series_overflow",
     "scrape_collector_success",
     "scrape_collector_duration_seconds",
 ];
@@ -215,6 +273,29 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     let config: Config = common::config::parse_yaml(path, text).map_err(|e| refine(text, e))?;
     validate(&config).map_err(|m| ConfigError::invalid(path, m))?;
     Ok(config)
+}
+
+/// Parses and validates a tenant's rule set file (rules only; `path` is for messages).
+pub fn parse_rule_set(path: &Path, text: &str) -> Result<Vec<Rule>, ConfigError> {
+    let file: RuleSetFile = common::config::parse_yaml(path, text).map_err(|e| refine(text, e))?;
+    let config = Config {
+        rules: file.rules,
+        ..Config::default()
+    };
+    validate(&config).map_err(|m| ConfigError::invalid(path, m))?;
+    Ok(config.rules)
+}
+
+/// Whether `name` is a Kubernetes namespace name (an RFC 1123 DNS label), the form tenant
+/// names and granted namespaces take.
+pub fn is_dns_label(name: &str) -> bool {
+    let b = name.as_bytes();
+    let inner = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    !b.is_empty()
+        && b.len() <= 63
+        && b.first().is_some_and(inner)
+        && b.last().is_some_and(inner)
+        && b.iter().all(|c| inner(c) || *c == b'-')
 }
 
 /// The YAML parser places an expression error at its rule; when the expression is written on
@@ -287,7 +368,7 @@ fn check_label_name(name: &str) -> Result<(), String> {
     if !valid {
         return Err(format!("{name:?} is not a valid label name"));
     }
-    if matches!(name, "rule" | "stream" | "overflow") {
+    if matches!(name, "rule" | "stream" | "overflow" | "tenant") {
         return Err(format!("label name {name:?} is reserved"));
     }
     Ok(())
@@ -332,7 +413,7 @@ fn check_metric_type(r: &Rule) -> Result<(), String> {
 }
 
 /// What a rule's metric holds: rules sharing a metric must agree on it.
-fn metric_shape(r: &Rule) -> String {
+pub fn metric_shape(r: &Rule) -> String {
     format!(
         "{:?} unwrap={} buckets={:?}",
         r.kind,
@@ -424,6 +505,23 @@ pub fn validate(config: &Config) -> Result<(), String> {
             }
         } else {
             shapes.insert(r.metric_name(), (shape, &r.name));
+        }
+    }
+    for (tenant, grant) in &config.tenants {
+        if !is_dns_label(tenant) {
+            return Err(format!(
+                "tenants: {tenant:?} is not a tenant name (a namespace-style name: a-z, 0-9, '-', at most 63)"
+            ));
+        }
+        for ns in grant.namespaces.iter().flatten() {
+            if !is_dns_label(ns) {
+                return Err(format!("tenants: {tenant}: {ns:?} is not a namespace name"));
+            }
+        }
+        if grant.max_rules == Some(0) || grant.max_series == Some(0) {
+            return Err(format!(
+                "tenants: {tenant}: max_rules and max_series must be at least 1"
+            ));
         }
     }
     for s in &config.sources {

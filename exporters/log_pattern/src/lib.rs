@@ -5,6 +5,7 @@
 //! thread (inotify, rescans, state saves), [`tail`] follows files across rotation and
 //! truncation, [`tail::lines`] and [`format`] turn bytes into logical lines, [`rules`] counts
 //! them, [`state`] makes offsets and counters durable together, [`metrics`] encodes them.
+//! [`tenants`] adds the teams' rule sets of `--config.dir`, each bound to its namespaces.
 #![forbid(unsafe_code)]
 
 pub mod collector;
@@ -20,6 +21,7 @@ pub mod rules;
 pub mod service;
 pub mod state;
 pub mod tail;
+pub mod tenants;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -121,8 +123,42 @@ pub struct Flags {
     /// Most log files held open at once.
     #[arg(long = "tail.max-open-files", default_value_t = 1024, value_name = "N")]
     pub max_open_files: usize,
+    /// Directory of tenant rule sets: each `<tenant>.yml` holds the rules of one tenant, which
+    /// see only the tenant's namespaces (see the README). Watched; no reload needed.
+    #[arg(long = "config.dir", value_name = "DIR")]
+    pub config_dir: Option<PathBuf>,
+    /// Full rescan of --config.dir, as a safety net beside inotify.
+    #[arg(long = "config.dir.rescan-interval", default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    pub config_dir_rescan_interval: Duration,
+    /// Most rule set files considered (by name); further ones are ignored and logged.
+    #[arg(long = "config.dir.max-files", default_value_t = 256, value_name = "N")]
+    pub config_dir_max_files: usize,
+    #[command(flatten)]
+    pub tenant: TenantArgs,
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+/// Default budgets of each tenant (the platform file may override them per tenant).
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct TenantArgs {
+    /// Rules per tenant; the rules of its file past this number are left out and reported.
+    #[arg(long = "tenant.max-rules", default_value_t = 50, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_rules: u32,
+    /// Series per tenant, all its rules together; new label sets past it go to the rule's
+    /// overflow series.
+    #[arg(long = "tenant.max-series", default_value_t = 2000, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_series: u32,
+}
+
+impl TenantArgs {
+    pub fn limits(&self, max_files: usize) -> tenants::Limits {
+        tenants::Limits {
+            max_rules: self.max_rules as usize,
+            max_series: self.max_series as usize,
+            max_files,
+        }
+    }
 }
 
 /// Subcommands.
@@ -139,6 +175,19 @@ pub enum Command {
         /// Log files (CRI, Docker json-file or plain; `.gz` accepted).
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
+    },
+    /// Validate tenant rule set files (a --config.dir, or single files) as the exporter would:
+    /// one verdict per file; exit 0 if all are valid, 1 if one is not, 2 on a usage or I/O
+    /// error.
+    CheckRules {
+        /// The platform's rule file, whose grants, budgets and metrics apply.
+        #[arg(long = "config.file", value_name = "FILE")]
+        config_file: Option<PathBuf>,
+        #[command(flatten)]
+        tenant: TenantArgs,
+        /// Rule set files or directories of them.
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
     },
     /// Translate a Loki ruler rule file into this exporter's rules and Prometheus rules over its
     /// counters; rules that cannot be translated are reported and left out.
@@ -158,7 +207,40 @@ pub enum Command {
 /// Builds every collector of this exporter (enabled or not), in the order of [`COLLECTORS`].
 /// Without a running tailer the collector reports failure; [`run`] builds the live one.
 pub fn collectors(_flags: &Flags) -> Vec<Arc<dyn Collector>> {
-    vec![Arc::new(LogsCollector::new(None, None))]
+    vec![Arc::new(LogsCollector::new(None, None, None))]
+}
+
+/// `check-rules`: prints a verdict per file and returns the exit code (0 all valid, 1 some
+/// invalid or over budget, 2 usage or I/O error).
+pub fn check_rules(
+    config_file: Option<&std::path::Path>,
+    limits: &tenants::Limits,
+    paths: &[PathBuf],
+) -> u8 {
+    let platform = match config_file {
+        Some(p) => match config::load(p) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("error: platform file: {e}");
+                return 2;
+            }
+        },
+        None => config::Config::default(),
+    };
+    match tenants::check_paths(paths, config_file, &platform, limits) {
+        Ok(verdicts) => {
+            let bad = verdicts.iter().filter(|v| !v.ok()).count();
+            for v in &verdicts {
+                println!("{}", v.line());
+            }
+            println!("{} file(s), {bad} invalid", verdicts.len());
+            u8::from(bad > 0)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            2
+        }
+    }
 }
 
 /// The sources named by the flags and the config.
@@ -200,16 +282,37 @@ pub async fn run(
             ..tail::Options::default()
         },
     };
-    let handle = service::start(opts, Box::new(Rules::new(&cfg.rules)?))?;
+    // The tenants' rule sets are read before the tailer starts, so that their saved counters
+    // are restored with the platform's.
+    let mut sets = tenants::RuleSets::new(
+        flags.config_dir.clone(),
+        flags.config.file.clone(),
+        cfg.clone(),
+        flags.tenant.limits(flags.config_dir_max_files),
+    );
+    sets.scan();
+    let rules = sets.rules();
+    let sets: tenants::Shared = Arc::new(std::sync::Mutex::new(sets));
+    let handle = service::start(opts, Box::new(Rules::new(&rules)?))?;
     let reloader = Arc::new(reload::Reloader::new(
         flags.config.file.clone(),
         handle.clone(),
         &cfg,
+        Arc::clone(&sets),
     ));
     reload::spawn_sighup(Arc::clone(&reloader)).map_err(Error::Signal)?;
+    if let Some(dir) = &flags.config_dir {
+        tenants::spawn_watcher(
+            Arc::clone(&reloader),
+            dir.clone(),
+            flags.config_dir_rescan_interval,
+            Duration::from_millis(200),
+        );
+    }
     let collectors: Vec<Arc<dyn Collector>> = vec![Arc::new(LogsCollector::new(
         Some(handle.clone()),
         Some(Arc::clone(&reloader.stats)),
+        Some(sets),
     ))];
     Exporter::new(INFO, flags.web.clone(), collectors, enabled)
         .routes(reload::routes(reloader))

@@ -21,6 +21,19 @@ fn main() -> std::process::ExitCode {
             }
         };
     }
+    if let Some(Command::CheckRules {
+        config_file,
+        tenant,
+        paths,
+    }) = &flags.command
+    {
+        let limits = tenant.limits(flags.config_dir_max_files);
+        return std::process::ExitCode::from(log_pattern_exporter::check_rules(
+            config_file.as_deref(),
+            &limits,
+            paths,
+        ));
+    }
     if let Some(Command::ImportLokiRules {
         file,
         rules_out,

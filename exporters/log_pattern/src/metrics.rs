@@ -136,7 +136,7 @@ impl EncodeMetric for ConstHistogram {
 /// Counters with labels, encoded in the given order (a prometheus-client `Family` is a hash
 /// map, whose order would change from scrape to scrape and break golden files).
 #[derive(Debug, Default)]
-struct ConstCounters(Vec<(Vec<(String, String)>, u64)>);
+pub struct ConstCounters(pub Vec<(Vec<(String, String)>, u64)>);
 
 impl EncodeMetric for ConstCounters {
     fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
@@ -149,6 +149,23 @@ impl EncodeMetric for ConstCounters {
     }
     fn metric_type(&self) -> MetricType {
         MetricType::Counter
+    }
+}
+
+/// Gauges with labels, encoded in the given order.
+#[derive(Debug, Default)]
+pub struct ConstGauges(pub Vec<(Vec<(String, String)>, u64)>);
+
+impl EncodeMetric for ConstGauges {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        for (labels, v) in &self.0 {
+            let v = i64::try_from(*v).unwrap_or(i64::MAX);
+            encoder.encode_family(labels)?.encode_gauge(&v)?;
+        }
+        Ok(())
+    }
+    fn metric_type(&self) -> MetricType {
+        MetricType::Gauge
     }
 }
 
@@ -242,8 +259,24 @@ pub fn encode(snap: &Snapshot, r: &mut Registry) {
     // Rule series, grouped by metric (`matches` first, then rules' own metrics by name).
     let mut by_metric: BTreeMap<&str, RuleFamily> = BTreeMap::new();
     by_metric.insert(crate::config::DEFAULT_METRIC, RuleFamily::default());
+    // Per tenant: overflowed lines, and series in force (overflow and error series aside).
+    let mut tenants: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
     for s in &snap.matches {
-        let mut labels = vec![("rule".to_string(), s.rule.clone())];
+        if s.metric.as_deref() == Some(crate::rules::TENANT_OVERFLOW) {
+            tenants.entry(&s.tenant).or_default().0 += s.value;
+            continue;
+        }
+        if !s.tenant.is_empty()
+            && !s.overflow
+            && s.metric.as_deref() != Some(crate::rules::UNWRAP_ERRORS)
+        {
+            tenants.entry(&s.tenant).or_default().1 += 1;
+        }
+        let mut labels = Vec::with_capacity(s.labels.len() + 2);
+        if !s.tenant.is_empty() {
+            labels.push(("tenant".to_string(), s.tenant.clone()));
+        }
+        labels.push(("rule".to_string(), s.rule.clone()));
         if s.overflow {
             labels.push(("overflow".into(), "true".into()));
         } else {
@@ -284,15 +317,33 @@ pub fn encode(snap: &Snapshot, r: &mut Registry) {
             snap.rules
                 .iter()
                 .map(|i| {
-                    vec![
-                        ("rule".to_string(), i.rule.clone()),
-                        ("alert".to_string(), i.alert.to_string()),
-                        ("severity".to_string(), i.severity.to_string()),
-                    ]
+                    let tenant = (!i.tenant.is_empty())
+                        .then(|| ("tenant".to_string(), i.tenant.clone()));
+                    tenant
+                        .into_iter()
+                        .chain([
+                            ("rule".to_string(), i.rule.clone()),
+                            ("alert".to_string(), i.alert.to_string()),
+                            ("severity".to_string(), i.severity.to_string()),
+                        ])
+                        .collect()
                 })
                 .collect(),
         ),
     );
+    if !tenants.is_empty() {
+        let label = |t: &str| vec![("tenant".to_string(), t.to_string())];
+        r.register(
+            crate::rules::TENANT_OVERFLOW,
+            "Lines of a tenant's rules counted into an overflow series (past a rule's max_series or the tenant's series budget), by tenant",
+            ConstCounters(tenants.iter().map(|(t, (o, _))| (label(t), *o)).collect()),
+        );
+        r.register(
+            "ruleset_series",
+            "Series of a tenant's rules in force (overflow series aside), by tenant",
+            ConstGauges(tenants.iter().map(|(t, (_, n))| (label(t), *n)).collect()),
+        );
+    }
     let c = &snap.counters;
     r.register(
         "lines_read",

@@ -6,6 +6,9 @@
 //! swaps the rules between two lines: rules that keep their name, metric and kept labels continue
 //! their counters, new rules start at 0. Only `rules` are reloaded; a change of `sources` or
 //! `start_at` needs a restart (logged). Reloads are serialised so two requests cannot interleave.
+//! The tenants' rule sets of `--config.dir` ([`crate::tenants`]) are installed through the same
+//! path: a reload of the platform file binds them again (its grants may have changed), and the
+//! directory watcher calls [`Reloader::rescan_dir`], under the same lock.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -18,6 +21,7 @@ use prometheus_client::registry::Registry;
 
 use crate::config;
 use crate::service::Handle;
+use crate::tenants;
 
 /// Reload outcomes of this process.
 #[derive(Debug)]
@@ -72,6 +76,8 @@ pub struct Reloader {
     /// Sources and start_at of the running config, to warn when a reload would change them.
     started_with: String,
     pub stats: Arc<ReloadStats>,
+    /// The platform config and the tenants' rule sets.
+    pub sets: tenants::Shared,
     lock: tokio::sync::Mutex<()>,
 }
 
@@ -80,13 +86,43 @@ fn fixed_part(c: &config::Config) -> String {
 }
 
 impl Reloader {
-    pub fn new(path: Option<PathBuf>, handle: Handle, running: &config::Config) -> Self {
+    pub fn new(
+        path: Option<PathBuf>,
+        handle: Handle,
+        running: &config::Config,
+        sets: tenants::Shared,
+    ) -> Self {
         Self {
             path,
             handle,
             started_with: fixed_part(running),
             stats: Arc::new(ReloadStats::default()),
+            sets,
             lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Examines the rule set directory and installs what changed (the watcher calls this).
+    pub async fn rescan_dir(&self) {
+        let _guard = self.lock.lock().await;
+        let sets = Arc::clone(&self.sets);
+        let rules = tokio::task::spawn_blocking(move || {
+            let mut s = sets
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            s.scan().then(|| s.rules())
+        })
+        .await;
+        match rules {
+            Ok(Some(rules)) => {
+                let n = rules.len();
+                match self.handle.reload(rules).await {
+                    Ok(()) => tracing::debug!(rules = n, "rule sets installed"),
+                    Err(e) => tracing::error!(error = %e, "cannot install the rule sets"),
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::error!(error = %e, "rule set scan failed"),
         }
     }
 
@@ -123,11 +159,19 @@ impl Reloader {
         if fixed_part(&cfg) != self.started_with {
             tracing::warn!("sources and start_at are not reloaded; restart to apply them");
         }
-        let n = cfg.rules.len();
-        self.handle
-            .reload(cfg.rules)
-            .await
-            .map_err(|e| e.to_string())?;
+        let sets = Arc::clone(&self.sets);
+        let rules = tokio::task::spawn_blocking(move || {
+            let mut s = sets
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            s.set_platform(cfg);
+            s.scan();
+            s.rules()
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        let n = rules.len();
+        self.handle.reload(rules).await.map_err(|e| e.to_string())?;
         Ok(n)
     }
 }

@@ -11,7 +11,11 @@
 //! [`SeriesValue`]s so they are saved atomically with the file offsets.
 //!
 //! Cardinality is bounded per rule: past `max_series` label combinations, counts go to a single
-//! `{rule="…",overflow="true"}` series. A rule's series for every source its selector matches
+//! `{rule="…",overflow="true"}` series. Rules of a tenant ([`crate::tenants`]) carry a
+//! [`crate::config::Binding`]: its namespaces are ANDed into the rule's selector when a source
+//! is resolved (the source's `namespace` label comes from the pod log path, not from the rule),
+//! and its series budget is shared by all the tenant's rules, past which new label sets go to
+//! the rule's overflow series and the tenant's overflow counter grows. A rule's series for every source its selector matches
 //! start at 0 as soon as the source is seen (within the budget), so `increase()` sees the first
 //! match.
 
@@ -42,6 +46,9 @@ pub type SourceId = usize;
 /// A saved counter value.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SeriesValue {
+    /// The rule's tenant (`""`: the platform's rules).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub tenant: String,
     pub rule: String,
     /// Source labels; empty with `overflow` set for the overflow series.
     pub labels: Labels,
@@ -58,6 +65,10 @@ pub struct SeriesValue {
 
 /// Metric name under which each `| unwrap` rule's lines without a usable number are counted.
 pub const UNWRAP_ERRORS: &str = "unwrap_errors";
+
+/// Metric name of each tenant's count of lines that went to an overflow series (its value has
+/// the tenant and no rule).
+pub const TENANT_OVERFLOW: &str = "ruleset_series_overflow";
 
 /// What an `| unwrap` rule's series holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -131,6 +142,8 @@ impl Num {
 /// What `log_pattern_rule_info` says of a rule.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RuleInfo {
+    /// `""` for the platform's rules.
+    pub tenant: String,
     pub rule: String,
     pub alert: bool,
     pub severity: &'static str,
@@ -162,6 +175,11 @@ type SetId = usize;
 
 struct CompiledRule {
     name: String,
+    tenant: String,
+    /// Namespaces of the tenant's binding; `None`: every source (the platform's rules).
+    scope: Option<Vec<String>>,
+    /// Index into [`Rules::budgets`] (tenant rules).
+    budget: Option<usize>,
     metric: Option<String>,
     keep: Option<Vec<String>>,
     info: RuleInfo,
@@ -191,27 +209,62 @@ struct CompiledRule {
     overflow: u64,
 }
 
+/// A tenant's series budget, shared by its rules.
+#[derive(Debug, Clone)]
+struct Budget {
+    tenant: String,
+    limit: usize,
+    used: usize,
+    /// Lines counted into an overflow series of the tenant's rules.
+    overflowed: u64,
+}
+
+impl Budget {
+    fn has_room(budget: Option<&Budget>) -> bool {
+        budget.is_none_or(|b| b.used < b.limit)
+    }
+
+    fn take(budget: Option<&mut Budget>) {
+        if let Some(b) = budget {
+            b.used += 1;
+        }
+    }
+
+    fn overflow(budget: Option<&mut Budget>, n: u64) {
+        if let Some(b) = budget {
+            b.overflowed += n;
+        }
+    }
+}
+
 impl CompiledRule {
-    fn add(&mut self, set: SetId, n: u64) {
-        let len = self.counts.len();
-        match self.counts.get_mut(&set) {
-            Some(v) => *v += n,
-            None if len < self.max_series => {
-                self.counts.insert(set, n);
-            }
-            None => self.overflow += n,
+    /// Whether a new series fits in the rule's and its tenant's budgets.
+    fn room(&self, budget: Option<&Budget>) -> bool {
+        self.counts.len() < self.max_series && Budget::has_room(budget)
+    }
+
+    fn add(&mut self, set: SetId, n: u64, budget: Option<&mut Budget>) {
+        if let Some(v) = self.counts.get_mut(&set) {
+            *v += n;
+        } else if self.room(budget.as_deref()) {
+            self.counts.insert(set, n);
+            Budget::take(budget);
+        } else {
+            self.overflow += n;
+            Budget::overflow(budget, n);
         }
     }
 
     /// Adds one observation of `x` to series `set` (or the overflow series: past the budget,
     /// or `None`, a label set never interned).
-    fn observe(&mut self, set: Option<SetId>, x: f64) {
+    fn observe(&mut self, set: Option<SetId>, x: f64, budget: Option<&mut Budget>) {
         let Some(proto) = &self.num else {
             return;
         };
-        let len = self.counts.len();
+        let room = self.room(budget.as_deref());
         let Some(set) = set else {
             self.overflow += 1;
+            Budget::overflow(budget, 1);
             self.overflow_num
                 .get_or_insert_with(|| proto.clone())
                 .observe(x);
@@ -219,10 +272,12 @@ impl CompiledRule {
         };
         if let Some(c) = self.counts.get_mut(&set) {
             *c += 1;
-        } else if len < self.max_series {
+        } else if room {
             self.counts.insert(set, 1);
+            Budget::take(budget);
         } else {
             self.overflow += 1;
+            Budget::overflow(budget, 1);
             self.overflow_num
                 .get_or_insert_with(|| proto.clone())
                 .observe(x);
@@ -246,15 +301,27 @@ impl CompiledRule {
 
     /// Creates the series at 0 if the budget allows (not for rules with extracted labels, whose
     /// values cannot be known in advance).
-    fn zero(&mut self, set: SetId) {
+    fn zero(&mut self, set: SetId, budget: Option<&mut Budget>) {
         let gauge = self.num.as_ref().is_some_and(|n| n.kind == NumKind::Gauge);
         if self.extract.is_empty()
             && !gauge
             && !self.counts.contains_key(&set)
-            && self.counts.len() < self.max_series
+            && self.room(budget.as_deref())
         {
             self.counts.insert(set, 0);
+            Budget::take(budget);
         }
+    }
+
+    /// Whether the rule may see a source with these labels at all (its tenant's namespaces).
+    fn in_scope(&self, labels: &Labels) -> bool {
+        self.scope.as_ref().is_none_or(|scope| {
+            let ns = labels
+                .iter()
+                .find(|(k, _)| k == "namespace")
+                .map_or("", |(_, v)| v.as_str());
+            scope.iter().any(|s| s == ns)
+        })
     }
 }
 
@@ -323,6 +390,8 @@ fn extracted_series(
 /// The rule engine (see the module doc).
 pub struct Rules {
     rules: Vec<CompiledRule>,
+    /// Series budgets of the tenants with rules in force.
+    budgets: Vec<Budget>,
     automaton: Option<AhoCorasick>,
     /// Per automaton pattern: rules whose first required literal it is.
     anchored: Vec<Vec<usize>>,
@@ -359,6 +428,7 @@ impl Rules {
     pub fn new(rules: &[Rule]) -> Result<Self, BuildError> {
         let mut r = Self {
             rules: Vec::new(),
+            budgets: Vec::new(),
             automaton: None,
             anchored: Vec::new(),
             unanchored: Vec::new(),
@@ -382,15 +452,34 @@ impl Rules {
         let mut pattern_ids: HashMap<String, usize> = HashMap::new();
         let mut classes: Vec<Option<Vec<String>>> = Vec::new();
         let mut compiled = Vec::with_capacity(rules.len());
+        let mut budgets: Vec<Budget> = Vec::new();
         for rule in rules {
+            let budget = rule.binding.as_ref().map(|b| {
+                match budgets.iter().position(|x| x.tenant == b.tenant) {
+                    Some(i) => i,
+                    None => {
+                        budgets.push(Budget {
+                            tenant: b.tenant.clone(),
+                            limit: b.max_series,
+                            used: 0,
+                            overflowed: 0,
+                        });
+                        budgets.len() - 1
+                    }
+                }
+            });
             let expr = rule.expression();
             let (stream, matchers): (Vec<_>, Vec<_>) =
                 expr.matchers.into_iter().partition(|m| m.name == "stream");
             let mut c = CompiledRule {
                 name: rule.name.clone(),
+                tenant: rule.tenant().to_string(),
+                scope: rule.binding.as_ref().map(|b| b.namespaces.clone()),
+                budget,
                 metric: rule.metric.clone(),
                 keep: rule.keep_labels.clone(),
                 info: RuleInfo {
+                    tenant: rule.tenant().to_string(),
                     rule: rule.name.clone(),
                     alert: rule.alert,
                     severity: rule.severity.as_str(),
@@ -461,6 +550,7 @@ impl Rules {
         }
         let old = self.values();
         self.rules = compiled;
+        self.budgets = budgets;
         self.automaton = automaton;
         self.anchored = anchored;
         self.unanchored = unanchored;
@@ -489,7 +579,7 @@ impl Rules {
         };
         let mut selected = vec![0u64; self.rules.len().div_ceil(64)];
         for (i, r) in self.rules.iter().enumerate() {
-            if r.matchers.iter().all(|m| m.matches(get(&m.name))) {
+            if r.in_scope(&labels) && r.matchers.iter().all(|m| m.matches(get(&m.name))) {
                 selected[i / 64] |= 1 << (i % 64);
             }
         }
@@ -511,7 +601,8 @@ impl Rules {
             .collect();
         for (i, r) in self.rules.iter_mut().enumerate() {
             if bit(&selected, i) {
-                r.zero(projected[r.class]);
+                let budget = r.budget.and_then(|b| self.budgets.get_mut(b));
+                r.zero(projected[r.class], budget);
             }
         }
         let e = &mut self.sources[id];
@@ -573,6 +664,7 @@ impl LineSink for Rules {
                 continue;
             }
             let r = &mut self.rules[i];
+            let budget = r.budget.and_then(|b| self.budgets.get_mut(b));
             let ok = r.required.iter().all(|&p| hit[p] == generation)
                 && r.forbidden.iter().all(|&p| hit[p] != generation)
                 && r.stream.iter().all(|m| m.matches(stream))
@@ -584,7 +676,7 @@ impl LineSink for Rules {
             }
             let set = src.projected[r.class];
             if r.parser.is_none() {
-                r.add(set, 1);
+                r.add(set, 1, budget);
             } else if let Some((labels, number)) =
                 extracted_series(r, &self.sets[set], line.message)
             {
@@ -592,17 +684,20 @@ impl LineSink for Rules {
                 // it cost no memory.
                 let set = match self.set_index.get(&labels) {
                     Some(&id) => Some(id),
-                    None if r.counts.len() < r.max_series => {
+                    None if r.room(budget.as_deref()) => {
                         Some(intern(&mut self.sets, &mut self.set_index, labels))
                     }
                     None => None,
                 };
                 match (&r.num, number) {
                     (None, _) => match set {
-                        Some(set) => r.add(set, 1),
-                        None => r.overflow += 1,
+                        Some(set) => r.add(set, 1, budget),
+                        None => {
+                            r.overflow += 1;
+                            Budget::overflow(budget, 1);
+                        }
                     },
-                    (Some(_), Some(Some(x))) => r.observe(set, x),
+                    (Some(_), Some(Some(x))) => r.observe(set, x, budget),
                     (Some(_), Some(None)) => r.unwrap_errors += 1,
                     (Some(_), None) => {}
                 }
@@ -617,6 +712,7 @@ impl LineSink for Rules {
                 .counts
                 .iter()
                 .map(|(&set, &value)| SeriesValue {
+                    tenant: rule.tenant.clone(),
                     rule: rule.name.clone(),
                     labels: self.sets.get(set).cloned().unwrap_or_default(),
                     overflow: false,
@@ -629,6 +725,7 @@ impl LineSink for Rules {
             out.extend(series);
             if rule.overflow > 0 {
                 out.push(SeriesValue {
+                    tenant: rule.tenant.clone(),
                     rule: rule.name.clone(),
                     labels: Vec::new(),
                     overflow: true,
@@ -639,6 +736,7 @@ impl LineSink for Rules {
             }
             if rule.num.is_some() {
                 out.push(SeriesValue {
+                    tenant: rule.tenant.clone(),
                     rule: rule.name.clone(),
                     labels: Vec::new(),
                     overflow: false,
@@ -648,6 +746,17 @@ impl LineSink for Rules {
                 });
             }
         }
+        for b in &self.budgets {
+            out.push(SeriesValue {
+                tenant: b.tenant.clone(),
+                rule: String::new(),
+                labels: Vec::new(),
+                overflow: false,
+                value: b.overflowed,
+                metric: Some(TENANT_OVERFLOW.to_string()),
+                num: None,
+            });
+        }
         out
     }
 
@@ -655,11 +764,17 @@ impl LineSink for Rules {
     /// keeps are dropped (that rule's series start again at 0).
     fn restore(&mut self, values: &[SeriesValue]) {
         for v in values {
+            if v.metric.as_deref() == Some(TENANT_OVERFLOW) {
+                if let Some(b) = self.budgets.iter_mut().find(|b| b.tenant == v.tenant) {
+                    b.overflowed += v.value;
+                }
+                continue;
+            }
             if v.metric.as_deref() == Some(UNWRAP_ERRORS) {
                 if let Some(r) = self
                     .rules
                     .iter_mut()
-                    .find(|r| r.name == v.rule && r.num.is_some())
+                    .find(|r| r.name == v.rule && r.tenant == v.tenant && r.num.is_some())
                 {
                     r.unwrap_errors += v.value;
                 }
@@ -668,7 +783,7 @@ impl LineSink for Rules {
             let Some(i) = self
                 .rules
                 .iter()
-                .position(|r| r.name == v.rule && r.metric == v.metric)
+                .position(|r| r.name == v.rule && r.tenant == v.tenant && r.metric == v.metric)
             else {
                 continue;
             };
@@ -685,6 +800,7 @@ impl LineSink for Rules {
                     }
                     r.overflow_num = Some(n);
                 }
+                // Carried over, not new overflow: the tenant's counter has its own saved value.
                 r.overflow += v.value;
                 continue;
             }
@@ -699,14 +815,18 @@ impl LineSink for Rules {
                         .as_ref()
                         .is_none_or(|keep| keep.iter().any(|x| x == k))
             };
-            if !v.labels.iter().all(|(k, _)| allowed(k)) {
+            // A tenant whose namespaces shrank loses the series of the namespaces it lost.
+            let lost_namespace =
+                v.labels.iter().any(|(k, _)| k == "namespace") && !r.in_scope(&v.labels);
+            if !v.labels.iter().all(|(k, _)| allowed(k)) || lost_namespace {
                 continue;
             }
             let set = self.intern_set(v.labels.clone());
             let r = &mut self.rules[i];
+            let mut budget = r.budget.and_then(|b| self.budgets.get_mut(b));
             if let (Some(proto), Some(saved)) = (&r.num, &v.num) {
                 let known = r.counts.contains_key(&set);
-                if !known && r.counts.len() >= r.max_series {
+                if !known && !r.room(budget.as_deref()) {
                     // Past the budget now: into the overflow series.
                     let mut n = r.overflow_num.take().unwrap_or_else(|| proto.clone());
                     if n.merge(saved) {
@@ -722,7 +842,13 @@ impl LineSink for Rules {
                     continue;
                 }
             }
-            r.add(set, v.value);
+            // Restored values past a budget go to the overflow series, but are not new
+            // overflow for the tenant's counter.
+            if r.counts.contains_key(&set) || r.room(budget.as_deref()) {
+                r.add(set, v.value, budget.take());
+            } else {
+                r.overflow += v.value;
+            }
         }
     }
 
@@ -919,11 +1045,13 @@ mod tests {
             r.rule_info(),
             [
                 RuleInfo {
+                    tenant: String::new(),
                     rule: "errs".into(),
                     alert: true,
                     severity: "critical"
                 },
                 RuleInfo {
+                    tenant: String::new(),
                     rule: "timeouts".into(),
                     alert: false,
                     severity: "warning"
@@ -1154,6 +1282,113 @@ mod tests {
         let v = r.values();
         assert_eq!(get(&v, "a", &labels("p"), false), Some(2));
         assert_eq!(get(&v, "c", &labels("p"), false), Some(1));
+    }
+
+    fn bound(name: &str, expr: &str, tenant: &str, namespaces: &[&str], max_series: usize) -> Rule {
+        Rule {
+            binding: Some(std::sync::Arc::new(crate::config::Binding {
+                tenant: tenant.into(),
+                namespaces: namespaces.iter().map(|s| s.to_string()).collect(),
+                max_series,
+            })),
+            ..lrule(name, expr)
+        }
+    }
+
+    fn tenant_get(v: &[SeriesValue], tenant: &str, rule: &str, ns: &str) -> u64 {
+        v.iter()
+            .filter(|s| {
+                s.tenant == tenant
+                    && s.rule == rule
+                    && s.labels.iter().any(|(k, x)| k == "namespace" && x == ns)
+            })
+            .map(|s| s.value)
+            .sum()
+    }
+
+    /// A tenant's rule sees only its namespaces whatever its selector says; the same rule name
+    /// in two tenants is two rules; the tenant's series budget is shared by its rules.
+    #[test]
+    fn tenant_scope_and_series_budget() {
+        let rules = [
+            lrule("err", r#"{} |= "ERROR""#),
+            bound(
+                "err",
+                r#"{namespace=~".+"} |= "ERROR""#,
+                "a",
+                &["a", "a2"],
+                100,
+            ),
+            bound("err", r#"{namespace=~"a|b"} |= "ERROR""#, "b", &["b"], 100),
+            bound("x", r#"{} |= "ERROR""#, "c", &["c"], 2),
+            bound("y", r#"{} |= "ERROR""#, "c", &["c"], 2),
+        ];
+        let mut r = Rules::new(&rules).unwrap();
+        let srcs: Vec<_> = [
+            ("a", "p"),
+            ("a2", "p"),
+            ("b", "p"),
+            ("c", "p1"),
+            ("c", "p2"),
+        ]
+        .iter()
+        .map(|(ns, p)| r.source(&pod(ns, p, "app")))
+        .collect();
+        let glob = r.source(&labels("kern"));
+        for &s in srcs.iter().chain([&glob]) {
+            r.on_line(s, &line("ERROR"));
+        }
+        let v = r.values();
+        assert_eq!(
+            tenant_get(&v, "", "err", "a") + tenant_get(&v, "", "err", "c"),
+            3
+        );
+        assert_eq!(tenant_get(&v, "a", "err", "a"), 1);
+        assert_eq!(tenant_get(&v, "a", "err", "a2"), 1);
+        assert_eq!(tenant_get(&v, "a", "err", "b"), 0, "not a's namespace");
+        assert_eq!(
+            tenant_get(&v, "b", "err", "a"),
+            0,
+            "a namespace matcher cannot widen"
+        );
+        assert_eq!(tenant_get(&v, "b", "err", "b"), 1);
+        assert!(
+            v.iter()
+                .all(|s| s.tenant.is_empty() || s.labels != labels("kern")),
+            "a source without a namespace is no tenant's"
+        );
+        // Tenant c: 2 sources x 2 rules = 4 series wanted, budget 2: the first pod's series
+        // (zero-initialised when it was seen) fit, the second pod's line of each rule overflows.
+        let c: Vec<_> = v
+            .iter()
+            .filter(|s| s.tenant == "c" && s.metric.is_none())
+            .collect();
+        assert_eq!(c.iter().filter(|s| !s.overflow).count(), 2, "{c:?}");
+        assert_eq!(get(&v, "x", &[], true), Some(1));
+        assert_eq!(get(&v, "y", &[], true), Some(1));
+        let overflowed = |v: &[SeriesValue]| {
+            v.iter()
+                .find(|s| s.tenant == "c" && s.metric.as_deref() == Some(TENANT_OVERFLOW))
+                .map(|s| s.value)
+        };
+        assert_eq!(overflowed(&v), Some(2));
+        // Reinstalled with a narrower grant: a's series of the lost namespace are dropped,
+        // the rest (and c's overflow counter) continue.
+        let mut narrower = rules.to_vec();
+        narrower[1] = bound("err", r#"{namespace=~".+"} |= "ERROR""#, "a", &["a"], 100);
+        r.install(&narrower).unwrap();
+        let v = r.values();
+        assert_eq!(tenant_get(&v, "a", "err", "a"), 1);
+        assert!(!v.iter().any(
+            |s| s.tenant == "a" && s.labels.iter().any(|(k, x)| k == "namespace" && x == "a2")
+        ));
+        assert_eq!(overflowed(&v), Some(2));
+        r.on_line(srcs[4], &line("ERROR"));
+        assert_eq!(
+            overflowed(&r.values()),
+            Some(4),
+            "both rules of c overflow again"
+        );
     }
 
     /// Many rules sharing one automaton count exactly what each one alone would count.

@@ -19,11 +19,20 @@ use crate::service::Handle;
 pub struct LogsCollector {
     handle: Option<Handle>,
     reloads: Option<Arc<ReloadStats>>,
+    rulesets: Option<crate::tenants::Shared>,
 }
 
 impl LogsCollector {
-    pub fn new(handle: Option<Handle>, reloads: Option<Arc<ReloadStats>>) -> Self {
-        Self { handle, reloads }
+    pub fn new(
+        handle: Option<Handle>,
+        reloads: Option<Arc<ReloadStats>>,
+        rulesets: Option<crate::tenants::Shared>,
+    ) -> Self {
+        Self {
+            handle,
+            reloads,
+            rulesets,
+        }
     }
 }
 
@@ -49,6 +58,11 @@ impl Collector for LogsCollector {
             crate::metrics::encode(&snap, registry);
             if let Some(r) = &self.reloads {
                 r.encode(registry);
+            }
+            if let Some(sets) = &self.rulesets {
+                sets.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .encode(registry);
             }
             Ok(())
         })
