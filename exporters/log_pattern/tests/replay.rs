@@ -153,33 +153,6 @@ fn replay_matches_golden_exposition() {
     );
 }
 
-fn promtool_check(text: &str) {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("promtool (package prometheus) must be installed");
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let msg = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && msg.trim().is_empty(),
-        "promtool: {msg}"
-    );
-}
-
 #[test]
 fn promtool_finds_nothing_in_replay_or_live_output() {
     promtool_check(&replay());

@@ -5,7 +5,7 @@
 
 mod support;
 
-use std::io::{Read, Write};
+use std::io::{Read, Write as _};
 use std::net::TcpStream;
 use std::process::Command;
 use std::time::Duration;
@@ -13,15 +13,6 @@ use std::time::Duration;
 use support::*;
 
 const T: Duration = Duration::from_secs(20);
-
-fn append(path: &std::path::Path, text: &str) {
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(path)
-        .unwrap();
-    f.write_all(text.as_bytes()).unwrap();
-}
 
 fn post_reload(port: u16) -> (u16, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -37,10 +28,6 @@ fn post_reload(port: u16) -> (u16, String) {
         .unwrap_or(0);
     let body = r.split_once("\r\n\r\n").map(|(_, b)| b.to_string());
     (code, body.unwrap_or_default())
-}
-
-fn value(text: &str, key: &str) -> Option<f64> {
-    samples(text).get(key).copied()
 }
 
 const API: &str = "namespace=\"nova\",pod=\"api\",container=\"app\"";

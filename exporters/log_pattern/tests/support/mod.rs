@@ -232,3 +232,45 @@ pub fn args(pods: &Path, state: &Path, config: &Path, extra: &[&str]) -> Vec<Str
     v.extend(extra.iter().map(|s| s.to_string()));
     v
 }
+
+/// `promtool check metrics` must find nothing in `text`.
+pub fn promtool_check(text: &str) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (package prometheus) must be installed");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let msg = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && msg.trim().is_empty(),
+        "promtool: {msg}"
+    );
+}
+
+/// Appends `text` to `path` (created if missing), as a container writing its log.
+pub fn append(path: &std::path::Path, text: &str) {
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+        .unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+}
+
+/// The value of one sample, by its exact `name{labels}` key.
+pub fn value(text: &str, key: &str) -> Option<f64> {
+    samples(text).get(key).copied()
+}
