@@ -1,5 +1,6 @@
-//! Helpers shared by the end-to-end tests: locating the built binaries, free loopback ports,
-//! child processes stopped by PID when a test ends (also when it fails), and a minimal HTTP GET.
+//! Helpers shared by the end-to-end tests: locating the built binaries and the repository, free
+//! loopback ports, child processes stopped by PID when a test ends (also when it fails), a
+//! minimal HTTP GET, polling, and URL query encoding.
 //!
 //! The binaries are those of the workspace's other crates; `cargo test --workspace` builds them
 //! before any test runs (and `make test` builds them first explicitly).
@@ -26,6 +27,41 @@ pub fn bin(name: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+/// The repository root (the parent of this crate's directory).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// Polls `cond` every `every` until it holds (true) or `timeout` passes (false).
+pub fn wait_until(timeout: Duration, every: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(every);
+    }
+}
+
+/// Percent-encodes `s` for a URL query value (RFC 3986 unreserved characters stay).
+pub fn url_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// A loopback port that was free a moment ago.
