@@ -51,12 +51,15 @@ impl Sandbox {
             &self.pods,
             &self.root.join("state.json"),
             &self.platform,
-            &[
-                &format!("--config.dir={}", self.rules.display()),
-                // Long: what these tests see, inotify made happen.
-                "--config.dir.rescan-interval=1h",
-            ],
+            &[&format!("--config.dir={}", self.rules.display())],
         );
+        if !extra
+            .iter()
+            .any(|a| a.starts_with("--config.dir.rescan-interval"))
+        {
+            // Long: what these tests see, inotify made happen.
+            a.push("--config.dir.rescan-interval=1h".to_string());
+        }
         a.extend(extra.iter().map(|s| s.to_string()));
         Exporter::start(&self.root, &a)
     }
@@ -256,6 +259,26 @@ fn isolation_broken_changed_and_removed_files() {
         Some(3.0)
     );
     promtool_check(&t);
+
+    // The platform revokes team-a-stage (SIGHUP): team-a's series there are gone at once.
+    write_config(&sb.root, &PLATFORM.replace(", team-a-stage", ""));
+    let pid = exp.child.as_ref().unwrap().id().to_string();
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    wait_until("the grant revoked", T, || {
+        let t = exp.scrape();
+        value(&t, &key("team-a", "fatal", "team-a-stage", "api")).is_none()
+            && value(&t, &key("team-a", "fatal", "team-a", "api")) == Some(0.0)
+    });
+    append(&sb.log("team-a-stage", "api"), &cri("FATAL again"));
+    append(&sb.log("team-a", "api"), &cri("FATAL here"));
+    wait_until("team-a counting in team-a only", T, || {
+        value(&exp.scrape(), &key("team-a", "fatal", "team-a", "api")) == Some(1.0)
+    });
+    assert_eq!(tenant_series(&exp.scrape(), "team-a", "fatal").len(), 1);
 }
 
 #[test]
@@ -344,6 +367,23 @@ fn rule_and_series_budgets_overflow() {
         "no series for p5 beyond the platform's"
     );
     promtool_check(&t);
+
+    // After SIGKILL every tenant value resumes from the state file, overflow included.
+    let mut exp = exp;
+    exp.kill();
+    let exp = sb.start(&["--tenant.max-rules=2", "--tenant.max-series=3"]);
+    let after = exp.scrape();
+    let durable = |text: &str| -> Vec<(String, f64)> {
+        samples(text)
+            .into_iter()
+            .filter(|(k, _)| {
+                k.starts_with("log_pattern_matches_total{tenant=")
+                    || k.starts_with("log_pattern_ruleset_series")
+            })
+            .collect()
+    };
+    assert_eq!(durable(&after), durable(&t));
+    assert_monotonic(&[t, after]);
 }
 
 /// How kubelet updates a ConfigMap volume (and how config-sync sidecars in "atomic" mode
@@ -406,6 +446,27 @@ fn configmap_symlink_swap() {
         "{}",
         exp.logs()
     );
+}
+
+/// A change inotify on the directory cannot see (the file is a symlink to another directory):
+/// the periodic rescan finds it.
+#[test]
+fn periodic_rescan_finds_what_inotify_cannot_see() {
+    let sb = Sandbox::new("start_at: beginning\n");
+    let elsewhere = sb.root.join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let target = elsewhere.join("team-a.yml");
+    std::fs::write(&target, "rules:\n  - {name: one, expr: '{} |= \"ONE\"'}\n").unwrap();
+    std::os::unix::fs::symlink(&target, sb.rules.join("team-a.yml")).unwrap();
+    append(&sb.log("team-a", "api"), &cri("ONE"));
+    let exp = sb.start(&["--config.dir.rescan-interval=300ms"]);
+    wait_until("the first version", T, || {
+        value(&exp.scrape(), &key("team-a", "one", "team-a", "api")) == Some(1.0)
+    });
+    std::fs::write(&target, "rules:\n  - {name: two, expr: '{} |= \"ONE\"'}\n").unwrap();
+    wait_until("the change found by a rescan", T, || {
+        value(&exp.scrape(), &key("team-a", "two", "team-a", "api")) == Some(0.0)
+    });
 }
 
 fn check_rules(args: &[&str]) -> (i32, String) {
