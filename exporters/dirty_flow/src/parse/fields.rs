@@ -10,7 +10,6 @@
 //! parser does not understand becomes an opaque exact value (a hash), which can only be equal or
 //! different: the comparison stays correct for equal texts and errs towards "may overlap".
 
-use std::hash::{Hash, Hasher};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// One constraint of a match: packets whose `field` bits under `mask` equal `value`.
@@ -36,44 +35,43 @@ impl FieldMatch<'_> {
 
 /// The canonical name of a match field (aliases of OVS and OpenFlow 1.2+ OXM names).
 pub fn canonical(field: &str) -> &str {
-    match field {
-        "eth_type" => "dl_type",
-        "eth_src" => "dl_src",
-        "eth_dst" => "dl_dst",
-        "ip_src" => "nw_src",
-        "ip_dst" => "nw_dst",
-        "ip_proto" => "nw_proto",
-        "ip_frag" => "nw_frag",
-        "ip_ecn" => "nw_ecn",
-        "tcp_src" | "udp_src" | "sctp_src" | "icmp_type" | "icmpv6_type" => "tp_src",
-        "tcp_dst" | "udp_dst" | "sctp_dst" | "icmp_code" | "icmpv6_code" => "tp_dst",
-        "tunnel_id" => "tun_id",
-        "in_port_oxm" => "in_port",
-        "ipv6_label" => "ipv6_label",
-        "arp_spa" | "arp_tpa" | "arp_sha" | "arp_tha" | "arp_op" => field,
-        other => other,
+    // Byte-string patterns compile to inline compares (no memcmp call per arm).
+    match field.as_bytes() {
+        b"eth_type" => "dl_type",
+        b"eth_src" => "dl_src",
+        b"eth_dst" => "dl_dst",
+        b"ip_src" => "nw_src",
+        b"ip_dst" => "nw_dst",
+        b"ip_proto" => "nw_proto",
+        b"ip_frag" => "nw_frag",
+        b"ip_ecn" => "nw_ecn",
+        b"tcp_src" | b"udp_src" | b"sctp_src" | b"icmp_type" | b"icmpv6_type" => "tp_src",
+        b"tcp_dst" | b"udp_dst" | b"sctp_dst" | b"icmp_code" | b"icmpv6_code" => "tp_dst",
+        b"tunnel_id" => "tun_id",
+        b"in_port_oxm" => "in_port",
+        _ => field,
     }
 }
 
 /// Prerequisites a protocol shorthand stands for: `(dl_type, nw_proto)`.
 pub fn shorthand(word: &str) -> Option<(u16, Option<u8>)> {
-    Some(match word {
-        "ip" => (0x0800, None),
-        "ipv6" | "ip6" => (0x86dd, None),
-        "icmp" => (0x0800, Some(1)),
-        "icmp6" => (0x86dd, Some(58)),
-        "tcp" => (0x0800, Some(6)),
-        "tcp6" => (0x86dd, Some(6)),
-        "udp" => (0x0800, Some(17)),
-        "udp6" => (0x86dd, Some(17)),
-        "sctp" => (0x0800, Some(132)),
-        "sctp6" => (0x86dd, Some(132)),
-        "igmp" => (0x0800, Some(2)),
-        "arp" => (0x0806, None),
-        "rarp" => (0x8035, None),
-        "mpls" => (0x8847, None),
-        "mplsm" => (0x8848, None),
-        "nsh" => (0x894f, None),
+    Some(match word.as_bytes() {
+        b"ip" => (0x0800, None),
+        b"ipv6" | b"ip6" => (0x86dd, None),
+        b"icmp" => (0x0800, Some(1)),
+        b"icmp6" => (0x86dd, Some(58)),
+        b"tcp" => (0x0800, Some(6)),
+        b"tcp6" => (0x86dd, Some(6)),
+        b"udp" => (0x0800, Some(17)),
+        b"udp6" => (0x86dd, Some(17)),
+        b"sctp" => (0x0800, Some(132)),
+        b"sctp6" => (0x86dd, Some(132)),
+        b"igmp" => (0x0800, Some(2)),
+        b"arp" => (0x0806, None),
+        b"rarp" => (0x8035, None),
+        b"mpls" => (0x8847, None),
+        b"mplsm" => (0x8848, None),
+        b"nsh" => (0x894f, None),
         _ => return None,
     })
 }
@@ -117,8 +115,8 @@ pub fn expand<'a>(key: &'a str, value: Option<&'a str>, out: &mut Vec<FieldMatch
         return;
     };
     let field = canonical(key);
-    match field {
-        "dl_vlan" => match parse_int(value) {
+    match field.as_bytes() {
+        b"dl_vlan" => match parse_int(value) {
             Some(vid) if vid < 4096 => out.push(FieldMatch {
                 field: "vlan_tci",
                 opaque: false,
@@ -127,7 +125,7 @@ pub fn expand<'a>(key: &'a str, value: Option<&'a str>, out: &mut Vec<FieldMatch
             }),
             _ => out.push(opaque(field, value)),
         },
-        "dl_vlan_pcp" => match parse_int(value) {
+        b"dl_vlan_pcp" => match parse_int(value) {
             Some(pcp) if pcp < 8 => out.push(FieldMatch {
                 field: "vlan_tci",
                 opaque: false,
@@ -136,9 +134,9 @@ pub fn expand<'a>(key: &'a str, value: Option<&'a str>, out: &mut Vec<FieldMatch
             }),
             _ => out.push(opaque(field, value)),
         },
-        "ct_state" => out.push(flag_field(field, value, CT_STATE)),
-        "tcp_flags" => out.push(flag_field(field, value, TCP_FLAGS)),
-        "nw_frag" => out.push(match value {
+        b"ct_state" => out.push(flag_field(field, value, CT_STATE)),
+        b"tcp_flags" => out.push(flag_field(field, value, TCP_FLAGS)),
+        b"nw_frag" => out.push(match value {
             "no" => bits(field, 0, 1),
             "yes" => bits(field, 1, 1),
             "first" => bits(field, 1, 3),
@@ -146,7 +144,7 @@ pub fn expand<'a>(key: &'a str, value: Option<&'a str>, out: &mut Vec<FieldMatch
             "not_later" => bits(field, 0, 2),
             _ => opaque(field, value),
         }),
-        "in_port" => out.push(match super::actions::port_number(value) {
+        b"in_port" => out.push(match super::actions::port_number(value) {
             Some(super::actions::PortRef::Number(n)) => exact(field, u128::from(n)),
             _ => opaque(field, value),
         }),
@@ -231,14 +229,22 @@ fn exact(field: &str, value: u128) -> FieldMatch<'_> {
 }
 
 fn opaque<'a>(field: &'a str, value: &str) -> FieldMatch<'a> {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    value.hash(&mut h);
     FieldMatch {
         field,
         opaque: true,
-        value: u128::from(h.finish()),
+        value: u128::from(fnv1a(value.as_bytes())),
         mask: u128::MAX,
     }
+}
+
+/// FNV-1a, 64 bits: a fast, fixed hash for opaque values (only compared for equality).
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
 }
 
 fn flag_field<'a>(field: &'a str, value: &str, table: &[(&str, u128)]) -> FieldMatch<'a> {
@@ -248,7 +254,7 @@ fn flag_field<'a>(field: &'a str, value: &str, table: &[(&str, u128)]) -> FieldM
         while !rest.is_empty() {
             let sign = rest.as_bytes()[0];
             let body = &rest[1..];
-            let end = body.find(['+', '-']).unwrap_or(body.len());
+            let end = memchr::memchr2(b'+', b'-', body.as_bytes()).unwrap_or(body.len());
             let Some(&(_, bit)) = table.iter().find(|(n, _)| *n == &body[..end]) else {
                 return opaque(field, value);
             };
@@ -279,8 +285,8 @@ fn flag_field<'a>(field: &'a str, value: &str, table: &[(&str, u128)]) -> FieldM
 /// Parses `VALUE[/MASK]` where VALUE is an integer, MAC, IPv4 or IPv6 address and MASK is of
 /// the same kind or a prefix length.
 pub fn parse_masked(s: &str) -> Option<(u128, u128)> {
-    let (v, m) = match s.split_once('/') {
-        Some((v, m)) => (v, Some(m)),
+    let (v, m) = match memchr::memchr(b'/', s.as_bytes()) {
+        Some(i) => (&s[..i], Some(&s[i + 1..])),
         None => (s, None),
     };
     let (value, kind) = parse_value(v)?;
@@ -320,27 +326,57 @@ fn parse_int(s: &str) -> Option<u128> {
         if h.is_empty() || h.len() > 32 {
             return None;
         }
+        if h.len() <= 16 {
+            // Fast path in 64 bits; anything else (a `+` sign...) goes to from_str_radix.
+            let fast = h
+                .bytes()
+                .try_fold(0u64, |n, b| hex_digit(b).map(|d| n << 4 | u64::from(d)));
+            if let Some(n) = fast {
+                return Some(u128::from(n));
+            }
+        }
         return u128::from_str_radix(h, 16).ok();
     }
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
+    if s.len() <= 19 {
+        let n = s.bytes().fold(0u64, |n, b| n * 10 + u64::from(b - b'0'));
+        return Some(u128::from(n));
+    }
     s.parse().ok()
+}
+
+fn hex_digit(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// `xx:xx:xx:xx:xx:xx`.
+fn parse_mac(b: &[u8]) -> Option<u128> {
+    if b.len() != 17 {
+        return None;
+    }
+    let mut v = 0u128;
+    for (k, pair) in b.chunks(3).enumerate() {
+        if k < 5 && pair[2] != b':' {
+            return None;
+        }
+        let byte = (hex_digit(pair[0])? << 4) | hex_digit(pair[1])?;
+        v = (v << 8) | u128::from(byte);
+    }
+    Some(v)
 }
 
 fn parse_value(s: &str) -> Option<(u128, Kind)> {
     if let Some(n) = parse_int(s) {
         return Some((n, Kind::Int));
     }
-    let b = s.as_bytes();
-    if b.len() == 17 && s.bytes().filter(|&c| c == b':').count() == 5 {
-        let mut v = 0u128;
-        for part in s.split(':') {
-            if part.len() != 2 {
-                return None;
-            }
-            v = (v << 8) | u128::from(u8::from_str_radix(part, 16).ok()?);
-        }
+    if let Some(v) = parse_mac(s.as_bytes()) {
         return Some((v, Kind::Mac));
     }
     if let Ok(ip) = s.parse::<Ipv4Addr>() {

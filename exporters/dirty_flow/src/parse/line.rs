@@ -136,13 +136,13 @@ impl<'a> Flow<'a> {
 pub fn split_match(m: &str) -> impl Iterator<Item = (&str, Option<&str>)> {
     SplitBytes::new(m, b',')
         .filter(|s| !s.is_empty())
-        .map(|item| match item.bytes().position(|b| b == b'=') {
+        .map(|item| match memchr::memchr(b'=', item.as_bytes()) {
             Some(i) => (&item[..i], Some(&item[i + 1..])),
             None => (item, None),
         })
 }
 
-/// Splits at an ASCII byte; cheaper than `str::split(char)` for the short items of a flow.
+/// Splits at an ASCII byte (memchr); cheaper than `str::split(char)` for the items of a flow.
 #[derive(Debug, Clone)]
 pub struct SplitBytes<'a> {
     rest: Option<&'a str>,
@@ -160,7 +160,7 @@ impl<'a> Iterator for SplitBytes<'a> {
 
     fn next(&mut self) -> Option<&'a str> {
         let r = self.rest?;
-        match r.bytes().position(|b| b == self.sep) {
+        match memchr::memchr(self.sep, r.as_bytes()) {
             Some(i) => {
                 // `sep` is ASCII, so both sides are on char boundaries.
                 self.rest = Some(&r[i + 1..]);
@@ -223,12 +223,16 @@ fn parse_header(line: &str) -> Option<Header<'_>> {
     Some(Header { version, more })
 }
 
+/// The searcher for ` actions=`, built once (building one per line costs as much as the search).
+static ACTIONS_FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b" actions="));
+
 /// Finds ` actions=` (or `actions=` at the start), the boundary between match and actions.
 fn find_actions(line: &str) -> Option<usize> {
     if line.starts_with("actions=") {
         return Some(0);
     }
-    memchr::memmem::find(line.as_bytes(), b" actions=").map(|i| i + 1)
+    ACTIONS_FINDER.find(line.as_bytes()).map(|i| i + 1)
 }
 
 /// Parses a flow line (leading spaces allowed).
@@ -261,12 +265,19 @@ pub fn parse_flow(line: &str) -> Result<Flow<'_>, ParseError> {
         text: "",
     };
 
-    let mut words = SplitBytes::new(head, b' ')
-        .filter(|w| !w.is_empty())
-        .peekable();
     let mut match_word: Option<&str> = None;
-    while let Some(word) = words.next() {
-        let last = words.peek().is_none();
+    let mut rest = head;
+    while !rest.is_empty() {
+        // Words are separated by one or more spaces (`head` has no trailing space).
+        let (word, after) = match memchr::memchr(b' ', rest.as_bytes()) {
+            Some(i) => (&rest[..i], rest[i + 1..].trim_start_matches(' ')),
+            None => (rest, ""),
+        };
+        rest = after;
+        if word.is_empty() {
+            continue;
+        }
+        let last = rest.is_empty();
         if let Some(item) = word.strip_suffix(',') {
             info_item(&mut flow, item)?;
         } else if let Some(bit) = flags::from_word(word) {
@@ -290,8 +301,13 @@ pub fn parse_flow(line: &str) -> Result<Flow<'_>, ParseError> {
     if let Some(m) = match_word {
         let rest = match m.strip_prefix("priority=") {
             Some(r) => {
-                let (p, rest) = r.split_once(',').unwrap_or((r, ""));
-                flow.priority = p.parse().map_err(|_| bad("priority", p))?;
+                let (p, rest) = match memchr::memchr(b',', r.as_bytes()) {
+                    Some(i) => (&r[..i], &r[i + 1..]),
+                    None => (r, ""),
+                };
+                flow.priority = parse_dec(p)
+                    .and_then(|n| u16::try_from(n).ok())
+                    .ok_or_else(|| bad("priority", p))?;
                 rest
             }
             None => m,
@@ -304,34 +320,85 @@ pub fn parse_flow(line: &str) -> Result<Flow<'_>, ParseError> {
     Ok(flow)
 }
 
-/// One pass over a match (without priority): items separated by single commas, each a key of
-/// `[A-Za-z0-9_.]` optionally followed by `=` and a non-empty value.
-fn valid_match(m: &str) -> bool {
-    #[derive(PartialEq)]
-    enum S {
-        ItemStart,
-        Key,
-        ValueStart,
-        Value,
+/// Bytes allowed in a match key: `[A-Za-z0-9_.]`.
+static KEY_BYTE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric() || c == b'_' || c == b'.';
+        b += 1;
     }
-    let mut st = S::ItemStart;
-    for b in m.bytes() {
-        st = match (st, b) {
-            (S::ItemStart, b',') | (S::ValueStart, b',') | (S::ValueStart, b'=') => return false,
-            (S::Key, b',') | (S::Value, b',') => S::ItemStart,
-            (S::Key, b'=') => S::ValueStart,
-            (S::ItemStart, c) | (S::Key, c) => {
-                if c.is_ascii_alphanumeric() || c == b'_' || c == b'.' {
-                    S::Key
-                } else {
+    t
+};
+
+/// Checks a match (without priority): items separated by single commas, each a key of
+/// `[A-Za-z0-9_.]` optionally followed by `=` and a non-empty value not starting with `=`.
+fn valid_match(m: &str) -> bool {
+    // Empty (only priority) is fine; a trailing comma or `key=` is not.
+    if m.is_empty() {
+        return true;
+    }
+    let mut rest = m.as_bytes();
+    loop {
+        let end = memchr::memchr(b',', rest).unwrap_or(rest.len());
+        let item = &rest[..end];
+        let key = item.iter().position(|&b| !KEY_BYTE[usize::from(b)]);
+        match key {
+            Some(0) => return false,
+            None if item.is_empty() => return false,
+            None => {}
+            Some(k) => {
+                if item[k] != b'=' || item.len() == k + 1 || item[k + 1] == b'=' {
                     return false;
                 }
             }
-            (S::ValueStart, _) | (S::Value, _) => S::Value,
-        };
+        }
+        if end == rest.len() {
+            return true;
+        }
+        rest = &rest[end + 1..];
     }
-    // Empty (only priority) is fine; a trailing comma or `key=` is not.
-    m.is_empty() || st == S::Key || st == S::Value
+}
+
+/// A decimal number of at most 19 digits (no sign), without the generic `parse` machinery.
+fn parse_dec(s: &str) -> Option<u64> {
+    if s.is_empty() || s.len() > 19 {
+        return None;
+    }
+    let mut n = 0u64;
+    for &b in s.as_bytes() {
+        let d = b.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        n = n * 10 + u64::from(d);
+    }
+    Some(n)
+}
+
+/// `[SECONDS][.FRACTION]` as printed by OVS (`0.156`, `90955.123`), as the nearest f64: the
+/// digits as an integer divided by a power of ten is one correctly rounded operation, the same
+/// result as `str::parse` while both are exact (up to 15 digits); longer ones go to `parse`.
+fn parse_duration(secs: &str) -> Option<f64> {
+    let (int, frac) = match memchr::memchr(b'.', secs.as_bytes()) {
+        Some(i) => (&secs[..i], &secs[i + 1..]),
+        None => (secs, ""),
+    };
+    if int.len() + frac.len() == 0 || !int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    if int.len() + frac.len() <= 15 {
+        const POW10: [f64; 16] = [
+            1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+        ];
+        let mut n = 0u64;
+        for b in int.bytes().chain(frac.bytes()) {
+            n = n * 10 + u64::from(b - b'0');
+        }
+        return Some(n as f64 / POW10[frac.len()]);
+    }
+    secs.parse().ok()
 }
 
 fn bad(field: &'static str, value: &str) -> ParseError {
@@ -342,7 +409,11 @@ fn bad(field: &'static str, value: &str) -> ParseError {
 }
 
 fn parse_u64(field: &'static str, v: &str) -> Result<u64, ParseError> {
-    v.parse().map_err(|_| bad(field, v))
+    match parse_dec(v) {
+        Some(n) => Ok(n),
+        // 20 digits may still fit (up to u64::MAX).
+        None => v.parse().map_err(|_| bad(field, v)),
+    }
 }
 
 fn info_item<'a>(flow: &mut Flow<'a>, item: &'a str) -> Result<(), ParseError> {
@@ -351,20 +422,21 @@ fn info_item<'a>(flow: &mut Flow<'a>, item: &'a str) -> Result<(), ParseError> {
         .position(|b| b == b'=')
         .ok_or_else(|| ParseError::UnknownField(item.to_string()))?;
     let (k, v) = (&item[..eq], &item[eq + 1..]);
-    match k {
-        "cookie" => {
+    // Byte-string patterns compile to inline compares (no memcmp call per key).
+    match k.as_bytes() {
+        b"cookie" => {
             let hex = v.strip_prefix("0x").ok_or_else(|| bad("cookie", v))?;
             flow.cookie = u64::from_str_radix(hex, 16).map_err(|_| bad("cookie", v))?;
         }
-        "duration" => {
+        b"duration" => {
             let secs = v.strip_suffix('s').ok_or_else(|| bad("duration", v))?;
-            let d: f64 = secs.parse().map_err(|_| bad("duration", v))?;
-            if !d.is_finite() || d < 0.0 || !secs.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+            let d = parse_duration(secs).ok_or_else(|| bad("duration", v))?;
+            if !d.is_finite() || d < 0.0 {
                 return Err(bad("duration", v));
             }
             flow.duration = Some(d);
         }
-        "table" => {
+        b"table" => {
             if v.is_empty() {
                 return Err(bad("table", v));
             }
@@ -374,13 +446,13 @@ fn info_item<'a>(flow: &mut Flow<'a>, item: &'a str) -> Result<(), ParseError> {
                 Table::Name(v)
             };
         }
-        "n_packets" => flow.n_packets = Some(parse_u64("n_packets", v)?),
-        "n_bytes" => flow.n_bytes = Some(parse_u64("n_bytes", v)?),
-        "idle_timeout" => flow.idle_timeout = v.parse().map_err(|_| bad("idle_timeout", v))?,
-        "hard_timeout" => flow.hard_timeout = v.parse().map_err(|_| bad("hard_timeout", v))?,
-        "importance" => flow.importance = v.parse().map_err(|_| bad("importance", v))?,
-        "idle_age" => flow.idle_age = Some(parse_u64("idle_age", v)?),
-        "hard_age" => flow.hard_age = Some(parse_u64("hard_age", v)?),
+        b"n_packets" => flow.n_packets = Some(parse_u64("n_packets", v)?),
+        b"n_bytes" => flow.n_bytes = Some(parse_u64("n_bytes", v)?),
+        b"idle_timeout" => flow.idle_timeout = v.parse().map_err(|_| bad("idle_timeout", v))?,
+        b"hard_timeout" => flow.hard_timeout = v.parse().map_err(|_| bad("hard_timeout", v))?,
+        b"importance" => flow.importance = v.parse().map_err(|_| bad("importance", v))?,
+        b"idle_age" => flow.idle_age = Some(parse_u64("idle_age", v)?),
+        b"hard_age" => flow.hard_age = Some(parse_u64("hard_age", v)?),
         _ => return Err(ParseError::UnknownField(k.chars().take(64).collect())),
     }
     Ok(())
@@ -457,6 +529,37 @@ mod tests {
         assert_eq!(f.table, Table::Name("acl"));
         let items: Vec<_> = f.match_fields().collect();
         assert_eq!(items, vec![("ip", None), ("in_port", Some("tap1"))]);
+    }
+
+    #[test]
+    fn numbers_agree_with_std_parse() {
+        for d in [
+            "0",
+            "0.156",
+            "90.955",
+            "1.",
+            ".5",
+            "123456.789",
+            "4294967296.001",
+            "999999999999999",
+            "0.000000000000001",
+            "12345678901234567.5",
+        ] {
+            assert_eq!(parse_duration(d), d.parse::<f64>().ok(), "{d}");
+        }
+        for d in ["", ".", "1.2.3", "-1", "1e5", "nan", "inf", "+1"] {
+            assert_eq!(parse_duration(d), None, "{d}");
+        }
+        for n in [
+            "0",
+            "65535",
+            "18446744073709551615",
+            "18446744073709551616",
+            "",
+            "1a",
+        ] {
+            assert_eq!(parse_u64("n", n).ok(), n.parse::<u64>().ok(), "{n}");
+        }
     }
 
     #[test]
