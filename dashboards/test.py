@@ -67,13 +67,32 @@ def check():
     return errors
 
 
+# What Grafana puts in place of the dashboard and built-in variables for a live query: every node
+# and rack, and the intervals Grafana derives from the time range and scrape interval.
+LIVE_VARIABLES = {
+    "${node}": ".*",
+    "$node": ".*",
+    "${rack}": ".*",
+    "$rack": ".*",
+    "$__rate_interval": "5m",
+    "$__interval": "1m",
+    "$__range": "1h",
+}
+
+
+def live_query(expr):
+    for var in sorted(LIVE_VARIABLES, key=len, reverse=True):
+        expr = expr.replace(var, LIVE_VARIABLES[var])
+    return expr
+
+
 def run_queries(url):
     errors = []
     total = 0
     for name, b in load_all().items():
         for title, expr in queries(b):
             total += 1
-            q = expr.replace("$node", ".*").replace("$rack", ".*")
+            q = live_query(expr)
             full = url.rstrip("/") + "/api/v1/query?" + urllib.parse.urlencode({"query": q})
             try:
                 with urllib.request.urlopen(full, timeout=10) as r:

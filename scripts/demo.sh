@@ -156,10 +156,13 @@ holder_connected() {
   [ "$(virt-admin -c "$ADMIN_URI" srv-clients-list libvirtd | awk 'NR > 2 && NF' | wc -l)" -ge 1 ]
 }
 wait_until "the libvirt event client" 20 holder_connected
-vsh() { virsh -q -c "$LIBVIRT_URI" "$@"; }
+vsh() { # virsh on the read-write socket; its output (a polkit notice on every call) only on failure
+  local out
+  out=$(virsh -q -c "$LIBVIRT_URI" "$@" 2>&1) || { echo "virsh $*: $out" >&2; return 1; }
+}
 # The test driver's own sample domain is not a nova instance.
-vsh destroy test >/dev/null 2>&1 || true
-vsh undefine test >/dev/null 2>&1 || true
+vsh destroy test 2>/dev/null || true
+vsh undefine test 2>/dev/null || true
 # One file per domain of the demo node, named after the domain.
 NODE_XML="$REPO/exporters/libvirt/demo/node.xml"
 awk -v dir="$LV/domains" '
@@ -177,12 +180,12 @@ FAULT_DOMAIN=instance-00000104
 for f in "$LV"/domains/*.xml; do
   name=$(basename "$f" .xml)
   if [ "$FAULTS" = 0 ] && [ "$name" = "$FAULT_DOMAIN" ]; then continue; fi
-  vsh define "$f" >/dev/null
+  vsh define "$f"
   # <test:runstate> 5 is shut off, 3 paused (as in the test driver's node files).
   case "$(sed -n 's:.*<test\:runstate>\([0-9]*\)</test\:runstate>.*:\1:p' "$f")" in
     5) ;;
-    3) vsh start "$name" >/dev/null && vsh suspend "$name" >/dev/null ;;
-    *) vsh start "$name" >/dev/null ;;
+    3) vsh start "$name" && vsh suspend "$name" ;;
+    *) vsh start "$name" ;;
   esac
 done
 start libvirt_exporter "$WORK/libvirt_exporter.log" "$BIN/libvirt_exporter" \

@@ -891,23 +891,25 @@ fn injected_faults_reach_the_webhook_and_every_panel_has_data() {
     let mut table = String::new();
     writeln!(
         table,
-        "\nInjection -> notification at the webhook. Measured with scrape {SCRAPE}, evaluation {EVAL}, \
-         group_wait {GROUP_WAIT}, `for` / {TIME_SCALE}. Projected for the shipped settings: scrape \
-         interval from deploy/kubernetes/base/podmonitor.yaml, Prometheus' default evaluation \
-         interval ({}), `for` from alerts/rules, group_wait of the alert's route in \
-         alerts/alertmanager.yml; typical = half an interval of each wait, worst = a full one;\n\
-         'later alert' = a new alert of a group that has already notified (waits group_interval \
-         instead of group_wait).",
+        "\nInjection -> notification at the webhook receiver.\n\
+         measured: this run (scrape {SCRAPE}, evaluation {EVAL}, group_wait {GROUP_WAIT}, `for` / \
+         {TIME_SCALE}); model: the worst case of the same settings.\n\
+         shipped: scrape from deploy/kubernetes/base/podmonitor.yaml, evaluation = Prometheus' \
+         default ({}), `for` from alerts/rules, group_wait of the alert's route in \
+         alerts/alertmanager.yml.\n\
+         typical = half of each interval waited; worst = all of it (scrape + evaluation + `for` \
+         rounded up to evaluations + group_wait); later alert = worst for a new alert of an \
+         alert group that has already notified (group_interval instead of group_wait).",
         secs(default_eval)
     )
     .unwrap();
     writeln!(
         table,
-        "{:<52} {:<28} {:>9} {:>10} | {:>6} {:>6} {:>5} {:>10} {:>9} {:>9} {:>12}",
+        "{:<52} {:<28} {:>8} {:>6} | {:>7} {:>5} {:>4} {:>10} {:>8} {:>6} {:>11}",
         "injection",
         "alert",
         "measured",
-        "test bound",
+        "model",
         "scrape",
         "eval",
         "for",
@@ -947,11 +949,11 @@ fn injected_faults_reach_the_webhook_and_every_panel_has_data() {
         };
         writeln!(
             table,
-            "{:<52} {:<28} {:>9} {:>10} | {:>6} {:>6} {:>5} {:>10} {:>9} {:>9} {:>12}",
+            "{:<52} {:<28} {:>8} {:>6} | {:>7} {:>5} {:>4} {:>10} {:>8} {:>6} {:>11}",
             f.what,
             f.alert,
             measured,
-            format!("<{}", secs(test_bound)),
+            secs(test_bound),
             secs(scrape),
             secs(eval),
             secs(shipped_for),
