@@ -78,6 +78,8 @@ pub struct Reloader {
     pub stats: Arc<ReloadStats>,
     /// The platform config and the tenants' rule sets.
     pub sets: tenants::Shared,
+    /// Whether there is a `--config.dir`.
+    has_dir: bool,
     lock: tokio::sync::Mutex<()>,
 }
 
@@ -92,7 +94,12 @@ impl Reloader {
         running: &config::Config,
         sets: tenants::Shared,
     ) -> Self {
+        let has_dir = sets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .has_dir();
         Self {
+            has_dir,
             path,
             handle,
             started_with: fixed_part(running),
@@ -148,14 +155,18 @@ impl Reloader {
     }
 
     async fn try_reload(&self) -> Result<usize, String> {
-        let Some(path) = &self.path else {
-            return Err("no --config.file to reload".into());
+        let cfg = match &self.path {
+            Some(path) => {
+                let path = path.clone();
+                tokio::task::spawn_blocking(move || config::load(&path))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| e.to_string())?
+            }
+            // Without a platform file a reload still rescans the rule set directory.
+            None if self.has_dir => config::Config::default(),
+            None => return Err("no --config.file to reload".into()),
         };
-        let path = path.clone();
-        let cfg = tokio::task::spawn_blocking(move || config::load(&path))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
         if fixed_part(&cfg) != self.started_with {
             tracing::warn!("sources and start_at are not reloaded; restart to apply them");
         }

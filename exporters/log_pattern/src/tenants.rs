@@ -245,6 +245,11 @@ impl RuleSets {
         }
     }
 
+    /// Whether a rule set directory is configured.
+    pub fn has_dir(&self) -> bool {
+        self.dir.is_some()
+    }
+
     /// Replaces the platform config (a reload): every file is bound again at the next scan.
     pub fn set_platform(&mut self, platform: Config) {
         self.platform = platform;
@@ -577,8 +582,14 @@ pub fn spawn_watcher(
                 false
             };
             if woke {
-                // Let a burst (a sidecar writing, a symlink swap) settle.
-                while let Ok(Some(())) = tokio::time::timeout(quiet, rx.recv()).await {}
+                // Let a burst (a sidecar writing, a symlink swap) settle, but not forever.
+                let until = tokio::time::Instant::now() + quiet * 10;
+                while tokio::time::Instant::now() < until {
+                    match tokio::time::timeout(quiet, rx.recv()).await {
+                        Ok(Some(())) => {}
+                        _ => break,
+                    }
+                }
             } else if events && rx.is_closed() && rx.is_empty() {
                 events = false;
             }
