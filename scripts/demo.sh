@@ -175,8 +175,10 @@ awk -v dir="$LV/domains" '
     close(f)
     indom = 0
   }' "$NODE_XML"
-# db-2 (instance-00000104) shares host CPU 9 with db-1: the demo's broken pinning.
+# db-2 (instance-00000104) shares host CPU 9 with db-1 (instance-00000103): the demo's broken
+# pinning.
 FAULT_DOMAIN=instance-00000104
+FAULT_PARTNER=instance-00000103
 for f in "$LV"/domains/*.xml; do
   name=$(basename "$f" .xml)
   if [ "$FAULTS" = 0 ] && [ "$name" = "$FAULT_DOMAIN" ]; then continue; fi
@@ -272,6 +274,7 @@ RACK=$RACK
 LIBVIRT_URI=$LIBVIRT_URI
 FAULT_DOMAIN=$FAULT_DOMAIN
 FAULT_DOMAIN_XML=$LV/domains/$FAULT_DOMAIN.xml
+FAULT_PARTNER=$FAULT_PARTNER
 OVS_MGMT=$OVS_MGMT
 DIRTY_FLOW=$DIRTY_FLOW
 POD_LOG_OPERATORS=$WORK/pods/operators_cloud-controller-5d_a1b2c3d4-0003/manager/0.log
