@@ -7,8 +7,8 @@
 //! "Reconciler error" line and a kernel OOM line appended to pod logs, and a domain whose pin
 //! overlaps a pinned domain defined and started with `virsh` each reach the webhook receiver as
 //! their alert (name and key labels, and the evidence in the description); every dashboard
-//! panel query returns data (`dashboards/test.py --prometheus`); SIGTERM stops the script and
-//! every process it started.
+//! panel query returns data (`dashboards/test.py --prometheus`); deleting the dirty flow
+//! resolves its alert at the webhook; SIGTERM stops the script and every process it started.
 //!
 //! It prints (and writes to `$CARGO_TARGET_TMPDIR/e2e-alert-latency.txt`) the time from each
 //! injection to its notification, beside the time projected for the shipped settings: the
@@ -581,10 +581,12 @@ struct Fault {
     notified: Option<(f64, String, BTreeMap<String, String>, String)>,
 }
 
-/// Finds, in the webhook's notifications file, the first firing alert matching `fault`.
+/// Finds, in the webhook's notifications file, the first alert in `status` ("firing",
+/// "resolved") matching `fault`.
 fn find_notification(
     path: &Path,
     fault: &Fault,
+    status: &str,
 ) -> Option<(f64, String, BTreeMap<String, String>, String)> {
     let text = std::fs::read_to_string(path).ok()?;
     for line in text.lines() {
@@ -598,7 +600,7 @@ fn find_notification(
                 .flatten()
                 .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
                 .collect();
-            let matches = a["status"] == "firing"
+            let matches = a["status"] == status
                 && labels.get("alertname").map(String::as_str) == Some(fault.alert)
                 && fault.labels.iter().all(|(k, v)| labels.get(*k) == Some(v));
             if matches {
@@ -868,7 +870,7 @@ fn injected_faults_reach_the_webhook_and_every_panel_has_data() {
     let deadline = Instant::now() + Duration::from_secs(90);
     while Instant::now() < deadline && faults.iter().any(|f| f.notified.is_none()) {
         for f in faults.iter_mut().filter(|f| f.notified.is_none()) {
-            f.notified = find_notification(&notifications, f);
+            f.notified = find_notification(&notifications, f, "firing");
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -998,6 +1000,36 @@ fn injected_faults_reach_the_webhook_and_every_panel_has_data() {
         String::from_utf8_lossy(&dashboards.stderr)
     );
     println!("{}", String::from_utf8_lossy(&dashboards.stdout).trim());
+
+    // Repaired: the dirty flow deleted, its alert is resolved at the webhook (the pager route
+    // sends resolved notifications).
+    let removed_at = now_unix();
+    let dirty_match = demo
+        .var("DIRTY_FLOW")
+        .split(",actions=")
+        .next()
+        .unwrap()
+        .replace("cookie=0x1,", "");
+    run(Command::new("ovs-ofctl")
+        .args(["--strict", "del-flows"])
+        .arg(demo.var("OVS_MGMT"))
+        .arg(&dirty_match));
+    let mut resolved = None;
+    wait_until(Duration::from_secs(60), Duration::from_millis(100), || {
+        resolved = find_notification(&notifications, &faults[0], "resolved");
+        resolved.is_some()
+    });
+    let Some((at, receiver, _, _)) = resolved else {
+        panic!(
+            "no resolved OvsDirtyFlows after del-flows {dirty_match}\n{}",
+            demo.logs()
+        );
+    };
+    assert_eq!(receiver, "pager");
+    println!(
+        "dirty flow deleted -> OvsDirtyFlows resolved at the webhook: {:.1}s",
+        at - removed_at
+    );
 
     // SIGTERM stops the script and everything it started.
     let pids = demo.pids();
