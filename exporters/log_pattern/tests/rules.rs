@@ -117,12 +117,7 @@ fn live_counts_zero_init_and_reload() {
 
     // A broken file is rejected by SIGHUP: counted, the old rules keep counting.
     std::fs::write(&cfg, RULES_BROKEN).unwrap();
-    let pid = exp.child.as_ref().unwrap().id().to_string();
-    assert!(Command::new("kill")
-        .args(["-HUP", &pid])
-        .status()
-        .unwrap()
-        .success());
+    exp.signal("-HUP");
     wait_until("the failed reload", T, || {
         value(
             &exp.scrape(),

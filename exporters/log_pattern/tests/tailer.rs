@@ -6,7 +6,6 @@ mod support;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -707,14 +706,7 @@ fn inotify_overflow_triggers_an_immediate_rescan() {
             &["--discovery.rescan-interval=1h"],
         ),
     );
-    let pid = exp.child.as_ref().unwrap().id().to_string();
-    let signal = |sig: &str| {
-        assert!(Command::new("kill")
-            .args([sig, &pid])
-            .status()
-            .unwrap()
-            .success());
-    };
+    let signal = |sig: &str| exp.signal(sig);
     // Freeze the exporter so its inotify queue (16384 events by default) overflows.
     signal("-STOP");
     let noise = pods.join("not-a-pod");

@@ -262,12 +262,7 @@ fn isolation_broken_changed_and_removed_files() {
 
     // The platform revokes team-a-stage (SIGHUP): team-a's series there are gone at once.
     write_config(&sb.root, &PLATFORM.replace(", team-a-stage", ""));
-    let pid = exp.child.as_ref().unwrap().id().to_string();
-    assert!(Command::new("kill")
-        .args(["-HUP", &pid])
-        .status()
-        .unwrap()
-        .success());
+    exp.signal("-HUP");
     wait_until("the grant revoked", T, || {
         let t = exp.scrape();
         value(&t, &key("team-a", "fatal", "team-a-stage", "api")).is_none()

@@ -78,6 +78,16 @@ impl Exporter {
             .unwrap_or_else(|| panic!("scrape failed: {}", self.logs()))
     }
 
+    /// Sends a signal (`"-HUP"`, `"-STOP"`, ...) to the running exporter, by its pid.
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        assert!(Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap()
+            .success());
+    }
+
     /// SIGKILL, as the OOM killer or a node crash would.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
