@@ -106,19 +106,6 @@ fn rotated(dir: &Path, gz: bool) -> Vec<PathBuf> {
 }
 
 /// Scrapes `port` every 20 ms until stopped; returns every exposition.
-fn scraper(port: u16, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<String>> {
-    std::thread::spawn(move || {
-        let mut v = Vec::new();
-        while !stop.load(Ordering::Relaxed) {
-            if let Some(t) = scrape(port) {
-                v.push(t);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        v
-    })
-}
-
 /// kubelet's compressor: gzips every rotated file but the newest, deletes old .gz beyond `keep`.
 /// kubelet rotates at most every 10 s (its monitor interval), so a rotated file lives for tens
 /// of seconds before it is deleted; here a .gz is deleted once 2 s old, still far faster.

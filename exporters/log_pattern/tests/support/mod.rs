@@ -284,3 +284,20 @@ pub fn append(path: &std::path::Path, text: &str) {
 pub fn value(text: &str, key: &str) -> Option<f64> {
     samples(text).get(key).copied()
 }
+
+/// Scrapes every 20 ms until `stop`; returns every exposition seen.
+pub fn scraper(
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<Vec<String>> {
+    std::thread::spawn(move || {
+        let mut v = Vec::new();
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            if let Some(t) = scrape(port) {
+                v.push(t);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        v
+    })
+}
