@@ -68,6 +68,9 @@ pub struct Loaded {
     pub max_rules: usize,
 }
 
+/// The labels of a pod log source, which identify a line.
+const SOURCE_LABELS: &[&str] = &["namespace", "pod", "container"];
+
 /// The tenant a rule set file belongs to: its name without `.yml`, a namespace-style name.
 pub fn tenant_of(path: &Path) -> Result<String, String> {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
@@ -102,6 +105,21 @@ fn bind(
             .unwrap_or_else(|| vec![tenant.to_string()]),
         max_series: grant.max_series.unwrap_or(limits.max_series),
     });
+    // A label extracted from the line must not pose as the trusted source labels (with
+    // `keep_labels: []` nothing would rename it).
+    for r in &parsed {
+        if let Some(l) = r
+            .labels
+            .iter()
+            .find(|l| SOURCE_LABELS.contains(&l.as_str()))
+        {
+            return Err(format!(
+                "{}: rule {:?}: labels: {l:?} is a source label; a tenant's rule cannot extract it (name the group otherwise)",
+                path.display(),
+                r.name
+            ));
+        }
+    }
     let max_rules = grant.max_rules.unwrap_or(limits.max_rules);
     let over_budget: Vec<String> = parsed
         .iter()
@@ -799,6 +817,11 @@ mod tests {
                 "t.yml",
                 "rules:\n- {name: x, expr: '{} | json | unwrap ms', metric: shared_ms}\n",
                 "already in use by the platform",
+            ),
+            (
+                "t.yml",
+                "rules:\n- {name: x, expr: '{} | json', labels: [namespace], keep_labels: []}\n",
+                "\"namespace\" is a source label",
             ),
         ];
         for (name, text, want) in cases {
