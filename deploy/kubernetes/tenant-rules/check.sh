@@ -2,12 +2,16 @@
 # Offline check of the tenant rule sets setup: the example overlay (base + component + one
 # team's ConfigMap) renders, the DaemonSet has what the component promises, and every tenant
 # ConfigMap's rule set passes `log_pattern_exporter check-rules` under the base's platform file.
-# Usage: check.sh [path/to/log_pattern_exporter]   (default: target/debug/log_pattern_exporter)
+# Usage: check.sh [path/to/log_pattern_exporter]
+#   (default: $CARGO_TARGET_DIR or target/ debug build, else log_pattern_exporter on PATH)
 # Schema validation of the rendered objects: kubectl kustomize .../example | kubernetes-validate
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 REPO="$(cd "$HERE/../../.." && pwd)"
 BIN="${1:-${CARGO_TARGET_DIR:-$REPO/target}/debug/log_pattern_exporter}"
+if [ ! -x "$BIN" ] && command -v log_pattern_exporter >/dev/null; then
+  BIN="$(command -v log_pattern_exporter)"
+fi
 TMP="$(mktemp -d)"
 trap 'rm -rf "$TMP"' EXIT
 
