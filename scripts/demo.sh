@@ -72,7 +72,18 @@ HOOK_PORT=${HOOK_PORT:-9099}
 NODE=demo-node-1
 RACK=demo-rack-1
 
+# A port already taken would make a readiness check answer for some other program.
+for port in "$LOG_PORT" "$LIBVIRT_PORT" "$OVS_PORT" "$PROM_PORT" "$AM_PORT" "$HOOK_PORT"; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    echo "demo: 127.0.0.1:$port is in use; choose other ports with LOG_PORT, LIBVIRT_PORT," \
+      "OVS_PORT, PROM_PORT, AM_PORT, HOOK_PORT" >&2
+    [ "$OWN_WORK" = 1 ] && rm -rf "$WORK"
+    exit 1
+  fi
+done
+
 PIDS=()
+declare -A PID_OF LOG_OF
 OVS_RUNDIR="$WORK/ovs"
 : >"$WORK/demo.pids"
 rm -f "$WORK/ready"
@@ -109,14 +120,31 @@ start() { # name, logfile, command...
   local name=$1 log=$2; shift 2
   "$@" >"$log" 2>&1 &
   PIDS+=($!)
+  PID_OF[$name]=$!
+  LOG_OF[$name]=$log
   echo "$name $!" >>"$WORK/demo.pids"
   say "started $name (pid $!, log $log)"
 }
 
+wait_ready() { # name (as started), url: until the URL answers 200, or the process is gone
+  local name=$1 url=$2 _
+  for _ in $(seq 600); do
+    if curl -fsS -o /dev/null "$url" 2>/dev/null; then return 0; fi
+    if ! kill -0 "${PID_OF[$name]}" 2>/dev/null; then
+      echo "demo: $name exited; the end of ${LOG_OF[$name]}:" >&2
+      tail -n 20 "${LOG_OF[$name]}" >&2
+      return 1
+    fi
+    sleep 0.1
+  done
+  echo "demo: $name did not answer $url within 60s" >&2
+  return 1
+}
+
 wait_until() { # what, seconds, command...
   local what=$1 secs=$2; shift 2
-  local i
-  for i in $(seq $((secs * 10))); do
+  local _
+  for _ in $(seq $((secs * 10))); do
     if "$@" >/dev/null 2>&1; then return 0; fi
     sleep 0.1
   done
@@ -302,10 +330,11 @@ PROMETHEUS=http://127.0.0.1:$PROM_PORT
 ALERTMANAGER=http://127.0.0.1:$AM_PORT
 ENV
 
-for url in "127.0.0.1:$LOG_PORT/-/ready" "127.0.0.1:$LIBVIRT_PORT/-/ready" "127.0.0.1:$OVS_PORT/-/ready" \
-  "127.0.0.1:$PROM_PORT/-/ready" "127.0.0.1:$AM_PORT/-/ready"; do
-  wait_until "http://$url" 60 curl -fsS -o /dev/null "http://$url"
-done
+wait_ready log_pattern_exporter "http://127.0.0.1:$LOG_PORT/-/ready"
+wait_ready libvirt_exporter "http://127.0.0.1:$LIBVIRT_PORT/-/ready"
+wait_ready dirty_flow_exporter "http://127.0.0.1:$OVS_PORT/-/ready"
+wait_ready prometheus "http://127.0.0.1:$PROM_PORT/-/ready"
+wait_ready alertmanager "http://127.0.0.1:$AM_PORT/-/ready"
 wait_until "the webhook receiver" 20 curl -sS -o /dev/null "http://127.0.0.1:$HOOK_PORT/"
 touch "$WORK/ready"
 echo "demo: ready"
