@@ -182,10 +182,13 @@ pub fn assert_monotonic(history: &[String]) {
                 || k.contains("_bucket")
                 || k.contains("_count{")
                 || k.ends_with("_count");
-            // Counters of this process only (process_*, state file statistics) may restart.
+            // Counters of this process only (process_*, state file statistics, reloads) may
+            // restart.
             let durable = k.starts_with("log_pattern_")
                 && !k.starts_with("log_pattern_state_")
-                && !k.starts_with("log_pattern_scrape_");
+                && !k.starts_with("log_pattern_scrape_")
+                && !k.starts_with("log_pattern_config_reloads_")
+                && !k.starts_with("log_pattern_ruleset_reloads_");
             if !is_counter || !durable {
                 continue;
             }
