@@ -967,6 +967,10 @@ fn injected_faults_reach_the_webhook_and_every_panel_has_data() {
         .unwrap();
     }
     println!("{table}");
+    let mut received = names_in_notifications(&notifications);
+    received.sort();
+    received.dedup();
+    println!("alerts notified in this run: {}", received.join(", "));
     let report = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e-alert-latency.txt");
     let _ = std::fs::write(&report, &table);
     println!("(also in {})", report.display());
