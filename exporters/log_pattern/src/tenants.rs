@@ -68,6 +68,10 @@ pub struct Loaded {
     pub max_rules: usize,
 }
 
+/// Largest rule set file: a tenant cannot make the shared literal automaton (rebuilt with
+/// every tenant's rules) arbitrarily large. A ConfigMap holds at most 1 MiB anyway.
+pub const MAX_FILE_BYTES: usize = 256 * 1024;
+
 /// The labels of a pod log source, which identify a line.
 const SOURCE_LABELS: &[&str] = &["namespace", "pod", "container"];
 
@@ -171,6 +175,13 @@ pub fn check_file(
     others: &[&Rule],
 ) -> Result<Loaded, String> {
     let tenant = tenant_of(path)?;
+    if text.len() > MAX_FILE_BYTES {
+        return Err(format!(
+            "{}: {} bytes, more than a rule set may hold ({MAX_FILE_BYTES})",
+            path.display(),
+            text.len()
+        ));
+    }
     let parsed = config::parse_rule_set(path, text).map_err(|e| e.to_string())?;
     bind(path, &tenant, parsed, platform, limits, others)
 }
@@ -817,6 +828,11 @@ mod tests {
                 "t.yml",
                 "rules:\n- {name: x, expr: '{} | json | unwrap ms', metric: shared_ms}\n",
                 "already in use by the platform",
+            ),
+            (
+                "t.yml",
+                &format!("# {}\nrules: []\n", "x".repeat(MAX_FILE_BYTES)),
+                "more than a rule set may hold",
             ),
             (
                 "t.yml",
