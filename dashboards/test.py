@@ -4,6 +4,7 @@
     test.py --check                 valid JSON, schema basics, and no drift from generate.py
     test.py --prometheus URL        every panel query returns data from a real Prometheus
                                     (scraping the demo's exporters with the shipped rules)
+            [--wait SECONDS]        retrying until they all do, for a Prometheus just started
 
 Exit status 0 when everything holds; the failures are printed otherwise.
 """
@@ -12,6 +13,7 @@ import glob
 import json
 import os
 import sys
+import time
 import urllib.parse
 import urllib.request
 
@@ -86,7 +88,20 @@ def live_query(expr):
     return expr
 
 
-def run_queries(url):
+def run_queries(url, wait=0.0):
+    """Runs every panel query; with `wait`, repeats them (quietly) until all return data or
+    `wait` seconds have passed, for a Prometheus that has only just started scraping."""
+    deadline = time.monotonic() + wait
+    while True:
+        total, errors = query_all(url)
+        if not errors or time.monotonic() >= deadline:
+            break
+        time.sleep(2)
+    print(f"dashboards: {total - len(errors)} of {total} panel queries returned data")
+    return errors
+
+
+def query_all(url):
     errors = []
     total = 0
     for name, b in load_all().items():
@@ -104,14 +119,15 @@ def run_queries(url):
                 errors.append(f"{name}: {title!r}: {data.get('error')}: {q}")
             elif not data["data"]["result"]:
                 errors.append(f"{name}: {title!r}: no data: {q}")
-    print(f"dashboards: {total - len(errors)} of {total} panel queries returned data")
-    return errors
+    return total, errors
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--check", action="store_true")
     ap.add_argument("--prometheus")
+    ap.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                    help="with --prometheus: retry until every query has data, up to SECONDS")
     args = ap.parse_args()
     errors = []
     if args.check:
@@ -119,7 +135,7 @@ def main():
         if not errors:
             print(f"dashboards: {len(load_all())} dashboards valid and up to date")
     if args.prometheus:
-        errors += run_queries(args.prometheus)
+        errors += run_queries(args.prometheus, args.wait)
     for e in errors:
         print("FAIL", e)
     sys.exit(1 if errors else 0)

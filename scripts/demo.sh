@@ -359,6 +359,8 @@ Add faults yourself (a new alert of an alert name that already notified waits fo
   echo "\$(date -u +%FT%T.%NZ) stderr F Out of memory: Killed process 7 (my-proc)" \\
     >> $WORK/pods/openstack_nova-compute-7f9c_a1b2c3d4-0001/nova-compute/0.log
   virsh -c '$LIBVIRT_URI' list --all     (define, start, vcpupin, destroy...)
+Every dashboard panel query against this Prometheus:
+  python3 $REPO/dashboards/test.py --prometheus http://127.0.0.1:$PROM_PORT --wait 60
 Notifications received by the local webhook are printed below as they arrive.
 Press Ctrl-C to stop everything.
 MSG
