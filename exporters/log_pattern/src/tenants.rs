@@ -325,7 +325,18 @@ impl RuleSets {
                 if !std::mem::replace(&mut self.unreadable, true) {
                     tracing::error!(dir = %dir.display(), error = %e, "cannot read the rule set directory; the rule sets in force stay");
                 }
-                return std::mem::take(&mut self.revalidate);
+                if !std::mem::take(&mut self.revalidate) {
+                    return false;
+                }
+                // The platform changed: bind what is in force again under its grants.
+                let names: Vec<String> = self.files.keys().cloned().collect();
+                for name in names {
+                    let rebound = self.rebind(&name, &dir.join(&name));
+                    if let Some(f) = self.files.get_mut(&name) {
+                        f.active = rebound;
+                    }
+                }
+                return true;
             }
         };
         let revalidate = std::mem::take(&mut self.revalidate);
@@ -910,5 +921,14 @@ mod tests {
             ["a-prod"],
             "{rules:?}"
         );
+        // The directory gone: its rule sets stay, and a platform reload still binds them.
+        let moved = d.path().with_extension("moved");
+        std::fs::rename(d.path(), &moved).unwrap();
+        assert!(!sets.scan());
+        assert_eq!(names(&sets), ["a/x"]);
+        sets.set_platform(Config::default());
+        assert!(sets.scan());
+        assert_eq!(sets.rules()[0].binding.as_ref().unwrap().namespaces, ["a"]);
+        std::fs::rename(&moved, d.path()).unwrap();
     }
 }
