@@ -48,7 +48,7 @@ URI="test+unix://$WORK/node.xml?socket=$WORK/sock/libvirt-sock-ro"
 
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 "$BIN" --web.listen-address="127.0.0.1:$PORT" --libvirt.uri="$URI" --path.procfs= \
-  --libvirt.concurrency="$CONCURRENCY" --log.level=warn >"$WORK/exporter.log" 2>&1 &
+  --libvirt.concurrency="$CONCURRENCY" --log.level=warn ${EXPORTER_ARGS:-} >"$WORK/exporter.log" 2>&1 &
 EXPORTER_PID=$!
 for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$PORT/-/healthy" && break; sleep 0.1; done
 

@@ -94,6 +94,11 @@ impl DomainXml {
             .or(self.vcpu_cpuset.as_ref())
     }
 
+    /// Whether any vCPU has a declared affinity (`<vcpupin>` or `<vcpu cpuset>`).
+    pub fn declares_affinity(&self) -> bool {
+        !self.vcpu_pins.is_empty() || self.vcpu_cpuset.is_some()
+    }
+
     /// `hw:cpu_policy` from nova's flavor, when nova wrote it.
     pub fn cpu_policy(&self) -> Option<&str> {
         match &self.nova {

@@ -87,6 +87,11 @@ pub struct Flags {
     /// virDomainMemoryStats, virDomainBlockStats, virDomainInterfaceStats).
     #[arg(long = "libvirt.stats-fallback", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     pub stats_fallback: bool,
+    /// How often to repeat virDomainGetVcpus (the kernel's vCPU affinity as libvirt reads it)
+    /// for a running domain that declares pinning; new and changed domains, changed pin info
+    /// and a shown mismatch are checked on the next scrape anyway. 0s: every scrape.
+    #[arg(long = "libvirt.vcpuinfo-interval", default_value = "1m", value_parser = parse_duration, value_name = "DURATION")]
+    pub vcpuinfo_interval: Duration,
     /// Domains queried in parallel on each scrape.
     #[arg(long = "libvirt.concurrency", default_value_t = 4, value_name = "N")]
     pub concurrency: usize,
@@ -120,6 +125,7 @@ pub fn collectors(flags: &Flags) -> Vec<Arc<dyn Collector>> {
         procfs,
         flags.xml_refresh_interval,
         flags.stats_fallback,
+        flags.vcpuinfo_interval,
     ));
     let nova = collector::domain::NovaSetsSource {
         dedicated: flags.nova_cpu_dedicated_set.clone(),

@@ -81,8 +81,11 @@ pub struct DomainSnap {
     pub xml: Option<Arc<DomainXml>>,
     /// libvirt's pin info per vCPU (live for running domains).
     pub pin_info: Option<Vec<CpuSet>>,
-    /// `virDomainGetVcpus` (running domains only).
+    /// `virDomainGetVcpus` (running domains only): of this scrape when `vcpus_fresh`, else as
+    /// of the last check.
     pub vcpus: Option<Vec<VcpuInfo>>,
+    /// Whether `vcpus` was fetched on this scrape.
+    pub vcpus_fresh: bool,
     /// Kernel affinity of the QEMU vCPU threads, when the process is visible in procfs.
     pub proc_affinity: Option<HashMap<u32, CpuSet>>,
     pub timed_out: bool,
@@ -114,6 +117,28 @@ struct Cached {
     parsed: Arc<DomainXml>,
 }
 
+/// The last `virDomainGetVcpus` answer of a running domain (the kernel's vCPU affinity, as
+/// libvirt reads it). The call is repeated when due: every `--libvirt.vcpuinfo-interval`, at
+/// once for a new or changed domain (its XML was fetched), when libvirt's pin info changed
+/// since the last check, and on every scrape while a mismatch is shown (so its end is seen).
+#[derive(Debug, Clone)]
+struct VcpuCheck {
+    due: Instant,
+    /// libvirt's pin info as last seen.
+    pins: Option<Vec<CpuSet>>,
+    vcpus: Vec<VcpuInfo>,
+    /// Whether `vcpus` disagreed with the declared pinning.
+    mismatch: bool,
+}
+
+/// Whether any vCPU's live affinity (per `virDomainGetVcpus`) differs from its declaration.
+pub fn vcpuinfo_mismatch(x: &DomainXml, vcpus: &[VcpuInfo]) -> bool {
+    vcpus.iter().any(|v| {
+        x.vcpu_affinity(v.number)
+            .is_some_and(|declared| *declared != v.affinity)
+    })
+}
+
 /// Long-lived gathering state: the XML parse cache and its counters.
 pub struct Gatherer {
     pub libvirt: Arc<Libvirt>,
@@ -136,6 +161,9 @@ pub struct Gatherer {
     stats_fallback: bool,
     /// Groups filled that way, per [`stats_fallback::GROUPS`].
     pub fallbacks: [AtomicU64; 5],
+    /// How often a running domain's `virDomainGetVcpus` is repeated (zero: every scrape).
+    vcpuinfo_interval: Duration,
+    vcpu_checks: Mutex<HashMap<String, VcpuCheck>>,
 }
 
 impl std::fmt::Debug for Gatherer {
@@ -182,8 +210,11 @@ impl Gatherer {
         procfs: Option<PathBuf>,
         xml_refresh: Duration,
         stats_fallback: bool,
+        vcpuinfo_interval: Duration,
     ) -> Self {
         Self {
+            vcpuinfo_interval,
+            vcpu_checks: Mutex::new(HashMap::new()),
             stats_fallback,
             fallbacks: Default::default(),
             xml_fetches: AtomicU64::new(0),
@@ -333,6 +364,9 @@ impl Gatherer {
         if let Ok(mut cache) = self.cache.lock() {
             cache.retain(|k, _| seen.contains(k.as_str()));
         }
+        if let Ok(mut checks) = self.vcpu_checks.lock() {
+            checks.retain(|k, _| seen.contains(k.as_str()));
+        }
         Ok(Snapshot { host, domains })
     }
 
@@ -354,6 +388,19 @@ impl Gatherer {
         if reuse.is_none() {
             self.xml_fetches.fetch_add(1, Ordering::Relaxed);
         }
+        // Live affinity only matters for running domains that declare some (an XML not known
+        // yet may); the kernel's view via virDomainGetVcpus is asked for when due (see
+        // `VcpuCheck`), or every scrape when it must stand in for the bulk vcpu group.
+        let declares = reuse.as_ref().is_none_or(|x| x.declares_affinity());
+        let want_pins = active && declares;
+        let prev = self.vcpu_check(&snap.uuid);
+        let now = Instant::now();
+        let vcpus_due = active
+            && ((self.stats_fallback && missing.vcpu)
+                || (declares
+                    && (reuse.is_none()
+                        || prev.as_ref().is_none_or(|p| p.mismatch || now >= p.due))));
+        let prev_pins = prev.as_ref().and_then(|p| p.pins.clone());
         let result = self
             .libvirt
             .blocking("domain", move || {
@@ -366,13 +413,17 @@ impl Gatherer {
                     (Some(Ok(x)), None) => vcpu_count_hint(x),
                     _ => 0,
                 };
-                let flags = if active {
-                    sys::VIR_DOMAIN_AFFECT_LIVE
-                } else {
-                    sys::VIR_DOMAIN_AFFECT_CONFIG
+                let pins = want_pins.then(|| {
+                    ffi::vcpu_pin_info(&domain, nvcpus.max(1), ncpus, sys::VIR_DOMAIN_AFFECT_LIVE)
+                });
+                // libvirt's own pinning changed since the last look: check the kernel's now.
+                let pins_changed = match (&pins, &prev_pins) {
+                    (Some(Ok(now)), Some(before)) => now != before,
+                    (Some(Ok(_)), None) => true,
+                    _ => false,
                 };
-                let pins = ffi::vcpu_pin_info(&domain, nvcpus.max(1), ncpus, flags);
-                let vcpus = active.then(|| ffi::vcpus(&domain, nvcpus.max(1), ncpus));
+                let vcpus =
+                    (vcpus_due || pins_changed).then(|| ffi::vcpus(&domain, nvcpus.max(1), ncpus));
                 let proc_aff = match (&procfs_root, qemu.get(&name)) {
                     (Some(root), Some(pid)) if active => {
                         Some(procfs::vcpu_thread_affinity(root, *pid))
@@ -399,26 +450,35 @@ impl Gatherer {
                     }
                 }
                 match pins {
-                    Ok(p) => snap.pin_info = Some(p),
-                    Err(e) => {
+                    Some(Ok(p)) => snap.pin_info = Some(p),
+                    Some(Err(e)) => {
                         tracing::debug!(domain = %snap.name, error = %e, "cannot get vCPU pin info");
                         self.libvirt.count_error("vcpu_pin_info");
                         snap.errors.push("vcpu_pin_info");
                     }
+                    None => {}
                 }
                 match vcpus {
                     Some(Ok(v)) => {
-                        if missing.vcpu {
+                        if missing.vcpu && self.stats_fallback {
                             self.fallbacks[stats_fallback::VCPU].fetch_add(1, Ordering::Relaxed);
                         }
                         snap.vcpus = Some(v);
+                        snap.vcpus_fresh = true;
+                        self.vcpu_checked(&snap, prev.is_none(), now);
                     }
                     Some(Err(e)) => {
                         tracing::debug!(domain = %snap.name, error = %e, "cannot get vCPU info");
                         self.libvirt.count_error("vcpus");
                         snap.errors.push("vcpus");
                     }
-                    None => {}
+                    // Not due: the kernel's affinity as of the last check.
+                    None => {
+                        snap.vcpus = prev.filter(|_| active).map(|p| p.vcpus);
+                        if let Some(p) = &snap.pin_info {
+                            self.remember_pins(&snap.uuid, p);
+                        }
+                    }
                 }
                 snap.proc_affinity = proc_aff.filter(|m| !m.is_empty());
             }
@@ -435,6 +495,50 @@ impl Gatherer {
             self.fill_missing(&mut snap, domain, missing).await;
         }
         snap
+    }
+
+    /// The last `virDomainGetVcpus` check of a domain.
+    fn vcpu_check(&self, uuid: &str) -> Option<VcpuCheck> {
+        self.vcpu_checks.lock().ok()?.get(uuid).cloned()
+    }
+
+    /// Records a fresh `virDomainGetVcpus` answer. The next check is due one interval later;
+    /// a domain seen for the first time gets a share of the interval derived from its UUID, so
+    /// that domains found together (the first scrape) are not all due on the same scrape.
+    fn vcpu_checked(&self, snap: &DomainSnap, first: bool, now: Instant) {
+        let Some(vcpus) = &snap.vcpus else { return };
+        let mismatch = snap
+            .xml
+            .as_deref()
+            .is_some_and(|x| vcpuinfo_mismatch(x, vcpus));
+        let wait = if first {
+            self.vcpuinfo_interval
+                .mul_f64((hash_of(&snap.uuid) % 1000) as f64 / 1000.0)
+        } else {
+            self.vcpuinfo_interval
+        };
+        if let Ok(mut checks) = self.vcpu_checks.lock() {
+            checks.insert(
+                snap.uuid.clone(),
+                VcpuCheck {
+                    due: now + wait,
+                    pins: snap.pin_info.clone(),
+                    vcpus: vcpus.clone(),
+                    mismatch,
+                },
+            );
+        }
+    }
+
+    /// Keeps libvirt's latest pin info beside a check that was not due.
+    fn remember_pins(&self, uuid: &str, pins: &[CpuSet]) {
+        if let Ok(mut checks) = self.vcpu_checks.lock() {
+            if let Some(c) = checks.get_mut(uuid) {
+                if c.pins.as_deref() != Some(pins) {
+                    c.pins = Some(pins.to_vec());
+                }
+            }
+        }
     }
 
     /// Fills the stat groups missing from a running domain's bulk stats with per-domain calls
@@ -509,7 +613,64 @@ fn vcpu_count_hint(xml: &str) -> u32 {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
+
+    fn gatherer(interval: Duration) -> Gatherer {
+        let node = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/dedicated.xml");
+        let libvirt = Arc::new(Libvirt::new(
+            format!("test://{node}"),
+            Duration::from_secs(10),
+            Duration::from_secs(1),
+            true,
+        ));
+        // No stats fallback: virDomainGetVcpus is then made for the affinity check only.
+        Gatherer::new(libvirt, 2, None, Duration::from_secs(3600), false, interval)
+    }
+
+    async fn fresh(g: &Gatherer) -> Vec<(String, bool, bool)> {
+        let conn = g.libvirt.connection().await.unwrap();
+        let snap = g.gather(&conn).await.unwrap();
+        snap.domains
+            .iter()
+            .map(|d| (d.name.clone(), d.vcpus_fresh, d.vcpus.is_some()))
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn vcpuinfo_is_repeated_when_due_and_reused_in_between() {
+        // First scrape: every running pinned domain is checked. Within the interval the answer
+        // is reused (the affinity mismatch keeps its source), not asked for again.
+        let g = gatherer(Duration::from_secs(3600));
+        let first = fresh(&g).await;
+        assert!(!first.is_empty());
+        assert!(first.iter().all(|(_, f, s)| *f && *s), "{first:?}");
+        let second = fresh(&g).await;
+        assert!(second.iter().all(|(_, f, s)| !*f && *s), "{second:?}");
+
+        // Interval zero: every scrape.
+        let g = gatherer(Duration::ZERO);
+        fresh(&g).await;
+        let again = fresh(&g).await;
+        assert!(again.iter().all(|(_, f, _)| *f), "{again:?}");
+    }
+
+    #[test]
+    fn vcpuinfo_mismatch_compares_with_the_declaration() {
+        let x = parse_domain_xml(
+            "<domain><name>d</name><vcpu>2</vcpu><cputune><vcpupin vcpu='0' cpuset='4'/></cputune></domain>",
+        )
+        .unwrap();
+        let v = |n, cpus: &str| VcpuInfo {
+            number: n,
+            state: 1,
+            cpu_time_ns: 0,
+            cpu: -1,
+            affinity: crate::cpuset::parse_cpuset(cpus).unwrap(),
+        };
+        assert!(!vcpuinfo_mismatch(&x, &[v(0, "4"), v(1, "0-7")]));
+        assert!(vcpuinfo_mismatch(&x, &[v(0, "5"), v(1, "0-7")]));
+    }
 
     #[test]
     fn vcpu_hint() {

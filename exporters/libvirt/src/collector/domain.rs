@@ -450,7 +450,7 @@ fn encode_domain(f: &mut Fams, d: &DomainSnap) {
     if let Some(vs) = &d.vcpus {
         for v in vs {
             let l = || dl2(d, "vcpu", &v.number.to_string());
-            if !vcpu_seen {
+            if !vcpu_seen && d.vcpus_fresh {
                 f.gauge(
                     "domain_vcpu_state",
                     "State of the vCPU (0 offline, 1 running, 2 blocked)",
