@@ -11,13 +11,15 @@
 //! [`SeriesValue`]s so they are saved atomically with the file offsets.
 //!
 //! Cardinality is bounded per rule: past `max_series` label combinations, counts go to a single
-//! `{rule="…",overflow="true"}` series. Rules of a tenant ([`crate::tenants`]) carry a
-//! [`crate::config::Binding`]: its namespaces are ANDed into the rule's selector when a source
-//! is resolved (the source's `namespace` label comes from the pod log path, not from the rule),
-//! and its series budget is shared by all the tenant's rules, past which new label sets go to
-//! the rule's overflow series and the tenant's overflow counter grows. A rule's series for every source its selector matches
+//! `{rule="…",overflow="true"}` series. A rule's series for every source its selector matches
 //! start at 0 as soon as the source is seen (within the budget), so `increase()` sees the first
 //! match.
+//!
+//! Rules of a tenant ([`crate::tenants`]) carry a [`crate::config::Binding`]: its namespaces are
+//! ANDed into the rule's selector when a source is resolved (the source's `namespace` label
+//! comes from the pod log path, not from the rule), and its series budget is shared by all the
+//! tenant's rules, past which new label sets go to the rule's overflow series and the tenant's
+//! overflow counter grows. Rules are identified by tenant and name.
 
 use std::collections::HashMap;
 
