@@ -190,10 +190,11 @@ start libvirtd "$LV/libvirtd.log" env "${LIBVIRTD_ENV[@]}" \
   libvirtd -f "$LV/libvirtd.conf" -p "$LV/libvirtd.pid"
 wait_until "libvirtd's socket" 20 test -S "$LV/sock/libvirt-sock"
 LIBVIRT_URI="test+unix:///default?socket=$LV/sock/libvirt-sock"
-# The exporter and the event client read only: the read-only socket where there is one (a
-# session daemon, not root, has none).
+# The exporter and the event client read only: on the read-only socket, which only a root
+# libvirtd has (a session daemon has none).
 LIBVIRT_URI_RO=$LIBVIRT_URI
-if [ -S "$LV/sock/libvirt-sock-ro" ]; then
+if [ "$(id -u)" = 0 ]; then
+  wait_until "libvirtd's read-only socket" 20 test -S "$LV/sock/libvirt-sock-ro"
   LIBVIRT_URI_RO="test+unix:///default?socket=$LV/sock/libvirt-sock-ro"
 fi
 vsh() { # virsh on the read-write socket; its output (a polkit notice on every call) only on failure
