@@ -680,11 +680,13 @@ fn watch_loop(dir: &Path, tx: &tokio::sync::mpsc::UnboundedSender<()>) {
                     return;
                 }
             };
+            // Only the present watch counts: removing a watch queues an IGNORED of its own.
             let mut replaced = false;
             for ev in events {
-                replaced |= ev
-                    .mask
-                    .intersects(EventMask::IGNORED | EventMask::DELETE_SELF | EventMask::MOVE_SELF);
+                replaced |= ev.wd == wd
+                    && ev.mask.intersects(
+                        EventMask::IGNORED | EventMask::DELETE_SELF | EventMask::MOVE_SELF,
+                    );
             }
             if tx.send(()).is_err() {
                 return;

@@ -560,6 +560,44 @@ fn periodic_rescan_finds_what_inotify_cannot_see() {
     });
 }
 
+/// The watched directory itself replaced (moved away, a new one made at its path): the watch
+/// follows the path, not the old inode.
+#[test]
+fn replaced_directory_is_watched_again() {
+    let sb = Sandbox::new("start_at: beginning\n");
+    sb.write(
+        "team-a.yml",
+        "rules:\n  - {name: one, expr: '{} |= \"ONE\"'}\n",
+    );
+    append(&sb.log("team-a", "api"), &cri("ONE"));
+    let exp = sb.start(&[]);
+    wait_until("the first version", T, || {
+        value(&exp.scrape(), &key("team-a", "one", "team-a", "api")) == Some(1.0)
+    });
+    std::fs::rename(&sb.rules, sb.root.join("old-rules.d")).unwrap();
+    std::fs::create_dir(&sb.rules).unwrap();
+    sb.write(
+        "team-a.yml",
+        "rules:\n  - {name: two, expr: '{} |= \"ONE\"'}\n",
+    );
+    wait_until("the new directory's file", T, || {
+        value(&exp.scrape(), &key("team-a", "two", "team-a", "api")) == Some(0.0)
+    });
+    // And it is watched: a change there is seen without a rescan.
+    sb.write(
+        "team-b.yml",
+        "rules:\n  - {name: three, expr: '{} |= \"ONE\"'}\n",
+    );
+    wait_until("a file added to the new directory", T, || {
+        value(&exp.scrape(), &valid("team-b")) == Some(1.0)
+    });
+    // (Rules count the lines read once they are in force.)
+    append(&sb.log("team-b", "api"), &cri("ONE"));
+    wait_until("its rule counting", T, || {
+        value(&exp.scrape(), &key("team-b", "three", "team-b", "api")) == Some(1.0)
+    });
+}
+
 fn check_rules(args: &[&str]) -> (i32, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_log_pattern_exporter"))
         .arg("check-rules")
