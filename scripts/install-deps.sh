@@ -19,6 +19,8 @@ PACKAGES=(
   python3-openvswitch python3-netaddr
   # tooling used by tests and scripts
   curl gzip python3 python3-venv openssl procps
+  # make demo as a non-root user: libvirtd needs a D-Bus session bus (the demo starts a private one)
+  dbus-daemon
 )
 
 missing=()
