@@ -25,8 +25,15 @@ const MAX_LINE: usize = 1 << 20;
 
 /// Feeds one line (without its newline) to the scan, logging the first parse errors.
 fn feed(scan: &mut BridgeScan<'_>, bridge: &str, bytes: &[u8], logged: &mut u64) {
-    let line = String::from_utf8_lossy(bytes);
-    if let Err(e) = scan.feed_line(&line) {
+    // `from_utf8` is the fast check; only a line that fails it pays for the lossy copy.
+    match std::str::from_utf8(bytes) {
+        Ok(line) => feed_str(scan, bridge, line, logged),
+        Err(_) => feed_str(scan, bridge, &String::from_utf8_lossy(bytes), logged),
+    }
+}
+
+fn feed_str(scan: &mut BridgeScan<'_>, bridge: &str, line: &str, logged: &mut u64) {
+    if let Err(e) = scan.feed_line(line) {
         *logged += 1;
         if *logged <= LOGGED_PARSE_ERRORS {
             let shown: String = line.trim_end().chars().take(300).collect();

@@ -8,7 +8,7 @@
 use std::collections::HashSet;
 
 use crate::inventory::Interface;
-use crate::parse::actions::{for_each_port_ref, port_number, PortRef};
+use crate::parse::actions::{for_each_port_ref, port_number, Action, PortRef};
 use crate::parse::Flow;
 
 /// The ports of one bridge that exist and work.
@@ -45,6 +45,18 @@ impl Ports {
 
 /// Whether `flow` matches on or sends to a port that `ports` lacks.
 pub fn is_dirty(flow: &Flow<'_>, ports: &Ports) -> bool {
+    match_is_dirty(flow, ports) || flow.actions().any(|a| action_is_dirty(a, ports))
+}
+
+static IN_PORT: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"in_port"));
+
+/// Whether the flow's match names (`in_port=N`) a port that `ports` lacks.
+pub fn match_is_dirty(flow: &Flow<'_>, ports: &Ports) -> bool {
+    // Most flows do not match on in_port: one substring search settles those.
+    if IN_PORT.find(flow.match_text.as_bytes()).is_none() {
+        return false;
+    }
     let mut missing = false;
     for (k, v) in flow.match_fields() {
         if matches!(k, "in_port" | "in_port_oxm") {
@@ -53,10 +65,13 @@ pub fn is_dirty(flow: &Flow<'_>, ports: &Ports) -> bool {
             }
         }
     }
-    if missing {
-        return true;
-    }
-    for_each_port_ref(flow.actions(), &mut |r| missing |= !ports.has(&r));
+    missing
+}
+
+/// Whether one action sends to (or sets in_port to) a port that `ports` lacks.
+pub fn action_is_dirty(action: Action<'_>, ports: &Ports) -> bool {
+    let mut missing = false;
+    for_each_port_ref(std::iter::once(action), &mut |r| missing |= !ports.has(&r));
     missing
 }
 

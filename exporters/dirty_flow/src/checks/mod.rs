@@ -269,8 +269,17 @@ impl<'c> BridgeScan<'c> {
     fn flow(&mut self, f: &Flow<'_>) {
         self.flows += 1;
         let table = self.table_index(f.table);
+        // One pass over the actions for both what the record keeps and missing_port.
+        let mut conjunction_only = true;
+        let mut missing = false;
+        for a in f.actions() {
+            conjunction_only &= a.name == "conjunction";
+            if let Some(ports) = &self.ports {
+                missing = missing || missing_port::action_is_dirty(a, ports);
+            }
+        }
         if let Some(ports) = &self.ports {
-            if missing_port::is_dirty(f, ports) {
+            if missing || missing_port::match_is_dirty(f, ports) {
                 let limit = self.evidence_limit;
                 push_evidence(
                     &mut self.missing_port,
@@ -304,7 +313,7 @@ impl<'c> BridgeScan<'c> {
         if f.idle_timeout > 0 || f.hard_timeout > 0 {
             flags |= Record::TIMEOUT;
         }
-        if f.actions().all(|a| a.name == "conjunction") {
+        if conjunction_only {
             flags |= Record::CONJUNCTION_ONLY;
         }
         let match_off = if f.match_text.is_empty() {

@@ -8,10 +8,13 @@
 //! overlap; flows that leave the field wild are compared with every flow of the group. Buckets
 //! are split again on the next field; only small buckets are compared pairwise. Flows whose only
 //! actions are `conjunction(...)` are clauses of a conjunctive match, which overlap by design,
-//! and are skipped. A comparison budget bounds the worst case; when it runs out the result is
+//! and are skipped. Past 20k flows the groups are split between two threads (the dump is over,
+//! its cores are free). A comparison budget bounds the worst case; when it runs out the result is
 //! flagged incomplete rather than taking unbounded time.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::parse::fields::{expand_match, matches_overlap, FieldMatch};
 
@@ -23,24 +26,61 @@ pub const DEFAULT_BUDGET: u64 = 50_000_000;
 /// Sets at most this large are compared pairwise.
 const SMALL: usize = 12;
 
+/// A fast hasher for the few (field name, notation) keys of a group: FNV-1a over the written
+/// bytes. The keys are match field names, not attacker-sized data.
+#[derive(Default)]
+struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for &b in bytes {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+type FnvMap<K, V> = HashMap<K, V, BuildHasherDefault<Fnv>>;
+
 struct Ctx<'a, 'b> {
-    fields: &'b [Vec<FieldMatch<'a>>],
+    /// The constraints of every flow of the group, flow `i` at `fields[offs[i]..offs[i + 1]]`.
+    fields: &'b [FieldMatch<'a>],
+    offs: &'b [usize],
     dirty: &'b mut [bool],
+    /// Comparisons this thread may still make before taking more from `pool`.
     budget: u64,
+    pool: &'b AtomicU64,
     exhausted: bool,
 }
 
-impl Ctx<'_, '_> {
+impl<'a> Ctx<'a, '_> {
+    fn of(&self, i: usize) -> &[FieldMatch<'a>] {
+        &self.fields[self.offs[i]..self.offs[i + 1]]
+    }
+
     fn compare(&mut self, i: usize, j: usize) {
         if self.dirty[i] && self.dirty[j] {
             return;
         }
         if self.budget == 0 {
-            self.exhausted = true;
-            return;
+            self.budget = take(self.pool, BUDGET_CHUNK);
+            if self.budget == 0 {
+                self.exhausted = true;
+                return;
+            }
         }
         self.budget -= 1;
-        if matches_overlap(&self.fields[i], &self.fields[j]) {
+        if matches_overlap(self.of(i), self.of(j)) {
             self.dirty[i] = true;
             self.dirty[j] = true;
         }
@@ -68,18 +108,18 @@ impl Ctx<'_, '_> {
         }
     }
 
-    fn split(&mut self, set: Vec<usize>) {
-        if self.exhausted {
+    fn split(&mut self, set: &[usize]) {
+        if self.exhausted || set.len() < 2 {
             return;
         }
         if set.len() <= SMALL {
-            self.pairwise(&set);
+            self.pairwise(set);
             return;
         }
         // Field -> (flows constraining it, AND of their masks).
-        let mut freq: HashMap<(&str, bool), (usize, u128)> = HashMap::new();
-        for &i in &set {
-            for f in &self.fields[i] {
+        let mut freq: FnvMap<(&str, bool), (usize, u128)> = FnvMap::default();
+        for &i in set {
+            for f in self.of(i) {
                 let e = freq.entry((f.field, f.opaque)).or_insert((0, u128::MAX));
                 e.0 += 1;
                 e.1 &= f.mask;
@@ -88,78 +128,152 @@ impl Ctx<'_, '_> {
         let mut cands: Vec<_> = freq.into_iter().filter(|(_, (_, m))| *m != 0).collect();
         cands.sort_by(|a, b| b.1 .0.cmp(&a.1 .0).then(a.0.cmp(&b.0)));
         for ((field, opaque), (_, mask)) in cands.into_iter().take(6) {
-            let mut buckets: HashMap<u128, Vec<usize>> = HashMap::new();
+            // (value under the common mask, flow) for the flows constraining the field.
+            let mut keyed: Vec<(u128, usize)> = Vec::with_capacity(set.len());
             let mut wild = Vec::new();
-            let mut constrained = Vec::new();
-            for &i in &set {
-                match self.fields[i]
+            for &i in set {
+                match self
+                    .of(i)
                     .iter()
                     .find(|f| f.field == field && f.opaque == opaque)
                 {
-                    Some(f) => {
-                        buckets.entry(f.value & mask).or_default().push(i);
-                        constrained.push(i);
-                    }
+                    Some(f) => keyed.push((f.value & mask, i)),
                     None => wild.push(i),
                 }
             }
-            if buckets.len() < 2 {
+            // Buckets are runs of equal values; sorting by (value, flow) keeps it deterministic.
+            keyed.sort_unstable();
+            if keyed.first().map(|k| k.0) == keyed.last().map(|k| k.0) {
+                // Fewer than two buckets: the field separates nothing.
                 continue;
             }
+            let constrained: Vec<usize> = keyed.iter().map(|&(_, i)| i).collect();
             self.cross(&wild, &constrained);
-            self.split(wild);
-            for (_, b) in buckets {
-                self.split(b);
+            self.split(&wild);
+            for bucket in keyed.chunk_by(|a, b| a.0 == b.0) {
+                if bucket.len() > 1 {
+                    let b: Vec<usize> = bucket.iter().map(|&(_, i)| i).collect();
+                    self.split(&b);
+                }
             }
             return;
         }
         // No field separates the flows.
-        self.pairwise(&set);
+        self.pairwise(set);
     }
+}
+
+/// Comparisons a thread takes from the shared budget at a time.
+const BUDGET_CHUNK: u64 = 4096;
+
+/// Flows above which the groups are split between two threads: the dump is over by then, so
+/// the cores ovs-vswitchd and ovs-ofctl used are free.
+const PARALLEL_FLOWS: usize = 20_000;
+
+/// Takes up to `n` comparisons from `pool`.
+fn take(pool: &AtomicU64, n: u64) -> u64 {
+    let mut got = 0;
+    let _ = pool.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+        got = left.min(n);
+        Some(left - got)
+    });
+    got
 }
 
 /// Finds overlapping flows. `text` is the arena the records point into. Returns the dirty flag
 /// per record and whether the budget ran out.
 pub fn overlapping(records: &[Record], text: &Arena, budget: u64) -> (Vec<bool>, bool) {
-    let mut dirty = vec![false; records.len()];
-    let mut order: Vec<usize> = (0..records.len())
-        .filter(|&i| !records[i].conjunction_only())
+    // (table, priority, index) packed in one integer: an unstable sort of unique keys is
+    // deterministic and cheap.
+    let mut order: Vec<u64> = records
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| !r.conjunction_only())
+        .map(|(i, r)| (u64::from(r.table) << 48) | (u64::from(r.priority) << 32) | i as u64)
         .collect();
-    order.sort_by_key(|&i| (records[i].table, records[i].priority));
-    let mut exhausted = false;
-    let mut left = budget;
-    for group in order.chunk_by(|&a, &b| {
-        (records[a].table, records[a].priority) == (records[b].table, records[b].priority)
-    }) {
-        if group.len() < 2 {
-            continue;
-        }
-        let fields: Vec<Vec<FieldMatch<'_>>> = group
+    order.sort_unstable();
+    let groups: Vec<&[u64]> = order
+        .chunk_by(|a, b| a >> 32 == b >> 32)
+        .filter(|g| g.len() > 1)
+        .collect();
+    let pool = AtomicU64::new(budget);
+    let mut dirty = vec![false; records.len()];
+    let total: usize = groups.iter().map(|g| g.len()).sum();
+    let exhausted = if total < PARALLEL_FLOWS {
+        check_groups(&groups, records, text, &pool, &mut dirty)
+    } else {
+        // Two halves of about equal flow counts.
+        let mut acc = 0;
+        let cut = groups
             .iter()
-            .map(|&i| {
-                let mut v = Vec::new();
-                expand_match(records[i].match_text(text), &mut v);
-                v
+            .position(|g| {
+                acc += g.len();
+                acc * 2 >= total
             })
-            .collect();
-        let mut local = vec![false; group.len()];
+            .map_or(groups.len(), |p| p + 1);
+        let (first, second) = groups.split_at(cut);
+        let mut dirty2 = vec![false; records.len()];
+        let (ex1, ex2) = std::thread::scope(|s| {
+            let other = s.spawn(|| check_groups(second, records, text, &pool, &mut dirty2));
+            let ex1 = check_groups(first, records, text, &pool, &mut dirty);
+            // A panic in the other half is re-raised here (the framework contains it).
+            let ex2 = other
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p));
+            (ex1, ex2)
+        });
+        for (d, d2) in dirty.iter_mut().zip(dirty2) {
+            *d |= d2;
+        }
+        ex1 || ex2
+    };
+    (dirty, exhausted)
+}
+
+/// Checks each (table, priority) group of flows (record indices in the low 32 bits); sets
+/// `dirty` for the overlapping ones. Returns whether the budget ran out.
+fn check_groups(
+    groups: &[&[u64]],
+    records: &[Record],
+    text: &Arena,
+    pool: &AtomicU64,
+    dirty: &mut [bool],
+) -> bool {
+    let index_of = |k: &u64| (k & 0xffff_ffff) as usize;
+    let (mut fields, mut offs, mut one, mut local) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut ctx_budget = 0;
+    for group in groups {
+        fields.clear();
+        offs.clear();
+        offs.push(0);
+        for k in group.iter() {
+            expand_match(records[index_of(k)].match_text(text), &mut one);
+            fields.extend_from_slice(&one);
+            offs.push(fields.len());
+        }
+        local.clear();
+        local.resize(group.len(), false);
         let mut ctx = Ctx {
             fields: &fields,
+            offs: &offs,
             dirty: &mut local,
-            budget: left,
+            budget: ctx_budget,
+            pool,
             exhausted: false,
         };
-        ctx.split((0..group.len()).collect());
-        left = ctx.budget;
-        exhausted |= ctx.exhausted;
-        for (k, &i) in group.iter().enumerate() {
-            dirty[i] |= local[k];
+        let all: Vec<usize> = (0..group.len()).collect();
+        ctx.split(&all);
+        ctx_budget = ctx.budget;
+        let exhausted = ctx.exhausted;
+        for (k, &d) in group.iter().zip(&local) {
+            dirty[index_of(k)] |= d;
         }
         if exhausted {
-            break;
+            return true;
         }
     }
-    (dirty, exhausted)
+    false
 }
 
 #[cfg(test)]
@@ -216,6 +330,36 @@ mod tests {
         // Flows with in_port=3 at priority 10: i % 50 == 2, plus the last one.
         let mut expected: Vec<usize> = (0..2000).filter(|i| i % 50 == 2).collect();
         expected.push(2001);
+        assert_eq!(dirty, expected);
+    }
+
+    #[test]
+    fn two_threads_find_the_same_overlaps() {
+        // Enough flows for the parallel path: 60 groups (table, priority) of 400 flows, each
+        // group with one flow overlapping the group's flow number 7.
+        let mut lines = Vec::new();
+        let mut expected = Vec::new();
+        for g in 0..60 {
+            for i in 0..400 {
+                lines.push(format!(
+                    " table={}, priority={},in_port={},dl_dst=fa:16:3e:00:{:02x}:{:02x} actions=output:1",
+                    g % 6, 10 + g / 6, i % 40 + 1, i / 256, i % 256
+                ));
+                if i == 7 {
+                    expected.push(lines.len() - 1);
+                }
+            }
+            lines.push(format!(
+                " table={}, priority={},in_port=8,ip,dl_dst=fa:16:3e:00:00:07 actions=drop",
+                g % 6,
+                10 + g / 6
+            ));
+            expected.push(lines.len() - 1);
+        }
+        assert!(lines.len() > PARALLEL_FLOWS);
+        let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+        let d = run(&refs);
+        let dirty: Vec<usize> = (0..d.len()).filter(|&i| d[i]).collect();
         assert_eq!(dirty, expected);
     }
 

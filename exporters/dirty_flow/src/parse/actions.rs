@@ -23,7 +23,7 @@ pub struct Action<'a> {
 impl<'a> Action<'a> {
     fn from_token(t: &'a str) -> Self {
         // One pass for whichever of ':' and '(' comes first.
-        let first = memchr::memchr2(b':', b'(', t.as_bytes());
+        let first = super::find::find2(b':', b'(', t.as_bytes());
         match first {
             Some(c) if t.as_bytes()[c] == b':' => Self::colon(t, c),
             Some(p) if t.ends_with(')') => Action {
@@ -82,17 +82,24 @@ fn split_point(s: &str) -> usize {
     let b = s.as_bytes();
     let mut depth = 0usize;
     let mut i = 0;
-    while let Some(off) = memchr::memchr3(b',', b'(', b')', &b[i..]) {
+    loop {
+        // Inside parentheses only parentheses matter: skip the commas there.
+        let next = if depth == 0 {
+            super::find::find3(b',', b'(', b')', &b[i..])
+        } else {
+            super::find::find2(b'(', b')', &b[i..])
+        };
+        let Some(off) = next else {
+            return b.len();
+        };
         let p = i + off;
         match b[p] {
             b'(' => depth += 1,
             b')' => depth = depth.saturating_sub(1),
-            _ if depth == 0 => return p,
-            _ => {}
+            _ => return p,
         }
         i = p + 1;
     }
-    b.len()
 }
 
 /// Splits any comma list at depth 0 (also used for arguments of `clone(...)`, `bundle(...)`).
@@ -111,14 +118,14 @@ pub fn split_top(s: &str) -> impl Iterator<Item = &str> {
 /// parentheses.
 pub fn validate_actions(s: &str) -> Result<(), ParseError> {
     let b = s.as_bytes();
-    if memchr::memchr2(b' ', b'\t', b).is_some() {
+    if super::find::find2(b' ', b'\t', b).is_some() {
         return validate_actions_bytewise(s);
     }
     // No blanks: only parentheses and commas matter, found with memchr.
     let mut depth = 0usize;
     let mut token_start = 0;
     let mut i = 0;
-    while let Some(off) = memchr::memchr3(b',', b'(', b')', &b[i..]) {
+    while let Some(off) = super::find::find3(b',', b'(', b')', &b[i..]) {
         let p = i + off;
         match b[p] {
             b'(' => depth += 1,

@@ -254,7 +254,7 @@ fn flag_field<'a>(field: &'a str, value: &str, table: &[(&str, u128)]) -> FieldM
         while !rest.is_empty() {
             let sign = rest.as_bytes()[0];
             let body = &rest[1..];
-            let end = memchr::memchr2(b'+', b'-', body.as_bytes()).unwrap_or(body.len());
+            let end = super::find::find2(b'+', b'-', body.as_bytes()).unwrap_or(body.len());
             let Some(&(_, bit)) = table.iter().find(|(n, _)| *n == &body[..end]) else {
                 return opaque(field, value);
             };
@@ -285,7 +285,7 @@ fn flag_field<'a>(field: &'a str, value: &str, table: &[(&str, u128)]) -> FieldM
 /// Parses `VALUE[/MASK]` where VALUE is an integer, MAC, IPv4 or IPv6 address and MASK is of
 /// the same kind or a prefix length.
 pub fn parse_masked(s: &str) -> Option<(u128, u128)> {
-    let (v, m) = match memchr::memchr(b'/', s.as_bytes()) {
+    let (v, m) = match super::find::find(b'/', s.as_bytes()) {
         Some(i) => (&s[..i], Some(&s[i + 1..])),
         None => (s, None),
     };

@@ -136,7 +136,7 @@ impl<'a> Flow<'a> {
 pub fn split_match(m: &str) -> impl Iterator<Item = (&str, Option<&str>)> {
     SplitBytes::new(m, b',')
         .filter(|s| !s.is_empty())
-        .map(|item| match memchr::memchr(b'=', item.as_bytes()) {
+        .map(|item| match super::find::find(b'=', item.as_bytes()) {
             Some(i) => (&item[..i], Some(&item[i + 1..])),
             None => (item, None),
         })
@@ -160,7 +160,7 @@ impl<'a> Iterator for SplitBytes<'a> {
 
     fn next(&mut self) -> Option<&'a str> {
         let r = self.rest?;
-        match memchr::memchr(self.sep, r.as_bytes()) {
+        match super::find::find(self.sep, r.as_bytes()) {
             Some(i) => {
                 // `sep` is ASCII, so both sides are on char boundaries.
                 self.rest = Some(&r[i + 1..]);
@@ -269,7 +269,7 @@ pub fn parse_flow(line: &str) -> Result<Flow<'_>, ParseError> {
     let mut rest = head;
     while !rest.is_empty() {
         // Words are separated by one or more spaces (`head` has no trailing space).
-        let (word, after) = match memchr::memchr(b' ', rest.as_bytes()) {
+        let (word, after) = match super::find::find(b' ', rest.as_bytes()) {
             Some(i) => (&rest[..i], rest[i + 1..].trim_start_matches(' ')),
             None => (rest, ""),
         };
@@ -301,7 +301,7 @@ pub fn parse_flow(line: &str) -> Result<Flow<'_>, ParseError> {
     if let Some(m) = match_word {
         let rest = match m.strip_prefix("priority=") {
             Some(r) => {
-                let (p, rest) = match memchr::memchr(b',', r.as_bytes()) {
+                let (p, rest) = match super::find::find(b',', r.as_bytes()) {
                     Some(i) => (&r[..i], &r[i + 1..]),
                     None => (r, ""),
                 };
@@ -341,18 +341,16 @@ fn valid_match(m: &str) -> bool {
     }
     let mut rest = m.as_bytes();
     loop {
-        let end = memchr::memchr(b',', rest).unwrap_or(rest.len());
+        let end = super::find::find(b',', rest).unwrap_or(rest.len());
         let item = &rest[..end];
         let key = item.iter().position(|&b| !KEY_BYTE[usize::from(b)]);
         match key {
             Some(0) => return false,
             None if item.is_empty() => return false,
-            None => {}
-            Some(k) => {
-                if item[k] != b'=' || item.len() == k + 1 || item[k + 1] == b'=' {
-                    return false;
-                }
+            Some(k) if item[k] != b'=' || item.len() == k + 1 || item[k + 1] == b'=' => {
+                return false
             }
+            None | Some(_) => {}
         }
         if end == rest.len() {
             return true;
@@ -381,7 +379,7 @@ fn parse_dec(s: &str) -> Option<u64> {
 /// digits as an integer divided by a power of ten is one correctly rounded operation, the same
 /// result as `str::parse` while both are exact (up to 15 digits); longer ones go to `parse`.
 fn parse_duration(secs: &str) -> Option<f64> {
-    let (int, frac) = match memchr::memchr(b'.', secs.as_bytes()) {
+    let (int, frac) = match super::find::find(b'.', secs.as_bytes()) {
         Some(i) => (&secs[..i], &secs[i + 1..]),
         None => (secs, ""),
     };
