@@ -4,7 +4,7 @@
 CARGO ?= cargo
 SHELL := /bin/bash
 
-.PHONY: all deps build release test test-rust test-alerts test-deploy lint demo bench clean
+.PHONY: all deps build release test test-e2e test-rust test-alerts test-deploy lint demo bench reference-node clean
 
 all: build
 
@@ -30,6 +30,12 @@ test: deps
 	bash deploy/test.sh
 	python3 dashboards/test.py --check
 	$(CARGO) test --workspace --no-fail-fast
+	@cat target/tmp/e2e-alert-latency.txt 2>/dev/null || true
+
+# The end-to-end test alone (the demo stack, injected faults, every dashboard panel), with output.
+test-e2e: deps
+	$(CARGO) build --workspace --bins
+	$(CARGO) test -p e2e-tests --test e2e -- --nocapture
 
 test-rust: deps
 	$(CARGO) build --workspace --bins
@@ -52,6 +58,11 @@ bench: deps release
 	@set -e; for b in exporters/*/bench/bench.sh; do \
 	  if [ -x "$$b" ]; then echo "== $$b"; bash "$$b"; fi; \
 	done
+
+# Series, scrape time and memory of each exporter on a reference compute node (100 VMs, 30 pods,
+# 20k flows) built from real components: the measurements behind docs/scaling.md.
+reference-node: deps release
+	bash scripts/reference-node.sh target/release
 
 clean:
 	$(CARGO) clean
