@@ -46,8 +46,18 @@ if promtool check rules "$TMP"/rule-*.yml > "$TMP/promtool.out" 2>&1; then
 else
   cat "$TMP/promtool.out"; echo "FAIL promtool on rendered PrometheusRules"; fail=1
 fi
-# The ConfigMap's files, as the pods get them, against the exporters that read them.
+# Tenant rule sets: the component renders onto the base, the result passes schema validation,
+# and every tenant ConfigMap passes `log_pattern_exporter check-rules`.
 BIN_DIR="${BIN_DIR:-$REPO/target/debug}"
+bash "$REPO/deploy/kubernetes/tenant-rules/check.sh" "$BIN_DIR/log_pattern_exporter" || fail=1
+kubectl kustomize "$REPO/deploy/kubernetes/tenant-rules/example" > "$TMP/tenant-rules.yaml"
+if "$VENV/bin/kubernetes-validate" --strict --no-warn "$TMP/tenant-rules.yaml" > "$TMP/validate-tenant.out" 2>&1; then
+  echo "ok   kubernetes-validate --strict tenant-rules/example: $(grep -c passed "$TMP/validate-tenant.out") objects valid"
+else
+  cat "$TMP/validate-tenant.out"; echo "FAIL kubernetes-validate tenant-rules/example"; fail=1
+fi
+
+# The ConfigMap's files, as the pods get them, against the exporters that read them.
 "$VENV/bin/python" - "$TMP/rendered.yaml" "$TMP/config" <<'PY'
 import os, sys, yaml
 os.makedirs(sys.argv[2], exist_ok=True)

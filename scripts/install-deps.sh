@@ -18,7 +18,7 @@ PACKAGES=(
   # dirty_flow bench: OVS's own Python flow parser (ovs.flow.ofp) and its netaddr dependency
   python3-openvswitch python3-netaddr
   # tooling used by tests and scripts
-  curl gzip python3 python3-venv openssl procps
+  curl gzip python3 python3-venv python3-yaml openssl procps
   # make demo as a non-root user: libvirtd needs a D-Bus session bus (the demo starts a private one)
   dbus-daemon
 )
