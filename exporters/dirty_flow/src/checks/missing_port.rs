@@ -8,7 +8,7 @@
 use std::collections::HashSet;
 
 use crate::inventory::Interface;
-use crate::parse::actions::{for_each_port_ref, port_number, Action, PortRef};
+use crate::parse::actions::{for_each_port_ref, port_number, PortRef};
 use crate::parse::Flow;
 
 /// The ports of one bridge that exist and work.
@@ -35,7 +35,13 @@ impl Ports {
         p
     }
 
-    fn has(&self, r: &PortRef) -> bool {
+    /// Whether an interface with this name exists and works.
+    pub fn has_name(&self, name: &str) -> bool {
+        self.names.contains(name)
+    }
+
+    /// Whether the port exists and works.
+    pub fn has(&self, r: &PortRef) -> bool {
         match r {
             PortRef::Number(n) => self.numbers.contains(n),
             PortRef::Name(s) => self.names.contains(s),
@@ -45,34 +51,28 @@ impl Ports {
 
 /// Whether `flow` matches on or sends to a port that `ports` lacks.
 pub fn is_dirty(flow: &Flow<'_>, ports: &Ports) -> bool {
-    match_is_dirty(flow, ports) || flow.actions().any(|a| action_is_dirty(a, ports))
+    let mut missing = false;
+    for_each_match_port(flow, &mut |r| missing |= !ports.has(&r));
+    for_each_port_ref(flow.actions(), &mut |r| missing |= !ports.has(&r));
+    missing
 }
 
 static IN_PORT: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
     std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"in_port"));
 
-/// Whether the flow's match names (`in_port=N`) a port that `ports` lacks.
-pub fn match_is_dirty(flow: &Flow<'_>, ports: &Ports) -> bool {
+/// Calls `f` with the port the flow's match names (`in_port=N`), if any.
+pub fn for_each_match_port(flow: &Flow<'_>, f: &mut dyn FnMut(PortRef)) {
     // Most flows do not match on in_port: one substring search settles those.
     if IN_PORT.find(flow.match_text.as_bytes()).is_none() {
-        return false;
+        return;
     }
-    let mut missing = false;
     for (k, v) in flow.match_fields() {
         if matches!(k, "in_port" | "in_port_oxm") {
             if let Some(r) = v.and_then(port_number) {
-                missing |= !ports.has(&r);
+                f(r);
             }
         }
     }
-    missing
-}
-
-/// Whether one action sends to (or sets in_port to) a port that `ports` lacks.
-pub fn action_is_dirty(action: Action<'_>, ports: &Ports) -> bool {
-    let mut missing = false;
-    for_each_port_ref(std::iter::once(action), &mut |r| missing |= !ports.has(&r));
-    missing
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ pub mod stale_cookie;
 use std::collections::BTreeMap;
 
 use crate::config::Config;
+use crate::parse::actions::{for_each_port_ref, PortRef};
 use crate::parse::fields::expand_match;
 use crate::parse::{parse_line, Flow, Line, ParseError, Table};
 
@@ -158,7 +159,11 @@ pub struct BridgeScan<'c> {
     flows: u64,
     parse_errors: u64,
     replies: u64,
-    missing_port: CheckOutcome,
+    /// Ports the flows name, as (record index, port), in dump order: missing_port is decided in
+    /// [`BridgeScan::finish`], so the port inventory may arrive while the dump streams.
+    port_refs: Vec<(u32, u32)>,
+    /// Ports named by name (only in `--names` dumps), as (record index, name).
+    port_names: Vec<(u32, String)>,
     custom: Vec<CheckOutcome>,
     needs_fields: bool,
 }
@@ -203,7 +208,8 @@ fn push_evidence(
 }
 
 impl<'c> BridgeScan<'c> {
-    /// `ports` is None when the database could not be read (missing_port is then skipped).
+    /// `ports` is None when the database could not be read (missing_port is then skipped), or
+    /// when they are given later with [`BridgeScan::set_ports`].
     pub fn new(cfg: &'c Config, ports: Option<Ports>, evidence_limit: usize) -> Self {
         Self {
             cfg,
@@ -216,7 +222,8 @@ impl<'c> BridgeScan<'c> {
             flows: 0,
             parse_errors: 0,
             replies: 0,
-            missing_port: CheckOutcome::new("missing_port"),
+            port_refs: Vec::new(),
+            port_names: Vec::new(),
             custom: cfg
                 .checks
                 .iter()
@@ -224,6 +231,12 @@ impl<'c> BridgeScan<'c> {
                 .collect(),
             needs_fields: cfg.checks.iter().any(custom::needs_fields),
         }
+    }
+
+    /// Sets the bridge's ports (None: unknown, missing_port is skipped). Only [`BridgeScan::finish`]
+    /// uses them, so they may come after the lines.
+    pub fn set_ports(&mut self, ports: Option<Ports>) {
+        self.ports = ports;
     }
 
     /// Feeds one line of `ovs-ofctl dump-flows` output. A line that does not parse is counted
@@ -269,28 +282,20 @@ impl<'c> BridgeScan<'c> {
     fn flow(&mut self, f: &Flow<'_>) {
         self.flows += 1;
         let table = self.table_index(f.table);
-        // One pass over the actions for both what the record keeps and missing_port.
+        // One pass over the actions for both what the record keeps and the ports they name.
+        let index = u32::try_from(self.records.len()).unwrap_or(u32::MAX);
+        let refs_before = (self.port_refs.len(), self.port_names.len());
+        let (refs, names) = (&mut self.port_refs, &mut self.port_names);
+        let mut add = |r: PortRef| match r {
+            PortRef::Number(n) => refs.push((index, n)),
+            PortRef::Name(s) => names.push((index, s)),
+        };
         let mut conjunction_only = true;
-        let mut missing = false;
         for a in f.actions() {
             conjunction_only &= a.name == "conjunction";
-            if let Some(ports) = &self.ports {
-                missing = missing || missing_port::action_is_dirty(a, ports);
-            }
+            for_each_port_ref(std::iter::once(a), &mut add);
         }
-        if let Some(ports) = &self.ports {
-            if missing || missing_port::match_is_dirty(f, ports) {
-                let limit = self.evidence_limit;
-                push_evidence(
-                    &mut self.missing_port,
-                    limit,
-                    f.table.to_string(),
-                    f.priority,
-                    f.cookie,
-                    f.text,
-                );
-            }
-        }
+        missing_port::for_each_match_port(f, &mut add);
         if !self.cfg.checks.is_empty() {
             let mut fields = Vec::new();
             if self.needs_fields {
@@ -322,6 +327,8 @@ impl<'c> BridgeScan<'c> {
             f.match_text.as_ptr() as usize - f.text.as_ptr() as usize
         };
         let Some((chunk, text_start)) = self.text.push(f.text) else {
+            self.port_refs.truncate(refs_before.0);
+            self.port_names.truncate(refs_before.1);
             return;
         };
         self.records.push(Record {
@@ -372,6 +379,24 @@ impl<'c> BridgeScan<'c> {
 
     /// [`BridgeScan::finish`] with an explicit overlap comparison budget.
     pub fn finish_with_budget(self, budget: u64) -> BridgeReport {
+        let missing = self.ports.as_ref().map(|ports| {
+            let mut dirty: Vec<usize> = self
+                .port_refs
+                .iter()
+                .filter(|&&(_, n)| !ports.has(&PortRef::Number(n)))
+                .map(|&(i, _)| i as usize)
+                .chain(
+                    self.port_names
+                        .iter()
+                        .filter(|(_, n)| !ports.has_name(n))
+                        .map(|&(i, _)| i as usize),
+                )
+                .collect();
+            // Back to dump order; a flow naming several missing ports counts once.
+            dirty.sort_unstable();
+            dirty.dedup();
+            self.evidence_from("missing_port", &dirty)
+        });
         let stale = stale_cookie::stale_flows(&self.records, self.cfg);
         let stale = self.evidence_from("stale_cookie", &stale);
         let (dirty, exhausted) = overlap::overlapping(&self.records, &self.text, budget);
@@ -394,9 +419,7 @@ impl<'c> BridgeScan<'c> {
             *tables.entry(n.clone()).or_insert(0) += c;
         }
         let mut checks = Vec::new();
-        if self.ports.is_some() {
-            checks.push(self.missing_port);
-        }
+        checks.extend(missing);
         checks.push(stale);
         checks.push(ov);
         checks.extend(self.custom);
@@ -407,5 +430,61 @@ impl<'c> BridgeScan<'c> {
             replies: self.replies,
             checks,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inventory::Interface;
+
+    fn iface(name: &str, ofport: i64) -> Interface {
+        Interface {
+            name: name.into(),
+            ofport: Some(ofport),
+            kind: "dummy".into(),
+            error: None,
+            iface_id: None,
+            attached_mac: None,
+        }
+    }
+
+    fn missing_port(ports: Option<Ports>, late: bool) -> Option<CheckOutcome> {
+        let cfg = Config::default();
+        let mut scan = BridgeScan::new(&cfg, if late { None } else { ports.clone() }, 2);
+        for l in [
+            " table=1, priority=5,in_port=1 actions=output:2",
+            " table=1, priority=6,in_port=7 actions=output:8,output:9",
+            " table=2, priority=5,in_port=tap1 actions=output:tap9",
+            " table=3, priority=5 actions=output:9",
+            " table=3, priority=6 actions=clone(output:1),LOCAL",
+        ] {
+            scan.feed_line(l).unwrap();
+        }
+        if late {
+            scan.set_ports(ports);
+        }
+        scan.finish()
+            .checks
+            .into_iter()
+            .find(|c| c.name == "missing_port")
+    }
+
+    #[test]
+    fn missing_port_is_decided_at_finish_in_dump_order() {
+        let ports = Ports::new(&[iface("tap1", 1), iface("tap2", 2), iface("br", 65534)]);
+        for late in [false, true] {
+            let o = missing_port(Some(ports.clone()), late).unwrap();
+            // Three ports missing in the second flow count once; the named one by name.
+            assert_eq!(o.dirty, 3, "{o:?}");
+            let shown: Vec<_> = o
+                .evidence
+                .iter()
+                .map(|e| (e.table.as_str(), e.priority))
+                .collect();
+            assert_eq!(shown, vec![("1", 6), ("2", 5)]);
+        }
+        // Ports unknown (database down): the check is left out.
+        assert!(missing_port(None, true).is_none());
     }
 }

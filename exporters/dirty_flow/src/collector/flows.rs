@@ -1,13 +1,17 @@
 //! The `flows` collector: per scrape, read the port inventory from the OVS database, stream each
 //! bridge's `ovs-ofctl dump-flows` through the checks, and build fresh metrics from the result.
 //!
+//! The database is read while the dumps of the bridges the last scrape found already stream
+//! (see [`FlowsCollector::run`]).
+//!
 //! A bridge whose dump fails gets `ovs_dump_success 0` and no flow or check series (their values
 //! would be unknown, not 0); the other bridges are unaffected. Any failure (database or a
 //! bridge) makes the collector return an error after registering what it has, so
 //! `ovs_scrape_collector_success{collector="flows"}` drops to 0 as well.
 
-use std::sync::Arc;
-use std::time::Instant;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use common::prometheus_client::metrics::family::Family;
 use common::prometheus_client::metrics::gauge::Gauge;
@@ -32,7 +36,13 @@ pub struct FlowsCollector {
     /// From `--ovs.bridge`; empty means every bridge in the database.
     bridges: Vec<String>,
     evidence_limit: usize,
+    /// The bridges the last scrape found in the database: their dumps start while the
+    /// database is being read (see [`FlowsCollector::run`]).
+    last_bridges: Mutex<Vec<String>>,
 }
+
+/// A bridge's dump, streamed through the line checks, and how long it took.
+type Dumped<'c> = (Result<BridgeScan<'c>, String>, Duration);
 
 impl FlowsCollector {
     pub fn new(ovs: Ovs, config: Arc<Config>, bridges: Vec<String>, evidence_limit: usize) -> Self {
@@ -41,34 +51,51 @@ impl FlowsCollector {
             config,
             bridges,
             evidence_limit,
+            last_bridges: Mutex::new(Vec::new()),
         }
     }
 
-    async fn scan_bridge(
-        &self,
-        bridge: &str,
-        ports: Option<Ports>,
-    ) -> (Result<BridgeReport, String>, f64) {
+    /// Streams the bridge's dump through a scan; the checks that need every flow (and the
+    /// ports) run later in [`BridgeScan::finish`].
+    async fn dump_bridge(&self, bridge: &str) -> Dumped<'_> {
         let start = Instant::now();
         if !valid_bridge_name(bridge) {
-            return (Err(format!("invalid bridge name {bridge:?}")), 0.0);
+            return (
+                Err(format!("invalid bridge name {bridge:?}")),
+                Duration::ZERO,
+            );
         }
-        let mut scan = BridgeScan::new(&self.config, ports, self.evidence_limit);
+        let mut scan = BridgeScan::new(&self.config, None, self.evidence_limit);
         let res = self.ovs.dump_flows(bridge, &mut scan).await;
-        let dumped = start.elapsed();
-        let res = res.map(|()| scan.finish()).map_err(|e| e.to_string());
-        tracing::debug!(
-            bridge,
-            dump_seconds = dumped.as_secs_f64(),
-            checks_seconds = (start.elapsed() - dumped).as_secs_f64(),
-            "bridge scanned"
-        );
-        (res, start.elapsed().as_secs_f64())
+        (
+            res.map(|()| scan).map_err(|e| e.to_string()),
+            start.elapsed(),
+        )
     }
 
+    /// Bridges known before the database answers: the flag's, else the last scrape's.
+    fn early_bridges(&self) -> Vec<String> {
+        if !self.bridges.is_empty() {
+            return self.bridges.clone();
+        }
+        match self.last_bridges.lock() {
+            Ok(b) => b.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Per scrape: the database (`ovs-vsctl`) and the dumps of the bridges already known run
+    /// concurrently (the dump is the long part; the ports are needed only once it is over);
+    /// bridges the database adds are dumped after it, and dumps of bridges it no longer has
+    /// are dropped. The first scrape (bridges unknown) reads the database first.
     async fn run(&self, registry: &mut Registry) -> Result<(), CollectError> {
         let mut problems: Vec<String> = Vec::new();
-        let inventory: Option<Inventory> = match self.ovs.inventory().await {
+        let early = self.early_bridges();
+        let (inventory, early_dumps) = tokio::join!(
+            self.ovs.inventory(),
+            futures::future::join_all(early.iter().map(|b| self.dump_bridge(b)))
+        );
+        let inventory: Option<Inventory> = match inventory {
             Ok(inv) => Some(inv),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the OVS database");
@@ -85,10 +112,15 @@ impl FlowsCollector {
         );
 
         let bridges: Vec<String> = if self.bridges.is_empty() {
-            inventory
+            let found: Vec<String> = inventory
                 .as_ref()
                 .map(|i| i.keys().cloned().collect())
-                .unwrap_or_default()
+                .unwrap_or_default();
+            match self.last_bridges.lock() {
+                Ok(mut last) => last.clone_from(&found),
+                Err(poisoned) => poisoned.into_inner().clone_from(&found),
+            }
+            found
         } else {
             self.bridges.clone()
         };
@@ -143,14 +175,34 @@ impl FlowsCollector {
             }
         }
 
-        let scans = futures::future::join_all(bridges.iter().map(|b| {
-            let ports = inventory
-                .as_ref()
-                .and_then(|inv| inv.get(b))
-                .map(|i| Ports::new(i));
-            self.scan_bridge(b, ports)
-        }))
-        .await;
+        let mut dumps: HashMap<String, Dumped<'_>> = early.into_iter().zip(early_dumps).collect();
+        let late: Vec<&String> = bridges.iter().filter(|b| !dumps.contains_key(*b)).collect();
+        let late_dumps = futures::future::join_all(late.iter().map(|b| self.dump_bridge(b))).await;
+        dumps.extend(late.into_iter().cloned().zip(late_dumps));
+        let scans: Vec<(Result<BridgeReport, String>, f64)> = bridges
+            .iter()
+            .map(|b| {
+                let (scan, dumped) = dumps
+                    .remove(b)
+                    .unwrap_or_else(|| (Err("not dumped".into()), Duration::ZERO));
+                let ports = inventory
+                    .as_ref()
+                    .and_then(|inv| inv.get(b))
+                    .map(|i| Ports::new(i));
+                let start = Instant::now();
+                let report = scan.map(|mut scan| {
+                    scan.set_ports(ports);
+                    scan.finish()
+                });
+                tracing::debug!(
+                    bridge = %b,
+                    dump_seconds = dumped.as_secs_f64(),
+                    checks_seconds = start.elapsed().as_secs_f64(),
+                    "bridge scanned"
+                );
+                (report, (dumped + start.elapsed()).as_secs_f64())
+            })
+            .collect();
 
         let success = GaugeFamily::default();
         let duration = FloatFamily::default();
