@@ -20,10 +20,13 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use e2e_tests::{bin, free_port, http_get, repo_root, url_encode, wait_until};
+use e2e_tests::{
+    bin, free_port, http_get, pid_alive, repo_root, run_ok, signal_pid, url_encode, wait_until,
+    ChildGuard,
+};
 use serde_json::Value as Json;
 use serde_yaml_ng::Value as Yaml;
 
@@ -242,7 +245,7 @@ fn prometheus_default_evaluation_interval(tmp: &Path) -> Duration {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("prometheus.yml"), "scrape_configs: []\n").unwrap();
     let port = free_port();
-    let mut child = Guarded(
+    let mut child = ChildGuard::new(
         Command::new("prometheus")
             .arg(format!(
                 "--config.file={}",
@@ -258,14 +261,15 @@ fn prometheus_default_evaluation_interval(tmp: &Path) -> Duration {
             .stderr(std::fs::File::create(dir.join("prometheus.log")).unwrap())
             .spawn()
             .expect("prometheus (package prometheus) must be installed"),
-    );
+    )
+    .terminate_on_drop(Duration::from_secs(10));
     let url = format!("http://127.0.0.1:{port}/api/v1/status/config");
     let mut config = None;
     wait_until(Duration::from_secs(60), Duration::from_millis(100), || {
         config = get_json(&url).and_then(|j| j["data"]["yaml"].as_str().map(String::from));
         config.is_some()
     });
-    child.stop();
+    child.stop(Duration::from_secs(10));
     let config = config.expect("the throwaway Prometheus did not answer");
     let y: Yaml = serde_yaml_ng::from_str(&config).unwrap();
     parse_duration(
@@ -278,56 +282,9 @@ fn prometheus_default_evaluation_interval(tmp: &Path) -> Duration {
 
 // --- processes ---------------------------------------------------------------------------------
 
-/// A child stopped by PID on drop (SIGTERM, then SIGKILL after 10 s).
-struct Guarded(Child);
-
-impl Guarded {
-    fn stop(&mut self) -> Option<std::process::ExitStatus> {
-        if let Ok(Some(s)) = self.0.try_wait() {
-            return Some(s);
-        }
-        signal(self.0.id(), "TERM");
-        let mut status = None;
-        wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
-            status = self.0.try_wait().ok().flatten();
-            status.is_some()
-        });
-        if status.is_none() {
-            let _ = self.0.kill();
-            status = self.0.wait().ok();
-        }
-        status
-    }
-}
-
-impl Drop for Guarded {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn signal(pid: u32, sig: &str) {
-    let _ = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .stderr(Stdio::null())
-        .status();
-}
-
-/// Is `pid` a live process (not gone, not a zombie)?
-fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z"),
-        Err(_) => false,
-    }
-}
-
 /// `scripts/demo.sh` running in the test's temp dir.
 struct Demo {
-    child: Option<Child>,
+    child: ChildGuard,
     work: PathBuf,
     out: PathBuf,
     env: BTreeMap<String, String>,
@@ -342,30 +299,30 @@ impl Demo {
         }
         let work = tmp.join("work");
         let out = tmp.join("demo.out");
-        let child = Command::new("bash")
-            .arg(repo.join("scripts/demo.sh"))
-            .arg(&bin_dir)
-            .env("DEMO_WORK", &work)
-            .env("DEMO_QUIET", "1")
-            .env("DEMO_FAULTS", "0")
-            .env("DEMO_SCRAPE_INTERVAL", SCRAPE)
-            .env("DEMO_EVAL_INTERVAL", EVAL)
-            .env("DEMO_GROUP_WAIT", GROUP_WAIT)
-            .env("DEMO_GROUP_INTERVAL", GROUP_INTERVAL)
-            .env("DEMO_RULES_DIR", rules)
-            .env("LOG_PORT", ports.log.to_string())
-            .env("LIBVIRT_PORT", ports.libvirt.to_string())
-            .env("OVS_PORT", ports.ovs.to_string())
-            .env("PROM_PORT", ports.prom.to_string())
-            .env("AM_PORT", ports.am.to_string())
-            .env("HOOK_PORT", ports.hook.to_string())
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&out).unwrap())
-            .stderr(std::fs::File::create(tmp.join("demo.err")).unwrap())
-            .spawn()
-            .expect("bash");
+        let child = ChildGuard::spawn(
+            Command::new("bash")
+                .arg(repo.join("scripts/demo.sh"))
+                .arg(&bin_dir)
+                .env("DEMO_WORK", &work)
+                .env("DEMO_QUIET", "1")
+                .env("DEMO_FAULTS", "0")
+                .env("DEMO_SCRAPE_INTERVAL", SCRAPE)
+                .env("DEMO_EVAL_INTERVAL", EVAL)
+                .env("DEMO_GROUP_WAIT", GROUP_WAIT)
+                .env("DEMO_GROUP_INTERVAL", GROUP_INTERVAL)
+                .env("DEMO_RULES_DIR", rules)
+                .env("LOG_PORT", ports.log.to_string())
+                .env("LIBVIRT_PORT", ports.libvirt.to_string())
+                .env("OVS_PORT", ports.ovs.to_string())
+                .env("PROM_PORT", ports.prom.to_string())
+                .env("AM_PORT", ports.am.to_string())
+                .env("HOOK_PORT", ports.hook.to_string())
+                .stdin(Stdio::null())
+                .stdout(std::fs::File::create(&out).unwrap())
+                .stderr(std::fs::File::create(tmp.join("demo.err")).unwrap()),
+        );
         let mut demo = Self {
-            child: Some(child),
+            child,
             work,
             out,
             env: BTreeMap::new(),
@@ -373,10 +330,7 @@ impl Demo {
         let ready = demo.work.join("ready");
         let mut exited = None;
         wait_until(Duration::from_secs(180), Duration::from_millis(100), || {
-            exited = demo
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten());
+            exited = demo.child.try_wait();
             ready.exists() || exited.is_some()
         });
         assert!(
@@ -446,18 +400,7 @@ impl Demo {
 
     /// SIGTERM to the script; its trap stops what it started. Returns its exit status.
     fn stop(&mut self) -> Option<std::process::ExitStatus> {
-        let mut child = self.child.take()?;
-        signal(child.id(), "TERM");
-        let mut status = None;
-        wait_until(Duration::from_secs(30), Duration::from_millis(50), || {
-            status = child.try_wait().ok().flatten();
-            status.is_some()
-        });
-        if status.is_none() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        status
+        self.child.stop(Duration::from_secs(30))
     }
 }
 
@@ -467,8 +410,8 @@ impl Drop for Demo {
         self.stop();
         // Whatever the script left running (it was killed, or its trap failed): by PID.
         for (_, pid) in &pids {
-            if alive(*pid) {
-                signal(*pid, "KILL");
+            if pid_alive(*pid) {
+                let _ = signal_pid(*pid, "KILL");
             }
         }
     }
@@ -533,16 +476,6 @@ fn now_unix() -> f64 {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs_f64()
-}
-
-fn run(cmd: &mut Command) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// A CRI log line with the current UTC time (`date`, to avoid a time crate).
@@ -842,10 +775,12 @@ fn injected_faults_reach_the_webhook_and_every_panel_has_data() {
         },
     ];
     faults[0].injected_at = now_unix();
-    run(Command::new("ovs-ofctl")
-        .arg("add-flow")
-        .arg(demo.var("OVS_MGMT"))
-        .arg(demo.var("DIRTY_FLOW")));
+    run_ok(
+        Command::new("ovs-ofctl")
+            .arg("add-flow")
+            .arg(demo.var("OVS_MGMT"))
+            .arg(demo.var("DIRTY_FLOW")),
+    );
     faults[1].injected_at = now_unix();
     append(
         demo.var("POD_LOG_OPERATORS"),
@@ -861,10 +796,12 @@ fn injected_faults_reach_the_webhook_and_every_panel_has_data() {
     );
     faults[3].injected_at = now_unix();
     let uri = demo.var("LIBVIRT_URI").to_string();
-    run(Command::new("virsh")
-        .args(["-q", "-c", &uri, "define"])
-        .arg(demo.var("FAULT_DOMAIN_XML")));
-    run(Command::new("virsh").args(["-q", "-c", &uri, "start", &fault_domain]));
+    run_ok(
+        Command::new("virsh")
+            .args(["-q", "-c", &uri, "define"])
+            .arg(demo.var("FAULT_DOMAIN_XML")),
+    );
+    run_ok(Command::new("virsh").args(["-q", "-c", &uri, "start", &fault_domain]));
 
     // Each reaches the webhook.
     let deadline = Instant::now() + Duration::from_secs(90);
@@ -1014,10 +951,12 @@ fn injected_faults_reach_the_webhook_and_every_panel_has_data() {
         .next()
         .unwrap()
         .replace("cookie=0x1,", "");
-    run(Command::new("ovs-ofctl")
-        .args(["--strict", "del-flows"])
-        .arg(demo.var("OVS_MGMT"))
-        .arg(&dirty_match));
+    run_ok(
+        Command::new("ovs-ofctl")
+            .args(["--strict", "del-flows"])
+            .arg(demo.var("OVS_MGMT"))
+            .arg(&dirty_match),
+    );
     let mut resolved = None;
     wait_until(Duration::from_secs(60), Duration::from_millis(100), || {
         resolved = find_notification(&notifications, &faults[0], "resolved");
@@ -1042,7 +981,7 @@ fn injected_faults_reach_the_webhook_and_every_panel_has_data() {
         .stop()
         .expect("demo.sh did not exit within 30 s of SIGTERM");
     assert_eq!(status.code(), Some(143), "demo.sh exit: {status:?}");
-    let left: Vec<_> = pids.iter().filter(|(_, p)| alive(*p)).collect();
+    let left: Vec<_> = pids.iter().filter(|(_, p)| pid_alive(*p)).collect();
     assert!(
         left.is_empty(),
         "still running after the demo stopped: {left:?}"

@@ -8,6 +8,7 @@ mod support;
 use std::path::Path;
 use std::process::Command;
 
+use e2e_tests::{run_ok, samples};
 use support::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_log_pattern_exporter");
@@ -63,17 +64,7 @@ fn imports_a_loki_rule_file() {
     assert!(prom_text.contains("for: 10m"), "{prom_text}");
 
     // The Prometheus rules are valid for promtool.
-    let check = Command::new("promtool")
-        .args(["check", "rules"])
-        .arg(&prom)
-        .output()
-        .expect("promtool (package prometheus) must be installed");
-    assert!(
-        check.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&check.stdout),
-        String::from_utf8_lossy(&check.stderr)
-    );
+    run_ok(Command::new("promtool").args(["check", "rules"]).arg(&prom));
 
     // The exporter rules load and count what the Loki queries select.
     let pods = d.path().join("pods");
@@ -93,15 +84,10 @@ fn imports_a_loki_rule_file() {
             + &cri("2024 7 INFO nova.api"),
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .args(["replay", &format!("--config.file={}", rules.display())])
-        .args([&a, &n])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = run_ok(
+        Command::new(BIN)
+            .args(["replay", &format!("--config.file={}", rules.display())])
+            .args([&a, &n]),
     );
     let got = String::from_utf8(out.stdout).unwrap();
     let s = samples(&got);

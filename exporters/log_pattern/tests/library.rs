@@ -2,12 +2,10 @@
 //! counts the sample lines it is meant for and none of the near misses, through `replay`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use support::*;
+use e2e_tests::{run_ok, sum_samples};
 
 const BIN: &str = env!("CARGO_BIN_EXE_log_pattern_exporter");
 
@@ -55,17 +53,10 @@ fn every_library_file_passes_config_check() {
     let files = library();
     assert!(files.len() >= 6, "{files:?}");
     for f in &files {
-        let out = Command::new(BIN)
-            .arg(format!("--config.file={}", f.display()))
-            .arg("--config.check")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}: {}{}",
-            f.display(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+        run_ok(
+            Command::new(BIN)
+                .arg(format!("--config.file={}", f.display()))
+                .arg("--config.check"),
         );
     }
 }
@@ -82,15 +73,10 @@ fn library_rules_count_their_sample_lines() {
     std::fs::write(&log, text).unwrap();
     let mut seen = std::collections::BTreeSet::new();
     for f in library() {
-        let out = Command::new(BIN)
-            .args(["replay", &format!("--config.file={}", f.display())])
-            .arg(&log)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        let out = run_ok(
+            Command::new(BIN)
+                .args(["replay", &format!("--config.file={}", f.display())])
+                .arg(&log),
         );
         let got = String::from_utf8(out.stdout).unwrap();
         for line in got
@@ -103,7 +89,7 @@ fn library_rules_count_their_sample_lines() {
                 .filter(|(r, _, hit)| *r == rule && *hit)
                 .count();
             assert!(want > 0, "{rule} in {} has no sample lines", f.display());
-            let n = sum(&got, &format!("log_pattern_matches_total{{rule=\"{rule}\""));
+            let n = sum_samples(&got, &format!("log_pattern_matches_total{{rule=\"{rule}\""));
             assert_eq!(n, want as f64, "{rule} in {}:\n{got}", f.display());
             seen.insert(rule);
         }

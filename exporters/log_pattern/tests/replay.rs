@@ -7,6 +7,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use e2e_tests::{assert_promtool_clean, run_ok, samples, sum_samples, wait_for};
 use support::*;
 
 fn fixtures() -> PathBuf {
@@ -16,22 +17,17 @@ fn fixtures() -> PathBuf {
 fn replay() -> String {
     let dir = fixtures();
     // Relative paths keep the output independent of the checkout location.
-    let out = Command::new(env!("CARGO_BIN_EXE_log_pattern_exporter"))
-        .current_dir(&dir)
-        .args([
-            "replay",
-            "--config.file=rules.yml",
-            "--tail.max-line-bytes=200",
-            "pods/kube-system_coredns-5d78c9869d-x7k2p_8f1e2d3c-1111-2222-3333-444455556666/coredns/0.log",
-            "pods/default_web-1_0a1b2c3d-aaaa-bbbb-cccc-ddddeeeeffff/nginx/0.log",
-            "kern.log",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = run_ok(
+        Command::new(env!("CARGO_BIN_EXE_log_pattern_exporter"))
+            .current_dir(&dir)
+            .args([
+                "replay",
+                "--config.file=rules.yml",
+                "--tail.max-line-bytes=200",
+                "pods/kube-system_coredns-5d78c9869d-x7k2p_8f1e2d3c-1111-2222-3333-444455556666/coredns/0.log",
+                "pods/default_web-1_0a1b2c3d-aaaa-bbbb-cccc-ddddeeeeffff/nginx/0.log",
+                "kern.log",
+            ]),
     );
     String::from_utf8(out.stdout).unwrap()
 }
@@ -62,7 +58,7 @@ fn replay_matches_golden_exposition() {
     assert_eq!(m("log_pattern_lines_read_total"), 15.0);
     assert_eq!(m("log_pattern_matches_total{rule=\"coredns_plugin_errors\",namespace=\"kube-system\",plugin=\"plugin/errors\"}"), 1.0);
     assert_eq!(
-        sum(
+        sum_samples(
             &got,
             "log_pattern_matches_total{rule=\"coredns_plugin_errors\""
         ),
@@ -112,7 +108,7 @@ fn replay_matches_golden_exposition() {
         2.0
     );
     assert_eq!(
-        sum(
+        sum_samples(
             &got,
             "log_pattern_matches_total{rule=\"kube_system_stderr\""
         ),
@@ -155,7 +151,7 @@ fn replay_matches_golden_exposition() {
 
 #[test]
 fn promtool_finds_nothing_in_replay_or_live_output() {
-    promtool_check(&replay());
+    assert_promtool_clean(&replay());
     let d = tempfile::tempdir().unwrap();
     let pods = d.path().join("pods");
     let c = container_dir(&pods, "ns", "p", "c");
@@ -169,9 +165,9 @@ fn promtool_finds_nothing_in_replay_or_live_output() {
         &args(&pods, &d.path().join("state.json"), &cfg, &[]),
     );
     let mut last = String::new();
-    wait_until("a match", std::time::Duration::from_secs(20), || {
+    wait_for("a match", std::time::Duration::from_secs(20), || {
         last = exp.scrape();
-        sum(&last, "log_pattern_matches_total{") >= 1.0
+        sum_samples(&last, "log_pattern_matches_total{") >= 1.0
     });
-    promtool_check(&last);
+    assert_promtool_clean(&last);
 }

@@ -10,6 +10,7 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::Duration;
 
+use e2e_tests::{run_ok, sample, wait_for};
 use support::*;
 
 const T: Duration = Duration::from_secs(20);
@@ -76,17 +77,17 @@ fn live_counts_zero_init_and_reload() {
     let mut exp = Exporter::start(d.path(), &args(&pods, &state, &cfg, &[]));
     let key =
         |rule: &str, labels: &str| format!("log_pattern_matches_total{{rule=\"{rule}\",{labels}}}");
-    wait_until("the first match", T, || {
-        value(&exp.scrape(), &key("nova_error", API)) == Some(1.0)
+    wait_for("the first match", T, || {
+        sample(&exp.scrape(), &key("nova_error", API)) == Some(1.0)
     });
     let text = exp.scrape();
     assert_eq!(
-        value(&text, &key("warn", API)),
+        sample(&text, &key("warn", API)),
         Some(0.0),
         "zero-initialised"
     );
     assert_eq!(
-        value(
+        sample(
             &text,
             "log_pattern_rule_info{rule=\"nova_error\",alert=\"true\",severity=\"critical\"}"
         ),
@@ -96,11 +97,11 @@ fn live_counts_zero_init_and_reload() {
     // A new container: its series exist at 0 as soon as it is seen, before any match.
     let side = container_dir(&pods, "nova", "api", "sidecar").join("0.log");
     std::fs::write(&side, cri("hello")).unwrap();
-    wait_until("the sidecar's zero series", T, || {
-        value(&exp.scrape(), &key("warn", SIDE)) == Some(0.0)
+    wait_for("the sidecar's zero series", T, || {
+        sample(&exp.scrape(), &key("warn", SIDE)) == Some(0.0)
     });
     assert_eq!(
-        value(&exp.scrape(), &key("nova_error", SIDE)),
+        sample(&exp.scrape(), &key("nova_error", SIDE)),
         None,
         "not selected"
     );
@@ -108,25 +109,25 @@ fn live_counts_zero_init_and_reload() {
     // Appended lines show up in the scraped counters.
     append(&app, &(cri("ERROR second") + &cri("WARNING disk")));
     append(&side, &cri("ERROR in the sidecar, WARN too"));
-    wait_until("appended lines", T, || {
+    wait_for("appended lines", T, || {
         let t = exp.scrape();
-        value(&t, &key("nova_error", API)) == Some(2.0)
-            && value(&t, &key("warn", SIDE)) == Some(1.0)
+        sample(&t, &key("nova_error", API)) == Some(2.0)
+            && sample(&t, &key("warn", SIDE)) == Some(1.0)
     });
-    assert_eq!(value(&exp.scrape(), &key("warn", API)), Some(1.0));
+    assert_eq!(sample(&exp.scrape(), &key("warn", API)), Some(1.0));
 
     // A broken file is rejected by SIGHUP: counted, the old rules keep counting.
     std::fs::write(&cfg, RULES_BROKEN).unwrap();
     exp.signal("-HUP");
-    wait_until("the failed reload", T, || {
-        value(
+    wait_for("the failed reload", T, || {
+        sample(
             &exp.scrape(),
             "log_pattern_config_reloads_total{result=\"failure\"}",
         ) == Some(1.0)
     });
     let t = exp.scrape();
     assert_eq!(
-        value(&t, "log_pattern_config_last_reload_successful"),
+        sample(&t, "log_pattern_config_last_reload_successful"),
         Some(0.0)
     );
     assert!(
@@ -135,8 +136,8 @@ fn live_counts_zero_init_and_reload() {
         exp.logs()
     );
     append(&app, &cri("ERROR third"));
-    wait_until("old rules still counting", T, || {
-        value(&exp.scrape(), &key("nova_error", API)) == Some(3.0)
+    wait_for("old rules still counting", T, || {
+        sample(&exp.scrape(), &key("nova_error", API)) == Some(3.0)
     });
     // The same broken file over HTTP: 500 and the reason.
     let (code, body) = post_reload(exp.port);
@@ -149,13 +150,13 @@ fn live_counts_zero_init_and_reload() {
     let (code, body) = post_reload(exp.port);
     assert_eq!((code, body.as_str()), (200, "reloaded 3 rules\n"));
     let t = exp.scrape();
-    assert_eq!(value(&t, &key("nova_error", API)), Some(3.0));
+    assert_eq!(sample(&t, &key("nova_error", API)), Some(3.0));
     assert_eq!(
-        value(&t, "log_pattern_config_last_reload_successful"),
+        sample(&t, "log_pattern_config_last_reload_successful"),
         Some(1.0)
     );
     assert_eq!(
-        value(&t, "log_pattern_config_reloads_total{result=\"success\"}"),
+        sample(&t, "log_pattern_config_reloads_total{result=\"success\"}"),
         Some(1.0)
     );
     assert!(
@@ -165,37 +166,37 @@ fn live_counts_zero_init_and_reload() {
     let fresh = |c: &str| {
         format!("log_pattern_matches_total{{rule=\"fresh\",namespace=\"nova\",container=\"{c}\"}}")
     };
-    assert_eq!(value(&t, &fresh("app")), Some(0.0));
-    assert_eq!(value(&t, &fresh("sidecar")), Some(0.0));
+    assert_eq!(sample(&t, &fresh("app")), Some(0.0));
+    assert_eq!(sample(&t, &fresh("sidecar")), Some(0.0));
     append(
         &app,
         &(cri("ERROR FRESH") + &cri("WARN not counted any more") + &cri("req ms=50")),
     );
     let hist = |s: &str| format!("log_pattern_nova_request_ms_{s}{{rule=\"latency\"}}");
-    wait_until("new rules counting", T, || {
+    wait_for("new rules counting", T, || {
         let t = exp.scrape();
-        value(&t, &fresh("app")) == Some(1.0)
-            && value(&t, &key("nova_error", API)) == Some(4.0)
-            && value(&t, &hist("count")) == Some(1.0)
+        sample(&t, &fresh("app")) == Some(1.0)
+            && sample(&t, &key("nova_error", API)) == Some(4.0)
+            && sample(&t, &hist("count")) == Some(1.0)
     });
 
     // A restart (SIGKILL) resumes every counter from the state file and reads nothing twice.
     exp.kill();
     let exp = Exporter::start(d.path(), &args(&pods, &state, &cfg, &[]));
     append(&app, &cri("ERROR after restart"));
-    wait_until("the restarted exporter", T, || {
-        value(&exp.scrape(), &key("nova_error", API)) == Some(5.0)
+    wait_for("the restarted exporter", T, || {
+        sample(&exp.scrape(), &key("nova_error", API)) == Some(5.0)
     });
     append(&app, &cri("req ms=5"));
-    wait_until("the histogram continuing", T, || {
-        value(&exp.scrape(), &hist("count")) == Some(2.0)
+    wait_for("the histogram continuing", T, || {
+        sample(&exp.scrape(), &hist("count")) == Some(2.0)
     });
     let t = exp.scrape();
-    assert_eq!(value(&t, &fresh("app")), Some(1.0));
-    assert_eq!(value(&t, &fresh("sidecar")), Some(0.0));
-    assert_eq!(value(&t, &hist("sum")), Some(55.0));
+    assert_eq!(sample(&t, &fresh("app")), Some(1.0));
+    assert_eq!(sample(&t, &fresh("sidecar")), Some(0.0));
+    assert_eq!(sample(&t, &hist("sum")), Some(55.0));
     assert_eq!(
-        value(
+        sample(
             &t,
             "log_pattern_nova_request_ms_bucket{le=\"10.0\",rule=\"latency\"}"
         ),
@@ -208,15 +209,10 @@ fn config_check_reports_the_position() {
     let d = tempfile::tempdir().unwrap();
     let bin = env!("CARGO_BIN_EXE_log_pattern_exporter");
     let good = write_config(d.path(), RULES_V1);
-    let out = Command::new(bin)
-        .arg(format!("--config.file={}", good.display()))
-        .arg("--config.check")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        Command::new(bin)
+            .arg(format!("--config.file={}", good.display()))
+            .arg("--config.check"),
     );
     let bad = write_config(d.path(), RULES_BROKEN);
     let out = Command::new(bin)

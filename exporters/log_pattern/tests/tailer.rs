@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use e2e_tests::{samples, sum_samples, wait_for, wait_until, POLL};
 use support::*;
 
 const RULES: &str = "rules:\n- name: error\n  contains: ERROR\n";
@@ -137,7 +138,7 @@ fn compressor(dir: PathBuf, stop: Arc<AtomicBool>, keep: usize) -> std::thread::
 }
 
 fn matches(text: &str) -> f64 {
-    sum(text, "log_pattern_matches_total{")
+    sum_samples(text, "log_pattern_matches_total{")
 }
 
 fn metric(text: &str, key: &str) -> f64 {
@@ -176,7 +177,7 @@ fn rotation_under_load_counts_every_line_once() {
     // Let the compressor catch up and delete old files while the exporter finishes.
     std::thread::sleep(Duration::from_secs(3));
     let mut last = String::new();
-    let done = wait_for(LONG, || {
+    let done = wait_until(LONG, POLL, || {
         last = exp.scrape();
         matches(&last) >= want_matches
             && metric(&last, "log_pattern_lines_read_total") >= want_lines
@@ -187,7 +188,7 @@ fn rotation_under_load_counts_every_line_once() {
         exp.logs()
     );
     // Bounded descriptors: rotated files are released once read and quiet.
-    wait_until("rotated files released", LONG, || {
+    wait_for("rotated files released", LONG, || {
         last = exp.scrape();
         metric(&last, "log_pattern_files_watched") == 1.0
     });
@@ -240,7 +241,7 @@ fn sigkill_during_burst_with_rotation_and_gzip_while_down() {
         if i == 40_000 {
             w.flush();
             // Let it get going, then kill it mid-burst.
-            wait_until("some lines read", LONG, || {
+            wait_for("some lines read", LONG, || {
                 served_before = matches(&a.scrape());
                 served_before > 100.0
             });
@@ -255,7 +256,7 @@ fn sigkill_during_burst_with_rotation_and_gzip_while_down() {
     }
     w.rotate(2);
     // Wait until the compressor has compressed every rotated file but the newest.
-    wait_until("compression while down", LONG, || {
+    wait_for("compression while down", LONG, || {
         w.rotated_plain().len() <= 1
     });
     for i in 65_000..66_000u64 {
@@ -279,7 +280,7 @@ fn sigkill_during_burst_with_rotation_and_gzip_while_down() {
     w.flush();
     let want = w.matches as f64 + 2.0;
     let mut last = String::new();
-    let done = wait_for(LONG, || {
+    let done = wait_until(LONG, POLL, || {
         last = b.scrape();
         matches(&last) >= want
     });
@@ -353,7 +354,7 @@ fn short_lived_pods(inotify: bool) {
         .unwrap();
     }
     let mut last = String::new();
-    wait_until("short-lived pods counted", Duration::from_secs(30), || {
+    wait_for("short-lived pods counted", Duration::from_secs(30), || {
         last = exp.scrape();
         matches(&last) >= 50.0
     });
@@ -414,7 +415,7 @@ fn copytruncate_reads_again_from_zero_and_counts() {
         ));
     }
     std::fs::write(&path, &text).unwrap();
-    wait_until("first lines", Duration::from_secs(20), || {
+    wait_for("first lines", Duration::from_secs(20), || {
         matches(&exp.scrape()) >= 50.0
     });
     // copytruncate: copy aside, truncate in place, keep writing to the same inode.
@@ -427,7 +428,7 @@ fn copytruncate_reads_again_from_zero_and_counts() {
         writeln!(f, "after {i} {}", if i % 2 == 0 { "ERROR" } else { "ok" }).unwrap();
     }
     let mut last = String::new();
-    wait_until("lines after truncation", Duration::from_secs(20), || {
+    wait_for("lines after truncation", Duration::from_secs(20), || {
         last = exp.scrape();
         matches(&last) >= 60.0
     });
@@ -459,7 +460,7 @@ fn same_inode_new_content_across_restart_is_a_new_file() {
         })
         .collect();
     std::fs::write(&path, &old).unwrap();
-    wait_until("old lines", Duration::from_secs(20), || {
+    wait_for("old lines", Duration::from_secs(20), || {
         matches(&a.scrape()) >= 5.0
     });
     a.stop();
@@ -486,7 +487,7 @@ fn same_inode_new_content_across_restart_is_a_new_file() {
     );
     let b = Exporter::start(d.path(), &argv);
     let mut last = String::new();
-    wait_until("new content counted", Duration::from_secs(20), || {
+    wait_for("new content counted", Duration::from_secs(20), || {
         last = b.scrape();
         matches(&last) >= 17.0
     });
@@ -519,7 +520,7 @@ fn permission_denied_is_counted_and_others_still_read() {
         unprivileged.as_deref(),
     );
     let mut last = String::new();
-    wait_until(
+    wait_for(
         "readable file counted, unreadable one reported",
         Duration::from_secs(20),
         || {
@@ -571,7 +572,7 @@ fn bad_state_files_never_stop_the_exporter() {
     let exp = Exporter::start(d.path(), &args(&pods, &state, &cfg, &[]));
     std::fs::write(dir.join("1.log"), cri("ERROR x")).unwrap();
     let mut last = String::new();
-    wait_until("counted", Duration::from_secs(20), || {
+    wait_for("counted", Duration::from_secs(20), || {
         last = exp.scrape();
         matches(&last) >= 1.0
     });
@@ -624,12 +625,12 @@ fn glob_sources_with_captured_and_static_labels_and_deleted_pods() {
     let c = container_dir(&pods, "ns", "gone", "app");
     std::fs::write(c.join("0.log"), cri("ERROR before deletion")).unwrap();
     let mut last = String::new();
-    wait_until("glob and pod lines", Duration::from_secs(20), || {
+    wait_for("glob and pod lines", Duration::from_secs(20), || {
         last = exp.scrape();
         matches(&last) >= 3.0
     });
     std::fs::remove_dir_all(pods.join("ns_gone_gone-uid")).unwrap();
-    wait_until("deleted pod released", Duration::from_secs(20), || {
+    wait_for("deleted pod released", Duration::from_secs(20), || {
         last = exp.scrape();
         metric(&last, "log_pattern_files_watched") == 1.0
     });
@@ -667,7 +668,7 @@ fn first_start_skips_history_and_counts_what_follows() {
         .unwrap();
     f.write_all(b"OR completed\nERROR new\n").unwrap();
     let mut last = String::new();
-    wait_until("new lines", Duration::from_secs(20), || {
+    wait_for("new lines", Duration::from_secs(20), || {
         last = exp.scrape();
         matches(&last) >= 2.0
     });
@@ -710,7 +711,7 @@ fn inotify_overflow_triggers_an_immediate_rescan() {
     signal("-CONT");
     let mut last = String::new();
     // The overflow event comes after the events that fitted in the queue.
-    let done = wait_for(Duration::from_secs(30), || {
+    let done = wait_until(Duration::from_secs(30), POLL, || {
         last = exp.scrape();
         matches(&last) >= 1.0 && metric(&last, "log_pattern_inotify_overflows_total") >= 1.0
     });

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use e2e_tests::{assert_promtool_clean, sample, samples, sum_samples, wait_for};
 use support::*;
 
 const T: Duration = Duration::from_secs(20);
@@ -135,17 +136,17 @@ fn isolation_broken_changed_and_removed_files() {
         append(&sb.log(ns, pod), &cri("ERROR one"));
     }
     let exp = sb.start(&[]);
-    wait_until("every pod's first line", T, || {
-        sum(&exp.scrape(), "log_pattern_matches_total{rule=\"errors\"") == 4.0
+    wait_for("every pod's first line", T, || {
+        sum_samples(&exp.scrape(), "log_pattern_matches_total{rule=\"errors\"") == 4.0
     });
     let t = exp.scrape();
     // team-a's wide selector sees its two granted namespaces, and nothing else.
     assert_eq!(
-        value(&t, &key("team-a", "errors", "team-a", "api")),
+        sample(&t, &key("team-a", "errors", "team-a", "api")),
         Some(1.0)
     );
     assert_eq!(
-        value(&t, &key("team-a", "errors", "team-a-stage", "api")),
+        sample(&t, &key("team-a", "errors", "team-a-stage", "api")),
         Some(1.0)
     );
     assert_eq!(tenant_series(&t, "team-a", "errors").len(), 2, "{t}");
@@ -155,23 +156,23 @@ fn isolation_broken_changed_and_removed_files() {
         [key("team-b", "errors", "team-b", "web")]
     );
     assert_eq!(
-        value(&t, &key("team-b", "errors", "team-b", "web")),
+        sample(&t, &key("team-b", "errors", "team-b", "web")),
         Some(1.0)
     );
     // The platform's rule keeps its full scope and no tenant label.
-    assert_eq!(value(&t, &key("", "errors", "other", "x")), Some(1.0));
-    assert_eq!(value(&t, &valid("team-a")), Some(1.0));
-    assert_eq!(value(&t, &valid("team-b")), Some(1.0));
+    assert_eq!(sample(&t, &key("", "errors", "other", "x")), Some(1.0));
+    assert_eq!(sample(&t, &valid("team-a")), Some(1.0));
+    assert_eq!(sample(&t, &valid("team-b")), Some(1.0));
     assert_eq!(
-        value(&t, "log_pattern_ruleset_rules{tenant=\"team-a\"}"),
+        sample(&t, "log_pattern_ruleset_rules{tenant=\"team-a\"}"),
         Some(1.0)
     );
     assert_eq!(
-        value(&t, "log_pattern_ruleset_series{tenant=\"team-a\"}"),
+        sample(&t, "log_pattern_ruleset_series{tenant=\"team-a\"}"),
         Some(2.0)
     );
     assert!(
-        value(
+        sample(
             &t,
             "log_pattern_ruleset_last_reload_success_timestamp_seconds{tenant=\"team-a\",file=\"team-a.yml\"}"
         )
@@ -179,19 +180,19 @@ fn isolation_broken_changed_and_removed_files() {
             > 1.7e9
     );
     assert_eq!(
-        value(
+        sample(
             &t,
             "log_pattern_rule_info{tenant=\"team-b\",rule=\"errors\",alert=\"false\",severity=\"warning\"}"
         ),
         Some(1.0)
     );
-    promtool_check(&t);
+    assert_promtool_clean(&t);
 
     // team-a's file breaks: rejected with its position, its last good version keeps counting,
     // team-b is untouched.
     sb.write("team-a.yml", TEAM_A_BROKEN);
-    wait_until("team-a's file rejected", T, || {
-        value(&exp.scrape(), &valid("team-a")) == Some(0.0)
+    wait_for("team-a's file rejected", T, || {
+        sample(&exp.scrape(), &valid("team-a")) == Some(0.0)
     });
     let logs = exp.logs();
     assert!(
@@ -200,7 +201,7 @@ fn isolation_broken_changed_and_removed_files() {
         "{logs}"
     );
     assert_eq!(
-        value(
+        sample(
             &exp.scrape(),
             "log_pattern_ruleset_reloads_total{tenant=\"team-a\",file=\"team-a.yml\",result=\"failure\"}"
         ),
@@ -209,12 +210,12 @@ fn isolation_broken_changed_and_removed_files() {
     for (ns, pod) in pods {
         append(&sb.log(ns, pod), &cri("ERROR two"));
     }
-    wait_until("every tenant counting on", T, || {
+    wait_for("every tenant counting on", T, || {
         let t = exp.scrape();
-        value(&t, &key("team-a", "errors", "team-a", "api")) == Some(2.0)
-            && value(&t, &key("team-a", "errors", "team-a-stage", "api")) == Some(2.0)
-            && value(&t, &key("team-b", "errors", "team-b", "web")) == Some(2.0)
-            && value(&t, &key("", "errors", "other", "x")) == Some(2.0)
+        sample(&t, &key("team-a", "errors", "team-a", "api")) == Some(2.0)
+            && sample(&t, &key("team-a", "errors", "team-a-stage", "api")) == Some(2.0)
+            && sample(&t, &key("team-b", "errors", "team-b", "web")) == Some(2.0)
+            && sample(&t, &key("", "errors", "other", "x")) == Some(2.0)
     });
 
     // team-b adds a rule: its existing counter continues, the new rule starts at 0.
@@ -222,14 +223,14 @@ fn isolation_broken_changed_and_removed_files() {
         "team-b.yml",
         &format!("{TEAM_B}  - name: warns\n    expr: '{{}} |= \"WARN\"'\n"),
     );
-    wait_until("team-b's new rule", T, || {
-        value(&exp.scrape(), &key("team-b", "warns", "team-b", "web")) == Some(0.0)
+    wait_for("team-b's new rule", T, || {
+        sample(&exp.scrape(), &key("team-b", "warns", "team-b", "web")) == Some(0.0)
     });
     append(&sb.log("team-b", "web"), &cri("WARN and ERROR"));
-    wait_until("team-b's rules counting", T, || {
+    wait_for("team-b's rules counting", T, || {
         let t = exp.scrape();
-        value(&t, &key("team-b", "warns", "team-b", "web")) == Some(1.0)
-            && value(&t, &key("team-b", "errors", "team-b", "web")) == Some(3.0)
+        sample(&t, &key("team-b", "warns", "team-b", "web")) == Some(1.0)
+            && sample(&t, &key("team-b", "errors", "team-b", "web")) == Some(3.0)
     });
 
     // team-a's file fixed with another rule; team-b's file removed: its rules are gone.
@@ -238,15 +239,15 @@ fn isolation_broken_changed_and_removed_files() {
         "rules:\n  - name: fatal\n    expr: '{} |= \"FATAL\"'\n",
     );
     std::fs::remove_file(sb.rules.join("team-b.yml")).unwrap();
-    wait_until("team-a fixed, team-b gone", T, || {
+    wait_for("team-a fixed, team-b gone", T, || {
         let t = exp.scrape();
-        value(&t, &valid("team-a")) == Some(1.0)
-            && value(&t, &valid("team-b")).is_none()
+        sample(&t, &valid("team-a")) == Some(1.0)
+            && sample(&t, &valid("team-b")).is_none()
             && tenant_series(&t, "team-b", "errors").is_empty()
     });
     append(&sb.log("team-a-stage", "api"), &cri("FATAL ERROR"));
-    wait_until("team-a's new rule counting", T, || {
-        value(
+    wait_for("team-a's new rule counting", T, || {
+        sample(
             &exp.scrape(),
             &key("team-a", "fatal", "team-a-stage", "api"),
         ) == Some(1.0)
@@ -255,23 +256,23 @@ fn isolation_broken_changed_and_removed_files() {
     assert!(tenant_series(&t, "team-a", "errors").is_empty(), "{t}");
     assert!(!t.contains("tenant=\"team-b\""), "{t}");
     assert_eq!(
-        value(&t, &key("", "errors", "team-a-stage", "api")),
+        sample(&t, &key("", "errors", "team-a-stage", "api")),
         Some(3.0)
     );
-    promtool_check(&t);
+    assert_promtool_clean(&t);
 
     // The platform revokes team-a-stage (SIGHUP): team-a's series there are gone at once.
     write_config(&sb.root, &PLATFORM.replace(", team-a-stage", ""));
     exp.signal("-HUP");
-    wait_until("the grant revoked", T, || {
+    wait_for("the grant revoked", T, || {
         let t = exp.scrape();
-        value(&t, &key("team-a", "fatal", "team-a-stage", "api")).is_none()
-            && value(&t, &key("team-a", "fatal", "team-a", "api")) == Some(0.0)
+        sample(&t, &key("team-a", "fatal", "team-a-stage", "api")).is_none()
+            && sample(&t, &key("team-a", "fatal", "team-a", "api")) == Some(0.0)
     });
     append(&sb.log("team-a-stage", "api"), &cri("FATAL again"));
     append(&sb.log("team-a", "api"), &cri("FATAL here"));
-    wait_until("team-a counting in team-a only", T, || {
-        value(&exp.scrape(), &key("team-a", "fatal", "team-a", "api")) == Some(1.0)
+    wait_for("team-a counting in team-a only", T, || {
+        sample(&exp.scrape(), &key("team-a", "fatal", "team-a", "api")) == Some(1.0)
     });
     assert_eq!(tenant_series(&exp.scrape(), "team-a", "fatal").len(), 1);
 }
@@ -290,18 +291,19 @@ fn rule_and_series_budgets_overflow() {
     }
     // Defaults: 2 rules, 3 series per tenant; the platform raises them for `big`.
     let exp = sb.start(&["--tenant.max-rules=2", "--tenant.max-series=3"]);
-    wait_until("every line of big", T, || {
+    wait_for("every line of big", T, || {
         let t = exp.scrape();
         (1..=3).all(|i| {
-            sum(
+            sum_samples(
                 &t,
                 &format!("log_pattern_matches_total{{tenant=\"big\",rule=\"r{i}\""),
             ) == 4.0
-        }) && sum(&t, "log_pattern_matches_total{tenant=\"small\"") == 8.0
+        }) && sum_samples(&t, "log_pattern_matches_total{tenant=\"small\"") == 8.0
     });
     let t = exp.scrape();
-    let g =
-        |name: &str, tenant: &str| value(&t, &format!("log_pattern_{name}{{tenant=\"{tenant}\"}}"));
+    let g = |name: &str, tenant: &str| {
+        sample(&t, &format!("log_pattern_{name}{{tenant=\"{tenant}\"}}"))
+    };
     // Rule budget: small's r3 (past 2, in file order) is left out and reported.
     assert_eq!(g("ruleset_rules", "small"), Some(2.0));
     assert_eq!(g("ruleset_rules_over_budget", "small"), Some(1.0));
@@ -330,14 +332,14 @@ fn rule_and_series_budgets_overflow() {
         .sum();
     assert_eq!((in_series, overflowed), (3.0, 5.0), "{small:?}");
     assert_eq!(
-        value(
+        sample(
             &t,
             "log_pattern_ruleset_series_overflow_total{tenant=\"small\"}"
         ),
         Some(5.0)
     );
     assert_eq!(
-        value(
+        sample(
             &t,
             "log_pattern_ruleset_series_overflow_total{tenant=\"big\"}"
         ),
@@ -346,22 +348,22 @@ fn rule_and_series_budgets_overflow() {
     assert_eq!(g("ruleset_series", "big"), Some(12.0));
     // A new pod of small: no new series, its lines overflow.
     append(&sb.log("small", "p5"), &cri("E"));
-    wait_until("the new pod's lines in the overflow", T, || {
-        value(
+    wait_for("the new pod's lines in the overflow", T, || {
+        sample(
             &exp.scrape(),
             "log_pattern_ruleset_series_overflow_total{tenant=\"small\"}",
         ) == Some(7.0)
     });
     let t = exp.scrape();
     assert_eq!(
-        value(&t, "log_pattern_ruleset_series{tenant=\"small\"}"),
+        sample(&t, "log_pattern_ruleset_series{tenant=\"small\"}"),
         Some(3.0)
     );
     assert!(
         !t.contains("pod=\"p5\""),
         "no series for p5 beyond the platform's"
     );
-    promtool_check(&t);
+    assert_promtool_clean(&t);
 
     // After SIGKILL every tenant value resumes from the state file, overflow included.
     let mut exp = exp;
@@ -425,7 +427,7 @@ fn rule_files_churn_while_lines_flow() {
         let t = exp.scrape();
         ["success", "failure"]
             .map(|r| {
-                value(&t, &format!("log_pattern_ruleset_reloads_total{{tenant=\"team-a\",file=\"team-a.yml\",result=\"{r}\"}}"))
+                sample(&t, &format!("log_pattern_ruleset_reloads_total{{tenant=\"team-a\",file=\"team-a.yml\",result=\"{r}\"}}"))
                     .unwrap_or(0.0)
             })
             .iter()
@@ -434,15 +436,15 @@ fn rule_files_churn_while_lines_flow() {
     for (i, v) in versions.iter().cycle().take(10).enumerate() {
         sb.write("team-a.yml", v);
         // Each version is examined (none merged into the next) while the lines flow.
-        wait_until("the version examined", T, || examined() == (i + 2) as f64);
+        wait_for("the version examined", T, || examined() == (i + 2) as f64);
     }
     writer.join().unwrap();
-    wait_until("every line counted", T, || {
+    wait_for("every line counted", T, || {
         let t = exp.scrape();
-        value(&t, &key("team-a", "errors", "team-a", "api")) == Some(600.0)
-            && value(&t, &key("team-a", "errors", "team-a-stage", "api")) == Some(600.0)
-            && value(&t, &key("team-b", "errors", "team-b", "web")) == Some(600.0)
-            && value(&t, &key("", "errors", "team-b", "web")) == Some(600.0)
+        sample(&t, &key("team-a", "errors", "team-a", "api")) == Some(600.0)
+            && sample(&t, &key("team-a", "errors", "team-a-stage", "api")) == Some(600.0)
+            && sample(&t, &key("team-b", "errors", "team-b", "web")) == Some(600.0)
+            && sample(&t, &key("", "errors", "team-b", "web")) == Some(600.0)
     });
     stop.store(true, Ordering::Relaxed);
     let history = history.join().unwrap();
@@ -461,14 +463,14 @@ fn rule_files_churn_while_lines_flow() {
     assert_monotonic(&steady);
     let t = exp.scrape();
     assert_eq!(
-        value(&t, &valid("team-a")),
+        sample(&t, &valid("team-a")),
         Some(1.0),
         "the last version is good"
     );
     assert!(tenant_series(&t, "team-a", "warns").is_empty());
     assert!(tenant_series(&t, "team-a", "fatal").is_empty());
     assert_eq!(
-        value(
+        sample(
             &t,
             "log_pattern_ruleset_reloads_total{tenant=\"team-a\",file=\"team-a.yml\",result=\"failure\"}"
         ),
@@ -508,8 +510,8 @@ fn configmap_symlink_swap() {
     let log = sb.log("team-a", "api");
     append(&log, &cri("ONE TWO"));
     let exp = sb.start(&[]);
-    wait_until("v1 counting", T, || {
-        value(&exp.scrape(), &key("team-a", "one", "team-a", "api")) == Some(1.0)
+    wait_for("v1 counting", T, || {
+        sample(&exp.scrape(), &key("team-a", "one", "team-a", "api")) == Some(1.0)
     });
     configmap_version(
         &sb.rules,
@@ -517,19 +519,19 @@ fn configmap_symlink_swap() {
         &[("team-a.yml", "rules:\n  - {name: one, expr: '{} |= \"ONE\"'}\n  - {name: two, expr: '{} |= \"TWO\"'}\n")],
     );
     std::fs::remove_dir_all(sb.rules.join("..v1")).unwrap();
-    wait_until("v2 in force", T, || {
-        value(&exp.scrape(), &key("team-a", "two", "team-a", "api")) == Some(0.0)
+    wait_for("v2 in force", T, || {
+        sample(&exp.scrape(), &key("team-a", "two", "team-a", "api")) == Some(0.0)
     });
     // A broken version swapped in: rejected, v2 stays.
     configmap_version(&sb.rules, "v3", &[("team-a.yml", "rules: [")]);
-    wait_until("v3 rejected", T, || {
-        value(&exp.scrape(), &valid("team-a")) == Some(0.0)
+    wait_for("v3 rejected", T, || {
+        sample(&exp.scrape(), &valid("team-a")) == Some(0.0)
     });
     append(&log, &cri("ONE TWO"));
-    wait_until("v2 still counting", T, || {
+    wait_for("v2 still counting", T, || {
         let t = exp.scrape();
-        value(&t, &key("team-a", "one", "team-a", "api")) == Some(2.0)
-            && value(&t, &key("team-a", "two", "team-a", "api")) == Some(1.0)
+        sample(&t, &key("team-a", "one", "team-a", "api")) == Some(2.0)
+            && sample(&t, &key("team-a", "two", "team-a", "api")) == Some(1.0)
     });
     assert!(
         exp.logs()
@@ -551,12 +553,12 @@ fn periodic_rescan_finds_what_inotify_cannot_see() {
     std::os::unix::fs::symlink(&target, sb.rules.join("team-a.yml")).unwrap();
     append(&sb.log("team-a", "api"), &cri("ONE"));
     let exp = sb.start(&["--config.dir.rescan-interval=300ms"]);
-    wait_until("the first version", T, || {
-        value(&exp.scrape(), &key("team-a", "one", "team-a", "api")) == Some(1.0)
+    wait_for("the first version", T, || {
+        sample(&exp.scrape(), &key("team-a", "one", "team-a", "api")) == Some(1.0)
     });
     std::fs::write(&target, "rules:\n  - {name: two, expr: '{} |= \"ONE\"'}\n").unwrap();
-    wait_until("the change found by a rescan", T, || {
-        value(&exp.scrape(), &key("team-a", "two", "team-a", "api")) == Some(0.0)
+    wait_for("the change found by a rescan", T, || {
+        sample(&exp.scrape(), &key("team-a", "two", "team-a", "api")) == Some(0.0)
     });
 }
 
@@ -571,8 +573,8 @@ fn replaced_directory_is_watched_again() {
     );
     append(&sb.log("team-a", "api"), &cri("ONE"));
     let exp = sb.start(&[]);
-    wait_until("the first version", T, || {
-        value(&exp.scrape(), &key("team-a", "one", "team-a", "api")) == Some(1.0)
+    wait_for("the first version", T, || {
+        sample(&exp.scrape(), &key("team-a", "one", "team-a", "api")) == Some(1.0)
     });
     std::fs::rename(&sb.rules, sb.root.join("old-rules.d")).unwrap();
     std::fs::create_dir(&sb.rules).unwrap();
@@ -580,21 +582,21 @@ fn replaced_directory_is_watched_again() {
         "team-a.yml",
         "rules:\n  - {name: two, expr: '{} |= \"ONE\"'}\n",
     );
-    wait_until("the new directory's file", T, || {
-        value(&exp.scrape(), &key("team-a", "two", "team-a", "api")) == Some(0.0)
+    wait_for("the new directory's file", T, || {
+        sample(&exp.scrape(), &key("team-a", "two", "team-a", "api")) == Some(0.0)
     });
     // And it is watched: a change there is seen without a rescan.
     sb.write(
         "team-b.yml",
         "rules:\n  - {name: three, expr: '{} |= \"ONE\"'}\n",
     );
-    wait_until("a file added to the new directory", T, || {
-        value(&exp.scrape(), &valid("team-b")) == Some(1.0)
+    wait_for("a file added to the new directory", T, || {
+        sample(&exp.scrape(), &valid("team-b")) == Some(1.0)
     });
     // (Rules count the lines read once they are in force.)
     append(&sb.log("team-b", "api"), &cri("ONE"));
-    wait_until("its rule counting", T, || {
-        value(&exp.scrape(), &key("team-b", "three", "team-b", "api")) == Some(1.0)
+    wait_for("its rule counting", T, || {
+        sample(&exp.scrape(), &key("team-b", "three", "team-b", "api")) == Some(1.0)
     });
 }
 

@@ -1,26 +1,23 @@
-//! Helpers shared by the integration tests: the real binary under a Drop guard, scraping over
-//! loopback, kubelet-style log writing.
+//! log_pattern's own test helpers: the real binary under a Drop guard with its log file, the
+//! standard sandbox arguments, kubelet-style log writing (pod dirs, CRI lines, gzip rotation)
+//! and the counter-monotonicity check. The generic ones (child guard, loopback scraping,
+//! polling, promtool, parsing samples) come from the shared `e2e_tests` crate.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use e2e_tests::{samples, scrape, wait_until, ChildGuard};
 
 pub const TS: &str = "2024-01-15T10:00:00.000000000Z";
 
-/// The exporter binary, killed (SIGKILL) and reaped on drop.
+/// The exporter binary, killed (SIGKILL, by PID) and reaped on drop.
 pub struct Exporter {
-    pub child: Option<Child>,
+    pub child: ChildGuard,
     pub port: u16,
     pub log: PathBuf,
-}
-
-pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
 }
 
 impl Exporter {
@@ -31,7 +28,7 @@ impl Exporter {
 
     /// Like `start`, optionally running the binary under another command (e.g. setpriv).
     pub fn start_with(dir: &Path, args: &[String], wrapper: Option<&[&str]>) -> Self {
-        let port = free_port();
+        let port = e2e_tests::free_port();
         let log = dir.join(format!("exporter-{port}.log"));
         let bin = env!("CARGO_BIN_EXE_log_pattern_exporter");
         let mut cmd = match wrapper {
@@ -47,21 +44,15 @@ impl Exporter {
             .args(args)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());
-        let child = cmd.spawn().unwrap();
         let e = Self {
-            child: Some(child),
+            child: ChildGuard::spawn(&mut cmd),
             port,
             log,
         };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while e.try_scrape().is_none() {
-            assert!(
-                Instant::now() < deadline,
-                "exporter did not start: {}",
-                e.logs()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let started = wait_until(Duration::from_secs(20), Duration::from_millis(20), || {
+            e.try_scrape().is_some()
+        });
+        assert!(started, "exporter did not start: {}", e.logs());
         e
     }
 
@@ -80,102 +71,25 @@ impl Exporter {
 
     /// Sends a signal (`"-HUP"`, `"-STOP"`, ...) to the running exporter, by its pid.
     pub fn signal(&self, sig: &str) {
-        let pid = self.child.as_ref().expect("running").id().to_string();
-        assert!(Command::new("kill")
-            .args([sig, &pid])
-            .status()
-            .unwrap()
-            .success());
+        if let Err(e) = self.child.signal(sig) {
+            panic!("signal {sig}: {e}");
+        }
     }
 
     /// SIGKILL, as the OOM killer or a node crash would.
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.child.kill();
     }
 
-    /// SIGTERM and wait: a clean stop.
+    /// SIGTERM and wait (SIGKILL after 10 s): a clean stop.
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(c.id().to_string())
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = c.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.child.stop(Duration::from_secs(10));
     }
-}
-
-impl Drop for Exporter {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// GET /metrics over loopback; `None` if the server is not there.
-pub fn scrape(port: u16) -> Option<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-        .ok()?;
-    let mut body = String::new();
-    s.read_to_string(&mut body).ok()?;
-    let (head, body) = body.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.0 200")
-        .then(|| body.to_string())
-        .or_else(|| head.starts_with("HTTP/1.1 200").then(|| body.to_string()))
-}
-
-/// Every sample of the exposition: `name{labels}` -> value.
-pub fn samples(text: &str) -> BTreeMap<String, f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .filter_map(|l| {
-            let (k, v) = l.rsplit_once(' ')?;
-            Some((k.to_string(), v.parse().ok()?))
-        })
-        .collect()
-}
-
-/// Sum of the samples whose key starts with `prefix`.
-pub fn sum(text: &str, prefix: &str) -> f64 {
-    samples(text)
-        .iter()
-        .filter(|(k, _)| k.starts_with(prefix))
-        .map(|(_, v)| v)
-        .sum()
-}
-
-/// Polls until `f` is true.
-pub fn wait_until(what: &str, timeout: Duration, f: impl FnMut() -> bool) {
-    assert!(wait_for(timeout, f), "timed out waiting for {what}");
-}
-
-/// Polls until `f` is true; false on timeout (the caller then asserts with details).
-pub fn wait_for(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    true
 }
 
 /// Asserts that no counter sample decreased between two scrapes.
 pub fn assert_monotonic(history: &[String]) {
-    let mut last: BTreeMap<String, f64> = BTreeMap::new();
+    let mut last: std::collections::BTreeMap<String, f64> = Default::default();
     for (i, text) in history.iter().enumerate() {
         for (k, v) in samples(text) {
             let is_counter = k.contains("_total")
@@ -246,33 +160,6 @@ pub fn args(pods: &Path, state: &Path, config: &Path, extra: &[&str]) -> Vec<Str
     v
 }
 
-/// `promtool check metrics` must find nothing in `text`.
-pub fn promtool_check(text: &str) {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("promtool (package prometheus) must be installed");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let msg = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && msg.trim().is_empty(),
-        "promtool: {msg}"
-    );
-}
-
 /// Appends `text` to `path` (created if missing), as a container writing its log.
 pub fn append(path: &std::path::Path, text: &str) {
     let mut f = std::fs::OpenOptions::new()
@@ -281,11 +168,6 @@ pub fn append(path: &std::path::Path, text: &str) {
         .open(path)
         .unwrap();
     f.write_all(text.as_bytes()).unwrap();
-}
-
-/// The value of one sample, by its exact `name{labels}` key.
-pub fn value(text: &str, key: &str) -> Option<f64> {
-    samples(text).get(key).copied()
 }
 
 /// Scrapes every 20 ms until `stop`; returns every exposition seen.
