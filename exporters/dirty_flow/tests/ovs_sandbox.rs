@@ -502,16 +502,65 @@ async fn bridges_from_database_or_flag() {
         value(&body, "ovs_flows", &[("bridge", "br-ex"), ("table", "0")]),
         Some(1.0)
     );
+
+    // From the second scrape on, the dumps of the bridges the last one found run while the
+    // database is read: a bridge deleted since must vanish, one added must show, and ports
+    // still come from this scrape's database.
+    sb.vsctl(&["del-br", "br-ex"]);
+    sb.vsctl(&[
+        "add-br",
+        "br-new",
+        "--",
+        "set",
+        "bridge",
+        "br-new",
+        "datapath_type=dummy",
+    ]);
+    let new_target = format!("unix:{}", sb.path().join("br-new.mgmt").display());
+    sb.ofctl(&["add-flow", &new_target, "priority=5,actions=output:7"]);
+    sb.add_flows("cookie=0x1,table=3,priority=5,actions=output:99\n");
+    let (_, body) = scrape(exp.addr).await;
+    assert_eq!(
+        value(&body, "ovs_dump_success", &[("bridge", "br-ex")]),
+        None,
+        "deleted:\n{body}"
+    );
+    for b in ["br-int", "br-new"] {
+        assert_eq!(
+            value(&body, "ovs_dump_success", &[("bridge", b)]),
+            Some(1.0),
+            "{b}:\n{body}"
+        );
+        assert_eq!(
+            value(
+                &body,
+                "ovs_dirty_flows",
+                &[("bridge", b), ("check", "missing_port")]
+            ),
+            Some(1.0),
+            "{b}:\n{body}"
+        );
+    }
+    assert_eq!(value(&body, "ovs_database_up", &[]), Some(1.0));
+    assert_eq!(promtool(&body), "", "promtool on:\n{body}");
+    // A port added to br-int between scrapes counts on the next one.
+    sb.add_port("tap99", 99);
+    let (_, body) = scrape(exp.addr).await;
+    assert_eq!(
+        dirty(&body, "missing_port"),
+        Some(0.0),
+        "port 99 exists now:\n{body}"
+    );
     drop(exp);
 
     let exp = serve(
-        sb.flags(&["--ovs.bridge=br-ex", "--ovs.bridge=br-gone"]),
+        sb.flags(&["--ovs.bridge=br-new", "--ovs.bridge=br-gone"]),
         Config::default(),
     )
     .await;
     let (_, body) = scrape(exp.addr).await;
     assert_eq!(
-        value(&body, "ovs_dump_success", &[("bridge", "br-ex")]),
+        value(&body, "ovs_dump_success", &[("bridge", "br-new")]),
         Some(1.0),
         "{body}"
     );
