@@ -4,10 +4,15 @@
 # A generated test-driver node with N nova domains (default 1000) served by a private libvirtd
 # over a unix socket. Measures, in one run on the same daemon:
 #   - the floor: the bare libvirt calls a scrape needs (list, bulk stats with NOWAIT, pin info
-#     per domain), with no parsing or metrics (examples/libvirt_floor.rs);
-#   - the exporter: first scrape (every XML parsed) and repeated scrapes (XML cache warm),
-#     and its peak RSS;
-# and prints a table with the ratio repeated scrape / floor.
+#     per domain), with no parsing or metrics (examples/libvirt_floor.rs), and two variants:
+#     plus virDomainGetVcpus per domain, and plus the per-domain stats calls that stand in for
+#     the stat groups the test driver's bulk stats lack;
+#   - two exporters: "qemu-path" with --libvirt.stats-fallback=false (the calls it makes on
+#     QEMU, whose bulk stats are complete) and "default" (default flags: on the test driver it
+#     also makes the per-domain stats calls); first scrape (every XML parsed), repeated scrapes
+#     (XML cache warm) and peak RSS;
+# and prints a table with the ratios repeated scrape / floor. Scrapes and floor passes
+# alternate, so load from elsewhere on the machine hits all alike; the load average is printed.
 set -euo pipefail
 
 N=${N:-1000}
@@ -23,11 +28,9 @@ BIN=$TARGET/release/libvirt_exporter
 FLOOR=$TARGET/release/examples/libvirt_floor
 
 WORK=$(mktemp -d)
-LIBVIRTD_PID=""
-EXPORTER_PID=""
+PIDS=()
 cleanup() {
-  [ -n "$EXPORTER_PID" ] && kill "$EXPORTER_PID" 2>/dev/null && wait "$EXPORTER_PID" 2>/dev/null || true
-  [ -n "$LIBVIRTD_PID" ] && kill "$LIBVIRTD_PID" 2>/dev/null && wait "$LIBVIRTD_PID" 2>/dev/null || true
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null || true; done
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -42,52 +45,68 @@ max_workers = 20
 CONF
 LIBVIRT_DRIVER_DIR="$WORK/drivers" libvirtd -f "$WORK/libvirtd.conf" -p "$WORK/libvirtd.pid" \
   >"$WORK/libvirtd.log" 2>&1 &
-LIBVIRTD_PID=$!
+PIDS+=($!)
 for _ in $(seq 100); do [ -S "$WORK/sock/libvirt-sock-ro" ] && break; sleep 0.1; done
 URI="test+unix://$WORK/node.xml?socket=$WORK/sock/libvirt-sock-ro"
+load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-"$BIN" --web.listen-address="127.0.0.1:$PORT" --libvirt.uri="$URI" --path.procfs= \
-  --libvirt.concurrency="$CONCURRENCY" --log.level=warn ${EXPORTER_ARGS:-} >"$WORK/exporter.log" 2>&1 &
-EXPORTER_PID=$!
-for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$PORT/-/healthy" && break; sleep 0.1; done
-
-scrape() { curl -s -o "$WORK/out.prom" -w '%{time_total}' "http://127.0.0.1:$PORT/metrics"; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+declare -A PORT EPID
+start_exporter() { # name, extra flags...
+  local name=$1; shift
+  PORT[$name]=$(free_port)
+  "$BIN" --web.listen-address="127.0.0.1:${PORT[$name]}" --libvirt.uri="$URI" --path.procfs= \
+    --libvirt.concurrency="$CONCURRENCY" --log.level=warn "$@" >"$WORK/exporter-$name.log" 2>&1 &
+  EPID[$name]=$!
+  PIDS+=($!)
+  for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:${PORT[$name]}/-/healthy" && break; sleep 0.1; done
+}
+scrape() { curl -s -o "$WORK/out-$1.prom" -w '%{time_total}' "http://127.0.0.1:${PORT[$1]}/metrics"; }
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
-first=$(scrape)
-grep -q '^libvirt_up 1' "$WORK/out.prom" || { echo "exporter not up:"; head -50 "$WORK/out.prom"; exit 1; }
-got=$(grep '^libvirt_domains ' "$WORK/out.prom" | awk '{print $2}')
-# Scrapes and floor passes alternate, so load from elsewhere on the machine hits both alike.
-: > "$WORK/repeat.txt"
+NAMES=(qemu-path default)
+start_exporter qemu-path --libvirt.stats-fallback=false
+start_exporter default
+declare -A FIRST
+for n in "${NAMES[@]}"; do
+  FIRST[$n]=$(scrape "$n")
+  grep -q '^libvirt_up 1' "$WORK/out-$n.prom" || { echo "exporter $n not up:"; head -50 "$WORK/out-$n.prom"; exit 1; }
+  : > "$WORK/repeat-$n.txt"
+done
+got=$(grep '^libvirt_domains ' "$WORK/out-default.prom" | awk '{print $2}')
 : > "$WORK/floor.txt"
 for _ in $(seq "$REPEAT"); do
-  scrape >> "$WORK/repeat.txt"; echo >> "$WORK/repeat.txt"
+  for n in "${NAMES[@]}"; do scrape "$n" >> "$WORK/repeat-$n.txt"; echo >> "$WORK/repeat-$n.txt"; done
   "$FLOOR" "$URI" 1 "$CONCURRENCY" >> "$WORK/floor.txt"
 done
-repeat=$(median < "$WORK/repeat.txt")
-series=$(grep -vc '^#' "$WORK/out.prom")
-bytes=$(wc -c < "$WORK/out.prom")
-rss_kb=$(awk '/VmHWM/ {print $2}' "/proc/$EXPORTER_PID/status")
+load_end=$(cut -d' ' -f1-3 /proc/loadavg)
 
 floor=$(awk '{print $2}' "$WORK/floor.txt" | median)
 floor_vcpus=$(awk '{print $4}' "$WORK/floor.txt" | median)
+floor_stats=$(awk '{print $6}' "$WORK/floor.txt" | median)
 
 # virsh, for reference: the same bulk stats as a user would fetch them.
 TIMEFORMAT=%R
 virsh_s=$( { time virsh -r -c "$URI" domstats --nowait >/dev/null 2>&1; } 2>&1 )
 
-ratio=$(awk -v a="$repeat" -v b="$floor" 'BEGIN {printf "%.2f", a / b}')
-ratio_vcpus=$(awk -v a="$repeat" -v b="$floor_vcpus" 'BEGIN {printf "%.2f", a / b}')
-printf '\nlibvirt_exporter benchmark: %s nova domains (%s seen), test driver via libvirtd, concurrency %s\n\n' "$N" "$got" "$CONCURRENCY"
-printf '| %-44s | %12s |\n' "measure" "value"
-printf '|%s|%s|\n' "$(printf -- '-%.0s' $(seq 46))" "$(printf -- '-%.0s' $(seq 14))"
-printf '| %-44s | %10.3f s |\n' "floor: list + bulk stats + pin info (median)" "$floor"
-printf '| %-44s | %10.3f s |\n' "floor + virDomainGetVcpus per domain (median)" "$floor_vcpus"
-printf '| %-44s | %10.3f s |\n' "exporter: first scrape (connect, all XML)" "$first"
-printf '| %-44s | %10.3f s |\n' "exporter: repeated scrape (median of $REPEAT)" "$repeat"
-printf '| %-44s | %12s |\n' "ratio repeated / floor (target <= 1.25)" "$ratio"
-printf '| %-44s | %12s |\n' "ratio repeated / floor with GetVcpus" "$ratio_vcpus"
-printf '| %-44s | %10.1f MiB |\n' "exporter peak RSS (VmHWM)" "$(awk -v k="$rss_kb" 'BEGIN {print k/1024}')"
-printf '| %-44s | %12s |\n' "series / bytes per scrape" "$series / $bytes"
-printf '| %-44s | %10s s |\n' "virsh domstats --nowait (reference)" "$virsh_s"
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
+row() { printf '| %-58s | %16s |\n' "$1" "$2"; }
+printf '\nlibvirt_exporter benchmark: %s nova domains (%s seen), test driver via libvirtd, concurrency %s\n' "$N" "$got" "$CONCURRENCY"
+printf 'load average (1/5/15 min): %s at start, %s at end, on %s CPUs\n\n' "$load_start" "$load_end" "$(nproc)"
+row "measure" "value"
+printf '|%s|%s|\n' "$(printf -- '-%.0s' $(seq 60))" "$(printf -- '-%.0s' $(seq 18))"
+row "floor: list + bulk stats + pin info (median of $REPEAT)" "$(printf '%.3f s' "$floor")"
+row "floor + virDomainGetVcpus per domain" "$(printf '%.3f s' "$floor_vcpus")"
+row "floor + per-domain stats calls (test driver only)" "$(printf '%.3f s' "$floor_stats")"
+for n in "${NAMES[@]}"; do
+  repeat=$(median < "$WORK/repeat-$n.txt")
+  row "$n: first scrape (connect, all XML)" "$(printf '%.3f s' "${FIRST[$n]}")"
+  row "$n: repeated scrape (median of $REPEAT)" "$(printf '%.3f s' "$repeat")"
+  row "$n: ratio repeated / floor (target <= 1.25)" "$(ratio "$repeat" "$floor")"
+  if [ "$n" = default ]; then
+    row "$n: ratio repeated / (floor + per-domain stats calls)" "$(ratio "$repeat" "$floor_stats")"
+  fi
+  row "$n: peak RSS (VmHWM)" "$(awk -v k="$(awk '/VmHWM/ {print $2}' "/proc/${EPID[$n]}/status")" 'BEGIN {printf "%.1f MiB", k/1024}')"
+  row "$n: series / bytes per scrape" "$(grep -vc '^#' "$WORK/out-$n.prom") / $(wc -c < "$WORK/out-$n.prom")"
+done
+row "virsh domstats --nowait (reference, includes connecting)" "$virsh_s s"

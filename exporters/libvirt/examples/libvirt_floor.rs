@@ -1,9 +1,15 @@
 //! The floor of a scrape: the bare libvirt calls it needs (list, bulk stats with NOWAIT, pin
 //! info per domain), with no parsing and no metrics, timed on the same libvirtd as the exporter.
 //! Used by `bench/bench.sh`; prints one line per iteration:
-//! `floor_seconds <s> with_vcpus_seconds <s> domains <n>`, the second adding the
-//! `virDomainGetVcpus` call per running domain that the exporter also makes (the kernel's view of
-//! vCPU affinity).
+//! `floor_seconds <s> with_vcpus_seconds <s> with_stats_seconds <s> domains <n>`:
+//! - `floor`: the calls the issue counts;
+//! - `with_vcpus`: plus `virDomainGetVcpus` per domain (the kernel's view of vCPU affinity, which
+//!   the exporter asks for only when due);
+//! - `with_stats`: plus the per-domain calls that stand in for the stat groups the test driver's
+//!   bulk stats lack (`virDomainGetInfo`, `virDomainMemoryStats`, `virDomainBlockStats` and
+//!   `virDomainInterfaceStats` per device, `virDomainGetVcpus`): what the exporter must call on
+//!   the test driver by default, and never on QEMU. Device names come from each domain's XML,
+//!   read once before timing.
 //!
 //! Usage: libvirt_floor URI ITERATIONS CONCURRENCY
 
@@ -11,8 +17,17 @@
 
 use std::time::Instant;
 
+use libvirt_exporter::stats_fallback::{self, Missing};
 use virt::connect::Connect;
 use virt::sys;
+
+/// Which calls a pass makes per domain.
+#[derive(Clone, Copy, PartialEq)]
+enum Pass {
+    Floor,
+    Vcpus,
+    Stats,
+}
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -31,45 +46,81 @@ fn main() {
         }
     };
     let ncpus = conn.node_info().map(|n| n.cpus).unwrap_or(1);
+    // Disk and interface targets per domain name, outside the timed passes.
+    let devices: std::collections::HashMap<String, (Vec<String>, Vec<String>)> = conn
+        .list_all_domains(0)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|d| {
+            let x = libvirt_exporter::domain_xml::parse_domain_xml(&d.xml_desc(0).ok()?).ok()?;
+            Some((
+                x.name.clone(),
+                (
+                    x.disks.iter().map(|d| d.target_dev.clone()).collect(),
+                    x.interfaces.iter().map(|i| i.target_dev.clone()).collect(),
+                ),
+            ))
+        })
+        .collect();
     for _ in 0..iterations {
-        let floor = run(&conn, ncpus, concurrency, false);
-        let with_vcpus = run(&conn, ncpus, concurrency, true);
+        let floor = run(&conn, ncpus, concurrency, Pass::Floor, &devices);
+        let with_vcpus = run(&conn, ncpus, concurrency, Pass::Vcpus, &devices);
+        let with_stats = run(&conn, ncpus, concurrency, Pass::Stats, &devices);
         println!(
-            "floor_seconds {:.6} with_vcpus_seconds {:.6} domains {}",
-            floor.0, with_vcpus.0, floor.1
+            "floor_seconds {:.6} with_vcpus_seconds {:.6} with_stats_seconds {:.6} domains {}",
+            floor.0, with_vcpus.0, with_stats.0, floor.1
         );
     }
 }
 
 /// One pass of the bare calls: (seconds, domains listed).
-fn run(conn: &Connect, ncpus: u32, concurrency: usize, vcpus: bool) -> (f64, usize) {
-    {
-        let start = Instant::now();
-        let domains = conn.list_all_domains(0).unwrap_or_default();
-        let stats = libvirt_exporter::ffi::all_domain_stats(
-            conn,
-            libvirt_exporter::snapshot::STATS_GROUPS,
-            sys::VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT,
-        )
-        .unwrap_or_default();
-        let chunk = stats.len().div_ceil(concurrency).max(1);
-        std::thread::scope(|s| {
-            for part in stats.chunks(chunk) {
-                s.spawn(move || {
-                    for r in part {
-                        let _ = libvirt_exporter::ffi::vcpu_pin_info(
-                            &r.domain,
-                            2,
-                            ncpus,
-                            sys::VIR_DOMAIN_AFFECT_LIVE,
-                        );
-                        if vcpus {
-                            let _ = libvirt_exporter::ffi::vcpus(&r.domain, 2, ncpus);
+fn run(
+    conn: &Connect,
+    ncpus: u32,
+    concurrency: usize,
+    pass: Pass,
+    devices: &std::collections::HashMap<String, (Vec<String>, Vec<String>)>,
+) -> (f64, usize) {
+    let start = Instant::now();
+    let domains = conn.list_all_domains(0).unwrap_or_default();
+    let stats = libvirt_exporter::ffi::all_domain_stats(
+        conn,
+        libvirt_exporter::snapshot::STATS_GROUPS,
+        sys::VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT,
+    )
+    .unwrap_or_default();
+    let chunk = stats.len().div_ceil(concurrency).max(1);
+    let all = Missing {
+        cpu_total: true,
+        balloon: true,
+        vcpu: true,
+        block: true,
+        interface: true,
+    };
+    std::thread::scope(|s| {
+        for part in stats.chunks(chunk) {
+            s.spawn(move || {
+                for r in part {
+                    let _ = libvirt_exporter::ffi::vcpu_pin_info(
+                        &r.domain,
+                        2,
+                        ncpus,
+                        sys::VIR_DOMAIN_AFFECT_LIVE,
+                    );
+                    if pass != Pass::Floor {
+                        let _ = libvirt_exporter::ffi::vcpus(&r.domain, 2, ncpus);
+                    }
+                    if pass == Pass::Stats {
+                        let name = r.domain.name().unwrap_or_default();
+                        if let Some((disks, ifaces)) = devices.get(&name) {
+                            let disks: Vec<&str> = disks.iter().map(String::as_str).collect();
+                            let ifaces: Vec<&str> = ifaces.iter().map(String::as_str).collect();
+                            let _ = stats_fallback::fetch(&r.domain, all, &disks, &ifaces);
                         }
                     }
-                });
-            }
-        });
-        (start.elapsed().as_secs_f64(), domains.len())
-    }
+                }
+            });
+        }
+    });
+    (start.elapsed().as_secs_f64(), domains.len())
 }

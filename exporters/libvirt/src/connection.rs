@@ -301,6 +301,146 @@ impl Libvirt {
         }
     }
 
+    /// Runs `f` on each of `jobs` on at most `workers` blocking threads, each taking the next
+    /// job as soon as it is done with one (no round trip through the async runtime between
+    /// jobs: on a busy host every thread wake-up costs scheduling latency), and returns the
+    /// answers in the order of `jobs`. Each job is under the call timeout: a watchdog gives a
+    /// job that overruns it `Error::Timeout`, leaves its thread to finish in the background
+    /// (counted as stuck) and starts a replacement, so one stuck domain delays no other.
+    pub async fn pool<J, T, F>(
+        &self,
+        call: &'static str,
+        jobs: Vec<J>,
+        workers: usize,
+        f: F,
+    ) -> Vec<Result<T, Error>>
+    where
+        J: Send + 'static,
+        T: Send + 'static,
+        F: Fn(J) -> T + Send + Sync + 'static,
+    {
+        use std::collections::VecDeque;
+        use std::sync::atomic::AtomicBool;
+
+        let n = jobs.len();
+        let mut out: Vec<Option<Result<T, Error>>> = (0..n).map(|_| None).collect();
+        let refused = |out: &mut Vec<Option<Result<T, Error>>>| {
+            for o in out.iter_mut().filter(|o| o.is_none()) {
+                self.count(call, true);
+                *o = Some(Err(Error::Timeout { call, seconds: 0.0 }));
+            }
+        };
+        if n == 0 {
+            return Vec::new();
+        }
+        let queue: Arc<Mutex<VecDeque<(usize, J)>>> =
+            Arc::new(Mutex::new(jobs.into_iter().enumerate().collect()));
+        let f = Arc::new(f);
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(usize, Result<T, Error>)>();
+        /// A worker's current job and when it started, and whether it was given up on.
+        type Slot = Arc<(Mutex<Option<(usize, Instant)>>, AtomicBool)>;
+        let spawn = |slots: &mut Vec<Slot>| {
+            let slot: Slot = Arc::new((Mutex::new(None), AtomicBool::new(false)));
+            slots.push(Arc::clone(&slot));
+            let (queue, f, tx, stuck) = (
+                Arc::clone(&queue),
+                Arc::clone(&f),
+                tx.clone(),
+                Arc::clone(&self.stuck),
+            );
+            tokio::task::spawn_blocking(move || loop {
+                let next = queue.lock().ok().and_then(|mut q| q.pop_front());
+                let Some((i, job)) = next else { break };
+                if let Ok(mut s) = slot.0.lock() {
+                    *s = Some((i, Instant::now()));
+                }
+                let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(job)))
+                    .map_err(|_| Error::Libvirt {
+                        call,
+                        message: "call panicked".into(),
+                    });
+                if let Ok(mut s) = slot.0.lock() {
+                    *s = None;
+                }
+                let _ = tx.send((i, answer));
+                if slot.1.load(Ordering::Acquire) {
+                    // Given up on by the watchdog: it started a replacement.
+                    stuck.fetch_sub(1, Ordering::AcqRel);
+                    break;
+                }
+            });
+        };
+        let mut slots: Vec<Slot> = Vec::new();
+        if self.stuck.load(Ordering::Relaxed) >= MAX_STUCK {
+            refused(&mut out);
+        } else {
+            for _ in 0..workers.clamp(1, n) {
+                spawn(&mut slots);
+            }
+        }
+        let mut remaining = out.iter().filter(|o| o.is_none()).count();
+        let tick = (self.timeout / 10).clamp(Duration::from_millis(10), Duration::from_millis(250));
+        while remaining > 0 {
+            tokio::select! {
+                got = rx.recv() => match got {
+                    Some((i, answer)) => {
+                        if let Some(o) = out.get_mut(i).filter(|o| o.is_none()) {
+                            if answer.is_err() {
+                                self.count(call, false);
+                            }
+                            *o = Some(answer);
+                            remaining -= 1;
+                        }
+                    }
+                    None => break,
+                },
+                _ = tokio::time::sleep(tick) => {
+                    let mut replace = 0;
+                    for slot in &slots {
+                        if slot.1.load(Ordering::Acquire) {
+                            continue;
+                        }
+                        let overdue = slot.0.lock().ok().and_then(|s| {
+                            s.filter(|(_, t)| t.elapsed() >= self.timeout).map(|(i, _)| i)
+                        });
+                        let Some(i) = overdue else { continue };
+                        slot.1.store(true, Ordering::Release);
+                        self.stuck.fetch_add(1, Ordering::AcqRel);
+                        self.count(call, true);
+                        if let Some(o) = out.get_mut(i).filter(|o| o.is_none()) {
+                            *o = Some(Err(Error::Timeout { call, seconds: self.timeout.as_secs_f64() }));
+                            remaining -= 1;
+                        }
+                        replace += 1;
+                    }
+                    for _ in 0..replace {
+                        if self.stuck.load(Ordering::Relaxed) < MAX_STUCK {
+                            spawn(&mut slots);
+                        }
+                    }
+                    let live = slots.iter().filter(|s| !s.1.load(Ordering::Acquire)).count();
+                    if live == 0 && remaining > 0 {
+                        // Every worker is stuck and no more may be started.
+                        if let Ok(mut q) = queue.lock() {
+                            q.clear();
+                        }
+                        refused(&mut out);
+                        remaining = 0;
+                    }
+                }
+            }
+        }
+        drop(tx);
+        out.into_iter()
+            .map(|o| {
+                o.unwrap_or(Err(Error::Libvirt {
+                    call,
+                    message: "no answer".into(),
+                }))
+            })
+            .collect()
+    }
+
     /// Runs `f` with the connection on the blocking pool under the call timeout. When it fails
     /// and the connection is no longer alive, the connection is dropped for a later re-open.
     pub async fn with_conn<T, F>(
@@ -367,6 +507,47 @@ mod tests {
         assert!(!counts.contains_key("fast"));
         // The stuck call is released once it returns.
         tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(lv.stuck.load(Ordering::Acquire), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_pool_job_that_hangs_times_out_alone() {
+        let lv = Libvirt::new(
+            "test:///default".into(),
+            Duration::from_millis(200),
+            Duration::from_secs(1),
+            false,
+        );
+        // Job 3 hangs; with 2 workers the others still finish, in order, on time.
+        let started = Instant::now();
+        let out = lv
+            .pool("job", (0..20u64).collect(), 2, |i| {
+                if i == 3 {
+                    std::thread::sleep(Duration::from_millis(800));
+                }
+                i * 10
+            })
+            .await;
+        assert!(
+            started.elapsed() < Duration::from_millis(700),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(out.len(), 20);
+        for (i, o) in out.iter().enumerate() {
+            match i {
+                3 => assert!(
+                    matches!(o, Err(Error::Timeout { call: "job", .. })),
+                    "{o:?}"
+                ),
+                _ => assert_eq!(o.as_ref().ok(), Some(&(i as u64 * 10)), "job {i}"),
+            }
+        }
+        let counts = lv.call_counts();
+        assert_eq!((counts["job"].timeouts, counts["job"].errors), (1, 0));
+        assert_eq!(lv.stuck.load(Ordering::Acquire), 1);
+        // The stuck worker is released when its job returns.
+        tokio::time::sleep(Duration::from_millis(900)).await;
         assert_eq!(lv.stuck.load(Ordering::Acquire), 0);
     }
 

@@ -19,7 +19,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::stream::StreamExt;
 use virt::connect::Connect;
 use virt::domain::Domain;
 use virt::sys;
@@ -266,6 +265,7 @@ impl Gatherer {
     pub async fn gather(&self, conn: &Arc<Connect>) -> Result<Snapshot, Error> {
         let started = Instant::now();
         let host = host_info(&self.libvirt, conn).await?;
+        let host_done = started.elapsed();
         let listed: Vec<Listed> = self
             .libvirt
             .with_conn(conn, "all_domain_stats", |c| {
@@ -341,19 +341,13 @@ impl Gatherer {
             Err(_) => HashMap::new(),
         };
 
-        let mut domains: Vec<DomainSnap> = futures::stream::iter(listed)
-            .map(|l| {
-                let reuse = cached.get(&l.snap.uuid).cloned();
-                self.per_domain(l, ncpus, Arc::clone(&qemu), reuse)
-            })
-            .buffer_unordered(self.concurrency)
-            .collect()
-            .await;
+        let mut domains = self.per_domain(listed, ncpus, &qemu, &cached).await;
         domains.sort_by(|a, b| a.name.cmp(&b.name));
         tracing::debug!(
             domains = domains.len(),
             full_xml_refresh = full,
             changed = changed.len(),
+            node_info_seconds = host_done.as_secs_f64(),
             bulk_seconds = bulk_done.as_secs_f64(),
             per_domain_seconds = (started.elapsed() - bulk_done).as_secs_f64(),
             "gathered"
@@ -370,71 +364,129 @@ impl Gatherer {
         Ok(Snapshot { host, domains })
     }
 
+    /// Every domain's own calls, `concurrency` domains at a time (see [`Libvirt::pool`]): its
+    /// XML when due, pin info and `virDomainGetVcpus` when needed, procfs; then, for running
+    /// domains whose bulk stats lack groups, the per-domain stats calls.
     async fn per_domain(
         &self,
-        l: Listed,
+        listed: Vec<Listed>,
         ncpus: u32,
-        qemu: Arc<HashMap<String, u32>>,
-        reuse: Option<Arc<DomainXml>>,
-    ) -> DomainSnap {
-        let Listed { domain, mut snap } = l;
-        let active = snap.is_active();
-        let missing = Missing::of(&snap.stats);
-        let fallback_domain =
-            (self.stats_fallback && active && missing.needs_calls()).then(|| domain.clone());
-        let procfs_root = self.procfs.clone();
-        let name = snap.name.clone();
-        let known_vcpus = reuse.as_ref().map(|x| x.vcpus);
-        if reuse.is_none() {
-            self.xml_fetches.fetch_add(1, Ordering::Relaxed);
-        }
-        // Live affinity only matters for running domains that declare some (an XML not known
-        // yet may); the kernel's view via virDomainGetVcpus is asked for when due (see
-        // `VcpuCheck`), or every scrape when it must stand in for the bulk vcpu group.
-        let declares = reuse.as_ref().is_none_or(|x| x.declares_affinity());
-        let want_pins = active && declares;
-        let prev = self.vcpu_check(&snap.uuid);
+        qemu: &Arc<HashMap<String, u32>>,
+        cached: &HashMap<String, Arc<DomainXml>>,
+    ) -> Vec<DomainSnap> {
         let now = Instant::now();
-        let vcpus_due = active
-            && ((self.stats_fallback && missing.vcpu)
-                || (declares
-                    && (reuse.is_none()
-                        || prev.as_ref().is_none_or(|p| p.mismatch || now >= p.due))));
-        let prev_pins = prev.as_ref().and_then(|p| p.pins.clone());
-        let result = self
+        let mut pending = Vec::with_capacity(listed.len());
+        let mut jobs = Vec::with_capacity(listed.len());
+        for Listed { domain, snap } in listed {
+            let reuse = cached.get(&snap.uuid).cloned();
+            let active = snap.is_active();
+            let missing = Missing::of(&snap.stats);
+            let fallback =
+                (self.stats_fallback && active && missing.needs_calls()).then(|| domain.clone());
+            if reuse.is_none() {
+                self.xml_fetches.fetch_add(1, Ordering::Relaxed);
+            }
+            // Live affinity only matters for running domains that declare some (an XML not
+            // known yet may); the kernel's view via virDomainGetVcpus is asked for when due
+            // (see `VcpuCheck`), or every scrape when it stands in for the bulk vcpu group.
+            let declares = reuse.as_ref().is_none_or(|x| x.declares_affinity());
+            let prev = self.vcpu_check(&snap.uuid);
+            let vcpus_due = active
+                && ((self.stats_fallback && missing.vcpu)
+                    || (declares
+                        && (reuse.is_none()
+                            || prev.as_ref().is_none_or(|p| p.mismatch || now >= p.due))));
+            jobs.push(DomainJob {
+                domain,
+                known_vcpus: reuse.as_ref().map(|x| x.vcpus),
+                want_pins: active && declares,
+                vcpus_due,
+                prev_pins: prev.as_ref().and_then(|p| p.pins.clone()),
+                qemu_pid: qemu.get(&snap.name).copied().filter(|_| active),
+            });
+            pending.push((snap, reuse, prev, missing, fallback));
+        }
+        let procfs_root = self.procfs.clone();
+        let answers = self
             .libvirt
-            .blocking("domain", move || {
-                let xml = match known_vcpus {
-                    Some(_) => None,
-                    None => Some(domain.xml_desc(0)),
-                };
-                let nvcpus = match (&xml, known_vcpus) {
-                    (_, Some(n)) => n,
-                    (Some(Ok(x)), None) => vcpu_count_hint(x),
-                    _ => 0,
-                };
-                let pins = want_pins.then(|| {
-                    ffi::vcpu_pin_info(&domain, nvcpus.max(1), ncpus, sys::VIR_DOMAIN_AFFECT_LIVE)
-                });
-                // libvirt's own pinning changed since the last look: check the kernel's now.
-                let pins_changed = match (&pins, &prev_pins) {
-                    (Some(Ok(now)), Some(before)) => now != before,
-                    (Some(Ok(_)), None) => true,
-                    _ => false,
-                };
-                let vcpus =
-                    (vcpus_due || pins_changed).then(|| ffi::vcpus(&domain, nvcpus.max(1), ncpus));
-                let proc_aff = match (&procfs_root, qemu.get(&name)) {
-                    (Some(root), Some(pid)) if active => {
-                        Some(procfs::vcpu_thread_affinity(root, *pid))
-                    }
-                    _ => None,
-                };
-                Ok((xml, pins, vcpus, proc_aff))
+            .pool("domain", jobs, self.concurrency, move |job| {
+                domain_calls(job, ncpus, procfs_root.as_deref())
             })
             .await;
-        match result {
-            Ok((xml, pins, vcpus, proc_aff)) => {
+
+        let mut snaps = Vec::with_capacity(pending.len());
+        let mut fill = Vec::new();
+        for ((mut snap, reuse, prev, missing, fallback), answer) in pending.into_iter().zip(answers)
+        {
+            self.apply_domain_calls(&mut snap, reuse, prev, missing, answer, now);
+            if let Some(domain) = fallback.filter(|_| !snap.timed_out) {
+                let missing = Missing {
+                    // Without the XML the devices are unknown: left out rather than claimed 0.
+                    block: missing.block && snap.xml.is_some(),
+                    interface: missing.interface && snap.xml.is_some(),
+                    // Per-vCPU stats come from virDomainGetVcpus, made above.
+                    vcpu: false,
+                    ..missing
+                };
+                if missing.needs_calls() {
+                    let (disks, ifaces) = snap
+                        .xml
+                        .as_deref()
+                        .map(|x| {
+                            (
+                                x.disks.iter().map(|d| d.target_dev.clone()).collect(),
+                                x.interfaces.iter().map(|i| i.target_dev.clone()).collect(),
+                            )
+                        })
+                        .unwrap_or_default();
+                    fill.push((snaps.len(), (domain, missing, disks, ifaces)));
+                }
+            }
+            snaps.push(snap);
+        }
+        if !fill.is_empty() {
+            let (idx, jobs): (Vec<usize>, Vec<_>) = fill.into_iter().unzip();
+            let missing: Vec<Missing> = jobs.iter().map(|j| j.1).collect();
+            let answers = self
+                .libvirt
+                .pool(
+                    "domain_stats",
+                    jobs,
+                    self.concurrency,
+                    |(domain, missing, disks, ifaces): FillJob| {
+                        let disks: Vec<&str> = disks.iter().map(String::as_str).collect();
+                        let ifaces: Vec<&str> = ifaces.iter().map(String::as_str).collect();
+                        stats_fallback::fetch(&domain, missing, &disks, &ifaces)
+                    },
+                )
+                .await;
+            for ((i, missing), answer) in idx.into_iter().zip(missing).zip(answers) {
+                if let Some(snap) = snaps.get_mut(i) {
+                    self.apply_fill(snap, missing, answer);
+                }
+            }
+        }
+        snaps
+    }
+
+    /// Takes in the answers of one domain's calls.
+    fn apply_domain_calls(
+        &self,
+        snap: &mut DomainSnap,
+        reuse: Option<Arc<DomainXml>>,
+        prev: Option<VcpuCheck>,
+        missing: Missing,
+        answer: Result<DomainAnswer, Error>,
+        now: Instant,
+    ) {
+        let active = snap.is_active();
+        match answer {
+            Ok(DomainAnswer {
+                xml,
+                pins,
+                vcpus,
+                proc_affinity,
+            }) => {
                 match xml {
                     None => snap.xml = reuse,
                     Some(Ok(x)) => match self.parse_cached(&snap.uuid, &x) {
@@ -465,7 +517,7 @@ impl Gatherer {
                         }
                         snap.vcpus = Some(v);
                         snap.vcpus_fresh = true;
-                        self.vcpu_checked(&snap, prev.is_none(), now);
+                        self.vcpu_checked(snap, prev.is_none(), now);
                     }
                     Some(Err(e)) => {
                         tracing::debug!(domain = %snap.name, error = %e, "cannot get vCPU info");
@@ -480,7 +532,7 @@ impl Gatherer {
                         }
                     }
                 }
-                snap.proc_affinity = proc_aff.filter(|m| !m.is_empty());
+                snap.proc_affinity = proc_affinity.filter(|m| !m.is_empty());
             }
             Err(Error::Timeout { .. }) => {
                 tracing::warn!(domain = %snap.name, "libvirt did not answer in time for this domain");
@@ -491,10 +543,6 @@ impl Gatherer {
                 snap.errors.push("domain");
             }
         }
-        if let Some(domain) = fallback_domain.filter(|_| !snap.timed_out) {
-            self.fill_missing(&mut snap, domain, missing).await;
-        }
-        snap
     }
 
     /// The last `virDomainGetVcpus` check of a domain.
@@ -541,36 +589,14 @@ impl Gatherer {
         }
     }
 
-    /// Fills the stat groups missing from a running domain's bulk stats with per-domain calls
-    /// (one blocking task under the call timeout); disk and interface targets come from its XML.
-    async fn fill_missing(&self, snap: &mut DomainSnap, domain: Domain, missing: Missing) {
-        let (disks, ifaces): (Vec<String>, Vec<String>) = match &snap.xml {
-            Some(x) => (
-                x.disks.iter().map(|d| d.target_dev.clone()).collect(),
-                x.interfaces.iter().map(|i| i.target_dev.clone()).collect(),
-            ),
-            None => Default::default(),
-        };
-        // Without the XML the devices are unknown: leave those groups out rather than claim 0.
-        let missing = Missing {
-            block: missing.block && snap.xml.is_some(),
-            interface: missing.interface && snap.xml.is_some(),
-            // Per-vCPU stats come from virDomainGetVcpus, made with the domain's other calls.
-            vcpu: false,
-            ..missing
-        };
-        if !missing.needs_calls() {
-            return;
-        }
-        let result = self
-            .libvirt
-            .blocking("domain_stats", move || {
-                let disks: Vec<&str> = disks.iter().map(String::as_str).collect();
-                let ifaces: Vec<&str> = ifaces.iter().map(String::as_str).collect();
-                Ok(stats_fallback::fetch(&domain, missing, &disks, &ifaces))
-            })
-            .await;
-        match result {
+    /// Takes in the per-domain stats calls that stood in for missing bulk stat groups.
+    fn apply_fill(
+        &self,
+        snap: &mut DomainSnap,
+        missing: Missing,
+        answer: Result<stats_fallback::Fetched, Error>,
+    ) {
+        match answer {
             Ok(fetched) => {
                 for (counter, wanted) in self.fallbacks.iter().zip(missing.groups()) {
                     if wanted {
@@ -592,6 +618,64 @@ impl Gatherer {
                 snap.errors.push("domain_stats");
             }
         }
+    }
+}
+
+/// One domain's calls, as a worker thread makes them.
+struct DomainJob {
+    domain: Domain,
+    /// `<vcpu>` of the cached XML; `None`: fetch the XML.
+    known_vcpus: Option<u32>,
+    want_pins: bool,
+    vcpus_due: bool,
+    /// libvirt's pin info at the last `virDomainGetVcpus` check.
+    prev_pins: Option<Vec<CpuSet>>,
+    /// The QEMU process, when running and visible in procfs.
+    qemu_pid: Option<u32>,
+}
+
+/// The answers of one domain's calls.
+struct DomainAnswer {
+    xml: Option<Result<String, virt::error::Error>>,
+    pins: Option<Result<Vec<CpuSet>, virt::error::Error>>,
+    vcpus: Option<Result<Vec<VcpuInfo>, virt::error::Error>>,
+    proc_affinity: Option<HashMap<u32, CpuSet>>,
+}
+
+/// The per-domain stats calls of one domain: the domain, the groups, disk and interface targets.
+type FillJob = (Domain, Missing, Vec<String>, Vec<String>);
+
+/// Makes one domain's calls (blocking).
+fn domain_calls(job: DomainJob, ncpus: u32, procfs_root: Option<&std::path::Path>) -> DomainAnswer {
+    let domain = &job.domain;
+    let xml = match job.known_vcpus {
+        Some(_) => None,
+        None => Some(domain.xml_desc(0)),
+    };
+    let nvcpus = match (&xml, job.known_vcpus) {
+        (_, Some(n)) => n,
+        (Some(Ok(x)), None) => vcpu_count_hint(x),
+        _ => 0,
+    };
+    let pins = job
+        .want_pins
+        .then(|| ffi::vcpu_pin_info(domain, nvcpus.max(1), ncpus, sys::VIR_DOMAIN_AFFECT_LIVE));
+    // libvirt's own pinning changed since the last look: check the kernel's now.
+    let pins_changed = match (&pins, &job.prev_pins) {
+        (Some(Ok(now)), Some(before)) => now != before,
+        (Some(Ok(_)), None) => true,
+        _ => false,
+    };
+    let vcpus = (job.vcpus_due || pins_changed).then(|| ffi::vcpus(domain, nvcpus.max(1), ncpus));
+    let proc_affinity = match (procfs_root, job.qemu_pid) {
+        (Some(root), Some(pid)) => Some(procfs::vcpu_thread_affinity(root, pid)),
+        _ => None,
+    };
+    DomainAnswer {
+        xml,
+        pins,
+        vcpus,
+        proc_affinity,
     }
 }
 
