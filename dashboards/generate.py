@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Generates the Grafana dashboards of the suite (dashboards/*.json) from one description.
 
-One source keeps the five dashboards consistent: the same datasource/rack/node variables, the same
+One source keeps the dashboards consistent: the same datasource/rack/node variables, the same
 label filters, the same join of nova names from the info metric. Run it after editing; the test
 (`dashboards/test.py --check`) fails when the JSON files and this generator drift apart.
 
@@ -221,12 +221,37 @@ def health():
     return b
 
 
+# Fleet-wide panels read the recorded series of alerts/rules/recording.rules.yml (docs/scaling.md),
+# never the raw per-VM series of every node; the rack variable filters through the topology.
+RACK = 'on (node) group_left (rack) topology:node_rack:info{rack=~"$rack"}'
+
+
+def fleet():
+    b = Board("cne-fleet", "Fleet (recorded)",
+              "Every compute node at once, from recording rules: cheap at thousands of hypervisors.")
+    b.row("What is broken where")
+    b.panel("timeseries", "Dirty flows per rack and check", [('rack:ovs_dirty_flows:sum{rack=~"$rack"}', "{{rack}} {{check}}")])
+    b.panel("table", "Nodes with the most broken pinning (host CPUs)", [(f'topk(20, node:libvirt_pinning_broken_cpus:sum * {RACK})', "")])
+    b.row("Workload")
+    b.panel("timeseries", "Guest CPU per project (cores, top 20)", [("topk(20, project:libvirt_domain_cpu_seconds:rate5m)", "{{project_name}}")])
+    b.panel("timeseries", "VMs per project (top 20)", [("topk(20, project:libvirt_domains:count)", "{{project_name}}")])
+    b.panel("timeseries", "Guest CPU per node (cores, top 20)", [(f"topk(20, node:libvirt_domain_cpu_seconds:rate5m * {RACK})", "{{node}}")])
+    b.panel("timeseries", "Domains by state", [(f"sum by (state) (node:libvirt_domains_by_state:sum * {RACK})", "{{state}}")])
+    b.panel("timeseries", "Log matches /s per namespace and rule (top 20)", [("topk(20, namespace_rule:log_pattern_matches:rate5m)", "{{namespace}} {{rule}}")], unit="ops")
+    b.panel("timeseries", "OpenFlow flows per bridge", [(f"sum by (bridge) (node:ovs_flows:sum * {RACK})", "{{bridge}}")])
+    b.row("Cost")
+    b.panel("timeseries", "Series per scrape, all targets of each exporter", [("job:scrape_samples_scraped:sum", "{{job}}")], w=24,
+            description="The input of the capacity plan in docs/scaling.md.")
+    return b
+
+
 BOARDS = {
     "overview.json": overview,
     "libvirt.json": libvirt,
     "ovs.json": ovs,
     "log_pattern.json": log_pattern,
     "exporter_health.json": health,
+    "fleet.json": fleet,
 }
 
 

@@ -64,7 +64,12 @@ def check():
             if p.get("datasource", {}).get("uid") != "${datasource}":
                 errors.append(f"{name}: panel {p['title']!r} does not use the datasource variable")
             for t in p.get("targets", []):
-                if '$node' not in t["expr"]:
+                # Per-node boards filter every query on $node. The fleet board reads only recorded
+                # series (level:metric:operations), never raw per-node series.
+                if name == "fleet.json":
+                    if not any(":" in tok for tok in t["expr"].replace("(", " ").split() if tok[:1].isalpha()):
+                        errors.append(f"{name}: {p['title']!r} query reads no recorded series: {t['expr']}")
+                elif '$node' not in t["expr"]:
                     errors.append(f"{name}: {p['title']!r} query does not filter on $node: {t['expr']}")
     return errors
 
