@@ -322,30 +322,55 @@ impl Libvirt {
         use std::collections::VecDeque;
         use std::sync::atomic::AtomicBool;
 
-        let n = jobs.len();
-        let mut out: Vec<Option<Result<T, Error>>> = (0..n).map(|_| None).collect();
-        let refused = |out: &mut Vec<Option<Result<T, Error>>>| {
-            for o in out.iter_mut().filter(|o| o.is_none()) {
-                self.count(call, true);
-                *o = Some(Err(Error::Timeout { call, seconds: 0.0 }));
+        /// Answers by job, and how many are still missing; the caller is woken only when
+        /// the last one is in (a wake-up per job would cost as much as the job on a busy host).
+        /// Each job's answer once it is in.
+        type Slots<T> = Vec<Option<Result<T, Error>>>;
+        struct Answers<T> {
+            slots: Mutex<(Slots<T>, usize)>,
+            done: tokio::sync::Notify,
+        }
+        impl<T> Answers<T> {
+            /// Stores an answer unless the job has one (a timeout); true if it was stored.
+            fn put(&self, i: usize, answer: Result<T, Error>) -> bool {
+                let Ok(mut g) = self.slots.lock() else {
+                    return false;
+                };
+                let (slots, missing) = &mut *g;
+                match slots.get_mut(i) {
+                    Some(slot @ None) => {
+                        *slot = Some(answer);
+                        *missing -= 1;
+                        if *missing == 0 {
+                            self.done.notify_one();
+                        }
+                        true
+                    }
+                    _ => false,
+                }
             }
-        };
+        }
+        /// A worker's current job and when it started, and whether it was given up on.
+        type Slot = Arc<(Mutex<Option<(usize, Instant)>>, AtomicBool)>;
+
+        let n = jobs.len();
         if n == 0 {
             return Vec::new();
         }
+        let answers = Arc::new(Answers {
+            slots: Mutex::new(((0..n).map(|_| None).collect(), n)),
+            done: tokio::sync::Notify::new(),
+        });
         let queue: Arc<Mutex<VecDeque<(usize, J)>>> =
             Arc::new(Mutex::new(jobs.into_iter().enumerate().collect()));
         let f = Arc::new(f);
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(usize, Result<T, Error>)>();
-        /// A worker's current job and when it started, and whether it was given up on.
-        type Slot = Arc<(Mutex<Option<(usize, Instant)>>, AtomicBool)>;
         let spawn = |slots: &mut Vec<Slot>| {
             let slot: Slot = Arc::new((Mutex::new(None), AtomicBool::new(false)));
             slots.push(Arc::clone(&slot));
-            let (queue, f, tx, stuck) = (
+            let (queue, f, answers, stuck) = (
                 Arc::clone(&queue),
                 Arc::clone(&f),
-                tx.clone(),
+                Arc::clone(&answers),
                 Arc::clone(&self.stuck),
             );
             tokio::task::spawn_blocking(move || loop {
@@ -362,7 +387,7 @@ impl Libvirt {
                 if let Ok(mut s) = slot.0.lock() {
                     *s = None;
                 }
-                let _ = tx.send((i, answer));
+                answers.put(i, answer);
                 if slot.1.load(Ordering::Acquire) {
                     // Given up on by the watchdog: it started a replacement.
                     stuck.fetch_sub(1, Ordering::AcqRel);
@@ -370,75 +395,83 @@ impl Libvirt {
                 }
             });
         };
+        let refuse_rest = || {
+            if let Ok(mut q) = queue.lock() {
+                for (i, _) in q.drain(..) {
+                    self.count(call, true);
+                    answers.put(i, Err(Error::Timeout { call, seconds: 0.0 }));
+                }
+            }
+        };
         let mut slots: Vec<Slot> = Vec::new();
         if self.stuck.load(Ordering::Relaxed) >= MAX_STUCK {
-            refused(&mut out);
+            refuse_rest();
         } else {
             for _ in 0..workers.clamp(1, n) {
                 spawn(&mut slots);
             }
         }
-        let mut remaining = out.iter().filter(|o| o.is_none()).count();
         let tick = (self.timeout / 10).clamp(Duration::from_millis(10), Duration::from_millis(250));
-        while remaining > 0 {
-            tokio::select! {
-                got = rx.recv() => match got {
-                    Some((i, answer)) => {
-                        if let Some(o) = out.get_mut(i).filter(|o| o.is_none()) {
-                            if answer.is_err() {
-                                self.count(call, false);
-                            }
-                            *o = Some(answer);
-                            remaining -= 1;
-                        }
-                    }
-                    None => break,
-                },
-                _ = tokio::time::sleep(tick) => {
-                    let mut replace = 0;
-                    for slot in &slots {
-                        if slot.1.load(Ordering::Acquire) {
-                            continue;
-                        }
-                        let overdue = slot.0.lock().ok().and_then(|s| {
-                            s.filter(|(_, t)| t.elapsed() >= self.timeout).map(|(i, _)| i)
-                        });
-                        let Some(i) = overdue else { continue };
-                        slot.1.store(true, Ordering::Release);
-                        self.stuck.fetch_add(1, Ordering::AcqRel);
-                        self.count(call, true);
-                        if let Some(o) = out.get_mut(i).filter(|o| o.is_none()) {
-                            *o = Some(Err(Error::Timeout { call, seconds: self.timeout.as_secs_f64() }));
-                            remaining -= 1;
-                        }
-                        replace += 1;
-                    }
-                    for _ in 0..replace {
-                        if self.stuck.load(Ordering::Relaxed) < MAX_STUCK {
-                            spawn(&mut slots);
-                        }
-                    }
-                    let live = slots.iter().filter(|s| !s.1.load(Ordering::Acquire)).count();
-                    if live == 0 && remaining > 0 {
-                        // Every worker is stuck and no more may be started.
-                        if let Ok(mut q) = queue.lock() {
-                            q.clear();
-                        }
-                        refused(&mut out);
-                        remaining = 0;
-                    }
+        loop {
+            if answers.slots.lock().map(|g| g.1 == 0).unwrap_or(true) {
+                break;
+            }
+            if tokio::time::timeout(tick, answers.done.notified())
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            // Watchdog: jobs past the call timeout.
+            let mut replace = 0;
+            for slot in &slots {
+                if slot.1.load(Ordering::Acquire) {
+                    continue;
+                }
+                let overdue = slot.0.lock().ok().and_then(|s| {
+                    s.filter(|(_, t)| t.elapsed() >= self.timeout)
+                        .map(|(i, _)| i)
+                });
+                let Some(i) = overdue else { continue };
+                slot.1.store(true, Ordering::Release);
+                self.stuck.fetch_add(1, Ordering::AcqRel);
+                self.count(call, true);
+                answers.put(
+                    i,
+                    Err(Error::Timeout {
+                        call,
+                        seconds: self.timeout.as_secs_f64(),
+                    }),
+                );
+                replace += 1;
+            }
+            for _ in 0..replace {
+                if self.stuck.load(Ordering::Relaxed) < MAX_STUCK {
+                    spawn(&mut slots);
                 }
             }
+            if slots.iter().all(|s| s.1.load(Ordering::Acquire)) {
+                // Every worker is stuck and no more may be started.
+                refuse_rest();
+            }
         }
-        drop(tx);
-        out.into_iter()
-            .map(|o| {
-                o.unwrap_or(Err(Error::Libvirt {
-                    call,
-                    message: "no answer".into(),
-                }))
-            })
-            .collect()
+        let slots = answers
+            .slots
+            .lock()
+            .map(|mut g| std::mem::take(&mut g.0))
+            .unwrap_or_default();
+        let mut out = Vec::with_capacity(n);
+        for o in slots {
+            let answer = o.unwrap_or(Err(Error::Libvirt {
+                call,
+                message: "no answer".into(),
+            }));
+            if answer.is_err() && !matches!(answer, Err(Error::Timeout { .. })) {
+                self.count(call, false);
+            }
+            out.push(answer);
+        }
+        out
     }
 
     /// Runs `f` with the connection on the blocking pool under the call timeout. When it fails
