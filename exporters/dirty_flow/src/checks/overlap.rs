@@ -52,6 +52,21 @@ impl Hasher for Fnv {
 
 type FnvMap<K, V> = HashMap<K, V, BuildHasherDefault<Fnv>>;
 
+/// A field in one notation, hashed by its precomputed key.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct FieldId<'a> {
+    key: u64,
+    field: &'a str,
+    opaque: bool,
+}
+
+impl std::hash::Hash for FieldId<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // Equal ids have equal keys; the name needs no second hash.
+        state.write_u64(self.key ^ u64::from(self.opaque));
+    }
+}
+
 struct Ctx<'a, 'b> {
     /// The constraints of every flow of the group, flow `i` at `fields[offs[i]..offs[i + 1]]`.
     fields: &'b [FieldMatch<'a>],
@@ -117,17 +132,27 @@ impl<'a> Ctx<'a, '_> {
             return;
         }
         // Field -> (flows constraining it, AND of their masks).
-        let mut freq: FnvMap<(&str, bool), (usize, u128)> = FnvMap::default();
+        let mut freq: FnvMap<FieldId<'a>, (usize, u128)> = FnvMap::default();
         for &i in set {
             for f in self.of(i) {
-                let e = freq.entry((f.field, f.opaque)).or_insert((0, u128::MAX));
+                let id = FieldId {
+                    key: f.key,
+                    field: f.field,
+                    opaque: f.opaque,
+                };
+                let e = freq.entry(id).or_insert((0, u128::MAX));
                 e.0 += 1;
                 e.1 &= f.mask;
             }
         }
         let mut cands: Vec<_> = freq.into_iter().filter(|(_, (_, m))| *m != 0).collect();
-        cands.sort_by(|a, b| b.1 .0.cmp(&a.1 .0).then(a.0.cmp(&b.0)));
-        for ((field, opaque), (_, mask)) in cands.into_iter().take(6) {
+        cands.sort_by(|a, b| {
+            b.1 .0
+                .cmp(&a.1 .0)
+                .then(a.0.field.cmp(b.0.field))
+                .then(a.0.opaque.cmp(&b.0.opaque))
+        });
+        for (id, (_, mask)) in cands.into_iter().take(6) {
             // (value under the common mask, flow) for the flows constraining the field.
             let mut keyed: Vec<(u128, usize)> = Vec::with_capacity(set.len());
             let mut wild = Vec::new();
@@ -135,7 +160,7 @@ impl<'a> Ctx<'a, '_> {
                 match self
                     .of(i)
                     .iter()
-                    .find(|f| f.field == field && f.opaque == opaque)
+                    .find(|f| f.key == id.key && f.opaque == id.opaque && f.field == id.field)
                 {
                     Some(f) => keyed.push((f.value & mask, i)),
                     None => wild.push(i),

@@ -10,19 +10,42 @@
 //! parser does not understand becomes an opaque exact value (a hash), which can only be equal or
 //! different: the comparison stays correct for equal texts and errs towards "may overlap".
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::Ipv6Addr;
 
 /// One constraint of a match: packets whose `field` bits under `mask` equal `value`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FieldMatch<'a> {
     pub field: &'a str,
+    /// A hash of `field` ([`field_key`]): constraints are ordered and told apart by it first,
+    /// the name compared only when two keys are equal.
+    pub key: u64,
     /// True when the value could not be understood; `value` is then a hash of the text.
     pub opaque: bool,
     pub value: u128,
     pub mask: u128,
 }
 
+/// The ordering key of a field name (FNV-1a).
+pub fn field_key(field: &str) -> u64 {
+    fnv1a(field.as_bytes())
+}
+
 impl FieldMatch<'_> {
+    /// Whether both constrain the same field (in the same notation or not).
+    #[inline]
+    pub fn same_field(&self, other: &FieldMatch<'_>) -> bool {
+        self.key == other.key && self.field == other.field
+    }
+
+    /// The order of constraints in an expanded match: by field (key, then name), then notation.
+    #[inline]
+    pub fn order(&self, other: &FieldMatch<'_>) -> std::cmp::Ordering {
+        self.key
+            .cmp(&other.key)
+            .then_with(|| self.field.cmp(other.field))
+            .then(self.opaque.cmp(&other.opaque))
+    }
+
     /// Whether both constraints can hold for one packet.
     pub fn compatible(&self, other: &FieldMatch<'_>) -> bool {
         if self.opaque != other.opaque {
@@ -117,21 +140,11 @@ pub fn expand<'a>(key: &'a str, value: Option<&'a str>, out: &mut Vec<FieldMatch
     let field = canonical(key);
     match field.as_bytes() {
         b"dl_vlan" => match parse_int(value) {
-            Some(vid) if vid < 4096 => out.push(FieldMatch {
-                field: "vlan_tci",
-                opaque: false,
-                value: 0x1000 | vid,
-                mask: 0x1fff,
-            }),
+            Some(vid) if vid < 4096 => out.push(bits("vlan_tci", 0x1000 | vid, 0x1fff)),
             _ => out.push(opaque(field, value)),
         },
         b"dl_vlan_pcp" => match parse_int(value) {
-            Some(pcp) if pcp < 8 => out.push(FieldMatch {
-                field: "vlan_tci",
-                opaque: false,
-                value: 0x1000 | (pcp << 13),
-                mask: 0xf000,
-            }),
+            Some(pcp) if pcp < 8 => out.push(bits("vlan_tci", 0x1000 | (pcp << 13), 0xf000)),
             _ => out.push(opaque(field, value)),
         },
         b"ct_state" => out.push(flag_field(field, value, CT_STATE)),
@@ -155,7 +168,8 @@ pub fn expand<'a>(key: &'a str, value: Option<&'a str>, out: &mut Vec<FieldMatch
     }
 }
 
-/// Expands a whole match (without priority) into constraints sorted by field, merging
+/// Expands a whole match (without priority) into constraints sorted by field (in
+/// [`FieldMatch::order`], the same for every match, not alphabetical), merging
 /// constraints on the same field. Returns false when two constraints contradict (no packet can
 /// match; OVS would not print such a flow).
 pub fn expand_match<'a>(match_text: &'a str, out: &mut Vec<FieldMatch<'a>>) -> bool {
@@ -163,11 +177,11 @@ pub fn expand_match<'a>(match_text: &'a str, out: &mut Vec<FieldMatch<'a>>) -> b
     for (k, v) in super::line::split_match(match_text) {
         expand(k, v, out);
     }
-    out.sort_by(|a, b| a.field.cmp(b.field).then(a.opaque.cmp(&b.opaque)));
+    out.sort_by(FieldMatch::order);
     let mut consistent = true;
     let mut w = 0;
     for r in 0..out.len() {
-        if w > 0 && out[w - 1].field == out[r].field && out[w - 1].opaque == out[r].opaque {
+        if w > 0 && out[w - 1].same_field(&out[r]) && out[w - 1].opaque == out[r].opaque {
             let (a, b) = (out[w - 1], out[r]);
             if !a.compatible(&b) {
                 consistent = false;
@@ -189,7 +203,11 @@ pub fn expand_match<'a>(match_text: &'a str, out: &mut Vec<FieldMatch<'a>>) -> b
 pub fn matches_overlap(a: &[FieldMatch<'_>], b: &[FieldMatch<'_>]) -> bool {
     let (mut i, mut j) = (0, 0);
     while i < a.len() && j < b.len() {
-        match a[i].field.cmp(b[j].field) {
+        match a[i]
+            .key
+            .cmp(&b[j].key)
+            .then_with(|| a[i].field.cmp(b[j].field))
+        {
             std::cmp::Ordering::Less => i += 1,
             std::cmp::Ordering::Greater => j += 1,
             std::cmp::Ordering::Equal => {
@@ -211,13 +229,14 @@ pub fn matches_overlap(a: &[FieldMatch<'_>], b: &[FieldMatch<'_>]) -> bool {
 }
 
 fn run_end(s: &[FieldMatch<'_>], i: usize) -> usize {
-    let f = s[i].field;
-    i + s[i..].iter().take_while(|x| x.field == f).count()
+    let f = &s[i];
+    i + s[i..].iter().take_while(|x| x.same_field(f)).count()
 }
 
 fn bits(field: &str, value: u128, mask: u128) -> FieldMatch<'_> {
     FieldMatch {
         field,
+        key: field_key(field),
         opaque: false,
         value: value & mask,
         mask,
@@ -231,6 +250,7 @@ fn exact(field: &str, value: u128) -> FieldMatch<'_> {
 fn opaque<'a>(field: &'a str, value: &str) -> FieldMatch<'a> {
     FieldMatch {
         field,
+        key: field_key(field),
         opaque: true,
         value: u128::from(fnv1a(value.as_bytes())),
         mask: u128::MAX,
@@ -379,13 +399,39 @@ fn parse_value(s: &str) -> Option<(u128, Kind)> {
     if let Some(v) = parse_mac(s.as_bytes()) {
         return Some((v, Kind::Mac));
     }
-    if let Ok(ip) = s.parse::<Ipv4Addr>() {
-        return Some((u128::from(u32::from(ip)), Kind::Ipv4));
+    if super::find::find(b':', s.as_bytes()).is_some() {
+        return s
+            .parse::<Ipv6Addr>()
+            .ok()
+            .map(|ip| (u128::from(ip), Kind::Ipv6));
     }
-    if let Ok(ip) = s.parse::<Ipv6Addr>() {
-        return Some((u128::from(ip), Kind::Ipv6));
+    parse_ipv4(s.as_bytes()).map(|ip| (u128::from(ip), Kind::Ipv4))
+}
+
+/// Dotted-quad IPv4 as `Ipv4Addr::from_str` accepts it (four decimal octets up to 255, no
+/// leading zeros), without its generic parser.
+fn parse_ipv4(b: &[u8]) -> Option<u32> {
+    let mut ip = 0u32;
+    let mut octets = 0;
+    for part in b.split(|&c| c == b'.') {
+        if part.is_empty() || part.len() > 3 || (part.len() > 1 && part[0] == b'0') {
+            return None;
+        }
+        let mut n = 0u32;
+        for &c in part {
+            let d = c.wrapping_sub(b'0');
+            if d > 9 {
+                return None;
+            }
+            n = n * 10 + u32::from(d);
+        }
+        if n > 255 || octets == 4 {
+            return None;
+        }
+        ip = ip << 8 | n;
+        octets += 1;
     }
-    None
+    (octets == 4).then_some(ip)
 }
 
 #[cfg(test)]
@@ -422,10 +468,35 @@ mod tests {
     }
 
     #[test]
+    fn ipv4_agrees_with_std() {
+        for s in [
+            "10.0.0.1",
+            "255.255.255.255",
+            "0.0.0.0",
+            "256.0.0.1",
+            "01.2.3.4",
+            "1.2.3",
+            "1.2.3.4.5",
+            "1..2.3",
+            "",
+            ".1.2.3",
+            "1.2.3.4.",
+            "+1.2.3.4",
+            "1.2.3.0004",
+            "a.b.c.d",
+        ] {
+            let std = s.parse::<std::net::Ipv4Addr>().ok().map(u32::from);
+            assert_eq!(parse_ipv4(s.as_bytes()), std, "{s}");
+        }
+    }
+
+    #[test]
     fn shorthands_flags_and_vlans() {
         let t = m("tcp,tp_dst=80");
-        let names: Vec<_> = t.iter().map(|f| f.field).collect();
+        let mut names: Vec<_> = t.iter().map(|f| f.field).collect();
+        names.sort_unstable();
         assert_eq!(names, vec!["dl_type", "nw_proto", "tp_dst"]);
+        assert!(t.windows(2).all(|w| w[0].order(&w[1]).is_lt()));
         let ct = m("ct_state=+est-rel+trk");
         assert_eq!((ct[0].value, ct[0].mask), (0x22, 0x26));
         let tf = m("tcp,tcp_flags=+syn-ack");
