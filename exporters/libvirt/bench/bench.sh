@@ -5,8 +5,9 @@
 # over a unix socket. Measures, in one run on the same daemon:
 #   - the floor: the bare libvirt calls a scrape needs (list, bulk stats with NOWAIT, pin info
 #     per domain), with no parsing or metrics (examples/libvirt_floor.rs), and two variants:
-#     plus virDomainGetVcpus per domain, and plus the per-domain stats calls that stand in for
-#     the stat groups the test driver's bulk stats lack;
+#     plus virDomainGetVcpus per domain, plus the per-domain stats calls that stand in for
+#     the stat groups the test driver's bulk stats lack, and the floor in a process that has
+#     libvirt's event loop registered (as the exporter must, for domain events);
 #   - two exporters: "qemu-path" with --libvirt.stats-fallback=false (the calls it makes on
 #     QEMU, whose bulk stats are complete) and "default" (default flags: on the test driver it
 #     also makes the per-domain stats calls); first scrape (every XML parsed), repeated scrapes
@@ -74,16 +75,34 @@ for n in "${NAMES[@]}"; do
   : > "$WORK/repeat-$n.txt"
 done
 got=$(grep '^libvirt_domains ' "$WORK/out-default.prom" | awk '{print $2}')
+# The floor runs as one process on one connection, a pass per line it reads (fd 3 in, 4 out);
+# the same in a process with libvirt's event loop registered, as the exporter (fd 5 in, 6 out).
+mkfifo "$WORK/f.in" "$WORK/f.out" "$WORK/e.in" "$WORK/e.out"
+"$FLOOR" "$URI" 0 "$CONCURRENCY" <"$WORK/f.in" >"$WORK/f.out" &
+PIDS+=($!)
+FLOOR_EVENT_LOOP=1 "$FLOOR" "$URI" 0 "$CONCURRENCY" <"$WORK/e.in" >"$WORK/e.out" &
+PIDS+=($!)
+exec 3>"$WORK/f.in" 4<"$WORK/f.out" 5>"$WORK/e.in" 6<"$WORK/e.out"
+read -r _ <&4
+read -r _ <&6
+: > "$WORK/floor-evloop.txt"
 : > "$WORK/floor.txt"
 for _ in $(seq "$REPEAT"); do
   for n in "${NAMES[@]}"; do scrape "$n" >> "$WORK/repeat-$n.txt"; echo >> "$WORK/repeat-$n.txt"; done
-  "$FLOOR" "$URI" 1 "$CONCURRENCY" >> "$WORK/floor.txt"
+  echo go >&3
+  read -r line <&4
+  echo "$line" >> "$WORK/floor.txt"
+  echo go >&5
+  read -r line <&6
+  echo "$line" >> "$WORK/floor-evloop.txt"
 done
+exec 3>&- 5>&-
 load_end=$(cut -d' ' -f1-3 /proc/loadavg)
 
 floor=$(awk '{print $2}' "$WORK/floor.txt" | median)
 floor_vcpus=$(awk '{print $4}' "$WORK/floor.txt" | median)
 floor_stats=$(awk '{print $6}' "$WORK/floor.txt" | median)
+floor_evloop=$(awk '{print $2}' "$WORK/floor-evloop.txt" | median)
 
 # virsh, for reference: the same bulk stats as a user would fetch them.
 TIMEFORMAT=%R
@@ -98,11 +117,13 @@ printf '|%s|%s|\n' "$(printf -- '-%.0s' $(seq 60))" "$(printf -- '-%.0s' $(seq 1
 row "floor: list + bulk stats + pin info (median of $REPEAT)" "$(printf '%.3f s' "$floor")"
 row "floor + virDomainGetVcpus per domain" "$(printf '%.3f s' "$floor_vcpus")"
 row "floor + per-domain stats calls (test driver only)" "$(printf '%.3f s' "$floor_stats")"
+row "floor, in a process with libvirt's event loop registered" "$(printf '%.3f s' "$floor_evloop")"
 for n in "${NAMES[@]}"; do
   repeat=$(median < "$WORK/repeat-$n.txt")
   row "$n: first scrape (connect, all XML)" "$(printf '%.3f s' "${FIRST[$n]}")"
   row "$n: repeated scrape (median of $REPEAT)" "$(printf '%.3f s' "$repeat")"
   row "$n: ratio repeated / floor (target <= 1.25)" "$(ratio "$repeat" "$floor")"
+  row "$n: ratio repeated / floor with the event loop" "$(ratio "$repeat" "$floor_evloop")"
   if [ "$n" = default ]; then
     row "$n: ratio repeated / (floor + per-domain stats calls)" "$(ratio "$repeat" "$floor_stats")"
   fi

@@ -11,7 +11,14 @@
 //!   the test driver by default, and never on QEMU. Device names come from each domain's XML,
 //!   read once before timing.
 //!
-//! Usage: libvirt_floor URI ITERATIONS CONCURRENCY
+//! With `FLOOR_EVENT_LOOP` set, libvirt's default event loop is registered and run first, as the
+//! exporter does to receive domain events: libvirt then watches every connection's socket from
+//! that loop, and each call wakes it (this variant shows what that costs the same calls).
+//!
+//! Usage: libvirt_floor URI ITERATIONS CONCURRENCY. With ITERATIONS 0, one iteration per line
+//! read from stdin, on the same connection (the bench interleaves the floor with scrapes
+//! without opening and closing a connection between them: on the test driver, libvirtd loads
+//! and frees the whole node file for each, which would slow the scrape that follows).
 
 #![forbid(unsafe_code)]
 
@@ -38,6 +45,12 @@ fn main() {
     let iterations: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(10);
     let concurrency: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(4).max(1);
     virt::error::clear_error_callback();
+    if std::env::var_os("FLOOR_EVENT_LOOP").is_some() {
+        if let Err(e) = libvirt_exporter::ffi::start_event_loop() {
+            eprintln!("cannot start libvirt's event loop: {e}");
+            std::process::exit(1);
+        }
+    }
     let conn = match Connect::open_read_only(Some(&uri)) {
         Ok(c) => c,
         Err(e) => {
@@ -62,7 +75,7 @@ fn main() {
             ))
         })
         .collect();
-    for _ in 0..iterations {
+    let once = || {
         let floor = run(&conn, ncpus, concurrency, Pass::Floor, &devices);
         let with_vcpus = run(&conn, ncpus, concurrency, Pass::Vcpus, &devices);
         let with_stats = run(&conn, ncpus, concurrency, Pass::Stats, &devices);
@@ -70,6 +83,16 @@ fn main() {
             "floor_seconds {:.6} with_vcpus_seconds {:.6} with_stats_seconds {:.6} domains {}",
             floor.0, with_vcpus.0, with_stats.0, floor.1
         );
+    };
+    if iterations == 0 {
+        println!("ready");
+        for _ in std::io::stdin().lines().map_while(Result::ok) {
+            once();
+        }
+    } else {
+        for _ in 0..iterations {
+            once();
+        }
     }
 }
 

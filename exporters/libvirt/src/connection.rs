@@ -7,14 +7,10 @@
 //! and libvirt says the connection is dead, it is dropped and re-opened on a later scrape after
 //! an exponential backoff (from 250 ms up to `--libvirt.reconnect-backoff-max`).
 //!
-//! With events on (`--libvirt.events`), a second read-only connection registers domain event
-//! callbacks that mark changed domains in a [`ChangeSink`]; the scrape then fetches the XML of
-//! those domains only. The events live on their own connection because a remote connection
-//! with event callbacks is watched by libvirt's event loop, and every call on it then wakes that
-//! loop twice (measured: the bare calls of a scrape took about 1.7 times as long). Both
-//! connections are opened and dropped together; when the events connection is found dead, the
-//! next scrape fetches every XML and re-opens both. A driver without events (or a connection
-//! that could not register them) falls back to fetching every XML each scrape.
+//! With events on (`--libvirt.events`), each connection registers domain event callbacks that
+//! mark changed domains in a [`ChangeSink`]; the scrape then fetches the XML of those domains
+//! only. A driver without events (or a connection that could not register them) falls back to
+//! fetching every XML each scrape.
 #![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
@@ -34,9 +30,8 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 #[derive(Default)]
 struct State {
     conn: Option<Arc<Connect>>,
-    /// Change events, when the driver delivers them, and the connection they arrive on.
+    /// Change events of `conn`, when it delivers them.
     sink: Option<Arc<ChangeSink>>,
-    events_conn: Option<Arc<Connect>>,
     failures: u32,
     retry_at: Option<Instant>,
     last_error: String,
@@ -157,31 +152,23 @@ impl Libvirt {
             .blocking("open", move || {
                 let conn =
                     Connect::open_read_only(Some(&uri)).map_err(|e| Error::libvirt("open", &e))?;
-                let watch = || -> Result<(Connect, Arc<ChangeSink>), virt::error::Error> {
-                    let econn = Connect::open_read_only(Some(&uri))?;
-                    let sink = Arc::new(ChangeSink::default());
-                    crate::ffi::watch_domain_changes(&econn, &sink)?;
-                    Ok((econn, sink))
-                };
-                let watched = match events.then(watch) {
-                    Some(Ok(w)) => Some(w),
-                    Some(Err(e)) => {
-                        tracing::info!(error = %e, "no domain events on this connection; fetching every domain XML on every scrape");
-                        None
+                let sink = events.then(|| Arc::new(ChangeSink::default())).and_then(|sink| {
+                    match crate::ffi::watch_domain_changes(&conn, &sink) {
+                        Ok(_) => Some(sink),
+                        Err(e) => {
+                            tracing::info!(error = %e, "no domain events on this connection; fetching every domain XML on every scrape");
+                            None
+                        }
                     }
-                    None => None,
-                };
-                Ok((conn, watched))
+                });
+                Ok((conn, sink))
             })
             .await;
         let mut st = self.lock();
         match opened {
-            Ok((conn, watched)) => {
+            Ok((conn, sink)) => {
                 let conn = Arc::new(conn);
-                let (econn, sink) =
-                    watched.map_or((None, None), |(c, s)| (Some(Arc::new(c)), Some(s)));
                 st.sink = sink;
-                st.events_conn = econn;
                 if st.failures > 0 {
                     tracing::info!(uri = %self.uri, after_failures = st.failures, "libvirt connection re-established");
                 }
@@ -218,8 +205,9 @@ impl Libvirt {
             if let Some(sink) = st.sink.take() {
                 self.old_events.fetch_add(sink.events(), Ordering::Relaxed);
             }
-            let old = (st.conn.take(), st.events_conn.take());
-            tokio::task::spawn_blocking(move || drop(old));
+            if let Some(old) = st.conn.take() {
+                tokio::task::spawn_blocking(move || drop(old));
+            }
             st.retry_at = None;
         }
     }
@@ -229,18 +217,6 @@ impl Libvirt {
     pub fn take_changes(&self, conn: &Arc<Connect>) -> Option<std::collections::HashSet<String>> {
         let st = self.lock();
         if !st.conn.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn)) {
-            return None;
-        }
-        // A dead events connection may have missed changes: fetch everything, re-open both.
-        // (For remote connections `virConnectIsAlive` is answered locally.)
-        if st
-            .events_conn
-            .as_ref()
-            .is_some_and(|e| !matches!(e.is_alive(), Ok(true)))
-        {
-            drop(st);
-            tracing::warn!("the libvirt events connection died; re-opening");
-            self.invalidate(conn);
             return None;
         }
         st.sink.as_ref().map(|s| s.take())
