@@ -58,6 +58,8 @@ median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 LINES=$(ovs-ofctl --no-names dump-flows "$T" | grep -c 'actions=')
 
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+
 # --- the exporter beside bare ovs-ofctl, runs interleaved so load changes hit both alike -------
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 "$BIN" --web.listen-address="127.0.0.1:$PORT" --ovs.rundir="$D" --ovs.timeout=60s \
@@ -96,6 +98,7 @@ mib() { awk -v k="$1" 'BEGIN { printf "%.1f MiB", k / 1024 }'; }
 
 echo
 echo "dirty_flow_exporter benchmark: $LINES flows on a sandbox bridge (exporter saw $FLOWS_SEEN), median of $RUNS runs"
+echo "load average (1/5/15 min) before: $LOAD_BEFORE, after: $(cut -d' ' -f1-3 /proc/loadavg), $(nproc) CPUs"
 echo "dirty flows found: $CHECKS(expected: missing_port=1 overlap=2 stale_cookie=0)"
 printf '%-44s %16s %22s %10s %s\n' "measure" "exporter" "peer" "ratio" "target"
 printf '%-44s %16s %22s %10s %s\n' "scrape latency vs ovs-ofctl dump-flows" "${EXP_S} s" "${OFCTL_S} s (ofctl)" "$(ratio "$EXP_S" "$OFCTL_S")x" "<= 1.2x"
