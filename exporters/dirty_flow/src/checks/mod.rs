@@ -20,6 +20,7 @@ use crate::parse::fields::expand_match;
 use crate::parse::{parse_line, Flow, Line, ParseError, Table};
 
 pub use missing_port::Ports;
+pub use overlap::OverlapCache;
 
 /// Longest flow text put in an evidence label.
 pub const MAX_EVIDENCE_TEXT: usize = 400;
@@ -40,6 +41,33 @@ pub struct Record {
     pub text_start: u32,
     pub match_len: u32,
     pub text_len: u32,
+    /// A hash of the match text ([`match_hash`]), for the overlap cache.
+    pub match_hash: u64,
+}
+
+/// A fast 64-bit hash of a match text (folded multiplication over 8-byte words): computed while
+/// the dump streams, it tells the overlap cache whether a group of flows changed.
+pub fn match_hash(text: &str) -> u64 {
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    let fold = |a: u64, b: u64| {
+        let p = u128::from(a) * u128::from(b);
+        (p as u64) ^ ((p >> 64) as u64)
+    };
+    let b = text.as_bytes();
+    let mut h = fold(b.len() as u64 ^ 0x5851_f42d_4c95_7f2d, K);
+    let mut words = b.chunks_exact(8);
+    for w in &mut words {
+        let mut x = [0u8; 8];
+        x.copy_from_slice(w);
+        h = fold(h ^ u64::from_le_bytes(x), K);
+    }
+    let rest = words.remainder();
+    if !rest.is_empty() {
+        let mut x = [0u8; 8];
+        x[..rest.len()].copy_from_slice(rest);
+        h = fold(h ^ u64::from_le_bytes(x) ^ 0xff, K);
+    }
+    fold(h, 0x2545_f491_4f6c_dd1d)
 }
 
 impl Record {
@@ -342,6 +370,7 @@ impl<'c> BridgeScan<'c> {
             text_start,
             match_len: u32::try_from(f.match_text.len()).unwrap_or(0),
             text_len: u32::try_from(f.text.len()).unwrap_or(0),
+            match_hash: match_hash(f.match_text),
         });
     }
 
@@ -377,8 +406,18 @@ impl<'c> BridgeScan<'c> {
         self.finish_with_budget(overlap::DEFAULT_BUDGET)
     }
 
+    /// [`BridgeScan::finish`] reusing the overlap results of unchanged (table, priority) groups
+    /// from `cache` (filled by the previous finish of the same bridge).
+    pub fn finish_cached(self, cache: &mut overlap::OverlapCache) -> BridgeReport {
+        self.finish_inner(overlap::DEFAULT_BUDGET, Some(cache))
+    }
+
     /// [`BridgeScan::finish`] with an explicit overlap comparison budget.
     pub fn finish_with_budget(self, budget: u64) -> BridgeReport {
+        self.finish_inner(budget, None)
+    }
+
+    fn finish_inner(self, budget: u64, cache: Option<&mut overlap::OverlapCache>) -> BridgeReport {
         let missing = self.ports.as_ref().map(|ports| {
             let mut dirty: Vec<usize> = self
                 .port_refs
@@ -399,7 +438,7 @@ impl<'c> BridgeScan<'c> {
         });
         let stale = stale_cookie::stale_flows(&self.records, self.cfg);
         let stale = self.evidence_from("stale_cookie", &stale);
-        let (dirty, exhausted) = overlap::overlapping(&self.records, &self.text, budget);
+        let (dirty, exhausted) = overlap::overlapping(&self.records, &self.text, budget, cache);
         let idx: Vec<usize> = dirty
             .iter()
             .enumerate()

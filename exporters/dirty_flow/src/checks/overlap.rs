@@ -205,9 +205,51 @@ fn take(pool: &AtomicU64, n: u64) -> u64 {
     got
 }
 
+/// The overlap results of the last scrape per (table, priority) group, reused while the group's
+/// match texts are unchanged: flow tables mostly stay the same between scrapes, and hashing a
+/// group's matches costs a tenth of checking it.
+#[derive(Debug, Default)]
+pub struct OverlapCache {
+    groups: HashMap<u32, CachedGroup>,
+    /// Groups reused by the last run.
+    pub reused: usize,
+    /// Groups checked by the last run.
+    pub checked: usize,
+}
+
+#[derive(Debug, Clone)]
+struct CachedGroup {
+    /// Two combinations of the group's match hashes ([`super::match_hash`]), in dump order.
+    hash: (u64, u64),
+    len: usize,
+    /// Positions (in the group) of the overlapping flows.
+    dirty: Vec<u32>,
+}
+
+fn group_hash(group: &[u64], records: &[Record]) -> (u64, u64) {
+    // Two different combinations of the flows' match hashes, in order.
+    let (mut a, mut b) = (group.len() as u64, 0x6a09_e667_f3bc_c908_u64);
+    for &k in group {
+        let h = records[index_of(k)].match_hash;
+        a = (a ^ h).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29);
+        b = b.rotate_left(23).wrapping_add(h ^ 0xbf58_476d_1ce4_e5b9);
+    }
+    (a, b)
+}
+
+fn index_of(k: u64) -> usize {
+    (k & 0xffff_ffff) as usize
+}
+
 /// Finds overlapping flows. `text` is the arena the records point into. Returns the dirty flag
-/// per record and whether the budget ran out.
-pub fn overlapping(records: &[Record], text: &Arena, budget: u64) -> (Vec<bool>, bool) {
+/// per record and whether the budget ran out. With a cache, groups whose matches did not
+/// change since the run that filled it are not checked again.
+pub fn overlapping(
+    records: &[Record],
+    text: &Arena,
+    budget: u64,
+    cache: Option<&mut OverlapCache>,
+) -> (Vec<bool>, bool) {
     // (table, priority, index) packed in one integer: an unstable sort of unique keys is
     // deterministic and cheap.
     let mut order: Vec<u64> = records
@@ -217,42 +259,97 @@ pub fn overlapping(records: &[Record], text: &Arena, budget: u64) -> (Vec<bool>,
         .map(|(i, r)| (u64::from(r.table) << 48) | (u64::from(r.priority) << 32) | i as u64)
         .collect();
     order.sort_unstable();
-    let groups: Vec<&[u64]> = order
-        .chunk_by(|a, b| a >> 32 == b >> 32)
-        .filter(|g| g.len() > 1)
-        .collect();
-    let pool = AtomicU64::new(budget);
     let mut dirty = vec![false; records.len()];
-    let total: usize = groups.iter().map(|g| g.len()).sum();
-    let exhausted = if total < PARALLEL_FLOWS {
-        check_groups(&groups, records, text, &pool, &mut dirty)
-    } else {
-        // Two halves of about equal flow counts.
-        let mut acc = 0;
-        let cut = groups
-            .iter()
-            .position(|g| {
-                acc += g.len();
-                acc * 2 >= total
-            })
-            .map_or(groups.len(), |p| p + 1);
-        let (first, second) = groups.split_at(cut);
-        let mut dirty2 = vec![false; records.len()];
-        let (ex1, ex2) = std::thread::scope(|s| {
-            let other = s.spawn(|| check_groups(second, records, text, &pool, &mut dirty2));
-            let ex1 = check_groups(first, records, text, &pool, &mut dirty);
-            // A panic in the other half is re-raised here (the framework contains it).
-            let ex2 = other
-                .join()
-                .unwrap_or_else(|p| std::panic::resume_unwind(p));
-            (ex1, ex2)
-        });
-        for (d, d2) in dirty.iter_mut().zip(dirty2) {
-            *d |= d2;
+    let mut fresh: HashMap<u32, CachedGroup> = HashMap::new();
+    // Groups to check, with their cache key and hash when there is a cache.
+    let mut groups: Vec<&[u64]> = Vec::new();
+    let mut keys: Vec<(u32, (u64, u64))> = Vec::new();
+    let mut reused = 0;
+    for g in order.chunk_by(|a, b| a >> 32 == b >> 32) {
+        if g.len() < 2 {
+            continue;
         }
-        ex1 || ex2
-    };
+        if let Some(c) = cache.as_deref() {
+            let key = (g[0] >> 32) as u32;
+            let hash = group_hash(g, records);
+            if let Some(hit) = c
+                .groups
+                .get(&key)
+                .filter(|h| h.hash == hash && h.len == g.len())
+            {
+                for &p in &hit.dirty {
+                    dirty[index_of(g[p as usize])] = true;
+                }
+                fresh.insert(key, hit.clone());
+                reused += 1;
+                continue;
+            }
+            keys.push((key, hash));
+        }
+        groups.push(g);
+    }
+    let exhausted = check_all(&groups, records, text, budget, &mut dirty);
+    if let Some(c) = cache {
+        if !exhausted {
+            for (g, (key, hash)) in groups.iter().zip(keys) {
+                let positions = (0..g.len())
+                    .filter(|&p| dirty[index_of(g[p])])
+                    .map(|p| p as u32)
+                    .collect();
+                fresh.insert(
+                    key,
+                    CachedGroup {
+                        hash,
+                        len: g.len(),
+                        dirty: positions,
+                    },
+                );
+            }
+        }
+        c.groups = fresh;
+        c.reused = reused;
+        c.checked = groups.len();
+    }
     (dirty, exhausted)
+}
+
+/// Checks the groups, in two threads when they are big. Returns whether the budget ran out.
+fn check_all(
+    groups: &[&[u64]],
+    records: &[Record],
+    text: &Arena,
+    budget: u64,
+    dirty: &mut [bool],
+) -> bool {
+    let pool = AtomicU64::new(budget);
+    let total: usize = groups.iter().map(|g| g.len()).sum();
+    if total < PARALLEL_FLOWS {
+        return check_groups(groups, records, text, &pool, dirty);
+    }
+    // Two halves of about equal flow counts.
+    let mut acc = 0;
+    let cut = groups
+        .iter()
+        .position(|g| {
+            acc += g.len();
+            acc * 2 >= total
+        })
+        .map_or(groups.len(), |p| p + 1);
+    let (first, second) = groups.split_at(cut);
+    let mut dirty2 = vec![false; dirty.len()];
+    let (ex1, ex2) = std::thread::scope(|s| {
+        let other = s.spawn(|| check_groups(second, records, text, &pool, &mut dirty2));
+        let ex1 = check_groups(first, records, text, &pool, dirty);
+        // A panic in the other half is re-raised here (the framework contains it).
+        let ex2 = other
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        (ex1, ex2)
+    });
+    for (d, d2) in dirty.iter_mut().zip(dirty2) {
+        *d |= d2;
+    }
+    ex1 || ex2
 }
 
 /// Checks each (table, priority) group of flows (record indices in the low 32 bits); sets
@@ -264,7 +361,6 @@ fn check_groups(
     pool: &AtomicU64,
     dirty: &mut [bool],
 ) -> bool {
-    let index_of = |k: &u64| (k & 0xffff_ffff) as usize;
     let (mut fields, mut offs, mut one, mut local) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut ctx_budget = 0;
@@ -273,7 +369,7 @@ fn check_groups(
         offs.clear();
         offs.push(0);
         for k in group.iter() {
-            expand_match(records[index_of(k)].match_text(text), &mut one);
+            expand_match(records[index_of(*k)].match_text(text), &mut one);
             fields.extend_from_slice(&one);
             offs.push(fields.len());
         }
@@ -292,7 +388,7 @@ fn check_groups(
         ctx_budget = ctx.budget;
         let exhausted = ctx.exhausted;
         for (k, &d) in group.iter().zip(&local) {
-            dirty[index_of(k)] |= d;
+            dirty[index_of(*k)] |= d;
         }
         if exhausted {
             return true;
@@ -313,7 +409,7 @@ mod tests {
         for l in lines {
             scan.feed_line(l).unwrap();
         }
-        let (d, ex) = overlapping(&scan.records, &scan.text, DEFAULT_BUDGET);
+        let (d, ex) = overlapping(&scan.records, &scan.text, DEFAULT_BUDGET, None);
         assert!(!ex);
         d
     }
@@ -389,6 +485,51 @@ mod tests {
     }
 
     #[test]
+    fn cache_reuses_unchanged_groups_only() {
+        let cfg = Config::default();
+        let scan_of = |lines: &[&str]| {
+            let mut scan = BridgeScan::new(&cfg, None, 5);
+            for l in lines {
+                scan.feed_line(l).unwrap();
+            }
+            scan
+        };
+        let base = [
+            " table=1, priority=5,in_port=1 actions=drop",
+            " table=1, priority=5,in_port=1,ip actions=drop",
+            " table=2, priority=5,in_port=1 actions=drop",
+            " table=2, priority=5,in_port=2 actions=drop",
+        ];
+        let mut cache = OverlapCache::default();
+        let s = scan_of(&base);
+        let first = overlapping(&s.records, &s.text, DEFAULT_BUDGET, Some(&mut cache));
+        assert_eq!(first, (vec![true, true, false, false], false));
+        assert_eq!((cache.checked, cache.reused), (2, 0));
+        // Same flows (new counters): both groups reused, same result.
+        let again = overlapping(&s.records, &s.text, DEFAULT_BUDGET, Some(&mut cache));
+        assert_eq!(again, first);
+        assert_eq!((cache.checked, cache.reused), (0, 2));
+        // Table 2 changes to overlap, table 1 stops overlapping: both checked again.
+        let changed = [
+            " table=1, priority=5,in_port=1 actions=drop",
+            " table=1, priority=5,in_port=3,ip actions=drop",
+            " table=2, priority=5,in_port=1 actions=drop",
+            " table=2, priority=5,in_port=1,tcp actions=drop",
+        ];
+        let s = scan_of(&changed);
+        let r = overlapping(&s.records, &s.text, DEFAULT_BUDGET, Some(&mut cache));
+        assert_eq!(r, (vec![false, false, true, true], false));
+        assert_eq!((cache.checked, cache.reused), (2, 0));
+        // One flow more in table 1: only that group is checked.
+        let mut more = changed.to_vec();
+        more.push(" table=1, priority=5,in_port=3 actions=drop");
+        let s = scan_of(&more);
+        let r = overlapping(&s.records, &s.text, DEFAULT_BUDGET, Some(&mut cache));
+        assert_eq!(r, (vec![false, true, true, true, true], false));
+        assert_eq!((cache.checked, cache.reused), (1, 1));
+    }
+
+    #[test]
     fn budget_is_reported() {
         let cfg = Config::default();
         let mut scan = BridgeScan::new(&cfg, None, 5);
@@ -396,7 +537,7 @@ mod tests {
             scan.feed_line(&format!(" priority=1,reg{}=1 actions=drop", i % 16))
                 .unwrap();
         }
-        let (_, ex) = overlapping(&scan.records, &scan.text, 10);
+        let (_, ex) = overlapping(&scan.records, &scan.text, 10, None);
         assert!(ex);
     }
 }

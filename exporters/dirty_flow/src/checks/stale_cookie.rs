@@ -43,11 +43,29 @@ fn candidate(r: &Record, cfg: &Config) -> bool {
 fn auto(records: &[Record], cfg: &Config) -> Vec<usize> {
     // cookie -> (flows, first seen in ms ago)
     let mut stats: HashMap<u64, (u64, u64)> = HashMap::new();
+    // Flows come in runs of one cookie: count a run, then add it to the map once.
+    let mut run: Option<(u64, u64, u64)> = None;
+    let mut flush = |run: Option<(u64, u64, u64)>| {
+        if let Some((cookie, n, first)) = run {
+            let e = stats.entry(cookie).or_insert((0, 0));
+            e.0 += n;
+            e.1 = e.1.max(first);
+        }
+    };
     for r in records.iter().filter(|r| candidate(r, cfg)) {
-        let e = stats.entry(r.cookie).or_insert((0, 0));
-        e.0 += 1;
-        e.1 = e.1.max(r.duration_ms.unwrap_or(0));
+        let d = r.duration_ms.unwrap_or(0);
+        match &mut run {
+            Some((cookie, n, first)) if *cookie == r.cookie => {
+                *n += 1;
+                *first = (*first).max(d);
+            }
+            _ => {
+                flush(run.take());
+                run = Some((r.cookie, 1, d));
+            }
+        }
     }
+    flush(run);
     let Some((&dominant, &(_, dom_first))) = stats.iter().max_by(|a, b| {
         a.1 .0
             .cmp(&b.1 .0)
@@ -91,6 +109,7 @@ mod tests {
             text_start: 0,
             match_len: 0,
             text_len: 0,
+            match_hash: 0,
         }
     }
 

@@ -19,7 +19,7 @@ use common::prometheus_client::registry::Registry;
 use common::{CollectError, Collector};
 use futures::future::BoxFuture;
 
-use crate::checks::{BridgeReport, BridgeScan, Ports};
+use crate::checks::{BridgeReport, BridgeScan, OverlapCache, Ports};
 use crate::config::Config;
 use crate::inventory::Inventory;
 use crate::ovs::{valid_bridge_name, Ovs};
@@ -39,6 +39,8 @@ pub struct FlowsCollector {
     /// The bridges the last scrape found in the database: their dumps start while the
     /// database is being read (see [`FlowsCollector::run`]).
     last_bridges: Mutex<Vec<String>>,
+    /// Per bridge, the overlap results of the last scrape, reused for unchanged flow groups.
+    overlap_cache: Mutex<HashMap<String, OverlapCache>>,
 }
 
 /// A bridge's dump, streamed through the line checks, and how long it took.
@@ -52,6 +54,7 @@ impl FlowsCollector {
             bridges,
             evidence_limit,
             last_bridges: Mutex::new(Vec::new()),
+            overlap_cache: Mutex::new(HashMap::new()),
         }
     }
 
@@ -179,6 +182,11 @@ impl FlowsCollector {
         let late: Vec<&String> = bridges.iter().filter(|b| !dumps.contains_key(*b)).collect();
         let late_dumps = futures::future::join_all(late.iter().map(|b| self.dump_bridge(b))).await;
         dumps.extend(late.into_iter().cloned().zip(late_dumps));
+        let mut caches = match self.overlap_cache.lock() {
+            Ok(mut c) => std::mem::take(&mut *c),
+            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+        };
+        let mut kept = HashMap::new();
         let scans: Vec<(Result<BridgeReport, String>, f64)> = bridges
             .iter()
             .map(|b| {
@@ -190,19 +198,30 @@ impl FlowsCollector {
                     .and_then(|inv| inv.get(b))
                     .map(|i| Ports::new(i));
                 let start = Instant::now();
+                let mut cache = caches.remove(b).unwrap_or_default();
                 let report = scan.map(|mut scan| {
                     scan.set_ports(ports);
-                    scan.finish()
+                    scan.finish_cached(&mut cache)
                 });
                 tracing::debug!(
                     bridge = %b,
                     dump_seconds = dumped.as_secs_f64(),
                     checks_seconds = start.elapsed().as_secs_f64(),
+                    overlap_groups_checked = cache.checked,
+                    overlap_groups_reused = cache.reused,
                     "bridge scanned"
                 );
+                if report.is_ok() {
+                    kept.insert(b.clone(), cache);
+                }
                 (report, (dumped + start.elapsed()).as_secs_f64())
             })
             .collect();
+        // Caches of bridges gone (or failed) are dropped.
+        match self.overlap_cache.lock() {
+            Ok(mut c) => *c = kept,
+            Err(poisoned) => *poisoned.into_inner() = kept,
+        }
 
         let success = GaugeFamily::default();
         let duration = FloatFamily::default();
