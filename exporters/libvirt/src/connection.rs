@@ -7,9 +7,11 @@
 //! and libvirt says the connection is dead, it is dropped and re-opened on a later scrape after
 //! an exponential backoff (from 250 ms up to `--libvirt.reconnect-backoff-max`).
 //!
-//! With events on (`--libvirt.events`), each connection registers domain event callbacks that
-//! mark changed domains in a [`ChangeSink`]; the scrape then fetches the XML of those domains
-//! only. A driver without events (or a connection that could not register them) falls back to
+//! With events on (`--libvirt.events`) and a remote URI, domain events come from a helper
+//! process ([`crate::events_helper`]), so that libvirt's event loop never watches the
+//! connection the scrapes use; for an in-process driver (`test:///`), the connection registers
+//! the event callbacks itself. Either way changed domains are marked in a [`ChangeSink`]; the
+//! scrape then fetches the XML of those domains only. A driver without events (or a connection that could not register them) falls back to
 //! fetching every XML each scrape.
 #![forbid(unsafe_code)]
 
@@ -21,6 +23,7 @@ use std::time::{Duration, Instant};
 use virt::connect::Connect;
 
 use crate::error::Error;
+use crate::events_helper::{self, Helper};
 use crate::ffi::ChangeSink;
 
 /// Calls left running past their timeout before new calls are refused.
@@ -32,6 +35,8 @@ struct State {
     conn: Option<Arc<Connect>>,
     /// Change events of `conn`, when it delivers them.
     sink: Option<Arc<ChangeSink>>,
+    /// The process delivering them, for a remote URI.
+    helper: Option<Helper>,
     failures: u32,
     retry_at: Option<Instant>,
     last_error: String,
@@ -56,6 +61,8 @@ pub struct Libvirt {
     /// Serialises opening, so collectors scraping at once open one connection, not several.
     opening: tokio::sync::Mutex<()>,
     events: bool,
+    /// With events on a remote URI: the exporter binary to run as events helper.
+    helper_exe: Option<std::path::PathBuf>,
     /// Events received on connections that were since dropped.
     old_events: AtomicU64,
 }
@@ -71,14 +78,20 @@ impl Libvirt {
     /// started (once per process) so connections can deliver domain change events.
     pub fn new(uri: String, timeout: Duration, max_backoff: Duration, events: bool) -> Self {
         crate::ffi::quiet_libvirt_errors();
+        let helper_exe = if events && !events_helper::in_process(&uri) {
+            events_helper::helper_exe()
+        } else {
+            None
+        };
         let events = events
-            && match crate::ffi::start_event_loop() {
-                Ok(()) => true,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot start libvirt's event loop; fetching every domain XML on every scrape");
-                    false
-                }
-            };
+            && (helper_exe.is_some()
+                || match crate::ffi::start_event_loop() {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot start libvirt's event loop; fetching every domain XML on every scrape");
+                        false
+                    }
+                });
         Self {
             uri,
             timeout,
@@ -89,6 +102,7 @@ impl Libvirt {
             opens: AtomicU64::new(0),
             opening: tokio::sync::Mutex::new(()),
             events,
+            helper_exe,
             old_events: AtomicU64::new(0),
         }
     }
@@ -148,27 +162,43 @@ impl Libvirt {
         }
         let uri = self.uri.clone();
         let events = self.events;
+        let helper_exe = self.helper_exe.clone();
         let opened = self
             .blocking("open", move || {
                 let conn =
                     Connect::open_read_only(Some(&uri)).map_err(|e| Error::libvirt("open", &e))?;
-                let sink = events.then(|| Arc::new(ChangeSink::default())).and_then(|sink| {
-                    match crate::ffi::watch_domain_changes(&conn, &sink) {
-                        Ok(_) => Some(sink),
+                let no_events = |e: &dyn std::fmt::Display| {
+                    tracing::info!(error = %e, "no domain events on this connection; fetching every domain XML on every scrape");
+                };
+                let (sink, helper) = match (events, helper_exe) {
+                    (false, _) => (None, None),
+                    (true, Some(exe)) => match Helper::spawn(&exe, &uri) {
+                        Ok(h) => (Some(Arc::clone(&h.sink)), Some(h)),
                         Err(e) => {
-                            tracing::info!(error = %e, "no domain events on this connection; fetching every domain XML on every scrape");
-                            None
+                            no_events(&e);
+                            (None, None)
+                        }
+                    },
+                    (true, None) => {
+                        let sink = Arc::new(ChangeSink::default());
+                        match crate::ffi::watch_domain_changes(&conn, &sink) {
+                            Ok(_) => (Some(sink), None),
+                            Err(e) => {
+                                no_events(&e);
+                                (None, None)
+                            }
                         }
                     }
-                });
-                Ok((conn, sink))
+                };
+                Ok((conn, sink, helper))
             })
             .await;
         let mut st = self.lock();
         match opened {
-            Ok((conn, sink)) => {
+            Ok((conn, sink, helper)) => {
                 let conn = Arc::new(conn);
                 st.sink = sink;
+                st.helper = helper;
                 if st.failures > 0 {
                     tracing::info!(uri = %self.uri, after_failures = st.failures, "libvirt connection re-established");
                 }
@@ -205,9 +235,8 @@ impl Libvirt {
             if let Some(sink) = st.sink.take() {
                 self.old_events.fetch_add(sink.events(), Ordering::Relaxed);
             }
-            if let Some(old) = st.conn.take() {
-                tokio::task::spawn_blocking(move || drop(old));
-            }
+            let old = (st.conn.take(), st.helper.take());
+            tokio::task::spawn_blocking(move || drop(old));
             st.retry_at = None;
         }
     }
@@ -217,6 +246,13 @@ impl Libvirt {
     pub fn take_changes(&self, conn: &Arc<Connect>) -> Option<std::collections::HashSet<String>> {
         let st = self.lock();
         if !st.conn.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn)) {
+            return None;
+        }
+        if st.helper.as_ref().is_some_and(Helper::is_dead) {
+            // Its events since it died are lost: fetch everything, re-open both.
+            drop(st);
+            tracing::warn!("the libvirt events helper exited; re-opening the connection");
+            self.invalidate(conn);
             return None;
         }
         st.sink.as_ref().map(|s| s.take())

@@ -262,7 +262,8 @@ impl ChangeSink {
         self.events.load(Ordering::Relaxed)
     }
 
-    fn mark(&self, uuid: String) {
+    /// Marks a domain (by UUID) as changed.
+    pub fn mark(&self, uuid: String) {
         self.events.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut d) = self.dirty.lock() {
             d.insert(uuid);

@@ -12,6 +12,7 @@ pub mod connection;
 pub mod cpuset;
 pub mod domain_xml;
 pub mod error;
+pub mod events_helper;
 pub mod ffi;
 pub mod metrics;
 pub mod nova;

@@ -3,6 +3,10 @@
 use libvirt_exporter::{run, Flags, COLLECTORS};
 
 fn main() -> std::process::ExitCode {
+    let mut args = std::env::args().skip(1);
+    if args.next().as_deref() == Some(libvirt_exporter::events_helper::HELPER_ARG) {
+        return libvirt_exporter::events_helper::helper_main(&args.next().unwrap_or_default());
+    }
     let (flags, enabled) = common::cli::parse::<Flags>(COLLECTORS);
     common::logging::init(&flags.log);
     common::block_on_main(run(flags, enabled))

@@ -86,3 +86,109 @@ fn libvirtd_killed_and_restarted() {
     assert_eq!(value(&last, "libvirt_domains "), Some(2.0));
     assert!(value(&last, "libvirt_connections_opened_total").unwrap() >= 2.0);
 }
+
+/// Domain events from a daemon reach the exporter through its events helper process (the
+/// exporter itself never registers libvirt's event loop): a change made by another client is
+/// seen on the next scrape, with only that domain's XML fetched again. When the helper dies, the
+/// exporter notices, fetches everything and starts a new one.
+#[test]
+fn remote_events_through_the_helper() {
+    let tmp = tempfile::tempdir().unwrap();
+    let daemon = Libvirtd::start_test_driver(tmp.path());
+    let sock = tmp.path().join("sock");
+    // test:///default is one shared node in the daemon: other clients' changes are visible.
+    let ro = format!(
+        "test+unix:///default?socket={}/libvirt-sock-ro",
+        sock.display()
+    );
+    let rw = format!(
+        "test+unix:///default?socket={}/libvirt-sock",
+        sock.display()
+    );
+    let exporter = ExporterProc::start(&[
+        format!("--libvirt.uri={ro}"),
+        "--libvirt.timeout=3s".into(),
+        "--path.procfs=".into(),
+    ]);
+    let helpers = || -> Vec<u32> {
+        let out = std::process::Command::new("ps")
+            .args([
+                "-o",
+                "pid=,args=",
+                "--ppid",
+                &exporter.guard.pid().to_string(),
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains("--internal.libvirt-events-helper"))
+            .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+            .collect()
+    };
+    let state = r#"libvirt_domain_info_state{domain="test",state_desc="#;
+    let body = exporter.scrape().1;
+    assert_eq!(value(&body, "libvirt_up "), Some(1.0), "{body}");
+    assert!(
+        body.contains(&format!("{state}\"the domain is running\"}} 1")),
+        "{body}"
+    );
+    let fetches = value(&body, "libvirt_domain_xml_fetches_total").unwrap();
+    assert_eq!(helpers().len(), 1, "one events helper");
+
+    let virsh = |args: &[&str]| {
+        let st = std::process::Command::new("virsh")
+            .args(["-c", &rw])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(st.status.success(), "virsh {args:?}: {st:?}");
+    };
+    // nova's metadata lives in the XML, which is fetched again only when an event says so
+    // (the periodic refresh is minutes away and the connection stays the same).
+    virsh(&[
+        "metadata",
+        "test",
+        "http://openstack.org/xmlns/libvirt/nova/1.1",
+        "--key",
+        "nova",
+        "--set",
+        "<instance><name>evented</name></instance>",
+        "--live",
+    ]);
+    let mut body = String::new();
+    wait_for("the new nova metadata", Duration::from_secs(10), || {
+        body = exporter.scrape().1;
+        body.contains(r#"instance_name="evented""#)
+    });
+    assert!(
+        value(&body, "libvirt_domain_events_total").unwrap() >= 1.0,
+        "{body}"
+    );
+    assert_eq!(
+        value(&body, "libvirt_domain_xml_fetches_total"),
+        Some(fetches + 1.0),
+        "the changed domain's XML is fetched once"
+    );
+    assert_eq!(value(&body, "libvirt_connections_opened_total"), Some(1.0));
+    virsh(&["suspend", "test"]);
+    wait_for("the paused state", Duration::from_secs(10), || {
+        body = exporter.scrape().1;
+        body.contains(&format!("{state}\"the domain is paused by user\"}} 3"))
+    });
+
+    // The helper dies: the exporter re-opens and starts another one.
+    let old = helpers();
+    let _ = std::process::Command::new("kill")
+        .arg(old[0].to_string())
+        .status();
+    wait_for("a new events helper", Duration::from_secs(20), || {
+        let body = exporter.scrape().1;
+        value(&body, "libvirt_up ") == Some(1.0)
+            && value(&body, "libvirt_connections_opened_total") == Some(2.0)
+            && helpers().iter().any(|p| !old.contains(p))
+    });
+    assert_eq!(helpers().len(), 1, "the old helper is reaped");
+    drop(exporter);
+    drop(daemon);
+}
