@@ -28,6 +28,7 @@ use crate::cpuset::CpuSet;
 use crate::domain_xml::{parse_domain_xml, DomainXml};
 use crate::error::Error;
 use crate::ffi::{self, TypedValue, VcpuInfo};
+use crate::metrics::FxBuild;
 use crate::procfs;
 use crate::stats_fallback::{self, Missing};
 
@@ -55,6 +56,9 @@ pub const STATE_NAMES: &[(i32, &str, &str)] = &[
     ),
 ];
 
+/// One domain's stats by libvirt's names.
+pub type Stats = HashMap<String, TypedValue, FxBuild>;
+
 /// Host facts from `virNodeGetInfo`.
 #[derive(Debug, Clone, Default)]
 pub struct HostInfo {
@@ -76,7 +80,7 @@ pub struct DomainSnap {
     /// `virDomainState`.
     pub state: i32,
     /// Bulk stats, as libvirt named them (`balloon.current`, `block.0.rd.bytes`...).
-    pub stats: HashMap<String, TypedValue>,
+    pub stats: Stats,
     pub xml: Option<Arc<DomainXml>>,
     /// libvirt's pin info per vCPU (live for running domains).
     pub pin_info: Option<Vec<CpuSet>>,
@@ -143,7 +147,7 @@ pub struct Gatherer {
     pub libvirt: Arc<Libvirt>,
     pub concurrency: usize,
     pub procfs: Option<PathBuf>,
-    cache: Mutex<HashMap<String, Cached>>,
+    cache: Mutex<HashMap<String, Cached, FxBuild>>,
     /// XML documents parsed (new or changed domains).
     pub xml_parses: AtomicU64,
     /// Domain XMLs that could not be parsed at all.
@@ -162,7 +166,7 @@ pub struct Gatherer {
     pub fallbacks: [AtomicU64; 5],
     /// How often a running domain's `virDomainGetVcpus` is repeated (zero: every scrape).
     vcpuinfo_interval: Duration,
-    vcpu_checks: Mutex<HashMap<String, VcpuCheck>>,
+    vcpu_checks: Mutex<HashMap<String, VcpuCheck, FxBuild>>,
 }
 
 impl std::fmt::Debug for Gatherer {
@@ -213,7 +217,7 @@ impl Gatherer {
     ) -> Self {
         Self {
             vcpuinfo_interval,
-            vcpu_checks: Mutex::new(HashMap::new()),
+            vcpu_checks: Mutex::new(HashMap::default()),
             stats_fallback,
             fallbacks: Default::default(),
             xml_fetches: AtomicU64::new(0),
@@ -222,7 +226,7 @@ impl Gatherer {
             libvirt,
             concurrency: concurrency.max(1),
             procfs,
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::new(HashMap::default()),
             xml_parses: AtomicU64::new(0),
             xml_errors: AtomicU64::new(0),
             nova_errors: AtomicU64::new(0),
@@ -277,7 +281,7 @@ impl Gatherer {
                 Ok(records
                     .into_iter()
                     .map(|r| {
-                        let stats: HashMap<String, TypedValue> = r.params.into_iter().collect();
+                        let stats: Stats = r.params.into_iter().collect();
                         let state = stats
                             .get("state.state")
                             .and_then(TypedValue::as_f64)

@@ -17,12 +17,11 @@
 //! [`Fetched::errors`] and the others are kept.
 #![forbid(unsafe_code)]
 
-use std::collections::HashMap;
-
 use virt::domain::Domain;
 use virt::sys;
 
 use crate::ffi::TypedValue;
+use crate::snapshot::Stats;
 
 /// The bulk stat groups that can be filled in, in the order of [`Missing::groups`].
 pub const GROUPS: [&str; 5] = ["cpu_total", "balloon", "vcpu", "block", "interface"];
@@ -46,7 +45,7 @@ pub struct Missing {
 
 impl Missing {
     /// The groups absent from one domain's bulk stats.
-    pub fn of(stats: &HashMap<String, TypedValue>) -> Self {
+    pub fn of(stats: &Stats) -> Self {
         Self {
             cpu_total: !stats.contains_key("cpu.time"),
             balloon: !stats.contains_key("balloon.current"),
@@ -210,10 +209,11 @@ pub fn fetch(dom: &Domain, missing: Missing, disks: &[&str], interfaces: &[&str]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use std::collections::HashMap;
 
     #[test]
     fn complete_bulk_stats_need_no_calls() {
-        let full: HashMap<String, TypedValue> = [
+        let full: Stats = [
             "state.state",
             "cpu.time",
             "balloon.current",
@@ -228,8 +228,9 @@ mod tests {
         assert_eq!(m, Missing::default());
         assert!(!m.needs_calls());
 
-        let state_only: HashMap<String, TypedValue> =
-            [("state.state".to_string(), TypedValue::Int(1))].into();
+        let state_only: Stats = [("state.state".to_string(), TypedValue::Int(1))]
+            .into_iter()
+            .collect();
         let m = Missing::of(&state_only);
         assert_eq!(m.groups(), [true; 5]);
         assert!(m.needs_calls());
