@@ -23,12 +23,36 @@ const LOGGED_PARSE_ERRORS: u64 = 5;
 /// Longest dump line accepted; a longer run of bytes without newline is one bad line.
 const MAX_LINE: usize = 1 << 20;
 
+/// Bytes read from ovs-ofctl at once (at most; a pipe holds 64 KiB by default).
+const CHUNK: usize = 128 * 1024;
+
 /// Feeds one line (without its newline) to the scan, logging the first parse errors.
 fn feed(scan: &mut BridgeScan<'_>, bridge: &str, bytes: &[u8], logged: &mut u64) {
     // `from_utf8` is the fast check; only a line that fails it pays for the lossy copy.
     match std::str::from_utf8(bytes) {
         Ok(line) => feed_str(scan, bridge, line, logged),
         Err(_) => feed_str(scan, bridge, &String::from_utf8_lossy(bytes), logged),
+    }
+}
+
+/// Feeds complete lines (`bytes` ends with a newline): one UTF-8 check for all of them, line
+/// by line only when that fails.
+fn feed_lines(scan: &mut BridgeScan<'_>, bridge: &str, bytes: &[u8], logged: &mut u64) {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => {
+            let mut start = 0;
+            for nl in memchr::memchr_iter(b'\n', text.as_bytes()) {
+                feed_str(scan, bridge, &text[start..nl], logged);
+                start = nl + 1;
+            }
+        }
+        Err(_) => {
+            let mut start = 0;
+            for nl in memchr::memchr_iter(b'\n', bytes) {
+                feed(scan, bridge, &bytes[start..nl], logged);
+                start = nl + 1;
+            }
+        }
     }
 }
 
@@ -210,24 +234,26 @@ impl Ovs {
                 return Ok(());
             };
             let mut stdout = stdout;
-            // Read big chunks and cut lines out of them: cheaper than one read per line.
-            let mut chunk = vec![0u8; 128 * 1024];
-            let mut pending: Vec<u8> = Vec::with_capacity(256 * 1024);
+            // Read big chunks straight into the line buffer and cut lines out of them.
+            let mut pending: Vec<u8> = Vec::with_capacity(2 * CHUNK);
             loop {
-                let n = stdout.read(&mut chunk).await?;
+                if pending.capacity() - pending.len() < CHUNK / 2 {
+                    pending.reserve(CHUNK);
+                }
+                let n = stdout.read_buf(&mut pending).await?;
                 if n == 0 {
                     if !pending.is_empty() {
                         feed(scan, bridge, &pending, &mut logged);
                     }
                     return Ok(());
                 }
-                pending.extend_from_slice(&chunk[..n]);
-                let mut start = 0;
-                for nl in memchr::memchr_iter(b'\n', &pending) {
-                    feed(scan, bridge, &pending[start..nl], &mut logged);
-                    start = nl + 1;
+                // What was pending before this read holds no newline.
+                let new_from = pending.len() - n;
+                if let Some(last) = memchr::memrchr(b'\n', &pending[new_from..]) {
+                    let end = new_from + last + 1;
+                    feed_lines(scan, bridge, &pending[..end], &mut logged);
+                    pending.drain(..end);
                 }
-                pending.drain(..start);
                 if pending.len() > MAX_LINE {
                     // No newline in a megabyte: garbage, counted as one bad line.
                     feed(scan, bridge, &pending[..MAX_LINE], &mut logged);

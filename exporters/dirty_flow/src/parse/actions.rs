@@ -125,7 +125,14 @@ pub fn validate_actions(s: &str) -> Result<(), ParseError> {
     let mut depth = 0usize;
     let mut token_start = 0;
     let mut i = 0;
-    while let Some(off) = super::find::find3(b',', b'(', b')', &b[i..]) {
+    loop {
+        // Inside parentheses commas do not matter: look for parentheses only.
+        let next = if depth == 0 {
+            super::find::find3(b',', b'(', b')', &b[i..])
+        } else {
+            super::find::find2(b'(', b')', &b[i..])
+        };
+        let Some(off) = next else { break };
         let p = i + off;
         match b[p] {
             b'(' => depth += 1,

@@ -266,18 +266,18 @@ pub fn parse_flow(line: &str) -> Result<Flow<'_>, ParseError> {
     };
 
     let mut match_word: Option<&str> = None;
-    let mut rest = head;
-    while !rest.is_empty() {
-        // Words are separated by one or more spaces (`head` has no trailing space).
-        let (word, after) = match super::find::find(b' ', rest.as_bytes()) {
-            Some(i) => (&rest[..i], rest[i + 1..].trim_start_matches(' ')),
-            None => (rest, ""),
-        };
-        rest = after;
+    // Words are separated by one or more spaces; `head` has none at either end, so the word
+    // that ends at its end is the last one. One memchr pass finds every space.
+    let mut spaces = memchr::memchr_iter(b' ', head.as_bytes());
+    let mut start = 0;
+    while start < head.len() {
+        let end = spaces.next().unwrap_or(head.len());
+        let word = &head[start..end];
+        start = end + 1;
         if word.is_empty() {
             continue;
         }
-        let last = rest.is_empty();
+        let last = end == head.len();
         if let Some(item) = word.strip_suffix(',') {
             info_item(&mut flow, item)?;
         } else if let Some(bit) = flags::from_word(word) {
