@@ -4,6 +4,7 @@
 //! Label sets are plain `(name, value)` lists; counters get prometheus-client's `_total`.
 #![forbid(unsafe_code)]
 
+use std::borrow::Cow;
 use std::sync::atomic::AtomicU64;
 
 use prometheus_client::metrics::counter::Counter;
@@ -11,8 +12,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-/// A label set.
-pub type Labels = Vec<(String, String)>;
+/// A label set. Names are mostly literals, borrowed rather than allocated for each series.
+pub type Labels = Vec<(Cow<'static, str>, String)>;
 
 /// A fast non-cryptographic hasher (FxHash's multiply-rotate) for the exporter's own maps and
 /// sets: keys come from libvirt, not from the network, and a scrape hashes tens of thousands of
@@ -48,10 +49,10 @@ impl std::hash::Hasher for FxHasher {
 pub type FxBuild = std::hash::BuildHasherDefault<FxHasher>;
 
 /// Builds a label set from pairs.
-pub fn labels<const N: usize>(pairs: [(&str, &str); N]) -> Labels {
+pub fn labels<const N: usize>(pairs: [(&'static str, &str); N]) -> Labels {
     pairs
         .iter()
-        .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+        .map(|(k, v)| (Cow::Borrowed(*k), (*v).to_string()))
         .collect()
 }
 

@@ -244,7 +244,7 @@ fn dl(d: &DomainSnap) -> Labels {
     labels([("domain", &d.name)])
 }
 
-fn dl2(d: &DomainSnap, k: &str, v: &str) -> Labels {
+fn dl2(d: &DomainSnap, k: &'static str, v: &str) -> Labels {
     labels([("domain", &d.name), (k, v)])
 }
 
@@ -730,7 +730,7 @@ fn encode_domain(f: &mut Fams, d: &DomainSnap) {
             ];
             for spec in INFO_EXTRA_SPECS {
                 l.push((
-                    format!("flavor_{}", spec.replace(':', "_")),
+                    format!("flavor_{}", spec.replace(':', "_")).into(),
                     n.flavor.extra_spec(spec).unwrap_or("").to_string(),
                 ));
             }
