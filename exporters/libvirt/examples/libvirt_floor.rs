@@ -113,13 +113,6 @@ fn run(
     )
     .unwrap_or_default();
     let chunk = stats.len().div_ceil(concurrency).max(1);
-    let all = Missing {
-        cpu_total: true,
-        balloon: true,
-        vcpu: true,
-        block: true,
-        interface: true,
-    };
     std::thread::scope(|s| {
         for part in stats.chunks(chunk) {
             s.spawn(move || {
@@ -138,7 +131,7 @@ fn run(
                         if let Some((disks, ifaces)) = devices.get(&name) {
                             let disks: Vec<&str> = disks.iter().map(String::as_str).collect();
                             let ifaces: Vec<&str> = ifaces.iter().map(String::as_str).collect();
-                            let _ = stats_fallback::fetch(&r.domain, all, &disks, &ifaces);
+                            let _ = stats_fallback::fetch(&r.domain, Missing::ALL, &disks, &ifaces);
                         }
                     }
                 }

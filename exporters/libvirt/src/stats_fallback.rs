@@ -44,6 +44,15 @@ pub struct Missing {
 }
 
 impl Missing {
+    /// Every group.
+    pub const ALL: Self = Self {
+        cpu_total: true,
+        balloon: true,
+        vcpu: true,
+        block: true,
+        interface: true,
+    };
+
     /// The groups absent from one domain's bulk stats.
     pub fn of(stats: &Stats) -> Self {
         Self {
@@ -249,14 +258,12 @@ mod tests {
         virt::error::clear_error_callback();
         let conn = virt::connect::Connect::open_read_only(Some("test:///default")).unwrap();
         let dom = conn.lookup_domain_by_name("test").unwrap();
-        let all = Missing {
-            cpu_total: true,
-            balloon: true,
-            vcpu: true,
-            block: true,
-            interface: true,
-        };
-        let got = fetch(&dom, all, &["vda", "nosuchdisk"], &["testnet0", ""]);
+        let got = fetch(
+            &dom,
+            Missing::ALL,
+            &["vda", "nosuchdisk"],
+            &["testnet0", ""],
+        );
         let map: HashMap<_, _> = got.params.into_iter().collect();
         let now_us = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
