@@ -2,14 +2,16 @@
 //!
 //! Per scrape: node info and the bulk stats of all domains (`virConnectGetAllDomainStats` with
 //! `NOWAIT`, so a domain busy in a migration job returns what it can without waiting for the
-//! job), then per domain, a few at a time: its XML, libvirt's pin info and, for running domains,
-//! `virDomainGetVcpus`. A running domain whose bulk record lacks a stat group the exporter exports
-//! (drivers other than QEMU, such as the test driver) gets that group from per-domain calls
-//! ([`crate::stats_fallback`]). A domain whose calls fail or time out is marked and kept; only a
-//! failure of the connection-level calls fails the scrape. A domain's XML is fetched when the domain is
-//! new, when a libvirt event said it changed, after a reconnect, every `xml_refresh` as a safety
-//! net, and on every scrape when the connection delivers no events; it is parsed only when its
-//! text changed.
+//! job), then per domain, on `concurrency` worker threads ([`Libvirt::pool`]): its XML when due,
+//! libvirt's pin info for running domains that declare pinning, and `virDomainGetVcpus` when its
+//! check is due (see `VcpuCheck`; the last answer is reused in between). A running domain whose bulk
+//! record lacks a stat group the exporter exports (drivers other than QEMU, such as the test
+//! driver) gets that group from per-domain calls ([`crate::stats_fallback`]) in a second round.
+//! A domain whose calls fail or time out is marked and kept; only a failure of the
+//! connection-level calls fails the scrape. A domain's XML is fetched when the domain is new,
+//! when a libvirt event said it changed, after a reconnect, every `xml_refresh` as a safety net,
+//! and on every scrape when the connection delivers no events; it is parsed only when its text
+//! changed.
 #![forbid(unsafe_code)]
 
 use std::collections::{HashMap, HashSet};
