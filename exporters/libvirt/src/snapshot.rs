@@ -413,12 +413,18 @@ impl Gatherer {
             pending.push((snap, reuse, prev, missing, fallback));
         }
         let procfs_root = self.procfs.clone();
+        let (prepared, calls) = (now.elapsed(), Instant::now());
         let answers = self
             .libvirt
             .pool("domain", jobs, self.concurrency, move |job| {
                 domain_calls(job, ncpus, procfs_root.as_deref())
             })
             .await;
+        tracing::debug!(
+            prepare_seconds = prepared.as_secs_f64(),
+            calls_seconds = calls.elapsed().as_secs_f64(),
+            "per-domain calls"
+        );
 
         let mut snaps = Vec::with_capacity(pending.len());
         let mut fill = Vec::new();
