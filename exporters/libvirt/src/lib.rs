@@ -109,6 +109,12 @@ pub struct Flags {
     /// every scrape. Nothing else of it is read.
     #[arg(long = "nova.config-file", value_name = "FILE")]
     pub nova_config_file: Option<PathBuf>,
+    /// libvirt_domain_pinning_overlap_info series exported per domain: the other domains sharing
+    /// its dedicated host CPUs, first by name (n domains on one CPU would make n x (n - 1)
+    /// series). The rest is counted in libvirt_domain_pinning_overlap_info_omitted;
+    /// libvirt_domain_pinning_overlap_cpus stays exact.
+    #[arg(long = "pinning.evidence-limit", default_value_t = 5, value_name = "N")]
+    pub pinning_evidence_limit: usize,
 }
 
 /// Builds every collector of this exporter (enabled or not), in the order of [`COLLECTORS`].
@@ -134,7 +140,11 @@ pub fn collectors(flags: &Flags) -> Vec<Arc<dyn Collector>> {
         config_file: flags.nova_config_file.clone(),
     };
     vec![
-        Arc::new(collector::domain::DomainCollector::new(gatherer, nova)),
+        Arc::new(collector::domain::DomainCollector::new(
+            gatherer,
+            nova,
+            flags.pinning_evidence_limit,
+        )),
         Arc::new(collector::host::HostCollector::new(libvirt)),
     ]
 }

@@ -9,6 +9,9 @@
 //!   migration or evacuation gone wrong);
 //! - a dedicated CPU that floating vCPUs may also use;
 //! - dedicated CPUs outside nova's `cpu_dedicated_set`, floating CPUs outside `cpu_shared_set`.
+//!
+//! The overlapping pairs are evidence, bounded per domain (`evidence_limit`, the other domains
+//! first by name): n domains on one CPU make n x (n - 1) pairs. The per-domain counts stay exact.
 #![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
@@ -93,6 +96,9 @@ pub struct DomainFindings {
     pub floating_cpus: CpuSet,
     /// Its dedicated CPUs that another domain's dedicated vCPUs also claim.
     pub overlap: CpuSet,
+    /// Other domains sharing its dedicated CPUs that are left out of [`PinningReport::overlaps`]
+    /// by the evidence limit.
+    pub overlap_omitted: usize,
     /// Its dedicated CPUs that floating vCPUs (of any domain) may use.
     pub dedicated_in_shared: CpuSet,
     /// Its dedicated CPUs outside `cpu_dedicated_set` (`None`: the set is not known).
@@ -107,12 +113,19 @@ pub struct PinningReport {
     /// Every host CPU (and any CPU a domain names beyond them).
     pub cpus: BTreeMap<u32, CpuUse>,
     pub domains: BTreeMap<String, DomainFindings>,
-    /// `(domain, other domain, shared CPUs)` for each ordered pair of overlapping domains.
+    /// `(domain, other domain, shared CPUs)` for ordered pairs of overlapping domains, sorted:
+    /// for each domain, at most `evidence_limit` other domains, the first ones by name.
     pub overlaps: Vec<(String, String, CpuSet)>,
 }
 
-/// Analyses the claims of the running domains.
-pub fn analyse(claims: &[DomainClaims], host_cpus: u32, nova: &NovaCpuSets) -> PinningReport {
+/// Analyses the claims of the running domains, keeping at most `evidence_limit` overlapping
+/// pairs per domain.
+pub fn analyse(
+    claims: &[DomainClaims],
+    host_cpus: u32,
+    nova: &NovaCpuSets,
+    evidence_limit: usize,
+) -> PinningReport {
     let mut report = PinningReport::default();
     for c in 0..host_cpus {
         report.cpus.insert(c, CpuUse::default());
@@ -143,22 +156,40 @@ pub fn analyse(claims: &[DomainClaims], host_cpus: u32, nova: &NovaCpuSets) -> P
             owners.entry(c).or_default().push(i);
         }
     }
-    let mut pairs: BTreeMap<(usize, usize), CpuSet> = BTreeMap::new();
-    for (cpu, doms) in owners.iter().filter(|(_, d)| d.len() > 1) {
-        for &i in doms {
+    // Per domain, the other domains on its CPUs. Work and memory grow with the candidates
+    // visited (at worst domains squared, as plain index visits), never with a map of every pair.
+    let mut overlap_of: Vec<CpuSet> = vec![CpuSet::new(); claims.len()];
+    let mut omitted: Vec<usize> = vec![0; claims.len()];
+    let mut seen: Vec<bool> = vec![false; claims.len()];
+    for (i, set) in dedicated.iter().enumerate() {
+        let mut others: Vec<usize> = Vec::new();
+        for c in set.iter() {
+            let Some(doms) = owners.get(&c).filter(|d| d.len() > 1) else {
+                continue;
+            };
             for &j in doms {
-                if i != j && claims[i].domain != claims[j].domain {
-                    pairs.entry((i, j)).or_default().insert(*cpu);
+                if j != i && claims[i].domain != claims[j].domain {
+                    overlap_of[i].insert(c);
+                    if !seen[j] {
+                        seen[j] = true;
+                        others.push(j);
+                    }
                 }
             }
         }
-    }
-    let mut overlap_of: Vec<CpuSet> = vec![CpuSet::new(); claims.len()];
-    for ((i, j), cpus) in pairs {
-        overlap_of[i] = overlap_of[i].union(&cpus);
-        report
-            .overlaps
-            .push((claims[i].domain.clone(), claims[j].domain.clone(), cpus));
+        for &j in &others {
+            seen[j] = false;
+        }
+        // The first ones by name, then by position for equal names (deterministic).
+        others.sort_by(|&a, &b| (&claims[a].domain, a).cmp(&(&claims[b].domain, b)));
+        omitted[i] = others.len().saturating_sub(evidence_limit);
+        for &j in others.iter().take(evidence_limit) {
+            report.overlaps.push((
+                claims[i].domain.clone(),
+                claims[j].domain.clone(),
+                dedicated[i].intersection(&dedicated[j]),
+            ));
+        }
     }
 
     for (i, d) in claims.iter().enumerate() {
@@ -169,6 +200,7 @@ pub fn analyse(claims: &[DomainClaims], host_cpus: u32, nova: &NovaCpuSets) -> P
             dedicated_cpus: dedicated[i].clone(),
             floating_cpus: floating[i].clone(),
             overlap: std::mem::take(&mut overlap_of[i]),
+            overlap_omitted: omitted[i],
         };
         report.domains.insert(d.domain.clone(), findings);
     }
@@ -262,7 +294,7 @@ mod tests {
             },
         ];
         for c in cases {
-            let r = analyse(&c.claims, 16, &c.nova);
+            let r = analyse(&c.claims, 16, &c.nova, 5);
             for (d, overlap, in_shared, out_ded, out_sh) in c.want {
                 let f = &r.domains[d];
                 let opt = |o: &Option<CpuSet>| o.as_ref().map(s).unwrap_or_else(|| "-".into());
@@ -291,6 +323,7 @@ mod tests {
             ],
             8,
             &NovaCpuSets::default(),
+            5,
         );
         assert_eq!(r.cpus.len(), 8);
         assert_eq!(
@@ -313,6 +346,47 @@ mod tests {
         assert_eq!(r.overlaps.len(), 2);
         assert_eq!(r.overlaps[0].0, "a");
         assert_eq!(r.overlaps[0].2.to_string(), "5");
+    }
+
+    #[test]
+    fn overlap_evidence_is_bounded_per_domain_and_counts_stay_exact() {
+        // d00..d11 all pinned to CPU 3; d00 also shares CPU 4 with d11 alone.
+        let mut claims: Vec<_> = (0..12)
+            .map(|i| claim(&format!("d{i:02}"), &[("3", true)]))
+            .collect();
+        claims[0]
+            .vcpus
+            .push(claim("x", &[("4", true)]).vcpus.remove(0));
+        claims[11]
+            .vcpus
+            .push(claim("x", &[("4", true)]).vcpus.remove(0));
+        claims.reverse();
+        let r = analyse(&claims, 8, &NovaCpuSets::default(), 3);
+        let of = |d: &str| {
+            r.overlaps
+                .iter()
+                .filter(|o| o.0 == d)
+                .map(|o| format!("{}:{}", o.1, o.2))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(of("d00"), ["d01:3", "d02:3", "d03:3"]);
+        assert_eq!(of("d11"), ["d00:3-4", "d01:3", "d02:3"]);
+        assert_eq!(of("d01"), ["d00:3", "d02:3", "d03:3"]);
+        assert_eq!(r.overlaps.len(), 12 * 3);
+        assert_eq!(r.domains["d00"].overlap_omitted, 11 - 3);
+        assert_eq!(r.domains["d00"].overlap.to_string(), "3-4");
+        assert_eq!(r.domains["d05"].overlap.to_string(), "3");
+        assert_eq!(r.cpus[&3].dedicated_domains, 12);
+
+        // Limit 0: no pairs, every other domain counted as omitted.
+        let r = analyse(&claims, 8, &NovaCpuSets::default(), 0);
+        assert!(r.overlaps.is_empty());
+        assert_eq!(r.domains["d07"].overlap_omitted, 11);
+        assert_eq!(r.domains["d07"].overlap.to_string(), "3");
+        // A limit above the others: every pair, nothing omitted.
+        let r = analyse(&claims, 8, &NovaCpuSets::default(), 100);
+        assert_eq!(r.overlaps.len(), 12 * 11);
+        assert_eq!(r.domains["d07"].overlap_omitted, 0);
     }
 
     #[test]

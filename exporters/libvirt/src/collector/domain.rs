@@ -75,11 +75,18 @@ impl NovaSetsSource {
 pub struct DomainCollector {
     gatherer: Arc<Gatherer>,
     nova: NovaSetsSource,
+    evidence_limit: usize,
 }
 
 impl DomainCollector {
-    pub fn new(gatherer: Arc<Gatherer>, nova: NovaSetsSource) -> Self {
-        Self { gatherer, nova }
+    /// `evidence_limit`: `domain_pinning_overlap_info` series per domain
+    /// (`--pinning.evidence-limit`).
+    pub fn new(gatherer: Arc<Gatherer>, nova: NovaSetsSource, evidence_limit: usize) -> Self {
+        Self {
+            gatherer,
+            nova,
+            evidence_limit,
+        }
     }
 
     fn encode_counters(&self, reg: &mut Registry) {
@@ -189,7 +196,7 @@ impl Collector for DomainCollector {
                 );
             }
             let started = std::time::Instant::now();
-            encode_snapshot(&snap, &sets, reg);
+            encode_snapshot(&snap, &sets, self.evidence_limit, reg);
             tracing::debug!(seconds = started.elapsed().as_secs_f64(), "metrics built");
             Ok(())
         })
@@ -248,8 +255,14 @@ fn dl2(d: &DomainSnap, k: &'static str, v: &str) -> Labels {
     labels([("domain", &d.name), (k, v)])
 }
 
-/// Builds every metric of the `domain` collector from a snapshot.
-pub fn encode_snapshot(snap: &Snapshot, nova: &NovaCpuSets, reg: &mut Registry) {
+/// Builds every metric of the `domain` collector from a snapshot, with at most `evidence_limit`
+/// `domain_pinning_overlap_info` series per domain.
+pub fn encode_snapshot(
+    snap: &Snapshot,
+    nova: &NovaCpuSets,
+    evidence_limit: usize,
+    reg: &mut Registry,
+) {
     let mut f = Fams::default();
     let ncpus = snap.host.cpus;
 
@@ -269,7 +282,7 @@ pub fn encode_snapshot(snap: &Snapshot, nova: &NovaCpuSets, reg: &mut Registry) 
     for d in &snap.domains {
         encode_domain(&mut f, d);
     }
-    encode_pinning(&mut f, snap, ncpus, nova);
+    encode_pinning(&mut f, snap, ncpus, nova, evidence_limit);
     f.register(reg);
 }
 
@@ -768,7 +781,13 @@ fn encode_domain(f: &mut Fams, d: &DomainSnap) {
 /// The live affinity of a vCPU from one source.
 type LiveAffinity<'a> = Box<dyn Fn(u32) -> Option<CpuSet> + 'a>;
 
-fn encode_pinning(f: &mut Fams, snap: &Snapshot, ncpus: u32, nova: &NovaCpuSets) {
+fn encode_pinning(
+    f: &mut Fams,
+    snap: &Snapshot,
+    ncpus: u32,
+    nova: &NovaCpuSets,
+    evidence_limit: usize,
+) {
     // Declared pinning of every domain (shut-off ones too: it is what they will claim).
     for d in &snap.domains {
         let Some(x) = d.xml.as_deref() else { continue };
@@ -819,7 +838,7 @@ fn encode_pinning(f: &mut Fams, snap: &Snapshot, ncpus: u32, nova: &NovaCpuSets)
         .filter(|d| d.is_active())
         .filter_map(|d| d.xml.as_deref().map(|x| claims_of(x, ncpus)))
         .collect();
-    let report = analyse(&active, ncpus, nova);
+    let report = analyse(&active, ncpus, nova, evidence_limit);
     for (cpu, u) in &report.cpus {
         let l = || labels([("cpu", &cpu.to_string())]);
         f.gauge(
@@ -843,12 +862,12 @@ fn encode_pinning(f: &mut Fams, snap: &Snapshot, ncpus: u32, nova: &NovaCpuSets)
     }
     f.declare_gauge(
         "domain_pinning_overlap_info",
-        "Pairs of running domains whose dedicated vCPUs claim the same host CPUs, with those CPUs",
+        "Pairs of running domains whose dedicated vCPUs claim the same host CPUs, with those CPUs (at most --pinning.evidence-limit per domain, first by other_domain)",
     );
     for (dom, other, cpus) in &report.overlaps {
         f.gauge(
             "domain_pinning_overlap_info",
-            "Pairs of running domains whose dedicated vCPUs claim the same host CPUs, with those CPUs",
+            "Pairs of running domains whose dedicated vCPUs claim the same host CPUs, with those CPUs (at most --pinning.evidence-limit per domain, first by other_domain)",
             labels([("domain", dom), ("other_domain", other), ("cpus", &cpus.to_string())]),
             1.0,
         );
@@ -862,6 +881,14 @@ fn encode_pinning(f: &mut Fams, snap: &Snapshot, ncpus: u32, nova: &NovaCpuSets)
             fi.dedicated_cpus.len() as f64,
         );
         f.gauge("domain_pinning_overlap_cpus", "Host CPUs of the domain's dedicated vCPUs that another running domain's dedicated vCPUs also claim", l(), fi.overlap.len() as f64);
+        if !fi.overlap.is_empty() {
+            f.gauge(
+                "domain_pinning_overlap_info_omitted",
+                "Other running domains sharing the domain's dedicated host CPUs that are left out of domain_pinning_overlap_info by --pinning.evidence-limit",
+                l(),
+                fi.overlap_omitted as f64,
+            );
+        }
         f.gauge(
             "domain_pinning_dedicated_in_shared_cpus",
             "Host CPUs of the domain's dedicated vCPUs that floating vCPUs may also use",
@@ -981,7 +1008,7 @@ mod tests {
             ],
         };
         let mut reg = Registry::with_prefix("libvirt");
-        encode_snapshot(&snap, &NovaCpuSets::default(), &mut reg);
+        encode_snapshot(&snap, &NovaCpuSets::default(), 5, &mut reg);
         let mut out = String::new();
         prometheus_client::encoding::text::encode_registry(&mut out, &reg).unwrap();
         assert!(
@@ -995,5 +1022,74 @@ mod tests {
         assert!(out.contains(
             "libvirt_domain_info_state{domain=\"stuck\",state_desc=\"the domain is running\"} 1"
         ));
+    }
+
+    #[test]
+    fn overlap_info_is_bounded_per_domain_and_the_rest_counted() {
+        // 40 running domains, each with two dedicated vCPUs on host CPUs 2 and 3, plus one on a
+        // CPU of its own: 40 x 39 pairs without a limit.
+        let n = 40;
+        let domains = (0..n)
+            .map(|i| {
+                let xml = crate::domain_xml::parse_domain_xml(&format!(
+                    "<domain><name>vm-{i:02}</name><vcpu>3</vcpu><cputune><vcpupin vcpu='0' cpuset='2'/><vcpupin vcpu='1' cpuset='3'/><vcpupin vcpu='2' cpuset='{}'/></cputune></domain>",
+                    10 + i
+                ))
+                .unwrap();
+                DomainSnap {
+                    name: format!("vm-{i:02}"),
+                    state: 1,
+                    xml: Some(Arc::new(xml)),
+                    ..DomainSnap::default()
+                }
+            })
+            .collect();
+        let snap = Snapshot {
+            host: HostInfo {
+                cpus: 64,
+                ..HostInfo::default()
+            },
+            domains,
+        };
+        for limit in [0usize, 1, 5, 39, 100] {
+            let mut reg = Registry::with_prefix("libvirt");
+            encode_snapshot(&snap, &NovaCpuSets::default(), limit, &mut reg);
+            let mut out = String::new();
+            prometheus_client::encoding::text::encode_registry(&mut out, &reg).unwrap();
+            let shown = limit.min(n - 1);
+            for i in 0..n {
+                let d = format!("vm-{i:02}");
+                let info: Vec<&str> = out
+                    .lines()
+                    .filter(|l| {
+                        l.starts_with(&format!(
+                            "libvirt_domain_pinning_overlap_info{{domain=\"{d}\","
+                        ))
+                    })
+                    .collect();
+                assert_eq!(info.len(), shown, "limit {limit}, {d}: {info:?}");
+                // The first other domains by name, with the CPUs they share.
+                let first = if i == 0 { "vm-01" } else { "vm-00" };
+                if shown > 0 {
+                    assert!(
+                        info[0].contains(&format!("other_domain=\"{first}\",cpus=\"2-3\"")),
+                        "{}",
+                        info[0]
+                    );
+                }
+                let omitted = format!(
+                    "libvirt_domain_pinning_overlap_info_omitted{{domain=\"{d}\"}} {}.0\n",
+                    n - 1 - shown
+                );
+                assert!(out.contains(&omitted), "limit {limit}: {omitted}");
+                assert!(
+                    out.contains(&format!(
+                        "libvirt_domain_pinning_overlap_cpus{{domain=\"{d}\"}} 2.0\n"
+                    )),
+                    "limit {limit}, {d}"
+                );
+            }
+            assert!(out.contains("libvirt_host_cpu_dedicated_domains{cpu=\"2\"} 40.0\n"));
+        }
     }
 }
