@@ -2,8 +2,8 @@
 //!
 //! `main.rs` is thin; the flags, the collectors and their parsers live here so tests reach them.
 //! The path of a scrape: [`collector::flows`] asks [`ovs`] for the port inventory
-//! ([`inventory`]) and streams each bridge's dump into a [`checks::BridgeScan`], which parses
-//! each line ([`parse`]) and runs the checks configured in [`config`].
+//! ([`inventory`]) while it streams each bridge's dump into a [`checks::BridgeScan`], which
+//! parses each line ([`parse`]) and runs the checks configured in [`config`].
 #![forbid(unsafe_code)]
 
 pub mod checks;

@@ -1,11 +1,12 @@
 //! The checks run over one bridge's dump, fed line by line as `ovs-ofctl` prints it.
 //!
-//! [`BridgeScan`] parses each line as it arrives, counts flows per table, runs the per-flow
-//! checks (`missing_port`, the user-defined ones) at once, and keeps a compact [`Record`] plus the
-//! flow text (without counters) in one string arena. The checks that need every flow
-//! (`stale_cookie`, `overlap`) run in [`BridgeScan::finish`] over the records. The dump is
-//! never held as a whole: at 100k flows the arena holds the match and actions of each flow
-//! (about half the dump's size) and the records 48 bytes a flow.
+//! [`BridgeScan`] parses each line as it arrives, counts flows per table, runs the user-defined
+//! checks at once, notes the ports each flow names (8 bytes a port), and keeps a compact
+//! [`Record`] plus the flow text (without counters) in one string arena. `missing_port` (whose
+//! port inventory may arrive while the dump streams) and the checks that need every flow
+//! (`stale_cookie`, `overlap`) run in [`BridgeScan::finish`]. The dump is never held as a
+//! whole: at 100k flows the arena holds the match and actions of each flow (about half the
+//! dump's size) and the records 56 bytes a flow.
 
 pub mod custom;
 pub mod missing_port;
