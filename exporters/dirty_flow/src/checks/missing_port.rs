@@ -75,21 +75,23 @@ pub fn for_each_match_port(flow: &Flow<'_>, f: &mut dyn FnMut(PortRef)) {
     }
 }
 
+/// A working dummy interface, for tests.
+#[cfg(test)]
+pub(crate) fn iface(name: &str, ofport: i64) -> Interface {
+    Interface {
+        name: name.into(),
+        ofport: Some(ofport),
+        kind: "dummy".into(),
+        error: None,
+        iface_id: None,
+        attached_mac: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::parse::parse_flow;
-
-    fn iface(name: &str, ofport: i64) -> Interface {
-        Interface {
-            name: name.into(),
-            ofport: Some(ofport),
-            kind: "dummy".into(),
-            error: None,
-            iface_id: None,
-            attached_mac: None,
-        }
-    }
 
     #[test]
     fn flags_missing_and_failed_ports() {

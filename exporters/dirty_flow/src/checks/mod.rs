@@ -475,19 +475,8 @@ impl<'c> BridgeScan<'c> {
 
 #[cfg(test)]
 mod tests {
+    use super::missing_port::iface;
     use super::*;
-    use crate::inventory::Interface;
-
-    fn iface(name: &str, ofport: i64) -> Interface {
-        Interface {
-            name: name.into(),
-            ofport: Some(ofport),
-            kind: "dummy".into(),
-            error: None,
-            iface_id: None,
-            attached_mac: None,
-        }
-    }
 
     fn missing_port(ports: Option<Ports>, late: bool) -> Option<CheckOutcome> {
         let cfg = Config::default();

@@ -77,22 +77,26 @@ impl<'a> Iterator for ActionIter<'a> {
     }
 }
 
+/// The next byte at or after `i` that matters at `depth`: a comma or parenthesis at depth 0,
+/// only parentheses inside (commas there do not split anything).
+fn next_special(b: &[u8], i: usize, depth: usize) -> Option<usize> {
+    let off = if depth == 0 {
+        super::find::find3(b',', b'(', b')', &b[i..])
+    } else {
+        super::find::find2(b'(', b')', &b[i..])
+    };
+    off.map(|o| i + o)
+}
+
 /// Index of the first comma at depth 0, or the length.
 fn split_point(s: &str) -> usize {
     let b = s.as_bytes();
     let mut depth = 0usize;
     let mut i = 0;
     loop {
-        // Inside parentheses only parentheses matter: skip the commas there.
-        let next = if depth == 0 {
-            super::find::find3(b',', b'(', b')', &b[i..])
-        } else {
-            super::find::find2(b'(', b')', &b[i..])
-        };
-        let Some(off) = next else {
+        let Some(p) = next_special(b, i, depth) else {
             return b.len();
         };
-        let p = i + off;
         match b[p] {
             b'(' => depth += 1,
             b')' => depth = depth.saturating_sub(1),
@@ -125,15 +129,7 @@ pub fn validate_actions(s: &str) -> Result<(), ParseError> {
     let mut depth = 0usize;
     let mut token_start = 0;
     let mut i = 0;
-    loop {
-        // Inside parentheses commas do not matter: look for parentheses only.
-        let next = if depth == 0 {
-            super::find::find3(b',', b'(', b')', &b[i..])
-        } else {
-            super::find::find2(b'(', b')', &b[i..])
-        };
-        let Some(off) = next else { break };
-        let p = i + off;
+    while let Some(p) = next_special(b, i, depth) {
         match b[p] {
             b'(' => depth += 1,
             b')' => {
