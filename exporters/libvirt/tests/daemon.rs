@@ -9,7 +9,8 @@ mod support;
 use std::path::Path;
 use std::time::Duration;
 
-use support::{promtool_check, value, wait_for, ExporterProc, Libvirtd};
+use e2e_tests::{assert_promtool_clean, sample_value, wait_for};
+use support::{ExporterProc, Libvirtd};
 
 #[test]
 fn libvirtd_killed_and_restarted() {
@@ -25,40 +26,39 @@ fn libvirtd_killed_and_restarted() {
 
     let (status, body) = exporter.scrape();
     assert_eq!(status, 200);
-    assert_eq!(value(&body, "libvirt_up "), Some(1.0), "{body}");
-    assert_eq!(value(&body, "libvirt_domains "), Some(2.0));
+    assert_eq!(sample_value(&body, "libvirt_up "), Some(1.0), "{body}");
+    assert_eq!(sample_value(&body, "libvirt_domains "), Some(2.0));
     assert_eq!(
-        value(
+        sample_value(
             &body,
             r#"libvirt_domain_pinning_overlap_cpus{domain="instance-00000001"}"#
         ),
         Some(1.0)
     );
     assert_eq!(
-        value(
+        sample_value(
             &body,
             r#"libvirt_scrape_collector_success{collector="domain"}"#
         ),
         Some(1.0)
     );
-    let lint = promtool_check(&body);
-    assert!(lint.trim().is_empty(), "promtool check metrics: {lint}");
+    assert_promtool_clean(&body);
 
     // libvirtd dies (SIGKILL, as a crash would).
-    daemon.guard.kill_with(9);
+    daemon.guard.kill();
     for _ in 0..3 {
         let (status, body) = exporter.scrape();
         assert_eq!(status, 200, "the exporter must keep serving");
-        assert_eq!(value(&body, "libvirt_up "), Some(0.0), "{body}");
+        assert_eq!(sample_value(&body, "libvirt_up "), Some(0.0), "{body}");
         assert_eq!(
-            value(
+            sample_value(
                 &body,
                 r#"libvirt_scrape_collector_success{collector="domain"}"#
             ),
             Some(0.0)
         );
         assert_eq!(
-            value(
+            sample_value(
                 &body,
                 r#"libvirt_scrape_collector_success{collector="host"}"#
             ),
@@ -68,8 +68,7 @@ fn libvirtd_killed_and_restarted() {
             !body.contains("libvirt_domain_info_state"),
             "stale domain series after the daemon died"
         );
-        let lint = promtool_check(&body);
-        assert!(lint.trim().is_empty(), "promtool check metrics: {lint}");
+        assert_promtool_clean(&body);
     }
 
     // Back: the exporter re-opens the connection by itself.
@@ -80,11 +79,11 @@ fn libvirtd_killed_and_restarted() {
         Duration::from_secs(20),
         || {
             last = exporter.scrape().1;
-            value(&last, "libvirt_up ") == Some(1.0)
+            sample_value(&last, "libvirt_up ") == Some(1.0)
         },
     );
-    assert_eq!(value(&last, "libvirt_domains "), Some(2.0));
-    assert!(value(&last, "libvirt_connections_opened_total").unwrap() >= 2.0);
+    assert_eq!(sample_value(&last, "libvirt_domains "), Some(2.0));
+    assert!(sample_value(&last, "libvirt_connections_opened_total").unwrap() >= 2.0);
 }
 
 /// Domain events from a daemon reach the exporter through its events helper process (the
@@ -128,12 +127,12 @@ fn remote_events_through_the_helper() {
     };
     let state = r#"libvirt_domain_info_state{domain="test",state_desc="#;
     let body = exporter.scrape().1;
-    assert_eq!(value(&body, "libvirt_up "), Some(1.0), "{body}");
+    assert_eq!(sample_value(&body, "libvirt_up "), Some(1.0), "{body}");
     assert!(
         body.contains(&format!("{state}\"the domain is running\"}} 1")),
         "{body}"
     );
-    let fetches = value(&body, "libvirt_domain_xml_fetches_total").unwrap();
+    let fetches = sample_value(&body, "libvirt_domain_xml_fetches_total").unwrap();
     assert_eq!(helpers().len(), 1, "one events helper");
 
     let virsh = |args: &[&str]| {
@@ -162,15 +161,18 @@ fn remote_events_through_the_helper() {
         body.contains(r#"instance_name="evented""#)
     });
     assert!(
-        value(&body, "libvirt_domain_events_total").unwrap() >= 1.0,
+        sample_value(&body, "libvirt_domain_events_total").unwrap() >= 1.0,
         "{body}"
     );
     assert_eq!(
-        value(&body, "libvirt_domain_xml_fetches_total"),
+        sample_value(&body, "libvirt_domain_xml_fetches_total"),
         Some(fetches + 1.0),
         "the changed domain's XML is fetched once"
     );
-    assert_eq!(value(&body, "libvirt_connections_opened_total"), Some(1.0));
+    assert_eq!(
+        sample_value(&body, "libvirt_connections_opened_total"),
+        Some(1.0)
+    );
     virsh(&["suspend", "test"]);
     wait_for("the paused state", Duration::from_secs(10), || {
         body = exporter.scrape().1;
@@ -184,8 +186,8 @@ fn remote_events_through_the_helper() {
         .status();
     wait_for("a new events helper", Duration::from_secs(20), || {
         let body = exporter.scrape().1;
-        value(&body, "libvirt_up ") == Some(1.0)
-            && value(&body, "libvirt_connections_opened_total") == Some(2.0)
+        sample_value(&body, "libvirt_up ") == Some(1.0)
+            && sample_value(&body, "libvirt_connections_opened_total") == Some(2.0)
             && helpers().iter().any(|p| !old.contains(p))
     });
     assert_eq!(helpers().len(), 1, "the old helper is reaped");

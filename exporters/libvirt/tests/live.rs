@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use common::Collector;
+use e2e_tests::sample_value;
 use libvirt_exporter::{collectors, Flags};
 use prometheus_client::registry::Registry;
 use virt::connect::Connect;
@@ -16,14 +17,6 @@ async fn scrape(c: &Arc<dyn Collector>) -> String {
     let mut om = String::new();
     prometheus_client::encoding::text::encode_registry(&mut om, &reg).unwrap();
     common::exposition::openmetrics_to_text(&om)
-}
-
-/// The value of the first sample whose line starts with `prefix`.
-fn value(text: &str, prefix: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
 }
 
 fn domain_xml(name: &str, display: &str) -> String {
@@ -59,16 +52,22 @@ async fn live_changes_are_seen_on_the_next_scrape() {
     let domain = collectors(&flags).remove(0);
 
     let t = scrape(&domain).await;
-    assert_eq!(value(&t, "libvirt_up "), Some(1.0));
-    let before = value(&t, "libvirt_domains ").unwrap();
-    let parses = value(&t, "libvirt_domain_xml_parses_total").unwrap();
+    assert_eq!(sample_value(&t, "libvirt_up "), Some(1.0));
+    let before = sample_value(&t, "libvirt_domains ").unwrap();
+    let parses = sample_value(&t, "libvirt_domain_xml_parses_total").unwrap();
     assert!(!t.contains("live-1"));
 
     // Unchanged domains are not parsed again, nor (with libvirt's events) even fetched.
-    let fetches = value(&t, "libvirt_domain_xml_fetches_total").unwrap();
+    let fetches = sample_value(&t, "libvirt_domain_xml_fetches_total").unwrap();
     let t = scrape(&domain).await;
-    assert_eq!(value(&t, "libvirt_domain_xml_parses_total"), Some(parses));
-    assert_eq!(value(&t, "libvirt_domain_xml_fetches_total"), Some(fetches));
+    assert_eq!(
+        sample_value(&t, "libvirt_domain_xml_parses_total"),
+        Some(parses)
+    );
+    assert_eq!(
+        sample_value(&t, "libvirt_domain_xml_fetches_total"),
+        Some(fetches)
+    );
 
     // Created.
     let a = Arc::clone(&admin);
@@ -79,21 +78,21 @@ async fn live_changes_are_seen_on_the_next_scrape() {
     .await
     .unwrap();
     let t = scrape(&domain).await;
-    assert_eq!(value(&t, "libvirt_domains "), Some(before + 1.0));
+    assert_eq!(sample_value(&t, "libvirt_domains "), Some(before + 1.0));
     assert!(t.contains(r#"instance_name="first-name""#), "{t}");
     assert_eq!(
-        value(
+        sample_value(
             &t,
             r#"libvirt_domain_info_state{domain="live-1",state_desc="the domain is running"}"#
         ),
         Some(1.0)
     );
     assert_eq!(
-        value(&t, r#"libvirt_host_cpu_pinned_vcpus{cpu="1"}"#),
+        sample_value(&t, r#"libvirt_host_cpu_pinned_vcpus{cpu="1"}"#),
         Some(1.0)
     );
     assert_eq!(
-        value(&t, "libvirt_domain_xml_parses_total"),
+        sample_value(&t, "libvirt_domain_xml_parses_total"),
         Some(parses + 1.0)
     );
 
@@ -109,7 +108,7 @@ async fn live_changes_are_seen_on_the_next_scrape() {
     .unwrap();
     let t = scrape(&domain).await;
     assert_eq!(
-        value(
+        sample_value(
             &t,
             r#"libvirt_domain_info_state{domain="live-1",state_desc="the domain is paused by user"}"#
         ),
@@ -117,7 +116,7 @@ async fn live_changes_are_seen_on_the_next_scrape() {
         "{t}"
     );
     assert_eq!(
-        value(&t, r#"libvirt_host_cpu_pinned_vcpus{cpu="1"}"#),
+        sample_value(&t, r#"libvirt_host_cpu_pinned_vcpus{cpu="1"}"#),
         Some(1.0)
     );
 
@@ -140,9 +139,9 @@ async fn live_changes_are_seen_on_the_next_scrape() {
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     let t = scrape(&domain).await;
     assert!(t.contains(r#"instance_name="second-name""#), "{t}");
-    assert!(value(&t, "libvirt_domain_events_total").unwrap() >= 1.0);
+    assert!(sample_value(&t, "libvirt_domain_events_total").unwrap() >= 1.0);
     assert!(!t.contains(r#"instance_name="first-name""#));
-    let after_change = value(&t, "libvirt_domain_xml_parses_total").unwrap();
+    let after_change = sample_value(&t, "libvirt_domain_xml_parses_total").unwrap();
     assert!(
         after_change >= parses + 2.0,
         "metadata change not re-parsed"
@@ -158,11 +157,11 @@ async fn live_changes_are_seen_on_the_next_scrape() {
     .unwrap();
     let t = scrape(&domain).await;
     assert_eq!(
-        value(&t, r#"libvirt_host_cpu_dedicated_domains{cpu="1"}"#),
+        sample_value(&t, r#"libvirt_host_cpu_dedicated_domains{cpu="1"}"#),
         Some(2.0)
     );
     assert_eq!(
-        value(
+        sample_value(
             &t,
             r#"libvirt_domain_pinning_overlap_cpus{domain="live-2"}"#
         ),
@@ -184,10 +183,10 @@ async fn live_changes_are_seen_on_the_next_scrape() {
     .await
     .unwrap();
     let t = scrape(&domain).await;
-    assert_eq!(value(&t, "libvirt_domains "), Some(before));
+    assert_eq!(sample_value(&t, "libvirt_domains "), Some(before));
     assert!(!t.contains("live-1") && !t.contains("live-2"), "{t}");
     assert_eq!(
-        value(&t, r#"libvirt_host_cpu_dedicated_domains{cpu="1"}"#),
+        sample_value(&t, r#"libvirt_host_cpu_dedicated_domains{cpu="1"}"#),
         Some(0.0)
     );
 }
@@ -204,12 +203,18 @@ async fn without_events_every_xml_is_fetched_but_parsed_once() {
     let domain = collectors(&flags).remove(0);
     let t1 = scrape(&domain).await;
     let t2 = scrape(&domain).await;
-    let n = value(&t1, "libvirt_domains ").unwrap();
-    assert_eq!(value(&t1, "libvirt_domain_xml_fetches_total"), Some(n));
+    let n = sample_value(&t1, "libvirt_domains ").unwrap();
     assert_eq!(
-        value(&t2, "libvirt_domain_xml_fetches_total"),
+        sample_value(&t1, "libvirt_domain_xml_fetches_total"),
+        Some(n)
+    );
+    assert_eq!(
+        sample_value(&t2, "libvirt_domain_xml_fetches_total"),
         Some(2.0 * n)
     );
-    assert_eq!(value(&t2, "libvirt_domain_xml_parses_total"), Some(n));
+    assert_eq!(
+        sample_value(&t2, "libvirt_domain_xml_parses_total"),
+        Some(n)
+    );
     assert!(!t2.contains("libvirt_domain_events_total"));
 }

@@ -10,7 +10,8 @@ mod support;
 use std::process::Command;
 use std::time::Duration;
 
-use support::{own_cpus, promtool_check, value, wait_for, ExporterProc, QemuLibvirtd};
+use e2e_tests::{assert_promtool_clean, sample_value, wait_for};
+use support::{own_cpus, ExporterProc, QemuLibvirtd};
 
 const PORT: &str = "3f6c1e2a-7b4d-4e5f-8a9b-0c1d2e3f4a5b";
 
@@ -68,13 +69,13 @@ fn qemu_guest_under_tcg() {
         Duration::from_secs(30),
         || {
             body = exporter.scrape().1;
-            value(&body, r#"libvirt_domain_vcpu_time_seconds_total{domain="tcg-1",vcpu="0"}"#).is_some()
-            && value(&body, r#"libvirt_domain_pinning_affinity_mismatch_vcpus{domain="tcg-1",source="procfs"}"#).is_some()
+            sample_value(&body, r#"libvirt_domain_vcpu_time_seconds_total{domain="tcg-1",vcpu="0"}"#).is_some()
+            && sample_value(&body, r#"libvirt_domain_pinning_affinity_mismatch_vcpus{domain="tcg-1",source="procfs"}"#).is_some()
         },
     );
-    assert_eq!(value(&body, "libvirt_up "), Some(1.0));
+    assert_eq!(sample_value(&body, "libvirt_up "), Some(1.0));
     assert!(
-        value(
+        sample_value(
             &body,
             r#"libvirt_domain_info_cpu_time_seconds_total{domain="tcg-1"}"#
         )
@@ -82,19 +83,19 @@ fn qemu_guest_under_tcg() {
             > 0.0
     );
     assert_eq!(
-        value(
+        sample_value(
             &body,
             r#"libvirt_domain_info_maximum_memory_bytes{domain="tcg-1"}"#
         ),
         Some(64.0 * 1048576.0)
     );
-    assert!(value(
+    assert!(sample_value(
         &body,
         r#"libvirt_domain_memory_stats_actual_balloon_bytes{domain="tcg-1"}"#
     )
     .is_some());
     assert!(
-        value(
+        sample_value(
             &body,
             r#"libvirt_domain_memory_stats_rss_bytes{domain="tcg-1"}"#
         )
@@ -102,22 +103,22 @@ fn qemu_guest_under_tcg() {
             > 0.0
     );
     assert_eq!(
-        value(&body, r#"libvirt_domain_vcpu_current{domain="tcg-1"}"#),
+        sample_value(&body, r#"libvirt_domain_vcpu_current{domain="tcg-1"}"#),
         Some(2.0)
     );
-    assert!(value(
+    assert!(sample_value(
         &body,
         r#"libvirt_domain_vcpu_state{domain="tcg-1",vcpu="1"}"#
     )
     .is_some());
     assert_eq!(
-        value(
+        sample_value(
             &body,
             r#"libvirt_domain_block_stats_capacity_bytes{domain="tcg-1",target_device="vda"}"#
         ),
         Some(8.0 * 1048576.0)
     );
-    assert!(value(
+    assert!(sample_value(
         &body,
         r#"libvirt_domain_block_stats_read_requests_total{domain="tcg-1",target_device="vda"}"#
     )
@@ -127,13 +128,13 @@ fn qemu_guest_under_tcg() {
         &PORT[..11]
     );
     assert!(
-        value(&body, &iface).is_some(),
+        sample_value(&body, &iface).is_some(),
         "no interface counters with the port: {body}"
     );
     assert!(body.contains(r#"instance_name="tiny""#));
     for source in ["pininfo", "vcpuinfo", "procfs"] {
         assert_eq!(
-            value(
+            sample_value(
                 &body,
                 &format!(
                     r#"libvirt_domain_pinning_affinity_mismatch_vcpus{{domain="tcg-1",source="{source}"}}"#
@@ -146,7 +147,7 @@ fn qemu_guest_under_tcg() {
     // QEMU's bulk stats are complete: no per-domain stats calls.
     for group in ["cpu_total", "balloon", "vcpu", "block", "interface"] {
         assert_eq!(
-            value(
+            sample_value(
                 &body,
                 &format!(r#"libvirt_domain_stats_fallbacks_total{{group="{group}"}}"#)
             ),
@@ -154,8 +155,7 @@ fn qemu_guest_under_tcg() {
             "{group}: {body}"
         );
     }
-    let lint = promtool_check(&body);
-    assert!(lint.trim().is_empty(), "promtool check metrics: {lint}");
+    assert_promtool_clean(&body);
 
     // Re-pin vCPU 1's thread behind libvirt's back: the kernel disagrees with the declaration.
     if cpus.len() >= 2 {
@@ -180,7 +180,7 @@ fn qemu_guest_under_tcg() {
         );
         let body = exporter.scrape().1;
         let m = |s: &str| {
-            value(
+            sample_value(
                 &body,
                 &format!(
                     r#"libvirt_domain_pinning_affinity_mismatch_vcpus{{domain="tcg-1",source="{s}"}}"#
@@ -194,7 +194,7 @@ fn qemu_guest_under_tcg() {
         let mut body = body;
         wait_for("the vcpuinfo check", Duration::from_secs(15), || {
             body = exporter.scrape().1;
-            value(
+            sample_value(
                 &body,
                 r#"libvirt_domain_pinning_affinity_mismatch_vcpus{domain="tcg-1",source="vcpuinfo"}"#,
             ) == Some(1.0)

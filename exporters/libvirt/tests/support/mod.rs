@@ -3,74 +3,19 @@
 //! by PID from a `Drop` guard, also when the test fails.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-/// A child process killed (by PID) and reaped on drop.
-pub struct Guard {
-    pub child: Option<Child>,
-    pub name: &'static str,
-}
+use e2e_tests::{free_port, local_get, stop_pid, wait_for, ChildGuard};
 
-impl Guard {
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
-    }
-
-    /// Sends `sig` to the process and waits for it to exit.
-    pub fn kill_with(&mut self, sig: i32) {
-        if let Some(mut c) = self.child.take() {
-            // SAFETY-free: the `kill` binary takes the PID we started.
-            let _ = Command::new("kill")
-                .arg(format!("-{sig}"))
-                .arg(c.id().to_string())
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = c.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        self.kill_with(15);
-    }
-}
-
-/// A free loopback port (bound then released).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Waits for `cond`, polling.
-pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if cond() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("timed out waiting for {what}");
-}
+/// How long a stopped daemon or exporter gets after SIGTERM before SIGKILL.
+const GRACE: Duration = Duration::from_secs(10);
 
 /// A libvirtd serving only the test driver over a unix socket in `dir`.
 pub struct Libvirtd {
     pub dir: PathBuf,
-    pub guard: Guard,
+    pub guard: ChildGuard,
 }
 
 impl Libvirtd {
@@ -105,10 +50,7 @@ impl Libvirtd {
             .expect("libvirtd (package libvirt-daemon) must be installed");
         let d = Self {
             dir: dir.to_path_buf(),
-            guard: Guard {
-                child: Some(child),
-                name: "libvirtd",
-            },
+            guard: ChildGuard::new(child).terminate_on_drop(GRACE),
         };
         let sock = Self::socket_ro(dir);
         wait_for("libvirtd socket", Duration::from_secs(20), || sock.exists());
@@ -128,7 +70,7 @@ impl Libvirtd {
 /// The exporter binary, listening on a free loopback port.
 pub struct ExporterProc {
     pub port: u16,
-    pub guard: Guard,
+    pub guard: ChildGuard,
 }
 
 impl ExporterProc {
@@ -143,10 +85,7 @@ impl ExporterProc {
             .unwrap();
         let p = Self {
             port,
-            guard: Guard {
-                child: Some(child),
-                name: "libvirt_exporter",
-            },
+            guard: ChildGuard::new(child).terminate_on_drop(GRACE),
         };
         wait_for("exporter to listen", Duration::from_secs(20), || {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
@@ -156,61 +95,8 @@ impl ExporterProc {
 
     /// GETs /metrics: (status, body).
     pub fn scrape(&self) -> (u16, String) {
-        http_get(self.port, "/metrics")
+        local_get(self.port, "/metrics").unwrap()
     }
-}
-
-/// A minimal HTTP/1.0 GET on loopback (no client library needed for plain text).
-pub fn http_get(port: u16, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).unwrap();
-    let status = buf
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = buf
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
-
-/// The value of the first sample whose line starts with `prefix`.
-pub fn value(text: &str, prefix: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
-/// Runs `promtool check metrics` on `text`; returns its complaints (empty = clean).
-pub fn promtool_check(text: &str) -> String {
-    use std::io::Write;
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (package prometheus) must be installed");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let mut s = String::from_utf8_lossy(&out.stdout).into_owned();
-    s.push_str(&String::from_utf8_lossy(&out.stderr));
-    if !out.status.success() && s.trim().is_empty() {
-        s = format!("promtool exited with {}", out.status);
-    }
-    s
 }
 
 /// A libvirtd with the QEMU driver, for real guests under TCG, isolated in a private mount
@@ -219,7 +105,7 @@ pub fn promtool_check(text: &str) -> String {
 /// driver insists on are bind mounts of files in `dir`; the host's files are not touched.
 pub struct QemuLibvirtd {
     pub dir: PathBuf,
-    pub guard: Guard,
+    pub guard: ChildGuard,
 }
 
 impl QemuLibvirtd {
@@ -287,10 +173,7 @@ impl QemuLibvirtd {
             .unwrap();
         let q = Self {
             dir: dir.to_path_buf(),
-            guard: Guard {
-                child: Some(child),
-                name: "libvirtd (qemu)",
-            },
+            guard: ChildGuard::new(child).terminate_on_drop(GRACE),
         };
         let sock = dir.join("sock/libvirt-sock-ro");
         wait_for("libvirtd (qemu) socket", Duration::from_secs(30), || {
@@ -338,7 +221,7 @@ impl QemuLibvirtd {
 
 impl Drop for QemuLibvirtd {
     fn drop(&mut self) {
-        // Guests outlive libvirtd: stop them first (by libvirt, then by PID as a fallback).
+        // Guests outlive libvirtd: stop them first, by PID (SIGTERM, SIGKILL after the grace).
         let pids: Vec<u32> = std::fs::read_dir(self.dir.join("run/qemu"))
             .map(|rd| {
                 rd.flatten()
@@ -348,16 +231,10 @@ impl Drop for QemuLibvirtd {
                     .collect()
             })
             .unwrap_or_default();
-        for pid in &pids {
-            let _ = Command::new("kill").arg(pid.to_string()).status();
+        for pid in pids {
+            stop_pid(pid, GRACE);
         }
-        self.guard.kill_with(15);
-        for pid in &pids {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
+        self.guard.stop(GRACE);
     }
 }
 
