@@ -550,14 +550,26 @@ async fn bridges_from_database_or_flag() {
     drop(exp);
 
     let exp = serve(
-        sb.flags(&["--ovs.bridge=br-new", "--ovs.bridge=br-gone"]),
+        sb.flags(&[
+            "--ovs.bridge=br-new",
+            "--ovs.bridge=br-gone",
+            "--ovs.bridge=br-new",
+        ]),
         Config::default(),
     )
     .await;
+    // Twice, the second time with the flag's bridges dumped while the database is read; the
+    // bridge given twice is reported once.
+    let _ = scrape(exp.addr).await;
     let (_, body) = scrape(exp.addr).await;
     assert_eq!(
         value(&body, "ovs_dump_success", &[("bridge", "br-new")]),
         Some(1.0),
+        "{body}"
+    );
+    assert_eq!(
+        body.matches("ovs_dump_success{bridge=\"br-new\"}").count(),
+        1,
         "{body}"
     );
     assert_eq!(

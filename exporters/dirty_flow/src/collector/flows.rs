@@ -48,6 +48,12 @@ type Dumped<'c> = (Result<BridgeScan<'c>, String>, Duration);
 
 impl FlowsCollector {
     pub fn new(ovs: Ovs, config: Arc<Config>, bridges: Vec<String>, evidence_limit: usize) -> Self {
+        // A bridge given twice is dumped and reported once.
+        let mut seen = std::collections::HashSet::new();
+        let bridges = bridges
+            .into_iter()
+            .filter(|b| seen.insert(b.clone()))
+            .collect();
         Self {
             ovs,
             config,
