@@ -8,7 +8,8 @@ mod sandbox;
 use std::time::{Duration, Instant};
 
 use dirty_flow_exporter::config::{compile, Config, RawConfig};
-use sandbox::{evidence, promtool, scrape, serve, value, Sandbox};
+use e2e_tests::{assert_promtool_clean, sample_with as value};
+use sandbox::{evidence, scrape, serve, Sandbox};
 
 fn config(yaml: &str) -> Config {
     let raw: RawConfig =
@@ -81,7 +82,7 @@ async fn each_check_positive_and_negative() {
         body.contains(r#"ovs_interface_info{bridge="br-int",interface="tap2",ofport="2",type="dummy",iface_id="",attached_mac=""} 1"#),
         "{body}"
     );
-    assert_eq!(promtool(&body), "", "promtool on:\n{body}");
+    assert_promtool_clean(&body);
 
     // One dirty flow (or pair) per check.
     sb.add_flows(
@@ -110,7 +111,7 @@ cookie=0x1,table=10,priority=20,tcp,nw_src=10.1.2.0/24,tp_dst=22,actions=output:
     assert!(mp[0].contains("table=\"10\"") && mp[0].contains("cookie=\"0x1\""));
     assert!(evidence(&body, "stale_cookie")[0].contains("cookie=\"0x5\""));
     assert_eq!(evidence(&body, "overlap").len(), 2);
-    assert_eq!(promtool(&body), "", "promtool on:\n{body}");
+    assert_promtool_clean(&body);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -250,7 +251,7 @@ async fn vswitchd_stopped_and_restarted() {
         None,
         "no check series for a failed dump"
     );
-    assert_eq!(promtool(&body), "");
+    assert_promtool_clean(&body);
 
     sb.start_vswitchd();
     // Flows do not survive a restart; the bridge comes back empty, then gets flows again.
@@ -329,7 +330,7 @@ echo ' cookie=0x0, duration=1.0s, table=0, n_packets=0, n_bytes=0, priority=2,in
     let errors =
         value(&body, "ovs_flow_parse_errors", &[("bridge", "br-int")]).expect("parse errors");
     assert!(errors >= 2.0, "{body}");
-    assert_eq!(promtool(&body), "");
+    assert_promtool_clean(&body);
     drop(exp);
 
     let failing = script(
@@ -538,7 +539,7 @@ async fn bridges_from_database_or_flag() {
         );
     }
     assert_eq!(value(&body, "ovs_database_up", &[]), Some(1.0));
-    assert_eq!(promtool(&body), "", "promtool on:\n{body}");
+    assert_promtool_clean(&body);
     // A port added to br-int between scrapes counts on the next one.
     sb.add_port("tap99", 99);
     let (_, body) = scrape(exp.addr).await;

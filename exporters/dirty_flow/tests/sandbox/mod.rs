@@ -3,28 +3,19 @@
 //! the exporter in-process on 127.0.0.1:0, scraped over HTTP.
 #![allow(dead_code, clippy::expect_used, clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Command;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use dirty_flow_exporter::config::Config;
 use dirty_flow_exporter::{collectors_with, Flags, INFO};
+use e2e_tests::{parse_samples, run_ok as run, stop_pidfile};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// One OVS sandbox.
 pub struct Sandbox {
     pub dir: tempfile::TempDir,
-}
-
-fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 impl Sandbox {
@@ -105,20 +96,12 @@ impl Sandbox {
             )));
     }
 
-    /// Stops one daemon by the PID in its pidfile and waits for it to exit.
+    /// Stops one daemon by the PID in its pidfile (SIGTERM, then SIGKILL after 5 s).
     pub fn stop(&self, daemon: &str) {
-        let pidfile = self.path().join(format!("{daemon}.pid"));
-        let Ok(pid) = std::fs::read_to_string(&pidfile) else {
-            return;
-        };
-        let pid = pid.trim().to_string();
-        let _ = Command::new("kill").arg(&pid).output();
-        let proc_dir = PathBuf::from(format!("/proc/{pid}"));
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while proc_dir.exists() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = std::fs::remove_file(pidfile);
+        stop_pidfile(
+            &self.path().join(format!("{daemon}.pid")),
+            Duration::from_secs(5),
+        );
     }
 
     pub fn vsctl(&self, args: &[&str]) -> String {
@@ -249,56 +232,10 @@ pub async fn scrape(addr: std::net::SocketAddr) -> (u16, String) {
     (status, body.to_string())
 }
 
-/// The value of the sample whose name and labels (all of `labels`) match, if exactly one does.
-pub fn value(body: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let hits: Vec<f64> = body
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| {
-            let n = l.split(['{', ' ']).next().unwrap_or("");
-            n == name
-                && labels
-                    .iter()
-                    .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
-        .collect();
-    match hits.as_slice() {
-        [v] => Some(*v),
-        _ => None,
-    }
-}
-
 /// Lines of the evidence metric for one check.
 pub fn evidence<'a>(body: &'a str, check: &str) -> Vec<&'a str> {
-    body.lines()
-        .filter(|l| {
-            l.starts_with("ovs_dirty_flow_info{") && l.contains(&format!("check=\"{check}\""))
-        })
+    parse_samples(body)
+        .filter(|s| s.name == "ovs_dirty_flow_info" && s.label("check").as_deref() == Some(check))
+        .map(|s| s.line)
         .collect()
-}
-
-/// Runs `promtool check metrics` on `body`; returns its complaints (empty when clean).
-pub fn promtool(body: &str) -> String {
-    use std::io::Write;
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("promtool");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(body.as_bytes())
-        .expect("write");
-    let out = child.wait_with_output().expect("promtool");
-    let mut s = String::from_utf8_lossy(&out.stdout).into_owned();
-    s.push_str(&String::from_utf8_lossy(&out.stderr));
-    if out.status.success() {
-        s.clear();
-    }
-    s
 }
