@@ -16,7 +16,9 @@ FLOWS=${FLOWS:-100000}
 RUNS=${RUNS:-5}
 PY_LINES=${PY_LINES:-20000}
 TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
-BIN="$TARGET_DIR/release/dirty_flow_exporter"
+# DIRTY_FLOW_BIN: an exporter binary to measure instead of the one built here (say, a previous
+# version beside the current one).
+BIN=${DIRTY_FLOW_BIN:-$TARGET_DIR/release/dirty_flow_exporter}
 PARSE_BENCH="$TARGET_DIR/release/examples/parse_bench"
 
 (cd "$REPO" && cargo build --release -q -p dirty_flow_exporter --bin dirty_flow_exporter --example parse_bench)

@@ -4,7 +4,7 @@
 //! The path of a scrape: [`collector::flows`] asks [`ovs`] for the port inventory
 //! ([`inventory`]) while it streams each bridge's dump into a [`checks::BridgeScan`], which
 //! parses each line ([`parse`]) and runs the checks configured in [`config`].
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod checks;
 pub mod collector;
@@ -13,6 +13,7 @@ pub mod error;
 pub mod inventory;
 pub mod ovs;
 pub mod parse;
+mod sys;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -23,8 +23,15 @@ const LOGGED_PARSE_ERRORS: u64 = 5;
 /// Longest dump line accepted; a longer run of bytes without newline is one bad line.
 const MAX_LINE: usize = 1 << 20;
 
-/// Bytes read from ovs-ofctl at once (at most; a pipe holds 64 KiB by default).
+/// Bytes read from ovs-ofctl at once (at most; a pipe holds 64 KiB by default); a chunk goes
+/// to the parser thread once it holds half of that.
 const CHUNK: usize = 128 * 1024;
+
+/// Chunks queued between the reader and the parser thread.
+const IN_FLIGHT: usize = 8;
+
+/// Nice value added to the thread that parses a dump, so that `ovs-ofctl` wins the CPU.
+const PARSER_NICE: i32 = 10;
 
 /// Feeds one line (without its newline) to the scan, logging the first parse errors.
 fn feed(scan: &mut BridgeScan<'_>, bridge: &str, bytes: &[u8], logged: &mut u64) {
@@ -210,8 +217,14 @@ impl Ovs {
         parse_inventory(&String::from_utf8_lossy(&out))
     }
 
-    /// Streams `ovs-ofctl --no-names dump-flows` of `bridge` into `scan`.
-    pub async fn dump_flows(&self, bridge: &str, scan: &mut BridgeScan<'_>) -> Result<(), Error> {
+    /// Streams `ovs-ofctl --no-names dump-flows` of `bridge` into `scan`, which comes back
+    /// filled. The dump is read here and parsed on a thread of its own with a raised nice
+    /// value (see [`crate::sys`]), a few chunks behind; the whole dump is never held.
+    pub async fn dump_flows(
+        &self,
+        bridge: &str,
+        scan: BridgeScan<'static>,
+    ) -> Result<BridgeScan<'static>, Error> {
         let program = program_name(&self.ofctl);
         let mut cmd = Command::new(&self.ofctl);
         cmd.arg("--no-names");
@@ -222,42 +235,51 @@ impl Ovs {
         let mut child = spawn_piped(&mut cmd, &program)?;
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();
+
+        let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(IN_FLIGHT);
+        let (recycle_tx, recycle_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        let thread_bridge = bridge.to_string();
+        let spawned = std::thread::Builder::new()
+            .name("ovs-dump-parse".into())
+            .spawn(move || {
+                crate::sys::nice_this_thread(PARSER_NICE);
+                let parsed = parse_chunks(scan, &thread_bridge, rx, &recycle_tx);
+                let _ = done_tx.send(parsed);
+            });
+        if let Err(source) = spawned {
+            kill(&mut child).await;
+            return Err(Error::Spawn {
+                program: "the dump parser thread".to_string(),
+                source,
+            });
+        }
+
         let err_task = tokio::spawn(async move {
             match stderr {
                 Some(s) => drain_tail(s).await,
                 None => Vec::new(),
             }
         });
-        let mut logged = 0u64;
-        let read = async {
-            let Some(stdout) = stdout else {
+        // Moves the sender in: when reading ends (or times out) the parser sees the end.
+        let read = async move {
+            let Some(mut stdout) = stdout else {
                 return Ok(());
             };
-            let mut stdout = stdout;
-            // Read big chunks straight into the line buffer and cut lines out of them.
-            let mut pending: Vec<u8> = Vec::with_capacity(2 * CHUNK);
+            let fresh = |rx: &std::sync::mpsc::Receiver<Vec<u8>>| {
+                rx.try_recv().unwrap_or_else(|_| Vec::with_capacity(CHUNK))
+            };
+            let mut buf = fresh(&recycle_rx);
             loop {
-                if pending.capacity() - pending.len() < CHUNK / 2 {
-                    pending.reserve(CHUNK);
-                }
-                let n = stdout.read_buf(&mut pending).await?;
-                if n == 0 {
-                    if !pending.is_empty() {
-                        feed(scan, bridge, &pending, &mut logged);
+                let n = stdout.read_buf(&mut buf).await?;
+                if n == 0 || buf.len() >= CHUNK / 2 {
+                    if !buf.is_empty() && tx.send(buf).await.is_err() {
+                        return Err(std::io::Error::other("the dump parser thread stopped"));
                     }
-                    return Ok(());
-                }
-                // What was pending before this read holds no newline.
-                let new_from = pending.len() - n;
-                if let Some(last) = memchr::memrchr(b'\n', &pending[new_from..]) {
-                    let end = new_from + last + 1;
-                    feed_lines(scan, bridge, &pending[..end], &mut logged);
-                    pending.drain(..end);
-                }
-                if pending.len() > MAX_LINE {
-                    // No newline in a megabyte: garbage, counted as one bad line.
-                    feed(scan, bridge, &pending[..MAX_LINE], &mut logged);
-                    pending.clear();
+                    if n == 0 {
+                        return Ok(());
+                    }
+                    buf = fresh(&recycle_rx);
                 }
             }
         };
@@ -290,6 +312,22 @@ impl Ovs {
                 });
             }
         };
+        // The parser is at most IN_FLIGHT chunks behind.
+        let (scan, logged) = match tokio::time::timeout(self.timeout, done_rx).await {
+            Ok(Ok(parsed)) => parsed,
+            Ok(Err(_)) => {
+                return Err(Error::Read {
+                    program,
+                    source: std::io::Error::other("the dump parser thread stopped"),
+                })
+            }
+            Err(_) => {
+                return Err(Error::Timeout {
+                    program,
+                    timeout: self.timeout,
+                })
+            }
+        };
         if logged > LOGGED_PARSE_ERRORS {
             tracing::warn!(
                 bridge,
@@ -305,8 +343,55 @@ impl Ovs {
                 stderr: tail(&err),
             });
         }
-        Ok(())
+        Ok(scan)
     }
+}
+
+/// Cuts the chunks read from ovs-ofctl into lines and feeds them to `scan`, until the sender
+/// is gone; emptied chunks go back to the reader through `recycle`. Returns the scan and the
+/// number of unparseable lines.
+fn parse_chunks(
+    mut scan: BridgeScan<'static>,
+    bridge: &str,
+    mut chunks: tokio::sync::mpsc::Receiver<Vec<u8>>,
+    recycle: &std::sync::mpsc::Sender<Vec<u8>>,
+) -> (BridgeScan<'static>, u64) {
+    let mut logged = 0u64;
+    // The unfinished last line of the chunks so far (no newline in it).
+    let mut pending: Vec<u8> = Vec::new();
+    while let Some(mut chunk) = chunks.blocking_recv() {
+        let mut rest: &[u8] = &chunk;
+        if !pending.is_empty() {
+            match memchr::memchr(b'\n', rest) {
+                Some(nl) => {
+                    pending.extend_from_slice(&rest[..nl]);
+                    feed(&mut scan, bridge, &pending, &mut logged);
+                    pending.clear();
+                    rest = &rest[nl + 1..];
+                }
+                None => {
+                    pending.extend_from_slice(rest);
+                    rest = &[];
+                }
+            }
+        }
+        if let Some(last) = memchr::memrchr(b'\n', rest) {
+            feed_lines(&mut scan, bridge, &rest[..=last], &mut logged);
+            rest = &rest[last + 1..];
+        }
+        pending.extend_from_slice(rest);
+        if pending.len() > MAX_LINE {
+            // No newline in a megabyte: garbage, counted as one bad line.
+            feed(&mut scan, bridge, &pending[..MAX_LINE], &mut logged);
+            pending.clear();
+        }
+        chunk.clear();
+        let _ = recycle.send(chunk);
+    }
+    if !pending.is_empty() {
+        feed(&mut scan, bridge, &pending, &mut logged);
+    }
+    (scan, logged)
 }
 
 #[cfg(test)]
@@ -321,5 +406,58 @@ mod tests {
         assert!(!valid_bridge_name("a/b"));
         assert!(!valid_bridge_name(""));
         assert!(!valid_bridge_name(".hidden"));
+    }
+
+    /// Runs `parse_chunks` over `chunks` as the reader would send them.
+    fn parse_in_chunks(chunks: &[&[u8]]) -> crate::checks::BridgeReport {
+        let (tx, rx) = tokio::sync::mpsc::channel(chunks.len().max(1));
+        for c in chunks {
+            assert!(tx.try_send(c.to_vec()).is_ok());
+        }
+        drop(tx);
+        let (recycle, returned) = std::sync::mpsc::channel();
+        let scan = BridgeScan::shared(std::sync::Arc::default(), None, 5);
+        let (scan, logged) = parse_chunks(scan, "br-test", rx, &recycle);
+        assert_eq!(
+            returned.try_iter().count(),
+            chunks.len(),
+            "every chunk recycled"
+        );
+        let report = scan.finish();
+        assert_eq!(logged, report.parse_errors);
+        report
+    }
+
+    #[test]
+    fn lines_cut_anywhere_by_chunks_parse_alike() {
+        let dump = b"NXST_FLOW reply (xid=0x4):\n cookie=0x1, table=0, priority=5,in_port=1 actions=output:2\n cookie=0x1, table=3, n_packets=0, priority=7,ip,nw_dst=10.0.0.1 actions=drop\n";
+        let whole = parse_in_chunks(&[dump]);
+        assert_eq!((whole.flows, whole.parse_errors, whole.replies), (2, 0, 1));
+        for cut in 0..dump.len() {
+            for cut2 in cut..dump.len() {
+                let r = parse_in_chunks(&[&dump[..cut], &dump[cut..cut2], &dump[cut2..]]);
+                assert_eq!(
+                    (r.flows, r.parse_errors, r.replies),
+                    (2, 0, 1),
+                    "cut {cut} {cut2}"
+                );
+                assert_eq!(r.tables, whole.tables);
+            }
+        }
+        // The last line needs no newline.
+        let r = parse_in_chunks(&[&dump[..dump.len() - 1]]);
+        assert_eq!((r.flows, r.parse_errors), (2, 0));
+    }
+
+    #[test]
+    fn a_megabyte_without_newline_is_one_bad_line() {
+        let garbage = vec![b'x'; MAX_LINE / 2 + 10];
+        let flow: &[u8] = b"\n table=0, priority=1 actions=drop\n";
+        let r = parse_in_chunks(&[&garbage, &garbage, &garbage, flow]);
+        assert_eq!(r.flows, 1);
+        assert_eq!(
+            r.parse_errors, 2,
+            "the first megabyte, then the rest up to the newline"
+        );
     }
 }

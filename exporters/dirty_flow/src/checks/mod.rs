@@ -14,6 +14,7 @@ pub mod overlap;
 pub mod stale_cookie;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::config::Config;
 use crate::parse::actions::{for_each_port_ref, PortRef};
@@ -178,7 +179,7 @@ pub struct BridgeReport {
 
 /// Accumulates one bridge's dump.
 pub struct BridgeScan<'c> {
-    cfg: &'c Config,
+    cfg: CfgRef<'c>,
     ports: Option<Ports>,
     evidence_limit: usize,
     table_counts: [u64; 256],
@@ -236,10 +237,46 @@ fn push_evidence(
     }
 }
 
+/// The config a scan reads: borrowed, or shared so that the scan is `'static` and can move to
+/// the thread that parses a dump (see [`crate::ovs`]).
+#[derive(Debug, Clone)]
+enum CfgRef<'c> {
+    Borrowed(&'c Config),
+    Shared(Arc<Config>),
+}
+
+impl std::ops::Deref for CfgRef<'_> {
+    type Target = Config;
+    fn deref(&self) -> &Config {
+        match self {
+            CfgRef::Borrowed(c) => c,
+            CfgRef::Shared(c) => c,
+        }
+    }
+}
+
+impl BridgeScan<'static> {
+    /// Like [`BridgeScan::new`], holding the config by `Arc`: the scan can move to another
+    /// thread.
+    pub fn shared(cfg: Arc<Config>, ports: Option<Ports>, evidence_limit: usize) -> Self {
+        Self::with_cfg(CfgRef::Shared(cfg), ports, evidence_limit)
+    }
+}
+
 impl<'c> BridgeScan<'c> {
     /// `ports` is None when the database could not be read (missing_port is then skipped), or
     /// when they are given later with [`BridgeScan::set_ports`].
     pub fn new(cfg: &'c Config, ports: Option<Ports>, evidence_limit: usize) -> Self {
+        Self::with_cfg(CfgRef::Borrowed(cfg), ports, evidence_limit)
+    }
+
+    fn with_cfg(cfg: CfgRef<'c>, ports: Option<Ports>, evidence_limit: usize) -> Self {
+        let custom = cfg
+            .checks
+            .iter()
+            .map(|c| CheckOutcome::new(&c.name))
+            .collect();
+        let needs_fields = cfg.checks.iter().any(custom::needs_fields);
         Self {
             cfg,
             ports,
@@ -253,12 +290,8 @@ impl<'c> BridgeScan<'c> {
             replies: 0,
             port_refs: Vec::new(),
             port_names: Vec::new(),
-            custom: cfg
-                .checks
-                .iter()
-                .map(|c| CheckOutcome::new(&c.name))
-                .collect(),
-            needs_fields: cfg.checks.iter().any(custom::needs_fields),
+            custom,
+            needs_fields,
         }
     }
 
@@ -437,7 +470,7 @@ impl<'c> BridgeScan<'c> {
             dirty.dedup();
             self.evidence_from("missing_port", &dirty)
         });
-        let stale = stale_cookie::stale_flows(&self.records, self.cfg);
+        let stale = stale_cookie::stale_flows(&self.records, &self.cfg);
         let stale = self.evidence_from("stale_cookie", &stale);
         let (dirty, exhausted) = overlap::overlapping(&self.records, &self.text, budget, cache);
         let idx: Vec<usize> = dirty

@@ -74,12 +74,9 @@ impl FlowsCollector {
                 Duration::ZERO,
             );
         }
-        let mut scan = BridgeScan::new(&self.config, None, self.evidence_limit);
-        let res = self.ovs.dump_flows(bridge, &mut scan).await;
-        (
-            res.map(|()| scan).map_err(|e| e.to_string()),
-            start.elapsed(),
-        )
+        let scan = BridgeScan::shared(Arc::clone(&self.config), None, self.evidence_limit);
+        let res = self.ovs.dump_flows(bridge, scan).await;
+        (res.map_err(|e| e.to_string()), start.elapsed())
     }
 
     /// Bridges known before the database answers: the flag's, else the last scrape's.
