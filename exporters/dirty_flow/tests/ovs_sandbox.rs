@@ -8,7 +8,7 @@ mod sandbox;
 use std::time::{Duration, Instant};
 
 use dirty_flow_exporter::config::{compile, Config, RawConfig};
-use e2e_tests::{assert_promtool_clean, sample_with as value};
+use e2e_tests::{assert_promtool_clean, sample_with};
 use sandbox::{evidence, scrape, serve, Sandbox};
 
 fn config(yaml: &str) -> Config {
@@ -18,7 +18,7 @@ fn config(yaml: &str) -> Config {
 }
 
 fn dirty(body: &str, check: &str) -> Option<f64> {
-    value(
+    sample_with(
         body,
         "ovs_dirty_flows",
         &[("bridge", "br-int"), ("check", check)],
@@ -55,11 +55,11 @@ async fn each_check_positive_and_negative() {
     let (status, body) = scrape(exp.addr).await;
     assert_eq!(status, 200);
     assert_eq!(
-        value(&body, "ovs_dump_success", &[("bridge", "br-int")]),
+        sample_with(&body, "ovs_dump_success", &[("bridge", "br-int")]),
         Some(1.0),
         "{body}"
     );
-    assert_eq!(value(&body, "ovs_database_up", &[]), Some(1.0));
+    assert_eq!(sample_with(&body, "ovs_database_up", &[]), Some(1.0));
     for check in [
         "missing_port",
         "stale_cookie",
@@ -75,7 +75,7 @@ async fn each_check_positive_and_negative() {
         assert!(evidence(&body, check).is_empty());
     }
     assert_eq!(
-        value(&body, "ovs_flows", &[("bridge", "br-int"), ("table", "10")]),
+        sample_with(&body, "ovs_flows", &[("bridge", "br-int"), ("table", "10")]),
         Some(4.0)
     );
     assert!(
@@ -170,7 +170,7 @@ async fn port_deleted_under_its_flows() {
     let (_, body) = scrape(exp.addr).await;
     assert_eq!(dirty(&body, "missing_port"), Some(0.0), "{body}");
     assert_eq!(
-        value(&body, "ovs_failed_interfaces", &[("bridge", "br-int")]),
+        sample_with(&body, "ovs_failed_interfaces", &[("bridge", "br-int")]),
         Some(1.0),
         "{body}"
     );
@@ -196,17 +196,17 @@ async fn flow_added_between_scrapes_and_evidence_limit() {
     let exp = serve(sb.flags(&["--checks.evidence-limit=2"]), Config::default()).await;
     let (_, body) = scrape(exp.addr).await;
     assert_eq!(
-        value(&body, "ovs_flows", &[("bridge", "br-int"), ("table", "0")]),
+        sample_with(&body, "ovs_flows", &[("bridge", "br-int"), ("table", "0")]),
         Some(3.0)
     );
     assert_eq!(
-        value(&body, "ovs_flows", &[("bridge", "br-int"), ("table", "7")]),
+        sample_with(&body, "ovs_flows", &[("bridge", "br-int"), ("table", "7")]),
         None
     );
     sb.add_flows("table=7,priority=1,actions=output:41\ntable=7,priority=2,actions=output:42\ntable=7,priority=3,actions=output:43\n");
     let (_, body) = scrape(exp.addr).await;
     assert_eq!(
-        value(&body, "ovs_flows", &[("bridge", "br-int"), ("table", "7")]),
+        sample_with(&body, "ovs_flows", &[("bridge", "br-int"), ("table", "7")]),
         Some(3.0),
         "{body}"
     );
@@ -225,7 +225,7 @@ async fn vswitchd_stopped_and_restarted() {
     let exp = serve(sb.flags(&["--ovs.timeout=3s"]), Config::default()).await;
     let (_, body) = scrape(exp.addr).await;
     assert_eq!(
-        value(&body, "ovs_dump_success", &[("bridge", "br-int")]),
+        sample_with(&body, "ovs_dump_success", &[("bridge", "br-int")]),
         Some(1.0)
     );
 
@@ -233,19 +233,19 @@ async fn vswitchd_stopped_and_restarted() {
     let (status, body) = scrape(exp.addr).await;
     assert_eq!(status, 200, "the exporter keeps serving");
     assert_eq!(
-        value(&body, "ovs_dump_success", &[("bridge", "br-int")]),
+        sample_with(&body, "ovs_dump_success", &[("bridge", "br-int")]),
         Some(0.0),
         "{body}"
     );
     assert_eq!(
-        value(
+        sample_with(
             &body,
             "ovs_scrape_collector_success",
             &[("collector", "flows")]
         ),
         Some(0.0)
     );
-    assert_eq!(value(&body, "ovs_database_up", &[]), Some(1.0));
+    assert_eq!(sample_with(&body, "ovs_database_up", &[]), Some(1.0));
     assert_eq!(
         dirty(&body, "missing_port"),
         None,
@@ -258,7 +258,7 @@ async fn vswitchd_stopped_and_restarted() {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let (_, body) = scrape(exp.addr).await;
-        if value(&body, "ovs_dump_success", &[("bridge", "br-int")]) == Some(1.0) {
+        if sample_with(&body, "ovs_dump_success", &[("bridge", "br-int")]) == Some(1.0) {
             break;
         }
         assert!(
@@ -270,12 +270,12 @@ async fn vswitchd_stopped_and_restarted() {
     sb.add_flows(CLEAN);
     let (_, body) = scrape(exp.addr).await;
     assert_eq!(
-        value(&body, "ovs_flows", &[("bridge", "br-int"), ("table", "10")]),
+        sample_with(&body, "ovs_flows", &[("bridge", "br-int"), ("table", "10")]),
         Some(4.0),
         "{body}"
     );
     assert_eq!(
-        value(
+        sample_with(
             &body,
             "ovs_scrape_collector_success",
             &[("collector", "flows")]
@@ -288,7 +288,11 @@ async fn vswitchd_stopped_and_restarted() {
     sb.stop("ovsdb-server");
     let (status, body) = scrape(exp.addr).await;
     assert_eq!(status, 200);
-    assert_eq!(value(&body, "ovs_database_up", &[]), Some(0.0), "{body}");
+    assert_eq!(
+        sample_with(&body, "ovs_database_up", &[]),
+        Some(0.0),
+        "{body}"
+    );
 }
 
 fn script(sb: &Sandbox, name: &str, body: &str) -> String {
@@ -318,17 +322,17 @@ echo ' cookie=0x0, duration=1.0s, table=0, n_packets=0, n_bytes=0, priority=2,in
     let (status, body) = scrape(exp.addr).await;
     assert_eq!(status, 200);
     assert_eq!(
-        value(&body, "ovs_dump_success", &[("bridge", "br-int")]),
+        sample_with(&body, "ovs_dump_success", &[("bridge", "br-int")]),
         Some(1.0),
         "{body}"
     );
     assert_eq!(
-        value(&body, "ovs_flows", &[("bridge", "br-int"), ("table", "0")]),
+        sample_with(&body, "ovs_flows", &[("bridge", "br-int"), ("table", "0")]),
         Some(2.0),
         "{body}"
     );
     let errors =
-        value(&body, "ovs_flow_parse_errors", &[("bridge", "br-int")]).expect("parse errors");
+        sample_with(&body, "ovs_flow_parse_errors", &[("bridge", "br-int")]).expect("parse errors");
     assert!(errors >= 2.0, "{body}");
     assert_promtool_clean(&body);
     drop(exp);
@@ -342,7 +346,7 @@ echo ' cookie=0x0, duration=1.0s, table=0, n_packets=0, n_bytes=0, priority=2,in
     let exp = serve(sb.flags(&[&flag]), Config::default()).await;
     let (_, body) = scrape(exp.addr).await;
     assert_eq!(
-        value(&body, "ovs_dump_success", &[("bridge", "br-int")]),
+        sample_with(&body, "ovs_dump_success", &[("bridge", "br-int")]),
         Some(0.0),
         "{body}"
     );
@@ -363,7 +367,7 @@ echo ' cookie=0x0, duration=1.0s, table=0, n_packets=0, n_bytes=0, priority=2,in
         "killed at the timeout"
     );
     assert_eq!(
-        value(&body, "ovs_dump_success", &[("bridge", "br-int")]),
+        sample_with(&body, "ovs_dump_success", &[("bridge", "br-int")]),
         Some(0.0),
         "{body}"
     );
@@ -377,7 +381,7 @@ echo ' cookie=0x0, duration=1.0s, table=0, n_packets=0, n_bytes=0, priority=2,in
     let (status, body) = scrape(exp.addr).await;
     assert_eq!(status, 200);
     assert_eq!(
-        value(&body, "ovs_dump_success", &[("bridge", "br-int")]),
+        sample_with(&body, "ovs_dump_success", &[("bridge", "br-int")]),
         Some(0.0),
         "{body}"
     );
@@ -394,7 +398,7 @@ async fn openflow13_only_bridge() {
     let exp = serve(sb.flags(&[]), Config::default()).await;
     let (_, body) = scrape(exp.addr).await;
     assert_eq!(
-        value(&body, "ovs_dump_success", &[("bridge", "br-int")]),
+        sample_with(&body, "ovs_dump_success", &[("bridge", "br-int")]),
         Some(0.0),
         "1.0 is refused:\n{body}"
     );
@@ -406,16 +410,16 @@ async fn openflow13_only_bridge() {
     .await;
     let (_, body) = scrape(exp.addr).await;
     assert_eq!(
-        value(&body, "ovs_dump_success", &[("bridge", "br-int")]),
+        sample_with(&body, "ovs_dump_success", &[("bridge", "br-int")]),
         Some(1.0),
         "{body}"
     );
     assert_eq!(
-        value(&body, "ovs_flow_parse_errors", &[("bridge", "br-int")]),
+        sample_with(&body, "ovs_flow_parse_errors", &[("bridge", "br-int")]),
         Some(0.0)
     );
     assert_eq!(
-        value(&body, "ovs_flows", &[("bridge", "br-int"), ("table", "0")]),
+        sample_with(&body, "ovs_flows", &[("bridge", "br-int"), ("table", "0")]),
         Some(2.0)
     );
     assert_eq!(dirty(&body, "missing_port"), Some(1.0), "{body}");
@@ -453,7 +457,7 @@ async fn hundred_thousand_flows() {
     let (_, body) = scrape(exp.addr).await;
     let total: f64 = (0..6)
         .filter_map(|t| {
-            value(
+            sample_with(
                 &body,
                 "ovs_flows",
                 &[("bridge", "br-int"), ("table", &t.to_string())],
@@ -462,13 +466,13 @@ async fn hundred_thousand_flows() {
         .sum();
     assert_eq!(total, 100_002.0, "{body}");
     assert_eq!(
-        value(&body, "ovs_flow_parse_errors", &[("bridge", "br-int")]),
+        sample_with(&body, "ovs_flow_parse_errors", &[("bridge", "br-int")]),
         Some(0.0)
     );
     assert_eq!(dirty(&body, "missing_port"), Some(1.0), "{body}");
     assert_eq!(dirty(&body, "overlap"), Some(2.0), "{body}");
     assert_eq!(
-        value(
+        sample_with(
             &body,
             "ovs_check_incomplete",
             &[("bridge", "br-int"), ("check", "overlap")]
@@ -480,7 +484,7 @@ async fn hundred_thousand_flows() {
 fn assert_dumped(body: &str, bridges: &[&str]) {
     for b in bridges {
         assert_eq!(
-            value(body, "ovs_dump_success", &[("bridge", b)]),
+            sample_with(body, "ovs_dump_success", &[("bridge", b)]),
             Some(1.0),
             "{b}:\n{body}"
         );
@@ -508,7 +512,7 @@ async fn bridges_from_database_or_flag() {
     assert_dumped(&body, &["br-int", "br-ex"]);
     // br-ex has OVS's default NORMAL flow.
     assert_eq!(
-        value(&body, "ovs_flows", &[("bridge", "br-ex"), ("table", "0")]),
+        sample_with(&body, "ovs_flows", &[("bridge", "br-ex"), ("table", "0")]),
         Some(1.0)
     );
 
@@ -522,14 +526,14 @@ async fn bridges_from_database_or_flag() {
     sb.add_flows("cookie=0x1,table=3,priority=5,actions=output:99\n");
     let (_, body) = scrape(exp.addr).await;
     assert_eq!(
-        value(&body, "ovs_dump_success", &[("bridge", "br-ex")]),
+        sample_with(&body, "ovs_dump_success", &[("bridge", "br-ex")]),
         None,
         "deleted:\n{body}"
     );
     assert_dumped(&body, &["br-int", "br-new"]);
     for b in ["br-int", "br-new"] {
         assert_eq!(
-            value(
+            sample_with(
                 &body,
                 "ovs_dirty_flows",
                 &[("bridge", b), ("check", "missing_port")]
@@ -538,7 +542,7 @@ async fn bridges_from_database_or_flag() {
             "{b}:\n{body}"
         );
     }
-    assert_eq!(value(&body, "ovs_database_up", &[]), Some(1.0));
+    assert_eq!(sample_with(&body, "ovs_database_up", &[]), Some(1.0));
     assert_promtool_clean(&body);
     // A port added to br-int between scrapes counts on the next one.
     sb.add_port("tap99", 99);
@@ -564,7 +568,7 @@ async fn bridges_from_database_or_flag() {
     let _ = scrape(exp.addr).await;
     let (_, body) = scrape(exp.addr).await;
     assert_eq!(
-        value(&body, "ovs_dump_success", &[("bridge", "br-new")]),
+        sample_with(&body, "ovs_dump_success", &[("bridge", "br-new")]),
         Some(1.0),
         "{body}"
     );
@@ -574,17 +578,17 @@ async fn bridges_from_database_or_flag() {
         "{body}"
     );
     assert_eq!(
-        value(&body, "ovs_dump_success", &[("bridge", "br-gone")]),
+        sample_with(&body, "ovs_dump_success", &[("bridge", "br-gone")]),
         Some(0.0),
         "{body}"
     );
     assert_eq!(
-        value(&body, "ovs_dump_success", &[("bridge", "br-int")]),
+        sample_with(&body, "ovs_dump_success", &[("bridge", "br-int")]),
         None,
         "not asked for"
     );
     assert_eq!(
-        value(
+        sample_with(
             &body,
             "ovs_scrape_collector_success",
             &[("collector", "flows")]
