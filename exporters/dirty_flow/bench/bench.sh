@@ -15,6 +15,7 @@ REPO=$(cd "$HERE/../../.." && pwd)
 FLOWS=${FLOWS:-100000}
 RUNS=${RUNS:-5}
 PY_LINES=${PY_LINES:-20000}
+PARSER_ROUNDS=${PARSER_ROUNDS:-5}
 TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
 # DIRTY_FLOW_BIN: an exporter binary to measure instead of the one built here (say, a previous
 # version beside the current one).
@@ -104,14 +105,37 @@ FLOWS_SEEN=$(awk '/^ovs_flows\{/ {s+=$2} END {print s}' "$D/metrics.txt")
 CHECKS=$(awk -F'"' '/^ovs_dirty_flows\{/ {split($5, v, " "); printf "%s=%s ", $4, v[2]}' "$D/metrics.txt")
 
 # --- parsers --------------------------------------------------------------------------------
+# Interleaved rounds (ours, python, ours, python...), so that load changes hit both alike; each
+# run reports its wall time and its CPU time (user + system, getrusage/process_time over the
+# parse loop only). The CPU-time ratio is the one a busy machine changes little.
 ovs-ofctl --no-stats dump-flows "$T" >"$D/nostats.txt"
 ovs-ofctl --no-names dump-flows "$T" >"$D/stats.txt"
-read -r _ _ RUST_LPS < <("$PARSE_BENCH" "$D/nostats.txt" 2>/dev/null)
-read -r _ _ RUST_STATS_LPS < <("$PARSE_BENCH" "$D/stats.txt" 2>/dev/null)
-PY_LPS=""
-if /usr/bin/python3 -c 'import ovs.flow.ofp' 2>/dev/null; then
-  read -r _ _ PY_LPS < <(/usr/bin/python3 "$HERE/parse_ovs_python.py" "$D/nostats.txt" "$PY_LINES" 2>/dev/null)
-fi
+# SAVE_DUMPS=DIR keeps both dumps, for examples/parse_bench.rs and examples/scan_bench.rs.
+if [ -n "${SAVE_DUMPS:-}" ]; then mkdir -p "$SAVE_DUMPS" && cp "$D/nostats.txt" "$D/stats.txt" "$SAVE_DUMPS/"; fi
+HAVE_PY=""
+if /usr/bin/python3 -c 'import ovs.flow.ofp' 2>/dev/null; then HAVE_PY=1; fi
+PARSER_LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+: >"$D/parse.rounds"
+for _ in $(seq "$PARSER_ROUNDS"); do
+  read -r rn rw rc < <("$PARSE_BENCH" "$D/nostats.txt" 2>/dev/null)
+  if [ -n "$HAVE_PY" ]; then
+    read -r pn pw pc < <(/usr/bin/python3 "$HERE/parse_ovs_python.py" "$D/nostats.txt" "$PY_LINES" 2>/dev/null)
+  else
+    pn=0 pw=1 pc=1
+  fi
+  # Per round: ours wall l/s, ours CPU l/s, python wall l/s, python CPU l/s.
+  awk -v rn="$rn" -v rw="$rw" -v rc="$rc" -v pn="$pn" -v pw="$pw" -v pc="$pc" \
+    'BEGIN { printf "%.0f %.0f %.0f %.0f\n", rn / rw, rn / rc, pn / pw, pn / pc }' >>"$D/parse.rounds"
+done
+PARSER_LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+col() { awk -v c="$1" '{print $c}' "$D/parse.rounds" | median; }
+RUST_LPS=$(col 1); RUST_CPU_LPS=$(col 2); PY_LPS=$(col 3); PY_CPU_LPS=$(col 4)
+# The range of the per-round ratios (each round's two runs ran next to each other).
+round_ratios() { awk -v a="$1" -v b="$2" '$b > 0 {r = $a / $b; if (min == "" || r < min) min = r; if (r > max) max = r}
+  END { if (min == "") print "n/a"; else printf "%.0f-%.0fx", min, max }' "$D/parse.rounds"; }
+WALL_RANGE=$(round_ratios 1 3); CPU_RANGE=$(round_ratios 2 4)
+read -r RSN RSW _ < <("$PARSE_BENCH" "$D/stats.txt" 2>/dev/null)
+RUST_STATS_LPS=$(awk -v n="$RSN" -v w="$RSW" 'BEGIN { printf "%.0f", n / w }')
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f MiB", k / 1024 }'; }
@@ -125,9 +149,13 @@ printf '%-44s %16s %22s %10s %s\n' "scrape latency vs ovs-ofctl dump-flows" "${E
 printf '%-44s %16s %22s %10s %s\n' "  first scrape after start (no caches)" "${COLD_S} s" "${OFCTL2_S} s (ofctl)" "$(ratio "$COLD_S" "$OFCTL2_S")x" "-"
 printf '%-44s %16s %22s %10s %s\n' "peak RSS vs ovs-ofctl dump-flows" "$(mib "$EXP_KB")" "$(mib "$OFCTL_KB") (ofctl)" "$(ratio "$EXP_KB" "$OFCTL_KB")x" "<= 1.2x"
 printf '%-44s %16s %22s %10s %s\n' "peak RSS of the exporter at ${FLOWS} flows" "$(mib "$EXP_KB")" "64 MiB (limit)" "$(ratio "$EXP_KB" 65536)x" "< 1x"
-if [ -n "$PY_LPS" ]; then
+if [ -n "$HAVE_PY" ]; then
   printf '%-44s %16s %22s %10s %s\n' "parser lines/s (--no-stats) vs ovs.flow.ofp" "$RUST_LPS" "$PY_LPS (python)" "$(ratio "$RUST_LPS" "$PY_LPS")x" ">= 100x"
+  printf '%-44s %16s %22s %10s %s\n' "  per CPU second (user+sys)" "$RUST_CPU_LPS" "$PY_CPU_LPS (python)" "$(ratio "$RUST_CPU_LPS" "$PY_CPU_LPS")x" ">= 100x"
 else
   printf '%-44s %16s %22s %10s %s\n' "parser lines/s (--no-stats)" "$RUST_LPS" "ovs.flow.ofp missing" "n/a" ">= 100x"
 fi
 printf '%-44s %16s %22s %10s %s\n' "parser lines/s (default output, with stats)" "$RUST_STATS_LPS" "-" "-" "-"
+if [ -n "$HAVE_PY" ]; then
+  echo "parser: median of $PARSER_ROUNDS interleaved rounds (python: $PY_LINES lines a round); per-round ratio wall $WALL_RANGE, CPU $CPU_RANGE; load before: $PARSER_LOAD_BEFORE, after: $PARSER_LOAD_AFTER"
+fi
