@@ -76,6 +76,10 @@ pub struct Flags {
     /// OpenFlow version(s) passed to ovs-ofctl as -O (e.g. OpenFlow13), for bridges that refuse 1.0.
     #[arg(long = "ovs.openflow-version", value_name = "VERSION")]
     pub ovs_openflow_version: Option<String>,
+    /// Nice value added to the thread that parses each dump, 0 to 19 (0: the exporter's own
+    /// priority). Higher: ovs-ofctl and the VMs win the CPU on a busy node; scrapes get slower.
+    #[arg(long = "ovs.parser-nice", default_value_t = 10, value_parser = parse_nice, value_name = "N")]
+    pub ovs_parser_nice: i32,
     /// Offending flows shown per bridge and check in ovs_dirty_flow_info.
     #[arg(long = "checks.evidence-limit", default_value_t = 5, value_name = "N")]
     pub evidence_limit: usize,
@@ -94,7 +98,22 @@ impl Flags {
                 .unwrap_or_else(|| format!("unix:{}", self.ovs_rundir.join("db.sock").display())),
             timeout: self.ovs_timeout,
             openflow_version: self.ovs_openflow_version.clone(),
+            parser_nice: self.ovs_parser_nice,
         }
+    }
+}
+
+/// `--ovs.parser-nice`: an integer from 0 to 19 (Linux nice values above the default 0).
+fn parse_nice(s: &str) -> Result<i32, String> {
+    let range = "an integer from 0 (the exporter's priority) to 19 (the lowest)";
+    match s.trim().parse::<i32>() {
+        Ok(n) if (0..=sys::MAX_NICE).contains(&n) => Ok(n),
+        Ok(n) => Err(format!(
+            "{n} is out of range: the nice value added must be {range}"
+        )),
+        Err(_) => Err(format!(
+            "not a number: the nice value added must be {range}"
+        )),
     }
 }
 
@@ -154,6 +173,34 @@ mod tests {
         let names: Vec<_> = collectors(&flags).iter().map(|c| c.name()).collect();
         let flag_names: Vec<_> = COLLECTORS.iter().map(|c| c.name).collect();
         assert_eq!(names, flag_names);
+    }
+
+    #[test]
+    fn parser_nice_flag_is_validated() {
+        let parse = |args: &[&str]| {
+            <Flags as clap::Parser>::try_parse_from(
+                std::iter::once("x").chain(args.iter().copied()),
+            )
+        };
+        assert_eq!(parse(&[]).unwrap().ovs().parser_nice, 10, "default");
+        for ok in [0, 5, 19] {
+            let flags = parse(&[&format!("--ovs.parser-nice={ok}")]).unwrap();
+            assert_eq!(flags.ovs().parser_nice, ok);
+        }
+        for (bad, says) in [
+            ("20", "20 is out of range"),
+            ("-1", "-1 is out of range"),
+            ("ten", "not a number"),
+            ("", "not a number"),
+        ] {
+            let err = parse(&[&format!("--ovs.parser-nice={bad}")])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("--ovs.parser-nice") && err.contains(says) && err.contains("to 19"),
+                "{bad:?}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -30,9 +30,6 @@ const CHUNK: usize = 128 * 1024;
 /// Chunks queued between the reader and the parser thread.
 const IN_FLIGHT: usize = 8;
 
-/// Nice value added to the thread that parses a dump, so that `ovs-ofctl` wins the CPU.
-const PARSER_NICE: i32 = 10;
-
 /// Feeds one line (without its newline) to the scan, logging the first parse errors.
 fn feed(scan: &mut BridgeScan<'_>, bridge: &str, bytes: &[u8], logged: &mut u64) {
     // `from_utf8` is the fast check; only a line that fails it pays for the lossy copy.
@@ -88,6 +85,9 @@ pub struct Ovs {
     pub timeout: Duration,
     /// Passed as `-O` to ovs-ofctl (`OpenFlow13`), for bridges that refuse OpenFlow 1.0.
     pub openflow_version: Option<String>,
+    /// Nice value added to the thread that parses each dump (0 to 19; 0 leaves it at the
+    /// exporter's priority), so that `ovs-ofctl` wins the CPU on a busy node.
+    pub parser_nice: i32,
 }
 
 /// Whether a bridge name is safe to put in a socket path.
@@ -238,22 +238,16 @@ impl Ovs {
 
         let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(IN_FLIGHT);
         let (recycle_tx, recycle_rx) = std::sync::mpsc::channel::<Vec<u8>>();
-        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-        let thread_bridge = bridge.to_string();
-        let spawned = std::thread::Builder::new()
-            .name("ovs-dump-parse".into())
-            .spawn(move || {
-                crate::sys::nice_this_thread(PARSER_NICE);
-                let parsed = parse_chunks(scan, &thread_bridge, rx, &recycle_tx);
-                let _ = done_tx.send(parsed);
-            });
-        if let Err(source) = spawned {
-            kill(&mut child).await;
-            return Err(Error::Spawn {
-                program: "the dump parser thread".to_string(),
-                source,
-            });
-        }
+        let done_rx = match spawn_parser(scan, bridge, rx, recycle_tx, self.parser_nice) {
+            Ok(done) => done,
+            Err(source) => {
+                kill(&mut child).await;
+                return Err(Error::Spawn {
+                    program: "the dump parser thread".to_string(),
+                    source,
+                });
+            }
+        };
 
         let err_task = tokio::spawn(async move {
             match stderr {
@@ -313,7 +307,8 @@ impl Ovs {
             }
         };
         // The parser is at most IN_FLIGHT chunks behind.
-        let (scan, logged) = match tokio::time::timeout(self.timeout, done_rx).await {
+        let Parsed { scan, logged, nice } = match tokio::time::timeout(self.timeout, done_rx).await
+        {
             Ok(Ok(parsed)) => parsed,
             Ok(Err(_)) => {
                 return Err(Error::Read {
@@ -328,6 +323,7 @@ impl Ovs {
                 })
             }
         };
+        tracing::debug!(bridge, parser_nice = ?nice, "dump parsed");
         if logged > LOGGED_PARSE_ERRORS {
             tracing::warn!(
                 bridge,
@@ -345,6 +341,37 @@ impl Ovs {
         }
         Ok(scan)
     }
+}
+
+/// What the parser thread of a dump hands back.
+struct Parsed {
+    scan: BridgeScan<'static>,
+    /// Unparseable lines.
+    logged: u64,
+    /// The nice value the thread parsed at (None when unknown).
+    nice: Option<i32>,
+}
+
+/// Starts the thread that parses one dump: it adds `nice` to its nice value (see
+/// [`crate::sys`]), parses the chunks until their sender is gone ([`parse_chunks`]) and sends
+/// the result.
+fn spawn_parser(
+    scan: BridgeScan<'static>,
+    bridge: &str,
+    chunks: tokio::sync::mpsc::Receiver<Vec<u8>>,
+    recycle: std::sync::mpsc::Sender<Vec<u8>>,
+    nice: i32,
+) -> std::io::Result<tokio::sync::oneshot::Receiver<Parsed>> {
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let bridge = bridge.to_string();
+    std::thread::Builder::new()
+        .name("ovs-dump-parse".into())
+        .spawn(move || {
+            let nice = crate::sys::nice_this_thread(nice);
+            let (scan, logged) = parse_chunks(scan, &bridge, chunks, &recycle);
+            let _ = done_tx.send(Parsed { scan, logged, nice });
+        })?;
+    Ok(done_rx)
 }
 
 /// Cuts the chunks read from ovs-ofctl into lines and feeds them to `scan`, until the sender
@@ -447,6 +474,34 @@ mod tests {
         // The last line needs no newline.
         let r = parse_in_chunks(&[&dump[..dump.len() - 1]]);
         assert_eq!((r.flows, r.parse_errors), (2, 0));
+    }
+
+    #[test]
+    fn the_parser_thread_runs_at_the_nice_value_given() {
+        let base = crate::sys::thread_nice().unwrap();
+        for nice in [0, 4, crate::sys::MAX_NICE] {
+            let (tx, rx) = tokio::sync::mpsc::channel(2);
+            assert!(tx
+                .try_send(b" table=0, priority=1 actions=drop\n".to_vec())
+                .is_ok());
+            drop(tx);
+            let (recycle, returned) = std::sync::mpsc::channel();
+            let scan = BridgeScan::shared(std::sync::Arc::default(), None, 5);
+            let done = spawn_parser(scan, "br-test", rx, recycle, nice).unwrap();
+            let parsed = done.blocking_recv().unwrap();
+            assert_eq!(
+                parsed.nice,
+                Some((base + nice).min(crate::sys::MAX_NICE)),
+                "nice {nice}"
+            );
+            assert_eq!(parsed.scan.finish().flows, 1);
+            assert_eq!(returned.try_iter().count(), 1, "the chunk came back");
+            assert_eq!(
+                crate::sys::thread_nice(),
+                Some(base),
+                "the caller keeps its priority"
+            );
+        }
     }
 
     #[test]
