@@ -141,6 +141,12 @@ pub async fn run(
         Some(p) => config::load(p)?,
         None => config::Config::default(),
     };
+    if sys::fix_mmap_threshold() {
+        tracing::debug!(
+            bytes = sys::MMAP_THRESHOLD,
+            "malloc mmap threshold fixed (freed flow stores go back to the system)"
+        );
+    }
     for b in &flags.ovs_bridge {
         if !ovs::valid_bridge_name(b) {
             return Err(format!("--ovs.bridge {b:?}: not a valid bridge name").into());

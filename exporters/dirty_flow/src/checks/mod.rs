@@ -27,11 +27,14 @@ pub use overlap::OverlapCache;
 /// Longest flow text put in an evidence label.
 pub const MAX_EVIDENCE_TEXT: usize = 400;
 
-/// What the whole-dump checks need to know of a flow.
+/// What the whole-dump checks need to know of a flow: 48 bytes a flow (a test keeps it so).
 #[derive(Debug, Clone, Copy)]
 pub struct Record {
     pub cookie: u64,
-    pub duration_ms: Option<u64>,
+    /// Milliseconds since the flow was added, or [`Record::NO_DURATION`] when the dump had none
+    /// (`--no-stats`); read it with [`Record::duration_ms`]. (An `Option<u64>` would take 16
+    /// bytes.)
+    pub duration: u64,
     /// Table number, or 256 + index into the scan's table names.
     pub table: u16,
     pub priority: u16,
@@ -75,6 +78,19 @@ pub fn match_hash(text: &str) -> u64 {
 impl Record {
     pub const TIMEOUT: u8 = 1;
     pub const CONJUNCTION_ONLY: u8 = 2;
+    /// [`Record::duration`] of a flow without duration.
+    pub const NO_DURATION: u64 = u64::MAX;
+
+    /// [`Record::duration`] for `ms` milliseconds (None: no duration); the longest duration
+    /// kept is one millisecond short of [`Record::NO_DURATION`].
+    pub fn encode_duration(ms: Option<u64>) -> u64 {
+        ms.map_or(Self::NO_DURATION, |d| d.min(Self::NO_DURATION - 1))
+    }
+
+    /// Milliseconds since the flow was added, if the dump said.
+    pub fn duration_ms(&self) -> Option<u64> {
+        (self.duration != Self::NO_DURATION).then_some(self.duration)
+    }
 
     pub fn has_timeout(&self) -> bool {
         self.flags & Self::TIMEOUT != 0
@@ -121,6 +137,12 @@ impl Arena {
         let off = u32::try_from(c.len()).ok()?;
         c.push_str(s);
         Some((idx, off))
+    }
+
+    /// Bytes allocated for the text.
+    pub fn capacity(&self) -> usize {
+        self.chunks.iter().map(String::capacity).sum::<usize>()
+            + self.chunks.capacity() * std::mem::size_of::<String>()
     }
 
     /// The text at (chunk, offset, len); empty when out of range.
@@ -295,6 +317,31 @@ impl<'c> BridgeScan<'c> {
         }
     }
 
+    /// Heap bytes the scan holds for the whole-dump checks, by part (capacity, not length):
+    /// for the memory benchmark (`examples/mem_bench.rs`).
+    pub fn heap_bytes(&self) -> Vec<(&'static str, usize)> {
+        vec![
+            (
+                "records",
+                self.records.capacity() * std::mem::size_of::<Record>(),
+            ),
+            ("flow text", self.text.capacity()),
+            (
+                "port refs",
+                self.port_refs.capacity() * std::mem::size_of::<(u32, u32)>(),
+            ),
+            (
+                "port names",
+                self.port_names.capacity() * std::mem::size_of::<(u32, String)>()
+                    + self
+                        .port_names
+                        .iter()
+                        .map(|(_, n)| n.capacity())
+                        .sum::<usize>(),
+            ),
+        ]
+    }
+
     /// Sets the bridge's ports (None: unknown, missing_port is skipped). Only [`BridgeScan::finish`]
     /// uses them, so they may come after the lines.
     pub fn set_ports(&mut self, ports: Option<Ports>) {
@@ -395,7 +442,7 @@ impl<'c> BridgeScan<'c> {
         };
         self.records.push(Record {
             cookie: f.cookie,
-            duration_ms: f.duration.map(|d| (d * 1000.0) as u64),
+            duration: Record::encode_duration(f.duration.map(|d| (d * 1000.0) as u64)),
             table,
             priority: f.priority,
             flags,
@@ -530,6 +577,23 @@ mod tests {
             .checks
             .into_iter()
             .find(|c| c.name == "missing_port")
+    }
+
+    #[test]
+    fn a_record_takes_48_bytes_and_keeps_its_duration() {
+        assert_eq!(std::mem::size_of::<Record>(), 48);
+        let cfg = Config::default();
+        let mut scan = BridgeScan::new(&cfg, None, 5);
+        for l in [
+            " cookie=0x1, duration=1.5s, table=0, n_packets=0, n_bytes=0, priority=1 actions=drop",
+            " cookie=0x1, table=0, priority=2 actions=drop",
+            " cookie=0x1, duration=0.000s, table=0, n_packets=0, n_bytes=0, priority=3 actions=drop",
+            " cookie=0x1, duration=99999999999999999999.0s, table=0, n_packets=0, n_bytes=0, priority=4 actions=drop",
+        ] {
+            scan.feed_line(l).unwrap();
+        }
+        let d: Vec<_> = scan.records.iter().map(Record::duration_ms).collect();
+        assert_eq!(d, vec![Some(1500), None, Some(0), Some(u64::MAX - 1)]);
     }
 
     #[test]

@@ -37,7 +37,7 @@ pub fn stale_flows(records: &[Record], cfg: &Config) -> Vec<usize> {
 }
 
 fn candidate(r: &Record, cfg: &Config) -> bool {
-    !r.has_timeout() && r.duration_ms.is_some() && !cfg.cookie_allowed(r.cookie)
+    !r.has_timeout() && r.duration_ms().is_some() && !cfg.cookie_allowed(r.cookie)
 }
 
 fn auto(records: &[Record], cfg: &Config) -> Vec<usize> {
@@ -53,7 +53,7 @@ fn auto(records: &[Record], cfg: &Config) -> Vec<usize> {
         }
     };
     for r in records.iter().filter(|r| candidate(r, cfg)) {
-        let d = r.duration_ms.unwrap_or(0);
+        let d = r.duration_ms().unwrap_or(0);
         match &mut run {
             Some((cookie, n, first)) if *cookie == r.cookie => {
                 *n += 1;
@@ -100,7 +100,7 @@ mod tests {
     fn rec(cookie: u64, secs: u64, timeout: bool) -> Record {
         Record {
             cookie,
-            duration_ms: Some(secs * 1000),
+            duration: Record::encode_duration(Some(secs * 1000)),
             table: 0,
             priority: 1,
             flags: if timeout { Record::TIMEOUT } else { 0 },
