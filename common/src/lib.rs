@@ -14,6 +14,7 @@ pub mod logging;
 pub mod process;
 pub mod scrape;
 pub mod server;
+pub mod text;
 pub mod web_config;
 
 use std::sync::atomic::AtomicBool;
@@ -22,7 +23,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 
-pub use collector::{CollectError, Collector};
+pub use collector::{CollectError, Collector, Sink};
 pub use config::ConfigError;
 pub use prometheus_client;
 pub use scrape::Scraper;

@@ -17,7 +17,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::collector::Collector;
+use crate::collector::{Collector, Sink};
 use crate::process::{register_build_info, register_process_metrics};
 
 /// The encoded OpenMetrics text of one collection, shared by every scrape that joined it.
@@ -169,16 +169,16 @@ impl Scraper {
             let name = c.name();
             let start = Instant::now();
             let task = tokio::spawn(async move {
-                let mut registry = Registry::with_prefix(prefix);
-                let result = c.collect(&mut registry).await;
-                (registry, result)
+                let mut sink = Sink::new(prefix);
+                let result = c.collect(&mut sink).await;
+                (sink, result)
             });
             let abort = task.abort_handle();
-            let (registry, ok) = match tokio::time::timeout(timeout, task).await {
-                Ok(Ok((registry, Ok(())))) => (Some(registry), true),
-                Ok(Ok((registry, Err(err)))) => {
+            let (sink, ok) = match tokio::time::timeout(timeout, task).await {
+                Ok(Ok((sink, Ok(())))) => (Some(sink), true),
+                Ok(Ok((sink, Err(err)))) => {
                     tracing::warn!(collector = name, error = %err, "collector failed");
-                    (Some(registry), false)
+                    (Some(sink), false)
                 }
                 Ok(Err(join)) => {
                     let msg = panic_message(join);
@@ -195,23 +195,27 @@ impl Scraper {
                     (None, false)
                 }
             };
-            (name, registry, ok, start.elapsed())
+            (name, sink, ok, start.elapsed())
         });
         let results = futures::future::join_all(runs).await;
 
-        let mut body = String::with_capacity(64 * 1024);
+        let encode_started = Instant::now();
+        let text: usize = results
+            .iter()
+            .filter_map(|r| r.1.as_ref())
+            .map(Sink::text_len)
+            .sum();
+        let mut body = String::with_capacity(64 * 1024 + text);
         let success = Family::<CollectorLabel, Gauge>::default();
         let duration = Family::<CollectorLabel, Gauge<f64, AtomicU64>>::default();
-        for (name, registry, ok, elapsed) in &results {
+        for (name, sink, ok, elapsed) in &results {
             let label = CollectorLabel {
                 collector: (*name).to_string(),
             };
             success.get_or_create(&label).set(i64::from(*ok));
             duration.get_or_create(&label).set(elapsed.as_secs_f64());
-            if let Some(registry) = registry {
-                if let Err(err) =
-                    prometheus_client::encoding::text::encode_registry(&mut body, registry)
-                {
+            if let Some(sink) = sink {
+                if let Err(err) = sink.encode(&mut body) {
                     tracing::error!(collector = name, error = %err, "encoding failed");
                 }
             }
@@ -236,6 +240,11 @@ impl Scraper {
             }
         }
         let _ = prometheus_client::encoding::text::encode_eof(&mut body);
+        tracing::debug!(
+            seconds = encode_started.elapsed().as_secs_f64(),
+            bytes = body.len(),
+            "encoded"
+        );
         Arc::new(body)
     }
 }

@@ -345,10 +345,16 @@ async fn metrics(
     );
     let body = state.scraper.scrape(names, timeout).await;
     let format = negotiate(hv("accept"));
+    let started = std::time::Instant::now();
     let bytes = match format {
         Format::OpenMetrics => body.as_bytes().to_vec(),
         Format::Text => openmetrics_to_text(&body).into_bytes(),
     };
+    tracing::debug!(
+        seconds = started.elapsed().as_secs_f64(),
+        ?format,
+        "body prepared"
+    );
     let mut resp_headers = HeaderMap::new();
     resp_headers.insert(
         header::CONTENT_TYPE,

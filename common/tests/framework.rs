@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::prometheus_client::metrics::gauge::Gauge;
-use common::prometheus_client::registry::Registry;
 use common::{
     BoundServer, CancellationToken, CollectError, Collector, Scraper, ServerOptions, WebConfig,
 };
@@ -36,7 +35,7 @@ impl Collector for TestCollector {
     }
     fn collect<'a>(
         &'a self,
-        registry: &'a mut Registry,
+        registry: &'a mut common::Sink,
     ) -> BoxFuture<'a, Result<(), CollectError>> {
         Box::pin(async move {
             self.calls.fetch_add(1, Ordering::SeqCst);

@@ -120,18 +120,20 @@ pub struct PinningReport {
 
 /// Analyses the claims of the running domains, keeping at most `evidence_limit` overlapping
 /// pairs per domain.
-pub fn analyse(
-    claims: &[DomainClaims],
+pub fn analyse<C: std::borrow::Borrow<DomainClaims>>(
+    claims: &[C],
     host_cpus: u32,
     nova: &NovaCpuSets,
     evidence_limit: usize,
 ) -> PinningReport {
+    let claims: Vec<&DomainClaims> = claims.iter().map(C::borrow).collect();
+    let claims = claims.as_slice();
     let mut report = PinningReport::default();
     for c in 0..host_cpus {
         report.cpus.insert(c, CpuUse::default());
     }
-    let dedicated: Vec<CpuSet> = claims.iter().map(DomainClaims::dedicated_cpus).collect();
-    let floating: Vec<CpuSet> = claims.iter().map(DomainClaims::floating_cpus).collect();
+    let dedicated: Vec<CpuSet> = claims.iter().map(|c| c.dedicated_cpus()).collect();
+    let floating: Vec<CpuSet> = claims.iter().map(|c| c.floating_cpus()).collect();
     let all_floating = floating.iter().fold(CpuSet::new(), |a, s| a.union(s));
 
     for (i, d) in claims.iter().enumerate() {

@@ -9,7 +9,6 @@
 use std::path::{Path, PathBuf};
 
 use libvirt_exporter::{collectors, Flags};
-use prometheus_client::registry::Registry;
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
@@ -73,9 +72,9 @@ async fn scrape_fixture(path: &Path, extra: &[&str]) -> String {
     let flags = <Flags as clap::Parser>::parse_from(args);
     let mut om = String::new();
     for c in collectors(&flags) {
-        let mut reg = Registry::with_prefix("libvirt");
+        let mut reg = common::Sink::new("libvirt");
         c.collect(&mut reg).await.expect("collector succeeds");
-        prometheus_client::encoding::text::encode_registry(&mut om, &reg).unwrap();
+        reg.encode(&mut om).unwrap();
     }
     common::exposition::openmetrics_to_text(&om)
 }

@@ -8,14 +8,13 @@ use std::sync::Arc;
 use common::Collector;
 use e2e_tests::sample_value;
 use libvirt_exporter::{collectors, Flags};
-use prometheus_client::registry::Registry;
 use virt::connect::Connect;
 
 async fn scrape(c: &Arc<dyn Collector>) -> String {
-    let mut reg = Registry::with_prefix("libvirt");
+    let mut reg = common::Sink::new("libvirt");
     c.collect(&mut reg).await.expect("collect");
     let mut om = String::new();
-    prometheus_client::encoding::text::encode_registry(&mut om, &reg).unwrap();
+    reg.encode(&mut om).unwrap();
     common::exposition::openmetrics_to_text(&om)
 }
 

@@ -363,7 +363,7 @@ impl Collector for FlowsCollector {
 
     fn collect<'a>(
         &'a self,
-        registry: &'a mut Registry,
+        registry: &'a mut common::Sink,
     ) -> BoxFuture<'a, Result<(), CollectError>> {
         Box::pin(self.run(registry))
     }

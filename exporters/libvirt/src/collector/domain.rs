@@ -9,19 +9,22 @@
 //! live on `libvirt_domain_openstack_info`, joined on `domain`.
 #![forbid(unsafe_code)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use common::{CollectError, Collector};
+use common::text::{Kind, TextFamily};
+use common::{CollectError, Collector, Sink};
 use futures::future::BoxFuture;
 use prometheus_client::registry::Registry;
 
 use crate::cpuset::CpuSet;
-use crate::metrics::{counter, gauge, labels, ConstFamily, Counters, Gauges, Kind, Labels};
+use crate::domain_xml::DomainXml;
+use crate::metrics::FxBuild;
+use crate::metrics::{counter, gauge, labels, Counters, Gauges, Labels};
 use crate::nova_conf::{load_nova_conf, NovaCpuSets};
-use crate::pinning::{analyse, claims_of};
+use crate::pinning::{analyse, claims_of, DomainClaims};
 use crate::snapshot::{DomainSnap, Gatherer, Snapshot, STATE_NAMES};
 
 /// Collector name.
@@ -71,11 +74,21 @@ impl NovaSetsSource {
 }
 
 /// The `domain` collector.
-#[derive(Debug)]
 pub struct DomainCollector {
     gatherer: Arc<Gatherer>,
     nova: NovaSetsSource,
     evidence_limit: usize,
+    statics: std::sync::Mutex<StaticCache>,
+}
+
+impl std::fmt::Debug for DomainCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DomainCollector")
+            .field("gatherer", &self.gatherer)
+            .field("nova", &self.nova)
+            .field("evidence_limit", &self.evidence_limit)
+            .finish_non_exhaustive()
+    }
 }
 
 impl DomainCollector {
@@ -86,6 +99,7 @@ impl DomainCollector {
             gatherer,
             nova,
             evidence_limit,
+            statics: std::sync::Mutex::new(StaticCache::default()),
         }
     }
 
@@ -160,7 +174,7 @@ impl Collector for DomainCollector {
     fn help(&self) -> &'static str {
         HELP
     }
-    fn collect<'a>(&'a self, reg: &'a mut Registry) -> BoxFuture<'a, Result<(), CollectError>> {
+    fn collect<'a>(&'a self, reg: &'a mut Sink) -> BoxFuture<'a, Result<(), CollectError>> {
         Box::pin(async move {
             let libvirt = &self.gatherer.libvirt;
             let snap = match libvirt.connection().await {
@@ -196,7 +210,12 @@ impl Collector for DomainCollector {
                 );
             }
             let started = std::time::Instant::now();
-            encode_snapshot(&snap, &sets, self.evidence_limit, reg);
+            match self.statics.lock() {
+                Ok(mut cache) => {
+                    encode_snapshot_cached(&snap, &sets, self.evidence_limit, &mut cache, reg)
+                }
+                Err(_) => encode_snapshot(&snap, &sets, self.evidence_limit, reg),
+            }
             tracing::debug!(seconds = started.elapsed().as_secs_f64(), "metrics built");
             Ok(())
         })
@@ -211,59 +230,114 @@ fn state_desc(state: i32) -> &'static str {
         .unwrap_or("unknown")
 }
 
-/// Families of one scrape, registered at the end in a fixed order.
-#[derive(Default)]
+/// Families of one scrape, written as text as they are filled and handed to the sink at the end
+/// in a fixed order (gauges, then counters, each by name).
 struct Fams {
-    g: BTreeMap<&'static str, ConstFamily>,
-    c: BTreeMap<&'static str, ConstFamily>,
+    prefix: String,
+    g: BTreeMap<&'static str, TextFamily>,
+    c: BTreeMap<&'static str, TextFamily>,
 }
 
 impl Fams {
-    fn gauge(&mut self, name: &'static str, help: &'static str, l: Labels, v: f64) {
+    fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_string(),
+            g: BTreeMap::new(),
+            c: BTreeMap::new(),
+        }
+    }
+    fn gauge<K: AsRef<str>, V: AsRef<str>>(
+        &mut self,
+        name: &'static str,
+        help: &'static str,
+        l: impl AsRef<[(K, V)]>,
+        v: f64,
+    ) {
         self.g
             .entry(name)
-            .or_insert_with(|| ConstFamily::new(name, help, Kind::Gauge))
-            .push(l, v);
+            .or_insert_with(|| TextFamily::new(&self.prefix, name, help, Kind::Gauge))
+            .push(l.as_ref(), v);
     }
-    fn counter(&mut self, name: &'static str, help: &'static str, l: Labels, v: f64) {
+    fn counter<K: AsRef<str>, V: AsRef<str>>(
+        &mut self,
+        name: &'static str,
+        help: &'static str,
+        l: impl AsRef<[(K, V)]>,
+        v: f64,
+    ) {
         self.c
             .entry(name)
-            .or_insert_with(|| ConstFamily::new(name, help, Kind::Counter))
-            .push(l, v);
+            .or_insert_with(|| TextFamily::new(&self.prefix, name, help, Kind::Counter))
+            .push(l.as_ref(), v);
     }
     /// Declares a family; like prometheus-client's families, one without series is not exported.
     fn declare_gauge(&mut self, name: &'static str, help: &'static str) {
         self.g
             .entry(name)
-            .or_insert_with(|| ConstFamily::new(name, help, Kind::Gauge));
+            .or_insert_with(|| TextFamily::new(&self.prefix, name, help, Kind::Gauge));
     }
-    fn register(self, reg: &mut Registry) {
-        for (_, f) in self.g {
-            f.register(reg);
+    /// Appends every family of `other` (see [`TextFamily::append`]).
+    fn append(&mut self, other: &Fams) {
+        for (name, fam) in &other.g {
+            self.g
+                .entry(name)
+                .or_insert_with(|| TextFamily::empty_like(fam))
+                .append(fam);
         }
-        for (_, f) in self.c {
-            f.register(reg);
+        for (name, fam) in &other.c {
+            self.c
+                .entry(name)
+                .or_insert_with(|| TextFamily::empty_like(fam))
+                .append(fam);
+        }
+    }
+    fn register(self, sink: &mut Sink) {
+        for f in self.g.into_values().chain(self.c.into_values()) {
+            sink.push(f);
         }
     }
 }
 
-fn dl(d: &DomainSnap) -> Labels {
-    labels([("domain", &d.name)])
+fn dl(d: &DomainSnap) -> [(&'static str, &str); 1] {
+    [("domain", &d.name)]
 }
 
-fn dl2(d: &DomainSnap, k: &'static str, v: &str) -> Labels {
-    labels([("domain", &d.name), (k, v)])
+fn dl2<'a>(d: &'a DomainSnap, k: &'static str, v: &'a str) -> [(&'static str, &'a str); 2] {
+    [("domain", &d.name), (k, v)]
 }
+
+/// The XML-derived part of one domain: its series rendered by [`encode_static`] and its pinning
+/// claims, valid while the domain keeps the same parsed XML (the gatherer's cache hands out the
+/// same `Arc` until the XML text changes), uuid and host CPU count.
+struct StaticPart {
+    xml: Arc<DomainXml>,
+    uuid: String,
+    ncpus: u32,
+    fams: Fams,
+    claims: DomainClaims,
+}
+
+/// [`StaticPart`]s by domain name (unique on a host), kept across scrapes: at 1,000 domains, rendering the metadata and
+/// pinning series again on every scrape was about half of the time spent building metrics.
+#[derive(Default)]
+pub struct StaticCache(HashMap<String, StaticPart, FxBuild>);
 
 /// Builds every metric of the `domain` collector from a snapshot, with at most `evidence_limit`
 /// `domain_pinning_overlap_info` series per domain.
-pub fn encode_snapshot(
+pub fn encode_snapshot(snap: &Snapshot, nova: &NovaCpuSets, evidence_limit: usize, reg: &mut Sink) {
+    encode_snapshot_cached(snap, nova, evidence_limit, &mut StaticCache::default(), reg);
+}
+
+/// [`encode_snapshot`], reusing and refreshing the XML-derived parts in `cache`.
+pub fn encode_snapshot_cached(
     snap: &Snapshot,
     nova: &NovaCpuSets,
     evidence_limit: usize,
-    reg: &mut Registry,
+    cache: &mut StaticCache,
+    reg: &mut Sink,
 ) {
-    let mut f = Fams::default();
+    let prefix = reg.prefix().to_string();
+    let mut f = Fams::new(&prefix);
     let ncpus = snap.host.cpus;
 
     gauge(
@@ -279,10 +353,48 @@ pub fn encode_snapshot(
     }
     by_state.register(reg, "domains_by_state", "Number of domains by state");
 
+    // Domain names are unique on a host, so the cached parts (each labelled with its domain)
+    // are appended without checking them against each other.
+    let cache = &mut cache.0;
+    let names: std::collections::HashSet<&str, FxBuild> =
+        snap.domains.iter().map(|d| d.name.as_str()).collect();
+    cache.retain(|name, _| names.contains(name.as_str()));
     for d in &snap.domains {
         encode_domain(&mut f, d);
+        let Some(x) = &d.xml else {
+            cache.remove(&d.name);
+            continue;
+        };
+        let fresh = cache
+            .get(&d.name)
+            .is_some_and(|p| Arc::ptr_eq(&p.xml, x) && p.uuid == d.uuid && p.ncpus == ncpus);
+        if !fresh {
+            let claims = claims_of(x, ncpus);
+            let mut fams = Fams::new(&prefix);
+            encode_static(&mut fams, d, x, &claims);
+            cache.insert(
+                d.name.clone(),
+                StaticPart {
+                    xml: Arc::clone(x),
+                    uuid: d.uuid.clone(),
+                    ncpus,
+                    fams,
+                    claims,
+                },
+            );
+        }
+        if let Some(p) = cache.get(&d.name) {
+            f.append(&p.fams);
+        }
     }
-    encode_pinning(&mut f, snap, ncpus, nova, evidence_limit);
+    // Claims of the running domains.
+    let active: Vec<&DomainClaims> = snap
+        .domains
+        .iter()
+        .filter(|d| d.is_active() && d.xml.is_some())
+        .filter_map(|d| cache.get(&d.name).map(|p| &p.claims))
+        .collect();
+    encode_pinning(&mut f, snap, &active, ncpus, nova, evidence_limit);
     f.register(reg);
 }
 
@@ -430,7 +542,8 @@ fn encode_domain(f: &mut Fams, d: &DomainSnap) {
     let nvcpu = d.stat("vcpu.maximum").map(|v| v as u32).unwrap_or(0);
     let mut vcpu_seen = false;
     for i in 0..nvcpu {
-        let l = || dl2(d, "vcpu", &i.to_string());
+        let idx = i.to_string();
+        let l = || dl2(d, "vcpu", &idx);
         if let Some(v) = d.stat(&format!("vcpu.{i}.state")) {
             vcpu_seen = true;
             f.gauge(
@@ -462,7 +575,8 @@ fn encode_domain(f: &mut Fams, d: &DomainSnap) {
     }
     if let Some(vs) = &d.vcpus {
         for v in vs {
-            let l = || dl2(d, "vcpu", &v.number.to_string());
+            let idx = v.number.to_string();
+            let l = || dl2(d, "vcpu", &idx);
             if !vcpu_seen && d.vcpus_fresh {
                 f.gauge(
                     "domain_vcpu_state",
@@ -488,29 +602,7 @@ fn encode_domain(f: &mut Fams, d: &DomainSnap) {
         }
     }
 
-    // Block devices: the XML names them, bulk stats count them.
-    if let Some(x) = xml {
-        for disk in &x.disks {
-            f.gauge(
-                "domain_block_stats_info",
-                "Metadata information on block devices",
-                labels([
-                    ("domain", &d.name),
-                    ("disk_type", &disk.disk_type),
-                    ("target_bus", &disk.target_bus),
-                    ("driver_name", &disk.driver_name),
-                    ("driver_type", &disk.driver_type),
-                    ("driver_cache", &disk.driver_cache),
-                    ("driver_discard", &disk.driver_discard),
-                    ("source_file", &disk.source_file),
-                    ("source_protocol", &disk.source_protocol),
-                    ("target_device", &disk.target_dev),
-                    ("serial", &disk.serial),
-                ]),
-                1.0,
-            );
-        }
-    }
+    // Block devices: the XML names them (see `encode_static`), bulk stats count them.
     let nblock = d.stat("block.count").map(|v| v as u32).unwrap_or(0);
     for i in 0..nblock.min(256) {
         let Some(dev) = d
@@ -600,25 +692,6 @@ fn encode_domain(f: &mut Fams, d: &DomainSnap) {
             .map(|i| i.port_id.clone())
             .unwrap_or_default()
     };
-    if let Some(x) = xml {
-        for i in &x.interfaces {
-            f.gauge(
-                "domain_interface_stats_info",
-                "Metadata on network interfaces",
-                labels([
-                    ("domain", &d.name),
-                    ("interface_type", &i.interface_type),
-                    ("source_bridge", &i.source_bridge),
-                    ("target_device", &i.target_dev),
-                    ("mac_address", &i.mac),
-                    ("model_type", &i.model),
-                    ("mtu_size", &i.mtu),
-                    ("port_id", &i.port_id),
-                ]),
-                1.0,
-            );
-        }
-    }
     let nnet = d.stat("net.count").map(|v| v as u32).unwrap_or(0);
     for i in 0..nnet.min(256) {
         let Some(dev) = d
@@ -683,8 +756,50 @@ fn encode_domain(f: &mut Fams, d: &DomainSnap) {
             }
         }
     }
+}
 
-    let Some(x) = xml else { return };
+/// The series of one domain that depend only on its XML (and name and uuid): device and nova
+/// metadata, declared pinning. Rendered once per XML and replayed on every scrape (see
+/// [`StaticCache`]).
+fn encode_static(f: &mut Fams, d: &DomainSnap, x: &DomainXml, claims: &DomainClaims) {
+    // Block devices and interfaces: metadata from the XML.
+    for disk in &x.disks {
+        f.gauge(
+            "domain_block_stats_info",
+            "Metadata information on block devices",
+            labels([
+                ("domain", &d.name),
+                ("disk_type", &disk.disk_type),
+                ("target_bus", &disk.target_bus),
+                ("driver_name", &disk.driver_name),
+                ("driver_type", &disk.driver_type),
+                ("driver_cache", &disk.driver_cache),
+                ("driver_discard", &disk.driver_discard),
+                ("source_file", &disk.source_file),
+                ("source_protocol", &disk.source_protocol),
+                ("target_device", &disk.target_dev),
+                ("serial", &disk.serial),
+            ]),
+            1.0,
+        );
+    }
+    for i in &x.interfaces {
+        f.gauge(
+            "domain_interface_stats_info",
+            "Metadata on network interfaces",
+            labels([
+                ("domain", &d.name),
+                ("interface_type", &i.interface_type),
+                ("source_bridge", &i.source_bridge),
+                ("target_device", &i.target_dev),
+                ("mac_address", &i.mac),
+                ("model_type", &i.model),
+                ("mtu_size", &i.mtu),
+                ("port_id", &i.port_id),
+            ]),
+            1.0,
+        );
+    }
     f.gauge(
         "domain_info",
         "Metadata labels for the domain",
@@ -776,6 +891,45 @@ fn encode_domain(f: &mut Fams, d: &DomainSnap) {
             }
         }
     }
+
+    // Declared pinning (shut-off domains too: it is what they will claim).
+    for v in &claims.vcpus {
+        let declared = x
+            .vcpu_affinity(v.vcpu)
+            .map(|s| s.to_string())
+            .unwrap_or_default();
+        f.gauge(
+            "domain_vcpu_pinning_info",
+            "Declared host CPUs of each vCPU (empty: any), and whether it is dedicated or floating",
+            labels([
+                ("domain", &d.name),
+                ("vcpu", &v.vcpu.to_string()),
+                ("cpuset", &declared),
+                ("kind", if v.dedicated { "dedicated" } else { "floating" }),
+            ]),
+            1.0,
+        );
+    }
+    if let Some(e) = &x.emulator_pin {
+        f.gauge(
+            "domain_emulator_pinning_info",
+            "Declared host CPUs of the emulator threads",
+            dl2(d, "cpuset", &e.to_string()),
+            1.0,
+        );
+    }
+    if let Some(m) = &x.numa_memory {
+        f.gauge(
+            "domain_numa_memory_info",
+            "Declared NUMA memory mode and host nodes",
+            labels([
+                ("domain", &d.name),
+                ("mode", &m.mode),
+                ("nodeset", &m.nodeset),
+            ]),
+            1.0,
+        );
+    }
 }
 
 /// The live affinity of a vCPU from one source.
@@ -784,61 +938,12 @@ type LiveAffinity<'a> = Box<dyn Fn(u32) -> Option<CpuSet> + 'a>;
 fn encode_pinning(
     f: &mut Fams,
     snap: &Snapshot,
+    active: &[&DomainClaims],
     ncpus: u32,
     nova: &NovaCpuSets,
     evidence_limit: usize,
 ) {
-    // Declared pinning of every domain (shut-off ones too: it is what they will claim).
-    for d in &snap.domains {
-        let Some(x) = d.xml.as_deref() else { continue };
-        let claims = claims_of(x, ncpus);
-        for v in &claims.vcpus {
-            let declared = x
-                .vcpu_affinity(v.vcpu)
-                .map(|s| s.to_string())
-                .unwrap_or_default();
-            f.gauge(
-                "domain_vcpu_pinning_info",
-                "Declared host CPUs of each vCPU (empty: any), and whether it is dedicated or floating",
-                labels([
-                    ("domain", &d.name),
-                    ("vcpu", &v.vcpu.to_string()),
-                    ("cpuset", &declared),
-                    ("kind", if v.dedicated { "dedicated" } else { "floating" }),
-                ]),
-                1.0,
-            );
-        }
-        if let Some(e) = &x.emulator_pin {
-            f.gauge(
-                "domain_emulator_pinning_info",
-                "Declared host CPUs of the emulator threads",
-                dl2(d, "cpuset", &e.to_string()),
-                1.0,
-            );
-        }
-        if let Some(m) = &x.numa_memory {
-            f.gauge(
-                "domain_numa_memory_info",
-                "Declared NUMA memory mode and host nodes",
-                labels([
-                    ("domain", &d.name),
-                    ("mode", &m.mode),
-                    ("nodeset", &m.nodeset),
-                ]),
-                1.0,
-            );
-        }
-    }
-
-    // Claims of the running domains.
-    let active: Vec<_> = snap
-        .domains
-        .iter()
-        .filter(|d| d.is_active())
-        .filter_map(|d| d.xml.as_deref().map(|x| claims_of(x, ncpus)))
-        .collect();
-    let report = analyse(&active, ncpus, nova, evidence_limit);
+    let report = analyse(active, ncpus, nova, evidence_limit);
     for (cpu, u) in &report.cpus {
         let l = || labels([("cpu", &cpu.to_string())]);
         f.gauge(
@@ -975,6 +1080,87 @@ mod tests {
     use super::*;
     use crate::snapshot::HostInfo;
 
+    /// The cached XML-derived series follow the XML: a changed XML, a changed host CPU count
+    /// and a domain gone are all seen on the next scrape, and an unchanged one is reused.
+    #[test]
+    fn cached_static_series_follow_xml_changes() {
+        let dom = |name: &str, cpuset: &str| {
+            let xml = format!("<domain><name>{name}</name><uuid>u-{name}</uuid><vcpu>1</vcpu><cputune><vcpupin vcpu='0' cpuset='{cpuset}'/></cputune></domain>");
+            Arc::new(crate::domain_xml::parse_domain_xml(&xml).unwrap())
+        };
+        let snap = |cpus: u32, doms: Vec<(&str, Arc<DomainXml>)>| Snapshot {
+            host: HostInfo {
+                cpus,
+                ..HostInfo::default()
+            },
+            domains: doms
+                .into_iter()
+                .map(|(name, xml)| DomainSnap {
+                    name: name.into(),
+                    uuid: format!("u-{name}"),
+                    state: 1,
+                    xml: Some(xml),
+                    ..DomainSnap::default()
+                })
+                .collect(),
+        };
+        let mut cache = StaticCache::default();
+        let scrape = |cache: &mut StaticCache, s: &Snapshot| {
+            let mut reg = Sink::new("libvirt");
+            encode_snapshot_cached(s, &NovaCpuSets::default(), 5, cache, &mut reg);
+            let mut out = String::new();
+            reg.encode(&mut out).unwrap();
+            // prometheus-client orders a family's series by hash: compare sorted lines.
+            let mut lines: Vec<&str> = out.lines().collect();
+            lines.sort_unstable();
+            lines.join("\n")
+        };
+        let (a1, b1) = (dom("a", "1"), dom("b", "2"));
+        let out = scrape(
+            &mut cache,
+            &snap(4, vec![("a", a1.clone()), ("b", b1.clone())]),
+        );
+        let pin = |d: &str, c: &str| {
+            format!("libvirt_domain_vcpu_pinning_info{{domain=\"{d}\",vcpu=\"0\",cpuset=\"{c}\",kind=\"dedicated\"}} 1.0")
+        };
+        assert!(
+            out.contains(&pin("a", "1")) && out.contains(&pin("b", "2")),
+            "{out}"
+        );
+        let first_a = Arc::as_ptr(&cache.0["a"].xml);
+        // Same XML again: reused, same output.
+        let again = scrape(
+            &mut cache,
+            &snap(4, vec![("a", a1.clone()), ("b", b1.clone())]),
+        );
+        assert_eq!(again, out);
+        assert_eq!(Arc::as_ptr(&cache.0["a"].xml), first_a);
+        // a's XML changes, b is gone.
+        let out = scrape(&mut cache, &snap(4, vec![("a", dom("a", "3"))]));
+        assert!(out.contains(&pin("a", "3")), "{out}");
+        assert!(!out.contains(&pin("a", "1")), "{out}");
+        assert!(!out.contains("domain=\"b\""), "{out}");
+        assert!(!cache.0.contains_key("b"));
+        // The host CPU count changes: claims are recomputed (an unpinned vCPU floats on every
+        // host CPU, and CPU 3 is not one of a 2-CPU host's).
+        let c = Arc::new(
+            crate::domain_xml::parse_domain_xml(
+                "<domain><name>c</name><uuid>u-c</uuid><vcpu>1</vcpu></domain>",
+            )
+            .unwrap(),
+        );
+        let floating =
+            |cpu: &str| format!("libvirt_host_cpu_floating_domains{{cpu=\"{cpu}\"}} 1.0");
+        let out = scrape(&mut cache, &snap(4, vec![("c", c.clone())]));
+        assert!(out.contains(&floating("3")), "{out}");
+        let out = scrape(&mut cache, &snap(2, vec![("c", c)]));
+        assert!(
+            out.contains(&floating("1")) && !out.contains(&floating("3")),
+            "{out}"
+        );
+        assert_eq!(cache.0["c"].ncpus, 2);
+    }
+
     #[test]
     fn a_domain_that_timed_out_is_reported_and_the_others_kept() {
         let xml = crate::domain_xml::parse_domain_xml(
@@ -1007,10 +1193,10 @@ mod tests {
                 },
             ],
         };
-        let mut reg = Registry::with_prefix("libvirt");
+        let mut reg = Sink::new("libvirt");
         encode_snapshot(&snap, &NovaCpuSets::default(), 5, &mut reg);
         let mut out = String::new();
-        prometheus_client::encoding::text::encode_registry(&mut out, &reg).unwrap();
+        reg.encode(&mut out).unwrap();
         assert!(
             out.contains("libvirt_domain_timed_out{domain=\"stuck\"} 1"),
             "{out}"
@@ -1052,10 +1238,10 @@ mod tests {
             domains,
         };
         for limit in [0usize, 1, 5, 39, 100] {
-            let mut reg = Registry::with_prefix("libvirt");
+            let mut reg = Sink::new("libvirt");
             encode_snapshot(&snap, &NovaCpuSets::default(), limit, &mut reg);
             let mut out = String::new();
-            prometheus_client::encoding::text::encode_registry(&mut out, &reg).unwrap();
+            reg.encode(&mut out).unwrap();
             let shown = limit.min(n - 1);
             for i in 0..n {
                 let d = format!("vm-{i:02}");

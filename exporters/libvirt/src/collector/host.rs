@@ -84,7 +84,7 @@ impl Collector for HostCollector {
     fn help(&self) -> &'static str {
         HELP
     }
-    fn collect<'a>(&'a self, reg: &'a mut Registry) -> BoxFuture<'a, Result<(), CollectError>> {
+    fn collect<'a>(&'a self, reg: &'a mut common::Sink) -> BoxFuture<'a, Result<(), CollectError>> {
         Box::pin(async move {
             let conn = self.libvirt.connection().await.map_err(CollectError::new)?;
             let h = host_info(&self.libvirt, &conn)

@@ -5,7 +5,6 @@
 //! made durable and can never be served lower later (SIGKILL included).
 
 use futures::future::BoxFuture;
-use prometheus_client::registry::Registry;
 
 use common::{CollectError, Collector};
 
@@ -47,7 +46,7 @@ impl Collector for LogsCollector {
 
     fn collect<'a>(
         &'a self,
-        registry: &'a mut Registry,
+        registry: &'a mut common::Sink,
     ) -> BoxFuture<'a, Result<(), CollectError>> {
         Box::pin(async move {
             let handle = self
