@@ -15,6 +15,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
 
 /// A fast non-cryptographic hasher (FxHash's multiply-rotate) for per-scrape maps and sets: keys
 /// come from the node (libvirt, OVS), not from the network, and a scrape hashes tens of thousands
@@ -65,9 +66,34 @@ pub struct TextFamily {
     kind: Kind,
     /// Sample lines, each ending in `\n`.
     body: String,
+    /// Sample lines of shared families appended after `body`, uncopied.
+    shared: Vec<Arc<str>>,
     /// Label-set hash -> byte range of that label set in `body`, for dropping repeats.
     seen: HashMap<u64, (u32, u32), FxBuild>,
     samples: usize,
+}
+
+/// A finished family whose sample lines are shared, uncopied, by the families it is appended
+/// to ([`TextFamily::append_shared`]): for series rendered once and sent on every scrape.
+#[derive(Debug, Clone)]
+pub struct SharedFamily {
+    name: String,
+    help: String,
+    kind: Kind,
+    body: Arc<str>,
+    samples: usize,
+}
+
+impl SharedFamily {
+    /// How many samples the family holds.
+    pub fn len(&self) -> usize {
+        self.samples
+    }
+
+    /// Whether the family has no sample.
+    pub fn is_empty(&self) -> bool {
+        self.samples == 0
+    }
 }
 
 impl TextFamily {
@@ -84,30 +110,50 @@ impl TextFamily {
             help: format!("{help}."),
             kind,
             body: String::new(),
+            shared: Vec::new(),
             seen: HashMap::default(),
             samples: 0,
         }
     }
 
     /// An empty family with the same name, help and type as `other`.
-    pub fn empty_like(other: &Self) -> Self {
+    pub fn empty_like(other: &SharedFamily) -> Self {
         Self {
             name: other.name.clone(),
             help: other.help.clone(),
             kind: other.kind,
             body: String::new(),
+            shared: Vec::new(),
             seen: HashMap::default(),
             samples: 0,
         }
     }
 
-    /// Appends the samples of `other` (a family of the same name) as they are, without checking
-    /// them against this family's label sets: for parts whose label sets cannot collide, such
-    /// as the series of different domains rendered apart and cached.
-    pub fn append(&mut self, other: &Self) {
+    /// Freezes the family so that its samples can be appended to others without a copy.
+    pub fn share(self) -> SharedFamily {
+        let mut body = self.body;
+        for part in &self.shared {
+            body.push_str(part);
+        }
+        SharedFamily {
+            name: self.name,
+            help: self.help,
+            kind: self.kind,
+            body: Arc::from(body),
+            samples: self.samples,
+        }
+    }
+
+    /// Appends the samples of `other` (a family of the same name) after this family's own, as
+    /// they are and without a copy, and without checking them against this family's label sets:
+    /// for parts whose label sets cannot collide, such as the series of different domains
+    /// rendered apart and cached.
+    pub fn append_shared(&mut self, other: &SharedFamily) {
         debug_assert_eq!(self.name, other.name);
-        self.body.push_str(&other.body);
-        self.samples += other.samples;
+        if other.samples > 0 {
+            self.shared.push(Arc::clone(&other.body));
+            self.samples += other.samples;
+        }
     }
 
     /// How many samples the family holds.
@@ -185,7 +231,17 @@ impl TextFamily {
         if self.samples == 0 {
             return 0;
         }
-        self.body.len() + self.name.len() * 2 + self.help.len() + 24
+        let shared: usize = self.shared.iter().map(|p| p.len()).sum();
+        let kind = match self.kind {
+            Kind::Gauge => " gauge\n".len(),
+            Kind::Counter => " counter\n".len(),
+        };
+        "# HELP  \n# TYPE ".len()
+            + self.name.len() * 2
+            + self.help.len()
+            + kind
+            + self.body.len()
+            + shared
     }
 
     /// Appends the family (descriptor and samples) to `out`, if it has any sample.
@@ -205,6 +261,9 @@ impl TextFamily {
             Kind::Counter => " counter\n",
         });
         out.push_str(&self.body);
+        for part in &self.shared {
+            out.push_str(part);
+        }
     }
 }
 
@@ -306,6 +365,29 @@ mod tests {
                 r#"t_x{domain="a",vcpu="1"} 2.0"#,
                 r#"t_x{domain="b",vcpu="0"} 4.0"#,
             ]
+        );
+    }
+
+    #[test]
+    fn shared_families_are_appended_after_own_samples() {
+        let mut a = TextFamily::new("t", "x", "X", Kind::Gauge);
+        a.push(&[("domain", "a")], 1.0);
+        let a = a.share();
+        let mut b = TextFamily::new("t", "x", "X", Kind::Gauge);
+        b.push(&[("domain", "b")], 2.0);
+        let b = b.share();
+        assert_eq!((a.len(), b.is_empty()), (1, false));
+        let mut all = TextFamily::empty_like(&a);
+        all.push(&[("domain", "own")], 0.0);
+        all.append_shared(&a);
+        all.append_shared(&b);
+        assert_eq!(all.len(), 3);
+        let mut out = String::new();
+        all.write_to(&mut out);
+        assert_eq!(out.len(), all.encoded_len());
+        assert_eq!(
+            out,
+            "# HELP t_x X.\n# TYPE t_x gauge\nt_x{domain=\"own\"} 0.0\nt_x{domain=\"a\"} 1.0\nt_x{domain=\"b\"} 2.0\n"
         );
     }
 

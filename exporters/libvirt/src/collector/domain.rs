@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use common::text::{Kind, TextFamily};
+use common::text::{Kind, SharedFamily, TextFamily};
 use common::{CollectError, Collector, Sink};
 use futures::future::BoxFuture;
 use prometheus_client::registry::Registry;
@@ -276,19 +276,21 @@ impl Fams {
             .entry(name)
             .or_insert_with(|| TextFamily::new(&self.prefix, name, help, Kind::Gauge));
     }
-    /// Appends every family of `other` (see [`TextFamily::append`]).
-    fn append(&mut self, other: &Fams) {
-        for (name, fam) in &other.g {
-            self.g
-                .entry(name)
-                .or_insert_with(|| TextFamily::empty_like(fam))
-                .append(fam);
+    /// Freezes every family, to be appended on later scrapes without a copy.
+    fn share(self) -> SharedFams {
+        SharedFams {
+            g: self.g.into_iter().map(|(n, f)| (n, f.share())).collect(),
+            c: self.c.into_iter().map(|(n, f)| (n, f.share())).collect(),
         }
-        for (name, fam) in &other.c {
-            self.c
-                .entry(name)
-                .or_insert_with(|| TextFamily::empty_like(fam))
-                .append(fam);
+    }
+    /// Appends every family of `other` (see [`TextFamily::append_shared`]).
+    fn append_shared(&mut self, other: &SharedFams) {
+        for (map, fams) in [(&mut self.g, &other.g), (&mut self.c, &other.c)] {
+            for (name, fam) in fams {
+                map.entry(name)
+                    .or_insert_with(|| TextFamily::empty_like(fam))
+                    .append_shared(fam);
+            }
         }
     }
     fn register(self, sink: &mut Sink) {
@@ -296,6 +298,12 @@ impl Fams {
             sink.push(f);
         }
     }
+}
+
+/// [`Fams`] frozen for reuse across scrapes.
+struct SharedFams {
+    g: Vec<(&'static str, SharedFamily)>,
+    c: Vec<(&'static str, SharedFamily)>,
 }
 
 fn dl(d: &DomainSnap) -> [(&'static str, &str); 1] {
@@ -310,17 +318,36 @@ fn dl2<'a>(d: &'a DomainSnap, k: &'static str, v: &'a str) -> [(&'static str, &'
 /// claims, valid while the domain keeps the same parsed XML (the gatherer's cache hands out the
 /// same `Arc` until the XML text changes), uuid and host CPU count.
 struct StaticPart {
+    /// Unique over the cache's life: a new render gets a new id, so the pinning report's key
+    /// cannot mistake a new XML for an old one.
+    id: u64,
     xml: Arc<DomainXml>,
     uuid: String,
     ncpus: u32,
-    fams: Fams,
+    fams: SharedFams,
     claims: DomainClaims,
 }
 
-/// [`StaticPart`]s by domain name (unique on a host), kept across scrapes: at 1,000 domains, rendering the metadata and
-/// pinning series again on every scrape was about half of the time spent building metrics.
+/// What the pinning report depends on: the claims of the running domains (by [`StaticPart`]
+/// id, in order), the host CPU count, nova's sets and the evidence limit.
+#[derive(PartialEq, Eq)]
+struct ReportKey {
+    active: Vec<u64>,
+    ncpus: u32,
+    nova: NovaCpuSets,
+    evidence_limit: usize,
+}
+
+/// Series that depend only on the domains' XML, kept across scrapes: each domain's
+/// [`StaticPart`] by domain name (unique on a host), and the pinning report's series while the
+/// running domains and their XML stay the same. At 1,000 domains, rendering these again on
+/// every scrape was about two thirds of the time spent building metrics.
 #[derive(Default)]
-pub struct StaticCache(HashMap<String, StaticPart, FxBuild>);
+pub struct StaticCache {
+    parts: HashMap<String, StaticPart, FxBuild>,
+    next_id: u64,
+    report: Option<(ReportKey, SharedFams)>,
+}
 
 /// Builds every metric of the `domain` collector from a snapshot, with at most `evidence_limit`
 /// `domain_pinning_overlap_info` series per domain.
@@ -355,7 +382,11 @@ pub fn encode_snapshot_cached(
 
     // Domain names are unique on a host, so the cached parts (each labelled with its domain)
     // are appended without checking them against each other.
-    let cache = &mut cache.0;
+    let StaticCache {
+        parts: cache,
+        next_id,
+        report,
+    } = cache;
     let names: std::collections::HashSet<&str, FxBuild> =
         snap.domains.iter().map(|d| d.name.as_str()).collect();
     cache.retain(|name, _| names.contains(name.as_str()));
@@ -372,29 +403,46 @@ pub fn encode_snapshot_cached(
             let claims = claims_of(x, ncpus);
             let mut fams = Fams::new(&prefix);
             encode_static(&mut fams, d, x, &claims);
+            *next_id += 1;
             cache.insert(
                 d.name.clone(),
                 StaticPart {
+                    id: *next_id,
+                    fams: fams.share(),
                     xml: Arc::clone(x),
                     uuid: d.uuid.clone(),
                     ncpus,
-                    fams,
                     claims,
                 },
             );
         }
         if let Some(p) = cache.get(&d.name) {
-            f.append(&p.fams);
+            f.append_shared(&p.fams);
         }
     }
-    // Claims of the running domains.
-    let active: Vec<&DomainClaims> = snap
+    // The pinning report over the claims of the running domains.
+    let active: Vec<&StaticPart> = snap
         .domains
         .iter()
         .filter(|d| d.is_active() && d.xml.is_some())
-        .filter_map(|d| cache.get(&d.name).map(|p| &p.claims))
+        .filter_map(|d| cache.get(&d.name))
         .collect();
-    encode_pinning(&mut f, snap, &active, ncpus, nova, evidence_limit);
+    let key = ReportKey {
+        active: active.iter().map(|p| p.id).collect(),
+        ncpus,
+        nova: nova.clone(),
+        evidence_limit,
+    };
+    if report.as_ref().is_none_or(|(k, _)| *k != key) {
+        let claims: Vec<&DomainClaims> = active.iter().map(|p| &p.claims).collect();
+        let mut fams = Fams::new(&prefix);
+        encode_report(&mut fams, &claims, ncpus, nova, evidence_limit);
+        *report = Some((key, fams.share()));
+    }
+    if let Some((_, fams)) = report.as_ref() {
+        f.append_shared(fams);
+    }
+    encode_live_affinity(&mut f, snap);
     f.register(reg);
 }
 
@@ -935,9 +983,10 @@ fn encode_static(f: &mut Fams, d: &DomainSnap, x: &DomainXml, claims: &DomainCla
 /// The live affinity of a vCPU from one source.
 type LiveAffinity<'a> = Box<dyn Fn(u32) -> Option<CpuSet> + 'a>;
 
-fn encode_pinning(
+/// The series of the pinning report over the running domains' claims: per host CPU, overlaps
+/// and per-domain broken pinning.
+fn encode_report(
     f: &mut Fams,
-    snap: &Snapshot,
     active: &[&DomainClaims],
     ncpus: u32,
     nova: &NovaCpuSets,
@@ -1017,8 +1066,10 @@ fn encode_pinning(
             );
         }
     }
+}
 
-    // Declared against live affinity.
+/// Declared pinning against the live affinity of each source, for the running domains.
+fn encode_live_affinity(f: &mut Fams, snap: &Snapshot) {
     f.declare_gauge(
         "domain_vcpu_affinity_mismatch_info",
         "vCPUs whose live affinity differs from the declared pinning, with both sets",
@@ -1127,20 +1178,33 @@ mod tests {
             out.contains(&pin("a", "1")) && out.contains(&pin("b", "2")),
             "{out}"
         );
-        let first_a = Arc::as_ptr(&cache.0["a"].xml);
+        let first_a = Arc::as_ptr(&cache.parts["a"].xml);
         // Same XML again: reused, same output.
         let again = scrape(
             &mut cache,
             &snap(4, vec![("a", a1.clone()), ("b", b1.clone())]),
         );
         assert_eq!(again, out);
-        assert_eq!(Arc::as_ptr(&cache.0["a"].xml), first_a);
+        assert_eq!(Arc::as_ptr(&cache.parts["a"].xml), first_a);
         // a's XML changes, b is gone.
         let out = scrape(&mut cache, &snap(4, vec![("a", dom("a", "3"))]));
         assert!(out.contains(&pin("a", "3")), "{out}");
         assert!(!out.contains(&pin("a", "1")), "{out}");
         assert!(!out.contains("domain=\"b\""), "{out}");
-        assert!(!cache.0.contains_key("b"));
+        assert!(!cache.parts.contains_key("b"));
+        // The cached pinning report follows: b's CPU 2 is free, a moved from 1 to 3.
+        for (cpu, n) in [("1", "0.0"), ("2", "0.0"), ("3", "1.0")] {
+            let line = format!("libvirt_host_cpu_pinned_vcpus{{cpu=\"{cpu}\"}} {n}");
+            assert!(out.contains(&line), "{line} in {out}");
+        }
+        // A domain that stops running leaves the report though its XML is the same.
+        let mut paused = snap(4, vec![("a", cache.parts["a"].xml.clone())]);
+        paused.domains[0].state = 5; // shut off
+        let out = scrape(&mut cache, &paused);
+        assert!(
+            out.contains("libvirt_host_cpu_pinned_vcpus{cpu=\"3\"} 0.0"),
+            "{out}"
+        );
         // The host CPU count changes: claims are recomputed (an unpinned vCPU floats on every
         // host CPU, and CPU 3 is not one of a 2-CPU host's).
         let c = Arc::new(
@@ -1158,7 +1222,7 @@ mod tests {
             out.contains(&floating("1")) && !out.contains(&floating("3")),
             "{out}"
         );
-        assert_eq!(cache.0["c"].ncpus, 2);
+        assert_eq!(cache.parts["c"].ncpus, 2);
     }
 
     #[test]
