@@ -15,7 +15,7 @@ REPO=$(cd "$HERE/../../.." && pwd)
 FLOWS=${FLOWS:-100000}
 RUNS=${RUNS:-5}
 PY_LINES=${PY_LINES:-20000}
-PARSER_ROUNDS=${PARSER_ROUNDS:-5}
+PARSER_ROUNDS=${PARSER_ROUNDS:-7}
 TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
 # DIRTY_FLOW_BIN: an exporter binary to measure instead of the one built here (say, a previous
 # version beside the current one).
