@@ -1,5 +1,6 @@
 //! The binary refuses bad flag values at start, with an error naming the flag and its range
 //! (no daemon needed: it exits before binding).
+#![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::io::Read;
 use std::process::{Command, Stdio};
