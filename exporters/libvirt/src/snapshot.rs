@@ -269,6 +269,23 @@ impl Gatherer {
 
     /// Gathers one scrape. `Err` only when the connection-level calls fail.
     pub async fn gather(&self, conn: &Arc<Connect>) -> Result<Snapshot, Error> {
+        self.gather_overlapped(conn, |_, _| {}).await
+    }
+
+    /// [`Gatherer::gather`], calling `early` while the per-domain calls run with the host's CPU
+    /// count and the domains that are already complete before them: those whose XML is
+    /// cached and whose bulk stats need no per-domain stats calls. Their snapshot lacks only the
+    /// answers of the per-domain calls (pin info, vCPU info, procfs, errors, timeouts); their
+    /// XML is the one the final snapshot will carry. The caller builds their metrics there, on
+    /// the core that would otherwise wait for libvirt.
+    pub async fn gather_overlapped<F>(
+        &self,
+        conn: &Arc<Connect>,
+        early: F,
+    ) -> Result<Snapshot, Error>
+    where
+        F: FnOnce(u32, &[(&DomainSnap, &Arc<DomainXml>)]) + Send,
+    {
         let started = Instant::now();
         let host = host_info(&self.libvirt, conn).await?;
         let host_done = started.elapsed();
@@ -347,7 +364,12 @@ impl Gatherer {
             Err(_) => HashMap::new(),
         };
 
-        let mut domains = self.per_domain(listed, ncpus, &qemu, &cached).await;
+        let early_cpus = host.cpus;
+        let mut domains = self
+            .per_domain(listed, ncpus, &qemu, &cached, |done| {
+                early(early_cpus, done)
+            })
+            .await;
         domains.sort_by(|a, b| a.name.cmp(&b.name));
         tracing::debug!(
             domains = domains.len(),
@@ -373,13 +395,17 @@ impl Gatherer {
     /// Every domain's own calls, `concurrency` domains at a time (see [`Libvirt::pool`]): its
     /// XML when due, pin info and `virDomainGetVcpus` when needed, procfs; then, for running
     /// domains whose bulk stats lack groups, the per-domain stats calls.
-    async fn per_domain(
+    async fn per_domain<F>(
         &self,
         listed: Vec<Listed>,
         ncpus: u32,
         qemu: &Arc<HashMap<String, u32>>,
         cached: &HashMap<String, Arc<DomainXml>>,
-    ) -> Vec<DomainSnap> {
+        early: F,
+    ) -> Vec<DomainSnap>
+    where
+        F: FnOnce(&[(&DomainSnap, &Arc<DomainXml>)]) + Send,
+    {
         let now = Instant::now();
         let mut pending = Vec::with_capacity(listed.len());
         let mut jobs = Vec::with_capacity(listed.len());
@@ -413,16 +439,24 @@ impl Gatherer {
             pending.push((snap, reuse, prev, missing, fallback));
         }
         let procfs_root = self.procfs.clone();
-        let (prepared, calls) = (now.elapsed(), Instant::now());
-        let answers = self
+        let (prepared, calls_started) = (now.elapsed(), Instant::now());
+        let calls = self
             .libvirt
             .pool("domain", jobs, self.concurrency, move |job| {
                 domain_calls(job, ncpus, procfs_root.as_deref())
-            })
-            .await;
+            });
+        // `join` polls `calls` first, which starts the workers; `early` then runs here while
+        // they wait for libvirt.
+        let done: Vec<(&DomainSnap, &Arc<DomainXml>)> = pending
+            .iter()
+            .filter(|(_, _, _, _, fallback)| fallback.is_none())
+            .filter_map(|(snap, reuse, ..)| reuse.as_ref().map(|x| (snap, x)))
+            .collect();
+        let (answers, ()) = futures::future::join(calls, async { early(&done) }).await;
+        drop(done);
         tracing::debug!(
             prepare_seconds = prepared.as_secs_f64(),
-            calls_seconds = calls.elapsed().as_secs_f64(),
+            calls_seconds = calls_started.elapsed().as_secs_f64(),
             "per-domain calls"
         );
 
@@ -546,13 +580,17 @@ impl Gatherer {
                 }
                 snap.proc_affinity = proc_affinity.filter(|m| !m.is_empty());
             }
+            // The XML known from earlier scrapes stays: a slow call must not make the domain's
+            // metadata and pinning claims flap.
             Err(Error::Timeout { .. }) => {
                 tracing::warn!(domain = %snap.name, "libvirt did not answer in time for this domain");
                 snap.timed_out = true;
+                snap.xml = reuse;
             }
             Err(e) => {
                 tracing::warn!(domain = %snap.name, error = %e, "domain calls failed");
                 snap.errors.push("domain");
+                snap.xml = reuse;
             }
         }
     }

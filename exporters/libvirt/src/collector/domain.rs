@@ -9,7 +9,7 @@
 //! live on `libvirt_domain_openstack_info`, joined on `domain`.
 #![forbid(unsafe_code)]
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -177,8 +177,19 @@ impl Collector for DomainCollector {
     fn collect<'a>(&'a self, reg: &'a mut Sink) -> BoxFuture<'a, Result<(), CollectError>> {
         Box::pin(async move {
             let libvirt = &self.gatherer.libvirt;
+            // The domains complete before their own calls are built while those calls run.
+            let mut early = Early::new(reg.prefix());
             let snap = match libvirt.connection().await {
-                Ok(conn) => self.gatherer.gather(&conn).await,
+                Ok(conn) => {
+                    let (early, statics) = (&mut early, &self.statics);
+                    self.gatherer
+                        .gather_overlapped(&conn, move |ncpus, done| {
+                            if let Ok(mut cache) = statics.lock() {
+                                early.encode(&mut cache, ncpus, done);
+                            }
+                        })
+                        .await
+                }
                 Err(e) => Err(e),
             };
             self.encode_counters(reg);
@@ -211,9 +222,14 @@ impl Collector for DomainCollector {
             }
             let started = std::time::Instant::now();
             match self.statics.lock() {
-                Ok(mut cache) => {
-                    encode_snapshot_cached(&snap, &sets, self.evidence_limit, &mut cache, reg)
-                }
+                Ok(mut cache) => encode_snapshot_cached(
+                    &snap,
+                    &sets,
+                    self.evidence_limit,
+                    &mut cache,
+                    Some(early),
+                    reg,
+                ),
                 Err(_) => encode_snapshot(&snap, &sets, self.evidence_limit, reg),
             }
             tracing::debug!(seconds = started.elapsed().as_secs_f64(), "metrics built");
@@ -352,19 +368,93 @@ pub struct StaticCache {
 /// Builds every metric of the `domain` collector from a snapshot, with at most `evidence_limit`
 /// `domain_pinning_overlap_info` series per domain.
 pub fn encode_snapshot(snap: &Snapshot, nova: &NovaCpuSets, evidence_limit: usize, reg: &mut Sink) {
-    encode_snapshot_cached(snap, nova, evidence_limit, &mut StaticCache::default(), reg);
+    encode_snapshot_cached(
+        snap,
+        nova,
+        evidence_limit,
+        &mut StaticCache::default(),
+        None,
+        reg,
+    );
 }
 
-/// [`encode_snapshot`], reusing and refreshing the XML-derived parts in `cache`.
+/// What was built while the per-domain calls ran ([`Gatherer::gather_overlapped`]): the stats
+/// and XML-derived series of the domains complete before them.
+pub struct Early {
+    fams: Fams,
+    names: HashSet<String, FxBuild>,
+}
+
+impl Early {
+    /// Nothing built yet, for metric names with `prefix`.
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            fams: Fams::new(prefix),
+            names: HashSet::default(),
+        }
+    }
+
+    /// Builds the series of `done` (domains whose snapshot lacks only their own calls' answers,
+    /// with the XML the final snapshot carries), on a host with `ncpus` CPUs.
+    pub fn encode(
+        &mut self,
+        cache: &mut StaticCache,
+        ncpus: u32,
+        done: &[(&DomainSnap, &Arc<DomainXml>)],
+    ) {
+        for (d, x) in done {
+            encode_domain_stats(&mut self.fams, d, Some(x));
+            cache.append_static(&mut self.fams, d, x, ncpus);
+            self.names.insert(d.name.clone());
+        }
+    }
+}
+
+impl StaticCache {
+    /// Appends the XML-derived part of `d` to `f`, rendering it unless cached for this XML.
+    fn append_static(&mut self, f: &mut Fams, d: &DomainSnap, x: &Arc<DomainXml>, ncpus: u32) {
+        let fresh = self
+            .parts
+            .get(&d.name)
+            .is_some_and(|p| Arc::ptr_eq(&p.xml, x) && p.uuid == d.uuid && p.ncpus == ncpus);
+        if !fresh {
+            let claims = claims_of(x, ncpus);
+            let mut fams = Fams::new(&f.prefix);
+            encode_static(&mut fams, d, x, &claims);
+            self.next_id += 1;
+            self.parts.insert(
+                d.name.clone(),
+                StaticPart {
+                    id: self.next_id,
+                    fams: fams.share(),
+                    xml: Arc::clone(x),
+                    uuid: d.uuid.clone(),
+                    ncpus,
+                    claims,
+                },
+            );
+        }
+        if let Some(p) = self.parts.get(&d.name) {
+            f.append_shared(&p.fams);
+        }
+    }
+}
+
+/// [`encode_snapshot`], reusing and refreshing the XML-derived parts in `cache`, after the
+/// `early` part built while the per-domain calls ran (if any).
 pub fn encode_snapshot_cached(
     snap: &Snapshot,
     nova: &NovaCpuSets,
     evidence_limit: usize,
     cache: &mut StaticCache,
+    early: Option<Early>,
     reg: &mut Sink,
 ) {
     let prefix = reg.prefix().to_string();
-    let mut f = Fams::new(&prefix);
+    let Early {
+        fams: mut f,
+        names: early,
+    } = early.unwrap_or_else(|| Early::new(&prefix));
     let ncpus = snap.host.cpus;
 
     gauge(
@@ -382,42 +472,19 @@ pub fn encode_snapshot_cached(
 
     // Domain names are unique on a host, so the cached parts (each labelled with its domain)
     // are appended without checking them against each other.
-    let StaticCache {
-        parts: cache,
-        next_id,
-        report,
-    } = cache;
-    let names: std::collections::HashSet<&str, FxBuild> =
-        snap.domains.iter().map(|d| d.name.as_str()).collect();
-    cache.retain(|name, _| names.contains(name.as_str()));
+    let names: HashSet<&str, FxBuild> = snap.domains.iter().map(|d| d.name.as_str()).collect();
+    cache.parts.retain(|name, _| names.contains(name.as_str()));
     for d in &snap.domains {
-        encode_domain(&mut f, d);
-        let Some(x) = &d.xml else {
-            cache.remove(&d.name);
+        encode_domain_calls(&mut f, d);
+        if early.contains(&d.name) {
             continue;
-        };
-        let fresh = cache
-            .get(&d.name)
-            .is_some_and(|p| Arc::ptr_eq(&p.xml, x) && p.uuid == d.uuid && p.ncpus == ncpus);
-        if !fresh {
-            let claims = claims_of(x, ncpus);
-            let mut fams = Fams::new(&prefix);
-            encode_static(&mut fams, d, x, &claims);
-            *next_id += 1;
-            cache.insert(
-                d.name.clone(),
-                StaticPart {
-                    id: *next_id,
-                    fams: fams.share(),
-                    xml: Arc::clone(x),
-                    uuid: d.uuid.clone(),
-                    ncpus,
-                    claims,
-                },
-            );
         }
-        if let Some(p) = cache.get(&d.name) {
-            f.append_shared(&p.fams);
+        encode_domain_stats(&mut f, d, d.xml.as_deref());
+        match &d.xml {
+            Some(x) => cache.append_static(&mut f, d, x, ncpus),
+            None => {
+                cache.parts.remove(&d.name);
+            }
         }
     }
     // The pinning report over the claims of the running domains.
@@ -425,7 +492,7 @@ pub fn encode_snapshot_cached(
         .domains
         .iter()
         .filter(|d| d.is_active() && d.xml.is_some())
-        .filter_map(|d| cache.get(&d.name))
+        .filter_map(|d| cache.parts.get(&d.name))
         .collect();
     let key = ReportKey {
         active: active.iter().map(|p| p.id).collect(),
@@ -433,27 +500,22 @@ pub fn encode_snapshot_cached(
         nova: nova.clone(),
         evidence_limit,
     };
-    if report.as_ref().is_none_or(|(k, _)| *k != key) {
+    if cache.report.as_ref().is_none_or(|(k, _)| *k != key) {
         let claims: Vec<&DomainClaims> = active.iter().map(|p| &p.claims).collect();
         let mut fams = Fams::new(&prefix);
         encode_report(&mut fams, &claims, ncpus, nova, evidence_limit);
-        *report = Some((key, fams.share()));
+        cache.report = Some((key, fams.share()));
     }
-    if let Some((_, fams)) = report.as_ref() {
+    if let Some((_, fams)) = cache.report.as_ref() {
         f.append_shared(fams);
     }
     encode_live_affinity(&mut f, snap);
     f.register(reg);
 }
 
-fn encode_domain(f: &mut Fams, d: &DomainSnap) {
-    let desc = state_desc(d.state);
-    f.gauge(
-        "domain_info_state",
-        "Code of the domain state",
-        dl2(d, "state_desc", desc),
-        f64::from(d.state),
-    );
+/// The series of one domain that come from the answers of its own calls: errors, timeouts and
+/// `virDomainGetVcpus`.
+fn encode_domain_calls(f: &mut Fams, d: &DomainSnap) {
     f.gauge(
         "domain_timed_out",
         "Whether libvirt did not answer in time for this domain on this scrape",
@@ -466,8 +528,48 @@ fn encode_domain(f: &mut Fams, d: &DomainSnap) {
         dl(d),
         d.errors.len() as f64,
     );
+    let Some(vs) = &d.vcpus else { return };
+    // Per-vCPU state and time from virDomainGetVcpus only where bulk stats lack them.
+    let nvcpu = d.stat("vcpu.maximum").map(|v| v as u32).unwrap_or(0);
+    let vcpu_seen = (0..nvcpu).any(|i| d.stat(&format!("vcpu.{i}.state")).is_some());
+    for v in vs {
+        let idx = v.number.to_string();
+        let l = || dl2(d, "vcpu", &idx);
+        if !vcpu_seen && d.vcpus_fresh {
+            f.gauge(
+                "domain_vcpu_state",
+                "State of the vCPU (0 offline, 1 running, 2 blocked)",
+                l(),
+                f64::from(v.state),
+            );
+            f.counter(
+                "domain_vcpu_time_seconds",
+                "Time spent by the virtual CPU",
+                l(),
+                v.cpu_time_ns as f64 / 1e9,
+            );
+        }
+        if v.cpu >= 0 {
+            f.gauge(
+                "domain_vcpu_cpu",
+                "Host CPU the vCPU last ran on",
+                l(),
+                f64::from(v.cpu),
+            );
+        }
+    }
+}
 
-    let xml = d.xml.as_deref();
+/// The series of one domain that come from its bulk stats (and its XML where they lack a value).
+fn encode_domain_stats(f: &mut Fams, d: &DomainSnap, xml: Option<&DomainXml>) {
+    let desc = state_desc(d.state);
+    f.gauge(
+        "domain_info_state",
+        "Code of the domain state",
+        dl2(d, "state_desc", desc),
+        f64::from(d.state),
+    );
+
     let kib = |k: &str| d.stat(k).map(|v| v * 1024.0);
     if let Some(v) =
         kib("balloon.maximum").or_else(|| xml.and_then(|x| x.memory_bytes).map(|b| b as f64))
@@ -586,14 +688,12 @@ fn encode_domain(f: &mut Fams, d: &DomainSnap) {
         }
     }
 
-    // vCPUs: bulk stats when the driver has them, else virDomainGetVcpus.
+    // vCPUs: bulk stats when the driver has them, else virDomainGetVcpus (`encode_domain_calls`).
     let nvcpu = d.stat("vcpu.maximum").map(|v| v as u32).unwrap_or(0);
-    let mut vcpu_seen = false;
     for i in 0..nvcpu {
         let idx = i.to_string();
         let l = || dl2(d, "vcpu", &idx);
         if let Some(v) = d.stat(&format!("vcpu.{i}.state")) {
-            vcpu_seen = true;
             f.gauge(
                 "domain_vcpu_state",
                 "State of the vCPU (0 offline, 1 running, 2 blocked)",
@@ -619,34 +719,6 @@ fn encode_domain(f: &mut Fams, d: &DomainSnap) {
                 l(),
                 v / 1e9,
             );
-        }
-    }
-    if let Some(vs) = &d.vcpus {
-        for v in vs {
-            let idx = v.number.to_string();
-            let l = || dl2(d, "vcpu", &idx);
-            if !vcpu_seen && d.vcpus_fresh {
-                f.gauge(
-                    "domain_vcpu_state",
-                    "State of the vCPU (0 offline, 1 running, 2 blocked)",
-                    l(),
-                    f64::from(v.state),
-                );
-                f.counter(
-                    "domain_vcpu_time_seconds",
-                    "Time spent by the virtual CPU",
-                    l(),
-                    v.cpu_time_ns as f64 / 1e9,
-                );
-            }
-            if v.cpu >= 0 {
-                f.gauge(
-                    "domain_vcpu_cpu",
-                    "Host CPU the vCPU last ran on",
-                    l(),
-                    f64::from(v.cpu),
-                );
-            }
         }
     }
 
@@ -1131,6 +1203,73 @@ mod tests {
     use super::*;
     use crate::snapshot::HostInfo;
 
+    /// Building some domains early (while their calls run) and the rest after gives the same
+    /// exposition as building all at once.
+    #[test]
+    fn early_and_late_parts_add_up_to_the_whole() {
+        let xml = |name: &str, cpuset: &str| {
+            let x = format!("<domain><name>{name}</name><uuid>u-{name}</uuid><vcpu>2</vcpu><memory>1024</memory><cputune><vcpupin vcpu='0' cpuset='{cpuset}'/><vcpupin vcpu='1' cpuset='{cpuset}'/></cputune></domain>");
+            Arc::new(crate::domain_xml::parse_domain_xml(&x).unwrap())
+        };
+        let dom = |name: &str, cpuset: &str| {
+            let mut stats = crate::snapshot::Stats::default();
+            stats.insert(
+                "cpu.time".into(),
+                crate::ffi::TypedValue::UInt(7_000_000_000),
+            );
+            stats.insert("vcpu.maximum".into(), crate::ffi::TypedValue::UInt(2));
+            stats.insert("vcpu.0.time".into(), crate::ffi::TypedValue::UInt(1_000));
+            DomainSnap {
+                name: name.into(),
+                uuid: format!("u-{name}"),
+                state: 1,
+                stats,
+                xml: Some(xml(name, cpuset)),
+                timed_out: name == "b",
+                ..DomainSnap::default()
+            }
+        };
+        let snap = Snapshot {
+            host: HostInfo {
+                cpus: 4,
+                ..HostInfo::default()
+            },
+            domains: vec![dom("a", "1"), dom("b", "1"), dom("c", "2")],
+        };
+        let render = |early: Option<&[usize]>| {
+            let mut cache = StaticCache::default();
+            let mut reg = Sink::new("libvirt");
+            let e = early.map(|idx| {
+                let mut e = Early::new("libvirt");
+                let done: Vec<(&DomainSnap, &Arc<DomainXml>)> = idx
+                    .iter()
+                    .map(|&i| (&snap.domains[i], snap.domains[i].xml.as_ref().unwrap()))
+                    .collect();
+                e.encode(&mut cache, 4, &done);
+                e
+            });
+            encode_snapshot_cached(&snap, &NovaCpuSets::default(), 5, &mut cache, e, &mut reg);
+            let mut out = String::new();
+            reg.encode(&mut out).unwrap();
+            let mut lines: Vec<String> = out.lines().map(str::to_string).collect();
+            lines.sort_unstable();
+            lines
+        };
+        let whole = render(None);
+        assert!(
+            whole.iter().any(|l| l.starts_with(
+                "libvirt_domain_pinning_overlap_info{domain=\"a\",other_domain=\"b\""
+            )),
+            "{whole:#?}"
+        );
+        assert!(whole
+            .iter()
+            .any(|l| l == "libvirt_domain_timed_out{domain=\"b\"} 1.0"));
+        for early in [&[][..], &[0], &[0, 2], &[0, 1, 2]] {
+            assert_eq!(render(Some(early)), whole, "early {early:?}");
+        }
+    }
+
     /// The cached XML-derived series follow the XML: a changed XML, a changed host CPU count
     /// and a domain gone are all seen on the next scrape, and an unchanged one is reused.
     #[test]
@@ -1158,7 +1297,7 @@ mod tests {
         let mut cache = StaticCache::default();
         let scrape = |cache: &mut StaticCache, s: &Snapshot| {
             let mut reg = Sink::new("libvirt");
-            encode_snapshot_cached(s, &NovaCpuSets::default(), 5, cache, &mut reg);
+            encode_snapshot_cached(s, &NovaCpuSets::default(), 5, cache, None, &mut reg);
             let mut out = String::new();
             reg.encode(&mut out).unwrap();
             // prometheus-client orders a family's series by hash: compare sorted lines.
