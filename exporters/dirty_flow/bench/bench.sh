@@ -131,8 +131,8 @@ PARSER_LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 col() { awk -v c="$1" '{print $c}' "$D/parse.rounds" | median; }
 RUST_LPS=$(col 1); RUST_CPU_LPS=$(col 2); PY_LPS=$(col 3); PY_CPU_LPS=$(col 4)
 # The range of the per-round ratios (each round's two runs ran next to each other).
-round_ratios() { awk -v a="$1" -v b="$2" '$b > 0 {r = $a / $b; if (min == "" || r < min) min = r; if (r > max) max = r}
-  END { if (min == "") print "n/a"; else printf "%.0f-%.0fx", min, max }' "$D/parse.rounds"; }
+round_ratios() { awk -v a="$1" -v b="$2" '$b > 0 {r = $a / $b; if (min == "" || r < min) min = r; if (r > max) max = r; if (r < 100) low++}
+  END { if (min == "") print "n/a"; else printf "%.0f-%.0fx (%d of %d rounds below 100x)", min, max, low, NR }' "$D/parse.rounds"; }
 WALL_RANGE=$(round_ratios 1 3); CPU_RANGE=$(round_ratios 2 4)
 read -r RSN RSW _ < <("$PARSE_BENCH" "$D/stats.txt" 2>/dev/null)
 RUST_STATS_LPS=$(awk -v n="$RSN" -v w="$RSW" 'BEGIN { printf "%.0f", n / w }')

@@ -6,7 +6,7 @@
 //! port inventory may arrive while the dump streams) and the checks that need every flow
 //! (`stale_cookie`, `overlap`) run in [`BridgeScan::finish`]. The dump is never held as a
 //! whole: at 100k flows the arena holds the match and actions of each flow (about half the
-//! dump's size) and the records 56 bytes a flow.
+//! dump's size) and the records 48 bytes a flow.
 
 pub mod custom;
 pub mod missing_port;
