@@ -93,6 +93,12 @@ pub struct Flags {
     /// and a shown mismatch are checked on the next scrape anyway. 0s: every scrape.
     #[arg(long = "libvirt.vcpuinfo-interval", default_value = "1m", value_parser = parse_duration, value_name = "DURATION")]
     pub vcpuinfo_interval: Duration,
+    /// How often to repeat virDomainGetVcpuPinInfo for a running domain whose XML is cached
+    /// (libvirt's pin info changes only through libvirt, whose events make the XML and the pin
+    /// info be fetched again on the next scrape); a shown mismatch is checked every scrape.
+    /// Without events every scrape asks anyway. 0s: every scrape.
+    #[arg(long = "libvirt.pininfo-interval", default_value = "1m", value_parser = parse_duration, value_name = "DURATION")]
+    pub pininfo_interval: Duration,
     /// Domains queried in parallel on each scrape.
     #[arg(long = "libvirt.concurrency", default_value_t = 4, value_name = "N")]
     pub concurrency: usize,
@@ -133,6 +139,7 @@ pub fn collectors(flags: &Flags) -> Vec<Arc<dyn Collector>> {
         flags.xml_refresh_interval,
         flags.stats_fallback,
         flags.vcpuinfo_interval,
+        flags.pininfo_interval,
     ));
     let nova = collector::domain::NovaSetsSource {
         dedicated: flags.nova_cpu_dedicated_set.clone(),

@@ -169,6 +169,39 @@ pub struct Gatherer {
     /// How often a running domain's `virDomainGetVcpus` is repeated (zero: every scrape).
     vcpuinfo_interval: Duration,
     vcpu_checks: Mutex<HashMap<String, VcpuCheck, FxBuild>>,
+    /// How often a running domain's pin info is asked for while its XML is cached (zero:
+    /// every scrape).
+    pininfo_interval: Duration,
+    pin_checks: Mutex<HashMap<String, PinCheck, FxBuild>>,
+}
+
+/// The last `virDomainGetVcpuPinInfo` answer of a running domain. libvirt's pin info is its
+/// own bookkeeping: it changes only through libvirt (a live re-pin, which sends a tunable
+/// event; a start, restart or migration, which send lifecycle events), and each of those makes
+/// the domain's XML be fetched again, which asks for the pin info on the same scrape. While the
+/// XML is cached, the answer is reused and asked for again every `--libvirt.pininfo-interval`
+/// (a share of it the first time, so domains found together are not all due together), and on
+/// every scrape while it disagrees with the declaration (so the end of a mismatch is seen).
+#[derive(Debug, Clone)]
+struct PinCheck {
+    due: Instant,
+    pins: Vec<CpuSet>,
+    mismatch: bool,
+}
+
+/// Whether `uuid` has no entry in `checks` yet.
+fn reuse_first<T>(uuid: &str, checks: &Mutex<HashMap<String, T, FxBuild>>) -> bool {
+    checks.lock().map(|c| !c.contains_key(uuid)).unwrap_or(true)
+}
+
+/// Whether libvirt's pin info disagrees with the declared pinning of any vCPU.
+fn pininfo_mismatch(x: &DomainXml, pins: &[CpuSet]) -> bool {
+    pins.iter().enumerate().any(|(v, live)| {
+        u32::try_from(v)
+            .ok()
+            .and_then(|v| x.vcpu_affinity(v))
+            .is_some_and(|declared| declared != live)
+    })
 }
 
 impl std::fmt::Debug for Gatherer {
@@ -216,10 +249,13 @@ impl Gatherer {
         xml_refresh: Duration,
         stats_fallback: bool,
         vcpuinfo_interval: Duration,
+        pininfo_interval: Duration,
     ) -> Self {
         Self {
             vcpuinfo_interval,
             vcpu_checks: Mutex::new(HashMap::default()),
+            pininfo_interval,
+            pin_checks: Mutex::new(HashMap::default()),
             stats_fallback,
             fallbacks: Default::default(),
             xml_fetches: AtomicU64::new(0),
@@ -389,6 +425,9 @@ impl Gatherer {
         if let Ok(mut checks) = self.vcpu_checks.lock() {
             checks.retain(|k, _| seen.contains(k.as_str()));
         }
+        if let Ok(mut checks) = self.pin_checks.lock() {
+            checks.retain(|k, _| seen.contains(k.as_str()));
+        }
         Ok(Snapshot { host, domains })
     }
 
@@ -423,6 +462,12 @@ impl Gatherer {
             // (see `VcpuCheck`), or every scrape when it stands in for the bulk vcpu group.
             let declares = reuse.as_ref().is_none_or(|x| x.declares_affinity());
             let prev = self.vcpu_check(&snap.uuid);
+            // libvirt's pin info: with the XML (new or changed domain), when due, while shown
+            // mismatched; otherwise the last answer stands (see `PinCheck`).
+            let pin_prev = self.pin_check(&snap.uuid);
+            let pins_due = reuse.is_none()
+                || self.pininfo_interval.is_zero()
+                || pin_prev.as_ref().is_none_or(|p| p.mismatch || now >= p.due);
             let vcpus_due = active
                 && ((self.stats_fallback && missing.vcpu)
                     || (declares
@@ -431,12 +476,13 @@ impl Gatherer {
             jobs.push(DomainJob {
                 domain,
                 known_vcpus: reuse.as_ref().map(|x| x.vcpus),
-                want_pins: active && declares,
+                want_pins: active && declares && pins_due,
                 vcpus_due,
                 prev_pins: prev.as_ref().and_then(|p| p.pins.clone()),
                 qemu_pid: qemu.get(&snap.name).copied().filter(|_| active),
             });
-            pending.push((snap, reuse, prev, missing, fallback));
+            let pin_prev = pin_prev.filter(|_| active && declares && !pins_due);
+            pending.push((snap, reuse, (prev, pin_prev), missing, fallback));
         }
         let procfs_root = self.procfs.clone();
         let (prepared, calls_started) = (now.elapsed(), Instant::now());
@@ -462,8 +508,11 @@ impl Gatherer {
 
         let mut snaps = Vec::with_capacity(pending.len());
         let mut fill = Vec::new();
-        for ((mut snap, reuse, prev, missing, fallback), answer) in pending.into_iter().zip(answers)
+        for ((mut snap, reuse, (prev, pin_prev), missing, fallback), answer) in
+            pending.into_iter().zip(answers)
         {
+            // Pin info not asked for this time: the last answer stands.
+            snap.pin_info = pin_prev.map(|p| p.pins);
             self.apply_domain_calls(&mut snap, reuse, prev, missing, answer, now);
             if let Some(domain) = fallback.filter(|_| !snap.timed_out) {
                 let missing = Missing {
@@ -548,7 +597,10 @@ impl Gatherer {
                     }
                 }
                 match pins {
-                    Some(Ok(p)) => snap.pin_info = Some(p),
+                    Some(Ok(p)) => {
+                        self.pins_checked(snap, &p, reuse_first(&snap.uuid, &self.pin_checks), now);
+                        snap.pin_info = Some(p);
+                    }
                     Some(Err(e)) => {
                         tracing::debug!(domain = %snap.name, error = %e, "cannot get vCPU pin info");
                         self.libvirt.count_error("vcpu_pin_info");
@@ -611,7 +663,7 @@ impl Gatherer {
             .is_some_and(|x| vcpuinfo_mismatch(x, vcpus));
         let wait = if first {
             self.vcpuinfo_interval
-                .mul_f64((hash_of(&snap.uuid) % 1000) as f64 / 1000.0)
+                .mul_f64(((hash_of(&snap.uuid) % 1000) + 1) as f64 / 1000.0)
         } else {
             self.vcpuinfo_interval
         };
@@ -622,6 +674,34 @@ impl Gatherer {
                     due: now + wait,
                     pins: snap.pin_info.clone(),
                     vcpus: vcpus.clone(),
+                    mismatch,
+                },
+            );
+        }
+    }
+
+    fn pin_check(&self, uuid: &str) -> Option<PinCheck> {
+        self.pin_checks.lock().ok()?.get(uuid).cloned()
+    }
+
+    /// Records a fresh pin info answer (see [`PinCheck`]).
+    fn pins_checked(&self, snap: &DomainSnap, pins: &[CpuSet], first: bool, now: Instant) {
+        let mismatch = snap
+            .xml
+            .as_deref()
+            .is_some_and(|x| pininfo_mismatch(x, pins));
+        let wait = if first {
+            self.pininfo_interval
+                .mul_f64(((hash_of(&snap.uuid) % 1000) + 1) as f64 / 1000.0)
+        } else {
+            self.pininfo_interval
+        };
+        if let Ok(mut checks) = self.pin_checks.lock() {
+            checks.insert(
+                snap.uuid.clone(),
+                PinCheck {
+                    due: now + wait,
+                    pins: pins.to_vec(),
                     mismatch,
                 },
             );
@@ -759,7 +839,15 @@ mod tests {
             true,
         ));
         // No stats fallback: virDomainGetVcpus is then made for the affinity check only.
-        Gatherer::new(libvirt, 2, None, Duration::from_secs(3600), false, interval)
+        Gatherer::new(
+            libvirt,
+            2,
+            None,
+            Duration::from_secs(3600),
+            false,
+            interval,
+            interval,
+        )
     }
 
     async fn fresh(g: &Gatherer) -> Vec<(String, bool, bool)> {
@@ -787,6 +875,68 @@ mod tests {
         fresh(&g).await;
         let again = fresh(&g).await;
         assert!(again.iter().all(|(_, f, _)| *f), "{again:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pininfo_is_reused_while_the_xml_is_cached_and_asked_for_when_due() {
+        let pinned = |snap: &Snapshot| -> Vec<(String, bool)> {
+            snap.domains
+                .iter()
+                .filter(|d| d.is_active())
+                .map(|d| (d.name.clone(), d.pin_info.is_some()))
+                .collect()
+        };
+        let dues = |g: &Gatherer| -> Vec<(String, Instant)> {
+            let mut v: Vec<_> = g
+                .pin_checks
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(k, c)| (k.clone(), c.due))
+                .collect();
+            v.sort();
+            v
+        };
+        let g = gatherer(Duration::from_secs(3600));
+        let conn = g.libvirt.connection().await.unwrap();
+        let first = g.gather(&conn).await.unwrap();
+        let asked = dues(&g);
+        assert!(!asked.is_empty());
+        assert!(
+            pinned(&first).iter().all(|(_, p)| *p),
+            "{:?}",
+            pinned(&first)
+        );
+        // Within the interval, with the XML cached: not asked again, the answer carried over.
+        let second = g.gather(&conn).await.unwrap();
+        assert_eq!(dues(&g), asked);
+        assert_eq!(pinned(&second), pinned(&first));
+
+        // Interval zero: asked on every scrape.
+        let g = gatherer(Duration::ZERO);
+        let conn = g.libvirt.connection().await.unwrap();
+        g.gather(&conn).await.unwrap();
+        let asked = dues(&g);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let again = g.gather(&conn).await.unwrap();
+        assert!(pinned(&again).iter().all(|(_, p)| *p));
+        let later = dues(&g);
+        assert_eq!(later.len(), asked.len());
+        assert!(
+            later.iter().zip(&asked).all(|(l, a)| l.1 > a.1),
+            "{later:?} {asked:?}"
+        );
+    }
+
+    #[test]
+    fn pininfo_mismatch_compares_with_the_declaration() {
+        let x = parse_domain_xml(
+            "<domain><name>d</name><vcpu>2</vcpu><cputune><vcpupin vcpu='0' cpuset='4'/></cputune></domain>",
+        )
+        .unwrap();
+        let c = |s: &str| crate::cpuset::parse_cpuset(s).unwrap();
+        assert!(!pininfo_mismatch(&x, &[c("4"), c("0-7")]));
+        assert!(pininfo_mismatch(&x, &[c("5"), c("0-7")]));
     }
 
     #[test]

@@ -62,6 +62,8 @@ fn qemu_guest_under_tcg() {
         "--path.procfs=/proc".into(),
         // virDomainGetVcpus is repeated this often (not every scrape).
         "--libvirt.vcpuinfo-interval=2s".into(),
+        // libvirt's pin info is asked for again only on events (or after an hour).
+        "--libvirt.pininfo-interval=1h".into(),
     ]);
     let mut body = String::new();
     wait_for(
@@ -200,6 +202,26 @@ fn qemu_guest_under_tcg() {
             ) == Some(1.0)
         });
         assert!(body.contains(&format!(r#"libvirt_domain_vcpu_affinity_mismatch_info{{domain="tcg-1",vcpu="1",source="procfs",declared="{set}",live="{}"}}"#, cpus[1])), "{body}");
+
+        // Re-pin vCPU 0 through libvirt, live: a tunable event makes the exporter fetch the XML
+        // and the pin info again, so the new declaration shows and libvirt's pin info follows
+        // it (a stale pin info, kept for --libvirt.pininfo-interval, would show a mismatch).
+        let one = cpus[1].to_string();
+        daemon.virsh(&["vcpupin", "tcg-1", "0", &one, "--live"]);
+        let declared =
+            format!(r#"libvirt_domain_vcpu_pinning_info{{domain="tcg-1",vcpu="0",cpuset="{one}""#);
+        wait_for("the live re-pin", Duration::from_secs(15), || {
+            body = exporter.scrape().1;
+            body.contains(&declared)
+        });
+        assert_eq!(
+            sample_value(
+                &body,
+                r#"libvirt_domain_pinning_affinity_mismatch_vcpus{domain="tcg-1",source="pininfo"}"#
+            ),
+            Some(0.0),
+            "{body}"
+        );
     }
     daemon.virsh(&["destroy", "tcg-1"]);
 }
