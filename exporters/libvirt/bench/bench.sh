@@ -121,11 +121,11 @@ TIMEFORMAT=%R
 virsh_s=$( { time virsh -r -c "$URI" domstats --nowait >/dev/null 2>&1; } 2>&1 )
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
-row() { printf '| %-58s | %16s |\n' "$1" "$2"; }
+row() { printf '| %-66s | %16s |\n' "$1" "$2"; }
 printf '\nlibvirt_exporter benchmark: %s nova domains (%s seen), test driver via libvirtd, concurrency %s\n' "$N" "$got" "$CONCURRENCY"
 printf 'load average (1/5/15 min): %s at start, %s at end, on %s CPUs\n\n' "$load_start" "$load_end" "$(nproc)"
 row "measure" "value"
-printf '|%s|%s|\n' "$(printf -- '-%.0s' $(seq 60))" "$(printf -- '-%.0s' $(seq 18))"
+printf '|%s|%s|\n' "$(printf -- '-%.0s' $(seq 68))" "$(printf -- '-%.0s' $(seq 18))"
 row "floor: list + bulk stats + pin info (median of $REPEAT)" "$(printf '%.3f s' "$floor")"
 row "floor + virDomainGetVcpus per domain" "$(printf '%.3f s' "$floor_vcpus")"
 row "floor + per-domain stats calls (test driver only)" "$(printf '%.3f s' "$floor_stats")"
