@@ -189,6 +189,17 @@ struct PinCheck {
     mismatch: bool,
 }
 
+/// How long until a domain's check is due again: `interval`, or for a domain checked the first
+/// time a share of it derived from its UUID (never zero), so that domains found together (the
+/// first scrape) are not all due on the same scrape.
+fn next_wait(interval: Duration, uuid: &str, first: bool) -> Duration {
+    if first {
+        interval.mul_f64(((hash_of(uuid) % 1000) + 1) as f64 / 1000.0)
+    } else {
+        interval
+    }
+}
+
 /// Whether `uuid` has no entry in `checks` yet.
 fn reuse_first<T>(uuid: &str, checks: &Mutex<HashMap<String, T, FxBuild>>) -> bool {
     checks.lock().map(|c| !c.contains_key(uuid)).unwrap_or(true)
@@ -652,21 +663,14 @@ impl Gatherer {
         self.vcpu_checks.lock().ok()?.get(uuid).cloned()
     }
 
-    /// Records a fresh `virDomainGetVcpus` answer. The next check is due one interval later;
-    /// a domain seen for the first time gets a share of the interval derived from its UUID, so
-    /// that domains found together (the first scrape) are not all due on the same scrape.
+    /// Records a fresh `virDomainGetVcpus` answer; the next check is due after [`next_wait`].
     fn vcpu_checked(&self, snap: &DomainSnap, first: bool, now: Instant) {
         let Some(vcpus) = &snap.vcpus else { return };
         let mismatch = snap
             .xml
             .as_deref()
             .is_some_and(|x| vcpuinfo_mismatch(x, vcpus));
-        let wait = if first {
-            self.vcpuinfo_interval
-                .mul_f64(((hash_of(&snap.uuid) % 1000) + 1) as f64 / 1000.0)
-        } else {
-            self.vcpuinfo_interval
-        };
+        let wait = next_wait(self.vcpuinfo_interval, &snap.uuid, first);
         if let Ok(mut checks) = self.vcpu_checks.lock() {
             checks.insert(
                 snap.uuid.clone(),
@@ -690,12 +694,7 @@ impl Gatherer {
             .xml
             .as_deref()
             .is_some_and(|x| pininfo_mismatch(x, pins));
-        let wait = if first {
-            self.pininfo_interval
-                .mul_f64(((hash_of(&snap.uuid) % 1000) + 1) as f64 / 1000.0)
-        } else {
-            self.pininfo_interval
-        };
+        let wait = next_wait(self.pininfo_interval, &snap.uuid, first);
         if let Ok(mut checks) = self.pin_checks.lock() {
             checks.insert(
                 snap.uuid.clone(),
