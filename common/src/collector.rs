@@ -120,3 +120,30 @@ impl DerefMut for Sink {
         &mut self.registry
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use prometheus_client::metrics::gauge::Gauge;
+
+    #[test]
+    fn sink_writes_the_registry_then_its_non_empty_text_families() {
+        let mut sink = Sink::new("x");
+        assert_eq!(sink.prefix(), "x");
+        let g: Gauge = Gauge::default();
+        g.set(3);
+        sink.register("reg", "From the registry", g);
+        let mut fam = sink.family("text", "As text", Kind::Gauge);
+        fam.push(&[("domain", "a")], 1.0);
+        sink.push(fam);
+        sink.push(sink.family("empty", "Never written", Kind::Counter));
+        let mut out = String::new();
+        sink.encode(&mut out).unwrap();
+        assert_eq!(
+            out,
+            "# HELP x_reg From the registry.\n# TYPE x_reg gauge\nx_reg 3\n# HELP x_text As text.\n# TYPE x_text gauge\nx_text{domain=\"a\"} 1.0\n"
+        );
+        assert_eq!(sink.text_len(), out.len() - out.find("# HELP x_text").unwrap());
+    }
+}
