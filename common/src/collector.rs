@@ -144,6 +144,9 @@ mod tests {
             out,
             "# HELP x_reg From the registry.\n# TYPE x_reg gauge\nx_reg 3\n# HELP x_text As text.\n# TYPE x_text gauge\nx_text{domain=\"a\"} 1.0\n"
         );
-        assert_eq!(sink.text_len(), out.len() - out.find("# HELP x_text").unwrap());
+        assert_eq!(
+            sink.text_len(),
+            out.len() - out.find("# HELP x_text").unwrap()
+        );
     }
 }
