@@ -99,8 +99,11 @@ read -r _ <&4
 read -r _ <&6
 : > "$WORK/floor-evloop.txt"
 : > "$WORK/floor.txt"
+: > "$WORK/repeat-gzip.txt"
 for _ in $(seq "$REPEAT"); do
   for n in "${NAMES[@]}"; do scrape "$n" /dev/null >> "$WORK/repeat-$n.txt"; echo >> "$WORK/repeat-$n.txt"; done
+  # As Prometheus asks: gzip (curl decompresses, as Prometheus does).
+  curl -s --compressed -o /dev/null -w '%{time_total}\n' "http://127.0.0.1:${PORT[qemu-path]}/metrics" >> "$WORK/repeat-gzip.txt"
   echo go >&3
   read -r line <&4
   echo "$line" >> "$WORK/floor.txt"
@@ -144,4 +147,5 @@ for n in "${NAMES[@]}"; do
   row "$n: peak RSS (VmHWM)" "$(awk -v k="$(awk '/VmHWM/ {print $2}' "/proc/${EPID[$n]}/status")" 'BEGIN {printf "%.1f MiB", k/1024}')"
   row "$n: series / bytes per scrape" "$(grep -vc '^#' "$WORK/out-$n.prom") / $(wc -c < "$WORK/out-$n.prom")"
 done
+row "qemu-path: repeated scrape with gzip, as Prometheus asks (median)" "$(printf '%.3f s' "$(median < "$WORK/repeat-gzip.txt")")"
 row "virsh domstats --nowait (reference, includes connecting)" "$virsh_s s"
