@@ -76,6 +76,75 @@ pub fn canonical(field: &str) -> &str {
     }
 }
 
+/// A canonical field name with its [`field_key`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Name<'a>(&'a str, u64);
+
+/// A [`Name`] whose key is computed at compile time.
+macro_rules! known {
+    ($name:literal) => {
+        Name($name, const { fnv1a($name.as_bytes()) })
+    };
+}
+
+/// [`canonical`] with the key of the canonical name: the fields OVS prints most often get
+/// theirs from a constant (no hash per constraint), the others hash their name.
+fn canonical_name(field: &str) -> Name<'_> {
+    match field.as_bytes() {
+        b"dl_type" | b"eth_type" => known!("dl_type"),
+        b"dl_src" | b"eth_src" => known!("dl_src"),
+        b"dl_dst" | b"eth_dst" => known!("dl_dst"),
+        b"nw_src" | b"ip_src" => known!("nw_src"),
+        b"nw_dst" | b"ip_dst" => known!("nw_dst"),
+        b"nw_proto" | b"ip_proto" => known!("nw_proto"),
+        b"nw_frag" | b"ip_frag" => known!("nw_frag"),
+        b"nw_ecn" | b"ip_ecn" => known!("nw_ecn"),
+        b"tp_src" | b"tcp_src" | b"udp_src" | b"sctp_src" | b"icmp_type" | b"icmpv6_type" => {
+            known!("tp_src")
+        }
+        b"tp_dst" | b"tcp_dst" | b"udp_dst" | b"sctp_dst" | b"icmp_code" | b"icmpv6_code" => {
+            known!("tp_dst")
+        }
+        b"tun_id" | b"tunnel_id" => known!("tun_id"),
+        b"in_port" | b"in_port_oxm" => known!("in_port"),
+        b"dl_vlan" => known!("dl_vlan"),
+        b"dl_vlan_pcp" => known!("dl_vlan_pcp"),
+        b"vlan_tci" => known!("vlan_tci"),
+        b"ct_state" => known!("ct_state"),
+        b"ct_mark" => known!("ct_mark"),
+        b"ct_zone" => known!("ct_zone"),
+        b"tcp_flags" => known!("tcp_flags"),
+        b"metadata" => known!("metadata"),
+        b"arp_op" => known!("arp_op"),
+        b"arp_spa" => known!("arp_spa"),
+        b"arp_tpa" => known!("arp_tpa"),
+        b"arp_sha" => known!("arp_sha"),
+        b"arp_tha" => known!("arp_tha"),
+        b"ipv6_src" => known!("ipv6_src"),
+        b"ipv6_dst" => known!("ipv6_dst"),
+        b"reg0" => known!("reg0"),
+        b"reg1" => known!("reg1"),
+        b"reg2" => known!("reg2"),
+        b"reg3" => known!("reg3"),
+        b"reg4" => known!("reg4"),
+        b"reg5" => known!("reg5"),
+        b"reg6" => known!("reg6"),
+        b"reg7" => known!("reg7"),
+        b"reg8" => known!("reg8"),
+        b"reg9" => known!("reg9"),
+        b"reg10" => known!("reg10"),
+        b"reg11" => known!("reg11"),
+        b"reg12" => known!("reg12"),
+        b"reg13" => known!("reg13"),
+        b"reg14" => known!("reg14"),
+        b"reg15" => known!("reg15"),
+        _ => {
+            let field = canonical(field);
+            Name(field, field_key(field))
+        }
+    }
+}
+
 /// Prerequisites a protocol shorthand stands for: `(dl_type, nw_proto)`.
 pub fn shorthand(word: &str) -> Option<(u16, Option<u8>)> {
     Some(match word.as_bytes() {
@@ -99,56 +168,66 @@ pub fn shorthand(word: &str) -> Option<(u16, Option<u8>)> {
     })
 }
 
-const CT_STATE: &[(&str, u128)] = &[
-    ("new", 0x01),
-    ("est", 0x02),
-    ("rel", 0x04),
-    ("rpl", 0x08),
-    ("inv", 0x10),
-    ("trk", 0x20),
-    ("snat", 0x40),
-    ("dnat", 0x80),
-];
+/// The bit of a `ct_state` flag name (byte-string patterns: inline compares, no memcmp).
+fn ct_state_bit(name: &str) -> Option<u128> {
+    Some(match name.as_bytes() {
+        b"new" => 0x01,
+        b"est" => 0x02,
+        b"rel" => 0x04,
+        b"rpl" => 0x08,
+        b"inv" => 0x10,
+        b"trk" => 0x20,
+        b"snat" => 0x40,
+        b"dnat" => 0x80,
+        _ => return None,
+    })
+}
 
-const TCP_FLAGS: &[(&str, u128)] = &[
-    ("fin", 0x001),
-    ("syn", 0x002),
-    ("rst", 0x004),
-    ("psh", 0x008),
-    ("ack", 0x010),
-    ("urg", 0x020),
-    ("ece", 0x040),
-    ("cwr", 0x080),
-    ("ns", 0x100),
-];
+/// The bit of a `tcp_flags` flag name.
+fn tcp_flag_bit(name: &str) -> Option<u128> {
+    Some(match name.as_bytes() {
+        b"fin" => 0x001,
+        b"syn" => 0x002,
+        b"rst" => 0x004,
+        b"psh" => 0x008,
+        b"ack" => 0x010,
+        b"urg" => 0x020,
+        b"ece" => 0x040,
+        b"cwr" => 0x080,
+        b"ns" => 0x100,
+        _ => return None,
+    })
+}
 
 /// Appends the constraints of one match item to `out`.
 pub fn expand<'a>(key: &'a str, value: Option<&'a str>, out: &mut Vec<FieldMatch<'a>>) {
     let Some(value) = value else {
         match shorthand(key) {
             Some((dl_type, proto)) => {
-                out.push(exact("dl_type", u128::from(dl_type)));
+                out.push(exact(known!("dl_type"), u128::from(dl_type)));
                 if let Some(p) = proto {
-                    out.push(exact("nw_proto", u128::from(p)));
+                    out.push(exact(known!("nw_proto"), u128::from(p)));
                 }
             }
             // An unknown bare word: keep it as a constraint of its own.
-            None => out.push(opaque(key, "")),
+            None => out.push(opaque(Name(key, field_key(key)), "")),
         }
         return;
     };
-    let field = canonical(key);
-    match field.as_bytes() {
+    let field = canonical_name(key);
+    match field.0.as_bytes() {
         b"dl_vlan" => match parse_int(value) {
-            Some(vid) if vid < 4096 => out.push(bits("vlan_tci", 0x1000 | vid, 0x1fff)),
+            Some(vid) if vid < 4096 => out.push(bits(known!("vlan_tci"), 0x1000 | vid, 0x1fff)),
             _ => out.push(opaque(field, value)),
         },
         b"dl_vlan_pcp" => match parse_int(value) {
-            Some(pcp) if pcp < 8 => out.push(bits("vlan_tci", 0x1000 | (pcp << 13), 0xf000)),
+            Some(pcp) if pcp < 8 => {
+                out.push(bits(known!("vlan_tci"), 0x1000 | (pcp << 13), 0xf000))
+            }
             _ => out.push(opaque(field, value)),
         },
-        b"ct_state" => out.push(flag_field(field, value, CT_STATE)),
-        b"tcp_flags" => out.push(flag_field(field, value, TCP_FLAGS)),
+        b"ct_state" => out.push(flag_field(field, value, ct_state_bit)),
+        b"tcp_flags" => out.push(flag_field(field, value, tcp_flag_bit)),
         b"nw_frag" => out.push(match value {
             "no" => bits(field, 0, 1),
             "yes" => bits(field, 1, 1),
@@ -233,24 +312,24 @@ fn run_end(s: &[FieldMatch<'_>], i: usize) -> usize {
     i + s[i..].iter().take_while(|x| x.same_field(f)).count()
 }
 
-fn bits(field: &str, value: u128, mask: u128) -> FieldMatch<'_> {
+fn bits(Name(field, key): Name<'_>, value: u128, mask: u128) -> FieldMatch<'_> {
     FieldMatch {
         field,
-        key: field_key(field),
+        key,
         opaque: false,
         value: value & mask,
         mask,
     }
 }
 
-fn exact(field: &str, value: u128) -> FieldMatch<'_> {
+fn exact(field: Name<'_>, value: u128) -> FieldMatch<'_> {
     bits(field, value, u128::MAX)
 }
 
-fn opaque<'a>(field: &'a str, value: &str) -> FieldMatch<'a> {
+fn opaque<'a>(Name(field, key): Name<'a>, value: &str) -> FieldMatch<'a> {
     FieldMatch {
         field,
-        key: field_key(field),
+        key,
         opaque: true,
         value: u128::from(fnv1a(value.as_bytes())),
         mask: u128::MAX,
@@ -258,16 +337,23 @@ fn opaque<'a>(field: &'a str, value: &str) -> FieldMatch<'a> {
 }
 
 /// FNV-1a, 64 bits: a fast, fixed hash for opaque values (only compared for equality).
-pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
+pub(crate) const fn fnv1a(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        h ^= u64::from(b);
+    let mut i = 0;
+    // A `while` loop, to be usable in constants ([`known!`]).
+    while i < bytes.len() {
+        h ^= bytes[i] as u64;
         h = h.wrapping_mul(0x0100_0000_01b3);
+        i += 1;
     }
     h
 }
 
-fn flag_field<'a>(field: &'a str, value: &str, table: &[(&str, u128)]) -> FieldMatch<'a> {
+fn flag_field<'a>(
+    field: Name<'a>,
+    value: &str,
+    bit_of: fn(&str) -> Option<u128>,
+) -> FieldMatch<'a> {
     if value.starts_with('+') || value.starts_with('-') {
         let (mut v, mut m) = (0u128, 0u128);
         let mut rest = value;
@@ -275,7 +361,7 @@ fn flag_field<'a>(field: &'a str, value: &str, table: &[(&str, u128)]) -> FieldM
             let sign = rest.as_bytes()[0];
             let body = &rest[1..];
             let end = super::find::find2(b'+', b'-', body.as_bytes()).unwrap_or(body.len());
-            let Some(&(_, bit)) = table.iter().find(|(n, _)| *n == &body[..end]) else {
+            let Some(bit) = bit_of(&body[..end]) else {
                 return opaque(field, value);
             };
             m |= bit;
@@ -286,10 +372,10 @@ fn flag_field<'a>(field: &'a str, value: &str, table: &[(&str, u128)]) -> FieldM
         }
         return bits(field, v, m);
     }
-    if value.contains('|') || table.iter().any(|(n, _)| *n == value) {
+    if value.contains('|') || bit_of(value).is_some() {
         let mut v = 0;
         for name in value.split('|') {
-            let Some(&(_, bit)) = table.iter().find(|(n, _)| *n == name) else {
+            let Some(bit) = bit_of(name) else {
                 return opaque(field, value);
             };
             v |= bit;
@@ -442,6 +528,98 @@ mod tests {
         let mut v = Vec::new();
         assert!(expand_match(s, &mut v), "{s}");
         v
+    }
+
+    #[test]
+    fn keyed_names_agree_with_canonical() {
+        let names = [
+            "dl_type",
+            "eth_type",
+            "dl_src",
+            "eth_src",
+            "dl_dst",
+            "eth_dst",
+            "nw_src",
+            "ip_src",
+            "nw_dst",
+            "ip_dst",
+            "nw_proto",
+            "ip_proto",
+            "nw_frag",
+            "ip_frag",
+            "nw_ecn",
+            "ip_ecn",
+            "tp_src",
+            "tcp_src",
+            "udp_src",
+            "sctp_src",
+            "icmp_type",
+            "icmpv6_type",
+            "tp_dst",
+            "tcp_dst",
+            "udp_dst",
+            "sctp_dst",
+            "icmp_code",
+            "icmpv6_code",
+            "tun_id",
+            "tunnel_id",
+            "in_port",
+            "in_port_oxm",
+            "dl_vlan",
+            "dl_vlan_pcp",
+            "vlan_tci",
+            "ct_state",
+            "ct_mark",
+            "ct_zone",
+            "tcp_flags",
+            "metadata",
+            "arp_op",
+            "arp_spa",
+            "arp_tpa",
+            "arp_sha",
+            "arp_tha",
+            "ipv6_src",
+            "ipv6_dst",
+            "reg0",
+            "reg1",
+            "reg2",
+            "reg3",
+            "reg4",
+            "reg5",
+            "reg6",
+            "reg7",
+            "reg8",
+            "reg9",
+            "reg10",
+            "reg11",
+            "reg12",
+            "reg13",
+            "reg14",
+            "reg15",
+            "reg16",
+            "ct_label",
+            "nw_tos",
+            "conj_id",
+            "x",
+            "",
+        ];
+        for n in names {
+            let c = canonical(n);
+            assert_eq!(canonical_name(n), Name(c, field_key(c)), "{n}");
+        }
+    }
+
+    #[test]
+    fn flag_names() {
+        for (n, b) in [("new", 1), ("dnat", 0x80), ("trk", 0x20)] {
+            assert_eq!(ct_state_bit(n), Some(b));
+        }
+        for (n, b) in [("fin", 1), ("ns", 0x100), ("ack", 0x10)] {
+            assert_eq!(tcp_flag_bit(n), Some(b));
+        }
+        assert_eq!(ct_state_bit("syn"), None);
+        assert_eq!(tcp_flag_bit("trk"), None);
+        assert_eq!(ct_state_bit(""), None);
     }
 
     #[test]

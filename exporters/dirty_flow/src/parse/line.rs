@@ -185,8 +185,8 @@ pub enum Line<'a> {
 
 /// Parses one line of `ovs-ofctl dump-flows` output (trailing newline allowed).
 pub fn parse_line(line: &str) -> Result<Line<'_>, ParseError> {
-    let line = line.trim_end_matches(['\n', '\r']);
-    if line.trim().is_empty() {
+    let line = trim_newline(line);
+    if is_blank(line) {
         return Ok(Line::Empty);
     }
     if !line.starts_with(' ') {
@@ -195,6 +195,33 @@ pub fn parse_line(line: &str) -> Result<Line<'_>, ParseError> {
         }
     }
     parse_flow(line).map(Line::Flow)
+}
+
+/// `line` without its trailing `\n`s and `\r`s (as `trim_end_matches(['\n', '\r'])`, without
+/// the generic pattern machinery).
+fn trim_newline(line: &str) -> &str {
+    let b = line.as_bytes();
+    let mut end = b.len();
+    while end > 0 && matches!(b[end - 1], b'\n' | b'\r') {
+        end -= 1;
+    }
+    // Both are ASCII, so `end` is on a char boundary.
+    &line[..end]
+}
+
+/// Whether `line` is only whitespace (as `line.trim().is_empty()`): decided by the first byte
+/// that is not ASCII whitespace, unless that byte starts a non-ASCII char (Unicode whitespace
+/// is possible then, and `trim` decides).
+fn is_blank(line: &str) -> bool {
+    // ASCII bytes `char::is_whitespace` accepts (`u8::is_ascii_whitespace` lacks \x0B).
+    let first = line
+        .bytes()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\x0B' | b'\x0C' | b'\r'));
+    match first {
+        None => true,
+        Some(b) if b.is_ascii() => false,
+        Some(_) => line.trim().is_empty(),
+    }
 }
 
 fn parse_header(line: &str) -> Option<Header<'_>> {
@@ -223,22 +250,52 @@ fn parse_header(line: &str) -> Option<Header<'_>> {
     Some(Header { version, more })
 }
 
-/// The searcher for ` actions=`, built once (building one per line costs as much as the search).
-static ACTIONS_FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
-    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b" actions="));
+/// The spaces before ` actions=`, found on the way there and kept for the split of the head
+/// into words (a dump line has a handful; more than fit make the split search again).
+struct Spaces {
+    at: [usize; 24],
+    n: usize,
+    overflow: bool,
+}
 
-/// Finds ` actions=` (or `actions=` at the start), the boundary between match and actions.
-fn find_actions(line: &str) -> Option<usize> {
+impl Spaces {
+    fn push(&mut self, i: usize) {
+        match self.at.get_mut(self.n) {
+            Some(slot) => {
+                *slot = i;
+                self.n += 1;
+            }
+            None => self.overflow = true,
+        }
+    }
+}
+
+/// Finds the first ` actions=` (or `actions=` at the start), the boundary between match and
+/// actions, by visiting the line's spaces (few: the info items' and the match's) rather than
+/// searching for the whole word; records the spaces it passes in `spaces`.
+fn find_actions(line: &str, spaces: &mut Spaces) -> Option<usize> {
     if line.starts_with("actions=") {
         return Some(0);
     }
-    ACTIONS_FINDER.find(line.as_bytes()).map(|i| i + 1)
+    let b = line.as_bytes();
+    for i in memchr::memchr_iter(b' ', b) {
+        if b[i + 1..].starts_with(b"actions=") {
+            return Some(i + 1);
+        }
+        spaces.push(i);
+    }
+    None
 }
 
 /// Parses a flow line (leading spaces allowed).
 pub fn parse_flow(line: &str) -> Result<Flow<'_>, ParseError> {
     let line = line.trim_start_matches(' ');
-    let at = find_actions(line).ok_or(ParseError::NoActions)?;
+    let mut spaces = Spaces {
+        at: [0; 24],
+        n: 0,
+        overflow: false,
+    };
+    let at = find_actions(line, &mut spaces).ok_or(ParseError::NoActions)?;
     let actions_text = &line[at + "actions=".len()..];
     let actions_text = actions_text.trim_end();
     if actions_text.is_empty() {
@@ -267,11 +324,22 @@ pub fn parse_flow(line: &str) -> Result<Flow<'_>, ParseError> {
 
     let mut match_word: Option<&str> = None;
     // Words are separated by one or more spaces; `head` has none at either end, so the word
-    // that ends at its end is the last one. One memchr pass finds every space.
-    let mut spaces = memchr::memchr_iter(b' ', head.as_bytes());
+    // that ends at its end is the last one. The spaces inside `head` are those `find_actions`
+    // recorded below its length (unless there were too many to record: then search again).
+    let mut recorded = spaces.at[..spaces.n]
+        .iter()
+        .copied()
+        .take_while(|&i| i < head.len());
+    let mut searched = spaces
+        .overflow
+        .then(|| memchr::memchr_iter(b' ', head.as_bytes()));
+    let mut next_space = || match searched.as_mut() {
+        Some(it) => it.next(),
+        None => recorded.next(),
+    };
     let mut start = 0;
     while start < head.len() {
-        let end = spaces.next().unwrap_or(head.len());
+        let end = next_space().unwrap_or(head.len());
         let word = &head[start..end];
         start = end + 1;
         if word.is_empty() {
@@ -486,6 +554,43 @@ mod tests {
         assert!(parse_line("OFPT_ERROR (xid=0x34): OFPBAC_BAD_OUT_GROUP").is_err());
         assert!(parse_line("NXST_FLOW reply (xid=zz):").is_err());
         assert_eq!(parse_line("  \n"), Ok(Line::Empty));
+    }
+
+    #[test]
+    fn many_spaces_in_the_head() {
+        // More spaces than `find_actions` records: the head is searched again.
+        for n in [1, 23, 24, 25, 60] {
+            let pad = " ".repeat(n);
+            let line = format!(
+                " cookie=0x5,{pad}table=3,{pad}reset_counts{pad}priority=7,ip{pad}actions=drop"
+            );
+            let f = flow(&line);
+            assert_eq!((f.cookie, f.table, f.priority), (5, Table::Id(3), 7), "{n}");
+            assert_eq!((f.flags, f.match_text), (flags::RESET_COUNTS, "ip"), "{n}");
+            assert_eq!(f.text, "priority=7,ip".to_string() + &pad + "actions=drop");
+        }
+    }
+
+    #[test]
+    fn trims_agree_with_std() {
+        for l in [
+            "",
+            " ",
+            "\n",
+            "\r\n",
+            "a\n\r\n",
+            " \t\x0B\x0C\r",
+            "\u{3000}",
+            " \u{a0} x",
+            " \u{e9}",
+            " \u{85}\n",
+            "x",
+            "\n\nx\r",
+            " cookie=0x1, actions=drop\n",
+        ] {
+            assert_eq!(trim_newline(l), l.trim_end_matches(['\n', '\r']), "{l:?}");
+            assert_eq!(is_blank(l), l.trim().is_empty(), "{l:?}");
+        }
     }
 
     #[test]
