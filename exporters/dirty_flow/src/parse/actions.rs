@@ -79,6 +79,7 @@ impl<'a> Iterator for ActionIter<'a> {
 
 /// The next byte at or after `i` that matters at `depth`: a comma or parenthesis at depth 0,
 /// only parentheses inside (commas there do not split anything).
+#[inline(always)]
 fn next_special(b: &[u8], i: usize, depth: usize) -> Option<usize> {
     let off = if depth == 0 {
         super::find::find3(b',', b'(', b')', &b[i..])

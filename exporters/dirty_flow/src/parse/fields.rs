@@ -256,7 +256,7 @@ pub fn expand_match<'a>(match_text: &'a str, out: &mut Vec<FieldMatch<'a>>) -> b
     for (k, v) in super::line::split_match(match_text) {
         expand(k, v, out);
     }
-    out.sort_by(FieldMatch::order);
+    insertion_sort(out);
     let mut consistent = true;
     let mut w = 0;
     for r in 0..out.len() {
@@ -276,6 +276,21 @@ pub fn expand_match<'a>(match_text: &'a str, out: &mut Vec<FieldMatch<'a>>) -> b
     }
     out.truncate(w);
     consistent
+}
+
+/// Sorts constraints in [`FieldMatch::order`], stably (equal ones keep their order, as the merge
+/// in [`expand_match`] keeps the first of two opaque ones). A match has a handful of them: a
+/// plain insertion sort, comparing keys first, does less than the general sort.
+fn insertion_sort(v: &mut [FieldMatch<'_>]) {
+    for i in 1..v.len() {
+        let x = v[i];
+        let mut j = i;
+        while j > 0 && x.order(&v[j - 1]).is_lt() {
+            v[j] = v[j - 1];
+            j -= 1;
+        }
+        v[j] = x;
+    }
 }
 
 /// Whether two sorted, merged constraint lists can both match one packet.
@@ -486,12 +501,80 @@ fn parse_value(s: &str) -> Option<(u128, Kind)> {
         return Some((v, Kind::Mac));
     }
     if super::find::find(b':', s.as_bytes()).is_some() {
-        return s
-            .parse::<Ipv6Addr>()
-            .ok()
-            .map(|ip| (u128::from(ip), Kind::Ipv6));
+        return parse_ipv6(s).map(|ip| (ip, Kind::Ipv6));
     }
     parse_ipv4(s.as_bytes()).map(|ip| (u128::from(ip), Kind::Ipv4))
+}
+
+/// IPv6 as `Ipv6Addr::from_str` accepts it: the usual forms (groups of 1 to 4 hex digits, at
+/// most one `::`) here, anything else (an embedded IPv4 address, errors) by std's parser.
+fn parse_ipv6(s: &str) -> Option<u128> {
+    match parse_ipv6_groups(s.as_bytes()) {
+        Some(ip) => Some(ip),
+        None => s.parse::<Ipv6Addr>().ok().map(u128::from),
+    }
+}
+
+/// The hex-groups forms of IPv6; None for anything else (not necessarily invalid).
+fn parse_ipv6_groups(b: &[u8]) -> Option<u128> {
+    // Groups before and after `::` (all of them without one).
+    let (mut head, mut tail) = ([0u16; 8], [0u16; 8]);
+    let (mut nh, mut nt) = (0usize, 0usize);
+    let mut compressed = false;
+    let mut i = 0;
+    if b.starts_with(b"::") {
+        compressed = true;
+        i = 2;
+    }
+    while i < b.len() {
+        let start = i;
+        let mut g = 0u16;
+        while i < b.len() && i - start < 4 {
+            match hex_digit(b[i]) {
+                Some(d) => g = g << 4 | u16::from(d),
+                None => break,
+            }
+            i += 1;
+        }
+        if i == start {
+            return None;
+        }
+        let slot = if compressed {
+            tail.get_mut(nt).map(|s| (s, &mut nt))
+        } else {
+            head.get_mut(nh).map(|s| (s, &mut nh))
+        };
+        let (s, n) = slot?;
+        *s = g;
+        *n += 1;
+        if i == b.len() {
+            break;
+        }
+        // After a group: `:` then a group, or `::` (once) then a group or the end.
+        if b[i] != b':' || i + 1 == b.len() {
+            return None;
+        }
+        i += 1;
+        if b[i] == b':' {
+            if compressed {
+                return None;
+            }
+            compressed = true;
+            i += 1;
+        }
+    }
+    // `::` stands for one group at least.
+    if compressed && nh + nt > 7 || !compressed && nh != 8 {
+        return None;
+    }
+    let mut ip = 0u128;
+    for (k, g) in head[..nh].iter().enumerate() {
+        ip |= u128::from(*g) << (112 - 16 * k);
+    }
+    for (k, g) in tail[..nt].iter().rev().enumerate() {
+        ip |= u128::from(*g) << (16 * k);
+    }
+    Some(ip)
 }
 
 /// Dotted-quad IPv4 as `Ipv4Addr::from_str` accepts it (four decimal octets up to 255, no
@@ -607,6 +690,94 @@ mod tests {
             let c = canonical(n);
             assert_eq!(canonical_name(n), Name(c, field_key(c)), "{n}");
         }
+    }
+
+    #[test]
+    fn insertion_sort_is_stable_like_std() {
+        let fields = ["in_port", "dl_dst", "reg5", "tp_dst", "nw_src", "x"];
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        for len in 0..12 {
+            for _ in 0..50 {
+                let v: Vec<FieldMatch<'_>> = (0..len)
+                    .map(|i| {
+                        state ^= state << 13;
+                        state ^= state >> 7;
+                        state ^= state << 17;
+                        let f = fields[(state % 6) as usize];
+                        // Equal fields in both notations, and equal ones told apart by value.
+                        let mut m = if state & 64 == 0 {
+                            exact(Name(f, field_key(f)), i)
+                        } else {
+                            opaque(Name(f, field_key(f)), "v")
+                        };
+                        m.value = i;
+                        m
+                    })
+                    .collect();
+                let (mut a, mut b) = (v.clone(), v);
+                insertion_sort(&mut a);
+                b.sort_by(FieldMatch::order);
+                assert_eq!(a, b);
+            }
+        }
+    }
+
+    #[test]
+    fn ipv6_groups_agree_with_std() {
+        let std = |s: &str| s.parse::<Ipv6Addr>().ok().map(u128::from);
+        for s in [
+            "::",
+            "::1",
+            "1::",
+            "2001:db8::4:5",
+            "1:2:3:4:5:6:7:8",
+            "1:2:3:4:5:6:7::",
+            "::2:3:4:5:6:7:8",
+            "1:2:3:4:5:6:7:8::",
+            "::1:2:3:4:5:6:7:8",
+            "1:2:3:4:5:6:7",
+            "1:2:3:4:5:6:7:8:9",
+            ":::",
+            "1:::2",
+            "1::2::3",
+            ":1::",
+            "1:",
+            ":1",
+            "12345::",
+            "ffff:FFFF::abcd",
+            "0000:0000::0001",
+            "::ffff:1.2.3.4",
+            "1::2:",
+            "",
+            "g::",
+        ] {
+            assert_eq!(parse_ipv6(s), std(s), "{s:?}");
+            if let Some(v) = parse_ipv6_groups(s.as_bytes()) {
+                assert_eq!(Some(v), std(s), "{s:?}");
+            }
+        }
+        // Random strings over the bytes that matter: whatever the fast path accepts, std
+        // accepts with the same value.
+        let alphabet = b"0:f:A:1::.g";
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut accepted = 0;
+        for _ in 0..100_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let len = (state % 24) as usize;
+            let s: String = (0..len)
+                .map(|k| {
+                    char::from(alphabet[((state >> (k * 2 % 60)) % alphabet.len() as u64) as usize])
+                })
+                .collect();
+            if let Some(v) = parse_ipv6_groups(s.as_bytes()) {
+                assert_eq!(Some(v), std(&s), "{s:?}");
+                accepted += 1;
+            }
+            assert_eq!(parse_ipv6(&s), std(&s), "{s:?}");
+        }
+        assert!(accepted > 100, "{accepted}");
     }
 
     #[test]

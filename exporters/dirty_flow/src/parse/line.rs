@@ -209,6 +209,21 @@ fn trim_newline(line: &str) -> &str {
     &line[..end]
 }
 
+/// `s.trim_end()`, with ASCII whitespace removed byte by byte (std's Unicode-aware `trim_end`
+/// only when a non-ASCII char is left at the end).
+fn trim_end(s: &str) -> &str {
+    let b = s.as_bytes();
+    let mut end = b.len();
+    while end > 0 && matches!(b[end - 1], b' ' | b'\t' | b'\n' | b'\x0B' | b'\x0C' | b'\r') {
+        end -= 1;
+    }
+    // Only ASCII bytes were removed, so `end` is on a char boundary.
+    match end.checked_sub(1).map(|i| b[i]) {
+        Some(c) if !c.is_ascii() => s[..end].trim_end(),
+        _ => &s[..end],
+    }
+}
+
 /// Whether `line` is only whitespace (as `line.trim().is_empty()`): decided by the first byte
 /// that is not ASCII whitespace, unless that byte starts a non-ASCII char (Unicode whitespace
 /// is possible then, and `trim` decides).
@@ -297,12 +312,12 @@ pub fn parse_flow(line: &str) -> Result<Flow<'_>, ParseError> {
     };
     let at = find_actions(line, &mut spaces).ok_or(ParseError::NoActions)?;
     let actions_text = &line[at + "actions=".len()..];
-    let actions_text = actions_text.trim_end();
+    let actions_text = trim_end(actions_text);
     if actions_text.is_empty() {
         return Err(ParseError::EmptyActions);
     }
     validate_actions(actions_text)?;
-    let head = line[..at].trim_end();
+    let head = trim_end(&line[..at]);
 
     let mut flow = Flow {
         cookie: 0,
@@ -365,7 +380,8 @@ pub fn parse_flow(line: &str) -> Result<Flow<'_>, ParseError> {
         Some(w) => w.as_ptr() as usize - line.as_ptr() as usize,
         None => at,
     };
-    flow.text = line[text_start..].trim_end();
+    // The line ends where its (trimmed, non-empty) actions end.
+    flow.text = &line[text_start..at + "actions=".len() + actions_text.len()];
     if let Some(m) = match_word {
         let rest = match m.strip_prefix("priority=") {
             Some(r) => {
@@ -443,6 +459,24 @@ fn parse_dec(s: &str) -> Option<u64> {
     Some(n)
 }
 
+/// 1 to 16 hex digits (no sign, no prefix), without the generic `from_str_radix`.
+fn parse_hex(s: &str) -> Option<u64> {
+    if s.is_empty() || s.len() > 16 {
+        return None;
+    }
+    let mut n = 0u64;
+    for &b in s.as_bytes() {
+        let d = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            b'A'..=b'F' => b - b'A' + 10,
+            _ => return None,
+        };
+        n = n << 4 | u64::from(d);
+    }
+    Some(n)
+}
+
 /// `[SECONDS][.FRACTION]` as printed by OVS (`0.156`, `90955.123`), as the nearest f64: the
 /// digits as an integer divided by a power of ten is one correctly rounded operation, the same
 /// result as `str::parse` while both are exact (up to 15 digits); longer ones go to `parse`.
@@ -492,7 +526,11 @@ fn info_item<'a>(flow: &mut Flow<'a>, item: &'a str) -> Result<(), ParseError> {
     match k.as_bytes() {
         b"cookie" => {
             let hex = v.strip_prefix("0x").ok_or_else(|| bad("cookie", v))?;
-            flow.cookie = u64::from_str_radix(hex, 16).map_err(|_| bad("cookie", v))?;
+            flow.cookie = match parse_hex(hex) {
+                Some(n) => n,
+                // Anything else (a `+` sign, leading zeros beyond 16 digits) as std has it.
+                None => u64::from_str_radix(hex, 16).map_err(|_| bad("cookie", v))?,
+            };
         }
         b"duration" => {
             let secs = v.strip_suffix('s').ok_or_else(|| bad("duration", v))?;
@@ -572,6 +610,29 @@ mod tests {
     }
 
     #[test]
+    fn hex_agrees_with_std() {
+        for h in [
+            "0",
+            "1",
+            "a",
+            "F",
+            "ffffffffffffffff",
+            "0000000000000001",
+            "00000000000000001",
+            "10000000000000000",
+            "",
+            "+1",
+            "-1",
+            "g",
+            "1 ",
+            "DeadBeef",
+        ] {
+            let fast = parse_hex(h).or_else(|| u64::from_str_radix(h, 16).ok());
+            assert_eq!(fast, u64::from_str_radix(h, 16).ok(), "{h}");
+        }
+    }
+
+    #[test]
     fn trims_agree_with_std() {
         for l in [
             "",
@@ -590,6 +651,7 @@ mod tests {
         ] {
             assert_eq!(trim_newline(l), l.trim_end_matches(['\n', '\r']), "{l:?}");
             assert_eq!(is_blank(l), l.trim().is_empty(), "{l:?}");
+            assert_eq!(trim_end(l), l.trim_end(), "{l:?}");
         }
     }
 
