@@ -582,25 +582,33 @@ fn parse_ipv6_groups(b: &[u8]) -> Option<u128> {
 fn parse_ipv4(b: &[u8]) -> Option<u32> {
     let mut ip = 0u32;
     let mut octets = 0;
-    for part in b.split(|&c| c == b'.') {
-        if part.is_empty() || part.len() > 3 || (part.len() > 1 && part[0] == b'0') {
-            return None;
-        }
+    let mut i = 0;
+    loop {
+        // An octet: up to 3 digits (a 4th makes it invalid), no leading zero, at most 255.
+        let start = i;
         let mut n = 0u32;
-        for &c in part {
-            let d = c.wrapping_sub(b'0');
+        while i < b.len() && i - start < 4 {
+            let d = b[i].wrapping_sub(b'0');
             if d > 9 {
-                return None;
+                break;
             }
             n = n * 10 + u32::from(d);
+            i += 1;
         }
-        if n > 255 || octets == 4 {
+        let len = i - start;
+        if len == 0 || len > 3 || len > 1 && b[start] == b'0' || n > 255 {
             return None;
         }
         ip = ip << 8 | n;
         octets += 1;
+        if i == b.len() {
+            return (octets == 4).then_some(ip);
+        }
+        if b[i] != b'.' || octets == 4 {
+            return None;
+        }
+        i += 1;
     }
-    (octets == 4).then_some(ip)
 }
 
 #[cfg(test)]
@@ -778,6 +786,41 @@ mod tests {
             assert_eq!(parse_ipv6(&s), std(&s), "{s:?}");
         }
         assert!(accepted > 100, "{accepted}");
+    }
+
+    #[test]
+    fn ipv4_random_agrees_with_std() {
+        let std = |s: &str| s.parse::<std::net::Ipv4Addr>().ok().map(u32::from);
+        for s in [
+            "10.0.0.1",
+            "255.255.255.255",
+            "256.0.0.1",
+            "1.2.3",
+            "1.2.3.4.",
+            "1.2.3.4.5",
+            ".1.2.3",
+            "01.2.3.4",
+            "0.0.0.0",
+            "1..2.3",
+            "1.2.3.4a",
+            "1234.1.1.1",
+            "",
+            "1.2.3.04",
+        ] {
+            assert_eq!(parse_ipv4(s.as_bytes()), std(s), "{s:?}");
+        }
+        let alphabet = b"0125.9.a";
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..100_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let len = (state % 17) as usize;
+            let s: String = (0..len)
+                .map(|k| char::from(alphabet[((state >> (k * 3 % 60)) % 8) as usize]))
+                .collect();
+            assert_eq!(parse_ipv4(s.as_bytes()), std(&s), "{s:?}");
+        }
     }
 
     #[test]

@@ -545,7 +545,12 @@ fn info_item<'a>(flow: &mut Flow<'a>, item: &'a str) -> Result<(), ParseError> {
                 return Err(bad("table", v));
             }
             flow.table = if v.bytes().all(|b| b.is_ascii_digit()) {
-                Table::Id(v.parse().map_err(|_| bad("table", v))?)
+                // std's parse when the fast one fails (more than 19 digits: leading zeros).
+                // All digits: the value saturates at 256 (not a table), leading zeros and all.
+                let n = v
+                    .bytes()
+                    .fold(0u32, |n, b| (n * 10 + u32::from(b - b'0')).min(256));
+                Table::Id(u8::try_from(n).map_err(|_| bad("table", v))?)
             } else {
                 Table::Name(v)
             };
@@ -606,6 +611,22 @@ mod tests {
             assert_eq!((f.cookie, f.table, f.priority), (5, Table::Id(3), 7), "{n}");
             assert_eq!((f.flags, f.match_text), (flags::RESET_COUNTS, "ip"), "{n}");
             assert_eq!(f.text, "priority=7,ip".to_string() + &pad + "actions=drop");
+        }
+    }
+
+    #[test]
+    fn table_numbers() {
+        for (v, want) in [
+            ("0", Some(0)),
+            ("255", Some(255)),
+            ("007", Some(7)),
+            ("0000000000000000000000001", Some(1)),
+            ("256", None),
+            ("99999999999999999999999", None),
+        ] {
+            let line = format!(" table={v}, priority=1 actions=drop");
+            let got = parse_flow(&line).ok().map(|f| f.table);
+            assert_eq!(got, want.map(Table::Id), "{v}");
         }
     }
 
