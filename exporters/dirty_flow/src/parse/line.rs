@@ -423,24 +423,56 @@ fn valid_match(m: &str) -> bool {
     if m.is_empty() {
         return true;
     }
-    let mut rest = m.as_bytes();
+    // One pass: each key byte is looked at once, each value skipped with one search.
+    let b = m.as_bytes();
+    let mut i = 0;
     loop {
-        let end = super::find::find(b',', rest).unwrap_or(rest.len());
-        let item = &rest[..end];
-        let key = item.iter().position(|&b| !KEY_BYTE[usize::from(b)]);
-        match key {
-            Some(0) => return false,
-            None if item.is_empty() => return false,
-            Some(k) if item[k] != b'=' || item.len() == k + 1 || item[k + 1] == b'=' => {
-                return false
-            }
-            None | Some(_) => {}
+        let start = i;
+        while i < b.len() && KEY_BYTE[usize::from(b[i])] {
+            i += 1;
         }
-        if end == rest.len() {
+        if i == start {
+            // An empty item, or one that does not start with a key byte.
+            return false;
+        }
+        if i == b.len() {
             return true;
         }
-        rest = &rest[end + 1..];
+        match b[i] {
+            b',' => {}
+            b'=' => {
+                i += 1;
+                // A value: not empty, not starting with `=`, up to the next comma.
+                if i == b.len() || b[i] == b',' || b[i] == b'=' {
+                    return false;
+                }
+                match super::find::find(b',', &b[i..]) {
+                    Some(off) => i += off,
+                    None => return true,
+                }
+            }
+            _ => return false,
+        }
+        // `b[i]` is the comma before the next item.
+        i += 1;
     }
+}
+
+/// [`valid_match`] as it was first written (item by item), to test the one-pass version.
+#[cfg(test)]
+fn valid_match_by_items(m: &str) -> bool {
+    if m.is_empty() {
+        return true;
+    }
+    m.split(',').all(|item| {
+        let key = item.bytes().position(|b| !KEY_BYTE[usize::from(b)]);
+        let b = item.as_bytes();
+        match key {
+            Some(0) => false,
+            None => !item.is_empty(),
+            Some(k) => b[k] == b'=' && b.len() > k + 1 && b[k + 1] != b'=',
+        }
+    })
 }
 
 /// A decimal number of at most 19 digits (no sign), without the generic `parse` machinery.
@@ -611,6 +643,35 @@ mod tests {
             assert_eq!((f.cookie, f.table, f.priority), (5, Table::Id(3), 7), "{n}");
             assert_eq!((f.flags, f.match_text), (flags::RESET_COUNTS, "ip"), "{n}");
             assert_eq!(f.text, "priority=7,ip".to_string() + &pad + "actions=drop");
+        }
+    }
+
+    #[test]
+    fn one_pass_match_check_agrees_with_items() {
+        // Every string of up to 7 bytes over the bytes that matter.
+        let alphabet = [b'a', b',', b'=', b'/', b'.'];
+        let mut checked = 0;
+        for len in 0..=7u32 {
+            for code in 0..5usize.pow(len) {
+                let mut c = code;
+                let s: String = (0..len)
+                    .map(|_| {
+                        let b = alphabet[c % 5];
+                        c /= 5;
+                        char::from(b)
+                    })
+                    .collect();
+                assert_eq!(valid_match(&s), valid_match_by_items(&s), "{s:?}");
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, 97656);
+        for m in [
+            "in_port=1,dl_dst=fa:16:3e:00:00:01",
+            "ip,nw_src=10.0.0.0/8",
+            "ct_state=+trk-est",
+        ] {
+            assert!(valid_match(m), "{m}");
         }
     }
 
