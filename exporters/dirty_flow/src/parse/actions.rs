@@ -90,6 +90,7 @@ fn next_special(b: &[u8], i: usize, depth: usize) -> Option<usize> {
 }
 
 /// Index of the first comma at depth 0, or the length.
+#[inline(always)]
 fn split_point(s: &str) -> usize {
     let b = s.as_bytes();
     let mut depth = 0usize;
@@ -201,7 +202,11 @@ fn validate_actions_bytewise(s: &str) -> Result<(), ParseError> {
 pub fn port_number(s: &str) -> Option<PortRef> {
     let n = match s {
         "LOCAL" | "local" => return Some(PortRef::Number(LOCAL_PORT)),
-        _ if s.bytes().all(|b| b.is_ascii_digit()) && !s.is_empty() => s.parse::<u32>().ok()?,
+        // Up to 9 digits cannot overflow a u32: summed here, longer ones parsed by std.
+        _ if s.bytes().all(|b| b.is_ascii_digit()) && !s.is_empty() => match s.len() {
+            ..=9 => s.bytes().fold(0u32, |n, b| n * 10 + u32::from(b - b'0')),
+            _ => s.parse::<u32>().ok()?,
+        },
         _ => match s.strip_prefix("0x") {
             Some(h) => u32::from_str_radix(h, 16).ok()?,
             None => {
@@ -398,6 +403,32 @@ mod tests {
         // With blanks both are the same function; inside parentheses a blank is fine.
         assert!(validate_actions("note(a b)").is_ok());
         assert!(validate_actions("a,b c").is_err());
+    }
+
+    #[test]
+    fn port_numbers_agree_with_std() {
+        for s in [
+            "1",
+            "65279",
+            "999999999",
+            "0000000007",
+            "4294967040",
+            "4294967295",
+            "4294967296",
+            "12345678901",
+        ] {
+            let want = s.parse::<u32>().ok().and_then(|n| {
+                let ok = n != 0
+                    && !((0xff00..=0xffff).contains(&n) && n != LOCAL_PORT)
+                    && n < 0xffff_ff00;
+                if n == 0xffff_fffe {
+                    Some(PortRef::Number(LOCAL_PORT))
+                } else {
+                    ok.then_some(PortRef::Number(n))
+                }
+            });
+            assert_eq!(port_number(s), want, "{s}");
+        }
     }
 
     #[test]
