@@ -200,11 +200,6 @@ fn next_wait(interval: Duration, uuid: &str, first: bool) -> Duration {
     }
 }
 
-/// Whether `uuid` has no entry in `checks` yet.
-fn reuse_first<T>(uuid: &str, checks: &Mutex<HashMap<String, T, FxBuild>>) -> bool {
-    checks.lock().map(|c| !c.contains_key(uuid)).unwrap_or(true)
-}
-
 /// Whether libvirt's pin info disagrees with the declared pinning of any vCPU.
 fn pininfo_mismatch(x: &DomainXml, pins: &[CpuSet]) -> bool {
     pins.iter().enumerate().any(|(v, live)| {
@@ -609,7 +604,7 @@ impl Gatherer {
                 }
                 match pins {
                     Some(Ok(p)) => {
-                        self.pins_checked(snap, &p, reuse_first(&snap.uuid, &self.pin_checks), now);
+                        self.pins_checked(snap, &p, now);
                         snap.pin_info = Some(p);
                     }
                     Some(Err(e)) => {
@@ -689,13 +684,14 @@ impl Gatherer {
     }
 
     /// Records a fresh pin info answer (see [`PinCheck`]).
-    fn pins_checked(&self, snap: &DomainSnap, pins: &[CpuSet], first: bool, now: Instant) {
+    fn pins_checked(&self, snap: &DomainSnap, pins: &[CpuSet], now: Instant) {
         let mismatch = snap
             .xml
             .as_deref()
             .is_some_and(|x| pininfo_mismatch(x, pins));
-        let wait = next_wait(self.pininfo_interval, &snap.uuid, first);
         if let Ok(mut checks) = self.pin_checks.lock() {
+            let first = !checks.contains_key(&snap.uuid);
+            let wait = next_wait(self.pininfo_interval, &snap.uuid, first);
             checks.insert(
                 snap.uuid.clone(),
                 PinCheck {
