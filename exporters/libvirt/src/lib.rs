@@ -180,6 +180,21 @@ mod tests {
     }
 
     #[test]
+    fn pininfo_interval_flag() {
+        let f = <Flags as clap::Parser>::parse_from(["x"]);
+        assert_eq!(f.pininfo_interval, std::time::Duration::from_secs(60));
+        let f = <Flags as clap::Parser>::parse_from(["x", "--libvirt.pininfo-interval=0s"]);
+        assert!(f.pininfo_interval.is_zero());
+        for bad in ["", "10", "soon", "-1s"] {
+            let arg = format!("--libvirt.pininfo-interval={bad}");
+            assert!(
+                <Flags as clap::Parser>::try_parse_from(["x", arg.as_str()]).is_err(),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
     fn bad_cpuset_flag_is_a_startup_error() {
         let r = <Flags as clap::Parser>::try_parse_from(["x", "--nova.cpu-dedicated-set=4-x"]);
         assert!(r.is_err());
