@@ -1,15 +1,15 @@
 //! Where the memory of a scan goes, for the README's benchmark section: streams a dump file line
-//! by line into a [`BridgeScan`] (as the exporter does, never holding the file), runs the
-//! whole-dump checks twice (the second with the overlap cache of the first, as in steady state),
-//! and prints the live heap bytes (a counting global allocator, in this binary only) at each
-//! point, the peak, the scan's parts per flow, and the process's VmHWM.
+//! by line into a [`BridgeScan`] (as the exporter does, never holding the file) twice (the
+//! second with the overlap cache of the first, as in steady state), and prints the live heap
+//! bytes (a counting global allocator, in this binary only): the peak while streaming, the
+//! largest table's store, what the end of the dump holds, and the process's VmHWM.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::BufRead;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use dirty_flow_exporter::checks::{BridgeScan, OverlapCache};
+use dirty_flow_exporter::checks::{BridgeScan, OverlapCache, Ports};
 use dirty_flow_exporter::config::Config;
 
 /// The system allocator, counting live bytes and their peak.
@@ -77,7 +77,8 @@ fn main() {
     for run in 1..=2 {
         let base = LIVE.load(Ordering::Relaxed);
         PEAK.store(base, Ordering::Relaxed);
-        let mut scan = BridgeScan::new(&cfg, None, 5);
+        // Ports known from the start, as in the exporter once the database answered.
+        let mut scan = BridgeScan::new(&cfg, Some(Ports::default()), 5).with_cache(cache);
         let mut reader = std::io::BufReader::new(std::fs::File::open(&path).expect("open"));
         let mut line = String::new();
         while reader.read_line(&mut line).expect("read") > 0 {
@@ -87,34 +88,37 @@ fn main() {
         drop(reader);
         let fed = LIVE.load(Ordering::Relaxed) - base;
         let feed_peak = PEAK.load(Ordering::Relaxed) - base;
-        let parts = scan.heap_bytes();
+        let store_peak = scan.peak_store_bytes();
         PEAK.store(LIVE.load(Ordering::Relaxed), Ordering::Relaxed);
         let before_finish = LIVE.load(Ordering::Relaxed);
-        let report = scan.finish_cached(&mut cache);
+        let (report, kept) = scan.finish_cached();
+        cache = kept;
         let finish_peak = PEAK.load(Ordering::Relaxed) - before_finish;
         let flows = report.flows.max(1) as usize;
-        println!("run {run}: {} flows", report.flows);
+        let largest = report.tables.values().copied().max().unwrap_or(0);
         println!(
-            "  held after the dump:  {} ({} bytes/flow); peak while streaming {}",
+            "run {run}: {} flows in {} tables, the largest {largest}",
+            report.flows,
+            report.tables.len()
+        );
+        println!(
+            "  peak live heap while streaming (tables checked as the dump moves on): {} ({} bytes/flow of the bridge)",
+            mib(feed_peak),
+            feed_peak / flows
+        );
+        println!(
+            "    of which the largest table store: {} ({} bytes/flow of that table)",
+            mib(store_peak),
+            store_peak / (largest.max(1) as usize)
+        );
+        println!(
+            "  held at the end of the dump: {}; the last table's checks: {} more",
             mib(fed),
-            fed / flows,
-            mib(feed_peak)
-        );
-        for (name, bytes) in parts {
-            println!(
-                "    {name:<12} {:>10} ({} bytes/flow)",
-                mib(bytes),
-                bytes / flows
-            );
-        }
-        println!(
-            "  checks (finish):      {} more at their peak (overlap cache kept: {} groups)",
-            mib(finish_peak),
-            cache.checked + cache.reused
+            mib(finish_peak)
         );
         println!(
-            "  peak live heap:       {}; VmHWM so far {}",
-            mib(fed + finish_peak),
+            "  overlap cache: {} groups; VmHWM so far {}",
+            cache.checked + cache.reused,
             hwm()
         );
     }

@@ -1,20 +1,23 @@
 //! The checks run over one bridge's dump, fed line by line as `ovs-ofctl` prints it.
 //!
-//! [`BridgeScan`] parses each line as it arrives, counts flows per table, runs the user-defined
-//! checks at once, notes the ports each flow names (8 bytes a port), and keeps a compact
-//! [`Record`] plus the flow text (without counters) in one string arena. `missing_port` (whose
-//! port inventory may arrive while the dump streams) and the checks that need every flow
-//! (`stale_cookie`, `overlap`) run in [`BridgeScan::finish`]. The dump is never held as a
-//! whole: at 100k flows the arena holds the match and actions of each flow (about half the
-//! dump's size) and the records 48 bytes a flow.
+//! [`BridgeScan`] parses each line as it arrives, counts flows per table, and runs at once the
+//! checks that look at one flow: the user-defined checks, and the per-cookie aggregates of
+//! `stale_cookie` (decided when the dump ends, see [`stale_cookie`]). The checks that compare
+//! flows (`overlap`, within a table) or need the port inventory (`missing_port`, whose ports may
+//! arrive while the dump streams) run one table at a time: a [`FlowStore`] holds the current
+//! table's flows (a 40-byte [`Record`] plus the flow text without counters) and the ports they
+//! name, and is checked and emptied when the dump moves to the next table. `ovs-vswitchd` dumps
+//! table by table, so memory follows the largest table, not the bridge. A table whose flows
+//! come in two runs is still counted, but flows of different runs are not compared
+//! (`ovs_check_incomplete{check="overlap"}` says so).
 
 pub mod custom;
 pub mod missing_port;
 pub mod overlap;
 pub mod stale_cookie;
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, OnceLock};
 
 use crate::config::Config;
 use crate::parse::actions::{for_each_port_ref, PortRef};
@@ -23,18 +26,15 @@ use crate::parse::{parse_line, Flow, Line, ParseError, Table};
 
 pub use missing_port::Ports;
 pub use overlap::OverlapCache;
+use stale_cookie::{CookieFlow, StaleCookies};
 
 /// Longest flow text put in an evidence label.
 pub const MAX_EVIDENCE_TEXT: usize = 400;
 
-/// What the whole-dump checks need to know of a flow: 48 bytes a flow (a test keeps it so).
+/// What the table checks need to know of a flow: 40 bytes a flow (a test keeps it so).
 #[derive(Debug, Clone, Copy)]
 pub struct Record {
     pub cookie: u64,
-    /// Milliseconds since the flow was added, or [`Record::NO_DURATION`] when the dump had none
-    /// (`--no-stats`); read it with [`Record::duration_ms`]. (An `Option<u64>` would take 16
-    /// bytes.)
-    pub duration: u64,
     /// Table number, or 256 + index into the scan's table names.
     pub table: u16,
     pub priority: u16,
@@ -78,19 +78,6 @@ pub fn match_hash(text: &str) -> u64 {
 impl Record {
     pub const TIMEOUT: u8 = 1;
     pub const CONJUNCTION_ONLY: u8 = 2;
-    /// [`Record::duration`] of a flow without duration.
-    pub const NO_DURATION: u64 = u64::MAX;
-
-    /// [`Record::duration`] for `ms` milliseconds (None: no duration); the longest duration
-    /// kept is one millisecond short of [`Record::NO_DURATION`].
-    pub fn encode_duration(ms: Option<u64>) -> u64 {
-        ms.map_or(Self::NO_DURATION, |d| d.min(Self::NO_DURATION - 1))
-    }
-
-    /// Milliseconds since the flow was added, if the dump said.
-    pub fn duration_ms(&self) -> Option<u64> {
-        (self.duration != Self::NO_DURATION).then_some(self.duration)
-    }
 
     pub fn has_timeout(&self) -> bool {
         self.flags & Self::TIMEOUT != 0
@@ -113,14 +100,14 @@ impl Record {
 }
 
 /// Flow texts, appended in fixed-size chunks: growing one big string would briefly need twice
-/// its size while it is copied, which at 100k flows is the exporter's peak memory.
+/// its size while it is copied.
 #[derive(Debug, Default)]
 pub struct Arena {
     chunks: Vec<String>,
 }
 
 impl Arena {
-    const CHUNK: usize = 1 << 20;
+    const CHUNK: usize = 256 << 10;
 
     /// Appends `s`; returns (chunk, offset), or None past 4G chunks.
     pub fn push(&mut self, s: &str) -> Option<(u32, u32)> {
@@ -152,6 +139,126 @@ impl Arena {
             .and_then(|c| c.get(off..off + len))
             .unwrap_or("")
     }
+
+    /// Empties the arena, keeping its first chunk for the next texts.
+    fn clear(&mut self) {
+        self.chunks.truncate(1);
+        if let Some(c) = self.chunks.first_mut() {
+            c.clear();
+        }
+    }
+}
+
+/// The flows of one table (or, in tests, any flows), as the table checks need them.
+#[derive(Debug, Default)]
+pub struct FlowStore {
+    /// Table of the flows (a [`Record::table`]); None while empty.
+    pub table: Option<u16>,
+    pub records: Vec<Record>,
+    pub text: Arena,
+    /// Ports the flows name, as (record index, port), in dump order.
+    pub port_refs: Vec<(u32, u32)>,
+    /// Ports named by name (only in `--names` dumps), as (record index, name).
+    pub port_names: Vec<(u32, String)>,
+}
+
+impl FlowStore {
+    /// Keeps a flow whose table index is `table`.
+    fn push(&mut self, f: &Flow<'_>, table: u16) {
+        // One pass over the actions for both what the record keeps and the ports they name.
+        let index = u32::try_from(self.records.len()).unwrap_or(u32::MAX);
+        let refs_before = (self.port_refs.len(), self.port_names.len());
+        let (refs, names) = (&mut self.port_refs, &mut self.port_names);
+        let mut add = |r: PortRef| match r {
+            PortRef::Number(n) => refs.push((index, n)),
+            PortRef::Name(s) => names.push((index, s)),
+        };
+        let mut conjunction_only = true;
+        for a in f.actions() {
+            conjunction_only &= a.name == "conjunction";
+            for_each_port_ref(std::iter::once(a), &mut add);
+        }
+        missing_port::for_each_match_port(f, &mut add);
+        let mut flags = 0;
+        if f.idle_timeout > 0 || f.hard_timeout > 0 {
+            flags |= Record::TIMEOUT;
+        }
+        if conjunction_only {
+            flags |= Record::CONJUNCTION_ONLY;
+        }
+        let match_off = if f.match_text.is_empty() {
+            0
+        } else {
+            f.match_text.as_ptr() as usize - f.text.as_ptr() as usize
+        };
+        let Some((chunk, text_start)) = self.text.push(f.text) else {
+            self.port_refs.truncate(refs_before.0);
+            self.port_names.truncate(refs_before.1);
+            return;
+        };
+        self.table = Some(table);
+        self.records.push(Record {
+            cookie: f.cookie,
+            table,
+            priority: f.priority,
+            flags,
+            match_off: u16::try_from(match_off).unwrap_or(0),
+            chunk,
+            text_start,
+            match_len: u32::try_from(f.match_text.len()).unwrap_or(0),
+            text_len: u32::try_from(f.text.len()).unwrap_or(0),
+            match_hash: match_hash(f.match_text),
+        });
+    }
+
+    /// Empties the store, keeping some of its memory for the next table.
+    fn clear(&mut self) {
+        self.table = None;
+        self.records.clear();
+        self.text.clear();
+        self.port_refs.clear();
+        self.port_names.clear();
+    }
+
+    /// Heap bytes held (capacity, not length), by part: for the memory benchmark.
+    pub fn heap_bytes(&self) -> Vec<(&'static str, usize)> {
+        vec![
+            (
+                "records",
+                self.records.capacity() * std::mem::size_of::<Record>(),
+            ),
+            ("flow text", self.text.capacity()),
+            (
+                "port refs",
+                self.port_refs.capacity() * std::mem::size_of::<(u32, u32)>(),
+            ),
+            (
+                "port names",
+                self.port_names.capacity() * std::mem::size_of::<(u32, String)>()
+                    + self
+                        .port_names
+                        .iter()
+                        .map(|(_, n)| n.capacity())
+                        .sum::<usize>(),
+            ),
+        ]
+    }
+}
+
+/// Every flow of `lines` in one store, whatever their table (for the table checks' tests).
+#[cfg(test)]
+pub(crate) fn store_of(lines: &[&str]) -> FlowStore {
+    let mut s = FlowStore::default();
+    for l in lines {
+        if let Ok(Line::Flow(f)) = parse_line(l) {
+            let t = match f.table {
+                Table::Id(n) => u16::from(n),
+                Table::Name(_) => 256,
+            };
+            s.push(&f, t);
+        }
+    }
+    s
 }
 
 /// One offending flow, for the evidence metric.
@@ -199,25 +306,48 @@ pub struct BridgeReport {
     pub checks: Vec<CheckOutcome>,
 }
 
+/// The port inventory of a bridge, set once by whoever reads the database (possibly while the
+/// dump streams): `Some(None)` means unknown (database down, bridge not in it), and
+/// `missing_port` is then skipped.
+#[derive(Debug, Clone, Default)]
+pub struct PortsSlot(Arc<OnceLock<Option<Ports>>>);
+
+impl PortsSlot {
+    /// Sets the ports; the first call wins.
+    pub fn set(&self, ports: Option<Ports>) {
+        let _ = self.0.set(ports);
+    }
+
+    fn get(&self) -> Option<&Option<Ports>> {
+        self.0.get()
+    }
+}
+
 /// Accumulates one bridge's dump.
 pub struct BridgeScan<'c> {
     cfg: CfgRef<'c>,
-    ports: Option<Ports>,
+    ports: PortsSlot,
     evidence_limit: usize,
     table_counts: [u64; 256],
     table_names: Vec<(String, u64)>,
-    pub(crate) records: Vec<Record>,
-    pub(crate) text: Arena,
+    /// The flows of the table being dumped.
+    current: FlowStore,
+    /// Tables dumped while the ports were still unknown, oldest first.
+    waiting: VecDeque<FlowStore>,
+    /// Tables whose flows were checked (a bit per [`Record::table`]).
+    done_tables: Vec<u64>,
     flows: u64,
     parse_errors: u64,
     replies: u64,
-    /// Ports the flows name, as (record index, port), in dump order: missing_port is decided in
-    /// [`BridgeScan::finish`], so the port inventory may arrive while the dump streams.
-    port_refs: Vec<(u32, u32)>,
-    /// Ports named by name (only in `--names` dumps), as (record index, name).
-    port_names: Vec<(u32, String)>,
+    missing: CheckOutcome,
+    stale: StaleCookies,
+    overlap: CheckOutcome,
     custom: Vec<CheckOutcome>,
     needs_fields: bool,
+    cache: OverlapCache,
+    budget: u64,
+    /// Largest heap held by the table stores (capacity), for the memory benchmark.
+    peak_store_bytes: usize,
 }
 
 impl std::fmt::Debug for BridgeScan<'_> {
@@ -240,22 +370,19 @@ fn truncate(s: &str, max: usize) -> String {
     format!("{}...", &s[..end])
 }
 
-fn push_evidence(
-    o: &mut CheckOutcome,
-    limit: usize,
-    table: String,
-    priority: u16,
-    cookie: u64,
-    text: &str,
-) {
+fn evidence(table: String, priority: u16, cookie: u64, text: &str) -> Evidence {
+    Evidence {
+        table,
+        priority,
+        cookie,
+        flow: truncate(text, MAX_EVIDENCE_TEXT),
+    }
+}
+
+fn push_evidence(o: &mut CheckOutcome, limit: usize, make: impl FnOnce() -> Evidence) {
     o.dirty += 1;
     if o.evidence.len() < limit {
-        o.evidence.push(Evidence {
-            table,
-            priority,
-            cookie,
-            flow: truncate(text, MAX_EVIDENCE_TEXT),
-        });
+        o.evidence.push(make());
     }
 }
 
@@ -286,8 +413,8 @@ impl BridgeScan<'static> {
 }
 
 impl<'c> BridgeScan<'c> {
-    /// `ports` is None when the database could not be read (missing_port is then skipped), or
-    /// when they are given later with [`BridgeScan::set_ports`].
+    /// `ports`: the bridge's ports when known now; else they are set later through
+    /// [`BridgeScan::ports_slot`] (or [`BridgeScan::set_ports`]), and tables wait for them.
     pub fn new(cfg: &'c Config, ports: Option<Ports>, evidence_limit: usize) -> Self {
         Self::with_cfg(CfgRef::Borrowed(cfg), ports, evidence_limit)
     }
@@ -299,53 +426,60 @@ impl<'c> BridgeScan<'c> {
             .map(|c| CheckOutcome::new(&c.name))
             .collect();
         let needs_fields = cfg.checks.iter().any(custom::needs_fields);
+        let slot = PortsSlot::default();
+        if ports.is_some() {
+            slot.set(ports);
+        }
         Self {
             cfg,
-            ports,
+            ports: slot,
             evidence_limit,
             table_counts: [0; 256],
             table_names: Vec::new(),
-            records: Vec::new(),
-            text: Arena::default(),
+            current: FlowStore::default(),
+            waiting: VecDeque::new(),
+            done_tables: Vec::new(),
             flows: 0,
             parse_errors: 0,
             replies: 0,
-            port_refs: Vec::new(),
-            port_names: Vec::new(),
+            missing: CheckOutcome::new("missing_port"),
+            stale: StaleCookies::default(),
+            overlap: CheckOutcome::new("overlap"),
             custom,
             needs_fields,
+            cache: OverlapCache::default(),
+            budget: overlap::DEFAULT_BUDGET,
+            peak_store_bytes: 0,
         }
     }
 
-    /// Heap bytes the scan holds for the whole-dump checks, by part (capacity, not length):
-    /// for the memory benchmark (`examples/mem_bench.rs`).
-    pub fn heap_bytes(&self) -> Vec<(&'static str, usize)> {
-        vec![
-            (
-                "records",
-                self.records.capacity() * std::mem::size_of::<Record>(),
-            ),
-            ("flow text", self.text.capacity()),
-            (
-                "port refs",
-                self.port_refs.capacity() * std::mem::size_of::<(u32, u32)>(),
-            ),
-            (
-                "port names",
-                self.port_names.capacity() * std::mem::size_of::<(u32, String)>()
-                    + self
-                        .port_names
-                        .iter()
-                        .map(|(_, n)| n.capacity())
-                        .sum::<usize>(),
-            ),
-        ]
+    /// Checks overlaps with the results of the last dump in `cache` (see [`OverlapCache`]);
+    /// [`BridgeScan::finish_cached`] gives it back for the next.
+    pub fn with_cache(mut self, mut cache: OverlapCache) -> Self {
+        cache.start_dump();
+        self.cache = cache;
+        self
     }
 
-    /// Sets the bridge's ports (None: unknown, missing_port is skipped). Only [`BridgeScan::finish`]
-    /// uses them, so they may come after the lines.
+    /// Sets the overlap comparison budget for the whole dump.
+    pub fn with_budget(mut self, budget: u64) -> Self {
+        self.budget = budget;
+        self
+    }
+
+    /// Where the bridge's ports go once known (from any thread).
+    pub fn ports_slot(&self) -> PortsSlot {
+        self.ports.clone()
+    }
+
+    /// Sets the bridge's ports (None: unknown, missing_port is skipped), unless already set.
     pub fn set_ports(&mut self, ports: Option<Ports>) {
-        self.ports = ports;
+        self.ports.set(ports);
+    }
+
+    /// The largest heap the table stores held at once (capacity, not length).
+    pub fn peak_store_bytes(&self) -> usize {
+        self.peak_store_bytes
     }
 
     /// Feeds one line of `ovs-ofctl dump-flows` output. A line that does not parse is counted
@@ -389,22 +523,16 @@ impl<'c> BridgeScan<'c> {
     }
 
     fn flow(&mut self, f: &Flow<'_>) {
+        let seq = self.flows;
         self.flows += 1;
         let table = self.table_index(f.table);
-        // One pass over the actions for both what the record keeps and the ports they name.
-        let index = u32::try_from(self.records.len()).unwrap_or(u32::MAX);
-        let refs_before = (self.port_refs.len(), self.port_names.len());
-        let (refs, names) = (&mut self.port_refs, &mut self.port_names);
-        let mut add = |r: PortRef| match r {
-            PortRef::Number(n) => refs.push((index, n)),
-            PortRef::Name(s) => names.push((index, s)),
-        };
-        let mut conjunction_only = true;
-        for a in f.actions() {
-            conjunction_only &= a.name == "conjunction";
-            for_each_port_ref(std::iter::once(a), &mut add);
+        if self.current.table.is_some_and(|t| t != table) {
+            self.close_table();
         }
-        missing_port::for_each_match_port(f, &mut add);
+        if self.current.table.is_none() && self.table_done(table) {
+            // The table came back after another: its two runs are not compared.
+            self.overlap.incomplete = true;
+        }
         if !self.cfg.checks.is_empty() {
             let mut fields = Vec::new();
             if self.needs_fields {
@@ -412,47 +540,70 @@ impl<'c> BridgeScan<'c> {
             }
             for (c, o) in self.cfg.checks.iter().zip(self.custom.iter_mut()) {
                 if custom::matches(c, f, &fields) {
-                    push_evidence(
-                        o,
-                        self.evidence_limit,
-                        f.table.to_string(),
-                        f.priority,
-                        f.cookie,
-                        f.text,
-                    );
+                    push_evidence(o, self.evidence_limit, || {
+                        evidence(f.table.to_string(), f.priority, f.cookie, f.text)
+                    });
                 }
             }
         }
-        let mut flags = 0;
-        if f.idle_timeout > 0 || f.hard_timeout > 0 {
-            flags |= Record::TIMEOUT;
-        }
-        if conjunction_only {
-            flags |= Record::CONJUNCTION_ONLY;
-        }
-        let match_off = if f.match_text.is_empty() {
-            0
-        } else {
-            f.match_text.as_ptr() as usize - f.text.as_ptr() as usize
+        let cookie = CookieFlow {
+            cookie: f.cookie,
+            duration_ms: f.duration.map(|d| (d * 1000.0) as u64),
+            has_timeout: f.idle_timeout > 0 || f.hard_timeout > 0,
+            seq,
         };
-        let Some((chunk, text_start)) = self.text.push(f.text) else {
-            self.port_refs.truncate(refs_before.0);
-            self.port_names.truncate(refs_before.1);
+        self.stale.add(&self.cfg, cookie, self.evidence_limit, || {
+            evidence(f.table.to_string(), f.priority, f.cookie, f.text)
+        });
+        self.current.push(f, table);
+    }
+
+    fn table_done(&self, table: u16) -> bool {
+        self.done_tables
+            .get(usize::from(table / 64))
+            .is_some_and(|w| w & (1 << (table % 64)) != 0)
+    }
+
+    fn mark_done(&mut self, table: u16) {
+        let word = usize::from(table / 64);
+        if self.done_tables.len() <= word {
+            self.done_tables.resize(word + 1, 0);
+        }
+        self.done_tables[word] |= 1 << (table % 64);
+    }
+
+    /// The current table is complete: check it now if the ports are known, else let it wait
+    /// for them.
+    fn close_table(&mut self) {
+        let Some(table) = self.current.table else {
             return;
         };
-        self.records.push(Record {
-            cookie: f.cookie,
-            duration: Record::encode_duration(f.duration.map(|d| (d * 1000.0) as u64)),
-            table,
-            priority: f.priority,
-            flags,
-            match_off: u16::try_from(match_off).unwrap_or(0),
-            chunk,
-            text_start,
-            match_len: u32::try_from(f.match_text.len()).unwrap_or(0),
-            text_len: u32::try_from(f.text.len()).unwrap_or(0),
-            match_hash: match_hash(f.match_text),
-        });
+        self.mark_done(table);
+        let held: usize = self
+            .waiting
+            .iter()
+            .chain(std::iter::once(&self.current))
+            .flat_map(FlowStore::heap_bytes)
+            .map(|(_, b)| b)
+            .sum();
+        self.peak_store_bytes = self.peak_store_bytes.max(held);
+        if self.ports.get().is_some() {
+            self.check_waiting();
+            let mut store = std::mem::take(&mut self.current);
+            self.check_table(&store);
+            store.clear();
+            self.current = store;
+        } else {
+            let store = std::mem::take(&mut self.current);
+            self.waiting.push_back(store);
+        }
+    }
+
+    /// Checks the tables waiting for the ports (call once the ports are known).
+    fn check_waiting(&mut self) {
+        while let Some(store) = self.waiting.pop_front() {
+            self.check_table(&store);
+        }
     }
 
     fn table_label(&self, t: u16) -> String {
@@ -466,47 +617,31 @@ impl<'c> BridgeScan<'c> {
         }
     }
 
-    fn evidence_from(&self, name: &str, dirty: &[usize]) -> CheckOutcome {
-        let mut o = CheckOutcome::new(name);
+    fn add_evidence(&self, o: &mut CheckOutcome, store: &FlowStore, dirty: &[usize]) {
         for &i in dirty {
-            let r = &self.records[i];
-            push_evidence(
-                &mut o,
-                self.evidence_limit,
-                self.table_label(r.table),
-                r.priority,
-                r.cookie,
-                r.text(&self.text),
-            );
+            let r = &store.records[i];
+            push_evidence(o, self.evidence_limit, || {
+                evidence(
+                    self.table_label(r.table),
+                    r.priority,
+                    r.cookie,
+                    r.text(&store.text),
+                )
+            });
         }
-        o
     }
 
-    /// Runs the whole-dump checks and returns the report.
-    pub fn finish(self) -> BridgeReport {
-        self.finish_with_budget(overlap::DEFAULT_BUDGET)
-    }
-
-    /// [`BridgeScan::finish`] reusing the overlap results of unchanged (table, priority) groups
-    /// from `cache` (filled by the previous finish of the same bridge).
-    pub fn finish_cached(self, cache: &mut overlap::OverlapCache) -> BridgeReport {
-        self.finish_inner(overlap::DEFAULT_BUDGET, Some(cache))
-    }
-
-    /// [`BridgeScan::finish`] with an explicit overlap comparison budget.
-    pub fn finish_with_budget(self, budget: u64) -> BridgeReport {
-        self.finish_inner(budget, None)
-    }
-
-    fn finish_inner(self, budget: u64, cache: Option<&mut overlap::OverlapCache>) -> BridgeReport {
-        let missing = self.ports.as_ref().map(|ports| {
-            let mut dirty: Vec<usize> = self
+    /// Runs `missing_port` and `overlap` over one table's flows.
+    fn check_table(&mut self, store: &FlowStore) {
+        if let Some(Some(ports)) = self.ports.get() {
+            let mut dirty: Vec<usize> = store
                 .port_refs
                 .iter()
                 .filter(|&&(_, n)| !ports.has(&PortRef::Number(n)))
                 .map(|&(i, _)| i as usize)
                 .chain(
-                    self.port_names
+                    store
+                        .port_names
                         .iter()
                         .filter(|(_, n)| !ports.has_name(n))
                         .map(|&(i, _)| i as usize),
@@ -515,20 +650,34 @@ impl<'c> BridgeScan<'c> {
             // Back to dump order; a flow naming several missing ports counts once.
             dirty.sort_unstable();
             dirty.dedup();
-            self.evidence_from("missing_port", &dirty)
-        });
-        let stale = stale_cookie::stale_flows(&self.records, &self.cfg);
-        let stale = self.evidence_from("stale_cookie", &stale);
-        let (dirty, exhausted) = overlap::overlapping(&self.records, &self.text, budget, cache);
-        let idx: Vec<usize> = dirty
-            .iter()
-            .enumerate()
-            .filter(|(_, &d)| d)
-            .map(|(i, _)| i)
-            .collect();
-        let mut ov = self.evidence_from("overlap", &idx);
-        ov.incomplete = exhausted;
+            let mut missing = std::mem::replace(&mut self.missing, CheckOutcome::new(""));
+            self.add_evidence(&mut missing, store, &dirty);
+            self.missing = missing;
+        }
+        let (dirty, exhausted) = overlap::overlapping(
+            &store.records,
+            &store.text,
+            &mut self.budget,
+            Some(&mut self.cache),
+        );
+        let idx: Vec<usize> = (0..dirty.len()).filter(|&i| dirty[i]).collect();
+        let mut ov = std::mem::replace(&mut self.overlap, CheckOutcome::new(""));
+        self.add_evidence(&mut ov, store, &idx);
+        ov.incomplete |= exhausted;
+        self.overlap = ov;
+    }
 
+    /// Runs what is left of the checks and returns the report.
+    pub fn finish(self) -> BridgeReport {
+        self.finish_cached().0
+    }
+
+    /// [`BridgeScan::finish`], also giving back the overlap cache for the next dump of the
+    /// bridge (see [`BridgeScan::with_cache`]). Ports still unknown are taken as unknown.
+    pub fn finish_cached(mut self) -> (BridgeReport, OverlapCache) {
+        self.ports.set(None);
+        self.close_table();
+        self.check_waiting();
         let mut tables = BTreeMap::new();
         for (n, &c) in self.table_counts.iter().enumerate() {
             if c > 0 {
@@ -538,18 +687,23 @@ impl<'c> BridgeScan<'c> {
         for (n, c) in &self.table_names {
             *tables.entry(n.clone()).or_insert(0) += c;
         }
+        let mut stale = CheckOutcome::new("stale_cookie");
+        (stale.dirty, stale.evidence) = self.stale.finish(&self.cfg, self.evidence_limit);
         let mut checks = Vec::new();
-        checks.extend(missing);
+        if matches!(self.ports.get(), Some(Some(_))) {
+            checks.push(self.missing);
+        }
         checks.push(stale);
-        checks.push(ov);
+        checks.push(self.overlap);
         checks.extend(self.custom);
-        BridgeReport {
+        let report = BridgeReport {
             tables,
             flows: self.flows,
             parse_errors: self.parse_errors,
             replies: self.replies,
             checks,
-        }
+        };
+        (report, self.cache)
     }
 }
 
@@ -580,20 +734,138 @@ mod tests {
     }
 
     #[test]
-    fn a_record_takes_48_bytes_and_keeps_its_duration() {
-        assert_eq!(std::mem::size_of::<Record>(), 48);
+    fn a_record_takes_40_bytes() {
+        assert_eq!(std::mem::size_of::<Record>(), 40);
+    }
+
+    fn check<'r>(r: &'r BridgeReport, name: &str) -> &'r CheckOutcome {
+        r.checks.iter().find(|c| c.name == name).unwrap()
+    }
+
+    #[test]
+    fn stale_cookie_takes_durations_from_the_lines() {
+        // Default config (auto, grace 5 min, window 10 min): the agent's cookie 0x2 began
+        // 1000 s ago; 0x1's flow is far older (a duration past u64 milliseconds saturates),
+        // 0x3's flow has no duration (never stale).
         let cfg = Config::default();
         let mut scan = BridgeScan::new(&cfg, None, 5);
         for l in [
-            " cookie=0x1, duration=1.5s, table=0, n_packets=0, n_bytes=0, priority=1 actions=drop",
-            " cookie=0x1, table=0, priority=2 actions=drop",
-            " cookie=0x1, duration=0.000s, table=0, n_packets=0, n_bytes=0, priority=3 actions=drop",
             " cookie=0x1, duration=99999999999999999999.0s, table=0, n_packets=0, n_bytes=0, priority=4 actions=drop",
+            " cookie=0x2, duration=1000.5s, table=0, n_packets=0, n_bytes=0, priority=1 actions=drop",
+            " cookie=0x2, duration=1.5s, table=1, n_packets=0, n_bytes=0, priority=1 actions=drop",
+            " cookie=0x3, table=1, priority=2 actions=drop",
+            " cookie=0x2, duration=0.000s, table=2, n_packets=0, n_bytes=0, priority=3 actions=drop",
         ] {
             scan.feed_line(l).unwrap();
         }
-        let d: Vec<_> = scan.records.iter().map(Record::duration_ms).collect();
-        assert_eq!(d, vec![Some(1500), None, Some(0), Some(u64::MAX - 1)]);
+        let r = scan.finish();
+        let stale = check(&r, "stale_cookie");
+        assert_eq!(stale.dirty, 1);
+        assert_eq!(stale.evidence[0].cookie, 0x1);
+        assert_eq!(stale.evidence[0].flow, "priority=4 actions=drop");
+    }
+
+    /// Table `t`'s flows: `n` at priority 5 on distinct in_port values, plus one overlapping
+    /// the first.
+    fn table_lines(t: u32, n: u32) -> Vec<String> {
+        let mut v: Vec<String> = (0..n)
+            .map(|i| format!(" table={t}, priority=5,in_port={} actions=drop", i + 1))
+            .collect();
+        v.push(format!(" table={t}, priority=5,in_port=1,ip actions=drop"));
+        v
+    }
+
+    #[test]
+    fn each_table_is_checked_when_the_dump_moves_on_and_then_let_go() {
+        let cfg = Config::default();
+        let ports = Ports::new(&[iface("tap1", 1)]);
+        let mut scan = BridgeScan::new(&cfg, Some(ports), 10);
+        for l in table_lines(0, 1000) {
+            scan.feed_line(&l).unwrap();
+        }
+        // Table 0 is still being dumped: nothing decided yet.
+        assert_eq!((scan.overlap.dirty, scan.current.records.len()), (0, 1001));
+        scan.feed_line(" table=1, priority=5,in_port=1 actions=drop")
+            .unwrap();
+        // Table 0 was checked (its overlapping pair, its 999 missing ports) and let go.
+        assert_eq!(scan.overlap.dirty, 2);
+        assert_eq!(scan.missing.dirty, 999);
+        assert_eq!(scan.current.records.len(), 1);
+        assert!(scan.waiting.is_empty());
+        let held = scan.peak_store_bytes();
+        for l in table_lines(2, 10) {
+            scan.feed_line(&l).unwrap();
+        }
+        let r = scan.finish();
+        assert_eq!(check(&r, "overlap").dirty, 4);
+        assert!(!check(&r, "overlap").incomplete);
+        assert_eq!(r.flows, 1013);
+        let per_table: Vec<_> = r.tables.iter().map(|(t, n)| (t.as_str(), *n)).collect();
+        assert_eq!(per_table, vec![("0", 1001), ("1", 1), ("2", 11)]);
+        // The store held table 0's 1001 records at most.
+        assert!(held >= 1001 * std::mem::size_of::<Record>(), "{held}");
+    }
+
+    #[test]
+    fn tables_wait_for_ports_that_arrive_while_the_dump_streams() {
+        let cfg = Config::default();
+        let mut scan = BridgeScan::new(&cfg, None, 10);
+        let slot = scan.ports_slot();
+        for t in 0..3 {
+            for l in table_lines(t, 3) {
+                scan.feed_line(&l).unwrap();
+            }
+        }
+        // Tables 0 and 1 are complete and wait; table 2 is being dumped.
+        assert_eq!(scan.waiting.len(), 2);
+        assert_eq!(scan.overlap.dirty, 0);
+        // The database answers (from another thread in the exporter).
+        std::thread::spawn(move || slot.set(Some(Ports::new(&[iface("tap1", 1)]))))
+            .join()
+            .unwrap();
+        scan.feed_line(" table=3, priority=1 actions=drop").unwrap();
+        assert!(scan.waiting.is_empty());
+        assert_eq!((scan.overlap.dirty, scan.missing.dirty), (6, 6));
+        let r = scan.finish();
+        let shown: Vec<_> = check(&r, "missing_port")
+            .evidence
+            .iter()
+            .map(|e| e.table.as_str())
+            .collect();
+        assert_eq!(shown, vec!["0", "0", "1", "1", "2", "2"]);
+        assert_eq!(check(&r, "overlap").dirty, 6);
+    }
+
+    #[test]
+    fn a_table_that_comes_back_is_counted_and_its_overlap_flagged_incomplete() {
+        let cfg = Config::default();
+        let mut scan = BridgeScan::new(&cfg, None, 10);
+        for l in [
+            " table=0, priority=5,in_port=1 actions=drop",
+            " table=1, priority=5,in_port=1 actions=drop",
+            " table=0, priority=5,in_port=1,ip actions=drop",
+        ] {
+            scan.feed_line(l).unwrap();
+        }
+        let r = scan.finish();
+        assert_eq!(r.tables.get("0"), Some(&2));
+        let ov = check(&r, "overlap");
+        assert!(ov.incomplete);
+        assert_eq!(ov.dirty, 0);
+        // In order, the same flows overlap and the check is complete.
+        let mut scan = BridgeScan::new(&cfg, None, 10);
+        for l in [
+            " table=0, priority=5,in_port=1 actions=drop",
+            " table=0, priority=5,in_port=1,ip actions=drop",
+            " table=1, priority=5,in_port=1 actions=drop",
+        ] {
+            scan.feed_line(l).unwrap();
+        }
+        let r = scan.finish();
+        assert_eq!(
+            (check(&r, "overlap").dirty, check(&r, "overlap").incomplete),
+            (2, false)
+        );
     }
 
     #[test]

@@ -207,14 +207,28 @@ fn take(pool: &AtomicU64, n: u64) -> u64 {
 
 /// The overlap results of the last scrape per (table, priority) group, reused while the group's
 /// match texts are unchanged: flow tables mostly stay the same between scrapes, and hashing a
-/// group's matches costs a tenth of checking it.
+/// group's matches costs a tenth of checking it. A dump's tables are checked one at a time
+/// (see [`super::BridgeScan`]): each check reads the groups of the last dump
+/// ([`OverlapCache::start_dump`]) and stores its own for the next.
 #[derive(Debug, Default)]
 pub struct OverlapCache {
-    groups: HashMap<u32, CachedGroup>,
-    /// Groups reused by the last run.
+    /// The groups of the last complete dump.
+    last: HashMap<u32, CachedGroup>,
+    /// The groups of the dump under way.
+    fresh: HashMap<u32, CachedGroup>,
+    /// Groups reused in this dump.
     pub reused: usize,
-    /// Groups checked by the last run.
+    /// Groups checked in this dump.
     pub checked: usize,
+}
+
+impl OverlapCache {
+    /// Starts a dump: the groups stored since the last call become the ones reused.
+    pub fn start_dump(&mut self) {
+        self.last = std::mem::take(&mut self.fresh);
+        self.reused = 0;
+        self.checked = 0;
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -241,14 +255,15 @@ fn index_of(k: u64) -> usize {
     (k & 0xffff_ffff) as usize
 }
 
-/// Finds overlapping flows. `text` is the arena the records point into. Returns the dirty flag
-/// per record and whether the budget ran out. With a cache, groups whose matches did not
-/// change since the run that filled it are not checked again.
+/// Finds overlapping flows among `records` (one table's, or any set). `text` is the arena the
+/// records point into; `budget` is the comparisons left, lowered by those made. Returns the
+/// dirty flag per record and whether the budget ran out. With a cache, groups whose matches did
+/// not change since the last dump are not checked again.
 pub fn overlapping(
     records: &[Record],
     text: &Arena,
-    budget: u64,
-    cache: Option<&mut OverlapCache>,
+    budget: &mut u64,
+    mut cache: Option<&mut OverlapCache>,
 ) -> (Vec<bool>, bool) {
     // (table, priority, index) packed in one integer: an unstable sort of unique keys is
     // deterministic and cheap.
@@ -260,43 +275,44 @@ pub fn overlapping(
         .collect();
     order.sort_unstable();
     let mut dirty = vec![false; records.len()];
-    let mut fresh: HashMap<u32, CachedGroup> = HashMap::new();
     // Groups to check, with their cache key and hash when there is a cache.
     let mut groups: Vec<&[u64]> = Vec::new();
     let mut keys: Vec<(u32, (u64, u64))> = Vec::new();
-    let mut reused = 0;
     for g in order.chunk_by(|a, b| a >> 32 == b >> 32) {
         if g.len() < 2 {
             continue;
         }
-        if let Some(c) = cache.as_deref() {
+        if let Some(c) = cache.as_deref_mut() {
             let key = (g[0] >> 32) as u32;
             let hash = group_hash(g, records);
             if let Some(hit) = c
-                .groups
+                .last
                 .get(&key)
                 .filter(|h| h.hash == hash && h.len == g.len())
             {
                 for &p in &hit.dirty {
                     dirty[index_of(g[p as usize])] = true;
                 }
-                fresh.insert(key, hit.clone());
-                reused += 1;
+                c.fresh.insert(key, hit.clone());
+                c.reused += 1;
                 continue;
             }
             keys.push((key, hash));
         }
         groups.push(g);
     }
-    let exhausted = check_all(&groups, records, text, budget, &mut dirty);
+    let pool = AtomicU64::new(*budget);
+    let exhausted = check_all(&groups, records, text, &pool, &mut dirty);
+    *budget = pool.load(Ordering::Relaxed);
     if let Some(c) = cache {
+        c.checked += groups.len();
         if !exhausted {
             for (g, (key, hash)) in groups.iter().zip(keys) {
                 let positions = (0..g.len())
                     .filter(|&p| dirty[index_of(g[p])])
                     .map(|p| p as u32)
                     .collect();
-                fresh.insert(
+                c.fresh.insert(
                     key,
                     CachedGroup {
                         hash,
@@ -306,9 +322,6 @@ pub fn overlapping(
                 );
             }
         }
-        c.groups = fresh;
-        c.reused = reused;
-        c.checked = groups.len();
     }
     (dirty, exhausted)
 }
@@ -318,13 +331,12 @@ fn check_all(
     groups: &[&[u64]],
     records: &[Record],
     text: &Arena,
-    budget: u64,
+    pool: &AtomicU64,
     dirty: &mut [bool],
 ) -> bool {
-    let pool = AtomicU64::new(budget);
     let total: usize = groups.iter().map(|g| g.len()).sum();
     if total < PARALLEL_FLOWS {
-        return check_groups(groups, records, text, &pool, dirty);
+        return check_groups(groups, records, text, pool, dirty);
     }
     // Two halves of about equal flow counts.
     let mut acc = 0;
@@ -338,8 +350,8 @@ fn check_all(
     let (first, second) = groups.split_at(cut);
     let mut dirty2 = vec![false; dirty.len()];
     let (ex1, ex2) = std::thread::scope(|s| {
-        let other = s.spawn(|| check_groups(second, records, text, &pool, &mut dirty2));
-        let ex1 = check_groups(first, records, text, &pool, dirty);
+        let other = s.spawn(|| check_groups(second, records, text, pool, &mut dirty2));
+        let ex1 = check_groups(first, records, text, pool, dirty);
         // A panic in the other half is re-raised here (the framework contains it).
         let ex2 = other
             .join()
@@ -400,16 +412,11 @@ fn check_groups(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checks::BridgeScan;
-    use crate::config::Config;
+    use crate::checks::{store_of, FlowStore};
 
     fn run(lines: &[&str]) -> Vec<bool> {
-        let cfg = Config::default();
-        let mut scan = BridgeScan::new(&cfg, None, 5);
-        for l in lines {
-            scan.feed_line(l).unwrap();
-        }
-        let (d, ex) = overlapping(&scan.records, &scan.text, DEFAULT_BUDGET, None);
+        let s = store_of(lines);
+        let (d, ex) = overlapping(&s.records, &s.text, &mut DEFAULT_BUDGET.clone(), None);
         assert!(!ex);
         d
     }
@@ -486,14 +493,7 @@ mod tests {
 
     #[test]
     fn cache_reuses_unchanged_groups_only() {
-        let cfg = Config::default();
-        let scan_of = |lines: &[&str]| {
-            let mut scan = BridgeScan::new(&cfg, None, 5);
-            for l in lines {
-                scan.feed_line(l).unwrap();
-            }
-            scan
-        };
+        let scan_of = |lines: &[&str]| store_of(lines);
         let base = [
             " table=1, priority=5,in_port=1 actions=drop",
             " table=1, priority=5,in_port=1,ip actions=drop",
@@ -501,14 +501,25 @@ mod tests {
             " table=2, priority=5,in_port=2 actions=drop",
         ];
         let mut cache = OverlapCache::default();
+        // Each call is one dump.
+        let mut check = |s: &FlowStore| {
+            cache.start_dump();
+            let r = overlapping(
+                &s.records,
+                &s.text,
+                &mut DEFAULT_BUDGET.clone(),
+                Some(&mut cache),
+            );
+            (r, (cache.checked, cache.reused))
+        };
         let s = scan_of(&base);
-        let first = overlapping(&s.records, &s.text, DEFAULT_BUDGET, Some(&mut cache));
+        let (first, counts) = check(&s);
         assert_eq!(first, (vec![true, true, false, false], false));
-        assert_eq!((cache.checked, cache.reused), (2, 0));
+        assert_eq!(counts, (2, 0));
         // Same flows (new counters): both groups reused, same result.
-        let again = overlapping(&s.records, &s.text, DEFAULT_BUDGET, Some(&mut cache));
+        let (again, counts) = check(&s);
         assert_eq!(again, first);
-        assert_eq!((cache.checked, cache.reused), (0, 2));
+        assert_eq!(counts, (0, 2));
         // Table 2 changes to overlap, table 1 stops overlapping: both checked again.
         let changed = [
             " table=1, priority=5,in_port=1 actions=drop",
@@ -517,27 +528,28 @@ mod tests {
             " table=2, priority=5,in_port=1,tcp actions=drop",
         ];
         let s = scan_of(&changed);
-        let r = overlapping(&s.records, &s.text, DEFAULT_BUDGET, Some(&mut cache));
+        let (r, counts) = check(&s);
         assert_eq!(r, (vec![false, false, true, true], false));
-        assert_eq!((cache.checked, cache.reused), (2, 0));
+        assert_eq!(counts, (2, 0));
         // One flow more in table 1: only that group is checked.
         let mut more = changed.to_vec();
         more.push(" table=1, priority=5,in_port=3 actions=drop");
         let s = scan_of(&more);
-        let r = overlapping(&s.records, &s.text, DEFAULT_BUDGET, Some(&mut cache));
+        let (r, counts) = check(&s);
         assert_eq!(r, (vec![false, true, true, true, true], false));
-        assert_eq!((cache.checked, cache.reused), (1, 1));
+        assert_eq!(counts, (1, 1));
     }
 
     #[test]
     fn budget_is_reported() {
-        let cfg = Config::default();
-        let mut scan = BridgeScan::new(&cfg, None, 5);
-        for i in 0..40 {
-            scan.feed_line(&format!(" priority=1,reg{}=1 actions=drop", i % 16))
-                .unwrap();
-        }
-        let (_, ex) = overlapping(&scan.records, &scan.text, 10, None);
+        let lines: Vec<String> = (0..40)
+            .map(|i| format!(" priority=1,reg{}=1 actions=drop", i % 16))
+            .collect();
+        let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+        let s = store_of(&refs);
+        let mut budget = 10;
+        let (_, ex) = overlapping(&s.records, &s.text, &mut budget, None);
         assert!(ex);
+        assert_eq!(budget, 0);
     }
 }

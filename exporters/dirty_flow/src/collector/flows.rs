@@ -19,7 +19,7 @@ use common::prometheus_client::registry::Registry;
 use common::{CollectError, Collector};
 use futures::future::BoxFuture;
 
-use crate::checks::{BridgeReport, BridgeScan, OverlapCache, Ports};
+use crate::checks::{BridgeReport, BridgeScan, OverlapCache, Ports, PortsSlot};
 use crate::config::Config;
 use crate::inventory::Inventory;
 use crate::ovs::{valid_bridge_name, Ovs};
@@ -64,19 +64,33 @@ impl FlowsCollector {
         }
     }
 
-    /// Streams the bridge's dump through a scan; the checks that need every flow (and the
-    /// ports) run later in [`BridgeScan::finish`].
-    async fn dump_bridge(&self, bridge: &str) -> Dumped<'_> {
-        let start = Instant::now();
-        if !valid_bridge_name(bridge) {
-            return (
-                Err(format!("invalid bridge name {bridge:?}")),
-                Duration::ZERO,
-            );
-        }
-        let scan = BridgeScan::shared(Arc::clone(&self.config), None, self.evidence_limit);
-        let res = self.ovs.dump_flows(bridge, scan).await;
-        (res.map_err(|e| e.to_string()), start.elapsed())
+    /// Streams the bridge's dump through a scan, which checks each table as the dump moves on
+    /// (see [`BridgeScan`]); the last table is checked in [`BridgeScan::finish_cached`]. The
+    /// scan reads the bridge's ports once they are set through the returned slot (the database
+    /// may answer while the dump streams).
+    fn start_dump<'s>(
+        &'s self,
+        bridge: &'s str,
+        cache: OverlapCache,
+    ) -> (
+        PortsSlot,
+        impl std::future::Future<Output = Dumped<'static>> + 's,
+    ) {
+        let scan = BridgeScan::shared(Arc::clone(&self.config), None, self.evidence_limit)
+            .with_cache(cache);
+        let slot = scan.ports_slot();
+        let dump = async move {
+            let start = Instant::now();
+            if !valid_bridge_name(bridge) {
+                return (
+                    Err(format!("invalid bridge name {bridge:?}")),
+                    Duration::ZERO,
+                );
+            }
+            let res = self.ovs.dump_flows(bridge, scan).await;
+            (res.map_err(|e| e.to_string()), start.elapsed())
+        };
+        (slot, dump)
     }
 
     /// Bridges known before the database answers: the flag's, else the last scrape's.
@@ -97,10 +111,29 @@ impl FlowsCollector {
     async fn run(&self, registry: &mut Registry) -> Result<(), CollectError> {
         let mut problems: Vec<String> = Vec::new();
         let early = self.early_bridges();
-        let (inventory, early_dumps) = tokio::join!(
-            self.ovs.inventory(),
-            futures::future::join_all(early.iter().map(|b| self.dump_bridge(b)))
-        );
+        let mut caches = match self.overlap_cache.lock() {
+            Ok(mut c) => std::mem::take(&mut *c),
+            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+        };
+        let (slots, early_dumps): (Vec<PortsSlot>, Vec<_>) = early
+            .iter()
+            .map(|b| self.start_dump(b, caches.remove(b).unwrap_or_default()))
+            .unzip();
+        // The ports go to the early dumps as soon as the database answers.
+        let inventory = async {
+            let inv = self.ovs.inventory().await;
+            for (b, slot) in early.iter().zip(&slots) {
+                slot.set(
+                    inv.as_ref()
+                        .ok()
+                        .and_then(|i| i.get(b))
+                        .map(|i| Ports::new(i)),
+                );
+            }
+            inv
+        };
+        let (inventory, early_dumps) =
+            tokio::join!(inventory, futures::future::join_all(early_dumps));
         let inventory: Option<Inventory> = match inventory {
             Ok(inv) => Some(inv),
             Err(e) => {
@@ -183,12 +216,18 @@ impl FlowsCollector {
 
         let mut dumps: HashMap<String, Dumped<'_>> = early.into_iter().zip(early_dumps).collect();
         let late: Vec<&String> = bridges.iter().filter(|b| !dumps.contains_key(*b)).collect();
-        let late_dumps = futures::future::join_all(late.iter().map(|b| self.dump_bridge(b))).await;
+        let late_dumps = futures::future::join_all(late.iter().map(|b| {
+            let ports = inventory
+                .as_ref()
+                .and_then(|inv| inv.get(*b))
+                .map(|i| Ports::new(i));
+            let cache = caches.remove(*b).unwrap_or_default();
+            let (slot, dump) = self.start_dump(b, cache);
+            slot.set(ports);
+            dump
+        }))
+        .await;
         dumps.extend(late.into_iter().cloned().zip(late_dumps));
-        let mut caches = match self.overlap_cache.lock() {
-            Ok(mut c) => std::mem::take(&mut *c),
-            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
-        };
         let mut kept = HashMap::new();
         let scans: Vec<(Result<BridgeReport, String>, f64)> = bridges
             .iter()
@@ -196,27 +235,22 @@ impl FlowsCollector {
                 let (scan, dumped) = dumps
                     .remove(b)
                     .unwrap_or_else(|| (Err("not dumped".into()), Duration::ZERO));
-                let ports = inventory
-                    .as_ref()
-                    .and_then(|inv| inv.get(b))
-                    .map(|i| Ports::new(i));
                 let start = Instant::now();
-                let mut cache = caches.remove(b).unwrap_or_default();
-                let report = scan.map(|mut scan| {
-                    scan.set_ports(ports);
-                    scan.finish_cached(&mut cache)
-                });
-                tracing::debug!(
-                    bridge = %b,
-                    dump_seconds = dumped.as_secs_f64(),
-                    checks_seconds = start.elapsed().as_secs_f64(),
-                    overlap_groups_checked = cache.checked,
-                    overlap_groups_reused = cache.reused,
-                    "bridge scanned"
-                );
-                if report.is_ok() {
+                let report = scan.map(|scan| {
+                    let peak = scan.peak_store_bytes();
+                    let (report, cache) = scan.finish_cached();
+                    tracing::debug!(
+                        bridge = %b,
+                        dump_seconds = dumped.as_secs_f64(),
+                        last_table_seconds = start.elapsed().as_secs_f64(),
+                        overlap_groups_checked = cache.checked,
+                        overlap_groups_reused = cache.reused,
+                        largest_table_store_bytes = peak,
+                        "bridge scanned"
+                    );
                     kept.insert(b.clone(), cache);
-                }
+                    report
+                });
                 (report, (dumped + start.elapsed()).as_secs_f64())
             })
             .collect();
