@@ -29,8 +29,7 @@ fn main() {
     let mut cache = OverlapCache::default();
     for _ in 0..runs {
         let start = Instant::now();
-        let mut scan = BridgeScan::new(&cfg, None, 5).with_cache(cache);
-        scan.set_ports(ports.clone());
+        let mut scan = BridgeScan::new(&cfg, ports.clone(), 5).with_cache(cache);
         for l in text.lines() {
             let _ = scan.feed_line(l);
         }

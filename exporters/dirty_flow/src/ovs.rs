@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt};
 use tokio::process::{Child, Command};
 
 use crate::checks::BridgeScan;
@@ -160,13 +160,9 @@ impl Ovs {
         )
     }
 
-    /// Reads bridges, ports and interfaces from the database.
-    pub async fn inventory(&self) -> Result<Inventory, Error> {
-        let program = program_name(&self.vsctl);
-        let mut cmd = Command::new(&self.vsctl);
-        cmd.arg(format!("--db={}", self.db))
-            .arg(format!("--timeout={}", self.timeout.as_secs().max(1)))
-            .args(VSCTL_ARGS);
+    /// Runs `cmd` to its end under the timeout and returns its output; a failure exit is an
+    /// error with the tail of its stderr.
+    async fn output(&self, mut cmd: Command, program: String) -> Result<Vec<u8>, Error> {
         let mut child = spawn_piped(&mut cmd, &program)?;
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();
@@ -214,7 +210,101 @@ impl Ovs {
                 stderr: tail(&err),
             });
         }
+        Ok(out)
+    }
+
+    /// Reads bridges, ports and interfaces from the database.
+    pub async fn inventory(&self) -> Result<Inventory, Error> {
+        let program = program_name(&self.vsctl);
+        let mut cmd = Command::new(&self.vsctl);
+        cmd.arg(format!("--db={}", self.db))
+            .arg(format!("--timeout={}", self.timeout.as_secs().max(1)))
+            .args(VSCTL_ARGS);
+        let out = self.output(cmd, program).await?;
         parse_inventory(&String::from_utf8_lossy(&out))
+    }
+
+    /// The text (without counters) of the flow of `bridge` in `table` at `priority` with
+    /// exactly the match `match_text`, or None when it is gone. OpenFlow has no strict flow
+    /// statistics request, so this dumps the flows that match at least `match_text` (the flow
+    /// itself and any more specific one) and picks, as the lines stream, the one whose text
+    /// hashes to `hash`, else the one with that priority and match (its actions changed).
+    pub async fn flow_text(
+        &self,
+        bridge: &str,
+        table: &str,
+        priority: u16,
+        match_text: &str,
+        hash: u64,
+    ) -> Result<Option<String>, Error> {
+        let program = program_name(&self.ofctl);
+        let mut spec = format!("table={table}");
+        if !match_text.is_empty() {
+            spec.push(',');
+            spec.push_str(match_text);
+        }
+        let mut cmd = Command::new(&self.ofctl);
+        cmd.arg("--no-names");
+        if let Some(v) = &self.openflow_version {
+            cmd.arg("-O").arg(v);
+        }
+        cmd.arg("dump-flows").arg(self.target(bridge)).arg(spec);
+        let mut child = spawn_piped(&mut cmd, &program)?;
+        let stdout = child.stdout.take();
+        let stderr = child.stderr.take();
+        let err_task = tokio::spawn(async move {
+            match stderr {
+                Some(s) => drain_tail(s).await,
+                None => Vec::new(),
+            }
+        });
+        let find = async {
+            let Some(stdout) = stdout else {
+                return Ok(None);
+            };
+            let mut lines = tokio::io::BufReader::new(stdout).lines();
+            let mut same_match = None;
+            while let Some(line) = lines.next_line().await? {
+                let Ok(crate::parse::Line::Flow(f)) = crate::parse::parse_line(&line) else {
+                    continue;
+                };
+                if crate::checks::match_hash(f.text) == hash {
+                    return Ok(Some(f.text.to_string()));
+                }
+                if same_match.is_none() && f.priority == priority && f.match_text == match_text {
+                    same_match = Some(f.text.to_string());
+                }
+            }
+            Ok(same_match)
+        };
+        let found: std::io::Result<Option<String>> =
+            match tokio::time::timeout(self.timeout, find).await {
+                Ok(r) => r,
+                Err(_) => {
+                    kill(&mut child).await;
+                    return Err(Error::Timeout {
+                        program,
+                        timeout: self.timeout,
+                    });
+                }
+            };
+        // Found early: the rest of the dump is not needed.
+        kill(&mut child).await;
+        let found = found.map_err(|source| Error::Read {
+            program: program.clone(),
+            source,
+        })?;
+        if found.is_none() {
+            let err = err_task.await.unwrap_or_default();
+            if !err.is_empty() {
+                return Err(Error::Exit {
+                    program,
+                    status: "no flow".to_string(),
+                    stderr: tail(&err),
+                });
+            }
+        }
+        Ok(found)
     }
 
     /// Streams `ovs-ofctl --no-names dump-flows` of `bridge` into `scan`, which comes back

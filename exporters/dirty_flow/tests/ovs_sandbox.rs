@@ -110,8 +110,29 @@ cookie=0x1,table=10,priority=20,tcp,nw_src=10.1.2.0/24,tp_dst=22,actions=output:
     );
     assert!(mp[0].contains("table=\"10\"") && mp[0].contains("cookie=\"0x1\""));
     assert!(evidence(&body, "stale_cookie")[0].contains("cookie=\"0x5\""));
-    assert_eq!(evidence(&body, "overlap").len(), 2);
+    // The overlapping pair is shown whole: the scan keeps matches only, and the actions come
+    // from a --strict dump of each flow.
+    let ov = evidence(&body, "overlap");
+    assert_eq!(ov.len(), 2);
+    for flow in [
+        "flow=\"priority=40,tcp,nw_src=10.0.0.0/24,tp_dst=80 actions=output:3\"",
+        "flow=\"priority=40,tcp,tp_dst=80 actions=output:2\"",
+    ] {
+        assert!(ov.iter().any(|e| e.contains(flow)), "{flow} in {ov:?}");
+    }
     assert_promtool_clean(&body);
+    // The same flows again: the same evidence (the texts fetched are reused).
+    let (_, again) = scrape(exp.addr).await;
+    assert_eq!(evidence(&again, "overlap"), ov);
+    // One flow's actions change: its new text is fetched.
+    sb.add_flows("cookie=0x1,table=10,priority=40,tcp,tp_dst=80,actions=output:1\n");
+    let (_, changed) = scrape(exp.addr).await;
+    let ov = evidence(&changed, "overlap");
+    assert!(
+        ov.iter()
+            .any(|e| e.contains("flow=\"priority=40,tcp,tp_dst=80 actions=output:1\"")),
+        "{ov:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

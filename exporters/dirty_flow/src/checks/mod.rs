@@ -16,8 +16,9 @@ pub mod missing_port;
 pub mod overlap;
 pub mod stale_cookie;
 
-use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, OnceLock};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use crate::config::Config;
 use crate::parse::actions::{for_each_port_ref, PortRef};
@@ -31,23 +32,23 @@ use stale_cookie::{CookieFlow, StaleCookies};
 /// Longest flow text put in an evidence label.
 pub const MAX_EVIDENCE_TEXT: usize = 400;
 
-/// What the table checks need to know of a flow: 40 bytes a flow (a test keeps it so).
+/// What the table checks need to know of a flow: 32 bytes a flow (a test keeps it so), plus
+/// its match text in the store's [`Arena`]. The actions are not kept: the few flows shown as
+/// `overlap` evidence get theirs afterwards (see [`Evidence::fetch`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Record {
     pub cookie: u64,
+    /// A hash of the flow text without counters ([`match_hash`] of match and actions), for the
+    /// overlap cache and the evidence fetched.
+    pub match_hash: u64,
+    pub text_start: u32,
+    /// Chunk of the [`Arena`] holding the match text.
+    pub chunk: u16,
+    pub match_len: u16,
     /// Table number, or 256 + index into the scan's table names.
     pub table: u16,
     pub priority: u16,
     pub flags: u8,
-    /// Offset of the match (after `priority=N,`) from `text_start`.
-    pub match_off: u16,
-    /// Chunk of the [`Arena`] holding the text.
-    pub chunk: u32,
-    pub text_start: u32,
-    pub match_len: u32,
-    pub text_len: u32,
-    /// A hash of the match text ([`match_hash`]), for the overlap cache.
-    pub match_hash: u64,
 }
 
 /// A fast 64-bit hash of a match text (folded multiplication over 8-byte words): computed while
@@ -87,19 +88,17 @@ impl Record {
         self.flags & Self::CONJUNCTION_ONLY != 0
     }
 
-    /// The flow text (match and actions, no counters).
-    pub fn text<'t>(&self, arena: &'t Arena) -> &'t str {
-        arena.get(self.chunk, self.text_start as usize, self.text_len as usize)
-    }
-
     /// The match without priority.
     pub fn match_text<'t>(&self, arena: &'t Arena) -> &'t str {
-        let s = self.text_start as usize + usize::from(self.match_off);
-        arena.get(self.chunk, s, self.match_len as usize)
+        arena.get(
+            u32::from(self.chunk),
+            self.text_start as usize,
+            usize::from(self.match_len),
+        )
     }
 }
 
-/// Flow texts, appended in fixed-size chunks: growing one big string would briefly need twice
+/// Match texts, appended in fixed-size chunks: growing one big string would briefly need twice
 /// its size while it is copied.
 #[derive(Debug, Default)]
 pub struct Arena {
@@ -109,8 +108,8 @@ pub struct Arena {
 impl Arena {
     const CHUNK: usize = 256 << 10;
 
-    /// Appends `s`; returns (chunk, offset), or None past 4G chunks.
-    pub fn push(&mut self, s: &str) -> Option<(u32, u32)> {
+    /// Appends `s`; returns (chunk, offset), or None past 64k chunks.
+    pub fn push(&mut self, s: &str) -> Option<(u16, u32)> {
         let fits = self
             .chunks
             .last()
@@ -119,7 +118,7 @@ impl Arena {
             self.chunks
                 .push(String::with_capacity(Self::CHUNK.max(s.len())));
         }
-        let idx = u32::try_from(self.chunks.len() - 1).ok()?;
+        let idx = u16::try_from(self.chunks.len() - 1).ok()?;
         let c = self.chunks.last_mut()?;
         let off = u32::try_from(c.len()).ok()?;
         c.push_str(s);
@@ -149,36 +148,19 @@ impl Arena {
     }
 }
 
-/// The flows of one table (or, in tests, any flows), as the table checks need them.
+/// The flows of one table (or, in tests, any flows), as the overlap check needs them.
 #[derive(Debug, Default)]
 pub struct FlowStore {
     /// Table of the flows (a [`Record::table`]); None while empty.
     pub table: Option<u16>,
     pub records: Vec<Record>,
     pub text: Arena,
-    /// Ports the flows name, as (record index, port), in dump order.
-    pub port_refs: Vec<(u32, u32)>,
-    /// Ports named by name (only in `--names` dumps), as (record index, name).
-    pub port_names: Vec<(u32, String)>,
 }
 
 impl FlowStore {
-    /// Keeps a flow whose table index is `table`.
-    fn push(&mut self, f: &Flow<'_>, table: u16) {
-        // One pass over the actions for both what the record keeps and the ports they name.
-        let index = u32::try_from(self.records.len()).unwrap_or(u32::MAX);
-        let refs_before = (self.port_refs.len(), self.port_names.len());
-        let (refs, names) = (&mut self.port_refs, &mut self.port_names);
-        let mut add = |r: PortRef| match r {
-            PortRef::Number(n) => refs.push((index, n)),
-            PortRef::Name(s) => names.push((index, s)),
-        };
-        let mut conjunction_only = true;
-        for a in f.actions() {
-            conjunction_only &= a.name == "conjunction";
-            for_each_port_ref(std::iter::once(a), &mut add);
-        }
-        missing_port::for_each_match_port(f, &mut add);
+    /// Keeps a flow whose table index is `table`; `conjunction_only`: its only actions are
+    /// `conjunction(...)`.
+    fn push(&mut self, f: &Flow<'_>, table: u16, conjunction_only: bool) {
         let mut flags = 0;
         if f.idle_timeout > 0 || f.hard_timeout > 0 {
             flags |= Record::TIMEOUT;
@@ -186,28 +168,24 @@ impl FlowStore {
         if conjunction_only {
             flags |= Record::CONJUNCTION_ONLY;
         }
-        let match_off = if f.match_text.is_empty() {
-            0
-        } else {
-            f.match_text.as_ptr() as usize - f.text.as_ptr() as usize
-        };
-        let Some((chunk, text_start)) = self.text.push(f.text) else {
-            self.port_refs.truncate(refs_before.0);
-            self.port_names.truncate(refs_before.1);
+        // A match longer than 64 KiB (none is) is kept cut, not lost.
+        let mut len = f.match_text.len().min(usize::from(u16::MAX));
+        while !f.match_text.is_char_boundary(len) {
+            len -= 1;
+        }
+        let Some((chunk, text_start)) = self.text.push(&f.match_text[..len]) else {
             return;
         };
         self.table = Some(table);
         self.records.push(Record {
             cookie: f.cookie,
+            match_hash: match_hash(f.text),
+            text_start,
+            chunk,
+            match_len: u16::try_from(len).unwrap_or(0),
             table,
             priority: f.priority,
             flags,
-            match_off: u16::try_from(match_off).unwrap_or(0),
-            chunk,
-            text_start,
-            match_len: u32::try_from(f.match_text.len()).unwrap_or(0),
-            text_len: u32::try_from(f.text.len()).unwrap_or(0),
-            match_hash: match_hash(f.match_text),
         });
     }
 
@@ -216,8 +194,6 @@ impl FlowStore {
         self.table = None;
         self.records.clear();
         self.text.clear();
-        self.port_refs.clear();
-        self.port_names.clear();
     }
 
     /// Heap bytes held (capacity, not length), by part: for the memory benchmark.
@@ -227,20 +203,7 @@ impl FlowStore {
                 "records",
                 self.records.capacity() * std::mem::size_of::<Record>(),
             ),
-            ("flow text", self.text.capacity()),
-            (
-                "port refs",
-                self.port_refs.capacity() * std::mem::size_of::<(u32, u32)>(),
-            ),
-            (
-                "port names",
-                self.port_names.capacity() * std::mem::size_of::<(u32, String)>()
-                    + self
-                        .port_names
-                        .iter()
-                        .map(|(_, n)| n.capacity())
-                        .sum::<usize>(),
-            ),
+            ("match text", self.text.capacity()),
         ]
     }
 }
@@ -255,7 +218,8 @@ pub(crate) fn store_of(lines: &[&str]) -> FlowStore {
                 Table::Id(n) => u16::from(n),
                 Table::Name(_) => 256,
             };
-            s.push(&f, t);
+            let conj = f.actions().all(|a| a.name == "conjunction");
+            s.push(&f, t, conj);
         }
     }
     s
@@ -268,6 +232,10 @@ pub struct Evidence {
     pub priority: u16,
     pub cookie: u64,
     pub flow: String,
+    /// Set when `flow` is only `priority=N,MATCH` (the scan keeps no actions): the hash
+    /// ([`Record::match_hash`]) of the whole flow text, which the collector fetches (a
+    /// `--strict` dump of that one flow, or its cache) and puts in `flow`.
+    pub fetch: Option<u64>,
 }
 
 /// The result of one check on one bridge.
@@ -306,34 +274,72 @@ pub struct BridgeReport {
     pub checks: Vec<CheckOutcome>,
 }
 
-/// The port inventory of a bridge, set once by whoever reads the database (possibly while the
-/// dump streams): `Some(None)` means unknown (database down, bridge not in it), and
-/// `missing_port` is then skipped.
-#[derive(Debug, Clone, Default)]
-pub struct PortsSlot(Arc<OnceLock<Option<Ports>>>);
+/// The port inventory of a bridge as a dump's scan receives it: `missing_port` is decided as
+/// each flow arrives, so the scan waits (before its first flow) until the ports are known.
+/// `None` means unknown (database down, bridge not in it): `missing_port` is then skipped.
+#[derive(Debug, Default)]
+struct PortsInner {
+    ports: Mutex<Option<Option<Ports>>>,
+    known: Condvar,
+}
 
-impl PortsSlot {
-    /// Sets the ports; the first call wins.
-    pub fn set(&self, ports: Option<Ports>) {
-        let _ = self.0.set(ports);
+/// The sending side: whoever reads the database sets the ports, possibly while the dump
+/// streams. Dropped without a value (the scrape was abandoned), it sends `None`, so a scan
+/// never waits for ports that will not come.
+#[derive(Debug)]
+pub struct PortsSender(Arc<PortsInner>);
+
+impl PortsSender {
+    /// Sends the ports; the first value sent wins.
+    pub fn send(&self, ports: Option<Ports>) {
+        let mut g = match self.0.ports.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if g.is_none() {
+            *g = Some(ports);
+            self.0.known.notify_all();
+        }
     }
+}
 
-    fn get(&self) -> Option<&Option<Ports>> {
-        self.0.get()
+impl Drop for PortsSender {
+    fn drop(&mut self) {
+        self.send(None);
+    }
+}
+
+/// How long a scan waits for its ports at most; the exporter's database read times out well
+/// before (`--ovs.timeout`), and a dropped [`PortsSender`] ends the wait at once.
+pub const PORTS_WAIT: Duration = Duration::from_secs(300);
+
+impl PortsInner {
+    /// Waits until the ports are known, `wait` at most (then: unknown).
+    fn wait(&self, wait: Duration) -> Option<Ports> {
+        let g = match self.ports.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let res = self.known.wait_timeout_while(g, wait, |p| p.is_none());
+        let g = match res {
+            Ok((g, _)) => g,
+            Err(poisoned) => poisoned.into_inner().0,
+        };
+        g.clone().flatten()
     }
 }
 
 /// Accumulates one bridge's dump.
 pub struct BridgeScan<'c> {
     cfg: CfgRef<'c>,
-    ports: PortsSlot,
+    /// The ports, once known (outer None: not yet; see [`PortsSender`]).
+    ports: Option<Option<Ports>>,
+    ports_rx: Option<Arc<PortsInner>>,
     evidence_limit: usize,
     table_counts: [u64; 256],
     table_names: Vec<(String, u64)>,
     /// The flows of the table being dumped.
     current: FlowStore,
-    /// Tables dumped while the ports were still unknown, oldest first.
-    waiting: VecDeque<FlowStore>,
     /// Tables whose flows were checked (a bit per [`Record::table`]).
     done_tables: Vec<u64>,
     flows: u64,
@@ -346,7 +352,7 @@ pub struct BridgeScan<'c> {
     needs_fields: bool,
     cache: OverlapCache,
     budget: u64,
-    /// Largest heap held by the table stores (capacity), for the memory benchmark.
+    /// Largest heap held by the table store (capacity), for the memory benchmark.
     peak_store_bytes: usize,
 }
 
@@ -357,6 +363,11 @@ impl std::fmt::Debug for BridgeScan<'_> {
             .field("parse_errors", &self.parse_errors)
             .finish()
     }
+}
+
+/// `s` as an evidence label shows it (at most [`MAX_EVIDENCE_TEXT`] bytes).
+pub fn evidence_text(s: &str) -> String {
+    truncate(s, MAX_EVIDENCE_TEXT)
 }
 
 fn truncate(s: &str, max: usize) -> String {
@@ -376,6 +387,7 @@ fn evidence(table: String, priority: u16, cookie: u64, text: &str) -> Evidence {
         priority,
         cookie,
         flow: truncate(text, MAX_EVIDENCE_TEXT),
+        fetch: None,
     }
 }
 
@@ -408,36 +420,41 @@ impl BridgeScan<'static> {
     /// Like [`BridgeScan::new`], holding the config by `Arc`: the scan can move to another
     /// thread.
     pub fn shared(cfg: Arc<Config>, ports: Option<Ports>, evidence_limit: usize) -> Self {
-        Self::with_cfg(CfgRef::Shared(cfg), ports, evidence_limit)
+        Self::with_cfg(CfgRef::Shared(cfg), Some(ports), evidence_limit)
+    }
+
+    /// A scan whose ports come later, through the returned sender: its first flow waits for
+    /// them.
+    pub fn awaiting_ports(cfg: Arc<Config>, evidence_limit: usize) -> (Self, PortsSender) {
+        let mut scan = Self::with_cfg(CfgRef::Shared(cfg), None, evidence_limit);
+        let inner = Arc::new(PortsInner::default());
+        scan.ports_rx = Some(Arc::clone(&inner));
+        (scan, PortsSender(inner))
     }
 }
 
 impl<'c> BridgeScan<'c> {
-    /// `ports`: the bridge's ports when known now; else they are set later through
-    /// [`BridgeScan::ports_slot`] (or [`BridgeScan::set_ports`]), and tables wait for them.
+    /// `ports`: the bridge's ports; None when unknown (database down), and `missing_port` is
+    /// skipped.
     pub fn new(cfg: &'c Config, ports: Option<Ports>, evidence_limit: usize) -> Self {
-        Self::with_cfg(CfgRef::Borrowed(cfg), ports, evidence_limit)
+        Self::with_cfg(CfgRef::Borrowed(cfg), Some(ports), evidence_limit)
     }
 
-    fn with_cfg(cfg: CfgRef<'c>, ports: Option<Ports>, evidence_limit: usize) -> Self {
+    fn with_cfg(cfg: CfgRef<'c>, ports: Option<Option<Ports>>, evidence_limit: usize) -> Self {
         let custom = cfg
             .checks
             .iter()
             .map(|c| CheckOutcome::new(&c.name))
             .collect();
         let needs_fields = cfg.checks.iter().any(custom::needs_fields);
-        let slot = PortsSlot::default();
-        if ports.is_some() {
-            slot.set(ports);
-        }
         Self {
             cfg,
-            ports: slot,
+            ports,
+            ports_rx: None,
             evidence_limit,
             table_counts: [0; 256],
             table_names: Vec::new(),
             current: FlowStore::default(),
-            waiting: VecDeque::new(),
             done_tables: Vec::new(),
             flows: 0,
             parse_errors: 0,
@@ -467,17 +484,7 @@ impl<'c> BridgeScan<'c> {
         self
     }
 
-    /// Where the bridge's ports go once known (from any thread).
-    pub fn ports_slot(&self) -> PortsSlot {
-        self.ports.clone()
-    }
-
-    /// Sets the bridge's ports (None: unknown, missing_port is skipped), unless already set.
-    pub fn set_ports(&mut self, ports: Option<Ports>) {
-        self.ports.set(ports);
-    }
-
-    /// The largest heap the table stores held at once (capacity, not length).
+    /// The largest heap the table store held (capacity, not length).
     pub fn peak_store_bytes(&self) -> usize {
         self.peak_store_bytes
     }
@@ -500,6 +507,15 @@ impl<'c> BridgeScan<'c> {
                 Err(e)
             }
         }
+    }
+
+    /// The ports, waiting for them if they are not known yet.
+    fn ports(&mut self) -> Option<&Ports> {
+        if self.ports.is_none() {
+            let got = self.ports_rx.take().and_then(|rx| rx.wait(PORTS_WAIT));
+            self.ports = Some(got);
+        }
+        self.ports.as_ref().and_then(Option::as_ref)
     }
 
     fn table_index(&mut self, t: Table<'_>) -> u16 {
@@ -533,6 +549,25 @@ impl<'c> BridgeScan<'c> {
             // The table came back after another: its two runs are not compared.
             self.overlap.incomplete = true;
         }
+        // One pass over the actions for the ports they name and whether they are only
+        // conjunction clauses.
+        let mut conjunction_only = true;
+        let mut missing = false;
+        if let Some(ports) = self.ports() {
+            let mut check = |r: PortRef| missing |= !ports.has(&r);
+            for a in f.actions() {
+                conjunction_only &= a.name == "conjunction";
+                for_each_port_ref(std::iter::once(a), &mut check);
+            }
+            missing_port::for_each_match_port(f, &mut check);
+        } else {
+            conjunction_only = f.actions().all(|a| a.name == "conjunction");
+        }
+        let limit = self.evidence_limit;
+        let show = || evidence(f.table.to_string(), f.priority, f.cookie, f.text);
+        if missing {
+            push_evidence(&mut self.missing, limit, show);
+        }
         if !self.cfg.checks.is_empty() {
             let mut fields = Vec::new();
             if self.needs_fields {
@@ -540,9 +575,7 @@ impl<'c> BridgeScan<'c> {
             }
             for (c, o) in self.cfg.checks.iter().zip(self.custom.iter_mut()) {
                 if custom::matches(c, f, &fields) {
-                    push_evidence(o, self.evidence_limit, || {
-                        evidence(f.table.to_string(), f.priority, f.cookie, f.text)
-                    });
+                    push_evidence(o, limit, show);
                 }
             }
         }
@@ -552,10 +585,8 @@ impl<'c> BridgeScan<'c> {
             has_timeout: f.idle_timeout > 0 || f.hard_timeout > 0,
             seq,
         };
-        self.stale.add(&self.cfg, cookie, self.evidence_limit, || {
-            evidence(f.table.to_string(), f.priority, f.cookie, f.text)
-        });
-        self.current.push(f, table);
+        self.stale.add(&self.cfg, cookie, limit, show);
+        self.current.push(f, table, conjunction_only);
     }
 
     fn table_done(&self, table: u16) -> bool {
@@ -572,38 +603,18 @@ impl<'c> BridgeScan<'c> {
         self.done_tables[word] |= 1 << (table % 64);
     }
 
-    /// The current table is complete: check it now if the ports are known, else let it wait
-    /// for them.
+    /// The current table is complete: check it and let its flows go.
     fn close_table(&mut self) {
         let Some(table) = self.current.table else {
             return;
         };
         self.mark_done(table);
-        let held: usize = self
-            .waiting
-            .iter()
-            .chain(std::iter::once(&self.current))
-            .flat_map(FlowStore::heap_bytes)
-            .map(|(_, b)| b)
-            .sum();
+        let held: usize = self.current.heap_bytes().iter().map(|(_, b)| b).sum();
         self.peak_store_bytes = self.peak_store_bytes.max(held);
-        if self.ports.get().is_some() {
-            self.check_waiting();
-            let mut store = std::mem::take(&mut self.current);
-            self.check_table(&store);
-            store.clear();
-            self.current = store;
-        } else {
-            let store = std::mem::take(&mut self.current);
-            self.waiting.push_back(store);
-        }
-    }
-
-    /// Checks the tables waiting for the ports (call once the ports are known).
-    fn check_waiting(&mut self) {
-        while let Some(store) = self.waiting.pop_front() {
-            self.check_table(&store);
-        }
+        let mut store = std::mem::take(&mut self.current);
+        self.check_table(&store);
+        store.clear();
+        self.current = store;
     }
 
     fn table_label(&self, t: u16) -> String {
@@ -617,54 +628,37 @@ impl<'c> BridgeScan<'c> {
         }
     }
 
-    fn add_evidence(&self, o: &mut CheckOutcome, store: &FlowStore, dirty: &[usize]) {
-        for &i in dirty {
-            let r = &store.records[i];
-            push_evidence(o, self.evidence_limit, || {
-                evidence(
-                    self.table_label(r.table),
-                    r.priority,
-                    r.cookie,
-                    r.text(&store.text),
-                )
-            });
-        }
-    }
-
-    /// Runs `missing_port` and `overlap` over one table's flows.
+    /// Runs `overlap` over one table's flows. Its evidence has the match only; the
+    /// collector fetches the whole flow ([`Evidence::fetch`]).
     fn check_table(&mut self, store: &FlowStore) {
-        if let Some(Some(ports)) = self.ports.get() {
-            let mut dirty: Vec<usize> = store
-                .port_refs
-                .iter()
-                .filter(|&&(_, n)| !ports.has(&PortRef::Number(n)))
-                .map(|&(i, _)| i as usize)
-                .chain(
-                    store
-                        .port_names
-                        .iter()
-                        .filter(|(_, n)| !ports.has_name(n))
-                        .map(|&(i, _)| i as usize),
-                )
-                .collect();
-            // Back to dump order; a flow naming several missing ports counts once.
-            dirty.sort_unstable();
-            dirty.dedup();
-            let mut missing = std::mem::replace(&mut self.missing, CheckOutcome::new(""));
-            self.add_evidence(&mut missing, store, &dirty);
-            self.missing = missing;
-        }
         let (dirty, exhausted) = overlap::overlapping(
             &store.records,
             &store.text,
             &mut self.budget,
             Some(&mut self.cache),
         );
-        let idx: Vec<usize> = (0..dirty.len()).filter(|&i| dirty[i]).collect();
-        let mut ov = std::mem::replace(&mut self.overlap, CheckOutcome::new(""));
-        self.add_evidence(&mut ov, store, &idx);
-        ov.incomplete |= exhausted;
-        self.overlap = ov;
+        for r in store
+            .records
+            .iter()
+            .zip(dirty)
+            .filter(|(_, d)| *d)
+            .map(|(r, _)| r)
+        {
+            let table = self.table_label(r.table);
+            push_evidence(&mut self.overlap, self.evidence_limit, || {
+                let m = r.match_text(&store.text);
+                let sep = if m.is_empty() { "" } else { "," };
+                let mut e = evidence(
+                    table,
+                    r.priority,
+                    r.cookie,
+                    &format!("priority={}{sep}{m}", r.priority),
+                );
+                e.fetch = Some(r.match_hash);
+                e
+            });
+        }
+        self.overlap.incomplete |= exhausted;
     }
 
     /// Runs what is left of the checks and returns the report.
@@ -675,9 +669,7 @@ impl<'c> BridgeScan<'c> {
     /// [`BridgeScan::finish`], also giving back the overlap cache for the next dump of the
     /// bridge (see [`BridgeScan::with_cache`]). Ports still unknown are taken as unknown.
     pub fn finish_cached(mut self) -> (BridgeReport, OverlapCache) {
-        self.ports.set(None);
         self.close_table();
-        self.check_waiting();
         let mut tables = BTreeMap::new();
         for (n, &c) in self.table_counts.iter().enumerate() {
             if c > 0 {
@@ -687,10 +679,12 @@ impl<'c> BridgeScan<'c> {
         for (n, c) in &self.table_names {
             *tables.entry(n.clone()).or_insert(0) += c;
         }
+        // Ports unknown (or a dump without flows that never asked): as they are now.
+        let has_ports = self.ports().is_some();
         let mut stale = CheckOutcome::new("stale_cookie");
         (stale.dirty, stale.evidence) = self.stale.finish(&self.cfg, self.evidence_limit);
         let mut checks = Vec::new();
-        if matches!(self.ports.get(), Some(Some(_))) {
+        if has_ports {
             checks.push(self.missing);
         }
         checks.push(stale);
@@ -713,8 +707,18 @@ mod tests {
     use super::*;
 
     fn missing_port(ports: Option<Ports>, late: bool) -> Option<CheckOutcome> {
-        let cfg = Config::default();
-        let mut scan = BridgeScan::new(&cfg, if late { None } else { ports.clone() }, 2);
+        let cfg = Arc::new(Config::default());
+        let (mut scan, tx) = BridgeScan::awaiting_ports(cfg, 2);
+        let sender = if late {
+            // The database answers while the first line waits for it.
+            std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                tx.send(ports);
+            })
+        } else {
+            tx.send(ports);
+            std::thread::spawn(|| ())
+        };
         for l in [
             " table=1, priority=5,in_port=1 actions=output:2",
             " table=1, priority=6,in_port=7 actions=output:8,output:9",
@@ -724,9 +728,7 @@ mod tests {
         ] {
             scan.feed_line(l).unwrap();
         }
-        if late {
-            scan.set_ports(ports);
-        }
+        sender.join().unwrap();
         scan.finish()
             .checks
             .into_iter()
@@ -734,8 +736,8 @@ mod tests {
     }
 
     #[test]
-    fn a_record_takes_40_bytes() {
-        assert_eq!(std::mem::size_of::<Record>(), 40);
+    fn a_record_takes_32_bytes() {
+        assert_eq!(std::mem::size_of::<Record>(), 32);
     }
 
     fn check<'r>(r: &'r BridgeReport, name: &str) -> &'r CheckOutcome {
@@ -787,11 +789,11 @@ mod tests {
         assert_eq!((scan.overlap.dirty, scan.current.records.len()), (0, 1001));
         scan.feed_line(" table=1, priority=5,in_port=1 actions=drop")
             .unwrap();
-        // Table 0 was checked (its overlapping pair, its 999 missing ports) and let go.
+        // Table 0 was checked (its overlapping pair) and let go; its 999 missing ports were
+        // counted as they came.
         assert_eq!(scan.overlap.dirty, 2);
         assert_eq!(scan.missing.dirty, 999);
         assert_eq!(scan.current.records.len(), 1);
-        assert!(scan.waiting.is_empty());
         let held = scan.peak_store_bytes();
         for l in table_lines(2, 10) {
             scan.feed_line(&l).unwrap();
@@ -807,33 +809,49 @@ mod tests {
     }
 
     #[test]
-    fn tables_wait_for_ports_that_arrive_while_the_dump_streams() {
-        let cfg = Config::default();
-        let mut scan = BridgeScan::new(&cfg, None, 10);
-        let slot = scan.ports_slot();
-        for t in 0..3 {
-            for l in table_lines(t, 3) {
-                scan.feed_line(&l).unwrap();
-            }
+    fn a_scan_whose_ports_never_come_skips_missing_port() {
+        // The scrape was abandoned: the sender is dropped, and the scan goes on without
+        // waiting.
+        let (mut scan, tx) = BridgeScan::awaiting_ports(Arc::new(Config::default()), 5);
+        drop(tx);
+        for l in table_lines(0, 3) {
+            scan.feed_line(&l).unwrap();
         }
-        // Tables 0 and 1 are complete and wait; table 2 is being dumped.
-        assert_eq!(scan.waiting.len(), 2);
-        assert_eq!(scan.overlap.dirty, 0);
-        // The database answers (from another thread in the exporter).
-        std::thread::spawn(move || slot.set(Some(Ports::new(&[iface("tap1", 1)]))))
-            .join()
-            .unwrap();
-        scan.feed_line(" table=3, priority=1 actions=drop").unwrap();
-        assert!(scan.waiting.is_empty());
-        assert_eq!((scan.overlap.dirty, scan.missing.dirty), (6, 6));
         let r = scan.finish();
-        let shown: Vec<_> = check(&r, "missing_port")
+        assert!(r.checks.iter().all(|c| c.name != "missing_port"));
+        assert_eq!(check(&r, "overlap").dirty, 2);
+    }
+
+    #[test]
+    fn overlap_evidence_has_the_match_and_the_hash_of_the_flow_to_fetch() {
+        let cfg = Config::default();
+        let mut scan = BridgeScan::new(&cfg, None, 5);
+        let flows = [
+            " cookie=0x7, table=4, priority=5,in_port=1 actions=output:2",
+            " cookie=0x8, table=4, priority=5,in_port=1,ip actions=drop",
+            " cookie=0x8, table=4, priority=5 actions=drop",
+        ];
+        for l in flows {
+            scan.feed_line(l).unwrap();
+        }
+        let r = scan.finish();
+        let shown: Vec<_> = check(&r, "overlap")
             .evidence
             .iter()
-            .map(|e| e.table.as_str())
+            .map(|e| (e.table.as_str(), e.cookie, e.flow.as_str(), e.fetch))
             .collect();
-        assert_eq!(shown, vec!["0", "0", "1", "1", "2", "2"]);
-        assert_eq!(check(&r, "overlap").dirty, 6);
+        let hash = |l: &str| match parse_line(l) {
+            Ok(Line::Flow(f)) => Some(match_hash(f.text)),
+            _ => None,
+        };
+        assert_eq!(
+            shown,
+            vec![
+                ("4", 0x7, "priority=5,in_port=1", hash(flows[0])),
+                ("4", 0x8, "priority=5,in_port=1,ip", hash(flows[1])),
+                ("4", 0x8, "priority=5", hash(flows[2])),
+            ]
+        );
     }
 
     #[test]

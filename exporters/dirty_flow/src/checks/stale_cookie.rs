@@ -172,6 +172,7 @@ mod tests {
                 priority: 1,
                 cookie,
                 flow: seq.to_string(),
+                fetch: None,
             });
         }
         let (n, ev) = acc.finish(c, limit);
@@ -258,6 +259,7 @@ mod tests {
                 priority: 1,
                 cookie,
                 flow: seq.to_string(),
+                fetch: None,
             });
         }
         let kept: usize = acc.stats.values().map(|s| s.evidence.len()).sum();

@@ -19,7 +19,9 @@ use common::prometheus_client::registry::Registry;
 use common::{CollectError, Collector};
 use futures::future::BoxFuture;
 
-use crate::checks::{BridgeReport, BridgeScan, OverlapCache, Ports, PortsSlot};
+use crate::checks::{
+    evidence_text, BridgeReport, BridgeScan, Evidence, OverlapCache, Ports, PortsSender,
+};
 use crate::config::Config;
 use crate::inventory::Inventory;
 use crate::ovs::{valid_bridge_name, Ovs};
@@ -41,6 +43,9 @@ pub struct FlowsCollector {
     last_bridges: Mutex<Vec<String>>,
     /// Per bridge, the overlap results of the last scrape, reused for unchanged flow groups.
     overlap_cache: Mutex<HashMap<String, OverlapCache>>,
+    /// Per bridge, the flow texts last fetched for evidence, by hash ([`Evidence::fetch`]):
+    /// while the same flows overlap, they are not fetched again.
+    fetched: Mutex<HashMap<String, HashMap<u64, String>>>,
 }
 
 /// A bridge's dump, streamed through the line checks, and how long it took.
@@ -61,24 +66,25 @@ impl FlowsCollector {
             evidence_limit,
             last_bridges: Mutex::new(Vec::new()),
             overlap_cache: Mutex::new(HashMap::new()),
+            fetched: Mutex::new(HashMap::new()),
         }
     }
 
     /// Streams the bridge's dump through a scan, which checks each table as the dump moves on
     /// (see [`BridgeScan`]); the last table is checked in [`BridgeScan::finish_cached`]. The
-    /// scan reads the bridge's ports once they are set through the returned slot (the database
-    /// may answer while the dump streams).
+    /// scan's first flow waits for the bridge's ports, sent through the returned sender (the
+    /// database answers while the dump starts; dropping the sender sends "unknown").
     fn start_dump<'s>(
         &'s self,
         bridge: &'s str,
         cache: OverlapCache,
     ) -> (
-        PortsSlot,
+        PortsSender,
         impl std::future::Future<Output = Dumped<'static>> + 's,
     ) {
-        let scan = BridgeScan::shared(Arc::clone(&self.config), None, self.evidence_limit)
-            .with_cache(cache);
-        let slot = scan.ports_slot();
+        let (scan, ports) =
+            BridgeScan::awaiting_ports(Arc::clone(&self.config), self.evidence_limit);
+        let scan = scan.with_cache(cache);
         let dump = async move {
             let start = Instant::now();
             if !valid_bridge_name(bridge) {
@@ -90,7 +96,61 @@ impl FlowsCollector {
             let res = self.ovs.dump_flows(bridge, scan).await;
             (res.map_err(|e| e.to_string()), start.elapsed())
         };
-        (slot, dump)
+        (ports, dump)
+    }
+
+    /// Puts the whole flow text in the evidence that has only the match (see
+    /// [`Evidence::fetch`]): from the texts fetched last scrape, else with a `--strict` dump of
+    /// that one flow. A flow gone meanwhile (or a failed dump) keeps the match it overlapped on.
+    async fn fetch_evidence(&self, bridge: &str, report: &mut BridgeReport) {
+        let mut known = match self.fetched.lock() {
+            Ok(mut f) => f.remove(bridge).unwrap_or_default(),
+            Err(poisoned) => poisoned.into_inner().remove(bridge).unwrap_or_default(),
+        };
+        let wanted: Vec<&mut Evidence> = report
+            .checks
+            .iter_mut()
+            .flat_map(|c| c.evidence.iter_mut())
+            .filter(|e| e.fetch.is_some())
+            .collect();
+        let texts = futures::future::join_all(wanted.iter().map(|e| {
+            let hash = e.fetch.unwrap_or_default();
+            let cached = known.get(&hash).cloned();
+            let prefix = format!("priority={}", e.priority);
+            let m = e.flow.strip_prefix(&prefix).unwrap_or("");
+            let m = m.strip_prefix(',').unwrap_or(m).to_string();
+            let table = e.table.clone();
+            async move {
+                if let Some(t) = cached {
+                    return (hash, Some(t));
+                }
+                match self
+                    .ovs
+                    .flow_text(bridge, &table, e.priority, &m, hash)
+                    .await
+                {
+                    Ok(t) => (hash, t),
+                    Err(err) => {
+                        tracing::debug!(bridge, error = %err, "cannot fetch an evidence flow");
+                        (hash, None)
+                    }
+                }
+            }
+        }))
+        .await;
+        let mut keep = HashMap::new();
+        for (e, (hash, text)) in wanted.into_iter().zip(texts) {
+            if let Some(t) = text {
+                e.flow = evidence_text(&t);
+                keep.insert(hash, t);
+            }
+            e.fetch = None;
+        }
+        known.clear();
+        match self.fetched.lock() {
+            Ok(mut f) => f.insert(bridge.to_string(), keep),
+            Err(poisoned) => poisoned.into_inner().insert(bridge.to_string(), keep),
+        };
     }
 
     /// Bridges known before the database answers: the flag's, else the last scrape's.
@@ -105,7 +165,8 @@ impl FlowsCollector {
     }
 
     /// Per scrape: the database (`ovs-vsctl`) and the dumps of the bridges already known run
-    /// concurrently (the dump is the long part; the ports are needed only once it is over);
+    /// concurrently (the dump is the long part; its parser waits for the ports before the
+    /// first flow, and the database answers long before ovs-vswitchd has sent much);
     /// bridges the database adds are dumped after it, and dumps of bridges it no longer has
     /// are dropped. The first scrape (bridges unknown) reads the database first.
     async fn run(&self, registry: &mut Registry) -> Result<(), CollectError> {
@@ -115,15 +176,15 @@ impl FlowsCollector {
             Ok(mut c) => std::mem::take(&mut *c),
             Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
         };
-        let (slots, early_dumps): (Vec<PortsSlot>, Vec<_>) = early
+        let (senders, early_dumps): (Vec<PortsSender>, Vec<_>) = early
             .iter()
             .map(|b| self.start_dump(b, caches.remove(b).unwrap_or_default()))
             .unzip();
         // The ports go to the early dumps as soon as the database answers.
         let inventory = async {
             let inv = self.ovs.inventory().await;
-            for (b, slot) in early.iter().zip(&slots) {
-                slot.set(
+            for (b, tx) in early.iter().zip(&senders) {
+                tx.send(
                     inv.as_ref()
                         .ok()
                         .and_then(|i| i.get(b))
@@ -222,8 +283,8 @@ impl FlowsCollector {
                 .and_then(|inv| inv.get(*b))
                 .map(|i| Ports::new(i));
             let cache = caches.remove(*b).unwrap_or_default();
-            let (slot, dump) = self.start_dump(b, cache);
-            slot.set(ports);
+            let (tx, dump) = self.start_dump(b, cache);
+            tx.send(ports);
             dump
         }))
         .await;
@@ -258,6 +319,12 @@ impl FlowsCollector {
         match self.overlap_cache.lock() {
             Ok(mut c) => *c = kept,
             Err(poisoned) => *poisoned.into_inner() = kept,
+        }
+        let mut scans = scans;
+        for (b, (report, _)) in bridges.iter().zip(scans.iter_mut()) {
+            if let Ok(r) = report {
+                self.fetch_evidence(b, r).await;
+            }
         }
 
         let success = GaugeFamily::default();
