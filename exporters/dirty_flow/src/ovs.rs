@@ -25,10 +25,10 @@ const MAX_LINE: usize = 1 << 20;
 
 /// Bytes read from ovs-ofctl at once (at most; a pipe holds 64 KiB by default); a chunk goes
 /// to the parser thread once it holds half of that.
-const CHUNK: usize = 128 * 1024;
+const CHUNK: usize = 64 * 1024;
 
 /// Chunks queued between the reader and the parser thread.
-const IN_FLIGHT: usize = 8;
+const IN_FLIGHT: usize = 4;
 
 /// Feeds one line (without its newline) to the scan, logging the first parse errors.
 fn feed(scan: &mut BridgeScan<'_>, bridge: &str, bytes: &[u8], logged: &mut u64) {
