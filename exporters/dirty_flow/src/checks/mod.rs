@@ -33,22 +33,49 @@ use stale_cookie::{CookieFlow, StaleCookies};
 pub const MAX_EVIDENCE_TEXT: usize = 400;
 
 /// What the table checks need to know of a flow: 32 bytes a flow (a test keeps it so), plus
-/// its match text in the store's [`Arena`]. The actions are not kept: the few flows shown as
-/// `overlap` evidence get theirs afterwards (see [`Evidence::fetch`]).
+/// its match text in the store's [`Arena`], front-coded: a flow shares the first `shared`
+/// bytes of the previous flow's match and keeps only the rest (flows of a table mostly differ
+/// in a value at the end); every [`RESTART`]th flow, and the first of each chunk, keeps its
+/// whole match. The actions are not kept: the few flows shown as `overlap` evidence get theirs
+/// afterwards (see [`Evidence::fetch`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Record {
     pub cookie: u64,
     /// A hash of the flow text without counters ([`match_hash`] of match and actions), for the
     /// overlap cache and the evidence fetched.
     pub match_hash: u64,
+    /// Where the kept part of the match starts in its chunk.
     pub text_start: u32,
-    /// Chunk of the [`Arena`] holding the match text.
+    /// Chunk of the [`Arena`] holding the kept part.
     pub chunk: u16,
+    /// Length of the whole match.
     pub match_len: u16,
     /// Table number, or 256 + index into the scan's table names.
     pub table: u16,
     pub priority: u16,
     pub flags: u8,
+    /// Bytes of the previous flow's match this one starts with (not kept again).
+    pub shared: u8,
+}
+
+/// A flow keeps its whole match at least every this many flows, so that reading one match
+/// back replays at most this many.
+pub const RESTART: usize = 16;
+
+/// The match of `records[i]` into `buf`, replayed from the last flow that kept its whole match.
+pub fn match_of(records: &[Record], text: &Arena, i: usize, buf: &mut String) {
+    buf.clear();
+    let Some(r) = records.get(i) else { return };
+    let mut start = i;
+    while start > 0 && records[start].shared > 0 {
+        start -= 1;
+    }
+    let _ = r;
+    for r in &records[start..=i] {
+        buf.truncate(usize::from(r.shared));
+        let kept = usize::from(r.match_len).saturating_sub(usize::from(r.shared));
+        buf.push_str(text.get(u32::from(r.chunk), r.text_start as usize, kept));
+    }
 }
 
 /// A fast 64-bit hash of a match text (folded multiplication over 8-byte words): computed while
@@ -78,23 +105,9 @@ pub fn match_hash(text: &str) -> u64 {
 
 impl Record {
     pub const TIMEOUT: u8 = 1;
-    pub const CONJUNCTION_ONLY: u8 = 2;
 
     pub fn has_timeout(&self) -> bool {
         self.flags & Self::TIMEOUT != 0
-    }
-
-    pub fn conjunction_only(&self) -> bool {
-        self.flags & Self::CONJUNCTION_ONLY != 0
-    }
-
-    /// The match without priority.
-    pub fn match_text<'t>(&self, arena: &'t Arena) -> &'t str {
-        arena.get(
-            u32::from(self.chunk),
-            self.text_start as usize,
-            usize::from(self.match_len),
-        )
     }
 }
 
@@ -155,28 +168,54 @@ pub struct FlowStore {
     pub table: Option<u16>,
     pub records: Vec<Record>,
     pub text: Arena,
+    /// The last match kept, for the front coding.
+    last: String,
 }
 
 impl FlowStore {
     /// Keeps a flow whose table index is `table`; `conjunction_only`: its only actions are
-    /// `conjunction(...)`.
+    /// `conjunction(...)` (such a flow is a clause of a conjunctive match, which overlaps by
+    /// design: only its table is noted).
     fn push(&mut self, f: &Flow<'_>, table: u16, conjunction_only: bool) {
+        self.table = Some(table);
+        if conjunction_only {
+            return;
+        }
         let mut flags = 0;
         if f.idle_timeout > 0 || f.hard_timeout > 0 {
             flags |= Record::TIMEOUT;
-        }
-        if conjunction_only {
-            flags |= Record::CONJUNCTION_ONLY;
         }
         // A match longer than 64 KiB (none is) is kept cut, not lost.
         let mut len = f.match_text.len().min(usize::from(u16::MAX));
         while !f.match_text.is_char_boundary(len) {
             len -= 1;
         }
-        let Some((chunk, text_start)) = self.text.push(&f.match_text[..len]) else {
+        let m = &f.match_text[..len];
+        let mut shared = 0;
+        if self.records.len() % RESTART != 0 {
+            let max = m.len().min(self.last.len()).min(usize::from(u8::MAX));
+            shared = m.as_bytes()[..max]
+                .iter()
+                .zip(self.last.as_bytes())
+                .take_while(|(a, b)| a == b)
+                .count();
+            while !m.is_char_boundary(shared) {
+                shared -= 1;
+            }
+        }
+        let chunks = self.text.chunks.len();
+        let Some((mut chunk, mut text_start)) = self.text.push(&m[shared..]) else {
             return;
         };
-        self.table = Some(table);
+        if self.text.chunks.len() != chunks && shared > 0 {
+            // A new chunk starts with a whole match (a replay never crosses chunks back).
+            self.text.chunks.pop();
+            shared = 0;
+            let Some(at) = self.text.push(m) else { return };
+            (chunk, text_start) = at;
+        }
+        self.last.clear();
+        self.last.push_str(m);
         self.records.push(Record {
             cookie: f.cookie,
             match_hash: match_hash(f.text),
@@ -186,6 +225,7 @@ impl FlowStore {
             table,
             priority: f.priority,
             flags,
+            shared: u8::try_from(shared).unwrap_or(0),
         });
     }
 
@@ -194,6 +234,7 @@ impl FlowStore {
         self.table = None;
         self.records.clear();
         self.text.clear();
+        self.last.clear();
     }
 
     /// Heap bytes held (capacity, not length), by part: for the memory benchmark.
@@ -637,16 +678,11 @@ impl<'c> BridgeScan<'c> {
             &mut self.budget,
             Some(&mut self.cache),
         );
-        for r in store
-            .records
-            .iter()
-            .zip(dirty)
-            .filter(|(_, d)| *d)
-            .map(|(r, _)| r)
-        {
+        let mut m = String::new();
+        for (i, r) in store.records.iter().enumerate().filter(|&(i, _)| dirty[i]) {
             let table = self.table_label(r.table);
             push_evidence(&mut self.overlap, self.evidence_limit, || {
-                let m = r.match_text(&store.text);
+                match_of(&store.records, &store.text, i, &mut m);
                 let sep = if m.is_empty() { "" } else { "," };
                 let mut e = evidence(
                     table,
@@ -738,6 +774,42 @@ mod tests {
     #[test]
     fn a_record_takes_32_bytes() {
         assert_eq!(std::mem::size_of::<Record>(), 32);
+    }
+
+    #[test]
+    fn matches_read_back_from_the_front_coding() {
+        // Runs of matches of one shape sharing prefixes of every length, flows without match,
+        // more than 256 KiB
+        // of text (a new chunk starts with a whole match), and restarts every RESTART flows.
+        let lines: Vec<String> = (0..12000)
+            .map(|i| match i / 50 % 5 {
+                0 => format!(" priority=1,in_port={},dl_dst=fa:16:3e:00:{:02x}:{:02x},dl_src=fa:16:3e:11:22:33,nw_src=10.{}.{}.0/24 actions=drop", i % 7, i / 256 % 256, i % 256, i % 200, i % 100),
+                1 => format!(" priority=1,reg{}=0x{i:x} actions=drop", i % 16),
+                2 => " priority=1 actions=drop".to_string(),
+                3 => format!(" priority=1,tcp,tp_dst={i},{} actions=drop", "metadata=0x1,".repeat(i % 9) + "nw_ttl=1"),
+                _ => format!(" priority=1,in_port={} actions=drop", i % 3),
+            })
+            .collect();
+        let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+        let s = store_of(&refs);
+        assert!(s.text.chunks.len() > 1, "{}", s.text.chunks.len());
+        let mut shared = 0;
+        let mut m = String::new();
+        for (i, l) in lines.iter().enumerate() {
+            let Ok(Line::Flow(f)) = parse_line(l) else {
+                panic!("{l}")
+            };
+            match_of(&s.records, &s.text, i, &mut m);
+            assert_eq!(m, f.match_text, "flow {i}");
+            shared += usize::from(s.records[i].shared);
+            if i % RESTART == 0 {
+                assert_eq!(s.records[i].shared, 0);
+            }
+        }
+        // The coding saved something (here values vary early in the match; on the
+        // benchmark's dump it saves about half).
+        let whole: usize = s.records.iter().map(|r| usize::from(r.match_len)).sum();
+        assert!(shared > whole / 8, "{shared} of {whole}");
     }
 
     fn check<'r>(r: &'r BridgeReport, name: &str) -> &'r CheckOutcome {
