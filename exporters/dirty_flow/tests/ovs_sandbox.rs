@@ -328,6 +328,48 @@ fn script(sb: &Sandbox, name: &str, body: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_database_costs_missing_port_not_the_dump() {
+    // The parser waits for the ports before its first flow, half of --ovs.timeout at most:
+    // with ovs-vsctl hanging, the dump still completes, without missing_port.
+    let sb = Sandbox::start();
+    sb.add_flows(CLEAN);
+    sb.add_flows("cookie=0x1,table=10,priority=30,ip,nw_dst=10.9.9.9,actions=output:99\n");
+    let hanging = script(&sb, "hanging-vsctl", "exec sleep 30");
+    let flag = format!("--ovs.vsctl-path={hanging}");
+    let exp = serve(
+        sb.flags(&[&flag, "--ovs.bridge=br-int", "--ovs.timeout=2s"]),
+        Config::default(),
+    )
+    .await;
+    let start = Instant::now();
+    let (status, body) = scrape(exp.addr).await;
+    assert_eq!(status, 200);
+    assert!(
+        start.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(
+        sample_with(&body, "ovs_database_up", &[]),
+        Some(0.0),
+        "{body}"
+    );
+    assert_eq!(
+        sample_with(&body, "ovs_dump_success", &[("bridge", "br-int")]),
+        Some(1.0),
+        "{body}"
+    );
+    assert_eq!(
+        sample_with(&body, "ovs_flows", &[("bridge", "br-int"), ("table", "10")]),
+        Some(5.0),
+        "{body}"
+    );
+    assert_eq!(dirty(&body, "missing_port"), None, "{body}");
+    assert_eq!(dirty(&body, "overlap"), Some(0.0), "{body}");
+    assert_promtool_clean(&body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ofctl_printing_garbage_hanging_or_missing() {
     let sb = Sandbox::start();
     let garbage = script(

@@ -350,8 +350,8 @@ impl Drop for PortsSender {
     }
 }
 
-/// How long a scan waits for its ports at most; the exporter's database read times out well
-/// before (`--ovs.timeout`), and a dropped [`PortsSender`] ends the wait at once.
+/// How long a scan waits for its ports at most, unless told ([`BridgeScan::with_ports_wait`]);
+/// a dropped [`PortsSender`] ends the wait at once.
 pub const PORTS_WAIT: Duration = Duration::from_secs(300);
 
 impl PortsInner {
@@ -376,6 +376,7 @@ pub struct BridgeScan<'c> {
     /// The ports, once known (outer None: not yet; see [`PortsSender`]).
     ports: Option<Option<Ports>>,
     ports_rx: Option<Arc<PortsInner>>,
+    ports_wait: Duration,
     evidence_limit: usize,
     table_counts: [u64; 256],
     table_names: Vec<(String, u64)>,
@@ -492,6 +493,7 @@ impl<'c> BridgeScan<'c> {
             cfg,
             ports,
             ports_rx: None,
+            ports_wait: PORTS_WAIT,
             evidence_limit,
             table_counts: [0; 256],
             table_names: Vec::new(),
@@ -516,6 +518,13 @@ impl<'c> BridgeScan<'c> {
     pub fn with_cache(mut self, mut cache: OverlapCache) -> Self {
         cache.start_dump();
         self.cache = cache;
+        self
+    }
+
+    /// Waits at most `wait` for the ports (then goes on without: `missing_port` is left out),
+    /// so that a database that hangs does not make the dump time out as well.
+    pub fn with_ports_wait(mut self, wait: Duration) -> Self {
+        self.ports_wait = wait;
         self
     }
 
@@ -553,7 +562,8 @@ impl<'c> BridgeScan<'c> {
     /// The ports, waiting for them if they are not known yet.
     fn ports(&mut self) -> Option<&Ports> {
         if self.ports.is_none() {
-            let got = self.ports_rx.take().and_then(|rx| rx.wait(PORTS_WAIT));
+            let wait = self.ports_wait;
+            let got = self.ports_rx.take().and_then(|rx| rx.wait(wait));
             self.ports = Some(got);
         }
         self.ports.as_ref().and_then(Option::as_ref)
@@ -892,6 +902,21 @@ mod tests {
         let r = scan.finish();
         assert!(r.checks.iter().all(|c| c.name != "missing_port"));
         assert_eq!(check(&r, "overlap").dirty, 2);
+    }
+
+    #[test]
+    fn a_scan_goes_on_without_ports_that_are_late_past_its_wait() {
+        // The database hangs: the sender lives on and sends nothing.
+        let (scan, tx) = BridgeScan::awaiting_ports(Arc::new(Config::default()), 5);
+        let mut scan = scan.with_ports_wait(Duration::from_millis(50));
+        for l in table_lines(0, 3) {
+            scan.feed_line(&l).unwrap();
+        }
+        // Too late for this dump.
+        tx.send(Some(Ports::default()));
+        let r = scan.finish();
+        assert!(r.checks.iter().all(|c| c.name != "missing_port"));
+        assert_eq!(r.flows, 4);
     }
 
     #[test]

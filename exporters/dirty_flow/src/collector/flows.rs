@@ -84,7 +84,8 @@ impl FlowsCollector {
     ) {
         let (scan, ports) =
             BridgeScan::awaiting_ports(Arc::clone(&self.config), self.evidence_limit);
-        let scan = scan.with_cache(cache);
+        // A database that hangs costs missing_port, not the dump.
+        let scan = scan.with_cache(cache).with_ports_wait(self.ovs.timeout / 2);
         let dump = async move {
             let start = Instant::now();
             if !valid_bridge_name(bridge) {
