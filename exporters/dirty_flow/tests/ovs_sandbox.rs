@@ -329,11 +329,18 @@ fn script(sb: &Sandbox, name: &str, body: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_database_costs_missing_port_not_the_dump() {
-    // The parser waits for the ports before its first flow, half of --ovs.timeout at most:
-    // with ovs-vsctl hanging, the dump still completes, without missing_port.
+    // The parser waits for the ports before its first flow (half of --ovs.timeout at most;
+    // the database read gives up at --ovs.timeout): with ovs-vsctl hanging, the dump still
+    // completes, without missing_port.
     let sb = Sandbox::start();
     sb.add_flows(CLEAN);
     sb.add_flows("cookie=0x1,table=10,priority=30,ip,nw_dst=10.9.9.9,actions=output:99\n");
+    // More than the pipe and the chunks in flight hold (~1 MB of dump): the dump can only
+    // end once the parser reads.
+    let many: String = (0..8000)
+        .map(|i| format!("cookie=0x1,table=20,priority=5,ip,reg5={i},nw_dst=10.0.{}.{},actions=load:0x{i:x}->NXM_NX_REG6[],resubmit(,30)\n", i / 256, i % 256))
+        .collect();
+    sb.add_flows(&many);
     let hanging = script(&sb, "hanging-vsctl", "exec sleep 30");
     let flag = format!("--ovs.vsctl-path={hanging}");
     let exp = serve(
