@@ -16,7 +16,8 @@
 #                              (say, to set MALLOC_ARENA_MAX): sizes and mappings are those of
 #                              the process's /proc/PID/exe
 # Env: FLOWS (20000), SCRAPES (3), ROUNDS (1; rounds of all BINs, interleaved; the table shows
-# each one's median), SMAPS=0 hides the per-mapping table. Run it under the shared lock:
+# each one's median), SMAPS=0 hides the per-mapping table, GEN_FLOWS=FILE writes the flows to FILE
+# and stops. Run it under the shared lock:
 #   flock /tmp/bench.lock bash exporters/dirty_flow/bench/baseline_rss.sh
 # Needs: openvswitch-switch, curl, python3, /usr/bin/time. Not a pass/fail test.
 set -euo pipefail
@@ -30,6 +31,24 @@ SMAPS=${SMAPS:-1}
 TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
 # As a service runs it: a panic's backtrace would touch unwind tables and symbols.
 unset RUST_BACKTRACE RUST_LIB_BACKTRACE
+
+# Varied flows so a scrape runs the parser's paths for matches with masks, ct(), learn(),
+# conjunction(), resubmit and load/move actions, and the checks find a little of everything.
+gen_flows() { # FILE
+awk -v n="$FLOWS" 'BEGIN {
+  for (i = 0; i < n; i++) {
+    q = i % 5; tbl = q * 3 + i % 3; prio = 100 + i % 17; port = i % 3 + 1
+    a = int(i / 256) % 256; b = i % 256
+    if (q == 0) printf "cookie=0x%x,table=%d,priority=%d,in_port=%d,dl_src=fa:16:3e:01:%02x:%02x,actions=output:%d\n", 1 + i % 2, tbl, prio, port, a, b, port % 3 + 1
+    if (q == 1) printf "cookie=0x1,table=%d,priority=%d,ct_state=-new+est,ip,nw_dst=10.1.%d.%d/32,reg6=0x%x,actions=ct(commit,zone=NXM_NX_REG6[0..15],exec(load:0x1->NXM_NX_CT_MARK[])),resubmit(,%d)\n", tbl, prio, a, b, i, tbl + 1
+    if (q == 2) printf "cookie=0x1,table=%d,priority=%d,tcp,tp_dst=0x%x/0xfff0,nw_src=192.168.%d.0/24,actions=conjunction(%d,2/2)\n", tbl, prio, (i * 16) % 65536, a, i
+    if (q == 3) printf "cookie=0x1,table=%d,priority=%d,dl_vlan=%d,actions=learn(table=40,idle_timeout=60,priority=2,NXM_OF_VLAN_TCI[0..11],NXM_OF_ETH_DST[]=NXM_OF_ETH_SRC[],output:NXM_OF_IN_PORT[]),move:NXM_NX_REG0[]->NXM_NX_REG1[],resubmit(,%d)\n", tbl, prio, i % 4000 + 1, tbl + 1
+    if (q == 4) printf "cookie=0x1,table=%d,priority=%d,hard_timeout=3600,ipv6,ipv6_dst=fd00::%x:%x,actions=mod_dl_dst:fa:16:3e:02:%02x:%02x,dec_ttl,output:%d\n", tbl, prio, a, b, a, b, port
+  }
+}' >"$1"
+}
+# GEN_FLOWS=FILE only writes the flows to FILE (for bench/symbol_order/symbol_order.sh).
+if [ -n "${GEN_FLOWS:-}" ]; then gen_flows "$GEN_FLOWS"; exit 0; fi
 
 if [ $# -eq 0 ]; then
   (cd "$REPO" && cargo build --release -q -p dirty_flow_exporter --bin dirty_flow_exporter)
@@ -48,19 +67,7 @@ trap cleanup EXIT
 SANDBOX="$REPO/exporters/dirty_flow/demo/ovs-sandbox.sh"
 "$SANDBOX" start-empty "$W/empty" >/dev/null 2>&1
 "$SANDBOX" start-empty "$W/flows" >/dev/null 2>&1
-# Varied flows so a scrape runs the parser's paths for matches with masks, ct(), learn(),
-# conjunction(), resubmit and load/move actions, and the checks find a little of everything.
-awk -v n="$FLOWS" 'BEGIN {
-  for (i = 0; i < n; i++) {
-    q = i % 5; tbl = q * 3 + i % 3; prio = 100 + i % 17; port = i % 3 + 1
-    a = int(i / 256) % 256; b = i % 256
-    if (q == 0) printf "cookie=0x%x,table=%d,priority=%d,in_port=%d,dl_src=fa:16:3e:01:%02x:%02x,actions=output:%d\n", 1 + i % 2, tbl, prio, port, a, b, port % 3 + 1
-    if (q == 1) printf "cookie=0x1,table=%d,priority=%d,ct_state=-new+est,ip,nw_dst=10.1.%d.%d/32,reg6=0x%x,actions=ct(commit,zone=NXM_NX_REG6[0..15],exec(load:0x1->NXM_NX_CT_MARK[])),resubmit(,%d)\n", tbl, prio, a, b, i, tbl + 1
-    if (q == 2) printf "cookie=0x1,table=%d,priority=%d,tcp,tp_dst=0x%x/0xfff0,nw_src=192.168.%d.0/24,actions=conjunction(%d,2/2)\n", tbl, prio, (i * 16) % 65536, a, i
-    if (q == 3) printf "cookie=0x1,table=%d,priority=%d,dl_vlan=%d,actions=learn(table=40,idle_timeout=60,priority=2,NXM_OF_VLAN_TCI[0..11],NXM_OF_ETH_DST[]=NXM_OF_ETH_SRC[],output:NXM_OF_IN_PORT[]),move:NXM_NX_REG0[]->NXM_NX_REG1[],resubmit(,%d)\n", tbl, prio, i % 4000 + 1, tbl + 1
-    if (q == 4) printf "cookie=0x1,table=%d,priority=%d,hard_timeout=3600,ipv6,ipv6_dst=fd00::%x:%x,actions=mod_dl_dst:fa:16:3e:02:%02x:%02x,dec_ttl,output:%d\n", tbl, prio, a, b, a, b, port
-  }
-}' >"$W/flows.txt"
+gen_flows "$W/flows.txt"
 ovs-ofctl add-flows "unix:$W/flows/br-int.mgmt" "$W/flows.txt"
 DUMPED=$(ovs-ofctl --no-names dump-flows "unix:$W/flows/br-int.mgmt" | grep -c 'actions=' || true)
 
