@@ -1,5 +1,5 @@
 //! Fuzzes the dump-flows line parser and everything a scan does with a parsed line (port
-//! references, match expansion, the whole-dump checks): no input may panic.
+//! references, match expansion, the per-table and end-of-dump checks): no input may panic.
 #![no_main]
 
 use dirty_flow_exporter::checks::{BridgeScan, Ports};
