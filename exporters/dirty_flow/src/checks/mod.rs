@@ -65,12 +65,13 @@ pub const RESTART: usize = 16;
 /// The match of `records[i]` into `buf`, replayed from the last flow that kept its whole match.
 pub fn match_of(records: &[Record], text: &Arena, i: usize, buf: &mut String) {
     buf.clear();
-    let Some(r) = records.get(i) else { return };
+    if i >= records.len() {
+        return;
+    }
     let mut start = i;
     while start > 0 && records[start].shared > 0 {
         start -= 1;
     }
-    let _ = r;
     for r in &records[start..=i] {
         buf.truncate(usize::from(r.shared));
         let kept = usize::from(r.match_len).saturating_sub(usize::from(r.shared));
@@ -78,8 +79,9 @@ pub fn match_of(records: &[Record], text: &Arena, i: usize, buf: &mut String) {
     }
 }
 
-/// A fast 64-bit hash of a match text (folded multiplication over 8-byte words): computed while
-/// the dump streams, it tells the overlap cache whether a group of flows changed.
+/// A fast 64-bit hash of a text, here a flow's without counters (folded multiplication over
+/// 8-byte words): computed while the dump streams, it tells the overlap cache whether a group
+/// of flows changed, and finds an evidence flow again.
 pub fn match_hash(text: &str) -> u64 {
     const K: u64 = 0x9e37_79b9_7f4a_7c15;
     let fold = |a: u64, b: u64| {
