@@ -327,6 +327,11 @@ impl FlowsCollector {
                 self.fetch_evidence(b, r).await;
             }
         }
+        // The texts fetched for bridges gone are dropped.
+        match self.fetched.lock() {
+            Ok(mut f) => f.retain(|b, _| bridges.contains(b)),
+            Err(poisoned) => poisoned.into_inner().retain(|b, _| bridges.contains(b)),
+        }
 
         let success = GaugeFamily::default();
         let duration = FloatFamily::default();
