@@ -378,7 +378,7 @@ impl FlowsCollector {
                 dirty.get_or_create(&cl).set(c.dirty as i64);
                 incomplete.get_or_create(&cl).set(i64::from(c.incomplete));
                 if c.incomplete {
-                    tracing::warn!(bridge = %bridge, check = %c.name, "check stopped early (comparison budget)");
+                    tracing::warn!(bridge = %bridge, check = %c.name, "check incomplete (comparison budget, or a table dumped in two runs)");
                 }
                 for e in &c.evidence {
                     evidence
@@ -422,7 +422,7 @@ impl FlowsCollector {
         );
         registry.register(
             "check_incomplete",
-            "Whether a check stopped before examining every flow",
+            "Whether a check did not compare every pair of flows it should (budget, or a table dumped in two runs)",
             incomplete,
         );
         registry.register(
