@@ -53,7 +53,6 @@ pub struct Record {
     /// Table number, or 256 + index into the scan's table names.
     pub table: u16,
     pub priority: u16,
-    pub flags: u8,
     /// Bytes of the previous flow's match this one starts with (not kept again).
     pub shared: u8,
 }
@@ -103,14 +102,6 @@ pub fn match_hash(text: &str) -> u64 {
         h = fold(h ^ u64::from_le_bytes(x) ^ 0xff, K);
     }
     fold(h, 0x2545_f491_4f6c_dd1d)
-}
-
-impl Record {
-    pub const TIMEOUT: u8 = 1;
-
-    pub fn has_timeout(&self) -> bool {
-        self.flags & Self::TIMEOUT != 0
-    }
 }
 
 /// Match texts, appended in fixed-size chunks: growing one big string would briefly need twice
@@ -183,10 +174,6 @@ impl FlowStore {
         if conjunction_only {
             return;
         }
-        let mut flags = 0;
-        if f.idle_timeout > 0 || f.hard_timeout > 0 {
-            flags |= Record::TIMEOUT;
-        }
         // A match longer than 64 KiB (none is) is kept cut, not lost.
         let mut len = f.match_text.len().min(usize::from(u16::MAX));
         while !f.match_text.is_char_boundary(len) {
@@ -226,7 +213,6 @@ impl FlowStore {
             match_len: u16::try_from(len).unwrap_or(0),
             table,
             priority: f.priority,
-            flags,
             shared: u8::try_from(shared).unwrap_or(0),
         });
     }

@@ -104,7 +104,7 @@ impl FlowsCollector {
     /// [`Evidence::fetch`]): from the texts fetched last scrape, else with a `--strict` dump of
     /// that one flow. A flow gone meanwhile (or a failed dump) keeps the match it overlapped on.
     async fn fetch_evidence(&self, bridge: &str, report: &mut BridgeReport) {
-        let mut known = match self.fetched.lock() {
+        let known = match self.fetched.lock() {
             Ok(mut f) => f.remove(bridge).unwrap_or_default(),
             Err(poisoned) => poisoned.into_inner().remove(bridge).unwrap_or_default(),
         };
@@ -147,7 +147,6 @@ impl FlowsCollector {
             }
             e.fetch = None;
         }
-        known.clear();
         match self.fetched.lock() {
             Ok(mut f) => f.insert(bridge.to_string(), keep),
             Err(poisoned) => poisoned.into_inner().insert(bridge.to_string(), keep),
