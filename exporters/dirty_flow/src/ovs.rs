@@ -262,9 +262,17 @@ impl Ovs {
             let Some(stdout) = stdout else {
                 return Ok(None);
             };
-            let mut lines = tokio::io::BufReader::new(stdout).lines();
+            let mut reader = tokio::io::BufReader::new(stdout);
+            let mut buf = Vec::new();
             let mut same_match = None;
-            while let Some(line) = lines.next_line().await? {
+            loop {
+                buf.clear();
+                // At most MAX_LINE bytes a line (the rest of a longer one reads as garbage).
+                let max = MAX_LINE as u64;
+                if (&mut reader).take(max).read_until(b'\n', &mut buf).await? == 0 {
+                    break;
+                }
+                let line = String::from_utf8_lossy(buf.strip_suffix(b"\n").unwrap_or(&buf));
                 let Ok(crate::parse::Line::Flow(f)) = crate::parse::parse_line(&line) else {
                     continue;
                 };

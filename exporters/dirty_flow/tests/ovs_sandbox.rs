@@ -377,6 +377,40 @@ async fn a_hanging_database_costs_missing_port_not_the_dump() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_evidence_fetch_keeps_the_match() {
+    // The dump works; the fetch of an overlapping flow's text (a dump-flows with table=...)
+    // prints a 3 MB line of garbage and fails: the scrape goes on, the evidence shows the match.
+    let sb = Sandbox::start();
+    sb.add_flows(CLEAN);
+    sb.add_flows("cookie=0x1,table=10,priority=40,tcp,tp_dst=80,actions=output:2\n");
+    let ofctl = script(
+        &sb,
+        "fetch-fails-ofctl",
+        r#"case "$*" in
+*table=*) head -c 3000000 /dev/zero | tr '\000' x; echo; echo 'ovs-ofctl: boom' >&2; exit 1;;
+esac
+exec ovs-ofctl "$@""#,
+    );
+    let flag = format!("--ovs.ofctl-path={ofctl}");
+    let exp = serve(sb.flags(&[&flag]), Config::default()).await;
+    let (status, body) = scrape(exp.addr).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        sample_with(&body, "ovs_dump_success", &[("bridge", "br-int")]),
+        Some(1.0),
+        "{body}"
+    );
+    assert_eq!(dirty(&body, "overlap"), Some(2.0), "{body}");
+    let ov = evidence(&body, "overlap");
+    assert!(
+        ov.iter()
+            .any(|e| e.contains("flow=\"priority=40,tcp,tp_dst=80\"")),
+        "{ov:?}"
+    );
+    assert_promtool_clean(&body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ofctl_printing_garbage_hanging_or_missing() {
     let sb = Sandbox::start();
     let garbage = script(
