@@ -152,6 +152,26 @@ async fn kill(child: &mut Child) {
 }
 
 impl Ovs {
+    /// Awaits `work` (which may use `child`) under the timeout. On expiry `child` is killed and
+    /// reaped, and the error names `program`.
+    async fn bounded<T>(
+        &self,
+        child: &mut Child,
+        program: &str,
+        work: impl AsyncFnOnce(&mut Child) -> T,
+    ) -> Result<T, Error> {
+        match tokio::time::timeout(self.timeout, work(child)).await {
+            Ok(t) => Ok(t),
+            Err(_) => {
+                kill(child).await;
+                Err(Error::Timeout {
+                    program: program.to_string(),
+                    timeout: self.timeout,
+                })
+            }
+        }
+    }
+
     /// The OpenFlow target of a bridge: its management socket, so no OVS_RUNDIR is needed.
     pub fn target(&self, bridge: &str) -> String {
         format!(
@@ -166,7 +186,7 @@ impl Ovs {
         let mut child = spawn_piped(&mut cmd, &program)?;
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();
-        let run = async {
+        let run = async |child: &mut Child| {
             let out = async {
                 let mut buf = Vec::new();
                 if let Some(mut s) = stdout {
@@ -185,16 +205,7 @@ impl Ovs {
             let status = child.wait().await;
             (out, err, status)
         };
-        let (out, err, status) = match tokio::time::timeout(self.timeout, run).await {
-            Ok(r) => r,
-            Err(_) => {
-                kill(&mut child).await;
-                return Err(Error::Timeout {
-                    program,
-                    timeout: self.timeout,
-                });
-            }
-        };
+        let (out, err, status) = self.bounded(&mut child, &program, run).await?;
         let status = status.map_err(|source| Error::Read {
             program: program.clone(),
             source,
@@ -258,7 +269,7 @@ impl Ovs {
                 None => Vec::new(),
             }
         });
-        let find = async {
+        let find = async |_: &mut Child| {
             let Some(stdout) = stdout else {
                 return Ok(None);
             };
@@ -286,16 +297,7 @@ impl Ovs {
             Ok(same_match)
         };
         let found: std::io::Result<Option<String>> =
-            match tokio::time::timeout(self.timeout, find).await {
-                Ok(r) => r,
-                Err(_) => {
-                    kill(&mut child).await;
-                    return Err(Error::Timeout {
-                        program,
-                        timeout: self.timeout,
-                    });
-                }
-            };
+            self.bounded(&mut child, &program, find).await?;
         // Found early: the rest of the dump is not needed.
         kill(&mut child).await;
         let found = found.map_err(|source| Error::Read {
@@ -354,7 +356,7 @@ impl Ovs {
             }
         });
         // Moves the sender in: when reading ends (or times out) the parser sees the end.
-        let read = async move {
+        let read = async move |_: &mut Child| {
             let Some(mut stdout) = stdout else {
                 return Ok(());
             };
@@ -375,33 +377,21 @@ impl Ovs {
                 }
             }
         };
-        let read_result: Result<std::io::Result<()>, _> =
-            tokio::time::timeout(self.timeout, read).await;
-        let status = match read_result {
-            Ok(Ok(())) => match tokio::time::timeout(self.timeout, child.wait()).await {
-                Ok(s) => s.map_err(|source| Error::Read {
+        let status = match self.bounded(&mut child, &program, read).await {
+            Ok(Ok(())) => self
+                .bounded(&mut child, &program, async |c: &mut Child| c.wait().await)
+                .await?
+                .map_err(|source| Error::Read {
                     program: program.clone(),
                     source,
                 })?,
-                Err(_) => {
-                    kill(&mut child).await;
-                    return Err(Error::Timeout {
-                        program,
-                        timeout: self.timeout,
-                    });
-                }
-            },
             Ok(Err(source)) => {
                 kill(&mut child).await;
                 return Err(Error::Read { program, source });
             }
-            Err(_) => {
-                kill(&mut child).await;
+            Err(e) => {
                 err_task.abort();
-                return Err(Error::Timeout {
-                    program,
-                    timeout: self.timeout,
-                });
+                return Err(e);
             }
         };
         // The parser is at most IN_FLIGHT chunks behind.

@@ -262,8 +262,9 @@ pub struct Evidence {
     pub cookie: u64,
     pub flow: String,
     /// Set when `flow` is only `priority=N,MATCH` (the scan keeps no actions): the hash
-    /// ([`Record::match_hash`]) of the whole flow text, which the collector fetches (a
-    /// `--strict` dump of that one flow, or its cache) and puts in `flow`.
+    /// ([`Record::match_hash`]) of the whole flow text, which the collector fetches (a dump
+    /// of the flows matching at least its match, stopped at it; or its cache) and puts in
+    /// `flow`.
     pub fetch: Option<u64>,
 }
 

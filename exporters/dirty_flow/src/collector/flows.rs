@@ -101,8 +101,9 @@ impl FlowsCollector {
     }
 
     /// Puts the whole flow text in the evidence that has only the match (see
-    /// [`Evidence::fetch`]): from the texts fetched last scrape, else with a `--strict` dump of
-    /// that one flow. A flow gone meanwhile (or a failed dump) keeps the match it overlapped on.
+    /// [`Evidence::fetch`]): from the texts fetched last scrape, else with
+    /// [`crate::ovs::Ovs::flow_text`]. A flow gone meanwhile (or a failed fetch) keeps the
+    /// match it overlapped on.
     async fn fetch_evidence(&self, bridge: &str, report: &mut BridgeReport) {
         let known = match self.fetched.lock() {
             Ok(mut f) => f.remove(bridge).unwrap_or_default(),
