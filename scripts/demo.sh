@@ -92,7 +92,10 @@ say() { if [ "$QUIET" != 1 ]; then echo "$@"; fi; }
 
 cleanup() {
   local status=$?
-  trap - EXIT INT TERM
+  # A second Ctrl-C or SIGTERM (make passes one on, `timeout` sends one to the whole group)
+  # must not cut the stop short and leave daemons behind: ignore them from here on.
+  trap - EXIT
+  trap '' INT TERM
   rm -f "$WORK/ready"
   say
   say "Stopping the demo..."

@@ -26,13 +26,18 @@ WORK="$(mktemp -d /tmp/reference-node.XXXXXX)"
 PIDS=()
 
 cleanup() {
-  trap - EXIT INT TERM
+  # A second Ctrl-C or SIGTERM (make passes one on, `timeout` sends one to the whole group)
+  # must not cut the stop short and leave daemons behind: ignore them from here on.
+  trap - EXIT
+  trap '' INT TERM
   for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
   bash "$REPO/exporters/dirty_flow/demo/ovs-sandbox.sh" stop "$WORK/ovs" >/dev/null 2>&1 || true
   rm -rf "$WORK"
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_healthy() { # port

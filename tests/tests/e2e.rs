@@ -974,9 +974,19 @@ fn injected_faults_reach_the_webhook_and_every_panel_has_data() {
         at - removed_at
     );
 
-    // SIGTERM stops the script and everything it started.
+    // SIGTERM stops the script and everything it started, also when a second SIGTERM comes
+    // while it stops them (as from `timeout make demo`: make passes it on, timeout sends it to
+    // the whole group).
     let pids = demo.pids();
     assert!(pids.len() >= 11, "{pids:?}");
+    demo.child.signal("TERM").unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), Duration::from_millis(5), || pids
+            .iter()
+            .any(|(_, p)| !pid_alive(*p))),
+        "nothing stopped within 10 s of SIGTERM"
+    );
+    let _ = demo.child.signal("TERM");
     let status = demo
         .stop()
         .expect("demo.sh did not exit within 30 s of SIGTERM");
