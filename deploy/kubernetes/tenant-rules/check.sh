@@ -2,9 +2,10 @@
 # Offline check of the tenant rule sets setup: the example overlay (base + component + one
 # team's ConfigMap) renders, the DaemonSet has what the component promises, and every tenant
 # ConfigMap's rule set passes `log_pattern_exporter check-rules` under the base's platform file.
-# Usage: check.sh [path/to/log_pattern_exporter]
-#   (default: $CARGO_TARGET_DIR or target/ debug build, else log_pattern_exporter on PATH)
-# Schema validation of the rendered objects: kubectl kustomize .../example | kubernetes-validate
+# Usage: check.sh [path/to/log_pattern_exporter [RENDERED_OUT]]
+#   (default: $CARGO_TARGET_DIR or target/ debug build, else log_pattern_exporter on PATH;
+#   RENDERED_OUT: where to leave the rendered example, for a caller that validates it further)
+# Schema validation of the rendered objects: deploy/test.sh (kubernetes-validate)
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 REPO="$(cd "$HERE/../../.." && pwd)"
@@ -15,8 +16,14 @@ fi
 TMP="$(mktemp -d)"
 trap 'rm -rf "$TMP"' EXIT
 
-kubectl kustomize "$HERE/example" > "$TMP/rendered.yaml"
-echo "ok   kubectl kustomize tenant-rules/example: $(grep -c '^kind:' "$TMP/rendered.yaml") objects"
+# kustomize: deploy/test.sh puts the pinned one (deploy/tools) first on PATH; else kubectl's.
+if command -v kustomize >/dev/null; then
+  kustomize build "$HERE/example" > "$TMP/rendered.yaml"
+else
+  kubectl kustomize "$HERE/example" > "$TMP/rendered.yaml"
+fi
+if [ -n "${2:-}" ]; then cp "$TMP/rendered.yaml" "$2"; fi
+echo "ok   kustomize tenant-rules/example: $(grep -c '^kind:' "$TMP/rendered.yaml") objects"
 
 python3 - "$TMP/rendered.yaml" "$TMP" <<'PY'
 import os, sys, yaml
