@@ -54,8 +54,9 @@ pub const COLLECTORS: &[CollectorFlag] = &[
     },
 ];
 
+/// nova's sets are given as nova.conf spells them, read as nova reads them.
 fn parse_cpuset_flag(s: &str) -> Result<cpuset::CpuSet, String> {
-    cpuset::parse_cpuset(s).map_err(|e| e.to_string())
+    nova_conf::parse_nova_cpu_spec(s).map_err(|e| e.to_string())
 }
 
 /// Command-line flags.
@@ -192,6 +193,40 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn nova_set_flags_read_like_nova() {
+        let f = <Flags as clap::Parser>::try_parse_from([
+            "x",
+            "--nova.cpu-dedicated-set=^8-9,4-15",
+            "--nova.cpu-shared-set=0-3,",
+        ])
+        .unwrap();
+        let sets = collector::domain::NovaSetsSource {
+            dedicated: f.nova_cpu_dedicated_set,
+            shared: f.nova_cpu_shared_set,
+            config_file: None,
+        }
+        .resolve()
+        .0;
+        assert_eq!(
+            sets.dedicated.map(|s| s.to_string()).as_deref(),
+            Some("4-7,10-15")
+        );
+        assert_eq!(sets.shared.map(|s| s.to_string()).as_deref(), Some("0-3"));
+        // An empty value is nova's "unset" (a templated flag left empty), not an empty set that
+        // would put every pinned CPU outside it.
+        let f =
+            <Flags as clap::Parser>::try_parse_from(["x", "--nova.cpu-dedicated-set="]).unwrap();
+        let sets = collector::domain::NovaSetsSource {
+            dedicated: f.nova_cpu_dedicated_set,
+            shared: None,
+            config_file: None,
+        }
+        .resolve()
+        .0;
+        assert_eq!(sets.dedicated, None);
     }
 
     #[test]

@@ -17,32 +17,92 @@ pub struct NovaCpuSets {
     pub shared: Option<CpuSet>,
 }
 
-/// Parses nova.conf text.
+/// Parses a CPU list as nova does (`parse_cpu_spec` in nova/virt/hardware.py), which is not
+/// libvirt's syntax: an exclusion (`^N` or `^N-M`) removes CPUs from the whole list wherever it
+/// stands (`^8,4-11` is `4-7,9-11`), and empty elements are skipped (`4-7,`).
+pub fn parse_nova_cpu_spec(s: &str) -> Result<CpuSet, ParseError> {
+    let bad = || ParseError::CpuList(s.to_string());
+    let mut set = CpuSet::new();
+    let mut reject = CpuSet::new();
+    for rule in s.split(',').map(str::trim).filter(|r| !r.is_empty()) {
+        let (target, rule) = match rule.strip_prefix('^') {
+            Some(r) => (&mut reject, r),
+            None => (&mut set, rule),
+        };
+        // A single CPU or a range, read by the libvirt parser (no `^`, no `,` left in it).
+        if rule.contains('^') {
+            return Err(bad());
+        }
+        let cpus = parse_cpuset(rule).map_err(|_| bad())?;
+        if cpus.is_empty() {
+            return Err(bad());
+        }
+        *target = target.union(&cpus);
+    }
+    Ok(set.difference(&reject))
+}
+
+/// Parses nova.conf text with oslo.config's INI rules: `key = value` or `key: value` (whichever
+/// separator comes first), matching quotes around a value stripped, an indented line continues
+/// the value before it (a blank line ends it), `#`/`;` comment lines; the last value wins.
 pub fn parse_nova_conf(text: &str) -> Result<NovaCpuSets, ParseError> {
     let mut section = String::new();
     let mut out = NovaCpuSets::default();
+    // The assignment being read: (in [compute], key, value lines joined with '\n').
+    let mut pending: Option<(bool, String, String)> = None;
+    let mut flush = |pending: &mut Option<(bool, String, String)>| -> Result<(), ParseError> {
+        let Some((compute, key, value)) = pending.take() else {
+            return Ok(());
+        };
+        if compute {
+            match key.as_str() {
+                "cpu_dedicated_set" => out.dedicated = Some(parse_nova_cpu_spec(&value)?),
+                "cpu_shared_set" => out.shared = Some(parse_nova_cpu_spec(&value)?),
+                _ => {}
+            }
+        }
+        Ok(())
+    };
     for line in text.lines() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+        let line = line.trim_end();
+        if line.is_empty() {
+            flush(&mut pending)?;
+            continue;
+        }
+        if line.starts_with([' ', '\t']) {
+            if let Some((_, _, value)) = pending.as_mut() {
+                value.push('\n');
+                value.push_str(line.trim_start());
+                continue;
+            }
+        }
+        flush(&mut pending)?;
+        let line = line.trim_start();
+        if line.starts_with('#') || line.starts_with(';') {
             continue;
         }
         if let Some(rest) = line.strip_prefix('[') {
             section = rest.trim_end_matches(']').trim().to_ascii_lowercase();
             continue;
         }
-        if section != "compute" {
-            continue;
-        }
         let Some((key, value)) = line.split_once(['=', ':']) else {
             continue;
         };
-        let value = value.trim();
-        match key.trim() {
-            "cpu_dedicated_set" => out.dedicated = Some(parse_cpuset(value)?),
-            "cpu_shared_set" => out.shared = Some(parse_cpuset(value)?),
-            _ => {}
+        let mut value = value.trim();
+        if value.len() >= 2
+            && ['"', '\'']
+                .iter()
+                .any(|q| value.starts_with(*q) && value.ends_with(*q))
+        {
+            value = &value[1..value.len() - 1];
         }
+        pending = Some((
+            section == "compute",
+            key.trim().to_string(),
+            value.to_string(),
+        ));
     }
+    flush(&mut pending)?;
     // An empty value is oslo's "unset".
     out.dedicated = out.dedicated.filter(|s| !s.is_empty());
     out.shared = out.shared.filter(|s| !s.is_empty());
@@ -62,6 +122,31 @@ pub fn load_nova_conf(path: &Path) -> Result<NovaCpuSets, Error> {
 mod tests {
     use super::*;
 
+    /// nova's `parse_cpu_spec` (nova/virt/hardware.py): exclusions (`^N`, `^N-M`) apply to the
+    /// whole list whatever their position, empty elements are skipped.
+    #[test]
+    fn cpu_spec_as_nova_reads_it() {
+        let cases: &[(&str, Option<&str>)] = &[
+            ("", Some("")),
+            ("4-11", Some("4-11")),
+            ("4-11,^8", Some("4-7,9-11")),
+            ("^8,4-11", Some("4-7,9-11")),
+            ("4-11,^8-9", Some("4-7,10-11")),
+            ("4-7,,9,", Some("4-7,9")),
+            (" 4 - 7 , 9 ", Some("4-7,9")),
+            ("4-x", None),
+            ("^", None),
+            ("7-4", None),
+            ("^9-8", None),
+            ("-1", None),
+            ("99999", None),
+        ];
+        for (input, want) in cases {
+            let got = parse_nova_cpu_spec(input).ok().map(|s| s.to_string());
+            assert_eq!(got.as_deref(), *want, "input {input:?}");
+        }
+    }
+
     #[test]
     fn table() {
         let cases: &[(&str, Option<(&str, &str)>)] = &[
@@ -74,6 +159,21 @@ mod tests {
             ),
             ("[compute]\ncpu_shared_set =\n", Some(("", ""))),
             ("[compute]\ncpu_shared_set = 0-x\n", None),
+            // oslo.config strips matching quotes (nova's own help shows "4-12,^8,15").
+            (
+                "[compute]\ncpu_dedicated_set = \"4-12,^8,15\"\ncpu_shared_set='0-3'\n",
+                Some(("4-7,9-12,15", "0-3")),
+            ),
+            // An indented line continues the value; a blank line ends it.
+            (
+                "[compute]\ncpu_dedicated_set = 4-7,\n  12-15\n\ncpu_shared_set = 0-3\n",
+                Some(("4-7,12-15", "0-3")),
+            ),
+            // The continuation of another section's key is not a key of its own.
+            (
+                "[database]\nconnection = x\n  cpu_dedicated_set = 1\n[compute]\ncpu_shared_set = 0-3\n",
+                Some(("", "0-3")),
+            ),
         ];
         for (text, want) in cases {
             let got = parse_nova_conf(text).ok().map(|s| {

@@ -804,8 +804,12 @@ fn domain_calls(job: DomainJob, ncpus: u32, procfs_root: Option<&std::path::Path
     }
 }
 
-/// The `<vcpu>` maximum of an XML without parsing it all (sizes the pin-info buffers).
+/// The `<vcpu>` maximum of an XML without parsing it all (sizes the pin-info buffers). libvirt
+/// writes `<metadata>` before `<vcpu>`, and other applications' metadata may hold an element
+/// named `vcpu` in their default namespace: the search starts after it.
 fn vcpu_count_hint(xml: &str) -> u32 {
+    let from = xml.rfind("</metadata>").unwrap_or(0);
+    let xml = &xml[from..];
     let Some(start) = xml
         .match_indices("<vcpu")
         .map(|(i, _)| i)
@@ -963,6 +967,13 @@ mod tests {
             3
         );
         assert_eq!(vcpu_count_hint("<domain/>"), 1);
+        // Metadata (any namespace, written before <vcpu>) may hold an element named vcpu.
+        assert_eq!(
+            vcpu_count_hint(
+                "<domain><metadata><app xmlns='urn:x'><vcpu>1</vcpu></app></metadata>\n<vcpu placement='static'>4</vcpu></domain>"
+            ),
+            4
+        );
         assert_eq!(vcpu_count_hint("<domain><vcpu>x</vcpu></domain>"), 1);
     }
 }

@@ -63,11 +63,12 @@ impl NovaSetsSource {
             },
             None => (NovaCpuSets::default(), None),
         };
-        if self.dedicated.is_some() {
-            sets.dedicated = self.dedicated.clone();
+        // An empty flag is nova's "unset", as in nova.conf: it overrides nothing.
+        if let Some(d) = self.dedicated.as_ref().filter(|s| !s.is_empty()) {
+            sets.dedicated = Some(d.clone());
         }
-        if self.shared.is_some() {
-            sets.shared = self.shared.clone();
+        if let Some(s) = self.shared.as_ref().filter(|s| !s.is_empty()) {
+            sets.shared = Some(s.clone());
         }
         (sets, ok)
     }
