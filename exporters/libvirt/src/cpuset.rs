@@ -8,8 +8,10 @@ use std::fmt;
 
 use crate::error::ParseError;
 
-/// Highest CPU number accepted from any input (the kernel's own limit is 8192).
-pub const MAX_CPUS: u32 = 8192;
+/// CPU numbers accepted from any input are below this: libvirt's own limit
+/// (`VIR_DOMAIN_CPUMASK_LEN`), so every cpuset libvirt accepted is read (the kernel's is 8192;
+/// a pin beyond the host's CPUs is for the analysis to show, not a reason to drop the XML).
+pub const MAX_CPUS: u32 = 16384;
 
 /// A set of host CPU numbers.
 #[derive(Clone, Default, PartialEq, Eq, Hash)]

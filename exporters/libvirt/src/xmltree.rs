@@ -12,7 +12,9 @@ use quick_xml::NsReader;
 
 use crate::error::ParseError;
 
-/// Deepest nesting accepted; a domain XML is about 6 levels deep.
+/// Deepest nesting kept; a domain XML is about 6 levels deep. Elements below it (other
+/// applications' metadata: libvirt accepts 256 levels) are skipped, not fatal, so they cannot
+/// hide a domain's nova metadata and pinning; the tree stays shallow for its recursive drop.
 const MAX_DEPTH: usize = 64;
 
 /// One element.
@@ -102,16 +104,19 @@ pub fn parse_tree(xml: &str) -> Result<Element, ParseError> {
     let mut reader = NsReader::from_str(xml);
     let mut stack: Vec<Element> = Vec::new();
     let mut root: Option<Element> = None;
+    // Open elements below MAX_DEPTH, skipped.
+    let mut skipped: usize = 0;
     loop {
         let pos = reader.buffer_position();
         let (ns, ev) = reader
             .read_resolved_event()
             .map_err(|e| ParseError::Xml(format!("after byte {pos}: {e}")))?;
         match ev {
+            Event::Start(_) if skipped > 0 || stack.len() >= MAX_DEPTH => skipped += 1,
+            Event::Empty(_) if skipped > 0 || stack.len() >= MAX_DEPTH => {}
+            Event::End(_) if skipped > 0 => skipped -= 1,
+            Event::Text(_) | Event::CData(_) | Event::GeneralRef(_) if skipped > 0 => {}
             Event::Start(s) => {
-                if stack.len() >= MAX_DEPTH {
-                    return Err(ParseError::Xml("nesting too deep".into()));
-                }
                 let el = element_from(&ns, &s)?;
                 stack.push(el);
             }
@@ -164,7 +169,7 @@ pub fn parse_tree(xml: &str) -> Result<Element, ParseError> {
             Event::Comment(_) | Event::Decl(_) | Event::PI(_) | Event::DocType(_) => {}
         }
     }
-    if !stack.is_empty() {
+    if !stack.is_empty() || skipped > 0 {
         return Err(ParseError::Xml("unexpected end of document".into()));
     }
     root.ok_or_else(|| ParseError::Xml("empty document".into()))
@@ -187,6 +192,33 @@ mod tests {
         assert_eq!(b.text, "one & two A");
         assert_eq!(t.child("d").unwrap().ns.as_deref(), Some("urn:x"));
         assert_eq!(t.child("c").unwrap().ns, None);
+    }
+
+    #[test]
+    fn elements_below_the_depth_limit_are_skipped_not_fatal() {
+        let deep = format!(
+            "{}x{}",
+            "<d>".repeat(MAX_DEPTH * 2),
+            "</d>".repeat(MAX_DEPTH * 2)
+        );
+        let t = parse_tree(&format!("<a><m>{deep}<e/></m><b k='v'>t</b></a>")).unwrap();
+        assert_eq!(t.child("b").and_then(|b| b.attr("k")), Some("v"));
+        assert_eq!(t.path(&["b"]).map(|b| b.text.as_str()), Some("t"));
+        let m = t.child("m").unwrap();
+        assert!(
+            m.child("e").is_some(),
+            "the sibling after the deep part is kept"
+        );
+        let mut depth = 0;
+        let mut e = m;
+        while let Some(c) = e.child("d") {
+            depth += 1;
+            e = c;
+        }
+        assert!(depth < MAX_DEPTH, "{depth}");
+        // Still checked for balance below the limit.
+        let broken = format!("<a>{}</a>", "<d>".repeat(MAX_DEPTH * 2));
+        assert!(parse_tree(&broken).is_err());
     }
 
     #[test]

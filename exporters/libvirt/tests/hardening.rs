@@ -57,3 +57,69 @@ async fn metadata_named_like_domain_elements_does_not_hide_vcpus() {
         }
     }
 }
+
+/// XML that libvirt accepts must not lose a domain's metadata and pinning claims: metadata of
+/// another application nested 100 deep (libxml2, which libvirt parses with, allows 256) and a
+/// pin to CPU 9000 (libvirt allows CPUs up to 16383) on a shut-off domain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xml_libvirt_accepts_is_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = tmp.path().join("node.xml");
+    let nova = |name: &str| {
+        format!(
+            "<nova:instance xmlns:nova='http://openstack.org/xmlns/libvirt/nova/1.1'>\
+             <nova:name>{name}</nova:name></nova:instance>"
+        )
+    };
+    let deep = format!("{}x{}", "<a>".repeat(100), "</a>".repeat(100));
+    std::fs::write(
+        &node,
+        format!(
+            "<node>{HOST}\
+             <domain type='test'><name>deep</name>\
+             <uuid>00000051-aaaa-4bbb-8ccc-000000000051</uuid>\
+             <metadata><app xmlns='urn:example:app'>{deep}</app>{}</metadata>\
+             <memory unit='KiB'>1048576</memory><vcpu placement='static'>1</vcpu>\
+             <cputune><vcpupin vcpu='0' cpuset='4'/></cputune>\
+             <os><type arch='x86_64'>hvm</type></os><devices/></domain>\
+             <domain type='test' xmlns:test='http://libvirt.org/schemas/domain/test/1.0'>\
+             <name>farpin</name><uuid>00000052-aaaa-4bbb-8ccc-000000000052</uuid>\
+             <metadata>{}</metadata>\
+             <memory unit='KiB'>1048576</memory><vcpu placement='static'>1</vcpu>\
+             <cputune><vcpupin vcpu='0' cpuset='9000'/></cputune>\
+             <os><type arch='x86_64'>hvm</type></os><devices/>\
+             <test:runstate>5</test:runstate></domain></node>",
+            nova("deep-one"),
+            nova("far-one"),
+        ),
+    )
+    .unwrap();
+    let body = scrape(&node, &[]).await;
+    assert_eq!(
+        e2e_tests::sample_value(&body, "libvirt_domain_xml_parse_errors_total"),
+        Some(0.0),
+        "{body}"
+    );
+    for (domain, name) in [("deep", "deep-one"), ("farpin", "far-one")] {
+        assert_eq!(
+            e2e_tests::sample_with(
+                &body,
+                "libvirt_domain_openstack_info",
+                &[("domain", domain), ("instance_name", name)]
+            ),
+            Some(1.0),
+            "{domain}:\n{body}"
+        );
+    }
+    assert_eq!(
+        e2e_tests::sample(
+            &body,
+            r#"libvirt_domain_pinning_dedicated_cpus{domain="deep"}"#
+        ),
+        Some(1.0)
+    );
+    assert!(
+        body.contains(r#"libvirt_domain_vcpu_pinning_info{domain="farpin",vcpu="0",cpuset="9000",kind="dedicated"} 1"#),
+        "{body}"
+    );
+}
