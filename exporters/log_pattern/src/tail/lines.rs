@@ -65,6 +65,21 @@ impl LineReader {
         };
     }
 
+    /// Takes the unfinished partial lines, to be continued by the file that follows this one.
+    pub fn take_partials(&mut self) -> ([Vec<u8>; 2], [bool; 2]) {
+        (
+            std::mem::take(&mut self.partials),
+            std::mem::take(&mut self.partial_long),
+        )
+    }
+
+    /// Continues the unfinished partial lines of the file this one follows (before reading
+    /// anything here).
+    pub fn adopt_partials(&mut self, (partials, long): ([Vec<u8>; 2], [bool; 2])) {
+        self.partials = partials;
+        self.partial_long = long;
+    }
+
     fn push_pending(&mut self, seg: &[u8], cap: usize) {
         let room = cap.saturating_sub(self.pending.len());
         if seg.len() > room {

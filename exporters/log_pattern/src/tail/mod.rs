@@ -79,6 +79,9 @@ struct TailFile {
     last_size: u64,
     /// An error was counted and not yet followed by a good read.
     failing: bool,
+    /// The rotated file this one replaced at its path, until this one has data: a line whose
+    /// first fragments end that file continues here.
+    pred: Option<u64>,
 }
 
 /// Where a newly opened file starts.
@@ -290,6 +293,7 @@ impl Engine {
             .get(path.parent()?)?
             .iter()
             .find(|t| (t.dev, t.ino) == id && t.offset > 0)?;
+        std::fs::metadata(path).ok().filter(|m| m.is_file())?;
         let f = File::open(path).ok()?;
         let size = f.metadata().ok()?.len();
         (same_content(&f, t.fingerprint) && size >= t.offset).then_some(t.offset)
@@ -447,6 +451,20 @@ impl Engine {
             self.count_error(path, "too_many_files");
             return false;
         }
+        // Only regular files are opened: opening a FIFO for reading blocks until a writer
+        // comes, which would stop the tailer (and every scrape) for good.
+        match std::fs::metadata(path) {
+            Ok(m) if m.is_file() => {}
+            Ok(_) => {
+                self.count_error(path, "not_a_file");
+                return false;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return false,
+            Err(e) => {
+                self.count_error(path, error_reason(&e));
+                return false;
+            }
+        }
         let file = match File::open(path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return false,
@@ -499,6 +517,7 @@ impl Engine {
                 last_growth: Instant::now(),
                 last_size: size,
                 failing: false,
+                pred: None,
             },
         );
         if !rotated {
@@ -582,7 +601,21 @@ impl Engine {
             } else {
                 Start::Beginning
             };
-            self.open(&f.path, f.labels, start, false);
+            // The newest rotated file that had this path, if this one starts at byte 0.
+            let pred = matches!(start, Start::Beginning)
+                .then(|| {
+                    self.files
+                        .iter()
+                        .rev()
+                        .find(|(_, t)| t.rotated.is_some() && t.path == f.path)
+                        .map(|(&k, _)| k)
+                })
+                .flatten();
+            if self.open(&f.path, f.labels, start, false) {
+                if let Some(tf) = self.files.values_mut().next_back() {
+                    tf.pred = pred;
+                }
+            }
         }
         // Followed paths that are gone: renamed or removed without a successor (yet). Paths
         // under a directory that could not be read are not judged.
@@ -714,6 +747,9 @@ impl Engine {
     }
 
     fn gz_matches(&self, p: &Path, fp: Fingerprint) -> bool {
+        if !std::fs::metadata(p).is_ok_and(|m| m.is_file()) {
+            return false;
+        }
         let Ok(f) = File::open(p) else { return false };
         let mut d = flate2::read::GzDecoder::new(f).take(u64::from(fp.len));
         let mut h = Vec::new();
@@ -783,12 +819,19 @@ impl Engine {
         old
     }
 
-    /// Completes the fingerprint of a file that had fewer than [`FINGERPRINT_BYTES`] bytes.
+    /// Completes the fingerprint of a file that had fewer than [`FINGERPRINT_BYTES`] bytes,
+    /// if it only grew: a file whose first bytes changed was replaced in place (copytruncate),
+    /// which [`Engine::read_all`] detects by the fingerprint it keeps.
     fn refresh_fingerprint(tf: &mut TailFile, size: u64) {
-        if (tf.fingerprint.len as usize) < FINGERPRINT_BYTES && u64::from(tf.fingerprint.len) < size
-        {
-            if let Ok(fp) = fingerprint_of(&tf.file, size) {
-                tf.fingerprint = fp;
+        let len = tf.fingerprint.len as usize;
+        if len < FINGERPRINT_BYTES && (len as u64) < size {
+            let n = usize::try_from(size)
+                .unwrap_or(usize::MAX)
+                .min(FINGERPRINT_BYTES);
+            if let Ok(h) = head(&tf.file, n) {
+                if len == 0 || h.len() >= len && Fingerprint::of(&h[..len]) == tf.fingerprint {
+                    tf.fingerprint = Fingerprint::of(&h);
+                }
             }
         }
     }
@@ -802,6 +845,37 @@ impl Engine {
         }
     }
 
+    /// A file that took the path of a rotated one may begin with the rest of a line whose
+    /// first fragments (CRI `P`, Docker split lines) end the rotated file. Once file `k` has
+    /// data and the rotated one is read to its end, the unfinished fragments move over, so the
+    /// line is one line. Returns false while the rotated file still has bytes to read first.
+    fn hand_over_partials(&mut self, k: u64) -> bool {
+        let Some(tf) = self.files.get(&k) else {
+            return true;
+        };
+        let Some(p) = tf.pred else { return true };
+        let fresh = tf.reader.position() == 0;
+        if fresh && !tf.file.metadata().is_ok_and(|m| m.len() > 0) {
+            return true;
+        }
+        let format = tf.reader.format;
+        let carried = match self.files.get_mut(&p) {
+            // Files are read in key order: the rotated one was read this round already.
+            Some(pt) if !pt.failing && pt.reader.position() < pt.last_size => return false,
+            Some(pt) if fresh && (format.is_none() || format == pt.reader.format) => {
+                Some(pt.reader.take_partials())
+            }
+            _ => None,
+        };
+        if let Some(tf) = self.files.get_mut(&k) {
+            tf.pred = None;
+            if let Some(c) = carried {
+                tf.reader.adopt_partials(c);
+            }
+        }
+        true
+    }
+
     /// Reads every followed file (up to the per-file budget). Returns whether some file has
     /// more to read right away.
     pub fn read_all(&mut self) -> bool {
@@ -809,7 +883,25 @@ impl Engine {
         let mut truncs = Vec::new();
         let now = self.now();
         let mut buf = std::mem::take(&mut self.buf);
-        for tf in self.files.values_mut() {
+        let keys: Vec<u64> = self.files.keys().copied().collect();
+        for k in keys {
+            if !self.hand_over_partials(k) {
+                more = true;
+                continue;
+            }
+            let Some(tf) = self.files.get_mut(&k) else {
+                continue;
+            };
+            // Replaced in place (copytruncate) and already grown past the read position
+            // since the last look: not smaller, but its first bytes changed.
+            let size = tf.file.metadata().map_or(tf.last_size, |m| m.len());
+            if size != tf.last_size
+                && tf.reader.position() > 0
+                && tf.fingerprint.len > 0
+                && !same_content(&tf.file, tf.fingerprint)
+            {
+                truncs.push((tf.path.clone(), Self::truncated(&mut self.counters, tf)));
+            }
             let mut ctx = Ctx {
                 sink: &mut *self.sink,
                 source: tf.source,

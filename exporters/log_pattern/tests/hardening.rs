@@ -1,0 +1,191 @@
+//! Adversarial cases against the real binary on real files: what the operator's rule ("no line
+//! lost on rotation, restart or between two scans; bad input counted, never a panic or a hang")
+//! must survive beyond the main tailer tests (`tailer.rs`).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use e2e_tests::{samples, sum_samples, wait_until, POLL};
+use support::*;
+
+const RULES: &str = "rules:\n- name: error\n  contains: ERROR\n";
+const WAIT: Duration = Duration::from_secs(20);
+
+fn matches(text: &str) -> f64 {
+    sum_samples(text, "log_pattern_matches_total{")
+}
+
+fn metric(text: &str, key: &str) -> f64 {
+    samples(text).get(key).copied().unwrap_or(-1.0)
+}
+
+/// Waits until `cond` holds on a scrape, then a little longer (so that a double count would
+/// show), and returns the last scrape; panics with the exporter's log if it never holds.
+fn settle(exp: &Exporter, what: &str, cond: impl Fn(&str) -> bool) -> String {
+    let mut last = String::new();
+    let ok = wait_until(WAIT, POLL, || {
+        last = exp.try_scrape().unwrap_or_default();
+        cond(&last)
+    });
+    assert!(
+        ok,
+        "{what}: never reached; last scrape:\n{last}\n{}",
+        exp.logs()
+    );
+    std::thread::sleep(Duration::from_millis(600));
+    exp.scrape()
+}
+
+fn write_at(path: &Path, text: &str) {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(path)
+        .unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+}
+
+/// A named pipe where a log file is expected: opening it for reading would block until a
+/// writer comes. It must be counted as not a file, and every other file must still be read.
+#[test]
+fn a_fifo_named_like_a_log_file_does_not_hang_the_tailer() {
+    let d = tempfile::tempdir().unwrap();
+    let pods = d.path().join("pods");
+    let ok = container_dir(&pods, "ns", "ok", "app");
+    let pipe = container_dir(&pods, "ns", "pipe", "app");
+    let status = std::process::Command::new("mkfifo")
+        .arg(pipe.join("0.log"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let cfg = write_config(d.path(), &format!("{RULES}start_at: beginning\n"));
+    let exp = Exporter::start(
+        d.path(),
+        &args(&pods, &d.path().join("state.json"), &cfg, &[]),
+    );
+    append(&ok.join("0.log"), &cri("ERROR counted"));
+    let last = settle(&exp, "the regular file counted", |t| {
+        matches(t) >= 1.0
+            && metric(t, "log_pattern_read_errors_total{reason=\"not_a_file\"}") >= 1.0
+    });
+    assert_eq!(matches(&last), 1.0, "{last}");
+    assert_eq!(
+        metric(
+            &last,
+            "log_pattern_read_errors_total{reason=\"not_a_file\"}"
+        ),
+        1.0
+    );
+}
+
+/// kubelet rotates between two fragments of a long line: the `P` fragment ends the old file,
+/// its `F` starts the new one. That is one line (and it matches), not two.
+#[test]
+fn cri_partial_line_split_by_rotation_is_one_line() {
+    let d = tempfile::tempdir().unwrap();
+    let pods = d.path().join("pods");
+    std::fs::create_dir_all(&pods).unwrap();
+    let cfg = write_config(d.path(), RULES);
+    let exp = Exporter::start(
+        d.path(),
+        &args(&pods, &d.path().join("state.json"), &cfg, &[]),
+    );
+    let c = container_dir(&pods, "ns", "split", "app");
+    let log = c.join("0.log");
+    append(&log, &cri("before"));
+    append(&log, &format!("{TS} stdout P request failed: ERR\n"));
+    settle(&exp, "first file read", |t| {
+        metric(t, "log_pattern_lines_read_total") >= 1.0
+    });
+    std::fs::rename(&log, c.join("0.log.20240115-100000")).unwrap();
+    append(&log, &format!("{TS} stdout F OR code=500\n"));
+    append(&log, &cri("after"));
+    let last = settle(&exp, "rotated line counted", |t| {
+        metric(t, "log_pattern_lines_read_total") >= 3.0
+            && metric(t, "log_pattern_rotated_files_open") == 0.0
+    });
+    assert_eq!(matches(&last), 1.0, "{last}\n{}", exp.logs());
+    assert_eq!(metric(&last, "log_pattern_lines_read_total"), 3.0, "{last}");
+}
+
+/// copytruncate, then the writer logs more than the old read position before the tailer looks
+/// again (the exporter is frozen with SIGSTOP meanwhile, as a slow poll would be): the file
+/// never looks smaller than the read position, yet it is a new content and must be read from
+/// byte 0, each line once.
+#[test]
+fn truncated_and_regrown_past_the_offset_between_two_looks() {
+    let d = tempfile::tempdir().unwrap();
+    let pods = d.path().join("pods");
+    std::fs::create_dir_all(&pods).unwrap();
+    let cfg = write_config(d.path(), RULES);
+    let exp = Exporter::start(
+        d.path(),
+        &args(
+            &pods,
+            &d.path().join("state.json"),
+            &cfg,
+            &["--discovery.rescan-interval=1h"],
+        ),
+    );
+    let c = container_dir(&pods, "ns", "regrow", "app");
+    let log = c.join("0.log");
+    let old: String = (0..10).map(|i| format!("old line {i} ERROR\n")).collect();
+    append(&log, &old);
+    settle(&exp, "old lines", |t| matches(t) >= 10.0);
+    exp.signal("-STOP");
+    // copytruncate: copy aside, truncate in place, the writer goes on with a longer content.
+    std::fs::copy(&log, c.join("0.log.1")).unwrap();
+    let new: String = (0..40)
+        .map(|i| {
+            format!(
+                "new line number {i} {}\n",
+                if i % 2 == 0 { "ERROR" } else { "ok" }
+            )
+        })
+        .collect();
+    assert!(new.len() > old.len());
+    write_at(&log, &new);
+    exp.signal("-CONT");
+    let last = settle(&exp, "new lines", |t| {
+        metric(t, "log_pattern_lines_read_total") >= 50.0
+    });
+    assert_eq!(matches(&last), 30.0, "{last}\n{}", exp.logs());
+    assert_eq!(metric(&last, "log_pattern_lines_read_total"), 50.0);
+    assert_eq!(metric(&last, "log_pattern_truncations_total"), 1.0);
+}
+
+/// Several rotations while the exporter does not look (frozen): every intermediate file,
+/// renamed before it was ever opened, is read once; the one it held is read to its end.
+#[test]
+fn many_rotations_between_two_looks() {
+    let d = tempfile::tempdir().unwrap();
+    let pods = d.path().join("pods");
+    std::fs::create_dir_all(&pods).unwrap();
+    let cfg = write_config(d.path(), RULES);
+    let exp = Exporter::start(
+        d.path(),
+        &args(&pods, &d.path().join("state.json"), &cfg, &[]),
+    );
+    let c = container_dir(&pods, "ns", "fast", "app");
+    let log = c.join("0.log");
+    append(&log, &cri("ERROR first"));
+    settle(&exp, "first line", |t| matches(t) >= 1.0);
+    exp.signal("-STOP");
+    let mut want = 1.0;
+    for r in 0..6 {
+        // Late write to the held file, then rotate, then a short new file.
+        append(&log, &cri(&format!("ERROR in file {r}")));
+        want += 1.0;
+        std::fs::rename(&log, c.join(format!("0.log.2024011510000{r}"))).unwrap();
+    }
+    append(&log, &cri("ERROR newest"));
+    want += 1.0;
+    exp.signal("-CONT");
+    let last = settle(&exp, "every rotated file", |t| matches(t) >= want);
+    assert_eq!(matches(&last), want, "{last}\n{}", exp.logs());
+}
