@@ -59,9 +59,13 @@ pub fn parse_qemu_guest_name(cmdline: &[u8]) -> Option<String> {
     None
 }
 
-/// QEMU processes by guest name, found by scanning `<procfs>/*/cmdline`.
+/// QEMU processes by guest name, found by scanning `<procfs>/*/cmdline`. A guest name claimed
+/// by more than one process is left out: any local user can start a process that looks like a
+/// guest's QEMU, and whichever came last in the scan would otherwise decide the kernel's view of
+/// that guest's pinning (hiding a real mismatch, or showing a false one).
 pub fn find_qemu_processes(procfs: &Path) -> HashMap<String, u32> {
     let mut out = HashMap::new();
+    let mut claimed_twice = Vec::new();
     let Ok(dir) = std::fs::read_dir(procfs) else {
         return out;
     };
@@ -81,7 +85,14 @@ pub fn find_qemu_processes(procfs: &Path) -> HashMap<String, u32> {
             continue;
         }
         if let Some(name) = parse_qemu_guest_name(&cmdline) {
-            out.insert(name, pid);
+            if let Some(other) = out.insert(name.clone(), pid) {
+                claimed_twice.push((name, other, pid));
+            }
+        }
+    }
+    for (name, a, b) in claimed_twice {
+        if out.remove(&name).is_some() {
+            tracing::warn!(domain = %name, pids = %format!("{a},{b}"), "several processes claim to be this guest's QEMU; its vCPU thread affinity is not read from procfs");
         }
     }
     out

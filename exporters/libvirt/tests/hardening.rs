@@ -4,9 +4,15 @@
 //! debug level), and every vCPU is reported.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure
 
-use std::path::Path;
+mod support;
 
-use e2e_tests::assert_promtool_clean;
+use std::io::BufRead;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use e2e_tests::ChildGuard;
+
 use libvirt_exporter::{collectors, Flags};
 
 const HOST: &str = "<cpu><mhz>2400</mhz><model>x86_64</model><active>16</active><max>16</max><nodes>1</nodes><sockets>2</sockets><cores>4</cores><threads>2</threads></cpu><memory>67108864</memory>";
@@ -16,8 +22,10 @@ async fn scrape(node: &Path, extra: &[&str]) -> String {
     let mut args = vec![
         "libvirt_exporter".to_string(),
         format!("--libvirt.uri=test://{}", node.display()),
-        "--path.procfs=".to_string(),
     ];
+    if !extra.iter().any(|a| a.starts_with("--path.procfs")) {
+        args.push("--path.procfs=".to_string());
+    }
     args.extend(extra.iter().map(|s| s.to_string()));
     let flags = <Flags as clap::Parser>::parse_from(args);
     let mut om = String::new();
@@ -120,6 +128,82 @@ async fn xml_libvirt_accepts_is_read() {
     );
     assert!(
         body.contains(r#"libvirt_domain_vcpu_pinning_info{domain="farpin",vcpu="0",cpuset="9000",kind="dedicated"} 1"#),
+        "{body}"
+    );
+}
+
+/// A process that looks like the QEMU of guest `name` to a procfs scan (argv[0] `qemu-...`,
+/// `-name guest=NAME`) with one thread named `CPU 0/KVM` bound to host CPU `cpu`: any local
+/// user can start one. Stopped by PID on drop.
+fn decoy_qemu(name: &str, cpu: u32) -> ChildGuard {
+    const PROGRAM: &str = "import ctypes, os, sys, threading, time\n\
+        def vcpu():\n\
+        \x20   ctypes.CDLL(None).prctl(15, b'CPU 0/KVM', 0, 0, 0)\n\
+        \x20   os.sched_setaffinity(0, {int(sys.argv[-1])})\n\
+        \x20   print('ready', flush=True)\n\
+        \x20   time.sleep(3600)\n\
+        threading.Thread(target=vcpu, daemon=True).start()\n\
+        time.sleep(3600)\n";
+    let mut child = Command::new("/usr/bin/python3")
+        .arg0("qemu-system-x86_64")
+        .args(["-c", PROGRAM, "-name"])
+        .arg(format!("guest={name},debug-threads=on"))
+        .arg(cpu.to_string())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 (package python3) must be installed");
+    let stdout = child.stdout.take().unwrap();
+    let guard = ChildGuard::new(child);
+    let mut line = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "ready");
+    guard
+}
+
+/// A local process posing as a running domain's QEMU must not decide the `procfs` affinity
+/// check: the kernel's view was read from whichever process came last in the scan, so a decoy
+/// could hide a real mismatch (or show one). When several processes claim one guest, none is
+/// trusted and the `procfs` source is left out for that domain (`pininfo` and `vcpuinfo` stay).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_claiming_a_guest_does_not_decide_its_procfs_affinity() {
+    let cpus = support::own_cpus();
+    let (a, b) = (cpus[0], *cpus.last().unwrap());
+    let tmp = tempfile::tempdir().unwrap();
+    let node = tmp.path().join("node.xml");
+    // A unique guest name: the host's real /proc is scanned.
+    let name = format!("decoy-{}", std::process::id());
+    std::fs::write(
+        &node,
+        format!(
+            "<node>{HOST}<domain type='test'><name>{name}</name>\
+             <uuid>00000061-aaaa-4bbb-8ccc-000000000061</uuid>\
+             <memory unit='KiB'>1048576</memory><vcpu placement='static'>1</vcpu>\
+             <cputune><vcpupin vcpu='0' cpuset='{a}'/></cputune>\
+             <os><type arch='x86_64'>hvm</type></os><devices/></domain></node>"
+        ),
+    )
+    .unwrap();
+    let procfs = r#"source="procfs"}"#;
+    let series =
+        format!(r#"libvirt_domain_pinning_affinity_mismatch_vcpus{{domain="{name}",{procfs}"#);
+    // One process: its vCPU thread is read (and agrees with the declaration).
+    let _first = decoy_qemu(&name, a);
+    let body = scrape(&node, &["--path.procfs=/proc"]).await;
+    assert_eq!(e2e_tests::sample(&body, &series), Some(0.0), "{body}");
+    // A second one, bound elsewhere: which of them is QEMU cannot be told.
+    let _second = decoy_qemu(&name, if a == b { a } else { b });
+    let body = scrape(&node, &["--path.procfs=/proc"]).await;
+    assert!(!body.contains(procfs), "{body}");
+    assert_eq!(
+        e2e_tests::sample(
+            &body,
+            &format!(
+                r#"libvirt_domain_pinning_affinity_mismatch_vcpus{{domain="{name}",source="pininfo"}}"#
+            )
+        ),
+        Some(0.0),
         "{body}"
     );
 }
