@@ -257,6 +257,45 @@ pub fn sources(flags: &Flags, cfg: &config::Config) -> Result<Vec<Source>, Strin
     Ok(out)
 }
 
+/// Descriptors kept free of followed files: listeners and scrape connections, the state file
+/// save, inotify, the runtime, the rule files.
+const RESERVED_DESCRIPTORS: u64 = 64;
+
+/// The soft `Max open files` limit in the text of `/proc/self/limits`.
+fn soft_nofile(limits: &str) -> Option<u64> {
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line["Max open files".len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// `--tail.max-open-files`, lowered below the process's descriptor limit (`RLIMIT_NOFILE`)
+/// when that is smaller: a tailer holding every descriptor would leave none for scrapes and
+/// state saves. Files past the budget are counted as `too_many_files`.
+fn descriptor_budget(wanted: usize) -> usize {
+    let Some(soft) = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .as_deref()
+        .and_then(soft_nofile)
+    else {
+        return wanted;
+    };
+    let budget =
+        usize::try_from(soft.saturating_sub(RESERVED_DESCRIPTORS).max(1)).unwrap_or(usize::MAX);
+    if budget < wanted {
+        tracing::warn!(
+            wanted,
+            budget,
+            nofile = soft,
+            "--tail.max-open-files lowered to the descriptor limit (raise LimitNOFILE / ulimit -n)"
+        );
+        return budget;
+    }
+    wanted
+}
+
 /// Runs the exporter until SIGTERM/SIGINT.
 pub async fn run(
     flags: Flags,
@@ -277,7 +316,7 @@ pub async fn run(
         engine: tail::Options {
             max_line_bytes: flags.max_line_bytes,
             rotate_wait: flags.rotate_wait,
-            max_open_files: flags.max_open_files,
+            max_open_files: descriptor_budget(flags.max_open_files),
             start_at: cfg.start_at,
             ..tail::Options::default()
         },
@@ -325,6 +364,20 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn soft_descriptor_limit() {
+        let limits = "Limit                     Soft Limit           Hard Limit           Units     \n\
+                      Max open files            1024                 524288               files     \n";
+        assert_eq!(soft_nofile(limits), Some(1024));
+        assert_eq!(
+            soft_nofile(
+                "Max open files            unlimited            unlimited            files"
+            ),
+            None
+        );
+        assert_eq!(soft_nofile(""), None);
+    }
 
     #[test]
     fn collector_list_matches_flags() {

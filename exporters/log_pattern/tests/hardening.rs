@@ -189,3 +189,40 @@ fn many_rotations_between_two_looks() {
     let last = settle(&exp, "every rotated file", |t| matches(t) >= want);
     assert_eq!(matches(&last), want, "{last}\n{}", exp.logs());
 }
+
+/// More log files than the process may open descriptors (`RLIMIT_NOFILE` below
+/// `--tail.max-open-files`): the files past the budget are counted, and the exporter keeps
+/// serving scrapes (each needs a descriptor for its connection).
+#[test]
+fn more_files_than_descriptors_keeps_serving() {
+    let d = tempfile::tempdir().unwrap();
+    let pods = d.path().join("pods");
+    std::fs::create_dir_all(&pods).unwrap();
+    let cfg = write_config(d.path(), RULES);
+    let exp = Exporter::start_with(
+        d.path(),
+        &args(&pods, &d.path().join("state.json"), &cfg, &[]),
+        Some(&["prlimit", "--nofile=128:128", "--"]),
+    );
+    for i in 0..200 {
+        let c = container_dir(&pods, "ns", "wide", &format!("c{i}"));
+        append(&c.join("0.log"), &cri("ERROR one"));
+    }
+    let mut last = String::new();
+    let ok = wait_until(WAIT, POLL, || {
+        last = exp.try_scrape().unwrap_or_default();
+        metric(
+            &last,
+            "log_pattern_read_errors_total{reason=\"too_many_files\"}",
+        ) >= 1.0
+    });
+    assert!(ok, "{last}\n{}", exp.logs());
+    // Scrapes keep answering, and the files it follows are read.
+    for _ in 0..5 {
+        last = exp.scrape();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let followed = metric(&last, "log_pattern_files_watched");
+    assert!(followed > 0.0 && followed < 128.0, "{last}");
+    assert_eq!(matches(&last), followed, "{last}");
+}

@@ -82,6 +82,8 @@ struct TailFile {
     /// The rotated file this one replaced at its path, until this one has data: a line whose
     /// first fragments end that file continues here.
     pred: Option<u64>,
+    /// The last read round reached the end of the file.
+    drained: bool,
 }
 
 /// Where a newly opened file starts.
@@ -518,6 +520,7 @@ impl Engine {
                 last_size: size,
                 failing: false,
                 pred: None,
+                drained: false,
             },
         );
         if !rotated {
@@ -861,7 +864,7 @@ impl Engine {
         let format = tf.reader.format;
         let carried = match self.files.get_mut(&p) {
             // Files are read in key order: the rotated one was read this round already.
-            Some(pt) if !pt.failing && pt.reader.position() < pt.last_size => return false,
+            Some(pt) if !pt.failing && !pt.drained => return false,
             Some(pt) if fresh && (format.is_none() || format == pt.reader.format) => {
                 Some(pt.reader.take_partials())
             }
@@ -937,6 +940,7 @@ impl Engine {
                 tf.last_growth = Instant::now();
             }
             more |= !eof && !tf.failing;
+            tf.drained = eof;
             let size = tf.file.metadata().map_or(tf.last_size, |m| m.len());
             if eof && size < tf.reader.position() {
                 truncs.push((tf.path.clone(), Self::truncated(&mut self.counters, tf)));
