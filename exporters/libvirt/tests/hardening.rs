@@ -207,3 +207,160 @@ async fn a_second_process_claiming_a_guest_does_not_decide_its_procfs_affinity()
         "{body}"
     );
 }
+
+/// What an operator sees from a hostile node through the real binary (HTTP, text format, debug
+/// logs): label values with quotes, backslashes, newlines, tabs, carriage returns and Unicode
+/// come out escaped and read back unchanged, `promtool check metrics` is clean, and none of the
+/// domain XML's secrets (VNC password, Ceph/iSCSI auth users and secrets, HTTPS credentials,
+/// query token, cookies) reaches the metrics or the log.
+#[test]
+fn hostile_labels_and_secrets_through_the_binary() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = tmp.path().join("node.xml");
+    std::fs::write(
+        &node,
+        format!(
+            r#"<node>{HOST}<domain type='test'><name>evil"name\x{{}}=,é</name>
+  <uuid>00000021-aaaa-4bbb-8ccc-000000000021</uuid>
+  <metadata><nova:instance xmlns:nova="http://openstack.org/xmlns/libvirt/nova/1.1">
+    <nova:name>q"uote\back&#10;new&#13;cr&#9;tab # }} {{x="y"}} ünï</nova:name>
+    <nova:flavor name='f"l\a&#10;v'><nova:vcpus>1</nova:vcpus></nova:flavor>
+  </nova:instance></metadata>
+  <memory unit='KiB'>1048576</memory><vcpu placement='static'>1</vcpu>
+  <os><type arch='x86_64'>hvm</type></os>
+  <devices>
+    <disk type='network' device='disk'><driver name='qemu' type='raw'/>
+      <auth username='cinder-SECRET-1'><secret type='ceph' uuid='11111111-2222-3333-4444-555555555555'/></auth>
+      <source protocol='rbd' name='volumes/volume-1'><host name='mon1.example' port='6789'/></source>
+      <target dev='vda' bus='virtio'/></disk>
+    <disk type='network' device='disk'><driver name='qemu' type='raw'/>
+      <source protocol='iscsi' name='iqn.2013-07.com.example:iscsi-nopool/1'><host name='iscsi.example' port='3260'/>
+        <auth username='iscsi-SECRET-2'><secret type='iscsi' usage='libvirtiscsi'/></auth></source>
+      <target dev='vdb' bus='virtio'/></disk>
+    <disk type='network' device='cdrom'><driver name='qemu' type='raw'/>
+      <source protocol='https' name='/images/x.iso' query='token=SECRET-3'><host name='user:SECRET-4@web.example' port='443'/>
+        <cookies><cookie name='sess'>SECRET-5</cookie></cookies></source>
+      <target dev='sda' bus='sata'/><readonly/></disk>
+    <graphics type='vnc' port='-1' autoport='yes' passwd='SECRET-6'/>
+  </devices></domain></node>"#
+        ),
+    )
+    .unwrap();
+    let port = e2e_tests::free_port();
+    let log = tmp.path().join("exporter.log");
+    let exporter = ChildGuard::new(
+        Command::new(env!("CARGO_BIN_EXE_libvirt_exporter"))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg(format!("--libvirt.uri=test://{}", node.display()))
+            .args(["--path.procfs=", "--log.level=debug"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    )
+    .terminate_on_drop(std::time::Duration::from_secs(10));
+    e2e_tests::wait_for(
+        "exporter to listen",
+        std::time::Duration::from_secs(20),
+        || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+    );
+    let mut bodies = Vec::new();
+    for _ in 0..2 {
+        let (status, body) = e2e_tests::local_get(port, "/metrics").unwrap();
+        assert_eq!(status, 200);
+        e2e_tests::assert_promtool_clean(&body);
+        bodies.push(body);
+    }
+    drop(exporter);
+    let body = &bodies[1];
+    let domain = "evil\"name\\x{}=,é";
+    assert_eq!(
+        e2e_tests::sample_with(
+            body,
+            "libvirt_domain_openstack_info",
+            &[
+                ("domain", domain),
+                (
+                    "instance_name",
+                    "q\"uote\\back\nnew\rcr\ttab # } {x=\"y\"} ünï"
+                ),
+                ("flavor_name", "f\"l\\a\nv"),
+            ]
+        ),
+        Some(1.0),
+        "{body}"
+    );
+    assert_eq!(
+        e2e_tests::sample_with(body, "libvirt_up", &[]),
+        Some(1.0),
+        "{body}"
+    );
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(log.contains("level=debug"), "debug logging is on: {log}");
+    for text in bodies.iter().chain([&log]) {
+        assert!(!text.contains("SECRET"), "a secret leaked:\n{text}");
+    }
+}
+
+/// Continues a stopped process when dropped, so a failing test never leaves it stopped.
+struct Continue<'a>(&'a ChildGuard);
+
+impl Drop for Continue<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.signal("CONT");
+    }
+}
+
+/// A libvirtd that hangs (stopped with SIGSTOP: its socket still accepts, nothing answers): each
+/// scrape still answers within about `--libvirt.timeout` with HTTP 200, `libvirt_up 0` and the
+/// collectors marked failed, and the exporter recovers by itself once libvirtd answers again.
+#[test]
+fn hung_libvirtd_times_out_and_recovers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/overlapping.xml");
+    let daemon = support::Libvirtd::start_test_driver(tmp.path());
+    let exporter = support::ExporterProc::start(&[
+        format!("--libvirt.uri={}", daemon.test_uri(&node)),
+        "--libvirt.timeout=1s".into(),
+        "--path.procfs=".into(),
+    ]);
+    let up = |body: &str| e2e_tests::sample_with(body, "libvirt_up", &[]);
+    let (status, body) = exporter.scrape();
+    assert_eq!((status, up(&body)), (200, Some(1.0)), "{body}");
+
+    daemon.guard.signal("STOP").unwrap();
+    let stopped = Continue(&daemon.guard);
+    for _ in 0..2 {
+        let started = std::time::Instant::now();
+        let (status, body) = exporter.scrape();
+        let took = started.elapsed();
+        assert_eq!((status, up(&body)), (200, Some(0.0)), "{body}");
+        assert!(took < std::time::Duration::from_secs(5), "{took:?}");
+        for collector in ["domain", "host"] {
+            assert_eq!(
+                e2e_tests::sample_with(
+                    &body,
+                    "libvirt_scrape_collector_success",
+                    &[("collector", collector)]
+                ),
+                Some(0.0),
+                "{body}"
+            );
+        }
+        e2e_tests::assert_promtool_clean(&body);
+    }
+    drop(stopped);
+    let mut body = String::new();
+    e2e_tests::wait_for(
+        "libvirt_up 1 after SIGCONT",
+        std::time::Duration::from_secs(20),
+        || {
+            body = exporter.scrape().1;
+            up(&body) == Some(1.0)
+        },
+    );
+    assert_eq!(
+        e2e_tests::sample_with(&body, "libvirt_domains", &[]),
+        Some(2.0)
+    );
+}
