@@ -9,14 +9,14 @@
 //! answers the waiting scrapes with the values of that durable save (or, if it failed, of the
 //! last good one), so a served counter never goes down, even across SIGKILL.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use inotify::{Inotify, WatchMask, Watches};
+use inotify::{Inotify, WatchDescriptor, WatchMask, Watches};
 
 use crate::discovery::{ScanResult, Source};
 use crate::metrics::{Gauges, SaveStats, Snapshot};
@@ -210,7 +210,9 @@ struct Service {
     opts: ServiceOptions,
     engine: Engine,
     watches: Option<Watches>,
-    watched: HashSet<PathBuf>,
+    watched: HashMap<PathBuf, WatchDescriptor>,
+    /// Directories that could not be watched (warned about once).
+    unwatched: HashSet<PathBuf>,
     flags: Arc<FsFlags>,
     saver: mpsc::Sender<SaveJob>,
 }
@@ -263,7 +265,8 @@ impl Service {
             opts,
             engine,
             watches,
-            watched: HashSet::new(),
+            watched: HashMap::new(),
+            unwatched: HashSet::new(),
             flags,
             saver: tx,
         })
@@ -297,8 +300,13 @@ impl Service {
     }
 
     /// Watches `dirs`; returns whether a directory was newly watched.
+    ///
+    /// Every directory is added again at each scan: the same directory gives back its
+    /// descriptor, while a directory removed and created again at the same path (a new inode,
+    /// whose old watch vanished) gets a new one, which its path alone would not tell.
     fn watch(&mut self, dirs: &[PathBuf]) -> bool {
-        let now: HashSet<PathBuf> = dirs.iter().cloned().collect();
+        let mut now = HashMap::with_capacity(dirs.len());
+        let mut failed = HashSet::new();
         let mut added = false;
         if let Some(w) = &mut self.watches {
             let mask = WatchMask::CREATE
@@ -310,20 +318,23 @@ impl Service {
                 | WatchMask::MOVE_SELF
                 | WatchMask::ONLYDIR;
             for d in dirs {
-                if self.watched.contains(d) {
-                    continue;
-                }
                 match w.add(d, mask) {
-                    Ok(_) => added = true,
+                    Ok(wd) => {
+                        added |= self.watched.get(d) != Some(&wd);
+                        now.insert(d.clone(), wd);
+                    }
                     Err(e) => {
-                        tracing::warn!(dir = %d.display(), error = %e, "cannot watch directory; relying on rescans");
+                        if !self.unwatched.contains(d) {
+                            tracing::warn!(dir = %d.display(), error = %e, "cannot watch directory; relying on rescans");
+                        }
+                        failed.insert(d.clone());
                     }
                 }
             }
         }
-        // Watches of removed directories vanish with them; forget them so that a directory
-        // created again at the same path is watched again.
+        // Watches of removed directories vanish with them: only the present ones are kept.
         self.watched = now;
+        self.unwatched = failed;
         added
     }
 

@@ -226,3 +226,70 @@ fn more_files_than_descriptors_keeps_serving() {
     assert!(followed > 0.0 && followed < 128.0, "{last}");
     assert_eq!(matches(&last), followed, "{last}");
 }
+
+/// A state file that parses but holds nonsense (a fingerprint longer than any file, offsets
+/// past the end, broken hex fragments, tombstones of files that never were): the exporter
+/// starts, reads the file again from where it can, and goes on counting.
+#[test]
+fn nonsense_values_in_a_valid_state_file() {
+    let d = tempfile::tempdir().unwrap();
+    let pods = d.path().join("pods");
+    let c = container_dir(&pods, "ns", "p", "app");
+    let state = d.path().join("state.json");
+    let cfg = write_config(d.path(), RULES);
+    let argv = args(&pods, &state, &cfg, &[]);
+    let mut a = Exporter::start(d.path(), &argv);
+    append(&c.join("0.log"), &cri("ERROR one"));
+    settle(&a, "first line", |t| matches(t) >= 1.0);
+    a.stop();
+    let mut s: serde_json::Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    let f = &mut s["files"][0];
+    f["fingerprint"]["len"] = u32::MAX.into();
+    f["offset"] = (u64::MAX / 2).into();
+    f["partials"] = serde_json::json!(["zz", "abc"]);
+    let dir = c.to_string_lossy().into_owned();
+    s["done"][dir] = serde_json::json!([{"dev": 1, "ino": 2, "fingerprint": {"len": u32::MAX, "hash": 3}, "offset": u64::MAX}]);
+    std::fs::write(&state, serde_json::to_vec(&s).unwrap()).unwrap();
+    append(&c.join("0.log"), &cri("ERROR two"));
+    let b = Exporter::start(d.path(), &argv);
+    append(&c.join("0.log"), &cri("ERROR three"));
+    let last = settle(&b, "lines after the restart", |t| matches(t) >= 3.0);
+    // The saved file is not recognised (its fingerprint cannot match): reported as lost, and
+    // the file at its path is read from byte 0 as one that appeared while down.
+    assert_eq!(metric(&last, "log_pattern_files_lost_total"), 1.0, "{last}");
+    assert_eq!(matches(&last), 4.0, "{last}");
+}
+
+/// A directory removed and created again at the same path between two scans (a static pod
+/// deleted and recreated, a service directory replaced): its new inode must be watched, so a
+/// file created in it later is found at once, not at the next periodic rescan.
+#[test]
+fn a_directory_recreated_between_two_scans_is_watched_again() {
+    let d = tempfile::tempdir().unwrap();
+    let pods = d.path().join("pods");
+    std::fs::create_dir_all(&pods).unwrap();
+    let cfg = write_config(d.path(), RULES);
+    let exp = Exporter::start(
+        d.path(),
+        &args(
+            &pods,
+            &d.path().join("state.json"),
+            &cfg,
+            &["--discovery.rescan-interval=1h"],
+        ),
+    );
+    let c = container_dir(&pods, "kube-system", "static", "etcd");
+    append(&c.join("0.log"), &cri("ERROR before"));
+    settle(&exp, "first line", |t| matches(t) >= 1.0);
+    exp.signal("-STOP");
+    std::fs::remove_dir_all(pods.join("kube-system_static_static-uid")).unwrap();
+    let c = container_dir(&pods, "kube-system", "static", "etcd");
+    exp.signal("-CONT");
+    // Let it rescan after the events of the removal, then log into the new directory.
+    settle(&exp, "the removed file released", |t| {
+        metric(t, "log_pattern_files_watched") == 0.0
+    });
+    append(&c.join("0.log"), &cri("ERROR after"));
+    let last = settle(&exp, "the new file", |t| matches(t) >= 2.0);
+    assert_eq!(matches(&last), 2.0, "{last}");
+}
