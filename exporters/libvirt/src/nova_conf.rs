@@ -55,9 +55,13 @@ pub fn parse_nova_conf(text: &str) -> Result<NovaCpuSets, ParseError> {
             return Ok(());
         };
         if compute {
+            let set = || {
+                parse_nova_cpu_spec(&value)
+                    .map_err(|_| ParseError::invalid("[compute] value", format!("{key} = {value}")))
+            };
             match key.as_str() {
-                "cpu_dedicated_set" => out.dedicated = Some(parse_nova_cpu_spec(&value)?),
-                "cpu_shared_set" => out.shared = Some(parse_nova_cpu_spec(&value)?),
+                "cpu_dedicated_set" => out.dedicated = Some(set()?),
+                "cpu_shared_set" => out.shared = Some(set()?),
                 _ => {}
             }
         }
@@ -109,12 +113,33 @@ pub fn parse_nova_conf(text: &str) -> Result<NovaCpuSets, ParseError> {
     Ok(out)
 }
 
-/// Reads nova.conf from disk.
+/// Largest nova.conf read (oslo-config-generator's full sample, every option commented, is
+/// well under 1 MiB).
+const MAX_CONF_BYTES: u64 = 16 << 20;
+
+/// Reads nova.conf from disk. Only a regular file (or a symlink to one) is opened, and at most
+/// [`MAX_CONF_BYTES`] of it: a FIFO would block the open forever and a device such as
+/// `/dev/zero` would never end.
 pub fn load_nova_conf(path: &Path) -> Result<NovaCpuSets, Error> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+    use std::io::Read;
+    let io = |source| Error::Io {
         path: path.display().to_string(),
         source,
-    })?;
+    };
+    let other = |msg: &str| io(std::io::Error::other(msg));
+    if !std::fs::metadata(path).map_err(io)?.is_file() {
+        return Err(other("not a regular file"));
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .map_err(io)?
+        .take(MAX_CONF_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    if bytes.len() as u64 > MAX_CONF_BYTES {
+        return Err(other("larger than 16 MiB"));
+    }
+    let text = String::from_utf8(bytes).map_err(|_| other("not UTF-8 text"))?;
     parse_nova_conf(&text)
 }
 

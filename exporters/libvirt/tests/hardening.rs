@@ -364,3 +364,56 @@ fn hung_libvirtd_times_out_and_recovers() {
         Some(2.0)
     );
 }
+
+/// `--nova.config-file` naming something that is not a regular file (a FIFO nobody writes, a
+/// device such as /dev/zero): reading it blocked a runtime thread forever (the FIFO: every later
+/// scrape and /-/healthy hung, SIGTERM did not stop the exporter) or grew without bound (the
+/// device). Now each scrape answers at once with `nova_config_loaded 0` and the rest of the
+/// metrics.
+#[test]
+fn nova_config_that_is_not_a_regular_file_neither_hangs_nor_grows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fifo = tmp.path().join("nova.conf");
+    let st = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(st.success());
+    let node = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dedicated.xml");
+    for config in [fifo.as_path(), Path::new("/dev/zero")] {
+        let port = e2e_tests::free_port();
+        let _exporter = ChildGuard::new(
+            Command::new(env!("CARGO_BIN_EXE_libvirt_exporter"))
+                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                .arg(format!("--libvirt.uri=test://{}", node.display()))
+                .arg(format!("--nova.config-file={}", config.display()))
+                .args(["--path.procfs=", "--libvirt.timeout=2s"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+        .terminate_on_drop(std::time::Duration::from_secs(2));
+        e2e_tests::wait_for(
+            "exporter to listen",
+            std::time::Duration::from_secs(20),
+            || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        );
+        for _ in 0..2 {
+            let started = std::time::Instant::now();
+            let (status, body) = e2e_tests::local_get(port, "/metrics").unwrap();
+            let took = started.elapsed();
+            assert_eq!(status, 200, "{config:?}");
+            assert!(
+                took < std::time::Duration::from_secs(5),
+                "{config:?}: {took:?}"
+            );
+            for (name, want) in [("libvirt_nova_config_loaded", 0.0), ("libvirt_up", 1.0)] {
+                assert_eq!(
+                    e2e_tests::sample_with(&body, name, &[]),
+                    Some(want),
+                    "{config:?} {name}:\n{body}"
+                );
+            }
+        }
+        let (status, _) = e2e_tests::local_get(port, "/-/healthy").unwrap();
+        assert_eq!(status, 200);
+    }
+}

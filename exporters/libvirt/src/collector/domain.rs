@@ -51,18 +51,24 @@ pub struct NovaSetsSource {
 }
 
 impl NovaSetsSource {
-    /// The sets for this scrape; `Err` if the file is given but unreadable.
+    /// The sets for this scrape, and whether the file (if given) was read. Blocking: it reads
+    /// the file (see [`DomainCollector`]'s `nova_sets` for the scrape's way to call it).
     pub fn resolve(&self) -> (NovaCpuSets, Option<bool>) {
-        let (mut sets, ok) = match &self.config_file {
+        let (sets, ok) = match &self.config_file {
             Some(p) => match load_nova_conf(p) {
                 Ok(s) => (s, Some(true)),
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot read nova's CPU sets");
+                    tracing::warn!(path = %p.display(), error = %e, "cannot read nova's CPU sets");
                     (NovaCpuSets::default(), Some(false))
                 }
             },
             None => (NovaCpuSets::default(), None),
         };
+        (self.with_flags(sets), ok)
+    }
+
+    /// `sets` with the flags' sets in place of the file's.
+    fn with_flags(&self, mut sets: NovaCpuSets) -> NovaCpuSets {
         // An empty flag is nova's "unset", as in nova.conf: it overrides nothing.
         if let Some(d) = self.dedicated.as_ref().filter(|s| !s.is_empty()) {
             sets.dedicated = Some(d.clone());
@@ -70,7 +76,7 @@ impl NovaSetsSource {
         if let Some(s) = self.shared.as_ref().filter(|s| !s.is_empty()) {
             sets.shared = Some(s.clone());
         }
-        (sets, ok)
+        sets
     }
 }
 
@@ -78,6 +84,8 @@ impl NovaSetsSource {
 pub struct DomainCollector {
     gatherer: Arc<Gatherer>,
     nova: NovaSetsSource,
+    /// Whether a read of nova.conf is still running (a hung file system): no second one.
+    nova_reading: Arc<std::sync::atomic::AtomicBool>,
     evidence_limit: usize,
     statics: std::sync::Mutex<StaticCache>,
 }
@@ -101,6 +109,34 @@ impl DomainCollector {
             nova,
             evidence_limit,
             statics: std::sync::Mutex::new(StaticCache::default()),
+            nova_reading: Arc::default(),
+        }
+    }
+
+    /// nova's sets for this scrape. nova.conf is read on the blocking pool under
+    /// `--libvirt.timeout` (a file on a hung file system must not block the runtime), one read
+    /// at a time; a read that does not return in time counts as not loaded.
+    async fn nova_sets(&self) -> (NovaCpuSets, Option<bool>) {
+        if self.nova.config_file.is_none() {
+            return self.nova.resolve();
+        }
+        let not_loaded = || (self.nova.with_flags(NovaCpuSets::default()), Some(false));
+        if self.nova_reading.swap(true, Ordering::AcqRel) {
+            tracing::warn!("the last read of nova's CPU sets has not returned; not read again");
+            return not_loaded();
+        }
+        let (nova, reading) = (self.nova.clone(), Arc::clone(&self.nova_reading));
+        let read = tokio::task::spawn_blocking(move || {
+            let out = nova.resolve();
+            reading.store(false, Ordering::Release);
+            out
+        });
+        match tokio::time::timeout(self.gatherer.libvirt.timeout(), read).await {
+            Ok(Ok(out)) => out,
+            _ => {
+                tracing::warn!("cannot read nova's CPU sets: no answer in time");
+                not_loaded()
+            }
         }
     }
 
@@ -212,7 +248,7 @@ impl Collector for DomainCollector {
                 "Whether scraping libvirt's metrics was successful",
                 1.0,
             );
-            let (sets, nova_ok) = self.nova.resolve();
+            let (sets, nova_ok) = self.nova_sets().await;
             if let Some(ok) = nova_ok {
                 gauge(
                     reg,
