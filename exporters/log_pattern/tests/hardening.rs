@@ -293,3 +293,47 @@ fn a_directory_recreated_between_two_scans_is_watched_again() {
     let last = settle(&exp, "the new file", |t| matches(t) >= 2.0);
     assert_eq!(matches(&last), 2.0, "{last}");
 }
+
+/// A glob source whose directory keeps many rotated files (logrotate `rotate 100`, dated
+/// names): after a restart, none of the rotated files already read is read again.
+#[test]
+fn many_rotated_files_kept_are_not_read_again_after_restart() {
+    let d = tempfile::tempdir().unwrap();
+    let pods = d.path().join("pods");
+    std::fs::create_dir_all(&pods).unwrap();
+    let app = d.path().join("app");
+    std::fs::create_dir_all(&app).unwrap();
+    let cfg = write_config(
+        d.path(),
+        &format!("{RULES}sources:\n- path: {}/app.log\n", app.display()),
+    );
+    let state = d.path().join("state.json");
+    let argv = args(&pods, &state, &cfg, &[]);
+    let mut a = Exporter::start(d.path(), &argv);
+    let log = app.join("app.log");
+    let pad = "x".repeat(300);
+    append(&log, &format!("ERROR file 0 {pad}\n"));
+    settle(&a, "first file", |t| matches(t) >= 1.0);
+    let rotations = 80;
+    for r in 1..=rotations {
+        std::fs::rename(&log, app.join(format!("app.log.2024011510{r:04}"))).unwrap();
+        append(&log, &format!("ERROR file {r} {pad}\n"));
+        let want = f64::from(r + 1);
+        let ok = wait_until(WAIT, Duration::from_millis(10), || {
+            matches(&a.try_scrape().unwrap_or_default()) >= want
+        });
+        assert!(ok, "rotation {r}: {}", a.logs());
+    }
+    let want = f64::from(rotations + 1);
+    let last = settle(&a, "every file", |t| {
+        matches(t) >= want && metric(t, "log_pattern_rotated_files_open") == 0.0
+    });
+    assert_eq!(matches(&last), want);
+    a.stop();
+    let b = Exporter::start(d.path(), &argv);
+    append(&log, "ERROR after restart\n");
+    let last = settle(&b, "the line after restart", |t| matches(t) > want);
+    std::thread::sleep(Duration::from_secs(3));
+    let last = b.try_scrape().unwrap_or(last);
+    assert_eq!(matches(&last), want + 1.0, "{}", b.logs());
+}

@@ -306,7 +306,11 @@ impl Engine {
     }
 
     fn remember_done(&mut self, path: &Path, d: Done) {
-        const PER_DIR: usize = 64;
+        // A tombstone dropped while its file is still there makes that file look new at the
+        // next restart (read twice), so this only guards memory: the list is pruned to the
+        // files present at each scan (`check_siblings`), and directories may keep many rotated
+        // files (logrotate `rotate 100`).
+        const PER_DIR: usize = 4096;
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let v = self.done.entry(dir).or_default();
         if !v.contains(&d) {
