@@ -54,6 +54,15 @@ pub const COLLECTORS: &[CollectorFlag] = &[
     },
 ];
 
+/// A call timeout: zero would time every libvirt call out at once.
+fn parse_call_timeout(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() {
+        return Err("must be greater than 0".into());
+    }
+    Ok(d)
+}
+
 /// nova's sets are given as nova.conf spells them, read as nova reads them.
 fn parse_cpuset_flag(s: &str) -> Result<cpuset::CpuSet, String> {
     nova_conf::parse_nova_cpu_spec(s).map_err(|e| e.to_string())
@@ -71,7 +80,7 @@ pub struct Flags {
     #[arg(long = "libvirt.uri", default_value = "qemu:///system")]
     pub libvirt_uri: String,
     /// Timeout of each libvirt call (a domain that does not answer in time is reported, not fatal).
-    #[arg(long = "libvirt.timeout", default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long = "libvirt.timeout", default_value = "5s", value_parser = parse_call_timeout, value_name = "DURATION")]
     pub libvirt_timeout: Duration,
     /// Longest wait between attempts to re-open a lost libvirt connection.
     #[arg(long = "libvirt.reconnect-backoff-max", default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
@@ -193,6 +202,20 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_zero_call_timeout_is_a_startup_error() {
+        // Every libvirt call would time out at once: the exporter could never answer.
+        for bad in ["0s", "0ms", "0"] {
+            let arg = format!("--libvirt.timeout={bad}");
+            assert!(
+                <Flags as clap::Parser>::try_parse_from(["x", arg.as_str()]).is_err(),
+                "{bad:?}"
+            );
+        }
+        let f = <Flags as clap::Parser>::try_parse_from(["x", "--libvirt.timeout=250ms"]).unwrap();
+        assert_eq!(f.libvirt_timeout, std::time::Duration::from_millis(250));
     }
 
     #[test]
