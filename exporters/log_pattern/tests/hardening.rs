@@ -337,3 +337,34 @@ fn many_rotated_files_kept_are_not_read_again_after_restart() {
     let last = b.try_scrape().unwrap_or(last);
     assert_eq!(matches(&last), want + 1.0, "{}", b.logs());
 }
+
+/// The same split line, with the exporter killed after the `P` fragment was read and the
+/// rotation done while it was down: the fragment saved with the rotated file's offset
+/// continues in the new file.
+#[test]
+fn cri_partial_line_split_by_rotation_while_down_is_one_line() {
+    let d = tempfile::tempdir().unwrap();
+    let pods = d.path().join("pods");
+    std::fs::create_dir_all(&pods).unwrap();
+    let cfg = write_config(d.path(), RULES);
+    let state = d.path().join("state.json");
+    let argv = args(&pods, &state, &cfg, &[]);
+    let mut a = Exporter::start(d.path(), &argv);
+    let c = container_dir(&pods, "ns", "split", "app");
+    let log = c.join("0.log");
+    append(&log, &cri("before"));
+    append(&log, &format!("{TS} stderr P request failed: ERR\n"));
+    settle(&a, "first file read", |t| {
+        metric(t, "log_pattern_lines_read_total") >= 1.0
+    });
+    a.kill();
+    std::fs::rename(&log, c.join("0.log.20240115-100000")).unwrap();
+    append(&log, &format!("{TS} stderr F OR code=500\n"));
+    let b = Exporter::start(d.path(), &argv);
+    let last = settle(&b, "rotated line counted", |t| {
+        metric(t, "log_pattern_lines_read_total") >= 2.0
+            && metric(t, "log_pattern_rotated_files_open") == 0.0
+    });
+    assert_eq!(matches(&last), 1.0, "{last}\n{}", b.logs());
+    assert_eq!(metric(&last, "log_pattern_lines_read_total"), 2.0, "{last}");
+}

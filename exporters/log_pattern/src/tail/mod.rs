@@ -339,7 +339,7 @@ impl Engine {
             return;
         };
         let open: HashSet<(u64, u64)> = self.files.values().map(|f| (f.dev, f.ino)).collect();
-        let open_fps: Vec<Fingerprint> = self.files.values().map(|f| f.fingerprint).collect();
+        let mut open_fps: Vec<Fingerprint> = self.files.values().map(|f| f.fingerprint).collect();
         let mut present = HashSet::new();
         // Siblings judged at an earlier scan; only those still here are carried over.
         let before = self.judged.remove(dir).unwrap_or_default();
@@ -442,6 +442,8 @@ impl Engine {
                 // `open` counts it in files_opened.
                 if self.open(&p, labels.clone(), Start::Beginning, true) {
                     self.counters.rotations += 1;
+                    // Its compressed form may be next in this very listing.
+                    open_fps.push(Fingerprint::of(&head));
                 }
             }
         }
@@ -1120,5 +1122,37 @@ mod tests {
         b.read_all();
         assert_eq!(count(&b), 1);
         assert_eq!(b.state().counters.lines_read, 1);
+    }
+
+    /// kubelet compresses to `.gz.tmp`, renames it to `.gz`, then removes the plain file: a
+    /// scan in between sees both forms of a rotated file it never opened. It is read once.
+    #[test]
+    fn a_rotated_file_seen_with_its_gz_is_read_once() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("0.log");
+        std::fs::write(&p, "ERROR 0\n").unwrap();
+        let mut e = engine();
+        e.apply_scan(found(&p), &[], false);
+        e.read_all();
+        assert_eq!(count(&e), 1);
+        // Rotated twice between two scans: 0.log.1 was never opened, and is compressed already.
+        std::fs::rename(&p, d.path().join("0.log.1")).unwrap();
+        let text: String = (0..20)
+            .map(|i| format!("ERROR line {i} of the second file\n"))
+            .collect();
+        std::fs::write(d.path().join("0.log.2"), &text).unwrap();
+        let mut gz = flate2::write::GzEncoder::new(
+            std::fs::File::create(d.path().join("0.log.2.gz")).unwrap(),
+            flate2::Compression::fast(),
+        );
+        gz.write_all(text.as_bytes()).unwrap();
+        gz.finish().unwrap();
+        std::fs::write(&p, "ERROR newest\n").unwrap();
+        e.apply_scan(found(&p), &[], false);
+        while e.read_all() {}
+        assert_eq!(count(&e), 22);
+        e.apply_scan(found(&p), &[], false);
+        while e.read_all() {}
+        assert_eq!(count(&e), 22);
     }
 }
