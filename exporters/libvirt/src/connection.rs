@@ -375,6 +375,18 @@ impl Libvirt {
         });
         let queue: Arc<Mutex<VecDeque<(usize, J)>>> =
             Arc::new(Mutex::new(jobs.into_iter().enumerate().collect()));
+        /// Empties the queue when this future is dropped before the end (the scrape's timeout
+        /// gave up on the collector): the workers finish the job in hand and stop, instead of
+        /// making the rest of the calls for nobody beside the next scrape's.
+        struct DrainOnDrop<J>(Arc<Mutex<VecDeque<(usize, J)>>>);
+        impl<J> Drop for DrainOnDrop<J> {
+            fn drop(&mut self) {
+                if let Ok(mut q) = self.0.lock() {
+                    q.clear();
+                }
+            }
+        }
+        let _drain = DrainOnDrop(Arc::clone(&queue));
         let f = Arc::new(f);
         let spawn = |slots: &mut Vec<Slot>| {
             let slot: Slot = Arc::new((Mutex::new(None), AtomicBool::new(false)));
@@ -594,6 +606,36 @@ mod tests {
         // The stuck worker is released when its job returns.
         tokio::time::sleep(Duration::from_millis(900)).await;
         assert_eq!(lv.stuck.load(Ordering::Acquire), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_abandoned_pool_stops_taking_jobs() {
+        // The scrape's timeout drops the pool's future (the framework gives up on the
+        // collector): its workers must not go on through the rest of the domains, or every
+        // abandoned scrape on a slow libvirtd adds its leftover calls to the next scrape's.
+        let lv = Libvirt::new(
+            "test:///default".into(),
+            Duration::from_secs(10),
+            Duration::from_secs(1),
+            false,
+        );
+        let ran = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&ran);
+        let pool = lv.pool("job", (0..100u64).collect(), 2, move |_| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(20));
+        });
+        assert!(tokio::time::timeout(Duration::from_millis(100), pool)
+            .await
+            .is_err());
+        let at_drop = ran.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let later = ran.load(Ordering::SeqCst);
+        // At most the job each worker was in when the pool was dropped.
+        assert!(
+            later <= at_drop + 2,
+            "{at_drop} jobs when dropped, {later} later"
+        );
     }
 
     #[tokio::test]
