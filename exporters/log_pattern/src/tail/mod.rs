@@ -351,6 +351,14 @@ impl Engine {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
+            // A followed path itself: a tombstone of its file (released, or saved and not yet
+            // resumed) holds the offset to go on from, as long as that file is there.
+            if bases.iter().any(|(b, _)| *b == name) {
+                if let Ok(m) = std::fs::metadata(&p) {
+                    present.insert((m.dev(), m.ino()));
+                }
+                continue;
+            }
             let Some((_, labels)) = bases.iter().find(|(b, _)| {
                 name.len() > b.len() + 1
                     && name.starts_with(b.as_str())
@@ -724,11 +732,27 @@ impl Engine {
             }
             tracing::info!(path = %p.display(), offset = reader.offset, rotated = !is_active, "resuming");
             // `open` counts files_opened; a resumed file is not a new one.
+            let offset = reader.offset;
             if self.open(&p, s.labels.clone(), Start::Resume(reader), !is_active) {
                 self.counters.files_opened -= 1;
                 if let Some(tf) = self.files.values_mut().last() {
                     tf.path = s.path.clone();
                 }
+            } else {
+                // Not opened now (no descriptor free): a tombstone with the offset makes a
+                // later scan read it on from there (`released_offset`) rather than from 0,
+                // and keeps a rotated one from being read again.
+                if !is_active {
+                    tracing::warn!(path = %p.display(), offset, "rotated file not resumed; its unread rest is lost");
+                    self.counters.files_lost += 1;
+                }
+                let done = Done {
+                    dev: s.dev,
+                    ino: s.ino,
+                    fingerprint: s.fingerprint,
+                    offset,
+                };
+                self.remember_done(&p, done);
             }
             return is_active.then_some(p);
         }
@@ -1154,5 +1178,48 @@ mod tests {
         e.apply_scan(found(&p), &[], false);
         while e.read_all() {}
         assert_eq!(count(&e), 22);
+    }
+
+    /// At a restart with fewer descriptors than saved files (a lower `--tail.max-open-files`
+    /// or `RLIMIT_NOFILE`), a saved file that cannot be opened yet is read on from its saved
+    /// offset once a descriptor is free, not again from byte 0.
+    #[test]
+    fn a_saved_file_resumed_later_for_lack_of_descriptors_is_not_read_twice() {
+        let d = tempfile::tempdir().unwrap();
+        let paths: Vec<PathBuf> = ["a", "b"]
+            .iter()
+            .map(|n| {
+                std::fs::create_dir_all(d.path().join(n)).unwrap();
+                let p = d.path().join(n).join("0.log");
+                std::fs::write(&p, format!("ERROR {n}\n")).unwrap();
+                p
+            })
+            .collect();
+        let all: Vec<Found> = paths.iter().flat_map(|p| found(p)).collect();
+        let mut a = engine();
+        a.apply_scan(all.clone(), &[], false);
+        a.read_all();
+        assert_eq!(count(&a), 2);
+        let saved = a.state();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&paths[1])
+            .unwrap()
+            .write_all(b"ERROR b again\n")
+            .unwrap();
+        let mut b = engine();
+        b.opts.max_open_files = 1;
+        b.restore(saved);
+        b.apply_scan(all.clone(), &[], false);
+        b.read_all();
+        assert_eq!(b.gauges().files_open, 1);
+        // The first file goes away and is released: the second one gets its descriptor.
+        b.apply_scan(found(&paths[1]), &[], false);
+        b.read_all();
+        b.reap();
+        b.apply_scan(found(&paths[1]), &[], false);
+        b.read_all();
+        assert_eq!(b.gauges().files_open, 1);
+        assert_eq!(count(&b), 3);
     }
 }
