@@ -6,9 +6,9 @@
 //! files; review the diff.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure
 
-use std::path::{Path, PathBuf};
+mod support;
 
-use libvirt_exporter::{collectors, Flags};
+use std::path::{Path, PathBuf};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
@@ -62,21 +62,7 @@ fn normalize(text: &str) -> String {
 }
 
 async fn scrape_fixture(path: &Path, extra: &[&str]) -> String {
-    let uri = format!("test://{}", path.display());
-    let mut args = vec![
-        "libvirt_exporter".to_string(),
-        format!("--libvirt.uri={uri}"),
-        "--path.procfs=".to_string(),
-    ];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let flags = <Flags as clap::Parser>::parse_from(args);
-    let mut om = String::new();
-    for c in collectors(&flags) {
-        let mut reg = common::Sink::new("libvirt");
-        c.collect(&mut reg).await.expect("collector succeeds");
-        reg.encode(&mut om).unwrap();
-    }
-    common::exposition::openmetrics_to_text(&om)
+    support::scrape_in_process(&format!("test://{}", path.display()), extra).await
 }
 
 #[tokio::test]

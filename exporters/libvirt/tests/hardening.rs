@@ -13,28 +13,11 @@ use std::process::{Command, Stdio};
 
 use e2e_tests::ChildGuard;
 
-use libvirt_exporter::{collectors, Flags};
-
 const HOST: &str = "<cpu><mhz>2400</mhz><model>x86_64</model><active>16</active><max>16</max><nodes>1</nodes><sockets>2</sockets><cores>4</cores><threads>2</threads></cpu><memory>67108864</memory>";
 
-/// One scrape of both collectors, in process, as the text format.
+/// One scrape of both collectors, in process, on a test-driver node file.
 async fn scrape(node: &Path, extra: &[&str]) -> String {
-    let mut args = vec![
-        "libvirt_exporter".to_string(),
-        format!("--libvirt.uri=test://{}", node.display()),
-    ];
-    if !extra.iter().any(|a| a.starts_with("--path.procfs")) {
-        args.push("--path.procfs=".to_string());
-    }
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let flags = <Flags as clap::Parser>::parse_from(args);
-    let mut om = String::new();
-    for c in collectors(&flags) {
-        let mut reg = common::Sink::new("libvirt");
-        c.collect(&mut reg).await.expect("collector succeeds");
-        reg.encode(&mut om).unwrap();
-    }
-    common::exposition::openmetrics_to_text(&om)
+    support::scrape_in_process(&format!("test://{}", node.display()), extra).await
 }
 
 /// A domain whose metadata (another application's, in its own default namespace, which libvirt
@@ -246,27 +229,18 @@ fn hostile_labels_and_secrets_through_the_binary() {
         ),
     )
     .unwrap();
-    let port = e2e_tests::free_port();
     let log = tmp.path().join("exporter.log");
-    let exporter = ChildGuard::new(
-        Command::new(env!("CARGO_BIN_EXE_libvirt_exporter"))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg(format!("--libvirt.uri=test://{}", node.display()))
-            .args(["--path.procfs=", "--log.level=debug"])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-    )
-    .terminate_on_drop(std::time::Duration::from_secs(10));
-    e2e_tests::wait_for(
-        "exporter to listen",
-        std::time::Duration::from_secs(20),
-        || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+    let exporter = support::ExporterProc::start_logging(
+        &[
+            format!("--libvirt.uri=test://{}", node.display()),
+            "--path.procfs=".into(),
+            "--log.level=debug".into(),
+        ],
+        Some(&log),
     );
     let mut bodies = Vec::new();
     for _ in 0..2 {
-        let (status, body) = e2e_tests::local_get(port, "/metrics").unwrap();
+        let (status, body) = exporter.scrape();
         assert_eq!(status, 200);
         e2e_tests::assert_promtool_clean(&body);
         bodies.push(body);
@@ -378,27 +352,15 @@ fn nova_config_that_is_not_a_regular_file_neither_hangs_nor_grows() {
     assert!(st.success());
     let node = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dedicated.xml");
     for config in [fifo.as_path(), Path::new("/dev/zero")] {
-        let port = e2e_tests::free_port();
-        let _exporter = ChildGuard::new(
-            Command::new(env!("CARGO_BIN_EXE_libvirt_exporter"))
-                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-                .arg(format!("--libvirt.uri=test://{}", node.display()))
-                .arg(format!("--nova.config-file={}", config.display()))
-                .args(["--path.procfs=", "--libvirt.timeout=2s"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        )
-        .terminate_on_drop(std::time::Duration::from_secs(2));
-        e2e_tests::wait_for(
-            "exporter to listen",
-            std::time::Duration::from_secs(20),
-            || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
-        );
+        let exporter = support::ExporterProc::start(&[
+            format!("--libvirt.uri=test://{}", node.display()),
+            format!("--nova.config-file={}", config.display()),
+            "--path.procfs=".into(),
+            "--libvirt.timeout=2s".into(),
+        ]);
         for _ in 0..2 {
             let started = std::time::Instant::now();
-            let (status, body) = e2e_tests::local_get(port, "/metrics").unwrap();
+            let (status, body) = exporter.scrape();
             let took = started.elapsed();
             assert_eq!(status, 200, "{config:?}");
             assert!(
@@ -413,7 +375,7 @@ fn nova_config_that_is_not_a_regular_file_neither_hangs_nor_grows() {
                 );
             }
         }
-        let (status, _) = e2e_tests::local_get(port, "/-/healthy").unwrap();
+        let (status, _) = e2e_tests::local_get(exporter.port, "/-/healthy").unwrap();
         assert_eq!(status, 200);
     }
 }

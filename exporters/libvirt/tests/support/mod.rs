@@ -75,12 +75,21 @@ pub struct ExporterProc {
 
 impl ExporterProc {
     pub fn start(args: &[String]) -> Self {
+        Self::start_logging(args, None)
+    }
+
+    /// [`ExporterProc::start`], its log (stderr) written to `log` when given.
+    pub fn start_logging(args: &[String], log: Option<&Path>) -> Self {
         let port = free_port();
+        let stderr = match log {
+            Some(path) => Stdio::from(std::fs::File::create(path).unwrap()),
+            None => Stdio::null(),
+        };
         let child = Command::new(env!("CARGO_BIN_EXE_libvirt_exporter"))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .args(args)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .unwrap();
         let p = Self {
@@ -97,6 +106,27 @@ impl ExporterProc {
     pub fn scrape(&self) -> (u16, String) {
         local_get(self.port, "/metrics").unwrap()
     }
+}
+
+/// One scrape of both collectors in process (the library, no HTTP) on `uri`, with `args` after
+/// it (`--path.procfs=` unless they set it), as the text format.
+pub async fn scrape_in_process(uri: &str, args: &[&str]) -> String {
+    let mut all = vec![
+        "libvirt_exporter".to_string(),
+        format!("--libvirt.uri={uri}"),
+    ];
+    if !args.iter().any(|a| a.starts_with("--path.procfs")) {
+        all.push("--path.procfs=".to_string());
+    }
+    all.extend(args.iter().map(|s| s.to_string()));
+    let flags = <libvirt_exporter::Flags as clap::Parser>::parse_from(all);
+    let mut om = String::new();
+    for c in libvirt_exporter::collectors(&flags) {
+        let mut reg = common::Sink::new("libvirt");
+        c.collect(&mut reg).await.expect("collector succeeds");
+        reg.encode(&mut om).unwrap();
+    }
+    common::exposition::openmetrics_to_text(&om)
 }
 
 /// A libvirtd with the QEMU driver, for real guests under TCG, isolated in a private mount
