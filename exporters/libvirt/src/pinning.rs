@@ -110,7 +110,7 @@ pub struct DomainFindings {
 /// The whole host.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct PinningReport {
-    /// Every host CPU (and any CPU a domain names beyond them).
+    /// Every host CPU (and a CPU beyond them that a dedicated vCPU is pinned to alone).
     pub cpus: BTreeMap<u32, CpuUse>,
     pub domains: BTreeMap<String, DomainFindings>,
     /// `(domain, other domain, shared CPUs)` for ordered pairs of overlapping domains, sorted:
@@ -136,16 +136,26 @@ pub fn analyse<C: std::borrow::Borrow<DomainClaims>>(
     let floating: Vec<CpuSet> = claims.iter().map(|c| c.floating_cpus()).collect();
     let all_floating = floating.iter().fold(CpuSet::new(), |a, s| a.union(s));
 
+    // Per-CPU entries (3 series each) beyond the host's CPUs only for a CPU a dedicated vCPU is
+    // pinned to alone: libvirt accepts any cpuset up to CPU 16383, and one wide set would make
+    // thousands of entries. The per-domain findings below keep every CPU.
+    let pinned_alone: CpuSet = claims
+        .iter()
+        .flat_map(|d| d.vcpus.iter().filter(|v| v.dedicated))
+        .filter_map(|v| v.cpus.single())
+        .filter(|c| *c >= host_cpus)
+        .collect();
+    let counted = |c: &u32| *c < host_cpus || pinned_alone.contains(*c);
     for (i, d) in claims.iter().enumerate() {
         for v in d.vcpus.iter().filter(|v| v.dedicated) {
-            for c in v.cpus.iter() {
+            for c in v.cpus.iter().filter(counted) {
                 report.cpus.entry(c).or_default().pinned_vcpus += 1;
             }
         }
-        for c in dedicated[i].iter() {
+        for c in dedicated[i].iter().filter(counted) {
             report.cpus.entry(c).or_default().dedicated_domains += 1;
         }
-        for c in floating[i].iter() {
+        for c in floating[i].iter().filter(counted) {
             report.cpus.entry(c).or_default().floating_domains += 1;
         }
     }
@@ -234,6 +244,29 @@ mod tests {
 
     fn s(set: &CpuSet) -> String {
         set.to_string()
+    }
+
+    #[test]
+    fn per_cpu_entries_are_bounded_by_the_host() {
+        // libvirt accepts cpusets up to CPU 16383 whatever the host: one domain floating over
+        // 0-8191 made 8,192 per-CPU entries (3 series each) on a 16-CPU host.
+        let claims = vec![
+            claim("wide", &[("0-8191", false), ("0-8191", false)]),
+            claim("wide-dedicated", &[("20-8191", true)]),
+            claim("far", &[("40", true)]),
+            claim("near", &[("4", true)]),
+        ];
+        let r = analyse(&claims, 16, &NovaCpuSets::default(), 5);
+        // The host's CPUs, and a CPU beyond them that a dedicated vCPU is pinned to alone.
+        assert_eq!(r.cpus.len(), 17);
+        let cpus: Vec<u32> = r.cpus.keys().copied().collect();
+        let want: Vec<u32> = (0..16).chain([40]).collect();
+        assert_eq!(cpus, want);
+        assert_eq!(r.cpus[&40].dedicated_domains, 2);
+        assert_eq!(r.cpus[&4].floating_domains, 1);
+        // The per-domain findings keep every CPU.
+        assert_eq!(r.domains["wide-dedicated"].dedicated_cpus.len(), 8172);
+        assert_eq!(r.domains["far"].overlap.to_string(), "40");
     }
 
     #[test]
