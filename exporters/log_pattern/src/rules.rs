@@ -21,7 +21,7 @@
 //! tenant's rules, past which new label sets go to the rule's overflow series and the tenant's
 //! overflow counter grows. Rules are identified by tenant and name.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use aho_corasick::AhoCorasick;
 use serde::{Deserialize, Serialize};
@@ -161,6 +161,12 @@ pub trait LineSink: Send {
     fn values(&self) -> Vec<SeriesValue>;
     /// Resumes from saved values (values of unknown rules are dropped).
     fn restore(&mut self, values: &[SeriesValue]);
+    /// Drops the series still at 0 that no source of `live` (the sources of the files
+    /// followed now) counts into, freeing their place in the series budgets: the zero series
+    /// of pods whose logs are gone. Series that counted something stay.
+    fn retain_sources(&mut self, live: &[SourceId]) {
+        let _ = live;
+    }
     /// The rules, for `log_pattern_rule_info`.
     fn rule_info(&self) -> Vec<RuleInfo> {
         Vec::new()
@@ -617,6 +623,9 @@ impl Rules {
 impl LineSink for Rules {
     fn source(&mut self, labels: &Labels) -> SourceId {
         if let Some(&id) = self.source_index.get(labels) {
+            // A source seen again (a new file of the pod) gets back its zero series if they
+            // were dropped while it had no file (`retain_sources`).
+            self.resolve(id);
             return id;
         }
         let id = self.sources.len();
@@ -854,6 +863,40 @@ impl LineSink for Rules {
         }
     }
 
+    fn retain_sources(&mut self, live: &[SourceId]) {
+        let mut dropped = false;
+        for (i, r) in self.rules.iter_mut().enumerate() {
+            if !r.counts.values().any(|&v| v == 0) {
+                continue;
+            }
+            let keep: HashSet<SetId> = live
+                .iter()
+                .filter_map(|&id| self.sources.get(id))
+                .filter(|e| bit(&e.selected, i))
+                .filter_map(|e| e.projected.get(r.class).copied())
+                .collect();
+            let before = r.counts.len();
+            r.counts.retain(|set, v| *v > 0 || keep.contains(set));
+            let gone = before - r.counts.len();
+            if gone > 0 {
+                dropped = true;
+                let counts = &r.counts;
+                r.nums.retain(|set, _| counts.contains_key(set));
+                if let Some(b) = r.budget.and_then(|b| self.budgets.get_mut(b)) {
+                    b.used = b.used.saturating_sub(gone);
+                }
+            }
+        }
+        // Room was made: live sources that found none get their zero series now.
+        if dropped {
+            for &id in live {
+                if id < self.sources.len() {
+                    self.resolve(id);
+                }
+            }
+        }
+    }
+
     fn rule_info(&self) -> Vec<RuleInfo> {
         self.rules.iter().map(|r| r.info.clone()).collect()
     }
@@ -903,6 +946,32 @@ mod tests {
         v.iter()
             .find(|s| s.rule == rule && s.labels == l && s.overflow == overflow)
             .map(|s| s.value)
+    }
+
+    #[test]
+    fn zero_series_of_gone_sources_are_dropped() {
+        let mut r = Rules::new(&[rule("err", "ERROR", 2)]).unwrap();
+        let a = r.source(&labels("a"));
+        let b = r.source(&labels("b"));
+        r.on_line(a, &line("ERROR"));
+        // Both files gone: the series that counted stays, the zero one goes.
+        r.retain_sources(&[]);
+        let v = r.values();
+        assert_eq!(get(&v, "err", &labels("a"), false), Some(1));
+        assert_eq!(get(&v, "err", &labels("b"), false), None);
+        // Its place is free for a new pod, which is zero-initialised...
+        let c = r.source(&labels("c"));
+        assert_eq!(get(&r.values(), "err", &labels("c"), false), Some(0));
+        // ...and a live source keeps its zero series.
+        r.retain_sources(&[c]);
+        assert_eq!(get(&r.values(), "err", &labels("c"), false), Some(0));
+        // The budget is full again: b, seen again, has no series, c counting in its own.
+        assert_eq!(r.source(&labels("b")), b);
+        r.on_line(c, &line("ERROR"));
+        r.on_line(b, &line("ERROR"));
+        let v = r.values();
+        assert_eq!(get(&v, "err", &labels("c"), false), Some(1));
+        assert_eq!(get(&v, "err", &[], true), Some(1));
     }
 
     #[test]

@@ -368,3 +368,64 @@ fn cri_partial_line_split_by_rotation_while_down_is_one_line() {
     assert_eq!(matches(&last), 1.0, "{last}\n{}", b.logs());
     assert_eq!(metric(&last, "log_pattern_lines_read_total"), 2.0, "{last}");
 }
+
+/// Pods come and go (jobs, rollouts): the zero series of a pod whose logs are gone must not
+/// keep the rule's series budget, or after `max_series` pods in the exporter's lifetime (the
+/// state file keeps them across restarts) every new pod's matches lose their labels.
+#[test]
+fn zero_series_of_deleted_pods_do_not_exhaust_the_budget() {
+    let d = tempfile::tempdir().unwrap();
+    let pods = d.path().join("pods");
+    std::fs::create_dir_all(&pods).unwrap();
+    let cfg = write_config(
+        d.path(),
+        "rules:\n- name: error\n  expr: '{} |= \"ERROR\"'\n  max_series: 3\n",
+    );
+    let state = d.path().join("state.json");
+    let argv = args(&pods, &state, &cfg, &[]);
+    let mut exp = Exporter::start(d.path(), &argv);
+    // A pod that matched keeps its series after it is gone; pods that never matched do not.
+    let kept = container_dir(&pods, "batch", "matched", "main");
+    append(&kept.join("0.log"), &cri("ERROR once"));
+    for j in 0..4 {
+        let c = container_dir(&pods, "batch", &format!("quiet-{j}"), "main");
+        append(&c.join("0.log"), &cri("all good"));
+    }
+    settle(&exp, "every pod seen", |t| {
+        metric(t, "log_pattern_lines_read_total") >= 5.0
+    });
+    for j in 0..4 {
+        std::fs::remove_dir_all(pods.join(format!("batch_quiet-{j}_quiet-{j}-uid"))).unwrap();
+    }
+    std::fs::remove_dir_all(pods.join("batch_matched_matched-uid")).unwrap();
+    settle(&exp, "deleted pods released", |t| {
+        metric(t, "log_pattern_files_watched") == 0.0
+    });
+    exp.stop();
+    let exp = Exporter::start(d.path(), &argv);
+    for j in 0..2 {
+        let c = container_dir(&pods, "batch", &format!("new-{j}"), "main");
+        append(&c.join("0.log"), &cri("ERROR in a new pod"));
+    }
+    let last = settle(&exp, "new pods counted", |t| matches(t) >= 3.0);
+    let series = |pod: &str| {
+        metric(
+            &last,
+            &format!(
+                "log_pattern_matches_total{{rule=\"error\",namespace=\"batch\",pod=\"{pod}\",container=\"main\"}}"
+            ),
+        )
+    };
+    assert_eq!(series("matched"), 1.0, "{last}");
+    assert_eq!(series("new-0"), 1.0, "{last}");
+    assert_eq!(series("new-1"), 1.0, "{last}");
+    assert_eq!(series("quiet-0"), -1.0, "{last}");
+    assert_eq!(
+        metric(
+            &last,
+            "log_pattern_matches_total{rule=\"error\",overflow=\"true\"}"
+        ),
+        -1.0,
+        "{last}"
+    );
+}

@@ -230,7 +230,16 @@ impl Engine {
         &mut self,
         rules: &[crate::config::Rule],
     ) -> Result<(), crate::rules::BuildError> {
-        self.sink.reload(rules)
+        self.sink.reload(rules)?;
+        // Reloading resolves every source ever seen again, gone ones included.
+        self.retain_live();
+        Ok(())
+    }
+
+    /// Lets the rules drop the zero series of sources no followed file has any more.
+    fn retain_live(&mut self) {
+        let live: Vec<SourceId> = self.files.values().map(|f| f.source).collect();
+        self.sink.retain_sources(&live);
     }
 
     /// Counters, mutable (the service counts rescans and overflows here so they are saved).
@@ -660,6 +669,10 @@ impl Engine {
         for (dir, bases) in dirs {
             self.check_siblings(&dir, &bases, first);
         }
+        // Zero series restored from the state file for pods gone while the exporter was down.
+        if first {
+            self.retain_live();
+        }
         // Forget directories that are gone.
         self.done.retain(|d, _| d.is_dir());
         // Errors are counted once per path; forget paths that are gone (bounded memory).
@@ -1003,6 +1016,7 @@ impl Engine {
             })
             .map(|(k, _)| *k)
             .collect();
+        let released = !done.is_empty();
         for k in done {
             if let Some(mut tf) = self.files.remove(&k) {
                 tracing::debug!(path = %tf.path.display(), "released");
@@ -1024,6 +1038,9 @@ impl Engine {
                 };
                 tf.reader.finish(&mut ctx);
             }
+        }
+        if released {
+            self.retain_live();
         }
     }
 
