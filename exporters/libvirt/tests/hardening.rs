@@ -379,3 +379,74 @@ fn nova_config_that_is_not_a_regular_file_neither_hangs_nor_grows() {
         assert_eq!(status, 200);
     }
 }
+
+/// Domains defined, started, renamed, destroyed and undefined by another client while the
+/// exporter scrapes (between its bulk list and each domain's own calls): every scrape succeeds,
+/// and its output stays a valid exposition with one series per domain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn domains_churning_during_scrapes() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use virt::connect::Connect;
+
+    // test:///default is one driver shared in this process while a connection stays open.
+    let admin = tokio::task::spawn_blocking(|| Connect::open(Some("test:///default")).unwrap())
+        .await
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let churn = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut n = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let xml = format!(
+                    "<domain type='test'><name>churn-{n}</name><memory>524288</memory>\
+                     <vcpu>1</vcpu><cputune><vcpupin vcpu='0' cpuset='{}'/></cputune>\
+                     <os><type>hvm</type></os></domain>",
+                    n % 8
+                );
+                let d = admin.define_domain_xml(&xml).unwrap();
+                if n % 3 == 0 {
+                    d.rename(&format!("renamed-{n}"), 0).unwrap();
+                }
+                d.create().unwrap();
+                d.destroy().unwrap();
+                d.undefine().unwrap();
+            }
+            n
+        })
+    };
+    let flags = <libvirt_exporter::Flags as clap::Parser>::parse_from([
+        "x",
+        "--libvirt.uri=test:///default",
+        "--path.procfs=",
+        "--libvirt.events=false",
+        "--libvirt.concurrency=2",
+    ]);
+    let domain = libvirt_exporter::collectors(&flags).remove(0);
+    let mut last = String::new();
+    for _ in 0..150 {
+        let mut reg = common::Sink::new("libvirt");
+        domain
+            .collect(&mut reg)
+            .await
+            .expect("every scrape succeeds");
+        let mut om = String::new();
+        reg.encode(&mut om).unwrap();
+        last = common::exposition::openmetrics_to_text(&om);
+        let states = last
+            .lines()
+            .filter(|l| l.starts_with("libvirt_domain_info_state{"))
+            .count();
+        assert_eq!(
+            Some(states as f64),
+            e2e_tests::sample_with(&last, "libvirt_domains", &[]),
+            "{last}"
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    let changes = churn.join().unwrap();
+    assert!(changes > 10, "only {changes} domains churned");
+    e2e_tests::assert_promtool_clean(&last);
+}
