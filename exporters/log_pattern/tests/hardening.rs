@@ -7,7 +7,7 @@ mod support;
 
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use e2e_tests::{samples, sum_samples, wait_until, POLL};
@@ -41,6 +41,32 @@ fn settle(exp: &Exporter, what: &str, cond: impl Fn(&str) -> bool) -> String {
     exp.scrape()
 }
 
+/// A temp dir with a pod tree, a rules file and the standard arguments.
+struct Sandbox {
+    dir: tempfile::TempDir,
+    pods: PathBuf,
+    argv: Vec<String>,
+}
+
+impl Sandbox {
+    fn new(rules: &str, extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let pods = dir.path().join("pods");
+        std::fs::create_dir_all(&pods).unwrap();
+        let cfg = write_config(dir.path(), rules);
+        let argv = args(&pods, &dir.path().join("state.json"), &cfg, extra);
+        Self { dir, pods, argv }
+    }
+
+    fn start(&self) -> Exporter {
+        Exporter::start(self.dir.path(), &self.argv)
+    }
+
+    fn state(&self) -> PathBuf {
+        self.dir.path().join("state.json")
+    }
+}
+
 fn write_at(path: &Path, text: &str) {
     let mut f = OpenOptions::new()
         .write(true)
@@ -54,20 +80,15 @@ fn write_at(path: &Path, text: &str) {
 /// writer comes. It must be counted as not a file, and every other file must still be read.
 #[test]
 fn a_fifo_named_like_a_log_file_does_not_hang_the_tailer() {
-    let d = tempfile::tempdir().unwrap();
-    let pods = d.path().join("pods");
-    let ok = container_dir(&pods, "ns", "ok", "app");
-    let pipe = container_dir(&pods, "ns", "pipe", "app");
+    let sb = Sandbox::new(&format!("{RULES}start_at: beginning\n"), &[]);
+    let ok = container_dir(&sb.pods, "ns", "ok", "app");
+    let pipe = container_dir(&sb.pods, "ns", "pipe", "app");
     let status = std::process::Command::new("mkfifo")
         .arg(pipe.join("0.log"))
         .status()
         .unwrap();
     assert!(status.success());
-    let cfg = write_config(d.path(), &format!("{RULES}start_at: beginning\n"));
-    let exp = Exporter::start(
-        d.path(),
-        &args(&pods, &d.path().join("state.json"), &cfg, &[]),
-    );
+    let exp = sb.start();
     append(&ok.join("0.log"), &cri("ERROR counted"));
     let last = settle(&exp, "the regular file counted", |t| {
         matches(t) >= 1.0
@@ -84,33 +105,42 @@ fn a_fifo_named_like_a_log_file_does_not_hang_the_tailer() {
 }
 
 /// kubelet rotates between two fragments of a long line: the `P` fragment ends the old file,
-/// its `F` starts the new one. That is one line (and it matches), not two.
-#[test]
-fn cri_partial_line_split_by_rotation_is_one_line() {
-    let d = tempfile::tempdir().unwrap();
-    let pods = d.path().join("pods");
-    std::fs::create_dir_all(&pods).unwrap();
-    let cfg = write_config(d.path(), RULES);
-    let exp = Exporter::start(
-        d.path(),
-        &args(&pods, &d.path().join("state.json"), &cfg, &[]),
-    );
-    let c = container_dir(&pods, "ns", "split", "app");
+/// its `F` starts the new one. That is one line (and it matches), not two; also when the
+/// exporter was killed after reading the `P` fragment and the rotation happened while it was
+/// down (the fragment saved with the rotated file's offset continues in the new file).
+fn partial_line_split_by_rotation(while_down: bool) {
+    let sb = Sandbox::new(RULES, &[]);
+    let mut a = sb.start();
+    let c = container_dir(&sb.pods, "ns", "split", "app");
     let log = c.join("0.log");
     append(&log, &cri("before"));
-    append(&log, &format!("{TS} stdout P request failed: ERR\n"));
-    settle(&exp, "first file read", |t| {
+    append(&log, &format!("{TS} stderr P request failed: ERR\n"));
+    settle(&a, "first file read", |t| {
         metric(t, "log_pattern_lines_read_total") >= 1.0
     });
+    if while_down {
+        a.kill();
+    }
     std::fs::rename(&log, c.join("0.log.20240115-100000")).unwrap();
-    append(&log, &format!("{TS} stdout F OR code=500\n"));
+    append(&log, &format!("{TS} stderr F OR code=500\n"));
     append(&log, &cri("after"));
-    let last = settle(&exp, "rotated line counted", |t| {
+    let b = if while_down { sb.start() } else { a };
+    let last = settle(&b, "rotated line counted", |t| {
         metric(t, "log_pattern_lines_read_total") >= 3.0
             && metric(t, "log_pattern_rotated_files_open") == 0.0
     });
-    assert_eq!(matches(&last), 1.0, "{last}\n{}", exp.logs());
+    assert_eq!(matches(&last), 1.0, "{last}\n{}", b.logs());
     assert_eq!(metric(&last, "log_pattern_lines_read_total"), 3.0, "{last}");
+}
+
+#[test]
+fn cri_partial_line_split_by_rotation_is_one_line() {
+    partial_line_split_by_rotation(false);
+}
+
+#[test]
+fn cri_partial_line_split_by_rotation_while_down_is_one_line() {
+    partial_line_split_by_rotation(true);
 }
 
 /// copytruncate, then the writer logs more than the old read position before the tailer looks
@@ -119,20 +149,9 @@ fn cri_partial_line_split_by_rotation_is_one_line() {
 /// byte 0, each line once.
 #[test]
 fn truncated_and_regrown_past_the_offset_between_two_looks() {
-    let d = tempfile::tempdir().unwrap();
-    let pods = d.path().join("pods");
-    std::fs::create_dir_all(&pods).unwrap();
-    let cfg = write_config(d.path(), RULES);
-    let exp = Exporter::start(
-        d.path(),
-        &args(
-            &pods,
-            &d.path().join("state.json"),
-            &cfg,
-            &["--discovery.rescan-interval=1h"],
-        ),
-    );
-    let c = container_dir(&pods, "ns", "regrow", "app");
+    let sb = Sandbox::new(RULES, &["--discovery.rescan-interval=1h"]);
+    let exp = sb.start();
+    let c = container_dir(&sb.pods, "ns", "regrow", "app");
     let log = c.join("0.log");
     let old: String = (0..10).map(|i| format!("old line {i} ERROR\n")).collect();
     append(&log, &old);
@@ -163,15 +182,9 @@ fn truncated_and_regrown_past_the_offset_between_two_looks() {
 /// renamed before it was ever opened, is read once; the one it held is read to its end.
 #[test]
 fn many_rotations_between_two_looks() {
-    let d = tempfile::tempdir().unwrap();
-    let pods = d.path().join("pods");
-    std::fs::create_dir_all(&pods).unwrap();
-    let cfg = write_config(d.path(), RULES);
-    let exp = Exporter::start(
-        d.path(),
-        &args(&pods, &d.path().join("state.json"), &cfg, &[]),
-    );
-    let c = container_dir(&pods, "ns", "fast", "app");
+    let sb = Sandbox::new(RULES, &[]);
+    let exp = sb.start();
+    let c = container_dir(&sb.pods, "ns", "fast", "app");
     let log = c.join("0.log");
     append(&log, &cri("ERROR first"));
     settle(&exp, "first line", |t| matches(t) >= 1.0);
@@ -195,17 +208,14 @@ fn many_rotations_between_two_looks() {
 /// serving scrapes (each needs a descriptor for its connection).
 #[test]
 fn more_files_than_descriptors_keeps_serving() {
-    let d = tempfile::tempdir().unwrap();
-    let pods = d.path().join("pods");
-    std::fs::create_dir_all(&pods).unwrap();
-    let cfg = write_config(d.path(), RULES);
+    let sb = Sandbox::new(RULES, &[]);
     let exp = Exporter::start_with(
-        d.path(),
-        &args(&pods, &d.path().join("state.json"), &cfg, &[]),
+        sb.dir.path(),
+        &sb.argv,
         Some(&["prlimit", "--nofile=128:128", "--"]),
     );
     for i in 0..200 {
-        let c = container_dir(&pods, "ns", "wide", &format!("c{i}"));
+        let c = container_dir(&sb.pods, "ns", "wide", &format!("c{i}"));
         append(&c.join("0.log"), &cri("ERROR one"));
     }
     let mut last = String::new();
@@ -232,13 +242,10 @@ fn more_files_than_descriptors_keeps_serving() {
 /// starts, reads the file again from where it can, and goes on counting.
 #[test]
 fn nonsense_values_in_a_valid_state_file() {
-    let d = tempfile::tempdir().unwrap();
-    let pods = d.path().join("pods");
-    let c = container_dir(&pods, "ns", "p", "app");
-    let state = d.path().join("state.json");
-    let cfg = write_config(d.path(), RULES);
-    let argv = args(&pods, &state, &cfg, &[]);
-    let mut a = Exporter::start(d.path(), &argv);
+    let sb = Sandbox::new(RULES, &[]);
+    let c = container_dir(&sb.pods, "ns", "p", "app");
+    let state = sb.state();
+    let mut a = sb.start();
     append(&c.join("0.log"), &cri("ERROR one"));
     settle(&a, "first line", |t| matches(t) >= 1.0);
     a.stop();
@@ -251,7 +258,7 @@ fn nonsense_values_in_a_valid_state_file() {
     s["done"][dir] = serde_json::json!([{"dev": 1, "ino": 2, "fingerprint": {"len": u32::MAX, "hash": 3}, "offset": u64::MAX}]);
     std::fs::write(&state, serde_json::to_vec(&s).unwrap()).unwrap();
     append(&c.join("0.log"), &cri("ERROR two"));
-    let b = Exporter::start(d.path(), &argv);
+    let b = sb.start();
     append(&c.join("0.log"), &cri("ERROR three"));
     let last = settle(&b, "lines after the restart", |t| matches(t) >= 3.0);
     // The saved file is not recognised (its fingerprint cannot match): reported as lost, and
@@ -265,25 +272,15 @@ fn nonsense_values_in_a_valid_state_file() {
 /// file created in it later is found at once, not at the next periodic rescan.
 #[test]
 fn a_directory_recreated_between_two_scans_is_watched_again() {
-    let d = tempfile::tempdir().unwrap();
-    let pods = d.path().join("pods");
-    std::fs::create_dir_all(&pods).unwrap();
-    let cfg = write_config(d.path(), RULES);
-    let exp = Exporter::start(
-        d.path(),
-        &args(
-            &pods,
-            &d.path().join("state.json"),
-            &cfg,
-            &["--discovery.rescan-interval=1h"],
-        ),
-    );
-    let c = container_dir(&pods, "kube-system", "static", "etcd");
+    let sb = Sandbox::new(RULES, &["--discovery.rescan-interval=1h"]);
+    let pods = &sb.pods;
+    let exp = sb.start();
+    let c = container_dir(pods, "kube-system", "static", "etcd");
     append(&c.join("0.log"), &cri("ERROR before"));
     settle(&exp, "first line", |t| matches(t) >= 1.0);
     exp.signal("-STOP");
     std::fs::remove_dir_all(pods.join("kube-system_static_static-uid")).unwrap();
-    let c = container_dir(&pods, "kube-system", "static", "etcd");
+    let c = container_dir(pods, "kube-system", "static", "etcd");
     exp.signal("-CONT");
     // Let it rescan after the events of the removal, then log into the new directory.
     settle(&exp, "the removed file released", |t| {
@@ -298,18 +295,15 @@ fn a_directory_recreated_between_two_scans_is_watched_again() {
 /// names): after a restart, none of the rotated files already read is read again.
 #[test]
 fn many_rotated_files_kept_are_not_read_again_after_restart() {
-    let d = tempfile::tempdir().unwrap();
-    let pods = d.path().join("pods");
-    std::fs::create_dir_all(&pods).unwrap();
-    let app = d.path().join("app");
+    let sb = Sandbox::new(RULES, &[]);
+    let app = sb.dir.path().join("app");
     std::fs::create_dir_all(&app).unwrap();
-    let cfg = write_config(
-        d.path(),
+    // The same rules file, now with the glob source.
+    write_config(
+        sb.dir.path(),
         &format!("{RULES}sources:\n- path: {}/app.log\n", app.display()),
     );
-    let state = d.path().join("state.json");
-    let argv = args(&pods, &state, &cfg, &[]);
-    let mut a = Exporter::start(d.path(), &argv);
+    let mut a = sb.start();
     let log = app.join("app.log");
     let pad = "x".repeat(300);
     append(&log, &format!("ERROR file 0 {pad}\n"));
@@ -330,7 +324,7 @@ fn many_rotated_files_kept_are_not_read_again_after_restart() {
     });
     assert_eq!(matches(&last), want);
     a.stop();
-    let b = Exporter::start(d.path(), &argv);
+    let b = sb.start();
     append(&log, "ERROR after restart\n");
     let last = settle(&b, "the line after restart", |t| matches(t) > want);
     std::thread::sleep(Duration::from_secs(3));
@@ -338,57 +332,22 @@ fn many_rotated_files_kept_are_not_read_again_after_restart() {
     assert_eq!(matches(&last), want + 1.0, "{}", b.logs());
 }
 
-/// The same split line, with the exporter killed after the `P` fragment was read and the
-/// rotation done while it was down: the fragment saved with the rotated file's offset
-/// continues in the new file.
-#[test]
-fn cri_partial_line_split_by_rotation_while_down_is_one_line() {
-    let d = tempfile::tempdir().unwrap();
-    let pods = d.path().join("pods");
-    std::fs::create_dir_all(&pods).unwrap();
-    let cfg = write_config(d.path(), RULES);
-    let state = d.path().join("state.json");
-    let argv = args(&pods, &state, &cfg, &[]);
-    let mut a = Exporter::start(d.path(), &argv);
-    let c = container_dir(&pods, "ns", "split", "app");
-    let log = c.join("0.log");
-    append(&log, &cri("before"));
-    append(&log, &format!("{TS} stderr P request failed: ERR\n"));
-    settle(&a, "first file read", |t| {
-        metric(t, "log_pattern_lines_read_total") >= 1.0
-    });
-    a.kill();
-    std::fs::rename(&log, c.join("0.log.20240115-100000")).unwrap();
-    append(&log, &format!("{TS} stderr F OR code=500\n"));
-    let b = Exporter::start(d.path(), &argv);
-    let last = settle(&b, "rotated line counted", |t| {
-        metric(t, "log_pattern_lines_read_total") >= 2.0
-            && metric(t, "log_pattern_rotated_files_open") == 0.0
-    });
-    assert_eq!(matches(&last), 1.0, "{last}\n{}", b.logs());
-    assert_eq!(metric(&last, "log_pattern_lines_read_total"), 2.0, "{last}");
-}
-
 /// Pods come and go (jobs, rollouts): the zero series of a pod whose logs are gone must not
 /// keep the rule's series budget, or after `max_series` pods in the exporter's lifetime (the
 /// state file keeps them across restarts) every new pod's matches lose their labels.
 #[test]
 fn zero_series_of_deleted_pods_do_not_exhaust_the_budget() {
-    let d = tempfile::tempdir().unwrap();
-    let pods = d.path().join("pods");
-    std::fs::create_dir_all(&pods).unwrap();
-    let cfg = write_config(
-        d.path(),
+    let sb = Sandbox::new(
         "rules:\n- name: error\n  expr: '{} |= \"ERROR\"'\n  max_series: 3\n",
+        &[],
     );
-    let state = d.path().join("state.json");
-    let argv = args(&pods, &state, &cfg, &[]);
-    let mut exp = Exporter::start(d.path(), &argv);
+    let pods = &sb.pods;
+    let mut exp = sb.start();
     // A pod that matched keeps its series after it is gone; pods that never matched do not.
-    let kept = container_dir(&pods, "batch", "matched", "main");
+    let kept = container_dir(pods, "batch", "matched", "main");
     append(&kept.join("0.log"), &cri("ERROR once"));
     for j in 0..4 {
-        let c = container_dir(&pods, "batch", &format!("quiet-{j}"), "main");
+        let c = container_dir(pods, "batch", &format!("quiet-{j}"), "main");
         append(&c.join("0.log"), &cri("all good"));
     }
     settle(&exp, "every pod seen", |t| {
@@ -402,9 +361,9 @@ fn zero_series_of_deleted_pods_do_not_exhaust_the_budget() {
         metric(t, "log_pattern_files_watched") == 0.0
     });
     exp.stop();
-    let exp = Exporter::start(d.path(), &argv);
+    let exp = sb.start();
     for j in 0..2 {
-        let c = container_dir(&pods, "batch", &format!("new-{j}"), "main");
+        let c = container_dir(pods, "batch", &format!("new-{j}"), "main");
         append(&c.join("0.log"), &cri("ERROR in a new pod"));
     }
     let last = settle(&exp, "new pods counted", |t| matches(t) >= 3.0);
