@@ -127,6 +127,11 @@ impl Libvirt {
         self.count(call, false);
     }
 
+    /// Counts a call that did not answer in time, run outside [`Libvirt::blocking`].
+    pub fn count_timeout(&self, call: &'static str) {
+        self.count(call, true);
+    }
+
     fn count(&self, call: &'static str, timeout: bool) {
         if let Ok(mut c) = self.counts.lock() {
             let e = c.entry(call).or_default();

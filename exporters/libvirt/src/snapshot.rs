@@ -149,6 +149,9 @@ pub struct Gatherer {
     pub libvirt: Arc<Libvirt>,
     pub concurrency: usize,
     pub procfs: Option<PathBuf>,
+    /// Whether a scan of procfs for QEMU processes is still running (a read the kernel blocks):
+    /// no second one is started beside it.
+    procfs_scanning: Arc<std::sync::atomic::AtomicBool>,
     cache: Mutex<HashMap<String, Cached, FxBuild>>,
     /// XML documents parsed (new or changed domains).
     pub xml_parses: AtomicU64,
@@ -270,6 +273,7 @@ impl Gatherer {
             libvirt,
             concurrency: concurrency.max(1),
             procfs,
+            procfs_scanning: Arc::default(),
             cache: Mutex::new(HashMap::default()),
             xml_parses: AtomicU64::new(0),
             xml_errors: AtomicU64::new(0),
@@ -307,6 +311,34 @@ impl Gatherer {
             );
         }
         Ok(parsed)
+    }
+
+    /// QEMU processes by guest name under `root`, on the blocking pool under the call timeout,
+    /// one scan at a time: the kernel blocks a read of a process's `cmdline` while its memory
+    /// map is locked, and every scrape starting a scan beside a stuck one would leave a thread
+    /// behind (and count it against the calls that may be stuck before libvirt calls are
+    /// refused). While one is stuck, no QEMU process is looked up.
+    async fn find_qemu_processes(&self, root: &std::path::Path) -> HashMap<String, u32> {
+        if self.procfs_scanning.swap(true, Ordering::AcqRel) {
+            tracing::warn!(
+                "the last scan of procfs for QEMU processes has not returned; not scanned again"
+            );
+            return HashMap::new();
+        }
+        let (root, scanning) = (root.to_path_buf(), Arc::clone(&self.procfs_scanning));
+        let scan = tokio::task::spawn_blocking(move || {
+            let out = procfs::find_qemu_processes(&root);
+            scanning.store(false, Ordering::Release);
+            out
+        });
+        match tokio::time::timeout(self.libvirt.timeout(), scan).await {
+            Ok(Ok(found)) => found,
+            _ => {
+                tracing::warn!("the scan of procfs for QEMU processes did not return in time");
+                self.libvirt.count_timeout("procfs");
+                HashMap::new()
+            }
+        }
     }
 
     /// Gathers one scrape. `Err` only when the connection-level calls fail.
@@ -367,11 +399,7 @@ impl Gatherer {
         let ncpus = host.cpus.max(1);
         let qemu = match &self.procfs {
             Some(root) if listed.iter().any(|l| l.snap.is_active()) => {
-                let root = root.clone();
-                self.libvirt
-                    .blocking("procfs", move || Ok(procfs::find_qemu_processes(&root)))
-                    .await
-                    .unwrap_or_default()
+                self.find_qemu_processes(root).await
             }
             _ => HashMap::new(),
         };

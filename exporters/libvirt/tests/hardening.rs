@@ -450,3 +450,71 @@ async fn domains_churning_during_scrapes() {
     assert!(changes > 10, "only {changes} domains churned");
     e2e_tests::assert_promtool_clean(&last);
 }
+
+/// A read under `--path.procfs` that never returns (the kernel blocks reads of a process's
+/// `cmdline` while its memory map is locked; here a FIFO stands in for such a file): the scan
+/// of QEMU processes times out, and later scrapes do not start another scan beside the stuck one
+/// (each left a thread behind, and 64 stuck threads make the exporter refuse every libvirt call).
+#[test]
+fn a_procfs_scan_that_blocks_is_not_repeated() {
+    let tmp = tempfile::tempdir().unwrap();
+    let procfs = tmp.path().join("proc");
+    std::fs::create_dir_all(procfs.join("1")).unwrap();
+    let st = Command::new("mkfifo")
+        .arg(procfs.join("1/cmdline"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let node = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dedicated.xml");
+    let exporter = support::ExporterProc::start(&[
+        format!("--libvirt.uri=test://{}", node.display()),
+        format!("--path.procfs={}", procfs.display()),
+        "--libvirt.timeout=1s".into(),
+    ]);
+    // Threads of the exporter blocked opening the FIFO.
+    let blocked = || {
+        std::fs::read_dir(format!("/proc/{}/task", exporter.guard.pid()))
+            .unwrap()
+            .filter_map(|t| std::fs::read_to_string(t.unwrap().path().join("wchan")).ok())
+            .filter(|w| w.contains("wait_for_partner"))
+            .count()
+    };
+    for _ in 0..4 {
+        let started = std::time::Instant::now();
+        let (status, body) = exporter.scrape();
+        assert_eq!(status, 200);
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        assert_eq!(
+            e2e_tests::sample_with(&body, "libvirt_up", &[]),
+            Some(1.0),
+            "{body}"
+        );
+    }
+    assert_eq!(blocked(), 1, "one stuck procfs scan at most");
+}
+
+/// SIGTERM stops the exporter while libvirtd hangs: a libvirt call stuck past its timeout holds
+/// a blocking thread, which the async runtime's shutdown waited for forever (the exporter
+/// outlived SIGTERM until SIGKILL).
+#[test]
+fn sigterm_stops_the_exporter_while_libvirtd_hangs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/overlapping.xml");
+    let daemon = support::Libvirtd::start_test_driver(tmp.path());
+    let mut exporter = support::ExporterProc::start(&[
+        format!("--libvirt.uri={}", daemon.test_uri(&node)),
+        "--libvirt.timeout=1s".into(),
+        "--path.procfs=".into(),
+    ]);
+    let (_, body) = exporter.scrape();
+    assert_eq!(e2e_tests::sample_with(&body, "libvirt_up", &[]), Some(1.0));
+    daemon.guard.signal("STOP").unwrap();
+    let _stopped = Continue(&daemon.guard);
+    let (_, body) = exporter.scrape();
+    assert_eq!(e2e_tests::sample_with(&body, "libvirt_up", &[]), Some(0.0));
+    let status = exporter.guard.terminate(std::time::Duration::from_secs(5));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "still running 5s after SIGTERM: {status:?}"
+    );
+}
