@@ -47,6 +47,10 @@ pub struct Options {
     pub start_at: StartAt,
     /// Most bytes read from one file in one round, so that one busy file cannot starve others.
     pub read_budget: u64,
+    /// Most bytes read from all files in one round (the next round goes on with the next
+    /// file), so that scrapes and scans, handled between two rounds, wait a bounded time
+    /// while a large backlog is read.
+    pub round_budget: u64,
     /// Observe the event lag (off for `replay`, where lines are old by design).
     pub lag: bool,
 }
@@ -59,6 +63,7 @@ impl Default for Options {
             max_open_files: 1024,
             start_at: StartAt::End,
             read_budget: 8 << 20,
+            round_budget: 64 << 20,
             lag: true,
         }
     }
@@ -82,7 +87,7 @@ struct TailFile {
     /// The rotated file this one replaced at its path, until this one has data: a line whose
     /// first fragments end that file continues here.
     pred: Option<u64>,
-    /// The last read round reached the end of the file.
+    /// The current read round reached the end of the file.
     drained: bool,
 }
 
@@ -113,6 +118,8 @@ pub struct Engine {
     /// A saved state was restored: this is not the very first start.
     had_state: bool,
     scanned: bool,
+    /// The file the next read round starts with (after a round cut by `round_budget`).
+    cursor: u64,
     buf: Vec<u8>,
 }
 
@@ -208,6 +215,7 @@ impl Engine {
             judged: HashMap::new(),
             had_state: false,
             scanned: false,
+            cursor: 0,
             buf: vec![0; 256 * 1024],
         }
     }
@@ -910,7 +918,8 @@ impl Engine {
         }
         let format = tf.reader.format;
         let carried = match self.files.get_mut(&p) {
-            // Files are read in key order: the rotated one was read this round already.
+            // The rotated one first, to its end in this round (a round cut by its budget
+            // may go on with the new file before the rotated one).
             Some(pt) if !pt.failing && !pt.drained => return false,
             Some(pt) if fresh && (format.is_none() || format == pt.reader.format) => {
                 Some(pt.reader.take_partials())
@@ -933,8 +942,23 @@ impl Engine {
         let mut truncs = Vec::new();
         let now = self.now();
         let mut buf = std::mem::take(&mut self.buf);
-        let keys: Vec<u64> = self.files.keys().copied().collect();
+        let keys: Vec<u64> = self
+            .files
+            .range(self.cursor..)
+            .chain(self.files.range(..self.cursor))
+            .map(|(k, _)| *k)
+            .collect();
+        self.cursor = 0;
+        for tf in self.files.values_mut() {
+            tf.drained = false;
+        }
+        let mut total = 0u64;
         for k in keys {
+            if total >= self.opts.round_budget {
+                self.cursor = k;
+                more = true;
+                break;
+            }
             if !self.hand_over_partials(k) {
                 more = true;
                 continue;
@@ -986,6 +1010,7 @@ impl Engine {
             if read > 0 {
                 tf.last_growth = Instant::now();
             }
+            total += read;
             more |= !eof && !tf.failing;
             tf.drained = eof;
             let size = tf.file.metadata().map_or(tf.last_size, |m| m.len());
@@ -1238,5 +1263,32 @@ mod tests {
         b.read_all();
         assert_eq!(b.gauges().files_open, 1);
         assert_eq!(count(&b), 3);
+    }
+
+    /// A large backlog (a restart after a long downtime) is read in rounds of bounded size,
+    /// each file in turn, so that the scrapes and scans handled between two rounds never wait
+    /// for the whole backlog.
+    #[test]
+    fn a_large_backlog_is_read_in_bounded_rounds_fairly() {
+        let d = tempfile::tempdir().unwrap();
+        let line = "ERROR a line of the backlog, long enough to fill a file quickly\n";
+        let text = line.repeat((1 << 20) / line.len());
+        let mut e = engine();
+        e.opts.round_budget = 3 << 19;
+        let mut all = Vec::new();
+        for n in ["a", "b", "c"] {
+            std::fs::create_dir_all(d.path().join(n)).unwrap();
+            let p = d.path().join(n).join("0.log");
+            std::fs::write(&p, &text).unwrap();
+            all.extend(found(&p));
+        }
+        e.apply_scan(all, &[], false);
+        let lines = (text.len() / line.len()) as u64;
+        // Round 1: two files (the budget is met after the second), round 2: the third.
+        assert!(e.read_all());
+        assert_eq!(count(&e), 2 * lines);
+        assert!(!e.read_all());
+        assert_eq!(count(&e), 3 * lines);
+        assert_eq!(e.state().counters.bytes_read, 3 * text.len() as u64);
     }
 }
