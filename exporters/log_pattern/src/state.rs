@@ -3,9 +3,9 @@
 //! A save creates the file's directory if needed, writes `<file>.tmp`, fsyncs it, renames it over `<file>` and fsyncs the directory, so
 //! after a crash (SIGKILL, power loss) the file holds one complete earlier save, never a mix.
 //! Because offsets and counters come from the same instant, lines after the last save are read
-//! again on restart and counted exactly once. A state file that does not parse is renamed to
-//! `<file>.corrupt-<unix time>` and reported; the exporter starts afresh rather than refusing to
-//! start.
+//! again on restart and counted exactly once. A state file that does not parse or cannot be
+//! read is renamed to `<file>.corrupt-<unix time>` and reported; the exporter starts afresh
+//! rather than refusing to start (or overwriting it).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -169,17 +169,22 @@ pub fn save(path: &Path, state: &State) -> Result<(), StateError> {
 }
 
 /// Loads the state file. `Ok(None)` when there is none (first start). A file that does not
-/// parse is moved aside and reported as [`StateError::Corrupt`].
+/// parse or cannot be read is moved aside and reported as [`StateError::Corrupt`] (an error
+/// moving it is [`StateError::Io`]).
 pub fn load(path: &Path) -> Result<Option<State>, StateError> {
-    let body = match std::fs::read(path) {
-        Ok(b) => b,
+    let message = match std::fs::read(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        // A regular file that cannot be read (permissions, I/O error): set aside too, or the
+        // next save would replace the offsets and counters it holds.
+        Err(e) if std::fs::metadata(path).is_ok_and(|m| m.is_file()) => {
+            format!("cannot read it: {e}")
+        }
         Err(e) => return Err(io_err(path)(e)),
-    };
-    let message = match serde_json::from_slice::<State>(&body) {
-        Ok(s) if s.version == VERSION => return Ok(Some(s)),
-        Ok(s) => format!("unsupported version {}", s.version),
-        Err(e) => e.to_string(),
+        Ok(body) => match serde_json::from_slice::<State>(&body) {
+            Ok(s) if s.version == VERSION => return Ok(Some(s)),
+            Ok(s) => format!("unsupported version {}", s.version),
+            Err(e) => e.to_string(),
+        },
     };
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

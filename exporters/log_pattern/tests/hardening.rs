@@ -7,6 +7,7 @@ mod support;
 
 use std::fs::OpenOptions;
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -387,4 +388,30 @@ fn zero_series_of_deleted_pods_do_not_exhaust_the_budget() {
         -1.0,
         "{last}"
     );
+}
+
+/// A state file the exporter cannot read (owned by another user after a manual run, an I/O
+/// error): reported and set aside like a corrupt one, not overwritten by the next save, so the
+/// operator can still restore the offsets and counters it holds.
+#[test]
+fn an_unreadable_state_file_is_set_aside_not_overwritten() {
+    let sb = Sandbox::new(RULES, &[]);
+    std::fs::set_permissions(sb.dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let state = sb.state();
+    let saved = b"{\"version\":1,\"saved_at\":0,\"files\":[],\"counters\":{\"lines_read\":7},\"matches\":[]}";
+    std::fs::write(&state, saved).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o000)).unwrap();
+    let exp = Exporter::start_with(sb.dir.path(), &sb.argv, unprivileged_wrapper().as_deref());
+    let last = settle(&exp, "a save", |t| {
+        metric(t, "log_pattern_state_saves_total") >= 1.0
+    });
+    assert_eq!(metric(&last, "log_pattern_state_load_failures_total"), 1.0);
+    let aside: Vec<PathBuf> = std::fs::read_dir(sb.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains("state.json.corrupt-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "{}", exp.logs());
+    std::fs::set_permissions(&aside[0], std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert_eq!(std::fs::read(&aside[0]).unwrap(), saved);
 }

@@ -542,24 +542,6 @@ fn permission_denied_is_counted_and_others_still_read() {
     );
 }
 
-/// Runs the exporter as `nobody` when the tests run as root (root ignores file modes).
-fn unprivileged_wrapper() -> Option<Vec<&'static str>> {
-    let uid = std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find(|l| l.starts_with("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
-        .unwrap();
-    (uid == "0").then(|| {
-        vec![
-            "setpriv",
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-        ]
-    })
-}
-
 #[test]
 fn bad_state_files_never_stop_the_exporter() {
     let d = tempfile::tempdir().unwrap();

@@ -186,3 +186,21 @@ pub fn scraper(
         v
     })
 }
+
+/// Runs the exporter as `nobody` when the tests run as root (root ignores file modes).
+pub fn unprivileged_wrapper() -> Option<Vec<&'static str>> {
+    let uid = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
+        .unwrap();
+    (uid == "0").then(|| {
+        vec![
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+        ]
+    })
+}
