@@ -229,8 +229,13 @@ impl RunningExporter {
     }
 }
 
+/// How long, once `main`'s future is done, the runtime waits for blocking calls still running (a
+/// read of a hung file, a stuck libvirt call) before it is dropped without them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
 /// Runs an exporter's async `main` on a small multi-threaded runtime and turns a startup error
-/// into a message (with its whole cause chain) and exit code 1.
+/// into a message (with its whole cause chain) and exit code 1. A blocking call that is stuck
+/// when `main` returns does not keep the process from exiting (see [`SHUTDOWN_GRACE`]).
 pub fn block_on_main<F>(fut: F) -> std::process::ExitCode
 where
     F: std::future::Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>>,
@@ -246,7 +251,9 @@ where
             return std::process::ExitCode::FAILURE;
         }
     };
-    match rt.block_on(fut) {
+    let result = rt.block_on(fut);
+    rt.shutdown_timeout(SHUTDOWN_GRACE);
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             let mut msg = err.to_string();
@@ -260,5 +267,27 @@ where
             eprintln!("error: {msg}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stuck_blocking_call_does_not_keep_main_from_returning() {
+        // Dropping a runtime waits for its blocking threads: a SIGTERM'd exporter with one
+        // call stuck (a hung libvirtd, a FIFO read) would never exit.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let code = block_on_main(async {
+                tokio::task::spawn_blocking(|| std::thread::sleep(Duration::from_secs(3600)));
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                Ok(())
+            });
+            let _ = tx.send(code);
+        });
+        let code = rx.recv_timeout(Duration::from_secs(60));
+        assert_eq!(code, Ok(std::process::ExitCode::SUCCESS));
     }
 }
