@@ -174,11 +174,9 @@ pub async fn run(
     Exporter::new(INFO, flags.web.clone(), collectors(&flags), enabled)
         .run()
         .await?;
-    // The server has stopped. A libvirt call stuck past its timeout (a hung libvirtd, a blocked
-    // procfs read) still holds a blocking thread, and the runtime's shutdown would wait for it
-    // forever: SIGTERM would not stop the exporter. Logs go to stderr unbuffered; nothing is
-    // left to flush.
-    std::process::exit(0)
+    // A libvirt call stuck past its timeout (a hung libvirtd, a blocked procfs read) may still
+    // hold a blocking thread: common::block_on_main does not wait for it.
+    Ok(())
 }
 
 #[cfg(test)]
