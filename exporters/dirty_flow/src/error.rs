@@ -27,6 +27,11 @@ pub enum Error {
         program: String,
         source: std::io::Error,
     },
+    #[error(
+        "{program} could not decode a reply ({line}): flows of the dump are missing (a flow \
+         the OpenFlow version in use cannot express may need --ovs.openflow-version=OpenFlow15)"
+    )]
+    Undecoded { program: String, line: String },
     #[error("unexpected ovs-vsctl output: {0}")]
     Inventory(String),
 }

@@ -427,6 +427,12 @@ impl Ovs {
                 stderr: tail(&err),
             });
         }
+        if let Some(line) = scan.decode_error() {
+            return Err(Error::Undecoded {
+                program,
+                line: line.to_string(),
+            });
+        }
         Ok(scan)
     }
 }

@@ -703,3 +703,48 @@ async fn bridges_from_database_or_flag() {
         Some(0.0)
     );
 }
+
+/// A flow OpenFlow 1.0 cannot express (an OpenFlow 1.1+ instruction order, added by an
+/// OpenFlow 1.3 controller): the default `dump-flows` prints `***decode error: ...***` and a
+/// hex dump instead of the rest of that reply, and still exits 0. The flows after it (here the
+/// dirty one in table 2) are missing, so the dump did not succeed: `missing_port 0` from the
+/// part that could be read would hide the dirty flow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_ovs_ofctl_cannot_decode_fails_the_dump() {
+    let sb = Sandbox::start();
+    sb.add_flows_with(
+        &["-O", "OpenFlow13"],
+        "cookie=0x1,table=0,priority=26,reg0=0x5,actions=write_metadata:0x1/0xff,goto_table:2\n\
+         cookie=0x1,table=2,priority=12,actions=output:99\n",
+    );
+    let exp = serve(sb.flags(&[]), Config::default()).await;
+    let (_, body) = scrape(exp.addr).await;
+    assert_eq!(
+        sample_with(&body, "ovs_dump_success", &[("bridge", "br-int")]),
+        Some(0.0),
+        "flows were lost to a decode error:\n{body}"
+    );
+    assert_eq!(dirty(&body, "missing_port"), None, "{body}");
+    assert_eq!(
+        sample_with(
+            &body,
+            "ovs_scrape_collector_success",
+            &[("collector", "flows")]
+        ),
+        Some(0.0)
+    );
+    drop(exp);
+    // With a version that can express the flow, nothing is lost.
+    let exp = serve(
+        sb.flags(&["--ovs.openflow-version=OpenFlow13"]),
+        Config::default(),
+    )
+    .await;
+    let (_, body) = scrape(exp.addr).await;
+    assert_eq!(
+        sample_with(&body, "ovs_dump_success", &[("bridge", "br-int")]),
+        Some(1.0),
+        "{body}"
+    );
+    assert_eq!(dirty(&body, "missing_port"), Some(1.0), "{body}");
+}

@@ -95,14 +95,14 @@ mod tests {
         assert!(eval(&c, " priority=0 actions=NORMAL"));
         assert!(!eval(&c, " priority=0,ip actions=NORMAL"));
 
-        let c = check("checks: [{name: c, table: acl, match: {ct_state: '+trk'}}]");
+        let c = check("checks: [{name: c, table: 20, match: {ct_state: '+trk'}}]");
         assert!(eval(
             &c,
-            " table=acl, priority=5,ct_state=+est+trk,ip actions=drop"
+            " table=20, priority=5,ct_state=+est+trk,ip actions=drop"
         ));
         assert!(!eval(
             &c,
-            " table=acl, priority=5,ct_state=-trk,ip actions=drop"
+            " table=20, priority=5,ct_state=-trk,ip actions=drop"
         ));
     }
 }

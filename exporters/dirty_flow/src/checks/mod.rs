@@ -376,6 +376,9 @@ pub struct BridgeScan<'c> {
     flows: u64,
     parse_errors: u64,
     replies: u64,
+    /// The first line with `***decode error: ...***`: ovs-ofctl could not print a reply, whose
+    /// flows from there on are missing from the dump (see [`BridgeScan::decode_error`]).
+    decode_error: Option<String>,
     missing: CheckOutcome,
     stale: StaleCookies,
     overlap: CheckOutcome,
@@ -491,6 +494,7 @@ impl<'c> BridgeScan<'c> {
             flows: 0,
             parse_errors: 0,
             replies: 0,
+            decode_error: None,
             missing: CheckOutcome::new("missing_port"),
             stale: StaleCookies::default(),
             overlap: CheckOutcome::new("overlap"),
@@ -543,9 +547,22 @@ impl<'c> BridgeScan<'c> {
             }
             Err(e) => {
                 self.parse_errors += 1;
+                // On a line of its own, or after the reply header when the reply's first
+                // flow is the one that cannot be decoded.
+                if self.decode_error.is_none() && line.contains("***decode error") {
+                    self.decode_error = Some(line.trim_end().chars().take(120).collect());
+                }
                 Err(e)
             }
         }
+    }
+
+    /// The first line where `ovs-ofctl` printed `***decode error: ...***` instead of a reply
+    /// it could not decode (a flow the OpenFlow version in use cannot express, an action it
+    /// does not know), followed by a hex dump: the flows of that reply from there on are
+    /// missing, and `ovs-ofctl` still exits 0.
+    pub fn decode_error(&self) -> Option<&str> {
+        self.decode_error.as_deref()
     }
 
     /// The ports, waiting for them if they are not known yet.
@@ -768,6 +785,36 @@ mod tests {
             .checks
             .into_iter()
             .find(|c| c.name == "missing_port")
+    }
+
+    #[test]
+    fn a_decode_error_is_told_apart_from_other_bad_lines() {
+        // Both forms ovs-ofctl prints: after the header when the reply's first flow cannot be
+        // decoded, else on a line of its own after the flows it could print.
+        for (lines, want) in [
+            (
+                &[
+                    "NXST_FLOW reply (xid=0x4): ***decode error: OFPBAC_UNSUPPORTED_ORDER***",
+                    "00000000  01 11 00 90 00 00 00 04-ff ff 00 00 00 00 23 20 |......|",
+                ][..],
+                Some("NXST_FLOW reply (xid=0x4): ***decode error: OFPBAC_UNSUPPORTED_ORDER***"),
+            ),
+            (
+                &[
+                    " table=1, priority=5 actions=drop",
+                    "***decode error: OFPBAC_BAD_VENDOR_TYPE***",
+                ][..],
+                Some("***decode error: OFPBAC_BAD_VENDOR_TYPE***"),
+            ),
+            (&["garbage", "*** not ovs"][..], None),
+        ] {
+            let cfg = Config::default();
+            let mut scan = BridgeScan::new(&cfg, None, 5);
+            for l in lines {
+                let _ = scan.feed_line(l);
+            }
+            assert_eq!(scan.decode_error(), want, "{lines:?}");
+        }
     }
 
     #[test]
