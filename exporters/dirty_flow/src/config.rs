@@ -26,6 +26,7 @@ use common::ConfigError;
 use regex::Regex;
 use serde::Deserialize;
 
+use crate::parse::actions::{port_number, PortRef};
 use crate::parse::fields::{canonical, expand, FieldMatch};
 
 /// Names of the built-in checks, always exported.
@@ -75,7 +76,7 @@ pub struct RawCheck {
     pub name: String,
     #[serde(default)]
     pub help: Option<String>,
-    /// Table numbers or names.
+    /// Table numbers.
     #[serde(default)]
     pub table: Option<TableList>,
     #[serde(default)]
@@ -120,7 +121,7 @@ pub mod serde_yaml_value {
     }
 }
 
-/// `table: 0` or `table: [0, acl]`.
+/// `table: 0` or `table: [0, 10]` (numbers: flows are dumped without table names).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum TableList {
@@ -263,6 +264,14 @@ pub fn compile(raw: RawConfig) -> Result<Config, String> {
             TableList::One(s) => vec![s.text()],
             TableList::Many(v) => v.iter().map(|s| s.text()).collect(),
         });
+        // Flows are dumped with `--no-names`: a table shows as its number only, and a name
+        // (or a number out of range) would never match.
+        if let Some(bad) = tables.iter().flatten().find(|t| t.parse::<u8>().is_err()) {
+            return Err(ctx(format!(
+                "table {bad:?}: give the table's number, 0 to 255 (flows are read with \
+                 `ovs-ofctl --no-names`, which shows no table names)"
+            )));
+        }
         let (mut pmin, mut pmax) = (
             rc.priority_min.unwrap_or(0),
             rc.priority_max.unwrap_or(u16::MAX),
@@ -285,6 +294,13 @@ pub fn compile(raw: RawConfig) -> Result<Config, String> {
         let mut match_fields = Vec::new();
         for (k, v) in &rc.match_fields {
             let text = v.text();
+            // Likewise ports: `in_port=tap1` never appears in a `--no-names` dump.
+            if canonical(k) == "in_port" && matches!(port_number(&text), Some(PortRef::Name(_))) {
+                return Err(ctx(format!(
+                    "match {k}: {text:?}: give the port's number (flows are read with \
+                     `ovs-ofctl --no-names`, which shows no port names)"
+                )));
+            }
             let mut out = Vec::new();
             expand(k, Some(&text), &mut out);
             for f in out {
@@ -357,7 +373,7 @@ allowed_cookies: ["0x1", "0xabcd000000000000/0xffff000000000000"]
 stale_cookie: {mode: auto, window: 1m, grace: 30s}
 checks:
   - name: flood_in_table_0
-    table: [0, acl]
+    table: [0, 10]
     priority_min: 1
     cookie: "0x0/0xffff"
     match: {in_port: 5, nw_src: "10.0.0.0/8"}
@@ -371,10 +387,36 @@ checks:
         assert!(!c.cookie_allowed(2));
         assert_eq!(c.stale_cookie.window, Duration::from_secs(60));
         let k = &c.checks[0];
-        assert_eq!(k.tables, Some(vec!["0".to_string(), "acl".to_string()]));
+        assert_eq!(k.tables, Some(vec!["0".to_string(), "10".to_string()]));
         assert_eq!(k.cookie, Some((0, 0xffff)));
         assert_eq!(k.match_absent, vec!["dl_type"]);
         assert_eq!(k.match_fields.len(), 2);
+    }
+
+    #[test]
+    fn names_that_no_names_dumps_never_show_are_refused() {
+        // The exporter dumps with `ovs-ofctl --no-names`: tables and ports appear as numbers
+        // only, so a check on a table or port name would never match, silently.
+        for bad in [
+            "checks: [{name: a, table: acl_in}]",
+            "checks: [{name: a, table: [0, classifier]}]",
+            "checks: [{name: a, table: 256}]",
+            "checks: [{name: a, match: {in_port: tap1}}]",
+        ] {
+            let err = parse(bad).expect_err(bad);
+            assert!(
+                err.contains("--no-names") || err.contains("0 to 255"),
+                "{bad}: {err}"
+            );
+        }
+        for good in [
+            "checks: [{name: a, table: [0, 254, '7']}]",
+            "checks: [{name: a, match: {in_port: LOCAL}}]",
+            "checks: [{name: a, match: {in_port: 5}}]",
+            "checks: [{name: a, match: {in_port: CONTROLLER}}]",
+        ] {
+            assert!(parse(good).is_ok(), "{good}");
+        }
     }
 
     #[test]
