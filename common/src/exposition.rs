@@ -68,12 +68,24 @@ pub fn negotiate(accept: Option<&str>) -> Format {
     }
 }
 
-/// Whether the `Accept-Encoding` header allows gzip.
+/// Whether the `Accept-Encoding` header allows gzip: by its own entry if it has one (`gzip;q=0`
+/// forbids it), else by `*`.
 pub fn accepts_gzip(accept_encoding: Option<&str>) -> bool {
-    accept_encoding.is_some_and(|h| {
-        accept_entries(h)
-            .any(|(enc, q)| (enc.eq_ignore_ascii_case("gzip") || enc == "*") && q > 0.0)
-    })
+    let Some(h) = accept_encoding else {
+        return false;
+    };
+    let (mut gzip, mut any) = (None::<f32>, None::<f32>);
+    for (enc, q) in accept_entries(h) {
+        let slot = if enc.eq_ignore_ascii_case("gzip") {
+            &mut gzip
+        } else if enc == "*" {
+            &mut any
+        } else {
+            continue;
+        };
+        *slot = Some(slot.map_or(q, |s| s.max(q)));
+    }
+    gzip.or(any).is_some_and(|q| q > 0.0)
 }
 
 /// Gzips `body` at a fast level (scrapes are frequent; the win is in size, not ratio).
@@ -236,6 +248,18 @@ mod tests {
         assert!(!accepts_gzip(Some("gzip;q=0")));
         assert!(!accepts_gzip(Some("identity")));
         assert!(!accepts_gzip(None));
+    }
+
+    #[test]
+    fn an_explicit_gzip_q0_wins_over_a_wildcard() {
+        // RFC 9110 12.5.3: `*` stands for the codings not listed; `gzip;q=0` forbids gzip.
+        assert!(!accepts_gzip(Some("gzip;q=0, *")));
+        assert!(!accepts_gzip(Some("*, gzip;q=0")));
+        assert!(!accepts_gzip(Some("GZIP; q=0 , *;q=1")));
+        assert!(!accepts_gzip(Some("*;q=0")));
+        assert!(accepts_gzip(Some("*")));
+        assert!(accepts_gzip(Some("identity;q=0.5, *")));
+        assert!(accepts_gzip(Some("gzip;q=0.1, *;q=0")));
     }
 
     #[test]

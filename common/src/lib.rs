@@ -148,7 +148,7 @@ impl Exporter {
             ready: self.ready,
             extra_routes: self.routes,
         };
-        let tls = opts.web.as_ref().is_some_and(|w| w.tls.is_some());
+        let tls = opts.web.as_ref().is_some_and(WebConfig::tls_enabled);
         let server = BoundServer::bind(Arc::clone(&scraper), opts).await?;
         for addr in server.local_addrs() {
             tracing::info!(address = %addr, tls, collectors = ?scraper.enabled(), "listening");

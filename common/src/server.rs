@@ -16,7 +16,7 @@ use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
@@ -26,6 +26,10 @@ use tokio_util::sync::CancellationToken;
 use crate::exposition::{accepts_gzip, gzip, negotiate, openmetrics_to_text, Format};
 use crate::scrape::{scrape_timeout, Scraper};
 use crate::web_config::WebConfig;
+
+/// How long a client has to send a request's headers (and an idle keep-alive connection may
+/// wait for its next request): hyper's default, which it applies only when given a timer.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Startup errors of the server.
 #[derive(Debug, thiserror::Error)]
@@ -141,7 +145,7 @@ impl BoundServer {
     /// Serves until `shutdown` is cancelled, then drains connections for up to `grace`.
     pub async fn serve(self, shutdown: CancellationToken, grace: Duration) {
         let graceful = Arc::new(GracefulShutdown::new());
-        let tls = self.web.as_ref().and_then(|w| w.tls.clone());
+        let tls = self.web.clone().filter(WebConfig::tls_enabled);
         let mut loops = Vec::new();
         for listener in self.listeners {
             let app = self.app.clone();
@@ -167,8 +171,25 @@ impl BoundServer {
                     let watcher = graceful.watcher();
                     tokio::spawn(async move {
                         let svc = TowerToHyperService::new(app);
-                        let builder =
+                        let mut builder =
                             hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                        // Without a timer hyper applies no header read timeout: a client
+                        // trickling its headers would hold its connection forever.
+                        builder
+                            .http1()
+                            .timer(TokioTimer::new())
+                            .header_read_timeout(HEADER_READ_TIMEOUT);
+                        builder.http2().timer(TokioTimer::new());
+                        let tls = match tls {
+                            None => None,
+                            Some(web) => match web.current().and_then(|s| s.tls.clone()) {
+                                Some(t) => Some(t),
+                                None => {
+                                    tracing::debug!(%peer, "web config unusable; connection refused");
+                                    return;
+                                }
+                            },
+                        };
                         let result = match tls {
                             Some(tls) => {
                                 let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
@@ -247,17 +268,23 @@ async fn auth_and_headers(
     req: Request<Body>,
     next: Next,
 ) -> Response {
-    let web = state.opts.web.as_ref();
-    if let Some(auth) = web.and_then(|w| w.auth.clone()) {
+    let settings = match &state.opts.web {
+        None => None,
+        Some(web) => match web.current() {
+            Some(s) => Some(s),
+            None => {
+                return (StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error\n")
+                    .into_response()
+            }
+        },
+    };
+    if let Some(auth) = settings.as_ref().and_then(|s| s.auth.clone()) {
         let header = req
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let ok = tokio::task::spawn_blocking(move || auth.check(header.as_deref()))
-            .await
-            .unwrap_or(false);
-        if !ok {
+        if !auth.verify(header).await {
             return (
                 StatusCode::UNAUTHORIZED,
                 [(header::WWW_AUTHENTICATE, "Basic")],
@@ -267,8 +294,8 @@ async fn auth_and_headers(
         }
     }
     let mut resp = next.run(req).await;
-    if let Some(w) = web {
-        for (k, v) in &w.headers {
+    if let Some(s) = &settings {
+        for (k, v) in &s.headers {
             resp.headers_mut().insert(k.clone(), v.clone());
         }
     }

@@ -6,6 +6,12 @@
 //! Unknown keys and settings this implementation cannot honour are startup errors, never ignored:
 //! a silently ignored `client_auth_type` would be an open door.
 //!
+//! The file itself is re-read when it changes (one `stat` per request and per TLS handshake), as
+//! exporter-toolkit re-reads it on every request: a rotated password takes effect, and a revoked
+//! one stops working, without a restart. A file that changed into one that cannot be used fails
+//! closed (500, TLS handshakes refused) until it is fixed, as in exporter-toolkit. Whether TLS is
+//! on is decided at startup.
+//!
 //! Certificates are re-read when their files change (checked per new connection), so a rotated
 //! certificate (cert-manager, a renewal cron) is picked up without a restart; a broken new
 //! certificate is logged and the last good one stays in use.
@@ -81,17 +87,108 @@ pub enum ClientAuth {
     RequireAndVerify,
 }
 
-/// What the server needs from the web config, validated.
+/// The web config of a running server: the settings now in force, re-read when the file changes.
 #[derive(Clone)]
 pub struct WebConfig {
-    pub tls: Option<Arc<TlsState>>,
-    pub auth: Option<Arc<BasicAuth>>,
-    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    inner: Arc<LiveWebConfig>,
+}
+
+struct LiveWebConfig {
+    path: PathBuf,
+    /// Whether the listeners speak TLS (fixed at startup).
+    tls: bool,
+    state: Mutex<Loaded>,
+}
+
+/// The settings loaded from the file as it was at `stamp`; `None` when that version is unusable.
+struct Loaded {
+    stamp: Option<FileStamp>,
+    settings: Option<Arc<WebSettings>>,
+}
+
+/// What identifies a version of a file: modification time, size and inode (a file renamed over
+/// the old one, as Kubernetes and config management do, has a new inode).
+type FileStamp = (i64, i64, u64, u64);
+
+fn file_stamp(path: &Path) -> Option<FileStamp> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path)
+        .ok()
+        .map(|m| (m.mtime(), m.mtime_nsec(), m.size(), m.ino()))
 }
 
 impl std::fmt::Debug for WebConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WebConfig")
+            .field("path", &self.inner.path)
+            .field("tls", &self.inner.tls)
+            .finish()
+    }
+}
+
+impl WebConfig {
+    /// Loads and validates a web config file. Relative paths inside it are resolved against the
+    /// file's directory, as exporter-toolkit does.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let stamp = file_stamp(path);
+        let settings = WebSettings::load(path)?;
+        Ok(Self {
+            inner: Arc::new(LiveWebConfig {
+                path: path.to_path_buf(),
+                tls: settings.tls.is_some(),
+                state: Mutex::new(Loaded {
+                    stamp,
+                    settings: Some(Arc::new(settings)),
+                }),
+            }),
+        })
+    }
+
+    /// Whether the server speaks TLS.
+    pub fn tls_enabled(&self) -> bool {
+        self.inner.tls
+    }
+
+    /// The settings in force, re-reading the file first if it changed; `None` when it changed
+    /// into a file that cannot be used (the caller refuses the request).
+    pub fn current(&self) -> Option<Arc<WebSettings>> {
+        let live = &self.inner;
+        let now = file_stamp(&live.path);
+        let mut state = live.state.lock().unwrap_or_else(|p| p.into_inner());
+        if state.stamp != now {
+            state.stamp = now;
+            state.settings = match WebSettings::load(&live.path) {
+                Ok(s) if live.tls && s.tls.is_none() => {
+                    tracing::error!(path = %live.path.display(), "web config reloaded without tls_server_config; TLS cannot be switched off without a restart: refusing connections until it is restored");
+                    None
+                }
+                Ok(s) => {
+                    if !live.tls && s.tls.is_some() {
+                        tracing::warn!(path = %live.path.display(), "tls_server_config added to the web config: TLS is switched on at the next restart");
+                    }
+                    tracing::info!(path = %live.path.display(), "web config reloaded");
+                    Some(Arc::new(s))
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "web config changed but cannot be used: refusing requests until it is fixed");
+                    None
+                }
+            };
+        }
+        state.settings.clone()
+    }
+}
+
+/// One version of the web config, validated.
+pub struct WebSettings {
+    pub tls: Option<Arc<TlsState>>,
+    pub auth: Option<Arc<BasicAuth>>,
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+}
+
+impl std::fmt::Debug for WebSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebSettings")
             .field("tls", &self.tls.is_some())
             .field(
                 "basic_auth_users",
@@ -101,10 +198,18 @@ impl std::fmt::Debug for WebConfig {
     }
 }
 
-impl WebConfig {
-    /// Loads and validates a web config file. Relative paths inside it are resolved against the
-    /// file's directory, as exporter-toolkit does.
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+/// The response headers exporter-toolkit lets a web config set, with their allowed values (none
+/// listed: any value). Others (`Content-Length`, `Content-Encoding`...) would corrupt responses.
+const ALLOWED_HEADERS: &[(&str, &[&str])] = &[
+    ("Strict-Transport-Security", &[]),
+    ("X-Content-Type-Options", &["nosniff"]),
+    ("X-Frame-Options", &["deny", "sameorigin"]),
+    ("X-XSS-Protection", &[]),
+    ("Content-Security-Policy", &[]),
+];
+
+impl WebSettings {
+    fn load(path: &Path) -> Result<Self, ConfigError> {
         let file: WebConfigFile = load_yaml(path)?;
         Self::from_file(path, file)
     }
@@ -123,7 +228,9 @@ impl WebConfig {
                     "basic_auth_users: user {user:?} contains ':'"
                 )));
             }
-            if bcrypt::verify("", &hash).is_err() {
+            // Parsed, not verified: a verification costs 2^cost rounds.
+            let parsed = hash.parse::<bcrypt::HashParts>();
+            if !parsed.is_ok_and(|h| (4..=31).contains(&h.get_cost())) {
                 return Err(invalid(format!(
                     "basic_auth_users: the hash of user {user:?} is not a bcrypt hash"
                 )));
@@ -137,6 +244,21 @@ impl WebConfig {
                 tracing::info!("http_server_config.http2=false: HTTP/2 stays available via ALPN only when TLS is on");
             }
             for (k, v) in h.headers {
+                let Some((_, values)) = ALLOWED_HEADERS
+                    .iter()
+                    .find(|(name, _)| name.eq_ignore_ascii_case(&k))
+                else {
+                    let allowed: Vec<_> = ALLOWED_HEADERS.iter().map(|(n, _)| *n).collect();
+                    return Err(invalid(format!(
+                        "http_server_config.headers: {k:?} can not be configured (allowed: {})",
+                        allowed.join(", ")
+                    )));
+                };
+                if !values.is_empty() && !values.contains(&v.as_str()) {
+                    return Err(invalid(format!(
+                        "http_server_config.headers: invalid value {v:?} for {k}: expected one of {values:?}"
+                    )));
+                }
                 let name = http::HeaderName::try_from(k.as_str())
                     .map_err(|e| invalid(format!("http_server_config.headers: {k:?}: {e}")))?;
                 let value = http::HeaderValue::try_from(v.as_str())
@@ -347,11 +469,12 @@ fn placeholder_config() -> Result<ServerConfig, String> {
 ///
 /// bcrypt is deliberately slow (tens of ms); Prometheus sends the same credentials every
 /// scrape. The cache holds keyed 64-bit SipHash digests of `user:password` (random key per
-/// process), never the password itself.
+/// process), never the password itself. Comparisons run one at a time, as in exporter-toolkit.
 pub struct BasicAuth {
     users: BTreeMap<String, String>,
     hasher: std::collections::hash_map::RandomState,
     verified: Mutex<HashSet<u64>>,
+    bcrypt_turn: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for BasicAuth {
@@ -373,7 +496,43 @@ impl BasicAuth {
             users,
             hasher: std::collections::hash_map::RandomState::new(),
             verified: Mutex::new(HashSet::new()),
+            bcrypt_turn: Arc::new(tokio::sync::Mutex::new(())),
         }
+    }
+
+    fn is_verified(&self, key: u64) -> bool {
+        self.verified
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&key)
+    }
+
+    /// The verdict on an `Authorization` header value when no bcrypt comparison is needed:
+    /// `Some(true)` for credentials verified before, `Some(false)` for a header that is not
+    /// basic auth, `None` when bcrypt must decide.
+    pub fn check_cached(&self, header: Option<&str>) -> Option<bool> {
+        let Some((user, password)) = header.and_then(decode_basic) else {
+            return Some(false);
+        };
+        self.is_verified(self.digest(&user, &password))
+            .then_some(true)
+    }
+
+    /// Checks a header from async code: credentials verified before at once, others by one
+    /// bcrypt comparison at a time on the blocking pool, so that wrong passwords sent in
+    /// parallel take one core and one blocking thread (collectors use the pool too), not all.
+    pub async fn verify(self: Arc<Self>, header: Option<String>) -> bool {
+        if let Some(verdict) = self.check_cached(header.as_deref()) {
+            return verdict;
+        }
+        let turn = Arc::clone(&self.bcrypt_turn).lock_owned().await;
+        // The turn ends when the comparison does, even if the client has gone meanwhile.
+        tokio::task::spawn_blocking(move || {
+            let _turn = turn;
+            self.check(header.as_deref())
+        })
+        .await
+        .unwrap_or(false)
     }
 
     fn digest(&self, user: &str, password: &str) -> u64 {
@@ -389,12 +548,7 @@ impl BasicAuth {
             return false;
         };
         let key = self.digest(&user, &password);
-        if self
-            .verified
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(&key)
-        {
+        if self.is_verified(key) {
             return true;
         }
         let (hash, known) = match self.users.get(&user) {
@@ -513,7 +667,7 @@ mod tests {
         let p = Path::new("/nonexistent/web.yml");
         let bad = |yaml: &str| {
             let f: WebConfigFile = serde_yaml_ng::from_str(yaml).unwrap();
-            WebConfig::from_file(p, f).unwrap_err().to_string()
+            WebSettings::from_file(p, f).unwrap_err().to_string()
         };
         assert!(bad("basic_auth_users:\n  u: plain\n").contains("not a bcrypt hash"));
         assert!(bad("tls_server_config:\n  key_file: k\n").contains("cert_file is required"));

@@ -645,3 +645,292 @@ async fn shutdown_stops_serving_and_runs_hooks() {
         "no longer listening"
     );
 }
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_headers_is_disconnected() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = start(&[("good", Behaviour::Ok)], None, 0, plain_client(), "http").await;
+    let addr = h.base.trim_start_matches("http://").to_string();
+    // Slowloris: a request line and headers trickled a byte a second, never ended. Each byte
+    // is progress, so only a deadline on the whole header closes the connection.
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 256];
+    let closed_after = loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "a connection trickling its headers is still open after 60 s"
+        );
+        if slow.write_all(b"x").await.is_err() {
+            break started.elapsed();
+        }
+        match tokio::time::timeout(Duration::from_secs(1), slow.read(&mut buf)).await {
+            // Closed (possibly after an error status): the server gave up on it.
+            Ok(Ok(0) | Err(_)) => break started.elapsed(),
+            Ok(Ok(_)) => {}
+            Err(_) => {}
+        }
+        // Meanwhile scrapes are served.
+        if started.elapsed() < Duration::from_secs(3) {
+            let r = h
+                .client
+                .get(format!("{}/metrics", h.base))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+        }
+    };
+    assert!(
+        closed_after >= Duration::from_secs(5),
+        "closed too early: {closed_after:?}"
+    );
+}
+
+/// Replaces `path` the way config management and Kubernetes do: a new file renamed over it.
+fn replace_file(path: &std::path::Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+#[tokio::test]
+async fn a_changed_web_config_is_reread_so_a_revoked_password_stops_working() {
+    // exporter-toolkit reads the web config on every request: an operator who rotates a leaked
+    // password expects the old one to stop working without a restart.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("web.yml");
+    let users = |password: &str| {
+        format!(
+            "basic_auth_users:\n  prometheus: '{}'\n",
+            bcrypt::hash(password, 4).unwrap()
+        )
+    };
+    std::fs::write(&cfg, users("old")).unwrap();
+    let web = WebConfig::load(&cfg).unwrap();
+    let h = start(
+        &[("good", Behaviour::Ok)],
+        Some(web),
+        0,
+        plain_client(),
+        "http",
+    )
+    .await;
+    let url = format!("{}/metrics", h.base);
+    let status = |user: &'static str, password: &'static str| {
+        let req = h.client.get(&url).basic_auth(user, Some(password));
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(status("prometheus", "old").await, 200);
+
+    replace_file(&cfg, &users("new"));
+    assert_eq!(
+        status("prometheus", "old").await,
+        401,
+        "the revoked password (cached before) must be refused"
+    );
+    assert_eq!(status("prometheus", "new").await, 200);
+
+    // A response header added later shows up too.
+    replace_file(
+        &cfg,
+        &format!(
+            "{}http_server_config:\n  headers:\n    X-Frame-Options: deny\n",
+            users("new")
+        ),
+    );
+    let r = h
+        .client
+        .get(&url)
+        .basic_auth("prometheus", Some("new"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-frame-options"], "deny");
+
+    // A broken file fails closed, as exporter-toolkit does (500), until it is fixed.
+    replace_file(&cfg, "basic_auth_users: [\n");
+    assert_eq!(status("prometheus", "new").await, 500);
+    replace_file(&cfg, &users("new"));
+    assert_eq!(status("prometheus", "new").await, 200);
+}
+
+#[test]
+fn web_config_headers_are_limited_to_the_ones_exporter_toolkit_allows() {
+    // A header such as Content-Length or Content-Encoding set on every response would corrupt
+    // the scrape (a truncated or undecodable body); exporter-toolkit refuses all but these.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("web.yml");
+    let load = |headers: &str| {
+        std::fs::write(&cfg, format!("http_server_config:\n  headers:\n{headers}")).unwrap();
+        WebConfig::load(&cfg).map(|_| ()).map_err(|e| e.to_string())
+    };
+    assert_eq!(
+        load("    Strict-Transport-Security: max-age=31536000\n    X-Content-Type-Options: nosniff\n    X-Frame-Options: sameorigin\n    X-XSS-Protection: '1; mode=block'\n    Content-Security-Policy: default-src 'self'\n"),
+        Ok(())
+    );
+    for bad in [
+        "    Content-Length: '5'\n",
+        "    Content-Encoding: gzip\n",
+        "    Content-Type: text/html\n",
+        "    X-Frame-Options: allow-from x\n",
+        "    X-Content-Type-Options: sniff\n",
+    ] {
+        let err = load(bad).expect_err(bad);
+        assert!(err.contains("http_server_config.headers"), "{err}");
+    }
+}
+
+#[test]
+fn bcrypt_hashes_are_checked_without_computing_them_at_load() {
+    // Validating a hash by verifying a password against it costs 2^cost rounds per user at
+    // startup (and, with reloads, per change): cost 31 would never finish loading.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("web.yml");
+    let hash = bcrypt::hash("x", 4).unwrap().replacen("$04$", "$31$", 1);
+    std::fs::write(&cfg, format!("basic_auth_users:\n  prometheus: '{hash}'\n")).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let path = cfg.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(
+            WebConfig::load(&path)
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+        );
+    });
+    let loaded = rx.recv_timeout(Duration::from_secs(20));
+    assert_eq!(
+        loaded,
+        Ok(Ok(())),
+        "a cost-31 hash must load without being computed"
+    );
+    // Every bcrypt variant htpasswd and Go write is accepted.
+    for prefix in ["$2a$", "$2b$", "$2y$"] {
+        let h = bcrypt::hash("x", 4).unwrap().replacen("$2b$", prefix, 1);
+        std::fs::write(&cfg, format!("basic_auth_users:\n  u: '{h}'\n")).unwrap();
+        assert!(WebConfig::load(&cfg).is_ok(), "{h}");
+    }
+}
+
+/// A collector that does its work on tokio's blocking pool, as the libvirt collectors do.
+struct BlockingCollector;
+
+impl Collector for BlockingCollector {
+    fn name(&self) -> &'static str {
+        "blocking"
+    }
+    fn collect<'a>(
+        &'a self,
+        registry: &'a mut common::Sink,
+    ) -> BoxFuture<'a, Result<(), CollectError>> {
+        Box::pin(async move {
+            let v = tokio::task::spawn_blocking(|| 7i64)
+                .await
+                .map_err(CollectError::new)?;
+            let g = Gauge::<i64>::default();
+            g.set(v);
+            registry.register("blocking_value", "A value from the blocking pool", g);
+            Ok(())
+        })
+    }
+}
+
+#[tokio::test]
+async fn wrong_passwords_cannot_starve_the_blocking_pool_collectors_need() {
+    // bcrypt is slow on purpose. Unauthenticated clients sending wrong passwords must not occupy
+    // every blocking thread (libvirt calls run there) or every core: like exporter-toolkit, one
+    // bcrypt comparison at a time, and known-good credentials never wait for one.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("web.yml");
+    // A cost at which one comparison takes about 2 s on this machine and build.
+    let started = Instant::now();
+    bcrypt::hash("probe", 8).unwrap();
+    let per_cost8 = started.elapsed().as_secs_f64().max(1e-4);
+    let cost = (8.0 + (2.0 / per_cost8).log2()).round().clamp(8.0, 16.0) as u32;
+    let hash = bcrypt::hash("s3cret", cost).unwrap();
+    std::fs::write(&cfg, format!("basic_auth_users:\n  prometheus: '{hash}'\n")).unwrap();
+    let web = WebConfig::load(&cfg).unwrap();
+    // The server runs on its own runtime with a small blocking pool, so that the pool's limit
+    // is reached with a few requests instead of 512.
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let stop = CancellationToken::new();
+    let stop2 = stop.clone();
+    let server_thread = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .max_blocking_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let scraper = Scraper::new("test", vec![Arc::new(BlockingCollector)], &["blocking"]);
+            let server = BoundServer::bind(scraper, options(Some(web), 0))
+                .await
+                .unwrap();
+            addr_tx.send(server.local_addrs()[0]).unwrap();
+            server.serve(stop2, Duration::from_secs(1)).await;
+        });
+    });
+    let addr = addr_rx.recv_timeout(Duration::from_secs(20)).unwrap();
+    let url = format!("http://{addr}/metrics");
+    let client = plain_client();
+    // Prometheus's credentials are verified once and cached.
+    let first = client
+        .get(&url)
+        .basic_auth("prometheus", Some("s3cret"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 200);
+    // A steady flood of wrong passwords, each a full bcrypt comparison.
+    let flooding = Arc::new(AtomicBool::new(true));
+    let refused = Arc::new(AtomicUsize::new(0));
+    let mut flood = Vec::new();
+    for i in 0..4 {
+        let (client, url) = (client.clone(), url.clone());
+        let (flooding, refused) = (Arc::clone(&flooding), Arc::clone(&refused));
+        flood.push(tokio::spawn(async move {
+            while flooding.load(Ordering::SeqCst) {
+                let r = client
+                    .get(&url)
+                    .basic_auth("prometheus", Some(format!("guess{i}")))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 401);
+                refused.fetch_add(1, Ordering::SeqCst);
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Prometheus's scrape during the flood: its collector gets a blocking thread in time.
+    let body = client
+        .get(&url)
+        .basic_auth("prometheus", Some("s3cret"))
+        .header("X-Prometheus-Scrape-Timeout-Seconds", "2")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    flooding.store(false, Ordering::SeqCst);
+    assert_eq!(
+        sample(
+            &body,
+            "test_scrape_collector_success{collector=\"blocking\"}"
+        ),
+        Some(1.0),
+        "the collector starved behind bcrypt: {body}"
+    );
+    for t in flood {
+        t.await.unwrap();
+    }
+    assert!(refused.load(Ordering::SeqCst) >= 4);
+    stop.cancel();
+    server_thread.join().unwrap();
+}
