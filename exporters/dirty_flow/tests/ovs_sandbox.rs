@@ -377,6 +377,55 @@ async fn a_hanging_database_costs_missing_port_not_the_dump() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_answering_after_the_ports_wait_is_not_silent() {
+    // The database answers (database_up 1), but after the dump's parser stopped waiting for
+    // the ports (half of --ovs.timeout): missing_port could not be decided for this dump. It
+    // was left out while the scrape looked successful, so the dirty flow went unseen.
+    let sb = Sandbox::start();
+    sb.add_flows(CLEAN);
+    sb.add_flows("cookie=0x1,table=10,priority=30,ip,nw_dst=10.9.9.9,actions=output:99\n");
+    let slow = script(&sb, "slow-vsctl", "sleep 2.2\nexec ovs-vsctl \"$@\"");
+    let flag = format!("--ovs.vsctl-path={slow}");
+    let exp = serve(
+        sb.flags(&[&flag, "--ovs.bridge=br-int", "--ovs.timeout=3s"]),
+        Config::default(),
+    )
+    .await;
+    let (status, body) = scrape(exp.addr).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        sample_with(&body, "ovs_database_up", &[]),
+        Some(1.0),
+        "{body}"
+    );
+    assert_eq!(
+        sample_with(&body, "ovs_dump_success", &[("bridge", "br-int")]),
+        Some(1.0),
+        "{body}"
+    );
+    assert_eq!(dirty(&body, "missing_port"), None, "{body}");
+    assert_eq!(
+        sample_with(
+            &body,
+            "ovs_check_incomplete",
+            &[("bridge", "br-int"), ("check", "missing_port")]
+        ),
+        Some(1.0),
+        "{body}"
+    );
+    assert_eq!(
+        sample_with(
+            &body,
+            "ovs_scrape_collector_success",
+            &[("collector", "flows")]
+        ),
+        Some(0.0),
+        "{body}"
+    );
+    assert_promtool_clean(&body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_evidence_fetch_keeps_the_match() {
     // The dump works; the fetch of an overlapping flow's text (a dump-flows with table=...)
     // prints a 3 MB line of garbage and fails: the scrape goes on, the evidence shows the match.

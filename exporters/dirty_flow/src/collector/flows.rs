@@ -369,6 +369,20 @@ impl FlowsCollector {
                 .is_some_and(|inv| !inv.contains_key(bridge))
             {
                 tracing::warn!(bridge = %bridge, "bridge not in the OVS database: missing_port skipped");
+            } else if inventory.is_some() && !report.checks.iter().any(|c| c.name == "missing_port")
+            {
+                // The database answered, but after the dump's parser stopped waiting for the
+                // ports: missing_port is unknown for this dump, which must not look like a
+                // successful scrape.
+                let e = "the OVS database answered after the dump stopped waiting for the ports (half of --ovs.timeout): missing_port skipped";
+                tracing::warn!(bridge = %bridge, "{e}");
+                problems.push(format!("bridge {bridge}: {e}"));
+                incomplete
+                    .get_or_create(&vec![
+                        ("bridge".to_string(), bridge.clone()),
+                        ("check".to_string(), "missing_port".to_string()),
+                    ])
+                    .set(1);
             }
             for c in &report.checks {
                 let cl = vec![
