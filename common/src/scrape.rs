@@ -3,8 +3,10 @@
 //! Every collector runs in its own task, so a panic is contained; each has the scrape's timeout,
 //! so a stuck libvirt or OVS call costs that collector only. Concurrent scrapes asking for the
 //! same set of collectors share one collection (single flight): ten Prometheus replicas scraping
-//! at once hit libvirt once. The collection itself runs in a spawned task, so a client that hangs
-//! up does not cancel the work others wait for.
+//! at once hit libvirt once. A scrape joins only a collection whose deadline is no later than its
+//! own, so one started with a far deadline (a large timeout header) cannot hold the others past
+//! theirs. The collection itself runs in a spawned task, so a client that hangs up does not
+//! cancel the work others wait for.
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
@@ -24,6 +26,15 @@ use crate::process::{register_build_info, register_process_metrics};
 pub type Exposition = Arc<String>;
 
 type InFlight = Shared<futures::future::BoxFuture<'static, Exposition>>;
+
+/// A collection in progress, which later scrapes may join.
+struct Flight {
+    /// Tells this flight from a later one for the same key.
+    id: u64,
+    /// When its collectors' deadline runs out.
+    deadline: Instant,
+    result: InFlight,
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CollectorLabel {
@@ -46,7 +57,8 @@ pub struct Scraper {
     all: Vec<Arc<dyn Collector>>,
     /// Names of the enabled ones.
     enabled: Vec<&'static str>,
-    inflight: Mutex<HashMap<Vec<&'static str>, InFlight>>,
+    inflight: Mutex<HashMap<Vec<&'static str>, Flight>>,
+    flights: AtomicU64,
     /// How many collections actually ran (not joined); tests read it.
     runs: AtomicU64,
 }
@@ -77,6 +89,7 @@ impl Scraper {
             all,
             enabled,
             inflight: Mutex::new(HashMap::new()),
+            flights: AtomicU64::new(0),
             runs: AtomicU64::new(0),
         })
     }
@@ -119,38 +132,51 @@ impl Scraper {
     }
 
     /// Collects `names` (from [`Scraper::select`]), joining a collection already running for the
-    /// same set.
+    /// same set unless its deadline is later than this scrape's.
     pub async fn scrape(
         self: &Arc<Self>,
         names: Vec<&'static str>,
         timeout: Duration,
     ) -> Exposition {
+        let deadline = Instant::now() + timeout;
         let fut = {
             let mut table = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(f) = table.get(&names) {
-                f.clone()
-            } else {
-                let this = Arc::clone(self);
-                let key = names.clone();
-                let task = tokio::spawn(async move {
-                    let out = this.collect(&key, timeout).await;
-                    this.inflight
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .remove(&key);
-                    out
-                });
-                let f = async move {
-                    match task.await {
-                        Ok(body) => body,
-                        // The task only encodes; if it died, serve an empty, valid exposition.
-                        Err(_) => Arc::new("# EOF\n".to_string()),
+            match table.get(&names) {
+                Some(f) if f.deadline <= deadline => f.result.clone(),
+                _ => {
+                    let id = self
+                        .flights
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let this = Arc::clone(self);
+                    let key = names.clone();
+                    let task = tokio::spawn(async move {
+                        let out = this.collect(&key, timeout).await;
+                        let mut table = this.inflight.lock().unwrap_or_else(|p| p.into_inner());
+                        // A later flight may have taken the slot; leave it.
+                        if table.get(&key).is_some_and(|f| f.id == id) {
+                            table.remove(&key);
+                        }
+                        out
+                    });
+                    let f = async move {
+                        match task.await {
+                            Ok(body) => body,
+                            // The task only encodes; if it died, serve an empty, valid exposition.
+                            Err(_) => Arc::new("# EOF\n".to_string()),
+                        }
                     }
+                    .boxed()
+                    .shared();
+                    table.insert(
+                        names,
+                        Flight {
+                            id,
+                            deadline,
+                            result: f.clone(),
+                        },
+                    );
+                    f
                 }
-                .boxed()
-                .shared();
-                table.insert(names, f.clone());
-                f
             }
         };
         fut.await

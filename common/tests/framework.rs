@@ -934,3 +934,59 @@ async fn wrong_passwords_cannot_starve_the_blocking_pool_collectors_need() {
     stop.cancel();
     server_thread.join().unwrap();
 }
+
+#[tokio::test]
+async fn a_scrape_does_not_wait_for_a_collection_with_a_later_deadline() {
+    // Single flight joins scrapes to the collection in progress. One started with a far
+    // deadline (a curl with a large X-Prometheus-Scrape-Timeout-Seconds, up to a day) while a
+    // backend hangs must not hold Prometheus's scrapes past their own deadline: they would
+    // fail whole instead of reporting the stuck collector with success 0.
+    let h = start(
+        &[("stuck", Behaviour::Sleep(Duration::from_secs(60)))],
+        None,
+        0,
+        plain_client(),
+        "http",
+    )
+    .await;
+    let url = format!("{}/metrics", h.base);
+    let long = {
+        let req = h
+            .client
+            .get(&url)
+            .header("X-Prometheus-Scrape-Timeout-Seconds", "3600");
+        tokio::spawn(async move { req.send().await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = h
+        .client
+        .get(&url)
+        .header("X-Prometheus-Scrape-Timeout-Seconds", "1.5")
+        .send()
+        .await
+        .expect("the short scrape is answered within its own deadline");
+    assert_eq!(r.status(), 200);
+    let body = r.text().await.unwrap();
+    assert_eq!(
+        sample(&body, "test_scrape_collector_success{collector=\"stuck\"}"),
+        Some(0.0),
+        "{body}"
+    );
+    long.abort();
+}
+
+#[test]
+fn a_key_that_does_not_match_the_certificate_is_a_startup_error() {
+    // Otherwise the exporter starts and every handshake fails: a silent outage.
+    let pki = make_pki();
+    let other = rcgen::KeyPair::generate().unwrap();
+    std::fs::write(pki.dir.path().join("other.key"), other.serialize_pem()).unwrap();
+    let cfg = pki.dir.path().join("web.yml");
+    std::fs::write(
+        &cfg,
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: other.key\n",
+    )
+    .unwrap();
+    let err = WebConfig::load(&cfg).unwrap_err().to_string();
+    assert!(err.contains("cert_file/key_file"), "{err}");
+}
