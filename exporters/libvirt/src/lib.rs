@@ -166,7 +166,7 @@ pub fn collectors(flags: &Flags) -> Vec<Arc<dyn Collector>> {
     ]
 }
 
-/// Runs the exporter until SIGTERM/SIGINT, then exits the process; returns only a startup error.
+/// Runs the exporter until SIGTERM/SIGINT; an error only if it cannot start.
 pub async fn run(
     flags: Flags,
     enabled: Vec<&'static str>,
