@@ -73,8 +73,15 @@ pub struct Flags {
     /// Timeout of every ovs-ofctl / ovs-vsctl run; the child is killed when it expires.
     #[arg(long = "ovs.timeout", default_value = "8s", value_parser = common::cli::parse_duration, value_name = "DURATION")]
     pub ovs_timeout: Duration,
-    /// OpenFlow version(s) passed to ovs-ofctl as -O (e.g. OpenFlow13), for bridges that refuse 1.0.
-    #[arg(long = "ovs.openflow-version", value_name = "VERSION")]
+    /// OpenFlow version(s) passed to ovs-ofctl as -O; ovs-ofctl uses the highest one the bridge
+    /// also speaks. The default lists them all: an OpenFlow 1.0 dump (ovs-ofctl's own default)
+    /// drops the 1.1+ instructions it cannot express (`write_actions(output:N)` prints as
+    /// `drop`) or cannot print a reply at all.
+    #[arg(
+        long = "ovs.openflow-version",
+        value_name = "VERSION",
+        default_value = "OpenFlow10,OpenFlow11,OpenFlow12,OpenFlow13,OpenFlow14,OpenFlow15"
+    )]
     pub ovs_openflow_version: Option<String>,
     /// Nice value added to the thread that parses each dump, 0 to 19 (0: the exporter's own
     /// priority). Higher: ovs-ofctl and the VMs win the CPU on a busy node; scrapes get slower.

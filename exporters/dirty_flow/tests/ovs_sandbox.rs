@@ -551,13 +551,27 @@ async fn openflow13_only_bridge() {
         &["-O", "OpenFlow13"],
         "cookie=0x1,table=0,priority=10,in_port=1,actions=push_vlan:0x8100,set_field:4196->vlan_vid,output:99\ncookie=0x1,table=0,priority=5,actions=goto_table:1\n",
     );
-    let exp = serve(sb.flags(&[]), Config::default()).await;
+    let exp = serve(
+        sb.flags(&["--ovs.openflow-version=OpenFlow10"]),
+        Config::default(),
+    )
+    .await;
     let (_, body) = scrape(exp.addr).await;
     assert_eq!(
         sample_with(&body, "ovs_dump_success", &[("bridge", "br-int")]),
         Some(0.0),
         "1.0 is refused:\n{body}"
     );
+    drop(exp);
+    // The default negotiates the highest version both ends speak.
+    let exp = serve(sb.flags(&[]), Config::default()).await;
+    let (_, body) = scrape(exp.addr).await;
+    assert_eq!(
+        sample_with(&body, "ovs_dump_success", &[("bridge", "br-int")]),
+        Some(1.0),
+        "{body}"
+    );
+    assert_eq!(dirty(&body, "missing_port"), Some(1.0), "{body}");
     drop(exp);
     let exp = serve(
         sb.flags(&["--ovs.openflow-version=OpenFlow13"]),
@@ -754,8 +768,9 @@ async fn bridges_from_database_or_flag() {
 }
 
 /// A flow OpenFlow 1.0 cannot express (an OpenFlow 1.1+ instruction order, added by an
-/// OpenFlow 1.3 controller): the default `dump-flows` prints `***decode error: ...***` and a
-/// hex dump instead of the rest of that reply, and still exits 0. The flows after it (here the
+/// OpenFlow 1.3 controller): an OpenFlow 1.0 `dump-flows` (ovs-ofctl's own default) prints
+/// `***decode error: ...***` and a hex dump instead of the rest of that reply, and still exits
+/// 0. The flows after it (here the
 /// dirty one in table 2) are missing, so the dump did not succeed: `missing_port 0` from the
 /// part that could be read would hide the dirty flow.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -766,7 +781,11 @@ async fn a_reply_ovs_ofctl_cannot_decode_fails_the_dump() {
         "cookie=0x1,table=0,priority=26,reg0=0x5,actions=write_metadata:0x1/0xff,goto_table:2\n\
          cookie=0x1,table=2,priority=12,actions=output:99\n",
     );
-    let exp = serve(sb.flags(&[]), Config::default()).await;
+    let exp = serve(
+        sb.flags(&["--ovs.openflow-version=OpenFlow10"]),
+        Config::default(),
+    )
+    .await;
     let (_, body) = scrape(exp.addr).await;
     assert_eq!(
         sample_with(&body, "ovs_dump_success", &[("bridge", "br-int")]),
@@ -796,4 +815,33 @@ async fn a_reply_ovs_ofctl_cannot_decode_fails_the_dump() {
         "{body}"
     );
     assert_eq!(dirty(&body, "missing_port"), Some(1.0), "{body}");
+}
+
+/// OpenFlow 1.1+ instructions that OpenFlow 1.0 cannot express are dropped from a 1.0 dump
+/// without a trace: `write_actions(output:99)` prints as `actions=drop`, `meter:1` vanishes.
+/// With the default settings, the dump must show them (the highest version both ends speak).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instructions_openflow10_cannot_express_are_checked_by_default() {
+    let sb = Sandbox::start();
+    sb.add_flows_with(
+        &["-O", "OpenFlow13"],
+        "cookie=0x1,table=0,priority=5,ip,actions=write_actions(output:99)\n\
+         cookie=0x1,table=0,priority=6,ip,nw_dst=10.0.0.1,actions=output:1\n",
+    );
+    let checks = "checks: [{name: write_actions, actions_regex: 'write_actions'}]";
+    let exp = serve(sb.flags(&[]), config(checks)).await;
+    let (_, body) = scrape(exp.addr).await;
+    assert_eq!(
+        sample_with(&body, "ovs_dump_success", &[("bridge", "br-int")]),
+        Some(1.0),
+        "{body}"
+    );
+    assert_eq!(dirty(&body, "missing_port"), Some(1.0), "{body}");
+    assert_eq!(dirty(&body, "write_actions"), Some(1.0), "{body}");
+    let shown = evidence(&body, "missing_port");
+    assert!(
+        shown.len() == 1
+            && shown[0].contains(r#"flow="priority=5,ip actions=write_actions(output:99)""#),
+        "{body}"
+    );
 }
