@@ -266,9 +266,13 @@ pub fn compile(raw: RawConfig) -> Result<Config, String> {
         });
         // Flows are dumped with `--no-names`: a table shows as its number only, and a name
         // (or a number out of range) would never match.
-        if let Some(bad) = tables.iter().flatten().find(|t| t.parse::<u8>().is_err()) {
+        if let Some(bad) = tables
+            .iter()
+            .flatten()
+            .find(|t| !matches!(t.parse::<u8>(), Ok(0..=254)))
+        {
             return Err(ctx(format!(
-                "table {bad:?}: give the table's number, 0 to 255 (flows are read with \
+                "table {bad:?}: give the table's number, 0 to 254 (flows are read with \
                  `ovs-ofctl --no-names`, which shows no table names)"
             )));
         }
@@ -304,6 +308,18 @@ pub fn compile(raw: RawConfig) -> Result<Config, String> {
             let mut out = Vec::new();
             expand(k, Some(&text), &mut out);
             for f in out {
+                // Numbers, addresses and flags are printed in a form the checks read: one they
+                // cannot read is a typo that no flow's text would ever equal.
+                let unreadable = f.opaque
+                    && (text.starts_with(|c: char| c.is_ascii_digit())
+                        || matches!(f.field, "ct_state" | "tcp_flags"));
+                if unreadable {
+                    return Err(ctx(format!(
+                        "match {k}: the checks cannot read {text:?} (an integer or hex \
+                         value, MAC, IPv4 or IPv6 address, each with an optional /mask or \
+                         /prefix, or +flag-flag): no flow would ever match it"
+                    )));
+                }
                 if f.opaque && !matches!(k.as_str(), "in_port") {
                     // Opaque values compare by text only; still usable, but say so early.
                     tracing::debug!(check = %rc.name, field = %k, value = %text, "match value compared as text");
@@ -401,11 +417,12 @@ checks:
             "checks: [{name: a, table: acl_in}]",
             "checks: [{name: a, table: [0, classifier]}]",
             "checks: [{name: a, table: 256}]",
+            "checks: [{name: a, table: 255}]",
             "checks: [{name: a, match: {in_port: tap1}}]",
         ] {
             let err = parse(bad).expect_err(bad);
             assert!(
-                err.contains("--no-names") || err.contains("0 to 255"),
+                err.contains("--no-names") || err.contains("0 to 254"),
                 "{bad}: {err}"
             );
         }
@@ -416,6 +433,32 @@ checks:
             "checks: [{name: a, match: {in_port: CONTROLLER}}]",
         ] {
             assert!(parse(good).is_ok(), "{good}");
+        }
+    }
+
+    #[test]
+    fn match_values_no_flow_can_show_are_refused() {
+        // A value the checks cannot read is compared as text, and OVS prints numbers,
+        // addresses and flags in a form they read: a typo here made the check never match.
+        for bad in [
+            "checks: [{name: a, match: {nw_src: '10.0.0.0/33'}}]",
+            "checks: [{name: a, match: {nw_dst: '10.0.0.300'}}]",
+            "checks: [{name: a, match: {dl_dst: '00:11:22:33:44:zz'}}]",
+            "checks: [{name: a, match: {reg0: '5/0xzz'}}]",
+            "checks: [{name: a, match: {ct_state: '+trk+estt'}}]",
+            "checks: [{name: a, match: {tcp_flags: '+sin'}}]",
+        ] {
+            let err = parse(bad).expect_err(bad);
+            assert!(err.contains("cannot read"), "{bad}: {err}");
+        }
+        for good in [
+            "checks: [{name: a, match: {nw_src: '10.0.0.0/8', ipv6_dst: 'fe80::/10'}}]",
+            "checks: [{name: a, match: {dl_dst: '01:00:00:00:00:00/01:00:00:00:00:00'}}]",
+            "checks: [{name: a, match: {ct_state: '+trk-est', tcp_flags: '+syn'}}]",
+            "checks: [{name: a, match: {tun_flags: '+oam', nw_frag: later}}]",
+            "checks: [{name: a, match: {ipv6_src: '2001:db8::/32', tp_dst: '0x50/0xfff0'}}]",
+        ] {
+            assert!(parse(good).is_ok(), "{good}: {:?}", parse(good).err());
         }
     }
 
