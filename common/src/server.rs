@@ -1,7 +1,8 @@
 //! The HTTP(S) server: routes, auth, the concurrency limit and graceful shutdown.
 //!
 //! One accept loop per `--web.listen-address`; each connection is served by hyper (HTTP/1.1,
-//! and HTTP/2 when negotiated), behind TLS when the web config asks for it. On shutdown the
+//! and HTTP/2 when TLS's ALPN negotiates it, as Go's net/http does), behind TLS when the web
+//! config asks for it. On shutdown the
 //! loops stop accepting and open connections get a grace period to finish their scrape.
 
 use std::net::SocketAddr;
@@ -190,6 +191,9 @@ impl BoundServer {
                                 }
                             },
                         };
+                        // The protocol is known before the first byte (HTTP/2 only by ALPN, as
+                        // Go serves it), so hyper never waits, without a deadline, for enough
+                        // bytes to tell an HTTP/2 preface from HTTP/1.
                         let result = match tls {
                             Some(tls) => {
                                 let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
@@ -200,8 +204,14 @@ impl BoundServer {
                                 .await;
                                 match handshake {
                                     Ok(Ok(s)) => {
+                                        let h2 = s.get_ref().1.alpn_protocol() == Some(b"h2");
+                                        let builder = if h2 {
+                                            builder.http2_only()
+                                        } else {
+                                            builder.http1_only()
+                                        };
                                         let conn = builder
-                                            .serve_connection_with_upgrades(TokioIo::new(s), svc)
+                                            .serve_connection(TokioIo::new(s), svc)
                                             .into_owned();
                                         watcher.watch(conn).await
                                     }
@@ -217,7 +227,8 @@ impl BoundServer {
                             }
                             None => {
                                 let conn = builder
-                                    .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                                    .http1_only()
+                                    .serve_connection(TokioIo::new(stream), svc)
                                     .into_owned();
                                 watcher.watch(conn).await
                             }

@@ -2,7 +2,7 @@
 //!
 //! Same format as every Prometheus exporter, so an operator's existing file works:
 //! `tls_server_config` (cert_file, key_file, client_ca_file, client_auth_type, min_version,
-//! max_version), `http_server_config` (headers) and `basic_auth_users` (bcrypt hashes).
+//! max_version), `http_server_config` (headers, http2) and `basic_auth_users` (bcrypt hashes).
 //! Unknown keys and settings this implementation cannot honour are startup errors, never ignored:
 //! a silently ignored `client_auth_type` would be an open door.
 //!
@@ -217,9 +217,14 @@ impl WebSettings {
     fn from_file(path: &Path, file: WebConfigFile) -> Result<Self, ConfigError> {
         let base = path.parent().unwrap_or(Path::new("."));
         let invalid = |m: String| ConfigError::invalid(path, m);
+        let http2 = file
+            .http_server_config
+            .as_ref()
+            .and_then(|h| h.http2)
+            .unwrap_or(true);
         let tls = match file.tls_server_config {
             None => None,
-            Some(t) => Some(Arc::new(TlsState::new(base, t).map_err(invalid)?)),
+            Some(t) => Some(Arc::new(TlsState::new(base, t, http2).map_err(invalid)?)),
         };
         let mut users = BTreeMap::new();
         for (user, hash) in file.basic_auth_users {
@@ -240,9 +245,6 @@ impl WebSettings {
         let auth = (!users.is_empty()).then(|| Arc::new(BasicAuth::new(users)));
         let mut headers = Vec::new();
         if let Some(h) = file.http_server_config {
-            if h.http2 == Some(false) {
-                tracing::info!("http_server_config.http2=false: HTTP/2 stays available via ALPN only when TLS is on");
-            }
             for (k, v) in h.headers {
                 let Some((_, values)) = ALLOWED_HEADERS
                     .iter()
@@ -277,6 +279,8 @@ pub struct TlsState {
     ca_file: Option<PathBuf>,
     client_auth: ClientAuth,
     versions: Vec<&'static rustls::SupportedProtocolVersion>,
+    /// Whether ALPN offers HTTP/2 (`http_server_config.http2`, on by default).
+    http2: bool,
     current: RwLock<(Arc<ServerConfig>, Vec<Option<SystemTime>>)>,
     reload_lock: Mutex<()>,
 }
@@ -302,7 +306,7 @@ fn version(name: &str) -> Result<&'static rustls::SupportedProtocolVersion, Stri
 }
 
 impl TlsState {
-    fn new(base: &Path, t: TlsServerConfig) -> Result<Self, String> {
+    fn new(base: &Path, t: TlsServerConfig, http2: bool) -> Result<Self, String> {
         let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
         let cert_file = t
             .cert_file
@@ -361,6 +365,7 @@ impl TlsState {
             ca_file,
             client_auth,
             versions,
+            http2,
             current: RwLock::new((Arc::new(placeholder_config()?), Vec::new())),
             reload_lock: Mutex::new(()),
         };
@@ -423,7 +428,11 @@ impl TlsState {
         let mut config = builder
             .with_single_cert(certs, key)
             .map_err(|e| format!("cert_file/key_file: {e}"))?;
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        config.alpn_protocols = if self.http2 {
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        } else {
+            vec![b"http/1.1".to_vec()]
+        };
         Ok(config)
     }
 

@@ -484,6 +484,7 @@ async fn tls_with_a_generated_certificate() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    assert_eq!(r.version(), reqwest::Version::HTTP_2, "HTTP/2 by ALPN");
     assert!(r.text().await.unwrap().contains("test_good_value 42"));
     // Plain HTTP to the TLS port fails.
     let plain = plain_client()
@@ -989,4 +990,67 @@ fn a_key_that_does_not_match_the_certificate_is_a_startup_error() {
     .unwrap();
     let err = WebConfig::load(&cfg).unwrap_err().to_string();
     assert!(err.contains("cert_file/key_file"), "{err}");
+}
+
+#[tokio::test]
+async fn connections_that_send_nothing_or_half_an_http2_preface_are_closed() {
+    // Before hyper sees a request it reads up to 24 bytes to tell HTTP/2's preface from
+    // HTTP/1, with no deadline: a connection that sends nothing (or "PRI * HTTP/2.0") was held
+    // forever, and enough of them exhaust the descriptors every scrape needs.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = start(&[("good", Behaviour::Ok)], None, 0, plain_client(), "http").await;
+    let addr = h.base.trim_start_matches("http://").to_string();
+    let silent = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut half = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    half.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    let started = Instant::now();
+    for (what, mut conn) in [("silent", silent), ("half preface", half)] {
+        let mut buf = [0u8; 256];
+        let left = Duration::from_secs(60).saturating_sub(started.elapsed());
+        loop {
+            match tokio::time::timeout(left, conn.read(&mut buf)).await {
+                Ok(Ok(0) | Err(_)) => break,
+                Ok(Ok(_)) => continue, // an error status before closing is fine
+                Err(_) => panic!("the {what} connection is still open after 60 s"),
+            }
+        }
+    }
+    // The server still serves.
+    let r = h
+        .client
+        .get(format!("{}/metrics", h.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn http2_false_in_the_web_config_turns_http2_off() {
+    // exporter-toolkit's `http_server_config.http2: false` (a workaround for HTTP/2 bugs in
+    // some proxies and clients) was logged and ignored.
+    let pki = make_pki();
+    let cfg = pki.dir.path().join("web.yml");
+    std::fs::write(
+        &cfg,
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\nhttp_server_config:\n  http2: false\n",
+    )
+    .unwrap();
+    let web = WebConfig::load(&cfg).unwrap();
+    let h = start(
+        &[("good", Behaviour::Ok)],
+        Some(web),
+        0,
+        tls_client(&pki, false),
+        "https",
+    )
+    .await;
+    let r = h
+        .client
+        .get(format!("{}/metrics", h.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.version(), reqwest::Version::HTTP_11);
 }
