@@ -25,6 +25,32 @@ fn dirty(body: &str, check: &str) -> Option<f64> {
     )
 }
 
+/// `ovs_dump_success` of br-int.
+fn dump_success(body: &str) -> Option<f64> {
+    sample_with(body, "ovs_dump_success", &[("bridge", "br-int")])
+}
+
+/// `ovs_scrape_collector_success` of the flows collector.
+fn collector_success(body: &str) -> Option<f64> {
+    sample_with(
+        body,
+        "ovs_scrape_collector_success",
+        &[("collector", "flows")],
+    )
+}
+
+/// Serves the exporter on the sandbox with extra flags, and scrapes it once.
+async fn serve_and_scrape(
+    sb: &Sandbox,
+    flags: &[&str],
+    config: Config,
+) -> (sandbox::Running, String) {
+    let exp = serve(sb.flags(flags), config).await;
+    let (status, body) = scrape(exp.addr).await;
+    assert_eq!(status, 200, "{body}");
+    (exp, body)
+}
+
 const CLEAN: &str = "\
 cookie=0x1,table=0,priority=100,in_port=1,actions=resubmit(,10)
 cookie=0x1,table=0,priority=100,in_port=2,actions=resubmit(,10)
@@ -386,23 +412,18 @@ async fn a_database_answering_after_the_ports_wait_is_not_silent() {
     sb.add_flows("cookie=0x1,table=10,priority=30,ip,nw_dst=10.9.9.9,actions=output:99\n");
     let slow = script(&sb, "slow-vsctl", "sleep 2.2\nexec ovs-vsctl \"$@\"");
     let flag = format!("--ovs.vsctl-path={slow}");
-    let exp = serve(
-        sb.flags(&[&flag, "--ovs.bridge=br-int", "--ovs.timeout=3s"]),
+    let (_exp, body) = serve_and_scrape(
+        &sb,
+        &[&flag, "--ovs.bridge=br-int", "--ovs.timeout=3s"],
         Config::default(),
     )
     .await;
-    let (status, body) = scrape(exp.addr).await;
-    assert_eq!(status, 200);
     assert_eq!(
         sample_with(&body, "ovs_database_up", &[]),
         Some(1.0),
         "{body}"
     );
-    assert_eq!(
-        sample_with(&body, "ovs_dump_success", &[("bridge", "br-int")]),
-        Some(1.0),
-        "{body}"
-    );
+    assert_eq!(dump_success(&body), Some(1.0), "{body}");
     assert_eq!(dirty(&body, "missing_port"), None, "{body}");
     assert_eq!(
         sample_with(
@@ -413,15 +434,7 @@ async fn a_database_answering_after_the_ports_wait_is_not_silent() {
         Some(1.0),
         "{body}"
     );
-    assert_eq!(
-        sample_with(
-            &body,
-            "ovs_scrape_collector_success",
-            &[("collector", "flows")]
-        ),
-        Some(0.0),
-        "{body}"
-    );
+    assert_eq!(collector_success(&body), Some(0.0), "{body}");
     assert_promtool_clean(&body);
 }
 
@@ -564,13 +577,8 @@ async fn openflow13_only_bridge() {
     );
     drop(exp);
     // The default negotiates the highest version both ends speak.
-    let exp = serve(sb.flags(&[]), Config::default()).await;
-    let (_, body) = scrape(exp.addr).await;
-    assert_eq!(
-        sample_with(&body, "ovs_dump_success", &[("bridge", "br-int")]),
-        Some(1.0),
-        "{body}"
-    );
+    let (exp, body) = serve_and_scrape(&sb, &[], Config::default()).await;
+    assert_eq!(dump_success(&body), Some(1.0), "{body}");
     assert_eq!(dirty(&body, "missing_port"), Some(1.0), "{body}");
     drop(exp);
     let exp = serve(
@@ -781,39 +789,20 @@ async fn a_reply_ovs_ofctl_cannot_decode_fails_the_dump() {
         "cookie=0x1,table=0,priority=26,reg0=0x5,actions=write_metadata:0x1/0xff,goto_table:2\n\
          cookie=0x1,table=2,priority=12,actions=output:99\n",
     );
-    let exp = serve(
-        sb.flags(&["--ovs.openflow-version=OpenFlow10"]),
-        Config::default(),
-    )
-    .await;
-    let (_, body) = scrape(exp.addr).await;
+    let of10 = ["--ovs.openflow-version=OpenFlow10"];
+    let (exp, body) = serve_and_scrape(&sb, &of10, Config::default()).await;
     assert_eq!(
-        sample_with(&body, "ovs_dump_success", &[("bridge", "br-int")]),
+        dump_success(&body),
         Some(0.0),
         "flows were lost to a decode error:\n{body}"
     );
     assert_eq!(dirty(&body, "missing_port"), None, "{body}");
-    assert_eq!(
-        sample_with(
-            &body,
-            "ovs_scrape_collector_success",
-            &[("collector", "flows")]
-        ),
-        Some(0.0)
-    );
+    assert_eq!(collector_success(&body), Some(0.0), "{body}");
     drop(exp);
     // With a version that can express the flow, nothing is lost.
-    let exp = serve(
-        sb.flags(&["--ovs.openflow-version=OpenFlow13"]),
-        Config::default(),
-    )
-    .await;
-    let (_, body) = scrape(exp.addr).await;
-    assert_eq!(
-        sample_with(&body, "ovs_dump_success", &[("bridge", "br-int")]),
-        Some(1.0),
-        "{body}"
-    );
+    let of13 = ["--ovs.openflow-version=OpenFlow13"];
+    let (_exp, body) = serve_and_scrape(&sb, &of13, Config::default()).await;
+    assert_eq!(dump_success(&body), Some(1.0), "{body}");
     assert_eq!(dirty(&body, "missing_port"), Some(1.0), "{body}");
 }
 
@@ -829,13 +818,8 @@ async fn instructions_openflow10_cannot_express_are_checked_by_default() {
          cookie=0x1,table=0,priority=6,ip,nw_dst=10.0.0.1,actions=output:1\n",
     );
     let checks = "checks: [{name: write_actions, actions_regex: 'write_actions'}]";
-    let exp = serve(sb.flags(&[]), config(checks)).await;
-    let (_, body) = scrape(exp.addr).await;
-    assert_eq!(
-        sample_with(&body, "ovs_dump_success", &[("bridge", "br-int")]),
-        Some(1.0),
-        "{body}"
-    );
+    let (_exp, body) = serve_and_scrape(&sb, &[], config(checks)).await;
+    assert_eq!(dump_success(&body), Some(1.0), "{body}");
     assert_eq!(dirty(&body, "missing_port"), Some(1.0), "{body}");
     assert_eq!(dirty(&body, "write_actions"), Some(1.0), "{body}");
     let shown = evidence(&body, "missing_port");
