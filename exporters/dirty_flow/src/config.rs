@@ -298,6 +298,13 @@ pub fn compile(raw: RawConfig) -> Result<Config, String> {
         let mut match_fields = Vec::new();
         for (k, v) in &rc.match_fields {
             let text = v.text();
+            if k.is_empty() || text.is_empty() {
+                // No flow prints an empty field name or `field=` without a value.
+                return Err(ctx(format!(
+                    "match {k:?}: {text:?}: the checks cannot read an empty field or value: \
+                     no flow would ever match it"
+                )));
+            }
             // Likewise ports: `in_port=tap1` never appears in a `--no-names` dump.
             if canonical(k) == "in_port" && matches!(port_number(&text), Some(PortRef::Name(_))) {
                 return Err(ctx(format!(
@@ -331,6 +338,11 @@ pub fn compile(raw: RawConfig) -> Result<Config, String> {
                     mask: f.mask,
                 });
             }
+        }
+        if rc.match_absent.iter().any(String::is_empty) {
+            return Err(ctx(
+                "match_absent: the checks cannot read an empty field name".into(),
+            ));
         }
         let regex = |what: &str, r: &Option<String>| {
             r.as_deref()
@@ -447,6 +459,9 @@ checks:
             "checks: [{name: a, match: {reg0: '5/0xzz'}}]",
             "checks: [{name: a, match: {ct_state: '+trk+estt'}}]",
             "checks: [{name: a, match: {tcp_flags: '+sin'}}]",
+            "checks: [{name: a, match: {'': 1}}]",
+            "checks: [{name: a, match: {ip: ''}}]",
+            "checks: [{name: a, match_absent: ['']}]",
         ] {
             let err = parse(bad).expect_err(bad);
             assert!(err.contains("cannot read"), "{bad}: {err}");
