@@ -40,7 +40,7 @@ pub enum ServerError {
     #[error("cannot listen on {0}: {1}")]
     Bind(String, std::io::Error),
     #[error(
-        "--web.telemetry-path {0:?} must start with '/' and not be one of /, /-/healthy, /-/ready"
+        "--web.telemetry-path {0:?} must start with '/', hold no '{{' or '}}', and not be one of /, /-/healthy, /-/ready"
     )]
     TelemetryPath(String),
 }
@@ -115,7 +115,11 @@ impl BoundServer {
     /// Binds every listen address.
     pub async fn bind(scraper: Arc<Scraper>, opts: ServerOptions) -> Result<Self, ServerError> {
         let path = opts.telemetry_path.clone();
-        if !path.starts_with('/') || ["/", "/-/healthy", "/-/ready"].contains(&path.as_str()) {
+        // Braces are route syntax to axum, which panics on a malformed one.
+        if !path.starts_with('/')
+            || path.contains(['{', '}'])
+            || ["/", "/-/healthy", "/-/ready"].contains(&path.as_str())
+        {
             return Err(ServerError::TelemetryPath(path));
         }
         let mut listeners = Vec::new();

@@ -494,8 +494,7 @@ impl std::fmt::Debug for BasicAuth {
     }
 }
 
-/// A bcrypt hash of a random string, verified against for unknown users so that a wrong user
-/// name costs the same time as a wrong password.
+/// A bcrypt hash of a random string, for [`BasicAuth::hash_for`] when no user is configured.
 const DUMMY_HASH: &str = "$2y$10$QOauhQNbBCuQDKes6eFzPeMqBSjb7Mr5DSmV5ukT0dvW/mH4wn3a2";
 const CACHE_MAX: usize = 256;
 
@@ -551,6 +550,22 @@ impl BasicAuth {
         h.finish()
     }
 
+    /// The hash to compare a password against, and whether `user` is known. An unknown user is
+    /// compared against a configured user's hash (then refused), so that it costs the same
+    /// bcrypt work: its answer must not come faster than a wrong password's.
+    fn hash_for(&self, user: &str) -> (&str, bool) {
+        match self.users.get(user) {
+            Some(h) => (h.as_str(), true),
+            None => (
+                self.users
+                    .values()
+                    .next()
+                    .map_or(DUMMY_HASH, String::as_str),
+                false,
+            ),
+        }
+    }
+
     /// Checks an `Authorization` header value. Blocking (bcrypt): call off the async threads.
     pub fn check(&self, header: Option<&str>) -> bool {
         let Some((user, password)) = header.and_then(decode_basic) else {
@@ -560,10 +575,7 @@ impl BasicAuth {
         if self.is_verified(key) {
             return true;
         }
-        let (hash, known) = match self.users.get(&user) {
-            Some(h) => (h.as_str(), true),
-            None => (DUMMY_HASH, false),
-        };
+        let (hash, known) = self.hash_for(&user);
         let ok = bcrypt::verify(&password, hash).unwrap_or(false) && known;
         if ok {
             let mut cache = self.verified.lock().unwrap_or_else(|p| p.into_inner());
@@ -669,6 +681,25 @@ mod tests {
             }
         }
         s
+    }
+
+    #[test]
+    fn an_unknown_user_costs_the_same_bcrypt_work_as_a_known_one() {
+        // `htpasswd -B` hashes at cost 5 by default: checked against a fixed cost-10 hash, an
+        // unknown user name took 32 times longer to refuse than a known one with a wrong
+        // password, which told an attacker which user names exist.
+        let cost = |h: &str| h.parse::<bcrypt::HashParts>().unwrap().get_cost();
+        let auth = BasicAuth::new(BTreeMap::from([(
+            "prom".to_string(),
+            bcrypt::hash("secret", 5).unwrap(),
+        )]));
+        let (known, is_known) = auth.hash_for("prom");
+        let (unknown, is_unknown_known) = auth.hash_for("nobody");
+        assert!(is_known && !is_unknown_known);
+        assert_eq!(cost(unknown), cost(known));
+        // The stand-in hash never lets the unknown user in, even with that user's password.
+        let hdr = format!("Basic {}", encode(b"nobody:secret"));
+        assert!(!auth.check(Some(&hdr)));
     }
 
     #[test]

@@ -1054,3 +1054,22 @@ async fn http2_false_in_the_web_config_turns_http2_off() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.version(), reqwest::Version::HTTP_11);
 }
+
+#[tokio::test]
+async fn a_telemetry_path_the_router_cannot_take_is_a_startup_error_not_a_panic() {
+    // axum reads `{...}` in a route as a parameter and panics on a malformed one.
+    for path in ["/metrics{", "/{x}", "/a}b", "/{*rest}"] {
+        let scraper = Scraper::new("test", Vec::new(), &[]);
+        let mut opts = options(None, 0);
+        opts.telemetry_path = path.to_string();
+        let outcome = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(
+            BoundServer::bind(scraper, opts),
+        ))
+        .await;
+        match outcome {
+            Ok(Err(err)) => assert!(err.to_string().contains("telemetry-path"), "{err}"),
+            Ok(Ok(_)) => panic!("{path:?} accepted"),
+            Err(_) => panic!("{path:?} panicked"),
+        }
+    }
+}
