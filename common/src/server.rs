@@ -79,21 +79,64 @@ struct AppState {
     limit: Option<Arc<Semaphore>>,
 }
 
-/// Parses `host:port`, `:port` (every interface) or `[v6]:port`.
-pub fn parse_listen_address(s: &str) -> Result<SocketAddr, ServerError> {
-    let full = if s.starts_with(':') {
-        format!("0.0.0.0{s}")
-    } else {
-        s.to_string()
-    };
-    full.parse::<SocketAddr>().or_else(|_| {
-        // A host name such as localhost:9100.
-        use std::net::ToSocketAddrs;
-        full.to_socket_addrs()
-            .map_err(|e| ServerError::Address(s.to_string(), e.to_string()))?
-            .next()
-            .ok_or_else(|| ServerError::Address(s.to_string(), "no address".into()))
-    })
+/// Parses `host:port`, `:port` (every interface: `[::]` and `0.0.0.0`, as Go listens on both) or
+/// `[v6]:port` into the addresses to bind.
+pub fn parse_listen_address(s: &str) -> Result<Vec<SocketAddr>, ServerError> {
+    if let Some(port) = s.strip_prefix(':') {
+        let port: u16 = port.parse().map_err(|e: std::num::ParseIntError| {
+            ServerError::Address(s.to_string(), e.to_string())
+        })?;
+        return Ok(vec![
+            SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port)),
+            SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, port)),
+        ]);
+    }
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(vec![a]);
+    }
+    // A host name such as localhost:9100.
+    use std::net::ToSocketAddrs;
+    s.to_socket_addrs()
+        .map_err(|e| ServerError::Address(s.to_string(), e.to_string()))?
+        .next()
+        .map(|a| vec![a])
+        .ok_or_else(|| ServerError::Address(s.to_string(), "no address".into()))
+}
+
+/// Binds `addrs` (from [`parse_listen_address`]). For `[::]` then `0.0.0.0`: on a dual-stack
+/// host `[::]` takes IPv4 too and `0.0.0.0` is then in use, which is fine; without IPv6 only
+/// `0.0.0.0` binds; with `bindv6only` both do. One of them must.
+async fn bind_all(spec: &str, addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, ServerError> {
+    let mut bound: Vec<TcpListener> = Vec::new();
+    let mut first_err = None;
+    for addr in addrs {
+        let mut addr = *addr;
+        // `:0`: the second family takes the port the first one got.
+        if let Some(port) = bound
+            .first()
+            .and_then(|l| l.local_addr().ok())
+            .map(|a| a.port())
+        {
+            if addr.port() == 0 {
+                addr.set_port(port);
+            }
+        }
+        match TcpListener::bind(addr).await {
+            Ok(l) => bound.push(l),
+            Err(e) if !bound.is_empty() && e.kind() == std::io::ErrorKind::AddrInUse => {}
+            Err(e) => {
+                if addrs.len() > 1 {
+                    tracing::debug!(address = %addr, error = %e, "cannot listen on this family");
+                }
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    match (bound.is_empty(), first_err) {
+        (true, Some(e)) => Err(ServerError::Bind(spec.to_string(), e)),
+        (true, None) => Err(ServerError::Address(spec.to_string(), "no address".into())),
+        (false, _) => Ok(bound),
+    }
 }
 
 /// A server whose sockets are bound (so tests can learn the ports) but not yet serving.
@@ -124,11 +167,8 @@ impl BoundServer {
         }
         let mut listeners = Vec::new();
         for a in &opts.listen {
-            let addr = parse_listen_address(a)?;
-            let l = TcpListener::bind(addr)
-                .await
-                .map_err(|e| ServerError::Bind(a.clone(), e))?;
-            listeners.push(l);
+            let addrs = parse_listen_address(a)?;
+            listeners.extend(bind_all(a, &addrs).await?);
         }
         let web = opts.web.clone();
         let app = router(scraper, opts);
@@ -416,4 +456,26 @@ async fn metrics(
         }
     }
     (resp_headers, bytes).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_interface_means_ipv6_and_ipv4_as_in_go() {
+        // `:9100` is what the deploy files pass. Go listens on IPv6 and IPv4 for it; IPv4 only
+        // left the exporter unreachable on an IPv6 node network.
+        let addrs = |s: &str| parse_listen_address(s).map_err(|e| e.to_string());
+        let sa = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert_eq!(
+            addrs(":9100"),
+            Ok(vec![sa("[::]:9100"), sa("0.0.0.0:9100")])
+        );
+        assert_eq!(addrs("127.0.0.1:9100"), Ok(vec![sa("127.0.0.1:9100")]));
+        assert_eq!(addrs("[::1]:9100"), Ok(vec![sa("[::1]:9100")]));
+        assert_eq!(addrs("0.0.0.0:9100"), Ok(vec![sa("0.0.0.0:9100")]));
+        assert!(addrs(":x").is_err());
+        assert!(addrs("").is_err());
+    }
 }
