@@ -1073,3 +1073,77 @@ async fn a_telemetry_path_the_router_cannot_take_is_a_startup_error_not_a_panic(
         }
     }
 }
+
+#[tokio::test]
+async fn a_scrape_running_at_shutdown_is_answered() {
+    let h = start(
+        &[("slow", Behaviour::Sleep(Duration::from_millis(1200)))],
+        None,
+        0,
+        plain_client(),
+        "http",
+    )
+    .await;
+    let req = h.client.get(format!("{}/metrics", h.base));
+    let scrape = tokio::spawn(async move {
+        let r = req.send().await.unwrap();
+        (r.status(), r.text().await.unwrap())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    h.stop.cancel();
+    let (status, body) = scrape.await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(
+        sample(&body, "test_scrape_collector_success{collector=\"slow\"}"),
+        Some(1.0),
+        "{body}"
+    );
+    // And nothing new is accepted.
+    assert!(h
+        .client
+        .get(format!("{}/-/healthy", h.base))
+        .send()
+        .await
+        .is_err());
+}
+
+#[tokio::test]
+async fn tls_settings_changed_in_the_web_config_apply_to_new_connections() {
+    let pki = make_pki();
+    let cfg = pki.dir.path().join("web.yml");
+    let plain_tls = "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n";
+    std::fs::write(&cfg, plain_tls).unwrap();
+    let web = WebConfig::load(&cfg).unwrap();
+    let h = start(
+        &[("good", Behaviour::Ok)],
+        Some(web),
+        0,
+        tls_client(&pki, false),
+        "https",
+    )
+    .await;
+    let url = format!("{}/metrics", h.base);
+    // A fresh client per request: a pooled connection would keep its old handshake.
+    let status = |identity: bool| {
+        let req = tls_client(&pki, identity).get(&url);
+        async move { req.send().await.map(|r| r.status().as_u16()).ok() }
+    };
+    assert_eq!(status(false).await, Some(200));
+    replace_file(
+        &cfg,
+        &format!(
+            "{plain_tls}  client_ca_file: ca.crt\n  client_auth_type: RequireAndVerifyClientCert\n"
+        ),
+    );
+    assert_eq!(
+        status(false).await,
+        None,
+        "a client certificate is now required"
+    );
+    assert_eq!(status(true).await, Some(200));
+    // TLS cannot be switched off by a reload: connections are refused until it is restored.
+    replace_file(&cfg, "basic_auth_users: {}\n");
+    assert_eq!(status(true).await, None);
+    replace_file(&cfg, plain_tls);
+    assert_eq!(status(false).await, Some(200));
+}
