@@ -210,7 +210,20 @@ const ALLOWED_HEADERS: &[(&str, &[&str])] = &[
 
 impl WebSettings {
     fn load(path: &Path) -> Result<Self, ConfigError> {
-        let file: WebConfigFile = load_yaml(path)?;
+        let file: WebConfigFile = load_yaml(path).map_err(|err| match err {
+            ConfigError::Parse {
+                path,
+                line,
+                column,
+                message,
+            } => ConfigError::Parse {
+                path,
+                line,
+                column,
+                message: hide_values(&message),
+            },
+            other => other,
+        })?;
         Self::from_file(path, file)
     }
 
@@ -270,6 +283,27 @@ impl WebSettings {
         }
         Ok(Self { tls, auth, headers })
     }
+}
+
+/// Drops the offending value from serde's `invalid type: string "...", expected ...` (and
+/// `invalid value: ...`), keeping its kind: in a web config that value may be a password written
+/// where a bcrypt hash belongs, and the message goes to stderr and the log.
+fn hide_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some((at, len)) = ["invalid type: ", "invalid value: "]
+        .iter()
+        .filter_map(|p| rest.find(p).map(|i| (i, p.len())))
+        .min()
+    {
+        out.push_str(&rest[..at + len]);
+        rest = &rest[at + len..];
+        let end = rest.rfind(", expected").unwrap_or(rest.len());
+        out.push_str(rest[..end].split(' ').next().unwrap_or(""));
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The TLS settings, with the current `ServerConfig` rebuilt when the files change.

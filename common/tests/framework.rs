@@ -1147,3 +1147,21 @@ async fn tls_settings_changed_in_the_web_config_apply_to_new_connections() {
     replace_file(&cfg, plain_tls);
     assert_eq!(status(false).await, Some(200));
 }
+
+#[test]
+fn a_web_config_error_does_not_print_what_may_be_a_password() {
+    // A plaintext password where a map of bcrypt hashes belongs is a likely mistake; the YAML
+    // error quoted the value, into the startup error and, on a reload, the log.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("web.yml");
+    for text in [
+        "basic_auth_users: \"prometheus:hunter2\"\n",
+        "basic_auth_users:\n  prometheus: [hunter2]\n",
+        "basic_auth_users:\n  - prometheus: hunter2\n",
+    ] {
+        std::fs::write(&cfg, text).unwrap();
+        let err = WebConfig::load(&cfg).unwrap_err().to_string();
+        assert!(!err.contains("hunter2"), "{err}");
+        assert!(err.contains("web.yml:"), "{err}");
+    }
+}
