@@ -138,7 +138,9 @@ impl Scraper {
         names: Vec<&'static str>,
         timeout: Duration,
     ) -> Exposition {
-        let deadline = Instant::now() + timeout;
+        // Capped so that the addition cannot overflow (the flag and the header are capped far
+        // below this anyway).
+        let deadline = Instant::now() + timeout.min(Duration::from_secs(1 << 32));
         let fut = {
             let mut table = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
             match table.get(&names) {

@@ -296,7 +296,9 @@ impl BoundServer {
 }
 
 fn router(scraper: Arc<Scraper>, opts: ServerOptions) -> Router {
-    let limit = (opts.max_requests > 0).then(|| Arc::new(Semaphore::new(opts.max_requests)));
+    // Semaphore::new panics above MAX_PERMITS; a limit that large is no limit anyway.
+    let limit = (opts.max_requests > 0 && opts.max_requests <= Semaphore::MAX_PERMITS)
+        .then(|| Arc::new(Semaphore::new(opts.max_requests)));
     let path = opts.telemetry_path.clone();
     let extra = opts.extra_routes.clone();
     let opts = Arc::new(opts);

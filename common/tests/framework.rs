@@ -1165,3 +1165,29 @@ fn a_web_config_error_does_not_print_what_may_be_a_password() {
         assert!(err.contains("web.yml:"), "{err}");
     }
 }
+
+#[test]
+fn an_empty_web_config_means_no_tls_and_no_auth_as_in_exporter_toolkit() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("web.yml");
+    for text in ["", "# nothing yet\n", "---\n"] {
+        std::fs::write(&cfg, text).unwrap();
+        let web = WebConfig::load(&cfg).map_err(|e| e.to_string());
+        assert!(
+            web.as_ref().is_ok_and(|w| !w.tls_enabled()),
+            "{text:?}: {web:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_huge_max_requests_is_no_panic() {
+    // tokio's semaphore panics above usize::MAX >> 3 permits; `--web.max-requests` takes any
+    // usize.
+    let scraper = Scraper::new("test", Vec::new(), &[]);
+    let outcome = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(
+        BoundServer::bind(scraper, options(None, usize::MAX)),
+    ))
+    .await;
+    assert!(outcome.is_ok_and(|r| r.is_ok()));
+}
