@@ -40,7 +40,7 @@ pub enum ServerError {
     #[error("cannot listen on {0}: {1}")]
     Bind(String, std::io::Error),
     #[error(
-        "--web.telemetry-path {0:?} must start with '/', hold no '{{' or '}}', and not be one of /, /-/healthy, /-/ready"
+        "--web.telemetry-path {0:?} must start with '/', hold no '{{' or '}}' nor a segment starting with ':' or '*', and not be one of /, /-/healthy, /-/ready"
     )]
     TelemetryPath(String),
 }
@@ -158,9 +158,11 @@ impl BoundServer {
     /// Binds every listen address.
     pub async fn bind(scraper: Arc<Scraper>, opts: ServerOptions) -> Result<Self, ServerError> {
         let path = opts.telemetry_path.clone();
-        // Braces are route syntax to axum, which panics on a malformed one.
+        // Braces are route syntax to axum, which panics on a malformed one, and on a segment
+        // starting with ':' or '*' (axum 0.7's syntax).
         if !path.starts_with('/')
             || path.contains(['{', '}'])
+            || path.split('/').any(|seg| seg.starts_with([':', '*']))
             || ["/", "/-/healthy", "/-/ready"].contains(&path.as_str())
         {
             return Err(ServerError::TelemetryPath(path));

@@ -1058,7 +1058,15 @@ async fn http2_false_in_the_web_config_turns_http2_off() {
 #[tokio::test]
 async fn a_telemetry_path_the_router_cannot_take_is_a_startup_error_not_a_panic() {
     // axum reads `{...}` in a route as a parameter and panics on a malformed one.
-    for path in ["/metrics{", "/{x}", "/a}b", "/{*rest}"] {
+    for path in [
+        "/metrics{",
+        "/{x}",
+        "/a}b",
+        "/{*rest}",
+        "/:x",
+        "/*x",
+        "/a/:b",
+    ] {
         let scraper = Scraper::new("test", Vec::new(), &[]);
         let mut opts = options(None, 0);
         opts.telemetry_path = path.to_string();
