@@ -50,6 +50,26 @@ pub enum SelectError {
     Disabled(String),
 }
 
+/// Removes a flight from the table when dropped, unless a later flight has taken its slot.
+struct Landing {
+    scraper: Arc<Scraper>,
+    key: Vec<&'static str>,
+    id: u64,
+}
+
+impl Drop for Landing {
+    fn drop(&mut self) {
+        let mut table = self
+            .scraper
+            .inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if table.get(&self.key).is_some_and(|f| f.id == self.id) {
+            table.remove(&self.key);
+        }
+    }
+}
+
 /// Runs collections and keeps the single-flight table.
 pub struct Scraper {
     prefix: &'static str,
@@ -152,13 +172,14 @@ impl Scraper {
                     let this = Arc::clone(self);
                     let key = names.clone();
                     let task = tokio::spawn(async move {
-                        let out = this.collect(&key, timeout).await;
-                        let mut table = this.inflight.lock().unwrap_or_else(|p| p.into_inner());
-                        // A later flight may have taken the slot; leave it.
-                        if table.get(&key).is_some_and(|f| f.id == id) {
-                            table.remove(&key);
-                        }
-                        out
+                        // Leaves the table when the collection ends, panic included: a finished
+                        // flight left there would be joined by every later scrape.
+                        let _landed = Landing {
+                            scraper: Arc::clone(&this),
+                            key: key.clone(),
+                            id,
+                        };
+                        this.collect(&key, timeout).await
                     });
                     let f = async move {
                         match task.await {

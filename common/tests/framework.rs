@@ -1199,3 +1199,68 @@ async fn a_huge_max_requests_is_no_panic() {
     .await;
     assert!(outcome.is_ok_and(|r| r.is_ok()));
 }
+
+/// A metric whose encoding panics once: a bug in a metric type, hit at encode time, outside the
+/// collector's own task.
+#[derive(Debug)]
+struct PanicsOnceWhenEncoded(Arc<AtomicBool>);
+
+impl common::prometheus_client::encoding::EncodeMetric for PanicsOnceWhenEncoded {
+    fn encode(
+        &self,
+        mut encoder: common::prometheus_client::encoding::MetricEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        if self.0.swap(false, Ordering::SeqCst) {
+            panic!("encoding bug");
+        }
+        encoder.encode_gauge(&1i64)
+    }
+    fn metric_type(&self) -> common::prometheus_client::metrics::MetricType {
+        common::prometheus_client::metrics::MetricType::Gauge
+    }
+}
+
+struct EncodePanicCollector(Arc<AtomicBool>);
+
+impl Collector for EncodePanicCollector {
+    fn name(&self) -> &'static str {
+        "fragile"
+    }
+    fn collect<'a>(
+        &'a self,
+        registry: &'a mut common::Sink,
+    ) -> BoxFuture<'a, Result<(), CollectError>> {
+        Box::pin(async move {
+            registry.register(
+                "fragile_value",
+                "Panics once when encoded",
+                PanicsOnceWhenEncoded(Arc::clone(&self.0)),
+            );
+            Ok(())
+        })
+    }
+}
+
+#[tokio::test]
+async fn one_collection_that_panics_does_not_break_every_later_scrape() {
+    // The single-flight entry was removed at the end of the collection task only: a panic
+    // there left the finished flight in the table, and every later scrape joined it and got its
+    // empty exposition, for the life of the process.
+    let armed = Arc::new(AtomicBool::new(true));
+    let scraper = Scraper::new(
+        "test",
+        vec![Arc::new(EncodePanicCollector(Arc::clone(&armed)))],
+        &["fragile"],
+    );
+    let server = BoundServer::bind(scraper, options(None, 0)).await.unwrap();
+    let url = format!("http://{}/metrics", server.local_addrs()[0]);
+    let stop = CancellationToken::new();
+    tokio::spawn(server.serve(stop.clone(), Duration::from_secs(1)));
+    let client = plain_client();
+    let first = client.get(&url).send().await.unwrap();
+    assert_eq!(first.status(), 200);
+    assert!(!armed.load(Ordering::SeqCst), "the bug was hit");
+    let body = client.get(&url).send().await.unwrap().text().await.unwrap();
+    stop.cancel();
+    assert_eq!(sample(&body, "test_fragile_value"), Some(1.0), "{body}");
+}
