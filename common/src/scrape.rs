@@ -261,13 +261,27 @@ impl Scraper {
             let label = CollectorLabel {
                 collector: (*name).to_string(),
             };
-            success.get_or_create(&label).set(i64::from(*ok));
-            duration.get_or_create(&label).set(elapsed.as_secs_f64());
+            let mut ok = *ok;
             if let Some(sink) = sink {
-                if let Err(err) = sink.encode(&mut body) {
-                    tracing::error!(collector = name, error = %err, "encoding failed");
+                // A metric type that panics (or errs) while encoding costs its collector only:
+                // its partial output is cut and it counts as failed.
+                let mark = body.len();
+                let encoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    sink.encode(&mut body)
+                }));
+                let failure = match encoded {
+                    Ok(Ok(())) => None,
+                    Ok(Err(err)) => Some(err.to_string()),
+                    Err(_) => Some("panicked".to_string()),
+                };
+                if let Some(error) = failure {
+                    tracing::error!(collector = name, error = %error, "encoding failed");
+                    body.truncate(mark);
+                    ok = false;
                 }
             }
+            success.get_or_create(&label).set(i64::from(ok));
+            duration.get_or_create(&label).set(elapsed.as_secs_f64());
         }
         let mut own = Registry::with_prefix(prefix);
         own.register(

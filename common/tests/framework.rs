@@ -1264,3 +1264,44 @@ async fn one_collection_that_panics_does_not_break_every_later_scrape() {
     stop.cancel();
     assert_eq!(sample(&body, "test_fragile_value"), Some(1.0), "{body}");
 }
+
+#[tokio::test]
+async fn a_collector_whose_metrics_panic_when_encoded_fails_alone() {
+    // Collector panics are contained in their tasks; one hit while encoding emptied the whole
+    // scrape: every collector's metrics and the success metrics themselves.
+    let armed = Arc::new(AtomicBool::new(true));
+    let good = Arc::new(AtomicUsize::new(0));
+    let collectors: Vec<Arc<dyn Collector>> = vec![
+        Arc::new(EncodePanicCollector(Arc::clone(&armed))),
+        Arc::new(TestCollector {
+            name: "good",
+            behaviour: Behaviour::Ok,
+            calls: good,
+        }),
+    ];
+    let scraper = Scraper::new("test", collectors, &["fragile", "good"]);
+    let server = BoundServer::bind(scraper, options(None, 0)).await.unwrap();
+    let url = format!("http://{}/metrics", server.local_addrs()[0]);
+    let stop = CancellationToken::new();
+    tokio::spawn(server.serve(stop.clone(), Duration::from_secs(1)));
+    let body = plain_client()
+        .get(&url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    stop.cancel();
+    assert!(!armed.load(Ordering::SeqCst), "the bug was hit");
+    let ok = |c: &str| {
+        sample(
+            &body,
+            &format!("test_scrape_collector_success{{collector=\"{c}\"}}"),
+        )
+    };
+    assert_eq!(ok("fragile"), Some(0.0), "{body}");
+    assert_eq!(ok("good"), Some(1.0), "{body}");
+    assert_eq!(sample(&body, "test_good_value"), Some(42.0), "{body}");
+    assert!(!body.contains("test_fragile_value"), "{body}");
+}
