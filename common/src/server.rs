@@ -337,22 +337,28 @@ async fn auth_and_headers(
             }
         },
     };
-    if let Some(auth) = settings.as_ref().and_then(|s| s.auth.clone()) {
-        let header = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        if !auth.verify(header).await {
-            return (
-                StatusCode::UNAUTHORIZED,
-                [(header::WWW_AUTHENTICATE, "Basic")],
-                "Unauthorized\n",
-            )
-                .into_response();
+    let allowed = match settings.as_ref().and_then(|s| s.auth.clone()) {
+        None => true,
+        Some(auth) => {
+            let header = req
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            auth.verify(header).await
         }
-    }
-    let mut resp = next.run(req).await;
+    };
+    let mut resp = if allowed {
+        next.run(req).await
+    } else {
+        (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Basic")],
+            "Unauthorized\n",
+        )
+            .into_response()
+    };
+    // On refusals too, as exporter-toolkit sets them before checking credentials.
     if let Some(s) = &settings {
         for (k, v) in &s.headers {
             resp.headers_mut().insert(k.clone(), v.clone());

@@ -1305,3 +1305,34 @@ async fn a_collector_whose_metrics_panic_when_encoded_fails_alone() {
     assert_eq!(sample(&body, "test_good_value"), Some(42.0), "{body}");
     assert!(!body.contains("test_fragile_value"), "{body}");
 }
+
+#[tokio::test]
+async fn configured_headers_are_sent_on_refusals_too() {
+    // exporter-toolkit sets them before checking credentials; a 401 page without
+    // X-Frame-Options or Strict-Transport-Security is the one a scanner reports.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("web.yml");
+    let hash = bcrypt::hash("s3cret", 4).unwrap();
+    std::fs::write(
+        &cfg,
+        format!("basic_auth_users:\n  prometheus: '{hash}'\nhttp_server_config:\n  headers:\n    X-Frame-Options: deny\n"),
+    )
+    .unwrap();
+    let web = WebConfig::load(&cfg).unwrap();
+    let h = start(
+        &[("good", Behaviour::Ok)],
+        Some(web),
+        0,
+        plain_client(),
+        "http",
+    )
+    .await;
+    let r = h
+        .client
+        .get(format!("{}/metrics", h.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["x-frame-options"], "deny");
+}
