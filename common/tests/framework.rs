@@ -691,6 +691,20 @@ async fn a_client_that_never_finishes_its_headers_is_disconnected() {
     );
 }
 
+/// A server with one good collector behind `web`.
+async fn start_good(web: Option<WebConfig>, client: reqwest::Client, scheme: &str) -> Harness {
+    start(&[("good", Behaviour::Ok)], web, 0, client, scheme).await
+}
+
+/// Serves `scraper` on loopback; returns the metrics URL and the token that stops the server.
+async fn serve(scraper: Arc<Scraper>) -> (String, CancellationToken) {
+    let server = BoundServer::bind(scraper, options(None, 0)).await.unwrap();
+    let url = format!("http://{}/metrics", server.local_addrs()[0]);
+    let stop = CancellationToken::new();
+    tokio::spawn(server.serve(stop.clone(), Duration::from_secs(1)));
+    (url, stop)
+}
+
 /// Replaces `path` the way config management and Kubernetes do: a new file renamed over it.
 fn replace_file(path: &std::path::Path, text: &str) {
     let tmp = path.with_extension("tmp");
@@ -712,14 +726,7 @@ async fn a_changed_web_config_is_reread_so_a_revoked_password_stops_working() {
     };
     std::fs::write(&cfg, users("old")).unwrap();
     let web = WebConfig::load(&cfg).unwrap();
-    let h = start(
-        &[("good", Behaviour::Ok)],
-        Some(web),
-        0,
-        plain_client(),
-        "http",
-    )
-    .await;
+    let h = start_good(Some(web), plain_client(), "http").await;
     let url = format!("{}/metrics", h.base);
     let status = |user: &'static str, password: &'static str| {
         let req = h.client.get(&url).basic_auth(user, Some(password));
@@ -1037,14 +1044,7 @@ async fn http2_false_in_the_web_config_turns_http2_off() {
     )
     .unwrap();
     let web = WebConfig::load(&cfg).unwrap();
-    let h = start(
-        &[("good", Behaviour::Ok)],
-        Some(web),
-        0,
-        tls_client(&pki, false),
-        "https",
-    )
-    .await;
+    let h = start_good(Some(web), tls_client(&pki, false), "https").await;
     let r = h
         .client
         .get(format!("{}/metrics", h.base))
@@ -1122,14 +1122,7 @@ async fn tls_settings_changed_in_the_web_config_apply_to_new_connections() {
     let plain_tls = "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n";
     std::fs::write(&cfg, plain_tls).unwrap();
     let web = WebConfig::load(&cfg).unwrap();
-    let h = start(
-        &[("good", Behaviour::Ok)],
-        Some(web),
-        0,
-        tls_client(&pki, false),
-        "https",
-    )
-    .await;
+    let h = start_good(Some(web), tls_client(&pki, false), "https").await;
     let url = format!("{}/metrics", h.base);
     // A fresh client per request: a pooled connection would keep its old handshake.
     let status = |identity: bool| {
@@ -1252,10 +1245,7 @@ async fn one_collection_that_panics_does_not_break_every_later_scrape() {
         vec![Arc::new(EncodePanicCollector(Arc::clone(&armed)))],
         &["fragile"],
     );
-    let server = BoundServer::bind(scraper, options(None, 0)).await.unwrap();
-    let url = format!("http://{}/metrics", server.local_addrs()[0]);
-    let stop = CancellationToken::new();
-    tokio::spawn(server.serve(stop.clone(), Duration::from_secs(1)));
+    let (url, stop) = serve(scraper).await;
     let client = plain_client();
     let first = client.get(&url).send().await.unwrap();
     assert_eq!(first.status(), 200);
@@ -1280,10 +1270,7 @@ async fn a_collector_whose_metrics_panic_when_encoded_fails_alone() {
         }),
     ];
     let scraper = Scraper::new("test", collectors, &["fragile", "good"]);
-    let server = BoundServer::bind(scraper, options(None, 0)).await.unwrap();
-    let url = format!("http://{}/metrics", server.local_addrs()[0]);
-    let stop = CancellationToken::new();
-    tokio::spawn(server.serve(stop.clone(), Duration::from_secs(1)));
+    let (url, stop) = serve(scraper).await;
     let body = plain_client()
         .get(&url)
         .send()
@@ -1319,14 +1306,7 @@ async fn configured_headers_are_sent_on_refusals_too() {
     )
     .unwrap();
     let web = WebConfig::load(&cfg).unwrap();
-    let h = start(
-        &[("good", Behaviour::Ok)],
-        Some(web),
-        0,
-        plain_client(),
-        "http",
-    )
-    .await;
+    let h = start_good(Some(web), plain_client(), "http").await;
     let r = h
         .client
         .get(format!("{}/metrics", h.base))
