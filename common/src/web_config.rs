@@ -2,7 +2,8 @@
 //!
 //! Same format as every Prometheus exporter, so an operator's existing file works:
 //! `tls_server_config` (cert_file, key_file, client_ca_file, client_auth_type, min_version,
-//! max_version), `http_server_config` (headers, http2) and `basic_auth_users` (bcrypt hashes).
+//! max_version, cipher_suites, curve_preferences), `http_server_config` (headers, http2) and
+//! `basic_auth_users` (bcrypt hashes).
 //! Unknown keys and settings this implementation cannot honour are startup errors, never ignored:
 //! a silently ignored `client_auth_type` would be an open door.
 //!
@@ -313,6 +314,8 @@ pub struct TlsState {
     ca_file: Option<PathBuf>,
     client_auth: ClientAuth,
     versions: Vec<&'static rustls::SupportedProtocolVersion>,
+    /// The cipher suites and key exchange groups (`cipher_suites`, `curve_preferences`).
+    provider: Arc<rustls::crypto::CryptoProvider>,
     /// Whether ALPN offers HTTP/2 (`http_server_config.http2`, on by default).
     http2: bool,
     current: RwLock<(Arc<ServerConfig>, Vec<Option<SystemTime>>)>,
@@ -369,9 +372,7 @@ impl TlsState {
         if client_auth == ClientAuth::None && ca_file.is_some() {
             return Err("tls_server_config: client_ca_file is set but client_auth_type is NoClientCert; set client_auth_type to RequireAndVerifyClientCert".into());
         }
-        if !t.cipher_suites.is_empty() || !t.curve_preferences.is_empty() {
-            return Err("tls_server_config: cipher_suites and curve_preferences are not supported (rustls offers only modern suites); remove them".into());
-        }
+        let provider = Arc::new(crypto_provider(&t.cipher_suites, &t.curve_preferences)?);
         if !t.client_allowed_sans.is_empty() {
             return Err(
                 "tls_server_config: client_allowed_sans is not supported; restrict clients by CA"
@@ -399,6 +400,7 @@ impl TlsState {
             ca_file,
             client_auth,
             versions,
+            provider,
             http2,
             current: RwLock::new((Arc::new(placeholder_config()?), Vec::new())),
             reload_lock: Mutex::new(()),
@@ -433,7 +435,7 @@ impl TlsState {
         }
         let key = PrivateKeyDer::from_pem_file(&self.key_file)
             .map_err(|e| format!("key_file {}: {e}", self.key_file.display()))?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = Arc::clone(&self.provider);
         let builder = ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&self.versions)
             .map_err(|e| format!("TLS versions: {e}"))?;
@@ -495,6 +497,59 @@ impl TlsState {
         }
         Arc::clone(&cur.0)
     }
+}
+
+/// rustls's ring provider narrowed to the TLS 1.2 `cipher_suites` and the `curve_preferences`
+/// given by Go's names, as exporter-toolkit takes them (TLS 1.3 suites are not configurable, as
+/// in Go). A name rustls cannot offer (CBC, RSA key exchange, P-521) is an error.
+fn crypto_provider(
+    suites: &[String],
+    curves: &[String],
+) -> Result<rustls::crypto::CryptoProvider, String> {
+    let mut provider = rustls::crypto::ring::default_provider();
+    if !suites.is_empty() {
+        let all = std::mem::take(&mut provider.cipher_suites);
+        provider.cipher_suites = all
+            .iter()
+            .filter(|s| s.version().version == rustls::ProtocolVersion::TLSv1_3)
+            .copied()
+            .collect();
+        for name in suites {
+            let suite = all
+                .iter()
+                .find(|s| format!("{:?}", s.suite()) == *name)
+                .ok_or_else(|| {
+                    let offered: Vec<String> = all
+                        .iter()
+                        .filter(|s| s.version().version == rustls::ProtocolVersion::TLSv1_2)
+                        .map(|s| format!("{:?}", s.suite()))
+                        .collect();
+                    format!(
+                        "tls_server_config: cipher_suites: {name:?} is not supported (TLS 1.2 suites offered: {})",
+                        offered.join(", ")
+                    )
+                })?;
+            if !provider.cipher_suites.contains(suite) {
+                provider.cipher_suites.push(*suite);
+            }
+        }
+    }
+    if !curves.is_empty() {
+        let all = std::mem::take(&mut provider.kx_groups);
+        for name in curves {
+            let group = match name.as_str() {
+                "X25519" => rustls::NamedGroup::X25519,
+                "CurveP256" => rustls::NamedGroup::secp256r1,
+                "CurveP384" => rustls::NamedGroup::secp384r1,
+                _ => rustls::NamedGroup::Unknown(0),
+            };
+            let kx = all.iter().find(|g| g.name() == group).ok_or_else(|| {
+                format!("tls_server_config: curve_preferences: {name:?} is not supported (X25519, CurveP256, CurveP384)")
+            })?;
+            provider.kx_groups.push(*kx);
+        }
+    }
+    Ok(provider)
 }
 
 /// A config that is never served: only a value for the slot before the first real build.

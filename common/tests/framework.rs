@@ -1316,3 +1316,36 @@ async fn configured_headers_are_sent_on_refusals_too() {
     assert_eq!(r.status(), 401);
     assert_eq!(r.headers()["x-frame-options"], "deny");
 }
+
+#[tokio::test]
+async fn cipher_suites_and_curve_preferences_as_exporter_toolkit_spells_them() {
+    // Hardened exporter-toolkit files list TLS 1.2 suites and curves by Go's names; they were
+    // refused at startup, so such a file could not be used as it is.
+    let pki = make_pki();
+    let cfg = pki.dir.path().join("web.yml");
+    let tls = "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n";
+    std::fs::write(
+        &cfg,
+        format!("{tls}  max_version: TLS12\n  cipher_suites:\n    - TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384\n    - TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384\n  curve_preferences: [X25519, CurveP256]\n"),
+    )
+    .unwrap();
+    let web = WebConfig::load(&cfg).unwrap();
+    let h = start_good(Some(web), tls_client(&pki, false), "https").await;
+    let r = h
+        .client
+        .get(format!("{}/metrics", h.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // What rustls cannot offer (CBC, RSA key exchange, P-521) is still a startup error.
+    for bad in [
+        "  cipher_suites: [TLS_RSA_WITH_AES_128_CBC_SHA]\n",
+        "  cipher_suites: [TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA256]\n",
+        "  curve_preferences: [CurveP521]\n",
+    ] {
+        std::fs::write(&cfg, format!("{tls}{bad}")).unwrap();
+        let err = WebConfig::load(&cfg).unwrap_err().to_string();
+        assert!(err.contains("not supported"), "{bad}: {err}");
+    }
+}
