@@ -401,7 +401,7 @@ async fn metrics(
     Query(params): Query<Vec<(String, String)>>,
     headers: HeaderMap,
 ) -> Response {
-    let _permit = match &state.limit {
+    let permit = match &state.limit {
         Some(sem) => match Arc::clone(sem).try_acquire_owned() {
             Ok(p) => Some(p),
             Err(_) => {
@@ -461,12 +461,58 @@ async fn metrics(
         match gzip(&bytes) {
             Ok(z) => {
                 resp_headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-                return (resp_headers, z).into_response();
+                return (resp_headers, PermitBody::body(z, permit)).into_response();
             }
             Err(err) => tracing::warn!(error = %err, "gzip failed; sending uncompressed"),
         }
     }
-    (resp_headers, bytes).into_response()
+    (resp_headers, PermitBody::body(bytes, permit)).into_response()
+}
+
+/// A response body that holds its `--web.max-requests` permit until it is sent (or the client
+/// is gone), as Go's promhttp holds its slot while writing: a client that does not read keeps
+/// counting against the limit, so unread responses cannot pile up in memory. The body goes out
+/// in chunks, so that hyper takes the last one (and the permit goes) only near the end.
+struct PermitBody {
+    data: bytes::Bytes,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl PermitBody {
+    const CHUNK: usize = 64 * 1024;
+
+    fn body(data: Vec<u8>, permit: Option<tokio::sync::OwnedSemaphorePermit>) -> Body {
+        Body::new(Self {
+            data: bytes::Bytes::from(data),
+            permit,
+        })
+    }
+}
+
+impl hyper::body::Body for PermitBody {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        if self.data.is_empty() {
+            self.permit = None;
+            return std::task::Poll::Ready(None);
+        }
+        let n = self.data.len().min(Self::CHUNK);
+        let chunk = self.data.split_to(n);
+        std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(chunk))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::SizeHint::with_exact(self.data.len() as u64)
+    }
 }
 
 #[cfg(test)]

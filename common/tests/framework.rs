@@ -1349,3 +1349,72 @@ async fn cipher_suites_and_curve_preferences_as_exporter_toolkit_spells_them() {
         assert!(err.contains("not supported"), "{bad}: {err}");
     }
 }
+
+/// A collector with about 8 MB of series: more than the loopback socket buffers hold.
+struct BigCollector;
+
+impl Collector for BigCollector {
+    fn name(&self) -> &'static str {
+        "big"
+    }
+    fn collect<'a>(
+        &'a self,
+        sink: &'a mut common::Sink,
+    ) -> BoxFuture<'a, Result<(), CollectError>> {
+        Box::pin(async move {
+            let mut fam = sink.family("series", "Many series", common::text::Kind::Gauge);
+            let pad = "x".repeat(60);
+            for i in 0..100_000 {
+                fam.push(&[("i", format!("{i}{pad}"))], 1.0);
+            }
+            sink.push(fam);
+            Ok(())
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_response_not_yet_read_counts_against_max_requests() {
+    // Go's promhttp holds its in-flight slot while it writes the body. Releasing the permit
+    // when the body was handed to hyper let clients that never read (each response a copy of a
+    // scrape, megabytes on a busy node) pile up without bound in memory.
+    use tokio::io::AsyncWriteExt;
+    let scraper = Scraper::new("test", vec![Arc::new(BigCollector)], &["big"]);
+    let server = BoundServer::bind(scraper, options(None, 1)).await.unwrap();
+    let addr = server.local_addrs()[0];
+    let stop = CancellationToken::new();
+    tokio::spawn(server.serve(stop.clone(), Duration::from_secs(1)));
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut idle_reader = socket.connect(addr).await.unwrap();
+    idle_reader
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    // Let the scrape run and the socket buffers fill.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let r = plain_client()
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    assert_eq!(status, 503, "the unread response must still hold its slot");
+    drop(idle_reader);
+    // Once that client is gone, its slot is free again.
+    let mut status = 0;
+    for _ in 0..50 {
+        let r = plain_client()
+            .get(format!("http://{addr}/metrics"))
+            .send()
+            .await
+            .unwrap();
+        status = r.status().as_u16();
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.cancel();
+    assert_eq!(status, 200);
+}
