@@ -33,6 +33,11 @@ use crate::web_config::WebConfig;
 /// wait for its next request): hyper's default, which it applies only when given a timer.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long a write to a client may make no progress before the connection is dropped: a client
+/// that stops reading would otherwise keep its response, and its `--web.max-requests` permit,
+/// for good. Progress resets it, so a slow link is not cut.
+pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Startup errors of the server.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -214,6 +219,7 @@ impl BoundServer {
                         },
                         () = shutdown.cancelled() => break,
                     };
+                    let stream = StallGuard::new(stream);
                     let app = app.clone();
                     let tls = tls.clone();
                     let watcher = graceful.watcher();
@@ -512,6 +518,97 @@ impl hyper::body::Body for PermitBody {
 
     fn size_hint(&self) -> hyper::body::SizeHint {
         hyper::body::SizeHint::with_exact(self.data.len() as u64)
+    }
+}
+
+/// A connection whose writes fail with `TimedOut` once they have made no progress for
+/// [`WRITE_STALL_TIMEOUT`]; hyper then drops the connection and the response with it.
+struct StallGuard {
+    io: tokio::net::TcpStream,
+    stalled: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl StallGuard {
+    fn new(io: tokio::net::TcpStream) -> Self {
+        Self { io, stalled: None }
+    }
+
+    /// Called when a write is pending: starts the stall clock, or fails once it ran out.
+    fn check_stall(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Error> {
+        let sleep = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(WRITE_STALL_TIMEOUT)));
+        match std::future::Future::poll(sleep.as_mut(), cx) {
+            std::task::Poll::Ready(()) => std::task::Poll::Ready(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client read nothing for the write stall timeout",
+            )),
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    }
+
+    fn after_write<T>(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        r: std::task::Poll<std::io::Result<T>>,
+    ) -> std::task::Poll<std::io::Result<T>> {
+        match r {
+            std::task::Poll::Pending => self.check_stall(cx).map(Err),
+            ready => {
+                self.stalled = None;
+                ready
+            }
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for StallGuard {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for StallGuard {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.io).poll_write(cx, buf);
+        self.after_write(cx, r)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.after_write(cx, r)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let r = std::pin::Pin::new(&mut self.io).poll_flush(cx);
+        self.after_write(cx, r)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let r = std::pin::Pin::new(&mut self.io).poll_shutdown(cx);
+        self.after_write(cx, r)
     }
 }
 

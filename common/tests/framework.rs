@@ -698,7 +698,11 @@ async fn start_good(web: Option<WebConfig>, client: reqwest::Client, scheme: &st
 
 /// Serves `scraper` on loopback; returns the metrics URL and the token that stops the server.
 async fn serve(scraper: Arc<Scraper>) -> (String, CancellationToken) {
-    let server = BoundServer::bind(scraper, options(None, 0)).await.unwrap();
+    serve_with(scraper, options(None, 0)).await
+}
+
+async fn serve_with(scraper: Arc<Scraper>, opts: ServerOptions) -> (String, CancellationToken) {
+    let server = BoundServer::bind(scraper, opts).await.unwrap();
     let url = format!("http://{}/metrics", server.local_addrs()[0]);
     let stop = CancellationToken::new();
     tokio::spawn(server.serve(stop.clone(), Duration::from_secs(1)));
@@ -1417,4 +1421,47 @@ async fn a_response_not_yet_read_counts_against_max_requests() {
     }
     stop.cancel();
     assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_dropped_after_a_stall() {
+    // Holding the permit while writing (as Go does) means a client that never reads would hold
+    // it forever: with --web.max-requests of them, every scrape gets 503. A write that makes no
+    // progress for WRITE_STALL_TIMEOUT ends the connection.
+    use tokio::io::AsyncWriteExt;
+    let scraper = Scraper::new("test", vec![Arc::new(BigCollector)], &["big"]);
+    let (url, stop) = serve_with(scraper, options(None, 1)).await;
+    let addr: std::net::SocketAddr = url
+        .trim_start_matches("http://")
+        .trim_end_matches("/metrics")
+        .parse()
+        .unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stalled = socket.connect(addr).await.unwrap();
+    stalled
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut last = 0;
+    while started.elapsed() < Duration::from_secs(90) {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        last = plain_client()
+            .get(&url)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        if last == 200 {
+            break;
+        }
+    }
+    stop.cancel();
+    drop(stalled);
+    assert_eq!(
+        last, 200,
+        "a client that stopped reading holds the only slot for good"
+    );
 }
