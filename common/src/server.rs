@@ -2,9 +2,10 @@
 //!
 //! One accept loop per `--web.listen-address`; each connection is served by hyper (HTTP/1.1,
 //! and HTTP/2 when TLS's ALPN negotiates it, as Go's net/http does), behind TLS when the web
-//! config asks for it. A client gets [`HEADER_READ_TIMEOUT`] to send its request headers. On
-//! shutdown the loops stop accepting and open connections get a grace period to finish their
-//! scrape.
+//! config asks for it. A client gets [`HEADER_READ_TIMEOUT`] to send its request headers, and
+//! a response it stops reading for [`WRITE_STALL_TIMEOUT`] is dropped; a response holds its
+//! `--web.max-requests` permit until it is sent. On shutdown the loops stop accepting and open
+//! connections get a grace period to finish their scrape.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
