@@ -1377,24 +1377,36 @@ impl Collector for BigCollector {
     }
 }
 
+/// A client that asks for the metrics, then reads nothing (with a tiny receive buffer).
+async fn non_reading_client(addr: std::net::SocketAddr) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    stream
+}
+
+/// The address of a metrics URL from [`serve_with`].
+fn addr_of(url: &str) -> std::net::SocketAddr {
+    url.trim_start_matches("http://")
+        .trim_end_matches("/metrics")
+        .parse()
+        .unwrap()
+}
+
 #[tokio::test]
 async fn a_response_not_yet_read_counts_against_max_requests() {
     // Go's promhttp holds its in-flight slot while it writes the body. Releasing the permit
     // when the body was handed to hyper let clients that never read (each response a copy of a
     // scrape, megabytes on a busy node) pile up without bound in memory.
-    use tokio::io::AsyncWriteExt;
     let scraper = Scraper::new("test", vec![Arc::new(BigCollector)], &["big"]);
-    let server = BoundServer::bind(scraper, options(None, 1)).await.unwrap();
-    let addr = server.local_addrs()[0];
-    let stop = CancellationToken::new();
-    tokio::spawn(server.serve(stop.clone(), Duration::from_secs(1)));
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let mut idle_reader = socket.connect(addr).await.unwrap();
-    idle_reader
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
+    let (url, stop) = serve_with(scraper, options(None, 1)).await;
+    let addr = addr_of(&url);
+    let idle_reader = non_reading_client(addr).await;
     // Let the scrape run and the socket buffers fill.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let r = plain_client()
@@ -1428,21 +1440,9 @@ async fn a_client_that_stops_reading_is_dropped_after_a_stall() {
     // Holding the permit while writing (as Go does) means a client that never reads would hold
     // it forever: with --web.max-requests of them, every scrape gets 503. A write that makes no
     // progress for WRITE_STALL_TIMEOUT ends the connection.
-    use tokio::io::AsyncWriteExt;
     let scraper = Scraper::new("test", vec![Arc::new(BigCollector)], &["big"]);
     let (url, stop) = serve_with(scraper, options(None, 1)).await;
-    let addr: std::net::SocketAddr = url
-        .trim_start_matches("http://")
-        .trim_end_matches("/metrics")
-        .parse()
-        .unwrap();
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let mut stalled = socket.connect(addr).await.unwrap();
-    stalled
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
+    let stalled = non_reading_client(addr_of(&url)).await;
     let started = Instant::now();
     let mut last = 0;
     while started.elapsed() < Duration::from_secs(90) {
