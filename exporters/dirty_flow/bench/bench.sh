@@ -19,6 +19,7 @@ PARSER_ROUNDS=${PARSER_ROUNDS:-7}
 TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
 # DIRTY_FLOW_BIN: an exporter binary to measure instead of the one built here (say, a previous
 # version beside the current one).
+# DIRTY_FLOW_FLAGS: extra exporter flags (say, --ovs.openflow-version=OpenFlow10).
 BIN=${DIRTY_FLOW_BIN:-$TARGET_DIR/release/dirty_flow_exporter}
 PARSE_BENCH="$TARGET_DIR/release/examples/parse_bench"
 
@@ -69,8 +70,9 @@ LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 # scrape found while it reads the database, and reuses the overlap results of unchanged groups.
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 start_exporter() {
+  # shellcheck disable=SC2086 # DIRTY_FLOW_FLAGS: extra exporter flags, split on spaces
   "$BIN" --web.listen-address="127.0.0.1:$PORT" --ovs.rundir="$D" --ovs.timeout=60s \
-    --scrape.timeout=60s --log.level=warn &
+    --scrape.timeout=60s --log.level=warn ${DIRTY_FLOW_FLAGS:-} &
   EXP_PID=$!
   for _ in $(seq 50); do curl -sf "http://127.0.0.1:$PORT/-/healthy" >/dev/null && break; sleep 0.1; done
 }
