@@ -88,14 +88,16 @@ OVS_RUNDIR="$WORK/ovs"
 : >"$WORK/demo.pids"
 rm -f "$WORK/ready"
 
-say() { if [ "$QUIET" != 1 ]; then echo "$@"; fi; }
+# Never fatal: with `make demo | tee log`, Ctrl-C ends tee too, and a message to the closed pipe
+# must not end the cleanup before it has stopped everything.
+say() { if [ "$QUIET" != 1 ]; then echo "$@" 2>/dev/null || true; fi; }
 
 cleanup() {
   local status=$?
   # A second Ctrl-C or SIGTERM (make passes one on, `timeout` sends one to the whole group)
   # must not cut the stop short and leave daemons behind: ignore them from here on.
   trap - EXIT
-  trap '' INT TERM
+  trap '' INT TERM PIPE
   rm -f "$WORK/ready"
   say
   say "Stopping the demo..."
