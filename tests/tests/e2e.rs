@@ -135,8 +135,9 @@ fn rule_files(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
-/// Copies the rule files of `src` to `dst` with every `for:` and `keep_firing_for:` scaled down.
-/// Text substitution, so the copy is the shipped file but for those values.
+/// Copies the rule files of `src` to `dst` with every `for:` and `keep_firing_for:` scaled down
+/// and every group `interval:` set to the test's evaluation interval [`EVAL`]. Text
+/// substitution, so the copy is the shipped file but for those values.
 fn write_scaled_rules(src: &Path, dst: &Path) {
     std::fs::create_dir_all(dst).unwrap();
     for path in rule_files(src) {
@@ -144,6 +145,11 @@ fn write_scaled_rules(src: &Path, dst: &Path) {
         let mut out = String::with_capacity(text.len());
         for line in text.lines() {
             let trimmed = line.trim_start();
+            if trimmed.starts_with("interval:") {
+                let indent = &line[..line.len() - trimmed.len()];
+                writeln!(out, "{indent}interval: {EVAL}").unwrap();
+                continue;
+            }
             let key = ["for:", "keep_firing_for:"]
                 .into_iter()
                 .find(|k| trimmed.starts_with(k));
@@ -585,6 +591,46 @@ fn durations_parse_and_scale() {
     assert_eq!(secs(Duration::from_secs(120)), "2m");
     assert_eq!(secs(Duration::from_millis(1500)), "1.5s");
     assert_eq!(secs(Duration::ZERO), "0s");
+}
+
+/// The fast lane's promise, from the shipped files alone: scrape (PodMonitor) + the rule group's
+/// own evaluation interval + `for` + the route's group_wait is at most 45 s for the alerts a
+/// first bad flow or log line raises.
+#[test]
+fn fast_lane_alerts_reach_a_receiver_within_45s_at_shipped_settings() {
+    let repo = repo_root();
+    let rules = alerting_rules(&repo.join("alerts/rules"));
+    let scrape = podmonitor_intervals(&repo);
+    for (alert, port, severity) in [
+        ("OvsDirtyFlows", "dirty-flow", "critical"),
+        ("LogPatternMatched", "log-pattern", "warning"),
+        ("LogPatternMatched", "log-pattern", "critical"),
+        ("OomKillerInvoked", "log-pattern", "warning"),
+    ] {
+        let (for_, group_interval) = rules[alert];
+        let eval = group_interval.unwrap_or_else(|| panic!("{alert}: its group has no interval"));
+        let labels = BTreeMap::from([
+            ("alertname".to_string(), alert.to_string()),
+            ("severity".to_string(), severity.to_string()),
+        ]);
+        let (receiver, group_wait, _) = route_for(&repo, &labels);
+        let worst = scrape[port] + eval + for_ + group_wait;
+        assert!(
+            worst <= Duration::from_secs(45),
+            "{alert} ({severity}): worst case {} (scrape {}, eval {}, for {}, group_wait {})",
+            secs(worst),
+            secs(scrape[port]),
+            secs(eval),
+            secs(for_),
+            secs(group_wait)
+        );
+        let expected = if severity == "critical" {
+            "pager"
+        } else {
+            "chat"
+        };
+        assert_eq!(receiver, expected, "{alert} ({severity})");
+    }
 }
 
 #[test]
