@@ -37,13 +37,126 @@ impl ConfigError {
     }
 }
 
-/// Reads and deserializes a YAML file.
+/// The largest configuration file [`load_yaml`] reads: configs are hand-written and small; a
+/// path pointing at a device or a runaway file must not fill memory.
+pub const MAX_CONFIG_BYTES: u64 = 4 << 20;
+
+/// Reads and deserializes a YAML file of at most [`MAX_CONFIG_BYTES`] (see [`read_text_file`]).
 pub fn load_yaml<T: DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    let text = read_text_file(path, MAX_CONFIG_BYTES)?;
+    parse_yaml(path, &text)
+}
+
+/// Reads a UTF-8 text file with [`read_regular_file`], errors naming the file.
+pub fn read_text_file(path: &Path, max_bytes: u64) -> Result<String, ConfigError> {
+    let bytes = read_regular_file(path, max_bytes).map_err(|source| ConfigError::Read {
         path: path.to_path_buf(),
         source,
     })?;
-    parse_yaml(path, &text)
+    String::from_utf8(bytes).map_err(|e| {
+        ConfigError::invalid(
+            path,
+            format!(
+                "not UTF-8 text (invalid byte at offset {})",
+                e.utf8_error().valid_up_to()
+            ),
+        )
+    })
+}
+
+/// Reads a whole file that must be a regular file of at most `max_bytes`.
+///
+/// The file is opened with `O_NONBLOCK`, so that a FIFO without a writer does not block the
+/// open, then checked with `fstat` on the open descriptor (no race with a rename): a FIFO, a
+/// device (`/dev/zero`), a socket or a directory is an error that says which it is. The read
+/// stops one byte past `max_bytes`, so a file that grows while it is read cannot fill memory.
+pub fn read_regular_file(path: &Path, max_bytes: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::{Error, ErrorKind, Read};
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = file.metadata()?;
+    let kind = meta.file_type();
+    if !kind.is_file() {
+        let what = if kind.is_fifo() {
+            "a FIFO"
+        } else if kind.is_char_device() {
+            "a character device"
+        } else if kind.is_block_device() {
+            "a block device"
+        } else if kind.is_socket() {
+            "a socket"
+        } else if kind.is_dir() {
+            "a directory"
+        } else {
+            "a special file"
+        };
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!("{what}, not a regular file"),
+        ));
+    }
+    let too_big = |len: u64| {
+        Error::new(
+            ErrorKind::InvalidData,
+            format!("{len} bytes or more, above the limit of {max_bytes} bytes"),
+        )
+    };
+    if meta.len() > max_bytes {
+        return Err(too_big(meta.len()));
+    }
+    let mut buf = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    file.take(max_bytes.saturating_add(1))
+        .read_to_end(&mut buf)?;
+    if buf.len() as u64 > max_bytes {
+        return Err(too_big(buf.len() as u64));
+    }
+    Ok(buf)
+}
+
+/// Checks that YAML `text` does not nest collections deeper than `max_depth`, before a YAML
+/// parser sees it: the parser's work grows with the square of the nesting, so a small file of
+/// nested brackets could stall whoever parses it. The count is an upper bound, far above what a
+/// configuration needs: every `[` or `{` outside a comment opens a flow level (brackets inside
+/// quoted strings count too), and a line's block depth is one level per two columns of
+/// indentation plus one per `- ` or `? ` that opens a collection on it.
+pub fn check_yaml_nesting(path: &Path, text: &str, max_depth: usize) -> Result<(), ConfigError> {
+    let mut flow = 0usize;
+    for (n, line) in text.lines().enumerate() {
+        let deny = |depth: usize| ConfigError::Parse {
+            path: path.to_path_buf(),
+            line: n + 1,
+            column: 1,
+            message: format!("nested {depth} levels deep, more than the limit of {max_depth}"),
+        };
+        let mut rest = line.trim_start_matches(' ');
+        let mut block = (line.len() - rest.len()) / 2;
+        while let Some(r) = rest.strip_prefix("- ").or_else(|| rest.strip_prefix("? ")) {
+            block += 1;
+            rest = r.trim_start_matches(' ');
+        }
+        if block > max_depth {
+            return Err(deny(block));
+        }
+        let mut prev = ' ';
+        for c in line.chars() {
+            match c {
+                '#' if prev == ' ' || prev == '\t' => break,
+                '[' | '{' => {
+                    flow += 1;
+                    if flow > max_depth {
+                        return Err(deny(flow));
+                    }
+                }
+                ']' | '}' => flow = flow.saturating_sub(1),
+                _ => {}
+            }
+            prev = c;
+        }
+    }
+    Ok(())
 }
 
 /// Deserializes YAML text; `path` is used for messages only.
@@ -105,5 +218,71 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("x.yml:1:"), "{err}");
+    }
+
+    #[test]
+    fn only_regular_files_are_read_and_only_up_to_the_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        // A FIFO without a writer: an error at once, not an open that blocks for good.
+        let err = read_regular_file(&fifo, 100).unwrap_err().to_string();
+        assert_eq!(err, "a FIFO, not a regular file");
+        let err = read_regular_file(Path::new("/dev/zero"), 100)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "a character device, not a regular file");
+        let err = read_regular_file(dir.path(), 100).unwrap_err().to_string();
+        assert_eq!(err, "a directory, not a regular file");
+        let big = dir.path().join("big");
+        std::fs::write(&big, vec![b'a'; 101]).unwrap();
+        let err = read_regular_file(&big, 100).unwrap_err().to_string();
+        assert!(err.contains("above the limit of 100 bytes"), "{err}");
+        assert_eq!(read_regular_file(&big, 101).unwrap().len(), 101);
+        // Through load_yaml: the message names the file.
+        let err = load_yaml::<C>(Path::new("/dev/zero"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "/dev/zero: cannot read: a character device, not a regular file"
+        );
+        let bad = dir.path().join("bad.yml");
+        std::fs::write(&bad, b"a: \xff\n").unwrap();
+        let err = load_yaml::<C>(&bad).unwrap_err().to_string();
+        assert!(
+            err.ends_with("not UTF-8 text (invalid byte at offset 3)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_before_parsing() {
+        let p = Path::new("w.yml");
+        let ok = "a:\n  b: [1, {c: [2]}]\n  d:\n    - - x\n# [[[[[[[[[[[[[[[[\n";
+        assert!(check_yaml_nesting(p, ok, 4).is_ok());
+        let flow = format!("a: 1\nb: {}", "[".repeat(100_000));
+        let err = check_yaml_nesting(p, &flow, 16).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "w.yml:2:1: nested 17 levels deep, more than the limit of 16"
+        );
+        let flow_lines = format!("a:\n{}", "{\n".repeat(20));
+        let err = check_yaml_nesting(p, &flow_lines, 16)
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("w.yml:18:1: nested 17"), "{err}");
+        let block = format!("a:\n  {}x\n", "- ".repeat(40));
+        let err = check_yaml_nesting(p, &block, 16).unwrap_err().to_string();
+        assert!(err.starts_with("w.yml:2:1: nested 41"), "{err}");
+        let indent = format!("a:\n{}b: 1\n", " ".repeat(100));
+        assert!(check_yaml_nesting(p, &indent, 16).is_err());
+        // Closing brackets end levels.
+        let balanced = "[1]\n".repeat(1000);
+        assert!(check_yaml_nesting(p, &balanced, 1).is_ok());
     }
 }
