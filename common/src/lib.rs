@@ -143,6 +143,8 @@ impl Exporter {
             telemetry_path: self.web.telemetry_path.clone(),
             web,
             max_requests: self.web.max_requests,
+            max_connections: self.web.max_connections,
+            header_read_timeout: server::HEADER_READ_TIMEOUT,
             default_timeout: self.web.scrape_timeout,
             timeout_offset: self.web.scrape_timeout_offset,
             ready: self.ready,

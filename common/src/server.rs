@@ -2,10 +2,15 @@
 //!
 //! One accept loop per `--web.listen-address`; each connection is served by hyper (HTTP/1.1,
 //! and HTTP/2 when TLS's ALPN negotiates it, as Go's net/http does), behind TLS when the web
-//! config asks for it. A client gets [`HEADER_READ_TIMEOUT`] to send its request headers, and
-//! a response it stops reading for [`WRITE_STALL_TIMEOUT`] is dropped; a response holds its
-//! `--web.max-requests` permit until it is sent. On shutdown the loops stop accepting and open
-//! connections get a grace period to finish their scrape.
+//! config asks for it. At most `--web.max-connections` connections are open at once (as
+//! Prometheus's own flag of that name): beyond it a new connection is closed at once (after a
+//! 503 on plain HTTP), so idle or slow clients cannot use up the process's file descriptors
+//! and the connections already open keep being served. A client gets
+//! [`HEADER_READ_TIMEOUT`] to send its request headers, which is also how long an idle
+//! keep-alive connection stays open, and a response it stops reading for
+//! [`WRITE_STALL_TIMEOUT`] is dropped; a response holds its `--web.max-requests` permit until
+//! it is sent. On shutdown the loops stop accepting and open connections get a grace period
+//! to finish their scrape.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,6 +44,10 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// for good. Progress resets it, so a slow link is not cut.
 pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The default of `--web.max-connections`: well under the 1024 file descriptors a process gets
+/// by default, leaving room for the files and sockets the collectors open.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
+
 /// Startup errors of the server.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -61,6 +70,11 @@ pub struct ServerOptions {
     pub telemetry_path: String,
     pub web: Option<WebConfig>,
     pub max_requests: usize,
+    /// Open connections served at once (0: no limit); beyond it new ones are closed.
+    pub max_connections: usize,
+    /// How long a client has to send its request headers, and an idle keep-alive connection
+    /// stays open ([`HEADER_READ_TIMEOUT`] in an exporter).
+    pub header_read_timeout: Duration,
     pub default_timeout: Duration,
     pub timeout_offset: Duration,
     /// `/-/ready` answers 200 only while this is true.
@@ -151,6 +165,8 @@ pub struct BoundServer {
     listeners: Vec<TcpListener>,
     app: Router,
     web: Option<WebConfig>,
+    max_connections: usize,
+    header_read_timeout: Duration,
 }
 
 impl std::fmt::Debug for BoundServer {
@@ -180,11 +196,15 @@ impl BoundServer {
             listeners.extend(bind_all(a, &addrs).await?);
         }
         let web = opts.web.clone();
+        let max_connections = opts.max_connections;
+        let header_read_timeout = opts.header_read_timeout;
         let app = router(scraper, opts);
         Ok(Self {
             listeners,
             app,
             web,
+            max_connections,
+            header_read_timeout,
         })
     }
 
@@ -200,12 +220,15 @@ impl BoundServer {
     pub async fn serve(self, shutdown: CancellationToken, grace: Duration) {
         let graceful = Arc::new(GracefulShutdown::new());
         let tls = self.web.clone().filter(WebConfig::tls_enabled);
+        let header_read_timeout = self.header_read_timeout;
+        let limit = ConnectionLimit::new(self.max_connections);
         let mut loops = Vec::new();
         for listener in self.listeners {
             let app = self.app.clone();
             let tls = tls.clone();
             let shutdown = shutdown.clone();
             let graceful = Arc::clone(&graceful);
+            let limit = limit.clone();
             loops.push(tokio::spawn(async move {
                 loop {
                     let (stream, peer) = tokio::select! {
@@ -220,11 +243,15 @@ impl BoundServer {
                         },
                         () = shutdown.cancelled() => break,
                     };
+                    let Some(permit) = limit.admit(&stream, peer, tls.is_some()) else {
+                        continue;
+                    };
                     let stream = StallGuard::new(stream);
                     let app = app.clone();
                     let tls = tls.clone();
                     let watcher = graceful.watcher();
                     tokio::spawn(async move {
+                        let _permit = permit;
                         let svc = TowerToHyperService::new(app);
                         let mut builder =
                             hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -233,7 +260,7 @@ impl BoundServer {
                         builder
                             .http1()
                             .timer(TokioTimer::new())
-                            .header_read_timeout(HEADER_READ_TIMEOUT);
+                            .header_read_timeout(header_read_timeout);
                         builder.http2().timer(TokioTimer::new());
                         let tls = match tls {
                             None => None,
@@ -300,6 +327,64 @@ impl BoundServer {
         if let Ok(g) = Arc::try_unwrap(graceful) {
             if tokio::time::timeout(grace, g.shutdown()).await.is_err() {
                 tracing::warn!("connections still open after the shutdown grace period");
+            }
+        }
+    }
+}
+
+/// `--web.max-connections`: one permit per open connection, shared by every listener.
+#[derive(Clone)]
+struct ConnectionLimit {
+    permits: Option<Arc<Semaphore>>,
+    max: usize,
+    /// Whether the limit was hit since it was last logged, so that a flood of connections
+    /// is logged once per episode rather than once per connection.
+    full: Arc<AtomicBool>,
+}
+
+impl ConnectionLimit {
+    fn new(max: usize) -> Self {
+        Self {
+            // Semaphore::new panics above MAX_PERMITS; a limit that large is no limit anyway.
+            permits: (max > 0 && max <= Semaphore::MAX_PERMITS)
+                .then(|| Arc::new(Semaphore::new(max))),
+            max,
+            full: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// A permit for a new connection, or `None` after closing it (with a 503 written without
+    /// waiting on plain HTTP, so that a scraper sees why).
+    fn admit(
+        &self,
+        stream: &tokio::net::TcpStream,
+        peer: SocketAddr,
+        tls: bool,
+    ) -> Option<Option<tokio::sync::OwnedSemaphorePermit>> {
+        let Some(permits) = &self.permits else {
+            return Some(None);
+        };
+        match Arc::clone(permits).try_acquire_owned() {
+            Ok(p) => {
+                if self.full.swap(false, Ordering::Relaxed) {
+                    tracing::info!(limit = self.max, "connections below the limit again");
+                }
+                Some(Some(p))
+            }
+            Err(_) => {
+                if !self.full.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        limit = self.max,
+                        "too many open connections (--web.max-connections); closing new ones until some end"
+                    );
+                }
+                tracing::debug!(%peer, "connection refused: too many open connections");
+                if !tls {
+                    let _ = stream.try_write(
+                        b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+                    );
+                }
+                None
             }
         }
     }
