@@ -7,7 +7,7 @@
 //! 503 on plain HTTP), so idle or slow clients cannot use up the process's file descriptors
 //! and the connections already open keep being served. A client gets
 //! [`HEADER_READ_TIMEOUT`] to send its request headers, which is also how long an idle
-//! keep-alive connection stays open, and a response it stops reading for
+//! keep-alive connection (HTTP/1, or HTTP/2 with no request in progress) stays open, and a response it stops reading for
 //! [`WRITE_STALL_TIMEOUT`] is dropped; a response holds its `--web.max-requests` permit until
 //! it is sent. On shutdown the loops stop accepting and open connections get a grace period
 //! to finish their scrape.
@@ -26,7 +26,6 @@ use axum::routing::get;
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -252,7 +251,11 @@ impl BoundServer {
                     let watcher = graceful.watcher();
                     tokio::spawn(async move {
                         let _permit = permit;
-                        let svc = TowerToHyperService::new(app);
+                        let activity = Arc::new(Activity::default());
+                        let svc = Tracked {
+                            app,
+                            activity: Arc::clone(&activity),
+                        };
                         let mut builder =
                             hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                         // Without a timer hyper applies no header read timeout: a client
@@ -294,7 +297,18 @@ impl BoundServer {
                                         let conn = builder
                                             .serve_connection(TokioIo::new(s), svc)
                                             .into_owned();
-                                        watcher.watch(conn).await
+                                        if h2 {
+                                            // hyper's header read timeout covers HTTP/1 only.
+                                            tokio::select! {
+                                                r = watcher.watch(conn) => r,
+                                                () = activity.idle_for(header_read_timeout) => {
+                                                    tracing::debug!(%peer, "idle HTTP/2 connection closed");
+                                                    Ok(())
+                                                }
+                                            }
+                                        } else {
+                                            watcher.watch(conn).await
+                                        }
                                     }
                                     Ok(Err(err)) => {
                                         tracing::debug!(%peer, error = %err, "TLS handshake failed");
@@ -329,6 +343,106 @@ impl BoundServer {
                 tracing::warn!("connections still open after the shutdown grace period");
             }
         }
+    }
+}
+
+/// What a connection is doing: the requests in progress (until their response body is sent or
+/// dropped) and when the last one ended, so that an HTTP/2 connection with nothing to do can be
+/// closed after the idle timeout, as hyper closes an idle HTTP/1 keep-alive connection.
+struct Activity {
+    in_flight: std::sync::atomic::AtomicUsize,
+    since: std::sync::Mutex<tokio::time::Instant>,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Self {
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
+            since: std::sync::Mutex::new(tokio::time::Instant::now()),
+        }
+    }
+}
+
+impl Activity {
+    fn enter(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(Arc::clone(self))
+    }
+
+    /// Returns once the connection has had no request in progress for `limit`.
+    async fn idle_for(&self, limit: Duration) {
+        loop {
+            let since = *self.since.lock().unwrap_or_else(|p| p.into_inner());
+            if self.in_flight.load(Ordering::SeqCst) == 0 && since.elapsed() >= limit {
+                return;
+            }
+            let wait = limit.saturating_sub(since.elapsed());
+            tokio::time::sleep(wait.max(Duration::from_millis(100))).await;
+        }
+    }
+}
+
+/// One request in progress, until its response body is done.
+struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        *self.0.since.lock().unwrap_or_else(|p| p.into_inner()) = tokio::time::Instant::now();
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The router as hyper calls it, counting each request in [`Activity`] until its body is sent.
+#[derive(Clone)]
+struct Tracked {
+    app: Router,
+    activity: Arc<Activity>,
+}
+
+impl hyper::service::Service<Request<hyper::body::Incoming>> for Tracked {
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = futures::future::BoxFuture<'static, Result<Response, Self::Error>>;
+
+    fn call(&self, req: Request<hyper::body::Incoming>) -> Self::Future {
+        use tower::ServiceExt;
+        let guard = self.activity.enter();
+        let app = self.app.clone();
+        Box::pin(async move {
+            let resp = app.oneshot(req.map(Body::new)).await?;
+            Ok(resp.map(|inner| {
+                Body::new(TrackedBody {
+                    inner,
+                    _guard: guard,
+                })
+            }))
+        })
+    }
+}
+
+/// A response body that ends its request's [`InFlight`] when it is done or dropped.
+struct TrackedBody {
+    inner: Body,
+    _guard: InFlight,
+}
+
+impl hyper::body::Body for TrackedBody {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

@@ -636,6 +636,46 @@ async fn idle_connections_beyond_max_connections_are_closed_and_the_open_ones_ke
     stop.cancel();
 }
 
+#[tokio::test]
+async fn an_idle_http2_connection_is_closed_after_the_idle_timeout() {
+    // hyper's header read timeout closes idle HTTP/1 connections only: idle HTTP/2 connections
+    // (TLS clients keep them pooled) held their --web.max-connections slot for good.
+    let pki = make_pki();
+    let cfg = pki.dir.path().join("web.yml");
+    std::fs::write(&cfg, TLS_CONFIG).unwrap();
+    let mut opts = options(Some(WebConfig::load(&cfg).unwrap()));
+    opts.max_connections = 1;
+    opts.header_read_timeout = Duration::from_secs(3);
+    let (addr, stop) = serve(opts).await;
+    let url = format!("https://localhost:{}/-/healthy", addr.port());
+    let pooled = reqwest::Client::builder()
+        .use_rustls_tls()
+        .timeout(Duration::from_secs(10))
+        .add_root_certificate(reqwest::Certificate::from_pem(pki.ca_pem.as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let r = pooled.get(&url).send().await.unwrap();
+    assert_eq!(
+        (r.status().as_u16(), r.version()),
+        (200, reqwest::Version::HTTP_2)
+    );
+    let idle_since = Instant::now();
+    // The pooled connection holds the only slot while it is in use or recently used.
+    let other = https_client(&pki);
+    let (first, _) = get(&other, &url, None).await;
+    if idle_since.elapsed() < Duration::from_secs(3) {
+        assert!(first.is_err(), "{first:?}");
+    }
+    // Once it has been idle for the timeout it is closed, and the slot is free.
+    let mut last = first;
+    while last != Ok(200) && idle_since.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        last = get(&other, &url, None).await.0;
+    }
+    assert_eq!(last, Ok(200), "the idle HTTP/2 connection kept its slot");
+    stop.cancel();
+}
+
 #[test]
 fn max_connections_is_a_shared_flag_with_a_default_under_the_descriptor_limit() {
     use clap::Parser;
