@@ -78,6 +78,9 @@ pub struct ServerOptions {
     pub timeout_offset: Duration,
     /// `/-/ready` answers 200 only while this is true.
     pub ready: Arc<AtomicBool>,
+    /// `/-/ready` also waits for a collection in which every enabled collector succeeded
+    /// ([`Scraper::has_succeeded`]); until then each `/-/ready` runs one (shared with scrapes).
+    pub ready_after_collection: bool,
     /// Extra routes (for example `POST /-/reload`), behind the same auth.
     pub extra_routes: Router,
 }
@@ -595,11 +598,24 @@ fn html_escape(s: &str) -> String {
 }
 
 async fn ready(State(state): State<AppState>) -> Response {
-    if state.opts.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "Ready\n").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "Not ready\n").into_response()
+    if !state.opts.ready.load(Ordering::Relaxed) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "Not ready\n").into_response();
     }
+    if state.opts.ready_after_collection && !state.scraper.has_succeeded() {
+        let names = state.scraper.enabled().to_vec();
+        state
+            .scraper
+            .scrape(names, state.opts.default_timeout)
+            .await;
+        if !state.scraper.has_succeeded() {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Not ready: no collection has succeeded yet\n",
+            )
+                .into_response();
+        }
+    }
+    (StatusCode::OK, "Ready\n").into_response()
 }
 
 async fn metrics(

@@ -92,6 +92,7 @@ fn options(web: Option<WebConfig>, max_requests: usize) -> ServerOptions {
         default_timeout: Duration::from_secs(2),
         timeout_offset: Duration::from_millis(500),
         ready: Arc::new(AtomicBool::new(true)),
+        ready_after_collection: false,
         extra_routes: axum::Router::new(),
     }
 }
@@ -379,6 +380,72 @@ async fn content_negotiation_and_gzip() {
     // Not gzipped otherwise.
     let r = h.client.get(&url).send().await.unwrap();
     assert!(r.headers().get("content-encoding").is_none());
+}
+
+/// A collector that fails while its switch says so.
+struct Switchable {
+    fail: Arc<AtomicBool>,
+}
+
+impl Collector for Switchable {
+    fn name(&self) -> &'static str {
+        "switchable"
+    }
+    fn collect<'a>(
+        &'a self,
+        _sink: &'a mut common::Sink,
+    ) -> BoxFuture<'a, Result<(), CollectError>> {
+        Box::pin(async move {
+            if self.fail.load(Ordering::SeqCst) {
+                Err(CollectError::new("backend not up yet"))
+            } else {
+                Ok(())
+            }
+        })
+    }
+}
+
+#[tokio::test]
+async fn ready_after_first_collection_waits_for_every_collector_to_succeed_once() {
+    let fail = Arc::new(AtomicBool::new(true));
+    let collectors: Vec<Arc<dyn Collector>> = vec![
+        Arc::new(Switchable {
+            fail: Arc::clone(&fail),
+        }),
+        Arc::new(TestCollector {
+            name: "good",
+            behaviour: Behaviour::Ok,
+            calls: Arc::new(AtomicUsize::new(0)),
+        }),
+    ];
+    let scraper = Scraper::new("test", collectors, &["switchable", "good"]);
+    let mut opts = options(None, 0);
+    opts.ready_after_collection = true;
+    let (url, stop) = serve_with(Arc::clone(&scraper), opts).await;
+    let ready_url = url.replace("/metrics", "/-/ready");
+    let status = |u: String| async move {
+        plain_client()
+            .get(u)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    // No scrape yet: /-/ready runs a collection itself, which fails.
+    assert_eq!(status(ready_url.clone()).await, 503);
+    assert_eq!(scraper.runs(), 1);
+    // A collection of some collectors only does not count.
+    fail.store(false, Ordering::SeqCst);
+    assert_eq!(status(format!("{url}?collect[]=good")).await, 200);
+    assert!(!scraper.has_succeeded());
+    // Once every collector succeeded, ready for good, without collecting again.
+    assert_eq!(status(ready_url.clone()).await, 200);
+    let runs = scraper.runs();
+    fail.store(true, Ordering::SeqCst);
+    assert_eq!(status(ready_url.clone()).await, 200);
+    assert_eq!(scraper.runs(), runs);
+    stop.cancel();
 }
 
 #[tokio::test]

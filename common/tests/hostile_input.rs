@@ -499,6 +499,7 @@ fn options(web: Option<WebConfig>) -> ServerOptions {
         default_timeout: Duration::from_secs(2),
         timeout_offset: Duration::from_millis(500),
         ready: Arc::new(AtomicBool::new(true)),
+        ready_after_collection: false,
         extra_routes: axum::Router::new(),
     }
 }
