@@ -162,20 +162,28 @@ pub fn check_yaml_nesting(path: &Path, text: &str, max_depth: usize) -> Result<(
 /// Deserializes YAML text; `path` is used for messages only.
 pub fn parse_yaml<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T, ConfigError> {
     serde_yaml_ng::from_str(text).map_err(|err| {
-        let (line, column) = err
-            .location()
-            .map(|l| (l.line(), l.column()))
-            .unwrap_or((0, 0));
         // The message ends with " at line L column C"; the position is already in front.
         let mut message = err.to_string();
         if let Some(i) = message.rfind(" at line ") {
             message.truncate(i);
         }
-        ConfigError::Parse {
-            path: path.to_path_buf(),
-            line,
-            column,
-            message,
+        // serde_yaml's limits, said with what they mean.
+        if message == "repetition limit exceeded" {
+            message.push_str(
+                ": aliases (*name) expand to far more nodes than the file holds (an alias bomb?)",
+            );
+        } else if message == "recursion limit exceeded" {
+            message.push_str(": collections nested more than 128 levels deep");
+        }
+        match err.location() {
+            Some(l) => ConfigError::Parse {
+                path: path.to_path_buf(),
+                line: l.line(),
+                column: l.column(),
+                message,
+            },
+            // No position known (the alias limit): no made-up "0:0".
+            None => ConfigError::invalid(path, message),
         }
     })
 }
@@ -256,6 +264,31 @@ mod tests {
         let err = load_yaml::<C>(&bad).unwrap_err().to_string();
         assert!(
             err.ends_with("not UTF-8 text (invalid byte at offset 3)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn serde_yaml_limits_are_explained_without_a_made_up_position() {
+        let p = Path::new("x.yml");
+        let mut bomb = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..9 {
+            let refs = vec![format!("*a{}", i - 1); 10].join(", ");
+            bomb.push_str(&format!("a{i}: &a{i} [{refs}]\n"));
+        }
+        let err = parse_yaml::<serde_yaml_ng::Value>(p, &bomb)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "x.yml: repetition limit exceeded: aliases (*name) expand to far more nodes than the file holds (an alias bomb?)"
+        );
+        let deep = format!("a: {}", "[".repeat(200));
+        let err = parse_yaml::<serde_yaml_ng::Value>(p, &deep)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("x.yml:1:") && err.ends_with("nested more than 128 levels deep"),
             "{err}"
         );
     }
