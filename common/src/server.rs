@@ -5,9 +5,9 @@
 //! config asks for it. At most `--web.max-connections` connections are open at once (as
 //! Prometheus's own flag of that name): beyond it a new connection is closed at once (after a
 //! 503 on plain HTTP), so idle or slow clients cannot use up the process's file descriptors
-//! and the connections already open keep being served. A client gets
-//! [`HEADER_READ_TIMEOUT`] to send its request headers, which is also how long an idle
-//! keep-alive connection (HTTP/1, or HTTP/2 with no request in progress) stays open, and a response it stops reading for
+//! and the connections already open keep being served. A client gets [`HEADER_READ_TIMEOUT`]
+//! to send its request headers, which is also how long an idle keep-alive connection (HTTP/1,
+//! or HTTP/2 with no request in progress) stays open, and a response it stops reading for
 //! [`WRITE_STALL_TIMEOUT`] is dropped; a response holds its `--web.max-requests` permit until
 //! it is sent. On shutdown the loops stop accepting and open connections get a grace period
 //! to finish their scrape.
@@ -254,86 +254,8 @@ impl BoundServer {
                     let watcher = graceful.watcher();
                     tokio::spawn(async move {
                         let _permit = permit;
-                        let activity = Arc::new(Activity::default());
-                        let svc = Tracked {
-                            app,
-                            activity: Arc::clone(&activity),
-                        };
-                        let mut builder =
-                            hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                        // Without a timer hyper applies no header read timeout: a client
-                        // trickling its headers would hold its connection forever.
-                        builder
-                            .http1()
-                            .timer(TokioTimer::new())
-                            .header_read_timeout(header_read_timeout);
-                        builder.http2().timer(TokioTimer::new());
-                        let tls = match tls {
-                            None => None,
-                            Some(web) => match web.current().and_then(|s| s.tls.clone()) {
-                                Some(t) => Some(t),
-                                None => {
-                                    tracing::debug!(%peer, "web config unusable; connection refused");
-                                    return;
-                                }
-                            },
-                        };
-                        // The protocol is known before the first byte (HTTP/2 only by ALPN, as
-                        // Go serves it), so hyper never waits, without a deadline, for enough
-                        // bytes to tell an HTTP/2 preface from HTTP/1.
-                        let result = match tls {
-                            Some(tls) => {
-                                let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
-                                let handshake = tokio::time::timeout(
-                                    Duration::from_secs(10),
-                                    acceptor.accept(stream),
-                                )
-                                .await;
-                                match handshake {
-                                    Ok(Ok(s)) => {
-                                        let h2 = s.get_ref().1.alpn_protocol() == Some(b"h2");
-                                        let builder = if h2 {
-                                            builder.http2_only()
-                                        } else {
-                                            builder.http1_only()
-                                        };
-                                        let conn = builder
-                                            .serve_connection(TokioIo::new(s), svc)
-                                            .into_owned();
-                                        if h2 {
-                                            // hyper's header read timeout covers HTTP/1 only.
-                                            tokio::select! {
-                                                r = watcher.watch(conn) => r,
-                                                () = activity.idle_for(header_read_timeout) => {
-                                                    tracing::debug!(%peer, "idle HTTP/2 connection closed");
-                                                    Ok(())
-                                                }
-                                            }
-                                        } else {
-                                            watcher.watch(conn).await
-                                        }
-                                    }
-                                    Ok(Err(err)) => {
-                                        tracing::debug!(%peer, error = %err, "TLS handshake failed");
-                                        return;
-                                    }
-                                    Err(_) => {
-                                        tracing::debug!(%peer, "TLS handshake timed out");
-                                        return;
-                                    }
-                                }
-                            }
-                            None => {
-                                let conn = builder
-                                    .http1_only()
-                                    .serve_connection(TokioIo::new(stream), svc)
-                                    .into_owned();
-                                watcher.watch(conn).await
-                            }
-                        };
-                        if let Err(err) = result {
-                            tracing::debug!(%peer, error = %err, "connection ended with an error");
-                        }
+                        serve_connection(stream, peer, app, tls, watcher, header_read_timeout)
+                            .await;
                     });
                 }
             }));
@@ -346,6 +268,91 @@ impl BoundServer {
                 tracing::warn!("connections still open after the shutdown grace period");
             }
         }
+    }
+}
+
+/// Serves one accepted connection (TLS first when `tls` is set) until it ends.
+async fn serve_connection(
+    stream: StallGuard,
+    peer: SocketAddr,
+    app: Router,
+    tls: Option<WebConfig>,
+    watcher: hyper_util::server::graceful::Watcher,
+    header_read_timeout: Duration,
+) {
+    let activity = Arc::new(Activity::default());
+    let svc = Tracked {
+        app,
+        activity: Arc::clone(&activity),
+    };
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    // Without a timer hyper applies no header read timeout: a client trickling its headers
+    // would hold its connection forever.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+    builder.http2().timer(TokioTimer::new());
+    let tls = match tls {
+        None => None,
+        Some(web) => match web.current().and_then(|s| s.tls.clone()) {
+            Some(t) => Some(t),
+            None => {
+                tracing::debug!(%peer, "web config unusable; connection refused");
+                return;
+            }
+        },
+    };
+    // The protocol is known before the first byte (HTTP/2 only by ALPN, as Go serves it), so
+    // hyper never waits, without a deadline, for enough bytes to tell an HTTP/2 preface from
+    // HTTP/1.
+    let result = match tls {
+        Some(tls) => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
+            let handshake =
+                tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await;
+            let s = match handshake {
+                Ok(Ok(s)) => s,
+                Ok(Err(err)) => {
+                    tracing::debug!(%peer, error = %err, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            if s.get_ref().1.alpn_protocol() == Some(b"h2") {
+                let conn = builder
+                    .http2_only()
+                    .serve_connection(TokioIo::new(s), svc)
+                    .into_owned();
+                // hyper's header read timeout covers HTTP/1 only.
+                tokio::select! {
+                    r = watcher.watch(conn) => r,
+                    () = activity.idle_for(header_read_timeout) => {
+                        tracing::debug!(%peer, "idle HTTP/2 connection closed");
+                        Ok(())
+                    }
+                }
+            } else {
+                let conn = builder
+                    .http1_only()
+                    .serve_connection(TokioIo::new(s), svc)
+                    .into_owned();
+                watcher.watch(conn).await
+            }
+        }
+        None => {
+            let conn = builder
+                .http1_only()
+                .serve_connection(TokioIo::new(stream), svc)
+                .into_owned();
+            watcher.watch(conn).await
+        }
+    };
+    if let Err(err) = result {
+        tracing::debug!(%peer, error = %err, "connection ended with an error");
     }
 }
 
