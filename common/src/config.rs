@@ -116,41 +116,52 @@ pub fn read_regular_file(path: &Path, max_bytes: u64) -> std::io::Result<Vec<u8>
     Ok(buf)
 }
 
-/// Checks that YAML `text` does not nest collections deeper than `max_depth`, before a YAML
-/// parser sees it: the parser's work grows with the square of the nesting, so a small file of
-/// nested brackets could stall whoever parses it. The count is an upper bound, far above what a
-/// configuration needs: every `[` or `{` outside a comment opens a flow level (brackets inside
-/// quoted strings count too), and a line's block depth is one level per two columns of
-/// indentation plus one per `- ` or `? ` that opens a collection on it.
+/// The deepest flow nesting [`parse_yaml`] lets through to the YAML parser: serde_yaml refuses
+/// documents nested deeper than 128 levels anyway, but only after parsing them.
+pub const MAX_YAML_FLOW_DEPTH: usize = 128;
+
+/// Checks that YAML `text` does not nest flow collections (`[`, `{`) deeper than `max_depth`,
+/// before a YAML parser sees it: the parser's work grows with the square of the flow nesting
+/// (40,000 `[` took 18 s in a debug build), so a small file of brackets could stall whoever
+/// parses it. Block nesting (indentation) costs linear time and is left to serde_yaml's own
+/// limit. Brackets in comments, in quoted scalars on one line and inside plain scalars outside
+/// brackets are not counted.
 pub fn check_yaml_nesting(path: &Path, text: &str, max_depth: usize) -> Result<(), ConfigError> {
-    let mut flow = 0usize;
+    let mut depth = 0usize;
     for (n, line) in text.lines().enumerate() {
-        let deny = |depth: usize| ConfigError::Parse {
-            path: path.to_path_buf(),
-            line: n + 1,
-            column: 1,
-            message: format!("nested {depth} levels deep, more than the limit of {max_depth}"),
-        };
-        let mut rest = line.trim_start_matches(' ');
-        let mut block = (line.len() - rest.len()) / 2;
-        while let Some(r) = rest.strip_prefix("- ").or_else(|| rest.strip_prefix("? ")) {
-            block += 1;
-            rest = r.trim_start_matches(' ');
-        }
-        if block > max_depth {
-            return Err(deny(block));
-        }
+        let mut quote: Option<char> = None;
+        let mut escaped = false;
         let mut prev = ' ';
-        for c in line.chars() {
+        for (i, c) in line.chars().enumerate() {
+            if let Some(q) = quote {
+                if escaped {
+                    escaped = false;
+                } else if q == '"' && c == '\\' {
+                    escaped = true;
+                } else if c == q {
+                    quote = None;
+                }
+                prev = c;
+                continue;
+            }
+            let token_start = matches!(prev, ' ' | '\t' | '[' | '{' | ',' | ':');
             match c {
                 '#' if prev == ' ' || prev == '\t' => break,
-                '[' | '{' => {
-                    flow += 1;
-                    if flow > max_depth {
-                        return Err(deny(flow));
+                '\'' | '"' if token_start => quote = Some(c),
+                // In block context a bracket opens a collection only where a token starts; a
+                // regex in a plain scalar (`^\[ERROR`) is text.
+                '[' | '{' if depth > 0 || token_start => {
+                    depth += 1;
+                    if depth > max_depth {
+                        return Err(ConfigError::Parse {
+                            path: path.to_path_buf(),
+                            line: n + 1,
+                            column: i + 1,
+                            message: format!("brackets nested more than {max_depth} levels deep"),
+                        });
                     }
                 }
-                ']' | '}' => flow = flow.saturating_sub(1),
+                ']' | '}' => depth = depth.saturating_sub(1),
                 _ => {}
             }
             prev = c;
@@ -159,8 +170,10 @@ pub fn check_yaml_nesting(path: &Path, text: &str, max_depth: usize) -> Result<(
     Ok(())
 }
 
-/// Deserializes YAML text; `path` is used for messages only.
+/// Deserializes YAML text; `path` is used for messages only. Flow nesting deeper than
+/// [`MAX_YAML_FLOW_DEPTH`] is refused before parsing (see [`check_yaml_nesting`]).
 pub fn parse_yaml<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T, ConfigError> {
+    check_yaml_nesting(path, text, MAX_YAML_FLOW_DEPTH)?;
     serde_yaml_ng::from_str(text).map_err(|err| {
         // The message ends with " at line L column C"; the position is already in front.
         let mut message = err.to_string();
@@ -283,12 +296,12 @@ mod tests {
             err,
             "x.yml: repetition limit exceeded: aliases (*name) expand to far more nodes than the file holds (an alias bomb?)"
         );
-        let deep = format!("a: {}", "[".repeat(200));
+        let deep = format!("a:\n  {}x\n", "- ".repeat(200));
         let err = parse_yaml::<serde_yaml_ng::Value>(p, &deep)
             .unwrap_err()
             .to_string();
         assert!(
-            err.starts_with("x.yml:1:") && err.ends_with("nested more than 128 levels deep"),
+            err.starts_with("x.yml:2:") && err.ends_with("nested more than 128 levels deep"),
             "{err}"
         );
     }
@@ -296,26 +309,33 @@ mod tests {
     #[test]
     fn deep_nesting_is_refused_before_parsing() {
         let p = Path::new("w.yml");
-        let ok = "a:\n  b: [1, {c: [2]}]\n  d:\n    - - x\n# [[[[[[[[[[[[[[[[\n";
-        assert!(check_yaml_nesting(p, ok, 4).is_ok());
+        let ok = "a:\n  b: [1, {c: [2]}]\n  d: ['[[[[', \"[[[[\\\"[[[\"]\n  e: it's [x]\n# [[[[[[\n  f: ^\\[E\n  g: ^\\[E\n  h: ^\\[E\n  i: ^\\[E\n";
+        assert_eq!(
+            check_yaml_nesting(p, ok, 3).map_err(|e| e.to_string()),
+            Ok(())
+        );
         let flow = format!("a: 1\nb: {}", "[".repeat(100_000));
         let err = check_yaml_nesting(p, &flow, 16).unwrap_err().to_string();
-        assert_eq!(
-            err,
-            "w.yml:2:1: nested 17 levels deep, more than the limit of 16"
-        );
-        let flow_lines = format!("a:\n{}", "{\n".repeat(20));
+        assert_eq!(err, "w.yml:2:20: brackets nested more than 16 levels deep");
+        let flow_lines = format!("a:\n{}", "  {\n".repeat(20));
         let err = check_yaml_nesting(p, &flow_lines, 16)
             .unwrap_err()
             .to_string();
-        assert!(err.starts_with("w.yml:18:1: nested 17"), "{err}");
-        let block = format!("a:\n  {}x\n", "- ".repeat(40));
-        let err = check_yaml_nesting(p, &block, 16).unwrap_err().to_string();
-        assert!(err.starts_with("w.yml:2:1: nested 41"), "{err}");
-        let indent = format!("a:\n{}b: 1\n", " ".repeat(100));
-        assert!(check_yaml_nesting(p, &indent, 16).is_err());
+        assert!(err.starts_with("w.yml:18:3: "), "{err}");
         // Closing brackets end levels.
-        let balanced = "[1]\n".repeat(1000);
+        let balanced = "- [1]\n".repeat(1000);
         assert!(check_yaml_nesting(p, &balanced, 1).is_ok());
+        // Inside brackets every bracket counts: `[a[a[a` nests too.
+        let glued = format!("a: [{}", "a[".repeat(40));
+        assert!(check_yaml_nesting(p, &glued, 16).is_err());
+        // Through parse_yaml, at serde_yaml's own depth: refused before the parser sees it.
+        let deep = format!("a: {}", "[".repeat(200_000));
+        let err = parse_yaml::<serde_yaml_ng::Value>(p, &deep)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "w.yml:1:132: brackets nested more than 128 levels deep"
+        );
     }
 }
