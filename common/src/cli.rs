@@ -34,6 +34,11 @@ pub struct WebArgs {
     #[arg(long = "web.max-requests", default_value_t = 40, value_name = "N")]
     pub max_requests: usize,
 
+    /// Maximum number of simultaneous connections; beyond it new connections are closed (with a
+    /// 503 on plain HTTP) until some end. 0 means no limit.
+    #[arg(long = "web.max-connections", default_value_t = crate::server::DEFAULT_MAX_CONNECTIONS, value_name = "N")]
+    pub max_connections: usize,
+
     /// Collection timeout when a scrape has no X-Prometheus-Scrape-Timeout-Seconds header.
     #[arg(long = "scrape.timeout", default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
     pub scrape_timeout: Duration,

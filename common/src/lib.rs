@@ -64,6 +64,7 @@ pub struct Exporter {
     collectors: Vec<Arc<dyn Collector>>,
     enabled: Vec<&'static str>,
     ready: Arc<AtomicBool>,
+    ready_after_collection: bool,
     routes: axum::Router,
     hooks: Vec<ShutdownHook>,
     shutdown: CancellationToken,
@@ -92,15 +93,26 @@ impl Exporter {
             collectors,
             enabled,
             ready: Arc::new(AtomicBool::new(true)),
+            ready_after_collection: false,
             routes: axum::Router::new(),
             hooks: Vec::new(),
             shutdown: CancellationToken::new(),
         }
     }
 
-    /// The flag that `/-/ready` reports; starts true.
+    /// The flag that `/-/ready` reports; starts true. An exporter that must do something before
+    /// it can serve a useful scrape (load saved state) stores false before [`Exporter::bind`]
+    /// and true once done.
     pub fn ready_flag(&self) -> Arc<AtomicBool> {
         Arc::clone(&self.ready)
+    }
+
+    /// Makes `/-/ready` answer 503 until a collection of every enabled collector has succeeded;
+    /// until then each `/-/ready` request runs one (sharing a scrape's if one is running), so
+    /// readiness does not wait for Prometheus's first scrape.
+    pub fn ready_after_first_collection(mut self) -> Self {
+        self.ready_after_collection = true;
+        self
     }
 
     /// Cancelled when the process is asked to stop; background tasks watch it.
@@ -143,9 +155,12 @@ impl Exporter {
             telemetry_path: self.web.telemetry_path.clone(),
             web,
             max_requests: self.web.max_requests,
+            max_connections: self.web.max_connections,
+            header_read_timeout: server::HEADER_READ_TIMEOUT,
             default_timeout: self.web.scrape_timeout,
             timeout_offset: self.web.scrape_timeout_offset,
             ready: self.ready,
+            ready_after_collection: self.ready_after_collection,
             extra_routes: self.routes,
         };
         let tls = opts.web.as_ref().is_some_and(WebConfig::tls_enabled);

@@ -81,6 +81,8 @@ pub struct Scraper {
     flights: AtomicU64,
     /// How many collections actually ran (not joined); tests read it.
     runs: AtomicU64,
+    /// Whether a collection of every enabled collector has succeeded in full.
+    succeeded: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Scraper {
@@ -111,6 +113,7 @@ impl Scraper {
             inflight: Mutex::new(HashMap::new()),
             flights: AtomicU64::new(0),
             runs: AtomicU64::new(0),
+            succeeded: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -127,6 +130,12 @@ impl Scraper {
     /// How many collections have run so far (joined scrapes do not count).
     pub fn runs(&self) -> u64 {
         self.runs.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether a collection of every enabled collector has succeeded (each collector's
+    /// success 1) since the start: what `/-/ready` waits for when the exporter asks it to.
+    pub fn has_succeeded(&self) -> bool {
+        self.succeeded.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Resolves `collect[]` parameters: none means every enabled collector.
@@ -257,6 +266,7 @@ impl Scraper {
         let mut body = String::with_capacity(64 * 1024 + text);
         let success = Family::<CollectorLabel, Gauge>::default();
         let duration = Family::<CollectorLabel, Gauge<f64, AtomicU64>>::default();
+        let mut all_ok = names == self.enabled.as_slice();
         for (name, sink, ok, elapsed) in &results {
             let label = CollectorLabel {
                 collector: (*name).to_string(),
@@ -280,8 +290,16 @@ impl Scraper {
                     ok = false;
                 }
             }
+            all_ok &= ok;
             success.get_or_create(&label).set(i64::from(ok));
             duration.get_or_create(&label).set(elapsed.as_secs_f64());
+        }
+        if all_ok
+            && !self
+                .succeeded
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::info!("first collection in which every collector succeeded: ready");
         }
         let mut own = Registry::with_prefix(prefix);
         own.register(

@@ -2,10 +2,15 @@
 //!
 //! One accept loop per `--web.listen-address`; each connection is served by hyper (HTTP/1.1,
 //! and HTTP/2 when TLS's ALPN negotiates it, as Go's net/http does), behind TLS when the web
-//! config asks for it. A client gets [`HEADER_READ_TIMEOUT`] to send its request headers, and
-//! a response it stops reading for [`WRITE_STALL_TIMEOUT`] is dropped; a response holds its
-//! `--web.max-requests` permit until it is sent. On shutdown the loops stop accepting and open
-//! connections get a grace period to finish their scrape.
+//! config asks for it. At most `--web.max-connections` connections are open at once (as
+//! Prometheus's own flag of that name): beyond it a new connection is closed at once (after a
+//! 503 on plain HTTP), so idle or slow clients cannot use up the process's file descriptors
+//! and the connections already open keep being served. A client gets [`HEADER_READ_TIMEOUT`]
+//! to send its request headers, which is also how long an idle keep-alive connection (HTTP/1,
+//! or HTTP/2 with no request in progress) stays open, and a response it stops reading for
+//! [`WRITE_STALL_TIMEOUT`] is dropped; a response holds its `--web.max-requests` permit until
+//! it is sent. On shutdown the loops stop accepting and open connections get a grace period
+//! to finish their scrape.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,7 +26,6 @@ use axum::routing::get;
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -38,6 +42,10 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// that stops reading would otherwise keep its response, and its `--web.max-requests` permit,
 /// for good. Progress resets it, so a slow link is not cut.
 pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The default of `--web.max-connections`: well under the 1024 file descriptors a process gets
+/// by default, leaving room for the files and sockets the collectors open.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
 
 /// Startup errors of the server.
 #[derive(Debug, thiserror::Error)]
@@ -61,10 +69,18 @@ pub struct ServerOptions {
     pub telemetry_path: String,
     pub web: Option<WebConfig>,
     pub max_requests: usize,
+    /// Open connections served at once (0: no limit); beyond it new ones are closed.
+    pub max_connections: usize,
+    /// How long a client has to send its request headers, and an idle keep-alive connection
+    /// stays open ([`HEADER_READ_TIMEOUT`] in an exporter).
+    pub header_read_timeout: Duration,
     pub default_timeout: Duration,
     pub timeout_offset: Duration,
     /// `/-/ready` answers 200 only while this is true.
     pub ready: Arc<AtomicBool>,
+    /// `/-/ready` also waits for a collection in which every enabled collector succeeded
+    /// ([`Scraper::has_succeeded`]); until then each `/-/ready` runs one (shared with scrapes).
+    pub ready_after_collection: bool,
     /// Extra routes (for example `POST /-/reload`), behind the same auth.
     pub extra_routes: Router,
 }
@@ -151,6 +167,8 @@ pub struct BoundServer {
     listeners: Vec<TcpListener>,
     app: Router,
     web: Option<WebConfig>,
+    max_connections: usize,
+    header_read_timeout: Duration,
 }
 
 impl std::fmt::Debug for BoundServer {
@@ -180,11 +198,15 @@ impl BoundServer {
             listeners.extend(bind_all(a, &addrs).await?);
         }
         let web = opts.web.clone();
+        let max_connections = opts.max_connections;
+        let header_read_timeout = opts.header_read_timeout;
         let app = router(scraper, opts);
         Ok(Self {
             listeners,
             app,
             web,
+            max_connections,
+            header_read_timeout,
         })
     }
 
@@ -200,12 +222,15 @@ impl BoundServer {
     pub async fn serve(self, shutdown: CancellationToken, grace: Duration) {
         let graceful = Arc::new(GracefulShutdown::new());
         let tls = self.web.clone().filter(WebConfig::tls_enabled);
+        let header_read_timeout = self.header_read_timeout;
+        let limit = ConnectionLimit::new(self.max_connections);
         let mut loops = Vec::new();
         for listener in self.listeners {
             let app = self.app.clone();
             let tls = tls.clone();
             let shutdown = shutdown.clone();
             let graceful = Arc::clone(&graceful);
+            let limit = limit.clone();
             loops.push(tokio::spawn(async move {
                 loop {
                     let (stream, peer) = tokio::select! {
@@ -220,76 +245,17 @@ impl BoundServer {
                         },
                         () = shutdown.cancelled() => break,
                     };
+                    let Some(permit) = limit.admit(&stream, peer, tls.is_some()) else {
+                        continue;
+                    };
                     let stream = StallGuard::new(stream);
                     let app = app.clone();
                     let tls = tls.clone();
                     let watcher = graceful.watcher();
                     tokio::spawn(async move {
-                        let svc = TowerToHyperService::new(app);
-                        let mut builder =
-                            hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                        // Without a timer hyper applies no header read timeout: a client
-                        // trickling its headers would hold its connection forever.
-                        builder
-                            .http1()
-                            .timer(TokioTimer::new())
-                            .header_read_timeout(HEADER_READ_TIMEOUT);
-                        builder.http2().timer(TokioTimer::new());
-                        let tls = match tls {
-                            None => None,
-                            Some(web) => match web.current().and_then(|s| s.tls.clone()) {
-                                Some(t) => Some(t),
-                                None => {
-                                    tracing::debug!(%peer, "web config unusable; connection refused");
-                                    return;
-                                }
-                            },
-                        };
-                        // The protocol is known before the first byte (HTTP/2 only by ALPN, as
-                        // Go serves it), so hyper never waits, without a deadline, for enough
-                        // bytes to tell an HTTP/2 preface from HTTP/1.
-                        let result = match tls {
-                            Some(tls) => {
-                                let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
-                                let handshake = tokio::time::timeout(
-                                    Duration::from_secs(10),
-                                    acceptor.accept(stream),
-                                )
-                                .await;
-                                match handshake {
-                                    Ok(Ok(s)) => {
-                                        let h2 = s.get_ref().1.alpn_protocol() == Some(b"h2");
-                                        let builder = if h2 {
-                                            builder.http2_only()
-                                        } else {
-                                            builder.http1_only()
-                                        };
-                                        let conn = builder
-                                            .serve_connection(TokioIo::new(s), svc)
-                                            .into_owned();
-                                        watcher.watch(conn).await
-                                    }
-                                    Ok(Err(err)) => {
-                                        tracing::debug!(%peer, error = %err, "TLS handshake failed");
-                                        return;
-                                    }
-                                    Err(_) => {
-                                        tracing::debug!(%peer, "TLS handshake timed out");
-                                        return;
-                                    }
-                                }
-                            }
-                            None => {
-                                let conn = builder
-                                    .http1_only()
-                                    .serve_connection(TokioIo::new(stream), svc)
-                                    .into_owned();
-                                watcher.watch(conn).await
-                            }
-                        };
-                        if let Err(err) = result {
-                            tracing::debug!(%peer, error = %err, "connection ended with an error");
-                        }
+                        let _permit = permit;
+                        serve_connection(stream, peer, app, tls, watcher, header_read_timeout)
+                            .await;
                     });
                 }
             }));
@@ -300,6 +266,249 @@ impl BoundServer {
         if let Ok(g) = Arc::try_unwrap(graceful) {
             if tokio::time::timeout(grace, g.shutdown()).await.is_err() {
                 tracing::warn!("connections still open after the shutdown grace period");
+            }
+        }
+    }
+}
+
+/// Serves one accepted connection (TLS first when `tls` is set) until it ends.
+async fn serve_connection(
+    stream: StallGuard,
+    peer: SocketAddr,
+    app: Router,
+    tls: Option<WebConfig>,
+    watcher: hyper_util::server::graceful::Watcher,
+    header_read_timeout: Duration,
+) {
+    let activity = Arc::new(Activity::default());
+    let svc = Tracked {
+        app,
+        activity: Arc::clone(&activity),
+    };
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    // Without a timer hyper applies no header read timeout: a client trickling its headers
+    // would hold its connection forever.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+    builder.http2().timer(TokioTimer::new());
+    let tls = match tls {
+        None => None,
+        Some(web) => match web.current().and_then(|s| s.tls.clone()) {
+            Some(t) => Some(t),
+            None => {
+                tracing::debug!(%peer, "web config unusable; connection refused");
+                return;
+            }
+        },
+    };
+    // The protocol is known before the first byte (HTTP/2 only by ALPN, as Go serves it), so
+    // hyper never waits, without a deadline, for enough bytes to tell an HTTP/2 preface from
+    // HTTP/1.
+    let result = match tls {
+        Some(tls) => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
+            let handshake =
+                tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await;
+            let s = match handshake {
+                Ok(Ok(s)) => s,
+                Ok(Err(err)) => {
+                    tracing::debug!(%peer, error = %err, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            if s.get_ref().1.alpn_protocol() == Some(b"h2") {
+                let conn = builder
+                    .http2_only()
+                    .serve_connection(TokioIo::new(s), svc)
+                    .into_owned();
+                // hyper's header read timeout covers HTTP/1 only.
+                tokio::select! {
+                    r = watcher.watch(conn) => r,
+                    () = activity.idle_for(header_read_timeout) => {
+                        tracing::debug!(%peer, "idle HTTP/2 connection closed");
+                        Ok(())
+                    }
+                }
+            } else {
+                let conn = builder
+                    .http1_only()
+                    .serve_connection(TokioIo::new(s), svc)
+                    .into_owned();
+                watcher.watch(conn).await
+            }
+        }
+        None => {
+            let conn = builder
+                .http1_only()
+                .serve_connection(TokioIo::new(stream), svc)
+                .into_owned();
+            watcher.watch(conn).await
+        }
+    };
+    if let Err(err) = result {
+        tracing::debug!(%peer, error = %err, "connection ended with an error");
+    }
+}
+
+/// What a connection is doing: the requests in progress (until their response body is sent or
+/// dropped) and when the last one ended, so that an HTTP/2 connection with nothing to do can be
+/// closed after the idle timeout, as hyper closes an idle HTTP/1 keep-alive connection.
+struct Activity {
+    in_flight: std::sync::atomic::AtomicUsize,
+    since: std::sync::Mutex<tokio::time::Instant>,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Self {
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
+            since: std::sync::Mutex::new(tokio::time::Instant::now()),
+        }
+    }
+}
+
+impl Activity {
+    fn enter(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(Arc::clone(self))
+    }
+
+    /// Returns once the connection has had no request in progress for `limit`.
+    async fn idle_for(&self, limit: Duration) {
+        loop {
+            let since = *self.since.lock().unwrap_or_else(|p| p.into_inner());
+            if self.in_flight.load(Ordering::SeqCst) == 0 && since.elapsed() >= limit {
+                return;
+            }
+            let wait = limit.saturating_sub(since.elapsed());
+            tokio::time::sleep(wait.max(Duration::from_millis(100))).await;
+        }
+    }
+}
+
+/// One request in progress, until its response body is done.
+struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        *self.0.since.lock().unwrap_or_else(|p| p.into_inner()) = tokio::time::Instant::now();
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The router as hyper calls it, counting each request in [`Activity`] until its body is sent.
+#[derive(Clone)]
+struct Tracked {
+    app: Router,
+    activity: Arc<Activity>,
+}
+
+impl hyper::service::Service<Request<hyper::body::Incoming>> for Tracked {
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = futures::future::BoxFuture<'static, Result<Response, Self::Error>>;
+
+    fn call(&self, req: Request<hyper::body::Incoming>) -> Self::Future {
+        use tower::ServiceExt;
+        let guard = self.activity.enter();
+        let app = self.app.clone();
+        Box::pin(async move {
+            let resp = app.oneshot(req.map(Body::new)).await?;
+            Ok(resp.map(|inner| {
+                Body::new(TrackedBody {
+                    inner,
+                    _guard: guard,
+                })
+            }))
+        })
+    }
+}
+
+/// A response body that ends its request's [`InFlight`] when it is done or dropped.
+struct TrackedBody {
+    inner: Body,
+    _guard: InFlight,
+}
+
+impl hyper::body::Body for TrackedBody {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// `--web.max-connections`: one permit per open connection, shared by every listener.
+#[derive(Clone)]
+struct ConnectionLimit {
+    permits: Option<Arc<Semaphore>>,
+    max: usize,
+    /// Whether the limit was hit since it was last logged, so that a flood of connections
+    /// is logged once per episode rather than once per connection.
+    full: Arc<AtomicBool>,
+}
+
+impl ConnectionLimit {
+    fn new(max: usize) -> Self {
+        Self {
+            // Semaphore::new panics above MAX_PERMITS; a limit that large is no limit anyway.
+            permits: (max > 0 && max <= Semaphore::MAX_PERMITS)
+                .then(|| Arc::new(Semaphore::new(max))),
+            max,
+            full: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// A permit for a new connection, or `None` after closing it (with a 503 written without
+    /// waiting on plain HTTP, so that a scraper sees why).
+    fn admit(
+        &self,
+        stream: &tokio::net::TcpStream,
+        peer: SocketAddr,
+        tls: bool,
+    ) -> Option<Option<tokio::sync::OwnedSemaphorePermit>> {
+        let Some(permits) = &self.permits else {
+            return Some(None);
+        };
+        match Arc::clone(permits).try_acquire_owned() {
+            Ok(p) => {
+                if self.full.swap(false, Ordering::Relaxed) {
+                    tracing::info!(limit = self.max, "connections below the limit again");
+                }
+                Some(Some(p))
+            }
+            Err(_) => {
+                if !self.full.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        limit = self.max,
+                        "too many open connections (--web.max-connections); closing new ones until some end"
+                    );
+                }
+                tracing::debug!(%peer, "connection refused: too many open connections");
+                if !tls {
+                    let _ = stream.try_write(
+                        b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+                    );
+                }
+                None
             }
         }
     }
@@ -396,11 +605,24 @@ fn html_escape(s: &str) -> String {
 }
 
 async fn ready(State(state): State<AppState>) -> Response {
-    if state.opts.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "Ready\n").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "Not ready\n").into_response()
+    if !state.opts.ready.load(Ordering::Relaxed) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "Not ready\n").into_response();
     }
+    if state.opts.ready_after_collection && !state.scraper.has_succeeded() {
+        let names = state.scraper.enabled().to_vec();
+        state
+            .scraper
+            .scrape(names, state.opts.default_timeout)
+            .await;
+        if !state.scraper.has_succeeded() {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Not ready: no collection has succeeded yet\n",
+            )
+                .into_response();
+        }
+    }
+    (StatusCode::OK, "Ready\n").into_response()
 }
 
 async fn metrics(

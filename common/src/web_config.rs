@@ -20,6 +20,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
 
@@ -29,7 +30,29 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::ServerConfig;
 use serde::Deserialize;
 
-use crate::config::{load_yaml, ConfigError};
+use crate::config::{
+    check_yaml_nesting, parse_yaml, read_regular_file, read_text_file, ConfigError,
+};
+
+/// The largest web config file read. A web config is a few lines (about 80 bytes per user).
+pub const MAX_WEB_CONFIG_BYTES: u64 = 256 << 10;
+
+/// The deepest nesting a web config may have (it needs 3); see [`check_yaml_nesting`].
+pub const MAX_WEB_CONFIG_DEPTH: usize = 16;
+
+/// The largest certificate, key or client CA file read (a CA bundle of every public root is
+/// about 200 KiB).
+pub const MAX_PEM_BYTES: u64 = 1 << 20;
+
+/// The highest bcrypt cost accepted in `basic_auth_users`. Every request with credentials not
+/// verified before (a new password, a wrong one, an unknown user) costs one comparison of
+/// 2^cost rounds, and comparisons run one at a time: at cost 14 one takes about a second of a
+/// core, so the first scrape after a restart fits a scrape timeout; each step up doubles it
+/// (cost 18 took over 8 s per request). Go's bcrypt (and so exporter-toolkit) accepts up to 31.
+pub const MAX_BCRYPT_COST: u32 = 14;
+
+/// bcrypt's lowest cost.
+pub const MIN_BCRYPT_COST: u32 = 4;
 
 /// The whole web config file.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -211,7 +234,9 @@ const ALLOWED_HEADERS: &[(&str, &[&str])] = &[
 
 impl WebSettings {
     fn load(path: &Path) -> Result<Self, ConfigError> {
-        let file: WebConfigFile = load_yaml(path).map_err(|err| match err {
+        let text = read_text_file(path, MAX_WEB_CONFIG_BYTES)?;
+        check_yaml_nesting(path, &text, MAX_WEB_CONFIG_DEPTH)?;
+        let file: WebConfigFile = parse_yaml(path, &text).map_err(|err| match err {
             ConfigError::Parse {
                 path,
                 line,
@@ -248,10 +273,20 @@ impl WebSettings {
                 )));
             }
             // Parsed, not verified: a verification costs 2^cost rounds.
-            let parsed = hash.parse::<bcrypt::HashParts>();
-            if !parsed.is_ok_and(|h| (4..=31).contains(&h.get_cost())) {
+            let Ok(parsed) = hash.parse::<bcrypt::HashParts>() else {
                 return Err(invalid(format!(
                     "basic_auth_users: the hash of user {user:?} is not a bcrypt hash"
+                )));
+            };
+            let cost = parsed.get_cost();
+            if cost < MIN_BCRYPT_COST {
+                return Err(invalid(format!(
+                    "basic_auth_users: the hash of user {user:?} has cost {cost}, below bcrypt's minimum {MIN_BCRYPT_COST}"
+                )));
+            }
+            if cost > MAX_BCRYPT_COST {
+                return Err(invalid(format!(
+                    "basic_auth_users: the hash of user {user:?} has cost {cost}, above this exporter's limit of {MAX_BCRYPT_COST} (each comparison takes 2^cost rounds, one request at a time); hash the password again with a lower cost, for example `htpasswd -nbBC 10 USER PASSWORD`"
                 )));
             }
             users.insert(user, hash);
@@ -423,8 +458,12 @@ impl TlsState {
     }
 
     fn build(&self) -> Result<ServerConfig, String> {
-        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&self.cert_file)
-            .map_err(|e| format!("cert_file {}: {e}", self.cert_file.display()))?
+        let read = |what: &str, path: &Path| {
+            read_regular_file(path, MAX_PEM_BYTES)
+                .map_err(|e| format!("{what} {}: {e}", path.display()))
+        };
+        let cert_pem = read("cert_file", &self.cert_file)?;
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
             .collect::<Result<_, _>>()
             .map_err(|e| format!("cert_file {}: {e}", self.cert_file.display()))?;
         if certs.is_empty() {
@@ -433,7 +472,7 @@ impl TlsState {
                 self.cert_file.display()
             ));
         }
-        let key = PrivateKeyDer::from_pem_file(&self.key_file)
+        let key = PrivateKeyDer::from_pem_slice(&read("key_file", &self.key_file)?)
             .map_err(|e| format!("key_file {}: {e}", self.key_file.display()))?;
         let provider = Arc::clone(&self.provider);
         let builder = ServerConfig::builder_with_provider(provider.clone())
@@ -442,9 +481,8 @@ impl TlsState {
         let builder = match (&self.ca_file, self.client_auth) {
             (Some(ca), auth) if auth != ClientAuth::None => {
                 let mut roots = rustls::RootCertStore::empty();
-                for c in CertificateDer::pem_file_iter(ca)
-                    .map_err(|e| format!("client_ca_file {}: {e}", ca.display()))?
-                {
+                let ca_pem = read("client_ca_file", ca)?;
+                for c in CertificateDer::pem_slice_iter(&ca_pem) {
                     let c = c.map_err(|e| format!("client_ca_file {}: {e}", ca.display()))?;
                     roots
                         .add(c)
@@ -573,6 +611,10 @@ pub struct BasicAuth {
     hasher: std::collections::hash_map::RandomState,
     verified: Mutex<HashSet<u64>>,
     bcrypt_turn: Arc<tokio::sync::Mutex<()>>,
+    /// Comparisons stopped because their request was gone.
+    abandoned: AtomicU64,
+    /// Comparisons running now.
+    running: AtomicU64,
 }
 
 impl std::fmt::Debug for BasicAuth {
@@ -594,7 +636,19 @@ impl BasicAuth {
             hasher: std::collections::hash_map::RandomState::new(),
             verified: Mutex::new(HashSet::new()),
             bcrypt_turn: Arc::new(tokio::sync::Mutex::new(())),
+            abandoned: AtomicU64::new(0),
+            running: AtomicU64::new(0),
         }
+    }
+
+    /// How many bcrypt comparisons stopped early because their request was gone.
+    pub fn abandoned_comparisons(&self) -> u64 {
+        self.abandoned.load(Ordering::Relaxed)
+    }
+
+    /// How many bcrypt comparisons are running now (0 or 1: they take turns).
+    pub fn running_comparisons(&self) -> u64 {
+        self.running.load(Ordering::Relaxed)
     }
 
     fn is_verified(&self, key: u64) -> bool {
@@ -618,18 +672,23 @@ impl BasicAuth {
     /// Checks a header from async code: credentials verified before at once, others by one
     /// bcrypt comparison at a time on the blocking pool, so that wrong passwords sent in
     /// parallel take one core and one blocking thread (collectors use the pool too), not all.
+    /// When this future is dropped (the client left), its comparison stops within one round.
     pub async fn verify(self: Arc<Self>, header: Option<String>) -> bool {
         if let Some(verdict) = self.check_cached(header.as_deref()) {
             return verdict;
         }
         let turn = Arc::clone(&self.bcrypt_turn).lock_owned().await;
-        // The turn ends when the comparison does, even if the client has gone meanwhile.
-        tokio::task::spawn_blocking(move || {
+        let gone = AbandonOnDrop(Arc::new(AtomicBool::new(false)));
+        let abandon = Arc::clone(&gone.0);
+        // The turn ends when the comparison does.
+        let verdict = tokio::task::spawn_blocking(move || {
             let _turn = turn;
-            self.check(header.as_deref())
+            self.check_unless(header.as_deref(), &abandon)
         })
         .await
-        .unwrap_or(false)
+        .unwrap_or(false);
+        drop(gone);
+        verdict
     }
 
     fn digest(&self, user: &str, password: &str) -> u64 {
@@ -657,6 +716,11 @@ impl BasicAuth {
 
     /// Checks an `Authorization` header value. Blocking (bcrypt): call off the async threads.
     pub fn check(&self, header: Option<&str>) -> bool {
+        self.check_unless(header, &AtomicBool::new(false))
+    }
+
+    /// [`check`](Self::check), giving up (false) as soon as `abandon` is set.
+    fn check_unless(&self, header: Option<&str>, abandon: &AtomicBool) -> bool {
         let Some((user, password)) = header.and_then(decode_basic) else {
             return false;
         };
@@ -665,7 +729,17 @@ impl BasicAuth {
             return true;
         }
         let (hash, known) = self.hash_for(&user);
-        let ok = bcrypt::verify(&password, hash).unwrap_or(false) && known;
+        self.running.fetch_add(1, Ordering::Relaxed);
+        let verdict = bcrypt_verify(password.as_bytes(), hash, abandon);
+        self.running.fetch_sub(1, Ordering::Relaxed);
+        let ok = match verdict {
+            Ok(matches) => matches && known,
+            Err(Abandoned) => {
+                self.abandoned.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!("bcrypt comparison abandoned: the request is gone");
+                false
+            }
+        };
         if ok {
             let mut cache = self.verified.lock().unwrap_or_else(|p| p.into_inner());
             if cache.len() >= CACHE_MAX {
@@ -675,6 +749,93 @@ impl BasicAuth {
         }
         ok
     }
+}
+
+/// Sets its flag when dropped: tells a comparison on the blocking pool that its request is gone.
+struct AbandonOnDrop(Arc<AtomicBool>);
+
+impl Drop for AbandonOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A comparison stopped before its verdict.
+#[derive(Debug, PartialEq, Eq)]
+struct Abandoned;
+
+/// bcrypt's password comparison, computed as the `bcrypt` crate computes it (the same
+/// `blowfish` primitives: EksBlowfish setup, 2^cost expansion rounds, 64 encryptions of
+/// "OrpheanBeholderScryDoubt"), but checking `abandon` before every round: a comparison nobody
+/// waits for any more stops at once instead of keeping a core busy for up to 2^cost rounds.
+/// Passwords are truncated at 72 bytes, as every bcrypt does. A malformed hash matches nothing.
+fn bcrypt_verify(password: &[u8], hash: &str, abandon: &AtomicBool) -> Result<bool, Abandoned> {
+    let Ok(parts) = hash.parse::<bcrypt::HashParts>() else {
+        return Ok(false);
+    };
+    let cost = parts.get_cost();
+    let expected = hash.get(29..).and_then(bcrypt_base64_decode);
+    let Some(expected) = expected.filter(|e| e.len() == 23) else {
+        return Ok(false);
+    };
+    if !(MIN_BCRYPT_COST..=31).contains(&cost) {
+        return Ok(false);
+    }
+    let salt = parts.get_salt_raw();
+    let mut key = [0u8; 72];
+    let n = password.len().min(72);
+    key[..n].copy_from_slice(&password[..n]);
+    let key = &key[..(n + 1).min(72)];
+    let mut state = blowfish::Blowfish::bc_init_state();
+    state.salted_expand_key(&salt, key);
+    for _ in 0..1u64 << cost {
+        if abandon.load(Ordering::Relaxed) {
+            return Err(Abandoned);
+        }
+        state.bc_expand_key(key);
+        state.bc_expand_key(&salt);
+    }
+    let mut ctext: [u32; 6] = [
+        0x4f72_7068,
+        0x6561_6e42,
+        0x6568_6f6c,
+        0x6465_7253,
+        0x6372_7944,
+        0x6f75_6274,
+    ];
+    for i in (0..6).step_by(2) {
+        for _ in 0..64 {
+            let [l, r] = state.bc_encrypt([ctext[i], ctext[i + 1]]);
+            ctext[i] = l;
+            ctext[i + 1] = r;
+        }
+    }
+    let out: Vec<u8> = ctext.iter().flat_map(|w| w.to_be_bytes()).collect();
+    // Constant time: no early exit at the first differing byte.
+    let diff = out[..23]
+        .iter()
+        .zip(&expected)
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+    Ok(diff == 0)
+}
+
+/// bcrypt's base64 (alphabet `./A-Za-z0-9`, no padding) through the standard decoder.
+fn bcrypt_base64_decode(s: &str) -> Option<Vec<u8>> {
+    const BCRYPT: &[u8] = b"./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    const STANDARD: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut std: String = s
+        .bytes()
+        .map(|c| {
+            BCRYPT
+                .iter()
+                .position(|&b| b == c)
+                .map(|i| STANDARD[i] as char)
+        })
+        .collect::<Option<_>>()?;
+    while std.len() % 4 != 0 {
+        std.push('=');
+    }
+    base64_decode(&std)
 }
 
 fn decode_basic(header: &str) -> Option<(String, String)> {
@@ -799,9 +960,82 @@ mod tests {
             WebSettings::from_file(p, f).unwrap_err().to_string()
         };
         assert!(bad("basic_auth_users:\n  u: plain\n").contains("not a bcrypt hash"));
+        // Go's bcrypt.Cost refuses cost 3 too; the message says why, not "not a bcrypt hash".
+        let cost3 = "$2y$03$QOauhQNbBCuQDKes6eFzPeMqBSjb7Mr5DSmV5ukT0dvW/mH4wn3a2";
+        assert_eq!(
+            bad(&format!("basic_auth_users:\n  u: '{cost3}'\n")),
+            "/nonexistent/web.yml: basic_auth_users: the hash of user \"u\" has cost 3, below bcrypt's minimum 4"
+        );
+        for cost in [15, 18, 31] {
+            let h = format!("$2y${cost}$QOauhQNbBCuQDKes6eFzPeMqBSjb7Mr5DSmV5ukT0dvW/mH4wn3a2");
+            let err = bad(&format!("basic_auth_users:\n  u: '{h}'\n"));
+            assert!(
+                err.contains(&format!(
+                    "has cost {cost}, above this exporter's limit of 14"
+                )),
+                "{err}"
+            );
+        }
+        let h14 = "$2y$14$QOauhQNbBCuQDKes6eFzPeMqBSjb7Mr5DSmV5ukT0dvW/mH4wn3a2";
+        let f: WebConfigFile =
+            serde_yaml_ng::from_str(&format!("basic_auth_users:\n  u: '{h14}'\n")).unwrap();
+        assert!(WebSettings::from_file(p, f).is_ok());
         assert!(bad("tls_server_config:\n  key_file: k\n").contains("cert_file is required"));
         assert!(bad("tls_server_config:\n  cert_file: c\n  key_file: k\n  client_auth_type: RequireAnyClientCert\n").contains("not supported"));
         assert!(bad("tls_server_config:\n  cert_file: c\n  key_file: k\n").contains("cert_file"));
         assert!(serde_yaml_ng::from_str::<WebConfigFile>("tls_config: {}\n").is_err());
+    }
+
+    #[test]
+    fn the_abandonable_comparison_agrees_with_the_bcrypt_crate() {
+        let never = AtomicBool::new(false);
+        let long = "p".repeat(80);
+        let passwords = [
+            "",
+            "secret",
+            "pässwörd",
+            "a\0b",
+            &long[..71],
+            &long[..72],
+            &long,
+        ];
+        for (i, pw) in passwords.iter().enumerate() {
+            let hash = bcrypt::hash(pw, 4).unwrap();
+            for other in &passwords {
+                let want = bcrypt::verify(other, &hash).unwrap();
+                let got = bcrypt_verify(other.as_bytes(), &hash, &never);
+                assert_eq!(got, Ok(want), "password {i} against {other:?}");
+            }
+        }
+        // Hashes made elsewhere (Python's and Node's bcrypt, from the bcrypt crate's tests) and
+        // exporter-toolkit's stand-in for unknown users (a hash of "fakepassword").
+        let python = "$2b$04$EGdrhbKUv8Oc9vGiXX0HQOxSg445d458Muh7DAHskb6QbtCvdxcie";
+        let node = "$2a$04$n4Uy0eSnMfvnESYL.bLwuuj0U/ETSsoTpRT9GVk5bektyVVa5xnIi";
+        for h in [python, node] {
+            assert_eq!(
+                bcrypt_verify(b"correctbatteryhorsestapler", h, &never),
+                Ok(true)
+            );
+            assert_eq!(
+                bcrypt_verify(b"correctbatteryhorsestaple", h, &never),
+                Ok(false)
+            );
+        }
+        let fake = "$2y$10$QOauhQNbBCuQDKes6eFzPeMqBSjb7Mr5DUmpZ/VcEd00UAV/LDeSi";
+        assert_eq!(bcrypt_verify(b"fakepassword", fake, &never), Ok(true));
+        assert_eq!(bcrypt_verify(b"fakepassworD", fake, &never), Ok(false));
+        assert_eq!(bcrypt_verify(b"x", "not a hash", &never), Ok(false));
+    }
+
+    #[test]
+    fn a_comparison_stops_when_abandoned() {
+        // Cost 31 is 2^31 rounds: days of a core. The flag stops it within a round.
+        let hash = "$2y$31$QOauhQNbBCuQDKes6eFzPeMqBSjb7Mr5DUmpZ/VcEd00UAV/LDeSi";
+        let abandon = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&abandon);
+        let worker = std::thread::spawn(move || bcrypt_verify(b"guess", hash, &flag));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        abandon.store(true, Ordering::Relaxed);
+        assert_eq!(worker.join().unwrap(), Err(Abandoned));
     }
 }

@@ -87,9 +87,12 @@ fn options(web: Option<WebConfig>, max_requests: usize) -> ServerOptions {
         telemetry_path: "/metrics".into(),
         web,
         max_requests,
+        max_connections: 0,
+        header_read_timeout: common::server::HEADER_READ_TIMEOUT,
         default_timeout: Duration::from_secs(2),
         timeout_offset: Duration::from_millis(500),
         ready: Arc::new(AtomicBool::new(true)),
+        ready_after_collection: false,
         extra_routes: axum::Router::new(),
     }
 }
@@ -377,6 +380,72 @@ async fn content_negotiation_and_gzip() {
     // Not gzipped otherwise.
     let r = h.client.get(&url).send().await.unwrap();
     assert!(r.headers().get("content-encoding").is_none());
+}
+
+/// A collector that fails while its switch says so.
+struct Switchable {
+    fail: Arc<AtomicBool>,
+}
+
+impl Collector for Switchable {
+    fn name(&self) -> &'static str {
+        "switchable"
+    }
+    fn collect<'a>(
+        &'a self,
+        _sink: &'a mut common::Sink,
+    ) -> BoxFuture<'a, Result<(), CollectError>> {
+        Box::pin(async move {
+            if self.fail.load(Ordering::SeqCst) {
+                Err(CollectError::new("backend not up yet"))
+            } else {
+                Ok(())
+            }
+        })
+    }
+}
+
+#[tokio::test]
+async fn ready_after_first_collection_waits_for_every_collector_to_succeed_once() {
+    let fail = Arc::new(AtomicBool::new(true));
+    let collectors: Vec<Arc<dyn Collector>> = vec![
+        Arc::new(Switchable {
+            fail: Arc::clone(&fail),
+        }),
+        Arc::new(TestCollector {
+            name: "good",
+            behaviour: Behaviour::Ok,
+            calls: Arc::new(AtomicUsize::new(0)),
+        }),
+    ];
+    let scraper = Scraper::new("test", collectors, &["switchable", "good"]);
+    let mut opts = options(None, 0);
+    opts.ready_after_collection = true;
+    let (url, stop) = serve_with(Arc::clone(&scraper), opts).await;
+    let ready_url = url.replace("/metrics", "/-/ready");
+    let status = |u: String| async move {
+        plain_client()
+            .get(u)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    // No scrape yet: /-/ready runs a collection itself, which fails.
+    assert_eq!(status(ready_url.clone()).await, 503);
+    assert_eq!(scraper.runs(), 1);
+    // A collection of some collectors only does not count.
+    fail.store(false, Ordering::SeqCst);
+    assert_eq!(status(format!("{url}?collect[]=good")).await, 200);
+    assert!(!scraper.has_succeeded());
+    // Once every collector succeeded, ready for good, without collecting again.
+    assert_eq!(status(ready_url.clone()).await, 200);
+    let runs = scraper.runs();
+    fail.store(true, Ordering::SeqCst);
+    assert_eq!(status(ready_url.clone()).await, 200);
+    assert_eq!(scraper.runs(), runs);
+    stop.cancel();
 }
 
 #[tokio::test]
@@ -800,25 +869,36 @@ fn web_config_headers_are_limited_to_the_ones_exporter_toolkit_allows() {
 #[test]
 fn bcrypt_hashes_are_checked_without_computing_them_at_load() {
     // Validating a hash by verifying a password against it costs 2^cost rounds per user at
-    // startup (and, with reloads, per change): cost 31 would never finish loading.
+    // startup (and, with reloads, per change). The highest cost accepted loads at once, and
+    // cost 31 is refused at once, with the reason.
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("web.yml");
-    let hash = bcrypt::hash("x", 4).unwrap().replacen("$04$", "$31$", 1);
-    std::fs::write(&cfg, format!("basic_auth_users:\n  prometheus: '{hash}'\n")).unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let path = cfg.clone();
-    std::thread::spawn(move || {
-        let _ = tx.send(
-            WebConfig::load(&path)
-                .map(|_| ())
-                .map_err(|e| e.to_string()),
-        );
-    });
-    let loaded = rx.recv_timeout(Duration::from_secs(20));
+    let load_within_20s = |cost: u32| {
+        let hash = bcrypt::hash("x", 4)
+            .unwrap()
+            .replacen("$04$", &format!("${cost:02}$"), 1);
+        std::fs::write(&cfg, format!("basic_auth_users:\n  prometheus: '{hash}'\n")).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let path = cfg.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(
+                WebConfig::load(&path)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+            );
+        });
+        rx.recv_timeout(Duration::from_secs(20))
+            .expect("loading did not finish")
+    };
     assert_eq!(
-        loaded,
-        Ok(Ok(())),
-        "a cost-31 hash must load without being computed"
+        load_within_20s(common::web_config::MAX_BCRYPT_COST),
+        Ok(()),
+        "a hash of the highest cost accepted must load without being computed"
+    );
+    let err = load_within_20s(31).unwrap_err();
+    assert!(
+        err.contains("has cost 31, above this exporter's limit of 14"),
+        "{err}"
     );
     // Every bcrypt variant htpasswd and Go write is accepted.
     for prefix in ["$2a$", "$2b$", "$2y$"] {
