@@ -11,13 +11,15 @@ What runs:
     in-process test driver (test:///ABS/exporters/libvirt/demo/node.xml, the demo's nova
     domains) and log_pattern_exporter on the node's own pod log tree (lines appended during
     the run);
-  - per shard, a real Prometheus configured from the rendered deploy/kubernetes/shards objects:
+  - per shard, a real Prometheus configured from the deploy/kubernetes/shards objects:
     it is given every target of the fleet with the node name and rack as Kubernetes service
     discovery would give them (`__meta_kubernetes_pod_node_name`,
     `__meta_kubernetes_node_label_topology_kubernetes_io_rack`), and applies the shard
     PodMonitor's relabelling (the rack `keep`, `node`, `rack`, `job`), its external labels and
     its remote-write filter; it evaluates the shipped alerts/rules with every `for` scaled by
     1/30 as harness.py's storm does;
+  - shard A also loads the static node-to-rack mapping of its own racks (alerts/topology);
+    FLEET_MAPPING=fleet gives it the whole fleet's mapping instead (by hand: shows why not);
   - one real Alertmanager with the shipped routes and inhibitions (receivers replaced by a
     loopback webhook), one real VictoriaMetrics (`victoria-metrics`, Debian package).
 
@@ -25,7 +27,7 @@ What is asserted:
   1. each shard scrapes exactly the targets of its racks; VictoriaMetrics holds every `up`
      series once (count == exporter processes) and, per node, as many series as the shard
      that scrapes the node sends (the remote-write filter applied there): nothing lost,
-     nothing counted twice;
+     nothing counted twice; one topology:node_rack:info per node;
   2. every recorded series of alerts/rules/recording.rules.yml (and topology:node_rack:info)
      is in VictoriaMetrics once per shard series, with the same value; every fleet dashboard
      query (dashboards/fleet.json) and every overview query whose series the filter keeps
@@ -37,7 +39,7 @@ What is asserted:
      availability alert and no notification; VictoriaMetrics sees the rack's `up` at 0 and the
      fleet's `up` count unchanged.
 Daemons run in a temp dir and are stopped by PID, also on failure or Ctrl-C. Python 3 standard
-library, plus PyYAML (python3-yaml) to read the rendered manifests.
+library, plus PyYAML (python3-yaml) to read the manifests.
 """
 
 import argparse
@@ -79,29 +81,26 @@ rules:
 
 
 def render_shards():
-    """The shard layout as kustomize renders it (the pinned kustomize of deploy/test.sh, or one on
-    PATH): {shard: {"podmonitor": ..., "prometheus": ...}}."""
-    kustomize = os.path.join(REPO, "target", "deploy-tools", "bin", "kustomize")
-    if not os.access(kustomize, os.X_OK):
-        kustomize = "kustomize"
-    try:
-        out = subprocess.run([kustomize, "build", SHARDS_DIR], capture_output=True, text=True, check=True).stdout
-    except FileNotFoundError:
-        raise Failure("kustomize not found: run deploy/test.sh once (it installs the pinned one into target/deploy-tools)")
-    except subprocess.CalledProcessError as e:
-        raise Failure(f"kustomize build {SHARDS_DIR}: {e.stderr}")
+    """The shard layout's objects, read from the files deploy/kubernetes/shards/kustomization.yaml
+    lists (kustomize adds only the namespace to them; deploy/test.sh renders and validates the
+    whole overlay): {shard: {"podmonitor": ..., "prometheus": ...}}."""
+    with open(os.path.join(SHARDS_DIR, "kustomization.yaml")) as f:
+        resources = yaml.safe_load(f)["resources"]
     shards = {}
-    for d in yaml.safe_load_all(out):
-        if not d:
-            continue
-        if d["kind"] == "Prometheus":
-            s = d["spec"]["externalLabels"]["shard"]
-            shards.setdefault(s, {})["prometheus"] = d
-        elif d["kind"] == "PodMonitor":
-            s = d["metadata"]["labels"]["shard"]
-            shards.setdefault(s, {})["podmonitor"] = d
+    for res in resources:
+        path = os.path.join(SHARDS_DIR, res)
+        if not os.path.isfile(path):
+            continue  # ../base
+        with open(path) as f:
+            for d in yaml.safe_load_all(f):
+                if not d:
+                    continue
+                if d["kind"] == "Prometheus":
+                    shards.setdefault(d["spec"]["externalLabels"]["shard"], {})["prometheus"] = d
+                elif d["kind"] == "PodMonitor":
+                    shards.setdefault(d["metadata"]["labels"]["shard"], {})["podmonitor"] = d
     if len(shards) < 2 or any(set(v) != {"prometheus", "podmonitor"} for v in shards.values()):
-        raise Failure(f"deploy/kubernetes/shards: want a PodMonitor and a Prometheus per shard, got {shards.keys()}")
+        raise Failure(f"deploy/kubernetes/shards: want a PodMonitor and a Prometheus per shard, got {sorted(shards)}")
     return dict(sorted(shards.items()))
 
 
@@ -200,7 +199,7 @@ def start_victoria(daemons):
 
 
 def start_shard(daemons, shard, objs, nodes, rules, am_port, vm_url):
-    """Starts a Prometheus for one shard, configured from its rendered PodMonitor and Prometheus;
+    """Starts a Prometheus for one shard, configured from its PodMonitor and Prometheus;
     returns its URL (not yet ready)."""
     pm, prom = objs["podmonitor"], objs["prometheus"]["spec"]
     scrape = []
@@ -331,6 +330,23 @@ def check_equal_sum(vm_answer, shard_answers):
     return len(flat) == len(vm_answer) and close(flat, merged(shard_answers))
 
 
+def check_topk(k):
+    """As check_equal_sum, for `topk(k, ...)`: the store's k series are the k largest of the
+    shards' answers summed (by value: which of several equal values topk keeps is arbitrary)."""
+
+    def check(vm_answer, shard_answers):
+        flat = without(vm_answer, "shard")
+        total = merged(shard_answers)
+        if len(flat) != len(vm_answer) or len(flat) != min(k, len(total)):
+            return False
+        if any(key not in total or not close({0: v}, {0: total[key]}) for key, v in flat.items()):
+            return False
+        top = sorted(total.values(), reverse=True)[:k]
+        return close(dict(enumerate(sorted(flat.values(), reverse=True))), dict(enumerate(top)))
+
+    return check
+
+
 def check_each_shard_series_once(vm_answer, shard_answers):
     """VictoriaMetrics holds each shard's series with the shard's external label: the same series
     and values, none missing, none extra."""
@@ -384,8 +400,14 @@ def run(daemons, hook, shards, names, layout, all_nodes, stop):
     threading.Thread(target=feed, daemon=True).start()
     rules = {n: h.scale_rule_durations(t, h.TIME_SCALE) for n, t in h.shipped_rules("1s").items()}
     prom = {}
-    for s in names:
-        prom[s] = start_shard(daemons, s, shards[s], all_nodes, rules, am.rsplit(":", 1)[1], vm)
+    for i, s in enumerate(names):
+        shard_rules = dict(rules)
+        if i == 0:
+            # Shard A also has the static node-to-rack mapping (alerts/topology), of its own racks
+            # only, as docs/scaling.md says; shard B knows racks from the `rack` target label alone.
+            mapped = all_nodes if os.environ.get("FLEET_MAPPING") == "fleet" else layout[s]
+            shard_rules["topology-static.yml"] = static_mapping(daemons, s, mapped)
+        prom[s] = start_shard(daemons, s, shards[s], all_nodes, shard_rules, am.rsplit(":", 1)[1], vm)
     for s in names:
         wait_until(f"prometheus-{s} ready", lambda: urllib.request.urlopen(prom[s] + "/-/ready", timeout=2).status == 200, 30, daemons=daemons)
     n_proc = len(all_nodes) * len(PORT_JOBS)
@@ -437,7 +459,10 @@ def run(daemons, hook, shards, names, layout, all_nodes, stop):
     up_count = count(vm, "count(up)")
     if up_count != n_proc:
         raise Failure(f"VictoriaMetrics: count(up) = {up_count}, want {n_proc} (one per exporter process)")
-    log(f"  ok  VictoriaMetrics: count(up) = {up_count} = exporter processes; per node, the same series count "
+    topo = query(vm, "count by (node) (topology:node_rack:info)")
+    if len(topo) != len(all_nodes) or any(v != 1 for v in topo.values()):
+        raise Failure(f"VictoriaMetrics: topology:node_rack:info per node {fmt(topo)}, want exactly one for each of {len(all_nodes)} nodes")
+    log(f"  ok  VictoriaMetrics: count(up) = {up_count} = exporter processes; one topology:node_rack:info per node; per node, the same series count "
         f"as its shard sends ({min(vm_nodes.values()):g}..{max(vm_nodes.values()):g} series per node)")
 
     # 2. Recorded series: each shard's series once in the store, same values.
@@ -461,7 +486,9 @@ def run(daemons, hook, shards, names, layout, all_nodes, stop):
         if name not in ("fleet.json", "overview.json"):
             continue
         for title, expr in dashboards.queries(board):
-            q = Q(dashboards.live_query(expr), check_equal_sum)
+            live = dashboards.live_query(expr)
+            topk = re.match(r"\s*topk\((\d+),", live)
+            q = Q(live, check_topk(int(topk.group(1))) if topk else check_equal_sum)
             t = time.time() - 3
             if not any(q(u, t) for u in shard_urls):
                 no_data.append(f"{name}: {title}")
@@ -549,6 +576,14 @@ def load_dashboards_test():
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def static_mapping(daemons, shard, nodes):
+    """The rule file alerts/topology/gen_rules.py makes of these nodes' racks."""
+    path = os.path.join(daemons.workdir, f"node-rack-{shard}.txt")
+    with open(path, "w") as f:
+        f.writelines(f"{n.name} {n.rack}\n" for n in nodes)
+    return subprocess.run([sys.executable, h.GEN, path], capture_output=True, text=True, check=True).stdout
 
 
 def metric_names(expr):
