@@ -465,6 +465,12 @@ def run(daemons, hook, shards, names, layout, all_nodes, stop):
     log(f"  ok  VictoriaMetrics: count(up) = {up_count} = exporter processes; one topology:node_rack:info per node; per node, the same series count "
         f"as its shard sends ({min(vm_nodes.values()):g}..{max(vm_nodes.values()):g} series per node)")
 
+    in_shards = sum(count(u, 'count({__name__=~".+"})') for u in shard_urls)
+    in_store = count(vm, 'count({__name__=~".+"})')
+    raw_node = [v for u in shard_urls for v in query(u, 'count by (node) ({node!=""})').values()]
+    log(f"      series: {in_store} in VictoriaMetrics, {in_shards} in the shards ({100 * in_store / in_shards:.0f}%); "
+        f"per node {min(raw_node):g}..{max(raw_node):g} in its shard")
+
     # 2. Recorded series: each shard's series once in the store, same values.
     with open(os.path.join(h.RULES_DIR, "recording.rules.yml")) as f:
         records = [r["record"] for g in yaml.safe_load(f)["groups"] for r in g["rules"] if "record" in r]
