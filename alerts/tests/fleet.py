@@ -385,6 +385,10 @@ def cmd_fleet(args):
 def run(daemons, hook, shards, names, layout, all_nodes, stop):
     with open(h.AM_CONFIG) as f:
         am_cfg, _ = h.am_test_config(f.read(), f"http://127.0.0.1:{hook.port}", h.TIME_SCALE)
+    if os.environ.get("FLEET_MUTATE") == "no-inhibit":
+        # Self-check of this test: without the inhibit rules the rack must page more than once.
+        am_cfg = re.sub(r"^inhibit_rules:.*?(?=^\S)", "inhibit_rules: []\n", am_cfg, flags=re.M | re.S)
+        log("  MUTATED: inhibit rules removed; this run is expected to FAIL")
     am = h.start_alertmanager(daemons, "alertmanager", am_cfg)
     vm = start_victoria(daemons)
     # From this thread: a child gets SIGTERM when the thread that started it ends (PDEATHSIG).
@@ -543,9 +547,15 @@ def run(daemons, hook, shards, names, layout, all_nodes, stop):
                 st.setdefault(x["status"]["state"], []).append(x["labels"]["alertname"])
         return st
 
-    wait_until("Alertmanager: RackDown active, the rack's other alerts suppressed",
-               lambda: sorted(am_state().get("active", [])) == ["RackDown"] and len(am_state().get("suppressed", [])) == len(victims) * (1 + len(PORT_JOBS)),
-               20, daemons=daemons)
+    want_suppressed = len(victims) * (1 + len(PORT_JOBS))
+    try:
+        wait_until("Alertmanager: RackDown active, the rack's other alerts suppressed",
+                   lambda: sorted(am_state().get("active", [])) == ["RackDown"] and len(am_state().get("suppressed", [])) == want_suppressed,
+                   20, daemons=daemons)
+    except Failure:
+        st = am_state()
+        raise Failure(f"Alertmanager, rack {victim_rack}: active {sorted(st.get('active', []))}, "
+                      f"{len(st.get('suppressed', []))} suppressed (want RackDown active, {want_suppressed} suppressed)")
     time.sleep(settle)
     notes = [n for n in hook.since(t0) if n[2].get("status") == "firing"]
     rack_notes = [n for n in notes if n[2].get("groupLabels", {}).get("rack") == victim_rack]
