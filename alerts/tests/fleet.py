@@ -348,8 +348,8 @@ def check_topk(k):
 
 
 def check_each_shard_series_once(vm_answer, shard_answers):
-    """VictoriaMetrics holds each shard's series with the shard's external label: the same series
-    and values, none missing, none extra."""
+    """VictoriaMetrics holds each shard's series (given their shard's external label by
+    _with_shard_label): the same series and values, none missing, none extra."""
     return close(vm_answer, merged(shard_answers))
 
 
@@ -398,8 +398,10 @@ def run(daemons, hook, shards, names, layout, all_nodes, stop):
     def feed():  # the log exporters' match counters keep growing: rates are not all zero
         while not stop.wait(1):
             for n in all_nodes:
-                if n.procs:
+                try:
                     append_lines(n, 1)
+                except OSError:
+                    return  # the work dir is being removed
 
     threading.Thread(target=feed, daemon=True).start()
     rules = {n: h.scale_rule_durations(t, h.TIME_SCALE) for n, t in h.shipped_rules("1s").items()}
