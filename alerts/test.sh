@@ -67,7 +67,7 @@ step "inhibition matrix (real Alertmanager)" python3 tests/harness.py inhibition
 step "rules on the exporters' golden outputs (real Prometheus)" python3 tests/harness.py golden
 if [ $quick -eq 0 ]; then
   step "storm (real Prometheus + Alertmanager)" python3 tests/harness.py storm
-  step "fleet: 2 Prometheus shards, 16 exporters, VictoriaMetrics" python3 tests/fleet.py
+  step "fleet: 2 Prometheus shards, 24 exporters, VictoriaMetrics" python3 tests/fleet.py
 fi
 
 echo

@@ -3,21 +3,22 @@
 of whole racks, one shared Alertmanager, one VictoriaMetrics receiving every shard's remote write.
 
     fleet.py                                   the small run of alerts/test.sh (2 shards x 2 racks
-                                               x 2 nodes: 16 exporter processes)
-    fleet.py --racks-per-shard 3 --nodes-per-rack 4   the larger run of `make fleet`
+                                               x 2 nodes: 24 exporter processes)
+    fleet.py --racks-per-shard 3 --nodes-per-rack 4 --time-scale 10   the larger run of `make fleet`
 
 What runs:
-  - per node, two real exporter processes with their own port: libvirt_exporter on libvirt's
+  - per node, three real exporter processes with their own port: libvirt_exporter on libvirt's
     in-process test driver (test:///ABS/exporters/libvirt/demo/node.xml, the demo's nova
-    domains) and log_pattern_exporter on the node's own pod log tree (lines appended during
-    the run);
+    domains), log_pattern_exporter on the node's own pod log tree (lines appended during the
+    run) and dirty_flow_exporter on one Open vSwitch sandbox that all nodes share (the demo's
+    flows, one of them dirty);
   - per shard, a real Prometheus configured from the deploy/kubernetes/shards objects:
     it is given every target of the fleet with the node name and rack as Kubernetes service
     discovery would give them (`__meta_kubernetes_pod_node_name`,
     `__meta_kubernetes_node_label_topology_kubernetes_io_rack`), and applies the shard
     PodMonitor's relabelling (the rack `keep`, `node`, `rack`, `job`), its external labels and
     its remote-write filter; it evaluates the shipped alerts/rules with every `for` scaled by
-    1/30 as harness.py's storm does;
+    1/30 as harness.py's storm does (--time-scale; the shipped 30 s intervals become 1 s);
   - shard A also loads the static node-to-rack mapping of its own racks (alerts/topology);
     FLEET_MAPPING=fleet gives it the whole fleet's mapping instead (by hand: shows why not);
   - one real Alertmanager with the shipped routes and inhibitions (receivers replaced by a
@@ -67,7 +68,9 @@ VICTORIA = os.environ.get("VICTORIA_METRICS", "victoria-metrics")
 BIN_DIR = os.environ.get("BIN_DIR", os.path.join(REPO, "target", "debug"))
 RACK_LABEL = "__meta_kubernetes_node_label_topology_kubernetes_io_rack"
 NODE_LABEL = "__meta_kubernetes_pod_node_name"
-PORT_JOBS = {"libvirt": "libvirt", "log-pattern": "log_pattern"}  # PodMonitor port -> exporter
+PORT_JOBS = {"libvirt": "libvirt", "log-pattern": "log_pattern", "dirty-flow": "dirty_flow"}  # PodMonitor port -> job
+OVS_SANDBOX = os.path.join(REPO, "exporters", "dirty_flow", "demo", "ovs-sandbox.sh")
+OVS_CHECKS = os.path.join(REPO, "exporters", "dirty_flow", "demo", "checks.yml")
 AVAILABILITY = {"RackDown", "NodeDown", "ExporterDown"}
 
 LOG_RULES = """start_at: beginning
@@ -142,7 +145,18 @@ class Node:
         self.log_file = None
 
 
-def start_exporters(daemons, node):
+def start_ovs(daemons):
+    """One Open vSwitch sandbox (dummy datapath, the demo's flows, one of them dirty), read by
+    every node's dirty_flow_exporter; stopped by its pidfiles after the exporters."""
+    d = os.path.join(daemons.workdir, "ovs")
+    daemons.cleanups.append(lambda: subprocess.run(["bash", OVS_SANDBOX, "stop", d], capture_output=True))
+    p = subprocess.run(["bash", OVS_SANDBOX, "start", d], capture_output=True, text=True)
+    if p.returncode != 0:
+        raise Failure(f"the OVS sandbox did not start: {p.stderr}")
+    return d
+
+
+def start_exporters(daemons, node, ovs):
     d = os.path.join(daemons.workdir, "nodes", node.name)
     pod = os.path.join(d, "pods", f"openstack_nova-compute-{node.name}_uid-{node.name}", "nova-compute")
     os.makedirs(pod)
@@ -151,7 +165,7 @@ def start_exporters(daemons, node):
     rules = os.path.join(d, "rules.yml")
     with open(rules, "w") as f:
         f.write(LOG_RULES)
-    node.ports = {"libvirt": h.rebindable_port(), "log-pattern": h.rebindable_port()}
+    node.ports = {port: h.rebindable_port() for port in PORT_JOBS}
     node.procs.append(daemons.start(f"{node.name}-libvirt", [
         os.path.join(BIN_DIR, "libvirt_exporter"), f"--libvirt.uri=test://{NODE_XML}",
         f"--web.listen-address=127.0.0.1:{node.ports['libvirt']}", "--log.level=warn",
@@ -160,6 +174,10 @@ def start_exporters(daemons, node):
         os.path.join(BIN_DIR, "log_pattern_exporter"), f"--path.pods={os.path.join(d, 'pods')}",
         f"--config.file={rules}", f"--state.file={os.path.join(d, 'state.json')}",
         f"--web.listen-address=127.0.0.1:{node.ports['log-pattern']}", "--log.level=warn",
+    ]))
+    node.procs.append(daemons.start(f"{node.name}-dirty_flow", [
+        os.path.join(BIN_DIR, "dirty_flow_exporter"), f"--ovs.rundir={ovs}", f"--ovs.db=unix:{ovs}/db.sock",
+        f"--config.file={OVS_CHECKS}", f"--web.listen-address=127.0.0.1:{node.ports['dirty-flow']}", "--log.level=warn",
     ]))
 
 
@@ -198,14 +216,12 @@ def start_victoria(daemons):
     return url
 
 
-def start_shard(daemons, shard, objs, nodes, rules, am_port, vm_url):
+def start_shard(daemons, shard, objs, nodes, rules, am_port, vm_url, interval):
     """Starts a Prometheus for one shard, configured from its PodMonitor and Prometheus;
     returns its URL (not yet ready)."""
     pm, prom = objs["podmonitor"], objs["prometheus"]["spec"]
     scrape = []
     for ep in pm["spec"]["podMetricsEndpoints"]:
-        if ep["port"] not in PORT_JOBS:
-            continue  # dirty_flow: no OVS sandbox in this test
         scrape.append({
             "job_name": f"shard-{shard}/{ep['port']}",
             "static_configs": [
@@ -223,7 +239,7 @@ def start_shard(daemons, shard, objs, nodes, rules, am_port, vm_url):
             "queue_config": {"batch_send_deadline": "1s", "max_samples_per_send": 5000},
         })
     config = {
-        "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s",
+        "global": {"scrape_interval": interval, "scrape_timeout": interval, "evaluation_interval": interval,
                    "external_labels": prom["externalLabels"]},
         "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{am_port}"]}]}]},
         "scrape_configs": scrape,
@@ -366,7 +382,7 @@ def cmd_fleet(args):
             raise Failure(f"shard {s} lists {len(racks)} racks, the run wants {args.racks_per_shard}")
         layout[s] = [Node(f"{rack}-n{i:02d}", rack) for rack in racks[: args.racks_per_shard] for i in range(1, args.nodes_per_rack + 1)]
     all_nodes = [n for ns in layout.values() for n in ns]
-    for b in ("libvirt_exporter", "log_pattern_exporter"):
+    for b in ("libvirt_exporter", "log_pattern_exporter", "dirty_flow_exporter"):
         if not os.access(os.path.join(BIN_DIR, b), os.X_OK):
             raise Failure(f"{BIN_DIR}/{b} not built: cargo build --workspace --bins")
 
@@ -375,25 +391,26 @@ def cmd_fleet(args):
         daemons.cleanups.append(hook.close)
         stop = threading.Event()
         daemons.cleanups.append(stop.set)
-        run(daemons, hook, shards, names, layout, all_nodes, stop)
+        run(daemons, hook, shards, names, layout, all_nodes, stop, args.time_scale)
 
     t0 = time.monotonic()
     h.with_workdir(body)
     log(f"  fleet: wall time {time.monotonic() - t0:.0f}s")
 
 
-def run(daemons, hook, shards, names, layout, all_nodes, stop):
+def run(daemons, hook, shards, names, layout, all_nodes, stop, scale):
     with open(h.AM_CONFIG) as f:
-        am_cfg, _ = h.am_test_config(f.read(), f"http://127.0.0.1:{hook.port}", h.TIME_SCALE)
+        am_cfg, _ = h.am_test_config(f.read(), f"http://127.0.0.1:{hook.port}", scale)
     if os.environ.get("FLEET_MUTATE") == "no-inhibit":
         # Self-check of this test: without the inhibit rules the rack must page more than once.
         am_cfg = re.sub(r"^inhibit_rules:.*?(?=^\S)", "inhibit_rules: []\n", am_cfg, flags=re.M | re.S)
         log("  MUTATED: inhibit rules removed; this run is expected to FAIL")
     am = h.start_alertmanager(daemons, "alertmanager", am_cfg)
     vm = start_victoria(daemons)
+    ovs = start_ovs(daemons)
     # From this thread: a child gets SIGTERM when the thread that started it ends (PDEATHSIG).
     for n in all_nodes:
-        start_exporters(daemons, n)
+        start_exporters(daemons, n, ovs)
 
     def feed():  # the log exporters' match counters keep growing: rates are not all zero
         while not stop.wait(1):
@@ -404,7 +421,8 @@ def run(daemons, hook, shards, names, layout, all_nodes, stop):
                     return  # the work dir is being removed
 
     threading.Thread(target=feed, daemon=True).start()
-    rules = {n: h.scale_rule_durations(t, h.TIME_SCALE) for n, t in h.shipped_rules("1s").items()}
+    interval = h.fmt_duration(30 / scale)  # the shipped 30 s scrape and evaluation interval, scaled
+    rules = {n: h.scale_rule_durations(t, scale) for n, t in h.shipped_rules(interval).items()}
     prom = {}
     for i, s in enumerate(names):
         shard_rules = dict(rules)
@@ -413,7 +431,7 @@ def run(daemons, hook, shards, names, layout, all_nodes, stop):
             # only, as docs/scaling.md says; shard B knows racks from the `rack` target label alone.
             mapped = all_nodes if os.environ.get("FLEET_MAPPING") == "fleet" else layout[s]
             shard_rules["topology-static.yml"] = static_mapping(daemons, s, mapped)
-        prom[s] = start_shard(daemons, s, shards[s], all_nodes, shard_rules, am.rsplit(":", 1)[1], vm)
+        prom[s] = start_shard(daemons, s, shards[s], all_nodes, shard_rules, am.rsplit(":", 1)[1], vm, interval)
     for s in names:
         wait_until(f"prometheus-{s} ready", lambda: urllib.request.urlopen(prom[s] + "/-/ready", timeout=2).status == 200, 30, daemons=daemons)
     n_proc = len(all_nodes) * len(PORT_JOBS)
@@ -634,6 +652,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--racks-per-shard", type=int, default=2)
     ap.add_argument("--nodes-per-rack", type=int, default=2)
+    ap.add_argument("--time-scale", type=int, default=h.TIME_SCALE,
+                    help="production seconds per test second (30: 1 s scrape and evaluation interval)")
     args = ap.parse_args()
     try:
         cmd_fleet(args)
