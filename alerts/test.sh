@@ -13,9 +13,12 @@ quick=0
 [ "${1:-}" = "--quick" ] && quick=1
 
 missing=()
-for bin in promtool amtool prometheus prometheus-alertmanager python3 victoria-metrics; do
+for bin in promtool amtool prometheus prometheus-alertmanager python3; do
   command -v "$bin" >/dev/null 2>&1 || missing+=("$bin")
 done
+if [ $quick -eq 0 ]; then
+  command -v victoria-metrics >/dev/null 2>&1 || missing+=(victoria-metrics)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "alerts/test.sh: missing ${missing[*]} (Debian packages prometheus, prometheus-alertmanager, python3, victoria-metrics; see scripts/install-deps.sh)" >&2
   exit 1
