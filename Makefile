@@ -4,7 +4,7 @@
 CARGO ?= cargo
 SHELL := /bin/bash
 
-.PHONY: all deps build release test test-e2e test-rust test-alerts test-deploy lint demo bench reference-node alert-latency clean
+.PHONY: all deps build release test test-e2e test-rust test-alerts test-deploy lint demo bench reference-node alert-latency fleet clean
 
 all: build
 
@@ -52,6 +52,13 @@ test-deploy: deps
 demo: deps
 	$(CARGO) build --workspace --bins --release
 	bash scripts/demo.sh target/release
+
+# The fleet layout of docs/scaling.md at a larger size than `make test` runs it: 2 Prometheus
+# shards x 3 racks x 4 nodes (72 exporter processes), a shared Alertmanager, VictoriaMetrics.
+# Time divided by 10, not 30 as in `make test`: 3 s scrapes leave 2 cores time for 72 exporters.
+fleet: deps
+	$(CARGO) build --workspace --bins
+	python3 alerts/tests/fleet.py --racks-per-shard 3 --nodes-per-rack 4 --time-scale 10
 
 # Benchmarks print tables; they are not pass/fail tests.
 bench: deps release

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Tests of alerts/: promtool, amtool, the topology generator, lint, the inhibition matrix on a real
 # Alertmanager and the storm test on real Prometheus + Alertmanager (loopback only, temp dirs,
-# daemons stopped by PID). Runs every step, prints a summary, exits non-zero if any step failed.
-#   alerts/test.sh            everything (about 2 minutes, most of it the storm)
-#   alerts/test.sh --quick    everything but the storm
+# daemons stopped by PID), the storm test on real Prometheus + Alertmanager and the fleet test
+# (tests/fleet.py: Prometheus shards remote-writing to VictoriaMetrics, built exporters from
+# target/debug). Runs every step, prints a summary, exits non-zero if any step failed.
+#   alerts/test.sh            everything (about 3 minutes, most of it the storm and the fleet)
+#   alerts/test.sh --quick    everything but the storm and the fleet
 set -u
 cd "$(dirname "$0")"
 
@@ -14,8 +16,11 @@ missing=()
 for bin in promtool amtool prometheus prometheus-alertmanager python3; do
   command -v "$bin" >/dev/null 2>&1 || missing+=("$bin")
 done
+if [ $quick -eq 0 ]; then
+  command -v victoria-metrics >/dev/null 2>&1 || missing+=(victoria-metrics)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
-  echo "alerts/test.sh: missing ${missing[*]} (Debian packages prometheus, prometheus-alertmanager, python3; see scripts/install-deps.sh)" >&2
+  echo "alerts/test.sh: missing ${missing[*]} (Debian packages prometheus, prometheus-alertmanager, python3, victoria-metrics; see scripts/install-deps.sh)" >&2
   exit 1
 fi
 
@@ -65,6 +70,7 @@ step "inhibition matrix (real Alertmanager)" python3 tests/harness.py inhibition
 step "rules on the exporters' golden outputs (real Prometheus)" python3 tests/harness.py golden
 if [ $quick -eq 0 ]; then
   step "storm (real Prometheus + Alertmanager)" python3 tests/harness.py storm
+  step "fleet: 2 Prometheus shards, 24 exporters, VictoriaMetrics" python3 tests/fleet.py
 fi
 
 echo

@@ -223,6 +223,8 @@ def health():
 
 # Fleet-wide panels read the recorded series of alerts/rules/recording.rules.yml (docs/scaling.md),
 # never the raw per-VM series of every node; the rack variable filters through the topology.
+# Series aggregated over nodes (per project, namespace, job) are summed once more: a long-term
+# store fed by several Prometheus shards holds one such series per shard (alerts/tests/fleet.py).
 RACK = 'on (node) group_left (rack) topology:node_rack:info{rack=~"$rack"}'
 
 
@@ -233,14 +235,14 @@ def fleet():
     b.panel("timeseries", "Dirty flows per rack and check", [('rack:ovs_dirty_flows:sum{rack=~"$rack"}', "{{rack}} {{check}}")])
     b.panel("table", "Nodes with the most broken pinning (host CPUs)", [(f'topk(20, node:libvirt_pinning_broken_cpus:sum * {RACK})', "")])
     b.row("Workload")
-    b.panel("timeseries", "Guest CPU per project (cores, top 20)", [("topk(20, project:libvirt_domain_cpu_seconds:rate5m)", "{{project_name}}")])
-    b.panel("timeseries", "VMs per project (top 20)", [("topk(20, project:libvirt_domains:count)", "{{project_name}}")])
+    b.panel("timeseries", "Guest CPU per project (cores, top 20)", [("topk(20, sum by (project_id, project_name) (project:libvirt_domain_cpu_seconds:rate5m))", "{{project_name}}")])
+    b.panel("timeseries", "VMs per project (top 20)", [("topk(20, sum by (project_id, project_name) (project:libvirt_domains:count))", "{{project_name}}")])
     b.panel("timeseries", "Guest CPU per node (cores, top 20)", [(f"topk(20, node:libvirt_domain_cpu_seconds:rate5m * {RACK})", "{{node}}")])
     b.panel("timeseries", "Domains by state", [(f"sum by (state) (node:libvirt_domains_by_state:sum * {RACK})", "{{state}}")])
-    b.panel("timeseries", "Log matches /s per namespace and rule (top 20)", [("topk(20, namespace_rule:log_pattern_matches:rate5m)", "{{namespace}} {{rule}}")], unit="ops")
+    b.panel("timeseries", "Log matches /s per namespace and rule (top 20)", [("topk(20, sum by (namespace, rule) (namespace_rule:log_pattern_matches:rate5m))", "{{namespace}} {{rule}}")], unit="ops")
     b.panel("timeseries", "OpenFlow flows per bridge", [(f"sum by (bridge) (node:ovs_flows:sum * {RACK})", "{{bridge}}")])
     b.row("Cost")
-    b.panel("timeseries", "Series per scrape, all targets of each exporter", [("job:scrape_samples_scraped:sum", "{{job}}")], w=24,
+    b.panel("timeseries", "Series per scrape, all targets of each exporter", [("sum by (job) (job:scrape_samples_scraped:sum)", "{{job}}")], w=24,
             description="The input of the capacity plan in docs/scaling.md.")
     return b
 

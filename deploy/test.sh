@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Offline validation of deploy/: the PrometheusRules match alerts/, kustomize renders, the
 # rendered objects pass Kubernetes schema validation (kubernetes-validate from PyPI, --strict, for
-# the built-in kinds; deploy/tools/validate-crds.mjs for the PodMonitor and PrometheusRules), the
+# the built-in kinds; deploy/tools/validate-crds.mjs for the PodMonitor, PrometheusRules and the
+# shard layout's Prometheus objects), the
 # rules inside the rendered PrometheusRules load in promtool, and the rule and check files
 # inside the rendered ConfigMap pass the exporters' own `--config.check` (built binaries from
 # target/debug, or BIN_DIR).
@@ -61,6 +62,18 @@ if promtool check rules "$TMP"/rule-*.yml > "$TMP/promtool.out" 2>&1; then
 else
   cat "$TMP/promtool.out"; echo "FAIL promtool on rendered PrometheusRules"; fail=1
 fi
+# The shard layout (deploy/kubernetes/shards, run by alerts/tests/fleet.py): renders onto the base,
+# the built-in kinds pass kubernetes-validate, the PodMonitors and Prometheus objects the CRDs.
+kustomize build "$REPO/deploy/kubernetes/shards" > "$TMP/shards.yaml"
+"$VENV/bin/python" -c 'import json, sys, yaml; print(json.dumps([d for d in yaml.safe_load_all(sys.stdin) if d]))' \
+  < "$TMP/shards.yaml" > "$TMP/shards.json"
+node "$TOOLS/validate-crds.mjs" "$TMP/shards.json" || fail=1
+if "$VENV/bin/kubernetes-validate" --strict --no-warn "$TMP/shards.yaml" > "$TMP/validate-shards.out" 2>&1; then
+  echo "ok   kubernetes-validate --strict shards: $(grep -c passed "$TMP/validate-shards.out") objects valid"
+else
+  cat "$TMP/validate-shards.out"; echo "FAIL kubernetes-validate shards"; fail=1
+fi
+
 # Tenant rule sets: the component renders onto the base, the result passes schema validation,
 # and every tenant ConfigMap passes `log_pattern_exporter check-rules`.
 BIN_DIR="${BIN_DIR:-$REPO/target/debug}"

@@ -13,6 +13,8 @@ PACKAGES=(
   openvswitch-switch
   # Prometheus, promtool, Alertmanager, amtool
   prometheus prometheus-alertmanager
+  # the fleet test (alerts/tests/fleet.py): the long-term store the Prometheus shards remote-write to
+  victoria-metrics
   # peers measured in benchmarks
   mtail
   # dirty_flow bench: OVS's own Python flow parser (ovs.flow.ofp) and its netaddr dependency

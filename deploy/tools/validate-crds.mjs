@@ -1,4 +1,4 @@
-// Validates the prometheus-operator objects (PodMonitor, PrometheusRule) of a rendered manifest
+// Validates the prometheus-operator objects (PodMonitor, PrometheusRule, Prometheus) of a rendered manifest
 // against the CRDs' schemas, which kubernetes-validate cannot do (it knows only built-in kinds):
 //   1. at run time, with @kubernetes-models' validators generated from the CRDs' OpenAPI
 //      schemas: required fields, types, enums and patterns (a `for: 5 minutes` fails);
@@ -14,10 +14,12 @@ import { fileURLToPath } from "node:url";
 import ts from "typescript";
 import { PodMonitor } from "@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/PodMonitor";
 import { PrometheusRule } from "@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/PrometheusRule";
+import { Prometheus } from "@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/Prometheus";
 
 const MODELS = {
   PodMonitor: { model: PodMonitor, type: "IPodMonitor", module: "PodMonitor" },
   PrometheusRule: { model: PrometheusRule, type: "IPrometheusRule", module: "PrometheusRule" },
+  Prometheus: { model: Prometheus, type: "IPrometheus", module: "Prometheus" },
 };
 const [objectsPath, flag] = process.argv.slice(2);
 if (!objectsPath || (flag && flag !== "--self-test")) {
