@@ -259,17 +259,135 @@ pub struct SourceConfig {
     pub labels: BTreeMap<String, String>,
 }
 
-/// Loads and validates a configuration file.
-pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+/// Largest platform configuration file read (`--config.file`): far above any real rule file,
+/// far below what would strain the exporter's memory.
+pub const MAX_CONFIG_BYTES: u64 = 4 << 20;
+
+/// Deepest nesting of YAML flow collections (`[`, `{`) a rule file may have. Rule files need a
+/// handful of levels; the YAML parser's time grows with the square of the nesting, so a deeper
+/// file is refused before it is parsed.
+pub const MAX_NESTING: usize = 64;
+
+/// Reads at most `cap` bytes of the regular file `path`; `what` names the file's role in
+/// messages. The file is opened without blocking and checked to be a regular file before
+/// anything is read (a FIFO would block, `/dev/zero` never ends), and a file over `cap` is
+/// refused without being read whole.
+pub fn read_capped(path: &Path, cap: u64, what: &str) -> Result<Vec<u8>, ConfigError> {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let read_err = |source| ConfigError::Read {
         path: path.to_path_buf(),
         source,
-    })?;
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(read_err)?;
+    let meta = file.metadata().map_err(read_err)?;
+    if !meta.is_file() {
+        return Err(ConfigError::invalid(
+            path,
+            format!("not a regular file; a {what} must be one"),
+        ));
+    }
+    let too_large = || {
+        ConfigError::invalid(
+            path,
+            format!("larger than {cap} bytes, the most a {what} may hold"),
+        )
+    };
+    if meta.len() > cap {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    file.take(cap + 1)
+        .read_to_end(&mut body)
+        .map_err(read_err)?;
+    if body.len() as u64 > cap {
+        return Err(too_large());
+    }
+    Ok(body)
+}
+
+/// [`read_capped`] for a text file: content that is not UTF-8 is an error naming the file.
+pub fn read_text(path: &Path, cap: u64, what: &str) -> Result<String, ConfigError> {
+    String::from_utf8(read_capped(path, cap, what)?).map_err(|e| {
+        ConfigError::invalid(
+            path,
+            format!(
+                "not UTF-8 text (invalid byte at offset {})",
+                e.utf8_error().valid_up_to()
+            ),
+        )
+    })
+}
+
+/// Refuses YAML whose flow collections (`[`, `{`) nest deeper than [`MAX_NESTING`], with the
+/// line and column where the limit is passed. Quoted scalars and comments are skipped; brackets
+/// inside plain or block scalars are counted too, which errs on the safe side.
+pub fn check_nesting(path: &Path, text: &str) -> Result<(), ConfigError> {
+    let (mut depth, mut line, mut col) = (0usize, 1usize, 0usize);
+    let mut quote: Option<char> = None;
+    let mut comment = false;
+    let mut escaped = false;
+    let mut prev = '\n';
+    for c in text.chars() {
+        col += 1;
+        if c == '\n' {
+            line += 1;
+            col = 0;
+            comment = false;
+            prev = c;
+            continue;
+        }
+        match quote {
+            _ if comment => {}
+            Some('"') if escaped => escaped = false,
+            Some('"') if c == '\\' => escaped = true,
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None => match c {
+                '#' if prev.is_whitespace() => comment = true,
+                // `''` inside a single-quoted scalar is a quote, not its end.
+                '\'' | '"'
+                    if prev.is_whitespace()
+                        || matches!(prev, '[' | '{' | ',' | ':')
+                        || c == '\'' && prev == '\'' =>
+                {
+                    quote = Some(c)
+                }
+                '[' | '{' => {
+                    depth += 1;
+                    if depth > MAX_NESTING {
+                        return Err(ConfigError::Parse {
+                            path: path.to_path_buf(),
+                            line,
+                            column: col,
+                            message: format!(
+                                "flow collections (`[`, `{{`) nested deeper than {MAX_NESTING} levels; refused before parsing"
+                            ),
+                        });
+                    }
+                }
+                ']' | '}' => depth = depth.saturating_sub(1),
+                _ => {}
+            },
+        }
+        prev = c;
+    }
+    Ok(())
+}
+
+/// Loads and validates a configuration file (at most [`MAX_CONFIG_BYTES`], a regular file).
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = read_text(path, MAX_CONFIG_BYTES, "configuration file")?;
     parse(path, &text)
 }
 
 /// Parses and validates configuration text (`path` is for messages).
 pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+    check_nesting(path, text)?;
     let config: Config = common::config::parse_yaml(path, text).map_err(|e| refine(text, e))?;
     validate(&config).map_err(|m| ConfigError::invalid(path, m))?;
     Ok(config)
@@ -277,6 +395,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
 
 /// Parses and validates a tenant's rule set file (rules only; `path` is for messages).
 pub fn parse_rule_set(path: &Path, text: &str) -> Result<Vec<Rule>, ConfigError> {
+    check_nesting(path, text)?;
     let file: RuleSetFile = common::config::parse_yaml(path, text).map_err(|e| refine(text, e))?;
     let config = Config {
         rules: file.rules,
