@@ -323,10 +323,32 @@ pub fn read_text(path: &Path, cap: u64, what: &str) -> Result<String, ConfigErro
     })
 }
 
-/// Refuses YAML whose flow collections (`[`, `{`) nest deeper than [`MAX_NESTING`], with the
-/// line and column where the limit is passed. Quoted scalars and comments are skipped; brackets
+/// Refuses YAML whose flow collections (`[`, `{`) nest deeper than [`MAX_NESTING`], or with
+/// more than that many compact block sequence entries on one line (`- - - x`), with the line
+/// and column where the limit is passed. Quoted scalars and comments are skipped; brackets
 /// inside plain or block scalars are counted too, which errs on the safe side.
 pub fn check_nesting(path: &Path, text: &str) -> Result<(), ConfigError> {
+    let too_deep = |line: usize, column: usize, what: &str| ConfigError::Parse {
+        path: path.to_path_buf(),
+        line,
+        column,
+        message: format!("{what} nested deeper than {MAX_NESTING} levels; refused before parsing"),
+    };
+    for (i, l) in text.lines().enumerate() {
+        let mut rest = l.trim_start();
+        let mut n = 0;
+        while let Some(r) = rest.strip_prefix('-') {
+            if !(r.is_empty() || r.starts_with([' ', '\t'])) {
+                break;
+            }
+            n += 1;
+            if n > MAX_NESTING {
+                let col = l[..l.len() - rest.len()].chars().count() + 1;
+                return Err(too_deep(i + 1, col, "block sequences (`- - ...`)"));
+            }
+            rest = r.trim_start();
+        }
+    }
     let (mut depth, mut line, mut col) = (0usize, 1usize, 0usize);
     let mut quote: Option<char> = None;
     let mut comment = false;
@@ -360,14 +382,7 @@ pub fn check_nesting(path: &Path, text: &str) -> Result<(), ConfigError> {
                 '[' | '{' => {
                     depth += 1;
                     if depth > MAX_NESTING {
-                        return Err(ConfigError::Parse {
-                            path: path.to_path_buf(),
-                            line,
-                            column: col,
-                            message: format!(
-                                "flow collections (`[`, `{{`) nested deeper than {MAX_NESTING} levels; refused before parsing"
-                            ),
-                        });
+                        return Err(too_deep(line, col, "flow collections (`[`, `{`)"));
                     }
                 }
                 ']' | '}' => depth = depth.saturating_sub(1),
@@ -430,6 +445,16 @@ fn refine(text: &str, err: ConfigError) -> ConfigError {
     else {
         return err;
     };
+    // The YAML parser knows no position for errors found while expanding aliases: say what
+    // happened and which limit, without a bogus `0:0`.
+    if (line, column) == (0, 0) {
+        let message = match message.as_str() {
+            "repetition limit exceeded" => "YAML aliases (`*name`) expand to more than 100 times the file's own nodes (the parser's repetition limit, which stops alias bombs); write the repeated values out".to_string(),
+            "recursion limit exceeded" => "YAML nested deeper than the parser's recursion limit of 128 levels".to_string(),
+            _ => message,
+        };
+        return ConfigError::Invalid { path, message };
+    }
     let exact = (|| {
         let offset: usize = message
             .split("at offset ")
@@ -758,6 +783,43 @@ mod tests {
             let err = parse(text).unwrap_err();
             assert!(err.contains(want), "{text:?}: {err}");
         }
+    }
+
+    /// Hostile YAML: an alias bomb gets a message saying what and which limit (the parser
+    /// gives no position); deep nesting is refused before parsing with its position; brackets
+    /// inside quoted scalars and comments do not count.
+    #[test]
+    fn alias_bombs_and_deep_nesting_have_meaningful_errors() {
+        let mut text = format!(
+            "rules:\n- &r {{name: x, contains: y, keep_labels: &k [&s namespace{}]}}\n",
+            ", *s".repeat(200)
+        );
+        text.push_str(&"- *r\n".repeat(3000));
+        let err = parse(&text).unwrap_err();
+        assert!(
+            err.starts_with("c.yml: YAML aliases (`*name`) expand to more than 100 times"),
+            "{err}"
+        );
+        assert!(err.contains("repetition limit"), "{err}");
+        let deep = format!(
+            "rules:\n- {{name: a, contains: x, keep_labels: {}",
+            "[".repeat(70)
+        );
+        let err = parse(&deep).unwrap_err();
+        assert!(err.starts_with("c.yml:2:102: flow collections"), "{err}");
+        let compact = format!("rules:\n{}x\n", "- ".repeat(100_000));
+        let err = parse(&compact).unwrap_err();
+        assert!(
+            err.starts_with("c.yml:2:129: block sequences (`- - ...`) nested deeper than 64"),
+            "{err}"
+        );
+        let quoted = format!(
+            "# {b}\nrules:\n- {{name: a, contains: '{b}''{b}', keep_labels: [namespace]}}\n- {{name: b, expr: \"{{}} |= \\\"{b}\\\"\"}}\n",
+            b = "[{".repeat(100)
+        );
+        let c = parse(&quoted).unwrap();
+        assert_eq!(c.rules.len(), 2);
+        assert_eq!(c.rules[0].contains.as_deref().map(str::len), Some(401));
     }
 
     #[test]
