@@ -753,7 +753,7 @@ impl Engine {
                 claimed.insert(s.path.clone());
                 tracing::info!(path = %s.path.display(), offset = s.offset, "resuming a compressed file");
                 if !self.queue_gz(&s.path, &s.labels, reader) {
-                    self.counters.files_lost += 1;
+                    self.gz_not_resumed(&s.path);
                 }
                 return None;
             }
@@ -841,7 +841,7 @@ impl Engine {
                 claimed.insert(p.clone());
                 tracing::info!(path = %p.display(), offset = s.offset, "resuming from compressed rotated file");
                 if !self.queue_gz(&p, &s.labels, reader) {
-                    self.counters.files_lost += 1;
+                    self.gz_not_resumed(&p);
                 }
                 return None;
             }
@@ -918,6 +918,22 @@ impl Engine {
             reader,
         });
         true
+    }
+
+    /// A compressed file to resume that cannot be opened now (no descriptor free): its rest is
+    /// lost (counted), and it is remembered as done so that no scan reads it from byte 0.
+    fn gz_not_resumed(&mut self, p: &Path) {
+        tracing::warn!(path = %p.display(), "compressed file not resumed; its unread rest is lost");
+        self.counters.files_lost += 1;
+        if let (Ok(meta), Some(h)) = (std::fs::metadata(p), Self::gz_head(p)) {
+            let done = Done {
+                dev: meta.dev(),
+                ino: meta.ino(),
+                fingerprint: Fingerprint::of(&h),
+                offset: 0,
+            };
+            self.remember_done(p, done);
+        }
     }
 
     /// Reads up to `budget` decompressed bytes of a compressed file (passed-over bytes of a
