@@ -451,6 +451,30 @@ fn a_device_or_fifo_as_config_file_is_a_startup_error() {
                 "{text}"
             );
         }
+        // The importer's input too: exit 1, the file named, nothing written.
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_log_pattern_exporter"))
+            .arg("import-loki-rules")
+            .arg(&path)
+            .arg(format!(
+                "--output.rules={}",
+                d.path().join("r.yml").display()
+            ))
+            .arg(format!(
+                "--output.prometheus={}",
+                d.path().join("p.yml").display()
+            ))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{text}");
+        assert!(
+            text.contains(&format!(
+                "{}: not a regular file; a Loki rule file must be one",
+                path.display()
+            )),
+            "{text}"
+        );
+        assert!(!d.path().join("r.yml").exists());
     }
 }
 

@@ -871,6 +871,11 @@ impl Engine {
             self.count_error(p, "too_many_files");
             return false;
         }
+        // Opening a FIFO for reading would block until a writer comes.
+        if std::fs::metadata(p).is_ok_and(|m| !m.is_file()) {
+            self.count_error(p, "not_a_file");
+            return false;
+        }
         let file = match File::open(p) {
             Ok(f) => f,
             Err(e) => {
@@ -1504,5 +1509,14 @@ mod tests {
         let mut r = engine();
         r.replay_file(&rotated, &vec![("pod".into(), "p".into())]);
         assert_eq!(count(&r), 500);
+        // A FIFO named like a compressed file is counted, never opened (it would block).
+        let fifo = d.path().join("fifo.gz");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        r.replay_file(&fifo, &vec![("pod".into(), "p".into())]);
+        assert_eq!(r.state().counters.read_errors.get("not_a_file"), Some(&1));
     }
 }
