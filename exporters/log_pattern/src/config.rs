@@ -820,6 +820,11 @@ mod tests {
         let c = parse(&quoted).unwrap();
         assert_eq!(c.rules.len(), 2);
         assert_eq!(c.rules[0].contains.as_deref().map(str::len), Some(401));
+        // A regex over the compiled size limit: file, line, column, rule, offset and the limit.
+        let err = parse("rules:\n- name: big\n  expr: '{} |~ \"(a{1000}){1000}\"'\n").unwrap_err();
+        assert!(err.starts_with("c.yml:3:16: rules[0]: "), "{err}");
+        assert!(err.contains("at offset 6 of the expression"), "{err}");
+        assert!(err.contains("size limit of 10485760 bytes"), "{err}");
     }
 
     #[test]
