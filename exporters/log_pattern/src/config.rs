@@ -259,17 +259,150 @@ pub struct SourceConfig {
     pub labels: BTreeMap<String, String>,
 }
 
-/// Loads and validates a configuration file.
-pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+/// Largest platform configuration file read (`--config.file`): far above any real rule file,
+/// far below what would strain the exporter's memory.
+pub const MAX_CONFIG_BYTES: u64 = 4 << 20;
+
+/// Deepest nesting of YAML flow collections (`[`, `{`) a rule file may have. Rule files need a
+/// handful of levels; the YAML parser's time grows with the square of the nesting, so a deeper
+/// file is refused before it is parsed.
+pub const MAX_NESTING: usize = 64;
+
+/// Reads at most `cap` bytes of the regular file `path`; `what` names the file's role in
+/// messages. The file is opened without blocking and checked to be a regular file before
+/// anything is read (a FIFO would block, `/dev/zero` never ends), and a file over `cap` is
+/// refused without being read whole.
+pub fn read_capped(path: &Path, cap: u64, what: &str) -> Result<Vec<u8>, ConfigError> {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let read_err = |source| ConfigError::Read {
         path: path.to_path_buf(),
         source,
-    })?;
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(read_err)?;
+    let meta = file.metadata().map_err(read_err)?;
+    if !meta.is_file() {
+        return Err(ConfigError::invalid(
+            path,
+            format!("not a regular file; a {what} must be one"),
+        ));
+    }
+    let too_large = || {
+        ConfigError::invalid(
+            path,
+            format!("larger than {cap} bytes, the most a {what} may hold"),
+        )
+    };
+    if meta.len() > cap {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    file.take(cap + 1)
+        .read_to_end(&mut body)
+        .map_err(read_err)?;
+    if body.len() as u64 > cap {
+        return Err(too_large());
+    }
+    Ok(body)
+}
+
+/// [`read_capped`] for a text file: content that is not UTF-8 is an error naming the file.
+pub fn read_text(path: &Path, cap: u64, what: &str) -> Result<String, ConfigError> {
+    String::from_utf8(read_capped(path, cap, what)?).map_err(|e| {
+        ConfigError::invalid(
+            path,
+            format!(
+                "not UTF-8 text (invalid byte at offset {})",
+                e.utf8_error().valid_up_to()
+            ),
+        )
+    })
+}
+
+/// Refuses YAML whose flow collections (`[`, `{`) nest deeper than [`MAX_NESTING`], or with
+/// more than that many compact block sequence entries on one line (`- - - x`), with the line
+/// and column where the limit is passed. Quoted scalars and comments are skipped; brackets
+/// inside plain or block scalars are counted too, which errs on the safe side.
+pub fn check_nesting(path: &Path, text: &str) -> Result<(), ConfigError> {
+    let too_deep = |line: usize, column: usize, what: &str| ConfigError::Parse {
+        path: path.to_path_buf(),
+        line,
+        column,
+        message: format!("{what} nested deeper than {MAX_NESTING} levels; refused before parsing"),
+    };
+    for (i, l) in text.lines().enumerate() {
+        let mut rest = l.trim_start();
+        let mut n = 0;
+        while let Some(r) = rest.strip_prefix('-') {
+            if !(r.is_empty() || r.starts_with([' ', '\t'])) {
+                break;
+            }
+            n += 1;
+            if n > MAX_NESTING {
+                let col = l[..l.len() - rest.len()].chars().count() + 1;
+                return Err(too_deep(i + 1, col, "block sequences (`- - ...`)"));
+            }
+            rest = r.trim_start();
+        }
+    }
+    let (mut depth, mut line, mut col) = (0usize, 1usize, 0usize);
+    let mut quote: Option<char> = None;
+    let mut comment = false;
+    let mut escaped = false;
+    let mut prev = '\n';
+    for c in text.chars() {
+        col += 1;
+        if c == '\n' {
+            line += 1;
+            col = 0;
+            comment = false;
+            prev = c;
+            continue;
+        }
+        match quote {
+            _ if comment => {}
+            Some('"') if escaped => escaped = false,
+            Some('"') if c == '\\' => escaped = true,
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None => match c {
+                '#' if prev.is_whitespace() => comment = true,
+                // `''` inside a single-quoted scalar is a quote, not its end.
+                '\'' | '"'
+                    if prev.is_whitespace()
+                        || matches!(prev, '[' | '{' | ',' | ':')
+                        || c == '\'' && prev == '\'' =>
+                {
+                    quote = Some(c)
+                }
+                '[' | '{' => {
+                    depth += 1;
+                    if depth > MAX_NESTING {
+                        return Err(too_deep(line, col, "flow collections (`[`, `{`)"));
+                    }
+                }
+                ']' | '}' => depth = depth.saturating_sub(1),
+                _ => {}
+            },
+        }
+        prev = c;
+    }
+    Ok(())
+}
+
+/// Loads and validates a configuration file (at most [`MAX_CONFIG_BYTES`], a regular file).
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = read_text(path, MAX_CONFIG_BYTES, "configuration file")?;
     parse(path, &text)
 }
 
 /// Parses and validates configuration text (`path` is for messages).
 pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+    check_nesting(path, text)?;
     let config: Config = common::config::parse_yaml(path, text).map_err(|e| refine(text, e))?;
     validate(&config).map_err(|m| ConfigError::invalid(path, m))?;
     Ok(config)
@@ -277,6 +410,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
 
 /// Parses and validates a tenant's rule set file (rules only; `path` is for messages).
 pub fn parse_rule_set(path: &Path, text: &str) -> Result<Vec<Rule>, ConfigError> {
+    check_nesting(path, text)?;
     let file: RuleSetFile = common::config::parse_yaml(path, text).map_err(|e| refine(text, e))?;
     let config = Config {
         rules: file.rules,
@@ -311,6 +445,16 @@ fn refine(text: &str, err: ConfigError) -> ConfigError {
     else {
         return err;
     };
+    // The YAML parser knows no position for errors found while expanding aliases: say what
+    // happened and which limit, without a bogus `0:0`.
+    if (line, column) == (0, 0) {
+        let message = match message.as_str() {
+            "repetition limit exceeded" => "YAML aliases (`*name`) expand to more than 100 times the file's own nodes (the parser's repetition limit, which stops alias bombs); write the repeated values out".to_string(),
+            "recursion limit exceeded" => "YAML nested deeper than the parser's recursion limit of 128 levels".to_string(),
+            _ => message,
+        };
+        return ConfigError::Invalid { path, message };
+    }
     let exact = (|| {
         let offset: usize = message
             .split("at offset ")
@@ -639,6 +783,48 @@ mod tests {
             let err = parse(text).unwrap_err();
             assert!(err.contains(want), "{text:?}: {err}");
         }
+    }
+
+    /// Hostile YAML: an alias bomb gets a message saying what and which limit (the parser
+    /// gives no position); deep nesting is refused before parsing with its position; brackets
+    /// inside quoted scalars and comments do not count.
+    #[test]
+    fn alias_bombs_and_deep_nesting_have_meaningful_errors() {
+        let mut text = format!(
+            "rules:\n- &r {{name: x, contains: y, keep_labels: &k [&s namespace{}]}}\n",
+            ", *s".repeat(200)
+        );
+        text.push_str(&"- *r\n".repeat(3000));
+        let err = parse(&text).unwrap_err();
+        assert!(
+            err.starts_with("c.yml: YAML aliases (`*name`) expand to more than 100 times"),
+            "{err}"
+        );
+        assert!(err.contains("repetition limit"), "{err}");
+        let deep = format!(
+            "rules:\n- {{name: a, contains: x, keep_labels: {}",
+            "[".repeat(70)
+        );
+        let err = parse(&deep).unwrap_err();
+        assert!(err.starts_with("c.yml:2:102: flow collections"), "{err}");
+        let compact = format!("rules:\n{}x\n", "- ".repeat(100_000));
+        let err = parse(&compact).unwrap_err();
+        assert!(
+            err.starts_with("c.yml:2:129: block sequences (`- - ...`) nested deeper than 64"),
+            "{err}"
+        );
+        let quoted = format!(
+            "# {b}\nrules:\n- {{name: a, contains: '{b}''{b}', keep_labels: [namespace]}}\n- {{name: b, expr: \"{{}} |= \\\"{b}\\\"\"}}\n",
+            b = "[{".repeat(100)
+        );
+        let c = parse(&quoted).unwrap();
+        assert_eq!(c.rules.len(), 2);
+        assert_eq!(c.rules[0].contains.as_deref().map(str::len), Some(401));
+        // A regex over the compiled size limit: file, line, column, rule, offset and the limit.
+        let err = parse("rules:\n- name: big\n  expr: '{} |~ \"(a{1000}){1000}\"'\n").unwrap_err();
+        assert!(err.starts_with("c.yml:3:16: rules[0]: "), "{err}");
+        assert!(err.contains("at offset 6 of the expression"), "{err}");
+        assert!(err.contains("size limit of 10485760 bytes"), "{err}");
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //!
 //! CRI (`<RFC3339Nano> <stdout|stderr> <P|F>[:tags] <msg>`, written by containerd and CRI-O),
 //! Docker's json-file (`{"log":"…\n","stream":"stdout","time":"…"}`) and plain text. The format
-//! is detected once per file from its first line ([`detect`]). Partial lines (CRI `P`, Docker
+//! is decided once per file, by the first of its first [`DETECT_LINES`] lines that is a valid
+//! CRI or Docker line ([`detect`]); a malformed line before it (a CRI line with a bad
+//! timestamp) does not make the file plain text for good. Partial lines (CRI `P`, Docker
 //! `log` without a final newline) are reported as such; joining them is the job of
 //! [`crate::tail::lines`], which keeps that state per file and stream.
 
@@ -78,15 +80,35 @@ pub enum ParseError {
     Docker(String),
 }
 
-/// Guesses a file's format from its first line.
-pub fn detect(first_line: &[u8]) -> Format {
-    if parse_cri(first_line).is_ok() {
-        Format::Cri
-    } else if first_line.first() == Some(&b'{') && parse_docker(first_line).is_ok() {
-        Format::Docker
+/// Lines examined to decide a file's format: if none of them is a valid CRI or Docker line,
+/// the file is plain text.
+pub const DETECT_LINES: u32 = 16;
+
+/// The format `line` is a valid line of, if it is a CRI or Docker one.
+pub fn detect(line: &[u8]) -> Option<Format> {
+    if parse_cri(line).is_ok() {
+        Some(Format::Cri)
+    } else if line.first() == Some(&b'{') && parse_docker(line).is_ok() {
+        Some(Format::Docker)
     } else {
-        Format::Plain
+        None
     }
+}
+
+/// The container format a line that is valid in none has the shape of: CRI when its second
+/// and third fields are a stream and a `P`/`F` tag, Docker when it is a JSON object with a
+/// `"log"` key. Such a line is counted as malformed even before the file's format is known.
+pub fn resembles(line: &[u8]) -> Option<Format> {
+    let mut fields = line.splitn(4, |&b| b == b' ');
+    let (_, stream, tag) = (fields.next(), fields.next(), fields.next());
+    let tag = tag.and_then(|t| t.split(|&b| b == b':').next());
+    if matches!(stream, Some(b"stdout" | b"stderr")) && matches!(tag, Some(b"P" | b"F")) {
+        return Some(Format::Cri);
+    }
+    if line.first() == Some(&b'{') && memchr::memmem::find(line, b"\"log\"").is_some() {
+        return Some(Format::Docker);
+    }
+    None
 }
 
 /// Parses a line in `format`.
@@ -316,12 +338,27 @@ mod tests {
 
     #[test]
     fn detection() {
-        assert_eq!(detect(b"2024-01-15T10:00:00Z stdout F x"), Format::Cri);
+        assert_eq!(
+            detect(b"2024-01-15T10:00:00Z stdout F x"),
+            Some(Format::Cri)
+        );
         assert_eq!(
             detect(br#"{"log":"x\n","stream":"stdout","time":"2024-01-15T10:00:00Z"}"#),
-            Format::Docker
+            Some(Format::Docker)
         );
-        assert_eq!(detect(br#"{"level":"info"}"#), Format::Plain);
-        assert_eq!(detect(b"Jan 15 10:00:00 host kernel: x"), Format::Plain);
+        assert_eq!(detect(br#"{"level":"info"}"#), None);
+        assert_eq!(detect(b"Jan 15 10:00:00 host kernel: x"), None);
+        assert_eq!(detect(b"2024-13-45T99:00:00Z stdout F x"), None);
+        assert_eq!(
+            resembles(b"2024-13-45T99:00:00Z stdout F x"),
+            Some(Format::Cri)
+        );
+        assert_eq!(resembles(b"garbage stderr P:x y"), Some(Format::Cri));
+        assert_eq!(
+            resembles(br#"{"log":"x\n","stream":"none"}"#),
+            Some(Format::Docker)
+        );
+        assert_eq!(resembles(br#"{"level":"info"}"#), None);
+        assert_eq!(resembles(b"Jan 15 10:00:00 host kernel: x"), None);
     }
 }

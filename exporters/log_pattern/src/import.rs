@@ -289,7 +289,7 @@ pub fn run(input: &Path, rules_out: &Path, prometheus_out: &Path) -> Result<Impo
         let path = path.to_path_buf();
         move |source| Error::Replay { path, source }
     };
-    let text = std::fs::read_to_string(input).map_err(io(input))?;
+    let text = crate::config::read_text(input, crate::config::MAX_CONFIG_BYTES, "Loki rule file")?;
     let import = translate(input, &text)?;
     std::fs::write(rules_out, &import.rules_yaml).map_err(io(rules_out))?;
     std::fs::write(prometheus_out, &import.prometheus_yaml).map_err(io(prometheus_out))?;

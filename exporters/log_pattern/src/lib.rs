@@ -99,6 +99,7 @@ pub struct Flags {
     #[arg(
         long = "state.file",
         default_value = "/var/lib/log_pattern_exporter/state.json",
+        value_parser = path_or_empty,
         value_name = "FILE"
     )]
     pub state_file: PathBuf,
@@ -137,6 +138,11 @@ pub struct Flags {
     pub tenant: TenantArgs,
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+/// A path flag that may be given empty (`--state.file=`), which clap's path parser refuses.
+fn path_or_empty(s: &str) -> Result<PathBuf, std::convert::Infallible> {
+    Ok(PathBuf::from(s))
 }
 
 /// Default budgets of each tenant (the platform file may override them per tenant).
@@ -377,6 +383,19 @@ mod tests {
             None
         );
         assert_eq!(soft_nofile(""), None);
+    }
+
+    #[test]
+    fn an_empty_state_file_disables_persistence() {
+        let flags = <Flags as clap::Parser>::try_parse_from(["x", "--state.file="]).unwrap();
+        assert!(flags.state_file.as_os_str().is_empty());
+        let flags = <Flags as clap::Parser>::try_parse_from(["x", "--state.file", ""]).unwrap();
+        assert!(flags.state_file.as_os_str().is_empty());
+        let flags = <Flags as clap::Parser>::parse_from(["x"]);
+        assert_eq!(
+            flags.state_file,
+            PathBuf::from("/var/lib/log_pattern_exporter/state.json")
+        );
     }
 
     #[test]

@@ -357,11 +357,11 @@ impl Service {
 
     fn run(&mut self, rx: &mpsc::Receiver<Msg>) {
         self.rescan("start");
-        while self.engine.read_all() {}
+        // A backlog is read on in the loop, in rounds, so that scrapes are answered meanwhile.
+        let mut more = self.engine.read_all();
         self.save(Vec::new(), None);
         let mut next_rescan = Instant::now() + self.opts.rescan_interval;
         let mut next_save = Instant::now() + self.opts.save_interval;
-        let mut more = false;
         loop {
             let mut waiters = Vec::new();
             let mut stop = None;

@@ -168,11 +168,46 @@ pub fn save(path: &Path, state: &State) -> Result<(), StateError> {
     Ok(())
 }
 
+/// Largest state file read: far above what offsets and series values take, a bound on
+/// memory all the same.
+pub const MAX_STATE_BYTES: u64 = 1 << 30;
+
+/// Reads at most `cap` + 1 bytes of `path` if it is a regular file; it is opened without
+/// blocking, so a FIFO or a device there is an error, not a hang or an endless read.
+fn read_regular(path: &Path, cap: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    if meta.len() > cap {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("larger than {cap} bytes"),
+        ));
+    }
+    let mut body = Vec::new();
+    file.take(cap + 1).read_to_end(&mut body)?;
+    Ok(body)
+}
+
 /// Loads the state file. `Ok(None)` when there is none (first start). A file that does not
-/// parse or cannot be read is moved aside and reported as [`StateError::Corrupt`] (an error
-/// moving it is [`StateError::Io`]).
+/// parse, cannot be read or is larger than [`MAX_STATE_BYTES`] is moved aside and reported as
+/// [`StateError::Corrupt`] (an error moving it, or something other than a regular file at
+/// the path, is [`StateError::Io`]).
 pub fn load(path: &Path) -> Result<Option<State>, StateError> {
-    let message = match std::fs::read(path) {
+    let message = match read_regular(path, MAX_STATE_BYTES) {
+        Ok(body) if body.len() as u64 > MAX_STATE_BYTES => {
+            format!("larger than {MAX_STATE_BYTES} bytes")
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         // A regular file that cannot be read (permissions, I/O error): set aside too, or the
         // next save would replace the offsets and counters it holds.
@@ -249,5 +284,25 @@ mod tests {
         assert!(save(&d.path().join("new/dir/state.json"), &s).is_ok());
         std::fs::write(d.path().join("file"), b"").unwrap();
         assert!(save(&d.path().join("file/state.json"), &s).is_err());
+
+        // Larger than the cap (sparse: never read): set aside, not read into memory.
+        std::fs::File::create(&p)
+            .unwrap()
+            .set_len(MAX_STATE_BYTES + 1)
+            .unwrap();
+        let err = load(&p).unwrap_err().to_string();
+        assert!(err.contains("larger than 1073741824 bytes"), "{err}");
+        assert!(!p.exists());
+        // A FIFO at the path: an error at once (opening it for reading would block), and it
+        // is left where it is.
+        let made = std::process::Command::new("mkfifo")
+            .arg(&p)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let err = load(&p).unwrap_err();
+        assert!(matches!(err, StateError::Io { .. }), "{err}");
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+        assert!(p.exists());
     }
 }

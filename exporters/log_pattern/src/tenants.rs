@@ -72,6 +72,12 @@ pub struct Loaded {
 /// every tenant's rules) arbitrarily large. A ConfigMap holds at most 1 MiB anyway.
 pub const MAX_FILE_BYTES: usize = 256 * 1024;
 
+/// Reads a rule set file: a regular file of at most [`MAX_FILE_BYTES`], checked before it is
+/// read (a larger file is never read into memory, at start or at a rescan).
+pub fn read_rule_set(path: &Path) -> Result<Vec<u8>, common::ConfigError> {
+    config::read_capped(path, MAX_FILE_BYTES as u64, "rule set")
+}
+
 /// The labels of a pod log source, which identify a line.
 const SOURCE_LABELS: &[&str] = &["namespace", "pod", "container"];
 
@@ -379,11 +385,15 @@ impl RuleSets {
     /// Examines one file if it is new or changed (or `force`); returns whether its rules in
     /// force changed.
     fn examine(&mut self, path: &Path, name: &str, force: bool) -> bool {
-        let text = match std::fs::read(path) {
+        let text = match read_rule_set(path) {
             Ok(t) => Ok(t),
             // Gone between the listing and the read (a swap): the next scan sees the outcome.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return false,
-            Err(e) => Err(format!("{}: cannot read: {e}", path.display())),
+            Err(common::ConfigError::Read { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                return false
+            }
+            Err(e) => Err(e.to_string()),
         };
         // A sidecar that writes in place truncates first: an empty file is one being
         // written, not a rule set without rules (which would reset its counters).
@@ -761,8 +771,19 @@ pub fn check_paths(
     }
     let mut verdicts: Vec<Verdict> = Vec::new();
     for path in files {
-        let text =
-            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        // A file that cannot be read, is too large or is not UTF-8 is that file's verdict;
+        // the others are judged all the same.
+        let text = read_rule_set(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|b| {
+                String::from_utf8(b).map_err(|e| {
+                    format!(
+                        "{}: not UTF-8 text (invalid byte at offset {})",
+                        path.display(),
+                        e.utf8_error().valid_up_to()
+                    )
+                })
+            });
         let mut others: Vec<&Rule> = platform.rules.iter().collect();
         others.extend(
             verdicts
@@ -770,7 +791,7 @@ pub fn check_paths(
                 .filter_map(|v| v.result.as_ref().ok())
                 .flat_map(|l| l.rules.iter()),
         );
-        let result = check_file(&path, &text, platform, limits, &others);
+        let result = text.and_then(|t| check_file(&path, &t, platform, limits, &others));
         verdicts.push(Verdict { path, result });
     }
     Ok(verdicts)
@@ -932,5 +953,83 @@ mod tests {
         assert!(sets.scan());
         assert_eq!(sets.rules()[0].binding.as_ref().unwrap().namespaces, ["a"]);
         std::fs::rename(&moved, d.path()).unwrap();
+    }
+
+    /// Hostile rule set files: nesting that would take the YAML parser minutes, a file far
+    /// over the size cap (never read), a FIFO (never opened for a blocking read), invalid
+    /// UTF-8. Each is rejected on its own with the file's name; the other files load.
+    #[test]
+    fn hostile_files_are_rejected_before_parsing_or_reading() {
+        let d = tempfile::tempdir().unwrap();
+        let nested = format!("rules: {}", "[".repeat(MAX_FILE_BYTES - 16));
+        std::fs::write(d.path().join("deep.yml"), &nested).unwrap();
+        let huge = d.path().join("huge.yml");
+        std::fs::File::create(&huge)
+            .unwrap()
+            .set_len(1 << 30)
+            .unwrap();
+        std::fs::write(d.path().join("latin.yml"), b"rules: []\n# caf\xe9\n").unwrap();
+        std::fs::write(
+            d.path().join("good.yml"),
+            format!(
+                "rules:\n- {{name: x, expr: '{{}} |= \"{}\"'}}\n",
+                "[".repeat(100)
+            ),
+        )
+        .unwrap();
+        let err = check("deep.yml", &nested, &Config::default(), &Limits::default()).unwrap_err();
+        assert!(err.starts_with("deep.yml:1:72: flow collections"), "{err}");
+        assert!(err.contains("deeper than 64 levels"), "{err}");
+        let err = read_rule_set(&huge).unwrap_err().to_string();
+        assert!(
+            err.ends_with("huge.yml: larger than 262144 bytes, the most a rule set may hold"),
+            "{err}"
+        );
+        let fifo = d.path().join("fifo.yml");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let err = read_rule_set(&fifo).unwrap_err().to_string();
+        assert!(err.contains("fifo.yml: not a regular file"), "{err}");
+        std::fs::remove_file(&fifo).unwrap();
+        // The directory scan: each bad file rejected on its own, the good one in force.
+        let mut sets = RuleSets::new(
+            Some(d.path().to_path_buf()),
+            None,
+            Config::default(),
+            Limits::default(),
+        );
+        assert!(sets.scan());
+        assert_eq!(sets.rules().len(), 1);
+        for bad in ["deep.yml", "huge.yml", "latin.yml"] {
+            assert!(!sets.files[bad].valid, "{bad}");
+        }
+        assert!(sets.files["good.yml"].valid);
+        assert!(!sets.scan(), "unchanged files are not examined again");
+        // check-rules: a verdict for every file, the non-UTF-8 one included.
+        let verdicts = check_paths(
+            &[d.path().to_path_buf()],
+            None,
+            &Config::default(),
+            &Limits::default(),
+        )
+        .unwrap();
+        let lines: Vec<String> = verdicts.iter().map(Verdict::line).collect();
+        assert_eq!(lines.len(), 4, "{lines:?}");
+        assert!(
+            lines[0].starts_with("FAIL ") && lines[0].contains("deep.yml:1:72"),
+            "{lines:?}"
+        );
+        assert!(
+            lines[1].starts_with("ok   ") && lines[1].contains("good.yml"),
+            "{lines:?}"
+        );
+        assert!(lines[2].contains("huge.yml: larger than"), "{lines:?}");
+        assert!(
+            lines[3].contains("latin.yml: not UTF-8 text (invalid byte at offset 15)"),
+            "{lines:?}"
+        );
     }
 }

@@ -39,6 +39,8 @@ pub struct LineReader {
     /// when the line is over the cap).
     pending_total: u64,
     pending_long: bool,
+    /// Lines seen while the format is not decided yet (see [`format::DETECT_LINES`]).
+    undecided: u32,
 }
 
 impl LineReader {
@@ -138,7 +140,23 @@ impl LineReader {
 
     fn physical(&mut self, line: &[u8], long: bool, ctx: &mut Ctx<'_>) {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let fmt = *self.format.get_or_insert_with(|| format::detect(line));
+        let fmt = match self.format.or_else(|| format::detect(line)) {
+            Some(f) => f,
+            None => {
+                // Not decided yet: the line counts as plain text (and as malformed if it has
+                // the shape of a container format).
+                self.undecided += 1;
+                if self.undecided >= format::DETECT_LINES {
+                    self.format = Some(Format::Plain);
+                }
+                if let Some(f) = format::resembles(line) {
+                    Counters::inc(&mut ctx.counters.parse_errors, f.as_str());
+                }
+                emit(line, Stream::None, None, long, ctx);
+                return;
+            }
+        };
+        self.format = Some(fmt);
         let rec = match format::parse(fmt, line) {
             Ok(r) => r,
             Err(_) => {
@@ -298,8 +316,42 @@ mod tests {
         let (lines, c, r) = run(b"ok\n\xff\xfe bad\r\nend\n", 2, 100);
         assert_eq!(lines.len(), 3);
         assert_eq!(c.invalid_utf8_lines, 1);
-        assert_eq!(r.format, Some(Format::Plain));
+        // Three lines of plain text: read as such, the format still undecided.
+        assert_eq!(r.format, None);
+        assert!(c.parse_errors.is_empty());
         assert_eq!(c.bytes_read, 15);
+    }
+
+    /// A CRI file whose first lines are malformed (a bad timestamp) is still a CRI file: the
+    /// malformed lines are counted and matched as plain text, the valid ones parsed.
+    #[test]
+    fn format_decided_by_the_first_valid_line() {
+        let input = b"2024-13-45T99:99:99Z stdout F bad time\nnotatime stderr P x\n2024-01-15T10:00:00Z stdout P hel\n2024-01-15T10:00:00Z stdout F lo\n";
+        let (lines, c, r) = run(input, 7, 1000);
+        assert_eq!(
+            lines,
+            vec![
+                ("2024-13-45T99:99:99Z stdout F bad time".into(), ""),
+                ("notatime stderr P x".into(), ""),
+                ("hello".into(), "stdout"),
+            ]
+        );
+        assert_eq!(r.format, Some(Format::Cri));
+        assert_eq!(c.parse_errors.get("cri"), Some(&2));
+        // Plain text: decided after DETECT_LINES lines, nothing counted as malformed.
+        let plain: String = (0..20).map(|i| format!("line {i}\n")).collect();
+        let (lines, c, r) = run(plain.as_bytes(), 5, 1000);
+        assert_eq!(lines.len(), 20);
+        assert_eq!(r.format, Some(Format::Plain));
+        assert!(c.parse_errors.is_empty());
+        // Undecided while fewer lines have been seen.
+        let (_, _, r) = run(b"one\ntwo\n", 5, 1000);
+        assert_eq!(r.format, None);
+        // Docker after a line of garbage.
+        let input = b"garbage\n{\"log\":\"ok\\n\",\"stream\":\"stderr\",\"time\":\"2024-01-15T10:00:00Z\"}\n";
+        let (lines, _, r) = run(input, 3, 1000);
+        assert_eq!(lines[1], ("ok".into(), "stderr"));
+        assert_eq!(r.format, Some(Format::Docker));
     }
 
     #[test]

@@ -14,7 +14,7 @@
 
 pub mod lines;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::{FileExt, MetadataExt};
@@ -91,6 +91,23 @@ struct TailFile {
     drained: bool,
 }
 
+/// A compressed rotated file, read in rounds like a plain one (decompressing many GiB at once
+/// would keep scrapes waiting as long). Every gzip member is read (`cat a.gz b.gz`).
+struct GzJob {
+    path: PathBuf,
+    labels: Labels,
+    source: SourceId,
+    dev: u64,
+    ino: u64,
+    /// Of its decompressed first bytes.
+    fingerprint: Fingerprint,
+    decoder: flate2::read::MultiGzDecoder<File>,
+    /// Offsets count decompressed bytes.
+    reader: LineReader,
+    /// Decompressed bytes still to pass over before reading (a file resumed after a restart).
+    skip: u64,
+}
+
 /// Where a newly opened file starts.
 enum Start {
     Beginning,
@@ -105,6 +122,8 @@ pub struct Engine {
     sink: Box<dyn LineSink>,
     counters: Counters,
     files: BTreeMap<u64, TailFile>,
+    /// Compressed files being read, in the order they were found.
+    gz: VecDeque<GzJob>,
     active: HashMap<PathBuf, u64>,
     next_key: u64,
     /// Paths whose error was counted, so a persistent error counts once.
@@ -207,6 +226,7 @@ impl Engine {
             sink,
             counters: Counters::default(),
             files: BTreeMap::new(),
+            gz: VecDeque::new(),
             active: HashMap::new(),
             next_key: 0,
             errored: HashSet::new(),
@@ -246,7 +266,12 @@ impl Engine {
 
     /// Lets the rules drop the zero series of sources no followed file has any more.
     fn retain_live(&mut self) {
-        let live: Vec<SourceId> = self.files.values().map(|f| f.source).collect();
+        let live: Vec<SourceId> = self
+            .files
+            .values()
+            .map(|f| f.source)
+            .chain(self.gz.iter().map(|j| j.source))
+            .collect();
         self.sink.retain_sources(&live);
     }
 
@@ -266,7 +291,8 @@ impl Engine {
     /// Present-tense gauges.
     pub fn gauges(&self) -> Gauges {
         let mut g = Gauges {
-            files_open: self.files.len() as u64,
+            files_open: (self.files.len() + self.gz.len()) as u64,
+            files_rotated_open: self.gz.len() as u64,
             ..Gauges::default()
         };
         for f in self.files.values() {
@@ -300,6 +326,20 @@ impl Engine {
                     ],
                     rotated: f.rotated.is_some(),
                 })
+                .chain(self.gz.iter().map(|j| FileState {
+                    path: j.path.clone(),
+                    labels: j.labels.clone(),
+                    dev: j.dev,
+                    ino: j.ino,
+                    fingerprint: j.fingerprint,
+                    offset: j.reader.offset,
+                    format: j.reader.format,
+                    partials: [
+                        state::to_hex(&j.reader.partials[0]),
+                        state::to_hex(&j.reader.partials[1]),
+                    ],
+                    rotated: true,
+                }))
                 .collect(),
             done: self.done.clone(),
             counters: self.counters.clone(),
@@ -341,7 +381,7 @@ impl Engine {
     /// Decompressed first bytes of a `.gz` file.
     fn gz_head(p: &Path) -> Option<Vec<u8>> {
         let f = File::open(p).ok()?;
-        let mut d = flate2::read::GzDecoder::new(f).take(FINGERPRINT_BYTES as u64);
+        let mut d = flate2::read::MultiGzDecoder::new(f).take(FINGERPRINT_BYTES as u64);
         let mut h = Vec::new();
         d.read_to_end(&mut h).ok()?;
         Some(h)
@@ -457,12 +497,13 @@ impl Engine {
             }
             tracing::info!(path = %p.display(), "reading a rotated file never seen before");
             if gz {
-                self.counters.rotations += 1;
-                self.counters.files_opened += 1;
-                let source = self.sink.source(labels);
-                self.read_gz(&p, source, LineReader::default());
-                self.remember_done(&p, done);
-                judged.insert(id, stamp);
+                // Read in the next rounds; remembered as done from now on, so that it is
+                // not queued twice and a restart resumes it from the saved offset.
+                if self.queue_gz(&p, labels, LineReader::default()) {
+                    self.counters.rotations += 1;
+                    self.counters.files_opened += 1;
+                    judged.insert(id, stamp);
+                }
             } else {
                 // `open` counts it in files_opened.
                 if self.open(&p, labels.clone(), Start::Beginning, true) {
@@ -484,7 +525,7 @@ impl Engine {
     }
 
     fn open(&mut self, path: &Path, labels: Labels, start: Start, rotated: bool) -> bool {
-        if self.files.len() >= self.opts.max_open_files {
+        if self.files.len() + self.gz.len() >= self.opts.max_open_files {
             self.count_error(path, "too_many_files");
             return false;
         }
@@ -706,6 +747,20 @@ impl Engine {
             state::from_hex(&s.partials[1]).unwrap_or_default(),
         ];
         let reader = LineReader::at(s.offset, s.format, partials);
+        // 0. A compressed file that was being read: the same decompressed first bytes.
+        if is_gz(&s.path) {
+            if !claimed.contains(&s.path) && self.gz_matches(&s.path, s.fingerprint) {
+                claimed.insert(s.path.clone());
+                tracing::info!(path = %s.path.display(), offset = s.offset, "resuming a compressed file");
+                if !self.queue_gz(&s.path, &s.labels, reader) {
+                    self.gz_not_resumed(&s.path);
+                }
+                return None;
+            }
+            tracing::warn!(path = %s.path.display(), offset = s.offset, "compressed file not found again; its unread rest is lost");
+            self.counters.files_lost += 1;
+            return None;
+        }
         // 1. At its path, same inode and same first bytes.
         // 2. A rotated sibling with the same inode.
         let mut candidates = vec![s.path.clone()];
@@ -785,16 +840,8 @@ impl Engine {
                 }
                 claimed.insert(p.clone());
                 tracing::info!(path = %p.display(), offset = s.offset, "resuming from compressed rotated file");
-                let source = self.sink.source(&s.labels);
-                self.read_gz(&p, source, reader);
-                if let (Ok(meta), Some(h)) = (std::fs::metadata(&p), Self::gz_head(&p)) {
-                    let done = Done {
-                        dev: meta.dev(),
-                        ino: meta.ino(),
-                        fingerprint: Fingerprint::of(&h),
-                        offset: 0,
-                    };
-                    self.remember_done(&p, done);
+                if !self.queue_gz(&p, &s.labels, reader) {
+                    self.gz_not_resumed(&p);
                 }
                 return None;
             }
@@ -809,55 +856,128 @@ impl Engine {
             return false;
         }
         let Ok(f) = File::open(p) else { return false };
-        let mut d = flate2::read::GzDecoder::new(f).take(u64::from(fp.len));
+        let mut d = flate2::read::MultiGzDecoder::new(f).take(u64::from(fp.len));
         let mut h = Vec::new();
         d.read_to_end(&mut h).is_ok() && Fingerprint::of(&h) == fp
     }
 
-    /// Reads a whole compressed file from the reader's offset and finishes it.
-    fn read_gz(&mut self, p: &Path, source: SourceId, mut reader: LineReader) {
-        let f = match File::open(p) {
+    /// Queues a compressed file to be read in the next rounds from the reader's offset (in
+    /// decompressed bytes), and remembers it as done so that no scan queues it again; a
+    /// restart before its end resumes it from the saved offset ([`Engine::state`]). Returns
+    /// false when it cannot be opened now (counted; a file past the descriptor budget is
+    /// tried again at the next scan).
+    fn queue_gz(&mut self, p: &Path, labels: &Labels, reader: LineReader) -> bool {
+        if self.files.len() + self.gz.len() >= self.opts.max_open_files {
+            self.count_error(p, "too_many_files");
+            return false;
+        }
+        // Opening a FIFO for reading would block until a writer comes.
+        if std::fs::metadata(p).is_ok_and(|m| !m.is_file()) {
+            self.count_error(p, "not_a_file");
+            return false;
+        }
+        let file = match File::open(p) {
             Ok(f) => f,
             Err(e) => {
                 self.count_error(p, error_reason(&e));
-                return;
+                return false;
             }
         };
-        let mut d = flate2::read::GzDecoder::new(f);
-        let skip = reader.offset;
-        match std::io::copy(&mut (&mut d).take(skip), &mut std::io::sink()) {
-            Ok(n) if n == skip => {}
+        let meta = match file.metadata() {
+            Ok(m) if m.is_file() => m,
             Ok(_) => {
-                self.counters.truncations += 1;
-                return;
+                self.count_error(p, "not_a_file");
+                return false;
             }
             Err(e) => {
                 self.count_error(p, error_reason(&e));
-                return;
+                return false;
             }
-        }
-        let now = self.now();
-        let mut buf = std::mem::take(&mut self.buf);
-        let mut ctx = Ctx {
-            sink: &mut *self.sink,
-            source,
-            counters: &mut self.counters,
-            cap: self.opts.max_line_bytes,
-            now,
         };
-        loop {
-            match d.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => reader.feed(&buf[..n], &mut ctx),
+        let Some(head) = Self::gz_head(p) else {
+            tracing::warn!(path = %p.display(), "corrupt compressed file");
+            Counters::inc(&mut self.counters.read_errors, "io");
+            return false;
+        };
+        self.errored.remove(p);
+        let fingerprint = Fingerprint::of(&head);
+        self.remember_done(
+            p,
+            Done {
+                dev: meta.dev(),
+                ino: meta.ino(),
+                fingerprint,
+                offset: 0,
+            },
+        );
+        let source = self.sink.source(labels);
+        self.gz.push_back(GzJob {
+            path: p.to_path_buf(),
+            labels: labels.clone(),
+            source,
+            dev: meta.dev(),
+            ino: meta.ino(),
+            fingerprint,
+            decoder: flate2::read::MultiGzDecoder::new(file),
+            skip: reader.offset,
+            reader,
+        });
+        true
+    }
+
+    /// A compressed file to resume that cannot be opened now (no descriptor free): its rest is
+    /// lost (counted), and it is remembered as done so that no scan reads it from byte 0.
+    fn gz_not_resumed(&mut self, p: &Path) {
+        tracing::warn!(path = %p.display(), "compressed file not resumed; its unread rest is lost");
+        self.counters.files_lost += 1;
+        if let (Ok(meta), Some(h)) = (std::fs::metadata(p), Self::gz_head(p)) {
+            let done = Done {
+                dev: meta.dev(),
+                ino: meta.ino(),
+                fingerprint: Fingerprint::of(&h),
+                offset: 0,
+            };
+            self.remember_done(p, done);
+        }
+    }
+
+    /// Reads up to `budget` decompressed bytes of a compressed file (passed-over bytes of a
+    /// resumed one included). Returns them and whether the file is finished.
+    fn gz_step(job: &mut GzJob, buf: &mut [u8], ctx: &mut Ctx<'_>, budget: u64) -> (u64, bool) {
+        let mut read = 0u64;
+        while read < budget {
+            let want = match job.skip {
+                0 => buf.len(),
+                k => usize::try_from(k).unwrap_or(usize::MAX).min(buf.len()),
+            };
+            match job.decoder.read(&mut buf[..want]) {
+                Ok(0) if job.skip > 0 => {
+                    // Shorter than where reading stopped: not the file that was read.
+                    ctx.counters.truncations += 1;
+                    return (read, true);
+                }
+                Ok(0) => {
+                    job.reader.finish(ctx);
+                    return (read, true);
+                }
+                Ok(n) => {
+                    read += n as u64;
+                    if job.skip > 0 {
+                        job.skip -= n as u64;
+                    } else {
+                        job.reader.feed(&buf[..n], ctx);
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    tracing::warn!(path = %p.display(), error = %e, "corrupt compressed file");
+                    tracing::warn!(path = %job.path.display(), error = %e, "corrupt compressed file");
                     Counters::inc(&mut ctx.counters.read_errors, "io");
-                    break;
+                    job.reader.finish(ctx);
+                    return (read, true);
                 }
             }
         }
-        reader.finish(&mut ctx);
-        self.buf = buf;
+        (read, false)
     }
 
     /// Restarts a truncated file at byte 0. Returns a content-only tombstone of what it held,
@@ -1021,6 +1141,28 @@ impl Engine {
             tf.last_size = size;
             Self::refresh_fingerprint(tf, size);
         }
+        // Compressed files, each in turn, within what is left of the round.
+        let mut i = 0;
+        while total < self.opts.round_budget {
+            let Some(job) = self.gz.get_mut(i) else {
+                break;
+            };
+            let mut ctx = Ctx {
+                sink: &mut *self.sink,
+                source: job.source,
+                counters: &mut self.counters,
+                cap: self.opts.max_line_bytes,
+                now,
+            };
+            let (read, finished) = Self::gz_step(job, &mut buf, &mut ctx, self.opts.read_budget);
+            total += read;
+            if finished {
+                self.gz.remove(i);
+            } else {
+                i += 1;
+            }
+        }
+        more |= !self.gz.is_empty();
         self.buf = buf;
         for (path, old) in truncs {
             self.remember_done(&path, old);
@@ -1071,9 +1213,10 @@ impl Engine {
 
     /// Reads one file from its first byte to its end (plain or `.gz`), for `replay`.
     pub fn replay_file(&mut self, path: &Path, labels: &Labels) {
-        let source = self.sink.source(labels);
         if is_gz(path) {
-            self.read_gz(path, source, LineReader::default());
+            if self.queue_gz(path, labels, LineReader::default()) {
+                while self.read_all() {}
+            }
             return;
         }
         if self.open(path, labels.clone(), Start::Beginning, true) {
@@ -1290,5 +1433,90 @@ mod tests {
         assert!(!e.read_all());
         assert_eq!(count(&e), 3 * lines);
         assert_eq!(e.state().counters.bytes_read, 3 * text.len() as u64);
+    }
+
+    fn gz(text: &str) -> Vec<u8> {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(text.as_bytes()).unwrap();
+        enc.finish().unwrap()
+    }
+
+    /// A rotated `.gz` larger than a round is read in rounds like a plain file (scrapes and
+    /// scans are handled between two), and a restart in the middle resumes it at the saved
+    /// offset: every line counted once.
+    #[test]
+    fn a_compressed_file_is_read_in_bounded_rounds_and_resumed() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("0.log");
+        std::fs::write(&p, "").unwrap();
+        let line = "ERROR a line of a compressed rotated file, long enough to add up\n";
+        let lines = (3 << 20) / line.len() as u64 + 1;
+        let text = line.repeat(lines as usize);
+        std::fs::write(d.path().join("0.log.20240115-100000.gz"), gz(&text)).unwrap();
+        let mut e = engine();
+        e.opts.read_budget = 1 << 20;
+        e.opts.round_budget = 1 << 20;
+        e.apply_scan(found(&p), &[], false);
+        assert!(e.read_all(), "more to read after one round");
+        let first = count(&e);
+        assert!(first > 0 && first < lines / 2, "{first} of {lines}");
+        assert!(e.read_all());
+        let saved = e.state();
+        let at = saved
+            .files
+            .iter()
+            .find(|f| f.path.extension().is_some_and(|x| x == "gz"))
+            .expect("the compressed file in the state");
+        assert!(at.offset > 0 && at.offset < text.len() as u64);
+        // Scans meanwhile do not queue it again.
+        e.apply_scan(found(&p), &[], false);
+        while e.read_all() {}
+        assert_eq!(count(&e), lines);
+        e.apply_scan(found(&p), &[], false);
+        assert!(!e.read_all());
+        assert_eq!(count(&e), lines);
+        // A restart from the state saved in the middle.
+        let mut b = engine();
+        b.opts.read_budget = 1 << 20;
+        b.opts.round_budget = 1 << 20;
+        b.restore(saved);
+        b.apply_scan(found(&p), &[], false);
+        assert!(b.read_all(), "the rest is read in rounds too");
+        while b.read_all() {}
+        assert_eq!(count(&b), lines);
+        b.apply_scan(found(&p), &[], false);
+        b.read_all();
+        assert_eq!(count(&b), lines);
+    }
+
+    /// `cat a.gz b.gz`: a valid gzip file of two members; the lines of both are read.
+    #[test]
+    fn every_member_of_a_multi_member_gzip_is_read() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("0.log");
+        std::fs::write(&p, "").unwrap();
+        let a: String = (0..300).map(|i| format!("ERROR first {i}\n")).collect();
+        let b: String = (0..200).map(|i| format!("ERROR second {i}\n")).collect();
+        let mut both = gz(&a);
+        both.extend(gz(&b));
+        let rotated = d.path().join("0.log.20240115-100000.gz");
+        std::fs::write(&rotated, &both).unwrap();
+        let mut e = engine();
+        e.apply_scan(found(&p), &[], false);
+        while e.read_all() {}
+        assert_eq!(count(&e), 500);
+        assert_eq!(e.state().counters.lines_read, 500);
+        let mut r = engine();
+        r.replay_file(&rotated, &vec![("pod".into(), "p".into())]);
+        assert_eq!(count(&r), 500);
+        // A FIFO named like a compressed file is counted, never opened (it would block).
+        let fifo = d.path().join("fifo.gz");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        r.replay_file(&fifo, &vec![("pod".into(), "p".into())]);
+        assert_eq!(r.state().counters.read_errors.get("not_a_file"), Some(&1));
     }
 }
