@@ -132,12 +132,16 @@ pub fn check_yaml_nesting(path: &Path, text: &str, max_depth: usize) -> Result<(
         let mut quote: Option<char> = None;
         let mut escaped = false;
         let mut prev = ' ';
-        for (i, c) in line.chars().enumerate() {
+        let mut chars = line.chars().enumerate().peekable();
+        while let Some((i, c)) = chars.next() {
             if let Some(q) = quote {
                 if escaped {
                     escaped = false;
                 } else if q == '"' && c == '\\' {
                     escaped = true;
+                } else if q == '\'' && c == '\'' && chars.peek().is_some_and(|&(_, n)| n == '\'') {
+                    // `''` is a quote inside a single-quoted scalar.
+                    chars.next();
                 } else if c == q {
                     quote = None;
                 }

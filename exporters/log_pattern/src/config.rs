@@ -268,46 +268,19 @@ pub const MAX_CONFIG_BYTES: u64 = 4 << 20;
 /// file is refused before it is parsed.
 pub const MAX_NESTING: usize = 64;
 
-/// Reads at most `cap` bytes of the regular file `path`; `what` names the file's role in
-/// messages. The file is opened without blocking and checked to be a regular file before
-/// anything is read (a FIFO would block, `/dev/zero` never ends), and a file over `cap` is
-/// refused without being read whole.
+/// Reads the regular file `path` of at most `cap` bytes ([`common::config::read_regular_file`]:
+/// opened without blocking, refused unread when it is a FIFO, a device or too large); `what`
+/// names the file's role in messages.
 pub fn read_capped(path: &Path, cap: u64, what: &str) -> Result<Vec<u8>, ConfigError> {
-    use std::io::Read as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let read_err = |source| ConfigError::Read {
-        path: path.to_path_buf(),
-        source,
-    };
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .map_err(read_err)?;
-    let meta = file.metadata().map_err(read_err)?;
-    if !meta.is_file() {
-        return Err(ConfigError::invalid(
-            path,
-            format!("not a regular file; a {what} must be one"),
-        ));
-    }
-    let too_large = || {
-        ConfigError::invalid(
-            path,
-            format!("larger than {cap} bytes, the most a {what} may hold"),
-        )
-    };
-    if meta.len() > cap {
-        return Err(too_large());
-    }
-    let mut body = Vec::new();
-    file.take(cap + 1)
-        .read_to_end(&mut body)
-        .map_err(read_err)?;
-    if body.len() as u64 > cap {
-        return Err(too_large());
-    }
-    Ok(body)
+    use std::io::ErrorKind;
+    common::config::read_regular_file(path, cap).map_err(|e| match e.kind() {
+        ErrorKind::InvalidInput => ConfigError::invalid(path, format!("{e}; a {what} must be one")),
+        ErrorKind::InvalidData => ConfigError::invalid(path, format!("{e} for a {what}")),
+        _ => ConfigError::Read {
+            path: path.to_path_buf(),
+            source: e,
+        },
+    })
 }
 
 /// [`read_capped`] for a text file: content that is not UTF-8 is an error naming the file.
@@ -445,16 +418,6 @@ fn refine(text: &str, err: ConfigError) -> ConfigError {
     else {
         return err;
     };
-    // The YAML parser knows no position for errors found while expanding aliases: say what
-    // happened and which limit, without a bogus `0:0`.
-    if (line, column) == (0, 0) {
-        let message = match message.as_str() {
-            "repetition limit exceeded" => "YAML aliases (`*name`) expand to more than 100 times the file's own nodes (the parser's repetition limit, which stops alias bombs); write the repeated values out".to_string(),
-            "recursion limit exceeded" => "YAML nested deeper than the parser's recursion limit of 128 levels".to_string(),
-            _ => message,
-        };
-        return ConfigError::Invalid { path, message };
-    }
     let exact = (|| {
         let offset: usize = message
             .split("at offset ")
@@ -785,8 +748,8 @@ mod tests {
         }
     }
 
-    /// Hostile YAML: an alias bomb gets a message saying what and which limit (the parser
-    /// gives no position); deep nesting is refused before parsing with its position; brackets
+    /// Hostile YAML: an alias bomb gets a message saying what and which limit
+    /// (`common::config::parse_yaml`; the parser gives no position); deep nesting is refused before parsing with its position; brackets
     /// inside quoted scalars and comments do not count.
     #[test]
     fn alias_bombs_and_deep_nesting_have_meaningful_errors() {
@@ -797,10 +760,10 @@ mod tests {
         text.push_str(&"- *r\n".repeat(3000));
         let err = parse(&text).unwrap_err();
         assert!(
-            err.starts_with("c.yml: YAML aliases (`*name`) expand to more than 100 times"),
+            err.starts_with("c.yml: repetition limit exceeded: aliases (*name) expand to far more"),
             "{err}"
         );
-        assert!(err.contains("repetition limit"), "{err}");
+        assert!(err.contains("alias bomb"), "{err}");
         let deep = format!(
             "rules:\n- {{name: a, contains: x, keep_labels: {}",
             "[".repeat(70)

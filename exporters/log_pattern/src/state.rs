@@ -172,42 +172,12 @@ pub fn save(path: &Path, state: &State) -> Result<(), StateError> {
 /// memory all the same.
 pub const MAX_STATE_BYTES: u64 = 1 << 30;
 
-/// Reads at most `cap` + 1 bytes of `path` if it is a regular file; it is opened without
-/// blocking, so a FIFO or a device there is an error, not a hang or an endless read.
-fn read_regular(path: &Path, cap: u64) -> std::io::Result<Vec<u8>> {
-    use std::io::Read as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)?;
-    let meta = file.metadata()?;
-    if !meta.is_file() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "not a regular file",
-        ));
-    }
-    if meta.len() > cap {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("larger than {cap} bytes"),
-        ));
-    }
-    let mut body = Vec::new();
-    file.take(cap + 1).read_to_end(&mut body)?;
-    Ok(body)
-}
-
 /// Loads the state file. `Ok(None)` when there is none (first start). A file that does not
 /// parse, cannot be read or is larger than [`MAX_STATE_BYTES`] is moved aside and reported as
 /// [`StateError::Corrupt`] (an error moving it, or something other than a regular file at
 /// the path, is [`StateError::Io`]).
 pub fn load(path: &Path) -> Result<Option<State>, StateError> {
-    let message = match read_regular(path, MAX_STATE_BYTES) {
-        Ok(body) if body.len() as u64 > MAX_STATE_BYTES => {
-            format!("larger than {MAX_STATE_BYTES} bytes")
-        }
+    let message = match common::config::read_regular_file(path, MAX_STATE_BYTES) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         // A regular file that cannot be read (permissions, I/O error): set aside too, or the
         // next save would replace the offsets and counters it holds.
@@ -291,7 +261,7 @@ mod tests {
             .set_len(MAX_STATE_BYTES + 1)
             .unwrap();
         let err = load(&p).unwrap_err().to_string();
-        assert!(err.contains("larger than 1073741824 bytes"), "{err}");
+        assert!(err.contains("above the limit of 1073741824 bytes"), "{err}");
         assert!(!p.exists());
         // A FIFO at the path: an error at once (opening it for reading would block), and it
         // is left where it is.
