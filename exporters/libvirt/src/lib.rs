@@ -17,6 +17,7 @@ pub mod ffi;
 pub mod metrics;
 pub mod nova;
 pub mod nova_conf;
+pub mod nova_policy;
 pub mod pinning;
 pub mod procfs;
 pub mod snapshot;

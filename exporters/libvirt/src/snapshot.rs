@@ -297,7 +297,7 @@ impl Gatherer {
                 return Err(e);
             }
         };
-        if let Some(Err(e)) = &parsed.nova {
+        if let Some(e) = parsed.nova_problem() {
             self.nova_errors.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(domain = %parsed.name, error = %e, "malformed nova metadata");
         }

@@ -59,7 +59,9 @@ async fn xml_libvirt_accepts_is_read() {
     let nova = |name: &str| {
         format!(
             "<nova:instance xmlns:nova='http://openstack.org/xmlns/libvirt/nova/1.1'>\
-             <nova:name>{name}</nova:name></nova:instance>"
+             <nova:name>{name}</nova:name><nova:flavor name='c1' id='1'><nova:extraSpecs>\
+             <nova:extraSpec name='hw:cpu_policy'>dedicated</nova:extraSpec>\
+             </nova:extraSpecs></nova:flavor></nova:instance>"
         )
     };
     let deep = format!("{}x{}", "<a>".repeat(100), "</a>".repeat(100));
