@@ -156,6 +156,7 @@ pub fn collectors(flags: &Flags) -> Vec<Arc<dyn Collector>> {
         dedicated: flags.nova_cpu_dedicated_set.clone(),
         shared: flags.nova_cpu_shared_set.clone(),
         config_file: flags.nova_config_file.clone(),
+        ..Default::default()
     };
     vec![
         Arc::new(collector::domain::DomainCollector::new(
@@ -233,6 +234,7 @@ mod tests {
             dedicated: f.nova_cpu_dedicated_set,
             shared: f.nova_cpu_shared_set,
             config_file: None,
+            ..Default::default()
         }
         .resolve()
         .0;
@@ -249,6 +251,7 @@ mod tests {
             dedicated: f.nova_cpu_dedicated_set,
             shared: None,
             config_file: None,
+            ..Default::default()
         }
         .resolve()
         .0;

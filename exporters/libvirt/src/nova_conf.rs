@@ -21,7 +21,11 @@ pub struct NovaCpuSets {
 /// libvirt's syntax: an exclusion (`^N` or `^N-M`) removes CPUs from the whole list wherever it
 /// stands (`^8,4-11` is `4-7,9-11`), and empty elements are skipped (`4-7,`).
 pub fn parse_nova_cpu_spec(s: &str) -> Result<CpuSet, ParseError> {
-    let bad = || ParseError::CpuList(s.to_string());
+    let bad = || ParseError::CpuList(excerpt(s));
+    // Every CPU libvirt accepts (0-16383) listed one by one is about 90 KB.
+    if s.len() > MAX_SPEC_BYTES {
+        return Err(bad());
+    }
     let mut set = CpuSet::new();
     let mut reject = CpuSet::new();
     for rule in s.split(',').map(str::trim).filter(|r| !r.is_empty()) {
@@ -42,6 +46,25 @@ pub fn parse_nova_cpu_spec(s: &str) -> Result<CpuSet, ParseError> {
     Ok(set.difference(&reject))
 }
 
+/// Longest CPU list read; a longer one is rejected unread.
+const MAX_SPEC_BYTES: usize = 256 << 10;
+
+/// Longest part of a rejected value quoted in an error (the value can be megabytes long, and
+/// the error is logged).
+const EXCERPT_BYTES: usize = 64;
+
+/// `value`, or its first [`EXCERPT_BYTES`] and its length when longer.
+fn excerpt(value: &str) -> String {
+    if value.len() <= EXCERPT_BYTES {
+        return value.to_string();
+    }
+    let mut end = EXCERPT_BYTES;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes)", &value[..end], value.len())
+}
+
 /// Parses nova.conf text with oslo.config's INI rules: `key = value` or `key: value` (whichever
 /// separator comes first), matching quotes around a value stripped, an indented line continues
 /// the value before it (a blank line ends it), `#`/`;` comment lines; the last value wins.
@@ -56,8 +79,9 @@ pub fn parse_nova_conf(text: &str) -> Result<NovaCpuSets, ParseError> {
         };
         if compute {
             let set = || {
-                parse_nova_cpu_spec(&value)
-                    .map_err(|_| ParseError::invalid("[compute] value", format!("{key} = {value}")))
+                parse_nova_cpu_spec(&value).map_err(|_| {
+                    ParseError::invalid("[compute] value", format!("{key} = {}", excerpt(&value)))
+                })
             };
             match key.as_str() {
                 "cpu_dedicated_set" => out.dedicated = Some(set()?),
@@ -170,6 +194,21 @@ mod tests {
             let got = parse_nova_cpu_spec(input).ok().map(|s| s.to_string());
             assert_eq!(got.as_deref(), *want, "input {input:?}");
         }
+    }
+
+    /// Issue 23: a 7.4 MB invalid `cpu_dedicated_set` was quoted whole in the error (and so in
+    /// the log line of every scrape). The error names the key and a bounded excerpt.
+    #[test]
+    fn a_huge_invalid_value_is_quoted_bounded() {
+        let value = "4-7,".repeat(2_000_000) + "x";
+        let text = format!("[compute]\ncpu_dedicated_set = {value}\n");
+        let err = parse_nova_conf(&text).unwrap_err().to_string();
+        assert!(err.len() < 200, "{} bytes", err.len());
+        assert!(err.contains("cpu_dedicated_set = 4-7,4-7,"), "{err}");
+        assert!(err.contains(&format!("({} bytes)", value.len())), "{err}");
+        // A short one is quoted whole.
+        let err = parse_nova_conf("[compute]\ncpu_shared_set = 0-x\n").unwrap_err();
+        assert!(err.to_string().contains("cpu_shared_set = 0-x\""), "{err}");
     }
 
     #[test]

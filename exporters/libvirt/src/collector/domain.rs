@@ -48,6 +48,9 @@ pub struct NovaSetsSource {
     pub dedicated: Option<CpuSet>,
     pub shared: Option<CpuSet>,
     pub config_file: Option<PathBuf>,
+    /// The last read error logged (shared by clones): the same error is logged once, not on
+    /// every scrape.
+    pub last_error: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl NovaSetsSource {
@@ -56,9 +59,26 @@ impl NovaSetsSource {
     pub fn resolve(&self) -> (NovaCpuSets, Option<bool>) {
         let (sets, ok) = match &self.config_file {
             Some(p) => match load_nova_conf(p) {
-                Ok(s) => (s, Some(true)),
+                Ok(s) => {
+                    if let Ok(mut last) = self.last_error.lock() {
+                        if last.take().is_some() {
+                            tracing::info!(path = %p.display(), "nova's CPU sets read again");
+                        }
+                    }
+                    (s, Some(true))
+                }
                 Err(e) => {
-                    tracing::warn!(path = %p.display(), error = %e, "cannot read nova's CPU sets");
+                    let e = e.to_string();
+                    let mut last = self.last_error.lock().ok();
+                    let repeated = last
+                        .as_deref()
+                        .is_some_and(|l| l.as_deref() == Some(e.as_str()));
+                    if !repeated {
+                        tracing::warn!(path = %p.display(), error = %e, "cannot read nova's CPU sets (logged again only when the error changes)");
+                        if let Some(l) = last.as_mut() {
+                            **l = Some(e);
+                        }
+                    }
                     (NovaCpuSets::default(), Some(false))
                 }
             },
