@@ -7,6 +7,7 @@
 //! Every module except `ffi` forbids unsafe code.
 #![deny(unsafe_code)]
 
+pub mod capabilities;
 pub mod collector;
 pub mod connection;
 pub mod cpuset;

@@ -17,6 +17,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::capabilities::NumaTopology;
 use crate::cpuset::CpuSet;
 use crate::domain_xml::DomainXml;
 use crate::nova_conf::NovaCpuSets;
@@ -66,6 +67,8 @@ pub struct DomainClaims {
     pub domain: String,
     pub vcpus: Vec<VcpuClaim>,
     pub emulator: Option<EmulatorClaim>,
+    /// Host NUMA nodes its memory is bound to by `<numatune><memory mode="strict">`.
+    pub strict_memory_nodes: Option<CpuSet>,
 }
 
 impl DomainClaims {
@@ -183,11 +186,33 @@ pub fn claims_of(dom: &DomainXml, host_cpus: u32, sets: &NovaCpuSets) -> DomainC
             policy: dom.nova_cpu.emulator,
         }),
     };
+    let strict_memory_nodes = dom
+        .numa_memory
+        .as_ref()
+        .filter(|m| m.mode == "strict")
+        .and_then(|m| crate::cpuset::parse_cpuset(&m.nodeset).ok())
+        .filter(|n| !n.is_empty());
     DomainClaims {
         domain: dom.name.clone(),
         vcpus,
         emulator,
+        strict_memory_nodes,
     }
+}
+
+/// The dedicated CPUs of `d` on NUMA nodes outside the nodes its memory is strictly bound to
+/// (nova binds a pinned guest's memory to the nodes of its CPUs; a migration that kept the
+/// source host's `<numatune>` does not). `None` when the domain binds no memory strictly or has
+/// no dedicated vCPU. CPUs on no known node are not counted.
+pub fn numa_remote_cpus(d: &DomainClaims, topo: &NumaTopology) -> Option<CpuSet> {
+    let nodes = d.strict_memory_nodes.as_ref()?;
+    let cpus = d.dedicated_vcpu_cpus();
+    if cpus.is_empty() {
+        return None;
+    }
+    let local = topo.cpus_of(nodes);
+    let known = topo.cpus_of(&topo.cells.iter().map(|(n, _)| *n).collect());
+    Some(cpus.intersection(&known).difference(&local))
 }
 
 /// Use of one host CPU.
@@ -404,6 +429,7 @@ mod tests {
                 })
                 .collect(),
             emulator: None,
+            strict_memory_nodes: None,
         }
     }
 
@@ -915,10 +941,61 @@ mod tests {
                 cpus: parse_cpuset(emu).unwrap(),
                 policy: EmulatorPolicy::None,
             }),
+            strict_memory_nodes: None,
         }
     }
 
     fn r_dom_ded(name: &str, cpu: &str) -> DomainClaims {
         claim(name, &[(cpu, true)])
+    }
+
+    #[test]
+    fn numa_remote_cpus_follow_the_host_topology() {
+        let topo = NumaTopology {
+            cells: vec![
+                (0, parse_cpuset("0-3").unwrap()),
+                (1, parse_cpuset("4-7").unwrap()),
+            ],
+        };
+        let d = |numatune: &str, pins: &str, meta: &[(&str, &str)]| {
+            let x = crate::domain_xml::parse_domain_xml(&format!(
+                "<domain><name>d</name>{}<vcpu>2</vcpu><cputune>{pins}</cputune>{numatune}</domain>",
+                format_args!(r#"<metadata><nova:instance xmlns:nova="http://openstack.org/xmlns/libvirt/nova/1.1">{}</nova:instance></metadata>"#, flavor(meta)),
+            ))
+            .unwrap();
+            claims_of(&x, 8, &NovaCpuSets::default())
+        };
+        let ded = [("hw:cpu_policy", "dedicated")];
+        let pins = "<vcpupin vcpu='0' cpuset='1'/><vcpupin vcpu='1' cpuset='5'/>";
+        let remote = |c: &DomainClaims| numa_remote_cpus(c, &topo).map(|s| s.to_string());
+        // Memory on both nodes: nothing remote.
+        let c = d(
+            "<numatune><memory mode='strict' nodeset='0-1'/></numatune>",
+            pins,
+            &ded,
+        );
+        assert_eq!(remote(&c).as_deref(), Some(""));
+        // Memory on node 1 only: CPU 1 computes on remote memory.
+        let c = d(
+            "<numatune><memory mode='strict' nodeset='1'/></numatune>",
+            pins,
+            &ded,
+        );
+        assert_eq!(remote(&c).as_deref(), Some("1"));
+        // Not strict, no numatune, or no dedicated vCPU: not judged.
+        let c = d(
+            "<numatune><memory mode='preferred' nodeset='1'/></numatune>",
+            pins,
+            &ded,
+        );
+        assert_eq!(remote(&c), None);
+        let c = d("", pins, &ded);
+        assert_eq!(remote(&c), None);
+        let c = d(
+            "<numatune><memory mode='strict' nodeset='1'/></numatune>",
+            pins,
+            &[],
+        );
+        assert_eq!(remote(&c), None);
     }
 }

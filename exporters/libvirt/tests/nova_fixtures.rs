@@ -352,3 +352,98 @@ async fn broken_cases_derived_from_nova_give_exactly_their_finding() {
         Some(2.0)
     );
 }
+
+/// One domain of a fixture, by case, as its own XML.
+fn domain_of(node_xml: &str, case: &str) -> String {
+    let marker = format!("<!-- {case} -->\n");
+    let start = node_xml.find(&marker).unwrap() + marker.len();
+    let end = start + node_xml[start..].find("</domain>").unwrap() + "</domain>".len();
+    node_xml[start..end].to_string()
+}
+
+/// NUMA placement needs the host's topology, which libvirt's test driver reports only for
+/// `test:///default` (two cells: CPUs 0-7 and 8-15). nova's dedicated guest (CPUs 2 and 4,
+/// memory strictly on node 0) is healthy there; the same guest with its memory bound to node 1,
+/// as LP#1417667 (live migration keeping the source host's NUMA placement) leaves it, computes
+/// on remote memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn numa_placement_against_the_host_topology() {
+    let node = std::fs::read_to_string(fixture("nova34.xml")).unwrap();
+    let healthy = domain_of(&node, "dedicated");
+    assert!(healthy.contains(r#"<memory mode="strict" nodeset="0"/>"#));
+    let broken = healthy
+        .replace("<name>instance-00000001</name>", "<name>moved</name>")
+        .replace(
+            r#"<memory mode="strict" nodeset="0"/>"#,
+            r#"<memory mode="strict" nodeset="1"/>"#,
+        )
+        .replace(
+            r#"<memnode cellid="0" mode="strict" nodeset="0"/>"#,
+            r#"<memnode cellid="0" mode="strict" nodeset="1"/>"#,
+        )
+        .replace(
+            r#"<vcpupin vcpu="0" cpuset="2"/>"#,
+            r#"<vcpupin vcpu="0" cpuset="3"/>"#,
+        )
+        .replace(
+            r#"<vcpupin vcpu="1" cpuset="4"/>"#,
+            r#"<vcpupin vcpu="1" cpuset="5"/>"#,
+        )
+        .replace(r#"cpuset="2,4""#, r#"cpuset="3,5""#);
+    let uuid_of = |x: &str| {
+        let s = x.find("<uuid>").unwrap() + 6;
+        x[s..s + 36].to_string()
+    };
+    let broken = broken.replace(&uuid_of(&healthy), "00000000-0000-4000-8000-0000000000aa");
+    let conn = tokio::task::spawn_blocking(|| {
+        virt::connect::Connect::open(Some("test:///default")).unwrap()
+    })
+    .await
+    .unwrap();
+    let conn = std::sync::Arc::new(conn);
+    let c = std::sync::Arc::clone(&conn);
+    let (h, b) = (healthy.clone(), broken.clone());
+    tokio::task::spawn_blocking(move || {
+        // test:///default's own guest floats over every CPU: out of the way.
+        c.lookup_domain_by_name("test").unwrap().destroy().unwrap();
+        c.create_domain_xml(&h, 0).unwrap();
+        c.create_domain_xml(&b, 0).unwrap();
+    })
+    .await
+    .unwrap();
+    let out = support::scrape_in_process("test:///default", &[]).await;
+    assert_eq!(
+        sample(
+            &out,
+            r#"libvirt_domain_pinning_numa_remote_cpus{domain="instance-00000001"}"#
+        ),
+        Some(0.0),
+        "{out}"
+    );
+    assert_eq!(
+        sample(
+            &out,
+            r#"libvirt_domain_pinning_numa_remote_cpus{domain="moved"}"#
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        sample_with(
+            &out,
+            "libvirt_domain_pinning_numa_mismatch_info",
+            &[
+                ("domain", "moved"),
+                ("cpus", "3,5"),
+                ("cpu_nodes", "0"),
+                ("memory_nodes", "1")
+            ]
+        ),
+        Some(1.0)
+    );
+    assert!(
+        !out.contains(r#"libvirt_domain_pinning_numa_mismatch_info{domain="instance-00000001""#)
+    );
+    // Nothing else is wrong with either guest.
+    assert_eq!(nonzero_findings(&out), Vec::<String>::new());
+    drop(conn);
+}

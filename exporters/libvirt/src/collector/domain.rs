@@ -19,12 +19,13 @@ use common::{CollectError, Collector, Sink};
 use futures::future::BoxFuture;
 use prometheus_client::registry::Registry;
 
+use crate::capabilities::NumaTopology;
 use crate::cpuset::CpuSet;
 use crate::domain_xml::DomainXml;
 use crate::metrics::FxBuild;
 use crate::metrics::{counter, gauge, labels, Counters, Gauges, Labels};
 use crate::nova_conf::{load_nova_conf, NovaCpuSets};
-use crate::pinning::{analyse, claims_of, DomainClaims};
+use crate::pinning::{analyse, claims_of, numa_remote_cpus, DomainClaims};
 use crate::snapshot::{DomainSnap, Gatherer, Snapshot, STATE_NAMES};
 
 /// Collector name.
@@ -412,6 +413,7 @@ struct ReportKey {
     ncpus: u32,
     nova: NovaCpuSets,
     evidence_limit: usize,
+    numa: Option<Arc<NumaTopology>>,
 }
 
 /// Series that depend only on the domains' XML, kept across scrapes: each domain's
@@ -569,11 +571,13 @@ pub fn encode_snapshot_cached(
         ncpus,
         nova: nova.clone(),
         evidence_limit,
+        numa: snap.host.numa.clone(),
     };
     if cache.report.as_ref().is_none_or(|(k, _)| *k != key) {
         let claims: Vec<&DomainClaims> = active.iter().map(|p| &p.claims).collect();
         let mut fams = Fams::new(&prefix);
-        encode_report(&mut fams, &claims, ncpus, nova, evidence_limit);
+        let numa = snap.host.numa.as_deref();
+        encode_report(&mut fams, &claims, ncpus, nova, evidence_limit, numa);
         cache.report = Some((key, fams.share()));
     }
     if let Some((_, fams)) = cache.report.as_ref() {
@@ -1153,8 +1157,12 @@ fn encode_report(
     ncpus: u32,
     nova: &NovaCpuSets,
     evidence_limit: usize,
+    numa: Option<&NumaTopology>,
 ) {
     let report = analyse(active, ncpus, nova, evidence_limit);
+    if let Some(topo) = numa {
+        encode_numa(f, active, topo);
+    }
     for (cpu, u) in &report.cpus {
         let l = || labels([("cpu", &cpu.to_string())]);
         f.gauge(
@@ -1251,6 +1259,45 @@ fn encode_report(
                 "Host CPUs the domain's floating vCPUs (and share emulator threads) may use outside nova's cpu_shared_set",
                 l(),
                 s.len() as f64,
+            );
+        }
+    }
+}
+
+/// Dedicated guests whose memory is strictly bound to NUMA nodes other than those of their
+/// pinned CPUs (with the host's topology).
+fn encode_numa(f: &mut Fams, active: &[&DomainClaims], topo: &NumaTopology) {
+    f.declare_gauge(
+        "domain_pinning_numa_mismatch_info",
+        "Dedicated CPUs of the domain on NUMA nodes its memory is not strictly bound to, with the CPUs, their nodes and the memory's nodes",
+    );
+    for d in active {
+        let Some(remote) = numa_remote_cpus(d, topo) else {
+            continue;
+        };
+        let l = || labels([("domain", &d.domain)]);
+        f.gauge(
+            "domain_pinning_numa_remote_cpus",
+            "Host CPUs of the domain's dedicated vCPUs on NUMA nodes outside the nodes its memory is strictly bound to (<numatune> mode strict)",
+            l(),
+            remote.len() as f64,
+        );
+        if !remote.is_empty() {
+            let memory = d
+                .strict_memory_nodes
+                .as_ref()
+                .map(|n| n.to_string())
+                .unwrap_or_default();
+            f.gauge(
+                "domain_pinning_numa_mismatch_info",
+                "Dedicated CPUs of the domain on NUMA nodes its memory is not strictly bound to, with the CPUs, their nodes and the memory's nodes",
+                labels([
+                    ("domain", d.domain.as_str()),
+                    ("cpus", &remote.to_string()),
+                    ("cpu_nodes", &topo.nodes_of(&remote).to_string()),
+                    ("memory_nodes", &memory),
+                ]),
+                1.0,
             );
         }
     }
