@@ -76,12 +76,24 @@ impl Image {
     }
 }
 
+/// One address of a port (`<nova:ip type address ipVersion>`).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Ip {
+    /// `fixed` or `floating`.
+    pub kind: String,
+    pub address: String,
+    /// `4` or `6` as nova wrote it (empty when absent).
+    pub version: String,
+}
+
 /// One neutron port with its addresses.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Port {
     pub id: String,
     pub fixed_ips: Vec<String>,
     pub floating_ips: Vec<String>,
+    /// Every address in document order, with its type and IP version.
+    pub ips: Vec<Ip>,
 }
 
 /// Everything nova writes about an instance.
@@ -230,6 +242,14 @@ pub fn nova_from_element(el: &Element) -> Result<NovaInstance, ParseError> {
                     .attr("address")
                     .ok_or_else(|| ParseError::invalid("nova ip", "without address"))?
                     .to_string();
+                let kind = ip.attr("type").unwrap_or("");
+                if matches!(kind, "fixed" | "floating") {
+                    port.ips.push(Ip {
+                        kind: kind.to_string(),
+                        address: addr.clone(),
+                        version: ip.attr("ipVersion").unwrap_or("").to_string(),
+                    });
+                }
                 match ip.attr("type") {
                     Some("fixed") => port.fixed_ips.push(addr),
                     Some("floating") => port.floating_ips.push(addr),
@@ -311,6 +331,14 @@ mod tests {
         assert_eq!(n.ports[0].fixed_ips, vec!["10.0.0.5"]);
         assert_eq!(n.ports[0].floating_ips, vec!["203.0.113.7"]);
         assert!(n.ports[1].fixed_ips.is_empty());
+        assert_eq!(
+            n.ports[0]
+                .ips
+                .iter()
+                .map(|i| format!("{}:{}:{}", i.kind, i.address, i.version))
+                .collect::<Vec<_>>(),
+            ["fixed:10.0.0.5:4", "floating:203.0.113.7:4"]
+        );
     }
 
     #[test]

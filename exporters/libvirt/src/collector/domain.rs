@@ -43,6 +43,9 @@ const INFO_EXTRA_SPECS: &[&str] = &[
     "hw:numa_nodes",
 ];
 
+/// Bound on `domain_openstack_port_ip_info` series per domain.
+const MAX_IPS: usize = 64;
+
 /// Where nova's CPU sets come from: flags win over the nova.conf file.
 #[derive(Debug, Clone, Default)]
 pub struct NovaSetsSource {
@@ -1085,6 +1088,26 @@ fn encode_static(f: &mut Fams, d: &DomainSnap, x: &DomainXml, claims: &DomainCla
                         1.0,
                     );
                 }
+            }
+            // Each address with its type and IP version, at most MAX_IPS per domain.
+            for (p, ip) in n
+                .ports
+                .iter()
+                .flat_map(|p| p.ips.iter().map(move |ip| (p, ip)))
+                .take(MAX_IPS)
+            {
+                f.gauge(
+                    "domain_openstack_port_ip_info",
+                    "Each address nova recorded for a neutron port of the domain, with its type (fixed, floating) and IP version",
+                    labels([
+                        ("domain", d.name.as_str()),
+                        ("port_id", &p.id),
+                        ("type", &ip.kind),
+                        ("address", &ip.address),
+                        ("ip_version", &ip.version),
+                    ]),
+                    1.0,
+                );
             }
             for p in &n.ports {
                 f.gauge(
