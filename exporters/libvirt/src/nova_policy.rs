@@ -197,8 +197,8 @@ pub fn nova_cpu_info(nova: Option<&Result<NovaInstance, String>>, vcpus: u32) ->
                     .map(|m| (m, false))
                     .or_else(|| image("hw_cpu_dedicated_mask").map(|m| (m, false)))
                     .or_else(|| {
-                        let rt =
-                            truthy(flavor("hw:cpu_realtime")) || truthy(image("hw_cpu_realtime"));
+                        // nova's is_realtime_enabled reads the flavor only.
+                        let rt = truthy(flavor("hw:cpu_realtime"));
                         rt.then(|| image("hw_cpu_realtime_mask").or(flavor("hw:cpu_realtime_mask")))
                             .flatten()
                             .map(|m| (m, true))

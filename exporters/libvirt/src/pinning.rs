@@ -130,15 +130,15 @@ fn single_cpu(set: &CpuSet) -> VcpuKind {
 }
 
 /// The kind of vCPU `vcpu` of `dom` with declared affinity `declared` (`None`: any host CPU),
-/// on a host with nova's `sets`:
+/// on a host with nova's `sets`, by the first rule that applies:
+/// - malformed nova metadata: unknown;
 /// - no declared affinity: floating (over every host CPU);
 /// - nova's policy known from the flavor's extra specs or the image properties (a missing policy
 ///   is `shared` when nova wrote either): `dedicated` dedicated, `shared` floating, `mixed`
 ///   dedicated for the vCPUs of its dedicated mask and floating for the others;
 /// - nova metadata without either (nova 31 and older), or `mixed` without a mask: by the host's
 ///   sets ([`by_host_sets`]);
-/// - no nova metadata at all: dedicated when pinned to exactly one host CPU, else floating;
-/// - malformed nova metadata: unknown.
+/// - no nova metadata at all: dedicated when pinned to exactly one host CPU, else floating.
 pub fn classify(
     dom: &DomainXml,
     vcpu: u32,
