@@ -9,6 +9,7 @@
 use crate::cpuset::{parse_cpuset, CpuSet};
 use crate::error::ParseError;
 use crate::nova::{nova_from_element, nova_namespace_version, NovaInstance};
+use crate::nova_policy::{nova_cpu_info, NovaCpuInfo};
 use crate::xmltree::{parse_tree, Element};
 
 /// Bound on devices read per domain (label cardinality).
@@ -81,6 +82,8 @@ pub struct DomainXml {
     pub interfaces: Vec<Interface>,
     /// `None`: no nova metadata; `Some(Err)`: present but malformed.
     pub nova: Option<Result<NovaInstance, String>>,
+    /// The CPU policy nova's metadata asks for.
+    pub nova_cpu: NovaCpuInfo,
 }
 
 impl DomainXml {
@@ -99,11 +102,11 @@ impl DomainXml {
         !self.vcpu_pins.is_empty() || self.vcpu_cpuset.is_some()
     }
 
-    /// `hw:cpu_policy` from nova's flavor, when nova wrote it.
-    pub fn cpu_policy(&self) -> Option<&str> {
+    /// Why nova's metadata is malformed (as a whole, or its CPU policy), if it is.
+    pub fn nova_problem(&self) -> Option<&str> {
         match &self.nova {
-            Some(Ok(n)) => n.flavor.extra_spec("hw:cpu_policy"),
-            _ => None,
+            Some(Err(e)) => Some(e),
+            _ => self.nova_cpu.problem.as_deref(),
         }
     }
 }
@@ -249,6 +252,7 @@ pub fn parse_domain_xml(xml: &str) -> Result<DomainXml, ParseError> {
         }
     }
 
+    let nova_cpu = nova_cpu_info(nova.as_ref(), vcpus);
     Ok(DomainXml {
         name,
         uuid: root.text_at(&["uuid"]).unwrap_or("").to_string(),
@@ -266,6 +270,7 @@ pub fn parse_domain_xml(xml: &str) -> Result<DomainXml, ParseError> {
         disks,
         interfaces,
         nova,
+        nova_cpu,
     })
 }
 
@@ -369,7 +374,10 @@ mod tests {
         );
         assert_eq!(d.interfaces[0].mtu, "1450");
         assert_eq!(d.interfaces[1].port_id, "");
-        assert_eq!(d.cpu_policy(), Some("dedicated"));
+        assert_eq!(
+            d.nova_cpu.cpu,
+            crate::nova_policy::NovaCpu::Policy(crate::nova_policy::CpuPolicy::Dedicated, "flavor")
+        );
     }
 
     #[test]

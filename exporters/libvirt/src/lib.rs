@@ -7,6 +7,7 @@
 //! Every module except `ffi` forbids unsafe code.
 #![deny(unsafe_code)]
 
+pub mod capabilities;
 pub mod collector;
 pub mod connection;
 pub mod cpuset;
@@ -17,6 +18,7 @@ pub mod ffi;
 pub mod metrics;
 pub mod nova;
 pub mod nova_conf;
+pub mod nova_policy;
 pub mod pinning;
 pub mod procfs;
 pub mod snapshot;
@@ -155,6 +157,7 @@ pub fn collectors(flags: &Flags) -> Vec<Arc<dyn Collector>> {
         dedicated: flags.nova_cpu_dedicated_set.clone(),
         shared: flags.nova_cpu_shared_set.clone(),
         config_file: flags.nova_config_file.clone(),
+        ..Default::default()
     };
     vec![
         Arc::new(collector::domain::DomainCollector::new(
@@ -232,6 +235,7 @@ mod tests {
             dedicated: f.nova_cpu_dedicated_set,
             shared: f.nova_cpu_shared_set,
             config_file: None,
+            ..Default::default()
         }
         .resolve()
         .0;
@@ -248,6 +252,7 @@ mod tests {
             dedicated: f.nova_cpu_dedicated_set,
             shared: None,
             config_file: None,
+            ..Default::default()
         }
         .resolve()
         .0;

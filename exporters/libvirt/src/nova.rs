@@ -1,11 +1,14 @@
 //! OpenStack nova's instance metadata, as nova writes it into `<metadata>` of each domain.
 //!
 //! Nova writes `<nova:instance xmlns:nova="http://openstack.org/xmlns/libvirt/nova/1.1">` (1.0
-//! before 2016's release) with the instance's display name, flavor (with `id` and
-//! `<nova:extraSpecs>` in recent releases), owner, root disk and ports. Elements are matched by
-//! namespace, not prefix. Every field is optional as nova's releases differ; a field that is
-//! present but unreadable (a flavor size that is not a number, a port without an id) makes the
-//! metadata malformed: the caller counts that, and the domain is still exported.
+//! before nova 23) with the instance's display name, creation time, flavor, owner, root disk and
+//! ports; since nova 32 also the flavor's `id` and `<nova:extraSpecs>` (always, empty when the
+//! flavor has none) and `<nova:image>` (uuid, empty when booted from a volume, container and disk
+//! format, minimum disk and RAM, and `<nova:properties>`). There is no hostname element.
+//! Elements are matched by namespace, not prefix. Every field is optional as nova's releases
+//! differ; a field that is present but unreadable (a flavor size that is not a number, a port
+//! without an id) makes the metadata malformed: the caller counts that, and the domain is still
+//! exported.
 #![forbid(unsafe_code)]
 
 use crate::error::ParseError;
@@ -31,6 +34,9 @@ pub struct Flavor {
     pub ephemeral_gb: Option<u64>,
     /// `(name, value)`, e.g. `("hw:cpu_policy", "dedicated")`, in document order.
     pub extra_specs: Vec<(String, String)>,
+    /// Whether nova wrote `<nova:extraSpecs>` (nova 32 and later, even when empty): a policy
+    /// missing from them is then really missing, not unrecorded.
+    pub extra_specs_written: bool,
 }
 
 impl Flavor {
@@ -43,12 +49,51 @@ impl Flavor {
     }
 }
 
+/// The image as nova recorded it (`<nova:image>`, nova 32 and later).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Image {
+    /// Empty for an instance booted from a volume.
+    pub id: String,
+    pub container_format: Option<String>,
+    pub disk_format: Option<String>,
+    pub min_disk_gb: Option<u64>,
+    pub min_ram_mb: Option<u64>,
+    /// `(name, value)`, e.g. `("hw_cpu_policy", "dedicated")`, in document order. A property
+    /// that is not plain text (child elements, no name) is left out and makes
+    /// [`Image::malformed_properties`] count it.
+    pub properties: Vec<(String, String)>,
+    /// Properties that could not be read as `name = text`.
+    pub malformed_properties: usize,
+}
+
+impl Image {
+    /// A property's value.
+    pub fn property(&self, name: &str) -> Option<&str> {
+        self.properties
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One address of a port (`<nova:ip type address ipVersion>`).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Ip {
+    /// `fixed` or `floating`.
+    pub kind: String,
+    pub address: String,
+    /// `4` or `6` as nova wrote it (empty when absent).
+    pub version: String,
+}
+
 /// One neutron port with its addresses.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Port {
     pub id: String,
     pub fixed_ips: Vec<String>,
     pub floating_ips: Vec<String>,
+    /// Every address in document order, with its type and IP version.
+    pub ips: Vec<Ip>,
 }
 
 /// Everything nova writes about an instance.
@@ -60,7 +105,6 @@ pub struct NovaInstance {
     pub package_version: Option<String>,
     /// The display name.
     pub name: Option<String>,
-    pub hostname: Option<String>,
     /// `YYYY-MM-DD HH:MM:SS`, UTC.
     pub creation_time: Option<String>,
     pub flavor: Flavor,
@@ -73,6 +117,8 @@ pub struct NovaInstance {
     pub root_id: Option<String>,
     /// The image the instance was built from (`<nova:image uuid>` or an image root).
     pub image_id: Option<String>,
+    /// `<nova:image>`, when nova wrote it.
+    pub image: Option<Image>,
     pub ports: Vec<Port>,
 }
 
@@ -112,13 +158,13 @@ pub fn nova_from_element(el: &Element) -> Result<NovaInstance, ParseError> {
             .and_then(|p| p.attr("version"))
             .map(str::to_string),
         name: text(el, "name"),
-        hostname: text(el, "hostname"),
         creation_time: text(el, "creationTime"),
         ..NovaInstance::default()
     };
     if let Some(f) = el.child("flavor") {
         let mut extra_specs = Vec::new();
-        if let Some(specs) = f.child("extraSpecs") {
+        let specs_el = f.child("extraSpecs");
+        if let Some(specs) = specs_el {
             for s in specs.children_named("extraSpec").take(MAX_ITEMS) {
                 let name = s
                     .attr("name")
@@ -135,6 +181,7 @@ pub fn nova_from_element(el: &Element) -> Result<NovaInstance, ParseError> {
             swap_mb: number(f, "swap")?,
             ephemeral_gb: number(f, "ephemeral")?,
             extra_specs,
+            extra_specs_written: specs_el.is_some(),
         };
     }
     if let Some(owner) = el.child("owner") {
@@ -155,9 +202,30 @@ pub fn nova_from_element(el: &Element) -> Result<NovaInstance, ParseError> {
         }
     }
     if let Some(image) = el.child("image") {
-        if let Some(id) = image.attr("uuid") {
+        if let Some(id) = image.attr("uuid").filter(|s| !s.is_empty()) {
             out.image_id = Some(id.to_string());
         }
+        let mut img = Image {
+            id: image.attr("uuid").unwrap_or("").to_string(),
+            container_format: text(image, "containerFormat"),
+            disk_format: text(image, "diskFormat"),
+            min_disk_gb: number(image, "minDisk")?,
+            min_ram_mb: number(image, "minRam")?,
+            ..Image::default()
+        };
+        if let Some(props) = image.child("properties") {
+            for p in props.children_named("property") {
+                match p.attr("name") {
+                    Some(name) if p.children.is_empty() && !name.is_empty() => {
+                        if img.properties.len() < MAX_ITEMS {
+                            img.properties.push((name.to_string(), p.text.clone()));
+                        }
+                    }
+                    _ => img.malformed_properties += 1,
+                }
+            }
+        }
+        out.image = Some(img);
     }
     if let Some(ports) = el.child("ports") {
         for p in ports.children_named("port").take(MAX_ITEMS) {
@@ -174,6 +242,14 @@ pub fn nova_from_element(el: &Element) -> Result<NovaInstance, ParseError> {
                     .attr("address")
                     .ok_or_else(|| ParseError::invalid("nova ip", "without address"))?
                     .to_string();
+                let kind = ip.attr("type").unwrap_or("");
+                if matches!(kind, "fixed" | "floating") {
+                    port.ips.push(Ip {
+                        kind: kind.to_string(),
+                        address: addr.clone(),
+                        version: ip.attr("ipVersion").unwrap_or("").to_string(),
+                    });
+                }
                 match ip.attr("type") {
                     Some("fixed") => port.fixed_ips.push(addr),
                     Some("floating") => port.floating_ips.push(addr),
@@ -207,7 +283,6 @@ mod tests {
     const FULL: &str = r#"<nova:instance xmlns:nova="http://openstack.org/xmlns/libvirt/nova/1.1">
       <nova:package version="29.0.1"/>
       <nova:name>db &amp; cache</nova:name>
-      <nova:hostname>db-cache</nova:hostname>
       <nova:creationTime>2024-05-01 10:00:00</nova:creationTime>
       <nova:flavor name="c4.pinned" id="8a0f">
         <nova:memory>4096</nova:memory><nova:disk>40</nova:disk><nova:swap>512</nova:swap>
@@ -232,7 +307,6 @@ mod tests {
         assert_eq!(n.namespace_version, "1.1");
         assert_eq!(n.package_version.as_deref(), Some("29.0.1"));
         assert_eq!(n.name.as_deref(), Some("db & cache"));
-        assert_eq!(n.hostname.as_deref(), Some("db-cache"));
         assert_eq!(n.flavor.name.as_deref(), Some("c4.pinned"));
         assert_eq!(n.flavor.id.as_deref(), Some("8a0f"));
         assert_eq!(
@@ -257,6 +331,14 @@ mod tests {
         assert_eq!(n.ports[0].fixed_ips, vec!["10.0.0.5"]);
         assert_eq!(n.ports[0].floating_ips, vec!["203.0.113.7"]);
         assert!(n.ports[1].fixed_ips.is_empty());
+        assert_eq!(
+            n.ports[0]
+                .ips
+                .iter()
+                .map(|i| format!("{}:{}:{}", i.kind, i.address, i.version))
+                .collect::<Vec<_>>(),
+            ["fixed:10.0.0.5:4", "floating:203.0.113.7:4"]
+        );
     }
 
     #[test]

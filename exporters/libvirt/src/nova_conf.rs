@@ -21,7 +21,11 @@ pub struct NovaCpuSets {
 /// libvirt's syntax: an exclusion (`^N` or `^N-M`) removes CPUs from the whole list wherever it
 /// stands (`^8,4-11` is `4-7,9-11`), and empty elements are skipped (`4-7,`).
 pub fn parse_nova_cpu_spec(s: &str) -> Result<CpuSet, ParseError> {
-    let bad = || ParseError::CpuList(s.to_string());
+    let bad = || ParseError::CpuList(excerpt(s));
+    // Every CPU libvirt accepts (0-16383) listed one by one is about 90 KB.
+    if s.len() > MAX_SPEC_BYTES {
+        return Err(bad());
+    }
     let mut set = CpuSet::new();
     let mut reject = CpuSet::new();
     for rule in s.split(',').map(str::trim).filter(|r| !r.is_empty()) {
@@ -42,45 +46,101 @@ pub fn parse_nova_cpu_spec(s: &str) -> Result<CpuSet, ParseError> {
     Ok(set.difference(&reject))
 }
 
+/// Longest CPU list read; a longer one is rejected unread.
+const MAX_SPEC_BYTES: usize = 256 << 10;
+
+/// Longest part of a rejected value quoted in an error (the value can be megabytes long, and
+/// the error is logged).
+const EXCERPT_BYTES: usize = 64;
+
+/// The first [`EXCERPT_BYTES`] of `value` (at a character boundary).
+fn excerpt_prefix(value: &str) -> &str {
+    let mut end = EXCERPT_BYTES.min(value.len());
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    &value[..end]
+}
+
+/// `value`, or its first [`EXCERPT_BYTES`] and its length when longer.
+fn excerpt(value: &str) -> String {
+    if value.len() <= EXCERPT_BYTES {
+        return value.to_string();
+    }
+    format!("{}... ({} bytes)", excerpt_prefix(value), value.len())
+}
+
 /// Parses nova.conf text with oslo.config's INI rules: `key = value` or `key: value` (whichever
 /// separator comes first), matching quotes around a value stripped, an indented line continues
 /// the value before it (a blank line ends it), `#`/`;` comment lines; the last value wins.
 pub fn parse_nova_conf(text: &str) -> Result<NovaCpuSets, ParseError> {
     let mut section = String::new();
     let mut out = NovaCpuSets::default();
-    // The assignment being read: (in [compute], key, value lines joined with '\n').
-    let mut pending: Option<(bool, String, String)> = None;
-    let mut flush = |pending: &mut Option<(bool, String, String)>| -> Result<(), ParseError> {
-        let Some((compute, key, value)) = pending.take() else {
+    // The assignment being read. Only the two keys of [compute] keep their value, and at most
+    // MAX_SPEC_BYTES + 1 bytes of it (`len` is the whole length): a value of megabytes is not
+    // copied, whatever the file's size.
+    struct Pending {
+        key: String,
+        value: String,
+        len: usize,
+    }
+    impl Pending {
+        fn push(&mut self, s: &str) {
+            self.len += s.len();
+            let room = (MAX_SPEC_BYTES + 1).saturating_sub(self.value.len());
+            let mut end = room.min(s.len());
+            while !s.is_char_boundary(end) {
+                end -= 1;
+            }
+            self.value.push_str(&s[..end]);
+        }
+    }
+    let mut pending: Option<Pending> = None;
+    let mut flush = |pending: &mut Option<Pending>| -> Result<(), ParseError> {
+        let Some(p) = pending.take() else {
             return Ok(());
         };
-        if compute {
-            let set = || {
-                parse_nova_cpu_spec(&value)
-                    .map_err(|_| ParseError::invalid("[compute] value", format!("{key} = {value}")))
+        let set = || {
+            let bad = || {
+                let mut quoted = excerpt(&p.value);
+                if p.len > p.value.len() {
+                    quoted = format!("{}... ({} bytes)", excerpt_prefix(&p.value), p.len);
+                }
+                ParseError::invalid("[compute] value", format!("{} = {quoted}", p.key))
             };
-            match key.as_str() {
-                "cpu_dedicated_set" => out.dedicated = Some(set()?),
-                "cpu_shared_set" => out.shared = Some(set()?),
-                _ => {}
+            if p.len > MAX_SPEC_BYTES {
+                return Err(bad());
             }
+            parse_nova_cpu_spec(&p.value).map_err(|_| bad())
+        };
+        match p.key.as_str() {
+            "cpu_dedicated_set" => out.dedicated = Some(set()?),
+            "cpu_shared_set" => out.shared = Some(set()?),
+            _ => {}
         }
         Ok(())
     };
+    // Whether the assignment being read is one we skip (continuation lines belong to it).
+    let mut skipping = false;
     for line in text.lines() {
         let line = line.trim_end();
         if line.is_empty() {
             flush(&mut pending)?;
+            skipping = false;
             continue;
         }
         if line.starts_with([' ', '\t']) {
-            if let Some((_, _, value)) = pending.as_mut() {
-                value.push('\n');
-                value.push_str(line.trim_start());
+            if let Some(p) = pending.as_mut() {
+                p.push("\n");
+                p.push(line.trim_start());
+                continue;
+            }
+            if skipping {
                 continue;
             }
         }
         flush(&mut pending)?;
+        skipping = false;
         let line = line.trim_start();
         if line.starts_with('#') || line.starts_with(';') {
             continue;
@@ -92,6 +152,11 @@ pub fn parse_nova_conf(text: &str) -> Result<NovaCpuSets, ParseError> {
         let Some((key, value)) = line.split_once(['=', ':']) else {
             continue;
         };
+        let key = key.trim();
+        if section != "compute" || !matches!(key, "cpu_dedicated_set" | "cpu_shared_set") {
+            skipping = true;
+            continue;
+        }
         let mut value = value.trim();
         if value.len() >= 2
             && ['"', '\'']
@@ -100,11 +165,13 @@ pub fn parse_nova_conf(text: &str) -> Result<NovaCpuSets, ParseError> {
         {
             value = &value[1..value.len() - 1];
         }
-        pending = Some((
-            section == "compute",
-            key.trim().to_string(),
-            value.to_string(),
-        ));
+        let mut p = Pending {
+            key: key.to_string(),
+            value: String::new(),
+            len: 0,
+        };
+        p.push(value);
+        pending = Some(p);
     }
     flush(&mut pending)?;
     // An empty value is oslo's "unset".
@@ -127,10 +194,12 @@ pub fn load_nova_conf(path: &Path) -> Result<NovaCpuSets, Error> {
         source,
     };
     let other = |msg: &str| io(std::io::Error::other(msg));
-    if !std::fs::metadata(path).map_err(io)?.is_file() {
+    let meta = std::fs::metadata(path).map_err(io)?;
+    if !meta.is_file() {
         return Err(other("not a regular file"));
     }
-    let mut bytes = Vec::new();
+    // Sized from the file (a growing Vec would reserve up to twice it).
+    let mut bytes = Vec::with_capacity(meta.len().min(MAX_CONF_BYTES + 1) as usize + 1);
     std::fs::File::open(path)
         .map_err(io)?
         .take(MAX_CONF_BYTES + 1)
@@ -170,6 +239,21 @@ mod tests {
             let got = parse_nova_cpu_spec(input).ok().map(|s| s.to_string());
             assert_eq!(got.as_deref(), *want, "input {input:?}");
         }
+    }
+
+    /// Issue 23: a 7.4 MB invalid `cpu_dedicated_set` was quoted whole in the error (and so in
+    /// the log line of every scrape). The error names the key and a bounded excerpt.
+    #[test]
+    fn a_huge_invalid_value_is_quoted_bounded() {
+        let value = "4-7,".repeat(2_000_000) + "x";
+        let text = format!("[compute]\ncpu_dedicated_set = {value}\n");
+        let err = parse_nova_conf(&text).unwrap_err().to_string();
+        assert!(err.len() < 200, "{} bytes", err.len());
+        assert!(err.contains("cpu_dedicated_set = 4-7,4-7,"), "{err}");
+        assert!(err.contains(&format!("({} bytes)", value.len())), "{err}");
+        // A short one is quoted whole.
+        let err = parse_nova_conf("[compute]\ncpu_shared_set = 0-x\n").unwrap_err();
+        assert!(err.to_string().contains("cpu_shared_set = 0-x\""), "{err}");
     }
 
     #[test]

@@ -1,14 +1,15 @@
 //! CPU pinning analysis: who claims which host CPU, and each way that pinning can be broken.
 //!
 //! Pure functions over the declared pinning of the running domains (paused ones keep their CPUs;
-//! shut-off ones hold none), so every rule is tested without libvirt. A vCPU is *dedicated* when
-//! its domain's flavor says `hw:cpu_policy=dedicated`, or (for `mixed` and for domains without
-//! nova's flavor) when it is pinned to exactly one host CPU; every other vCPU *floats* over its
-//! declared set, or over every host CPU when it has none. The findings:
-//! - a host CPU claimed by dedicated vCPUs of more than one domain (nova's pinning after a live
-//!   migration or evacuation gone wrong);
+//! shut-off ones hold none), so every rule is tested without libvirt. Each vCPU with a declared
+//! affinity is classified as nova means it ([`classify`]); a vCPU without one floats over every
+//! host CPU. The findings:
+//! - a host CPU claimed by dedicated vCPUs (or `isolate` emulator threads) of more than one
+//!   domain (nova's pinning after a live migration or evacuation gone wrong);
 //! - a dedicated CPU that floating vCPUs may also use;
-//! - dedicated CPUs outside nova's `cpu_dedicated_set`, floating CPUs outside `cpu_shared_set`.
+//! - dedicated CPUs outside nova's `cpu_dedicated_set`, floating CPUs (and `share` emulator
+//!   threads) outside `cpu_shared_set`;
+//! - emulator threads pinned onto CPUs that another domain's dedicated vCPUs hold.
 //!
 //! The overlapping pairs are evidence, bounded per domain (`evidence_limit`, the other domains
 //! first by name): n domains on one CPU make n x (n - 1) pairs. The per-domain counts stay exact.
@@ -16,16 +17,48 @@
 
 use std::collections::BTreeMap;
 
+use crate::capabilities::NumaTopology;
 use crate::cpuset::CpuSet;
 use crate::domain_xml::DomainXml;
 use crate::nova_conf::NovaCpuSets;
+use crate::nova_policy::{CpuPolicy, EmulatorPolicy, NovaCpu};
+
+/// How a vCPU uses its host CPUs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VcpuKind {
+    /// Pinned for itself alone.
+    Dedicated,
+    /// Shares its CPUs with others.
+    Floating,
+    /// Cannot be told (malformed metadata, or an older nova's pin outside the known sets): left
+    /// out of the analysis.
+    Unknown,
+}
+
+impl VcpuKind {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Dedicated => "dedicated",
+            Self::Floating => "floating",
+            Self::Unknown => "unknown",
+        }
+    }
+}
 
 /// One vCPU's claim.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VcpuClaim {
     pub vcpu: u32,
     pub cpus: CpuSet,
-    pub dedicated: bool,
+    pub kind: VcpuKind,
+}
+
+/// The emulator threads' claim (`<emulatorpin>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmulatorClaim {
+    pub cpus: CpuSet,
+    pub policy: EmulatorPolicy,
 }
 
 /// A domain's claims.
@@ -33,49 +66,153 @@ pub struct VcpuClaim {
 pub struct DomainClaims {
     pub domain: String,
     pub vcpus: Vec<VcpuClaim>,
+    pub emulator: Option<EmulatorClaim>,
+    /// Host NUMA nodes its memory is bound to by `<numatune><memory mode="strict">`.
+    pub strict_memory_nodes: Option<CpuSet>,
 }
 
 impl DomainClaims {
-    /// Host CPUs of the domain's dedicated vCPUs.
-    pub fn dedicated_cpus(&self) -> CpuSet {
+    fn vcpu_cpus(&self, kind: VcpuKind) -> CpuSet {
         self.vcpus
             .iter()
-            .filter(|v| v.dedicated)
+            .filter(|v| v.kind == kind)
             .fold(CpuSet::new(), |acc, v| acc.union(&v.cpus))
+    }
+
+    fn emulator_cpus(&self, policy: EmulatorPolicy) -> CpuSet {
+        self.emulator
+            .as_ref()
+            .filter(|e| e.policy == policy)
+            .map(|e| e.cpus.clone())
+            .unwrap_or_default()
+    }
+
+    /// Host CPUs of the domain's dedicated vCPUs.
+    pub fn dedicated_vcpu_cpus(&self) -> CpuSet {
+        self.vcpu_cpus(VcpuKind::Dedicated)
+    }
+
+    /// Host CPUs the domain claims for itself: its dedicated vCPUs and `isolate` emulator
+    /// threads.
+    pub fn dedicated_cpus(&self) -> CpuSet {
+        self.dedicated_vcpu_cpus()
+            .union(&self.emulator_cpus(EmulatorPolicy::Isolate))
     }
 
     /// Host CPUs its floating vCPUs may use.
     pub fn floating_cpus(&self) -> CpuSet {
-        self.vcpus
-            .iter()
-            .filter(|v| !v.dedicated)
-            .fold(CpuSet::new(), |acc, v| acc.union(&v.cpus))
+        self.vcpu_cpus(VcpuKind::Floating)
     }
 }
 
-/// The claims a domain's XML declares, on a host with `host_cpus` CPUs.
-pub fn claims_of(dom: &DomainXml, host_cpus: u32) -> DomainClaims {
-    let policy = dom.cpu_policy();
+/// The kind of a vCPU whose declared affinity is `set`, by nova's `cpu_shared_set` and
+/// `cpu_dedicated_set` alone: inside the shared set floating, inside the dedicated set
+/// dedicated; outside both known sets, dedicated when pinned to one CPU (a finding either way);
+/// otherwise unknown.
+fn by_host_sets(set: &CpuSet, sets: &NovaCpuSets) -> VcpuKind {
+    if sets.shared.as_ref().is_some_and(|s| set.is_subset(s)) {
+        VcpuKind::Floating
+    } else if sets.dedicated.as_ref().is_some_and(|d| set.is_subset(d)) {
+        VcpuKind::Dedicated
+    } else if sets.shared.is_some() && sets.dedicated.is_some() {
+        single_cpu(set)
+    } else {
+        VcpuKind::Unknown
+    }
+}
+
+fn single_cpu(set: &CpuSet) -> VcpuKind {
+    if set.len() == 1 {
+        VcpuKind::Dedicated
+    } else {
+        VcpuKind::Floating
+    }
+}
+
+/// The kind of vCPU `vcpu` of `dom` with declared affinity `declared` (`None`: any host CPU),
+/// on a host with nova's `sets`, by the first rule that applies:
+/// - malformed nova metadata: unknown;
+/// - no declared affinity: floating (over every host CPU);
+/// - nova's policy known from the flavor's extra specs or the image properties (a missing policy
+///   is `shared` when nova wrote either): `dedicated` dedicated, `shared` floating, `mixed`
+///   dedicated for the vCPUs of its dedicated mask and floating for the others;
+/// - nova metadata without either (nova 31 and older), or `mixed` without a mask: by the host's
+///   sets ([`by_host_sets`]);
+/// - no nova metadata at all: dedicated when pinned to exactly one host CPU, else floating.
+pub fn classify(
+    dom: &DomainXml,
+    vcpu: u32,
+    declared: Option<&CpuSet>,
+    sets: &NovaCpuSets,
+) -> VcpuKind {
+    if matches!(dom.nova_cpu.cpu, NovaCpu::Malformed) {
+        return VcpuKind::Unknown;
+    }
+    let Some(set) = declared else {
+        return VcpuKind::Floating;
+    };
+    match &dom.nova_cpu.cpu {
+        NovaCpu::NotNova => single_cpu(set),
+        NovaCpu::Malformed => VcpuKind::Unknown,
+        NovaCpu::Policy(CpuPolicy::Dedicated, _) => VcpuKind::Dedicated,
+        NovaCpu::Policy(CpuPolicy::Shared, _) => VcpuKind::Floating,
+        NovaCpu::Policy(CpuPolicy::Mixed(Some(mask)), _) => {
+            if mask.contains(vcpu) {
+                VcpuKind::Dedicated
+            } else {
+                VcpuKind::Floating
+            }
+        }
+        NovaCpu::Policy(CpuPolicy::Mixed(None), _) | NovaCpu::Unrecorded => by_host_sets(set, sets),
+    }
+}
+
+/// The claims a domain's XML declares, on a host with `host_cpus` CPUs and nova's `sets`.
+pub fn claims_of(dom: &DomainXml, host_cpus: u32, sets: &NovaCpuSets) -> DomainClaims {
     let vcpus = (0..dom.vcpus_current)
         .map(|vcpu| {
             let declared = dom.vcpu_affinity(vcpu);
-            let single = declared.is_some_and(|s| s.len() == 1);
-            let dedicated = match policy {
-                Some("dedicated") => declared.is_some(),
-                Some("shared") => false,
-                _ => single,
-            };
             VcpuClaim {
                 vcpu,
                 cpus: declared.cloned().unwrap_or_else(|| CpuSet::all(host_cpus)),
-                dedicated,
+                kind: classify(dom, vcpu, declared, sets),
             }
         })
         .collect();
+    let emulator = match dom.nova_cpu.cpu {
+        NovaCpu::Malformed => None,
+        _ => dom.emulator_pin.as_ref().map(|cpus| EmulatorClaim {
+            cpus: cpus.clone(),
+            policy: dom.nova_cpu.emulator,
+        }),
+    };
+    let strict_memory_nodes = dom
+        .numa_memory
+        .as_ref()
+        .filter(|m| m.mode == "strict")
+        .and_then(|m| crate::cpuset::parse_cpuset(&m.nodeset).ok())
+        .filter(|n| !n.is_empty());
     DomainClaims {
         domain: dom.name.clone(),
         vcpus,
+        emulator,
+        strict_memory_nodes,
     }
+}
+
+/// The dedicated CPUs of `d` on NUMA nodes outside the nodes its memory is strictly bound to
+/// (nova binds a pinned guest's memory to the nodes of its CPUs; a migration that kept the
+/// source host's `<numatune>` does not). `None` when the domain binds no memory strictly or has
+/// no dedicated vCPU. CPUs on no known node are not counted.
+pub fn numa_remote_cpus(d: &DomainClaims, topo: &NumaTopology) -> Option<CpuSet> {
+    let nodes = d.strict_memory_nodes.as_ref()?;
+    let cpus = d.dedicated_vcpu_cpus();
+    if cpus.is_empty() {
+        return None;
+    }
+    let local = topo.cpus_of(nodes);
+    let known = topo.cpus_of(&topo.cells.iter().map(|(n, _)| *n).collect());
+    Some(cpus.intersection(&known).difference(&local))
 }
 
 /// Use of one host CPU.
@@ -103,8 +240,13 @@ pub struct DomainFindings {
     pub dedicated_in_shared: CpuSet,
     /// Its dedicated CPUs outside `cpu_dedicated_set` (`None`: the set is not known).
     pub outside_dedicated_set: Option<CpuSet>,
-    /// Its floating CPUs outside `cpu_shared_set` (`None`: the set is not known).
+    /// Its floating CPUs and `share` emulator CPUs outside `cpu_shared_set` (`None`: the set
+    /// is not known).
     pub outside_shared_set: Option<CpuSet>,
+    /// Its emulator CPUs that another domain's dedicated vCPUs hold.
+    pub emulator_overlap: CpuSet,
+    /// Other domains left out of [`PinningReport::emulator_overlaps`] by the evidence limit.
+    pub emulator_overlap_omitted: usize,
 }
 
 /// The whole host.
@@ -116,6 +258,9 @@ pub struct PinningReport {
     /// `(domain, other domain, shared CPUs)` for ordered pairs of overlapping domains, sorted:
     /// for each domain, at most `evidence_limit` other domains, the first ones by name.
     pub overlaps: Vec<(String, String, CpuSet)>,
+    /// `(domain, other domain, CPUs)`: the domain's emulator threads are pinned onto CPUs the
+    /// other domain's dedicated vCPUs hold; bounded and sorted like `overlaps`.
+    pub emulator_overlaps: Vec<(String, String, CpuSet)>,
 }
 
 /// Analyses the claims of the running domains, keeping at most `evidence_limit` overlapping
@@ -141,13 +286,13 @@ pub fn analyse<C: std::borrow::Borrow<DomainClaims>>(
     // thousands of entries. The per-domain findings below keep every CPU.
     let pinned_alone: CpuSet = claims
         .iter()
-        .flat_map(|d| d.vcpus.iter().filter(|v| v.dedicated))
+        .flat_map(|d| d.vcpus.iter().filter(|v| v.kind == VcpuKind::Dedicated))
         .filter_map(|v| v.cpus.single())
         .filter(|c| *c >= host_cpus)
         .collect();
     let counted = |c: &u32| *c < host_cpus || pinned_alone.contains(*c);
     for (i, d) in claims.iter().enumerate() {
-        for v in d.vcpus.iter().filter(|v| v.dedicated) {
+        for v in d.vcpus.iter().filter(|v| v.kind == VcpuKind::Dedicated) {
             for c in v.cpus.iter().filter(counted) {
                 report.cpus.entry(c).or_default().pinned_vcpus += 1;
             }
@@ -204,20 +349,60 @@ pub fn analyse<C: std::borrow::Borrow<DomainClaims>>(
         }
     }
 
+    // Emulator threads on other domains' dedicated vCPUs.
+    let mut vcpu_owners: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
     for (i, d) in claims.iter().enumerate() {
+        for c in d.dedicated_vcpu_cpus().iter() {
+            vcpu_owners.entry(c).or_default().push(i);
+        }
+    }
+    let mut emu_overlap: Vec<CpuSet> = vec![CpuSet::new(); claims.len()];
+    let mut emu_omitted: Vec<usize> = vec![0; claims.len()];
+    for (i, d) in claims.iter().enumerate() {
+        let Some(e) = &d.emulator else { continue };
+        let mut others: BTreeMap<(&str, usize), CpuSet> = BTreeMap::new();
+        for c in e.cpus.iter() {
+            for &j in vcpu_owners.get(&c).map(Vec::as_slice).unwrap_or(&[]) {
+                if j != i && claims[j].domain != d.domain {
+                    emu_overlap[i].insert(c);
+                    others
+                        .entry((claims[j].domain.as_str(), j))
+                        .or_default()
+                        .insert(c);
+                }
+            }
+        }
+        emu_omitted[i] = others.len().saturating_sub(evidence_limit);
+        for ((other, _), cpus) in others.into_iter().take(evidence_limit) {
+            report
+                .emulator_overlaps
+                .push((d.domain.clone(), other.to_string(), cpus));
+        }
+    }
+
+    for (i, d) in claims.iter().enumerate() {
+        let share_emulator = d.emulator_cpus(EmulatorPolicy::Share);
         let findings = DomainFindings {
             dedicated_in_shared: dedicated[i].intersection(&all_floating),
             outside_dedicated_set: nova.dedicated.as_ref().map(|s| dedicated[i].difference(s)),
-            outside_shared_set: nova.shared.as_ref().map(|s| floating[i].difference(s)),
+            outside_shared_set: nova
+                .shared
+                .as_ref()
+                .map(|s| floating[i].union(&share_emulator).difference(s)),
             dedicated_cpus: dedicated[i].clone(),
             floating_cpus: floating[i].clone(),
             overlap: std::mem::take(&mut overlap_of[i]),
             overlap_omitted: omitted[i],
+            emulator_overlap: std::mem::take(&mut emu_overlap[i]),
+            emulator_overlap_omitted: emu_omitted[i],
         };
         report.domains.insert(d.domain.clone(), findings);
     }
     report
         .overlaps
+        .sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    report
+        .emulator_overlaps
         .sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
     report
 }
@@ -236,9 +421,15 @@ mod tests {
                 .map(|(i, (s, d))| VcpuClaim {
                     vcpu: i as u32,
                     cpus: parse_cpuset(s).unwrap(),
-                    dedicated: *d,
+                    kind: if *d {
+                        VcpuKind::Dedicated
+                    } else {
+                        VcpuKind::Floating
+                    },
                 })
                 .collect(),
+            emulator: None,
+            strict_memory_nodes: None,
         }
     }
 
@@ -424,34 +615,387 @@ mod tests {
         assert_eq!(r.domains["d07"].overlap_omitted, 0);
     }
 
-    #[test]
-    fn claims_follow_policy() {
-        let xml = |policy: &str, cputune: &str, vcpu: &str| {
+    /// A domain XML with nova metadata `meta` (`""`: none), `vcpus` vCPUs and `cputune`.
+    fn dom(meta: &str, vcpus: u32, cputune: &str) -> DomainXml {
+        let meta = if meta.is_empty() {
+            String::new()
+        } else {
             format!(
-                r#"<domain><name>d</name><metadata><nova:instance xmlns:nova="http://openstack.org/xmlns/libvirt/nova/1.1"><nova:flavor name="f"><nova:extraSpecs>{policy}</nova:extraSpecs></nova:flavor></nova:instance></metadata>{vcpu}<cputune>{cputune}</cputune></domain>"#
+                r#"<metadata><nova:instance xmlns:nova="http://openstack.org/xmlns/libvirt/nova/1.1">{meta}</nova:instance></metadata>"#
             )
         };
-        let spec =
-            |p: &str| format!(r#"<nova:extraSpec name="hw:cpu_policy">{p}</nova:extraSpec>"#);
-        let pins = "<vcpupin vcpu='0' cpuset='2'/><vcpupin vcpu='1' cpuset='4-5'/>";
-        let parse = |x: String| crate::domain_xml::parse_domain_xml(&x).unwrap();
-        let ded = |d: &DomainClaims| d.vcpus.iter().map(|v| v.dedicated).collect::<Vec<_>>();
+        crate::domain_xml::parse_domain_xml(&format!(
+            "<domain><name>d</name>{meta}<vcpu>{vcpus}</vcpu><cputune>{cputune}</cputune></domain>"
+        ))
+        .unwrap()
+    }
 
-        let d = claims_of(&parse(xml(&spec("dedicated"), pins, "<vcpu>2</vcpu>")), 8);
-        assert_eq!(ded(&d), vec![true, true]);
-        let d = claims_of(&parse(xml(&spec("shared"), pins, "<vcpu>2</vcpu>")), 8);
-        assert_eq!(ded(&d), vec![false, false]);
-        let d = claims_of(&parse(xml(&spec("mixed"), pins, "<vcpu>2</vcpu>")), 8);
-        assert_eq!(ded(&d), vec![true, false]);
-        // No flavor policy: a single-CPU pin is dedicated; no pin floats everywhere.
+    /// nova 32+ flavor metadata with these extra specs.
+    fn flavor(specs: &[(&str, &str)]) -> String {
+        let specs: String = specs
+            .iter()
+            .map(|(k, v)| format!(r#"<nova:extraSpec name="{k}">{v}</nova:extraSpec>"#))
+            .collect();
+        format!(
+            r#"<nova:flavor name="f" id="1"><nova:extraSpecs>{specs}</nova:extraSpecs></nova:flavor>"#
+        )
+    }
+
+    fn kinds(d: &DomainClaims) -> String {
+        d.vcpus
+            .iter()
+            .map(|v| &v.kind.as_str()[..1])
+            .collect::<Vec<_>>()
+            .join("")
+    }
+
+    #[test]
+    fn claims_follow_nova() {
+        // Host: shared 0 and 8 (one per NUMA node), dedicated 1-7 and 9-15.
+        let sets = NovaCpuSets {
+            dedicated: Some(parse_cpuset("1-7,9-15").unwrap()),
+            shared: Some(parse_cpuset("0,8").unwrap()),
+        };
+        let pins = |cpus: &[&str]| -> String {
+            cpus.iter()
+                .enumerate()
+                .map(|(i, c)| format!("<vcpupin vcpu='{i}' cpuset='{c}'/>"))
+                .collect()
+        };
+        let old = r#"<nova:flavor name="f"><nova:vcpus>2</nova:vcpus></nova:flavor>"#;
+        let cases: Vec<(&str, String, Vec<&str>, NovaCpuSets, &str)> = vec![
+            // The false page of issue 15: nova 34 shared guest with hw:numa_nodes=1 on a single
+            // shared CPU: no policy means shared.
+            (
+                "nova 34, no policy, one shared CPU",
+                flavor(&[("hw:numa_nodes", "1")]),
+                vec!["0", "0"],
+                sets.clone(),
+                "ff",
+            ),
+            (
+                "nova 34, no policy, sets unknown",
+                flavor(&[]),
+                vec!["0", "0"],
+                NovaCpuSets::default(),
+                "ff",
+            ),
+            (
+                "flavor dedicated",
+                flavor(&[("hw:cpu_policy", "dedicated")]),
+                vec!["1", "2"],
+                sets.clone(),
+                "dd",
+            ),
+            (
+                "flavor shared on one CPU",
+                flavor(&[("hw:cpu_policy", "shared")]),
+                vec!["3", "3"],
+                sets.clone(),
+                "ff",
+            ),
+            (
+                "mixed with mask ^0",
+                flavor(&[("hw:cpu_policy", "mixed"), ("hw:cpu_dedicated_mask", "^0")]),
+                vec!["0", "2"],
+                sets.clone(),
+                "fd",
+            ),
+            // mixed without a mask: by the host's sets.
+            (
+                "mixed, no mask",
+                flavor(&[("hw:cpu_policy", "mixed")]),
+                vec!["0", "2"],
+                sets.clone(),
+                "fd",
+            ),
+            (
+                "image dedicated",
+                format!(
+                    r#"{}<nova:image uuid="i"><nova:properties><nova:property name="hw_cpu_policy">dedicated</nova:property></nova:properties></nova:image>"#,
+                    flavor(&[])
+                ),
+                vec!["1", "2"],
+                sets.clone(),
+                "dd",
+            ),
+            // nova 31: no extra specs: the host's sets decide.
+            (
+                "nova 31, shared CPU",
+                old.to_string(),
+                vec!["0", "8"],
+                sets.clone(),
+                "ff",
+            ),
+            (
+                "nova 31, dedicated CPUs",
+                old.to_string(),
+                vec!["1", "9"],
+                sets.clone(),
+                "dd",
+            ),
+            // Outside both sets: one CPU dedicated, several floating (a finding either way).
+            (
+                "nova 31, outside both",
+                old.to_string(),
+                vec!["16", "16-17"],
+                sets.clone(),
+                "df",
+            ),
+            // Only one set known and the pin outside it: cannot be told.
+            (
+                "nova 31, dedicated set only",
+                old.to_string(),
+                vec!["0", "1"],
+                NovaCpuSets {
+                    dedicated: sets.dedicated.clone(),
+                    shared: None,
+                },
+                "ud",
+            ),
+            (
+                "nova 31, no sets",
+                old.to_string(),
+                vec!["0", "1"],
+                NovaCpuSets::default(),
+                "uu",
+            ),
+            // No nova metadata: the one-CPU heuristic.
+            (
+                "no nova",
+                String::new(),
+                vec!["0", "1-2"],
+                sets.clone(),
+                "df",
+            ),
+            // Malformed policy: nothing is judged.
+            (
+                "unknown policy",
+                flavor(&[("hw:cpu_policy", "pinned")]),
+                vec!["1", "2"],
+                sets.clone(),
+                "uu",
+            ),
+            (
+                "bad mask",
+                flavor(&[("hw:cpu_policy", "mixed"), ("hw:cpu_dedicated_mask", "x")]),
+                vec!["1", "2"],
+                sets.clone(),
+                "uu",
+            ),
+        ];
+        for (name, meta, p, sets, want) in cases {
+            let d = claims_of(&dom(&meta, p.len() as u32, &pins(&p)), 16, &sets);
+            assert_eq!(kinds(&d), want, "{name}");
+        }
+        // No declared affinity floats over every host CPU, whatever the policy.
         let d = claims_of(
-            &parse(xml("", "<vcpupin vcpu='0' cpuset='2'/>", "<vcpu>2</vcpu>")),
+            &dom(
+                &flavor(&[("hw:cpu_policy", "dedicated")]),
+                2,
+                "<vcpupin vcpu='0' cpuset='2'/>",
+            ),
             8,
+            &sets,
         );
-        assert_eq!(ded(&d), vec![true, false]);
+        assert_eq!(kinds(&d), "df");
         assert_eq!(d.vcpus[1].cpus.to_string(), "0-7");
         // <vcpu cpuset> bounds vCPUs without their own pin.
-        let d = claims_of(&parse(xml("", "", "<vcpu cpuset='0-1'>1</vcpu>")), 8);
-        assert_eq!(d.floating_cpus().to_string(), "0-1");
+        let x = crate::domain_xml::parse_domain_xml(
+            "<domain><name>d</name><vcpu cpuset='0-1'>1</vcpu></domain>",
+        )
+        .unwrap();
+        assert_eq!(claims_of(&x, 8, &sets).floating_cpus().to_string(), "0-1");
+    }
+
+    /// The false page of issue 15 end to end: three healthy nova 34 guests on a host with one
+    /// shared CPU per NUMA node give no finding.
+    #[test]
+    fn shared_guests_on_a_single_shared_cpu_are_healthy() {
+        let sets = NovaCpuSets {
+            dedicated: Some(parse_cpuset("1-3,5-7").unwrap()),
+            shared: Some(parse_cpuset("0,4").unwrap()),
+        };
+        let doms = [
+            claims_of(&dom(&flavor(&[("hw:numa_nodes", "1")]), 2, "<vcpupin vcpu='0' cpuset='0'/><vcpupin vcpu='1' cpuset='0'/><emulatorpin cpuset='0'/>"), 8, &sets),
+            claims_of(&dom(&flavor(&[("hw:numa_nodes", "2")]), 2, "<vcpupin vcpu='0' cpuset='0'/><vcpupin vcpu='1' cpuset='4'/><emulatorpin cpuset='0,4'/>"), 8, &sets),
+            claims_of(&dom(&flavor(&[("hw:cpu_policy", "mixed"), ("hw:cpu_dedicated_mask", "^0")]), 2, "<vcpupin vcpu='0' cpuset='0'/><vcpupin vcpu='1' cpuset='1'/><emulatorpin cpuset='0-1'/>"), 8, &sets),
+        ];
+        let doms: Vec<DomainClaims> = doms
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut d)| {
+                d.domain = format!("d{i}");
+                d
+            })
+            .collect();
+        let r = analyse(&doms, 8, &sets, 5);
+        for (d, f) in &r.domains {
+            assert!(
+                f.overlap.is_empty() && f.dedicated_in_shared.is_empty(),
+                "{d}: {f:?}"
+            );
+            assert_eq!(
+                f.outside_dedicated_set.as_ref().map(CpuSet::len),
+                Some(0),
+                "{d}"
+            );
+            assert_eq!(
+                f.outside_shared_set.as_ref().map(CpuSet::len),
+                Some(0),
+                "{d}"
+            );
+            assert!(f.emulator_overlap.is_empty(), "{d}: {f:?}");
+        }
+        assert_eq!(r.cpus[&0].dedicated_domains, 0);
+        assert_eq!(r.cpus[&1].dedicated_domains, 1);
+    }
+
+    #[test]
+    fn emulator_threads_join_the_analysis() {
+        let sets = NovaCpuSets {
+            dedicated: Some(parse_cpuset("2-7").unwrap()),
+            shared: Some(parse_cpuset("0-1").unwrap()),
+        };
+        let ded = |extra: &[(&str, &str)], pins: &str, emu: &str| {
+            let mut specs = vec![("hw:cpu_policy", "dedicated")];
+            specs.extend_from_slice(extra);
+            let tune = format!("{pins}<emulatorpin cpuset='{emu}'/>");
+            claims_of(&dom(&flavor(&specs), 2, &tune), 8, &sets)
+        };
+        let named = |mut d: DomainClaims, n: &str| {
+            d.domain = n.into();
+            d
+        };
+        let a = named(
+            ded(
+                &[],
+                "<vcpupin vcpu='0' cpuset='2'/><vcpupin vcpu='1' cpuset='3'/>",
+                "2-3",
+            ),
+            "a",
+        );
+        // b isolates its emulator onto a's vCPU 1 (CPU 3).
+        let b = named(
+            ded(
+                &[("hw:emulator_threads_policy", "isolate")],
+                "<vcpupin vcpu='0' cpuset='4'/><vcpupin vcpu='1' cpuset='5'/>",
+                "3",
+            ),
+            "b",
+        );
+        // c shares its emulator with the shared set, but also CPU 4 (b's vCPU).
+        let c = named(
+            ded(
+                &[("hw:emulator_threads_policy", "share")],
+                "<vcpupin vcpu='0' cpuset='6'/><vcpupin vcpu='1' cpuset='7'/>",
+                "0-1,4",
+            ),
+            "c",
+        );
+        let r = analyse(&[a, b, c], 8, &sets, 5);
+        let s = |x: &CpuSet| x.to_string();
+        // Default policy: on its own CPUs, no finding.
+        assert_eq!(s(&r.domains["a"].emulator_overlap), "");
+        // isolate: a dedicated claim, so a and b overlap on CPU 3, and b's emulator sits on a's
+        // vCPU.
+        assert_eq!(s(&r.domains["b"].dedicated_cpus), "3-5");
+        assert_eq!(s(&r.domains["a"].overlap), "3");
+        assert_eq!(s(&r.domains["b"].overlap), "3");
+        assert_eq!(s(&r.domains["b"].emulator_overlap), "3");
+        // share: outside cpu_shared_set on CPU 4, and on b's vCPU.
+        assert_eq!(
+            r.domains["c"].outside_shared_set.as_ref().map(s).as_deref(),
+            Some("4")
+        );
+        assert_eq!(s(&r.domains["c"].emulator_overlap), "4");
+        assert_eq!(
+            r.emulator_overlaps
+                .iter()
+                .map(|(d, o, c)| format!("{d}>{o}:{c}"))
+                .collect::<Vec<_>>(),
+            ["b>a:3", "c>b:4"]
+        );
+        // The evidence limit bounds the pairs, the count stays exact.
+        let r = analyse(
+            &[
+                r_dom("x", "1-3"),
+                r_dom_ded("p", "1"),
+                r_dom_ded("q", "2"),
+                r_dom_ded("r", "3"),
+            ],
+            8,
+            &sets,
+            2,
+        );
+        assert_eq!(r.emulator_overlaps.len(), 2);
+        assert_eq!(r.domains["x"].emulator_overlap_omitted, 1);
+        assert_eq!(r.domains["x"].emulator_overlap.to_string(), "1-3");
+    }
+
+    fn r_dom(name: &str, emu: &str) -> DomainClaims {
+        DomainClaims {
+            domain: name.into(),
+            vcpus: vec![],
+            emulator: Some(EmulatorClaim {
+                cpus: parse_cpuset(emu).unwrap(),
+                policy: EmulatorPolicy::None,
+            }),
+            strict_memory_nodes: None,
+        }
+    }
+
+    fn r_dom_ded(name: &str, cpu: &str) -> DomainClaims {
+        claim(name, &[(cpu, true)])
+    }
+
+    #[test]
+    fn numa_remote_cpus_follow_the_host_topology() {
+        let topo = NumaTopology {
+            cells: vec![
+                (0, parse_cpuset("0-3").unwrap()),
+                (1, parse_cpuset("4-7").unwrap()),
+            ],
+        };
+        let d = |numatune: &str, pins: &str, meta: &[(&str, &str)]| {
+            let x = crate::domain_xml::parse_domain_xml(&format!(
+                "<domain><name>d</name>{}<vcpu>2</vcpu><cputune>{pins}</cputune>{numatune}</domain>",
+                format_args!(r#"<metadata><nova:instance xmlns:nova="http://openstack.org/xmlns/libvirt/nova/1.1">{}</nova:instance></metadata>"#, flavor(meta)),
+            ))
+            .unwrap();
+            claims_of(&x, 8, &NovaCpuSets::default())
+        };
+        let ded = [("hw:cpu_policy", "dedicated")];
+        let pins = "<vcpupin vcpu='0' cpuset='1'/><vcpupin vcpu='1' cpuset='5'/>";
+        let remote = |c: &DomainClaims| numa_remote_cpus(c, &topo).map(|s| s.to_string());
+        // Memory on both nodes: nothing remote.
+        let c = d(
+            "<numatune><memory mode='strict' nodeset='0-1'/></numatune>",
+            pins,
+            &ded,
+        );
+        assert_eq!(remote(&c).as_deref(), Some(""));
+        // Memory on node 1 only: CPU 1 computes on remote memory.
+        let c = d(
+            "<numatune><memory mode='strict' nodeset='1'/></numatune>",
+            pins,
+            &ded,
+        );
+        assert_eq!(remote(&c).as_deref(), Some("1"));
+        // Not strict, no numatune, or no dedicated vCPU: not judged.
+        let c = d(
+            "<numatune><memory mode='preferred' nodeset='1'/></numatune>",
+            pins,
+            &ded,
+        );
+        assert_eq!(remote(&c), None);
+        let c = d("", pins, &ded);
+        assert_eq!(remote(&c), None);
+        let c = d(
+            "<numatune><memory mode='strict' nodeset='1'/></numatune>",
+            pins,
+            &[],
+        );
+        assert_eq!(remote(&c), None);
     }
 }

@@ -25,6 +25,7 @@ use virt::connect::Connect;
 use virt::domain::Domain;
 use virt::sys;
 
+use crate::capabilities::NumaTopology;
 use crate::connection::Libvirt;
 use crate::cpuset::CpuSet;
 use crate::domain_xml::{parse_domain_xml, DomainXml};
@@ -72,6 +73,8 @@ pub struct HostInfo {
     pub sockets: u32,
     pub cores: u32,
     pub threads: u32,
+    /// NUMA cells from the capabilities XML (`None`: not reported or not read).
+    pub numa: Option<Arc<NumaTopology>>,
 }
 
 /// Everything gathered about one domain.
@@ -176,6 +179,8 @@ pub struct Gatherer {
     /// every scrape).
     pininfo_interval: Duration,
     pin_checks: Mutex<HashMap<String, PinCheck, FxBuild>>,
+    /// The NUMA topology read on connection number `.0` (read once per connection).
+    numa: Mutex<Option<(u64, Option<Arc<NumaTopology>>)>>,
 }
 
 /// The last `virDomainGetVcpuPinInfo` answer of a running domain. libvirt's pin info is its
@@ -239,6 +244,7 @@ pub async fn host_info(libvirt: &Libvirt, conn: &Arc<Connect>) -> Result<HostInf
                 sockets: n.sockets,
                 cores: n.cores,
                 threads: n.threads,
+                numa: None,
             })
         })
         .await
@@ -265,6 +271,7 @@ impl Gatherer {
             vcpu_checks: Mutex::new(HashMap::default()),
             pininfo_interval,
             pin_checks: Mutex::new(HashMap::default()),
+            numa: Mutex::new(None),
             stats_fallback,
             fallbacks: Default::default(),
             xml_fetches: AtomicU64::new(0),
@@ -297,7 +304,7 @@ impl Gatherer {
                 return Err(e);
             }
         };
-        if let Some(Err(e)) = &parsed.nova {
+        if let Some(e) = parsed.nova_problem() {
             self.nova_errors.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(domain = %parsed.name, error = %e, "malformed nova metadata");
         }
@@ -361,7 +368,8 @@ impl Gatherer {
         F: FnOnce(u32, &[(&DomainSnap, &Arc<DomainXml>)]) + Send,
     {
         let started = Instant::now();
-        let host = host_info(&self.libvirt, conn).await?;
+        let mut host = host_info(&self.libvirt, conn).await?;
+        host.numa = self.numa_topology(conn).await;
         let host_done = started.elapsed();
         let listed: Vec<Listed> = self
             .libvirt
@@ -463,6 +471,39 @@ impl Gatherer {
             checks.retain(|k, _| seen.contains(k.as_str()));
         }
         Ok(Snapshot { host, domains })
+    }
+
+    /// The host's NUMA topology, read from the capabilities XML once per connection; a failed
+    /// read (counted as a call error) is tried again on the next scrape.
+    async fn numa_topology(&self, conn: &Arc<Connect>) -> Option<Arc<NumaTopology>> {
+        let opens = self.libvirt.opens();
+        if let Ok(cached) = self.numa.lock() {
+            if let Some((_, topo)) = cached.as_ref().filter(|(at, _)| *at == opens) {
+                return topo.clone();
+            }
+        }
+        let xml = match self
+            .libvirt
+            .with_conn(conn, "capabilities", |c| c.capabilities())
+            .await
+        {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the host's NUMA topology");
+                return None;
+            }
+        };
+        let topo = match crate::capabilities::parse_numa_topology(&xml) {
+            Ok(t) => t.map(Arc::new),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the host's NUMA topology from the capabilities");
+                None
+            }
+        };
+        if let Ok(mut cached) = self.numa.lock() {
+            *cached = Some((opens, topo.clone()));
+        }
+        topo
     }
 
     /// Every domain's own calls, `concurrency` domains at a time (see [`Libvirt::pool`]): its

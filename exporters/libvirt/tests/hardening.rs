@@ -59,7 +59,9 @@ async fn xml_libvirt_accepts_is_read() {
     let nova = |name: &str| {
         format!(
             "<nova:instance xmlns:nova='http://openstack.org/xmlns/libvirt/nova/1.1'>\
-             <nova:name>{name}</nova:name></nova:instance>"
+             <nova:name>{name}</nova:name><nova:flavor name='c1' id='1'><nova:extraSpecs>\
+             <nova:extraSpec name='hw:cpu_policy'>dedicated</nova:extraSpec>\
+             </nova:extraSpecs></nova:flavor></nova:instance>"
         )
     };
     let deep = format!("{}x{}", "<a>".repeat(100), "</a>".repeat(100));
@@ -517,4 +519,75 @@ fn sigterm_stops_the_exporter_while_libvirtd_hangs() {
         status.is_some_and(|s| s.success()),
         "still running 5s after SIGTERM: {status:?}"
     );
+}
+
+/// Issue 23: an invalid 7.4 MB `cpu_dedicated_set` in nova.conf was logged whole on every scrape
+/// (7 GB of log in 100 s) and memory plateaued at 310-360 MB. Now the error quotes a bounded
+/// excerpt, is logged once while it stays the same, and the exporter's peak memory stays small.
+#[test]
+fn a_huge_invalid_nova_set_is_logged_once_and_bounded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let conf = tmp.path().join("nova.conf");
+    let value = "4-7,".repeat(1_850_000) + "x";
+    std::fs::write(
+        &conf,
+        format!("[compute]\ncpu_dedicated_set = {value}\ncpu_shared_set = 0-3\n"),
+    )
+    .unwrap();
+    let log = tmp.path().join("exporter.log");
+    let node = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dedicated.xml");
+    let exporter = support::ExporterProc::start_logging(
+        &[
+            format!("--libvirt.uri=test://{}", node.display()),
+            format!("--nova.config-file={}", conf.display()),
+            "--path.procfs=".into(),
+        ],
+        Some(&log),
+    );
+    for _ in 0..5 {
+        let (status, body) = exporter.scrape();
+        assert_eq!(status, 200);
+        assert_eq!(
+            e2e_tests::sample_with(&body, "libvirt_nova_config_loaded", &[]),
+            Some(0.0)
+        );
+        assert_eq!(e2e_tests::sample_with(&body, "libvirt_up", &[]), Some(1.0));
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    let warnings = text
+        .matches("CPU sets (logged again only when the error changes)")
+        .count();
+    assert_eq!(warnings, 1, "{text}");
+    assert!(text.len() < 16 << 10, "{} bytes of log", text.len());
+    assert!(text.contains("cpu_dedicated_set = 4-7,4-7,"), "{text}");
+    // Peak resident memory: a bounded multiple of the file (7.4 MB), not hundreds of MB.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", exporter.guard.pid())).unwrap();
+    let hwm_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    assert!(hwm_kib < 100 << 10, "peak RSS {hwm_kib} KiB");
+
+    // A changed error is logged again; a fixed file is read.
+    std::fs::write(&conf, "[compute]\ncpu_dedicated_set = 4-y\n").unwrap();
+    let (_, body) = exporter.scrape();
+    assert_eq!(
+        e2e_tests::sample_with(&body, "libvirt_nova_config_loaded", &[]),
+        Some(0.0)
+    );
+    std::fs::write(&conf, "[compute]\ncpu_dedicated_set = 4-15\n").unwrap();
+    let (_, body) = exporter.scrape();
+    assert_eq!(
+        e2e_tests::sample_with(&body, "libvirt_nova_config_loaded", &[]),
+        Some(1.0)
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        text.matches("CPU sets (logged again only when the error changes)")
+            .count(),
+        2,
+        "{text}"
+    );
+    assert!(text.contains("4-y"), "{text}");
 }

@@ -25,7 +25,9 @@ fn domain_xml(name: &str, display: &str) -> String {
   <metadata>
     <nova:instance xmlns:nova="http://openstack.org/xmlns/libvirt/nova/1.1">
       <nova:name>{display}</nova:name>
-      <nova:flavor name="c1.pinned"><nova:vcpus>1</nova:vcpus></nova:flavor>
+      <nova:flavor name="c1.pinned" id="c1p"><nova:vcpus>1</nova:vcpus>
+        <nova:extraSpecs><nova:extraSpec name="hw:cpu_policy">dedicated</nova:extraSpec></nova:extraSpecs>
+      </nova:flavor>
     </nova:instance>
   </metadata>
   <memory>524288</memory>
@@ -125,7 +127,9 @@ async fn live_changes_are_seen_on_the_next_scrape() {
         let d = a.lookup_domain_by_name("live-1").unwrap();
         d.set_metadata(
             virt::sys::VIR_DOMAIN_METADATA_ELEMENT as i32,
-            Some(r#"<instance><name>second-name</name><flavor name="c1.pinned"><vcpus>1</vcpus></flavor></instance>"#),
+            Some(
+                r#"<instance><name>second-name</name><flavor name="c1.pinned" id="c1p"><vcpus>1</vcpus><extraSpecs><extraSpec name="hw:cpu_policy">dedicated</extraSpec></extraSpecs></flavor></instance>"#,
+            ),
             Some("nova"),
             Some("http://openstack.org/xmlns/libvirt/nova/1.1"),
             virt::sys::VIR_DOMAIN_AFFECT_LIVE,

@@ -19,12 +19,13 @@ use common::{CollectError, Collector, Sink};
 use futures::future::BoxFuture;
 use prometheus_client::registry::Registry;
 
+use crate::capabilities::NumaTopology;
 use crate::cpuset::CpuSet;
 use crate::domain_xml::DomainXml;
 use crate::metrics::FxBuild;
 use crate::metrics::{counter, gauge, labels, Counters, Gauges, Labels};
 use crate::nova_conf::{load_nova_conf, NovaCpuSets};
-use crate::pinning::{analyse, claims_of, DomainClaims};
+use crate::pinning::{analyse, claims_of, numa_remote_cpus, DomainClaims};
 use crate::snapshot::{DomainSnap, Gatherer, Snapshot, STATE_NAMES};
 
 /// Collector name.
@@ -42,12 +43,18 @@ const INFO_EXTRA_SPECS: &[&str] = &[
     "hw:numa_nodes",
 ];
 
+/// Bound on `domain_openstack_port_ip_info` series per domain.
+const MAX_IPS: usize = 64;
+
 /// Where nova's CPU sets come from: flags win over the nova.conf file.
 #[derive(Debug, Clone, Default)]
 pub struct NovaSetsSource {
     pub dedicated: Option<CpuSet>,
     pub shared: Option<CpuSet>,
     pub config_file: Option<PathBuf>,
+    /// The last read error logged (shared by clones): the same error is logged once, not on
+    /// every scrape.
+    pub last_error: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl NovaSetsSource {
@@ -56,9 +63,26 @@ impl NovaSetsSource {
     pub fn resolve(&self) -> (NovaCpuSets, Option<bool>) {
         let (sets, ok) = match &self.config_file {
             Some(p) => match load_nova_conf(p) {
-                Ok(s) => (s, Some(true)),
+                Ok(s) => {
+                    if let Ok(mut last) = self.last_error.lock() {
+                        if last.take().is_some() {
+                            tracing::info!(path = %p.display(), "nova's CPU sets read again");
+                        }
+                    }
+                    (s, Some(true))
+                }
                 Err(e) => {
-                    tracing::warn!(path = %p.display(), error = %e, "cannot read nova's CPU sets");
+                    let e = e.to_string();
+                    let mut last = self.last_error.lock().ok();
+                    let repeated = last
+                        .as_deref()
+                        .is_some_and(|l| l.as_deref() == Some(e.as_str()));
+                    if !repeated {
+                        tracing::warn!(path = %p.display(), error = %e, "cannot read nova's CPU sets (logged again only when the error changes)");
+                        if let Some(l) = last.as_mut() {
+                            **l = Some(e);
+                        }
+                    }
                     (NovaCpuSets::default(), Some(false))
                 }
             },
@@ -214,8 +238,10 @@ impl Collector for DomainCollector {
     fn collect<'a>(&'a self, reg: &'a mut Sink) -> BoxFuture<'a, Result<(), CollectError>> {
         Box::pin(async move {
             let libvirt = &self.gatherer.libvirt;
+            // nova's sets first: they classify vCPUs of nova 31 and older.
+            let (sets, nova_ok) = self.nova_sets().await;
             // The domains complete before their own calls are built while those calls run.
-            let mut early = Early::new(reg.prefix());
+            let mut early = Early::new(reg.prefix(), &sets);
             let snap = match libvirt.connection().await {
                 Ok(conn) => {
                     let (early, statics) = (&mut early, &self.statics);
@@ -248,7 +274,6 @@ impl Collector for DomainCollector {
                 "Whether scraping libvirt's metrics was successful",
                 1.0,
             );
-            let (sets, nova_ok) = self.nova_sets().await;
             if let Some(ok) = nova_ok {
                 gauge(
                     reg,
@@ -377,6 +402,8 @@ struct StaticPart {
     xml: Arc<DomainXml>,
     uuid: String,
     ncpus: u32,
+    /// nova's sets the claims were classified with.
+    sets: NovaCpuSets,
     fams: SharedFams,
     claims: DomainClaims,
 }
@@ -389,6 +416,7 @@ struct ReportKey {
     ncpus: u32,
     nova: NovaCpuSets,
     evidence_limit: usize,
+    numa: Option<Arc<NumaTopology>>,
 }
 
 /// Series that depend only on the domains' XML, kept across scrapes: each domain's
@@ -420,14 +448,16 @@ pub fn encode_snapshot(snap: &Snapshot, nova: &NovaCpuSets, evidence_limit: usiz
 pub struct Early {
     fams: Fams,
     names: HashSet<String, FxBuild>,
+    sets: NovaCpuSets,
 }
 
 impl Early {
-    /// Nothing built yet, for metric names with `prefix`.
-    pub fn new(prefix: &str) -> Self {
+    /// Nothing built yet, for metric names with `prefix`, with nova's `sets`.
+    pub fn new(prefix: &str, sets: &NovaCpuSets) -> Self {
         Self {
             fams: Fams::new(prefix),
             names: HashSet::default(),
+            sets: sets.clone(),
         }
     }
 
@@ -441,7 +471,7 @@ impl Early {
     ) {
         for (d, x) in done {
             encode_domain_stats(&mut self.fams, d, Some(x));
-            cache.append_static(&mut self.fams, d, x, ncpus);
+            cache.append_static(&mut self.fams, d, x, ncpus, &self.sets);
             self.names.insert(d.name.clone());
         }
     }
@@ -449,13 +479,19 @@ impl Early {
 
 impl StaticCache {
     /// Appends the XML-derived part of `d` to `f`, rendering it unless cached for this XML.
-    fn append_static(&mut self, f: &mut Fams, d: &DomainSnap, x: &Arc<DomainXml>, ncpus: u32) {
-        let fresh = self
-            .parts
-            .get(&d.name)
-            .is_some_and(|p| Arc::ptr_eq(&p.xml, x) && p.uuid == d.uuid && p.ncpus == ncpus);
+    fn append_static(
+        &mut self,
+        f: &mut Fams,
+        d: &DomainSnap,
+        x: &Arc<DomainXml>,
+        ncpus: u32,
+        sets: &NovaCpuSets,
+    ) {
+        let fresh = self.parts.get(&d.name).is_some_and(|p| {
+            Arc::ptr_eq(&p.xml, x) && p.uuid == d.uuid && p.ncpus == ncpus && p.sets == *sets
+        });
         if !fresh {
-            let claims = claims_of(x, ncpus);
+            let claims = claims_of(x, ncpus, sets);
             let mut fams = Fams::new(&f.prefix);
             encode_static(&mut fams, d, x, &claims);
             self.next_id += 1;
@@ -467,6 +503,7 @@ impl StaticCache {
                     xml: Arc::clone(x),
                     uuid: d.uuid.clone(),
                     ncpus,
+                    sets: sets.clone(),
                     claims,
                 },
             );
@@ -491,7 +528,8 @@ pub fn encode_snapshot_cached(
     let Early {
         fams: mut f,
         names: early,
-    } = early.unwrap_or_else(|| Early::new(&prefix));
+        ..
+    } = early.unwrap_or_else(|| Early::new(&prefix, nova));
     let ncpus = snap.host.cpus;
 
     gauge(
@@ -518,7 +556,7 @@ pub fn encode_snapshot_cached(
         }
         encode_domain_stats(&mut f, d, d.xml.as_deref());
         match &d.xml {
-            Some(x) => cache.append_static(&mut f, d, x, ncpus),
+            Some(x) => cache.append_static(&mut f, d, x, ncpus, nova),
             None => {
                 cache.parts.remove(&d.name);
             }
@@ -536,11 +574,13 @@ pub fn encode_snapshot_cached(
         ncpus,
         nova: nova.clone(),
         evidence_limit,
+        numa: snap.host.numa.clone(),
     };
     if cache.report.as_ref().is_none_or(|(k, _)| *k != key) {
         let claims: Vec<&DomainClaims> = active.iter().map(|p| &p.claims).collect();
         let mut fams = Fams::new(&prefix);
-        encode_report(&mut fams, &claims, ncpus, nova, evidence_limit);
+        let numa = snap.host.numa.as_deref();
+        encode_report(&mut fams, &claims, ncpus, nova, evidence_limit, numa);
         cache.report = Some((key, fams.share()));
     }
     if let Some((_, fams)) = cache.report.as_ref() {
@@ -971,23 +1011,17 @@ fn encode_static(f: &mut Fams, d: &DomainSnap, x: &DomainXml, claims: &DomainCla
     );
 
     // nova.
+    if x.nova.is_some() {
+        f.gauge(
+            "domain_openstack_metadata_malformed",
+            "Whether the domain's nova metadata could not be read, as a whole or its CPU policy (1), or was read (0)",
+            dl(d),
+            f64::from(u8::from(x.nova_problem().is_some())),
+        );
+    }
     match &x.nova {
-        None => {}
-        Some(Err(_)) => {
-            f.gauge(
-                "domain_openstack_metadata_malformed",
-                "Whether the domain's nova metadata could not be read (1) or was read (0)",
-                dl(d),
-                1.0,
-            );
-        }
+        None | Some(Err(_)) => {}
         Some(Ok(n)) => {
-            f.gauge(
-                "domain_openstack_metadata_malformed",
-                "Whether the domain's nova metadata could not be read (1) or was read (0)",
-                dl(d),
-                0.0,
-            );
             let opt = |o: &Option<String>| o.clone().unwrap_or_default();
             let num = |o: Option<u64>| o.map(|v| v.to_string()).unwrap_or_default();
             let mut l: Labels = vec![
@@ -1008,7 +1042,6 @@ fn encode_static(f: &mut Fams, d: &DomainSnap, x: &DomainXml, claims: &DomainCla
                 ("root_type".into(), opt(&n.root_type)),
                 ("root_id".into(), opt(&n.root_id)),
                 ("image_id".into(), opt(&n.image_id)),
-                ("hostname".into(), opt(&n.hostname)),
                 ("creation_time".into(), opt(&n.creation_time)),
                 ("nova_version".into(), opt(&n.package_version)),
                 ("nova_namespace".into(), n.namespace_version.clone()),
@@ -1030,6 +1063,49 @@ fn encode_static(f: &mut Fams, d: &DomainSnap, x: &DomainXml, claims: &DomainCla
                     "domain_openstack_flavor_extra_spec_info",
                     "Each extra spec of the domain's nova flavor",
                     labels([("domain", &d.name), ("key", k), ("value", v)]),
+                    1.0,
+                );
+            }
+            if let Some(img) = &n.image {
+                f.gauge(
+                    "domain_openstack_image_info",
+                    "The image nova recorded for the domain (<nova:image>, nova 32 and later; image_id empty when booted from a volume)",
+                    labels([
+                        ("domain", d.name.as_str()),
+                        ("image_id", &img.id),
+                        ("container_format", img.container_format.as_deref().unwrap_or("")),
+                        ("disk_format", img.disk_format.as_deref().unwrap_or("")),
+                        ("min_disk_gb", &num(img.min_disk_gb)),
+                        ("min_ram_mb", &num(img.min_ram_mb)),
+                    ]),
+                    1.0,
+                );
+                for (k, v) in &img.properties {
+                    f.gauge(
+                        "domain_openstack_image_property_info",
+                        "Each image property nova recorded for the domain",
+                        labels([("domain", &d.name), ("key", k), ("value", v)]),
+                        1.0,
+                    );
+                }
+            }
+            // Each address with its type and IP version, at most MAX_IPS per domain.
+            for (p, ip) in n
+                .ports
+                .iter()
+                .flat_map(|p| p.ips.iter().map(move |ip| (p, ip)))
+                .take(MAX_IPS)
+            {
+                f.gauge(
+                    "domain_openstack_port_ip_info",
+                    "Each address nova recorded for a neutron port of the domain, with its type (fixed, floating) and IP version",
+                    labels([
+                        ("domain", d.name.as_str()),
+                        ("port_id", &p.id),
+                        ("type", &ip.kind),
+                        ("address", &ip.address),
+                        ("ip_version", &ip.version),
+                    ]),
                     1.0,
                 );
             }
@@ -1057,12 +1133,12 @@ fn encode_static(f: &mut Fams, d: &DomainSnap, x: &DomainXml, claims: &DomainCla
             .unwrap_or_default();
         f.gauge(
             "domain_vcpu_pinning_info",
-            "Declared host CPUs of each vCPU (empty: any), and whether it is dedicated or floating",
+            "Declared host CPUs of each vCPU (empty: any), and whether it is dedicated, floating or unknown (left out of the analysis)",
             labels([
                 ("domain", &d.name),
                 ("vcpu", &v.vcpu.to_string()),
                 ("cpuset", &declared),
-                ("kind", if v.dedicated { "dedicated" } else { "floating" }),
+                ("kind", v.kind.as_str()),
             ]),
             1.0,
         );
@@ -1070,8 +1146,12 @@ fn encode_static(f: &mut Fams, d: &DomainSnap, x: &DomainXml, claims: &DomainCla
     if let Some(e) = &x.emulator_pin {
         f.gauge(
             "domain_emulator_pinning_info",
-            "Declared host CPUs of the emulator threads",
-            dl2(d, "cpuset", &e.to_string()),
+            "Declared host CPUs of the emulator threads, with nova's emulator threads policy (share, isolate or empty)",
+            labels([
+                ("domain", d.name.as_str()),
+                ("cpuset", &e.to_string()),
+                ("policy", x.nova_cpu.emulator.as_str()),
+            ]),
             1.0,
         );
     }
@@ -1100,8 +1180,12 @@ fn encode_report(
     ncpus: u32,
     nova: &NovaCpuSets,
     evidence_limit: usize,
+    numa: Option<&NumaTopology>,
 ) {
     let report = analyse(active, ncpus, nova, evidence_limit);
+    if let Some(topo) = numa {
+        encode_numa(f, active, topo);
+    }
     for (cpu, u) in &report.cpus {
         let l = || labels([("cpu", &cpu.to_string())]);
         f.gauge(
@@ -1135,8 +1219,34 @@ fn encode_report(
             1.0,
         );
     }
+    f.declare_gauge(
+        "domain_pinning_emulator_overlap_info",
+        "Running domains whose emulator threads are pinned onto host CPUs another running domain's dedicated vCPUs hold, with that domain and those CPUs (at most --pinning.evidence-limit per domain, first by other_domain)",
+    );
+    for (dom, other, cpus) in &report.emulator_overlaps {
+        f.gauge(
+            "domain_pinning_emulator_overlap_info",
+            "Running domains whose emulator threads are pinned onto host CPUs another running domain's dedicated vCPUs hold, with that domain and those CPUs (at most --pinning.evidence-limit per domain, first by other_domain)",
+            labels([("domain", dom), ("other_domain", other), ("cpus", &cpus.to_string())]),
+            1.0,
+        );
+    }
     for (dom, fi) in &report.domains {
         let l = || labels([("domain", dom)]);
+        f.gauge(
+            "domain_pinning_emulator_overlap_cpus",
+            "Host CPUs of the domain's emulator threads that another running domain's dedicated vCPUs hold",
+            l(),
+            fi.emulator_overlap.len() as f64,
+        );
+        if !fi.emulator_overlap.is_empty() {
+            f.gauge(
+                "domain_pinning_emulator_overlap_info_omitted",
+                "Other running domains under the domain's emulator threads left out of domain_pinning_emulator_overlap_info by --pinning.evidence-limit",
+                l(),
+                fi.emulator_overlap_omitted as f64,
+            );
+        }
         f.gauge(
             "domain_pinning_dedicated_cpus",
             "Host CPUs claimed by the domain's dedicated vCPUs",
@@ -1161,7 +1271,7 @@ fn encode_report(
         if let Some(s) = &fi.outside_dedicated_set {
             f.gauge(
                 "domain_pinning_outside_dedicated_set_cpus",
-                "Host CPUs of the domain's dedicated vCPUs outside nova's cpu_dedicated_set",
+                "Host CPUs of the domain's dedicated vCPUs (and isolate emulator threads) outside nova's cpu_dedicated_set",
                 l(),
                 s.len() as f64,
             );
@@ -1169,9 +1279,48 @@ fn encode_report(
         if let Some(s) = &fi.outside_shared_set {
             f.gauge(
                 "domain_pinning_outside_shared_set_cpus",
-                "Host CPUs the domain's floating vCPUs may use outside nova's cpu_shared_set",
+                "Host CPUs the domain's floating vCPUs (and share emulator threads) may use outside nova's cpu_shared_set",
                 l(),
                 s.len() as f64,
+            );
+        }
+    }
+}
+
+/// Dedicated guests whose memory is strictly bound to NUMA nodes other than those of their
+/// pinned CPUs (with the host's topology).
+fn encode_numa(f: &mut Fams, active: &[&DomainClaims], topo: &NumaTopology) {
+    f.declare_gauge(
+        "domain_pinning_numa_mismatch_info",
+        "Dedicated CPUs of the domain on NUMA nodes its memory is not strictly bound to, with the CPUs, their nodes and the memory's nodes",
+    );
+    for d in active {
+        let Some(remote) = numa_remote_cpus(d, topo) else {
+            continue;
+        };
+        let l = || labels([("domain", &d.domain)]);
+        f.gauge(
+            "domain_pinning_numa_remote_cpus",
+            "Host CPUs of the domain's dedicated vCPUs on NUMA nodes outside the nodes its memory is strictly bound to (<numatune> mode strict)",
+            l(),
+            remote.len() as f64,
+        );
+        if !remote.is_empty() {
+            let memory = d
+                .strict_memory_nodes
+                .as_ref()
+                .map(|n| n.to_string())
+                .unwrap_or_default();
+            f.gauge(
+                "domain_pinning_numa_mismatch_info",
+                "Dedicated CPUs of the domain on NUMA nodes its memory is not strictly bound to, with the CPUs, their nodes and the memory's nodes",
+                labels([
+                    ("domain", d.domain.as_str()),
+                    ("cpus", &remote.to_string()),
+                    ("cpu_nodes", &topo.nodes_of(&remote).to_string()),
+                    ("memory_nodes", &memory),
+                ]),
+                1.0,
             );
         }
     }
@@ -1277,7 +1426,7 @@ mod tests {
             let mut cache = StaticCache::default();
             let mut reg = Sink::new("libvirt");
             let e = early.map(|idx| {
-                let mut e = Early::new("libvirt");
+                let mut e = Early::new("libvirt", &NovaCpuSets::default());
                 let done: Vec<(&DomainSnap, &Arc<DomainXml>)> = idx
                     .iter()
                     .map(|&i| (&snap.domains[i], snap.domains[i].xml.as_ref().unwrap()))
