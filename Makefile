@@ -4,7 +4,7 @@
 CARGO ?= cargo
 SHELL := /bin/bash
 
-.PHONY: all deps build release test test-e2e test-rust test-alerts test-deploy lint demo bench reference-node alert-latency fleet clean
+.PHONY: all deps build release image image-test test test-e2e test-rust test-alerts test-deploy lint demo bench reference-node alert-latency fleet clean
 
 all: build
 
@@ -16,6 +16,16 @@ build: deps
 
 release: deps
 	$(CARGO) build --workspace --bins --release
+
+# The container image the DaemonSet runs, built from the release binaries with buildah and no
+# registry (deploy/image/build.sh; storage and an OCI archive in target/image), and its test:
+# each exporter started inside the image's filesystem as the DaemonSet runs it (deploy/image/test.sh).
+image: release
+	@bash scripts/install-deps.sh --image
+	bash deploy/image/build.sh target/release
+
+image-test: image
+	bash deploy/image/test.sh
 
 lint:
 	$(CARGO) fmt --all --check

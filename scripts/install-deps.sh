@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the suite needs to build, demo and test, only when missing.
 # Idempotent: a second run with everything present does nothing and touches no network.
-# Shared by `make demo` and `make test` (and so by .ci/run).
+# Shared by `make demo` and `make test` (and so by .ci/run). With --image, also what `make image`
+# and `make image-test` need (buildah; objcopy strips the binaries), and only then.
 set -euo pipefail
 
 PACKAGES=(
@@ -24,6 +25,10 @@ PACKAGES=(
   # make demo as a non-root user: libvirtd needs a D-Bus session bus (the demo starts a private one)
   dbus-daemon
 )
+
+if [ "${1:-}" = --image ]; then
+  PACKAGES+=(buildah binutils)
+fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do
