@@ -201,6 +201,10 @@ pub enum Command {
         /// Where to write the Prometheus rule file.
         #[arg(long = "output.prometheus", value_name = "FILE")]
         prometheus_out: PathBuf,
+        /// The exporter's config file: selector labels are checked against its sources' labels
+        /// besides the pod log labels.
+        #[arg(long = "config.file", value_name = "FILE")]
+        config_file: Option<PathBuf>,
     },
 }
 

@@ -38,9 +38,11 @@ fn main() -> std::process::ExitCode {
         file,
         rules_out,
         prometheus_out,
+        config_file,
     }) = &flags.command
     {
-        return match log_pattern_exporter::import::run(file, rules_out, prometheus_out) {
+        let config = config_file.as_deref();
+        return match log_pattern_exporter::import::run(file, rules_out, prometheus_out, config) {
             Ok(import) => {
                 for line in &import.report {
                     eprintln!("{line}");
