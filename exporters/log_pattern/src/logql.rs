@@ -25,12 +25,12 @@ pub mod pipeline;
 pub mod re2;
 
 pub use pipeline::{
-    LabelExpr, LabelFilter, LabelSel, ParserStage, PathPart, Pattern, Processed, Stage,
+    Conversion, LabelExpr, LabelFilter, LabelSel, ParserStage, PathPart, Pattern, Processed, Stage,
     ERROR_DETAILS_LABEL, ERROR_LABEL,
 };
 
 /// What the grammar supports, appended to errors.
-pub const SUPPORTED: &str = "supported: a stream selector {label=\"v\", label!=\"v\", label=~\"re\", label!~\"re\"} followed by line filters |= \"text\", != \"text\", |~ \"re\", !~ \"re\", |> \"pattern\", !> \"pattern\" (with `or` between strings), stages | json [a=\"path\", ...], | logfmt [--strict] [--keep-empty] [a=\"key\", ...], | regexp \"(?P<name>re)\", | pattern \"<name> ...\", | drop, | keep, | decolorize, label filters | name=\"v\" (also !=, =~, !~), | name > 1.5 (also >=, <, <=, ==, !=; numbers, durations 5s, bytes 5MB) joined with and, `,`, or and parentheses, and last | unwrap name";
+pub const SUPPORTED: &str = "supported: a stream selector {label=\"v\", label!=\"v\", label=~\"re\", label!~\"re\"} followed by line filters |= \"text\", != \"text\", |~ \"re\", !~ \"re\", |> \"pattern\", !> \"pattern\" (with `or` between strings), stages | json [a=\"path\", ...], | logfmt [--strict] [--keep-empty] [a=\"key\", ...], | regexp \"(?P<name>re)\", | pattern \"<name> ...\", | drop, | keep, | decolorize, label filters | name=\"v\" (also !=, =~, !~), | name > 1.5 (also >=, <, <=, ==, !=; numbers, durations 5s, bytes 5MB) joined with and, `,`, or and parentheses, and last | unwrap name (or duration(name), bytes(name)), then label filters only";
 
 /// A parse error at a character offset (0-based) of the expression.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -129,7 +129,8 @@ pub struct Expr {
     pub parser: Option<ParserStage>,
     /// Every stage after the selector but the filters above, in order.
     pub stages: Vec<Stage>,
-    /// `| unwrap field`: the number the rule adds, sets or observes.
+    /// `| unwrap field`: the number the rule adds, sets or observes (the stages hold it as
+    /// [`Stage::Unwrap`], followed only by label filters).
     pub unwrap: Option<String>,
 }
 
@@ -164,7 +165,7 @@ pub enum CmpOp {
 enum Step {
     Filters(Vec<Filter>),
     Stage(Stage),
-    Unwrap(String),
+    Unwrap(String, Conversion),
 }
 
 impl Expr {
@@ -239,17 +240,19 @@ pub fn parse(text: &str) -> Result<Expr, ExprError> {
             break;
         }
         let at = p.pos;
-        if unwrap.is_some() {
-            return err(at, "`| unwrap` must be the last stage");
+        let step = p.step()?;
+        if unwrap.is_some() && !matches!(step, Step::Stage(Stage::Labels(_))) {
+            return err(at, "only label filters may follow `| unwrap`");
         }
-        match p.step()? {
-            Step::Unwrap(field) => {
+        match step {
+            Step::Unwrap(field, conv) => {
                 if parser.is_none() {
                     return err(
                         at,
                         "`| unwrap` needs a parser stage (| json, | logfmt, | regexp, | pattern) before it",
                     );
                 }
+                stages.push(Stage::Unwrap(field.clone(), conv));
                 unwrap = Some(field);
             }
             Step::Filters(fs) if rewritten => stages.extend(fs.into_iter().map(Stage::Line)),
@@ -573,7 +576,7 @@ impl Parser {
             "unwrap" => {
                 self.ws();
                 let at = self.pos;
-                let field = self.ident();
+                let mut field = self.ident();
                 if field.is_empty() {
                     return err(
                         at,
@@ -581,13 +584,29 @@ impl Parser {
                     );
                 }
                 self.ws();
+                let mut conv = Conversion::Float;
                 if self.peek() == Some('(') {
-                    return err(
-                        at,
-                        "unwrap conversion functions (duration(), bytes()) are not supported",
-                    );
+                    conv = match field.as_str() {
+                        "duration" | "duration_seconds" => Conversion::Duration,
+                        "bytes" => Conversion::Bytes,
+                        _ => {
+                            return err(
+                                at,
+                                format!("unknown unwrap conversion {field}() (duration(), duration_seconds(), bytes())"),
+                            )
+                        }
+                    };
+                    self.pos += 1;
+                    self.ws();
+                    let name_at = self.pos;
+                    field = self.ident();
+                    self.ws();
+                    if field.is_empty() || self.peek() != Some(')') {
+                        return err(name_at, "expected a label name and `)`");
+                    }
+                    self.pos += 1;
                 }
-                Ok(Step::Unwrap(field))
+                Ok(Step::Unwrap(field, conv))
             }
             "unpack" | "line_format" | "label_format" | "distinct" => {
                 err(word_at, format!("the `| {word}` stage is not supported"))
@@ -1136,15 +1155,15 @@ mod tests {
             (r#"{a="b"} | "#, 10, "expected a stage"),
             (r#"{a="b"} | unwrap x"#, 8, "`| unwrap` needs a parser"),
             (
-                r#"{a="b"} | json | unwrap x | n > 1"#,
+                r#"{a="b"} | json | unwrap x | json"#,
                 26,
-                "must be the last stage",
+                "only label filters may follow",
             ),
             (r#"{a="b"} | json | unwrap "#, 24, "expected the name"),
             (
-                r#"{a="b"} | json | unwrap duration(x)"#,
+                r#"{a="b"} | json | unwrap seconds(x)"#,
                 24,
-                "conversion functions",
+                "unknown unwrap conversion",
             ),
             (r#"{a="b"} |~ "(x""#, 11, "invalid regex"),
             (r#"{a="b"} "x""#, 8, "expected a line filter"),

@@ -206,8 +206,8 @@ struct CompiledRule {
     /// the series carry.
     stages: Vec<Stage>,
     extract: Vec<String>,
-    /// `| unwrap` rules: the field, what to do with its number, and the series' numbers.
-    unwrap: Option<String>,
+    /// `| unwrap` rules (the field is a stage): what to do with its number, and the series'
+    /// numbers.
     num: Option<Num>,
     nums: HashMap<SetId, Num>,
     overflow_num: Option<Num>,
@@ -389,14 +389,9 @@ fn extracted_series(
         let value = cut(processed.get(&key).unwrap_or("")).to_string();
         labels.push((key, value));
     }
-    let number = rule.unwrap.as_deref().and_then(|f| {
-        let raw = processed.get(f)?;
-        Some(if processed.get(ERROR_LABEL).is_some() {
-            None
-        } else {
-            pipeline::parse_go_float(raw).ok().filter(|x| x.is_finite())
-        })
-    });
+    let number = processed
+        .value
+        .map(|x| x.filter(|x| x.is_finite() && processed.get(ERROR_LABEL).is_none()));
     Some((labels, number))
 }
 
@@ -514,7 +509,6 @@ impl Rules {
                     let bounds = rule.buckets.clone().unwrap_or(DEFAULT_BUCKETS.to_vec());
                     Num::new(kind, &bounds)
                 }),
-                unwrap: expr.unwrap,
                 nums: HashMap::new(),
                 overflow_num: None,
                 unwrap_errors: 0,

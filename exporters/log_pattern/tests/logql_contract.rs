@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use log_pattern_exporter::config::Rule;
 use log_pattern_exporter::format::Stream;
 use log_pattern_exporter::logql::{parse, ERROR_DETAILS_LABEL, ERROR_LABEL};
-use log_pattern_exporter::rules::{Line, LineSink, Rules};
+use log_pattern_exporter::rules::{Line, LineSink, Rules, UNWRAP_ERRORS};
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -112,8 +112,28 @@ fn rule_engine_counts_what_loki_keeps() {
             },
         );
         let values = rules.values();
-        let counted: u64 = values.iter().map(|v| v.value).sum();
-        let want_count = u64::from(c.want.is_some());
+        let errors: u64 = values
+            .iter()
+            .filter(|v| v.metric.as_deref() == Some(UNWRAP_ERRORS))
+            .map(|v| v.value)
+            .sum();
+        let counted: u64 = values
+            .iter()
+            .filter(|v| v.metric.as_deref() != Some(UNWRAP_ERRORS))
+            .map(|v| v.value)
+            .sum();
+        let has_error = c.want.as_ref().is_some_and(|w| w.contains_key(ERROR_LABEL));
+        let unwrap = c.query.contains("| unwrap");
+        // An `| unwrap` rule measures a line without error and counts one with an error in
+        // unwrap_errors_total; a counting rule counts every line Loki keeps.
+        let want_count = u64::from(c.want.is_some() && !(unwrap && has_error));
+        let want_errors = u64::from(unwrap && has_error);
+        if errors != want_errors {
+            failures.push(format!(
+                "{}: {} on {:?}: {errors} unwrap error(s), want {want_errors}",
+                c.why, c.query, c.line
+            ));
+        }
         if counted != want_count {
             failures.push(format!(
                 "{}: {} on {:?}: counted {counted}, Loki {}",

@@ -20,6 +20,7 @@ pub const ERROR_DETAILS_LABEL: &str = "__error_details__";
 const JSON_ERR: &str = "JSONParserErr";
 const LOGFMT_ERR: &str = "LogfmtParserErr";
 const LABEL_FILTER_ERR: &str = "LabelFilterErr";
+const SAMPLE_ERR: &str = "SampleExtractionErr";
 const DUPLICATE_SUFFIX: &str = "_extracted";
 
 /// One step of a JSON path (`a.b[0]["c d"]`).
@@ -159,9 +160,23 @@ pub struct LabelSel {
     pub matcher: Option<Matcher>,
 }
 
+/// How `| unwrap` reads its label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Conversion {
+    /// `| unwrap x`: Go's ParseFloat.
+    Float,
+    /// `| unwrap duration(x)` / `duration_seconds(x)`: a Go duration, in seconds.
+    Duration,
+    /// `| unwrap bytes(x)`: a byte size.
+    Bytes,
+}
+
 /// One stage after the line filters.
 #[derive(Debug, Clone)]
 pub enum Stage {
+    /// `| unwrap [conv(]name[)]`: the line's number; a value that does not convert sets
+    /// `__error__="SampleExtractionErr"` (label filters after it may drop the line).
+    Unwrap(String, Conversion),
     Parser(ParserStage),
     Labels(LabelExpr),
     /// A line filter after a stage that rewrites the line.
@@ -283,6 +298,9 @@ pub struct Processed {
     /// Every label of the line, sorted by name (stream labels, parsed labels, `__error__`,
     /// `__error_details__`), without empty values.
     pub labels: Vec<(String, String)>,
+    /// With `| unwrap`: `None` when the label is absent, else the converted number (`None`
+    /// inside when it does not convert).
+    pub value: Option<Option<f64>>,
 }
 
 impl Processed {
@@ -299,8 +317,23 @@ impl Processed {
 pub fn run(stages: &[Stage], base: &[(String, String)], line: &[u8]) -> Option<Processed> {
     let mut st = State::new(base);
     let mut line: Cow<'_, [u8]> = Cow::Borrowed(line);
+    let mut value = None;
     for stage in stages {
         match stage {
+            Stage::Unwrap(name, conv) => {
+                let parsed = st.get(name).map(|v| match conv {
+                    Conversion::Float => parse_go_float(v),
+                    Conversion::Duration => parse_go_duration(v),
+                    Conversion::Bytes => parse_bytes(v),
+                });
+                value = parsed.map(|p| match p {
+                    Ok(x) => Some(x),
+                    Err(e) => {
+                        st.set_err(SAMPLE_ERR, e);
+                        None
+                    }
+                });
+            }
             Stage::Parser(p) => p.run(&line, &mut st),
             Stage::Labels(e) => {
                 if !label_expr(e, &mut st) {
@@ -349,6 +382,7 @@ pub fn run(stages: &[Stage], base: &[(String, String)], line: &[u8]) -> Option<P
     }
     Some(Processed {
         labels: st.labels(),
+        value,
     })
 }
 
