@@ -166,6 +166,10 @@ const RANGE_FUNCTIONS: &[&str] = &[
 struct P<'a> {
     s: &'a str,
     i: usize,
+    /// Nesting of parentheses and calls (bounded: hostile input must not exhaust the stack).
+    depth: usize,
+    /// Terms parsed so far (bounded: the tree they form is walked recursively).
+    terms: usize,
 }
 
 impl P<'_> {
@@ -314,6 +318,20 @@ impl P<'_> {
     }
 
     fn unary(&mut self) -> Result<M, String> {
+        self.depth += 1;
+        self.terms += 1;
+        let r = if self.depth > 64 {
+            Err("the expression is nested deeper than 64".to_string())
+        } else if self.terms > 1000 {
+            Err("the expression has more than 1000 terms".to_string())
+        } else {
+            self.unary_inner()
+        };
+        self.depth -= 1;
+        r
+    }
+
+    fn unary_inner(&mut self) -> Result<M, String> {
         self.ws();
         if self.rest().starts_with('(') {
             self.i += 1;
@@ -463,7 +481,12 @@ impl P<'_> {
 }
 
 fn parse_metric(text: &str) -> Result<M, String> {
-    let mut p = P { s: text, i: 0 };
+    let mut p = P {
+        s: text,
+        i: 0,
+        depth: 0,
+        terms: 0,
+    };
     let e = p.expr(0)?;
     p.ws();
     if !p.rest().is_empty() {
@@ -989,6 +1012,10 @@ mod tests {
         let (_, rules, warnings) = tr(r#"max(rate({app="a"}[5m]))"#).unwrap();
         assert_eq!(rules[0].1, None, "max keeps one series per stream");
         assert!(warnings[0].contains("\"app\""), "{warnings:?}");
+        let deep = "(".repeat(100_000);
+        assert!(tr(&deep).unwrap_err().contains("nested deeper than 64"));
+        let long = vec!["1"; 2000].join(" + ");
+        assert!(tr(&long).unwrap_err().contains("more than 1000 terms"));
         for (bad, why) in [
             (r#"sum(bytes_rate({a="b"}[5m]))"#, "counts lines, not bytes"),
             (

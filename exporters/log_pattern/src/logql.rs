@@ -226,6 +226,8 @@ pub fn parse(text: &str) -> Result<Expr, ExprError> {
     let mut p = Parser {
         chars: text.char_indices().collect(),
         pos: 0,
+        depth: 0,
+        terms: 0,
     };
     let matchers = p.selector()?;
     let mut filters = Vec::new();
@@ -281,7 +283,17 @@ struct Parser {
     /// (byte offset, char); positions reported are indices into this (character offsets).
     chars: Vec<(usize, char)>,
     pos: usize,
+    /// Nesting of parentheses in label filters (bounded: hostile input must not exhaust the
+    /// stack).
+    depth: usize,
+    /// Label filters in the current stage (bounded: the tree they form is walked recursively).
+    terms: usize,
 }
+
+/// Deepest nesting of parentheses in label filters.
+const MAX_DEPTH: usize = 64;
+/// Most label filters in one stage.
+const MAX_TERMS: usize = 256;
 
 /// LogQL functions users may paste from a recording rule.
 const METRIC_FUNCTIONS: &[&str] = &[
@@ -451,6 +463,7 @@ impl Parser {
         }
         self.pos += 1;
         self.ws();
+        self.terms = 0;
         let word_at = self.pos;
         if self.peek() == Some('(') {
             return self.label_or(None).map(|e| Step::Stage(Stage::Labels(e)));
@@ -692,13 +705,28 @@ impl Parser {
     }
 
     fn label_atom(&mut self, first: Option<(String, usize)>) -> Result<LabelExpr, ExprError> {
+        self.terms += 1;
+        if self.terms > MAX_TERMS {
+            return err(
+                self.pos,
+                format!("more than {MAX_TERMS} label filters in one stage"),
+            );
+        }
         let (name, at) = match first {
             Some(f) => f,
             None => {
                 self.ws();
                 if self.peek() == Some('(') {
+                    if self.depth >= MAX_DEPTH {
+                        return err(
+                            self.pos,
+                            format!("parentheses nested deeper than {MAX_DEPTH}"),
+                        );
+                    }
                     self.pos += 1;
+                    self.depth += 1;
                     let e = self.label_or(None)?;
+                    self.depth -= 1;
                     self.ws();
                     if self.peek() != Some(')') {
                         return err(self.pos, "expected `)`");
@@ -1201,6 +1229,19 @@ mod tests {
             assert_eq!(e.offset, offset, "{text}: {e}");
             assert!(e.message.contains(want), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        let text = format!("{{}} | json | {}a=\"1\"", "(".repeat(100_000));
+        let e = parse(&text).unwrap_err();
+        assert_eq!(e.offset, 12 + MAX_DEPTH, "{e}");
+        assert!(e.message.contains("nested deeper than 64"), "{e}");
+        let many = format!("{{}} | logfmt | {}", vec!["a=\"1\""; 300].join(" and "));
+        let e = parse(&many).unwrap_err();
+        assert!(e.message.contains("more than 256 label filters"), "{e}");
+        let ok = format!("{{}} | logfmt | {}", vec!["a=\"1\""; 200].join(" and "));
+        assert!(parse(&ok).is_ok());
     }
 
     #[test]
