@@ -247,11 +247,20 @@ impl<'a> State<'a> {
             .map(|(_, v)| v.as_str())
     }
 
+    /// The value a label filter tests: `__error__` is the error; every other name (also
+    /// `__error_details__`, which Loki keeps apart from the labels) is looked up as a label.
     fn value_for_filter(&self, name: &str) -> &str {
         match name {
             ERROR_LABEL => &self.err,
-            ERROR_DETAILS_LABEL => &self.details,
             _ => self.get(name).unwrap_or(""),
+        }
+    }
+
+    /// The value a `| drop name=~"..."` matcher tests: the error and its details included.
+    fn value_for_drop(&self, name: &str) -> &str {
+        match name {
+            ERROR_DETAILS_LABEL => &self.details,
+            _ => self.value_for_filter(name),
         }
     }
 
@@ -350,7 +359,7 @@ pub fn run(stages: &[Stage], base: &[(String, String)], line: &[u8]) -> Option<P
                     let hit = match &s.matcher {
                         None => true,
                         Some(m) => {
-                            let v = st.value_for_filter(&s.name).to_string();
+                            let v = st.value_for_drop(&s.name).to_string();
                             !v.is_empty() && m.matches(&v)
                         }
                     };
