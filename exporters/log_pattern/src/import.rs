@@ -65,6 +65,9 @@ struct OutRule {
     expr: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     keep_labels: Option<Vec<String>>,
+    /// Labels of the parser stage the series carry (grouping labels no source has).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    labels: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -508,6 +511,8 @@ struct Known {
 struct Wanted {
     query: String,
     keep: Option<Vec<String>>,
+    /// Extracted labels (grouping labels after a parser stage).
+    labels: Vec<String>,
 }
 
 /// Translation state of one Loki rule.
@@ -522,19 +527,32 @@ struct Tr<'a> {
 
 impl Tr<'_> {
     fn rule_for(&mut self, query: &str, keep: Option<Vec<String>>) -> Result<String, String> {
-        if let Some((_, n)) = self
-            .rules
-            .iter()
-            .find(|(w, _)| w.query == query && w.keep == keep)
-        {
-            return Ok(n.clone());
-        }
         let parsed = crate::logql::parse(query).map_err(|e| format!("log query {query:?}: {e}"))?;
         if parsed.unwrap.is_some() {
             return Err("unwrap range aggregations cannot be translated".into());
         }
-        if parsed.parser.is_some() && keep.as_ref().is_none_or(|k| !k.is_empty()) {
-            return Err("grouping by labels of a parser stage, or a per-stream aggregation after one (Loki's streams then split by the parsed labels), cannot be translated".into());
+        let mut keep = keep;
+        let mut labels = Vec::new();
+        if let Some(parser) = &parsed.parser {
+            let Some(by) = keep.take() else {
+                return Err("a per-stream aggregation after a parser stage (Loki's streams then split by the parsed labels) cannot be translated".into());
+            };
+            // Grouping labels a source carries stay source labels; the others are the
+            // parser's, carried as extracted labels.
+            let (source, extracted): (Vec<String>, Vec<String>) =
+                by.into_iter().partition(|l| self.known.labels.contains(l));
+            if let Some(names) = parser.names() {
+                if let Some(l) = extracted.iter().find(|l| !names.contains(l)) {
+                    return Err(format!(
+                        "grouping label {l:?} is neither a source label nor extracted by the parser stage"
+                    ));
+                }
+            }
+            if !extracted.is_empty() {
+                self.note("grouping labels no source carries are taken from the parser stage");
+            }
+            keep = Some(source);
+            labels = extracted;
         }
         for m in &parsed.matchers {
             if !m.matches("") && !self.known.labels.contains(&m.name) {
@@ -548,11 +566,19 @@ impl Tr<'_> {
                 }
             }
         }
+        if let Some((_, n)) = self
+            .rules
+            .iter()
+            .find(|(w, _)| w.query == query && w.keep == keep && w.labels == labels)
+        {
+            return Ok(n.clone());
+        }
         let name = rule_name(self.base, self.taken);
         self.rules.push((
             Wanted {
                 query: query.to_string(),
                 keep,
+                labels,
             },
             name.clone(),
         ));
@@ -783,6 +809,7 @@ pub fn translate_with(
                         name,
                         expr: w.query,
                         keep_labels: w.keep,
+                        labels: w.labels,
                     };
                     // Each exporter rule must load by itself, or the rule is refused.
                     let one = serde_yaml_ng::to_string(&OutRules {
@@ -790,6 +817,7 @@ pub fn translate_with(
                             name: o.name.clone(),
                             expr: o.expr.clone(),
                             keep_labels: o.keep_labels.clone(),
+                            labels: o.labels.clone(),
                         }],
                     })
                     .map_err(|e| e.to_string())?;
@@ -1009,6 +1037,13 @@ mod tests {
                 Some(vec!["pod".to_string()])
             )]
         );
+        let (e, rules, _) =
+            tr(r#"sum by (namespace, level) (rate({namespace="a"} | json [5m]))"#).unwrap();
+        assert_eq!(
+            e,
+            format!("sum by (namespace, level) (rate({}[5m]))", m("r"))
+        );
+        assert_eq!(rules[0].1, Some(vec!["namespace".to_string()]));
         let (_, rules, warnings) = tr(r#"max(rate({app="a"}[5m]))"#).unwrap();
         assert_eq!(rules[0].1, None, "max keeps one series per stream");
         assert!(warnings[0].contains("\"app\""), "{warnings:?}");
@@ -1026,9 +1061,10 @@ mod tests {
                 r#"sum(sum_over_time({a="b"} | logfmt | unwrap x [5m]))"#,
                 "unwrap",
             ),
+            (r#"max(rate({a="b"} | json [5m]))"#, "after a parser stage"),
             (
-                r#"sum by (level) (rate({a="b"} | json [5m]))"#,
-                "parser stage",
+                r#"sum by (other) (rate({a="b"} | regexp "(?P<level>\\w+)" [5m]))"#,
+                "neither a source label nor extracted",
             ),
             (r#"rate({a="b"}[5m]) / rate({a="c"}[5m])"#, "not aggregated"),
             (r#"sum(rate({a="b"}[5m] offset 1h))"#, "offset"),
