@@ -502,9 +502,11 @@ fn parse_metric(text: &str) -> Result<M, String> {
     Ok(e)
 }
 
-/// Labels a source can carry.
+/// Labels a source can carry, and the stream label names a cluster's log agent uses mapped
+/// to them (`--label-map app=container`).
 struct Known {
     labels: Vec<String>,
+    map: Vec<(String, String)>,
 }
 
 /// One exporter rule the translation asks for.
@@ -526,7 +528,50 @@ struct Tr<'a> {
 }
 
 impl Tr<'_> {
+    /// The name a label has here (`--label-map`).
+    fn mapped(&mut self, label: &str) -> String {
+        match self.known.map.iter().find(|(from, _)| from == label) {
+            Some((from, to)) => {
+                self.note(&format!("label {from} is {to} here"));
+                to.clone()
+            }
+            None => label.to_string(),
+        }
+    }
+
+    /// `query` with its selector's label names mapped.
+    fn map_query(&mut self, query: &str) -> Result<String, String> {
+        let parsed = crate::logql::parse(query).map_err(|e| format!("log query {query:?}: {e}"))?;
+        if !parsed
+            .matchers
+            .iter()
+            .any(|m| self.known.map.iter().any(|(f, _)| *f == m.name))
+        {
+            return Ok(query.to_string());
+        }
+        let end = selector_end(query).ok_or("cannot find the end of the stream selector")?;
+        let mut parts = Vec::new();
+        for m in &parsed.matchers {
+            let op = match m.op {
+                crate::logql::MatchOp::Eq => "=",
+                crate::logql::MatchOp::Ne => "!=",
+                crate::logql::MatchOp::Re => "=~",
+                crate::logql::MatchOp::NotRe => "!~",
+            };
+            let value = if m.value.contains('`') {
+                format!("{:?}", m.value)
+            } else {
+                format!("`{}`", m.value)
+            };
+            parts.push(format!("{}{op}{value}", self.mapped(&m.name)));
+        }
+        Ok(format!("{{{}}}{}", parts.join(", "), &query[end..]))
+    }
+
     fn rule_for(&mut self, query: &str, keep: Option<Vec<String>>) -> Result<String, String> {
+        let mapped = self.map_query(query)?;
+        let query = mapped.as_str();
+        let keep = keep.map(|k| k.iter().map(|l| self.mapped(l)).collect::<Vec<_>>());
         let parsed = crate::logql::parse(query).map_err(|e| format!("log query {query:?}: {e}"))?;
         if parsed.unwrap.is_some() {
             return Err("unwrap range aggregations cannot be translated".into());
@@ -672,7 +717,10 @@ impl Tr<'_> {
                     }
                     _ => self.emit(inner)?,
                 };
-                let g = match grouping {
+                let grouping = grouping
+                    .as_ref()
+                    .map(|(w, l)| (*w, l.iter().map(|x| self.mapped(x)).collect::<Vec<_>>()));
+                let g = match &grouping {
                     None => String::new(),
                     Some((false, l)) => format!(" by ({})", l.join(", ")),
                     Some((true, l)) => {
@@ -705,8 +753,34 @@ fn unaggregated(m: &M) -> bool {
     }
 }
 
+/// The byte offset just after the stream selector `{...}` that starts `query` (braces inside
+/// strings skipped).
+fn selector_end(query: &str) -> Option<usize> {
+    let b = query.as_bytes();
+    let start = query.find('{')?;
+    let mut quote = None;
+    let mut i = start + 1;
+    while i < b.len() {
+        let c = b[i];
+        match quote {
+            Some(q) => {
+                if c == b'\\' && q == b'"' {
+                    i += 1;
+                } else if c == q {
+                    quote = None;
+                }
+            }
+            None if c == b'"' || c == b'`' => quote = Some(c),
+            None if c == b'}' => return Some(i + 1),
+            None => {}
+        }
+        i += 1;
+    }
+    None
+}
+
 /// The labels sources can carry: the pod log labels, and the labels of `config`'s sources.
-fn known_labels(config: Option<&crate::config::Config>) -> Known {
+fn known_labels(config: Option<&crate::config::Config>, map: &[(String, String)]) -> Known {
     let mut labels: Vec<String> = ["namespace", "pod", "container", "stream"]
         .iter()
         .map(|s| s.to_string())
@@ -723,7 +797,10 @@ fn known_labels(config: Option<&crate::config::Config>) -> Known {
         }
     }
     labels.dedup();
-    Known { labels }
+    Known {
+        labels,
+        map: map.to_vec(),
+    }
 }
 
 fn rule_name(base: &str, taken: &mut std::collections::HashSet<String>) -> String {
@@ -758,7 +835,7 @@ type Translated = (Vec<OutRule>, PromRule, Vec<String>, Vec<String>);
 
 /// Translates the Loki rule file text (selector labels checked against the pod log labels).
 pub fn translate(path: &Path, text: &str) -> Result<Import, Error> {
-    translate_with(path, text, None)
+    translate_with(path, text, None, &[])
 }
 
 /// Translates the Loki rule file text; selector labels are checked against the pod log labels
@@ -767,9 +844,10 @@ pub fn translate_with(
     path: &Path,
     text: &str,
     config: Option<&crate::config::Config>,
+    label_map: &[(String, String)],
 ) -> Result<Import, Error> {
     let file: LokiFile = common::config::parse_yaml(path, text)?;
-    let known = known_labels(config);
+    let known = known_labels(config, label_map);
     let mut out_rules = Vec::new();
     let mut groups = Vec::new();
     let mut report = Vec::new();
@@ -914,20 +992,34 @@ fn write_temp(path: &Path, text: &str) -> Result<std::path::PathBuf, Error> {
 }
 
 /// Reads `input` (and the exporter's `config`, for its sources' labels), writes both outputs
-/// whole or neither; returns the report.
+/// whole or neither; returns the report. `label_map` holds `FROM=TO` label names.
 pub fn run(
     input: &Path,
     rules_out: &Path,
     prometheus_out: &Path,
     config: Option<&Path>,
+    label_map: &[String],
 ) -> Result<Import, Error> {
+    let mut map = Vec::new();
+    for m in label_map {
+        match m.split_once('=') {
+            Some((from, to)) if !from.is_empty() && !to.is_empty() => {
+                map.push((from.trim().to_string(), to.trim().to_string()))
+            }
+            _ => {
+                return Err(Error::Import(format!(
+                    "--label-map {m:?}: expected FROM=TO (a Loki stream label name, the name a source has)"
+                )))
+            }
+        }
+    }
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| Error::Replay { path, source }
     };
     let text = std::fs::read_to_string(input).map_err(io(input))?;
     let config = config.map(crate::config::load).transpose()?;
-    let import = translate_with(input, &text, config.as_ref())?;
+    let import = translate_with(input, &text, config.as_ref(), &map)?;
     let a = write_temp(rules_out, &import.rules_yaml)?;
     let b = match write_temp(prometheus_out, &import.prometheus_yaml) {
         Ok(b) => b,
@@ -955,7 +1047,7 @@ mod tests {
 
     fn tr(expr: &str) -> Result<(String, Wants, Vec<String>), String> {
         let m = parse_metric(expr)?;
-        let known = known_labels(None);
+        let known = known_labels(None, &[("app".into(), "container".into())]);
         let mut taken = std::collections::HashSet::new();
         let mut t = Tr {
             base: "r",
@@ -1044,9 +1136,21 @@ mod tests {
             format!("sum by (namespace, level) (rate({}[5m]))", m("r"))
         );
         assert_eq!(rules[0].1, Some(vec!["namespace".to_string()]));
-        let (_, rules, warnings) = tr(r#"max(rate({app="a"}[5m]))"#).unwrap();
+        let (_, rules, warnings) = tr(r#"max(rate({job="a"}[5m]))"#).unwrap();
         assert_eq!(rules[0].1, None, "max keeps one series per stream");
-        assert!(warnings[0].contains("\"app\""), "{warnings:?}");
+        assert!(warnings[0].contains("\"job\""), "{warnings:?}");
+        // A mapped label: the selector and the grouping use the source's name.
+        let (e, rules, warnings) =
+            tr(r#"sum by (app) (rate({app=~"nova-.*", namespace="x"} |= "}" [5m]))"#).unwrap();
+        assert_eq!(e, format!("sum by (container) (rate({}[5m]))", m("r")));
+        assert_eq!(
+            rules,
+            [(
+                r#"{container=~`nova-.*`, namespace=`x`} |= "}""#.to_string(),
+                Some(vec!["container".to_string()])
+            )]
+        );
+        assert!(warnings.is_empty(), "{warnings:?}");
         let deep = "(".repeat(100_000);
         assert!(tr(&deep).unwrap_err().contains("nested deeper than 64"));
         let long = vec!["1"; 2000].join(" + ");

@@ -205,6 +205,10 @@ pub enum Command {
         /// besides the pod log labels.
         #[arg(long = "config.file", value_name = "FILE")]
         config_file: Option<PathBuf>,
+        /// A Loki stream label name and the source label it is here (`app=container`);
+        /// repeatable. Selectors and groupings use the source's name.
+        #[arg(long = "label-map", value_name = "FROM=TO")]
+        label_map: Vec<String>,
     },
 }
 

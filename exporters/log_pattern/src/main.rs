@@ -39,10 +39,12 @@ fn main() -> std::process::ExitCode {
         rules_out,
         prometheus_out,
         config_file,
+        label_map,
     }) = &flags.command
     {
         let config = config_file.as_deref();
-        return match log_pattern_exporter::import::run(file, rules_out, prometheus_out, config) {
+        let import = log_pattern_exporter::import::run;
+        return match import(file, rules_out, prometheus_out, config, label_map) {
             Ok(import) => {
                 for line in &import.report {
                     eprintln!("{line}");

@@ -170,6 +170,30 @@ fn config_sources_and_all_or_nothing() {
         "the error names the file: {report}"
     );
     assert!(!rules.exists() && !prom.exists(), "nothing written");
+    // Stream label names mapped to the sources' names: no warning, the selector uses them.
+    let mapped = |maps: &[&str]| {
+        Command::new(BIN)
+            .arg("import-loki-rules")
+            .arg(&input)
+            .arg(format!("--output.rules={}", rules.display()))
+            .arg(format!("--output.prometheus={}", prom.display()))
+            .args(maps.iter().map(|m| format!("--label-map={m}")))
+            .output()
+            .unwrap()
+    };
+    let out = mapped(&["job=container", "app=container"]);
+    let report = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(2), "{report}");
+    assert!(!report.contains("warning"), "{report}");
+    assert!(report.contains("label job is container here"), "{report}");
+    let rules_text = std::fs::read_to_string(&rules).unwrap();
+    assert!(rules_text.contains("{container=`kernel`}"), "{rules_text}");
+    std::fs::remove_file(&rules).unwrap();
+    std::fs::remove_file(&prom).unwrap();
+    let out = mapped(&["job"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("expected FROM=TO"));
+    assert!(!rules.exists() && !prom.exists(), "nothing written");
     let left: Vec<_> = std::fs::read_dir(d.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
