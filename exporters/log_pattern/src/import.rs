@@ -2,14 +2,21 @@
 //!
 //! A Loki recording or alerting rule such as
 //! `sum by (namespace) (rate({app="x"} |= "Reconciler error" [5m])) > 0` becomes (a) an
-//! exporter rule counting the lines of the log query (`expr: '{app="x"} |= "Reconciler
-//! error"'`, keeping only the grouping labels) and (b) a Prometheus rule with the original
-//! `record`/`alert` name, labels and annotations over the exporter's counter:
-//! `sum by (namespace) (rate(log_pattern_matches_total{rule="..."}[5m])) > 0`.
-//! `count_over_time` becomes `increase` (extrapolated, as Prometheus does). Translated are
-//! `[sum|min|max|avg [by (labels)]] (rate|count_over_time)(LOG QUERY [RANGE]) [CMP NUMBER]`
-//! with a log query this exporter supports; every other rule is reported with the reason and
-//! left out of both outputs, so nothing wrong is written.
+//! exporter rule per range function counting the lines of its log query (`expr: '{app="x"} |=
+//! "Reconciler error"'`, keeping only the grouping labels when a `sum by` is directly around
+//! it, else every source label so that each series is one stream) and (b) a Prometheus rule
+//! with the original `record`/`alert` name, labels and annotations, the same expression over
+//! the exporter's counter, `sum by (namespace) (rate(log_pattern_matches_total{rule="..."}[5m]))`
+//! compared with 0 as written. The metric expression is parsed as LogQL's grammar (aggregations with `by`/`without`
+//! and parameters, binary operators with `bool`/`on`/`ignoring`/`group_*`, numbers,
+//! `vector()`, parentheses), so ratios, comparisons and `or vector(0)` carry over as written.
+//! `count_over_time` becomes `increase` (extrapolated, as Prometheus does: a named
+//! approximation); per-stream aggregations (`max`, `min`, `avg`, `count`, `topk`, ...) see only
+//! the series that counted a line in the range, as Loki's streams without lines have no series;
+//! `absent_over_time` is 1 when the rule's series counted nothing in the range or do not exist.
+//! Each rule is reported on its own: translated, translated with a named approximation, or
+//! refused with the reason; a refused rule is left out of both outputs and never stops the
+//! others. Both files are written whole (a temporary file renamed) or not at all.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -58,6 +65,9 @@ struct OutRule {
     expr: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     keep_labels: Option<Vec<String>>,
+    /// Labels of the parser stage the series carry (grouping labels no source has).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    labels: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -97,57 +107,700 @@ pub struct Import {
     pub skipped: usize,
 }
 
-/// What the translatable shape of a Loki expression holds.
-#[derive(Debug, PartialEq)]
-struct Shape {
-    agg: Option<String>,
-    by: Option<Vec<String>>,
-    func: String,
-    query: String,
-    range: String,
-    cmp: String,
+/// A LogQL metric expression.
+#[derive(Debug, Clone, PartialEq)]
+enum M {
+    Num(String),
+    /// `vector(N)`
+    Vector(String),
+    Paren(Box<M>),
+    Agg {
+        op: String,
+        /// `(without, labels)`
+        grouping: Option<(bool, Vec<String>)>,
+        param: Option<Box<M>>,
+        inner: Box<M>,
+    },
+    Range {
+        func: String,
+        query: String,
+        range: String,
+    },
+    Bin {
+        op: String,
+        /// `bool`, `on (...)`, `group_left (...)` as written.
+        modifiers: String,
+        l: Box<M>,
+        r: Box<M>,
+    },
 }
 
-fn shape(expr: &str) -> Result<Shape, String> {
-    let unsupported = || {
-        "only [sum|min|max|avg [by (labels)]] (rate|count_over_time)(LOG QUERY [RANGE]) [CMP NUMBER] can be translated".to_string()
-    };
-    let re = |s: &str| regex::Regex::new(s).map_err(|e| e.to_string());
-    let text = expr.trim();
-    // A trailing comparison with a number.
-    let cmp_re = re(r"(?s)^(.*\))\s*(>=|<=|==|!=|>|<)\s*([-+]?[0-9.]+(?:[eE][-+]?[0-9]+)?)$")?;
-    let (body, cmp) = match cmp_re.captures(text) {
-        Some(c) => (c[1].trim().to_string(), format!(" {} {}", &c[2], &c[3])),
-        None => (text.to_string(), String::new()),
-    };
-    let agg_re =
-        re(r"(?s)^(sum|min|max|avg)\s*(?:by\s*\(([^)]*)\))?\s*\((.*?)\)\s*(?:by\s*\(([^)]*)\))?$")?;
-    let (agg, by, inner) = match agg_re.captures(&body) {
-        Some(c) => {
-            let by = c.get(2).or(c.get(4)).map(|m| {
-                m.as_str()
-                    .split(',')
-                    .map(|s| s.trim().to_string())
-                    .filter(|s| !s.is_empty())
-                    .collect::<Vec<_>>()
-            });
-            (Some(c[1].to_string()), by, c[3].trim().to_string())
+const AGGREGATIONS: &[&str] = &[
+    "sum",
+    "min",
+    "max",
+    "avg",
+    "count",
+    "topk",
+    "bottomk",
+    "stddev",
+    "stdvar",
+    "sort",
+    "sort_desc",
+];
+const RANGE_FUNCTIONS: &[&str] = &[
+    "rate",
+    "count_over_time",
+    "bytes_over_time",
+    "bytes_rate",
+    "absent_over_time",
+    "sum_over_time",
+    "avg_over_time",
+    "max_over_time",
+    "min_over_time",
+    "first_over_time",
+    "last_over_time",
+    "stdvar_over_time",
+    "stddev_over_time",
+    "quantile_over_time",
+    "rate_counter",
+];
+
+struct P<'a> {
+    s: &'a str,
+    i: usize,
+    /// Nesting of parentheses and calls (bounded: hostile input must not exhaust the stack).
+    depth: usize,
+    /// Terms parsed so far (bounded: the tree they form is walked recursively).
+    terms: usize,
+}
+
+impl P<'_> {
+    fn rest(&self) -> &str {
+        &self.s[self.i..]
+    }
+
+    fn ws(&mut self) {
+        let r = self.rest();
+        self.i += r.len() - r.trim_start().len();
+    }
+
+    fn eat(&mut self, t: &str) -> bool {
+        self.ws();
+        if self.rest().starts_with(t) {
+            self.i += t.len();
+            true
+        } else {
+            false
         }
-        None => (None, None, body.clone()),
+    }
+
+    fn expect(&mut self, t: &str) -> Result<(), String> {
+        if self.eat(t) {
+            Ok(())
+        } else {
+            Err(format!(
+                "expected `{t}` at offset {} of the expression",
+                self.i
+            ))
+        }
+    }
+
+    fn word(&mut self) -> String {
+        self.ws();
+        let n = self
+            .rest()
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+            .unwrap_or(self.rest().len());
+        let w = self.rest()[..n].to_string();
+        self.i += n;
+        w
+    }
+
+    fn peek_word(&mut self) -> String {
+        let at = self.i;
+        let w = self.word();
+        self.i = at;
+        w
+    }
+
+    /// `(a, b)`
+    fn labels(&mut self) -> Result<Vec<String>, String> {
+        self.expect("(")?;
+        let mut out = Vec::new();
+        loop {
+            if self.eat(")") {
+                return Ok(out);
+            }
+            let w = self.word();
+            if w.is_empty() {
+                return Err(format!("expected a label name at offset {}", self.i));
+            }
+            out.push(w);
+            if !self.eat(",") {
+                self.expect(")")?;
+                return Ok(out);
+            }
+        }
+    }
+
+    fn expr(&mut self, min_prec: u8) -> Result<M, String> {
+        let mut left = self.unary()?;
+        loop {
+            self.ws();
+            let Some((op, prec)) = self.bin_op() else {
+                return Ok(left);
+            };
+            if prec < min_prec {
+                return Ok(left);
+            }
+            self.i += op.len();
+            let mut modifiers = String::new();
+            loop {
+                let w = self.peek_word();
+                match w.as_str() {
+                    "bool" => {
+                        self.word();
+                        modifiers.push_str(" bool");
+                    }
+                    "on" | "ignoring" | "group_left" | "group_right" => {
+                        self.word();
+                        self.ws();
+                        let labels = if self.rest().starts_with('(') {
+                            format!(" ({})", self.labels()?.join(", "))
+                        } else {
+                            String::new()
+                        };
+                        modifiers.push_str(&format!(" {w}{labels}"));
+                    }
+                    _ => break,
+                }
+            }
+            // `^` is right-associative, the others left.
+            let next = if op == "^" { prec } else { prec + 1 };
+            let right = self.expr(next)?;
+            left = M::Bin {
+                op: op.to_string(),
+                modifiers,
+                l: Box::new(left),
+                r: Box::new(right),
+            };
+        }
+    }
+
+    fn bin_op(&self) -> Option<(&'static str, u8)> {
+        let r = self.rest();
+        let word_op = |w: &str| {
+            r.starts_with(w)
+                && !r[w.len()..].starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+        };
+        for (op, prec) in [
+            ("==", 3),
+            ("!=", 3),
+            (">=", 3),
+            ("<=", 3),
+            (">", 3),
+            ("<", 3),
+            ("+", 4),
+            ("-", 4),
+            ("*", 5),
+            ("/", 5),
+            ("%", 5),
+            ("^", 6),
+        ] {
+            if r.starts_with(op) {
+                return Some((op, prec));
+            }
+        }
+        for (op, prec) in [("or", 1), ("and", 2), ("unless", 2)] {
+            if word_op(op) {
+                return Some((op, prec));
+            }
+        }
+        None
+    }
+
+    fn unary(&mut self) -> Result<M, String> {
+        self.depth += 1;
+        self.terms += 1;
+        let r = if self.depth > 64 {
+            Err("the expression is nested deeper than 64".to_string())
+        } else if self.terms > 1000 {
+            Err("the expression has more than 1000 terms".to_string())
+        } else {
+            self.unary_inner()
+        };
+        self.depth -= 1;
+        r
+    }
+
+    fn unary_inner(&mut self) -> Result<M, String> {
+        self.ws();
+        if self.rest().starts_with('(') {
+            self.i += 1;
+            let e = self.expr(0)?;
+            self.expect(")")?;
+            return Ok(M::Paren(Box::new(e)));
+        }
+        if self
+            .rest()
+            .starts_with(|c: char| c.is_ascii_digit() || c == '.' || c == '-')
+        {
+            let n = self
+                .rest()
+                .char_indices()
+                .skip(1)
+                .find(|&(_, c)| !(c.is_ascii_alphanumeric() || c == '.'))
+                .map_or(self.rest().len(), |(i, _)| i);
+            let num = self.rest()[..n].to_string();
+            num.parse::<f64>()
+                .map_err(|_| format!("expected a number, found {num:?}"))?;
+            self.i += n;
+            return Ok(M::Num(num));
+        }
+        let at = self.i;
+        let w = self.word();
+        if w == "vector" {
+            self.expect("(")?;
+            let M::Num(n) = self.unary()? else {
+                return Err("vector() takes a number".into());
+            };
+            self.expect(")")?;
+            return Ok(M::Vector(n));
+        }
+        if AGGREGATIONS.contains(&w.as_str()) {
+            let mut grouping = self.grouping()?;
+            self.expect("(")?;
+            let mut param = None;
+            if matches!(w.as_str(), "topk" | "bottomk") {
+                param = Some(Box::new(self.expr(0)?));
+                self.expect(",")?;
+            }
+            let inner = self.expr(0)?;
+            self.expect(")")?;
+            if grouping.is_none() {
+                grouping = self.grouping()?;
+            }
+            return Ok(M::Agg {
+                op: w,
+                grouping,
+                param,
+                inner: Box::new(inner),
+            });
+        }
+        if RANGE_FUNCTIONS.contains(&w.as_str()) {
+            self.expect("(")?;
+            if w == "quantile_over_time" {
+                return Err("quantile_over_time (an unwrap aggregation) cannot be translated: the exporter's histograms need the rule's buckets".into());
+            }
+            let (query, range) = self.log_range()?;
+            self.ws();
+            if self.peek_word() == "offset" {
+                return Err("`offset` cannot be translated".into());
+            }
+            if self.eat(")") {
+                if self.rest().trim_start().starts_with("by")
+                    || self.rest().trim_start().starts_with("without")
+                {
+                    return Err(format!("{w}(...) by (...) (grouping an unwrap range aggregation) cannot be translated"));
+                }
+                return Ok(M::Range {
+                    func: w,
+                    query,
+                    range,
+                });
+            }
+            return Err(format!("expected `)` after the range of {w}(...)"));
+        }
+        if w == "label_replace" || w == "absent" || w.is_empty() {
+            return Err(format!(
+                "{} at offset {at} cannot be translated",
+                if w.is_empty() {
+                    "this expression".to_string()
+                } else {
+                    format!("{w}(...)")
+                }
+            ));
+        }
+        Err(format!("unknown function or keyword {w:?} at offset {at}"))
+    }
+
+    fn grouping(&mut self) -> Result<Option<(bool, Vec<String>)>, String> {
+        match self.peek_word().as_str() {
+            "by" => {
+                self.word();
+                Ok(Some((false, self.labels()?)))
+            }
+            "without" => {
+                self.word();
+                Ok(Some((true, self.labels()?)))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// The log query and range of `func(LOG QUERY [RANGE])`: the query runs to the `[` outside
+    /// its strings.
+    fn log_range(&mut self) -> Result<(String, String), String> {
+        let start = self.i;
+        let b = self.s.as_bytes();
+        let mut j = self.i;
+        let mut quote = None;
+        while j < b.len() {
+            let c = b[j];
+            match quote {
+                Some(q) => {
+                    if c == b'\\' && q == b'"' {
+                        j += 1;
+                    } else if c == q {
+                        quote = None;
+                    }
+                }
+                None if c == b'"' || c == b'`' => quote = Some(c),
+                None if c == b'[' => break,
+                None => {}
+            }
+            j += 1;
+        }
+        if j >= b.len() {
+            return Err("expected a range `[5m]` after the log query".into());
+        }
+        let query = self.s[start..j].trim().to_string();
+        let close = self.s[j..]
+            .find(']')
+            .ok_or("expected `]` after the range")?
+            + j;
+        let range = self.s[j + 1..close].trim().to_string();
+        if range.is_empty()
+            || !range
+                .chars()
+                .all(|c| c.is_ascii_digit() || "smhdwy".contains(c))
+        {
+            return Err(format!("invalid range [{range}]"));
+        }
+        self.i = close + 1;
+        Ok((query, range))
+    }
+}
+
+fn parse_metric(text: &str) -> Result<M, String> {
+    let mut p = P {
+        s: text,
+        i: 0,
+        depth: 0,
+        terms: 0,
     };
-    let func_re = re(r"(?s)^(rate|count_over_time)\s*\((.*)\[\s*([0-9]+[smhdwy])\s*\]\s*\)$")?;
-    let c = func_re.captures(&inner).ok_or_else(unsupported)?;
-    let query = c[2].trim().to_string();
-    crate::logql::parse(&query)
-        .map_err(|e| format!("log query {query:?}: {e}; {}", unsupported()))?;
-    Ok(Shape {
-        agg,
-        by,
-        func: c[1].to_string(),
-        query,
-        range: c[3].to_string(),
-        cmp,
-    })
+    let e = p.expr(0)?;
+    p.ws();
+    if !p.rest().is_empty() {
+        return Err(format!(
+            "unexpected {:?} at offset {} of the expression",
+            p.rest(),
+            p.i
+        ));
+    }
+    Ok(e)
+}
+
+/// Labels a source can carry, and the stream label names a cluster's log agent uses mapped
+/// to them (`--label-map app=container`).
+struct Known {
+    labels: Vec<String>,
+    map: Vec<(String, String)>,
+}
+
+/// One exporter rule the translation asks for.
+struct Wanted {
+    query: String,
+    keep: Option<Vec<String>>,
+    /// Extracted labels (grouping labels after a parser stage).
+    labels: Vec<String>,
+}
+
+/// Translation state of one Loki rule.
+struct Tr<'a> {
+    base: &'a str,
+    taken: &'a mut std::collections::HashSet<String>,
+    rules: Vec<(Wanted, String)>,
+    notes: Vec<String>,
+    warnings: Vec<String>,
+    known: &'a Known,
+}
+
+impl Tr<'_> {
+    /// The name a label has here (`--label-map`).
+    fn mapped(&mut self, label: &str) -> String {
+        match self.known.map.iter().find(|(from, _)| from == label) {
+            Some((from, to)) => {
+                self.note(&format!("label {from} is {to} here"));
+                to.clone()
+            }
+            None => label.to_string(),
+        }
+    }
+
+    /// `query` with its selector's label names mapped.
+    fn map_query(&mut self, query: &str) -> Result<String, String> {
+        let parsed = crate::logql::parse(query).map_err(|e| format!("log query {query:?}: {e}"))?;
+        if !parsed
+            .matchers
+            .iter()
+            .any(|m| self.known.map.iter().any(|(f, _)| *f == m.name))
+        {
+            return Ok(query.to_string());
+        }
+        let end = selector_end(query).ok_or("cannot find the end of the stream selector")?;
+        let mut parts = Vec::new();
+        for m in &parsed.matchers {
+            let op = match m.op {
+                crate::logql::MatchOp::Eq => "=",
+                crate::logql::MatchOp::Ne => "!=",
+                crate::logql::MatchOp::Re => "=~",
+                crate::logql::MatchOp::NotRe => "!~",
+            };
+            let value = if m.value.contains('`') {
+                format!("{:?}", m.value)
+            } else {
+                format!("`{}`", m.value)
+            };
+            parts.push(format!("{}{op}{value}", self.mapped(&m.name)));
+        }
+        Ok(format!("{{{}}}{}", parts.join(", "), &query[end..]))
+    }
+
+    fn rule_for(&mut self, query: &str, keep: Option<Vec<String>>) -> Result<String, String> {
+        let mapped = self.map_query(query)?;
+        let query = mapped.as_str();
+        let keep = keep.map(|k| k.iter().map(|l| self.mapped(l)).collect::<Vec<_>>());
+        let parsed = crate::logql::parse(query).map_err(|e| format!("log query {query:?}: {e}"))?;
+        if parsed.unwrap.is_some() {
+            return Err("unwrap range aggregations cannot be translated".into());
+        }
+        let mut keep = keep;
+        let mut labels = Vec::new();
+        if let Some(parser) = &parsed.parser {
+            let Some(by) = keep.take() else {
+                return Err("a per-stream aggregation after a parser stage (Loki's streams then split by the parsed labels) cannot be translated".into());
+            };
+            // Grouping labels a source carries stay source labels; the others are the
+            // parser's, carried as extracted labels.
+            let (source, extracted): (Vec<String>, Vec<String>) =
+                by.into_iter().partition(|l| self.known.labels.contains(l));
+            if let Some(names) = parser.names() {
+                if let Some(l) = extracted.iter().find(|l| !names.contains(l)) {
+                    return Err(format!(
+                        "grouping label {l:?} is neither a source label nor extracted by the parser stage"
+                    ));
+                }
+            }
+            if !extracted.is_empty() {
+                self.note("grouping labels no source carries are taken from the parser stage");
+            }
+            keep = Some(source);
+            labels = extracted;
+        }
+        for m in &parsed.matchers {
+            if !m.matches("") && !self.known.labels.contains(&m.name) {
+                let w = format!(
+                    "warning: no source carries label {:?} (sources carry {}): the rule selects nothing until one does",
+                    m.name,
+                    self.known.labels.join(", ")
+                );
+                if !self.warnings.contains(&w) {
+                    self.warnings.push(w);
+                }
+            }
+        }
+        if let Some((_, n)) = self
+            .rules
+            .iter()
+            .find(|(w, _)| w.query == query && w.keep == keep && w.labels == labels)
+        {
+            return Ok(n.clone());
+        }
+        let name = rule_name(self.base, self.taken);
+        self.rules.push((
+            Wanted {
+                query: query.to_string(),
+                keep,
+                labels,
+            },
+            name.clone(),
+        ));
+        Ok(name)
+    }
+
+    fn note(&mut self, n: &str) {
+        if !self.notes.iter().any(|x| x == n) {
+            self.notes.push(n.to_string());
+        }
+    }
+
+    /// PromQL for a range function; `keep`: the labels its series keep (`None`: all, one
+    /// series per stream).
+    fn range(
+        &mut self,
+        func: &str,
+        query: &str,
+        range: &str,
+        keep: Option<Vec<String>>,
+        per_stream: bool,
+    ) -> Result<String, String> {
+        let series = |name: &str| format!("log_pattern_matches_total{{rule=\"{name}\"}}");
+        match func {
+            "rate" | "count_over_time" => {
+                let name = self.rule_for(query, keep)?;
+                let fun = if func == "rate" {
+                    "rate"
+                } else {
+                    self.note("count_over_time as increase() (extrapolated over the range)");
+                    "increase"
+                };
+                let e = format!("{fun}({}[{range}])", series(&name));
+                Ok(if per_stream {
+                    self.note("streams are the exporter's sources (files)");
+                    format!("({e} > 0)")
+                } else {
+                    e
+                })
+            }
+            "absent_over_time" => {
+                let name = self.rule_for(query, Some(Vec::new()))?;
+                Ok(format!(
+                    "(((sum(increase({s}[{range}])) == 0) + 1) or absent({s}))",
+                    s = series(&name)
+                ))
+            }
+            "bytes_over_time" | "bytes_rate" => Err(format!(
+                "{func} cannot be translated: the exporter counts lines, not bytes"
+            )),
+            _ => Err(format!(
+                "{func} (an unwrap range aggregation) cannot be translated"
+            )),
+        }
+    }
+
+    fn emit(&mut self, m: &M) -> Result<String, String> {
+        Ok(match m {
+            M::Num(n) => n.clone(),
+            M::Vector(n) => format!("vector({n})"),
+            M::Paren(e) => format!("({})", self.emit(e)?),
+            M::Bin {
+                op,
+                modifiers,
+                l,
+                r,
+            } => {
+                let vector = |e: &M| !matches!(e, M::Num(_));
+                if vector(l)
+                    && vector(r)
+                    && (unaggregated(l) || unaggregated(r))
+                    && !matches!(op.as_str(), "or" | "and" | "unless")
+                {
+                    return Err("a binary operation between queries that are not aggregated cannot be translated: the exporter's series carry a rule label of their own".into());
+                }
+                format!("{} {op}{modifiers} {}", self.emit(l)?, self.emit(r)?)
+            }
+            M::Range { func, query, range } => self.range(func, query, range, None, true)?,
+            M::Agg {
+                op,
+                grouping,
+                param,
+                inner,
+            } => {
+                let inner_s = match (op.as_str(), grouping, inner.as_ref()) {
+                    ("sum", None | Some((false, _)), M::Range { func, query, range })
+                        if func != "absent_over_time" =>
+                    {
+                        let keep = grouping.as_ref().map_or(Vec::new(), |(_, l)| l.clone());
+                        self.range(func, query, range, Some(keep), false)?
+                    }
+                    _ => self.emit(inner)?,
+                };
+                let grouping = grouping
+                    .as_ref()
+                    .map(|(w, l)| (*w, l.iter().map(|x| self.mapped(x)).collect::<Vec<_>>()));
+                let g = match &grouping {
+                    None => String::new(),
+                    Some((false, l)) => format!(" by ({})", l.join(", ")),
+                    Some((true, l)) => {
+                        let mut l = l.clone();
+                        l.push("rule".into());
+                        format!(" without ({})", l.join(", "))
+                    }
+                };
+                let p = match param {
+                    Some(p) => format!("{}, ", self.emit(p)?),
+                    None => String::new(),
+                };
+                if g.is_empty() {
+                    format!("{op}({p}{inner_s})")
+                } else {
+                    format!("{op}{g} ({p}{inner_s})")
+                }
+            }
+        })
+    }
+}
+
+/// Whether `m` yields series with the rule's own labels (no aggregation over them).
+fn unaggregated(m: &M) -> bool {
+    match m {
+        M::Range { func, .. } => func != "absent_over_time",
+        M::Paren(e) => unaggregated(e),
+        M::Bin { l, r, .. } => unaggregated(l) || unaggregated(r),
+        M::Agg { .. } | M::Num(_) | M::Vector(_) => false,
+    }
+}
+
+/// The byte offset just after the stream selector `{...}` that starts `query` (braces inside
+/// strings skipped).
+fn selector_end(query: &str) -> Option<usize> {
+    let b = query.as_bytes();
+    let start = query.find('{')?;
+    let mut quote = None;
+    let mut i = start + 1;
+    while i < b.len() {
+        let c = b[i];
+        match quote {
+            Some(q) => {
+                if c == b'\\' && q == b'"' {
+                    i += 1;
+                } else if c == q {
+                    quote = None;
+                }
+            }
+            None if c == b'"' || c == b'`' => quote = Some(c),
+            None if c == b'}' => return Some(i + 1),
+            None => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+/// The labels sources can carry: the pod log labels, and the labels of `config`'s sources.
+fn known_labels(config: Option<&crate::config::Config>, map: &[(String, String)]) -> Known {
+    let mut labels: Vec<String> = ["namespace", "pod", "container", "stream"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    for s in config.map(|c| c.sources.as_slice()).unwrap_or_default() {
+        labels.extend(s.labels.keys().cloned());
+        let mut rest = s.path.as_str();
+        while let Some(open) = rest.find('{') {
+            let Some(close) = rest[open..].find('}') else {
+                break;
+            };
+            labels.push(rest[open + 1..open + close].to_string());
+            rest = &rest[open + close..];
+        }
+    }
+    labels.dedup();
+    Known {
+        labels,
+        map: map.to_vec(),
+    }
 }
 
 fn rule_name(base: &str, taken: &mut std::collections::HashSet<String>) -> String {
@@ -177,9 +830,24 @@ fn rule_name(base: &str, taken: &mut std::collections::HashSet<String>) -> Strin
     candidate
 }
 
-/// Translates the Loki rule file text.
+/// A translated rule: exporter rules, the Prometheus rule, approximations, warnings.
+type Translated = (Vec<OutRule>, PromRule, Vec<String>, Vec<String>);
+
+/// Translates the Loki rule file text (selector labels checked against the pod log labels).
 pub fn translate(path: &Path, text: &str) -> Result<Import, Error> {
+    translate_with(path, text, None, &[])
+}
+
+/// Translates the Loki rule file text; selector labels are checked against the pod log labels
+/// and the labels of `config`'s sources.
+pub fn translate_with(
+    path: &Path,
+    text: &str,
+    config: Option<&crate::config::Config>,
+    label_map: &[(String, String)],
+) -> Result<Import, Error> {
     let file: LokiFile = common::config::parse_yaml(path, text)?;
+    let known = known_labels(config, label_map);
     let mut out_rules = Vec::new();
     let mut groups = Vec::new();
     let mut report = Vec::new();
@@ -193,42 +861,50 @@ pub fn translate(path: &Path, text: &str) -> Result<Import, Error> {
                 (None, Some(n)) => format!("{}/alert {n}", g.name),
                 (None, None) => format!("{}/(unnamed)", g.name),
             };
-            let result = (|| -> Result<(OutRule, PromRule), String> {
+            let before = taken.clone();
+            let result = (|| -> Result<Translated, String> {
                 let base = r
                     .record
                     .as_deref()
                     .or(r.alert.as_deref())
                     .ok_or("a rule needs `record` or `alert`")?;
-                let s = shape(&r.expr)?;
-                let parsed = crate::logql::parse(&s.query)
-                    .map_err(|e| format!("log query {:?}: {e}", s.query))?;
-                if parsed.parser.is_some() && s.by.as_ref().is_some_and(|b| !b.is_empty()) {
-                    return Err("grouping by labels of a parser stage cannot be translated".into());
+                let m = parse_metric(r.expr.trim())?;
+                let mut tr = Tr {
+                    base,
+                    taken: &mut taken,
+                    rules: Vec::new(),
+                    notes: Vec::new(),
+                    warnings: Vec::new(),
+                    known: &known,
+                };
+                let expr = tr.emit(&m)?;
+                if tr.rules.is_empty() {
+                    return Err("the expression has no log query".into());
                 }
-                let name = rule_name(base, &mut taken);
-                let keep = match (&s.agg, &s.by) {
-                    (Some(_), Some(by)) => Some(by.clone()),
-                    (Some(_), None) => Some(Vec::new()),
-                    (None, _) => None,
-                };
-                let fun = if s.func == "rate" { "rate" } else { "increase" };
-                let series = format!(
-                    "{fun}(log_pattern_matches_total{{rule=\"{name}\"}}[{}])",
-                    s.range
-                );
-                let expr = match (&s.agg, &s.by) {
-                    (Some(a), Some(by)) => {
-                        format!("{a} by ({}) ({series}){}", by.join(", "), s.cmp)
-                    }
-                    (Some(a), None) => format!("{a}({series}){}", s.cmp),
-                    (None, _) => format!("{series}{}", s.cmp),
-                };
-                Ok((
-                    OutRule {
+                let mut outs = Vec::new();
+                for (w, name) in std::mem::take(&mut tr.rules) {
+                    let o = OutRule {
                         name,
-                        expr: s.query,
-                        keep_labels: keep,
-                    },
+                        expr: w.query,
+                        keep_labels: w.keep,
+                        labels: w.labels,
+                    };
+                    // Each exporter rule must load by itself, or the rule is refused.
+                    let one = serde_yaml_ng::to_string(&OutRules {
+                        rules: vec![OutRule {
+                            name: o.name.clone(),
+                            expr: o.expr.clone(),
+                            keep_labels: o.keep_labels.clone(),
+                            labels: o.labels.clone(),
+                        }],
+                    })
+                    .map_err(|e| e.to_string())?;
+                    crate::config::parse(Path::new("imported rule"), &one)
+                        .map_err(|e| format!("the exporter rule would not load: {e}"))?;
+                    outs.push(o);
+                }
+                Ok((
+                    outs,
                     PromRule {
                         record: r.record.clone(),
                         alert: r.alert.clone(),
@@ -237,15 +913,30 @@ pub fn translate(path: &Path, text: &str) -> Result<Import, Error> {
                         labels: r.labels.clone(),
                         annotations: r.annotations.clone(),
                     },
+                    tr.notes,
+                    tr.warnings,
                 ))
             })();
             match result {
-                Ok((o, p)) => {
-                    report.push(format!("{title}: translated as rule {}", o.name));
-                    out_rules.push(o);
+                Ok((outs, p, notes, warnings)) => {
+                    let names: Vec<&str> = outs.iter().map(|o| o.name.as_str()).collect();
+                    let mut line = if names.len() == 1 {
+                        format!("{title}: translated as rule {}", names[0])
+                    } else {
+                        format!("{title}: translated as rules {}", names.join(", "))
+                    };
+                    if !notes.is_empty() {
+                        line.push_str(&format!(" (approximation: {})", notes.join("; ")));
+                    }
+                    report.push(line);
+                    for w in warnings {
+                        report.push(format!("{title}: {w}"));
+                    }
+                    out_rules.extend(outs);
                     prom.push(p);
                 }
                 Err(e) => {
+                    taken = before;
                     skipped += 1;
                     report.push(format!("{title}: NOT translated: {e}"));
                 }
@@ -283,16 +974,68 @@ fn yaml_err(e: serde_yaml_ng::Error) -> Error {
     Error::Import(e.to_string())
 }
 
-/// Reads `input`, writes both outputs; returns the report.
-pub fn run(input: &Path, rules_out: &Path, prometheus_out: &Path) -> Result<Import, Error> {
+/// Writes `text` to a temporary file beside `path`; the caller renames it into place.
+fn write_temp(path: &Path, text: &str) -> Result<std::path::PathBuf, Error> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+    std::fs::write(&tmp, text).map_err(|source| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::Replay {
+            path: tmp.clone(),
+            source,
+        }
+    })?;
+    Ok(tmp)
+}
+
+/// Reads `input` (and the exporter's `config`, for its sources' labels), writes both outputs
+/// whole or neither; returns the report. `label_map` holds `FROM=TO` label names.
+pub fn run(
+    input: &Path,
+    rules_out: &Path,
+    prometheus_out: &Path,
+    config: Option<&Path>,
+    label_map: &[String],
+) -> Result<Import, Error> {
+    let mut map = Vec::new();
+    for m in label_map {
+        match m.split_once('=') {
+            Some((from, to)) if !from.is_empty() && !to.is_empty() => {
+                map.push((from.trim().to_string(), to.trim().to_string()))
+            }
+            _ => {
+                return Err(Error::Import(format!(
+                    "--label-map {m:?}: expected FROM=TO (a Loki stream label name, the name a source has)"
+                )))
+            }
+        }
+    }
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| Error::Replay { path, source }
     };
     let text = crate::config::read_text(input, crate::config::MAX_CONFIG_BYTES, "Loki rule file")?;
-    let import = translate(input, &text)?;
-    std::fs::write(rules_out, &import.rules_yaml).map_err(io(rules_out))?;
-    std::fs::write(prometheus_out, &import.prometheus_yaml).map_err(io(prometheus_out))?;
+    let config = config.map(crate::config::load).transpose()?;
+    let import = translate_with(input, &text, config.as_ref(), &map)?;
+    let a = write_temp(rules_out, &import.rules_yaml)?;
+    let b = match write_temp(prometheus_out, &import.prometheus_yaml) {
+        Ok(b) => b,
+        Err(e) => {
+            let _ = std::fs::remove_file(&a);
+            return Err(e);
+        }
+    };
+    let renamed = std::fs::rename(&a, rules_out)
+        .map_err(io(rules_out))
+        .and_then(|()| std::fs::rename(&b, prometheus_out).map_err(io(prometheus_out)));
+    if let Err(e) = renamed {
+        let _ = std::fs::remove_file(&a);
+        let _ = std::fs::remove_file(&b);
+        return Err(e);
+    }
     Ok(import)
 }
 
@@ -300,26 +1043,140 @@ pub fn run(input: &Path, rules_out: &Path, prometheus_out: &Path) -> Result<Impo
 mod tests {
     use super::*;
 
+    type Wants = Vec<(String, Option<Vec<String>>)>;
+
+    fn tr(expr: &str) -> Result<(String, Wants, Vec<String>), String> {
+        let m = parse_metric(expr)?;
+        let known = known_labels(None, &[("app".into(), "container".into())]);
+        let mut taken = std::collections::HashSet::new();
+        let mut t = Tr {
+            base: "r",
+            taken: &mut taken,
+            rules: Vec::new(),
+            notes: Vec::new(),
+            warnings: Vec::new(),
+            known: &known,
+        };
+        let e = t.emit(&m)?;
+        let rules = t
+            .rules
+            .iter()
+            .map(|(w, _)| (w.query.clone(), w.keep.clone()))
+            .collect();
+        Ok((e, rules, t.warnings))
+    }
+
     #[test]
-    fn shapes() {
-        let s = shape(r#"sum by (namespace, container) (rate({ns="x"} |= "a[1]" [5m])) > 0.5"#)
-            .unwrap();
-        assert_eq!(s.agg.as_deref(), Some("sum"));
-        assert_eq!(s.by, Some(vec!["namespace".into(), "container".into()]));
-        assert_eq!((s.func.as_str(), s.range.as_str()), ("rate", "5m"));
-        assert_eq!(s.query, r#"{ns="x"} |= "a[1]""#);
-        assert_eq!(s.cmp, " > 0.5");
-        let s = shape(r#"sum(count_over_time({a="b"}[1h])) by (pod)"#).unwrap();
-        assert_eq!(s.by, Some(vec!["pod".into()]));
-        let s = shape(r#"rate({a="b"}[1m])"#).unwrap();
-        assert_eq!((s.agg, s.by), (None, None));
-        for bad in [
-            r#"sum(rate({a="b"}[5m])) / sum(rate({a="c"}[5m]))"#,
-            r#"topk(3, rate({a="b"}[5m]))"#,
-            r#"sum(bytes_rate({a="b"}[5m]))"#,
-            r#"quantile_over_time(0.9, {a="b"} | json | unwrap x [5m])"#,
+    fn expressions() {
+        let m = |n: &str| format!("log_pattern_matches_total{{rule=\"{n}\"}}");
+        let cases: &[(&str, String)] = &[
+            (
+                r#"sum by (namespace, container) (rate({namespace="x"} |= "a[1]" [5m])) > 0.5"#,
+                format!("sum by (namespace, container) (rate({}[5m])) > 0.5", m("r")),
+            ),
+            (
+                r#"sum(count_over_time({namespace="b"}[1h])) by (pod)"#,
+                format!("sum by (pod) (increase({}[1h]))", m("r")),
+            ),
+            (
+                r#"sum(rate({namespace="a"} |= "error" [5m])) / sum(rate({namespace="a"}[5m]))"#,
+                format!("sum(rate({}[5m])) / sum(rate({}[5m]))", m("r"), m("r_2")),
+            ),
+            (
+                r#"max by (namespace) (count_over_time({namespace="a"}[5m]))"#,
+                format!("max by (namespace) ((increase({}[5m]) > 0))", m("r")),
+            ),
+            (
+                r#"sum by (pod) (count_over_time({namespace="a"}[5m]) > 0)"#,
+                format!("sum by (pod) ((increase({}[5m]) > 0) > 0)", m("r")),
+            ),
+            (
+                r#"sum(rate({namespace="a"} |= "x" [5m])) or vector(0)"#,
+                format!("sum(rate({}[5m])) or vector(0)", m("r")),
+            ),
+            (
+                r#"absent_over_time({namespace="a"} |= "heartbeat" [10m])"#,
+                format!(
+                    "(((sum(increase({s}[10m])) == 0) + 1) or absent({s}))",
+                    s = m("r")
+                ),
+            ),
+            (
+                r#"topk(3, sum by (pod) (rate({namespace="a"}[5m])))"#,
+                format!("topk(3, sum by (pod) (rate({}[5m])))", m("r")),
+            ),
+            (
+                r#"sum without (pod) (rate({namespace="a"}[5m])) > bool 2"#,
+                format!(
+                    "sum without (pod, rule) ((rate({}[5m]) > 0)) > bool 2",
+                    m("r")
+                ),
+            ),
+        ];
+        for (expr, want) in cases {
+            let (got, _, _) = tr(expr).unwrap_or_else(|e| panic!("{expr}: {e}"));
+            assert_eq!(&got, want, "{expr}");
+        }
+        // The same log query twice is one exporter rule; keep labels follow the aggregation.
+        let (_, rules, _) = tr(
+            r#"sum by (pod) (rate({namespace="a"}[5m])) / sum by (pod) (rate({namespace="a"}[5m]))"#,
+        )
+        .unwrap();
+        assert_eq!(
+            rules,
+            [(
+                r#"{namespace="a"}"#.to_string(),
+                Some(vec!["pod".to_string()])
+            )]
+        );
+        let (e, rules, _) =
+            tr(r#"sum by (namespace, level) (rate({namespace="a"} | json [5m]))"#).unwrap();
+        assert_eq!(
+            e,
+            format!("sum by (namespace, level) (rate({}[5m]))", m("r"))
+        );
+        assert_eq!(rules[0].1, Some(vec!["namespace".to_string()]));
+        let (_, rules, warnings) = tr(r#"max(rate({job="a"}[5m]))"#).unwrap();
+        assert_eq!(rules[0].1, None, "max keeps one series per stream");
+        assert!(warnings[0].contains("\"job\""), "{warnings:?}");
+        // A mapped label: the selector and the grouping use the source's name.
+        let (e, rules, warnings) =
+            tr(r#"sum by (app) (rate({app=~"nova-.*", namespace="x"} |= "}" [5m]))"#).unwrap();
+        assert_eq!(e, format!("sum by (container) (rate({}[5m]))", m("r")));
+        assert_eq!(
+            rules,
+            [(
+                r#"{container=~`nova-.*`, namespace=`x`} |= "}""#.to_string(),
+                Some(vec!["container".to_string()])
+            )]
+        );
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let deep = "(".repeat(100_000);
+        assert!(tr(&deep).unwrap_err().contains("nested deeper than 64"));
+        let long = vec!["1"; 2000].join(" + ");
+        assert!(tr(&long).unwrap_err().contains("more than 1000 terms"));
+        for (bad, why) in [
+            (r#"sum(bytes_rate({a="b"}[5m]))"#, "counts lines, not bytes"),
+            (
+                r#"quantile_over_time(0.9, {a="b"} | json | unwrap x [5m])"#,
+                "quantile_over_time",
+            ),
+            (
+                r#"sum(sum_over_time({a="b"} | logfmt | unwrap x [5m]))"#,
+                "unwrap",
+            ),
+            (r#"max(rate({a="b"} | json [5m]))"#, "after a parser stage"),
+            (
+                r#"sum by (other) (rate({a="b"} | regexp "(?P<level>\\w+)" [5m]))"#,
+                "neither a source label nor extracted",
+            ),
+            (r#"rate({a="b"}[5m]) / rate({a="c"}[5m])"#, "not aggregated"),
+            (r#"sum(rate({a="b"}[5m] offset 1h))"#, "offset"),
+            (r#"sum(rate({a="b"} | unpack [5m]))"#, "unpack"),
+            (r#"sum(rate({a="b"}[5m])"#, "expected `)`"),
         ] {
-            assert!(shape(bad).is_err(), "{bad}");
+            let e = tr(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
         }
     }
 }

@@ -207,6 +207,14 @@ pub enum Command {
         /// Where to write the Prometheus rule file.
         #[arg(long = "output.prometheus", value_name = "FILE")]
         prometheus_out: PathBuf,
+        /// The exporter's config file: selector labels are checked against its sources' labels
+        /// besides the pod log labels.
+        #[arg(long = "config.file", value_name = "FILE")]
+        config_file: Option<PathBuf>,
+        /// A Loki stream label name and the source label it is here (`app=container`);
+        /// repeatable. Selectors and groupings use the source's name.
+        #[arg(long = "label-map", value_name = "FROM=TO")]
+        label_map: Vec<String>,
     },
 }
 

@@ -1,23 +1,36 @@
-//! The rule expression language: a LogQL log query (stream selector + line filters).
+//! The rule expression language: a LogQL log query, with Loki's meaning.
 //!
-//! `{namespace="x", pod=~"nova-.*", container!="sidecar", stream="stderr"} |= "ERROR" !~ "retry"`
+//! `{namespace="x", pod=~"nova-.*", stream="stderr"} |= "ERROR" != "retry" | json | level="error"`
 //! is what Loki users already write in their ruler rules, so rules move here unchanged. The
 //! selector's matchers (`=`, `!=`, `=~`, `!~`; regexes anchored as in Prometheus and Loki) test a
 //! file's source labels, except `stream`, which is tested per line (a CRI file holds both
-//! streams); a label a source lacks is the empty string, as in Prometheus. Line filters (`|=`,
-//! `!=`, `|~`, `!~`; regexes unanchored) must all hold. `{}` selects every source. Everything
-//! else of LogQL (parser stages, metric queries, `or` in filters) is rejected with an error that
-//! gives its character offset in the expression and says what is supported.
+//! streams); a label a source lacks is the empty string, as in Prometheus. `{}` selects every
+//! source (Loki needs at least one matcher). Line filters (`|=`, `!=`, `|~`, `!~`, `|>`, `!>`,
+//! `or` between their strings) must all hold. The stages after them ([`pipeline`]): parsers
+//! `| json`, `| logfmt`, `| regexp`, `| pattern` with their parameter forms, label filters
+//! (string, number, duration and bytes comparisons joined with `and`, `,`, `or` and
+//! parentheses), `| drop`, `| keep`, `| decolorize`, and last `| unwrap field`. Regexes are Go's
+//! RE2 dialect ([`re2`]), strings take Go's escapes. What this exporter cannot evaluate one line
+//! at a time (metric queries, `line_format`, `label_format`, `unpack`, `distinct`, `ip()`) is
+//! rejected with an error that gives its character offset in the expression.
 //!
-//! Parsing is a small hand-written scanner: the grammar is tiny, and a hand-written one gives the
-//! precise positions and messages users need.
+//! Parsing is a small hand-written scanner: the grammar is small, and a hand-written one gives
+//! the precise positions and messages users need.
 
 use std::fmt;
 
 use serde::{Deserialize, Deserializer};
 
+pub mod pipeline;
+pub mod re2;
+
+pub use pipeline::{
+    Conversion, LabelExpr, LabelFilter, LabelSel, ParserStage, PathPart, Pattern, Processed, Stage,
+    ERROR_DETAILS_LABEL, ERROR_LABEL,
+};
+
 /// What the grammar supports, appended to errors.
-pub const SUPPORTED: &str = "supported: a stream selector {label=\"v\", label!=\"v\", label=~\"re\", label!~\"re\"} followed by line filters |= \"text\", != \"text\", |~ \"re\", !~ \"re\", at most one parser stage | json, | logfmt or | regexp \"(?P<name>re)\", after it label filters | name=\"v\" (also !=, =~, !~) or | name > 1.5 (also >=, <, <=, ==, !=), and last | unwrap name";
+pub const SUPPORTED: &str = "supported: a stream selector {label=\"v\", label!=\"v\", label=~\"re\", label!~\"re\"} followed by line filters |= \"text\", != \"text\", |~ \"re\", !~ \"re\", |> \"pattern\", !> \"pattern\" (with `or` between strings), stages | json [a=\"path\", ...], | logfmt [--strict] [--keep-empty] [a=\"key\", ...], | regexp \"(?P<name>re)\", | pattern \"<name> ...\", | drop, | keep, | decolorize, label filters | name=\"v\" (also !=, =~, !~), | name > 1.5 (also >=, <, <=, ==, !=; numbers, durations 5s, bytes 5MB) joined with and, `,`, or and parentheses, and last | unwrap name (or duration(name), bytes(name)), then label filters only";
 
 /// A parse error at a character offset (0-based) of the expression.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,7 +49,7 @@ pub enum MatchOp {
     NotRe,
 }
 
-/// One `label op "value"` of the selector.
+/// One `label op "value"` of the selector or of a label filter.
 #[derive(Debug, Clone)]
 pub struct Matcher {
     pub name: String,
@@ -70,15 +83,38 @@ pub enum FilterOp {
     Matches,
     /// `!~`
     NotMatches,
+    /// `|>`
+    Pattern,
+    /// `!>`
+    NotPattern,
 }
 
 /// One line filter.
 #[derive(Debug, Clone)]
 pub struct Filter {
     pub op: FilterOp,
+    /// The string (for `|=` with `or`: the regex of the alternatives).
     pub value: String,
-    /// Unanchored regex for `|~`/`!~`.
+    /// Unanchored regex for `|~`/`!~` (and `|= "a" or "b"`).
     pub regex: Option<regex::bytes::Regex>,
+    /// `|>`/`!>`: the patterns joined by `or`.
+    pub patterns: Vec<Pattern>,
+}
+
+impl Filter {
+    /// Whether the line passes the filter.
+    pub fn test(&self, line: &[u8]) -> bool {
+        let has =
+            || self.value.is_empty() || memchr::memmem::find(line, self.value.as_bytes()).is_some();
+        match self.op {
+            FilterOp::Contains => has(),
+            FilterOp::NotContains => !has(),
+            FilterOp::Matches => self.regex.as_ref().is_some_and(|r| r.is_match(line)),
+            FilterOp::NotMatches => self.regex.as_ref().is_some_and(|r| !r.is_match(line)),
+            FilterOp::Pattern => self.patterns.iter().any(|p| p.test(line)),
+            FilterOp::NotPattern => !self.patterns.iter().any(|p| p.test(line)),
+        }
+    }
 }
 
 /// A parsed rule expression.
@@ -87,158 +123,31 @@ pub struct Expr {
     /// The source text (rules are compared by it on reload).
     pub text: String,
     pub matchers: Vec<Matcher>,
+    /// The line filters before any stage that rewrites the line (all must hold).
     pub filters: Vec<Filter>,
-    /// The parser stage, which extracts labels from the line.
+    /// The first parser stage (what `labels` of a rule can name).
     pub parser: Option<ParserStage>,
-    /// Filters on extracted labels (all must hold).
-    pub label_filters: Vec<LabelFilter>,
-    /// `| unwrap field`: the extracted number the rule adds, sets or observes.
+    /// Every stage after the selector but the filters above, in order.
+    pub stages: Vec<Stage>,
+    /// `| unwrap field`: the number the rule adds, sets or observes (the stages hold it as
+    /// [`Stage::Unwrap`], followed only by label filters).
     pub unwrap: Option<String>,
 }
 
-/// A parser stage.
-#[derive(Debug, Clone)]
-pub enum ParserStage {
-    /// `| json`: top-level fields; nested objects flattened with `_` (`a_b`), as Loki does.
-    Json,
-    /// `| logfmt`: `key=value` and `key="quoted value"` pairs.
-    Logfmt,
-    /// `| regexp "(?P<name>...)"`: the named groups of the first match.
-    Regexp(regex::bytes::Regex),
-}
-
-/// Longest extracted value kept, in bytes (longer ones are cut): bounds series memory.
+/// Longest extracted value a series keeps, in bytes (longer ones are cut): bounds series
+/// memory. Filters see the whole value.
 pub const MAX_VALUE_BYTES: usize = 256;
 
-fn cut(mut v: String) -> String {
-    if v.len() > MAX_VALUE_BYTES {
-        let mut n = MAX_VALUE_BYTES;
-        while !v.is_char_boundary(n) {
-            n -= 1;
-        }
-        v.truncate(n);
+/// `v` cut to [`MAX_VALUE_BYTES`] on a character boundary.
+pub fn cut(v: &str) -> &str {
+    if v.len() <= MAX_VALUE_BYTES {
+        return v;
     }
-    v
-}
-
-impl ParserStage {
-    /// The labels the stage extracts from `line` (none when the line does not parse).
-    pub fn extract(&self, line: &[u8]) -> Vec<(String, String)> {
-        let mut out = Vec::new();
-        match self {
-            ParserStage::Json => {
-                if let Ok(serde_json::Value::Object(m)) = serde_json::from_slice(line) {
-                    flatten_json("", &m, &mut out);
-                }
-            }
-            ParserStage::Logfmt => logfmt(line, &mut out),
-            ParserStage::Regexp(re) => {
-                if let Some(c) = re.captures(line) {
-                    for name in re.capture_names().flatten() {
-                        if let Some(m) = c.name(name) {
-                            out.push((
-                                name.to_string(),
-                                cut(String::from_utf8_lossy(m.as_bytes()).into_owned()),
-                            ));
-                        }
-                    }
-                }
-            }
-        }
-        out
+    let mut n = MAX_VALUE_BYTES;
+    while !v.is_char_boundary(n) {
+        n -= 1;
     }
-
-    /// Named groups of a regexp stage (`None` for the other parsers: any name may occur).
-    pub fn names(&self) -> Option<Vec<String>> {
-        match self {
-            ParserStage::Regexp(re) => {
-                Some(re.capture_names().flatten().map(String::from).collect())
-            }
-            _ => None,
-        }
-    }
-}
-
-fn label_name(key: &str) -> String {
-    key.chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect()
-}
-
-fn flatten_json(
-    prefix: &str,
-    m: &serde_json::Map<String, serde_json::Value>,
-    out: &mut Vec<(String, String)>,
-) {
-    for (k, v) in m {
-        let name = if prefix.is_empty() {
-            label_name(k)
-        } else {
-            format!("{prefix}_{}", label_name(k))
-        };
-        match v {
-            serde_json::Value::Object(inner) => flatten_json(&name, inner, out),
-            serde_json::Value::String(s) => out.push((name, cut(s.clone()))),
-            serde_json::Value::Number(n) => out.push((name, n.to_string())),
-            serde_json::Value::Bool(b) => out.push((name, b.to_string())),
-            serde_json::Value::Null | serde_json::Value::Array(_) => {}
-        }
-    }
-}
-
-/// `key=value key="quoted \"value\"" flag` pairs; malformed parts are skipped.
-fn logfmt(line: &[u8], out: &mut Vec<(String, String)>) {
-    let s = String::from_utf8_lossy(line);
-    let mut chars = s.chars().peekable();
-    loop {
-        while chars.peek().is_some_and(|c| c.is_whitespace()) {
-            chars.next();
-        }
-        let mut key = String::new();
-        while let Some(&c) = chars.peek() {
-            if c == '=' || c.is_whitespace() {
-                break;
-            }
-            key.push(c);
-            chars.next();
-        }
-        if key.is_empty() && chars.peek().is_none() {
-            return;
-        }
-        let mut value = String::new();
-        if chars.peek() == Some(&'=') {
-            chars.next();
-            if chars.peek() == Some(&'"') {
-                chars.next();
-                while let Some(c) = chars.next() {
-                    match c {
-                        '"' => break,
-                        '\\' => match chars.next() {
-                            Some('n') => value.push('\n'),
-                            Some('t') => value.push('\t'),
-                            Some(o) => value.push(o),
-                            None => break,
-                        },
-                        _ => value.push(c),
-                    }
-                }
-            } else {
-                while let Some(&c) = chars.peek() {
-                    if c.is_whitespace() {
-                        break;
-                    }
-                    value.push(c);
-                    chars.next();
-                }
-            }
-        } else if key.is_empty() {
-            chars.next();
-            continue;
-        }
-        if !key.is_empty() {
-            out.push((label_name(&key), cut(value)));
-        }
-    }
+    &v[..n]
 }
 
 /// A numeric comparison of a label filter.
@@ -252,53 +161,11 @@ pub enum CmpOp {
     Le,
 }
 
-/// A filter on an extracted label.
-#[derive(Debug, Clone)]
-pub enum LabelFilter {
-    /// `name op "string"`.
-    Str(Matcher),
-    /// `name op number`: false when the value is missing or not a number.
-    Num { name: String, op: CmpOp, value: f64 },
-}
-
-impl LabelFilter {
-    /// The label it tests.
-    pub fn name(&self) -> &str {
-        match self {
-            LabelFilter::Str(m) => &m.name,
-            LabelFilter::Num { name, .. } => name,
-        }
-    }
-
-    /// Whether `value` (empty when the label was not extracted) passes.
-    pub fn matches(&self, value: &str) -> bool {
-        match self {
-            LabelFilter::Str(m) => m.matches(value),
-            LabelFilter::Num {
-                op, value: want, ..
-            } => {
-                let Ok(v) = value.trim().parse::<f64>() else {
-                    return false;
-                };
-                match op {
-                    CmpOp::Eq => v == *want,
-                    CmpOp::Ne => v != *want,
-                    CmpOp::Gt => v > *want,
-                    CmpOp::Ge => v >= *want,
-                    CmpOp::Lt => v < *want,
-                    CmpOp::Le => v <= *want,
-                }
-            }
-        }
-    }
-}
-
 /// One step after the selector.
 enum Step {
-    Filter(Filter),
-    Parser(ParserStage),
-    Label(LabelFilter),
-    Unwrap(String),
+    Filters(Vec<Filter>),
+    Stage(Stage),
+    Unwrap(String, Conversion),
 }
 
 impl Expr {
@@ -311,11 +178,31 @@ impl Expr {
                 op: FilterOp::Contains,
                 value: text.to_string(),
                 regex: None,
+                patterns: Vec::new(),
             }],
             parser: None,
-            label_filters: Vec::new(),
+            stages: Vec::new(),
             unwrap: None,
         }
+    }
+
+    /// Loki's verdict on one line of a stream with `labels` (including `stream` when the
+    /// source has one): `None` when the query does not select it, else every label of the
+    /// line after the pipeline (sorted; `__error__` and `__error_details__` when set).
+    pub fn evaluate(&self, labels: &[(String, String)], line: &[u8]) -> Option<Processed> {
+        let get = |name: &str| {
+            labels
+                .iter()
+                .find(|(k, _)| k == name)
+                .map_or("", |(_, v)| v.as_str())
+        };
+        if !self.matchers.iter().all(|m| m.matches(get(&m.name))) {
+            return None;
+        }
+        if !self.filters.iter().all(|f| f.test(line)) {
+            return None;
+        }
+        pipeline::run(&self.stages, labels, line)
     }
 }
 
@@ -339,46 +226,46 @@ pub fn parse(text: &str) -> Result<Expr, ExprError> {
     let mut p = Parser {
         chars: text.char_indices().collect(),
         pos: 0,
+        depth: 0,
+        terms: 0,
     };
     let matchers = p.selector()?;
     let mut filters = Vec::new();
     let mut parser = None;
-    let mut label_filters = Vec::new();
+    let mut stages = Vec::new();
     let mut unwrap = None;
+    // After `| decolorize` line filters test the rewritten line, in the pipeline.
+    let mut rewritten = false;
     loop {
         p.ws();
         if p.at_end() {
             break;
         }
         let at = p.pos;
-        if unwrap.is_some() {
-            return err(at, "`| unwrap` must be the last stage");
+        let step = p.step()?;
+        if unwrap.is_some() && !matches!(step, Step::Stage(Stage::Labels(_))) {
+            return err(at, "only label filters may follow `| unwrap`");
         }
-        match p.step()? {
-            Step::Unwrap(field) => {
+        match step {
+            Step::Unwrap(field, conv) => {
                 if parser.is_none() {
                     return err(
                         at,
-                        "`| unwrap` needs a parser stage (| json, | logfmt, | regexp) before it",
+                        "`| unwrap` needs a parser stage (| json, | logfmt, | regexp, | pattern) before it",
                     );
                 }
+                stages.push(Stage::Unwrap(field.clone(), conv));
                 unwrap = Some(field);
             }
-            Step::Filter(f) => filters.push(f),
-            Step::Parser(s) => {
-                if parser.is_some() {
-                    return err(at, "only one parser stage is supported");
+            Step::Filters(fs) if rewritten => stages.extend(fs.into_iter().map(Stage::Line)),
+            Step::Filters(fs) => filters.extend(fs),
+            Step::Stage(s) => {
+                match &s {
+                    Stage::Parser(ps) if parser.is_none() => parser = Some(ps.clone()),
+                    Stage::Decolorize => rewritten = true,
+                    _ => {}
                 }
-                parser = Some(s);
-            }
-            Step::Label(l) => {
-                if parser.is_none() {
-                    return err(
-                        at,
-                        "a label filter needs a parser stage (| json, | logfmt, | regexp) before it",
-                    );
-                }
-                label_filters.push(l);
+                stages.push(s);
             }
         }
     }
@@ -387,7 +274,7 @@ pub fn parse(text: &str) -> Result<Expr, ExprError> {
         matchers,
         filters,
         parser,
-        label_filters,
+        stages,
         unwrap,
     })
 }
@@ -396,7 +283,17 @@ struct Parser {
     /// (byte offset, char); positions reported are indices into this (character offsets).
     chars: Vec<(usize, char)>,
     pos: usize,
+    /// Nesting of parentheses in label filters (bounded: hostile input must not exhaust the
+    /// stack).
+    depth: usize,
+    /// Label filters in the current stage (bounded: the tree they form is walked recursively).
+    terms: usize,
 }
+
+/// Deepest nesting of parentheses in label filters.
+const MAX_DEPTH: usize = 64;
+/// Most label filters in one stage.
+const MAX_TERMS: usize = 256;
 
 /// LogQL functions users may paste from a recording rule.
 const METRIC_FUNCTIONS: &[&str] = &[
@@ -423,6 +320,21 @@ fn err<T>(offset: usize, message: impl Into<String>) -> Result<T, ExprError> {
         offset,
         message: message.into(),
     })
+}
+
+fn compile_anchored(value: &str, at: usize) -> Result<regex::Regex, ExprError> {
+    re2::compile(&format!("^(?:{value})$")).map_err(|e| regex_error(at, &e))
+}
+
+fn cmp_str(op: CmpOp) -> &'static str {
+    match op {
+        CmpOp::Eq => "==",
+        CmpOp::Ne => "!=",
+        CmpOp::Gt => ">",
+        CmpOp::Ge => ">=",
+        CmpOp::Lt => "<",
+        CmpOp::Le => "<=",
+    }
 }
 
 impl Parser {
@@ -457,6 +369,21 @@ impl Parser {
         s
     }
 
+    /// Whether the next word is `word` (followed by no identifier character).
+    fn at_word(&self, word: &str) -> bool {
+        let n = word.chars().count();
+        let got: String = self.chars[self.pos.min(self.chars.len())..]
+            .iter()
+            .take(n)
+            .map(|&(_, c)| c)
+            .collect();
+        got == word
+            && !self
+                .chars
+                .get(self.pos + n)
+                .is_some_and(|&(_, c)| c == '_' || c.is_ascii_alphanumeric())
+    }
+
     fn selector(&mut self) -> Result<Vec<Matcher>, ExprError> {
         self.ws();
         if self.peek() != Some('{') {
@@ -485,7 +412,7 @@ impl Parser {
                 None => return err(self.pos, "unterminated stream selector: expected `}`"),
                 _ => {}
             }
-            out.push(self.matcher()?);
+            out.push(self.matcher(true)?);
             self.ws();
             match self.peek() {
                 Some(',') => self.pos += 1,
@@ -496,13 +423,13 @@ impl Parser {
         }
     }
 
-    fn matcher(&mut self) -> Result<Matcher, ExprError> {
+    fn matcher(&mut self, selector: bool) -> Result<Matcher, ExprError> {
         let start = self.pos;
         let name = self.ident();
         if name.is_empty() {
             return err(start, "expected a label name");
         }
-        if name.starts_with("__") {
+        if selector && name.starts_with("__") {
             return err(start, format!("label name {name:?} is reserved"));
         }
         self.ws();
@@ -519,10 +446,7 @@ impl Parser {
         let value_at = self.pos;
         let value = self.string()?;
         let regex = match op {
-            MatchOp::Re | MatchOp::NotRe => Some(
-                regex::Regex::new(&format!("^(?:{value})$"))
-                    .map_err(|e| regex_error(value_at, &e.to_string()))?,
-            ),
+            MatchOp::Re | MatchOp::NotRe => Some(compile_anchored(&value, value_at)?),
             _ => None,
         };
         Ok(Matcher {
@@ -535,51 +459,291 @@ impl Parser {
 
     fn step(&mut self) -> Result<Step, ExprError> {
         if self.peek() != Some('|') || matches!(self.peek2(), Some('=' | '~' | '>')) {
-            return self.filter().map(Step::Filter);
+            return self.filter().map(Step::Filters);
         }
         self.pos += 1;
         self.ws();
+        self.terms = 0;
         let word_at = self.pos;
+        if self.peek() == Some('(') {
+            return self.label_or(None).map(|e| Step::Stage(Stage::Labels(e)));
+        }
         let word = self.ident();
+        let stage = |s| Ok(Step::Stage(s));
         match word.as_str() {
-            "json" => Ok(Step::Parser(ParserStage::Json)),
-            "logfmt" => Ok(Step::Parser(ParserStage::Logfmt)),
+            "json" => {
+                let fields = self.params(true)?;
+                let mut out = Vec::new();
+                for (name, path, at) in fields {
+                    let path = match path {
+                        Some(p) => json_path(&p).map_err(|m| ExprError {
+                            offset: at,
+                            message: m,
+                        })?,
+                        None => vec![PathPart::Key(name.clone())],
+                    };
+                    out.push((name, path));
+                }
+                stage(Stage::Parser(ParserStage::Json { fields: out }))
+            }
+            "logfmt" => {
+                let (mut strict, mut keep_empty) = (false, false);
+                loop {
+                    self.ws();
+                    if self.peek() != Some('-') || self.peek2() != Some('-') {
+                        break;
+                    }
+                    let at = self.pos;
+                    self.pos += 2;
+                    let flag: String = {
+                        let mut f = String::new();
+                        while let Some(c) = self
+                            .peek()
+                            .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+                        {
+                            f.push(c);
+                            self.pos += 1;
+                        }
+                        f
+                    };
+                    match flag.as_str() {
+                        "strict" => strict = true,
+                        "keep-empty" => keep_empty = true,
+                        _ => {
+                            return err(
+                                at,
+                                format!("unknown logfmt flag --{flag} (--strict, --keep-empty)"),
+                            )
+                        }
+                    }
+                }
+                let fields = self
+                    .params(false)?
+                    .into_iter()
+                    .map(|(n, k, _)| (n.clone(), k.unwrap_or(n)))
+                    .collect();
+                stage(Stage::Parser(ParserStage::Logfmt {
+                    strict,
+                    keep_empty,
+                    fields,
+                }))
+            }
             "regexp" => {
                 self.ws();
                 let at = self.pos;
                 let value = self.string()?;
-                let re = regex::bytes::Regex::new(&value)
-                    .map_err(|e| regex_error(at, &e.to_string()))?;
-                if re.capture_names().flatten().next().is_none() {
+                let re = re2::compile_bytes(&value).map_err(|e| regex_error(at, &e))?;
+                let names: Vec<&str> = re.capture_names().flatten().collect();
+                if names.is_empty() {
                     return err(at, "the regexp stage needs named groups: (?P<name>...)");
                 }
-                Ok(Step::Parser(ParserStage::Regexp(re)))
+                for (i, n) in names.iter().enumerate() {
+                    if names[..i].contains(n) {
+                        return err(at, format!("duplicate extracted label name '{n}'"));
+                    }
+                }
+                stage(Stage::Parser(ParserStage::Regexp(re)))
             }
+            "pattern" => {
+                self.ws();
+                let at = self.pos;
+                let value = self.string()?;
+                let p = Pattern::parse(&value, false).map_err(|m| ExprError {
+                    offset: at,
+                    message: format!("invalid pattern: {m}"),
+                })?;
+                stage(Stage::Parser(ParserStage::Pattern(p)))
+            }
+            "drop" | "keep" => {
+                let mut sels = Vec::new();
+                loop {
+                    self.ws();
+                    let at = self.pos;
+                    let name = self.ident();
+                    if name.is_empty() {
+                        return err(at, format!("expected a label name after `| {word}`"));
+                    }
+                    self.ws();
+                    let matcher = if matches!(self.peek(), Some('=' | '!')) {
+                        self.pos = at;
+                        Some(self.matcher(false)?)
+                    } else {
+                        None
+                    };
+                    sels.push(LabelSel { name, matcher });
+                    self.ws();
+                    if self.peek() == Some(',') {
+                        self.pos += 1;
+                    } else {
+                        break;
+                    }
+                }
+                stage(if word == "drop" {
+                    Stage::Drop(sels)
+                } else {
+                    Stage::Keep(sels)
+                })
+            }
+            "decolorize" => stage(Stage::Decolorize),
             "" => err(word_at, "expected a stage or label filter after `|`"),
             "unwrap" => {
                 self.ws();
                 let at = self.pos;
-                let field = self.ident();
+                let mut field = self.ident();
                 if field.is_empty() {
                     return err(
                         at,
                         "expected the name of an extracted label after `| unwrap`",
                     );
                 }
+                self.ws();
+                let mut conv = Conversion::Float;
                 if self.peek() == Some('(') {
-                    return err(
-                        at,
-                        "unwrap conversion functions (duration(), bytes()) are not supported",
-                    );
+                    conv = match field.as_str() {
+                        "duration" | "duration_seconds" => Conversion::Duration,
+                        "bytes" => Conversion::Bytes,
+                        _ => {
+                            return err(
+                                at,
+                                format!("unknown unwrap conversion {field}() (duration(), duration_seconds(), bytes())"),
+                            )
+                        }
+                    };
+                    self.pos += 1;
+                    self.ws();
+                    let name_at = self.pos;
+                    field = self.ident();
+                    self.ws();
+                    if field.is_empty() || self.peek() != Some(')') {
+                        return err(name_at, "expected a label name and `)`");
+                    }
+                    self.pos += 1;
                 }
-                Ok(Step::Unwrap(field))
+                Ok(Step::Unwrap(field, conv))
             }
-            "pattern" | "unpack" | "line_format" | "label_format" | "drop" | "keep"
-            | "decolorize" | "distinct" => {
+            "unpack" | "line_format" | "label_format" | "distinct" => {
                 err(word_at, format!("the `| {word}` stage is not supported"))
             }
-            _ => self.label_filter(word).map(Step::Label),
+            _ => self
+                .label_or(Some((word, word_at)))
+                .map(|e| Step::Stage(Stage::Labels(e))),
         }
+    }
+
+    /// `a="x", b, ...` after `| json` / `| logfmt` (`path`: the value is a JSON path).
+    #[allow(clippy::type_complexity)]
+    fn params(&mut self, path: bool) -> Result<Vec<(String, Option<String>, usize)>, ExprError> {
+        let mut out = Vec::new();
+        loop {
+            self.ws();
+            if !self
+                .peek()
+                .is_some_and(|c| c == '_' || c.is_ascii_alphabetic())
+            {
+                if !out.is_empty() {
+                    return err(self.pos, "expected a label name after `,`");
+                }
+                return Ok(out);
+            }
+            let name = self.ident();
+            self.ws();
+            let mut value = None;
+            let mut at = self.pos;
+            if self.peek() == Some('=') {
+                self.pos += 1;
+                self.ws();
+                at = self.pos;
+                value = Some(self.string()?);
+                if !path && value.as_deref() == Some("") {
+                    return err(at, "empty logfmt key");
+                }
+            }
+            out.push((name, value, at));
+            self.ws();
+            if self.peek() == Some(',') {
+                self.pos += 1;
+            } else {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Label filters joined by `or` (lowest precedence).
+    fn label_or(&mut self, first: Option<(String, usize)>) -> Result<LabelExpr, ExprError> {
+        let mut left = self.label_and(first)?;
+        loop {
+            self.ws();
+            if self.at_word("or") {
+                self.pos += 2;
+                let right = self.label_and(None)?;
+                left = LabelExpr::Or(Box::new(left), Box::new(right));
+            } else {
+                return Ok(left);
+            }
+        }
+    }
+
+    /// Label filters joined by `and`, `,` or a space.
+    fn label_and(&mut self, first: Option<(String, usize)>) -> Result<LabelExpr, ExprError> {
+        let mut left = self.label_atom(first)?;
+        loop {
+            self.ws();
+            if self.peek() == Some(',') {
+                self.pos += 1;
+            } else if self.at_word("and") {
+                self.pos += 3;
+            } else if self.at_word("or")
+                || !self
+                    .peek()
+                    .is_some_and(|c| c == '(' || c == '_' || c.is_ascii_alphabetic())
+            {
+                return Ok(left);
+            }
+            let right = self.label_atom(None)?;
+            left = LabelExpr::And(Box::new(left), Box::new(right));
+        }
+    }
+
+    fn label_atom(&mut self, first: Option<(String, usize)>) -> Result<LabelExpr, ExprError> {
+        self.terms += 1;
+        if self.terms > MAX_TERMS {
+            return err(
+                self.pos,
+                format!("more than {MAX_TERMS} label filters in one stage"),
+            );
+        }
+        let (name, at) = match first {
+            Some(f) => f,
+            None => {
+                self.ws();
+                if self.peek() == Some('(') {
+                    if self.depth >= MAX_DEPTH {
+                        return err(
+                            self.pos,
+                            format!("parentheses nested deeper than {MAX_DEPTH}"),
+                        );
+                    }
+                    self.pos += 1;
+                    self.depth += 1;
+                    let e = self.label_or(None)?;
+                    self.depth -= 1;
+                    self.ws();
+                    if self.peek() != Some(')') {
+                        return err(self.pos, "expected `)`");
+                    }
+                    self.pos += 1;
+                    return Ok(e);
+                }
+                let at = self.pos;
+                let name = self.ident();
+                if name.is_empty() {
+                    return err(at, "expected a label name");
+                }
+                (name, at)
+            }
+        };
+        let _ = at;
+        self.label_filter(name).map(LabelExpr::Filter)
     }
 
     fn label_filter(&mut self, name: String) -> Result<LabelFilter, ExprError> {
@@ -618,10 +782,7 @@ impl Parser {
             };
             let value = self.string()?;
             let regex = match op {
-                MatchOp::Re | MatchOp::NotRe => Some(
-                    regex::Regex::new(&format!("^(?:{value})$"))
-                        .map_err(|e| regex_error(value_at, &e.to_string()))?,
-                ),
+                MatchOp::Re | MatchOp::NotRe => Some(compile_anchored(&value, value_at)?),
                 _ => None,
             };
             return Ok(LabelFilter::Str(Matcher {
@@ -631,60 +792,147 @@ impl Parser {
                 regex,
             }));
         }
-        let mut num = String::new();
+        let mut tok = String::new();
         while let Some(c) = self
             .peek()
-            .filter(|c| c.is_ascii_digit() || matches!(c, '.' | '-' | '+' | 'e' | 'E'))
+            .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '+' | 'µ' | 'μ'))
         {
-            num.push(c);
+            tok.push(c);
             self.pos += 1;
         }
-        let (Some(op), Ok(value)) = (cmp, num.parse::<f64>()) else {
+        let Some(op) = cmp else {
             return err(value_at, "expected a string or a number");
         };
-        Ok(LabelFilter::Num { name, op, value })
+        if !tok.starts_with(|c: char| c.is_ascii_digit() || matches!(c, '.' | '-' | '+')) {
+            return err(value_at, "expected a string or a number");
+        }
+        if let Ok(value) = pipeline::parse_go_float(&tok) {
+            return Ok(LabelFilter::Num { name, op, value });
+        }
+        if let Ok(value) = pipeline::parse_go_duration(&tok) {
+            return Ok(LabelFilter::Duration { name, op, value });
+        }
+        if let Ok(value) = pipeline::parse_bytes(&tok) {
+            return Ok(LabelFilter::Bytes { name, op, value });
+        }
+        err(
+            value_at,
+            format!(
+                "expected a number, a duration (5s) or a byte size (5MB) after {}, found {tok:?}",
+                cmp_str(op)
+            ),
+        )
     }
 
-    fn filter(&mut self) -> Result<Filter, ExprError> {
+    fn filter(&mut self) -> Result<Vec<Filter>, ExprError> {
         let at = self.pos;
         let op = match (self.peek(), self.peek2()) {
             (Some('|'), Some('=')) => FilterOp::Contains,
             (Some('!'), Some('=')) => FilterOp::NotContains,
             (Some('|'), Some('~')) => FilterOp::Matches,
             (Some('!'), Some('~')) => FilterOp::NotMatches,
-            (Some('|'), Some('>')) | (Some('!'), Some('>')) => {
-                return err(at, "pattern line filters (|> and !>) are not supported")
-            }
+            (Some('|'), Some('>')) => FilterOp::Pattern,
+            (Some('!'), Some('>')) => FilterOp::NotPattern,
             (Some('['), _) => return err(at, "range selectors ([5m]) are not supported: a rule is a log query, not a metric query"),
             (Some(c), _) => {
-                let word_at = self.pos;
-                if self.ident() == "or" {
-                    return err(word_at, "`or` between line filters is not supported: use |~ \"a|b\"");
-                }
-                return err(at, format!("expected a line filter (|=, !=, |~, !~), found {c:?}"));
+                return err(at, format!("expected a line filter (|=, !=, |~, !~, |>, !>), found {c:?}"));
             }
             (None, _) => return err(at, "expected a line filter"),
         };
         self.pos += 2;
         self.ws();
-        let value_at = self.pos;
-        let value = self.string()?;
-        let regex = match op {
-            FilterOp::Matches | FilterOp::NotMatches => Some(
-                regex::bytes::Regex::new(&value)
-                    .map_err(|e| regex_error(value_at, &e.to_string()))?,
-            ),
-            FilterOp::Contains | FilterOp::NotContains => {
-                if value.is_empty() {
-                    return err(value_at, "empty line filter string");
+        if self.at_word("ip") {
+            return err(self.pos, "ip() line filters are not supported");
+        }
+        // The strings, joined by `or`.
+        let mut values = Vec::new();
+        loop {
+            self.ws();
+            let value_at = self.pos;
+            values.push((self.string()?, value_at));
+            let save = self.pos;
+            self.ws();
+            if self.at_word("or") {
+                self.pos += 2;
+                self.ws();
+                if !matches!(self.peek(), Some('"' | '`')) {
+                    return err(self.pos, "expected a string after `or`");
                 }
-                None
+            } else {
+                self.pos = save;
+                break;
             }
+        }
+        let one = |op, value: String, regex| Filter {
+            op,
+            value,
+            regex,
+            patterns: Vec::new(),
         };
-        Ok(Filter { op, value, regex })
+        let regex = |v: &str, at: usize| re2::compile_bytes(v).map_err(|e| regex_error(at, &e));
+        Ok(match op {
+            FilterOp::Contains if values.len() == 1 => {
+                vec![one(op, values.remove(0).0, None)]
+            }
+            FilterOp::Contains => {
+                let alts: Vec<String> = values.iter().map(|(v, _)| regex::escape(v)).collect();
+                let text = alts.join("|");
+                let re =
+                    regex::bytes::Regex::new(&text).map_err(|e| regex_error(at, &e.to_string()))?;
+                vec![one(FilterOp::Matches, text, Some(re))]
+            }
+            // !(a or b) = !a and !b
+            FilterOp::NotContains => values.into_iter().map(|(v, _)| one(op, v, None)).collect(),
+            FilterOp::NotMatches => values
+                .into_iter()
+                .map(|(v, a)| Ok(one(op, v.clone(), Some(regex(&v, a)?))))
+                .collect::<Result<_, ExprError>>()?,
+            FilterOp::Matches => {
+                for (v, a) in &values {
+                    regex(v, *a)?;
+                }
+                let text = values
+                    .iter()
+                    .map(|(v, _)| format!("(?:{v})"))
+                    .collect::<Vec<_>>()
+                    .join("|");
+                let re = if values.len() == 1 {
+                    regex(&values[0].0, values[0].1)?
+                } else {
+                    regex(&text, values[0].1)?
+                };
+                let value = if values.len() == 1 {
+                    values.remove(0).0
+                } else {
+                    text
+                };
+                vec![one(op, value, Some(re))]
+            }
+            FilterOp::Pattern | FilterOp::NotPattern => {
+                let mut patterns = Vec::new();
+                for (v, a) in &values {
+                    patterns.push(Pattern::parse(v, true).map_err(|m| ExprError {
+                        offset: *a,
+                        message: format!("invalid pattern: {m}"),
+                    })?);
+                }
+                let value = values
+                    .iter()
+                    .map(|(v, _)| v.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" or ");
+                vec![Filter {
+                    op,
+                    value,
+                    regex: None,
+                    patterns,
+                }]
+            }
+        })
     }
 
-    /// A double-quoted string (Go escapes) or a backquoted raw string.
+    /// A double-quoted string (Go escapes, as `strconv.Unquote` reads them) or a backquoted
+    /// raw string.
     fn string(&mut self) -> Result<String, ExprError> {
         let start = self.pos;
         let quote = match self.peek() {
@@ -692,39 +940,155 @@ impl Parser {
             _ => return err(start, "expected a string in double quotes or backquotes"),
         };
         self.pos += 1;
-        let mut s = String::new();
+        let mut s: Vec<u8> = Vec::new();
+        let push = |s: &mut Vec<u8>, c: char| {
+            let mut b = [0; 4];
+            s.extend_from_slice(c.encode_utf8(&mut b).as_bytes());
+        };
         loop {
             let Some(c) = self.peek() else {
                 return err(start, "unterminated string");
             };
             self.pos += 1;
             if c == quote {
-                return Ok(s);
+                break;
             }
-            if c == '\\' && quote == '"' {
-                let esc_at = self.pos - 1;
-                let Some(e) = self.peek() else {
-                    return err(start, "unterminated string");
-                };
-                self.pos += 1;
-                s.push(match e {
-                    '"' => '"',
-                    '\\' => '\\',
-                    'n' => '\n',
-                    't' => '\t',
-                    'r' => '\r',
-                    _ => {
+            if quote == '`' {
+                // Go drops carriage returns from raw strings.
+                if c != '\r' {
+                    push(&mut s, c);
+                }
+                continue;
+            }
+            if c == '\n' {
+                return err(self.pos - 1, "newline in string");
+            }
+            if c != '\\' {
+                push(&mut s, c);
+                continue;
+            }
+            let esc_at = self.pos - 1;
+            let Some(e) = self.peek() else {
+                return err(start, "unterminated string");
+            };
+            self.pos += 1;
+            let hex = |n: usize, this: &mut Self| -> Result<u32, ExprError> {
+                let mut v = 0u32;
+                for _ in 0..n {
+                    let d = this.peek().and_then(|c| c.to_digit(16));
+                    let Some(d) = d else {
                         return err(
                             esc_at,
-                            format!("unknown escape \\{e} (use \\\\ for a backslash, or a `backquoted` string for regexes)"),
-                        )
+                            format!("invalid escape \\{e}: expected {n} hex digits"),
+                        );
+                    };
+                    v = v * 16 + d;
+                    this.pos += 1;
+                }
+                Ok(v)
+            };
+            match e {
+                '"' => s.push(b'"'),
+                '\\' => s.push(b'\\'),
+                'a' => s.push(7),
+                'b' => s.push(8),
+                'f' => s.push(12),
+                'n' => s.push(b'\n'),
+                'r' => s.push(b'\r'),
+                't' => s.push(b'\t'),
+                'v' => s.push(11),
+                'x' => {
+                    let v = hex(2, self)?;
+                    s.push(v as u8);
+                }
+                'u' | 'U' => {
+                    let v = hex(if e == 'u' { 4 } else { 8 }, self)?;
+                    let Some(c) = char::from_u32(v) else {
+                        return err(esc_at, format!("invalid escape \\{e}: {v:X} is not a Unicode character"));
+                    };
+                    push(&mut s, c);
+                }
+                '0'..='7' => {
+                    let mut v = e as u32 - '0' as u32;
+                    for _ in 0..2 {
+                        let Some(d) = self.peek().and_then(|c| c.to_digit(8)) else {
+                            return err(esc_at, "invalid octal escape: expected 3 octal digits");
+                        };
+                        v = v * 8 + d;
+                        self.pos += 1;
                     }
-                });
-            } else {
-                s.push(c);
+                    if v > 255 {
+                        return err(esc_at, "invalid octal escape: above \\377");
+                    }
+                    s.push(v as u8);
+                }
+                _ => {
+                    return err(
+                        esc_at,
+                        format!("unknown escape \\{e} (use \\\\ for a backslash, or a `backquoted` string for regexes)"),
+                    )
+                }
+            }
+        }
+        String::from_utf8(s).map_err(|_| ExprError {
+            offset: start,
+            message: "the string's \\x or octal escapes do not form UTF-8: not supported".into(),
+        })
+    }
+}
+
+/// Parses a JSON path of `| json label="path"`: `a.b`, `a[0]`, `["a b"]`, `a["b"][1]`.
+fn json_path(text: &str) -> Result<Vec<PathPart>, String> {
+    let bad = || format!("invalid JSON path {text:?}");
+    let mut out = Vec::new();
+    let chars: Vec<char> = text.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        match chars[i] {
+            '.' if !out.is_empty() => i += 1,
+            '[' => {
+                i += 1;
+                if chars.get(i) == Some(&'"') {
+                    let start = i + 1;
+                    let end = chars[start..]
+                        .iter()
+                        .position(|&c| c == '"')
+                        .ok_or_else(bad)?
+                        + start;
+                    out.push(PathPart::Key(chars[start..end].iter().collect()));
+                    i = end + 1;
+                } else {
+                    let start = i;
+                    while chars.get(i).is_some_and(char::is_ascii_digit) {
+                        i += 1;
+                    }
+                    let n: String = chars[start..i].iter().collect();
+                    out.push(PathPart::Index(n.parse().map_err(|_| bad())?));
+                }
+                if chars.get(i) != Some(&']') {
+                    return Err(bad());
+                }
+                i += 1;
+            }
+            _ => {
+                let start = i;
+                while chars
+                    .get(i)
+                    .is_some_and(|&c| c != '.' && c != '[' && c != ']' && c != '"')
+                {
+                    i += 1;
+                }
+                if i == start {
+                    return Err(bad());
+                }
+                out.push(PathPart::Key(chars[start..i].iter().collect()));
             }
         }
     }
+    if out.is_empty() {
+        return Err(bad());
+    }
+    Ok(out)
 }
 
 fn regex_error(offset: usize, message: &str) -> ExprError {
@@ -810,8 +1174,6 @@ mod tests {
                 "`| unpack` stage is not supported",
             ),
             (r#"{a="b"} | line_format "x""#, 10, "`| line_format` stage"),
-            (r#"{a="b"} | level="error""#, 8, "needs a parser stage"),
-            (r#"{a="b"} | json | logfmt"#, 15, "only one parser stage"),
             (r#"{a="b"} | json | level ~ "x""#, 23, "needs an operator"),
             (r#"{a="b"} | json | n > "x""#, 21, "needs a number"),
             (r#"{a="b"} | json | n > abc"#, 21, "a string or a number"),
@@ -821,24 +1183,46 @@ mod tests {
             (r#"{a="b"} | "#, 10, "expected a stage"),
             (r#"{a="b"} | unwrap x"#, 8, "`| unwrap` needs a parser"),
             (
-                r#"{a="b"} | json | unwrap x | n > 1"#,
+                r#"{a="b"} | json | unwrap x | json"#,
                 26,
-                "must be the last stage",
+                "only label filters may follow",
             ),
             (r#"{a="b"} | json | unwrap "#, 24, "expected the name"),
             (
-                r#"{a="b"} | json | unwrap duration(x)"#,
+                r#"{a="b"} | json | unwrap seconds(x)"#,
                 24,
-                "conversion functions",
+                "unknown unwrap conversion",
             ),
             (r#"{a="b"} |~ "(x""#, 11, "invalid regex"),
-            (r#"{a="b"} |= """#, 11, "empty line filter"),
-            (r#"{a="b"} |> "<_>""#, 8, "pattern line filters"),
-            (r#"{a="b"} |= "x" or "y""#, 15, "`or` between line filters"),
             (r#"{a="b"} "x""#, 8, "expected a line filter"),
             (r#"{a="b"}[5m]"#, 7, "range selectors"),
             (r#"{a="\d"}"#, 4, "unknown escape \\d"),
             (r#"{a="b"} |="#, 10, "expected a string"),
+            (
+                r#"{a="b"} |~ "(?x)a b""#,
+                11,
+                "Go's flags are i, m, s and U",
+            ),
+            (r#"{a="b"} |~ "a{1001}""#, 11, "invalid repeat count"),
+            (
+                r#"{a="b"} |> "<a> x""#,
+                11,
+                "named captures are not allowed",
+            ),
+            (r#"{a="b"} | pattern "<a><b>""#, 18, "consecutive capture"),
+            (
+                r#"{a="b"} | pattern "no captures""#,
+                18,
+                "at least one capture",
+            ),
+            (r#"{a="b"} |= "\xff""#, 11, "do not form UTF-8"),
+            (r#"{a="b"} |= "\u00""#, 12, "4 hex digits"),
+            (r#"{a="b"} |= "a" or"#, 17, "expected a string"),
+            (r#"{a="b"} | logfmt --bogus"#, 17, "unknown logfmt flag"),
+            (r#"{a="b"} | json | n > 5parsecs"#, 21, "a byte size"),
+            (r#"{a="b"} | json | (n > 5"#, 23, "expected `)`"),
+            (r#"{a="b"} | json a="b[x]""#, 17, "invalid JSON path"),
+            (r#"{a="b"} | regexp "(?P<a>.)(?P<a>.)""#, 17, "duplicate"),
         ];
         for &(text, offset, want) in cases {
             let e = parse(text).unwrap_err();
@@ -848,39 +1232,41 @@ mod tests {
     }
 
     #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        let text = format!("{{}} | json | {}a=\"1\"", "(".repeat(100_000));
+        let e = parse(&text).unwrap_err();
+        assert_eq!(e.offset, 12 + MAX_DEPTH, "{e}");
+        assert!(e.message.contains("nested deeper than 64"), "{e}");
+        let many = format!("{{}} | logfmt | {}", vec!["a=\"1\""; 300].join(" and "));
+        let e = parse(&many).unwrap_err();
+        assert!(e.message.contains("more than 256 label filters"), "{e}");
+        let ok = format!("{{}} | logfmt | {}", vec!["a=\"1\""; 200].join(" and "));
+        assert!(parse(&ok).is_ok());
+    }
+
+    #[test]
     fn parser_stages_and_label_filters() {
         let e = parse(
             r#"{} |= "level" | logfmt | level="error" | latency_ms >= 250 | code != 200 | msg !~ "(?i)retry.*""#,
         )
         .unwrap();
-        assert!(matches!(e.parser, Some(ParserStage::Logfmt)));
-        assert_eq!(e.filters.len(), 1);
-        assert_eq!(e.label_filters.len(), 4);
-        let fields = e.parser.as_ref().unwrap().extract(
-            br#"ts=2024 level=error msg="db \"slow\" query" latency_ms=300.5 code=500 flag"#,
-        );
-        let get = |k: &str| fields.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
-        assert_eq!(get("msg"), Some("db \"slow\" query"));
-        assert_eq!(get("flag"), Some(""));
-        assert!(e
-            .label_filters
-            .iter()
-            .all(|f| f.matches(get(f.name()).unwrap_or(""))));
-        assert!(!e.label_filters[1].matches("100"));
-        assert!(!e.label_filters[1].matches("not a number"));
-        assert!(!e.label_filters[2].matches("200.0"));
-        assert!(!e.label_filters[3].matches("Retrying soon"));
-
-        let e = parse(r#"{} | json | user_name="bob" | unwrap took_ms"#).unwrap();
-        assert_eq!(e.unwrap.as_deref(), Some("took_ms"));
-        let fields =
-            e.parser.as_ref().unwrap().extract(
-                br#"{"user":{"name":"bob","id":7},"ok":true,"tags":[1],"n":null,"a-b":"x"}"#,
-            );
-        let mut keys: Vec<_> = fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        keys.sort();
-        assert_eq!(keys, ["a_b=x", "ok=true", "user_id=7", "user_name=bob"]);
-        assert!(e.parser.as_ref().unwrap().extract(b"not json").is_empty());
+        assert!(matches!(e.parser, Some(ParserStage::Logfmt { .. })));
+        assert_eq!((e.filters.len(), e.stages.len()), (1, 5));
+        let got = e
+            .evaluate(
+                &[],
+                br#"ts=2024 level=error msg="db \"slow\" query" latency_ms=300.5 code=500 flag"#,
+            )
+            .unwrap();
+        assert_eq!(got.get("msg"), Some("db \"slow\" query"));
+        assert_eq!(got.get("flag"), None, "empty values are not labels");
+        for rejected in [
+            "level=error latency_ms=100 code=500",
+            "level=error latency_ms=300 code=200",
+            "level=error latency_ms=300 code=500 msg=Retrying",
+        ] {
+            assert!(e.evaluate(&[], rejected.as_bytes()).is_none(), "{rejected}");
+        }
 
         let e = parse(r#"{} | regexp `Killed process \d+ \((?P<process>[^)]+)\)`"#).unwrap();
         let p = e.parser.as_ref().unwrap();
@@ -889,8 +1275,9 @@ mod tests {
             p.extract(b"Out of memory: Killed process 42 (qemu-kvm) total-vm:1kB"),
             [("process".to_string(), "qemu-kvm".to_string())]
         );
-        let long = format!("Killed process 1 ({})", "x".repeat(1000));
-        assert_eq!(p.extract(long.as_bytes())[0].1.len(), MAX_VALUE_BYTES);
+        let long = "x".repeat(1000);
+        assert_eq!(cut(&long).len(), MAX_VALUE_BYTES);
+        assert_eq!(cut("é").len(), 2);
     }
 
     #[test]

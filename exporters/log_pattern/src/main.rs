@@ -38,9 +38,13 @@ fn main() -> std::process::ExitCode {
         file,
         rules_out,
         prometheus_out,
+        config_file,
+        label_map,
     }) = &flags.command
     {
-        return match log_pattern_exporter::import::run(file, rules_out, prometheus_out) {
+        let config = config_file.as_deref();
+        let import = log_pattern_exporter::import::run;
+        return match import(file, rules_out, prometheus_out, config, label_map) {
             Ok(import) => {
                 for line in &import.report {
                     eprintln!("{line}");

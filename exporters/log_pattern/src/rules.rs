@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Rule, RuleType, DEFAULT_BUCKETS};
 use crate::format::Stream;
-use crate::logql::{FilterOp, LabelFilter, Matcher, ParserStage};
+use crate::logql::{cut, pipeline, Filter, FilterOp, Matcher, Stage, ERROR_LABEL};
 
 /// Ordered label pairs of a source (e.g. namespace, pod, container).
 pub type Labels = Vec<(String, String)>;
@@ -200,12 +200,14 @@ struct CompiledRule {
     forbidden: Vec<usize>,
     /// `|~` (true) and `!~` (false) regexes.
     regexes: Vec<(bool, regex::bytes::Regex)>,
-    /// Parser stage, filters on what it extracts, and the extracted labels the series carry.
-    parser: Option<ParserStage>,
-    label_filters: Vec<LabelFilter>,
+    /// Other line filters (`|>`, `!>`, `!= ""`), tested after the regexes.
+    others: Vec<Filter>,
+    /// The stages after the line filters ([`crate::logql::pipeline`]), and the extracted labels
+    /// the series carry.
+    stages: Vec<Stage>,
     extract: Vec<String>,
-    /// `| unwrap` rules: the field, what to do with its number, and the series' numbers.
-    unwrap: Option<String>,
+    /// `| unwrap` rules (the field is a stage): what to do with its number, and the series'
+    /// numbers.
     num: Option<Num>,
     nums: HashMap<SetId, Num>,
     overflow_num: Option<Num>,
@@ -357,41 +359,39 @@ fn intern(sets: &mut Vec<Labels>, index: &mut HashMap<Labels, SetId>, labels: La
     id
 }
 
-/// Runs a rule's parser stage and label filters on a line that passed its line filters;
-/// returns the series labels and the unwrapped field: `None` when it was not extracted (the
-/// line is not one the rule measures), `Some(None)` when it is not a number (`None`: a label
-/// filter rejects the line). An extracted label named like a source label is renamed `<name>_extracted`, as Loki
-/// does.
+/// Runs a rule's stages on a line that passed its line filters, with the source's labels
+/// (and `stream`) as the stream labels; returns the series labels (`base` plus the rule's
+/// extracted labels: an extracted label named like a source label is `<name>_extracted`, as
+/// Loki names it) and the unwrapped field: `None` when the stages drop the line, `Some(None)`
+/// for the number when the field is absent (the line is not one the rule measures),
+/// `Some(Some(None))` when it is not a number or the line carries `__error__`.
 fn extracted_series(
     rule: &CompiledRule,
+    source: &Labels,
+    stream: Stream,
     base: &Labels,
     message: &[u8],
 ) -> Option<(Labels, Option<Option<f64>>)> {
-    let parser = rule.parser.as_ref()?;
-    let fields = parser.extract(message);
-    let get = |name: &str| {
-        fields
-            .iter()
-            .find(|(k, _)| k == name)
-            .map_or("", |(_, v)| v.as_str())
+    let processed = if stream == Stream::None || source.iter().any(|(k, _)| k == "stream") {
+        pipeline::run(&rule.stages, source, message)?
+    } else {
+        let mut full = source.clone();
+        full.push(("stream".to_string(), stream.as_str().to_string()));
+        pipeline::run(&rule.stages, &full, message)?
     };
-    if !rule.label_filters.iter().all(|f| f.matches(get(f.name()))) {
-        return None;
-    }
     let mut labels = base.clone();
     for name in &rule.extract {
-        let value = get(name).to_string();
-        let key = if base.iter().any(|(k, _)| k == name) {
+        let key = if source.iter().any(|(k, v)| k == name && !v.is_empty()) {
             format!("{name}_extracted")
         } else {
             name.clone()
         };
+        let value = cut(processed.get(&key).unwrap_or("")).to_string();
         labels.push((key, value));
     }
-    let number = rule.unwrap.as_deref().and_then(|f| {
-        let raw = fields.iter().find(|(k, _)| k == f)?;
-        Some(raw.1.trim().parse::<f64>().ok().filter(|x| x.is_finite()))
-    });
+    let number = processed
+        .value
+        .map(|x| x.filter(|x| x.is_finite() && processed.get(ERROR_LABEL).is_none()));
     Some((labels, number))
 }
 
@@ -497,8 +497,8 @@ impl Rules {
                 required: Vec::new(),
                 forbidden: Vec::new(),
                 regexes: Vec::new(),
-                parser: expr.parser,
-                label_filters: expr.label_filters,
+                others: Vec::new(),
+                stages: expr.stages,
                 extract: rule.labels.clone(),
                 num: expr.unwrap.as_ref().map(|_| {
                     let kind = match rule.kind {
@@ -509,7 +509,6 @@ impl Rules {
                     let bounds = rule.buckets.clone().unwrap_or(DEFAULT_BUCKETS.to_vec());
                     Num::new(kind, &bounds)
                 }),
-                unwrap: expr.unwrap,
                 nums: HashMap::new(),
                 overflow_num: None,
                 unwrap_errors: 0,
@@ -526,12 +525,16 @@ impl Rules {
                         n
                     })
                 };
-                match (f.op, f.regex) {
+                match (f.op, f.regex.clone()) {
+                    // `|= ""` holds for every line, `!= ""` for none (Loki's meaning).
+                    (FilterOp::Contains, _) if f.value.is_empty() => {}
                     (FilterOp::Contains, _) => c.required.push(id(f.value)),
-                    (FilterOp::NotContains, _) => c.forbidden.push(id(f.value)),
+                    (FilterOp::NotContains, _) if !f.value.is_empty() => {
+                        c.forbidden.push(id(f.value))
+                    }
                     (FilterOp::Matches, Some(re)) => c.regexes.push((true, re)),
                     (FilterOp::NotMatches, Some(re)) => c.regexes.push((false, re)),
-                    (FilterOp::Matches | FilterOp::NotMatches, None) => {}
+                    _ => c.others.push(f),
                 }
             }
             c.class = match classes.iter().position(|k| *k == rule.keep_labels) {
@@ -681,15 +684,16 @@ impl LineSink for Rules {
                 && r.stream.iter().all(|m| m.matches(stream))
                 && r.regexes
                     .iter()
-                    .all(|(want, re)| re.is_match(line.message) == *want);
+                    .all(|(want, re)| re.is_match(line.message) == *want)
+                && r.others.iter().all(|f| f.test(line.message));
             if !ok {
                 continue;
             }
             let set = src.projected[r.class];
-            if r.parser.is_none() {
+            if r.stages.is_empty() {
                 r.add(set, 1, budget);
             } else if let Some((labels, number)) =
-                extracted_series(r, &self.sets[set], line.message)
+                extracted_series(r, &src.labels, line.stream, &self.sets[set], line.message)
             {
                 // A label set is interned only while the rule has budget left, so values past
                 // it cost no memory.
@@ -1210,12 +1214,20 @@ mod tests {
             ("pod_extracted".into(), "inner".into()),
         ];
         assert_eq!(get(&v, "slow", &want, false), Some(1));
+        // `latency_ms=oops` is kept with `__error__="LabelFilterErr"`, as Loki keeps it (its
+        // series has no pod_extracted); the others fail a filter.
+        let oops: Labels = vec![
+            ("pod".into(), "web".into()),
+            ("level".into(), "error".into()),
+            ("pod_extracted".into(), String::new()),
+        ];
+        assert_eq!(get(&v, "slow", &oops, false), Some(1));
         assert_eq!(
             v.iter()
                 .filter(|x| x.rule == "slow")
                 .map(|x| x.value)
                 .sum::<u64>(),
-            1
+            2
         );
         // Extracted labels survive a restore.
         let mut r2 = Rules::new(&[{

@@ -36,17 +36,26 @@ fn imports_a_loki_rule_file() {
         "ruler-test/record namespace:reconciler_errors:rate5m: translated as rule namespace_reconciler_errors_rate5m",
         "ruler-test/alert NovaErrorsHigh: translated as rule nova_errors_high",
         "ruler-test/record stream:oom:rate1m: translated as rule stream_oom_rate1m",
-        "untranslatable/record ratio:errors: NOT translated",
+        "ruler-test/record stream:oom:rate1m: warning: no source carries label \"job\"",
+        "ruler-test/record namespace:error_ratio:rate5m: translated as rules namespace_error_ratio_rate5m, namespace_error_ratio_rate5m_2",
+        "ruler-test/alert BusiestContainerErrors: translated as rule busiest_container_errors (approximation: count_over_time as increase() (extrapolated over the range); streams are the exporter's sources (files))",
+        "ruler-test/alert HeartbeatMissing: translated as rule heartbeat_missing",
+        "ruler-test/record errors:or_zero: translated as rule errors_or_zero",
+        "untranslatable/record unwrap:sum: NOT translated: sum_over_time (an unwrap range aggregation)",
         "untranslatable/record p99:latency: NOT translated",
-        "untranslatable/record json:by:level: NOT translated: grouping by labels of a parser stage",
-        "untranslatable/record bytes: NOT translated",
-        "4 rule(s) not translated",
+        "untranslatable/record json:by:level: translated as rule json_by_level (approximation: grouping labels no source carries are taken from the parser stage)",
+        "untranslatable/record bytes: NOT translated: bytes_rate cannot be translated",
+        "3 rule(s) not translated",
     ] {
         assert!(report.contains(want), "missing {want:?} in:\n{report}");
     }
+    assert!(
+        !report.contains("NovaErrorsHigh: warning"),
+        "namespace and container are pod log labels: {report}"
+    );
     let rules_text = std::fs::read_to_string(&rules).unwrap();
     let prom_text = std::fs::read_to_string(&prom).unwrap();
-    for skipped in ["ratio", "p99", "json", "bytes"] {
+    for skipped in ["unwrap", "p99", "bytes"] {
         assert!(!rules_text.contains(skipped), "{rules_text}");
         assert!(!prom_text.contains(skipped), "{prom_text}");
     }
@@ -59,6 +68,18 @@ fn imports_a_loki_rule_file() {
     assert!(
         prom_text.contains("sum by (container) (increase(log_pattern_matches_total{rule=\"nova_errors_high\"}[10m])) > 5"),
         "{prom_text}"
+    );
+    for want in [
+        "sum by (namespace) (rate(log_pattern_matches_total{rule=\"namespace_error_ratio_rate5m\"}[5m])) / sum by (namespace) (rate(log_pattern_matches_total{rule=\"namespace_error_ratio_rate5m_2\"}[5m]))",
+        "max by (namespace) ((increase(log_pattern_matches_total{rule=\"busiest_container_errors\"}[10m]) > 0)) > 0",
+        "(((sum(increase(log_pattern_matches_total{rule=\"heartbeat_missing\"}[15m])) == 0) + 1) or absent(log_pattern_matches_total{rule=\"heartbeat_missing\"}))",
+        "sum(rate(log_pattern_matches_total{rule=\"errors_or_zero\"}[5m])) or vector(0)",
+    ] {
+        assert!(prom_text.contains(want), "missing {want:?} in:\n{prom_text}");
+    }
+    assert!(
+        rules_text.contains("name: json_by_level\n  expr: '{app=\"a\"} | json'\n  keep_labels: []\n  labels:\n  - level"),
+        "{rules_text}"
     );
     assert!(prom_text.contains("team: platform"), "{prom_text}");
     assert!(prom_text.contains("for: 10m"), "{prom_text}");
@@ -101,4 +122,82 @@ fn imports_a_loki_rule_file() {
         Some(&1.0),
         "{got}"
     );
+}
+
+/// Selector labels a configured source carries are no warning; a file that cannot be read or
+/// parsed writes nothing (exit 1), and no temporary file is left behind.
+#[test]
+fn config_sources_and_all_or_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let input = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/loki/rules.yml");
+    let config = d.path().join("config.yml");
+    std::fs::write(
+        &config,
+        "sources:\n- path: /var/log/{job}/*.log\n- path: /var/log/x.log\n  labels: {app: a}\n",
+    )
+    .unwrap();
+    let rules = d.path().join("rules.yml");
+    let prom = d.path().join("prometheus.yml");
+    let run = |input: &Path| {
+        Command::new(BIN)
+            .arg("import-loki-rules")
+            .arg(input)
+            .arg(format!("--output.rules={}", rules.display()))
+            .arg(format!("--output.prometheus={}", prom.display()))
+            .arg(format!("--config.file={}", config.display()))
+            .output()
+            .unwrap()
+    };
+    let out = run(&input);
+    let report = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(2), "{report}");
+    assert!(!report.contains("warning"), "{report}");
+    assert!(rules.exists() && prom.exists());
+
+    std::fs::remove_file(&rules).unwrap();
+    std::fs::remove_file(&prom).unwrap();
+    let bad = d.path().join("bad.yml");
+    std::fs::write(
+        &bad,
+        "groups:\n  - name: x\n    rules: [ {record: a, expr: 1\n",
+    )
+    .unwrap();
+    let out = run(&bad);
+    let report = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    assert!(
+        report.contains("bad.yml:"),
+        "the error names the file: {report}"
+    );
+    assert!(!rules.exists() && !prom.exists(), "nothing written");
+    // Stream label names mapped to the sources' names: no warning, the selector uses them.
+    let mapped = |maps: &[&str]| {
+        Command::new(BIN)
+            .arg("import-loki-rules")
+            .arg(&input)
+            .arg(format!("--output.rules={}", rules.display()))
+            .arg(format!("--output.prometheus={}", prom.display()))
+            .args(maps.iter().map(|m| format!("--label-map={m}")))
+            .output()
+            .unwrap()
+    };
+    let out = mapped(&["job=container", "app=container"]);
+    let report = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(2), "{report}");
+    assert!(!report.contains("warning"), "{report}");
+    assert!(report.contains("label job is container here"), "{report}");
+    let rules_text = std::fs::read_to_string(&rules).unwrap();
+    assert!(rules_text.contains("{container=`kernel`}"), "{rules_text}");
+    std::fs::remove_file(&rules).unwrap();
+    std::fs::remove_file(&prom).unwrap();
+    let out = mapped(&["job"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("expected FROM=TO"));
+    assert!(!rules.exists() && !prom.exists(), "nothing written");
+    let left: Vec<_> = std::fs::read_dir(d.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }
