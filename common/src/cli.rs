@@ -88,6 +88,34 @@ pub struct ConfigArgs {
     pub check: bool,
 }
 
+impl ConfigArgs {
+    /// Implements `--config.check` for an exporter whose configuration `load` reads: without
+    /// the flag, `None` (go on); with it, the verdict is printed and the exit code returned
+    /// (0 valid, 1 invalid or no `--config.file`).
+    pub fn check<T, E: std::fmt::Display>(
+        &self,
+        load: impl FnOnce(&std::path::Path) -> Result<T, E>,
+    ) -> Option<std::process::ExitCode> {
+        if !self.check {
+            return None;
+        }
+        let Some(path) = &self.file else {
+            eprintln!("--config.check needs --config.file");
+            return Some(std::process::ExitCode::FAILURE);
+        };
+        Some(match load(path) {
+            Ok(_) => {
+                println!("{}: configuration is valid", path.display());
+                std::process::ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("{err}");
+                std::process::ExitCode::FAILURE
+            }
+        })
+    }
+}
+
 /// A collector as the command line sees it.
 #[derive(Debug, Clone, Copy)]
 pub struct CollectorFlag {

@@ -205,20 +205,6 @@ pub fn parse_yaml<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T, Con
     })
 }
 
-/// Implements `--config.check`: prints the verdict and exits 0 (valid) or 1 (invalid).
-pub fn check_and_exit<T, E: std::fmt::Display>(path: &Path, result: Result<T, E>) -> ! {
-    match result {
-        Ok(_) => {
-            println!("{}: configuration is valid", path.display());
-            std::process::exit(0)
-        }
-        Err(err) => {
-            eprintln!("{err}");
-            std::process::exit(1)
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

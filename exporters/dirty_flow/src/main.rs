@@ -4,13 +4,8 @@ use dirty_flow_exporter::{config, run, Flags, COLLECTORS};
 fn main() -> std::process::ExitCode {
     let (flags, enabled) = common::cli::parse::<Flags>(COLLECTORS);
     common::logging::init(&flags.log);
-    if let Some(path) = flags.config.file.clone() {
-        if flags.config.check {
-            common::config::check_and_exit(&path, config::load(&path));
-        }
-    } else if flags.config.check {
-        eprintln!("--config.check needs --config.file");
-        return std::process::ExitCode::FAILURE;
+    if let Some(code) = flags.config.check(config::load) {
+        return code;
     }
     common::block_on_main(run(flags, enabled))
 }
