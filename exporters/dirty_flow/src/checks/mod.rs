@@ -557,6 +557,11 @@ impl<'c> BridgeScan<'c> {
         }
     }
 
+    /// Flows, reply headers and unparseable lines fed so far.
+    pub fn counts(&self) -> (u64, u64, u64) {
+        (self.flows, self.replies, self.parse_errors)
+    }
+
     /// The first line where `ovs-ofctl` printed `***decode error: ...***` instead of a reply
     /// it could not decode (a flow the OpenFlow version in use cannot express, an action it
     /// does not know), followed by a hex dump: the flows of that reply from there on are

@@ -7,7 +7,10 @@
 //! A bridge whose dump fails gets `ovs_dump_success 0` and no flow or check series (their values
 //! would be unknown, not 0); the other bridges are unaffected. Any failure (database or a
 //! bridge) makes the collector return an error after registering what it has, so
-//! `ovs_scrape_collector_success{collector="flows"}` drops to 0 as well.
+//! `ovs_scrape_collector_success{collector="flows"}` drops to 0 as well. A dump with
+//! unparseable lines keeps its flows, but every check of the bridge is `ovs_check_incomplete`
+//! 1 (the lines lost were not checked) and the collector fails; at most
+//! [`crate::ovs::Limits::parallel_dumps`] bridges are dumped at once.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -46,6 +49,8 @@ pub struct FlowsCollector {
     /// Per bridge, the flow texts last fetched for evidence, by hash ([`Evidence::fetch`]):
     /// while the same flows overlap, they are not fetched again.
     fetched: Mutex<HashMap<String, HashMap<u64, String>>>,
+    /// One permit per bridge being dumped ([`crate::ovs::Limits::parallel_dumps`]).
+    dump_permits: tokio::sync::Semaphore,
 }
 
 /// A bridge's dump, streamed through the line checks, and how long it took.
@@ -59,7 +64,9 @@ impl FlowsCollector {
             .into_iter()
             .filter(|b| seen.insert(b.clone()))
             .collect();
+        let permits = ovs.limits.parallel_dumps.max(1);
         Self {
+            dump_permits: tokio::sync::Semaphore::new(permits),
             ovs,
             config,
             bridges,
@@ -94,6 +101,10 @@ impl FlowsCollector {
                     Duration::ZERO,
                 );
             }
+            // The semaphore is never closed; without a permit the dump would not be bounded.
+            let Ok(_permit) = self.dump_permits.acquire().await else {
+                return (Err("no dump permit".into()), start.elapsed());
+            };
             let res = self.ovs.dump_flows(bridge, scan).await;
             (res.map_err(|e| e.to_string()), start.elapsed())
         };
@@ -356,6 +367,12 @@ impl FlowsCollector {
             parse_errors
                 .get_or_create(&bl)
                 .set(report.parse_errors as i64);
+            if report.parse_errors > 0 {
+                problems.push(format!(
+                    "bridge {bridge}: {} unparseable dump-flows lines: every check incomplete",
+                    report.parse_errors
+                ));
+            }
             for (table, n) in &report.tables {
                 flows
                     .get_or_create(&vec![
@@ -390,7 +407,9 @@ impl FlowsCollector {
                     ("check".to_string(), c.name.clone()),
                 ];
                 dirty.get_or_create(&cl).set(c.dirty as i64);
-                incomplete.get_or_create(&cl).set(i64::from(c.incomplete));
+                // The flows of unparseable lines were not checked.
+                let partial = c.incomplete || report.parse_errors > 0;
+                incomplete.get_or_create(&cl).set(i64::from(partial));
                 if c.incomplete {
                     tracing::warn!(bridge = %bridge, check = %c.name, "check incomplete (comparison budget, or a table dumped in two runs)");
                 }
@@ -436,7 +455,7 @@ impl FlowsCollector {
         );
         registry.register(
             "check_incomplete",
-            "Whether a check did not compare every pair of flows it should (budget, or a table dumped in two runs)",
+            "Whether a check did not see every flow or compare every pair it should (unparseable dump lines, comparison budget, or a table dumped in two runs)",
             incomplete,
         );
         registry.register(

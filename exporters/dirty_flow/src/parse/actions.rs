@@ -4,6 +4,11 @@
 //! (`learn(table=40,NXM_OF_ETH_DST[]=NXM_OF_ETH_SRC[])`, `ct(commit,exec(load:...))`,
 //! `conjunction(7,1/2)`, `resubmit(,10)`), so the tokenizer splits only at depth 0. The syntax
 //! is validated once by [`validate_actions`]; the iterator after that cannot fail.
+//!
+//! Nesting is capped at [`MAX_DEPTH`] parentheses: OVS itself refuses actions nested more than
+//! 100 deep (`MAX_OFPACT_PARSE_DEPTH`), and [`for_each_port_ref`] recurses into `clone(...)`
+//! and the instructions, so a deeper line from a broken or hostile `ovs-ofctl` is a parse
+//! error ([`ParseError::TooDeep`]) rather than a stack overflow.
 
 use super::line::ParseError;
 
@@ -120,8 +125,12 @@ pub fn split_top(s: &str) -> impl Iterator<Item = &str> {
     })
 }
 
-/// Checks parentheses balance, that no action is empty and that there is no blank outside
-/// parentheses.
+/// Deepest parenthesis nesting accepted in actions: OVS prints at most 100 nested actions
+/// (its parser's `MAX_OFPACT_PARSE_DEPTH`), each adding one or two levels (`ct(exec(...))`).
+pub const MAX_DEPTH: usize = 256;
+
+/// Checks parentheses balance and depth (at most [`MAX_DEPTH`]), that no action is empty and
+/// that there is no blank outside parentheses.
 pub fn validate_actions(s: &str) -> Result<(), ParseError> {
     let b = s.as_bytes();
     if super::find::find2(b' ', b'\t', b).is_some() {
@@ -133,7 +142,12 @@ pub fn validate_actions(s: &str) -> Result<(), ParseError> {
     let mut i = 0;
     while let Some(p) = next_special(b, i, depth) {
         match b[p] {
-            b'(' => depth += 1,
+            b'(' => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Err(ParseError::TooDeep(MAX_DEPTH));
+                }
+            }
             b')' => {
                 if depth == 0 {
                     return Err(ParseError::Unbalanced);
@@ -166,7 +180,12 @@ fn validate_actions_bytewise(s: &str) -> Result<(), ParseError> {
     let mut token_len = 0usize;
     for b in s.bytes() {
         match b {
-            b'(' => depth += 1,
+            b'(' => {
+                depth += 1;
+                if depth > MAX_DEPTH as i64 {
+                    return Err(ParseError::TooDeep(MAX_DEPTH));
+                }
+            }
             b')' => {
                 depth -= 1;
                 if depth < 0 {
@@ -378,6 +397,34 @@ mod tests {
         assert_eq!(validate_actions("a,,b"), Err(ParseError::EmptyAction));
         assert_eq!(validate_actions("a,"), Err(ParseError::EmptyAction));
         assert!(validate_actions("a b").is_err());
+    }
+
+    #[test]
+    fn nesting_deeper_than_the_cap_is_an_error_not_a_recursion() {
+        let nested = |word: &str, n: usize, blank: bool| {
+            let inner = if blank { "note(a b)" } else { "output:1" };
+            format!("{}{inner}{}", format!("{word}(").repeat(n), ")".repeat(n))
+        };
+        for word in ["clone", "write_actions"] {
+            for blank in [false, true] {
+                let ok = nested(word, MAX_DEPTH - 1, blank);
+                assert_eq!(validate_actions(&ok), Ok(()), "{word} {blank}");
+                for n in [MAX_DEPTH + 1, 5_000, 100_000] {
+                    let deep = nested(word, n, blank);
+                    assert_eq!(
+                        validate_actions(&deep),
+                        Err(ParseError::TooDeep(MAX_DEPTH)),
+                        "{word} {n} {blank}"
+                    );
+                }
+            }
+        }
+        // At the cap, the port walk recurses all the way down.
+        let mut v = Vec::new();
+        let at_cap = nested("clone", MAX_DEPTH, false);
+        assert_eq!(validate_actions(&at_cap), Ok(()));
+        for_each_port_ref(ActionIter::new(&at_cap), &mut |p| v.push(p));
+        assert_eq!(v, vec![PortRef::Number(1)]);
     }
 
     #[test]

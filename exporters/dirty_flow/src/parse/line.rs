@@ -31,6 +31,8 @@ pub enum ParseError {
     EmptyActions,
     #[error("unbalanced parentheses in the actions")]
     Unbalanced,
+    #[error("actions nested more than {0} parentheses deep")]
+    TooDeep(usize),
     #[error("empty action between commas")]
     EmptyAction,
     #[error("unknown info field {0:?}")]
