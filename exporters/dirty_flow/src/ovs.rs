@@ -314,6 +314,8 @@ impl Ovs {
     /// statistics request, so this dumps the flows that match at least `match_text` (the flow
     /// itself and any more specific one) and picks, as the lines stream, the one whose text
     /// hashes to `hash`, else the one with that priority and match (its actions changed).
+    /// Without `filter` only the table is asked for: for a match that `ovs-ofctl` prints but
+    /// does not take back as a filter, the table's own lines are the exact source.
     pub async fn flow_text(
         &self,
         bridge: &str,
@@ -321,10 +323,11 @@ impl Ovs {
         priority: u16,
         match_text: &str,
         hash: u64,
+        filter: bool,
     ) -> Result<Option<String>, Error> {
         let program = program_name(&self.ofctl);
         let mut spec = format!("table={table}");
-        if !match_text.is_empty() {
+        if filter && !match_text.is_empty() {
             spec.push(',');
             spec.push_str(match_text);
         }

@@ -28,6 +28,7 @@ use crate::checks::{
 use crate::config::Config;
 use crate::inventory::Inventory;
 use crate::ovs::{valid_bridge_name, Ovs};
+use crate::parse::line::DEFAULT_PRIORITY;
 
 type Labels = Vec<(String, String)>;
 type GaugeFamily = Family<Labels, Gauge>;
@@ -113,8 +114,10 @@ impl FlowsCollector {
 
     /// Puts the whole flow text in the evidence that has only the match (see
     /// [`Evidence::fetch`]): from the texts fetched last scrape, else with
-    /// [`crate::ovs::Ovs::flow_text`]. A flow gone meanwhile (or a failed fetch) keeps the
-    /// match it overlapped on.
+    /// [`crate::ovs::Ovs::flow_text`], first with the match as the filter, then (a match
+    /// `ovs-ofctl` does not take back as a filter) from the whole table's lines. A flow gone
+    /// meanwhile (or a failed fetch) keeps the match it overlapped on, with its priority as
+    /// OVS prints it (none when it is 32768).
     async fn fetch_evidence(&self, bridge: &str, report: &mut BridgeReport) {
         let known = match self.fetched.lock() {
             Ok(mut f) => f.remove(bridge).unwrap_or_default(),
@@ -137,11 +140,19 @@ impl FlowsCollector {
                 if let Some(t) = cached {
                     return (hash, Some(t));
                 }
-                match self
-                    .ovs
-                    .flow_text(bridge, &table, e.priority, &m, hash)
-                    .await
-                {
+                let ovs = &self.ovs;
+                let filtered = ovs
+                    .flow_text(bridge, &table, e.priority, &m, hash, true)
+                    .await;
+                let res = match filtered {
+                    Err(err) if !m.is_empty() => {
+                        tracing::debug!(bridge, error = %err, "the match is no dump-flows filter: fetching the table");
+                        ovs.flow_text(bridge, &table, e.priority, &m, hash, false)
+                            .await
+                    }
+                    other => other,
+                };
+                match res {
                     Ok(t) => (hash, t),
                     Err(err) => {
                         tracing::debug!(bridge, error = %err, "cannot fetch an evidence flow");
@@ -153,9 +164,23 @@ impl FlowsCollector {
         .await;
         let mut keep = HashMap::new();
         for (e, (hash, text)) in wanted.into_iter().zip(texts) {
-            if let Some(t) = text {
-                e.flow = evidence_text(&t);
-                keep.insert(hash, t);
+            match text {
+                Some(t) => {
+                    e.flow = evidence_text(&t);
+                    keep.insert(hash, t);
+                }
+                None if e.priority == DEFAULT_PRIORITY => {
+                    // As OVS prints the flow: no `priority=` when it is the default.
+                    let shown = format!("priority={DEFAULT_PRIORITY}");
+                    let m = e
+                        .flow
+                        .strip_prefix(&shown)
+                        .map(|m| m.trim_start_matches(','));
+                    if let Some(m) = m.filter(|m| !m.is_empty()) {
+                        e.flow = m.to_string();
+                    }
+                }
+                None => {}
             }
             e.fetch = None;
         }
