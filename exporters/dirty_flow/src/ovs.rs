@@ -87,6 +87,9 @@ pub struct Limits {
     pub vsctl_bytes: u64,
     /// Bytes of one `ovs-ofctl dump-flows` (streamed; 100k flows print about 15 MB).
     pub dump_bytes: u64,
+    /// Bytes of one `ovs-ofctl dump-groups` or `dump-meters` (held whole; 10k groups print
+    /// about 1.5 MB).
+    pub listing_bytes: u64,
     /// Bridges dumped at once (each dump is an `ovs-ofctl` process and a parser thread).
     pub parallel_dumps: usize,
 }
@@ -96,6 +99,7 @@ impl Default for Limits {
         Self {
             vsctl_bytes: 16 << 20,
             dump_bytes: 256 << 20,
+            listing_bytes: 64 << 20,
             parallel_dumps: 8,
         }
     }
@@ -296,6 +300,41 @@ impl Ovs {
             });
         }
         Ok(out)
+    }
+
+    /// `ovs-ofctl --no-names -O <versions> <what> <bridge>` to its end (`dump-groups`,
+    /// `dump-meters`), under the timeout and [`Limits::listing_bytes`].
+    async fn listing(&self, what: &str, bridge: &str) -> Result<String, Error> {
+        let program = program_name(&self.ofctl);
+        let mut cmd = Command::new(&self.ofctl);
+        cmd.arg("--no-names");
+        if let Some(v) = &self.openflow_version {
+            cmd.arg("-O").arg(v);
+        }
+        cmd.arg(what).arg(self.target(bridge));
+        let out = self.output(cmd, program, self.limits.listing_bytes).await?;
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+
+    /// The bridge's groups (`ovs-ofctl dump-groups`).
+    pub async fn dump_groups(&self, bridge: &str) -> Result<crate::checks::groups::Groups, String> {
+        let out = self
+            .listing("dump-groups", bridge)
+            .await
+            .map_err(|e| e.to_string())?;
+        crate::checks::groups::parse_groups(&out)
+    }
+
+    /// The bridge's meter ids (`ovs-ofctl dump-meters`; OpenFlow 1.3 and later).
+    pub async fn dump_meters(
+        &self,
+        bridge: &str,
+    ) -> Result<std::collections::HashSet<u32>, String> {
+        let out = self
+            .listing("dump-meters", bridge)
+            .await
+            .map_err(|e| e.to_string())?;
+        crate::checks::groups::parse_meters(&out)
     }
 
     /// Reads bridges, ports and interfaces from the database.
@@ -743,6 +782,7 @@ mod tests {
         let limits = Limits {
             vsctl_bytes: 100_000,
             dump_bytes: 1_000_000,
+            listing_bytes: 50_000,
             parallel_dumps: 1,
         };
         // One flow printed forever, and a database listing that never ends.
@@ -763,6 +803,8 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        let groups = ovs.dump_groups("br-int").await.unwrap_err();
+        assert!(groups.contains("more than 50000 bytes"), "{groups}");
         // At the limits exactly, both are read.
         let exact = fake(
             dir.path(),
@@ -771,6 +813,7 @@ mod tests {
             Limits {
                 vsctl_bytes: 31,
                 dump_bytes: 27 + 99,
+                listing_bytes: 1,
                 parallel_dumps: 1,
             },
         );

@@ -12,7 +12,7 @@
 //! 1 (the lines lost were not checked) and the collector fails; at most
 //! [`crate::ovs::Limits::parallel_dumps`] bridges are dumped at once.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,6 +22,7 @@ use common::prometheus_client::registry::Registry;
 use common::{CollectError, Collector};
 use futures::future::BoxFuture;
 
+use crate::checks::groups::{self, FlowRefs, Groups, Judged};
 use crate::checks::{
     evidence_text, BridgeReport, BridgeScan, Evidence, OverlapCache, Ports, PortsSender,
 };
@@ -54,8 +55,29 @@ pub struct FlowsCollector {
     dump_permits: tokio::sync::Semaphore,
 }
 
-/// A bridge's dump, streamed through the line checks, and how long it took.
-type Dumped<'c> = (Result<BridgeScan<'c>, String>, Duration);
+/// A bridge's dump, streamed through the line checks, how long it took, and its groups and
+/// meters dumped alongside.
+type Dumped<'c> = (Result<BridgeScan<'c>, String>, Duration, Listings);
+
+/// A bridge's `dump-groups` and `dump-meters`.
+#[derive(Debug)]
+struct Listings {
+    groups: Result<Groups, String>,
+    meters: Result<HashSet<u32>, String>,
+}
+
+impl Listings {
+    fn none(why: &str) -> Self {
+        Self {
+            groups: Err(why.to_string()),
+            meters: Err(why.to_string()),
+        }
+    }
+}
+
+/// Candidates (flows naming a group or meter missing from its dump) confirmed per bridge and
+/// scrape; more leave their check incomplete.
+const MAX_CONFIRMATIONS: usize = 16;
 
 impl FlowsCollector {
     pub fn new(ovs: Ovs, config: Arc<Config>, bridges: Vec<String>, evidence_limit: usize) -> Self {
@@ -97,17 +119,22 @@ impl FlowsCollector {
         let dump = async move {
             let start = Instant::now();
             if !valid_bridge_name(bridge) {
-                return (
-                    Err(format!("invalid bridge name {bridge:?}")),
-                    Duration::ZERO,
-                );
+                let e = format!("invalid bridge name {bridge:?}");
+                return (Err(e.clone()), Duration::ZERO, Listings::none(&e));
             }
             // The semaphore is never closed; without a permit the dump would not be bounded.
             let Ok(_permit) = self.dump_permits.acquire().await else {
-                return (Err("no dump permit".into()), start.elapsed());
+                let e = "no dump permit";
+                return (Err(e.into()), start.elapsed(), Listings::none(e));
             };
-            let res = self.ovs.dump_flows(bridge, scan).await;
-            (res.map_err(|e| e.to_string()), start.elapsed())
+            // Groups and meters alongside the flows, each under the same timeout.
+            let (res, groups, meters) = tokio::join!(
+                self.ovs.dump_flows(bridge, scan),
+                self.ovs.dump_groups(bridge),
+                self.ovs.dump_meters(bridge)
+            );
+            let listings = Listings { groups, meters };
+            (res.map_err(|e| e.to_string()), start.elapsed(), listings)
         };
         (ports, dump)
     }
@@ -188,6 +215,80 @@ impl FlowsCollector {
             Ok(mut f) => f.insert(bridge.to_string(), keep),
             Err(poisoned) => poisoned.into_inner().insert(bridge.to_string(), keep),
         };
+    }
+
+    /// Judges `missing_group`, `group_bucket_missing_port` and `missing_meter` (see
+    /// [`crate::checks::groups`]): flows naming a group or meter missing from its dump are
+    /// counted only when confirmed after the dumps (the group or meter still absent from a
+    /// second dump, the flow still there); otherwise the check is incomplete.
+    async fn judge_groups(
+        &self,
+        bridge: &str,
+        refs: &FlowRefs,
+        listings: &Listings,
+        ports: Option<&Ports>,
+    ) -> Judged {
+        let limit = self.evidence_limit;
+        let mut j = groups::judge(
+            refs,
+            listings.groups.as_ref().map_err(String::as_str),
+            listings.meters.as_ref().map_err(String::as_str),
+            ports,
+            limit,
+        );
+        if j.candidates.is_empty() {
+            return j;
+        }
+        let wants = |check| j.candidates.iter().any(|c| c.check == check);
+        let (groups_now, meters_now) = tokio::join!(
+            async {
+                match wants(groups::MISSING_GROUP) {
+                    true => self.ovs.dump_groups(bridge).await.ok(),
+                    false => None,
+                }
+            },
+            async {
+                match wants(groups::MISSING_METER) {
+                    true => self.ovs.dump_meters(bridge).await.ok(),
+                    false => None,
+                }
+            }
+        );
+        let candidates = std::mem::take(&mut j.candidates);
+        for (i, c) in candidates.iter().enumerate() {
+            let still_missing = match c.check {
+                groups::MISSING_GROUP => groups_now.as_ref().map(|g| !g.ids.contains(&c.id)),
+                _ => meters_now.as_ref().map(|m| !m.contains(&c.id)),
+            };
+            let confirmed = i < MAX_CONFIRMATIONS
+                && still_missing == Some(true)
+                && self.flow_exists(bridge, c).await;
+            if confirmed {
+                groups::confirm(&mut j, c, limit);
+            } else {
+                tracing::warn!(bridge, check = c.check, id = c.id, "a flow named a group or meter missing from its dump, unconfirmed (changed between the dumps)");
+                groups::unconfirmed(&mut j, c);
+            }
+        }
+        j
+    }
+
+    /// Whether the candidate's flow is still on the bridge (by its text hash; from its table's
+    /// lines when the match is no filter).
+    async fn flow_exists(&self, bridge: &str, c: &groups::Candidate) -> bool {
+        let f = &c.flow;
+        let hash = c.hash();
+        for filter in [true, false] {
+            match self
+                .ovs
+                .flow_text(bridge, &f.table, f.priority, &f.match_text, hash, filter)
+                .await
+            {
+                Ok(found) => return found.is_some_and(|t| crate::checks::match_hash(&t) == hash),
+                Err(e) => tracing::debug!(bridge, error = %e, "confirming a flow"),
+            }
+        }
+        false
     }
 
     /// Bridges known before the database answers: the flag's, else the last scrape's.
@@ -327,12 +428,15 @@ impl FlowsCollector {
         .await;
         dumps.extend(late.into_iter().cloned().zip(late_dumps));
         let mut kept = HashMap::new();
+        let mut listings = Vec::with_capacity(bridges.len());
         let scans: Vec<(Result<BridgeReport, String>, f64)> = bridges
             .iter()
             .map(|b| {
-                let (scan, dumped) = dumps
-                    .remove(b)
-                    .unwrap_or_else(|| (Err("not dumped".into()), Duration::ZERO));
+                let (scan, dumped, listed) = dumps.remove(b).unwrap_or_else(|| {
+                    let e = "not dumped";
+                    (Err(e.into()), Duration::ZERO, Listings::none(e))
+                });
+                listings.push(listed);
                 let start = Instant::now();
                 let report = scan.map(|scan| {
                     let peak = scan.peak_store_bytes();
@@ -358,10 +462,20 @@ impl FlowsCollector {
             Err(poisoned) => *poisoned.into_inner() = kept,
         }
         let mut scans = scans;
-        for (b, (report, _)) in bridges.iter().zip(scans.iter_mut()) {
+        let mut unknown: Vec<Vec<(&'static str, String)>> = Vec::with_capacity(bridges.len());
+        for ((b, (report, _)), listed) in bridges.iter().zip(scans.iter_mut()).zip(&listings) {
+            let mut u = Vec::new();
             if let Ok(r) = report {
                 self.fetch_evidence(b, r).await;
+                let ports = inventory
+                    .as_ref()
+                    .and_then(|inv| inv.get(b))
+                    .map(|i| Ports::new(i));
+                let judged = self.judge_groups(b, &r.refs, listed, ports.as_ref()).await;
+                r.checks.extend(judged.checks);
+                u = judged.unknown;
             }
+            unknown.push(u);
         }
         // The texts fetched for bridges gone are dropped.
         match self.fetched.lock() {
@@ -376,7 +490,7 @@ impl FlowsCollector {
         let dirty = GaugeFamily::default();
         let incomplete = GaugeFamily::default();
         let evidence = GaugeFamily::default();
-        for (bridge, (res, secs)) in bridges.iter().zip(scans) {
+        for ((bridge, (res, secs)), unknown) in bridges.iter().zip(scans).zip(unknown) {
             let bl = vec![("bridge".to_string(), bridge.clone())];
             duration.get_or_create(&bl).set(secs);
             let report = match res {
@@ -423,6 +537,16 @@ impl FlowsCollector {
                     .get_or_create(&vec![
                         ("bridge".to_string(), bridge.clone()),
                         ("check".to_string(), "missing_port".to_string()),
+                    ])
+                    .set(1);
+            }
+            for (check, why) in unknown {
+                tracing::warn!(bridge = %bridge, check, error = %why, "check undecided");
+                problems.push(format!("bridge {bridge}: {check} undecided: {why}"));
+                incomplete
+                    .get_or_create(&vec![
+                        ("bridge".to_string(), bridge.clone()),
+                        ("check".to_string(), check.to_string()),
                     ])
                     .set(1);
             }
