@@ -498,6 +498,47 @@ type=drop rate=100
     }
 
     #[test]
+    fn mutated_group_and_meter_output_never_panics() {
+        // Seeded (xorshift), bounded: a failure reproduces.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move |n: usize| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % n.max(1) as u64) as usize
+        };
+        let alphabet = b" ,=():_-0x9gbucket_idwatch_port:actions=group:meter=\n\t";
+        let (mut ok, mut bad) = (0, 0);
+        for i in 0..10_000 {
+            let seed = if i % 2 == 0 { GROUPS } else { METERS };
+            let mut b = seed.as_bytes().to_vec();
+            for _ in 0..1 + next(5) {
+                let at = next(b.len() + 1);
+                match next(4) {
+                    0 if at < b.len() => b[at] = alphabet[next(alphabet.len())],
+                    1 if at < b.len() => {
+                        b.remove(at);
+                    }
+                    2 => b.splice(at..at, b"clone(".repeat(next(400))).for_each(drop),
+                    _ => b.insert(at, alphabet[next(alphabet.len())]),
+                }
+            }
+            let text = String::from_utf8_lossy(&b);
+            let parsed = if i % 2 == 0 {
+                parse_groups(&text).is_ok()
+            } else {
+                parse_meters(&text).is_ok()
+            };
+            if parsed {
+                ok += 1;
+            } else {
+                bad += 1;
+            }
+        }
+        assert!(ok > 500 && bad > 500, "ok {ok}, bad {bad}");
+    }
+
+    #[test]
     fn judged_from_the_dumps() {
         let r = refs(&[
             " table=0, priority=1 actions=group:9",
