@@ -24,17 +24,16 @@ use crate::parse::Flow;
 /// Distinct group (or meter) ids whose flows are kept track of; more make the check incomplete.
 pub const MAX_IDS: usize = 100_000;
 
-/// The first flow naming an id, and how many do.
+/// The first flow naming an id, and how many do. Its text is not kept (ids are many, missing
+/// ones rare): a confirming dump of its table finds it again by `hash`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FirstFlow {
     pub flows: u64,
     pub table: String,
     pub priority: u16,
     pub cookie: u64,
-    /// The match without priority (for a confirming dump).
-    pub match_text: String,
-    /// The flow without counters.
-    pub text: String,
+    /// [`match_hash`] of the flow without counters.
+    pub hash: u64,
 }
 
 /// What the flows of a dump name: groups and meters.
@@ -109,8 +108,7 @@ impl FlowRefs {
                         table: flow.table.to_string(),
                         priority: flow.priority,
                         cookie: flow.cookie,
-                        match_text: flow.match_text.to_string(),
-                        text: flow.text.to_string(),
+                        hash: match_hash(flow.text),
                     },
                 );
             } else {
@@ -270,20 +268,15 @@ pub struct Candidate {
 }
 
 impl Candidate {
-    /// The evidence for it once confirmed.
-    pub fn evidence(&self) -> Evidence {
+    /// The evidence for it once confirmed, with the flow's text as found again.
+    pub fn evidence(&self, text: &str) -> Evidence {
         Evidence {
             table: self.flow.table.clone(),
             priority: self.flow.priority,
             cookie: self.flow.cookie,
-            flow: evidence_text(&self.flow.text),
+            flow: evidence_text(text),
             fetch: None,
         }
-    }
-
-    /// The hash of the flow text, as [`crate::ovs::Ovs::flow_text`] looks for it.
-    pub fn hash(&self) -> u64 {
-        match_hash(&self.flow.text)
     }
 }
 
@@ -396,12 +389,12 @@ pub fn judge(
     j
 }
 
-/// Counts a confirmed candidate in its check.
-pub fn confirm(j: &mut Judged, c: &Candidate, limit: usize) {
+/// Counts a confirmed candidate (its flow found again as `text`) in its check.
+pub fn confirm(j: &mut Judged, c: &Candidate, text: &str, limit: usize) {
     if let Some(o) = j.checks.iter_mut().find(|o| o.name == c.check) {
         o.dirty += c.flow.flows;
         if o.evidence.len() < limit {
-            o.evidence.push(c.evidence());
+            o.evidence.push(c.evidence(text));
         }
     }
 }
@@ -492,9 +485,12 @@ type=drop rate=100
         ]);
         assert_eq!(r.groups.keys().copied().collect::<Vec<_>>(), vec![7, 9]);
         assert_eq!(r.groups[&7].flows, 2);
-        assert_eq!(r.groups[&7].text, "priority=1 actions=group:7");
+        assert_eq!(r.groups[&7].hash, match_hash("priority=1 actions=group:7"));
         assert_eq!(r.meters.keys().copied().collect::<Vec<_>>(), vec![3]);
-        assert_eq!(r.meters[&3].match_text, "ip");
+        assert_eq!(
+            (r.meters[&3].table.as_str(), r.meters[&3].priority),
+            ("0", 2)
+        );
     }
 
     #[test]
@@ -570,7 +566,12 @@ type=drop rate=100
         let c: Vec<_> = j.candidates.iter().map(|c| (c.check, c.id)).collect();
         assert_eq!(c, vec![(MISSING_GROUP, 8), (MISSING_METER, 4)]);
         let mut confirmed = j.clone();
-        confirm(&mut confirmed, &j.candidates[0], 5);
+        confirm(
+            &mut confirmed,
+            &j.candidates[0],
+            "priority=2 actions=group:8",
+            5,
+        );
         unconfirmed(&mut confirmed, &j.candidates[1]);
         let get = |n: &str| {
             confirmed

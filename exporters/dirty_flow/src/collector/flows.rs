@@ -260,35 +260,36 @@ impl FlowsCollector {
                 groups::MISSING_GROUP => groups_now.as_ref().map(|g| !g.ids.contains(&c.id)),
                 _ => meters_now.as_ref().map(|m| !m.contains(&c.id)),
             };
-            let confirmed = i < MAX_CONFIRMATIONS
-                && still_missing == Some(true)
-                && self.flow_exists(bridge, c).await;
-            if confirmed {
-                groups::confirm(&mut j, c, limit);
-            } else {
-                tracing::warn!(bridge, check = c.check, id = c.id, "a flow named a group or meter missing from its dump, unconfirmed (changed between the dumps)");
-                groups::unconfirmed(&mut j, c);
+            let found = match i < MAX_CONFIRMATIONS && still_missing == Some(true) {
+                true => self.flow_again(bridge, c).await,
+                false => None,
+            };
+            match found {
+                Some(text) => groups::confirm(&mut j, c, &text, limit),
+                None => {
+                    tracing::warn!(bridge, check = c.check, id = c.id, "a flow named a group or meter missing from its dump, unconfirmed (changed between the dumps)");
+                    groups::unconfirmed(&mut j, c);
+                }
             }
         }
         j
     }
 
-    /// Whether the candidate's flow is still on the bridge (by its text hash; from its table's
-    /// lines when the match is no filter).
-    async fn flow_exists(&self, bridge: &str, c: &groups::Candidate) -> bool {
+    /// The candidate's flow if it is still on the bridge: found by its text hash in a dump of
+    /// its table.
+    async fn flow_again(&self, bridge: &str, c: &groups::Candidate) -> Option<String> {
         let f = &c.flow;
-        let hash = c.hash();
-        for filter in [true, false] {
-            match self
-                .ovs
-                .flow_text(bridge, &f.table, f.priority, &f.match_text, hash, filter)
-                .await
-            {
-                Ok(found) => return found.is_some_and(|t| crate::checks::match_hash(&t) == hash),
-                Err(e) => tracing::debug!(bridge, error = %e, "confirming a flow"),
+        match self
+            .ovs
+            .flow_text(bridge, &f.table, f.priority, "", f.hash, false)
+            .await
+        {
+            Ok(found) => found.filter(|t| crate::checks::match_hash(t) == f.hash),
+            Err(e) => {
+                tracing::debug!(bridge, error = %e, "confirming a flow");
+                None
             }
         }
-        false
     }
 
     /// Bridges known before the database answers: the flag's, else the last scrape's.
