@@ -90,7 +90,8 @@ pub struct Limits {
     /// Bytes of one `ovs-ofctl dump-groups` or `dump-meters` (held whole; 10k groups print
     /// about 1.5 MB).
     pub listing_bytes: u64,
-    /// Bridges dumped at once (each dump is an `ovs-ofctl` process and a parser thread).
+    /// Bridges dumped at once (each: `ovs-ofctl dump-flows`, `dump-groups` and `dump-meters`,
+    /// and a parser thread).
     pub parallel_dumps: usize,
 }
 
