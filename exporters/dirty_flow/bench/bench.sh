@@ -3,7 +3,7 @@
 # measured in the same run:
 #   - scrape latency and peak RSS  vs  bare `ovs-ofctl --no-names dump-flows` to /dev/null
 #     (target: within 1.2x), and peak RSS of the exporter under 64 MiB;
-#   - scrape latency with GROUPS groups (10k; flows to them among the 100k)  vs  bare
+#   - scrape latency with GROUP_COUNT groups (10k, and a flow to each)  vs  bare
 #     `dump-flows` and `dump-groups` run concurrently, as the exporter runs them (target: 1.2x);
 #   - parser lines/s               vs  OVS's own Python parser ovs.flow.ofp on `--no-stats`
 #     output (3.1's parser fails on stats output) (target: at least 100x).
@@ -17,7 +17,7 @@ REPO=$(cd "$HERE/../../.." && pwd)
 FLOWS=${FLOWS:-100000}
 RUNS=${RUNS:-5}
 PY_LINES=${PY_LINES:-20000}
-GROUPS=${GROUPS:-10000}
+GROUP_COUNT=${GROUP_COUNT:-10000}
 PARSER_ROUNDS=${PARSER_ROUNDS:-7}
 TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
 # DIRTY_FLOW_BIN: an exporter binary to measure instead of the one built here (say, a previous
@@ -62,9 +62,9 @@ cookie=0x2,table=20,priority=1,actions=output:77
 EOF
 ovs-ofctl add-flows "$T" "$D/flows.txt"
 # Select groups over the three ports (as OVN's load balancers), each with a flow in table 30.
-awk -v n="$GROUPS" 'BEGIN { for (g = 1; g <= n; g++) printf "group_id=%d,type=select,bucket=output:%d,bucket=output:%d\n", g, g % 3 + 1, (g + 1) % 3 + 1 }' >"$D/groups.txt"
+awk -v n="$GROUP_COUNT" 'BEGIN { for (g = 1; g <= n; g++) printf "group_id=%d,type=select,bucket=output:%d,bucket=output:%d\n", g, g % 3 + 1, (g + 1) % 3 + 1 }' >"$D/groups.txt"
 ovs-ofctl -O OpenFlow13 add-groups "$T" "$D/groups.txt"
-awk -v n="$GROUPS" 'BEGIN { for (g = 1; g <= n; g++) printf "cookie=0x1,table=30,priority=5,ip,nw_dst=172.16.%d.%d,actions=group:%d\n", int(g / 256), g % 256, g }' >"$D/group-flows.txt"
+awk -v n="$GROUP_COUNT" 'BEGIN { for (g = 1; g <= n; g++) printf "cookie=0x1,table=30,priority=5,ip,nw_dst=172.16.%d.%d,actions=group:%d\n", int(g / 256), g % 256, g }' >"$D/group-flows.txt"
 ovs-ofctl -O OpenFlow13 add-flows "$T" "$D/group-flows.txt"
 
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
@@ -167,7 +167,7 @@ echo "dirty flows found: $CHECKS(expected: missing_port=1 overlap=2 stale_cookie
 printf '%-44s %16s %22s %10s %s\n' "measure" "exporter" "peer" "ratio" "target"
 printf '%-44s %16s %22s %10s %s\n' "scrape latency vs ovs-ofctl dump-flows" "${EXP_S} s" "${OFCTL_S} s (ofctl)" "$(ratio "$EXP_S" "$OFCTL_S")x" "<= 1.2x"
 printf '%-44s %16s %22s %10s %s\n' "  vs ovs-ofctl -O (the exporter's versions)" "${EXP_S} s" "${OFCTLV_S} s (ofctl)" "$(ratio "$EXP_S" "$OFCTLV_S")x" "-"
-printf '%-44s %16s %22s %10s %s\n' "  vs dump-flows + dump-groups (${GROUPS} groups)" "${EXP_S} s" "${OFCTLG_S} s (ofctl)" "$(ratio "$EXP_S" "$OFCTLG_S")x" "<= 1.2x"
+printf '%-44s %16s %22s %10s %s\n' "  vs dump-flows + dump-groups (${GROUP_COUNT} groups)" "${EXP_S} s" "${OFCTLG_S} s (ofctl)" "$(ratio "$EXP_S" "$OFCTLG_S")x" "<= 1.2x"
 printf '%-44s %16s %22s %10s %s\n' "  first scrape after start (no caches)" "${COLD_S} s" "${OFCTL2_S} s (ofctl)" "$(ratio "$COLD_S" "$OFCTL2_S")x" "-"
 printf '%-44s %16s %22s %10s %s\n' "peak RSS vs ovs-ofctl dump-flows" "$(mib "$EXP_KB")" "$(mib "$OFCTL_KB") (ofctl)" "$(ratio "$EXP_KB" "$OFCTL_KB")x" "<= 1.2x"
 printf '%-44s %16s %22s %10s %s\n' "peak RSS of the exporter at ${FLOWS} flows" "$(mib "$EXP_KB")" "64 MiB (limit)" "$(ratio "$EXP_KB" 65536)x" "< 1x"
