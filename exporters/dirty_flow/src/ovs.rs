@@ -314,7 +314,9 @@ impl Ovs {
         }
         cmd.arg(what).arg(self.target(bridge));
         let out = self.output(cmd, program, self.limits.listing_bytes).await?;
-        Ok(String::from_utf8_lossy(&out).into_owned())
+        // Valid UTF-8 (always, from ovs-ofctl) is not copied.
+        Ok(String::from_utf8(out)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
     }
 
     /// The bridge's groups (`ovs-ofctl dump-groups`).
@@ -323,7 +325,7 @@ impl Ovs {
             .listing("dump-groups", bridge)
             .await
             .map_err(|e| e.to_string())?;
-        crate::checks::groups::parse_groups(&out)
+        crate::checks::groups::parse_groups(out)
     }
 
     /// The bridge's meter ids (`ovs-ofctl dump-meters`; OpenFlow 1.3 and later).

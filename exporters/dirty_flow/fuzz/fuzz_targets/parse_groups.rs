@@ -8,7 +8,7 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
-    let groups = parse_groups(&text);
+    let groups = parse_groups(text.to_string());
     let meters = parse_meters(&text);
     let _ = judge(
         &FlowRefs::default(),

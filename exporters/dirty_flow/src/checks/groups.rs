@@ -122,8 +122,8 @@ impl FlowRefs {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Group {
     pub id: u32,
-    /// The whole line (for evidence).
-    pub text: String,
+    /// Where the whole line is in [`Groups::raw`] (for evidence).
+    pub span: (usize, usize),
     /// Ports the buckets send to or watch (`output:N`, `watch_port:N`, ...).
     pub ports: Vec<PortRef>,
     /// Groups the buckets chain to (`group:N`, `watch_group:N`).
@@ -135,6 +135,15 @@ pub struct Group {
 pub struct Groups {
     pub ids: HashSet<u32>,
     pub list: Vec<Group>,
+    /// The output the groups were parsed from (their text, held once).
+    pub raw: String,
+}
+
+impl Groups {
+    /// The line of a group, as `dump-groups` printed it.
+    pub fn text(&self, g: &Group) -> &str {
+        self.raw.get(g.span.0..g.span.1).unwrap_or("")
+    }
 }
 
 /// Whether `line` is the reply header of `kind` (`GROUP_DESC`, `METER_CONFIG`).
@@ -150,10 +159,11 @@ fn shown(line: &str) -> String {
     line.chars().take(120).collect()
 }
 
-/// Parses `ovs-ofctl dump-groups` output. Anything but reply headers and group lines is an
-/// error, and so is output without a reply header.
-pub fn parse_groups(out: &str) -> Result<Groups, String> {
-    let mut groups = Groups::default();
+/// Parses `ovs-ofctl dump-groups` output (kept as the groups' text). Anything but reply
+/// headers and group lines is an error, and so is output without a reply header.
+pub fn parse_groups(out: String) -> Result<Groups, String> {
+    let mut list = Vec::new();
+    let mut ids = HashSet::new();
     let mut replies = 0;
     for line in out.lines() {
         if line.trim().is_empty() {
@@ -172,14 +182,22 @@ pub fn parse_groups(out: &str) -> Result<Groups, String> {
         if replies == 0 {
             return Err("dump-groups printed a group before any reply header".into());
         }
-        let g = parse_group(rest).ok_or_else(|| format!("malformed group {:?}", shown(line)))?;
-        groups.ids.insert(g.id);
-        groups.list.push(g);
+        let mut g =
+            parse_group(rest).ok_or_else(|| format!("malformed group {:?}", shown(line)))?;
+        // `rest` is a subslice of `out`.
+        let start = rest.as_ptr() as usize - out.as_ptr() as usize;
+        g.span = (start, start + rest.trim_end().len());
+        ids.insert(g.id);
+        list.push(g);
     }
     if replies == 0 {
         return Err("dump-groups printed no reply header".into());
     }
-    Ok(groups)
+    Ok(Groups {
+        ids,
+        list,
+        raw: out,
+    })
 }
 
 /// One group line: `group_id=N,type=T,bucket=bucket_id:0,watch_port:2,actions=output:2,...`.
@@ -190,7 +208,7 @@ fn parse_group(line: &str) -> Option<Group> {
     let gid = id(tokens.next()?.strip_prefix("group_id=")?)?;
     let mut g = Group {
         id: gid,
-        text: line.to_string(),
+        span: (0, 0),
         ports: Vec::new(),
         groups: Vec::new(),
     };
@@ -226,6 +244,12 @@ fn parse_group(line: &str) -> Option<Group> {
             g.groups.extend(id(n));
         }
     }
+    g.ports.sort_unstable_by_key(|p| match p {
+        PortRef::Number(n) => (0, *n),
+        PortRef::Name(_) => (1, 0),
+    });
+    g.ports.dedup();
+    g.ports.shrink_to_fit();
     Some(g)
 }
 
@@ -299,12 +323,12 @@ fn outcome(name: &str) -> CheckOutcome {
     CheckOutcome::new(name)
 }
 
-fn group_evidence(g: &Group) -> Evidence {
+fn group_evidence(groups: &Groups, g: &Group) -> Evidence {
     Evidence {
         table: String::new(),
         priority: 0,
         cookie: 0,
-        flow: evidence_text(&g.text),
+        flow: evidence_text(groups.text(g)),
         fetch: None,
     }
 }
@@ -327,7 +351,7 @@ pub fn judge(
                 if g.groups.iter().any(|n| !groups.ids.contains(n)) {
                     missing.dirty += 1;
                     if missing.evidence.len() < limit {
-                        missing.evidence.push(group_evidence(g));
+                        missing.evidence.push(group_evidence(groups, g));
                     }
                 }
             }
@@ -348,7 +372,7 @@ pub fn judge(
                         if g.ports.iter().any(|p| !ports.has(p)) {
                             bucket.dirty += 1;
                             if bucket.evidence.len() < limit {
-                                bucket.evidence.push(group_evidence(g));
+                                bucket.evidence.push(group_evidence(groups, g));
                             }
                         }
                     }
@@ -437,16 +461,18 @@ type=drop rate=100
 
     #[test]
     fn groups_and_meters_parse_as_ovs_prints_them() {
-        let g = parse_groups(GROUPS).unwrap();
+        let g = parse_groups(GROUPS.to_string()).unwrap();
         assert_eq!(g.ids, HashSet::from([9, 10, 11]));
         use PortRef::Number as N;
-        assert_eq!(g.list[0].ports, vec![N(5), N(5), N(99)]);
-        assert_eq!(g.list[1].ports, vec![N(2), N(2), N(3)]);
+        assert!(g.text(&g.list[2]).starts_with("group_id=11,type=all,"));
+        assert!(g.text(&g.list[2]).ends_with("output:2"));
+        assert_eq!(g.list[0].ports, vec![N(5), N(99)]);
+        assert_eq!(g.list[1].ports, vec![N(2), N(3)]);
         assert_eq!(g.list[1].groups, vec![7]);
         assert_eq!(g.list[2].ports, vec![N(1), N(2)]);
         // OpenFlow 1.0's Nicira reply.
         let nx = GROUPS.replace("OFPST_GROUP_DESC reply (OF1.5)", "NXST_GROUP_DESC reply");
-        assert_eq!(parse_groups(&nx).unwrap().ids.len(), 3);
+        assert_eq!(parse_groups(nx).unwrap().ids.len(), 3);
         assert_eq!(parse_meters(METERS).unwrap(), HashSet::from([3]));
         let empty = "OFPST_METER_CONFIG reply (OF1.3) (xid=0x2):\n";
         assert!(parse_meters(empty).unwrap().is_empty());
@@ -463,7 +489,7 @@ type=drop rate=100
             "OFPST_GROUP_DESC reply (OF1.5) (xid=0x2):\n group_id=1,bucket=actions=clone(output:1\n",
             "OFPST_FLOW reply (OF1.5) (xid=0x2):\n",
         ] {
-            assert!(parse_groups(bad).is_err(), "{bad:?}");
+            assert!(parse_groups(bad.to_string()).is_err(), "{bad:?}");
         }
         for bad in [
             "",
@@ -521,7 +547,7 @@ type=drop rate=100
             }
             let text = String::from_utf8_lossy(&b);
             let parsed = if i % 2 == 0 {
-                parse_groups(&text).is_ok()
+                parse_groups(text.into_owned()).is_ok()
             } else {
                 parse_meters(&text).is_ok()
             };
@@ -542,7 +568,7 @@ type=drop rate=100
             " table=0, priority=3 actions=meter:3,output:1",
             " table=0, priority=4 actions=meter:4,output:1",
         ]);
-        let groups = parse_groups(GROUPS).unwrap();
+        let groups = parse_groups(GROUPS.to_string()).unwrap();
         let meters = parse_meters(METERS).unwrap();
         let ports = Ports::new(&[
             iface("p1", 1),
