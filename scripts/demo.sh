@@ -259,6 +259,8 @@ DIRTY_MATCH="table=10,priority=40,ip,nw_dst=10.0.0.99"
 DIRTY_FLOW="cookie=0x1,$DIRTY_MATCH,actions=output:99"
 if [ "$FAULTS" = 0 ]; then
   ovs-ofctl --strict del-flows "$OVS_MGMT" "$DIRTY_MATCH"
+  # The flow to group 20, whose bucket chains to a deleted group (check missing_group).
+  ovs-ofctl -O OpenFlow13 del-groups "$OVS_MGMT" group_id=20
   if ovs-ofctl --no-stats dump-flows "$OVS_MGMT" | grep -q 'output:99'; then
     echo "demo: the dirty flow is still there after del-flows" >&2
     exit 1
@@ -353,6 +355,7 @@ The demo is running (work dir $WORK). Open:
   libvirt_exporter      http://127.0.0.1:$LIBVIRT_PORT/metrics   5 nova domains; db-1/db-2 share host CPU 9
                                                         (libvirt_domain_pinning_overlap_cpus 1)
   dirty_flow_exporter   http://127.0.0.1:$OVS_PORT/metrics   ovs_dirty_flows{check="missing_port"} 1
+                                                        and {check="missing_group"} 1
   Prometheus            http://127.0.0.1:$PROM_PORT/alerts
   Alertmanager          http://127.0.0.1:$AM_PORT/
 Expect at the webhook below, with the shipped rules and Alertmanager timings (scrape and

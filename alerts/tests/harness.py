@@ -1047,6 +1047,7 @@ PLAIN = {
     "dirty_flow": [
         ("OvsDirtyFlows", "ovs_dirty_flows", lambda v: v > 0, {}),
         ("OvsFlowDumpFailing", "ovs_dump_success", lambda v: v == 0, {}),
+        ("OvsFlowParseErrors", "ovs_flow_parse_errors", lambda v: v > 0, {}),
     ],
 }
 PLAIN_KEY = ("domain", "set", "bridge", "check")

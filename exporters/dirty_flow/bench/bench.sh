@@ -3,6 +3,8 @@
 # measured in the same run:
 #   - scrape latency and peak RSS  vs  bare `ovs-ofctl --no-names dump-flows` to /dev/null
 #     (target: within 1.2x), and peak RSS of the exporter under 64 MiB;
+#   - scrape latency with GROUP_COUNT groups (10k, and a flow to each)  vs  bare
+#     `dump-flows` and `dump-groups` run concurrently, as the exporter runs them (target: 1.2x);
 #   - parser lines/s               vs  OVS's own Python parser ovs.flow.ofp on `--no-stats`
 #     output (3.1's parser fails on stats output) (target: at least 100x).
 # Scrape latency is measured in steady state (every scrape after the first) and for the first
@@ -15,6 +17,7 @@ REPO=$(cd "$HERE/../../.." && pwd)
 FLOWS=${FLOWS:-100000}
 RUNS=${RUNS:-5}
 PY_LINES=${PY_LINES:-20000}
+GROUP_COUNT=${GROUP_COUNT:-10000}
 PARSER_ROUNDS=${PARSER_ROUNDS:-7}
 TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
 # DIRTY_FLOW_BIN: an exporter binary to measure instead of the one built here (say, a previous
@@ -58,6 +61,11 @@ cookie=0x1,table=0,priority=10,in_port=1,dl_dst=fa:16:00:00:00:00,ip,actions=out
 cookie=0x2,table=20,priority=1,actions=output:77
 EOF
 ovs-ofctl add-flows "$T" "$D/flows.txt"
+# Select groups over the three ports (as OVN's load balancers), each with a flow in table 30.
+awk -v n="$GROUP_COUNT" 'BEGIN { for (g = 1; g <= n; g++) printf "group_id=%d,type=select,bucket=output:%d,bucket=output:%d\n", g, g % 3 + 1, (g + 1) % 3 + 1 }' >"$D/groups.txt"
+ovs-ofctl -O OpenFlow13 add-groups "$T" "$D/groups.txt"
+awk -v n="$GROUP_COUNT" 'BEGIN { for (g = 1; g <= n; g++) printf "cookie=0x1,table=30,priority=5,ip,nw_dst=172.16.%d.%d,actions=group:%d\n", int(g / 256), g % 256, g }' >"$D/group-flows.txt"
+ovs-ofctl -O OpenFlow13 add-flows "$T" "$D/group-flows.txt"
 
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
@@ -79,7 +87,7 @@ start_exporter() {
 start_exporter
 curl -sf "http://127.0.0.1:$PORT/metrics" -o "$D/metrics.txt"   # warm-up, and a sanity check
 grep -q "^ovs_dump_success{bridge=\"br-int\"} 1" "$D/metrics.txt" || { echo "exporter scrape failed" >&2; cat "$D/metrics.txt" >&2; exit 1; }
-: >"$D/ofctl.times"; : >"$D/ofctl.rss"; : >"$D/exp.times"; : >"$D/ofctlv.times"
+: >"$D/ofctl.times"; : >"$D/ofctl.rss"; : >"$D/exp.times"; : >"$D/ofctlv.times"; : >"$D/ofctlg.times"
 # The exporter asks for its default OpenFlow versions (--ovs.openflow-version): ovs-ofctl then
 # dumps at the highest one the bridge speaks (1.5 here), not at its own default 1.0. Bare
 # ovs-ofctl is timed both ways; the target is against its default.
@@ -90,10 +98,13 @@ for _ in $(seq "$RUNS"); do
   echo "$secs" >>"$D/ofctl.times"; echo "$kb" >>"$D/ofctl.rss"
   /usr/bin/time -f "%e" -o "$D/t" ovs-ofctl -O "$OFV" --no-names dump-flows "$T" >/dev/null 2>&1
   cat "$D/t" >>"$D/ofctlv.times"
+  /usr/bin/time -f "%e" -o "$D/t" sh -c 'ovs-ofctl -O "$1" --no-names dump-flows "$2" >/dev/null & ovs-ofctl -O "$1" --no-names dump-groups "$2" >/dev/null; wait' sh "$OFV" "$T" 2>/dev/null
+  cat "$D/t" >>"$D/ofctlg.times"
   curl -sf -o /dev/null -w '%{time_total}\n' "http://127.0.0.1:$PORT/metrics" >>"$D/exp.times"
 done
 OFCTL_S=$(median <"$D/ofctl.times")
 OFCTLV_S=$(median <"$D/ofctlv.times")
+OFCTLG_S=$(median <"$D/ofctlg.times")
 OFCTL_KB=$(sort -g "$D/ofctl.rss" | tail -1)
 EXP_S=$(median <"$D/exp.times")
 EXP_KB=$(awk '/^VmHWM:/ {print $2}' "/proc/$EXP_PID/status")
@@ -156,6 +167,7 @@ echo "dirty flows found: $CHECKS(expected: missing_port=1 overlap=2 stale_cookie
 printf '%-44s %16s %22s %10s %s\n' "measure" "exporter" "peer" "ratio" "target"
 printf '%-44s %16s %22s %10s %s\n' "scrape latency vs ovs-ofctl dump-flows" "${EXP_S} s" "${OFCTL_S} s (ofctl)" "$(ratio "$EXP_S" "$OFCTL_S")x" "<= 1.2x"
 printf '%-44s %16s %22s %10s %s\n' "  vs ovs-ofctl -O (the exporter's versions)" "${EXP_S} s" "${OFCTLV_S} s (ofctl)" "$(ratio "$EXP_S" "$OFCTLV_S")x" "-"
+printf '%-44s %16s %22s %10s %s\n' "  vs dump-flows + dump-groups (${GROUP_COUNT} groups)" "${EXP_S} s" "${OFCTLG_S} s (ofctl)" "$(ratio "$EXP_S" "$OFCTLG_S")x" "<= 1.2x"
 printf '%-44s %16s %22s %10s %s\n' "  first scrape after start (no caches)" "${COLD_S} s" "${OFCTL2_S} s (ofctl)" "$(ratio "$COLD_S" "$OFCTL2_S")x" "-"
 printf '%-44s %16s %22s %10s %s\n' "peak RSS vs ovs-ofctl dump-flows" "$(mib "$EXP_KB")" "$(mib "$OFCTL_KB") (ofctl)" "$(ratio "$EXP_KB" "$OFCTL_KB")x" "<= 1.2x"
 printf '%-44s %16s %22s %10s %s\n' "peak RSS of the exporter at ${FLOWS} flows" "$(mib "$EXP_KB")" "64 MiB (limit)" "$(ratio "$EXP_KB" 65536)x" "< 1x"

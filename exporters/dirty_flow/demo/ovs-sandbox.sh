@@ -3,8 +3,9 @@
 # dummy datapath, as OVS's own test suite runs it) in a directory of your choice.
 #
 #   ovs-sandbox.sh start DIR         bridge br-int, ports, and demo flows of which exactly one
-#                                    is dirty (output to port 99, which does not exist);
-#                                    prints the rundir (DIR) on stdout
+#                                    is dirty (output to port 99, which does not exist), and
+#                                    one flow to group 20, whose bucket chains to group 21,
+#                                    deleted; prints the rundir (DIR) on stdout
 #   ovs-sandbox.sh start-empty DIR   bridge br-int and ports only; prints the rundir
 #   ovs-sandbox.sh stop DIR          stops the daemons by the PIDs in their pidfiles
 #
@@ -12,7 +13,8 @@
 #   dirty_flow_exporter --ovs.rundir=DIR --config.file=exporters/dirty_flow/demo/checks.yml
 # (the database socket defaults to DIR/db.sock). The demo flows all carry cookie 0x1, so the
 # stale_cookie check finds nothing, and no two flows overlap: `ovs_dirty_flows{check=
-# "missing_port"}` is the only non-zero check, and `ovs_dirty_flow_info` names the flow.
+# "missing_port"}` and `{check="missing_group"}` are the only non-zero checks, and
+# `ovs_dirty_flow_info` names the flow and the group.
 set -euo pipefail
 
 usage() { echo "usage: $0 {start|start-empty|stop} DIR" >&2; exit 2; }
@@ -67,6 +69,13 @@ cookie=0x1,table=10,priority=40,ip,nw_dst=10.0.0.99,actions=output:99
 cookie=0x1,table=10,priority=0,actions=drop
 EOF
   ovs-ofctl add-flows "unix:$D/br-int.mgmt" "$f"
+  # OVS refuses a flow to a group that does not exist and deletes a group's flows with it, but
+  # keeps a bucket that chains to a deleted group: traffic through group 20 loses that bucket.
+  local b="unix:$D/br-int.mgmt"
+  ovs-ofctl -O OpenFlow13 add-group "$b" "group_id=21,type=all,bucket=output:2"
+  ovs-ofctl -O OpenFlow13 add-group "$b" "group_id=20,type=all,bucket=output:1,bucket=actions=group:21"
+  ovs-ofctl -O OpenFlow13 add-flow "$b" "cookie=0x1,table=10,priority=40,ip,nw_dst=10.0.0.98,actions=group:20"
+  ovs-ofctl -O OpenFlow13 del-groups "$b" group_id=21
 }
 
 case $cmd in

@@ -27,11 +27,29 @@ pub enum Error {
         program: String,
         source: std::io::Error,
     },
+    #[error("{program} could not decode a reply ({said}): flows of the dump are missing ({hint})")]
+    Undecoded {
+        program: String,
+        /// The `***decode error: ...***` line and the tail of stderr.
+        said: String,
+        hint: String,
+    },
+    #[error("{program} printed more than {limit} bytes and was killed (the limit of its output)")]
+    TooLarge { program: String, limit: u64 },
     #[error(
-        "{program} could not decode a reply ({line}): flows of the dump are missing (a flow \
-         the OpenFlow version in use cannot express may need --ovs.openflow-version=OpenFlow15)"
+        "{program} exited 0 without a reply header (`NXST_FLOW reply`/`OFPST_FLOW reply`): \
+         not a dump-flows reply; stderr: {stderr:?}"
     )]
-    Undecoded { program: String, line: String },
+    NoReply { program: String, stderr: String },
+    #[error(
+        "{program}: {errors} unparseable lines against {flows} flows: not a dump-flows reply \
+         (a dump fails when its unparseable lines outnumber its flows)"
+    )]
+    Unparseable {
+        program: String,
+        errors: u64,
+        flows: u64,
+    },
     #[error("unexpected ovs-vsctl output: {0}")]
     Inventory(String),
 }

@@ -106,6 +106,7 @@ impl Flags {
             timeout: self.ovs_timeout,
             openflow_version: self.ovs_openflow_version.clone(),
             parser_nice: self.ovs_parser_nice,
+            limits: ovs::Limits::default(),
         }
     }
 }

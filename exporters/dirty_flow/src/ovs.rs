@@ -5,6 +5,13 @@
 //! (its default output streams; `--names`/`--no-stats` would make it buffer the whole dump), each
 //! line going straight into a [`BridgeScan`]. Stderr is drained concurrently, keeping only its
 //! tail for the error message, so a chatty child cannot block on a full pipe.
+//!
+//! Output is bounded ([`Limits`]): a child printing more than its limit is killed and the call
+//! fails with [`Error::TooLarge`]; the exporter's memory never holds more than the limit of
+//! `ovs-vsctl` output, and a dump streams through the parser (which holds one table) up to its
+//! own limit. A dump is a failure, not an empty success, when `ovs-ofctl` printed no reply
+//! header ([`Error::NoReply`]), could not decode a reply ([`Error::Undecoded`]), or printed
+//! more unparseable lines than flows ([`Error::Unparseable`]).
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -73,6 +80,32 @@ fn feed_str(scan: &mut BridgeScan<'_>, bridge: &str, line: &str, logged: &mut u6
 /// Bytes of stderr kept for error messages.
 const STDERR_TAIL: usize = 2048;
 
+/// Bounds on what the OVS tools may print.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes of `ovs-vsctl` output (held whole to parse its JSON).
+    pub vsctl_bytes: u64,
+    /// Bytes of one `ovs-ofctl dump-flows` (streamed; 100k flows print about 15 MB).
+    pub dump_bytes: u64,
+    /// Bytes of one `ovs-ofctl dump-groups` or `dump-meters` (held whole; 10k groups print
+    /// about 1.5 MB).
+    pub listing_bytes: u64,
+    /// Bridges dumped at once (each: `ovs-ofctl dump-flows`, `dump-groups` and `dump-meters`,
+    /// and a parser thread).
+    pub parallel_dumps: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            vsctl_bytes: 16 << 20,
+            dump_bytes: 256 << 20,
+            listing_bytes: 64 << 20,
+            parallel_dumps: 8,
+        }
+    }
+}
+
 /// Where the OVS tools and sockets are.
 #[derive(Debug, Clone)]
 pub struct Ovs {
@@ -88,6 +121,36 @@ pub struct Ovs {
     /// Nice value added to the thread that parses each dump (0 to 19; 0 leaves it at the
     /// exporter's priority), so that `ovs-ofctl` wins the CPU on a busy node.
     pub parser_nice: i32,
+    pub limits: Limits,
+}
+
+/// The highest OpenFlow version in a `-O` list (`OpenFlow10,OpenFlow13` -> 13), None when no
+/// version was asked (ovs-ofctl then speaks 1.0) or none is recognised.
+fn highest_version(list: Option<&str>) -> Option<u32> {
+    list?
+        .split(',')
+        .filter_map(|v| v.trim().strip_prefix("OpenFlow")?.parse().ok())
+        .max()
+}
+
+/// Why a dump that `ovs-ofctl` could not decode is lost, and what may help: a higher version
+/// only when a lower one than 1.5 was asked for.
+fn undecoded_hint(asked: Option<&str>) -> String {
+    match highest_version(asked) {
+        Some(v) if v >= 15 => format!(
+            "OpenFlow 1.{} was asked for, the highest ovs-ofctl speaks: it cannot print this \
+             flow at any version",
+            v - 10
+        ),
+        Some(v) => format!(
+            "asked for OpenFlow 1.{} at most; a flow that version cannot express may need \
+             --ovs.openflow-version=OpenFlow15",
+            v.saturating_sub(10)
+        ),
+        None => "asked for OpenFlow 1.0; a flow that version cannot express may need \
+             --ovs.openflow-version=OpenFlow15"
+            .to_string(),
+    }
 }
 
 /// Whether a bridge name is safe to put in a socket path.
@@ -182,30 +245,46 @@ impl Ovs {
 
     /// Runs `cmd` to its end under the timeout and returns its output; a failure exit is an
     /// error with the tail of its stderr.
-    async fn output(&self, mut cmd: Command, program: String) -> Result<Vec<u8>, Error> {
+    /// At most `limit` bytes of stdout are read: a child printing more is killed and the call
+    /// fails with [`Error::TooLarge`].
+    async fn output(
+        &self,
+        mut cmd: Command,
+        program: String,
+        limit: u64,
+    ) -> Result<Vec<u8>, Error> {
         let mut child = spawn_piped(&mut cmd, &program)?;
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();
         let run = async |child: &mut Child| {
-            let out = async {
-                let mut buf = Vec::new();
-                if let Some(mut s) = stdout {
-                    s.read_to_end(&mut buf).await.map(|_| buf)
-                } else {
-                    Ok(buf)
-                }
-            };
-            let err = async {
+            let err = tokio::spawn(async move {
                 match stderr {
                     Some(s) => drain_tail(s).await,
                     None => Vec::new(),
                 }
+            });
+            let mut buf = Vec::new();
+            let out = match stdout {
+                // One byte past the limit tells a full limit from a longer output.
+                Some(s) => s
+                    .take(limit.saturating_add(1))
+                    .read_to_end(&mut buf)
+                    .await
+                    .map(|_| buf),
+                None => Ok(buf),
             };
-            let (out, err) = tokio::join!(out, err);
+            if out.as_ref().is_ok_and(|b| b.len() as u64 > limit) {
+                kill(child).await;
+                err.abort();
+                return (out, Vec::new(), None);
+            }
             let status = child.wait().await;
-            (out, err, status)
+            (out, err.await.unwrap_or_default(), Some(status))
         };
         let (out, err, status) = self.bounded(&mut child, &program, run).await?;
+        let Some(status) = status else {
+            return Err(Error::TooLarge { program, limit });
+        };
         let status = status.map_err(|source| Error::Read {
             program: program.clone(),
             source,
@@ -224,6 +303,43 @@ impl Ovs {
         Ok(out)
     }
 
+    /// `ovs-ofctl --no-names -O <versions> <what> <bridge>` to its end (`dump-groups`,
+    /// `dump-meters`), under the timeout and [`Limits::listing_bytes`].
+    async fn listing(&self, what: &str, bridge: &str) -> Result<String, Error> {
+        let program = program_name(&self.ofctl);
+        let mut cmd = Command::new(&self.ofctl);
+        cmd.arg("--no-names");
+        if let Some(v) = &self.openflow_version {
+            cmd.arg("-O").arg(v);
+        }
+        cmd.arg(what).arg(self.target(bridge));
+        let out = self.output(cmd, program, self.limits.listing_bytes).await?;
+        // Valid UTF-8 (always, from ovs-ofctl) is not copied.
+        Ok(String::from_utf8(out)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
+    }
+
+    /// The bridge's groups (`ovs-ofctl dump-groups`).
+    pub async fn dump_groups(&self, bridge: &str) -> Result<crate::checks::groups::Groups, String> {
+        let out = self
+            .listing("dump-groups", bridge)
+            .await
+            .map_err(|e| e.to_string())?;
+        crate::checks::groups::parse_groups(out)
+    }
+
+    /// The bridge's meter ids (`ovs-ofctl dump-meters`; OpenFlow 1.3 and later).
+    pub async fn dump_meters(
+        &self,
+        bridge: &str,
+    ) -> Result<std::collections::HashSet<u32>, String> {
+        let out = self
+            .listing("dump-meters", bridge)
+            .await
+            .map_err(|e| e.to_string())?;
+        crate::checks::groups::parse_meters(&out)
+    }
+
     /// Reads bridges, ports and interfaces from the database.
     pub async fn inventory(&self) -> Result<Inventory, Error> {
         let program = program_name(&self.vsctl);
@@ -231,7 +347,7 @@ impl Ovs {
         cmd.arg(format!("--db={}", self.db))
             .arg(format!("--timeout={}", self.timeout.as_secs().max(1)))
             .args(VSCTL_ARGS);
-        let out = self.output(cmd, program).await?;
+        let out = self.output(cmd, program, self.limits.vsctl_bytes).await?;
         parse_inventory(&String::from_utf8_lossy(&out))
     }
 
@@ -240,6 +356,8 @@ impl Ovs {
     /// statistics request, so this dumps the flows that match at least `match_text` (the flow
     /// itself and any more specific one) and picks, as the lines stream, the one whose text
     /// hashes to `hash`, else the one with that priority and match (its actions changed).
+    /// Without `filter` only the table is asked for: for a match that `ovs-ofctl` prints but
+    /// does not take back as a filter, the table's own lines are the exact source.
     pub async fn flow_text(
         &self,
         bridge: &str,
@@ -247,10 +365,11 @@ impl Ovs {
         priority: u16,
         match_text: &str,
         hash: u64,
+        filter: bool,
     ) -> Result<Option<String>, Error> {
         let program = program_name(&self.ofctl);
         let mut spec = format!("table={table}");
-        if !match_text.is_empty() {
+        if filter && !match_text.is_empty() {
             spec.push(',');
             spec.push_str(match_text);
         }
@@ -355,30 +474,42 @@ impl Ovs {
                 None => Vec::new(),
             }
         });
+        let limit = self.limits.dump_bytes;
         // Moves the sender in: when reading ends (or times out) the parser sees the end.
+        // Ok(false) when the dump grew past its limit.
         let read = async move |_: &mut Child| {
             let Some(mut stdout) = stdout else {
-                return Ok(());
+                return Ok(true);
             };
+            let mut total = 0u64;
             let fresh = |rx: &std::sync::mpsc::Receiver<Vec<u8>>| {
                 rx.try_recv().unwrap_or_else(|_| Vec::with_capacity(CHUNK))
             };
             let mut buf = fresh(&recycle_rx);
             loop {
                 let n = stdout.read_buf(&mut buf).await?;
+                total += n as u64;
+                if total > limit {
+                    return Ok(false);
+                }
                 if n == 0 || buf.len() >= CHUNK / 2 {
                     if !buf.is_empty() && tx.send(buf).await.is_err() {
                         return Err(std::io::Error::other("the dump parser thread stopped"));
                     }
                     if n == 0 {
-                        return Ok(());
+                        return Ok(true);
                     }
                     buf = fresh(&recycle_rx);
                 }
             }
         };
         let status = match self.bounded(&mut child, &program, read).await {
-            Ok(Ok(())) => self
+            Ok(Ok(false)) => {
+                kill(&mut child).await;
+                err_task.abort();
+                return Err(Error::TooLarge { program, limit });
+            }
+            Ok(Ok(true)) => self
                 .bounded(&mut child, &program, async |c: &mut Child| c.wait().await)
                 .await?
                 .map_err(|source| Error::Read {
@@ -428,9 +559,30 @@ impl Ovs {
             });
         }
         if let Some(line) = scan.decode_error() {
+            let stderr = tail(&err);
+            let said = if stderr.is_empty() {
+                line.to_string()
+            } else {
+                format!("{line}; stderr: {stderr}")
+            };
             return Err(Error::Undecoded {
                 program,
-                line: line.to_string(),
+                said,
+                hint: undecoded_hint(self.openflow_version.as_deref()),
+            });
+        }
+        let (flows, replies, errors) = scan.counts();
+        if replies == 0 {
+            return Err(Error::NoReply {
+                program,
+                stderr: tail(&err),
+            });
+        }
+        if errors > flows {
+            return Err(Error::Unparseable {
+                program,
+                errors,
+                flows,
             });
         }
         Ok(scan)
@@ -595,6 +747,178 @@ mod tests {
                 Some(base),
                 "the caller keeps its priority"
             );
+        }
+    }
+
+    /// An `Ovs` whose ovs-ofctl and ovs-vsctl are shell scripts in `dir`.
+    fn fake(dir: &std::path::Path, ofctl: &str, vsctl: &str, limits: Limits) -> Ovs {
+        use std::os::unix::fs::PermissionsExt;
+        let script = |name: &str, body: &str| {
+            let p = dir.join(name);
+            std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+            p
+        };
+        Ovs {
+            ofctl: script("ofctl", ofctl),
+            vsctl: script("vsctl", vsctl),
+            rundir: dir.to_path_buf(),
+            db: "unix:/nonexistent".into(),
+            timeout: Duration::from_secs(20),
+            openflow_version: Some("OpenFlow10,OpenFlow13".into()),
+            parser_nice: 0,
+            limits,
+        }
+    }
+
+    async fn dump(ovs: &Ovs) -> Result<crate::checks::BridgeReport, Error> {
+        let scan = BridgeScan::shared(std::sync::Arc::default(), None, 5);
+        ovs.dump_flows("br-int", scan).await.map(BridgeScan::finish)
+    }
+
+    const HEADER: &str = "echo 'NXST_FLOW reply (xid=0x4):'";
+    const FLOW: &str = "echo ' cookie=0x0, duration=1.0s, table=0, n_packets=0, n_bytes=0, priority=1,in_port=1 actions=output:2'";
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn endless_output_is_cut_at_the_limit_and_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = Limits {
+            vsctl_bytes: 100_000,
+            dump_bytes: 1_000_000,
+            listing_bytes: 50_000,
+            parallel_dumps: 1,
+        };
+        // One flow printed forever, and a database listing that never ends.
+        let flow = FLOW.trim_start_matches("echo ");
+        let ovs = fake(
+            dir.path(),
+            &format!("{HEADER}; exec yes {flow}"),
+            "exec yes '[\"br-int\",'",
+            limits,
+        );
+        match dump(&ovs).await {
+            Err(Error::TooLarge { limit, .. }) => assert_eq!(limit, 1_000_000),
+            other => panic!("{other:?}"),
+        }
+        match ovs.inventory().await {
+            Err(e @ Error::TooLarge { .. }) => {
+                assert!(e.to_string().contains("more than 100000 bytes"), "{e}")
+            }
+            other => panic!("{other:?}"),
+        }
+        let groups = ovs.dump_groups("br-int").await.unwrap_err();
+        assert!(groups.contains("more than 50000 bytes"), "{groups}");
+        // At the limits exactly, both are read.
+        let exact = fake(
+            dir.path(),
+            &format!("{HEADER}; {FLOW}"),
+            "printf '%s' '{\"data\":[],\"headings\":[\"name\"]}'",
+            Limits {
+                vsctl_bytes: 31,
+                dump_bytes: 27 + 99,
+                listing_bytes: 1,
+                parallel_dumps: 1,
+            },
+        );
+        assert_eq!(dump(&exact).await.unwrap().flows, 1);
+        assert!(!matches!(
+            exact.inventory().await,
+            Err(Error::TooLarge { .. })
+        ));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dump_without_its_reply_is_a_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases = [
+            ("empty, exit 0", "exit 0".to_string()),
+            (
+                "stderr only",
+                "echo 'ovs-ofctl: something odd' >&2; exit 0".into(),
+            ),
+            ("flows without a header", FLOW.to_string()),
+        ];
+        for (what, body) in cases {
+            let ovs = fake(dir.path(), &body, "exit 1", Limits::default());
+            match dump(&ovs).await {
+                Err(e @ Error::NoReply { .. }) => {
+                    assert!(
+                        e.to_string().contains("without a reply header"),
+                        "{what}: {e}"
+                    );
+                    if what == "stderr only" {
+                        assert!(e.to_string().contains("something odd"), "{e}");
+                    }
+                }
+                other => panic!("{what}: {other:?}"),
+            }
+        }
+        // A header, then junk (or a line nested past the cap): more bad lines than flows.
+        let deep = format!("{}output:1{}", "clone(".repeat(5000), ")".repeat(5000));
+        for junk in [
+            "echo 'garbage'; echo 'more garbage'",
+            &format!("echo ' priority=1 actions={deep}'"),
+        ] {
+            let ovs = fake(
+                dir.path(),
+                &format!("{HEADER}; {junk}"),
+                "exit 1",
+                Limits::default(),
+            );
+            match dump(&ovs).await {
+                Err(Error::Unparseable {
+                    errors, flows: 0, ..
+                }) => assert!(errors >= 1),
+                other => panic!("{junk}: {other:?}"),
+            }
+        }
+        // A header and no flows is an empty bridge; fewer bad lines than flows keep the dump.
+        let ovs = fake(dir.path(), HEADER, "exit 1", Limits::default());
+        assert_eq!(dump(&ovs).await.unwrap().flows, 0);
+        let ovs = fake(
+            dir.path(),
+            &format!("{HEADER}; {FLOW}; {FLOW}; echo 'garbage'"),
+            "exit 1",
+            Limits::default(),
+        );
+        let r = dump(&ovs).await.unwrap();
+        assert_eq!((r.flows, r.parse_errors), (2, 1));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_line_nested_5000_deep_is_one_counted_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut lines = vec![HEADER.to_string(), FLOW.to_string(), FLOW.to_string()];
+        for word in ["clone", "write_actions"] {
+            let deep = format!(
+                "{}output:1{}",
+                format!("{word}(").repeat(5000),
+                ")".repeat(5000)
+            );
+            lines.push(format!("echo ' priority=2,ip actions={deep}'"));
+        }
+        let ovs = fake(dir.path(), &lines.join("; "), "exit 1", Limits::default());
+        // With ports known, the port walk is what would recurse.
+        let scan = BridgeScan::shared(std::sync::Arc::default(), Some(Default::default()), 5);
+        let r = ovs.dump_flows("br-int", scan).await.unwrap().finish();
+        assert_eq!((r.flows, r.parse_errors), (2, 2));
+    }
+
+    #[test]
+    fn the_undecodable_dump_hint_names_a_higher_version_only_when_one_exists() {
+        let low = undecoded_hint(Some("OpenFlow10,OpenFlow13"));
+        assert!(
+            low.contains("1.3 at most") && low.contains("=OpenFlow15"),
+            "{low}"
+        );
+        assert!(undecoded_hint(None).contains("=OpenFlow15"));
+        for all in [
+            "OpenFlow15",
+            "OpenFlow10,OpenFlow11,OpenFlow12,OpenFlow13,OpenFlow14,OpenFlow15",
+        ] {
+            let h = undecoded_hint(Some(all));
+            assert!(!h.contains("--ovs.openflow-version"), "{h}");
+            assert!(h.contains("any version"), "{h}");
         }
     }
 

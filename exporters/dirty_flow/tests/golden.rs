@@ -15,7 +15,21 @@ use dirty_flow_exporter::Flags;
 fn script(dir: &std::path::Path, name: &str, fixture: &str) -> String {
     let p = dir.join(name);
     let f = format!("{}/tests/fixtures/{fixture}", env!("CARGO_MANIFEST_DIR"));
-    std::fs::write(&p, format!("#!/bin/sh\nexec cat '{f}'\n")).unwrap();
+    let g = format!(
+        "{}/tests/fixtures/groups_of13.txt",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let m = format!(
+        "{}/tests/fixtures/meters_of13.txt",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::write(
+        &p,
+        format!(
+            "#!/bin/sh\ncase \"$*\" in\n*dump-groups*) exec cat '{g}';;\n*dump-meters*) exec cat '{m}';;\nesac\nexec cat '{f}'\n"
+        ),
+    )
+    .unwrap();
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
     p.display().to_string()
 }

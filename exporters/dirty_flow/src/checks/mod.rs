@@ -12,6 +12,7 @@
 //! (`ovs_check_incomplete{check="overlap"}` says so).
 
 pub mod custom;
+pub mod groups;
 pub mod missing_port;
 pub mod overlap;
 pub mod stale_cookie;
@@ -297,6 +298,8 @@ pub struct BridgeReport {
     pub tables: BTreeMap<String, u64>,
     pub flows: u64,
     pub parse_errors: u64,
+    /// The groups and meters the flows name (see [`groups`]).
+    pub refs: groups::FlowRefs,
     /// Reply headers seen (a long dump has several).
     pub replies: u64,
     /// Built-in checks first (missing_port omitted when the ports are unknown), then the
@@ -376,6 +379,7 @@ pub struct BridgeScan<'c> {
     flows: u64,
     parse_errors: u64,
     replies: u64,
+    refs: groups::FlowRefs,
     /// The first line with `***decode error: ...***`: ovs-ofctl could not print a reply, whose
     /// flows from there on are missing from the dump (see [`BridgeScan::decode_error`]).
     decode_error: Option<String>,
@@ -494,6 +498,7 @@ impl<'c> BridgeScan<'c> {
             flows: 0,
             parse_errors: 0,
             replies: 0,
+            refs: groups::FlowRefs::default(),
             decode_error: None,
             missing: CheckOutcome::new("missing_port"),
             stale: StaleCookies::default(),
@@ -555,6 +560,11 @@ impl<'c> BridgeScan<'c> {
                 Err(e)
             }
         }
+    }
+
+    /// Flows, reply headers and unparseable lines fed so far.
+    pub fn counts(&self) -> (u64, u64, u64) {
+        (self.flows, self.replies, self.parse_errors)
     }
 
     /// The first line where `ovs-ofctl` printed `***decode error: ...***` instead of a reply
@@ -643,6 +653,7 @@ impl<'c> BridgeScan<'c> {
             seq,
         };
         self.stale.add(&self.cfg, cookie, limit, show);
+        self.refs.note(f);
         self.current.push(f, table, conjunction_only);
     }
 
@@ -746,6 +757,7 @@ impl<'c> BridgeScan<'c> {
             tables,
             flows: self.flows,
             parse_errors: self.parse_errors,
+            refs: self.refs,
             replies: self.replies,
             checks,
         };

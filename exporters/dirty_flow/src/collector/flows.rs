@@ -7,9 +7,12 @@
 //! A bridge whose dump fails gets `ovs_dump_success 0` and no flow or check series (their values
 //! would be unknown, not 0); the other bridges are unaffected. Any failure (database or a
 //! bridge) makes the collector return an error after registering what it has, so
-//! `ovs_scrape_collector_success{collector="flows"}` drops to 0 as well.
+//! `ovs_scrape_collector_success{collector="flows"}` drops to 0 as well. A dump with
+//! unparseable lines keeps its flows, but every check of the bridge is `ovs_check_incomplete`
+//! 1 (the lines lost were not checked) and the collector fails; at most
+//! [`crate::ovs::Limits::parallel_dumps`] bridges are dumped at once.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,12 +22,14 @@ use common::prometheus_client::registry::Registry;
 use common::{CollectError, Collector};
 use futures::future::BoxFuture;
 
+use crate::checks::groups::{self, FlowRefs, Groups, Judged};
 use crate::checks::{
     evidence_text, BridgeReport, BridgeScan, Evidence, OverlapCache, Ports, PortsSender,
 };
 use crate::config::Config;
 use crate::inventory::Inventory;
 use crate::ovs::{valid_bridge_name, Ovs};
+use crate::parse::line::DEFAULT_PRIORITY;
 
 type Labels = Vec<(String, String)>;
 type GaugeFamily = Family<Labels, Gauge>;
@@ -46,10 +51,33 @@ pub struct FlowsCollector {
     /// Per bridge, the flow texts last fetched for evidence, by hash ([`Evidence::fetch`]):
     /// while the same flows overlap, they are not fetched again.
     fetched: Mutex<HashMap<String, HashMap<u64, String>>>,
+    /// One permit per bridge being dumped ([`crate::ovs::Limits::parallel_dumps`]).
+    dump_permits: tokio::sync::Semaphore,
 }
 
-/// A bridge's dump, streamed through the line checks, and how long it took.
-type Dumped<'c> = (Result<BridgeScan<'c>, String>, Duration);
+/// A bridge's dump, streamed through the line checks, how long it took, and its groups and
+/// meters dumped alongside.
+type Dumped<'c> = (Result<BridgeScan<'c>, String>, Duration, Listings);
+
+/// A bridge's `dump-groups` and `dump-meters`.
+#[derive(Debug)]
+struct Listings {
+    groups: Result<Groups, String>,
+    meters: Result<HashSet<u32>, String>,
+}
+
+impl Listings {
+    fn none(why: &str) -> Self {
+        Self {
+            groups: Err(why.to_string()),
+            meters: Err(why.to_string()),
+        }
+    }
+}
+
+/// Candidates (flows naming a group or meter missing from its dump) confirmed per bridge and
+/// scrape; more leave their check incomplete.
+const MAX_CONFIRMATIONS: usize = 16;
 
 impl FlowsCollector {
     pub fn new(ovs: Ovs, config: Arc<Config>, bridges: Vec<String>, evidence_limit: usize) -> Self {
@@ -59,7 +87,9 @@ impl FlowsCollector {
             .into_iter()
             .filter(|b| seen.insert(b.clone()))
             .collect();
+        let permits = ovs.limits.parallel_dumps.max(1);
         Self {
+            dump_permits: tokio::sync::Semaphore::new(permits),
             ovs,
             config,
             bridges,
@@ -89,21 +119,32 @@ impl FlowsCollector {
         let dump = async move {
             let start = Instant::now();
             if !valid_bridge_name(bridge) {
-                return (
-                    Err(format!("invalid bridge name {bridge:?}")),
-                    Duration::ZERO,
-                );
+                let e = format!("invalid bridge name {bridge:?}");
+                return (Err(e.clone()), Duration::ZERO, Listings::none(&e));
             }
-            let res = self.ovs.dump_flows(bridge, scan).await;
-            (res.map_err(|e| e.to_string()), start.elapsed())
+            // The semaphore is never closed; without a permit the dump would not be bounded.
+            let Ok(_permit) = self.dump_permits.acquire().await else {
+                let e = "no dump permit";
+                return (Err(e.into()), start.elapsed(), Listings::none(e));
+            };
+            // Groups and meters alongside the flows, each under the same timeout.
+            let (res, groups, meters) = tokio::join!(
+                self.ovs.dump_flows(bridge, scan),
+                self.ovs.dump_groups(bridge),
+                self.ovs.dump_meters(bridge)
+            );
+            let listings = Listings { groups, meters };
+            (res.map_err(|e| e.to_string()), start.elapsed(), listings)
         };
         (ports, dump)
     }
 
     /// Puts the whole flow text in the evidence that has only the match (see
     /// [`Evidence::fetch`]): from the texts fetched last scrape, else with
-    /// [`crate::ovs::Ovs::flow_text`]. A flow gone meanwhile (or a failed fetch) keeps the
-    /// match it overlapped on.
+    /// [`crate::ovs::Ovs::flow_text`], first with the match as the filter, then (a match
+    /// `ovs-ofctl` does not take back as a filter) from the whole table's lines. A flow gone
+    /// meanwhile (or a failed fetch) keeps the match it overlapped on, with its priority as
+    /// OVS prints it (none when it is 32768).
     async fn fetch_evidence(&self, bridge: &str, report: &mut BridgeReport) {
         let known = match self.fetched.lock() {
             Ok(mut f) => f.remove(bridge).unwrap_or_default(),
@@ -126,11 +167,19 @@ impl FlowsCollector {
                 if let Some(t) = cached {
                     return (hash, Some(t));
                 }
-                match self
-                    .ovs
-                    .flow_text(bridge, &table, e.priority, &m, hash)
-                    .await
-                {
+                let ovs = &self.ovs;
+                let filtered = ovs
+                    .flow_text(bridge, &table, e.priority, &m, hash, true)
+                    .await;
+                let res = match filtered {
+                    Err(err) if !m.is_empty() => {
+                        tracing::debug!(bridge, error = %err, "the match is no dump-flows filter: fetching the table");
+                        ovs.flow_text(bridge, &table, e.priority, &m, hash, false)
+                            .await
+                    }
+                    other => other,
+                };
+                match res {
                     Ok(t) => (hash, t),
                     Err(err) => {
                         tracing::debug!(bridge, error = %err, "cannot fetch an evidence flow");
@@ -142,9 +191,23 @@ impl FlowsCollector {
         .await;
         let mut keep = HashMap::new();
         for (e, (hash, text)) in wanted.into_iter().zip(texts) {
-            if let Some(t) = text {
-                e.flow = evidence_text(&t);
-                keep.insert(hash, t);
+            match text {
+                Some(t) => {
+                    e.flow = evidence_text(&t);
+                    keep.insert(hash, t);
+                }
+                None if e.priority == DEFAULT_PRIORITY => {
+                    // As OVS prints the flow: no `priority=` when it is the default.
+                    let shown = format!("priority={DEFAULT_PRIORITY}");
+                    let m = e
+                        .flow
+                        .strip_prefix(&shown)
+                        .map(|m| m.trim_start_matches(','));
+                    if let Some(m) = m.filter(|m| !m.is_empty()) {
+                        e.flow = m.to_string();
+                    }
+                }
+                None => {}
             }
             e.fetch = None;
         }
@@ -152,6 +215,81 @@ impl FlowsCollector {
             Ok(mut f) => f.insert(bridge.to_string(), keep),
             Err(poisoned) => poisoned.into_inner().insert(bridge.to_string(), keep),
         };
+    }
+
+    /// Judges `missing_group`, `group_bucket_missing_port` and `missing_meter` (see
+    /// [`crate::checks::groups`]): flows naming a group or meter missing from its dump are
+    /// counted only when confirmed after the dumps (the group or meter still absent from a
+    /// second dump, the flow still there); otherwise the check is incomplete.
+    async fn judge_groups(
+        &self,
+        bridge: &str,
+        refs: &FlowRefs,
+        listings: &Listings,
+        ports: Option<&Ports>,
+    ) -> Judged {
+        let limit = self.evidence_limit;
+        let mut j = groups::judge(
+            refs,
+            listings.groups.as_ref().map_err(String::as_str),
+            listings.meters.as_ref().map_err(String::as_str),
+            ports,
+            limit,
+        );
+        if j.candidates.is_empty() {
+            return j;
+        }
+        let wants = |check| j.candidates.iter().any(|c| c.check == check);
+        let (groups_now, meters_now) = tokio::join!(
+            async {
+                match wants(groups::MISSING_GROUP) {
+                    true => self.ovs.dump_groups(bridge).await.ok(),
+                    false => None,
+                }
+            },
+            async {
+                match wants(groups::MISSING_METER) {
+                    true => self.ovs.dump_meters(bridge).await.ok(),
+                    false => None,
+                }
+            }
+        );
+        let candidates = std::mem::take(&mut j.candidates);
+        for (i, c) in candidates.iter().enumerate() {
+            let still_missing = match c.check {
+                groups::MISSING_GROUP => groups_now.as_ref().map(|g| !g.ids.contains(&c.id)),
+                _ => meters_now.as_ref().map(|m| !m.contains(&c.id)),
+            };
+            let found = match i < MAX_CONFIRMATIONS && still_missing == Some(true) {
+                true => self.flow_again(bridge, c).await,
+                false => None,
+            };
+            match found {
+                Some(text) => groups::confirm(&mut j, c, &text, limit),
+                None => {
+                    tracing::warn!(bridge, check = c.check, id = c.id, "a flow named a group or meter missing from its dump, unconfirmed (changed between the dumps)");
+                    groups::unconfirmed(&mut j, c);
+                }
+            }
+        }
+        j
+    }
+
+    /// The candidate's flow if it is still on the bridge: found by its text hash in a dump of
+    /// its table.
+    async fn flow_again(&self, bridge: &str, c: &groups::Candidate) -> Option<String> {
+        let f = &c.flow;
+        match self
+            .ovs
+            .flow_text(bridge, &f.table, f.priority, "", f.hash, false)
+            .await
+        {
+            Ok(found) => found.filter(|t| crate::checks::match_hash(t) == f.hash),
+            Err(e) => {
+                tracing::debug!(bridge, error = %e, "confirming a flow");
+                None
+            }
+        }
     }
 
     /// Bridges known before the database answers: the flag's, else the last scrape's.
@@ -291,12 +429,15 @@ impl FlowsCollector {
         .await;
         dumps.extend(late.into_iter().cloned().zip(late_dumps));
         let mut kept = HashMap::new();
+        let mut listings = Vec::with_capacity(bridges.len());
         let scans: Vec<(Result<BridgeReport, String>, f64)> = bridges
             .iter()
             .map(|b| {
-                let (scan, dumped) = dumps
-                    .remove(b)
-                    .unwrap_or_else(|| (Err("not dumped".into()), Duration::ZERO));
+                let (scan, dumped, listed) = dumps.remove(b).unwrap_or_else(|| {
+                    let e = "not dumped";
+                    (Err(e.into()), Duration::ZERO, Listings::none(e))
+                });
+                listings.push(listed);
                 let start = Instant::now();
                 let report = scan.map(|scan| {
                     let peak = scan.peak_store_bytes();
@@ -322,10 +463,20 @@ impl FlowsCollector {
             Err(poisoned) => *poisoned.into_inner() = kept,
         }
         let mut scans = scans;
-        for (b, (report, _)) in bridges.iter().zip(scans.iter_mut()) {
+        let mut unknown: Vec<Vec<(&'static str, String)>> = Vec::with_capacity(bridges.len());
+        for ((b, (report, _)), listed) in bridges.iter().zip(scans.iter_mut()).zip(&listings) {
+            let mut u = Vec::new();
             if let Ok(r) = report {
                 self.fetch_evidence(b, r).await;
+                let ports = inventory
+                    .as_ref()
+                    .and_then(|inv| inv.get(b))
+                    .map(|i| Ports::new(i));
+                let judged = self.judge_groups(b, &r.refs, listed, ports.as_ref()).await;
+                r.checks.extend(judged.checks);
+                u = judged.unknown;
             }
+            unknown.push(u);
         }
         // The texts fetched for bridges gone are dropped.
         match self.fetched.lock() {
@@ -340,7 +491,7 @@ impl FlowsCollector {
         let dirty = GaugeFamily::default();
         let incomplete = GaugeFamily::default();
         let evidence = GaugeFamily::default();
-        for (bridge, (res, secs)) in bridges.iter().zip(scans) {
+        for ((bridge, (res, secs)), unknown) in bridges.iter().zip(scans).zip(unknown) {
             let bl = vec![("bridge".to_string(), bridge.clone())];
             duration.get_or_create(&bl).set(secs);
             let report = match res {
@@ -356,6 +507,12 @@ impl FlowsCollector {
             parse_errors
                 .get_or_create(&bl)
                 .set(report.parse_errors as i64);
+            if report.parse_errors > 0 {
+                problems.push(format!(
+                    "bridge {bridge}: {} unparseable dump-flows lines: every check incomplete",
+                    report.parse_errors
+                ));
+            }
             for (table, n) in &report.tables {
                 flows
                     .get_or_create(&vec![
@@ -384,13 +541,25 @@ impl FlowsCollector {
                     ])
                     .set(1);
             }
+            for (check, why) in unknown {
+                tracing::warn!(bridge = %bridge, check, error = %why, "check undecided");
+                problems.push(format!("bridge {bridge}: {check} undecided: {why}"));
+                incomplete
+                    .get_or_create(&vec![
+                        ("bridge".to_string(), bridge.clone()),
+                        ("check".to_string(), check.to_string()),
+                    ])
+                    .set(1);
+            }
             for c in &report.checks {
                 let cl = vec![
                     ("bridge".to_string(), bridge.clone()),
                     ("check".to_string(), c.name.clone()),
                 ];
                 dirty.get_or_create(&cl).set(c.dirty as i64);
-                incomplete.get_or_create(&cl).set(i64::from(c.incomplete));
+                // The flows of unparseable lines were not checked.
+                let partial = c.incomplete || report.parse_errors > 0;
+                incomplete.get_or_create(&cl).set(i64::from(partial));
                 if c.incomplete {
                     tracing::warn!(bridge = %bridge, check = %c.name, "check incomplete (comparison budget, or a table dumped in two runs)");
                 }
@@ -436,7 +605,7 @@ impl FlowsCollector {
         );
         registry.register(
             "check_incomplete",
-            "Whether a check did not compare every pair of flows it should (budget, or a table dumped in two runs)",
+            "Whether a check did not see every flow or compare every pair it should (unparseable dump lines, comparison budget, or a table dumped in two runs)",
             incomplete,
         );
         registry.register(

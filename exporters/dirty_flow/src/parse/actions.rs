@@ -4,6 +4,11 @@
 //! (`learn(table=40,NXM_OF_ETH_DST[]=NXM_OF_ETH_SRC[])`, `ct(commit,exec(load:...))`,
 //! `conjunction(7,1/2)`, `resubmit(,10)`), so the tokenizer splits only at depth 0. The syntax
 //! is validated once by [`validate_actions`]; the iterator after that cannot fail.
+//!
+//! Nesting is capped at [`MAX_DEPTH`] parentheses: OVS itself refuses actions nested more than
+//! 100 deep (`MAX_OFPACT_PARSE_DEPTH`), and [`for_each_port_ref`] recurses into `clone(...)`
+//! and the instructions, so a deeper line from a broken or hostile `ovs-ofctl` is a parse
+//! error ([`ParseError::TooDeep`]) rather than a stack overflow.
 
 use super::line::ParseError;
 
@@ -120,8 +125,12 @@ pub fn split_top(s: &str) -> impl Iterator<Item = &str> {
     })
 }
 
-/// Checks parentheses balance, that no action is empty and that there is no blank outside
-/// parentheses.
+/// Deepest parenthesis nesting accepted in actions: OVS prints at most 100 nested actions
+/// (its parser's `MAX_OFPACT_PARSE_DEPTH`), each adding one or two levels (`ct(exec(...))`).
+pub const MAX_DEPTH: usize = 256;
+
+/// Checks parentheses balance and depth (at most [`MAX_DEPTH`]), that no action is empty and
+/// that there is no blank outside parentheses.
 pub fn validate_actions(s: &str) -> Result<(), ParseError> {
     let b = s.as_bytes();
     if super::find::find2(b' ', b'\t', b).is_some() {
@@ -133,7 +142,12 @@ pub fn validate_actions(s: &str) -> Result<(), ParseError> {
     let mut i = 0;
     while let Some(p) = next_special(b, i, depth) {
         match b[p] {
-            b'(' => depth += 1,
+            b'(' => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Err(ParseError::TooDeep(MAX_DEPTH));
+                }
+            }
             b')' => {
                 if depth == 0 {
                     return Err(ParseError::Unbalanced);
@@ -166,7 +180,12 @@ fn validate_actions_bytewise(s: &str) -> Result<(), ParseError> {
     let mut token_len = 0usize;
     for b in s.bytes() {
         match b {
-            b'(' => depth += 1,
+            b'(' => {
+                depth += 1;
+                if depth > MAX_DEPTH as i64 {
+                    return Err(ParseError::TooDeep(MAX_DEPTH));
+                }
+            }
             b')' => {
                 depth -= 1;
                 if depth < 0 {
@@ -198,7 +217,10 @@ fn validate_actions_bytewise(s: &str) -> Result<(), ParseError> {
 
 /// The OpenFlow port number of a port as printed (`5`, `0x5`, `LOCAL`), if it names a real
 /// port. Reserved ports (`IN_PORT`, `CONTROLLER`, `NORMAL`, `0xfff8`...) are not real ports,
-/// except `LOCAL` (65534), the bridge's own interface.
+/// except `LOCAL` (65534), the bridge's own interface. Port 0 is returned: no interface ever
+/// has it, so `in_port=0` or `output:0` can never work; where 0 is an idiom (setting in_port to
+/// 0 so that a later `output:IN_PORT`-style action may send back, as neutron's ARP responder
+/// does with `load:0->NXM_OF_IN_PORT[]`), [`for_each_port_ref`] leaves it out.
 pub fn port_number(s: &str) -> Option<PortRef> {
     let n = match s {
         "LOCAL" | "local" => return Some(PortRef::Number(LOCAL_PORT)),
@@ -232,7 +254,7 @@ pub fn port_number(s: &str) -> Option<PortRef> {
         },
     };
     // OpenFlow 1.0 reserves 0xff00..=0xffff, 1.1+ 0xffffff00..; LOCAL is kept above.
-    if n == 0 || (0xff00..=0xffff).contains(&n) && n != LOCAL_PORT || n >= 0xffff_ff00 {
+    if (0xff00..=0xffff).contains(&n) && n != LOCAL_PORT || n >= 0xffff_ff00 {
         if n == 0xffff_fffe {
             return Some(PortRef::Number(LOCAL_PORT));
         }
@@ -256,7 +278,9 @@ pub enum PortRef {
 /// `output(port=N,...)`, `enqueue:N:Q`, `enqueue(N,Q)`, `resubmit:N`, `resubmit(N,T)`,
 /// `set_field:N->in_port`, `load:N->NXM_OF_IN_PORT[]`, `mod_in_port:N`, the members of
 /// `bundle(...)`/`bundle_load(...)`, and recursively inside `clone(...)`, `write_actions(...)`
-/// and `apply_actions(...)`.
+/// and `apply_actions(...)`. Port 0 is reported where it is a destination (`output:0`), not
+/// where in_port is set to it (`load:0->NXM_OF_IN_PORT[]`, `set_field:0->in_port`,
+/// `mod_in_port:0`: a reset, the ARP-responder idiom).
 pub fn for_each_port_ref<'a>(
     actions: impl Iterator<Item = Action<'a>>,
     f: &mut dyn FnMut(PortRef),
@@ -271,8 +295,13 @@ pub fn for_each_port_ref<'a>(
                     }
                 }
             }
-            "output" | "mod_in_port" => {
+            "output" => {
                 port_number(arg).map(&mut *f);
+            }
+            "mod_in_port" => {
+                port_number(arg)
+                    .filter(|p| *p != PortRef::Number(0))
+                    .map(&mut *f);
             }
             "enqueue" => {
                 let port = if a.parens {
@@ -301,7 +330,9 @@ pub fn for_each_port_ref<'a>(
                         "in_port" | "in_port_oxm" | "NXM_OF_IN_PORT[]" | "OXM_OF_IN_PORT[]"
                     );
                     if dst_is_in_port {
-                        port_number(value).map(&mut *f);
+                        port_number(value)
+                            .filter(|p| *p != PortRef::Number(0))
+                            .map(&mut *f);
                     }
                 }
             }
@@ -381,6 +412,34 @@ mod tests {
     }
 
     #[test]
+    fn nesting_deeper_than_the_cap_is_an_error_not_a_recursion() {
+        let nested = |word: &str, n: usize, blank: bool| {
+            let inner = if blank { "note(a b)" } else { "output:1" };
+            format!("{}{inner}{}", format!("{word}(").repeat(n), ")".repeat(n))
+        };
+        for word in ["clone", "write_actions"] {
+            for blank in [false, true] {
+                let ok = nested(word, MAX_DEPTH - 1, blank);
+                assert_eq!(validate_actions(&ok), Ok(()), "{word} {blank}");
+                for n in [MAX_DEPTH + 1, 5_000, 100_000] {
+                    let deep = nested(word, n, blank);
+                    assert_eq!(
+                        validate_actions(&deep),
+                        Err(ParseError::TooDeep(MAX_DEPTH)),
+                        "{word} {n} {blank}"
+                    );
+                }
+            }
+        }
+        // At the cap, the port walk recurses all the way down.
+        let mut v = Vec::new();
+        let at_cap = nested("clone", MAX_DEPTH, false);
+        assert_eq!(validate_actions(&at_cap), Ok(()));
+        for_each_port_ref(ActionIter::new(&at_cap), &mut |p| v.push(p));
+        assert_eq!(v, vec![PortRef::Number(1)]);
+    }
+
+    #[test]
     fn fast_validation_agrees_with_bytewise() {
         // Every string of up to 6 bytes over the bytes that matter (no blanks: the fast path).
         let alphabet = [b'a', b',', b'(', b')'];
@@ -412,15 +471,15 @@ mod tests {
             "65279",
             "999999999",
             "0000000007",
+            "0",
+            "000",
             "4294967040",
             "4294967295",
             "4294967296",
             "12345678901",
         ] {
             let want = s.parse::<u32>().ok().and_then(|n| {
-                let ok = n != 0
-                    && !((0xff00..=0xffff).contains(&n) && n != LOCAL_PORT)
-                    && n < 0xffff_ff00;
+                let ok = !((0xff00..=0xffff).contains(&n) && n != LOCAL_PORT) && n < 0xffff_ff00;
                 if n == 0xffff_fffe {
                     Some(PortRef::Number(LOCAL_PORT))
                 } else {
@@ -460,5 +519,23 @@ mod tests {
             vec![]
         );
         assert_eq!(ports("learn(table=40,output:NXM_OF_IN_PORT[])"), vec![]);
+    }
+
+    #[test]
+    fn port_0_counts_as_a_destination_not_as_an_in_port_reset() {
+        use PortRef::Number as N;
+        assert_eq!(ports("output:0"), vec![N(0)]);
+        assert_eq!(ports("clone(output:0x0)"), vec![N(0)]);
+        assert_eq!(ports("output(port=0,max_len=64)"), vec![N(0)]);
+        assert_eq!(ports("enqueue:0:1"), vec![N(0)]);
+        // neutron's ARP responder: in_port reset so that IN_PORT sends back.
+        for reset in [
+            "load:0->NXM_OF_IN_PORT[],IN_PORT",
+            "load:0x0->OXM_OF_IN_PORT[],IN_PORT",
+            "set_field:0->in_port,IN_PORT",
+            "mod_in_port:0,IN_PORT",
+        ] {
+            assert_eq!(ports(reset), vec![], "{reset}");
+        }
     }
 }

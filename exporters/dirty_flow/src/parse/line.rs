@@ -31,6 +31,8 @@ pub enum ParseError {
     EmptyActions,
     #[error("unbalanced parentheses in the actions")]
     Unbalanced,
+    #[error("actions nested more than {0} parentheses deep")]
+    TooDeep(usize),
     #[error("empty action between commas")]
     EmptyAction,
     #[error("unknown info field {0:?}")]
@@ -132,14 +134,86 @@ impl<'a> Flow<'a> {
     }
 }
 
-/// Splits a match (without priority) into its items.
+/// Splits a match (without priority) into its items. A value in parentheses keeps its commas
+/// (`packet_type=(1,0x800)`).
 pub fn split_match(m: &str) -> impl Iterator<Item = (&str, Option<&str>)> {
-    SplitBytes::new(m, b',')
-        .filter(|s| !s.is_empty())
-        .map(|item| match super::find::find(b'=', item.as_bytes()) {
-            Some(i) => (&item[..i], Some(&item[i + 1..])),
-            None => (item, None),
-        })
+    MatchItems {
+        rest: Some(m),
+        parens: super::find::find(b'(', m.as_bytes()).is_some(),
+    }
+    .filter(|s| !s.is_empty())
+    .map(|item| match super::find::find(b'=', item.as_bytes()) {
+        Some(i) => (&item[..i], Some(&item[i + 1..])),
+        None => (item, None),
+    })
+}
+
+/// Deepest parentheses in a match value (OVS prints one level: `packet_type=(1,0x800)`).
+const MAX_MATCH_DEPTH: usize = 8;
+
+/// The index just past the `)` closing the `(` at `b[open]`, or None when it is not closed
+/// (or nested deeper than [`MAX_MATCH_DEPTH`]).
+fn close_paren(b: &[u8], open: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut i = open;
+    while let Some(off) = super::find::find2(b'(', b')', &b[i..]) {
+        i += off;
+        if b[i] == b'(' {
+            depth += 1;
+            if depth > MAX_MATCH_DEPTH {
+                return None;
+            }
+        } else {
+            depth -= 1;
+            if depth == 0 {
+                return Some(i + 1);
+            }
+        }
+        i += 1;
+    }
+    None
+}
+
+/// The items of a match: split at commas, except inside parentheses (looked for only when the
+/// match has any).
+struct MatchItems<'a> {
+    rest: Option<&'a str>,
+    parens: bool,
+}
+
+impl<'a> Iterator for MatchItems<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        let r = self.rest?;
+        let b = r.as_bytes();
+        let mut i = 0;
+        let comma = loop {
+            let found = if self.parens {
+                super::find::find2(b',', b'(', &b[i..])
+            } else {
+                super::find::find(b',', &b[i..])
+            };
+            match found.map(|off| i + off) {
+                Some(p) if b[p] == b'(' => match close_paren(b, p) {
+                    Some(end) => i = end,
+                    // Unbalanced (refused by `valid_match`): the rest is one item.
+                    None => break None,
+                },
+                other => break other,
+            }
+        };
+        match comma {
+            Some(c) => {
+                self.rest = Some(&r[c + 1..]);
+                Some(&r[..c])
+            }
+            None => {
+                self.rest = None;
+                Some(r)
+            }
+        }
+    }
 }
 
 /// Splits at an ASCII byte (memchr); cheaper than `str::split(char)` for the items of a flow.
@@ -417,7 +491,9 @@ static KEY_BYTE: [bool; 256] = {
 };
 
 /// Checks a match (without priority): items separated by single commas, each a key of
-/// `[A-Za-z0-9_.]` optionally followed by `=` and a non-empty value not starting with `=`.
+/// `[A-Za-z0-9_.]` optionally followed by `=` and a non-empty value not starting with `=`,
+/// whose parentheses (if any) are balanced, at most [`MAX_MATCH_DEPTH`] deep, and may hold
+/// commas.
 fn valid_match(m: &str) -> bool {
     // Empty (only priority) is fine; a trailing comma or `key=` is not.
     if m.is_empty() {
@@ -446,9 +522,19 @@ fn valid_match(m: &str) -> bool {
                 if i == b.len() || b[i] == b',' || b[i] == b'=' {
                     return false;
                 }
-                match super::find::find(b',', &b[i..]) {
-                    Some(off) => i += off,
-                    None => return true,
+                // Up to the next comma outside parentheses.
+                loop {
+                    match super::find::find2(b',', b'(', &b[i..]) {
+                        Some(off) if b[i + off] == b'(' => match close_paren(b, i + off) {
+                            Some(end) => i = end,
+                            None => return false,
+                        },
+                        Some(off) => {
+                            i += off;
+                            break;
+                        }
+                        None => return true,
+                    }
                 }
             }
             _ => return false,
@@ -672,6 +758,55 @@ mod tests {
             "ct_state=+trk-est",
         ] {
             assert!(valid_match(m), "{m}");
+        }
+    }
+
+    #[test]
+    fn parenthesised_match_values_keep_their_commas() {
+        // As ovs-ofctl 3.1 prints an L3 packet_type match (OpenFlow 1.5).
+        let f = flow(" cookie=0x0, duration=0.029s, table=4, n_packets=0, n_bytes=0, idle_age=0, packet_type=(1,0x800) actions=drop");
+        assert_eq!(f.match_text, "packet_type=(1,0x800)");
+        assert_eq!(
+            f.match_fields().collect::<Vec<_>>(),
+            vec![("packet_type", Some("(1,0x800)"))]
+        );
+        let f = flow(" priority=5,packet_type=(1,0x894f),nsh_mdtype=1,a=(b,(c,d)),ip actions=drop");
+        assert_eq!(
+            f.match_fields().collect::<Vec<_>>(),
+            vec![
+                ("packet_type", Some("(1,0x894f)")),
+                ("nsh_mdtype", Some("1")),
+                ("a", Some("(b,(c,d))")),
+                ("ip", None)
+            ]
+        );
+        for bad in [
+            "packet_type=(1,0x800",
+            "packet_type=(1,0x800,ip",
+            "a=((((((((((1))))))))))",
+            "packet_type=(1,0x800),",
+            "(1,2)",
+        ] {
+            assert!(!valid_match(bad), "{bad}");
+        }
+        for good in [
+            "packet_type=(1,0x800)",
+            "a=x(1,2)y,b=1",
+            "a=1)",
+            "a=((((((((1))))))))",
+        ] {
+            assert!(valid_match(good), "{good}");
+        }
+        // Without parentheses the items are the comma-separated ones.
+        for m in ["in_port=1,ip,nw_dst=10.0.0.1", "a=1", "", "a,b"] {
+            let want: Vec<_> = m.split(',').filter(|s| !s.is_empty()).collect();
+            let got: Vec<_> = MatchItems {
+                rest: Some(m),
+                parens: true,
+            }
+            .filter(|s| !s.is_empty())
+            .collect();
+            assert_eq!(got, want, "{m}");
         }
     }
 
