@@ -102,10 +102,10 @@ pub struct RawCheck {
 
 /// A YAML scalar that may be written as a number or a string (`in_port: 5`).
 pub mod serde_yaml_value {
-    use serde::Deserialize;
+    use serde::de::{Error, SeqAccess, Unexpected, Visitor};
+    use serde::{Deserialize, Deserializer};
 
-    #[derive(Debug, Clone, Deserialize)]
-    #[serde(untagged)]
+    #[derive(Debug, Clone)]
     pub enum Scalar {
         Int(u64),
         Str(String),
@@ -119,14 +119,73 @@ pub mod serde_yaml_value {
             }
         }
     }
+
+    /// Scalars, and with `seq` sequences of them: what a wrong value is is said in the
+    /// message ("invalid type: map, expected a number or a string").
+    struct ScalarVisitor;
+
+    impl<'de> Visitor<'de> for ScalarVisitor {
+        type Value = Scalar;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a number or a string")
+        }
+        fn visit_u64<E: Error>(self, v: u64) -> Result<Scalar, E> {
+            Ok(Scalar::Int(v))
+        }
+        fn visit_i64<E: Error>(self, v: i64) -> Result<Scalar, E> {
+            u64::try_from(v)
+                .map(Scalar::Int)
+                .map_err(|_| E::invalid_value(Unexpected::Signed(v), &self))
+        }
+        fn visit_str<E: Error>(self, v: &str) -> Result<Scalar, E> {
+            Ok(Scalar::Str(v.to_string()))
+        }
+    }
+
+    impl<'de> Deserialize<'de> for Scalar {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_any(ScalarVisitor)
+        }
+    }
+
+    /// `table: 0` or `table: [0, 10]`.
+    pub(super) struct TableVisitor;
+
+    impl<'de> Visitor<'de> for TableVisitor {
+        type Value = super::TableList;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a table number, or a list of them")
+        }
+        fn visit_u64<E: Error>(self, v: u64) -> Result<Self::Value, E> {
+            ScalarVisitor.visit_u64(v).map(super::TableList::One)
+        }
+        fn visit_i64<E: Error>(self, v: i64) -> Result<Self::Value, E> {
+            ScalarVisitor.visit_i64(v).map(super::TableList::One)
+        }
+        fn visit_str<E: Error>(self, v: &str) -> Result<Self::Value, E> {
+            ScalarVisitor.visit_str(v).map(super::TableList::One)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut all = Vec::new();
+            while let Some(s) = seq.next_element::<Scalar>()? {
+                all.push(s);
+            }
+            Ok(super::TableList::Many(all))
+        }
+    }
 }
 
 /// `table: 0` or `table: [0, 10]` (numbers: flows are dumped without table names).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone)]
 pub enum TableList {
     One(serde_yaml_value::Scalar),
     Many(Vec<serde_yaml_value::Scalar>),
+}
+
+impl<'de> Deserialize<'de> for TableList {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(serde_yaml_value::TableVisitor)
+    }
 }
 
 /// A compiled match condition (field within value/mask).
@@ -503,6 +562,32 @@ checks:
 
     /// `--config.file` naming a device, a FIFO or a huge file: an error naming the file at
     /// once, never a read until out of memory or a block waiting for a writer.
+    /// A value of the wrong kind says what was expected, where: not serde's "data did not
+    /// match any variant of untagged enum".
+    #[test]
+    fn wrong_kinds_of_values_say_what_was_expected() {
+        let p = Path::new("c.yml");
+        let parse = |t: &str| common::config::parse_yaml::<RawConfig>(p, t).map(|_| ());
+        let err = parse("checks:\n- name: a\n  match: {in_port: {x: 1}}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("c.yml:3:"), "{err}");
+        assert!(err.contains("expected a number or a string"), "{err}");
+        let err = parse("checks:\n- name: a\n  table: {x: 1}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("expected a table number, or a list of them"),
+            "{err}"
+        );
+        let err = parse("checks:\n- name: a\n  table: [0, -1]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("invalid value: integer `-1`"), "{err}");
+        assert!(parse("checks:\n- name: a\n  table: [0, \"10\"]\n  match: {in_port: 5, nw_dst: \"10.0.0.1\"}\n").is_ok());
+        assert!(parse("checks:\n- name: a\n  table: 3\n").is_ok());
+    }
+
     #[test]
     fn only_bounded_regular_files_are_read() {
         let zero = load(Path::new("/dev/zero")).unwrap_err().to_string();
