@@ -32,7 +32,7 @@ use stale_cookie::{CookieFlow, StaleCookies};
 /// Longest flow text put in an evidence label.
 pub const MAX_EVIDENCE_TEXT: usize = 400;
 
-/// What the table checks need to know of a flow: 32 bytes a flow (a test keeps it so), plus
+/// What the table checks need to know of a flow: 40 bytes a flow (a test keeps it so), plus
 /// its match text in the store's [`Arena`], front-coded: a flow shares the first `shared`
 /// bytes of the previous flow's match and keeps only the rest (flows of a table mostly differ
 /// in a value at the end); every [`RESTART`]th flow, and the first of each chunk, keeps its
@@ -44,6 +44,9 @@ pub struct Record {
     /// A hash of the flow text without counters ([`match_hash`] of match and actions), for the
     /// overlap cache and the evidence fetched.
     pub match_hash: u64,
+    /// Flows with equal keys treat a packet alike ([`overlap::actions_key`]): such a pair is
+    /// no overlap.
+    pub actions_hash: u64,
     /// Where the kept part of the match starts in its chunk.
     pub text_start: u32,
     /// Chunk of the [`Arena`] holding the kept part.
@@ -208,6 +211,7 @@ impl FlowStore {
         self.records.push(Record {
             cookie: f.cookie,
             match_hash: match_hash(f.text),
+            actions_hash: overlap::actions_key(f.actions_text),
             text_start,
             chunk,
             match_len: u16::try_from(len).unwrap_or(0),
@@ -818,8 +822,8 @@ mod tests {
     }
 
     #[test]
-    fn a_record_takes_32_bytes() {
-        assert_eq!(std::mem::size_of::<Record>(), 32);
+    fn a_record_takes_40_bytes() {
+        assert_eq!(std::mem::size_of::<Record>(), 40);
     }
 
     #[test]
@@ -886,12 +890,14 @@ mod tests {
     }
 
     /// Table `t`'s flows: `n` at priority 5 on distinct in_port values, plus one overlapping
-    /// the first.
+    /// the first with other actions.
     fn table_lines(t: u32, n: u32) -> Vec<String> {
         let mut v: Vec<String> = (0..n)
             .map(|i| format!(" table={t}, priority=5,in_port={} actions=drop", i + 1))
             .collect();
-        v.push(format!(" table={t}, priority=5,in_port=1,ip actions=drop"));
+        v.push(format!(
+            " table={t}, priority=5,in_port=1,ip actions=output:1"
+        ));
         v
     }
 
@@ -994,7 +1000,7 @@ mod tests {
         for l in [
             " table=0, priority=5,in_port=1 actions=drop",
             " table=1, priority=5,in_port=1 actions=drop",
-            " table=0, priority=5,in_port=1,ip actions=drop",
+            " table=0, priority=5,in_port=1,ip actions=output:1",
         ] {
             scan.feed_line(l).unwrap();
         }
@@ -1007,7 +1013,7 @@ mod tests {
         let mut scan = BridgeScan::new(&cfg, None, 10);
         for l in [
             " table=0, priority=5,in_port=1 actions=drop",
-            " table=0, priority=5,in_port=1,ip actions=drop",
+            " table=0, priority=5,in_port=1,ip actions=output:1",
             " table=1, priority=5,in_port=1 actions=drop",
         ] {
             scan.feed_line(l).unwrap();

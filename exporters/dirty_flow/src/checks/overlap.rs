@@ -1,5 +1,12 @@
 //! `overlap`: two flows in one table at the same priority whose matches can both match one
-//! packet. OpenFlow leaves the winner undefined, so the behaviour depends on insertion order.
+//! packet and whose actions differ. OpenFlow leaves the winner undefined, so the behaviour
+//! depends on insertion order; when both flows do the same, the winner does not matter.
+//!
+//! A pair counts only when some packet can reach both flows and they would treat it
+//! differently: equal actions ([`actions_key`]) are no overlap, and a pair whose merged
+//! `ct_state` constraint only a state OVS never gives a packet can satisfy ([`ct_state_possible`]:
+//! `-trk` with any other flag, `+inv` with anything but `+trk`, `+new` with `+est` or `+rpl`)
+//! is none either.
 //!
 //! Comparing every pair is quadratic (10^10 pairs at 100k flows), so flows are grouped by
 //! (table, priority) and each group is split recursively: pick the field most flows constrain,
@@ -18,7 +25,71 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::parse::fields::{expand_match, matches_overlap, FieldMatch};
 
-use super::{match_of, Arena, Record};
+use super::{match_hash, match_of, Arena, Record};
+
+/// The key under which two flows' actions count as equal. `ovs-ofctl` prints actions in one
+/// canonical form (the same action list always prints the same), so the text is the key; an
+/// empty list and `drop` are the same.
+pub fn actions_key(actions: &str) -> u64 {
+    let t = actions.trim();
+    match_hash(if t.is_empty() { "drop" } else { t })
+}
+
+/// `ct_state` bits as ovs-fields(7) numbers them.
+const CT_NEW: u16 = 0x01;
+const CT_EST: u16 = 0x02;
+const CT_RPL: u16 = 0x08;
+const CT_INV: u16 = 0x10;
+const CT_TRK: u16 = 0x20;
+
+/// Whether OVS can give a packet this connection tracking state: the rules of ovs-fields(7)
+/// that OVS's own `validate_ct_state` enforces (lib/flow.c). Without `trk` no other flag is
+/// set; `inv` goes with `trk` only; `new` excludes `est` and `rpl`.
+const fn ct_state_valid(s: u16) -> bool {
+    !((s != 0 && s & CT_TRK == 0)
+        || (s & CT_INV != 0 && s & !(CT_TRK | CT_INV) != 0)
+        || (s & CT_NEW != 0 && s & CT_EST != 0)
+        || (s & CT_NEW != 0 && s & CT_RPL != 0))
+}
+
+/// The 256 states of the 8 `ct_state` flags, a bit each: set when valid.
+const CT_VALID: [u128; 2] = {
+    let mut t = [0u128; 2];
+    let mut s = 0u16;
+    while s < 256 {
+        if ct_state_valid(s) {
+            t[(s / 128) as usize] |= 1 << (s % 128);
+        }
+        s += 1;
+    }
+    t
+};
+
+/// The `ct_state` constraint of an expanded match (value, mask), if it has a readable one.
+fn ct_state_of<'a>(m: &[FieldMatch<'a>]) -> Option<(u128, u128)> {
+    m.iter()
+        .find(|f| !f.opaque && f.field == "ct_state")
+        .map(|f| (f.value, f.mask))
+}
+
+/// Whether a packet in a state OVS can give it satisfies both flows' `ct_state` constraints
+/// (which [`matches_overlap`] already found compatible bit by bit).
+fn ct_state_possible(a: &[FieldMatch<'_>], b: &[FieldMatch<'_>]) -> bool {
+    let (ca, cb) = (ct_state_of(a), ct_state_of(b));
+    if ca.is_none() && cb.is_none() {
+        return true;
+    }
+    let (va, ma) = ca.unwrap_or((0, 0));
+    let (vb, mb) = cb.unwrap_or((0, 0));
+    let (v, m) = ((va & ma) | (vb & mb), ma | mb);
+    if m > 0xff {
+        // Bits beyond the eight flags: not ours to judge.
+        return true;
+    }
+    (0..256u16).any(|s| {
+        CT_VALID[usize::from(s / 128)] & (1 << (s % 128)) != 0 && u128::from(s) & m == v & m
+    })
+}
 
 /// Pairwise comparisons allowed per bridge.
 pub const DEFAULT_BUDGET: u64 = 50_000_000;
@@ -71,6 +142,8 @@ struct Ctx<'a, 'b> {
     /// The constraints of every flow of the group, flow `i` at `fields[offs[i]..offs[i + 1]]`.
     fields: &'b [FieldMatch<'a>],
     offs: &'b [usize],
+    /// Each flow's [`actions_key`].
+    actions: &'b [u64],
     dirty: &'b mut [bool],
     /// Comparisons this thread may still make before taking more from `pool`.
     budget: u64,
@@ -95,7 +168,12 @@ impl<'a> Ctx<'a, '_> {
             }
         }
         self.budget -= 1;
-        if matches_overlap(self.of(i), self.of(j)) {
+        if self.actions[i] == self.actions[j] {
+            // Both treat a packet alike: whichever wins, the outcome is the same.
+            return;
+        }
+        let (a, b) = (self.of(i), self.of(j));
+        if matches_overlap(a, b) && ct_state_possible(a, b) {
             self.dirty[i] = true;
             self.dirty[j] = true;
         }
@@ -372,7 +450,7 @@ fn check_groups(
     pool: &AtomicU64,
     dirty: &mut [bool],
 ) -> bool {
-    let (mut offs, mut local) = (Vec::new(), Vec::new());
+    let (mut offs, mut local, mut actions) = (Vec::new(), Vec::new(), Vec::new());
     // The group's matches, replayed from the front coding into one buffer (the constraints
     // borrow their field names from it), and each match's end in it.
     let (mut m, mut texts, mut ends) = (String::new(), String::new(), Vec::new());
@@ -398,9 +476,12 @@ fn check_groups(
         }
         local.clear();
         local.resize(group.len(), false);
+        actions.clear();
+        actions.extend(group.iter().map(|&k| records[index_of(k)].actions_hash));
         let mut ctx = Ctx {
             fields: &fields,
             offs: &offs,
+            actions: &actions,
             dirty: &mut local,
             budget: ctx_budget,
             pool,
@@ -446,6 +527,78 @@ mod tests {
         ]);
         // The two conjunction clauses are not kept (they overlap by design).
         assert_eq!(d, vec![true, true, false, false, false, false]);
+    }
+
+    #[test]
+    fn equal_actions_are_no_overlap() {
+        let d = run(&[
+            // neutron's firewall: same actions, whichever wins.
+            " table=72, priority=50,ct_state=+inv+trk actions=resubmit(,93)",
+            " table=72, priority=50,ct_mark=0x1,reg5=0x3 actions=resubmit(,93)",
+            // Same match, different actions: an overlap.
+            " table=73, priority=50,reg5=0x3 actions=resubmit(,93)",
+            " table=73, priority=50,reg5=0x3 actions=drop",
+        ]);
+        assert_eq!(d, vec![false, false, true, true]);
+        // An empty action list is a drop.
+        assert_eq!(actions_key("drop"), actions_key(""));
+        assert_ne!(actions_key("drop"), actions_key("output:1"));
+    }
+
+    #[test]
+    fn ct_states_ovs_never_gives_a_packet_are_no_overlap() {
+        let pair = |a: &str, b: &str| {
+            let d = run(&[
+                &format!(" table=1, priority=50,ip,{a} actions=output:1"),
+                &format!(" table=1, priority=50,ip,{b} actions=output:2"),
+            ]);
+            assert_eq!(d[0], d[1]);
+            d[0]
+        };
+        // neutron's firewall, tables 72 and 82: inv goes with trk only.
+        assert!(!pair("ct_state=+inv+trk", "ct_state=+est-rel+rpl"));
+        assert!(!pair("ct_state=+inv+trk", "ct_state=+new-est"));
+        // new excludes est and rpl (OVN's ACL tables).
+        assert!(!pair("ct_state=+new+trk", "ct_state=+est+trk"));
+        assert!(!pair("ct_state=+new-rel+trk", "ct_state=+rpl+trk"));
+        // -trk excludes every other flag, also one given without trk.
+        assert!(!pair("ct_state=-trk", "ct_state=+est"));
+        assert!(!pair("ct_state=-trk", "ct_state=+snat"));
+        // A flow whose own state cannot occur overlaps nothing.
+        assert!(!pair("ct_state=+inv+est+trk", "reg0=0x1"));
+        // States OVS does give: est with rel, rpl with rel, new with rel, and no constraint.
+        assert!(pair("ct_state=+est+trk", "ct_state=+rel+trk"));
+        assert!(pair("ct_state=+rpl+trk", "ct_state=+rel-est+trk"));
+        assert!(pair("ct_state=+new+trk", "ct_state=+rel+trk"));
+        assert!(pair("ct_state=+inv+trk", "nw_src=10.0.0.1"));
+        assert!(pair("ct_state=-trk", "ct_state=-est"));
+        // Written as numbers: 0x30/0x30 is +inv+trk, 0x22/0x22 is +est+trk.
+        assert!(!pair("ct_state=0x30/0x30", "ct_state=0x22/0x22"));
+    }
+
+    #[test]
+    fn every_ct_state_ovs_accepts_is_valid() {
+        // Spot checks of the table against ovs-fields(7).
+        for (s, ok) in [
+            (0, true),
+            (CT_TRK, true),
+            (CT_TRK | CT_INV, true),
+            (CT_TRK | CT_NEW | 0x04, true),
+            (CT_TRK | CT_EST | 0x04 | CT_RPL, true),
+            (CT_TRK | CT_EST | 0x40 | 0x80, true),
+            (CT_EST, false),
+            (CT_TRK | CT_INV | CT_EST, false),
+            (CT_TRK | CT_NEW | CT_EST, false),
+            (CT_TRK | CT_NEW | CT_RPL, false),
+        ] {
+            assert_eq!(ct_state_valid(s), ok, "{s:#x}");
+        }
+        // 2 (untracked, tracked) + ... : count the valid states among 256 once.
+        let n: u32 = CT_VALID.iter().map(|w| w.count_ones()).sum();
+        // Tracked, not inv: new/est/rel/rpl/snat/dnat with new excluding est and rpl:
+        // rel, snat, dnat free (8) x {none, new, est, rpl, est+rpl} (5) = 40; plus untracked
+        // (1) and trk+inv (1).
+        assert_eq!(n, 42);
     }
 
     #[test]
@@ -505,7 +658,7 @@ mod tests {
         let scan_of = |lines: &[&str]| store_of(lines);
         let base = [
             " table=1, priority=5,in_port=1 actions=drop",
-            " table=1, priority=5,in_port=1,ip actions=drop",
+            " table=1, priority=5,in_port=1,ip actions=output:1",
             " table=2, priority=5,in_port=1 actions=drop",
             " table=2, priority=5,in_port=2 actions=drop",
         ];
@@ -532,9 +685,9 @@ mod tests {
         // Table 2 changes to overlap, table 1 stops overlapping: both checked again.
         let changed = [
             " table=1, priority=5,in_port=1 actions=drop",
-            " table=1, priority=5,in_port=3,ip actions=drop",
+            " table=1, priority=5,in_port=3,ip actions=output:1",
             " table=2, priority=5,in_port=1 actions=drop",
-            " table=2, priority=5,in_port=1,tcp actions=drop",
+            " table=2, priority=5,in_port=1,tcp actions=output:1",
         ];
         let s = scan_of(&changed);
         let (r, counts) = check(&s);
