@@ -88,6 +88,10 @@ pub struct Ovs {
     /// Nice value added to the thread that parses each dump (0 to 19; 0 leaves it at the
     /// exporter's priority), so that `ovs-ofctl` wins the CPU on a busy node.
     pub parser_nice: i32,
+    /// ovs-appctl, for ovn-controller's connection status.
+    pub appctl: PathBuf,
+    /// OVN's rundir (ovn-controller's pidfile and unixctl socket).
+    pub ovn_rundir: PathBuf,
 }
 
 /// Whether a bridge name is safe to put in a socket path.
@@ -233,6 +237,38 @@ impl Ovs {
             .args(VSCTL_ARGS);
         let out = self.output(cmd, program).await?;
         parse_inventory(&String::from_utf8_lossy(&out))
+    }
+
+    /// The controller of every bridge ([`crate::controller`]).
+    pub async fn controllers(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, crate::controller::Controller>, Error> {
+        let program = program_name(&self.vsctl);
+        let mut cmd = Command::new(&self.vsctl);
+        cmd.arg(format!("--db={}", self.db))
+            .arg(format!("--timeout={}", self.timeout.as_secs().max(1)))
+            .args(crate::controller::VSCTL_ARGS);
+        let out = self.output(cmd, program).await?;
+        crate::controller::parse_controllers(&String::from_utf8_lossy(&out))
+    }
+
+    /// What ovn-controller (its pidfile in `ovn_rundir`) says of its southbound connection.
+    pub async fn ovn_status(&self) -> crate::controller::OvnStatus {
+        use crate::controller::{ovn_controller_socket, parse_connection_status, OvnStatus};
+        let sock = match ovn_controller_socket(&self.ovn_rundir) {
+            Ok(s) => s,
+            Err(e) => return OvnStatus::Unreachable(e),
+        };
+        let program = program_name(&self.appctl);
+        let mut cmd = Command::new(&self.appctl);
+        cmd.arg(format!("--timeout={}", self.timeout.as_secs().max(1)))
+            .arg("-t")
+            .arg(&sock)
+            .arg("connection-status");
+        match self.output(cmd, program).await {
+            Ok(out) => parse_connection_status(&String::from_utf8_lossy(&out)),
+            Err(e) => OvnStatus::Unreachable(e.to_string()),
+        }
     }
 
     /// The text (without counters) of the flow of `bridge` in `table` at `priority` with

@@ -621,6 +621,9 @@ impl<'c> BridgeScan<'c> {
                 for_each_port_ref(std::iter::once(a), &mut check);
             }
             missing_port::for_each_match_port(f, &mut check);
+            if ports.reg5() {
+                missing_port::for_each_reg5_port(f, &mut check);
+            }
         } else {
             conjunction_only = f.actions().all(|a| a.name == "conjunction");
         }
