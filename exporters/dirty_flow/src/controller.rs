@@ -136,11 +136,23 @@ pub fn parse_controllers(text: &str) -> Result<BTreeMap<String, Controller>, Err
         )));
     };
     let (oh, orows) = table(ovs)?;
+    let (ch, crows) = table(controllers)?;
+    let (bh, brows) = table(bridges)?;
+    for (h, want) in [
+        (&oh, &["external_ids"][..]),
+        (&bh, &["name", "controller"][..]),
+        (&ch, &["_uuid", "target"][..]),
+    ] {
+        if want.iter().any(|w| !h.contains(&w.to_string())) {
+            return Err(Error::Inventory(format!(
+                "expected the columns {want:?}, got {h:?}"
+            )));
+        }
+    }
     let ext = orows.first().and_then(|r| col(&oh, r, "external_ids"));
     let ovn_bridge = ext
         .filter(|e| map_get(e, "ovn-remote").is_some_and(|r| !r.is_empty()))
         .map(|e| map_get(e, "ovn-bridge").unwrap_or("br-int").to_string());
-    let (ch, crows) = table(controllers)?;
     let loopback: Vec<&str> = crows
         .iter()
         .filter(|r| {
@@ -150,7 +162,6 @@ pub fn parse_controllers(text: &str) -> Result<BTreeMap<String, Controller>, Err
         })
         .filter_map(|r| col(&ch, r, "_uuid").and_then(uuid))
         .collect();
-    let (bh, brows) = table(bridges)?;
     let mut out = BTreeMap::new();
     for r in &brows {
         let Some(name) = col(&bh, r, "name").and_then(Value::as_str) else {
@@ -293,7 +304,9 @@ mod tests {
 
     #[test]
     fn bad_output_is_an_error() {
-        for text in ["", "{}\n{}\n{}\n", "not json\n1\n2\n"] {
+        // The port inventory (other columns) is refused too.
+        let inventory = fixture("vsctl_inventory.json");
+        for text in ["", "{}\n{}\n{}\n", "not json\n1\n2\n", &inventory] {
             assert!(parse_controllers(text).is_err(), "{text:?}");
         }
     }
