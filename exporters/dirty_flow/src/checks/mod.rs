@@ -14,6 +14,7 @@
 pub mod custom;
 pub mod missing_port;
 pub mod overlap;
+pub mod pipeline;
 pub mod stale_cookie;
 
 use std::collections::BTreeMap;
@@ -28,6 +29,9 @@ use crate::parse::{parse_line, Flow, Line, ParseError, Table};
 pub use missing_port::Ports;
 pub use overlap::OverlapCache;
 use stale_cookie::{CookieFlow, StaleCookies};
+
+/// Flows kept at most for [`BridgeScan::finish_cached`] to decide by the registers.
+const MAX_DEFERRED: usize = 10_000;
 
 /// Longest flow text put in an evidence label.
 pub const MAX_EVIDENCE_TEXT: usize = 400;
@@ -390,6 +394,10 @@ pub struct BridgeScan<'c> {
     needs_fields: bool,
     cache: OverlapCache,
     budget: u64,
+    /// Register writes of the tables dumped so far (see [`pipeline`]).
+    regs: pipeline::RegWrites,
+    /// Flows found no overlap only by the registers, with the assumptions checked at the end.
+    deferred: Vec<(Evidence, Vec<pipeline::Assumption>)>,
     /// Largest heap held by the table store (capacity), for the memory benchmark.
     peak_store_bytes: usize,
 }
@@ -506,6 +514,8 @@ impl<'c> BridgeScan<'c> {
             needs_fields,
             cache: OverlapCache::default(),
             budget: overlap::DEFAULT_BUDGET,
+            regs: pipeline::RegWrites::default(),
+            deferred: Vec::new(),
             peak_store_bytes: 0,
         }
     }
@@ -650,6 +660,7 @@ impl<'c> BridgeScan<'c> {
             seq,
         };
         self.stale.add(&self.cfg, cookie, limit, show);
+        self.regs.add(table, f.actions_text);
         self.current.push(f, table, conjunction_only);
     }
 
@@ -695,13 +706,15 @@ impl<'c> BridgeScan<'c> {
     /// Runs `overlap` over one table's flows. Its evidence has the match only; the
     /// collector fetches the whole flow ([`Evidence::fetch`]).
     fn check_table(&mut self, store: &FlowStore) {
-        let (dirty, exhausted) = overlap::overlapping(
+        let (mut dirty, exhausted, deferred) = overlap::overlapping_with(
             &store.records,
             &store.text,
             &mut self.budget,
             Some(&mut self.cache),
+            Some(&self.regs),
         );
         let mut m = String::new();
+        self.defer(store, &mut dirty, &deferred);
         for (i, r) in store.records.iter().enumerate().filter(|&(i, _)| dirty[i]) {
             let table = self.table_label(r.table);
             push_evidence(&mut self.overlap, self.evidence_limit, || {
@@ -718,6 +731,38 @@ impl<'c> BridgeScan<'c> {
             });
         }
         self.overlap.incomplete |= exhausted;
+    }
+
+    /// Keeps the flows that [`overlap`] found no overlap only by the registers (and that no
+    /// other pair makes dirty), with their assumptions, for [`BridgeScan::finish_cached`].
+    /// Past [`MAX_DEFERRED`] flows they count as overlapping at once.
+    fn defer(&mut self, store: &FlowStore, dirty: &mut [bool], deferred: &[overlap::Deferred]) {
+        let mut by_flow: BTreeMap<usize, Vec<pipeline::Assumption>> = BTreeMap::new();
+        for &(i, j, a) in deferred {
+            for k in [i, j] {
+                if !dirty[k] {
+                    by_flow.entry(k).or_default().push(a);
+                }
+            }
+        }
+        let mut m = String::new();
+        for (k, assumptions) in by_flow {
+            if self.deferred.len() >= MAX_DEFERRED {
+                dirty[k] = true;
+                continue;
+            }
+            let r = &store.records[k];
+            match_of(&store.records, &store.text, k, &mut m);
+            let sep = if m.is_empty() { "" } else { "," };
+            let mut e = evidence(
+                self.table_label(r.table),
+                r.priority,
+                r.cookie,
+                &format!("priority={}{sep}{m}", r.priority),
+            );
+            e.fetch = Some(r.match_hash);
+            self.deferred.push((e, assumptions));
+        }
     }
 
     /// Runs what is left of the checks and returns the report.
@@ -740,6 +785,12 @@ impl<'c> BridgeScan<'c> {
         }
         // Ports unknown (or a dump without flows that never asked): as they are now.
         let has_ports = self.ports().is_some();
+        // Exclusions by the registers that a flow after their table broke.
+        for (e, assumptions) in std::mem::take(&mut self.deferred) {
+            if assumptions.iter().any(|a| !self.regs.holds(a)) {
+                push_evidence(&mut self.overlap, self.evidence_limit, || e);
+            }
+        }
         let mut stale = CheckOutcome::new("stale_cookie");
         (stale.dirty, stale.evidence) = self.stale.finish(&self.cfg, self.evidence_limit);
         let mut checks = Vec::new();

@@ -6,7 +6,8 @@
 //! differently: equal actions ([`actions_key`]) are no overlap, and a pair whose merged
 //! `ct_state` constraint only a state OVS never gives a packet can satisfy ([`ct_state_possible`]:
 //! `-trk` with any other flag, `+inv` with anything but `+trk`, `+new` with `+est` or `+rpl`)
-//! is none either.
+//! is none either; nor is a pair that needs register bits no single path through the bridge's
+//! tables sets together ([`super::pipeline`]).
 //!
 //! Comparing every pair is quadratic (10^10 pairs at 100k flows), so flows are grouped by
 //! (table, priority) and each group is split recursively: pick the field most flows constrain,
@@ -25,7 +26,59 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::parse::fields::{expand_match, matches_overlap, FieldMatch};
 
+use super::pipeline::{Assumption, RegWrites};
 use super::{match_hash, match_of, Arena, Record};
+
+/// A pair found no overlap only because no path sets the register bits both need, provided
+/// the flows after its table do not break the [`Assumption`] (record indices).
+pub type Deferred = (usize, usize, Assumption);
+
+/// The register constraints (`reg0`..`reg15`) of an expanded match: per register, the bits
+/// it requires to be 1.
+fn reg_ones(m: &[FieldMatch<'_>], out: &mut [u32; 16]) {
+    for f in m.iter().filter(|f| !f.opaque) {
+        if let Some(n) = f
+            .field
+            .strip_prefix("reg")
+            .and_then(|n| n.parse::<usize>().ok())
+            .filter(|&n| n < 16)
+        {
+            out[n] |= (f.value & f.mask) as u32;
+        }
+    }
+}
+
+/// Whether the pair needs two register bits that no path sets together: the assumption that
+/// says so.
+fn registers_exclude(
+    regs: &RegWrites,
+    table: u16,
+    a: &[FieldMatch<'_>],
+    b: &[FieldMatch<'_>],
+) -> Option<Assumption> {
+    let mut ones = [0u32; 16];
+    reg_ones(a, &mut ones);
+    reg_ones(b, &mut ones);
+    for (r, &m) in ones.iter().enumerate() {
+        if m.count_ones() < 2 {
+            continue;
+        }
+        let mut xs = m;
+        while xs != 0 {
+            let x = xs.trailing_zeros();
+            xs &= xs - 1;
+            let mut ys = xs;
+            while ys != 0 {
+                let y = ys.trailing_zeros();
+                ys &= ys - 1;
+                if let Err(assumption) = regs.cosettable(r, x, y, table) {
+                    return Some(assumption);
+                }
+            }
+        }
+    }
+    None
+}
 
 /// The key under which two flows' actions count as equal. `ovs-ofctl` prints actions in one
 /// canonical form (the same action list always prints the same), so the text is the key; an
@@ -144,6 +197,12 @@ struct Ctx<'a, 'b> {
     offs: &'b [usize],
     /// Each flow's [`actions_key`].
     actions: &'b [u64],
+    /// The register writes of the bridge so far, when the pipeline is known.
+    regs: Option<&'b RegWrites>,
+    /// The group's table.
+    table: u16,
+    /// Pairs (positions in the group) excluded by the registers only.
+    deferred: Vec<(usize, usize, Assumption)>,
     dirty: &'b mut [bool],
     /// Comparisons this thread may still make before taking more from `pool`.
     budget: u64,
@@ -174,6 +233,13 @@ impl<'a> Ctx<'a, '_> {
         }
         let (a, b) = (self.of(i), self.of(j));
         if matches_overlap(a, b) && ct_state_possible(a, b) {
+            if let Some(x) = self
+                .regs
+                .and_then(|r| registers_exclude(r, self.table, a, b))
+            {
+                self.deferred.push((i, j, x));
+                return;
+            }
             self.dirty[i] = true;
             self.dirty[j] = true;
         }
@@ -341,8 +407,22 @@ pub fn overlapping(
     records: &[Record],
     text: &Arena,
     budget: &mut u64,
-    mut cache: Option<&mut OverlapCache>,
+    cache: Option<&mut OverlapCache>,
 ) -> (Vec<bool>, bool) {
+    let (dirty, exhausted, _) = overlapping_with(records, text, budget, cache, None);
+    (dirty, exhausted)
+}
+
+/// [`overlapping`], with the register writes of the tables dumped so far: pairs that need
+/// register bits no path sets together are not dirty, and are returned with the assumption
+/// that makes it so (checked when the dump ends). Groups with such pairs are not cached.
+pub fn overlapping_with(
+    records: &[Record],
+    text: &Arena,
+    budget: &mut u64,
+    mut cache: Option<&mut OverlapCache>,
+    regs: Option<&RegWrites>,
+) -> (Vec<bool>, bool, Vec<Deferred>) {
     // (table, priority, index) packed in one integer: an unstable sort of unique keys is
     // deterministic and cheap.
     let mut order: Vec<u64> = records
@@ -379,12 +459,27 @@ pub fn overlapping(
         groups.push(g);
     }
     let pool = AtomicU64::new(*budget);
-    let exhausted = check_all(&groups, records, text, &pool, &mut dirty);
+    let mut deferred = Vec::new();
+    let exhausted = check_all(
+        &groups,
+        records,
+        text,
+        &pool,
+        &mut dirty,
+        regs,
+        &mut deferred,
+    );
     *budget = pool.load(Ordering::Relaxed);
     if let Some(c) = cache {
         c.checked += groups.len();
         if !exhausted {
+            let excluded: std::collections::HashSet<usize> =
+                deferred.iter().flat_map(|&(i, j, _)| [i, j]).collect();
             for (g, (key, hash)) in groups.iter().zip(keys) {
+                if g.iter().any(|&k| excluded.contains(&index_of(k))) {
+                    // Decided with the register writes of this dump: checked again next time.
+                    continue;
+                }
                 let positions = (0..g.len())
                     .filter(|&p| dirty[index_of(g[p])])
                     .map(|p| p as u32)
@@ -400,7 +495,7 @@ pub fn overlapping(
             }
         }
     }
-    (dirty, exhausted)
+    (dirty, exhausted, deferred)
 }
 
 /// Checks the groups, in two threads when they are big. Returns whether the budget ran out.
@@ -410,10 +505,12 @@ fn check_all(
     text: &Arena,
     pool: &AtomicU64,
     dirty: &mut [bool],
+    regs: Option<&RegWrites>,
+    deferred: &mut Vec<Deferred>,
 ) -> bool {
     let total: usize = groups.iter().map(|g| g.len()).sum();
     if total < PARALLEL_FLOWS {
-        return check_groups(groups, records, text, pool, dirty);
+        return check_groups(groups, records, text, pool, dirty, regs, deferred);
     }
     // Two halves of about equal flow counts.
     let mut acc = 0;
@@ -426,9 +523,20 @@ fn check_all(
         .map_or(groups.len(), |p| p + 1);
     let (first, second) = groups.split_at(cut);
     let mut dirty2 = vec![false; dirty.len()];
+    let mut deferred2 = Vec::new();
     let (ex1, ex2) = std::thread::scope(|s| {
-        let other = s.spawn(|| check_groups(second, records, text, pool, &mut dirty2));
-        let ex1 = check_groups(first, records, text, pool, dirty);
+        let other = s.spawn(|| {
+            check_groups(
+                second,
+                records,
+                text,
+                pool,
+                &mut dirty2,
+                regs,
+                &mut deferred2,
+            )
+        });
+        let ex1 = check_groups(first, records, text, pool, dirty, regs, deferred);
         // A panic in the other half is re-raised here (the framework contains it).
         let ex2 = other
             .join()
@@ -438,6 +546,7 @@ fn check_all(
     for (d, d2) in dirty.iter_mut().zip(dirty2) {
         *d |= d2;
     }
+    deferred.extend(deferred2);
     ex1 || ex2
 }
 
@@ -449,6 +558,8 @@ fn check_groups(
     text: &Arena,
     pool: &AtomicU64,
     dirty: &mut [bool],
+    regs: Option<&RegWrites>,
+    deferred: &mut Vec<Deferred>,
 ) -> bool {
     let (mut offs, mut local, mut actions) = (Vec::new(), Vec::new(), Vec::new());
     // The group's matches, replayed from the front coding into one buffer (the constraints
@@ -482,6 +593,9 @@ fn check_groups(
             fields: &fields,
             offs: &offs,
             actions: &actions,
+            regs,
+            table: group.first().map_or(0, |&k| records[index_of(k)].table),
+            deferred: Vec::new(),
             dirty: &mut local,
             budget: ctx_budget,
             pool,
@@ -491,6 +605,11 @@ fn check_groups(
         ctx.split(&all);
         ctx_budget = ctx.budget;
         let exhausted = ctx.exhausted;
+        deferred.extend(
+            ctx.deferred
+                .iter()
+                .map(|&(i, j, a)| (index_of(group[i]), index_of(group[j]), a)),
+        );
         for (k, &d) in group.iter().zip(&local) {
             dirty[index_of(*k)] |= d;
         }
