@@ -1048,6 +1048,38 @@ mod tests {
     }
 
     #[test]
+    fn register_exclusions_are_checked_against_the_tables_after_them() {
+        // Table 15 sets reg0 bit 7 or bit 8, never both: the pair of table 16 is no overlap,
+        // unless a later table jumps back without clearing reg0.
+        let flows = [
+            " table=15, priority=2,ip actions=load:0x1->NXM_NX_REG0[7],resubmit(,16)",
+            " table=15, priority=1 actions=load:0x1->NXM_NX_REG0[8],resubmit(,16)",
+            " table=16, priority=5,reg0=0x80/0x80 actions=output:1",
+            " table=16, priority=5,reg0=0x100/0x100 actions=drop",
+        ];
+        let cfg = Config::default();
+        let run = |later: &[&str]| {
+            let mut scan = BridgeScan::new(&cfg, None, 5);
+            for l in flows.iter().chain(later) {
+                scan.feed_line(l).unwrap();
+            }
+            let r = scan.finish();
+            let o = check(&r, "overlap");
+            (o.dirty, o.evidence.len())
+        };
+        assert_eq!(run(&[]), (0, 0));
+        assert_eq!(
+            run(&[" table=65, priority=1 actions=set_field:0->reg0,resubmit(,8)"]),
+            (0, 0)
+        );
+        assert_eq!(run(&[" table=65, priority=1 actions=resubmit(,8)"]), (2, 2));
+        assert_eq!(
+            run(&[" table=65, priority=1 actions=set_field:0x80->reg0,resubmit(,8)"]),
+            (2, 2)
+        );
+    }
+
+    #[test]
     fn a_table_that_comes_back_is_counted_and_its_overlap_flagged_incomplete() {
         let cfg = Config::default();
         let mut scan = BridgeScan::new(&cfg, None, 10);
