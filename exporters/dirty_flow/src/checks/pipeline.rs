@@ -87,21 +87,17 @@ struct FlowWrites {
 
 /// The 32-bit registers a field name covers: (first register, number of registers).
 fn reg_span(name: &str) -> Option<(usize, usize)> {
-    let lower = name.to_ascii_lowercase();
-    let (n, width) = if let Some(n) = lower
-        .strip_prefix("nxm_nx_xxreg")
-        .or_else(|| lower.strip_prefix("xxreg"))
-    {
+    // Case-insensitive prefixes, without allocating.
+    let strip = |p: &str| {
+        name.get(..p.len())
+            .filter(|h| h.eq_ignore_ascii_case(p))
+            .map(|_| &name[p.len()..])
+    };
+    let (n, width) = if let Some(n) = strip("nxm_nx_xxreg").or_else(|| strip("xxreg")) {
         (n, 4)
-    } else if let Some(n) = lower
-        .strip_prefix("oxm_of_pkt_reg")
-        .or_else(|| lower.strip_prefix("xreg"))
-    {
+    } else if let Some(n) = strip("oxm_of_pkt_reg").or_else(|| strip("xreg")) {
         (n, 2)
-    } else if let Some(n) = lower
-        .strip_prefix("nxm_nx_reg")
-        .or_else(|| lower.strip_prefix("reg"))
-    {
+    } else if let Some(n) = strip("nxm_nx_reg").or_else(|| strip("reg")) {
         (n, 1)
     } else {
         return None;
@@ -246,6 +242,8 @@ impl FlowWrites {
                     }
                 }
                 ("clone" | "write_actions", Some(arg)) if depth < 4 => self.read(arg, depth + 1),
+                // What learn writes goes into the flow it adds, not into this packet.
+                ("learn", _) => {}
                 ("push", Some(arg)) => self.stack.push(arg.trim().to_string()),
                 ("pop", Some(arg)) => {
                     let from = self.stack.pop();
@@ -284,6 +282,17 @@ impl FlowWrites {
 impl RegWrites {
     /// Notes the writes and jumps of a flow of `table` with these actions.
     pub fn add(&mut self, table: u16, actions: &str) {
+        // Most flows neither write a register nor jump: one look at the text settles those.
+        let b = actions.as_bytes();
+        let maybe = memchr::memmem::find(b, b"->").is_some()
+            || memchr::memmem::find(b, b"resubmit").is_some()
+            || memchr::memmem::find(b, b"table").is_some()
+            || memchr::memmem::find(b, b"pop:").is_some()
+            || memchr::memmem::find(b, b"multipath").is_some()
+            || memchr::memmem::find(b, b"bundle_load").is_some();
+        if !maybe {
+            return;
+        }
         let mut w = FlowWrites::default();
         w.read(actions, 0);
         // A resubmit without a table goes to the flow's own table.
