@@ -12,6 +12,8 @@ PACKAGES=(
   libvirt-clients libvirt-daemon libvirt-daemon-driver-qemu qemu-system-x86
   # Open vSwitch userspace (dummy datapath sandbox, ovs-ofctl, ovs-vsctl)
   openvswitch-switch
+  # OVN 23.03 (ovn-northd, ovn-controller) programming the OVS sandbox: dirty_flow's OVN tests
+  ovn-central ovn-host
   # Prometheus, promtool, Alertmanager, amtool
   prometheus prometheus-alertmanager
   # the fleet test (alerts/tests/fleet.py): the long-term store the Prometheus shards remote-write to

@@ -17,6 +17,8 @@
 //!     match_absent: [dl_vlan]
 //!     match_regex: "dl_dst=ff:ff"
 //!     actions_regex: "FLOOD|NORMAL"
+//! bridges:            # per bridge, a check on or off over its controller's default
+//!   br-int: {overlap: on, stale_cookie: off}
 //! ```
 
 use std::path::Path;
@@ -43,6 +45,17 @@ pub struct RawConfig {
     pub stale_cookie: RawStaleCookie,
     #[serde(default)]
     pub checks: Vec<RawCheck>,
+    /// Per bridge, check name -> on or off (over the bridge controller's defaults).
+    #[serde(default)]
+    pub bridges: std::collections::BTreeMap<String, std::collections::BTreeMap<String, OnOff>>,
+}
+
+/// A check switched on or off for a bridge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnOff {
+    On,
+    Off,
 }
 
 /// `stale_cookie:` section.
@@ -247,9 +260,28 @@ pub struct Config {
     pub allowed_cookies: Vec<(u64, u64)>,
     pub stale_cookie: StaleCookie,
     pub checks: Vec<CustomCheck>,
+    /// `bridges:`: (bridge, check) -> on or off.
+    pub bridge_checks: std::collections::BTreeMap<(String, String), OnOff>,
 }
 
 impl Config {
+    /// Whether `check` runs on `bridge`, programmed by `controller`: the config's setting for
+    /// the bridge, else the controller's default ([`crate::controller::Controller::default_on`]).
+    pub fn check_on(
+        &self,
+        bridge: &str,
+        check: &str,
+        controller: crate::controller::Controller,
+    ) -> bool {
+        match self
+            .bridge_checks
+            .get(&(bridge.to_string(), check.to_string()))
+        {
+            Some(v) => *v == OnOff::On,
+            None => controller.default_on(check),
+        }
+    }
+
     /// Whether `cookie` is one of the allowed cookies.
     pub fn cookie_allowed(&self, cookie: u64) -> bool {
         self.allowed_cookies
@@ -443,6 +475,18 @@ pub fn compile(raw: RawConfig) -> Result<Config, String> {
         }
         cfg.checks.push(check);
     }
+    for (bridge, checks) in &raw.bridges {
+        for (check, v) in checks {
+            if !seen.contains(&check.as_str()) {
+                return Err(format!(
+                    "bridges.{bridge}.{check}: no such check (built-in: {}; or a name from checks:)",
+                    BUILTIN_CHECKS.join(", ")
+                ));
+            }
+            cfg.bridge_checks
+                .insert((bridge.clone(), check.clone()), *v);
+        }
+    }
     Ok(cfg)
 }
 
@@ -454,6 +498,40 @@ mod tests {
         let raw: RawConfig =
             common::config::parse_yaml(Path::new("t.yml"), text).map_err(|e| e.to_string())?;
         compile(raw)
+    }
+
+    #[test]
+    fn checks_on_or_off_per_bridge_over_the_controller_defaults() {
+        use crate::controller::Controller;
+        let c = parse(
+            r#"
+checks:
+  - {name: no_flood, actions_regex: FLOOD}
+bridges:
+  br-int: {overlap: on, stale_cookie: off}
+  br-tun: {no_flood: off}
+"#,
+        )
+        .unwrap();
+        // br-int: overlap on even on OVN, stale_cookie off even on none.
+        assert!(c.check_on("br-int", "overlap", Controller::Ovn));
+        assert!(!c.check_on("br-int", "stale_cookie", Controller::None));
+        assert!(c.check_on("br-int", "missing_port", Controller::Ovn));
+        assert!(!c.check_on("br-tun", "no_flood", Controller::Neutron));
+        // Unset: the controller's default.
+        assert!(!c.check_on("br-ex", "overlap", Controller::Ovn));
+        assert!(c.check_on("br-ex", "overlap", Controller::Neutron));
+        assert!(c.check_on("br-ex", "overlap", Controller::None));
+        for (text, want) in [
+            (
+                "bridges: {br-int: {overlapp: off}}",
+                "bridges.br-int.overlapp: no such check",
+            ),
+            ("bridges: {br-int: {overlap: maybe}}", "unknown variant"),
+        ] {
+            let e = parse(text).unwrap_err();
+            assert!(e.contains(want), "{text}: {e}");
+        }
     }
 
     #[test]

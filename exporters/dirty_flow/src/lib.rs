@@ -9,6 +9,7 @@
 pub mod checks;
 pub mod collector;
 pub mod config;
+pub mod controller;
 pub mod error;
 pub mod inventory;
 pub mod ovs;
@@ -87,6 +88,21 @@ pub struct Flags {
     /// priority). Higher: ovs-ofctl and the VMs win the CPU on a busy node; scrapes get slower.
     #[arg(long = "ovs.parser-nice", default_value_t = 10, value_parser = parse_nice, value_name = "N")]
     pub ovs_parser_nice: i32,
+    /// Directory holding ovn-controller's pidfile and unixctl socket (OVN's rundir): on an OVN
+    /// node, `stale_cookie` asks ovn-controller whether it is connected.
+    #[arg(
+        long = "ovn.rundir",
+        default_value = "/var/run/ovn",
+        value_name = "DIR"
+    )]
+    pub ovn_rundir: PathBuf,
+    /// Path of ovs-appctl (asks ovn-controller its connection status).
+    #[arg(
+        long = "ovs.appctl-path",
+        default_value = "ovs-appctl",
+        value_name = "PATH"
+    )]
+    pub ovs_appctl_path: PathBuf,
     /// Offending flows shown per bridge and check in ovs_dirty_flow_info.
     #[arg(long = "checks.evidence-limit", default_value_t = 5, value_name = "N")]
     pub evidence_limit: usize,
@@ -107,6 +123,8 @@ impl Flags {
             openflow_version: self.ovs_openflow_version.clone(),
             parser_nice: self.ovs_parser_nice,
             limits: ovs::Limits::default(),
+            appctl: self.ovs_appctl_path.clone(),
+            ovn_rundir: self.ovn_rundir.clone(),
         }
     }
 }

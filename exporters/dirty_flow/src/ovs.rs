@@ -122,6 +122,10 @@ pub struct Ovs {
     /// exporter's priority), so that `ovs-ofctl` wins the CPU on a busy node.
     pub parser_nice: i32,
     pub limits: Limits,
+    /// ovs-appctl, for ovn-controller's connection status.
+    pub appctl: PathBuf,
+    /// OVN's rundir (ovn-controller's pidfile and unixctl socket).
+    pub ovn_rundir: PathBuf,
 }
 
 /// The highest OpenFlow version in a `-O` list (`OpenFlow10,OpenFlow13` -> 13), None when no
@@ -349,6 +353,38 @@ impl Ovs {
             .args(VSCTL_ARGS);
         let out = self.output(cmd, program, self.limits.vsctl_bytes).await?;
         parse_inventory(&String::from_utf8_lossy(&out))
+    }
+
+    /// The controller of every bridge ([`crate::controller`]).
+    pub async fn controllers(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, crate::controller::Controller>, Error> {
+        let program = program_name(&self.vsctl);
+        let mut cmd = Command::new(&self.vsctl);
+        cmd.arg(format!("--db={}", self.db))
+            .arg(format!("--timeout={}", self.timeout.as_secs().max(1)))
+            .args(crate::controller::VSCTL_ARGS);
+        let out = self.output(cmd, program, self.limits.vsctl_bytes).await?;
+        crate::controller::parse_controllers(&String::from_utf8_lossy(&out))
+    }
+
+    /// What ovn-controller (its pidfile in `ovn_rundir`) says of its southbound connection.
+    pub async fn ovn_status(&self) -> crate::controller::OvnStatus {
+        use crate::controller::{ovn_controller_socket, parse_connection_status, OvnStatus};
+        let sock = match ovn_controller_socket(&self.ovn_rundir) {
+            Ok(s) => s,
+            Err(e) => return OvnStatus::Unreachable(e),
+        };
+        let program = program_name(&self.appctl);
+        let mut cmd = Command::new(&self.appctl);
+        cmd.arg(format!("--timeout={}", self.timeout.as_secs().max(1)))
+            .arg("-t")
+            .arg(&sock)
+            .arg("connection-status");
+        match self.output(cmd, program, self.limits.listing_bytes).await {
+            Ok(out) => parse_connection_status(&String::from_utf8_lossy(&out)),
+            Err(e) => OvnStatus::Unreachable(e.to_string()),
+        }
     }
 
     /// The text (without counters) of the flow of `bridge` in `table` at `priority` with
@@ -768,6 +804,8 @@ mod tests {
             openflow_version: Some("OpenFlow10,OpenFlow13".into()),
             parser_nice: 0,
             limits,
+            appctl: "ovs-appctl".into(),
+            ovn_rundir: dir.to_path_buf(),
         }
     }
 

@@ -38,7 +38,20 @@ fn script(dir: &std::path::Path, name: &str, fixture: &str) -> String {
 async fn fixture_replay_matches_golden() {
     let dir = tempfile::tempdir().unwrap();
     let ofctl = script(dir.path(), "ofctl", "dump_of13.txt");
-    let vsctl = script(dir.path(), "vsctl", "vsctl_inventory.json");
+    let vsctl = dir.path().join("vsctl");
+    let f = |n: &str| format!("{}/tests/fixtures/{n}", env!("CARGO_MANIFEST_DIR"));
+    // The controllers listing names the Open_vSwitch table; the inventory does not.
+    std::fs::write(
+        &vsctl,
+        format!(
+            "#!/bin/sh\ncase \"$*\" in *Open_vSwitch*) exec cat '{}';; esac\nexec cat '{}'\n",
+            f("vsctl_controllers.json"),
+            f("vsctl_inventory.json")
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&vsctl, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let vsctl = vsctl.display().to_string();
     let flags = <Flags as clap::Parser>::parse_from([
         "dirty_flow_exporter".to_string(),
         "--web.listen-address=127.0.0.1:0".into(),

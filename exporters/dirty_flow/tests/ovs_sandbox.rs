@@ -617,7 +617,7 @@ async fn hundred_thousand_flows() {
     }
     // Exactly one dirty flow of each kind among them.
     flows.push_str(
-        "cookie=0x1,table=0,priority=10,in_port=1,dl_dst=fa:16:00:00:00:00,ip,actions=output:2\n",
+        "cookie=0x1,table=0,priority=10,in_port=1,dl_dst=fa:16:00:00:00:00,ip,actions=output:3\n",
     );
     flows.push_str("cookie=0x1,table=5,priority=1,actions=output:77\n");
     sb.add_flows(&flows);

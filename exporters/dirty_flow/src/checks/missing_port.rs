@@ -4,6 +4,10 @@
 //! them silently (`ofproto/trace` then says "Nonexistent output port"). A port counts as present
 //! when one of the bridge's interfaces in the database has that ofport; an interface that failed
 //! has ofport -1, so flows meant for it count as missing too.
+//!
+//! On a bridge neutron's OVS agent programs ([`Ports::with_reg5`]), a flow matching `reg5=N`
+//! names port N too: neutron's firewall keeps the packet's port number in `reg5`, and its
+//! leftovers often name the port only there.
 
 use std::collections::HashSet;
 
@@ -16,6 +20,8 @@ use crate::parse::Flow;
 pub struct Ports {
     numbers: HashSet<u32>,
     names: HashSet<String>,
+    /// `reg5=N` names port N (neutron).
+    reg5: bool,
 }
 
 impl Ports {
@@ -33,6 +39,17 @@ impl Ports {
             }
         }
         p
+    }
+
+    /// Counts `reg5=N` as naming port N (a bridge of neutron's OVS agent).
+    pub fn with_reg5(mut self, on: bool) -> Self {
+        self.reg5 = on;
+        self
+    }
+
+    /// Whether `reg5=N` names port N.
+    pub fn reg5(&self) -> bool {
+        self.reg5
     }
 
     /// Whether an interface with this name exists and works.
@@ -53,6 +70,9 @@ impl Ports {
 pub fn is_dirty(flow: &Flow<'_>, ports: &Ports) -> bool {
     let mut missing = false;
     for_each_match_port(flow, &mut |r| missing |= !ports.has(&r));
+    if ports.reg5 {
+        for_each_reg5_port(flow, &mut |r| missing |= !ports.has(&r));
+    }
     for_each_port_ref(flow.actions(), &mut |r| missing |= !ports.has(&r));
     missing
 }
@@ -71,6 +91,32 @@ pub fn for_each_match_port(flow: &Flow<'_>, f: &mut dyn FnMut(PortRef)) {
             if let Some(r) = v.and_then(port_number) {
                 f(r);
             }
+        }
+    }
+}
+
+static REG5: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"reg5="));
+
+/// Calls `f` with the port a neutron flow's `reg5=N` names (an exact value, not a mask; N
+/// below OpenFlow's reserved ports).
+pub fn for_each_reg5_port(flow: &Flow<'_>, f: &mut dyn FnMut(PortRef)) {
+    if REG5.find(flow.match_text.as_bytes()).is_none() {
+        return;
+    }
+    for (k, v) in flow.match_fields() {
+        if k != "reg5" {
+            continue;
+        }
+        let Some(v) = v.filter(|v| !v.contains('/')) else {
+            continue;
+        };
+        let n = match v.strip_prefix("0x") {
+            Some(h) => u32::from_str_radix(h, 16).ok(),
+            None => v.parse().ok(),
+        };
+        if let Some(n) = n.filter(|&n| n > 0 && n < 0xff00) {
+            f(PortRef::Number(n));
         }
     }
 }
@@ -118,5 +164,30 @@ mod tests {
         assert!(!dirty(" priority=1 actions=CONTROLLER:65535,IN_PORT,FLOOD"));
         assert!(!dirty(" priority=1,in_port=tap1 actions=output:tap2"));
         assert!(dirty(" priority=1,in_port=bad actions=drop"));
+        // reg5 is no port unless the bridge is neutron's.
+        assert!(!dirty(
+            " table=72, priority=50,reg5=0x9 actions=resubmit(,93)"
+        ));
+    }
+
+    #[test]
+    fn neutron_reg5_names_a_port() {
+        let ports = Ports::new(&[iface("tap1", 1), iface("tap2", 2)]).with_reg5(true);
+        let dirty = |l: &str| is_dirty(&parse_flow(l).unwrap(), &ports);
+        // neutron's firewall flows, as its agent writes them.
+        assert!(dirty(
+            " table=72, priority=50,ct_mark=0x1,reg5=0x9 actions=resubmit(,93)"
+        ));
+        assert!(dirty(" table=82, priority=50,reg5=9 actions=drop"));
+        assert!(!dirty(
+            " table=72, priority=50,ct_mark=0x1,reg5=0x2 actions=resubmit(,93)"
+        ));
+        // A mask, port 0 and reserved numbers name no port.
+        assert!(!dirty(" table=72, priority=50,reg5=0x9/0xff actions=drop"));
+        assert!(!dirty(" table=72, priority=50,reg5=0 actions=drop"));
+        assert!(!dirty(
+            " table=72, priority=50,reg5=0xfffffffe actions=drop"
+        ));
+        assert!(!dirty(" table=72, priority=50,reg15=0x9 actions=drop"));
     }
 }

@@ -15,6 +15,7 @@ pub mod custom;
 pub mod groups;
 pub mod missing_port;
 pub mod overlap;
+pub mod pipeline;
 pub mod stale_cookie;
 
 use std::collections::BTreeMap;
@@ -30,10 +31,13 @@ pub use missing_port::Ports;
 pub use overlap::OverlapCache;
 use stale_cookie::{CookieFlow, StaleCookies};
 
+/// Flows kept at most for [`BridgeScan::finish_cached`] to decide by the registers.
+const MAX_DEFERRED: usize = 10_000;
+
 /// Longest flow text put in an evidence label.
 pub const MAX_EVIDENCE_TEXT: usize = 400;
 
-/// What the table checks need to know of a flow: 32 bytes a flow (a test keeps it so), plus
+/// What the table checks need to know of a flow: 40 bytes a flow (a test keeps it so), plus
 /// its match text in the store's [`Arena`], front-coded: a flow shares the first `shared`
 /// bytes of the previous flow's match and keeps only the rest (flows of a table mostly differ
 /// in a value at the end); every [`RESTART`]th flow, and the first of each chunk, keeps its
@@ -45,6 +49,9 @@ pub struct Record {
     /// A hash of the flow text without counters ([`match_hash`] of match and actions), for the
     /// overlap cache and the evidence fetched.
     pub match_hash: u64,
+    /// Flows with equal keys treat a packet alike ([`overlap::actions_key`]): such a pair is
+    /// no overlap.
+    pub actions_hash: u64,
     /// Where the kept part of the match starts in its chunk.
     pub text_start: u32,
     /// Chunk of the [`Arena`] holding the kept part.
@@ -209,6 +216,7 @@ impl FlowStore {
         self.records.push(Record {
             cookie: f.cookie,
             match_hash: match_hash(f.text),
+            actions_hash: overlap::actions_key(f.actions_text),
             text_start,
             chunk,
             match_len: u16::try_from(len).unwrap_or(0),
@@ -390,6 +398,10 @@ pub struct BridgeScan<'c> {
     needs_fields: bool,
     cache: OverlapCache,
     budget: u64,
+    /// Register writes of the tables dumped so far (see [`pipeline`]).
+    regs: pipeline::RegWrites,
+    /// Flows found no overlap only by the registers, with the assumptions checked at the end.
+    deferred: Vec<(Evidence, Vec<pipeline::Assumption>)>,
     /// Largest heap held by the table store (capacity), for the memory benchmark.
     peak_store_bytes: usize,
 }
@@ -507,6 +519,8 @@ impl<'c> BridgeScan<'c> {
             needs_fields,
             cache: OverlapCache::default(),
             budget: overlap::DEFAULT_BUDGET,
+            regs: pipeline::RegWrites::default(),
+            deferred: Vec::new(),
             peak_store_bytes: 0,
         }
     }
@@ -627,6 +641,9 @@ impl<'c> BridgeScan<'c> {
                 for_each_port_ref(std::iter::once(a), &mut check);
             }
             missing_port::for_each_match_port(f, &mut check);
+            if ports.reg5() {
+                missing_port::for_each_reg5_port(f, &mut check);
+            }
         } else {
             conjunction_only = f.actions().all(|a| a.name == "conjunction");
         }
@@ -654,6 +671,7 @@ impl<'c> BridgeScan<'c> {
         };
         self.stale.add(&self.cfg, cookie, limit, show);
         self.refs.note(f);
+        self.regs.add(table, f.actions_text);
         self.current.push(f, table, conjunction_only);
     }
 
@@ -699,13 +717,15 @@ impl<'c> BridgeScan<'c> {
     /// Runs `overlap` over one table's flows. Its evidence has the match only; the
     /// collector fetches the whole flow ([`Evidence::fetch`]).
     fn check_table(&mut self, store: &FlowStore) {
-        let (dirty, exhausted) = overlap::overlapping(
+        let (mut dirty, exhausted, deferred) = overlap::overlapping_with(
             &store.records,
             &store.text,
             &mut self.budget,
             Some(&mut self.cache),
+            Some(&self.regs),
         );
         let mut m = String::new();
+        self.defer(store, &mut dirty, &deferred);
         for (i, r) in store.records.iter().enumerate().filter(|&(i, _)| dirty[i]) {
             let table = self.table_label(r.table);
             push_evidence(&mut self.overlap, self.evidence_limit, || {
@@ -722,6 +742,38 @@ impl<'c> BridgeScan<'c> {
             });
         }
         self.overlap.incomplete |= exhausted;
+    }
+
+    /// Keeps the flows that [`overlap`] found no overlap only by the registers (and that no
+    /// other pair makes dirty), with their assumptions, for [`BridgeScan::finish_cached`].
+    /// Past [`MAX_DEFERRED`] flows they count as overlapping at once.
+    fn defer(&mut self, store: &FlowStore, dirty: &mut [bool], deferred: &[overlap::Deferred]) {
+        let mut by_flow: BTreeMap<usize, Vec<pipeline::Assumption>> = BTreeMap::new();
+        for &(i, j, a) in deferred {
+            for k in [i, j] {
+                if !dirty[k] {
+                    by_flow.entry(k).or_default().push(a);
+                }
+            }
+        }
+        let mut m = String::new();
+        for (k, assumptions) in by_flow {
+            if self.deferred.len() >= MAX_DEFERRED {
+                dirty[k] = true;
+                continue;
+            }
+            let r = &store.records[k];
+            match_of(&store.records, &store.text, k, &mut m);
+            let sep = if m.is_empty() { "" } else { "," };
+            let mut e = evidence(
+                self.table_label(r.table),
+                r.priority,
+                r.cookie,
+                &format!("priority={}{sep}{m}", r.priority),
+            );
+            e.fetch = Some(r.match_hash);
+            self.deferred.push((e, assumptions));
+        }
     }
 
     /// Runs what is left of the checks and returns the report.
@@ -744,6 +796,12 @@ impl<'c> BridgeScan<'c> {
         }
         // Ports unknown (or a dump without flows that never asked): as they are now.
         let has_ports = self.ports().is_some();
+        // Exclusions by the registers that a flow after their table broke.
+        for (e, assumptions) in std::mem::take(&mut self.deferred) {
+            if assumptions.iter().any(|a| !self.regs.holds(a)) {
+                push_evidence(&mut self.overlap, self.evidence_limit, || e);
+            }
+        }
         let mut stale = CheckOutcome::new("stale_cookie");
         (stale.dirty, stale.evidence) = self.stale.finish(&self.cfg, self.evidence_limit);
         let mut checks = Vec::new();
@@ -830,8 +888,8 @@ mod tests {
     }
 
     #[test]
-    fn a_record_takes_32_bytes() {
-        assert_eq!(std::mem::size_of::<Record>(), 32);
+    fn a_record_takes_40_bytes() {
+        assert_eq!(std::mem::size_of::<Record>(), 40);
     }
 
     #[test]
@@ -898,12 +956,14 @@ mod tests {
     }
 
     /// Table `t`'s flows: `n` at priority 5 on distinct in_port values, plus one overlapping
-    /// the first.
+    /// the first with other actions.
     fn table_lines(t: u32, n: u32) -> Vec<String> {
         let mut v: Vec<String> = (0..n)
             .map(|i| format!(" table={t}, priority=5,in_port={} actions=drop", i + 1))
             .collect();
-        v.push(format!(" table={t}, priority=5,in_port=1,ip actions=drop"));
+        v.push(format!(
+            " table={t}, priority=5,in_port=1,ip actions=output:1"
+        ));
         v
     }
 
@@ -1000,13 +1060,45 @@ mod tests {
     }
 
     #[test]
+    fn register_exclusions_are_checked_against_the_tables_after_them() {
+        // Table 15 sets reg0 bit 7 or bit 8, never both: the pair of table 16 is no overlap,
+        // unless a later table jumps back without clearing reg0.
+        let flows = [
+            " table=15, priority=2,ip actions=load:0x1->NXM_NX_REG0[7],resubmit(,16)",
+            " table=15, priority=1 actions=load:0x1->NXM_NX_REG0[8],resubmit(,16)",
+            " table=16, priority=5,reg0=0x80/0x80 actions=output:1",
+            " table=16, priority=5,reg0=0x100/0x100 actions=drop",
+        ];
+        let cfg = Config::default();
+        let run = |later: &[&str]| {
+            let mut scan = BridgeScan::new(&cfg, None, 5);
+            for l in flows.iter().chain(later) {
+                scan.feed_line(l).unwrap();
+            }
+            let r = scan.finish();
+            let o = check(&r, "overlap");
+            (o.dirty, o.evidence.len())
+        };
+        assert_eq!(run(&[]), (0, 0));
+        assert_eq!(
+            run(&[" table=65, priority=1 actions=set_field:0->reg0,resubmit(,8)"]),
+            (0, 0)
+        );
+        assert_eq!(run(&[" table=65, priority=1 actions=resubmit(,8)"]), (2, 2));
+        assert_eq!(
+            run(&[" table=65, priority=1 actions=set_field:0x80->reg0,resubmit(,8)"]),
+            (2, 2)
+        );
+    }
+
+    #[test]
     fn a_table_that_comes_back_is_counted_and_its_overlap_flagged_incomplete() {
         let cfg = Config::default();
         let mut scan = BridgeScan::new(&cfg, None, 10);
         for l in [
             " table=0, priority=5,in_port=1 actions=drop",
             " table=1, priority=5,in_port=1 actions=drop",
-            " table=0, priority=5,in_port=1,ip actions=drop",
+            " table=0, priority=5,in_port=1,ip actions=output:1",
         ] {
             scan.feed_line(l).unwrap();
         }
@@ -1019,7 +1111,7 @@ mod tests {
         let mut scan = BridgeScan::new(&cfg, None, 10);
         for l in [
             " table=0, priority=5,in_port=1 actions=drop",
-            " table=0, priority=5,in_port=1,ip actions=drop",
+            " table=0, priority=5,in_port=1,ip actions=output:1",
             " table=1, priority=5,in_port=1 actions=drop",
         ] {
             scan.feed_line(l).unwrap();

@@ -1,5 +1,13 @@
 //! `overlap`: two flows in one table at the same priority whose matches can both match one
-//! packet. OpenFlow leaves the winner undefined, so the behaviour depends on insertion order.
+//! packet and whose actions differ. OpenFlow leaves the winner undefined, so the behaviour
+//! depends on insertion order; when both flows do the same, the winner does not matter.
+//!
+//! A pair counts only when some packet can reach both flows and they would treat it
+//! differently: equal actions ([`actions_key`]) are no overlap, and a pair whose merged
+//! `ct_state` constraint only a state OVS never gives a packet can satisfy ([`ct_state_possible`]:
+//! `-trk` with any other flag, `+inv` with anything but `+trk`, `+new` with `+est` or `+rpl`)
+//! is none either; nor is a pair that needs register bits no single path through the bridge's
+//! tables sets together ([`super::pipeline`]).
 //!
 //! Comparing every pair is quadratic (10^10 pairs at 100k flows), so flows are grouped by
 //! (table, priority) and each group is split recursively: pick the field most flows constrain,
@@ -18,7 +26,123 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::parse::fields::{expand_match, matches_overlap, FieldMatch};
 
-use super::{match_of, Arena, Record};
+use super::pipeline::{Assumption, RegWrites};
+use super::{match_hash, match_of, Arena, Record};
+
+/// A pair found no overlap only because no path sets the register bits both need, provided
+/// the flows after its table do not break the [`Assumption`] (record indices).
+pub type Deferred = (usize, usize, Assumption);
+
+/// The register constraints (`reg0`..`reg15`) of an expanded match: per register, the bits
+/// it requires to be 1.
+fn reg_ones(m: &[FieldMatch<'_>], out: &mut [u32; 16]) {
+    for f in m.iter().filter(|f| !f.opaque) {
+        if let Some(n) = f
+            .field
+            .strip_prefix("reg")
+            .and_then(|n| n.parse::<usize>().ok())
+            .filter(|&n| n < 16)
+        {
+            out[n] |= (f.value & f.mask) as u32;
+        }
+    }
+}
+
+/// Whether the pair needs two register bits that no path sets together: the assumption that
+/// says so.
+fn registers_exclude(
+    regs: &RegWrites,
+    table: u16,
+    a: &[FieldMatch<'_>],
+    b: &[FieldMatch<'_>],
+) -> Option<Assumption> {
+    let mut ones = [0u32; 16];
+    reg_ones(a, &mut ones);
+    reg_ones(b, &mut ones);
+    for (r, &m) in ones.iter().enumerate() {
+        if m.count_ones() < 2 {
+            continue;
+        }
+        let mut xs = m;
+        while xs != 0 {
+            let x = xs.trailing_zeros();
+            xs &= xs - 1;
+            let mut ys = xs;
+            while ys != 0 {
+                let y = ys.trailing_zeros();
+                ys &= ys - 1;
+                if let Err(assumption) = regs.cosettable(r, x, y, table) {
+                    return Some(assumption);
+                }
+            }
+        }
+    }
+    None
+}
+
+/// The key under which two flows' actions count as equal. `ovs-ofctl` prints actions in one
+/// canonical form (the same action list always prints the same), so the text is the key; an
+/// empty list and `drop` are the same.
+pub fn actions_key(actions: &str) -> u64 {
+    let t = actions.trim();
+    match_hash(if t.is_empty() { "drop" } else { t })
+}
+
+/// `ct_state` bits as ovs-fields(7) numbers them.
+const CT_NEW: u16 = 0x01;
+const CT_EST: u16 = 0x02;
+const CT_RPL: u16 = 0x08;
+const CT_INV: u16 = 0x10;
+const CT_TRK: u16 = 0x20;
+
+/// Whether OVS can give a packet this connection tracking state: the rules of ovs-fields(7)
+/// that OVS's own `validate_ct_state` enforces (lib/flow.c). Without `trk` no other flag is
+/// set; `inv` goes with `trk` only; `new` excludes `est` and `rpl`.
+const fn ct_state_valid(s: u16) -> bool {
+    !((s != 0 && s & CT_TRK == 0)
+        || (s & CT_INV != 0 && s & !(CT_TRK | CT_INV) != 0)
+        || (s & CT_NEW != 0 && s & CT_EST != 0)
+        || (s & CT_NEW != 0 && s & CT_RPL != 0))
+}
+
+/// The 256 states of the 8 `ct_state` flags, a bit each: set when valid.
+const CT_VALID: [u128; 2] = {
+    let mut t = [0u128; 2];
+    let mut s = 0u16;
+    while s < 256 {
+        if ct_state_valid(s) {
+            t[(s / 128) as usize] |= 1 << (s % 128);
+        }
+        s += 1;
+    }
+    t
+};
+
+/// The `ct_state` constraint of an expanded match (value, mask), if it has a readable one.
+fn ct_state_of<'a>(m: &[FieldMatch<'a>]) -> Option<(u128, u128)> {
+    m.iter()
+        .find(|f| !f.opaque && f.field == "ct_state")
+        .map(|f| (f.value, f.mask))
+}
+
+/// Whether a packet in a state OVS can give it satisfies both flows' `ct_state` constraints
+/// (which [`matches_overlap`] already found compatible bit by bit).
+fn ct_state_possible(a: &[FieldMatch<'_>], b: &[FieldMatch<'_>]) -> bool {
+    let (ca, cb) = (ct_state_of(a), ct_state_of(b));
+    if ca.is_none() && cb.is_none() {
+        return true;
+    }
+    let (va, ma) = ca.unwrap_or((0, 0));
+    let (vb, mb) = cb.unwrap_or((0, 0));
+    let (v, m) = ((va & ma) | (vb & mb), ma | mb);
+    if m > 0xff {
+        // Bits beyond the eight flags: not ours to judge.
+        return true;
+    }
+    (0..256u16).any(|s| {
+        CT_VALID[usize::from(s / 128)] & (1 << (s % 128)) != 0 && u128::from(s) & m == v & m
+    })
+}
 
 /// Pairwise comparisons allowed per bridge.
 pub const DEFAULT_BUDGET: u64 = 50_000_000;
@@ -71,6 +195,14 @@ struct Ctx<'a, 'b> {
     /// The constraints of every flow of the group, flow `i` at `fields[offs[i]..offs[i + 1]]`.
     fields: &'b [FieldMatch<'a>],
     offs: &'b [usize],
+    /// Each flow's [`actions_key`].
+    actions: &'b [u64],
+    /// The register writes of the bridge so far, when the pipeline is known.
+    regs: Option<&'b RegWrites>,
+    /// The group's table.
+    table: u16,
+    /// Pairs (positions in the group) excluded by the registers only.
+    deferred: Vec<(usize, usize, Assumption)>,
     dirty: &'b mut [bool],
     /// Comparisons this thread may still make before taking more from `pool`.
     budget: u64,
@@ -95,7 +227,19 @@ impl<'a> Ctx<'a, '_> {
             }
         }
         self.budget -= 1;
-        if matches_overlap(self.of(i), self.of(j)) {
+        if self.actions[i] == self.actions[j] {
+            // Both treat a packet alike: whichever wins, the outcome is the same.
+            return;
+        }
+        let (a, b) = (self.of(i), self.of(j));
+        if matches_overlap(a, b) && ct_state_possible(a, b) {
+            if let Some(x) = self
+                .regs
+                .and_then(|r| registers_exclude(r, self.table, a, b))
+            {
+                self.deferred.push((i, j, x));
+                return;
+            }
             self.dirty[i] = true;
             self.dirty[j] = true;
         }
@@ -263,8 +407,22 @@ pub fn overlapping(
     records: &[Record],
     text: &Arena,
     budget: &mut u64,
-    mut cache: Option<&mut OverlapCache>,
+    cache: Option<&mut OverlapCache>,
 ) -> (Vec<bool>, bool) {
+    let (dirty, exhausted, _) = overlapping_with(records, text, budget, cache, None);
+    (dirty, exhausted)
+}
+
+/// [`overlapping`], with the register writes of the tables dumped so far: pairs that need
+/// register bits no path sets together are not dirty, and are returned with the assumption
+/// that makes it so (checked when the dump ends). Groups with such pairs are not cached.
+pub fn overlapping_with(
+    records: &[Record],
+    text: &Arena,
+    budget: &mut u64,
+    mut cache: Option<&mut OverlapCache>,
+    regs: Option<&RegWrites>,
+) -> (Vec<bool>, bool, Vec<Deferred>) {
     // (table, priority, index) packed in one integer: an unstable sort of unique keys is
     // deterministic and cheap.
     let mut order: Vec<u64> = records
@@ -301,12 +459,27 @@ pub fn overlapping(
         groups.push(g);
     }
     let pool = AtomicU64::new(*budget);
-    let exhausted = check_all(&groups, records, text, &pool, &mut dirty);
+    let mut deferred = Vec::new();
+    let exhausted = check_all(
+        &groups,
+        records,
+        text,
+        &pool,
+        &mut dirty,
+        regs,
+        &mut deferred,
+    );
     *budget = pool.load(Ordering::Relaxed);
     if let Some(c) = cache {
         c.checked += groups.len();
         if !exhausted {
+            let excluded: std::collections::HashSet<usize> =
+                deferred.iter().flat_map(|&(i, j, _)| [i, j]).collect();
             for (g, (key, hash)) in groups.iter().zip(keys) {
+                if g.iter().any(|&k| excluded.contains(&index_of(k))) {
+                    // Decided with the register writes of this dump: checked again next time.
+                    continue;
+                }
                 let positions = (0..g.len())
                     .filter(|&p| dirty[index_of(g[p])])
                     .map(|p| p as u32)
@@ -322,7 +495,7 @@ pub fn overlapping(
             }
         }
     }
-    (dirty, exhausted)
+    (dirty, exhausted, deferred)
 }
 
 /// Checks the groups, in two threads when they are big. Returns whether the budget ran out.
@@ -332,10 +505,12 @@ fn check_all(
     text: &Arena,
     pool: &AtomicU64,
     dirty: &mut [bool],
+    regs: Option<&RegWrites>,
+    deferred: &mut Vec<Deferred>,
 ) -> bool {
     let total: usize = groups.iter().map(|g| g.len()).sum();
     if total < PARALLEL_FLOWS {
-        return check_groups(groups, records, text, pool, dirty);
+        return check_groups(groups, records, text, pool, dirty, regs, deferred);
     }
     // Two halves of about equal flow counts.
     let mut acc = 0;
@@ -348,9 +523,20 @@ fn check_all(
         .map_or(groups.len(), |p| p + 1);
     let (first, second) = groups.split_at(cut);
     let mut dirty2 = vec![false; dirty.len()];
+    let mut deferred2 = Vec::new();
     let (ex1, ex2) = std::thread::scope(|s| {
-        let other = s.spawn(|| check_groups(second, records, text, pool, &mut dirty2));
-        let ex1 = check_groups(first, records, text, pool, dirty);
+        let other = s.spawn(|| {
+            check_groups(
+                second,
+                records,
+                text,
+                pool,
+                &mut dirty2,
+                regs,
+                &mut deferred2,
+            )
+        });
+        let ex1 = check_groups(first, records, text, pool, dirty, regs, deferred);
         // A panic in the other half is re-raised here (the framework contains it).
         let ex2 = other
             .join()
@@ -360,6 +546,7 @@ fn check_all(
     for (d, d2) in dirty.iter_mut().zip(dirty2) {
         *d |= d2;
     }
+    deferred.extend(deferred2);
     ex1 || ex2
 }
 
@@ -371,8 +558,10 @@ fn check_groups(
     text: &Arena,
     pool: &AtomicU64,
     dirty: &mut [bool],
+    regs: Option<&RegWrites>,
+    deferred: &mut Vec<Deferred>,
 ) -> bool {
-    let (mut offs, mut local) = (Vec::new(), Vec::new());
+    let (mut offs, mut local, mut actions) = (Vec::new(), Vec::new(), Vec::new());
     // The group's matches, replayed from the front coding into one buffer (the constraints
     // borrow their field names from it), and each match's end in it.
     let (mut m, mut texts, mut ends) = (String::new(), String::new(), Vec::new());
@@ -398,9 +587,15 @@ fn check_groups(
         }
         local.clear();
         local.resize(group.len(), false);
+        actions.clear();
+        actions.extend(group.iter().map(|&k| records[index_of(k)].actions_hash));
         let mut ctx = Ctx {
             fields: &fields,
             offs: &offs,
+            actions: &actions,
+            regs,
+            table: group.first().map_or(0, |&k| records[index_of(k)].table),
+            deferred: Vec::new(),
             dirty: &mut local,
             budget: ctx_budget,
             pool,
@@ -410,6 +605,11 @@ fn check_groups(
         ctx.split(&all);
         ctx_budget = ctx.budget;
         let exhausted = ctx.exhausted;
+        deferred.extend(
+            ctx.deferred
+                .iter()
+                .map(|&(i, j, a)| (index_of(group[i]), index_of(group[j]), a)),
+        );
         for (k, &d) in group.iter().zip(&local) {
             dirty[index_of(*k)] |= d;
         }
@@ -446,6 +646,78 @@ mod tests {
         ]);
         // The two conjunction clauses are not kept (they overlap by design).
         assert_eq!(d, vec![true, true, false, false, false, false]);
+    }
+
+    #[test]
+    fn equal_actions_are_no_overlap() {
+        let d = run(&[
+            // neutron's firewall: same actions, whichever wins.
+            " table=72, priority=50,ct_state=+inv+trk actions=resubmit(,93)",
+            " table=72, priority=50,ct_mark=0x1,reg5=0x3 actions=resubmit(,93)",
+            // Same match, different actions: an overlap.
+            " table=73, priority=50,reg5=0x3 actions=resubmit(,93)",
+            " table=73, priority=50,reg5=0x3 actions=drop",
+        ]);
+        assert_eq!(d, vec![false, false, true, true]);
+        // An empty action list is a drop.
+        assert_eq!(actions_key("drop"), actions_key(""));
+        assert_ne!(actions_key("drop"), actions_key("output:1"));
+    }
+
+    #[test]
+    fn ct_states_ovs_never_gives_a_packet_are_no_overlap() {
+        let pair = |a: &str, b: &str| {
+            let d = run(&[
+                &format!(" table=1, priority=50,ip,{a} actions=output:1"),
+                &format!(" table=1, priority=50,ip,{b} actions=output:2"),
+            ]);
+            assert_eq!(d[0], d[1]);
+            d[0]
+        };
+        // neutron's firewall, tables 72 and 82: inv goes with trk only.
+        assert!(!pair("ct_state=+inv+trk", "ct_state=+est-rel+rpl"));
+        assert!(!pair("ct_state=+inv+trk", "ct_state=+new-est"));
+        // new excludes est and rpl (OVN's ACL tables).
+        assert!(!pair("ct_state=+new+trk", "ct_state=+est+trk"));
+        assert!(!pair("ct_state=+new-rel+trk", "ct_state=+rpl+trk"));
+        // -trk excludes every other flag, also one given without trk.
+        assert!(!pair("ct_state=-trk", "ct_state=+est"));
+        assert!(!pair("ct_state=-trk", "ct_state=+snat"));
+        // A flow whose own state cannot occur overlaps nothing.
+        assert!(!pair("ct_state=+inv+est+trk", "reg0=0x1"));
+        // States OVS does give: est with rel, rpl with rel, new with rel, and no constraint.
+        assert!(pair("ct_state=+est+trk", "ct_state=+rel+trk"));
+        assert!(pair("ct_state=+rpl+trk", "ct_state=+rel-est+trk"));
+        assert!(pair("ct_state=+new+trk", "ct_state=+rel+trk"));
+        assert!(pair("ct_state=+inv+trk", "nw_src=10.0.0.1"));
+        assert!(pair("ct_state=-trk", "ct_state=-est"));
+        // Written as numbers: 0x30/0x30 is +inv+trk, 0x22/0x22 is +est+trk.
+        assert!(!pair("ct_state=0x30/0x30", "ct_state=0x22/0x22"));
+    }
+
+    #[test]
+    fn every_ct_state_ovs_accepts_is_valid() {
+        // Spot checks of the table against ovs-fields(7).
+        for (s, ok) in [
+            (0, true),
+            (CT_TRK, true),
+            (CT_TRK | CT_INV, true),
+            (CT_TRK | CT_NEW | 0x04, true),
+            (CT_TRK | CT_EST | 0x04 | CT_RPL, true),
+            (CT_TRK | CT_EST | 0x40 | 0x80, true),
+            (CT_EST, false),
+            (CT_TRK | CT_INV | CT_EST, false),
+            (CT_TRK | CT_NEW | CT_EST, false),
+            (CT_TRK | CT_NEW | CT_RPL, false),
+        ] {
+            assert_eq!(ct_state_valid(s), ok, "{s:#x}");
+        }
+        // 2 (untracked, tracked) + ... : count the valid states among 256 once.
+        let n: u32 = CT_VALID.iter().map(|w| w.count_ones()).sum();
+        // Tracked, not inv: new/est/rel/rpl/snat/dnat with new excluding est and rpl:
+        // rel, snat, dnat free (8) x {none, new, est, rpl, est+rpl} (5) = 40; plus untracked
+        // (1) and trk+inv (1).
+        assert_eq!(n, 42);
     }
 
     #[test]
@@ -505,7 +777,7 @@ mod tests {
         let scan_of = |lines: &[&str]| store_of(lines);
         let base = [
             " table=1, priority=5,in_port=1 actions=drop",
-            " table=1, priority=5,in_port=1,ip actions=drop",
+            " table=1, priority=5,in_port=1,ip actions=output:1",
             " table=2, priority=5,in_port=1 actions=drop",
             " table=2, priority=5,in_port=2 actions=drop",
         ];
@@ -532,9 +804,9 @@ mod tests {
         // Table 2 changes to overlap, table 1 stops overlapping: both checked again.
         let changed = [
             " table=1, priority=5,in_port=1 actions=drop",
-            " table=1, priority=5,in_port=3,ip actions=drop",
+            " table=1, priority=5,in_port=3,ip actions=output:1",
             " table=2, priority=5,in_port=1 actions=drop",
-            " table=2, priority=5,in_port=1,tcp actions=drop",
+            " table=2, priority=5,in_port=1,tcp actions=output:1",
         ];
         let s = scan_of(&changed);
         let (r, counts) = check(&s);

@@ -194,6 +194,7 @@ mod tests {
                 grace: Duration::from_secs(30),
             },
             checks: vec![],
+            ..Config::default()
         }
     }
 

@@ -27,6 +27,7 @@ use crate::checks::{
     evidence_text, BridgeReport, BridgeScan, Evidence, OverlapCache, Ports, PortsSender,
 };
 use crate::config::Config;
+use crate::controller::{Controller, OvnStatus};
 use crate::inventory::Inventory;
 use crate::ovs::{valid_bridge_name, Ovs};
 use crate::parse::line::DEFAULT_PRIORITY;
@@ -53,6 +54,17 @@ pub struct FlowsCollector {
     fetched: Mutex<HashMap<String, HashMap<u64, String>>>,
     /// One permit per bridge being dumped ([`crate::ovs::Limits::parallel_dumps`]).
     dump_permits: tokio::sync::Semaphore,
+    /// Scrapes on which ovn-controller could not be asked.
+    ovn_unreachable: std::sync::atomic::AtomicU64,
+}
+
+/// Whether `bridge` is neutron's, by the database's answer.
+fn neutron(
+    ctl: &Result<std::collections::BTreeMap<String, Controller>, crate::error::Error>,
+    bridge: &str,
+) -> bool {
+    ctl.as_ref()
+        .is_ok_and(|c| c.get(bridge) == Some(&Controller::Neutron))
 }
 
 /// A bridge's dump, streamed through the line checks, how long it took, and its groups and
@@ -97,6 +109,7 @@ impl FlowsCollector {
             last_bridges: Mutex::new(Vec::new()),
             overlap_cache: Mutex::new(HashMap::new()),
             fetched: Mutex::new(HashMap::new()),
+            ovn_unreachable: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -292,6 +305,56 @@ impl FlowsCollector {
         }
     }
 
+    /// Exports `ovs_bridge_info{bridge,controller}` and applies each bridge's controller to
+    /// its report ([`crate::controller::apply`]); on an OVN bridge, asks ovn-controller
+    /// whether it is connected (an unreachable socket is logged and counted).
+    async fn apply_controllers(
+        &self,
+        bridges: &[String],
+        controllers: &std::collections::BTreeMap<String, Controller>,
+        scans: &mut [(Result<BridgeReport, String>, f64)],
+        registry: &mut Registry,
+    ) {
+        let of = |b: &str| controllers.get(b).copied().unwrap_or_default();
+        let ovn = if bridges.iter().any(|b| of(b) == Controller::Ovn) {
+            let st = self.ovs.ovn_status().await;
+            if let OvnStatus::Unreachable(e) = &st {
+                tracing::warn!(ovn_rundir = %self.ovs.ovn_rundir.display(), error = %e, "cannot reach ovn-controller's unixctl socket: stale_cookie incomplete on its bridge");
+                self.ovn_unreachable
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            Some(st)
+        } else {
+            None
+        };
+        let info = GaugeFamily::default();
+        for (b, (report, _)) in bridges.iter().zip(scans.iter_mut()) {
+            info.get_or_create(&vec![
+                ("bridge".into(), b.clone()),
+                ("controller".into(), of(b).as_str().into()),
+            ])
+            .set(1);
+            if let Ok(r) = report {
+                crate::controller::apply(r, b, of(b), &self.config, ovn.as_ref());
+            }
+        }
+        registry.register(
+            "bridge_info",
+            "1 per bridge: the controller that programs it (ovn, neutron or none), read from the OVS database",
+            info,
+        );
+        let unreachable = common::prometheus_client::metrics::counter::Counter::<u64>::default();
+        unreachable.inc_by(
+            self.ovn_unreachable
+                .load(std::sync::atomic::Ordering::Relaxed),
+        );
+        registry.register(
+            "ovn_controller_unreachable",
+            "Scrapes on which ovn-controller's unixctl socket (--ovn.rundir) could not be reached",
+            unreachable,
+        );
+    }
+
     /// Bridges known before the database answers: the flag's, else the last scrape's.
     fn early_bridges(&self) -> Vec<String> {
         if !self.bridges.is_empty() {
@@ -321,19 +384,27 @@ impl FlowsCollector {
             .unzip();
         // The ports go to the early dumps as soon as the database answers.
         let inventory = async {
-            let inv = self.ovs.inventory().await;
+            let (inv, ctl) = tokio::join!(self.ovs.inventory(), self.ovs.controllers());
             for (b, tx) in early.iter().zip(&senders) {
                 tx.send(
                     inv.as_ref()
                         .ok()
                         .and_then(|i| i.get(b))
-                        .map(|i| Ports::new(i)),
+                        .map(|i| Ports::new(i).with_reg5(neutron(&ctl, b))),
                 );
             }
-            inv
+            (inv, ctl)
         };
-        let (inventory, early_dumps) =
+        let ((inventory, controllers), early_dumps) =
             tokio::join!(inventory, futures::future::join_all(early_dumps));
+        let controllers = match controllers {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the bridges' controllers from the OVS database");
+                problems.push(format!("database (controllers): {e}"));
+                Default::default()
+            }
+        };
         let inventory: Option<Inventory> = match inventory {
             Ok(inv) => Some(inv),
             Err(e) => {
@@ -417,10 +488,9 @@ impl FlowsCollector {
         let mut dumps: HashMap<String, Dumped<'_>> = early.into_iter().zip(early_dumps).collect();
         let late: Vec<&String> = bridges.iter().filter(|b| !dumps.contains_key(*b)).collect();
         let late_dumps = futures::future::join_all(late.iter().map(|b| {
-            let ports = inventory
-                .as_ref()
-                .and_then(|inv| inv.get(*b))
-                .map(|i| Ports::new(i));
+            let ports = inventory.as_ref().and_then(|inv| inv.get(*b)).map(|i| {
+                Ports::new(i).with_reg5(controllers.get(*b) == Some(&Controller::Neutron))
+            });
             let cache = caches.remove(*b).unwrap_or_default();
             let (tx, dump) = self.start_dump(b, cache);
             tx.send(ports);
@@ -463,6 +533,9 @@ impl FlowsCollector {
             Err(poisoned) => *poisoned.into_inner() = kept,
         }
         let mut scans = scans;
+        // Before the evidence is fetched: checks off for a bridge need none.
+        self.apply_controllers(&bridges, &controllers, &mut scans, registry)
+            .await;
         let mut unknown: Vec<Vec<(&'static str, String)>> = Vec::with_capacity(bridges.len());
         for ((b, (report, _)), listed) in bridges.iter().zip(scans.iter_mut()).zip(&listings) {
             let mut u = Vec::new();
