@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds the container image the DaemonSet runs (`make image`), with buildah and no registry:
-# a single layer holding the three release binaries (debug line tables stripped), ovs-ofctl and ovs-vsctl (dirty_flow_exporter
-# runs them inside the container), exactly the shared libraries the dynamic loader resolves for
-# these five programs, the Debian copyright files of the packages they come from, and an
+# a single layer holding the three release binaries (debug line tables stripped), ovs-ofctl,
+# ovs-vsctl and ovs-appctl (dirty_flow_exporter runs them inside the container), exactly the
+# shared libraries the dynamic loader resolves for these six programs, the Debian copyright files of the packages they come from, and an
 # /etc/passwd and /etc/group with root and the DaemonSet's non-root user, nobody/nogroup (65534).
 # No shell, no
 # package manager, no CA certificates (the exporters make no outgoing TLS connections).
@@ -36,8 +36,9 @@ if [ -z "${SOURCE_DATE_EPOCH:-}" ]; then
   SOURCE_DATE_EPOCH=$(git -C "$REPO" log -1 --format=%ct 2>/dev/null || echo 0)
 fi
 EXPORTERS=(log_pattern_exporter libvirt_exporter dirty_flow_exporter)
-# dirty_flow_exporter runs these by name (--ovs.ofctl-path, --ovs.vsctl-path): PATH finds them.
-OVS_TOOLS=(usr/bin/ovs-ofctl usr/bin/ovs-vsctl)
+# dirty_flow_exporter runs these by name (--ovs.ofctl-path, --ovs.vsctl-path, --ovs.appctl-path
+# for ovn-controller's connection status): PATH finds them.
+OVS_TOOLS=(usr/bin/ovs-ofctl usr/bin/ovs-vsctl usr/bin/ovs-appctl)
 MULTIARCH=x86_64-linux-gnu
 
 for b in "${EXPORTERS[@]}"; do
@@ -88,7 +89,7 @@ for line in "${LOCKED[@]}"; do
   dpkg-deb -c "$deb" | awk '{print $6}' | sed 's:^\./:/:' >"$WORK/files/$name"
 done
 
-# --- the five programs and what the dynamic loader resolves for them -------------------------
+# --- the six programs and what the dynamic loader resolves for them -------------------------
 install -d -m 0755 "$STAGE/usr/local/bin"
 # Without the line tables the release profile keeps (a quarter of the size; symbols stay, so a
 # backtrace still names functions).

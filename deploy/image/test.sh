@@ -3,7 +3,7 @@
 # container runtime (podman cannot start containers on the build machines):
 #
 #   - the image: no shell, no package manager, every file root-owned, no set-id bits, nothing
-#     group- or world-writable, executables only the five programs and the dynamic loader; the
+#     group- or world-writable, executables only the six programs and the dynamic loader; the
 #     users the DaemonSet's runAsUser values name exist in /etc/passwd and /etc/group; the image's
 #     default user is the non-root container's; deploy/ names the tag the build produces;
 #   - each container of deploy/kubernetes/base/daemonset.yaml (its command, args, runAsUser,
@@ -112,8 +112,8 @@ setid=$(cd "$MNT" && find . -mindepth 1 -perm /6000 | head)
 writable=$(cd "$MNT" && find . -mindepth 1 ! -type l -perm /022 | head)
 [ -z "$writable" ] && ok "nothing group- or world-writable" || bad "writable by others: $writable"
 execs=$(cd "$MNT" && find . -type f -perm /111 | sed 's:^\./:/:' | grep -v '^/lib/x86_64-linux-gnu/lib[a-z]*\.so' | sort | tr '\n' ' ')
-want="/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 /usr/bin/ovs-ofctl /usr/bin/ovs-vsctl /usr/local/bin/dirty_flow_exporter /usr/local/bin/libvirt_exporter /usr/local/bin/log_pattern_exporter "
-[ "$execs" = "$want" ] && ok "executables: the five programs and the loader" || bad "executables: $execs"
+want="/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 /usr/bin/ovs-appctl /usr/bin/ovs-ofctl /usr/bin/ovs-vsctl /usr/local/bin/dirty_flow_exporter /usr/local/bin/libvirt_exporter /usr/local/bin/log_pattern_exporter "
+[ "$execs" = "$want" ] && ok "executables: the six programs and the loader" || bad "executables: $execs"
 unreadable=$(cd "$MNT" && find . -mindepth 1 ! -type l ! -perm -004 | head)
 [ -z "$unreadable" ] && ok "every file world-readable (uid 65534 loads the libraries)" || bad "not world-readable: $unreadable"
 
@@ -203,6 +203,7 @@ source_of() { # volume name -> the sandbox path mounted for it
     libvirt-run) echo "$LV/sock" ;;
     host-proc) echo /proc ;;
     ovs-run) echo "$TMP/ovs" ;;
+    ovn-run) mkdir -p "$TMP/ovn" && echo "$TMP/ovn" ;;
     *) return 1 ;;
   esac
 }
