@@ -8,6 +8,7 @@
 //! dead child, and SIGTERM is sent to a real process.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
+use e2e_tests::Rng;
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -720,21 +721,6 @@ fn web_config_errors_name_the_field_and_the_line() {
     }
 }
 
-/// A small deterministic generator (xorshift64*), so that a failure reproduces.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
-
 /// YAML syntax and values a mutation splices in.
 const TOKENS: &[&str] = &[
     ":",
@@ -806,7 +792,7 @@ fn mutate(rng: &mut Rng, seeds: &[Vec<u8>], input: &mut Vec<u8>) {
                 let end = (at + 1 + rng.below(16)).min(input.len());
                 input.drain(at.min(end)..end);
             }
-            2 if at < input.len() => input[at] = rng.next() as u8,
+            2 if at < input.len() => input[at] = rng.next_u64() as u8,
             3 => {
                 let other = &seeds[rng.below(seeds.len())];
                 let from = rng.below(other.len());
@@ -850,7 +836,7 @@ fn the_web_config_loader_survives_mutations_of_exporter_toolkits_own_test_config
         std::fs::write(d.join(name), &pki.ca_pem).unwrap();
     }
     let cfg = d.join("web.yml");
-    let mut rng = Rng(0x05ee_d0fe_4700_7c17);
+    let mut rng = Rng::new(0x05ee_d0fe_4700_7c17);
     let (mut loaded, mut refused, mut seeds_loaded) = (0, 0, 0);
     for round in 0..1500 {
         let mut input = seeds[round % seeds.len()].clone();

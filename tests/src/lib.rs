@@ -600,6 +600,34 @@ pub fn sum_samples(text: &str, prefix: &str) -> f64 {
         .sum()
 }
 
+/// A small seeded generator (xorshift64*) for the mutation tests of every crate: the same seed
+/// gives the same cases, so a failure reproduces from the seed the test prints.
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator started from `seed` (xorshift never leaves 0, so 0 is replaced).
+    pub fn new(seed: u64) -> Self {
+        Self(if seed == 0 {
+            0x9e37_79b9_7f4a_7c15
+        } else {
+            seed
+        })
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A number below `n` (0 when `n` is 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n.max(1) as u64) as usize
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

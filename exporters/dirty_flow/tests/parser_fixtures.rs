@@ -1,6 +1,7 @@
 //! Parser and checks over dumps captured from a real ovs-vswitchd sandbox
 //! (`tests/fixtures/capture.sh`), plus randomized garbage that must never panic.
 
+use e2e_tests::Rng;
 use std::collections::BTreeMap;
 
 use dirty_flow_exporter::checks::{BridgeScan, Ports};
@@ -139,20 +140,6 @@ fn checks_over_the_fixture() {
     }
 }
 
-/// A small deterministic generator (xorshift) so failures reproduce.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
 #[test]
 fn randomized_garbage_never_panics() {
     let corpus: Vec<String> = ["dump_of10.txt", "dump_of13.txt", "dump_no_stats.txt"]
@@ -160,7 +147,7 @@ fn randomized_garbage_never_panics() {
         .flat_map(|n| fixture(n).lines().map(str::to_string).collect::<Vec<_>>())
         .collect();
     let alphabet = b" ,=()[]:/.-+>_0x19afzACTIONS\t\xc3\xa9";
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15);
     let cfg = Config::default();
     let mut scan = BridgeScan::new(&cfg, Some(Ports::default()), 3);
     let mut errors = 0;

@@ -14,20 +14,7 @@
 use dirty_flow_exporter::checks::{BridgeScan, Ports};
 use dirty_flow_exporter::config::Config;
 use dirty_flow_exporter::parse::{parse_flow, parse_line, split_match, Line};
-
-/// xorshift64: deterministic, so a failing case reproduces from the seed.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
+use e2e_tests::Rng;
 
 fn corpus() -> Vec<String> {
     ["dump_of10.txt", "dump_of15.txt"]
@@ -141,7 +128,7 @@ fn mutated_corpus_lines_keep_the_parser_properties() {
     for l in &seeds {
         assert!(check_properties(l), "{l:?}");
     }
-    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let mut rng = Rng::new(0x2545_f491_4f6c_dd1d);
     let cfg = Config::default();
     let mut scan = BridgeScan::new(&cfg, Some(Ports::default()), 3);
     let (mut ok, mut bad) = (0u64, 0u64);

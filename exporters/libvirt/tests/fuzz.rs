@@ -7,25 +7,11 @@
 //! run; `LIBVIRT_FUZZ_ROUNDS` and `LIBVIRT_FUZZ_SEED` vary them.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
+use e2e_tests::Rng;
 use std::path::Path;
 
 use libvirt_exporter::domain_xml::parse_domain_xml;
 use libvirt_exporter::nova::parse_nova_metadata;
-
-/// xorshift64*: small, seeded, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
 
 /// Every `<domain ...>...</domain>` of the fixture files (node files hold several).
 fn seeds() -> Vec<String> {
@@ -155,7 +141,7 @@ fn domain_xml_and_nova_metadata_parsers_survive_mutations_of_real_domains() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(0x5eed_1157);
-    let mut rng = Rng(seed | 1);
+    let mut rng = Rng::new(seed | 1);
     // Every seed parses (the mutations start from valid domains).
     for s in &seeds {
         parse_domain_xml(s).unwrap_or_else(|e| panic!("seed does not parse: {e}\n{s}"));

@@ -6,6 +6,7 @@
 //! xorshift, so a failure names its iteration and reproduces exactly.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use e2e_tests::Rng;
 use std::path::{Path, PathBuf};
 
 use log_pattern_exporter::config;
@@ -13,26 +14,6 @@ use log_pattern_exporter::format::{self, Format};
 use log_pattern_exporter::metrics::Counters;
 use log_pattern_exporter::rules::{LineSink, Rules};
 use log_pattern_exporter::tail::lines::{Ctx, LineReader};
-
-/// xorshift64*: small, deterministic, good enough to pick mutations.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        if n == 0 {
-            0
-        } else {
-            (self.next() % n as u64) as usize
-        }
-    }
-}
 
 /// Bytes that matter to the parsers: separators, quotes, escapes, brackets, YAML indicators,
 /// invalid UTF-8.
@@ -81,7 +62,7 @@ fn mutate(rng: &mut Rng, data: &mut Vec<u8>, corpus: &[Vec<u8>]) {
         }
         _ => {
             let at = rng.below(len + 1);
-            data.insert(at, rng.next() as u8);
+            data.insert(at, rng.next_u64() as u8);
         }
     }
 }
@@ -164,7 +145,7 @@ fn line_parsers_and_reader_survive_mutated_logs() {
     let rules_text =
         std::fs::read_to_string(root().join("tests/fixtures/replay/rules.yml")).unwrap();
     let cfg = config::parse(Path::new("rules.yml"), &rules_text).unwrap();
-    let mut rng = Rng(0x0005_eed0_f109_9a7e);
+    let mut rng = Rng::new(0x0005_eed0_f109_9a7e);
     let lines: Vec<Vec<u8>> = corpus
         .iter()
         .flat_map(|f| f.split(|&b| b == b'\n').map(<[u8]>::to_vec))
@@ -215,7 +196,7 @@ fn line_parsers_and_reader_survive_mutated_logs() {
 #[test]
 fn rule_yaml_loader_survives_mutated_rule_files() {
     let corpus = rule_corpus();
-    let mut rng = Rng(0x0123_4567_89ab_cdef);
+    let mut rng = Rng::new(0x0123_4567_89ab_cdef);
     let sample: &[u8] = b"2024-01-15T10:00:00.000000001Z stderr F ERROR Out of memory: Killed process 1 (x) level=error latency_ms=900 route=/a {\"a\":1}\n{\"log\":\"panic: runtime error\\n\",\"stream\":\"stderr\",\"time\":\"2024-01-15T10:00:00Z\"}\nTraceback (most recent call last):\n";
     let (mut ok, mut err) = (0, 0);
     for i in 0..1_000 {
