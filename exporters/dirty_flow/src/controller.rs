@@ -24,6 +24,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use crate::inventory::{col, map_get, set_elems, table, uuid};
+
 use crate::checks::BridgeReport;
 use crate::config::Config;
 use crate::error::Error;
@@ -73,54 +75,6 @@ pub const VSCTL_ARGS: &[&str] = &[
     "Controller",
 ];
 
-fn table(doc: &str) -> Result<(Vec<String>, Vec<Vec<Value>>), Error> {
-    let v: Value =
-        serde_json::from_str(doc).map_err(|e| Error::Inventory(format!("invalid JSON: {e}")))?;
-    let headings = v
-        .get("headings")
-        .and_then(Value::as_array)
-        .ok_or_else(|| Error::Inventory("no headings".into()))?
-        .iter()
-        .filter_map(|h| h.as_str().map(str::to_string))
-        .collect();
-    let data = v
-        .get("data")
-        .and_then(Value::as_array)
-        .ok_or_else(|| Error::Inventory("no data".into()))?
-        .iter()
-        .filter_map(|r| r.as_array().cloned())
-        .collect();
-    Ok((headings, data))
-}
-
-fn col<'a>(h: &[String], row: &'a [Value], name: &str) -> Option<&'a Value> {
-    h.iter().position(|x| x == name).and_then(|i| row.get(i))
-}
-
-/// The elements of an OVSDB set (`["set",[...]]`) or the single value.
-fn elems(v: &Value) -> Vec<&Value> {
-    match v.as_array().map(Vec::as_slice) {
-        Some([tag, Value::Array(items)]) if tag == "set" => items.iter().collect(),
-        _ => vec![v],
-    }
-}
-
-/// A uuid value (`["uuid","..."]`).
-fn uuid(v: &Value) -> Option<&str> {
-    match v.as_array().map(Vec::as_slice) {
-        Some([tag, Value::String(u)]) if tag == "uuid" => Some(u),
-        _ => None,
-    }
-}
-
-fn map_get<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
-    let pairs = v.as_array()?.get(1)?.as_array()?;
-    pairs.iter().find_map(|p| {
-        let p = p.as_array()?;
-        (p.first()?.as_str()? == key).then_some(p.get(1)?.as_str()?)
-    })
-}
-
 /// Whether an OpenFlow controller target is neutron's native listener on the loopback.
 fn loopback_tcp(target: &str) -> bool {
     target.starts_with("tcp:127.0.0.1:") || target.starts_with("tcp:[::1]:")
@@ -168,7 +122,7 @@ pub fn parse_controllers(text: &str) -> Result<BTreeMap<String, Controller>, Err
             continue;
         };
         let neutron = col(&bh, r, "controller").is_some_and(|c| {
-            elems(c)
+            set_elems(c)
                 .into_iter()
                 .filter_map(uuid)
                 .any(|u| loopback.contains(&u))

@@ -51,7 +51,9 @@ impl Interface {
 /// Bridges by name, each with its interfaces (sorted by name).
 pub type Inventory = BTreeMap<String, Vec<Interface>>;
 
-fn table(doc: &str) -> Result<(Vec<String>, Vec<Vec<Value>>), Error> {
+/// An `ovs-vsctl --format=json` table: its headings and rows (helpers shared with
+/// [`crate::controller`]).
+pub(crate) fn table(doc: &str) -> Result<(Vec<String>, Vec<Vec<Value>>), Error> {
     let v: Value =
         serde_json::from_str(doc).map_err(|e| Error::Inventory(format!("invalid JSON: {e}")))?;
     let headings = v
@@ -71,7 +73,7 @@ fn table(doc: &str) -> Result<(Vec<String>, Vec<Vec<Value>>), Error> {
     Ok((headings, rows))
 }
 
-fn col<'a>(headings: &[String], row: &'a [Value], name: &str) -> Option<&'a Value> {
+pub(crate) fn col<'a>(headings: &[String], row: &'a [Value], name: &str) -> Option<&'a Value> {
     headings
         .iter()
         .position(|h| h == name)
@@ -79,7 +81,7 @@ fn col<'a>(headings: &[String], row: &'a [Value], name: &str) -> Option<&'a Valu
 }
 
 /// `["uuid","..."]` -> the uuid.
-fn uuid(v: &Value) -> Option<&str> {
+pub(crate) fn uuid(v: &Value) -> Option<&str> {
     match v.as_array()?.as_slice() {
         [t, u] if t == "uuid" => u.as_str(),
         _ => None,
@@ -87,7 +89,7 @@ fn uuid(v: &Value) -> Option<&str> {
 }
 
 /// An OVSDB set (or a bare single element) as a list of its elements.
-fn set_elems(v: &Value) -> Vec<&Value> {
+pub(crate) fn set_elems(v: &Value) -> Vec<&Value> {
     match v.as_array().map(Vec::as_slice) {
         Some([t, items]) if t == "set" => items
             .as_array()
@@ -97,7 +99,7 @@ fn set_elems(v: &Value) -> Vec<&Value> {
     }
 }
 
-fn map_get<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
+pub(crate) fn map_get<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
     match v.as_array()?.as_slice() {
         [t, pairs] if t == "map" => {
             pairs
