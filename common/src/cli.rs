@@ -116,23 +116,14 @@ impl ConfigArgs {
     }
 }
 
-/// A collector as the command line sees it.
+/// A collector's identity, declared once in its module (`pub const FLAG`): its name (the
+/// `--collector.<name>` flag, the `collector` label and [`crate::Collector::name`]), its help
+/// and whether it runs by default.
 #[derive(Debug, Clone, Copy)]
 pub struct CollectorFlag {
     pub name: &'static str,
     pub help: &'static str,
     pub default_enabled: bool,
-}
-
-impl CollectorFlag {
-    /// The flag description of a collector.
-    pub fn of(c: &dyn crate::Collector) -> Self {
-        Self {
-            name: c.name(),
-            help: c.help(),
-            default_enabled: c.default_enabled(),
-        }
-    }
 }
 
 /// Parses `args` into the exporter's flags `T` plus the list of enabled collectors.

@@ -38,19 +38,9 @@ impl CollectError {
 ///
 /// The name is the module file, the `--collector.<name>` flag and the `collector` label value.
 pub trait Collector: Send + Sync + 'static {
-    /// The collector's name: lower case, `[a-z0-9_]`.
+    /// The collector's name: lower case, `[a-z0-9_]`; the `name` of the [`crate::cli::CollectorFlag`]
+    /// its module declares (with its help and default), which the flag parsing reads.
     fn name(&self) -> &'static str;
-
-    /// One line for `--help`.
-    fn help(&self) -> &'static str {
-        ""
-    }
-
-    /// Whether the collector runs when neither `--collector.<name>` nor
-    /// `--no-collector.<name>` is given.
-    fn default_enabled(&self) -> bool {
-        true
-    }
 
     /// Gathers this collector's metrics into `sink`.
     fn collect<'a>(&'a self, sink: &'a mut Sink) -> BoxFuture<'a, Result<(), CollectError>>;

@@ -32,11 +32,7 @@ pub const INFO: ExporterInfo = ExporterInfo {
 };
 
 /// The collectors this exporter has: name, help, enabled by default.
-pub const COLLECTORS: &[CollectorFlag] = &[CollectorFlag {
-    name: "flows",
-    help: "Dumps every bridge's OpenFlow flows and runs the dirty-flow checks.",
-    default_enabled: true,
-}];
+pub const COLLECTORS: &[CollectorFlag] = &[collector::flows::FLAG];
 
 /// Command-line flags.
 #[derive(clap::Parser, Debug, Clone)]

@@ -43,18 +43,7 @@ pub const INFO: ExporterInfo = ExporterInfo {
 };
 
 /// The collectors this exporter has: name, help, enabled by default.
-pub const COLLECTORS: &[CollectorFlag] = &[
-    CollectorFlag {
-        name: collector::domain::NAME,
-        help: collector::domain::HELP,
-        default_enabled: true,
-    },
-    CollectorFlag {
-        name: collector::host::NAME,
-        help: collector::host::HELP,
-        default_enabled: true,
-    },
-];
+pub const COLLECTORS: &[CollectorFlag] = &[collector::domain::FLAG, collector::host::FLAG];
 
 /// A call timeout: zero would time every libvirt call out at once.
 fn parse_call_timeout(s: &str) -> Result<Duration, String> {

@@ -43,11 +43,7 @@ pub const INFO: ExporterInfo = ExporterInfo {
 };
 
 /// The collectors this exporter has: name, help, enabled by default.
-pub const COLLECTORS: &[CollectorFlag] = &[CollectorFlag {
-    name: "logs",
-    help: "Rule match counters and tailer statistics from the followed log files",
-    default_enabled: true,
-}];
+pub const COLLECTORS: &[CollectorFlag] = &[collector::logs::FLAG];
 
 /// Errors of this crate.
 #[derive(Debug, thiserror::Error)]

@@ -32,6 +32,13 @@ use crate::inventory::Inventory;
 use crate::ovs::{valid_bridge_name, Ovs};
 use crate::parse::line::DEFAULT_PRIORITY;
 
+/// The collector's identity (flag, label, help, default).
+pub const FLAG: common::cli::CollectorFlag = common::cli::CollectorFlag {
+    name: "flows",
+    help: "Dumps every bridge's OpenFlow flows and runs the dirty-flow checks.",
+    default_enabled: true,
+};
+
 type Labels = Vec<(String, String)>;
 type GaugeFamily = Family<Labels, Gauge>;
 type FloatFamily = Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>;
@@ -717,11 +724,7 @@ impl FlowsCollector {
 
 impl Collector for FlowsCollector {
     fn name(&self) -> &'static str {
-        "flows"
-    }
-
-    fn help(&self) -> &'static str {
-        "Dumps every bridge's OpenFlow flows and runs the dirty-flow checks."
+        FLAG.name
     }
 
     fn collect<'a>(

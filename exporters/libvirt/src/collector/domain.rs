@@ -28,10 +28,12 @@ use crate::nova_conf::{load_nova_conf, NovaCpuSets};
 use crate::pinning::{analyse, claims_of, numa_remote_cpus, DomainClaims};
 use crate::snapshot::{DomainSnap, Gatherer, Snapshot, STATE_NAMES};
 
-/// Collector name.
-pub const NAME: &str = "domain";
-/// Collector help.
-pub const HELP: &str = "Domains: state, stats, nova metadata, CPU pinning and broken pinning";
+/// The collector's identity (flag, label, help, default).
+pub const FLAG: common::cli::CollectorFlag = common::cli::CollectorFlag {
+    name: "domain",
+    help: "Domains: state, stats, nova metadata, CPU pinning and broken pinning",
+    default_enabled: true,
+};
 
 /// Flavor extra specs copied onto `libvirt_domain_openstack_info` (as `flavor_<name>` with `:` as
 /// `_`); every extra spec is also on `libvirt_domain_openstack_flavor_extra_spec_info`.
@@ -230,10 +232,7 @@ impl DomainCollector {
 
 impl Collector for DomainCollector {
     fn name(&self) -> &'static str {
-        NAME
-    }
-    fn help(&self) -> &'static str {
-        HELP
+        FLAG.name
     }
     fn collect<'a>(&'a self, reg: &'a mut Sink) -> BoxFuture<'a, Result<(), CollectError>> {
         Box::pin(async move {

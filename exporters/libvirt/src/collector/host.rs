@@ -11,10 +11,12 @@ use crate::connection::Libvirt;
 use crate::metrics::{gauge, labels, Gauges};
 use crate::snapshot::{host_info, HostInfo};
 
-/// Collector name.
-pub const NAME: &str = "host";
-/// Collector help.
-pub const HELP: &str = "Host CPU count and topology and memory, from virNodeGetInfo";
+/// The collector's identity (flag, label, help, default).
+pub const FLAG: common::cli::CollectorFlag = common::cli::CollectorFlag {
+    name: "host",
+    help: "Host CPU count and topology and memory, from virNodeGetInfo",
+    default_enabled: true,
+};
 
 /// The `host` collector.
 #[derive(Debug)]
@@ -79,10 +81,7 @@ pub fn encode_host(h: &HostInfo, reg: &mut Registry) {
 
 impl Collector for HostCollector {
     fn name(&self) -> &'static str {
-        NAME
-    }
-    fn help(&self) -> &'static str {
-        HELP
+        FLAG.name
     }
     fn collect<'a>(&'a self, reg: &'a mut common::Sink) -> BoxFuture<'a, Result<(), CollectError>> {
         Box::pin(async move {

@@ -11,6 +11,13 @@ use common::{CollectError, Collector};
 use std::sync::Arc;
 
 use crate::reload::ReloadStats;
+
+/// The collector's identity (flag, label, help, default).
+pub const FLAG: common::cli::CollectorFlag = common::cli::CollectorFlag {
+    name: "logs",
+    help: "Rule match counters and tailer statistics from the followed log files",
+    default_enabled: true,
+};
 use crate::service::Handle;
 
 /// The collector; `handle` is `None` only when built for flag listing.
@@ -37,11 +44,7 @@ impl LogsCollector {
 
 impl Collector for LogsCollector {
     fn name(&self) -> &'static str {
-        "logs"
-    }
-
-    fn help(&self) -> &'static str {
-        "Rule match counters and tailer statistics from the followed log files"
+        FLAG.name
     }
 
     fn collect<'a>(
