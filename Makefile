@@ -75,6 +75,8 @@ bench: deps release
 	@set -e; for b in exporters/*/bench/bench.sh; do \
 	  if [ -x "$$b" ]; then echo "== $$b"; bash "$$b"; fi; \
 	done
+	@echo "== scripts/alert-latency.sh"
+	bash scripts/alert-latency.sh target/release
 
 # The fast lane measured at the shipped intervals (15 s scrape and evaluation, shipped Alertmanager
 # timings): injection -> notification for OvsDirtyFlows, LogPatternMatched, OomKillerInvoked
