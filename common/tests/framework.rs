@@ -13,6 +13,9 @@ use common::{
 };
 use futures::future::BoxFuture;
 
+mod support;
+use support::{make_pki, Pki};
+
 /// A collector whose behaviour a test chooses.
 struct TestCollector {
     name: &'static str,
@@ -479,40 +482,6 @@ async fn landing_health_and_readiness() {
         .await
         .unwrap();
     assert_eq!(missing.status(), 404);
-}
-
-struct Pki {
-    dir: tempfile::TempDir,
-    ca_pem: String,
-    client_pem: String,
-    client_key: String,
-}
-
-fn make_pki() -> Pki {
-    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-    let dir = tempfile::tempdir().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let server_key = KeyPair::generate().unwrap();
-    let server = CertificateParams::new(vec!["localhost".to_string()])
-        .unwrap()
-        .signed_by(&server_key, &ca)
-        .unwrap();
-    let client_key = KeyPair::generate().unwrap();
-    let client = CertificateParams::new(vec!["prometheus".to_string()])
-        .unwrap()
-        .signed_by(&client_key, &ca)
-        .unwrap();
-    std::fs::write(dir.path().join("server.crt"), server.pem()).unwrap();
-    std::fs::write(dir.path().join("server.key"), server_key.serialize_pem()).unwrap();
-    std::fs::write(dir.path().join("ca.crt"), ca.pem()).unwrap();
-    Pki {
-        dir,
-        ca_pem: ca.pem(),
-        client_pem: client.pem(),
-        client_key: client_key.serialize_pem(),
-    }
 }
 
 fn tls_client(pki: &Pki, with_identity: bool) -> reqwest::Client {

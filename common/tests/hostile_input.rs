@@ -21,6 +21,9 @@ use common::{
 };
 use futures::future::BoxFuture;
 
+mod support;
+use support::{make_pki, Pki};
+
 /// How long a request may take to be answered (or refused) while the input is broken: the
 /// hangs these tests guard against were unbounded.
 const PROMPT: Duration = Duration::from_secs(2);
@@ -149,38 +152,9 @@ impl Child {
     }
 }
 
-struct Pki {
-    dir: tempfile::TempDir,
-    ca_pem: String,
-    cert_pem: String,
-    key_pem: String,
-}
-
-fn make_pki() -> Pki {
-    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-    let dir = tempfile::tempdir().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec!["localhost".to_string()])
-        .unwrap()
-        .signed_by(&key, &ca)
-        .unwrap();
-    let pki = Pki {
-        dir,
-        ca_pem: ca.pem(),
-        cert_pem: cert.pem(),
-        key_pem: key.serialize_pem(),
-    };
-    write_pem_files(&pki);
-    std::fs::write(pki.dir.path().join("ca.crt"), &pki.ca_pem).unwrap();
-    pki
-}
-
 fn write_pem_files(pki: &Pki) {
-    replace_file(&pki.dir.path().join("server.crt"), &pki.cert_pem);
-    replace_file(&pki.dir.path().join("server.key"), &pki.key_pem);
+    replace_file(&pki.dir.path().join("server.crt"), &pki.server_pem);
+    replace_file(&pki.dir.path().join("server.key"), &pki.server_key);
 }
 
 /// Replaces `path` the way config management and Kubernetes do: a new file renamed over it.
