@@ -345,14 +345,6 @@ async fn vswitchd_stopped_and_restarted() {
     );
 }
 
-fn script(sb: &Sandbox, name: &str, body: &str) -> String {
-    use std::os::unix::fs::PermissionsExt;
-    let p = sb.path().join(name);
-    std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).expect("write script");
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    p.display().to_string()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_database_costs_missing_port_not_the_dump() {
     // The parser waits for the ports before its first flow (half of --ovs.timeout at most;
@@ -367,7 +359,7 @@ async fn a_hanging_database_costs_missing_port_not_the_dump() {
         .map(|i| format!("cookie=0x1,table=20,priority=5,ip,reg5={i},nw_dst=10.0.{}.{},actions=load:0x{i:x}->NXM_NX_REG6[],resubmit(,30)\n", i / 256, i % 256))
         .collect();
     sb.add_flows(&many);
-    let hanging = script(&sb, "hanging-vsctl", "exec sleep 30");
+    let hanging = sb.script("hanging-vsctl", "exec sleep 30");
     let flag = format!("--ovs.vsctl-path={hanging}");
     let exp = serve(
         sb.flags(&[&flag, "--ovs.bridge=br-int", "--ovs.timeout=2s"]),
@@ -410,7 +402,7 @@ async fn a_database_answering_after_the_ports_wait_is_not_silent() {
     let sb = Sandbox::start();
     sb.add_flows(CLEAN);
     sb.add_flows("cookie=0x1,table=10,priority=30,ip,nw_dst=10.9.9.9,actions=output:99\n");
-    let slow = script(&sb, "slow-vsctl", "sleep 2.2\nexec ovs-vsctl \"$@\"");
+    let slow = sb.script("slow-vsctl", "sleep 2.2\nexec ovs-vsctl \"$@\"");
     let flag = format!("--ovs.vsctl-path={slow}");
     let (_exp, body) = serve_and_scrape(
         &sb,
@@ -445,8 +437,7 @@ async fn a_failing_evidence_fetch_keeps_the_match() {
     let sb = Sandbox::start();
     sb.add_flows(CLEAN);
     sb.add_flows("cookie=0x1,table=10,priority=40,tcp,tp_dst=80,actions=output:2\n");
-    let ofctl = script(
-        &sb,
+    let ofctl = sb.script(
         "fetch-fails-ofctl",
         r#"case "$*" in
 *table=*) head -c 3000000 /dev/zero | tr '\000' x; echo; echo 'ovs-ofctl: boom' >&2; exit 1;;
@@ -475,9 +466,7 @@ exec ovs-ofctl "$@""#,
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ofctl_printing_garbage_hanging_or_missing() {
     let sb = Sandbox::start();
-    let garbage = script(
-        &sb,
-        "garbage-ofctl",
+    let garbage = sb.script("garbage-ofctl",
         r#"echo 'NXST_FLOW reply (xid=0x4):'
 echo ' cookie=0x0, duration=1.0s, table=0, n_packets=0, n_bytes=0, priority=1,in_port=1 actions=output:2'
 echo ' cookie=0x0, duration=1.0s, table=0, n_packets=0, n_bytes=0, priority=1,in_port=1 actions=learn(((('
@@ -500,8 +489,7 @@ echo ' cookie=0x0, duration=1.0s, table=0, n_packets=0, n_bytes=0, priority=2,in
     assert_promtool_clean(&body);
     drop(exp);
 
-    let failing = script(
-        &sb,
+    let failing = sb.script(
         "failing-ofctl",
         "echo 'ovs-ofctl: br-int is not a bridge or a socket' >&2; exit 1",
     );
@@ -515,8 +503,7 @@ echo ' cookie=0x0, duration=1.0s, table=0, n_packets=0, n_bytes=0, priority=2,in
     );
     drop(exp);
 
-    let hanging = script(
-        &sb,
+    let hanging = sb.script(
         "hanging-ofctl",
         "echo 'NXST_FLOW reply (xid=0x4):'; exec sleep 30",
     );

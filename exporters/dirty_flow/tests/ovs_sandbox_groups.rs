@@ -22,14 +22,6 @@ fn collector_success(body: &str) -> Option<f64> {
     )
 }
 
-fn script(sb: &Sandbox, name: &str, body: &str) -> String {
-    use std::os::unix::fs::PermissionsExt;
-    let p = sb.path().join(name);
-    std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).expect("write script");
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    p.display().to_string()
-}
-
 /// Groups 10 (chained to group 9, then deleted) and 11 (a bucket to port 99), a flow through
 /// group 10 and one through meter 3.
 fn setup(sb: &Sandbox) {
@@ -90,8 +82,7 @@ async fn groups_and_meters_pointing_nowhere() {
 async fn bad_group_output_is_undecided_not_clean() {
     let sb = Sandbox::start();
     setup(&sb);
-    let garbage = script(
-        &sb,
+    let garbage = sb.script(
         "garbage-groups-ofctl",
         r#"case "$*" in
 *dump-groups*) echo 'OFPST_GROUP_DESC reply (OF1.5) (xid=0x2):'; echo ' ???'; exit 0;;
@@ -127,8 +118,7 @@ async fn a_flow_to_a_missing_group_counts_only_when_confirmed() {
     // The whole dump shows a flow to group 4242 (as if the group was deleted meanwhile); a
     // second look (`table=0` filter) does not: a race, never a finding.
     let line = " cookie=0x1, duration=1.0s, table=0, n_packets=0, n_bytes=0, priority=77,arp actions=group:4242";
-    let racing = script(
-        &sb,
+    let racing = sb.script(
         "racing-ofctl",
         &format!(
             r#"case "$*" in
@@ -157,8 +147,7 @@ exec ovs-ofctl "$@""#
     drop(exp);
 
     // Still there on the second look, and group 4242 still absent: a finding.
-    let stays = script(
-        &sb,
+    let stays = sb.script(
         "stays-ofctl",
         &format!(
             r#"case "$*" in

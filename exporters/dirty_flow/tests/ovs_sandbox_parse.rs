@@ -15,14 +15,6 @@ fn br(body: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     sample_with(body, name, &l)
 }
 
-fn script(sb: &Sandbox, name: &str, body: &str) -> String {
-    use std::os::unix::fs::PermissionsExt;
-    let p = sb.path().join(name);
-    std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).expect("write script");
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    p.display().to_string()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn packet_type_parses_and_port_0_is_judged_by_where_it_appears() {
     let sb = Sandbox::start();
@@ -81,8 +73,7 @@ async fn evidence_of_a_match_refused_as_filter_comes_from_the_table() {
     );
     // An ovs-ofctl that refuses every filter with more than the table in it, as it refuses
     // some matches it prints itself.
-    let picky = script(
-        &sb,
+    let picky = sb.script(
         "picky-ofctl",
         r#"case "$*" in
 *table=*,*) echo 'ovs-ofctl: unknown keyword' >&2; exit 1;;
@@ -107,8 +98,7 @@ exec ovs-ofctl "$@""#,
     drop(exp);
 
     // No source at all: the match, without the `priority=32768,` OVS never prints.
-    let broken = script(
-        &sb,
+    let broken = sb.script(
         "broken-ofctl",
         r#"case "$*" in
 *table=*) echo 'ovs-ofctl: boom' >&2; exit 1;;

@@ -66,6 +66,16 @@ impl Sandbox {
         self.dir.path()
     }
 
+    /// A shell script `name` in the sandbox's directory (a stand-in for an OVS tool that
+    /// hangs, fails or prints garbage), its path as text.
+    pub fn script(&self, name: &str, body: &str) -> String {
+        use std::os::unix::fs::PermissionsExt;
+        let p = self.path().join(name);
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).expect("write script");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        p.display().to_string()
+    }
+
     fn cmd(&self, program: &str) -> Command {
         let mut c = Command::new(program);
         for v in ["OVS_RUNDIR", "OVS_LOGDIR", "OVS_DBDIR", "OVS_SYSCONFDIR"] {
