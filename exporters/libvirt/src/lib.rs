@@ -43,7 +43,11 @@ pub const INFO: ExporterInfo = ExporterInfo {
 };
 
 /// The collectors this exporter has: name, help, enabled by default.
-pub const COLLECTORS: &[CollectorFlag] = &[collector::domain::FLAG, collector::host::FLAG];
+pub const COLLECTORS: &[CollectorFlag] = &[
+    collector::domain::FLAG,
+    collector::host::FLAG,
+    collector::storage_pool::FLAG,
+];
 
 /// A call timeout: zero would time every libvirt call out at once.
 fn parse_call_timeout(s: &str) -> Result<Duration, String> {
@@ -154,7 +158,11 @@ pub fn collectors(flags: &Flags) -> Vec<Arc<dyn Collector>> {
             nova,
             flags.pinning_evidence_limit,
         )),
-        Arc::new(collector::host::HostCollector::new(libvirt)),
+        Arc::new(collector::host::HostCollector::new(Arc::clone(&libvirt))),
+        Arc::new(collector::storage_pool::StoragePoolCollector::new(
+            libvirt,
+            flags.concurrency,
+        )),
     ]
 }
 

@@ -194,3 +194,90 @@ fn remote_events_through_the_helper() {
     drop(exporter);
     drop(daemon);
 }
+
+/// The `storage_pool` collector (off by default) through libvirtd: the test driver's default
+/// pool with its sizes; a pool destroyed by another client keeps only its state, one undefined
+/// disappears; the exposition passes promtool.
+#[test]
+fn storage_pools_through_the_daemon() {
+    let tmp = tempfile::tempdir().unwrap();
+    let daemon = Libvirtd::start_test_driver(tmp.path());
+    let sock = tmp.path().join("sock");
+    let ro = format!(
+        "test+unix:///default?socket={}/libvirt-sock-ro",
+        sock.display()
+    );
+    let rw = format!(
+        "test+unix:///default?socket={}/libvirt-sock",
+        sock.display()
+    );
+    let virsh = |args: &[&str]| {
+        let st = std::process::Command::new("virsh")
+            .args(["-c", &rw])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(st.status.success(), "virsh {args:?}: {st:?}");
+    };
+    let off = ExporterProc::start(&[format!("--libvirt.uri={ro}"), "--path.procfs=".into()]);
+    let body = off.scrape().1;
+    assert!(
+        !body.contains("libvirt_storage_pool_"),
+        "off by default: {body}"
+    );
+    drop(off);
+
+    let exporter = ExporterProc::start(&[
+        format!("--libvirt.uri={ro}"),
+        "--path.procfs=".into(),
+        "--collector.storage_pool".into(),
+    ]);
+    let body = exporter.scrape().1;
+    let v = |body: &str, m: &str| {
+        sample_value(
+            body,
+            &format!(r#"libvirt_storage_pool_{m}{{storage_pool="default-pool"}}"#),
+        )
+    };
+    assert_eq!(v(&body, "state"), Some(2.0), "{body}");
+    let capacity = v(&body, "capacity_bytes").unwrap();
+    let allocation = v(&body, "allocation_bytes").unwrap();
+    let available = v(&body, "available_bytes").unwrap();
+    assert!(
+        capacity > 0.0 && capacity == allocation + available,
+        "{body}"
+    );
+    assert_eq!(
+        sample_value(
+            &body,
+            r#"libvirt_scrape_collector_success{collector="storage_pool"}"#
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample_value(
+            &body,
+            r#"libvirt_storage_pool_info_failures_total{reason="not_found"}"#
+        ),
+        Some(0.0)
+    );
+    assert_promtool_clean(&body);
+
+    virsh(&["pool-destroy", "default-pool"]);
+    let body = exporter.scrape().1;
+    assert_eq!(v(&body, "state"), Some(0.0), "{body}");
+    assert_eq!(v(&body, "available_bytes"), None, "{body}");
+
+    virsh(&["pool-undefine", "default-pool"]);
+    let body = exporter.scrape().1;
+    assert_eq!(v(&body, "state"), None, "{body}");
+    assert_eq!(
+        sample_value(
+            &body,
+            r#"libvirt_scrape_collector_success{collector="storage_pool"}"#
+        ),
+        Some(1.0)
+    );
+    drop(exporter);
+    drop(daemon);
+}

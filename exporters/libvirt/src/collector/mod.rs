@@ -1,8 +1,10 @@
-//! The collectors: `domain` (domains, nova metadata, pinning and its faults) and `host`.
+//! The collectors: `domain` (domains, nova metadata, pinning and its faults), `host` and
+//! `storage_pool`.
 //!
-//! Both share one [`crate::connection::Libvirt`]; each builds fresh metrics from what it gathered
+//! All share one [`crate::connection::Libvirt`]; each builds fresh metrics from what it gathered
 //! on this scrape.
 #![forbid(unsafe_code)]
 
 pub mod domain;
 pub mod host;
+pub mod storage_pool;
