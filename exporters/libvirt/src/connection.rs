@@ -263,6 +263,16 @@ impl Libvirt {
         st.sink.as_ref().map(|s| s.take())
     }
 
+    /// The domains (UUIDs) with an event since the last call (they may have started or ended a
+    /// job); empty when the connection delivers no events. The first call starts keeping them.
+    pub fn take_job_hints(&self, conn: &Arc<Connect>) -> std::collections::HashSet<String> {
+        let st = self.lock();
+        if !st.conn.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn)) {
+            return Default::default();
+        }
+        st.sink.as_ref().map(|s| s.take_jobs()).unwrap_or_default()
+    }
+
     /// Domain events received since start (`None` when events are off).
     pub fn events_received(&self) -> Option<u64> {
         self.events.then(|| {

@@ -6,7 +6,8 @@
 //! about twice as long in such a process). So for a remote URI (a daemon's socket, as in
 //! production) the exporter starts itself again as a helper (`HELPER_ARG URI`) that registers the
 //! event loop, opens its own read-only connection, and writes the UUID of each changed domain as
-//! a line on stdout; the exporter process never registers the loop. The helper exits when its
+//! a line on stdout (`job UUID` for an event that only says the domain has a job: a migration
+//! iteration); the exporter process never registers the loop. The helper exits when its
 //! stdin closes (the exporter is gone) or its connection dies; the exporter then fetches every
 //! XML and re-opens both on the next scrape. In-process drivers (`test:///...`) keep events in
 //! process: a helper would have its own copy of the driver.
@@ -23,6 +24,9 @@ use crate::ffi::{self, ChangeSink};
 
 /// The first argument that makes the binary run as the events helper.
 pub const HELPER_ARG: &str = "--internal.libvirt-events-helper";
+
+/// The prefix of a line naming a domain with a job whose XML did not change.
+const JOB_PREFIX: &str = "job ";
 
 /// Whether `uri` is served in process (no daemon), where a helper cannot see the same domains.
 pub fn in_process(uri: &str) -> bool {
@@ -51,6 +55,8 @@ pub fn helper_main(uri: &str) -> ExitCode {
         Err(e) => return fail("open", &e),
     };
     let sink = Arc::new(ChangeSink::default());
+    // Keep job hints from the start.
+    sink.take_jobs();
     if let Err(e) = ffi::watch_domain_changes(&conn, &sink) {
         return fail("register events", &e);
     }
@@ -66,10 +72,19 @@ pub fn helper_main(uri: &str) -> ExitCode {
     }
     loop {
         std::thread::sleep(Duration::from_millis(100));
-        let mut changed: Vec<String> = sink.take().into_iter().collect();
-        changed.sort();
-        for uuid in changed {
-            if writeln!(out, "{uuid}").is_err() {
+        let changed = sink.take();
+        // A changed domain is a job hint on the exporter's side too.
+        let mut jobs: Vec<String> = sink
+            .take_jobs()
+            .into_iter()
+            .filter(|u| !changed.contains(u))
+            .map(|u| format!("{JOB_PREFIX}{u}"))
+            .collect();
+        let mut lines: Vec<String> = changed.into_iter().collect();
+        lines.sort();
+        jobs.sort();
+        for line in lines.into_iter().chain(jobs) {
+            if writeln!(out, "{line}").is_err() {
                 return ExitCode::FAILURE;
             }
         }
@@ -122,8 +137,11 @@ impl Helper {
         std::thread::Builder::new()
             .name("libvirt-events-helper".into())
             .spawn(move || {
-                for uuid in lines.map_while(Result::ok) {
-                    sink.mark(uuid);
+                for line in lines.map_while(Result::ok) {
+                    match line.strip_prefix(JOB_PREFIX) {
+                        Some(uuid) => sink.mark_job(uuid.to_string()),
+                        None => sink.mark(line),
+                    }
                 }
                 dead.store(true, Ordering::Release);
             })

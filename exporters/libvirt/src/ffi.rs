@@ -7,8 +7,11 @@
 //!   `virDomainStatsRecordListFree` (the `virt` crate frees it with `free`, leaking the records);
 //!   each record's domain is referenced (`virDomainRef`) before the list is freed;
 //! - `virDomainGetVcpuPinInfo` and `virDomainGetVcpus`;
+//! - `virDomainGetJobStats`: the parameters are freed with `virTypedParamsFree` (the `virt`
+//!   crate hands libvirt's allocation to Rust's allocator and leaks its strings);
 //! - domain events (`virConnectDomainEventRegisterAny`) that mark a domain's XML as changed, run
-//!   by libvirt's default event loop on one dedicated thread.
+//!   by libvirt's default event loop on one dedicated thread; migration iterations mark the
+//!   domain as one with a job only (see [`ChangeSink::mark_job`]).
 #![allow(unsafe_code)]
 
 use std::collections::HashSet;
@@ -236,16 +239,42 @@ pub fn vcpus(dom: &Domain, nvcpus: u32, ncpus: u32) -> Result<Vec<VcpuInfo>, Vir
         .collect())
 }
 
+/// `virDomainGetJobStats(dom, 0)`: the type of the domain's current job (0: none) and the
+/// fields libvirt filled for it.
+pub fn job_stats(dom: &Domain) -> Result<(i32, Vec<(String, TypedValue)>), VirtError> {
+    let mut kind: c_int = 0;
+    let mut params: sys::virTypedParameterPtr = std::ptr::null_mut();
+    let mut n: c_int = 0;
+    // SAFETY: `kind`, `params` and `n` are out parameters; libvirt allocates `params` (n
+    // entries), which we copy and then free with virTypedParamsFree.
+    let r = unsafe { sys::virDomainGetJobStats(dom.as_ptr(), &mut kind, &mut params, &mut n, 0) };
+    if r < 0 {
+        return Err(VirtError::last_error());
+    }
+    // SAFETY: on success `params` holds `n` typed parameters (or is null with n == 0).
+    let fields = unsafe { typed_params(params, n) };
+    if !params.is_null() {
+        // SAFETY: allocated by libvirt above, freed once.
+        unsafe { sys::virTypedParamsFree(params, n) };
+    }
+    Ok((kind, fields))
+}
+
 /// Stops libvirt from printing every error to stderr (errors are returned and logged instead).
 pub fn quiet_libvirt_errors() {
     virt::error::clear_error_callback();
 }
 
-/// Domains whose XML changed since the last scrape, filled by libvirt's event callbacks.
+/// Domains whose XML changed since the last scrape, filled by libvirt's event callbacks; and,
+/// once someone asks for them ([`ChangeSink::take_jobs`]), the domains with any event since
+/// the last ask, which may have started a job (the `job` collector looks at those only).
 #[derive(Debug, Default)]
 pub struct ChangeSink {
     dirty: Mutex<HashSet<String>>,
     events: AtomicU64,
+    jobs: Mutex<HashSet<String>>,
+    /// Whether job hints are taken (else they are not kept: nobody would empty the set).
+    wants_jobs: std::sync::atomic::AtomicBool,
 }
 
 impl ChangeSink {
@@ -262,12 +291,37 @@ impl ChangeSink {
         self.events.load(Ordering::Relaxed)
     }
 
-    /// Marks a domain (by UUID) as changed.
+    /// Marks a domain (by UUID) as changed (and as one that may have a job).
     pub fn mark(&self, uuid: String) {
         self.events.fetch_add(1, Ordering::Relaxed);
+        self.hint_job(&uuid);
         if let Ok(mut d) = self.dirty.lock() {
             d.insert(uuid);
         }
+    }
+
+    /// Marks a domain as one with a job (a migration iteration), its XML unchanged.
+    pub fn mark_job(&self, uuid: String) {
+        self.events.fetch_add(1, Ordering::Relaxed);
+        self.hint_job(&uuid);
+    }
+
+    fn hint_job(&self, uuid: &str) {
+        if self.wants_jobs.load(Ordering::Relaxed) {
+            if let Ok(mut j) = self.jobs.lock() {
+                j.insert(uuid.to_string());
+            }
+        }
+    }
+
+    /// Takes the domains with an event since the last call (the first call starts keeping
+    /// them).
+    pub fn take_jobs(&self) -> HashSet<String> {
+        self.wants_jobs.store(true, Ordering::Relaxed);
+        self.jobs
+            .lock()
+            .map(|mut j| std::mem::take(&mut *j))
+            .unwrap_or_default()
     }
 }
 
@@ -329,6 +383,22 @@ unsafe extern "C" fn on_metadata(
     mark(dom, opaque);
 }
 
+unsafe extern "C" fn on_migration_iteration(
+    _c: sys::virConnectPtr,
+    dom: sys::virDomainPtr,
+    _iteration: c_int,
+    opaque: *mut c_void,
+) {
+    if dom.is_null() || opaque.is_null() {
+        return;
+    }
+    let sink = &*(opaque as *const ChangeSink);
+    let mut buf = [0 as c_char; 64];
+    if sys::virDomainGetUUIDString(dom, buf.as_mut_ptr()) == 0 {
+        sink.mark_job(CStr::from_ptr(buf.as_ptr()).to_string_lossy().into_owned());
+    }
+}
+
 unsafe extern "C" fn on_params(
     _c: sys::virConnectPtr,
     dom: sys::virDomainPtr,
@@ -355,8 +425,9 @@ unsafe extern "C" fn free_sink(opaque: *mut c_void) {
 }
 
 /// Registers callbacks for the events that change a domain's XML (lifecycle, metadata, tunables
-/// such as pinning, devices added or removed, completed jobs such as migrations). Returns how
-/// many registrations succeeded; a driver without events returns an error.
+/// such as pinning, devices added or removed, completed jobs such as migrations), and migration
+/// iterations (a job, the XML unchanged). Returns how many registrations succeeded; a driver
+/// without events returns an error.
 pub fn watch_domain_changes(conn: &Connect, sink: &Arc<ChangeSink>) -> Result<usize, VirtError> {
     type Generic = unsafe extern "C" fn(sys::virConnectPtr, sys::virDomainPtr, *mut c_void);
     type Lifecycle =
@@ -377,9 +448,11 @@ pub fn watch_domain_changes(conn: &Connect, sink: &Arc<ChangeSink>) -> Result<us
     );
     type Device =
         unsafe extern "C" fn(sys::virConnectPtr, sys::virDomainPtr, *const c_char, *mut c_void);
+    type Iteration =
+        unsafe extern "C" fn(sys::virConnectPtr, sys::virDomainPtr, c_int, *mut c_void);
     // SAFETY: libvirt calls each callback with the signature of its event ID, as C code does
     // through VIR_DOMAIN_EVENT_CALLBACK; the transmutes only erase the signature for storage.
-    let callbacks: [(u32, Generic); 6] = unsafe {
+    let callbacks: [(u32, Generic); 7] = unsafe {
         [
             (
                 sys::VIR_DOMAIN_EVENT_ID_LIFECYCLE,
@@ -404,6 +477,10 @@ pub fn watch_domain_changes(conn: &Connect, sink: &Arc<ChangeSink>) -> Result<us
             (
                 sys::VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED,
                 std::mem::transmute::<Device, Generic>(on_device),
+            ),
+            (
+                sys::VIR_DOMAIN_EVENT_ID_MIGRATION_ITERATION,
+                std::mem::transmute::<Iteration, Generic>(on_migration_iteration),
             ),
         ]
     };

@@ -46,6 +46,7 @@ pub const INFO: ExporterInfo = ExporterInfo {
 pub const COLLECTORS: &[CollectorFlag] = &[
     collector::domain::FLAG,
     collector::host::FLAG,
+    collector::job::FLAG,
     collector::storage_pool::FLAG,
 ];
 
@@ -159,6 +160,10 @@ pub fn collectors(flags: &Flags) -> Vec<Arc<dyn Collector>> {
             flags.pinning_evidence_limit,
         )),
         Arc::new(collector::host::HostCollector::new(Arc::clone(&libvirt))),
+        Arc::new(collector::job::JobCollector::new(
+            Arc::clone(&libvirt),
+            flags.concurrency,
+        )),
         Arc::new(collector::storage_pool::StoragePoolCollector::new(
             libvirt,
             flags.concurrency,

@@ -10,7 +10,7 @@ mod support;
 use std::process::Command;
 use std::time::Duration;
 
-use e2e_tests::{assert_promtool_clean, sample_value, wait_for};
+use e2e_tests::{assert_promtool_clean, sample_value, wait_for, ChildGuard};
 use support::{own_cpus, ExporterProc, QemuLibvirtd};
 
 const PORT: &str = "3f6c1e2a-7b4d-4e5f-8a9b-0c1d2e3f4a5b";
@@ -226,4 +226,151 @@ fn qemu_guest_under_tcg() {
         );
     }
     daemon.virsh(&["destroy", "tcg-1"]);
+}
+
+/// A domain job on a QEMU guest under TCG, seen while it runs and gone after: a memory-only
+/// dump (`virsh dump --memory-only`, a job of operation `dump` that pauses the guest with
+/// reason `dump`) into a FIFO that the test reads only once it has seen the job, so the job
+/// runs, stalled, for as long as the test needs. A managed save or a migration of a guest
+/// without an OS moves a few hundred KiB of zero pages and is over before a scrape can see it.
+#[test]
+fn a_job_is_exported_while_it_runs_and_not_after() {
+    let tmp = tempfile::tempdir().unwrap();
+    let daemon = QemuLibvirtd::start(tmp.path());
+    let xml = r#"<domain type='qemu'>
+  <name>tcg-job</name>
+  <memory unit='MiB'>64</memory>
+  <vcpu placement='static'>1</vcpu>
+  <os><type arch='x86_64' machine='pc'>hvm</type></os>
+  <devices><emulator>/usr/bin/qemu-system-x86_64</emulator><memballoon model='none'/></devices>
+</domain>"#;
+    let xml_path = tmp.path().join("job.xml");
+    std::fs::write(&xml_path, xml).unwrap();
+    daemon.virsh(&["create", xml_path.to_str().unwrap()]);
+    let fifo = tmp.path().join("dump.fifo");
+    let st = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(st.success());
+
+    let exporter = ExporterProc::start(&[
+        format!("--libvirt.uri={}", daemon.uri(true)),
+        "--libvirt.timeout=5s".into(),
+        "--path.procfs=".into(),
+    ]);
+    let body = exporter.scrape().1;
+    assert_eq!(
+        sample_value(
+            &body,
+            r#"libvirt_scrape_collector_success{collector="job"}"#
+        ),
+        Some(1.0),
+        "{body}"
+    );
+    assert!(
+        !body.contains(r#"libvirt_domain_job_info_type{domain="tcg-job""#),
+        "{body}"
+    );
+
+    // The reader opens the FIFO (pairing with libvirt's writer) and reads only when told.
+    let (drain, drain_rx) = std::sync::mpsc::channel::<()>();
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || {
+            let mut f = std::fs::File::open(&fifo).unwrap();
+            let _ = drain_rx.recv();
+            let mut n = 0u64;
+            let mut buf = vec![0u8; 1 << 16];
+            loop {
+                match std::io::Read::read(&mut f, &mut buf) {
+                    Ok(0) | Err(_) => return n,
+                    Ok(k) => n += k as u64,
+                }
+            }
+        })
+    };
+    let mut dump = ChildGuard::spawn(
+        Command::new("virsh")
+            .arg("-c")
+            .arg(daemon.uri(false))
+            .args(["dump", "--memory-only", "tcg-job"])
+            .arg(&fifo)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null()),
+    );
+
+    let ty = r#"libvirt_domain_job_info_type{domain="tcg-job",operation="dump"}"#;
+    let v = |body: &str, m: &str| {
+        sample_value(
+            body,
+            &format!(r#"libvirt_domain_job_info_{m}{{domain="tcg-job"}}"#),
+        )
+    };
+    let mut body = String::new();
+    wait_for("the dump job", Duration::from_secs(30), || {
+        body = exporter.scrape().1;
+        sample_value(&body, ty).is_some() && v(&body, "memory_processed_bytes").is_some()
+    });
+    // Unbounded (2): QEMU's dump does not know its end.
+    assert_eq!(sample_value(&body, ty), Some(2.0), "{body}");
+    let total = v(&body, "memory_total_bytes").unwrap();
+    let processed = v(&body, "memory_processed_bytes").unwrap();
+    let remaining = v(&body, "memory_remaining_bytes").unwrap();
+    assert!(total >= 64.0 * 1048576.0, "{body}");
+    assert!(
+        processed < total && processed + remaining == total,
+        "{body}"
+    );
+    assert!(v(&body, "time_elapsed_seconds").unwrap() > 0.0, "{body}");
+    assert_eq!(
+        sample_value(
+            &body,
+            r#"libvirt_domain_paused_reason_info{domain="tcg-job",reason="dump"}"#
+        ),
+        Some(1.0),
+        "{body}"
+    );
+    // A dump moves memory only: libvirt fills no data_* field, which is counted.
+    assert_eq!(v(&body, "data_total_bytes"), None, "{body}");
+    assert!(
+        sample_value(
+            &body,
+            r#"libvirt_domain_job_info_unfilled_fields_total{field="data_total"}"#
+        )
+        .unwrap()
+            >= 1.0,
+        "{body}"
+    );
+    assert_promtool_clean(&body);
+    // Stalled on the full FIFO (once the pipes' buffers are full): no progress between
+    // scrapes, the job still there.
+    let mut last = processed;
+    wait_for("the stalled dump", Duration::from_secs(20), || {
+        std::thread::sleep(Duration::from_millis(300));
+        let now = v(&exporter.scrape().1, "memory_processed_bytes");
+        let stalled = now == Some(last);
+        last = now.unwrap_or(-1.0);
+        stalled
+    });
+    assert!(last < total, "{last} of {total}");
+
+    drain.send(()).unwrap();
+    let dumped = reader.join().unwrap();
+    assert!(dumped as f64 >= total, "{dumped} bytes dumped");
+    let status = dump
+        .wait_exit(Duration::from_secs(30))
+        .expect("virsh dump ends");
+    assert!(status.success(), "virsh dump: {status:?}");
+    wait_for(
+        "no job series after the job",
+        Duration::from_secs(15),
+        || {
+            body = exporter.scrape().1;
+            !body.contains(r#"domain_job_info_type{domain="tcg-job""#)
+                && !body.contains(r#"libvirt_domain_job_info_memory_total_bytes{domain="tcg-job"}"#)
+        },
+    );
+    assert!(
+        !body.contains(r#"libvirt_domain_paused_reason_info{domain="tcg-job""#),
+        "resumed after the dump: {body}"
+    );
+    daemon.virsh(&["destroy", "tcg-job"]);
 }
