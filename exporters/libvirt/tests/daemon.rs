@@ -173,11 +173,32 @@ fn remote_events_through_the_helper() {
         sample_value(&body, "libvirt_connections_opened_total"),
         Some(1.0)
     );
+    let unsupported = r#"libvirt_domain_job_info_failures_total{reason="unsupported"}"#;
+    let asked = sample_value(&body, unsupported).unwrap();
     virsh(&["suspend", "test"]);
     wait_for("the paused state", Duration::from_secs(10), || {
         body = exporter.scrape().1;
         body.contains(&format!("{state}\"the domain is paused by user\"}} 3"))
     });
+    // The suspend's event, through the helper, makes the job collector ask that domain for
+    // its job (as the metadata change's did); the test driver has none to give, which is
+    // counted.
+    assert_eq!(
+        sample_value(
+            &body,
+            r#"libvirt_domain_paused_reason_info{domain="test",reason="user"}"#
+        ),
+        Some(1.0),
+        "{body}"
+    );
+    wait_for(
+        "the job stats asked on the event",
+        Duration::from_secs(10),
+        || {
+            body = exporter.scrape().1;
+            sample_value(&body, unsupported) > Some(asked)
+        },
+    );
 
     // The helper dies: the exporter re-opens and starts another one.
     let old = helpers();
