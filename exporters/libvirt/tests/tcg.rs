@@ -3,6 +3,8 @@
 //! interface counters, and the kernel's own view of vCPU affinity from procfs. Changing a vCPU
 //! thread's affinity behind libvirt's back (taskset) shows up as a mismatch from the kernel
 //! (`procfs`, `vcpuinfo`) but not from libvirt's bookkeeping (`pininfo`).
+//! Domain jobs: a memory-only dump stalled on a FIFO, and a live migration to a second libvirtd
+//! on this machine, each seen while it runs and gone after.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure
 
 mod support;
@@ -231,8 +233,8 @@ fn qemu_guest_under_tcg() {
 /// A domain job on a QEMU guest under TCG, seen while it runs and gone after: a memory-only
 /// dump (`virsh dump --memory-only`, a job of operation `dump` that pauses the guest with
 /// reason `dump`) into a FIFO that the test reads only once it has seen the job, so the job
-/// runs, stalled, for as long as the test needs. A managed save or a migration of a guest
-/// without an OS moves a few hundred KiB of zero pages and is over before a scrape can see it.
+/// runs, stalled, for as long as the test needs. (A managed save of a guest without an OS
+/// writes a few hundred KiB of zero pages and is over before a scrape can see it.)
 #[test]
 fn a_job_is_exported_while_it_runs_and_not_after() {
     let tmp = tempfile::tempdir().unwrap();
@@ -373,4 +375,151 @@ fn a_job_is_exported_while_it_runs_and_not_after() {
         "resumed after the dump: {body}"
     );
     daemon.virsh(&["destroy", "tcg-job"]);
+}
+
+/// A guest "kernel" that keeps its memory dirty: a multiboot image (the a.out kludge: header
+/// fields give the load and entry addresses, so QEMU's `-kernel` loads it as is) whose code,
+/// at 1 MiB, increments one word in every 4 KiB page from 2 MiB to 48 MiB, for ever:
+/// `mov edi, 0x200000; l: inc dword [edi]; add edi, 0x1000; cmp edi, 0x3000000; jb l; jmp 0`.
+/// Pre-copy cannot converge over a 1 MiB/s link, so a live migration runs until aborted.
+fn dirtying_kernel() -> Vec<u8> {
+    let (magic, flags, load) = (0x1BAD_B002u32, 0x0001_0000u32, 0x0010_0000u32);
+    let header = [
+        magic,
+        flags,
+        0u32.wrapping_sub(magic.wrapping_add(flags)),
+        load,      // header_addr: the header is at the start of the image
+        load,      // load_addr
+        0,         // load_end_addr: the whole file
+        0,         // bss_end_addr: none
+        load + 32, // entry_addr: the code after the header
+    ];
+    let code = [
+        0xBF, 0x00, 0x00, 0x20, 0x00, // mov edi, 0x200000
+        0xFF, 0x07, // inc dword [edi]
+        0x81, 0xC7, 0x00, 0x10, 0x00, 0x00, // add edi, 0x1000
+        0x81, 0xFF, 0x00, 0x00, 0x00, 0x03, // cmp edi, 0x3000000
+        0x72, 0xF0, // jb inc
+        0xEB, 0xE9, // jmp mov
+    ];
+    header
+        .iter()
+        .flat_map(|w| w.to_le_bytes())
+        .chain(code)
+        .collect()
+}
+
+/// A live migration between two libvirtds on this machine (each its own host UUID), followed
+/// while it runs and gone once aborted. The guest stays running, so no state reason points at
+/// the job: the exporter finds it through the migration-iteration event that QEMU sends when
+/// the first pass starts, delivered by the events helper.
+#[test]
+fn a_live_migration_is_followed_while_it_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = QemuLibvirtd::start_as(
+        &tmp.path().join("src"),
+        Some("5a1e0000-0000-4000-8000-000000000001"),
+    );
+    let dst = QemuLibvirtd::start_as(
+        &tmp.path().join("dst"),
+        Some("5a1e0000-0000-4000-8000-000000000002"),
+    );
+    let kernel = tmp.path().join("dirty.bin");
+    std::fs::write(&kernel, dirtying_kernel()).unwrap();
+    let xml = format!(
+        r#"<domain type='qemu'>
+  <name>tcg-mig</name>
+  <memory unit='MiB'>64</memory>
+  <vcpu placement='static'>1</vcpu>
+  <os><type arch='x86_64' machine='pc'>hvm</type><kernel>{}</kernel></os>
+  <devices><emulator>/usr/bin/qemu-system-x86_64</emulator><memballoon model='none'/></devices>
+</domain>"#,
+        kernel.display()
+    );
+    let xml_path = tmp.path().join("mig.xml");
+    std::fs::write(&xml_path, xml).unwrap();
+    src.virsh(&["create", xml_path.to_str().unwrap()]);
+
+    let exporter = ExporterProc::start(&[
+        format!("--libvirt.uri={}", src.uri(true)),
+        "--libvirt.timeout=5s".into(),
+        "--path.procfs=".into(),
+    ]);
+    let body = exporter.scrape().1;
+    assert!(
+        !body.contains(r#"libvirt_domain_job_info_type{domain="tcg-mig""#),
+        "{body}"
+    );
+
+    let mut migrate = ChildGuard::spawn(
+        Command::new("virsh")
+            .arg("-c")
+            .arg(src.uri(false))
+            .args(["migrate", "--live", "tcg-mig"])
+            .arg(dst.uri(false))
+            .args([
+                "--migrateuri",
+                "tcp://127.0.0.1",
+                "--listen-address",
+                "127.0.0.1",
+                "--bandwidth",
+                "1",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null()),
+    );
+    let ty = r#"libvirt_domain_job_info_type{domain="tcg-mig",operation="migration_out"}"#;
+    let v = |body: &str, m: &str| {
+        sample_value(
+            body,
+            &format!(r#"libvirt_domain_job_info_{m}{{domain="tcg-mig"}}"#),
+        )
+    };
+    let mut body = String::new();
+    wait_for("the migration job", Duration::from_secs(30), || {
+        body = exporter.scrape().1;
+        sample_value(&body, ty).is_some() && v(&body, "data_processed_bytes") > Some(0.0)
+    });
+    assert_eq!(sample_value(&body, ty), Some(2.0), "{body}");
+    let total = v(&body, "data_total_bytes").unwrap();
+    let remaining = v(&body, "data_remaining_bytes").unwrap();
+    assert!(total >= 64.0 * 1048576.0 && remaining > 0.0, "{body}");
+    assert!(v(&body, "memory_remaining_bytes").unwrap() > 0.0, "{body}");
+    assert!(v(&body, "time_elapsed_seconds").unwrap() > 0.0, "{body}");
+    // Running all along: found by its event, not by a paused state.
+    assert!(
+        !body.contains(r#"libvirt_domain_paused_reason_info{domain="tcg-mig""#),
+        "{body}"
+    );
+    assert_eq!(
+        sample_value(
+            &body,
+            r#"libvirt_domain_info_state{domain="tcg-mig",state_desc="the domain is running"}"#
+        ),
+        Some(1.0),
+        "{body}"
+    );
+    assert_promtool_clean(&body);
+    // Progress is reported as it goes (1 MiB/s).
+    let processed = v(&body, "data_processed_bytes").unwrap();
+    wait_for("migration progress", Duration::from_secs(15), || {
+        v(&exporter.scrape().1, "data_processed_bytes") > Some(processed)
+    });
+
+    src.virsh(&["domjobabort", "tcg-mig"]);
+    let status = migrate
+        .wait_exit(Duration::from_secs(30))
+        .expect("virsh migrate ends");
+    assert!(!status.success(), "the migration was aborted: {status:?}");
+    wait_for(
+        "no job series after the abort",
+        Duration::from_secs(15),
+        || {
+            body = exporter.scrape().1;
+            !body.contains(r#"libvirt_domain_job_info_type{domain="tcg-mig""#)
+                && v(&body, "data_remaining_bytes").is_none()
+        },
+    );
+    src.virsh(&["destroy", "tcg-mig"]);
+    drop(dst);
 }

@@ -143,6 +143,12 @@ pub struct QemuLibvirtd {
 
 impl QemuLibvirtd {
     pub fn start(dir: &Path) -> Self {
+        Self::start_as(dir, None)
+    }
+
+    /// [`QemuLibvirtd::start`] with its own host UUID (`host_uuid` in libvirtd.conf): two
+    /// daemons on one machine then count as two hosts, so a guest can migrate between them.
+    pub fn start_as(dir: &Path, host_uuid: Option<&str>) -> Self {
         for d in ["etc", "lib", "cache", "log", "run", "sock", "drivers"] {
             std::fs::create_dir_all(dir.join(d)).unwrap();
         }
@@ -162,10 +168,13 @@ impl QemuLibvirtd {
             "user = \"root\"\ngroup = \"root\"\nsecurity_driver = \"none\"\nnamespaces = []\nstdio_handler = \"file\"\n",
         )
         .unwrap();
+        let host = host_uuid
+            .map(|u| format!("host_uuid = \"{u}\"\n"))
+            .unwrap_or_default();
         std::fs::write(
             dir.join("libvirtd.conf"),
             format!(
-                "unix_sock_dir = \"{}\"\nauth_unix_ro = \"none\"\nauth_unix_rw = \"none\"\n",
+                "unix_sock_dir = \"{}\"\nauth_unix_ro = \"none\"\nauth_unix_rw = \"none\"\n{host}",
                 dir.join("sock").display()
             ),
         )
