@@ -248,7 +248,9 @@ fn a_job_is_exported_while_it_runs_and_not_after() {
 </domain>"#;
     let xml_path = tmp.path().join("job.xml");
     std::fs::write(&xml_path, xml).unwrap();
-    daemon.virsh(&["create", xml_path.to_str().unwrap()]);
+    // Persistent, so that it stays (shut off) after the destroy at the end.
+    daemon.virsh(&["define", xml_path.to_str().unwrap()]);
+    daemon.virsh(&["start", "tcg-job"]);
     let fifo = tmp.path().join("dump.fifo");
     let st = Command::new("mkfifo").arg(&fifo).status().unwrap();
     assert!(st.success());
@@ -374,7 +376,27 @@ fn a_job_is_exported_while_it_runs_and_not_after() {
         !body.contains(r#"libvirt_domain_paused_reason_info{domain="tcg-job""#),
         "resumed after the dump: {body}"
     );
+
+    // Stopped: its lifecycle event makes the collector ask it once; a domain that is not
+    // running has no job, which is no failure.
     daemon.virsh(&["destroy", "tcg-job"]);
+    wait_for("the shut-off domain", Duration::from_secs(15), || {
+        body = exporter.scrape().1;
+        body.contains(
+            r#"libvirt_domain_info_state{domain="tcg-job",state_desc="the domain is shut off"} 5"#,
+        )
+    });
+    let body = exporter.scrape().1;
+    for reason in ["error", "timeout", "unsupported"] {
+        assert_eq!(
+            sample_value(
+                &body,
+                &format!(r#"libvirt_domain_job_info_failures_total{{reason="{reason}"}}"#)
+            ),
+            Some(0.0),
+            "{reason}: {body}"
+        );
+    }
 }
 
 /// A guest "kernel" that keeps its memory dirty: a multiboot image (the a.out kludge: header

@@ -260,7 +260,13 @@ fn ask(conn: &Connect, target: Target) -> Answer {
     match ffi::job_stats(&dom) {
         Ok((0, _)) => Answer::Nothing,
         Ok((kind, fields)) => Answer::Job(dom.name().unwrap_or_default(), kind, fields),
-        Err(e) if e.code() == virt::error::ErrorNumber::NoDomain.into() => Answer::Nothing,
+        // Gone, or not running (a stop event of a persistent domain): no job.
+        Err(e)
+            if e.code() == virt::error::ErrorNumber::NoDomain.into()
+                || e.code() == virt::error::ErrorNumber::OperationInvalid.into() =>
+        {
+            Answer::Nothing
+        }
         Err(e) if e.code() == virt::error::ErrorNumber::NoSupport.into() => {
             Answer::Failed("unsupported")
         }
