@@ -251,10 +251,7 @@ pub struct ChangeSink {
 impl ChangeSink {
     /// Takes the UUIDs marked since the last call.
     pub fn take(&self) -> HashSet<String> {
-        self.dirty
-            .lock()
-            .map(|mut d| std::mem::take(&mut *d))
-            .unwrap_or_default()
+        std::mem::take(&mut *common::sync::lock(&self.dirty))
     }
 
     /// Events received since start.
@@ -265,9 +262,7 @@ impl ChangeSink {
     /// Marks a domain (by UUID) as changed.
     pub fn mark(&self, uuid: String) {
         self.events.fetch_add(1, Ordering::Relaxed);
-        if let Ok(mut d) = self.dirty.lock() {
-            d.insert(uuid);
-        }
+        common::sync::lock(&self.dirty).insert(uuid);
     }
 }
 

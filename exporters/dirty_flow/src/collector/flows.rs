@@ -166,10 +166,9 @@ impl FlowsCollector {
     /// meanwhile (or a failed fetch) keeps the match it overlapped on, with its priority as
     /// OVS prints it (none when it is 32768).
     async fn fetch_evidence(&self, bridge: &str, report: &mut BridgeReport) {
-        let known = match self.fetched.lock() {
-            Ok(mut f) => f.remove(bridge).unwrap_or_default(),
-            Err(poisoned) => poisoned.into_inner().remove(bridge).unwrap_or_default(),
-        };
+        let known = common::sync::lock(&self.fetched)
+            .remove(bridge)
+            .unwrap_or_default();
         let wanted: Vec<&mut Evidence> = report
             .checks
             .iter_mut()
@@ -231,10 +230,7 @@ impl FlowsCollector {
             }
             e.fetch = None;
         }
-        match self.fetched.lock() {
-            Ok(mut f) => f.insert(bridge.to_string(), keep),
-            Err(poisoned) => poisoned.into_inner().insert(bridge.to_string(), keep),
-        };
+        common::sync::lock(&self.fetched).insert(bridge.to_string(), keep);
     }
 
     /// Judges `missing_group`, `group_bucket_missing_port` and `missing_meter` (see
@@ -367,10 +363,7 @@ impl FlowsCollector {
         if !self.bridges.is_empty() {
             return self.bridges.clone();
         }
-        match self.last_bridges.lock() {
-            Ok(b) => b.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        common::sync::lock(&self.last_bridges).clone()
     }
 
     /// Per scrape: the database (`ovs-vsctl`) and the dumps of the bridges already known run
@@ -381,10 +374,7 @@ impl FlowsCollector {
     async fn run(&self, registry: &mut Registry) -> Result<(), CollectError> {
         let mut problems: Vec<String> = Vec::new();
         let early = self.early_bridges();
-        let mut caches = match self.overlap_cache.lock() {
-            Ok(mut c) => std::mem::take(&mut *c),
-            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
-        };
+        let mut caches = std::mem::take(&mut *common::sync::lock(&self.overlap_cache));
         let (senders, early_dumps): (Vec<PortsSender>, Vec<_>) = early
             .iter()
             .map(|b| self.start_dump(b, caches.remove(b).unwrap_or_default()))
@@ -433,10 +423,7 @@ impl FlowsCollector {
                 .as_ref()
                 .map(|i| i.keys().cloned().collect())
                 .unwrap_or_default();
-            match self.last_bridges.lock() {
-                Ok(mut last) => last.clone_from(&found),
-                Err(poisoned) => poisoned.into_inner().clone_from(&found),
-            }
+            common::sync::lock(&self.last_bridges).clone_from(&found);
             found
         } else {
             self.bridges.clone()
@@ -535,10 +522,7 @@ impl FlowsCollector {
             })
             .collect();
         // Caches of bridges gone (or failed) are dropped.
-        match self.overlap_cache.lock() {
-            Ok(mut c) => *c = kept,
-            Err(poisoned) => *poisoned.into_inner() = kept,
-        }
+        *common::sync::lock(&self.overlap_cache) = kept;
         let mut scans = scans;
         // Before the evidence is fetched: checks off for a bridge need none.
         self.apply_controllers(&bridges, &controllers, &mut scans, registry)
@@ -559,10 +543,7 @@ impl FlowsCollector {
             unknown.push(u);
         }
         // The texts fetched for bridges gone are dropped.
-        match self.fetched.lock() {
-            Ok(mut f) => f.retain(|b, _| bridges.contains(b)),
-            Err(poisoned) => poisoned.into_inner().retain(|b, _| bridges.contains(b)),
-        }
+        common::sync::lock(&self.fetched).retain(|b, _| bridges.contains(b));
 
         let success = GaugeFamily::default();
         let duration = FloatFamily::default();
