@@ -348,6 +348,7 @@ impl Gatherer {
     }
 
     /// Gathers one scrape. `Err` only when the connection-level calls fail.
+    #[cfg(test)]
     pub async fn gather(&self, conn: &Arc<Connect>) -> Result<Snapshot, Error> {
         self.gather_overlapped(conn, |_, _| {}).await
     }
