@@ -34,7 +34,8 @@ trap stop EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=lib/common.sh
+. "$REPO/scripts/lib/common.sh"
 export LOG_PORT=$(free_port) LIBVIRT_PORT=$(free_port) OVS_PORT=$(free_port) \
   PROM_PORT=$(free_port) AM_PORT=$(free_port) HOOK_PORT=$(free_port)
 DEMO_WORK="$W/work" DEMO_QUIET=1 DEMO_FAULTS=0 DEMO_SCRAPE_INTERVAL=15s DEMO_EVAL_INTERVAL=1m \

@@ -82,10 +82,11 @@ for port in "$LOG_PORT" "$LIBVIRT_PORT" "$OVS_PORT" "$PROM_PORT" "$AM_PORT" "$HO
   fi
 done
 
-PIDS=()
-declare -A PID_OF LOG_OF
+# shellcheck source=lib/common.sh
+. "$REPO/scripts/lib/common.sh"
 OVS_RUNDIR="$WORK/ovs"
-: >"$WORK/demo.pids"
+SPAWN_RECORD="$WORK/demo.pids"
+: >"$SPAWN_RECORD"
 rm -f "$WORK/ready"
 
 # Never fatal: with `make demo | tee log`, Ctrl-C ends tee too, and a message to the closed pipe
@@ -101,17 +102,10 @@ cleanup() {
   rm -f "$WORK/ready"
   say
   say "Stopping the demo..."
-  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  stop_spawned
   if [ -d "$OVS_RUNDIR" ]; then
     bash "$REPO/exporters/dirty_flow/demo/ovs-sandbox.sh" stop "$OVS_RUNDIR" >/dev/null 2>&1 || true
   fi
-  for _ in $(seq 100); do
-    alive=0
-    for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
-    [ $alive -eq 0 ] && break
-    sleep 0.1
-  done
-  for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
   if [ "$OWN_WORK" = 1 ]; then rm -rf "$WORK"; fi
   say "Stopped."
@@ -122,13 +116,8 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 start() { # name, logfile, command...
-  local name=$1 log=$2; shift 2
-  "$@" >"$log" 2>&1 &
-  PIDS+=($!)
-  PID_OF[$name]=$!
-  LOG_OF[$name]=$log
-  echo "$name $!" >>"$WORK/demo.pids"
-  say "started $name (pid $!, log $log)"
+  spawn "$@"
+  say "started $1 (pid ${PID_OF[$1]}, log $2)"
 }
 
 wait_ready() { # name (as started), url: until the URL answers 200, or the process is gone
@@ -171,37 +160,13 @@ start log_pattern_exporter "$WORK/log_pattern_exporter.log" "$BIN/log_pattern_ex
 # would give every connection a private copy), so `virsh define/start` from outside changes
 # what the exporter sees. A `virsh event` client holds it open (and logs domain events).
 LV="$WORK/libvirt"
-mkdir -p "$LV/sock" "$LV/drivers" "$LV/domains"
-cat >"$LV/libvirtd.conf" <<CONF
-unix_sock_dir = "$LV/sock"
-auth_unix_ro = "none"
-auth_unix_rw = "none"
-CONF
-# Not root: libvirtd runs as a session daemon, which needs a D-Bus session bus; give it a private
-# one in the work dir.
-LIBVIRTD_ENV=(LIBVIRT_DRIVER_DIR="$LV/drivers")
-if [ "$(id -u)" != 0 ]; then
-  if ! command -v dbus-daemon >/dev/null 2>&1; then
-    echo "demo: dbus-daemon not found (package dbus-daemon): libvirtd needs it when not run as root" >&2
-    exit 1
-  fi
-  start "D-Bus session bus" "$LV/dbus.log" dbus-daemon --session --nofork --nopidfile \
-    --address="unix:path=$LV/bus"
-  wait_until "the D-Bus session bus" 20 test -S "$LV/bus"
-  LIBVIRTD_ENV+=(DBUS_SESSION_BUS_ADDRESS="unix:path=$LV/bus")
-fi
-# An empty driver dir: only the built-in test driver, no QEMU module.
-start libvirtd "$LV/libvirtd.log" env "${LIBVIRTD_ENV[@]}" \
-  libvirtd -f "$LV/libvirtd.conf" -p "$LV/libvirtd.pid"
-wait_until "libvirtd's socket" 20 test -S "$LV/sock/libvirt-sock"
-LIBVIRT_URI="test+unix:///default?socket=$LV/sock/libvirt-sock"
+mkdir -p "$LV/domains"
+start_libvirtd "$LV"
+say "started libvirtd (pid ${PID_OF[libvirtd]}, log $LV/libvirtd.log)"
+LIBVIRT_URI="test+unix:///default?socket=$LIBVIRTD_SOCK"
 # The exporter and the event client read only: on the read-only socket, which only a root
 # libvirtd has (a session daemon has none).
-LIBVIRT_URI_RO=$LIBVIRT_URI
-if [ "$(id -u)" = 0 ]; then
-  wait_until "libvirtd's read-only socket" 20 test -S "$LV/sock/libvirt-sock-ro"
-  LIBVIRT_URI_RO="test+unix:///default?socket=$LV/sock/libvirt-sock-ro"
-fi
+LIBVIRT_URI_RO="test+unix:///default?socket=$LIBVIRTD_SOCK_RO"
 vsh() { # virsh on the read-write socket; its output (a polkit notice on every call) only on failure
   local out
   out=$(virsh -q -c "$LIBVIRT_URI" "$@" 2>&1) || { echo "virsh $*: $out" >&2; return 1; }

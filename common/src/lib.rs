@@ -14,6 +14,7 @@ pub mod logging;
 pub mod process;
 pub mod scrape;
 pub mod server;
+pub mod sync;
 pub mod text;
 pub mod web_config;
 

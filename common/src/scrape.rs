@@ -59,11 +59,7 @@ struct Landing {
 
 impl Drop for Landing {
     fn drop(&mut self) {
-        let mut table = self
-            .scraper
-            .inflight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut table = crate::sync::lock(&self.scraper.inflight);
         if table.get(&self.key).is_some_and(|f| f.id == self.id) {
             table.remove(&self.key);
         }
@@ -171,7 +167,7 @@ impl Scraper {
         // below this anyway).
         let deadline = Instant::now() + timeout.min(Duration::from_secs(1 << 32));
         let fut = {
-            let mut table = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+            let mut table = crate::sync::lock(&self.inflight);
             match table.get(&names) {
                 Some(f) if f.deadline <= deadline => f.result.clone(),
                 _ => {

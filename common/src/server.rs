@@ -382,7 +382,7 @@ impl Activity {
     /// Returns once the connection has had no request in progress for `limit`.
     async fn idle_for(&self, limit: Duration) {
         loop {
-            let since = *self.since.lock().unwrap_or_else(|p| p.into_inner());
+            let since = *crate::sync::lock(&self.since);
             if self.in_flight.load(Ordering::SeqCst) == 0 && since.elapsed() >= limit {
                 return;
             }
@@ -397,7 +397,7 @@ struct InFlight(Arc<Activity>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        *self.0.since.lock().unwrap_or_else(|p| p.into_inner()) = tokio::time::Instant::now();
+        *crate::sync::lock(&self.0.since) = tokio::time::Instant::now();
         self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }

@@ -178,7 +178,7 @@ impl WebConfig {
     pub fn current(&self) -> Option<Arc<WebSettings>> {
         let live = &self.inner;
         let now = file_stamp(&live.path);
-        let mut state = live.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = crate::sync::lock(&live.state);
         if state.stamp != now {
             state.stamp = now;
             state.settings = match WebSettings::load(&live.path) {
@@ -514,13 +514,13 @@ impl TlsState {
     pub fn config(&self) -> Arc<ServerConfig> {
         let now = self.mtimes();
         {
-            let cur = self.current.read().unwrap_or_else(|p| p.into_inner());
+            let cur = crate::sync::read(&self.current);
             if cur.1 == now {
                 return Arc::clone(&cur.0);
             }
         }
-        let _guard = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let mut cur = self.current.write().unwrap_or_else(|p| p.into_inner());
+        let _guard = crate::sync::lock(&self.reload_lock);
+        let mut cur = crate::sync::write(&self.current);
         if cur.1 != now {
             match self.build() {
                 Ok(c) => {
@@ -652,10 +652,7 @@ impl BasicAuth {
     }
 
     fn is_verified(&self, key: u64) -> bool {
-        self.verified
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(&key)
+        crate::sync::lock(&self.verified).contains(&key)
     }
 
     /// The verdict on an `Authorization` header value when no bcrypt comparison is needed:
@@ -741,7 +738,7 @@ impl BasicAuth {
             }
         };
         if ok {
-            let mut cache = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+            let mut cache = crate::sync::lock(&self.verified);
             if cache.len() >= CACHE_MAX {
                 cache.clear();
             }

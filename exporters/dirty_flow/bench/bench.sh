@@ -25,13 +25,14 @@ TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
 # DIRTY_FLOW_FLAGS: extra exporter flags (say, --ovs.openflow-version=OpenFlow10).
 BIN=${DIRTY_FLOW_BIN:-$TARGET_DIR/release/dirty_flow_exporter}
 PARSE_BENCH="$TARGET_DIR/release/examples/parse_bench"
+# shellcheck source=../../../scripts/lib/common.sh
+. "$REPO/scripts/lib/common.sh"
 
 (cd "$REPO" && cargo build --release -q -p dirty_flow_exporter --bin dirty_flow_exporter --example parse_bench)
 
 D=$(mktemp -d /tmp/ovsbench.XXXXXX)
-EXP_PID=""
 cleanup() {
-  if [ -n "$EXP_PID" ]; then kill "$EXP_PID" 2>/dev/null || true; wait "$EXP_PID" 2>/dev/null || true; fi
+  stop_spawned
   "$REPO/exporters/dirty_flow/demo/ovs-sandbox.sh" stop "$D" >/dev/null 2>&1 || true
   rm -rf "$D"
 }
@@ -67,8 +68,6 @@ ovs-ofctl -O OpenFlow13 add-groups "$T" "$D/groups.txt"
 awk -v n="$GROUP_COUNT" 'BEGIN { for (g = 1; g <= n; g++) printf "cookie=0x1,table=30,priority=5,ip,nw_dst=172.16.%d.%d,actions=group:%d\n", int(g / 256), g % 256, g }' >"$D/group-flows.txt"
 ovs-ofctl -O OpenFlow13 add-flows "$T" "$D/group-flows.txt"
 
-median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-
 LINES=$(ovs-ofctl --no-names dump-flows "$T" | grep -c 'actions=')
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -76,13 +75,12 @@ LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 # --- the exporter beside bare ovs-ofctl, runs interleaved so load changes hit both alike -------
 # Steady state: every scrape after the first. The exporter then dumps the bridges the last
 # scrape found while it reads the database, and reuses the overlap results of unchanged groups.
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+PORT=$(free_port)
 start_exporter() {
   # shellcheck disable=SC2086 # DIRTY_FLOW_FLAGS: extra exporter flags, split on spaces
-  "$BIN" --web.listen-address="127.0.0.1:$PORT" --ovs.rundir="$D" --ovs.timeout=60s \
-    --scrape.timeout=60s --log.level=warn ${DIRTY_FLOW_FLAGS:-} &
-  EXP_PID=$!
-  for _ in $(seq 50); do curl -sf "http://127.0.0.1:$PORT/-/healthy" >/dev/null && break; sleep 0.1; done
+  spawn exporter "$D/exporter.log" "$BIN" --web.listen-address="127.0.0.1:$PORT" --ovs.rundir="$D" \
+    --ovs.timeout=60s --scrape.timeout=60s --log.level=warn ${DIRTY_FLOW_FLAGS:-}
+  wait_healthy "$PORT" 5
 }
 start_exporter
 curl -sf "http://127.0.0.1:$PORT/metrics" -o "$D/metrics.txt"   # warm-up, and a sanity check
@@ -100,15 +98,15 @@ for _ in $(seq "$RUNS"); do
   cat "$D/t" >>"$D/ofctlv.times"
   /usr/bin/time -f "%e" -o "$D/t" sh -c 'ovs-ofctl -O "$1" --no-names dump-flows "$2" >/dev/null & ovs-ofctl -O "$1" --no-names dump-groups "$2" >/dev/null; wait' sh "$OFV" "$T" 2>/dev/null
   cat "$D/t" >>"$D/ofctlg.times"
-  curl -sf -o /dev/null -w '%{time_total}\n' "http://127.0.0.1:$PORT/metrics" >>"$D/exp.times"
+  scrape_seconds "http://127.0.0.1:$PORT/metrics" >>"$D/exp.times"
 done
 OFCTL_S=$(median <"$D/ofctl.times")
 OFCTLV_S=$(median <"$D/ofctlv.times")
 OFCTLG_S=$(median <"$D/ofctlg.times")
 OFCTL_KB=$(sort -g "$D/ofctl.rss" | tail -1)
 EXP_S=$(median <"$D/exp.times")
-EXP_KB=$(awk '/^VmHWM:/ {print $2}' "/proc/$EXP_PID/status")
-kill "$EXP_PID"; wait "$EXP_PID" 2>/dev/null || true; EXP_PID=""
+EXP_KB=$(peak_rss_kib "${PID_OF[exporter]}")
+stop_spawned
 
 # Cold: the first scrape of a fresh exporter (database read first, every group checked).
 : >"$D/cold.times"; : >"$D/ofctl2.times"
@@ -116,8 +114,8 @@ for _ in $(seq "$RUNS"); do
   start_exporter
   /usr/bin/time -f "%e" -o "$D/t" ovs-ofctl --no-names dump-flows "$T" >/dev/null 2>&1
   cat "$D/t" >>"$D/ofctl2.times"
-  curl -sf -o /dev/null -w '%{time_total}\n' "http://127.0.0.1:$PORT/metrics" >>"$D/cold.times"
-  kill "$EXP_PID"; wait "$EXP_PID" 2>/dev/null || true; EXP_PID=""
+  scrape_seconds "http://127.0.0.1:$PORT/metrics" >>"$D/cold.times"
+  stop_spawned
 done
 OFCTL2_S=$(median <"$D/ofctl2.times")
 COLD_S=$(median <"$D/cold.times")
@@ -157,8 +155,6 @@ WALL_RANGE=$(round_ratios 1 3); CPU_RANGE=$(round_ratios 2 4)
 read -r RSN RSW _ < <("$PARSE_BENCH" "$D/stats.txt" 2>/dev/null)
 RUST_STATS_LPS=$(awk -v n="$RSN" -v w="$RSW" 'BEGIN { printf "%.0f", n / w }')
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
-mib() { awk -v k="$1" 'BEGIN { printf "%.1f MiB", k / 1024 }'; }
 
 echo
 echo "dirty_flow_exporter benchmark: $LINES flows on a sandbox bridge (exporter saw $FLOWS_SEEN), median of $RUNS runs"

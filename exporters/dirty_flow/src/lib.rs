@@ -7,10 +7,10 @@
 #![deny(unsafe_code)]
 
 pub mod checks;
-pub mod collector;
+pub(crate) mod collector;
 pub mod config;
 pub mod controller;
-pub mod error;
+pub(crate) mod error;
 pub mod inventory;
 pub mod ovs;
 pub mod parse;

@@ -119,7 +119,7 @@ impl Libvirt {
 
     /// Errors and timeouts per call name.
     pub fn call_counts(&self) -> BTreeMap<&'static str, CallCounts> {
-        self.counts.lock().map(|c| c.clone()).unwrap_or_default()
+        common::sync::lock(&self.counts).clone()
     }
 
     /// Counts a failed call made inside a larger blocking task (per-domain calls).
@@ -133,18 +133,17 @@ impl Libvirt {
     }
 
     fn count(&self, call: &'static str, timeout: bool) {
-        if let Ok(mut c) = self.counts.lock() {
-            let e = c.entry(call).or_default();
-            if timeout {
-                e.timeouts += 1;
-            } else {
-                e.errors += 1;
-            }
+        let mut c = common::sync::lock(&self.counts);
+        let e = c.entry(call).or_default();
+        if timeout {
+            e.timeouts += 1;
+        } else {
+            e.errors += 1;
         }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        common::sync::lock(&self.state)
     }
 
     /// The open connection, opening it if due.
@@ -360,9 +359,7 @@ impl Libvirt {
         impl<T> Answers<T> {
             /// Stores an answer unless the job has one (a timeout); true if it was stored.
             fn put(&self, i: usize, answer: Result<T, Error>) -> bool {
-                let Ok(mut g) = self.slots.lock() else {
-                    return false;
-                };
+                let mut g = common::sync::lock(&self.slots);
                 let (slots, missing) = &mut *g;
                 match slots.get_mut(i) {
                     Some(slot @ None) => {
@@ -396,9 +393,7 @@ impl Libvirt {
         struct DrainOnDrop<J>(Arc<Mutex<VecDeque<(usize, J)>>>);
         impl<J> Drop for DrainOnDrop<J> {
             fn drop(&mut self) {
-                if let Ok(mut q) = self.0.lock() {
-                    q.clear();
-                }
+                common::sync::lock(&self.0).clear();
             }
         }
         let _drain = DrainOnDrop(Arc::clone(&queue));
@@ -413,19 +408,15 @@ impl Libvirt {
                 Arc::clone(&self.stuck),
             );
             tokio::task::spawn_blocking(move || loop {
-                let next = queue.lock().ok().and_then(|mut q| q.pop_front());
+                let next = common::sync::lock(&queue).pop_front();
                 let Some((i, job)) = next else { break };
-                if let Ok(mut s) = slot.0.lock() {
-                    *s = Some((i, Instant::now()));
-                }
+                *common::sync::lock(&slot.0) = Some((i, Instant::now()));
                 let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(job)))
                     .map_err(|_| Error::Libvirt {
                         call,
                         message: "call panicked".into(),
                     });
-                if let Ok(mut s) = slot.0.lock() {
-                    *s = None;
-                }
+                *common::sync::lock(&slot.0) = None;
                 answers.put(i, answer);
                 if slot.1.load(Ordering::Acquire) {
                     // Given up on by the watchdog: it started a replacement.
@@ -435,11 +426,10 @@ impl Libvirt {
             });
         };
         let refuse_rest = || {
-            if let Ok(mut q) = queue.lock() {
-                for (i, _) in q.drain(..) {
-                    self.count(call, true);
-                    answers.put(i, Err(Error::Timeout { call, seconds: 0.0 }));
-                }
+            let mut q = common::sync::lock(&queue);
+            for (i, _) in q.drain(..) {
+                self.count(call, true);
+                answers.put(i, Err(Error::Timeout { call, seconds: 0.0 }));
             }
         };
         let mut slots: Vec<Slot> = Vec::new();
@@ -452,7 +442,7 @@ impl Libvirt {
         }
         let tick = (self.timeout / 10).clamp(Duration::from_millis(10), Duration::from_millis(250));
         loop {
-            if answers.slots.lock().map(|g| g.1 == 0).unwrap_or(true) {
+            if common::sync::lock(&answers.slots).1 == 0 {
                 break;
             }
             if tokio::time::timeout(tick, answers.done.notified())
@@ -467,10 +457,9 @@ impl Libvirt {
                 if slot.1.load(Ordering::Acquire) {
                     continue;
                 }
-                let overdue = slot.0.lock().ok().and_then(|s| {
-                    s.filter(|(_, t)| t.elapsed() >= self.timeout)
-                        .map(|(i, _)| i)
-                });
+                let overdue = common::sync::lock(&slot.0)
+                    .filter(|(_, t)| t.elapsed() >= self.timeout)
+                    .map(|(i, _)| i);
                 let Some(i) = overdue else { continue };
                 slot.1.store(true, Ordering::Release);
                 self.stuck.fetch_add(1, Ordering::AcqRel);
@@ -494,11 +483,7 @@ impl Libvirt {
                 refuse_rest();
             }
         }
-        let slots = answers
-            .slots
-            .lock()
-            .map(|mut g| std::mem::take(&mut g.0))
-            .unwrap_or_default();
+        let slots = std::mem::take(&mut common::sync::lock(&answers.slots).0);
         let mut out = Vec::with_capacity(n);
         for o in slots {
             let answer = o.unwrap_or(Err(Error::Libvirt {

@@ -280,10 +280,7 @@ pub struct ChangeSink {
 impl ChangeSink {
     /// Takes the UUIDs marked since the last call.
     pub fn take(&self) -> HashSet<String> {
-        self.dirty
-            .lock()
-            .map(|mut d| std::mem::take(&mut *d))
-            .unwrap_or_default()
+        std::mem::take(&mut *common::sync::lock(&self.dirty))
     }
 
     /// Events received since start.
@@ -295,9 +292,7 @@ impl ChangeSink {
     pub fn mark(&self, uuid: String) {
         self.events.fetch_add(1, Ordering::Relaxed);
         self.hint_job(&uuid);
-        if let Ok(mut d) = self.dirty.lock() {
-            d.insert(uuid);
-        }
+        common::sync::lock(&self.dirty).insert(uuid);
     }
 
     /// Marks a domain as one with a job (a migration iteration), its XML unchanged.
@@ -308,9 +303,7 @@ impl ChangeSink {
 
     fn hint_job(&self, uuid: &str) {
         if self.wants_jobs.load(Ordering::Relaxed) {
-            if let Ok(mut j) = self.jobs.lock() {
-                j.insert(uuid.to_string());
-            }
+            common::sync::lock(&self.jobs).insert(uuid.to_string());
         }
     }
 
@@ -318,10 +311,7 @@ impl ChangeSink {
     /// them).
     pub fn take_jobs(&self) -> HashSet<String> {
         self.wants_jobs.store(true, Ordering::Relaxed);
-        self.jobs
-            .lock()
-            .map(|mut j| std::mem::take(&mut *j))
-            .unwrap_or_default()
+        std::mem::take(&mut *common::sync::lock(&self.jobs))
     }
 }
 

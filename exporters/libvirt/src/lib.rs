@@ -7,23 +7,23 @@
 //! Every module except `ffi` forbids unsafe code.
 #![deny(unsafe_code)]
 
-pub mod capabilities;
-pub mod collector;
-pub mod connection;
+pub(crate) mod capabilities;
+pub(crate) mod collector;
+pub(crate) mod connection;
 pub mod cpuset;
 pub mod domain_xml;
-pub mod error;
+pub(crate) mod error;
 pub mod events_helper;
 pub mod ffi;
-pub mod metrics;
+pub(crate) mod metrics;
 pub mod nova;
-pub mod nova_conf;
-pub mod nova_policy;
-pub mod pinning;
-pub mod procfs;
+pub(crate) mod nova_conf;
+pub(crate) mod nova_policy;
+pub(crate) mod pinning;
+pub(crate) mod procfs;
 pub mod snapshot;
 pub mod stats_fallback;
-pub mod xmltree;
+pub(crate) mod xmltree;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -291,7 +291,8 @@ impl Gatherer {
     /// Parses `xml` unless the cached parse of this domain is of the same text.
     fn parse_cached(&self, uuid: &str, xml: &str) -> Result<Arc<DomainXml>, Error> {
         let hash = hash_of(xml);
-        if let Ok(cache) = self.cache.lock() {
+        {
+            let cache = common::sync::lock(&self.cache);
             if let Some(c) = cache.get(uuid).filter(|c| c.hash == hash) {
                 return Ok(Arc::clone(&c.parsed));
             }
@@ -308,15 +309,13 @@ impl Gatherer {
             self.nova_errors.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(domain = %parsed.name, error = %e, "malformed nova metadata");
         }
-        if let Ok(mut cache) = self.cache.lock() {
-            cache.insert(
-                uuid.to_string(),
-                Cached {
-                    hash,
-                    parsed: Arc::clone(&parsed),
-                },
-            );
-        }
+        common::sync::lock(&self.cache).insert(
+            uuid.to_string(),
+            Cached {
+                hash,
+                parsed: Arc::clone(&parsed),
+            },
+        );
         Ok(parsed)
     }
 
@@ -349,6 +348,7 @@ impl Gatherer {
     }
 
     /// Gathers one scrape. `Err` only when the connection-level calls fail.
+    #[cfg(test)]
     pub async fn gather(&self, conn: &Arc<Connect>) -> Result<Snapshot, Error> {
         self.gather_overlapped(conn, |_, _| {}).await
     }
@@ -415,22 +415,20 @@ impl Gatherer {
 
         // Which XMLs to fetch: all, or the changed and the new ones.
         let changes = self.libvirt.take_changes(conn);
-        let full = match (&changes, self.last_full.lock()) {
-            (None, _) => true,
-            (Some(_), Ok(mut last)) => {
-                let opens = self.libvirt.opens();
-                let due = last.0 != opens || last.1.is_none_or(|t| t.elapsed() >= self.xml_refresh);
-                if due {
-                    *last = (opens, Some(Instant::now()));
-                }
-                due
+        let full = changes.is_none() || {
+            let mut last = common::sync::lock(&self.last_full);
+            let opens = self.libvirt.opens();
+            let due = last.0 != opens || last.1.is_none_or(|t| t.elapsed() >= self.xml_refresh);
+            if due {
+                *last = (opens, Some(Instant::now()));
             }
-            (Some(_), Err(_)) => true,
+            due
         };
         let changed = changes.unwrap_or_default();
         let bulk_done = started.elapsed();
-        let cached: HashMap<String, Arc<DomainXml>> = match self.cache.lock() {
-            Ok(cache) => listed
+        let cached: HashMap<String, Arc<DomainXml>> = {
+            let cache = common::sync::lock(&self.cache);
+            listed
                 .iter()
                 .filter(|l| !full && !changed.contains(&l.snap.uuid))
                 .filter_map(|l| {
@@ -438,8 +436,7 @@ impl Gatherer {
                         .get(&l.snap.uuid)
                         .map(|c| (l.snap.uuid.clone(), Arc::clone(&c.parsed)))
                 })
-                .collect(),
-            Err(_) => HashMap::new(),
+                .collect()
         };
 
         let early_cpus = host.cpus;
@@ -461,15 +458,9 @@ impl Gatherer {
 
         // Forget domains that are gone.
         let seen: HashSet<&str> = domains.iter().map(|d| d.uuid.as_str()).collect();
-        if let Ok(mut cache) = self.cache.lock() {
-            cache.retain(|k, _| seen.contains(k.as_str()));
-        }
-        if let Ok(mut checks) = self.vcpu_checks.lock() {
-            checks.retain(|k, _| seen.contains(k.as_str()));
-        }
-        if let Ok(mut checks) = self.pin_checks.lock() {
-            checks.retain(|k, _| seen.contains(k.as_str()));
-        }
+        common::sync::lock(&self.cache).retain(|k, _| seen.contains(k.as_str()));
+        common::sync::lock(&self.vcpu_checks).retain(|k, _| seen.contains(k.as_str()));
+        common::sync::lock(&self.pin_checks).retain(|k, _| seen.contains(k.as_str()));
         Ok(Snapshot { host, domains })
     }
 
@@ -477,7 +468,8 @@ impl Gatherer {
     /// read (counted as a call error) is tried again on the next scrape.
     async fn numa_topology(&self, conn: &Arc<Connect>) -> Option<Arc<NumaTopology>> {
         let opens = self.libvirt.opens();
-        if let Ok(cached) = self.numa.lock() {
+        {
+            let cached = common::sync::lock(&self.numa);
             if let Some((_, topo)) = cached.as_ref().filter(|(at, _)| *at == opens) {
                 return topo.clone();
             }
@@ -500,9 +492,7 @@ impl Gatherer {
                 None
             }
         };
-        if let Ok(mut cached) = self.numa.lock() {
-            *cached = Some((opens, topo.clone()));
-        }
+        *common::sync::lock(&self.numa) = Some((opens, topo.clone()));
         topo
     }
 
@@ -724,7 +714,7 @@ impl Gatherer {
 
     /// The last `virDomainGetVcpus` check of a domain.
     fn vcpu_check(&self, uuid: &str) -> Option<VcpuCheck> {
-        self.vcpu_checks.lock().ok()?.get(uuid).cloned()
+        common::sync::lock(&self.vcpu_checks).get(uuid).cloned()
     }
 
     /// Records a fresh `virDomainGetVcpus` answer; the next check is due after [`next_wait`].
@@ -735,21 +725,19 @@ impl Gatherer {
             .as_deref()
             .is_some_and(|x| vcpuinfo_mismatch(x, vcpus));
         let wait = next_wait(self.vcpuinfo_interval, &snap.uuid, first);
-        if let Ok(mut checks) = self.vcpu_checks.lock() {
-            checks.insert(
-                snap.uuid.clone(),
-                VcpuCheck {
-                    due: now + wait,
-                    pins: snap.pin_info.clone(),
-                    vcpus: vcpus.clone(),
-                    mismatch,
-                },
-            );
-        }
+        common::sync::lock(&self.vcpu_checks).insert(
+            snap.uuid.clone(),
+            VcpuCheck {
+                due: now + wait,
+                pins: snap.pin_info.clone(),
+                vcpus: vcpus.clone(),
+                mismatch,
+            },
+        );
     }
 
     fn pin_check(&self, uuid: &str) -> Option<PinCheck> {
-        self.pin_checks.lock().ok()?.get(uuid).cloned()
+        common::sync::lock(&self.pin_checks).get(uuid).cloned()
     }
 
     /// Records a fresh pin info answer (see [`PinCheck`]).
@@ -758,27 +746,25 @@ impl Gatherer {
             .xml
             .as_deref()
             .is_some_and(|x| pininfo_mismatch(x, pins));
-        if let Ok(mut checks) = self.pin_checks.lock() {
-            let first = !checks.contains_key(&snap.uuid);
-            let wait = next_wait(self.pininfo_interval, &snap.uuid, first);
-            checks.insert(
-                snap.uuid.clone(),
-                PinCheck {
-                    due: now + wait,
-                    pins: pins.to_vec(),
-                    mismatch,
-                },
-            );
-        }
+        let mut checks = common::sync::lock(&self.pin_checks);
+        let first = !checks.contains_key(&snap.uuid);
+        let wait = next_wait(self.pininfo_interval, &snap.uuid, first);
+        checks.insert(
+            snap.uuid.clone(),
+            PinCheck {
+                due: now + wait,
+                pins: pins.to_vec(),
+                mismatch,
+            },
+        );
     }
 
     /// Keeps libvirt's latest pin info beside a check that was not due.
     fn remember_pins(&self, uuid: &str, pins: &[CpuSet]) {
-        if let Ok(mut checks) = self.vcpu_checks.lock() {
-            if let Some(c) = checks.get_mut(uuid) {
-                if c.pins.as_deref() != Some(pins) {
-                    c.pins = Some(pins.to_vec());
-                }
+        let mut checks = common::sync::lock(&self.vcpu_checks);
+        if let Some(c) = checks.get_mut(uuid) {
+            if c.pins.as_deref() != Some(pins) {
+                c.pins = Some(pins.to_vec());
             }
         }
     }

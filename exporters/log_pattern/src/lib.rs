@@ -8,20 +8,20 @@
 //! [`tenants`] adds the teams' rule sets of `--config.dir`, each bound to its namespaces.
 #![forbid(unsafe_code)]
 
-pub mod collector;
+pub(crate) mod collector;
 pub mod config;
-pub mod discovery;
+pub(crate) mod discovery;
 pub mod format;
 pub mod import;
 pub mod logql;
 pub mod metrics;
-pub mod reload;
+pub(crate) mod reload;
 pub mod replay;
 pub mod rules;
-pub mod service;
-pub mod state;
+pub(crate) mod service;
+pub(crate) mod state;
 pub mod tail;
-pub mod tenants;
+pub(crate) mod tenants;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -94,10 +94,7 @@ impl Reloader {
         running: &config::Config,
         sets: tenants::Shared,
     ) -> Self {
-        let has_dir = sets
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .has_dir();
+        let has_dir = common::sync::lock(&sets).has_dir();
         Self {
             has_dir,
             path,
@@ -114,9 +111,7 @@ impl Reloader {
         let _guard = self.lock.lock().await;
         let sets = Arc::clone(&self.sets);
         let rules = tokio::task::spawn_blocking(move || {
-            let mut s = sets
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut s = common::sync::lock(&sets);
             s.scan().then(|| s.rules())
         })
         .await;
@@ -172,9 +167,7 @@ impl Reloader {
         }
         let sets = Arc::clone(&self.sets);
         let rules = tokio::task::spawn_blocking(move || {
-            let mut s = sets
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut s = common::sync::lock(&sets);
             s.set_platform(cfg);
             s.scan();
             s.rules()

@@ -19,7 +19,7 @@ pub mod pipeline;
 pub mod stale_cookie;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use crate::config::Config;
@@ -315,38 +315,19 @@ pub struct BridgeReport {
     pub checks: Vec<CheckOutcome>,
 }
 
-/// The port inventory of a bridge as a dump's scan receives it: `missing_port` is decided as
-/// each flow arrives, so the scan waits (before its first flow) until the ports are known.
-/// `None` means unknown (database down, bridge not in it): `missing_port` is then skipped.
-#[derive(Debug, Default)]
-struct PortsInner {
-    ports: Mutex<Option<Option<Ports>>>,
-    known: Condvar,
-}
-
-/// The sending side: whoever reads the database sets the ports, possibly while the dump
-/// streams. Dropped without a value (the scrape was abandoned), it sends `None`, so a scan
-/// never waits for ports that will not come.
+/// The sending side of a bridge's port inventory, as a dump's scan receives it:
+/// `missing_port` is decided as each flow arrives, so the scan waits (before its first flow)
+/// until whoever reads the database sends the ports, possibly while the dump streams. `None`
+/// means unknown (database down, bridge not in it): `missing_port` is then skipped. Dropped
+/// without a value (the scrape was abandoned), the scan stops waiting at once.
 #[derive(Debug)]
-pub struct PortsSender(Arc<PortsInner>);
+pub struct PortsSender(mpsc::SyncSender<Option<Ports>>);
 
 impl PortsSender {
     /// Sends the ports; the first value sent wins.
     pub fn send(&self, ports: Option<Ports>) {
-        let mut g = match self.0.ports.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        if g.is_none() {
-            *g = Some(ports);
-            self.0.known.notify_all();
-        }
-    }
-}
-
-impl Drop for PortsSender {
-    fn drop(&mut self) {
-        self.send(None);
+        // Full: a value was sent already. Disconnected: the scan is gone. Either way, nothing to do.
+        let _ = self.0.try_send(ports);
     }
 }
 
@@ -354,28 +335,12 @@ impl Drop for PortsSender {
 /// a dropped [`PortsSender`] ends the wait at once.
 pub const PORTS_WAIT: Duration = Duration::from_secs(300);
 
-impl PortsInner {
-    /// Waits until the ports are known, `wait` at most (then: unknown).
-    fn wait(&self, wait: Duration) -> Option<Ports> {
-        let g = match self.ports.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        let res = self.known.wait_timeout_while(g, wait, |p| p.is_none());
-        let g = match res {
-            Ok((g, _)) => g,
-            Err(poisoned) => poisoned.into_inner().0,
-        };
-        g.clone().flatten()
-    }
-}
-
 /// Accumulates one bridge's dump.
 pub struct BridgeScan<'c> {
     cfg: CfgRef<'c>,
     /// The ports, once known (outer None: not yet; see [`PortsSender`]).
     ports: Option<Option<Ports>>,
-    ports_rx: Option<Arc<PortsInner>>,
+    ports_rx: Option<mpsc::Receiver<Option<Ports>>>,
     ports_wait: Duration,
     evidence_limit: usize,
     table_counts: [u64; 256],
@@ -477,9 +442,9 @@ impl BridgeScan<'static> {
     /// them.
     pub fn awaiting_ports(cfg: Arc<Config>, evidence_limit: usize) -> (Self, PortsSender) {
         let mut scan = Self::with_cfg(CfgRef::Shared(cfg), None, evidence_limit);
-        let inner = Arc::new(PortsInner::default());
-        scan.ports_rx = Some(Arc::clone(&inner));
-        (scan, PortsSender(inner))
+        let (tx, rx) = mpsc::sync_channel(1);
+        scan.ports_rx = Some(rx);
+        (scan, PortsSender(tx))
     }
 }
 
@@ -593,7 +558,10 @@ impl<'c> BridgeScan<'c> {
     fn ports(&mut self) -> Option<&Ports> {
         if self.ports.is_none() {
             let wait = self.ports_wait;
-            let got = self.ports_rx.take().and_then(|rx| rx.wait(wait));
+            let got = self
+                .ports_rx
+                .take()
+                .and_then(|rx| rx.recv_timeout(wait).ok().flatten());
             self.ports = Some(got);
         }
         self.ports.as_ref().and_then(Option::as_ref)

@@ -166,10 +166,9 @@ impl FlowsCollector {
     /// meanwhile (or a failed fetch) keeps the match it overlapped on, with its priority as
     /// OVS prints it (none when it is 32768).
     async fn fetch_evidence(&self, bridge: &str, report: &mut BridgeReport) {
-        let known = match self.fetched.lock() {
-            Ok(mut f) => f.remove(bridge).unwrap_or_default(),
-            Err(poisoned) => poisoned.into_inner().remove(bridge).unwrap_or_default(),
-        };
+        let known = common::sync::lock(&self.fetched)
+            .remove(bridge)
+            .unwrap_or_default();
         let wanted: Vec<&mut Evidence> = report
             .checks
             .iter_mut()
@@ -231,10 +230,7 @@ impl FlowsCollector {
             }
             e.fetch = None;
         }
-        match self.fetched.lock() {
-            Ok(mut f) => f.insert(bridge.to_string(), keep),
-            Err(poisoned) => poisoned.into_inner().insert(bridge.to_string(), keep),
-        };
+        common::sync::lock(&self.fetched).insert(bridge.to_string(), keep);
     }
 
     /// Judges `missing_group`, `group_bucket_missing_port` and `missing_meter` (see
@@ -367,10 +363,7 @@ impl FlowsCollector {
         if !self.bridges.is_empty() {
             return self.bridges.clone();
         }
-        match self.last_bridges.lock() {
-            Ok(b) => b.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        common::sync::lock(&self.last_bridges).clone()
     }
 
     /// Per scrape: the database (`ovs-vsctl`) and the dumps of the bridges already known run
@@ -378,119 +371,23 @@ impl FlowsCollector {
     /// first flow, and the database answers long before ovs-vswitchd has sent much);
     /// bridges the database adds are dumped after it, and dumps of bridges it no longer has
     /// are dropped. The first scrape (bridges unknown) reads the database first.
+    ///
+    /// Each failure is reported once: in the returned error, which `common::scrape` logs.
     async fn run(&self, registry: &mut Registry) -> Result<(), CollectError> {
         let mut problems: Vec<String> = Vec::new();
         let early = self.early_bridges();
-        let mut caches = match self.overlap_cache.lock() {
-            Ok(mut c) => std::mem::take(&mut *c),
-            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
-        };
+        let mut caches = std::mem::take(&mut *common::sync::lock(&self.overlap_cache));
         let (senders, early_dumps): (Vec<PortsSender>, Vec<_>) = early
             .iter()
             .map(|b| self.start_dump(b, caches.remove(b).unwrap_or_default()))
             .unzip();
-        // The ports go to the early dumps as soon as the database answers.
-        let inventory = async {
-            let (inv, ctl) = tokio::join!(self.ovs.inventory(), self.ovs.controllers());
-            for (b, tx) in early.iter().zip(&senders) {
-                tx.send(
-                    inv.as_ref()
-                        .ok()
-                        .and_then(|i| i.get(b))
-                        .map(|i| Ports::new(i).with_reg5(neutron(&ctl, b))),
-                );
-            }
-            (inv, ctl)
-        };
-        let ((inventory, controllers), early_dumps) =
-            tokio::join!(inventory, futures::future::join_all(early_dumps));
-        let controllers = match controllers {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the bridges' controllers from the OVS database");
-                problems.push(format!("database (controllers): {e}"));
-                Default::default()
-            }
-        };
-        let inventory: Option<Inventory> = match inventory {
-            Ok(inv) => Some(inv),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the OVS database");
-                problems.push(format!("database: {e}"));
-                None
-            }
-        };
-        let db_up = Gauge::<i64>::default();
-        db_up.set(i64::from(inventory.is_some()));
-        registry.register(
-            "database_up",
-            "Whether the OVS database could be read (ovs-vsctl)",
-            db_up,
+        let (db, early_dumps) = tokio::join!(
+            self.read_database(&early, senders),
+            futures::future::join_all(early_dumps)
         );
-
-        let bridges: Vec<String> = if self.bridges.is_empty() {
-            let found: Vec<String> = inventory
-                .as_ref()
-                .map(|i| i.keys().cloned().collect())
-                .unwrap_or_default();
-            match self.last_bridges.lock() {
-                Ok(mut last) => last.clone_from(&found),
-                Err(poisoned) => poisoned.into_inner().clone_from(&found),
-            }
-            found
-        } else {
-            self.bridges.clone()
-        };
-
-        let interfaces = GaugeFamily::default();
-        let failed = GaugeFamily::default();
-        let failed_info = GaugeFamily::default();
-        let iface_info = GaugeFamily::default();
-        if let Some(inv) = &inventory {
-            for b in &bridges {
-                let Some(ifaces) = inv.get(b) else { continue };
-                let bl = || vec![("bridge".to_string(), b.clone())];
-                interfaces.get_or_create(&bl()).set(ifaces.len() as i64);
-                for i in ifaces {
-                    let ofport = i.ofport.map(|p| p.to_string()).unwrap_or_default();
-                    iface_info
-                        .get_or_create(&vec![
-                            ("bridge".into(), b.clone()),
-                            ("interface".into(), i.name.clone()),
-                            ("ofport".into(), ofport),
-                            ("type".into(), i.kind.clone()),
-                            ("iface_id".into(), i.iface_id.clone().unwrap_or_default()),
-                            (
-                                "attached_mac".into(),
-                                i.attached_mac.clone().unwrap_or_default(),
-                            ),
-                        ])
-                        .set(1);
-                }
-                let bad: Vec<_> = ifaces.iter().filter(|i| i.failed()).collect();
-                failed.get_or_create(&bl()).set(bad.len() as i64);
-                for i in bad {
-                    let mut err: String = i
-                        .error
-                        .clone()
-                        .unwrap_or_default()
-                        .chars()
-                        .take(200)
-                        .collect();
-                    if err.is_empty() {
-                        err = "ofport -1".into();
-                    }
-                    failed_info
-                        .get_or_create(&vec![
-                            ("bridge".into(), b.clone()),
-                            ("interface".into(), i.name.clone()),
-                            ("type".into(), i.kind.clone()),
-                            ("error".into(), err),
-                        ])
-                        .set(1);
-                }
-            }
-        }
+        let (inventory, controllers) = db.into_parts(&mut problems);
+        let bridges = self.bridges_to_report(inventory.as_ref());
+        encode_inventory(registry, inventory.as_ref(), &bridges);
 
         let mut dumps: HashMap<String, Dumped<'_>> = early.into_iter().zip(early_dumps).collect();
         let late: Vec<&String> = bridges.iter().filter(|b| !dumps.contains_key(*b)).collect();
@@ -498,16 +395,77 @@ impl FlowsCollector {
             let ports = inventory.as_ref().and_then(|inv| inv.get(*b)).map(|i| {
                 Ports::new(i).with_reg5(controllers.get(*b) == Some(&Controller::Neutron))
             });
-            let cache = caches.remove(*b).unwrap_or_default();
-            let (tx, dump) = self.start_dump(b, cache);
+            let (tx, dump) = self.start_dump(b, caches.remove(*b).unwrap_or_default());
             tx.send(ports);
             dump
         }))
         .await;
         dumps.extend(late.into_iter().cloned().zip(late_dumps));
+
+        let (mut scans, listings) = self.finish_scans(&bridges, dumps);
+        // Before the evidence is fetched: checks off for a bridge need none.
+        self.apply_controllers(&bridges, &controllers, &mut scans, registry)
+            .await;
+        let unknown = self
+            .judge(&bridges, &mut scans, &listings, inventory.as_ref())
+            .await;
+        let mut families = BridgeFamilies::default();
+        for ((bridge, (res, secs)), unknown) in bridges.iter().zip(scans).zip(unknown) {
+            let in_db = inventory.as_ref().map(|inv| inv.contains_key(bridge));
+            families.encode(bridge, res, secs, unknown, in_db, &mut problems);
+        }
+        families.register(registry);
+
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(CollectError::new(problems.join("; ")))
+        }
+    }
+
+    /// Reads the port inventory and the bridges' controllers, and sends each early dump its
+    /// ports as soon as they are known.
+    async fn read_database(&self, early: &[String], senders: Vec<PortsSender>) -> Database {
+        let (inventory, controllers) = tokio::join!(self.ovs.inventory(), self.ovs.controllers());
+        for (b, tx) in early.iter().zip(&senders) {
+            tx.send(
+                inventory
+                    .as_ref()
+                    .ok()
+                    .and_then(|i| i.get(b))
+                    .map(|i| Ports::new(i).with_reg5(neutron(&controllers, b))),
+            );
+        }
+        Database {
+            inventory,
+            controllers,
+        }
+    }
+
+    /// The bridges this scrape reports: the flag's, else the database's (remembered for the
+    /// next scrape's early dumps).
+    fn bridges_to_report(&self, inventory: Option<&Inventory>) -> Vec<String> {
+        if !self.bridges.is_empty() {
+            return self.bridges.clone();
+        }
+        let found: Vec<String> = inventory
+            .map(|i| i.keys().cloned().collect())
+            .unwrap_or_default();
+        common::sync::lock(&self.last_bridges).clone_from(&found);
+        found
+    }
+
+    /// Runs each bridge's last table through the checks and keeps its overlap cache for the
+    /// next scrape (caches of bridges gone or failed are dropped). Returns, per bridge in
+    /// order, its report (or why there is none) with the seconds it took, and its listings.
+    fn finish_scans(
+        &self,
+        bridges: &[String],
+        mut dumps: HashMap<String, Dumped<'_>>,
+    ) -> (Vec<Scanned>, Vec<Listings>) {
         let mut kept = HashMap::new();
         let mut listings = Vec::with_capacity(bridges.len());
-        let scans: Vec<(Result<BridgeReport, String>, f64)> = bridges
+        let scans = bridges
             .iter()
             .map(|b| {
                 let (scan, dumped, listed) = dumps.remove(b).unwrap_or_else(|| {
@@ -534,24 +492,25 @@ impl FlowsCollector {
                 (report, (dumped + start.elapsed()).as_secs_f64())
             })
             .collect();
-        // Caches of bridges gone (or failed) are dropped.
-        match self.overlap_cache.lock() {
-            Ok(mut c) => *c = kept,
-            Err(poisoned) => *poisoned.into_inner() = kept,
-        }
-        let mut scans = scans;
-        // Before the evidence is fetched: checks off for a bridge need none.
-        self.apply_controllers(&bridges, &controllers, &mut scans, registry)
-            .await;
-        let mut unknown: Vec<Vec<(&'static str, String)>> = Vec::with_capacity(bridges.len());
-        for ((b, (report, _)), listed) in bridges.iter().zip(scans.iter_mut()).zip(&listings) {
+        *common::sync::lock(&self.overlap_cache) = kept;
+        (scans, listings)
+    }
+
+    /// Fetches the evidence of each report's findings and judges its groups and meters.
+    /// Returns, per bridge, the checks it could not decide, with why.
+    async fn judge(
+        &self,
+        bridges: &[String],
+        scans: &mut [Scanned],
+        listings: &[Listings],
+        inventory: Option<&Inventory>,
+    ) -> Vec<Undecided> {
+        let mut unknown = Vec::with_capacity(bridges.len());
+        for ((b, (report, _)), listed) in bridges.iter().zip(scans.iter_mut()).zip(listings) {
             let mut u = Vec::new();
             if let Ok(r) = report {
                 self.fetch_evidence(b, r).await;
-                let ports = inventory
-                    .as_ref()
-                    .and_then(|inv| inv.get(b))
-                    .map(|i| Ports::new(i));
+                let ports = inventory.and_then(|inv| inv.get(b)).map(|i| Ports::new(i));
                 let judged = self.judge_groups(b, &r.refs, listed, ports.as_ref()).await;
                 r.checks.extend(judged.checks);
                 u = judged.unknown;
@@ -559,166 +518,260 @@ impl FlowsCollector {
             unknown.push(u);
         }
         // The texts fetched for bridges gone are dropped.
-        match self.fetched.lock() {
-            Ok(mut f) => f.retain(|b, _| bridges.contains(b)),
-            Err(poisoned) => poisoned.into_inner().retain(|b, _| bridges.contains(b)),
-        }
+        common::sync::lock(&self.fetched).retain(|b, _| bridges.contains(b));
+        unknown
+    }
+}
 
-        let success = GaugeFamily::default();
-        let duration = FloatFamily::default();
-        let flows = GaugeFamily::default();
-        let parse_errors = GaugeFamily::default();
-        let dirty = GaugeFamily::default();
-        let incomplete = GaugeFamily::default();
-        let evidence = GaugeFamily::default();
-        for ((bridge, (res, secs)), unknown) in bridges.iter().zip(scans).zip(unknown) {
-            let bl = vec![("bridge".to_string(), bridge.clone())];
-            duration.get_or_create(&bl).set(secs);
-            let report = match res {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::warn!(bridge = %bridge, error = %e, "dump-flows failed");
-                    problems.push(format!("bridge {bridge}: {e}"));
-                    success.get_or_create(&bl).set(0);
-                    continue;
-                }
-            };
-            success.get_or_create(&bl).set(1);
-            parse_errors
-                .get_or_create(&bl)
-                .set(report.parse_errors as i64);
-            if report.parse_errors > 0 {
-                problems.push(format!(
-                    "bridge {bridge}: {} unparseable dump-flows lines: every check incomplete",
-                    report.parse_errors
-                ));
-            }
-            for (table, n) in &report.tables {
-                flows
-                    .get_or_create(&vec![
-                        ("bridge".into(), bridge.clone()),
-                        ("table".into(), table.clone()),
-                    ])
-                    .set(*n as i64);
-            }
-            if inventory
-                .as_ref()
-                .is_some_and(|inv| !inv.contains_key(bridge))
-            {
-                tracing::warn!(bridge = %bridge, "bridge not in the OVS database: missing_port skipped");
-            } else if inventory.is_some() && !report.checks.iter().any(|c| c.name == "missing_port")
-            {
-                // The database answered, but after the dump's parser stopped waiting for the
-                // ports: missing_port is unknown for this dump, which must not look like a
-                // successful scrape.
-                let e = "the OVS database answered after the dump stopped waiting for the ports (half of --ovs.timeout): missing_port skipped";
-                tracing::warn!(bridge = %bridge, "{e}");
+/// A bridge's report (or why there is none) and the seconds its dump and checks took.
+type Scanned = (Result<BridgeReport, String>, f64);
+
+/// The checks a bridge's scrape could not decide, with why.
+type Undecided = Vec<(&'static str, String)>;
+
+/// The database's two answers of a scrape.
+struct Database {
+    inventory: Result<Inventory, crate::error::Error>,
+    controllers: Result<std::collections::BTreeMap<String, Controller>, crate::error::Error>,
+}
+
+impl Database {
+    /// What the scrape uses of the answers: the inventory (None when unreadable) and the
+    /// controllers (none known when unreadable); each failure goes to `problems`.
+    fn into_parts(
+        self,
+        problems: &mut Vec<String>,
+    ) -> (
+        Option<Inventory>,
+        std::collections::BTreeMap<String, Controller>,
+    ) {
+        let controllers = self.controllers.unwrap_or_else(|e| {
+            problems.push(format!("database (controllers): {e}"));
+            Default::default()
+        });
+        let inventory = self
+            .inventory
+            .map_err(|e| problems.push(format!("database: {e}")))
+            .ok();
+        (inventory, controllers)
+    }
+}
+
+/// `ovs_database_up` and, per reported bridge, its interfaces as the database lists them.
+fn encode_inventory(registry: &mut Registry, inventory: Option<&Inventory>, bridges: &[String]) {
+    let db_up = Gauge::<i64>::default();
+    db_up.set(i64::from(inventory.is_some()));
+    registry.register(
+        "database_up",
+        "Whether the OVS database could be read (ovs-vsctl)",
+        db_up,
+    );
+    let interfaces = GaugeFamily::default();
+    let failed = GaugeFamily::default();
+    let failed_info = GaugeFamily::default();
+    let iface_info = GaugeFamily::default();
+    for b in bridges {
+        let Some(ifaces) = inventory.and_then(|inv| inv.get(b)) else {
+            continue;
+        };
+        let bl = || vec![("bridge".to_string(), b.clone())];
+        interfaces.get_or_create(&bl()).set(ifaces.len() as i64);
+        for i in ifaces {
+            let ofport = i.ofport.map(|p| p.to_string()).unwrap_or_default();
+            iface_info
+                .get_or_create(&vec![
+                    ("bridge".into(), b.clone()),
+                    ("interface".into(), i.name.clone()),
+                    ("ofport".into(), ofport),
+                    ("type".into(), i.kind.clone()),
+                    ("iface_id".into(), i.iface_id.clone().unwrap_or_default()),
+                    (
+                        "attached_mac".into(),
+                        i.attached_mac.clone().unwrap_or_default(),
+                    ),
+                ])
+                .set(1);
+        }
+        let bad: Vec<_> = ifaces.iter().filter(|i| i.failed()).collect();
+        failed.get_or_create(&bl()).set(bad.len() as i64);
+        for i in bad {
+            failed_info
+                .get_or_create(&vec![
+                    ("bridge".into(), b.clone()),
+                    ("interface".into(), i.name.clone()),
+                    ("type".into(), i.kind.clone()),
+                    ("error".into(), failure_text(i.error.as_deref())),
+                ])
+                .set(1);
+        }
+    }
+    registry.register(
+        "interfaces",
+        "Interfaces of the bridge in the OVS database",
+        interfaces,
+    );
+    registry.register(
+        "failed_interfaces",
+        "Interfaces of the bridge that ovs-vswitchd could not open (ofport -1 or error set)",
+        failed,
+    );
+    registry.register(
+        "failed_interface_info",
+        "A failed interface and its error",
+        failed_info,
+    );
+    registry.register(
+        "interface_info",
+        "An interface of the bridge: OpenFlow port, type, neutron port (iface-id) and VM MAC",
+        iface_info,
+    );
+}
+
+/// A failed interface's error as a label: at most 200 characters, `ofport -1` when OVS gave none.
+fn failure_text(error: Option<&str>) -> String {
+    let err: String = error.unwrap_or_default().chars().take(200).collect();
+    if err.is_empty() {
+        "ofport -1".into()
+    } else {
+        err
+    }
+}
+
+/// The per-bridge families of a scrape, filled bridge by bridge.
+#[derive(Default)]
+struct BridgeFamilies {
+    success: GaugeFamily,
+    duration: FloatFamily,
+    flows: GaugeFamily,
+    parse_errors: GaugeFamily,
+    dirty: GaugeFamily,
+    incomplete: GaugeFamily,
+    evidence: GaugeFamily,
+}
+
+impl BridgeFamilies {
+    /// One bridge's series; `in_db`: whether the database lists it (None: database down).
+    fn encode(
+        &mut self,
+        bridge: &str,
+        res: Result<BridgeReport, String>,
+        secs: f64,
+        unknown: Undecided,
+        in_db: Option<bool>,
+        problems: &mut Vec<String>,
+    ) {
+        let bl = vec![("bridge".to_string(), bridge.to_string())];
+        self.duration.get_or_create(&bl).set(secs);
+        let report = match res {
+            Ok(r) => r,
+            Err(e) => {
                 problems.push(format!("bridge {bridge}: {e}"));
-                incomplete
+                self.success.get_or_create(&bl).set(0);
+                return;
+            }
+        };
+        self.success.get_or_create(&bl).set(1);
+        self.parse_errors
+            .get_or_create(&bl)
+            .set(report.parse_errors as i64);
+        if report.parse_errors > 0 {
+            problems.push(format!(
+                "bridge {bridge}: {} unparseable dump-flows lines: every check incomplete",
+                report.parse_errors
+            ));
+        }
+        for (table, n) in &report.tables {
+            self.flows
+                .get_or_create(&vec![
+                    ("bridge".into(), bridge.to_string()),
+                    ("table".into(), table.clone()),
+                ])
+                .set(*n as i64);
+        }
+        let check_labels = |check: &str| {
+            vec![
+                ("bridge".to_string(), bridge.to_string()),
+                ("check".to_string(), check.to_string()),
+            ]
+        };
+        if in_db == Some(false) {
+            tracing::warn!(
+                bridge,
+                "bridge not in the OVS database: missing_port skipped"
+            );
+        } else if in_db == Some(true) && !report.checks.iter().any(|c| c.name == "missing_port") {
+            // The database answered, but after the dump's parser stopped waiting for the
+            // ports: missing_port is unknown for this dump, which must not look like a
+            // successful scrape.
+            problems.push(format!("bridge {bridge}: the OVS database answered after the dump stopped waiting for the ports (half of --ovs.timeout): missing_port skipped"));
+            self.incomplete
+                .get_or_create(&check_labels("missing_port"))
+                .set(1);
+        }
+        for (check, why) in unknown {
+            problems.push(format!("bridge {bridge}: {check} undecided: {why}"));
+            self.incomplete.get_or_create(&check_labels(check)).set(1);
+        }
+        for c in &report.checks {
+            let cl = check_labels(&c.name);
+            self.dirty.get_or_create(&cl).set(c.dirty as i64);
+            // The flows of unparseable lines were not checked.
+            let partial = c.incomplete || report.parse_errors > 0;
+            self.incomplete.get_or_create(&cl).set(i64::from(partial));
+            if c.incomplete {
+                tracing::warn!(bridge, check = %c.name, "check incomplete (comparison budget, or a table dumped in two runs)");
+            }
+            for e in &c.evidence {
+                self.evidence
                     .get_or_create(&vec![
-                        ("bridge".to_string(), bridge.clone()),
-                        ("check".to_string(), "missing_port".to_string()),
+                        ("bridge".into(), bridge.to_string()),
+                        ("check".into(), c.name.clone()),
+                        ("table".into(), e.table.clone()),
+                        ("priority".into(), e.priority.to_string()),
+                        ("cookie".into(), format!("{:#x}", e.cookie)),
+                        ("flow".into(), e.flow.clone()),
                     ])
                     .set(1);
-            }
-            for (check, why) in unknown {
-                tracing::warn!(bridge = %bridge, check, error = %why, "check undecided");
-                problems.push(format!("bridge {bridge}: {check} undecided: {why}"));
-                incomplete
-                    .get_or_create(&vec![
-                        ("bridge".to_string(), bridge.clone()),
-                        ("check".to_string(), check.to_string()),
-                    ])
-                    .set(1);
-            }
-            for c in &report.checks {
-                let cl = vec![
-                    ("bridge".to_string(), bridge.clone()),
-                    ("check".to_string(), c.name.clone()),
-                ];
-                dirty.get_or_create(&cl).set(c.dirty as i64);
-                // The flows of unparseable lines were not checked.
-                let partial = c.incomplete || report.parse_errors > 0;
-                incomplete.get_or_create(&cl).set(i64::from(partial));
-                if c.incomplete {
-                    tracing::warn!(bridge = %bridge, check = %c.name, "check incomplete (comparison budget, or a table dumped in two runs)");
-                }
-                for e in &c.evidence {
-                    evidence
-                        .get_or_create(&vec![
-                            ("bridge".into(), bridge.clone()),
-                            ("check".into(), c.name.clone()),
-                            ("table".into(), e.table.clone()),
-                            ("priority".into(), e.priority.to_string()),
-                            ("cookie".into(), format!("{:#x}", e.cookie)),
-                            ("flow".into(), e.flow.clone()),
-                        ])
-                        .set(1);
-                }
             }
         }
+    }
 
+    fn register(self, registry: &mut Registry) {
         registry.register(
             "dump_success",
             "Whether the last ovs-ofctl dump-flows of the bridge succeeded",
-            success,
+            self.success,
         );
         registry.register(
             "dump_duration_seconds",
             "Time taken to dump and check the bridge's flows",
-            duration,
+            self.duration,
         );
         registry.register(
             "flows",
             "Flows per bridge and table in the last dump",
-            flows,
+            self.flows,
         );
         registry.register(
             "flow_parse_errors",
             "Lines of the last dump that could not be parsed",
-            parse_errors,
+            self.parse_errors,
         );
         registry.register(
             "dirty_flows",
             "Flows that a check flags as dirty, per bridge and check",
-            dirty,
+            self.dirty,
         );
         registry.register(
             "check_incomplete",
             "Whether a check did not see every flow or compare every pair it should (unparseable dump lines, comparison budget, or a table dumped in two runs)",
-            incomplete,
+            self.incomplete,
         );
         registry.register(
             "dirty_flow_info",
             "An offending flow (at most --checks.evidence-limit per bridge and check)",
-            evidence,
+            self.evidence,
         );
-        registry.register(
-            "interfaces",
-            "Interfaces of the bridge in the OVS database",
-            interfaces,
-        );
-        registry.register(
-            "failed_interfaces",
-            "Interfaces of the bridge that ovs-vswitchd could not open (ofport -1 or error set)",
-            failed,
-        );
-        registry.register(
-            "failed_interface_info",
-            "A failed interface and its error",
-            failed_info,
-        );
-        registry.register(
-            "interface_info",
-            "An interface of the bridge: OpenFlow port, type, neutron port (iface-id) and VM MAC",
-            iface_info,
-        );
-
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(CollectError::new(problems.join("; ")))
-        }
     }
 }
 

@@ -291,9 +291,7 @@ impl JobCollector {
     pub async fn gather(&self, conn: &Arc<Connect>) -> Result<Jobs, Error> {
         let paused = paused_domains(&self.libvirt, conn).await?;
         let mut ask_uuids: HashSet<String> = self.libvirt.take_job_hints(conn);
-        if let Ok(f) = self.following.lock() {
-            ask_uuids.extend(f.iter().cloned());
-        }
+        ask_uuids.extend(common::sync::lock(&self.following).iter().cloned());
         let mut out = Jobs::default();
         let mut targets = Vec::new();
         for (p, uuid, dom) in paused {
@@ -339,9 +337,7 @@ impl JobCollector {
                 }
             }
         }
-        if let Ok(mut f) = self.following.lock() {
-            *f = following;
-        }
+        *common::sync::lock(&self.following) = following;
         out.jobs.sort_by(|a, b| a.domain.cmp(&b.domain));
         out.paused.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
@@ -349,7 +345,7 @@ impl JobCollector {
 
     /// Adds a scrape's failures and unfilled fields to the totals; returns the totals.
     fn count(&self, jobs: &Jobs) -> (BTreeMap<&'static str, u64>, BTreeMap<&'static str, u64>) {
-        let mut t = self.totals.lock().unwrap_or_else(|p| p.into_inner());
+        let mut t = common::sync::lock(&self.totals);
         for (reason, n) in &jobs.failed {
             *t.failures.entry(reason).or_default() += n;
         }

@@ -194,7 +194,7 @@ impl StoragePoolCollector {
 
     /// Adds a scrape's failures to the totals and returns the totals.
     fn count(&self, failed: &BTreeMap<&'static str, u64>) -> BTreeMap<&'static str, u64> {
-        let mut totals = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let mut totals = common::sync::lock(&self.failures);
         for (reason, n) in failed {
             *totals.entry(reason).or_default() += n;
         }

@@ -62,9 +62,7 @@ impl Collector for LogsCollector {
                 r.encode(registry);
             }
             if let Some(sets) = &self.rulesets {
-                sets.lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .encode(registry);
+                common::sync::lock(sets).encode(registry);
             }
             Ok(())
         })
