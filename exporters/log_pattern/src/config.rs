@@ -496,11 +496,10 @@ fn check_metric_type(r: &Rule) -> Result<(), String> {
             "rule {name:?}: a rule with `| unwrap` needs its own `metric` (it does not count lines)"
         ));
     }
-    if let (Some(field), Some(names)) = (&expr.unwrap, expr.parser.as_ref().and_then(|p| p.names()))
-    {
+    if let (Some(field), Some(names)) = (&expr.unwrap, expr.added_labels()) {
         if !names.contains(field) {
             return Err(format!(
-                "rule {name:?}: unwrap field {field:?} is not a named group of the regexp stage"
+                "rule {name:?}: unwrap field {field:?} is not a named group or parameter of a parser stage, nor set by label_format"
             ));
         }
     }
@@ -572,13 +571,13 @@ pub fn validate(config: &Config) -> Result<(), String> {
         }
         if !r.labels.is_empty() {
             let expr = r.expression();
-            let Some(parser) = &expr.parser else {
+            if !expr.adds_labels() {
                 return Err(format!(
-                    "rule {:?}: `labels` needs a parser stage in expr (| json, | logfmt, | regexp)",
+                    "rule {:?}: `labels` needs a parser stage in expr (| json, | logfmt, | regexp, | pattern) or | label_format",
                     r.name
                 ));
-            };
-            let names = parser.names();
+            }
+            let names = expr.added_labels();
             for l in &r.labels {
                 check_label_name(l).map_err(|e| format!("rule {:?}: labels: {e}", r.name))?;
                 if names.as_ref().is_some_and(|n| !n.contains(l)) {
@@ -670,6 +669,9 @@ mod tests {
         .unwrap();
         assert_eq!(c.rules[0].max_series, DEFAULT_MAX_SERIES);
         assert_eq!(c.start_at, StartAt::Beginning);
+        // A label set by `| label_format` may be a rule's label and its unwrap field.
+        parse("rules:\n- {name: a, expr: '{} | regexp \"(?P<x>.)\" | label_format y=x', labels: [y]}\n- {name: b, expr: '{} | label_format n=`{{ len __line__ }}` | unwrap n', metric: m}\n")
+            .unwrap();
         let cases = [
             (
                 "rules:\n- {name: a, contains: x}\n- {name: a, contains: y}\n",
@@ -710,6 +712,10 @@ mod tests {
             (
                 "rules:\n- {name: a, expr: '{}', labels: [x]}\n",
                 "needs a parser stage",
+            ),
+            (
+                "rules:\n- {name: a, expr: '{} | label_format y=x', labels: [x]}\n",
+                "not a named group",
             ),
             ("rules:\n- {name: a, expr: '{}', type: gauge}\n", "needs `| unwrap"),
             (

@@ -9,10 +9,11 @@
 //! `or` between their strings) must all hold. The stages after them ([`pipeline`]): parsers
 //! `| json`, `| logfmt`, `| regexp`, `| pattern` with their parameter forms, label filters
 //! (string, number, duration and bytes comparisons joined with `and`, `,`, `or` and
-//! parentheses), `| drop`, `| keep`, `| decolorize`, and last `| unwrap field`. Regexes are Go's
-//! RE2 dialect ([`re2`]), strings take Go's escapes. What this exporter cannot evaluate one line
-//! at a time (metric queries, `line_format`, `label_format`, `unpack`, `distinct`, `ip()`) is
-//! rejected with an error that gives its character offset in the expression.
+//! parentheses), `| drop`, `| keep`, `| decolorize`, `| line_format` and `| label_format` (Go
+//! templates, [`template`]), and last `| unwrap field`. Regexes are Go's RE2 dialect ([`re2`]),
+//! strings take Go's escapes. What this exporter does not evaluate (metric queries, `unpack`,
+//! `distinct`, `ip()`) is rejected with an error that gives its character offset in the
+//! expression.
 //!
 //! Parsing is a small hand-written scanner: the grammar is small, and a hand-written one gives
 //! the precise positions and messages users need.
@@ -23,14 +24,15 @@ use serde::{Deserialize, Deserializer};
 
 pub mod pipeline;
 pub mod re2;
+pub mod template;
 
 pub use pipeline::{
-    Conversion, LabelExpr, LabelFilter, LabelSel, ParserStage, PathPart, Pattern, Processed, Stage,
-    ERROR_DETAILS_LABEL, ERROR_LABEL,
+    Conversion, LabelExpr, LabelFilter, LabelFmt, LabelFmtKind, LabelSel, ParserStage, PathPart,
+    Pattern, Processed, Stage, ERROR_DETAILS_LABEL, ERROR_LABEL,
 };
 
 /// What the grammar supports, appended to errors.
-pub const SUPPORTED: &str = "supported: a stream selector {label=\"v\", label!=\"v\", label=~\"re\", label!~\"re\"} followed by line filters |= \"text\", != \"text\", |~ \"re\", !~ \"re\", |> \"pattern\", !> \"pattern\" (with `or` between strings), stages | json [a=\"path\", ...], | logfmt [--strict] [--keep-empty] [a=\"key\", ...], | regexp \"(?P<name>re)\", | pattern \"<name> ...\", | drop, | keep, | decolorize, label filters | name=\"v\" (also !=, =~, !~), | name > 1.5 (also >=, <, <=, ==, !=; numbers, durations 5s, bytes 5MB) joined with and, `,`, or and parentheses, and last | unwrap name (or duration(name), bytes(name)), then label filters only";
+pub const SUPPORTED: &str = "supported: a stream selector {label=\"v\", label!=\"v\", label=~\"re\", label!~\"re\"} followed by line filters |= \"text\", != \"text\", |~ \"re\", !~ \"re\", |> \"pattern\", !> \"pattern\" (with `or` between strings), stages | json [a=\"path\", ...], | logfmt [--strict] [--keep-empty] [a=\"key\", ...], | regexp \"(?P<name>re)\", | pattern \"<name> ...\", | drop, | keep, | decolorize, | line_format \"{{.label}}\" and | label_format dst=\"{{.src}}\", dst=src (Go templates), label filters | name=\"v\" (also !=, =~, !~), | name > 1.5 (also >=, <, <=, ==, !=; numbers, durations 5s, bytes 5MB) joined with and, `,`, or and parentheses, and last | unwrap name (or duration(name), bytes(name)), then label filters only";
 
 /// A parse error at a character offset (0-based) of the expression.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -206,6 +208,29 @@ impl Expr {
     }
 }
 
+impl Expr {
+    /// The labels the stages can add (parsers, `| label_format`), by name; `None` when any
+    /// name may occur (`| json`, `| logfmt` without parameters).
+    pub fn added_labels(&self) -> Option<Vec<String>> {
+        let mut out = Vec::new();
+        for s in &self.stages {
+            match s {
+                Stage::Parser(p) => out.extend(p.names()?),
+                Stage::LabelFormat(fs) => out.extend(fs.iter().map(|f| f.name.clone())),
+                _ => {}
+            }
+        }
+        Some(out)
+    }
+
+    /// Whether a stage adds labels a rule's `labels` may name.
+    pub fn adds_labels(&self) -> bool {
+        self.stages
+            .iter()
+            .any(|s| matches!(s, Stage::Parser(_) | Stage::LabelFormat(_)))
+    }
+}
+
 impl fmt::Display for Expr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.text)
@@ -248,10 +273,10 @@ pub fn parse(text: &str) -> Result<Expr, ExprError> {
         }
         match step {
             Step::Unwrap(field, conv) => {
-                if parser.is_none() {
+                if parser.is_none() && !stages.iter().any(|s| matches!(s, Stage::LabelFormat(_))) {
                     return err(
                         at,
-                        "`| unwrap` needs a parser stage (| json, | logfmt, | regexp, | pattern) before it",
+                        "`| unwrap` needs a parser stage (| json, | logfmt, | regexp, | pattern) or | label_format before it",
                     );
                 }
                 stages.push(Stage::Unwrap(field.clone(), conv));
@@ -262,7 +287,7 @@ pub fn parse(text: &str) -> Result<Expr, ExprError> {
             Step::Stage(s) => {
                 match &s {
                     Stage::Parser(ps) if parser.is_none() => parser = Some(ps.clone()),
-                    Stage::Decolorize => rewritten = true,
+                    Stage::Decolorize | Stage::LineFormat(_) => rewritten = true,
                     _ => {}
                 }
                 stages.push(s);
@@ -621,12 +646,75 @@ impl Parser {
                 }
                 Ok(Step::Unwrap(field, conv))
             }
-            "unpack" | "line_format" | "label_format" | "distinct" => {
-                err(word_at, format!("the `| {word}` stage is not supported"))
+            "line_format" => {
+                self.ws();
+                let at = self.pos;
+                let value = self.string()?;
+                let t = template::Template::parse(&value).map_err(|m| ExprError {
+                    offset: at,
+                    message: format!("invalid line template: {m}"),
+                })?;
+                stage(Stage::LineFormat(Box::new(t)))
             }
+            "label_format" => self
+                .label_format()
+                .map(|f| Step::Stage(Stage::LabelFormat(f))),
+            "unpack" | "distinct" => err(word_at, format!("the `| {word}` stage is not supported")),
             _ => self
                 .label_or(Some((word, word_at)))
                 .map(|e| Step::Stage(Stage::Labels(e))),
+        }
+    }
+
+    /// `dst="template", dst=src, ...` after `| label_format`.
+    fn label_format(&mut self) -> Result<Vec<LabelFmt>, ExprError> {
+        let mut out: Vec<LabelFmt> = Vec::new();
+        loop {
+            self.ws();
+            let at = self.pos;
+            let name = self.ident();
+            if name.is_empty() {
+                return err(at, "expected a label name after `| label_format`");
+            }
+            if name == ERROR_LABEL {
+                return err(at, format!("{ERROR_LABEL} cannot be formatted"));
+            }
+            if out.iter().any(|f| f.name == name) {
+                return err(
+                    at,
+                    format!(
+                        "multiple label name '{name}' not allowed in a single format operation"
+                    ),
+                );
+            }
+            self.ws();
+            if self.peek() != Some('=') {
+                return err(self.pos, "expected `=` after the label name");
+            }
+            self.pos += 1;
+            self.ws();
+            let value_at = self.pos;
+            let how = if matches!(self.peek(), Some('"' | '`')) {
+                let value = self.string()?;
+                let t = template::Template::parse(&value).map_err(|m| ExprError {
+                    offset: value_at,
+                    message: format!("invalid template for label '{name}': {m}"),
+                })?;
+                LabelFmtKind::Template(Box::new(t))
+            } else {
+                let src = self.ident();
+                if src.is_empty() {
+                    return err(value_at, "expected a template string or a label name");
+                }
+                LabelFmtKind::Rename(src)
+            };
+            out.push(LabelFmt { name, how });
+            self.ws();
+            if self.peek() == Some(',') {
+                self.pos += 1;
+            } else {
+                return Ok(out);
+            }
         }
     }
 
@@ -1173,7 +1261,27 @@ mod tests {
                 17,
                 "`| unpack` stage is not supported",
             ),
-            (r#"{a="b"} | line_format "x""#, 10, "`| line_format` stage"),
+            (
+                r#"{a="b"} | line_format "{{.a""#,
+                22,
+                "invalid line template",
+            ),
+            (
+                r#"{a="b"} | label_format x="{{ now }}""#,
+                25,
+                "\"now\" is not supported",
+            ),
+            (
+                r#"{a="b"} | label_format __error__=a"#,
+                23,
+                "cannot be formatted",
+            ),
+            (
+                r#"{a="b"} | label_format x=a, x=b"#,
+                28,
+                "multiple label name 'x'",
+            ),
+            (r#"{a="b"} | distinct x"#, 10, "`| distinct` stage"),
             (r#"{a="b"} | json | level ~ "x""#, 23, "needs an operator"),
             (r#"{a="b"} | json | n > "x""#, 21, "needs a number"),
             (r#"{a="b"} | json | n > abc"#, 21, "a string or a number"),

@@ -12,6 +12,7 @@
 
 use std::borrow::Cow;
 
+use super::template::Template;
 use super::{CmpOp, Filter, Matcher};
 
 /// Error label names and values, as Loki spells them.
@@ -21,6 +22,7 @@ const JSON_ERR: &str = "JSONParserErr";
 const LOGFMT_ERR: &str = "LogfmtParserErr";
 const LABEL_FILTER_ERR: &str = "LabelFilterErr";
 const SAMPLE_ERR: &str = "SampleExtractionErr";
+const TEMPLATE_ERR: &str = "TemplateFormatErr";
 const DUPLICATE_SUFFIX: &str = "_extracted";
 
 /// One step of a JSON path (`a.b[0]["c d"]`).
@@ -184,6 +186,27 @@ pub enum Stage {
     Drop(Vec<LabelSel>),
     Keep(Vec<LabelSel>),
     Decolorize,
+    /// `| line_format "template"`: the line becomes the template's output (a template that
+    /// fails keeps the line and sets `__error__="TemplateFormatErr"`).
+    LineFormat(Box<Template>),
+    /// `| label_format a="template", b=c`.
+    LabelFormat(Vec<LabelFmt>),
+}
+
+/// One label of `| label_format`.
+#[derive(Debug, Clone)]
+pub struct LabelFmt {
+    pub name: String,
+    pub how: LabelFmtKind,
+}
+
+/// How `| label_format` sets a label.
+#[derive(Debug, Clone)]
+pub enum LabelFmtKind {
+    /// `dst=src`: the value of `src` moves to `dst` (when `src` is set).
+    Rename(String),
+    /// `dst="template"`.
+    Template(Box<Template>),
 }
 
 /// The labels of a line while it goes through the stages.
@@ -233,6 +256,12 @@ impl<'a> State<'a> {
         }
     }
 
+    /// A template's error replaces any earlier one, as in Loki.
+    fn replace_err(&mut self, err: &str, details: String) {
+        self.err = err.to_string();
+        self.details = details;
+    }
+
     /// A label's value with Loki's precedence: parsed, then (unless dropped) the stream's.
     fn get(&self, name: &str) -> Option<&str> {
         if let Some((_, v)) = self.parsed.iter().find(|(k, _)| k == name) {
@@ -262,6 +291,10 @@ impl<'a> State<'a> {
             ERROR_DETAILS_LABEL => &self.details,
             _ => self.value_for_filter(name),
         }
+    }
+
+    fn undelete(&mut self, name: &str) {
+        self.deleted.retain(|d| d != name);
     }
 
     fn delete(&mut self, name: &str) {
@@ -387,12 +420,43 @@ pub fn run(stages: &[Stage], base: &[(String, String)], line: &[u8]) -> Option<P
                     line = Cow::Owned(out);
                 }
             }
+            Stage::LineFormat(t) => match t.render(&st.labels(), &String::from_utf8_lossy(&line)) {
+                Ok(out) => line = Cow::Owned(out.into_bytes()),
+                Err(e) => st.replace_err(TEMPLATE_ERR, e),
+            },
+            Stage::LabelFormat(fmts) => label_format(fmts, &line, &mut st),
         }
     }
     Some(Processed {
         labels: st.labels(),
         value,
     })
+}
+
+/// `| label_format`: renames first see the labels as they are; the templates all see the
+/// labels as they were at the first template of the stage.
+fn label_format(fmts: &[LabelFmt], line: &[u8], st: &mut State<'_>) {
+    let mut data: Option<Vec<(String, String)>> = None;
+    for f in fmts {
+        match &f.how {
+            LabelFmtKind::Rename(src) => {
+                if let Some(v) = st.get(src).map(str::to_string) {
+                    st.set(f.name.clone(), v);
+                    st.delete(src);
+                }
+            }
+            LabelFmtKind::Template(t) => {
+                let data = data.get_or_insert_with(|| st.labels());
+                match t.render(data, &String::from_utf8_lossy(line)) {
+                    Ok(v) => {
+                        st.undelete(&f.name);
+                        st.set(f.name.clone(), v);
+                    }
+                    Err(e) => st.replace_err(TEMPLATE_ERR, e),
+                }
+            }
+        }
+    }
 }
 
 fn ansi() -> Option<&'static regex::bytes::Regex> {
