@@ -798,17 +798,20 @@ mod tests {
 
     #[test]
     fn expr_errors_name_line_column_and_offset() {
-        let text = "rules:\n  - name: ok\n    expr: '{namespace=\"x\"} |= \"a\"'\n  - name: bad\n    expr: '{namespace=\"x\"} |= \"a\" | unpack'\n";
+        let text = "rules:\n  - name: ok\n    expr: '{namespace=\"x\"} |= \"a\"'\n  - name: bad\n    expr: '{namespace=\"x\"} |= \"a\" | distinct x'\n";
         let err = parse(text).unwrap_err();
-        // Line 5: the value starts at column 12, + 25: the `u` of unpack.
+        // Line 5: the value starts at column 12, + 25: the `d` of distinct.
         assert!(err.starts_with("c.yml:5:37: "), "{err}");
         assert!(err.contains("at offset 25 of the expression"), "{err}");
         // Flow style, double-quoted YAML with escapes before the error: the rule's position.
-        let err = parse("rules:\n- {name: a, expr: \"{a=\\\"b\\\"} | unpack\"}\n").unwrap_err();
+        let err = parse("rules:\n- {name: a, expr: \"{a=\\\"b\\\"} | distinct x\"}\n").unwrap_err();
         assert!(err.starts_with("c.yml:2:3: "), "{err}");
-        let err = parse("rules:\n- {name: a, expr: \"{} | unpack\"}\n").unwrap_err();
+        let err = parse("rules:\n- {name: a, expr: \"{} | distinct x\"}\n").unwrap_err();
         assert!(err.starts_with("c.yml:2:25: "), "{err}");
-        assert!(err.contains("`| unpack` stage is not supported"), "{err}");
+        assert!(
+            err.contains("`| distinct` stage is not supported"),
+            "{err}"
+        );
         assert!(err.contains("supported: a stream selector"), "{err}");
         let c = parse(
             "rules:\n- name: r\n  expr: '{} |= \"x\"'\n  alert: true\n  severity: critical\n  metric: my_errors\n  keep_labels: [namespace]\n  max_series: 5\n",

@@ -1172,7 +1172,7 @@ mod tests {
             ),
             (r#"rate({a="b"}[5m]) / rate({a="c"}[5m])"#, "not aggregated"),
             (r#"sum(rate({a="b"}[5m] offset 1h))"#, "offset"),
-            (r#"sum(rate({a="b"} | unpack [5m]))"#, "unpack"),
+            (r#"sum(rate({a="b"} | distinct x [5m]))"#, "distinct"),
             (r#"sum(rate({a="b"}[5m])"#, "expected `)`"),
         ] {
             let e = tr(bad).unwrap_err();

@@ -11,7 +11,7 @@
 //! (string, number, duration and bytes comparisons joined with `and`, `,`, `or` and
 //! parentheses), `| drop`, `| keep`, `| decolorize`, `| line_format` and `| label_format` (Go
 //! templates, [`template`]), and last `| unwrap field`. Regexes are Go's RE2 dialect ([`re2`]),
-//! strings take Go's escapes. What this exporter does not evaluate (metric queries, `unpack`,
+//! strings take Go's escapes. What this exporter does not evaluate (metric queries,
 //! `distinct`, `ip()`) is rejected with an error that gives its character offset in the
 //! expression.
 //!
@@ -32,7 +32,7 @@ pub use pipeline::{
 };
 
 /// What the grammar supports, appended to errors.
-pub const SUPPORTED: &str = "supported: a stream selector {label=\"v\", label!=\"v\", label=~\"re\", label!~\"re\"} followed by line filters |= \"text\", != \"text\", |~ \"re\", !~ \"re\", |> \"pattern\", !> \"pattern\" (with `or` between strings), stages | json [a=\"path\", ...], | logfmt [--strict] [--keep-empty] [a=\"key\", ...], | regexp \"(?P<name>re)\", | pattern \"<name> ...\", | drop, | keep, | decolorize, | line_format \"{{.label}}\" and | label_format dst=\"{{.src}}\", dst=src (Go templates), label filters | name=\"v\" (also !=, =~, !~), | name > 1.5 (also >=, <, <=, ==, !=; numbers, durations 5s, bytes 5MB) joined with and, `,`, or and parentheses, and last | unwrap name (or duration(name), bytes(name)), then label filters only";
+pub const SUPPORTED: &str = "supported: a stream selector {label=\"v\", label!=\"v\", label=~\"re\", label!~\"re\"} followed by line filters |= \"text\", != \"text\", |~ \"re\", !~ \"re\", |> \"pattern\", !> \"pattern\" (with `or` between strings), stages | json [a=\"path\", ...], | unpack, | logfmt [--strict] [--keep-empty] [a=\"key\", ...], | regexp \"(?P<name>re)\", | pattern \"<name> ...\", | drop, | keep, | decolorize, | line_format \"{{.label}}\" and | label_format dst=\"{{.src}}\", dst=src (Go templates), label filters | name=\"v\" (also !=, =~, !~), | name > 1.5 (also >=, <, <=, ==, !=; numbers, durations 5s, bytes 5MB) joined with and, `,`, or and parentheses, and last | unwrap name (or duration(name), bytes(name)), then label filters only";
 
 /// A parse error at a character offset (0-based) of the expression.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -287,7 +287,9 @@ pub fn parse(text: &str) -> Result<Expr, ExprError> {
             Step::Stage(s) => {
                 match &s {
                     Stage::Parser(ps) if parser.is_none() => parser = Some(ps.clone()),
-                    Stage::Decolorize | Stage::LineFormat(_) => rewritten = true,
+                    Stage::Decolorize
+                    | Stage::LineFormat(_)
+                    | Stage::Parser(ParserStage::Unpack) => rewritten = true,
                     _ => {}
                 }
                 stages.push(s);
@@ -659,7 +661,11 @@ impl Parser {
             "label_format" => self
                 .label_format()
                 .map(|f| Step::Stage(Stage::LabelFormat(f))),
-            "unpack" | "distinct" => err(word_at, format!("the `| {word}` stage is not supported")),
+            "unpack" => stage(Stage::Parser(ParserStage::Unpack)),
+            "distinct" => err(
+                word_at,
+                "the `| distinct` stage is not supported: it keeps the first line of each label combination within a query's range, and a rule counts every line as it comes, with no range",
+            ),
             _ => self
                 .label_or(Some((word, word_at)))
                 .map(|e| Step::Stage(Stage::Labels(e))),
@@ -1257,9 +1263,9 @@ mod tests {
             (r#"{a="b}"#, 3, "unterminated string"),
             (r#"{a=~"("}"#, 4, "invalid regex"),
             (
-                r#"{a="b"} |= "x" | unpack"#,
+                r#"{a="b"} |= "x" | distinct a"#,
                 17,
-                "`| unpack` stage is not supported",
+                "`| distinct` stage is not supported",
             ),
             (
                 r#"{a="b"} | line_format "{{.a""#,
@@ -1390,7 +1396,7 @@ mod tests {
 
     #[test]
     fn offsets_count_characters() {
-        let e = parse("{a=\"é\"} | unpack").unwrap_err();
+        let e = parse("{a=\"é\"} | distinct a").unwrap_err();
         assert_eq!(e.offset, 10);
     }
 }

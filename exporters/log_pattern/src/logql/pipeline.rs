@@ -50,6 +50,9 @@ pub enum ParserStage {
     Regexp(regex::bytes::Regex),
     /// `| pattern "<ip> - <_> <status>"`.
     Pattern(Pattern),
+    /// `| unpack`: a line Promtail's `pack` stage wrote (a JSON object whose `_entry` is the
+    /// line, its other string fields labels) becomes that line and those labels.
+    Unpack,
 }
 
 impl ParserStage {
@@ -103,6 +106,9 @@ impl ParserStage {
                     let key = st.parsed_name(name);
                     st.set(key, lossy(v));
                 }
+            }
+            ParserStage::Unpack => {
+                unpack(line, st);
             }
         }
     }
@@ -376,6 +382,11 @@ pub fn run(stages: &[Stage], base: &[(String, String)], line: &[u8]) -> Option<P
                     }
                 });
             }
+            Stage::Parser(ParserStage::Unpack) => {
+                if let Some(entry) = unpack(&line, &mut st) {
+                    line = Cow::Owned(entry);
+                }
+            }
             Stage::Parser(p) => p.run(&line, &mut st),
             Stage::Labels(e) => {
                 if !label_expr(e, &mut st) {
@@ -616,6 +627,7 @@ enum Json<'a> {
 
 const MALFORMED_OBJECT: &str = "Value looks like object, but can't find closing '}' symbol";
 const MALFORMED_JSON: &str = "Malformed JSON error";
+const UNEXPECTED_JSON_OBJECT: &str = "expecting json object(6), but it is not";
 
 struct JsonReader<'a> {
     b: &'a [u8],
@@ -874,6 +886,42 @@ fn join_prefix<'s>(parts: impl Iterator<Item = &'s str>) -> String {
         }));
     }
     out
+}
+
+/// `| unpack`: the packed entry, when the line has one (its labels are set only then, as
+/// Loki does); a line that is not a JSON object sets `JSONParserErr`.
+fn unpack(line: &[u8], st: &mut State<'_>) -> Option<Vec<u8>> {
+    if line.is_empty() {
+        return None;
+    }
+    if line[0] != b'{' {
+        st.set_err(JSON_ERR, UNEXPECTED_JSON_OBJECT.into());
+        return None;
+    }
+    let fields = match json_object(line) {
+        Ok(Json::Object(fields, _)) => fields,
+        Ok(_) => return None,
+        Err(e) => {
+            st.set_err(JSON_ERR, e.to_string());
+            return None;
+        }
+    };
+    let mut entry = None;
+    let mut labels = Vec::new();
+    for (k, v) in &fields {
+        let Json::Str(raw) = v else { continue };
+        if *k == b"_entry" {
+            entry = Some(unescape(raw).into_bytes());
+        } else {
+            labels.push((st.parsed_name(&lossy(k)), unescape(raw)));
+        }
+    }
+    if entry.is_some() {
+        for (k, v) in labels {
+            st.set(k, v);
+        }
+    }
+    entry
 }
 
 fn json_fields(line: &[u8], fields: &[(String, Vec<PathPart>)], st: &mut State<'_>) {
