@@ -808,10 +808,7 @@ mod tests {
         assert!(err.starts_with("c.yml:2:3: "), "{err}");
         let err = parse("rules:\n- {name: a, expr: \"{} | distinct x\"}\n").unwrap_err();
         assert!(err.starts_with("c.yml:2:25: "), "{err}");
-        assert!(
-            err.contains("`| distinct` stage is not supported"),
-            "{err}"
-        );
+        assert!(err.contains("`| distinct` stage is not supported"), "{err}");
         assert!(err.contains("supported: a stream selector"), "{err}");
         let c = parse(
             "rules:\n- name: r\n  expr: '{} |= \"x\"'\n  alert: true\n  severity: critical\n  metric: my_errors\n  keep_labels: [namespace]\n  max_series: 5\n",

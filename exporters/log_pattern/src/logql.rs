@@ -11,8 +11,8 @@
 //! (string, number, duration and bytes comparisons joined with `and`, `,`, `or` and
 //! parentheses), `| drop`, `| keep`, `| decolorize`, `| line_format` and `| label_format` (Go
 //! templates, [`template`]), and last `| unwrap field`. Regexes are Go's RE2 dialect ([`re2`]),
-//! strings take Go's escapes. What this exporter does not evaluate (metric queries,
-//! `distinct`, `ip()`) is rejected with an error that gives its character offset in the
+//! strings take Go's escapes; `ip("...")` filters lines and labels ([`ip`]). What this exporter
+//! does not evaluate (metric queries, `distinct`) is rejected with an error that gives its character offset in the
 //! expression.
 //!
 //! Parsing is a small hand-written scanner: the grammar is small, and a hand-written one gives
@@ -22,6 +22,7 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer};
 
+pub mod ip;
 pub mod pipeline;
 pub mod re2;
 pub mod template;
@@ -32,7 +33,7 @@ pub use pipeline::{
 };
 
 /// What the grammar supports, appended to errors.
-pub const SUPPORTED: &str = "supported: a stream selector {label=\"v\", label!=\"v\", label=~\"re\", label!~\"re\"} followed by line filters |= \"text\", != \"text\", |~ \"re\", !~ \"re\", |> \"pattern\", !> \"pattern\" (with `or` between strings), stages | json [a=\"path\", ...], | unpack, | logfmt [--strict] [--keep-empty] [a=\"key\", ...], | regexp \"(?P<name>re)\", | pattern \"<name> ...\", | drop, | keep, | decolorize, | line_format \"{{.label}}\" and | label_format dst=\"{{.src}}\", dst=src (Go templates), label filters | name=\"v\" (also !=, =~, !~), | name > 1.5 (also >=, <, <=, ==, !=; numbers, durations 5s, bytes 5MB) joined with and, `,`, or and parentheses, and last | unwrap name (or duration(name), bytes(name)), then label filters only";
+pub const SUPPORTED: &str = "supported: a stream selector {label=\"v\", label!=\"v\", label=~\"re\", label!~\"re\"} followed by line filters |= \"text\", != \"text\", |~ \"re\", !~ \"re\", |> \"pattern\", !> \"pattern\" (with `or` between strings), |= ip(\"10.0.0.0/8\") and != ip(...), stages | json [a=\"path\", ...], | unpack, | logfmt [--strict] [--keep-empty] [a=\"key\", ...], | regexp \"(?P<name>re)\", | pattern \"<name> ...\", | drop, | keep, | decolorize, | line_format \"{{.label}}\" and | label_format dst=\"{{.src}}\", dst=src (Go templates), label filters | name=\"v\" (also !=, =~, !~), | name=ip(\"10.0.0.1-10.0.0.9\") (also !=), | name > 1.5 (also >=, <, <=, ==, !=; numbers, durations 5s, bytes 5MB) joined with and, `,`, or and parentheses, and last | unwrap name (or duration(name), bytes(name)), then label filters only";
 
 /// A parse error at a character offset (0-based) of the expression.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -89,6 +90,10 @@ pub enum FilterOp {
     Pattern,
     /// `!>`
     NotPattern,
+    /// `|= ip("...")`
+    Ip,
+    /// `!= ip("...")`
+    NotIp,
 }
 
 /// One line filter.
@@ -101,6 +106,8 @@ pub struct Filter {
     pub regex: Option<regex::bytes::Regex>,
     /// `|>`/`!>`: the patterns joined by `or`.
     pub patterns: Vec<Pattern>,
+    /// `|= ip("...")`/`!= ip("...")`.
+    pub ip: Option<ip::IpMatch>,
 }
 
 impl Filter {
@@ -115,6 +122,8 @@ impl Filter {
             FilterOp::NotMatches => self.regex.as_ref().is_some_and(|r| !r.is_match(line)),
             FilterOp::Pattern => self.patterns.iter().any(|p| p.test(line)),
             FilterOp::NotPattern => !self.patterns.iter().any(|p| p.test(line)),
+            FilterOp::Ip => self.ip.as_ref().is_some_and(|m| m.test(line)),
+            FilterOp::NotIp => !self.ip.as_ref().is_some_and(|m| m.test(line)),
         }
     }
 }
@@ -181,6 +190,7 @@ impl Expr {
                 value: text.to_string(),
                 regex: None,
                 patterns: Vec::new(),
+                ip: None,
             }],
             parser: None,
             stages: Vec::new(),
@@ -870,6 +880,19 @@ impl Parser {
         self.pos += len;
         self.ws();
         let value_at = self.pos;
+        if self.at_word("ip") {
+            let negate = match (len, str_op) {
+                (1, Some(MatchOp::Eq)) => false,
+                (2, Some(MatchOp::Ne)) => true,
+                _ => return err(at, "an ip(\"...\") label filter takes = or !="),
+            };
+            let (_, matcher) = self.ip_call()?;
+            return Ok(LabelFilter::Ip {
+                name,
+                negate,
+                matcher,
+            });
+        }
         if matches!(self.peek(), Some('"' | '`')) {
             let Some(op) = str_op else {
                 return err(value_at, "a comparison needs a number");
@@ -936,7 +959,19 @@ impl Parser {
         self.pos += 2;
         self.ws();
         if self.at_word("ip") {
-            return err(self.pos, "ip() line filters are not supported");
+            let op = match op {
+                FilterOp::Contains => FilterOp::Ip,
+                FilterOp::NotContains => FilterOp::NotIp,
+                _ => return err(at, "ip(\"...\") line filters take |= or !="),
+            };
+            let (value, m) = self.ip_call()?;
+            return Ok(vec![Filter {
+                op,
+                value,
+                regex: None,
+                patterns: Vec::new(),
+                ip: Some(m),
+            }]);
         }
         // The strings, joined by `or`.
         let mut values = Vec::new();
@@ -962,6 +997,7 @@ impl Parser {
             value,
             regex,
             patterns: Vec::new(),
+            ip: None,
         };
         let regex = |v: &str, at: usize| re2::compile_bytes(v).map_err(|e| regex_error(at, &e));
         Ok(match op {
@@ -1020,9 +1056,35 @@ impl Parser {
                     value,
                     regex: None,
                     patterns,
+                    ip: None,
                 }]
             }
+            // Not produced by the scan above (ip() returned before it).
+            FilterOp::Ip | FilterOp::NotIp => return err(at, "ip(\"...\") takes one pattern"),
         })
+    }
+
+    /// `ip("pattern")` at the position.
+    fn ip_call(&mut self) -> Result<(String, ip::IpMatch), ExprError> {
+        self.pos += 2;
+        self.ws();
+        if self.peek() != Some('(') {
+            return err(self.pos, "expected `(` after ip");
+        }
+        self.pos += 1;
+        self.ws();
+        let at = self.pos;
+        let value = self.string()?;
+        let m = ip::IpMatch::parse(&value).map_err(|message| ExprError {
+            offset: at,
+            message,
+        })?;
+        self.ws();
+        if self.peek() != Some(')') {
+            return err(self.pos, "expected `)`");
+        }
+        self.pos += 1;
+        Ok((value, m))
     }
 
     /// A double-quoted string (Go escapes, as `strconv.Unquote` reads them) or a backquoted
@@ -1288,6 +1350,13 @@ mod tests {
                 "multiple label name 'x'",
             ),
             (r#"{a="b"} | distinct x"#, 10, "`| distinct` stage"),
+            (r#"{a="b"} |= ip("10.0.0.0/33")"#, 14, "ip: invalid pattern"),
+            (r#"{a="b"} |~ ip("10.0.0.1")"#, 8, "take |= or !="),
+            (
+                r#"{a="b"} | logfmt | x > ip("10.0.0.1")"#,
+                21,
+                "takes = or !=",
+            ),
             (r#"{a="b"} | json | level ~ "x""#, 23, "needs an operator"),
             (r#"{a="b"} | json | n > "x""#, 21, "needs a number"),
             (r#"{a="b"} | json | n > abc"#, 21, "a string or a number"),

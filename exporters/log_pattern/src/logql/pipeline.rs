@@ -151,6 +151,13 @@ pub enum LabelFilter {
     Duration { name: String, op: CmpOp, value: f64 },
     /// `name op 5MB` (humanize bytes).
     Bytes { name: String, op: CmpOp, value: f64 },
+    /// `name = ip("...")` / `name != ip("...")`: a line with an error passes; a label the
+    /// line lacks fails both.
+    Ip {
+        name: String,
+        negate: bool,
+        matcher: super::ip::IpMatch,
+    },
 }
 
 /// Label filters joined with `and` (also `,` and a space) and `or`.
@@ -505,6 +512,18 @@ fn label_filter(f: &LabelFilter, st: &mut State<'_>) -> bool {
     type Parse = fn(&str) -> Result<f64, String>;
     let (name, op, want, parse): (&str, CmpOp, f64, Parse) = match f {
         LabelFilter::Str(m) => return m.matches(st.value_for_filter(&m.name)),
+        LabelFilter::Ip {
+            name,
+            negate,
+            matcher,
+        } => {
+            if !st.err.is_empty() {
+                return true;
+            }
+            return st
+                .get(name)
+                .is_some_and(|v| matcher.test(v.as_bytes()) != *negate);
+        }
         LabelFilter::Num { name, op, value } => (name, *op, *value, parse_go_float),
         LabelFilter::Duration { name, op, value } => (name, *op, *value, parse_go_duration),
         LabelFilter::Bytes { name, op, value } => (name, *op, *value, parse_bytes),
