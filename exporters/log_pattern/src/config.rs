@@ -373,6 +373,22 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     parse(path, &text)
 }
 
+/// What `--config.check` warns about in a valid configuration: a rule whose `expr` selector
+/// is `{}`, which Loki refuses and this exporter reads as every source.
+pub fn warnings(config: &Config) -> Vec<String> {
+    config
+        .rules
+        .iter()
+        .filter(|r| r.expr.as_ref().is_some_and(|e| e.matchers.is_empty()))
+        .map(|r| {
+            format!(
+                "rule {:?}: the selector {{}} selects every source here; Loki refuses a query without a matcher, so the rule does not move back to Loki as it is",
+                r.name
+            )
+        })
+        .collect()
+}
+
 /// Parses and validates configuration text (`path` is for messages).
 pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     check_nesting(path, text)?;
@@ -659,6 +675,17 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config, String> {
         super::parse(Path::new("c.yml"), text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn an_empty_selector_is_warned_about() {
+        let c = parse("rules:\n- {name: every, expr: '{} |= \"x\"'}\n- {name: some, expr: '{a=\"b\"}'}\n- {name: legacy, contains: x}\n").unwrap();
+        let w = warnings(&c);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].starts_with("rule \"every\": the selector {} selects every source"),
+            "{w:?}"
+        );
     }
 
     #[test]

@@ -217,6 +217,14 @@ fn config_check_reports_the_position() {
             .arg(format!("--config.file={}", good.display()))
             .arg("--config.check"),
     );
+    // RULES_V1's rule `warn` selects `{}`: valid here, warned about.
+    let msg = out_text(&good, bin);
+    assert!(
+        msg.contains("warning: rule \"warn\": the selector {} selects every source"),
+        "{msg}"
+    );
+    assert!(!msg.contains("nova_error\": the selector"), "{msg}");
+    assert!(msg.contains("configuration is valid"), "{msg}");
     let bad = write_config(d.path(), RULES_BROKEN);
     let out = Command::new(bin)
         .arg(format!("--config.file={}", bad.display()))
@@ -233,4 +241,19 @@ fn config_check_reports_the_position() {
     assert!(msg.contains("rules.yml:3:44: "), "{msg}");
     assert!(msg.contains("at offset 32"), "{msg}");
     assert!(msg.contains("supported: a stream selector"), "{msg}");
+}
+
+/// What `--config.check` prints on a valid file (stdout and stderr).
+fn out_text(path: &std::path::Path, bin: &str) -> String {
+    let out = Command::new(bin)
+        .arg(format!("--config.file={}", path.display()))
+        .arg("--config.check")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
