@@ -17,7 +17,8 @@
 //! `bytes_over_time`/`bytes_rate` and `sum_over_time`/`rate` over `| unwrap` (inside a `sum`)
 //! get rules with a counter of their own (`metric`) that adds each line's bytes (a
 //! `label_format` of `len __line__` unwrapped) or each unwrapped value; `offset` and
-//! `label_replace` carry over.
+//! `label_replace` carry over; `quantile_over_time` becomes `histogram_quantile` over a
+//! histogram rule when the Loki rule declares its buckets (annotation `log_pattern_buckets`).
 //! Each rule is reported on its own: translated, translated with a named approximation, or
 //! refused with the reason; a refused rule is left out of both outputs and never stops the
 //! others. Both files are written whole (a temporary file renamed) or not at all.
@@ -72,9 +73,14 @@ struct OutRule {
     /// Labels of the parser stage the series carry (grouping labels no source has).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     labels: Vec<String>,
-    /// The counter a `| unwrap` rule adds its numbers to.
+    /// The counter a `| unwrap` rule adds its numbers to (or its histogram).
     #[serde(skip_serializing_if = "Option::is_none")]
     metric: Option<String>,
+    /// `histogram` for a quantile.
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    kind: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    buckets: Option<Vec<f64>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -134,6 +140,8 @@ enum M {
         range: String,
         /// `offset 1h`
         offset: Option<String>,
+        /// The φ of `quantile_over_time(φ, ...)`, as written, and its `by (...)`.
+        param: Option<(String, Option<Vec<String>>)>,
     },
     /// `label_replace(inner, "dst", "replacement", "src", "regex")`: the four strings.
     LabelReplace {
@@ -404,8 +412,14 @@ impl P<'_> {
         }
         if RANGE_FUNCTIONS.contains(&w.as_str()) {
             self.expect("(")?;
+            let mut param = None;
             if w == "quantile_over_time" {
-                return Err("quantile_over_time (an unwrap aggregation) cannot be translated: the exporter's histograms need the rule's buckets".into());
+                let M::Num(q) = self.unary()? else {
+                    return Err("quantile_over_time takes a number first".into());
+                };
+                self.expect(",")?;
+                self.ws();
+                param = Some(q);
             }
             let (query, range) = self.log_range()?;
             self.ws();
@@ -423,16 +437,23 @@ impl P<'_> {
                 offset = Some(d);
             }
             if self.eat(")") {
-                if self.rest().trim_start().starts_with("by")
-                    || self.rest().trim_start().starts_with("without")
-                {
-                    return Err(format!("{w}(...) by (...) (grouping an unwrap range aggregation) cannot be translated"));
-                }
+                let param = match param {
+                    Some(q) if self.peek_word() == "by" => {
+                        self.word();
+                        Some((q, Some(self.labels()?)))
+                    }
+                    Some(q) if self.peek_word() != "without" => Some((q, None)),
+                    _ if self.peek_word() == "by" || self.peek_word() == "without" => {
+                        return Err(format!("{w}(...) by/without (...) (grouping an unwrap range aggregation) cannot be translated"));
+                    }
+                    _ => None,
+                };
                 return Ok(M::Range {
                     func: w,
                     query,
                     range,
                     offset,
+                    param,
                 });
             }
             return Err(format!("expected `)` after the range of {w}(...)"));
@@ -577,8 +598,10 @@ struct Wanted {
     keep: Option<Vec<String>>,
     /// Extracted labels (grouping labels after a parser stage).
     labels: Vec<String>,
-    /// The rule's own metric (a sum of `| unwrap` values or of line bytes).
+    /// The rule's own metric (a sum of `| unwrap` values or of line bytes, or a histogram).
     metric: Option<String>,
+    /// `type: histogram` with these buckets.
+    buckets: Option<Vec<f64>>,
 }
 
 /// What an exporter rule measures for a range function.
@@ -589,6 +612,8 @@ enum Measure {
     Bytes,
     /// The query's `| unwrap` value (`sum_over_time`, `rate`).
     Unwrap,
+    /// The query's `| unwrap` values in the rule's buckets (`quantile_over_time`).
+    Histogram,
 }
 
 /// The label the byte count of a line is carried in (`| label_format` then `| unwrap`).
@@ -602,6 +627,26 @@ struct Tr<'a> {
     notes: Vec<String>,
     warnings: Vec<String>,
     known: &'a Known,
+    /// The Loki rule's declared histogram buckets (`log_pattern_buckets`).
+    buckets: Option<Vec<f64>>,
+}
+
+/// The annotation of a Loki rule that declares the buckets of its quantiles.
+const BUCKETS_ANNOTATION: &str = "log_pattern_buckets";
+
+/// The buckets an annotation declares: finite, strictly increasing numbers.
+fn parse_buckets(text: &str) -> Result<Vec<f64>, String> {
+    let b: Vec<f64> = text
+        .split(',')
+        .map(|x| x.trim().parse::<f64>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| format!("{BUCKETS_ANNOTATION}: {text:?} is not a list of numbers"))?;
+    if b.is_empty() || !b.iter().all(|x| x.is_finite()) || !b.windows(2).all(|w| w[0] < w[1]) {
+        return Err(format!(
+            "{BUCKETS_ANNOTATION}: {text:?} must be finite and strictly increasing"
+        ));
+    }
+    Ok(b)
 }
 
 impl Tr<'_> {
@@ -661,8 +706,8 @@ impl Tr<'_> {
             (Measure::Lines, true) => {
                 return Err("a range function over lines (rate, count_over_time) of a query with `| unwrap`: Loki refuses it".into())
             }
-            (Measure::Unwrap, false) => {
-                return Err("sum_over_time needs `| unwrap` in its query".into())
+            (Measure::Unwrap | Measure::Histogram, false) => {
+                return Err("an unwrap range aggregation needs `| unwrap` in its query".into())
             }
             (Measure::Bytes, true) => {
                 return Err("bytes_over_time/bytes_rate of a query with `| unwrap`: Loki refuses it".into())
@@ -722,6 +767,7 @@ impl Tr<'_> {
             Measure::Lines => None,
             Measure::Bytes => Some(format!("{name}_bytes")),
             Measure::Unwrap => Some(format!("{name}_sum")),
+            Measure::Histogram => Some(format!("{name}_hist")),
         };
         self.rules.push((
             Wanted {
@@ -729,6 +775,9 @@ impl Tr<'_> {
                 keep,
                 labels,
                 metric: metric.clone(),
+                buckets: (measure == Measure::Histogram)
+                    .then(|| self.buckets.clone())
+                    .flatten(),
             },
             name.clone(),
         ));
@@ -803,6 +852,38 @@ impl Tr<'_> {
         })
     }
 
+    /// `quantile_over_time(φ, Q | unwrap x [r])` per stream: `histogram_quantile` over a
+    /// histogram rule with the Loki rule's declared buckets (`log_pattern_buckets`).
+    fn quantile(
+        &mut self,
+        q: &str,
+        by: Option<&[String]>,
+        query: &str,
+        range: &str,
+    ) -> Result<String, String> {
+        if self.buckets.is_none() {
+            return Err(format!("quantile_over_time needs the rule's buckets: an annotation {BUCKETS_ANNOTATION}: \"0.1, 0.5, 1\" (the exporter keeps a histogram, not each value)"));
+        }
+        let (name, metric) =
+            self.rule_for(query, by.map(<[String]>::to_vec), Measure::Histogram)?;
+        let m = metric.unwrap_or_default();
+        self.note("quantile_over_time as histogram_quantile() over the rule's buckets (interpolated within a bucket)");
+        let rate = format!("rate(log_pattern_{m}_bucket{{rule=\"{name}\"}}[{range}])");
+        let inner = match by {
+            Some(labels) => {
+                let mut l: Vec<String> = labels.iter().map(|x| self.mapped(x)).collect();
+                l.insert(0, "le".into());
+                format!("sum by ({}) ({rate})", l.join(", "))
+            }
+            None => {
+                self.note("streams are the exporter's sources (files)");
+                rate
+            }
+        };
+        // A stream or group without values in the range is NaN here and no series in Loki.
+        Ok(format!("(histogram_quantile({q}, {inner}) >= -Inf)"))
+    }
+
     fn emit(&mut self, m: &M) -> Result<String, String> {
         Ok(match m {
             M::Num(n) => n.clone(),
@@ -829,8 +910,12 @@ impl Tr<'_> {
                 query,
                 range,
                 offset,
+                param,
             } => {
-                let e = self.range(func, query, range, None, true)?;
+                let e = match param {
+                    Some((q, by)) => self.quantile(q, by.as_deref(), query, range)?,
+                    None => self.range(func, query, range, None, true)?,
+                };
                 with_offset(e, range, offset)
             }
             M::LabelReplace { inner, args } => {
@@ -862,6 +947,7 @@ impl Tr<'_> {
                             query,
                             range,
                             offset,
+                            param: None,
                         },
                     ) if func != "absent_over_time" => {
                         let keep = grouping.as_ref().map_or(Vec::new(), |(_, l)| l.clone());
@@ -1030,6 +1116,11 @@ pub fn translate_with(
                     .or(r.alert.as_deref())
                     .ok_or("a rule needs `record` or `alert`")?;
                 let m = parse_metric(r.expr.trim())?;
+                let buckets = r
+                    .annotations
+                    .get(BUCKETS_ANNOTATION)
+                    .map(|b| parse_buckets(b))
+                    .transpose()?;
                 let mut tr = Tr {
                     base,
                     taken: &mut taken,
@@ -1037,6 +1128,7 @@ pub fn translate_with(
                     notes: Vec::new(),
                     warnings: Vec::new(),
                     known: &known,
+                    buckets,
                 };
                 let expr = tr.emit(&m)?;
                 if tr.rules.is_empty() {
@@ -1050,6 +1142,8 @@ pub fn translate_with(
                         keep_labels: w.keep,
                         labels: w.labels,
                         metric: w.metric,
+                        kind: w.buckets.is_some().then(|| "histogram".to_string()),
+                        buckets: w.buckets,
                     };
                     // Each exporter rule must load by itself, or the rule is refused.
                     let one = serde_yaml_ng::to_string(&OutRules {
@@ -1059,6 +1153,8 @@ pub fn translate_with(
                             keep_labels: o.keep_labels.clone(),
                             labels: o.labels.clone(),
                             metric: o.metric.clone(),
+                            kind: o.kind.clone(),
+                            buckets: o.buckets.clone(),
                         }],
                     })
                     .map_err(|e| e.to_string())?;
@@ -1074,7 +1170,12 @@ pub fn translate_with(
                         expr,
                         for_: r.for_.clone(),
                         labels: r.labels.clone(),
-                        annotations: r.annotations.clone(),
+                        annotations: r
+                            .annotations
+                            .iter()
+                            .filter(|(k, _)| *k != BUCKETS_ANNOTATION)
+                            .map(|(k, v)| (k.clone(), v.clone()))
+                            .collect(),
                     },
                     tr.notes,
                     tr.warnings,
@@ -1219,6 +1320,7 @@ mod tests {
             notes: Vec::new(),
             warnings: Vec::new(),
             known: &known,
+            buckets: Some(vec![0.1, 1.0]),
         };
         let e = t.emit(&m)?;
         let rules = t
@@ -1320,6 +1422,22 @@ mod tests {
                 m("r")
             )
         );
+        let (got, _, _) =
+            tr(r#"max(quantile_over_time(0.99, {namespace="a"} | regexp "took=(?P<took>\\S+)" | unwrap took [5m]) by (pod))"#)
+                .unwrap();
+        assert_eq!(
+            got,
+            r#"max((histogram_quantile(0.99, sum by (le, pod) (rate(log_pattern_r_hist_bucket{rule="r"}[5m]))) >= -Inf))"#
+        );
+        let (got, _, _) =
+            tr(r#"quantile_over_time(0.5, {namespace="a"} |= "x" | label_format t=`{{ len __line__ }}` | unwrap t [1m])"#)
+                .unwrap();
+        assert_eq!(
+            got,
+            r#"(histogram_quantile(0.5, rate(log_pattern_r_hist_bucket{rule="r"}[1m])) >= -Inf)"#
+        );
+        assert!(parse_buckets("1, 0.5").is_err() && parse_buckets("x").is_err());
+        assert_eq!(parse_buckets(" 0.1,1 ,5"), Ok(vec![0.1, 1.0, 5.0]));
         let (got, _, _) = tr(r#"max(count_over_time({namespace="a"}[5m] offset 10m))"#).unwrap();
         assert_eq!(
             got,
@@ -1383,8 +1501,16 @@ mod tests {
                 "expected `,`",
             ),
             (
+                r#"quantile_over_time(0.9, {a="b"} | json [5m])"#,
+                "needs `| unwrap`",
+            ),
+            (
                 r#"quantile_over_time(0.9, {a="b"} | json | unwrap x [5m])"#,
-                "quantile_over_time",
+                "after a parser stage",
+            ),
+            (
+                r#"sum_over_time({a="b"} | json | unwrap x [5m]) by (a)"#,
+                "by/without",
             ),
             (r#"max(rate({a="b"} | json [5m]))"#, "after a parser stage"),
             (

@@ -203,7 +203,8 @@ fn config_sources_and_all_or_nothing() {
 }
 
 /// `bytes_over_time` and `sum_over_time` become counters of their own that add, over the
-/// lines Loki's query selects, each line's bytes and each unwrapped value.
+/// lines Loki's query selects, each line's bytes and each unwrapped value; a
+/// `quantile_over_time` with declared buckets a histogram of the values.
 #[test]
 fn byte_and_unwrap_sums_count_what_loki_sums() {
     let d = tempfile::tempdir().unwrap();
@@ -217,6 +218,10 @@ fn byte_and_unwrap_sums_count_what_loki_sums() {
         expr: sum by (namespace) (bytes_over_time({namespace="ns"} |= "GET" [1h]))
       - record: ns:took:1h
         expr: sum by (namespace) (sum_over_time({namespace="ns"} | logfmt | unwrap took | __error__="" [1h]))
+      - record: ns:took:p90
+        expr: quantile_over_time(0.9, {namespace="ns"} | logfmt | unwrap took | __error__="" [1h]) by (namespace)
+        annotations:
+          log_pattern_buckets: "1, 2, 5"
 "#,
     )
     .unwrap();
@@ -262,11 +267,28 @@ fn byte_and_unwrap_sums_count_what_loki_sums() {
         Some(&3.75),
         "{got}"
     );
+    assert_eq!(
+        s.get("log_pattern_ns_took_p90_hist_count{rule=\"ns_took_p90\",namespace=\"ns\"}"),
+        Some(&3.0),
+        "{got}"
+    );
+    assert_eq!(
+        s.get(
+            "log_pattern_ns_took_p90_hist_bucket{le=\"1.0\",rule=\"ns_took_p90\",namespace=\"ns\"}"
+        ),
+        Some(&1.0),
+        "{got}"
+    );
     let prom_text = std::fs::read_to_string(&prom).unwrap();
     assert!(
         prom_text.contains("sum by (namespace) (increase(log_pattern_ns_bytes_1h_bytes_total{rule=\"ns_bytes_1h\"}[1h]))"),
         "{prom_text}"
     );
+    assert!(
+        prom_text.contains("(histogram_quantile(0.9, sum by (le, namespace) (rate(log_pattern_ns_took_p90_hist_bucket{rule=\"ns_took_p90\"}[1h]))) >= -Inf)"),
+        "{prom_text}"
+    );
+    assert!(!prom_text.contains("log_pattern_buckets"), "{prom_text}");
 }
 
 /// A real Loki ruler file (`tests/fixtures/loki_rules/`, Apache-2.0, see SOURCE there): every
