@@ -15,8 +15,8 @@
 //! An error while a line is formatted (a function given the wrong type, a comparison of a
 //! string with a number, division by zero, an output over [`MAX_OUTPUT`] bytes) is returned
 //! as a message; the stage sets `__error__="TemplateFormatErr"` with it, as Loki does. A
-//! hand-written engine: the one maintained Go-template crate for Rust (gtmpl 0.7) hangs on
-//! `{{ .a } ` and starts a thread per template.
+//! hand-written engine: the Go-template crate for Rust (gtmpl 0.7, passively maintained) hangs
+//! on `{{ .a } `, starts a thread per template and prints a missing key as `<no value>`.
 
 use std::fmt::Write as _;
 
@@ -1006,13 +1006,25 @@ fn bool_fn(args: &[Val], f: impl Fn(&str, &str) -> bool) -> R<Val> {
     Ok(Val::Bool(f(s(&args[0])?, s(&args[1])?)))
 }
 
+/// Calls a template function with its evaluated arguments.
 fn call(name: &str, a: &[Val], line: &str) -> R<Val> {
-    let str1 = |f: fn(&str) -> String| string_fn(a, 1, |x| f(x[0]));
     match name {
         "__line__" => {
             want_n(a, 0)?;
             Ok(Val::Str(line.to_string()))
         }
+        "not" | "len" | "index" | "slice" | "print" | "println" | "printf" | "urlquery"
+        | "html" | "js" | "call" | "eq" | "ne" | "lt" | "le" | "gt" | "ge" => builtin(name, a),
+        "trunc" | "substr" | "indent" | "nindent" | "repeat" | "int" | "float64" | "add"
+        | "sub" | "mul" | "div" | "mod" | "max" | "min" | "addf" | "subf" | "mulf" | "divf"
+        | "maxf" | "minf" | "ceil" | "floor" | "round" | "default" => number_call(name, a),
+        _ => string_call(name, a),
+    }
+}
+
+/// Go's builtin functions.
+fn builtin(name: &str, a: &[Val]) -> R<Val> {
+    match name {
         "not" => {
             want_n(a, 1)?;
             Ok(Val::Bool(!truth(&a[0])))
@@ -1069,6 +1081,14 @@ fn call(name: &str, a: &[Val], line: &str) -> R<Val> {
                 _ => o != Less,
             }))
         }
+        _ => Err(format!("function {name:?} not defined")),
+    }
+}
+
+/// Loki's and sprig's string functions.
+fn string_call(name: &str, a: &[Val]) -> R<Val> {
+    let str1 = |f: fn(&str) -> String| string_fn(a, 1, |x| f(x[0]));
+    match name {
         "ToLower" | "lower" => str1(|x| x.to_lowercase()),
         "ToUpper" | "upper" => str1(|x| x.to_uppercase()),
         "TrimSpace" | "trim" => str1(|x| x.trim().to_string()),
@@ -1115,6 +1135,13 @@ fn call(name: &str, a: &[Val], line: &str) -> R<Val> {
             };
             r.map(Val::Float)
         }
+        _ => Err(format!("function {name:?} not defined")),
+    }
+}
+
+/// sprig's functions with numbers (and `default`).
+fn number_call(name: &str, a: &[Val]) -> R<Val> {
+    match name {
         "trunc" => {
             want_n(a, 2)?;
             let (c, x) = (int(&a[0])?, s(&a[1])?);
