@@ -373,6 +373,22 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     parse(path, &text)
 }
 
+/// What `--config.check` warns about in a valid configuration: a rule whose `expr` selector
+/// is `{}`, which Loki refuses and this exporter reads as every source.
+pub fn warnings(config: &Config) -> Vec<String> {
+    config
+        .rules
+        .iter()
+        .filter(|r| r.expr.as_ref().is_some_and(|e| e.matchers.is_empty()))
+        .map(|r| {
+            format!(
+                "rule {:?}: the selector {{}} selects every source here; Loki refuses a query without a matcher, so the rule does not move back to Loki as it is",
+                r.name
+            )
+        })
+        .collect()
+}
+
 /// Parses and validates configuration text (`path` is for messages).
 pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     check_nesting(path, text)?;
@@ -496,11 +512,10 @@ fn check_metric_type(r: &Rule) -> Result<(), String> {
             "rule {name:?}: a rule with `| unwrap` needs its own `metric` (it does not count lines)"
         ));
     }
-    if let (Some(field), Some(names)) = (&expr.unwrap, expr.parser.as_ref().and_then(|p| p.names()))
-    {
+    if let (Some(field), Some(names)) = (&expr.unwrap, expr.added_labels()) {
         if !names.contains(field) {
             return Err(format!(
-                "rule {name:?}: unwrap field {field:?} is not a named group of the regexp stage"
+                "rule {name:?}: unwrap field {field:?} is not a named group or parameter of a parser stage, nor set by label_format"
             ));
         }
     }
@@ -572,13 +587,13 @@ pub fn validate(config: &Config) -> Result<(), String> {
         }
         if !r.labels.is_empty() {
             let expr = r.expression();
-            let Some(parser) = &expr.parser else {
+            if !expr.adds_labels() {
                 return Err(format!(
-                    "rule {:?}: `labels` needs a parser stage in expr (| json, | logfmt, | regexp)",
+                    "rule {:?}: `labels` needs a parser stage in expr (| json, | logfmt, | regexp, | pattern) or | label_format",
                     r.name
                 ));
-            };
-            let names = parser.names();
+            }
+            let names = expr.added_labels();
             for l in &r.labels {
                 check_label_name(l).map_err(|e| format!("rule {:?}: labels: {e}", r.name))?;
                 if names.as_ref().is_some_and(|n| !n.contains(l)) {
@@ -663,6 +678,17 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_selector_is_warned_about() {
+        let c = parse("rules:\n- {name: every, expr: '{} |= \"x\"'}\n- {name: some, expr: '{a=\"b\"}'}\n- {name: legacy, contains: x}\n").unwrap();
+        let w = warnings(&c);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].starts_with("rule \"every\": the selector {} selects every source"),
+            "{w:?}"
+        );
+    }
+
+    #[test]
     fn valid_and_invalid_configs() {
         let c = parse(
             "rules:\n- name: oom\n  contains: Out of memory\nsources:\n- path: /var/log/app/{service}/*.log\n  labels: {job: app}\nstart_at: beginning\n",
@@ -670,6 +696,9 @@ mod tests {
         .unwrap();
         assert_eq!(c.rules[0].max_series, DEFAULT_MAX_SERIES);
         assert_eq!(c.start_at, StartAt::Beginning);
+        // A label set by `| label_format` may be a rule's label and its unwrap field.
+        parse("rules:\n- {name: a, expr: '{} | regexp \"(?P<x>.)\" | label_format y=x', labels: [y]}\n- {name: b, expr: '{} | label_format n=`{{ len __line__ }}` | unwrap n', metric: m}\n")
+            .unwrap();
         let cases = [
             (
                 "rules:\n- {name: a, contains: x}\n- {name: a, contains: y}\n",
@@ -710,6 +739,10 @@ mod tests {
             (
                 "rules:\n- {name: a, expr: '{}', labels: [x]}\n",
                 "needs a parser stage",
+            ),
+            (
+                "rules:\n- {name: a, expr: '{} | label_format y=x', labels: [x]}\n",
+                "not a named group",
             ),
             ("rules:\n- {name: a, expr: '{}', type: gauge}\n", "needs `| unwrap"),
             (
@@ -792,17 +825,17 @@ mod tests {
 
     #[test]
     fn expr_errors_name_line_column_and_offset() {
-        let text = "rules:\n  - name: ok\n    expr: '{namespace=\"x\"} |= \"a\"'\n  - name: bad\n    expr: '{namespace=\"x\"} |= \"a\" | unpack'\n";
+        let text = "rules:\n  - name: ok\n    expr: '{namespace=\"x\"} |= \"a\"'\n  - name: bad\n    expr: '{namespace=\"x\"} |= \"a\" | distinct x'\n";
         let err = parse(text).unwrap_err();
-        // Line 5: the value starts at column 12, + 25: the `u` of unpack.
+        // Line 5: the value starts at column 12, + 25: the `d` of distinct.
         assert!(err.starts_with("c.yml:5:37: "), "{err}");
         assert!(err.contains("at offset 25 of the expression"), "{err}");
         // Flow style, double-quoted YAML with escapes before the error: the rule's position.
-        let err = parse("rules:\n- {name: a, expr: \"{a=\\\"b\\\"} | unpack\"}\n").unwrap_err();
+        let err = parse("rules:\n- {name: a, expr: \"{a=\\\"b\\\"} | distinct x\"}\n").unwrap_err();
         assert!(err.starts_with("c.yml:2:3: "), "{err}");
-        let err = parse("rules:\n- {name: a, expr: \"{} | unpack\"}\n").unwrap_err();
+        let err = parse("rules:\n- {name: a, expr: \"{} | distinct x\"}\n").unwrap_err();
         assert!(err.starts_with("c.yml:2:25: "), "{err}");
-        assert!(err.contains("`| unpack` stage is not supported"), "{err}");
+        assert!(err.contains("`| distinct` stage is not supported"), "{err}");
         assert!(err.contains("supported: a stream selector"), "{err}");
         let c = parse(
             "rules:\n- name: r\n  expr: '{} |= \"x\"'\n  alert: true\n  severity: critical\n  metric: my_errors\n  keep_labels: [namespace]\n  max_series: 5\n",

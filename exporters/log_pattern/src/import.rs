@@ -14,6 +14,11 @@
 //! approximation); per-stream aggregations (`max`, `min`, `avg`, `count`, `topk`, ...) see only
 //! the series that counted a line in the range, as Loki's streams without lines have no series;
 //! `absent_over_time` is 1 when the rule's series counted nothing in the range or do not exist.
+//! `bytes_over_time`/`bytes_rate` and `sum_over_time`/`rate` over `| unwrap` (inside a `sum`)
+//! get rules with a counter of their own (`metric`) that adds each line's bytes (a
+//! `label_format` of `len __line__` unwrapped) or each unwrapped value; `offset` and
+//! `label_replace` carry over; `quantile_over_time` becomes `histogram_quantile` over a
+//! histogram rule when the Loki rule declares its buckets (annotation `log_pattern_buckets`).
 //! Each rule is reported on its own: translated, translated with a named approximation, or
 //! refused with the reason; a refused rule is left out of both outputs and never stops the
 //! others. Both files are written whole (a temporary file renamed) or not at all.
@@ -68,6 +73,14 @@ struct OutRule {
     /// Labels of the parser stage the series carry (grouping labels no source has).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     labels: Vec<String>,
+    /// The counter a `| unwrap` rule adds its numbers to (or its histogram).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metric: Option<String>,
+    /// `histogram` for a quantile.
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    kind: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    buckets: Option<Vec<f64>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -125,6 +138,15 @@ enum M {
         func: String,
         query: String,
         range: String,
+        /// `offset 1h`
+        offset: Option<String>,
+        /// The φ of `quantile_over_time(φ, ...)`, as written, and its `by (...)`.
+        param: Option<(String, Option<Vec<String>>)>,
+    },
+    /// `label_replace(inner, "dst", "replacement", "src", "regex")`: the four strings.
+    LabelReplace {
+        inner: Box<M>,
+        args: [String; 4],
     },
     Bin {
         op: String,
@@ -390,29 +412,68 @@ impl P<'_> {
         }
         if RANGE_FUNCTIONS.contains(&w.as_str()) {
             self.expect("(")?;
+            let mut param = None;
             if w == "quantile_over_time" {
-                return Err("quantile_over_time (an unwrap aggregation) cannot be translated: the exporter's histograms need the rule's buckets".into());
+                let M::Num(q) = self.unary()? else {
+                    return Err("quantile_over_time takes a number first".into());
+                };
+                self.expect(",")?;
+                self.ws();
+                param = Some(q);
             }
             let (query, range) = self.log_range()?;
             self.ws();
+            let mut offset = None;
             if self.peek_word() == "offset" {
-                return Err("`offset` cannot be translated".into());
+                self.word();
+                let d = self.word();
+                if d.is_empty()
+                    || !d
+                        .chars()
+                        .all(|c| c.is_ascii_digit() || "smhdwy".contains(c))
+                {
+                    return Err(format!("invalid offset {d:?}"));
+                }
+                offset = Some(d);
             }
             if self.eat(")") {
-                if self.rest().trim_start().starts_with("by")
-                    || self.rest().trim_start().starts_with("without")
-                {
-                    return Err(format!("{w}(...) by (...) (grouping an unwrap range aggregation) cannot be translated"));
-                }
+                let param = match param {
+                    Some(q) if self.peek_word() == "by" => {
+                        self.word();
+                        Some((q, Some(self.labels()?)))
+                    }
+                    Some(q) if self.peek_word() != "without" => Some((q, None)),
+                    _ if self.peek_word() == "by" || self.peek_word() == "without" => {
+                        return Err(format!("{w}(...) by/without (...) (grouping an unwrap range aggregation) cannot be translated"));
+                    }
+                    _ => None,
+                };
                 return Ok(M::Range {
                     func: w,
                     query,
                     range,
+                    offset,
+                    param,
                 });
             }
             return Err(format!("expected `)` after the range of {w}(...)"));
         }
-        if w == "label_replace" || w == "absent" || w.is_empty() {
+        if w == "label_replace" {
+            self.expect("(")?;
+            let inner = self.expr(0)?;
+            let mut args: [String; 4] = Default::default();
+            for a in &mut args {
+                self.expect(",")?;
+                self.ws();
+                *a = self.quoted()?;
+            }
+            self.expect(")")?;
+            return Ok(M::LabelReplace {
+                inner: Box::new(inner),
+                args,
+            });
+        }
+        if w == "absent" || w.is_empty() {
             return Err(format!(
                 "{} at offset {at} cannot be translated",
                 if w.is_empty() {
@@ -423,6 +484,28 @@ impl P<'_> {
             ));
         }
         Err(format!("unknown function or keyword {w:?} at offset {at}"))
+    }
+
+    /// A double-quoted string (Go escapes) or a backquoted one, as written.
+    fn quoted(&mut self) -> Result<String, String> {
+        let b = self.s.as_bytes();
+        let q = *b.get(self.i).ok_or("expected a string")?;
+        if q != b'"' && q != b'`' {
+            return Err(format!("expected a string at offset {}", self.i));
+        }
+        let mut j = self.i + 1;
+        while j < b.len() && b[j] != q {
+            if b[j] == b'\\' && q == b'"' {
+                j += 1;
+            }
+            j += 1;
+        }
+        if j >= b.len() {
+            return Err("unterminated string".into());
+        }
+        let text = self.s[self.i..=j].to_string();
+        self.i = j + 1;
+        Ok(text)
     }
 
     fn grouping(&mut self) -> Result<Option<(bool, Vec<String>)>, String> {
@@ -515,7 +598,26 @@ struct Wanted {
     keep: Option<Vec<String>>,
     /// Extracted labels (grouping labels after a parser stage).
     labels: Vec<String>,
+    /// The rule's own metric (a sum of `| unwrap` values or of line bytes, or a histogram).
+    metric: Option<String>,
+    /// `type: histogram` with these buckets.
+    buckets: Option<Vec<f64>>,
 }
+
+/// What an exporter rule measures for a range function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Measure {
+    Lines,
+    /// The bytes of each line (`bytes_over_time`, `bytes_rate`).
+    Bytes,
+    /// The query's `| unwrap` value (`sum_over_time`, `rate`).
+    Unwrap,
+    /// The query's `| unwrap` values in the rule's buckets (`quantile_over_time`).
+    Histogram,
+}
+
+/// The label the byte count of a line is carried in (`| label_format` then `| unwrap`).
+const BYTES_LABEL: &str = "log_line_bytes";
 
 /// Translation state of one Loki rule.
 struct Tr<'a> {
@@ -525,6 +627,26 @@ struct Tr<'a> {
     notes: Vec<String>,
     warnings: Vec<String>,
     known: &'a Known,
+    /// The Loki rule's declared histogram buckets (`log_pattern_buckets`).
+    buckets: Option<Vec<f64>>,
+}
+
+/// The annotation of a Loki rule that declares the buckets of its quantiles.
+const BUCKETS_ANNOTATION: &str = "log_pattern_buckets";
+
+/// The buckets an annotation declares: finite, strictly increasing numbers.
+fn parse_buckets(text: &str) -> Result<Vec<f64>, String> {
+    let b: Vec<f64> = text
+        .split(',')
+        .map(|x| x.trim().parse::<f64>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| format!("{BUCKETS_ANNOTATION}: {text:?} is not a list of numbers"))?;
+    if b.is_empty() || !b.iter().all(|x| x.is_finite()) || !b.windows(2).all(|w| w[0] < w[1]) {
+        return Err(format!(
+            "{BUCKETS_ANNOTATION}: {text:?} must be finite and strictly increasing"
+        ));
+    }
+    Ok(b)
 }
 
 impl Tr<'_> {
@@ -568,14 +690,36 @@ impl Tr<'_> {
         Ok(format!("{{{}}}{}", parts.join(", "), &query[end..]))
     }
 
-    fn rule_for(&mut self, query: &str, keep: Option<Vec<String>>) -> Result<String, String> {
-        let mapped = self.map_query(query)?;
-        let query = mapped.as_str();
+    /// The exporter rule for `query` (made once per query, keep and measure): its name and,
+    /// for a sum, its metric.
+    fn rule_for(
+        &mut self,
+        query: &str,
+        keep: Option<Vec<String>>,
+        measure: Measure,
+    ) -> Result<(String, Option<String>), String> {
+        let mut mapped = self.map_query(query)?;
         let keep = keep.map(|k| k.iter().map(|l| self.mapped(l)).collect::<Vec<_>>());
-        let parsed = crate::logql::parse(query).map_err(|e| format!("log query {query:?}: {e}"))?;
-        if parsed.unwrap.is_some() {
-            return Err("unwrap range aggregations cannot be translated".into());
+        let parsed =
+            crate::logql::parse(&mapped).map_err(|e| format!("log query {mapped:?}: {e}"))?;
+        match (measure, parsed.unwrap.is_some()) {
+            (Measure::Lines, true) => {
+                return Err("a range function over lines (rate, count_over_time) of a query with `| unwrap`: Loki refuses it".into())
+            }
+            (Measure::Unwrap | Measure::Histogram, false) => {
+                return Err("an unwrap range aggregation needs `| unwrap` in its query".into())
+            }
+            (Measure::Bytes, true) => {
+                return Err("bytes_over_time/bytes_rate of a query with `| unwrap`: Loki refuses it".into())
+            }
+            (Measure::Bytes, false) => {
+                mapped.push_str(&format!(
+                    " | label_format {BYTES_LABEL}=`{{{{ len __line__ }}}}` | unwrap {BYTES_LABEL}"
+                ));
+            }
+            _ => {}
         }
+        let query = mapped.as_str();
         let mut keep = keep;
         let mut labels = Vec::new();
         if let Some(parser) = &parsed.parser {
@@ -611,23 +755,33 @@ impl Tr<'_> {
                 }
             }
         }
-        if let Some((_, n)) = self
+        if let Some((w, n)) = self
             .rules
             .iter()
             .find(|(w, _)| w.query == query && w.keep == keep && w.labels == labels)
         {
-            return Ok(n.clone());
+            return Ok((n.clone(), w.metric.clone()));
         }
         let name = rule_name(self.base, self.taken);
+        let metric = match measure {
+            Measure::Lines => None,
+            Measure::Bytes => Some(format!("{name}_bytes")),
+            Measure::Unwrap => Some(format!("{name}_sum")),
+            Measure::Histogram => Some(format!("{name}_hist")),
+        };
         self.rules.push((
             Wanted {
                 query: query.to_string(),
                 keep,
                 labels,
+                metric: metric.clone(),
+                buckets: (measure == Measure::Histogram)
+                    .then(|| self.buckets.clone())
+                    .flatten(),
             },
             name.clone(),
         ));
-        Ok(name)
+        Ok((name, metric))
     }
 
     fn note(&mut self, n: &str) {
@@ -646,38 +800,88 @@ impl Tr<'_> {
         keep: Option<Vec<String>>,
         per_stream: bool,
     ) -> Result<String, String> {
-        let series = |name: &str| format!("log_pattern_matches_total{{rule=\"{name}\"}}");
-        match func {
-            "rate" | "count_over_time" => {
-                let name = self.rule_for(query, keep)?;
-                let fun = if func == "rate" {
-                    "rate"
-                } else {
-                    self.note("count_over_time as increase() (extrapolated over the range)");
-                    "increase"
-                };
-                let e = format!("{fun}({}[{range}])", series(&name));
-                Ok(if per_stream {
-                    self.note("streams are the exporter's sources (files)");
-                    format!("({e} > 0)")
-                } else {
-                    e
-                })
+        let series = |name: &str, metric: &Option<String>| match metric {
+            None => format!("log_pattern_matches_total{{rule=\"{name}\"}}"),
+            Some(m) => format!("log_pattern_{m}_total{{rule=\"{name}\"}}"),
+        };
+        let unwrap = crate::logql::parse(query)
+            .map(|q| q.unwrap.is_some())
+            .unwrap_or(false);
+        let (measure, fun) = match (func, unwrap) {
+            ("rate", false) => (Measure::Lines, "rate"),
+            ("count_over_time", _) => (Measure::Lines, "increase"),
+            ("rate", true) => (Measure::Unwrap, "rate"),
+            ("sum_over_time", _) => (Measure::Unwrap, "increase"),
+            ("bytes_rate", _) => (Measure::Bytes, "rate"),
+            ("bytes_over_time", _) => (Measure::Bytes, "increase"),
+            ("absent_over_time", _) => {
+                let (name, metric) = self.rule_for(query, Some(Vec::new()), Measure::Lines)?;
+                let s = series(&name, &metric);
+                return Ok(format!(
+                    "(((sum(increase({s}[{range}])) == 0) + 1) or absent({s}))"
+                ));
             }
-            "absent_over_time" => {
-                let name = self.rule_for(query, Some(Vec::new()))?;
-                Ok(format!(
-                    "(((sum(increase({s}[{range}])) == 0) + 1) or absent({s}))",
-                    s = series(&name)
+            _ => {
+                return Err(format!(
+                    "{func} (an unwrap range aggregation) cannot be translated: the exporter keeps sums of unwrapped values, not each value"
                 ))
             }
-            "bytes_over_time" | "bytes_rate" => Err(format!(
-                "{func} cannot be translated: the exporter counts lines, not bytes"
-            )),
-            _ => Err(format!(
-                "{func} (an unwrap range aggregation) cannot be translated"
-            )),
+        };
+        if measure == Measure::Unwrap && per_stream {
+            return Err(format!("{func} over `| unwrap` is translated only directly inside sum (by ...): a per-stream sum can be 0 or negative, which a per-source counter cannot tell from no lines"));
         }
+        let (name, metric) = self.rule_for(query, keep, measure)?;
+        match (fun, measure) {
+            ("increase", Measure::Lines) => {
+                self.note("count_over_time as increase() (extrapolated over the range)")
+            }
+            ("increase", _) => self.note(&format!(
+                "{func} as increase() of a running sum (extrapolated over the range)"
+            )),
+            _ => {}
+        }
+        if measure == Measure::Bytes {
+            self.note("bytes counted by a label_format/unwrap rule: a line that still carries __error__ is not counted (Loki fails the query instead)");
+        }
+        let e = format!("{fun}({}[{range}])", series(&name, &metric));
+        Ok(if per_stream {
+            self.note("streams are the exporter's sources (files)");
+            format!("({e} > 0)")
+        } else {
+            e
+        })
+    }
+
+    /// `quantile_over_time(φ, Q | unwrap x [r])` per stream: `histogram_quantile` over a
+    /// histogram rule with the Loki rule's declared buckets (`log_pattern_buckets`).
+    fn quantile(
+        &mut self,
+        q: &str,
+        by: Option<&[String]>,
+        query: &str,
+        range: &str,
+    ) -> Result<String, String> {
+        if self.buckets.is_none() {
+            return Err(format!("quantile_over_time needs the rule's buckets: an annotation {BUCKETS_ANNOTATION}: \"0.1, 0.5, 1\" (the exporter keeps a histogram, not each value)"));
+        }
+        let (name, metric) =
+            self.rule_for(query, by.map(<[String]>::to_vec), Measure::Histogram)?;
+        let m = metric.unwrap_or_default();
+        self.note("quantile_over_time as histogram_quantile() over the rule's buckets (interpolated within a bucket)");
+        let rate = format!("rate(log_pattern_{m}_bucket{{rule=\"{name}\"}}[{range}])");
+        let inner = match by {
+            Some(labels) => {
+                let mut l: Vec<String> = labels.iter().map(|x| self.mapped(x)).collect();
+                l.insert(0, "le".into());
+                format!("sum by ({}) ({rate})", l.join(", "))
+            }
+            None => {
+                self.note("streams are the exporter's sources (files)");
+                rate
+            }
+        };
+        // A stream or group without values in the range is NaN here and no series in Loki.
+        Ok(format!("(histogram_quantile({q}, {inner}) >= -Inf)"))
     }
 
     fn emit(&mut self, m: &M) -> Result<String, String> {
@@ -701,7 +905,33 @@ impl Tr<'_> {
                 }
                 format!("{} {op}{modifiers} {}", self.emit(l)?, self.emit(r)?)
             }
-            M::Range { func, query, range } => self.range(func, query, range, None, true)?,
+            M::Range {
+                func,
+                query,
+                range,
+                offset,
+                param,
+            } => {
+                let e = match param {
+                    Some((q, by)) => self.quantile(q, by.as_deref(), query, range)?,
+                    None => self.range(func, query, range, None, true)?,
+                };
+                with_offset(e, range, offset)
+            }
+            M::LabelReplace { inner, args } => {
+                let [dst, repl, src, re] = args;
+                let src = match src.get(1..src.len().saturating_sub(1)) {
+                    Some(name) if !name.is_empty() => {
+                        let q = &src[..1];
+                        format!("{q}{}{q}", self.mapped(name))
+                    }
+                    _ => src.clone(),
+                };
+                format!(
+                    "label_replace({}, {dst}, {repl}, {src}, {re})",
+                    self.emit(inner)?
+                )
+            }
             M::Agg {
                 op,
                 grouping,
@@ -709,11 +939,20 @@ impl Tr<'_> {
                 inner,
             } => {
                 let inner_s = match (op.as_str(), grouping, inner.as_ref()) {
-                    ("sum", None | Some((false, _)), M::Range { func, query, range })
-                        if func != "absent_over_time" =>
-                    {
+                    (
+                        "sum",
+                        None | Some((false, _)),
+                        M::Range {
+                            func,
+                            query,
+                            range,
+                            offset,
+                            param: None,
+                        },
+                    ) if func != "absent_over_time" => {
                         let keep = grouping.as_ref().map_or(Vec::new(), |(_, l)| l.clone());
-                        self.range(func, query, range, Some(keep), false)?
+                        let e = self.range(func, query, range, Some(keep), false)?;
+                        with_offset(e, range, offset)
                     }
                     _ => self.emit(inner)?,
                 };
@@ -743,11 +982,19 @@ impl Tr<'_> {
     }
 }
 
+/// `[range]` of a translated range function followed by `offset`, when the query had one.
+fn with_offset(e: String, range: &str, offset: &Option<String>) -> String {
+    match offset {
+        None => e,
+        Some(o) => e.replacen(&format!("[{range}]"), &format!("[{range}] offset {o}"), 1),
+    }
+}
+
 /// Whether `m` yields series with the rule's own labels (no aggregation over them).
 fn unaggregated(m: &M) -> bool {
     match m {
         M::Range { func, .. } => func != "absent_over_time",
-        M::Paren(e) => unaggregated(e),
+        M::Paren(e) | M::LabelReplace { inner: e, .. } => unaggregated(e),
         M::Bin { l, r, .. } => unaggregated(l) || unaggregated(r),
         M::Agg { .. } | M::Num(_) | M::Vector(_) => false,
     }
@@ -869,6 +1116,11 @@ pub fn translate_with(
                     .or(r.alert.as_deref())
                     .ok_or("a rule needs `record` or `alert`")?;
                 let m = parse_metric(r.expr.trim())?;
+                let buckets = r
+                    .annotations
+                    .get(BUCKETS_ANNOTATION)
+                    .map(|b| parse_buckets(b))
+                    .transpose()?;
                 let mut tr = Tr {
                     base,
                     taken: &mut taken,
@@ -876,6 +1128,7 @@ pub fn translate_with(
                     notes: Vec::new(),
                     warnings: Vec::new(),
                     known: &known,
+                    buckets,
                 };
                 let expr = tr.emit(&m)?;
                 if tr.rules.is_empty() {
@@ -888,6 +1141,9 @@ pub fn translate_with(
                         expr: w.query,
                         keep_labels: w.keep,
                         labels: w.labels,
+                        metric: w.metric,
+                        kind: w.buckets.is_some().then(|| "histogram".to_string()),
+                        buckets: w.buckets,
                     };
                     // Each exporter rule must load by itself, or the rule is refused.
                     let one = serde_yaml_ng::to_string(&OutRules {
@@ -896,6 +1152,9 @@ pub fn translate_with(
                             expr: o.expr.clone(),
                             keep_labels: o.keep_labels.clone(),
                             labels: o.labels.clone(),
+                            metric: o.metric.clone(),
+                            kind: o.kind.clone(),
+                            buckets: o.buckets.clone(),
                         }],
                     })
                     .map_err(|e| e.to_string())?;
@@ -911,7 +1170,12 @@ pub fn translate_with(
                         expr,
                         for_: r.for_.clone(),
                         labels: r.labels.clone(),
-                        annotations: r.annotations.clone(),
+                        annotations: r
+                            .annotations
+                            .iter()
+                            .filter(|(k, _)| *k != BUCKETS_ANNOTATION)
+                            .map(|(k, v)| (k.clone(), v.clone()))
+                            .collect(),
                     },
                     tr.notes,
                     tr.warnings,
@@ -1056,6 +1320,7 @@ mod tests {
             notes: Vec::new(),
             warnings: Vec::new(),
             known: &known,
+            buckets: Some(vec![0.1, 1.0]),
         };
         let e = t.emit(&m)?;
         let rules = t
@@ -1117,6 +1382,67 @@ mod tests {
             let (got, _, _) = tr(expr).unwrap_or_else(|e| panic!("{expr}: {e}"));
             assert_eq!(&got, want, "{expr}");
         }
+        // Sums of unwrapped values and of line bytes are counters of their own.
+        let sums: &[(&str, &str, &str)] = &[
+            (
+                r#"sum by (pod) (sum_over_time({namespace="a"} | logfmt | unwrap took [5m]))"#,
+                r#"sum by (pod) (increase(log_pattern_r_sum_total{rule="r"}[5m]))"#,
+                r#"{namespace="a"} | logfmt | unwrap took"#,
+            ),
+            (
+                r#"sum(rate({namespace="a"} | json | unwrap bytes(size) | __error__="" [1m]))"#,
+                r#"sum(rate(log_pattern_r_sum_total{rule="r"}[1m]))"#,
+                r#"{namespace="a"} | json | unwrap bytes(size) | __error__="""#,
+            ),
+            (
+                r#"sum by (namespace) (bytes_over_time({namespace="a"} |= "x" [1h]))"#,
+                r#"sum by (namespace) (increase(log_pattern_r_bytes_total{rule="r"}[1h]))"#,
+                r#"{namespace="a"} |= "x" | label_format log_line_bytes=`{{ len __line__ }}` | unwrap log_line_bytes"#,
+            ),
+            (
+                r#"max(bytes_rate({namespace="a"}[5m]))"#,
+                r#"max((rate(log_pattern_r_bytes_total{rule="r"}[5m]) > 0))"#,
+                r#"{namespace="a"} | label_format log_line_bytes=`{{ len __line__ }}` | unwrap log_line_bytes"#,
+            ),
+        ];
+        for (expr, want, query) in sums {
+            let (got, rules, _) = tr(expr).unwrap_or_else(|e| panic!("{expr}: {e}"));
+            assert_eq!(&got, want, "{expr}");
+            assert_eq!(rules[0].0, *query, "{expr}");
+        }
+        // offset and label_replace carry over (label_replace's source label mapped).
+        let (got, _, _) = tr(
+            r#"label_replace(sum by (app) (rate({namespace="a"}[5m] offset 1h)), "svc", "$1", "app", "nova-(.*)")"#,
+        )
+        .unwrap();
+        assert_eq!(
+            got,
+            format!(
+                r#"label_replace(sum by (container) (rate({}[5m] offset 1h)), "svc", "$1", "container", "nova-(.*)")"#,
+                m("r")
+            )
+        );
+        let (got, _, _) =
+            tr(r#"max(quantile_over_time(0.99, {namespace="a"} | regexp "took=(?P<took>\\S+)" | unwrap took [5m]) by (pod))"#)
+                .unwrap();
+        assert_eq!(
+            got,
+            r#"max((histogram_quantile(0.99, sum by (le, pod) (rate(log_pattern_r_hist_bucket{rule="r"}[5m]))) >= -Inf))"#
+        );
+        let (got, _, _) =
+            tr(r#"quantile_over_time(0.5, {namespace="a"} |= "x" | label_format t=`{{ len __line__ }}` | unwrap t [1m])"#)
+                .unwrap();
+        assert_eq!(
+            got,
+            r#"(histogram_quantile(0.5, rate(log_pattern_r_hist_bucket{rule="r"}[1m])) >= -Inf)"#
+        );
+        assert!(parse_buckets("1, 0.5").is_err() && parse_buckets("x").is_err());
+        assert_eq!(parse_buckets(" 0.1,1 ,5"), Ok(vec![0.1, 1.0, 5.0]));
+        let (got, _, _) = tr(r#"max(count_over_time({namespace="a"}[5m] offset 10m))"#).unwrap();
+        assert_eq!(
+            got,
+            format!("max((increase({}[5m] offset 10m) > 0))", m("r"))
+        );
         // The same log query twice is one exporter rule; keep labels follow the aggregation.
         let (_, rules, _) = tr(
             r#"sum by (pod) (rate({namespace="a"}[5m])) / sum by (pod) (rate({namespace="a"}[5m]))"#,
@@ -1156,14 +1482,35 @@ mod tests {
         let long = vec!["1"; 2000].join(" + ");
         assert!(tr(&long).unwrap_err().contains("more than 1000 terms"));
         for (bad, why) in [
-            (r#"sum(bytes_rate({a="b"}[5m]))"#, "counts lines, not bytes"),
             (
-                r#"quantile_over_time(0.9, {a="b"} | json | unwrap x [5m])"#,
-                "quantile_over_time",
+                r#"max(sum_over_time({a="b"} | logfmt | unwrap x [5m]))"#,
+                "only directly inside sum",
             ),
             (
-                r#"sum(sum_over_time({a="b"} | logfmt | unwrap x [5m]))"#,
-                "unwrap",
+                r#"sum(avg_over_time({a="b"} | logfmt | unwrap x [5m]))"#,
+                "avg_over_time (an unwrap range aggregation)",
+            ),
+            (r#"sum(sum_over_time({a="b"} [5m]))"#, "needs `| unwrap`"),
+            (
+                r#"sum(bytes_rate({a="b"} | logfmt | unwrap x [5m]))"#,
+                "Loki refuses",
+            ),
+            (r#"sum(rate({a="b"}[5m] offset))"#, "invalid offset"),
+            (
+                r#"label_replace(sum(rate({a="b"}[5m])), "x", "$1", "y")"#,
+                "expected `,`",
+            ),
+            (
+                r#"quantile_over_time(0.9, {a="b"} | json [5m])"#,
+                "needs `| unwrap`",
+            ),
+            (
+                r#"quantile_over_time(0.9, {a="b"} | json | unwrap x [5m])"#,
+                "after a parser stage",
+            ),
+            (
+                r#"sum_over_time({a="b"} | json | unwrap x [5m]) by (a)"#,
+                "by/without",
             ),
             (r#"max(rate({a="b"} | json [5m]))"#, "after a parser stage"),
             (
@@ -1171,8 +1518,7 @@ mod tests {
                 "neither a source label nor extracted",
             ),
             (r#"rate({a="b"}[5m]) / rate({a="c"}[5m])"#, "not aggregated"),
-            (r#"sum(rate({a="b"}[5m] offset 1h))"#, "offset"),
-            (r#"sum(rate({a="b"} | unpack [5m]))"#, "unpack"),
+            (r#"sum(rate({a="b"} | distinct x [5m]))"#, "distinct"),
             (r#"sum(rate({a="b"}[5m])"#, "expected `)`"),
         ] {
             let e = tr(bad).unwrap_err();

@@ -9,10 +9,11 @@
 //! `or` between their strings) must all hold. The stages after them ([`pipeline`]): parsers
 //! `| json`, `| logfmt`, `| regexp`, `| pattern` with their parameter forms, label filters
 //! (string, number, duration and bytes comparisons joined with `and`, `,`, `or` and
-//! parentheses), `| drop`, `| keep`, `| decolorize`, and last `| unwrap field`. Regexes are Go's
-//! RE2 dialect ([`re2`]), strings take Go's escapes. What this exporter cannot evaluate one line
-//! at a time (metric queries, `line_format`, `label_format`, `unpack`, `distinct`, `ip()`) is
-//! rejected with an error that gives its character offset in the expression.
+//! parentheses), `| drop`, `| keep`, `| decolorize`, `| line_format` and `| label_format` (Go
+//! templates, [`template`]), and last `| unwrap field`. Regexes are Go's RE2 dialect ([`re2`]),
+//! strings take Go's escapes; `ip("...")` filters lines and labels ([`ip`]). What this exporter
+//! does not evaluate (metric queries, `distinct`) is rejected with an error that gives its character offset in the
+//! expression.
 //!
 //! Parsing is a small hand-written scanner: the grammar is small, and a hand-written one gives
 //! the precise positions and messages users need.
@@ -21,16 +22,18 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer};
 
+pub mod ip;
 pub mod pipeline;
 pub mod re2;
+pub mod template;
 
 pub use pipeline::{
-    Conversion, LabelExpr, LabelFilter, LabelSel, ParserStage, PathPart, Pattern, Processed, Stage,
-    ERROR_DETAILS_LABEL, ERROR_LABEL,
+    Conversion, LabelExpr, LabelFilter, LabelFmt, LabelFmtKind, LabelSel, ParserStage, PathPart,
+    Pattern, Processed, Stage, ERROR_DETAILS_LABEL, ERROR_LABEL,
 };
 
 /// What the grammar supports, appended to errors.
-pub const SUPPORTED: &str = "supported: a stream selector {label=\"v\", label!=\"v\", label=~\"re\", label!~\"re\"} followed by line filters |= \"text\", != \"text\", |~ \"re\", !~ \"re\", |> \"pattern\", !> \"pattern\" (with `or` between strings), stages | json [a=\"path\", ...], | logfmt [--strict] [--keep-empty] [a=\"key\", ...], | regexp \"(?P<name>re)\", | pattern \"<name> ...\", | drop, | keep, | decolorize, label filters | name=\"v\" (also !=, =~, !~), | name > 1.5 (also >=, <, <=, ==, !=; numbers, durations 5s, bytes 5MB) joined with and, `,`, or and parentheses, and last | unwrap name (or duration(name), bytes(name)), then label filters only";
+pub const SUPPORTED: &str = "supported: a stream selector {label=\"v\", label!=\"v\", label=~\"re\", label!~\"re\"} followed by line filters |= \"text\", != \"text\", |~ \"re\", !~ \"re\", |> \"pattern\", !> \"pattern\" (with `or` between strings), |= ip(\"10.0.0.0/8\") and != ip(...), stages | json [a=\"path\", ...], | unpack, | logfmt [--strict] [--keep-empty] [a=\"key\", ...], | regexp \"(?P<name>re)\", | pattern \"<name> ...\", | drop, | keep, | decolorize, | line_format \"{{.label}}\" and | label_format dst=\"{{.src}}\", dst=src (Go templates), label filters | name=\"v\" (also !=, =~, !~), | name=ip(\"10.0.0.1-10.0.0.9\") (also !=), | name > 1.5 (also >=, <, <=, ==, !=; numbers, durations 5s, bytes 5MB) joined with and, `,`, or and parentheses, and last | unwrap name (or duration(name), bytes(name)), then label filters only";
 
 /// A parse error at a character offset (0-based) of the expression.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -87,6 +90,10 @@ pub enum FilterOp {
     Pattern,
     /// `!>`
     NotPattern,
+    /// `|= ip("...")`
+    Ip,
+    /// `!= ip("...")`
+    NotIp,
 }
 
 /// One line filter.
@@ -99,6 +106,8 @@ pub struct Filter {
     pub regex: Option<regex::bytes::Regex>,
     /// `|>`/`!>`: the patterns joined by `or`.
     pub patterns: Vec<Pattern>,
+    /// `|= ip("...")`/`!= ip("...")`.
+    pub ip: Option<ip::IpMatch>,
 }
 
 impl Filter {
@@ -113,6 +122,8 @@ impl Filter {
             FilterOp::NotMatches => self.regex.as_ref().is_some_and(|r| !r.is_match(line)),
             FilterOp::Pattern => self.patterns.iter().any(|p| p.test(line)),
             FilterOp::NotPattern => !self.patterns.iter().any(|p| p.test(line)),
+            FilterOp::Ip => self.ip.as_ref().is_some_and(|m| m.test(line)),
+            FilterOp::NotIp => !self.ip.as_ref().is_some_and(|m| m.test(line)),
         }
     }
 }
@@ -179,6 +190,7 @@ impl Expr {
                 value: text.to_string(),
                 regex: None,
                 patterns: Vec::new(),
+                ip: None,
             }],
             parser: None,
             stages: Vec::new(),
@@ -203,6 +215,29 @@ impl Expr {
             return None;
         }
         pipeline::run(&self.stages, labels, line)
+    }
+}
+
+impl Expr {
+    /// The labels the stages can add (parsers, `| label_format`), by name; `None` when any
+    /// name may occur (`| json`, `| logfmt` without parameters).
+    pub fn added_labels(&self) -> Option<Vec<String>> {
+        let mut out = Vec::new();
+        for s in &self.stages {
+            match s {
+                Stage::Parser(p) => out.extend(p.names()?),
+                Stage::LabelFormat(fs) => out.extend(fs.iter().map(|f| f.name.clone())),
+                _ => {}
+            }
+        }
+        Some(out)
+    }
+
+    /// Whether a stage adds labels a rule's `labels` may name.
+    pub fn adds_labels(&self) -> bool {
+        self.stages
+            .iter()
+            .any(|s| matches!(s, Stage::Parser(_) | Stage::LabelFormat(_)))
     }
 }
 
@@ -248,10 +283,10 @@ pub fn parse(text: &str) -> Result<Expr, ExprError> {
         }
         match step {
             Step::Unwrap(field, conv) => {
-                if parser.is_none() {
+                if parser.is_none() && !stages.iter().any(|s| matches!(s, Stage::LabelFormat(_))) {
                     return err(
                         at,
-                        "`| unwrap` needs a parser stage (| json, | logfmt, | regexp, | pattern) before it",
+                        "`| unwrap` needs a parser stage (| json, | logfmt, | regexp, | pattern) or | label_format before it",
                     );
                 }
                 stages.push(Stage::Unwrap(field.clone(), conv));
@@ -262,7 +297,9 @@ pub fn parse(text: &str) -> Result<Expr, ExprError> {
             Step::Stage(s) => {
                 match &s {
                     Stage::Parser(ps) if parser.is_none() => parser = Some(ps.clone()),
-                    Stage::Decolorize => rewritten = true,
+                    Stage::Decolorize
+                    | Stage::LineFormat(_)
+                    | Stage::Parser(ParserStage::Unpack) => rewritten = true,
                     _ => {}
                 }
                 stages.push(s);
@@ -621,12 +658,79 @@ impl Parser {
                 }
                 Ok(Step::Unwrap(field, conv))
             }
-            "unpack" | "line_format" | "label_format" | "distinct" => {
-                err(word_at, format!("the `| {word}` stage is not supported"))
+            "line_format" => {
+                self.ws();
+                let at = self.pos;
+                let value = self.string()?;
+                let t = template::Template::parse(&value).map_err(|m| ExprError {
+                    offset: at,
+                    message: format!("invalid line template: {m}"),
+                })?;
+                stage(Stage::LineFormat(Box::new(t)))
             }
+            "label_format" => self
+                .label_format()
+                .map(|f| Step::Stage(Stage::LabelFormat(f))),
+            "unpack" => stage(Stage::Parser(ParserStage::Unpack)),
+            "distinct" => err(
+                word_at,
+                "the `| distinct` stage is not supported: it keeps the first line of each label combination within a query's range, and a rule counts every line as it comes, with no range",
+            ),
             _ => self
                 .label_or(Some((word, word_at)))
                 .map(|e| Step::Stage(Stage::Labels(e))),
+        }
+    }
+
+    /// `dst="template", dst=src, ...` after `| label_format`.
+    fn label_format(&mut self) -> Result<Vec<LabelFmt>, ExprError> {
+        let mut out: Vec<LabelFmt> = Vec::new();
+        loop {
+            self.ws();
+            let at = self.pos;
+            let name = self.ident();
+            if name.is_empty() {
+                return err(at, "expected a label name after `| label_format`");
+            }
+            if name == ERROR_LABEL {
+                return err(at, format!("{ERROR_LABEL} cannot be formatted"));
+            }
+            if out.iter().any(|f| f.name == name) {
+                return err(
+                    at,
+                    format!(
+                        "multiple label name '{name}' not allowed in a single format operation"
+                    ),
+                );
+            }
+            self.ws();
+            if self.peek() != Some('=') {
+                return err(self.pos, "expected `=` after the label name");
+            }
+            self.pos += 1;
+            self.ws();
+            let value_at = self.pos;
+            let how = if matches!(self.peek(), Some('"' | '`')) {
+                let value = self.string()?;
+                let t = template::Template::parse(&value).map_err(|m| ExprError {
+                    offset: value_at,
+                    message: format!("invalid template for label '{name}': {m}"),
+                })?;
+                LabelFmtKind::Template(Box::new(t))
+            } else {
+                let src = self.ident();
+                if src.is_empty() {
+                    return err(value_at, "expected a template string or a label name");
+                }
+                LabelFmtKind::Rename(src)
+            };
+            out.push(LabelFmt { name, how });
+            self.ws();
+            if self.peek() == Some(',') {
+                self.pos += 1;
+            } else {
+                return Ok(out);
+            }
         }
     }
 
@@ -776,6 +880,19 @@ impl Parser {
         self.pos += len;
         self.ws();
         let value_at = self.pos;
+        if self.at_word("ip") {
+            let negate = match (len, str_op) {
+                (1, Some(MatchOp::Eq)) => false,
+                (2, Some(MatchOp::Ne)) => true,
+                _ => return err(at, "an ip(\"...\") label filter takes = or !="),
+            };
+            let (_, matcher) = self.ip_call()?;
+            return Ok(LabelFilter::Ip {
+                name,
+                negate,
+                matcher,
+            });
+        }
         if matches!(self.peek(), Some('"' | '`')) {
             let Some(op) = str_op else {
                 return err(value_at, "a comparison needs a number");
@@ -842,7 +959,19 @@ impl Parser {
         self.pos += 2;
         self.ws();
         if self.at_word("ip") {
-            return err(self.pos, "ip() line filters are not supported");
+            let op = match op {
+                FilterOp::Contains => FilterOp::Ip,
+                FilterOp::NotContains => FilterOp::NotIp,
+                _ => return err(at, "ip(\"...\") line filters take |= or !="),
+            };
+            let (value, m) = self.ip_call()?;
+            return Ok(vec![Filter {
+                op,
+                value,
+                regex: None,
+                patterns: Vec::new(),
+                ip: Some(m),
+            }]);
         }
         // The strings, joined by `or`.
         let mut values = Vec::new();
@@ -868,6 +997,7 @@ impl Parser {
             value,
             regex,
             patterns: Vec::new(),
+            ip: None,
         };
         let regex = |v: &str, at: usize| re2::compile_bytes(v).map_err(|e| regex_error(at, &e));
         Ok(match op {
@@ -926,9 +1056,35 @@ impl Parser {
                     value,
                     regex: None,
                     patterns,
+                    ip: None,
                 }]
             }
+            // Not produced by the scan above (ip() returned before it).
+            FilterOp::Ip | FilterOp::NotIp => return err(at, "ip(\"...\") takes one pattern"),
         })
+    }
+
+    /// `ip("pattern")` at the position.
+    fn ip_call(&mut self) -> Result<(String, ip::IpMatch), ExprError> {
+        self.pos += 2;
+        self.ws();
+        if self.peek() != Some('(') {
+            return err(self.pos, "expected `(` after ip");
+        }
+        self.pos += 1;
+        self.ws();
+        let at = self.pos;
+        let value = self.string()?;
+        let m = ip::IpMatch::parse(&value).map_err(|message| ExprError {
+            offset: at,
+            message,
+        })?;
+        self.ws();
+        if self.peek() != Some(')') {
+            return err(self.pos, "expected `)`");
+        }
+        self.pos += 1;
+        Ok((value, m))
     }
 
     /// A double-quoted string (Go escapes, as `strconv.Unquote` reads them) or a backquoted
@@ -1169,11 +1325,38 @@ mod tests {
             (r#"{a="b}"#, 3, "unterminated string"),
             (r#"{a=~"("}"#, 4, "invalid regex"),
             (
-                r#"{a="b"} |= "x" | unpack"#,
+                r#"{a="b"} |= "x" | distinct a"#,
                 17,
-                "`| unpack` stage is not supported",
+                "`| distinct` stage is not supported",
             ),
-            (r#"{a="b"} | line_format "x""#, 10, "`| line_format` stage"),
+            (
+                r#"{a="b"} | line_format "{{.a""#,
+                22,
+                "invalid line template",
+            ),
+            (
+                r#"{a="b"} | label_format x="{{ now }}""#,
+                25,
+                "\"now\" is not supported",
+            ),
+            (
+                r#"{a="b"} | label_format __error__=a"#,
+                23,
+                "cannot be formatted",
+            ),
+            (
+                r#"{a="b"} | label_format x=a, x=b"#,
+                28,
+                "multiple label name 'x'",
+            ),
+            (r#"{a="b"} | distinct x"#, 10, "`| distinct` stage"),
+            (r#"{a="b"} |= ip("10.0.0.0/33")"#, 14, "ip: invalid pattern"),
+            (r#"{a="b"} |~ ip("10.0.0.1")"#, 8, "take |= or !="),
+            (
+                r#"{a="b"} | logfmt | x > ip("10.0.0.1")"#,
+                21,
+                "takes = or !=",
+            ),
             (r#"{a="b"} | json | level ~ "x""#, 23, "needs an operator"),
             (r#"{a="b"} | json | n > "x""#, 21, "needs a number"),
             (r#"{a="b"} | json | n > abc"#, 21, "a string or a number"),
@@ -1282,7 +1465,7 @@ mod tests {
 
     #[test]
     fn offsets_count_characters() {
-        let e = parse("{a=\"é\"} | unpack").unwrap_err();
+        let e = parse("{a=\"é\"} | distinct a").unwrap_err();
         assert_eq!(e.offset, 10);
     }
 }

@@ -65,7 +65,14 @@ fn main() -> std::process::ExitCode {
             }
         };
     }
-    if let Some(code) = flags.config.check(config::load) {
+    let load_and_warn = |path: &std::path::Path| {
+        config::load(path).inspect(|c| {
+            for w in config::warnings(c) {
+                eprintln!("{}: warning: {w}", path.display());
+            }
+        })
+    };
+    if let Some(code) = flags.config.check(load_and_warn) {
         return code;
     }
     common::block_on_main(run(flags, enabled))

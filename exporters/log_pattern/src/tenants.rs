@@ -855,7 +855,7 @@ mod tests {
             ("t.yml", "tenants: {}\n", "unknown field `tenants`"),
             (
                 "t.yml",
-                "rules:\n  - name: x\n    expr: '{} | unpack'\n",
+                "rules:\n  - name: x\n    expr: '{} | distinct x'\n",
                 "t.yml:3:17: ",
             ),
             (

@@ -6,8 +6,10 @@
 
 use std::collections::BTreeMap;
 
+use e2e_tests::Rng;
 use log_pattern_exporter::config::Rule;
 use log_pattern_exporter::format::Stream;
+use log_pattern_exporter::logql::template::Template;
 use log_pattern_exporter::logql::{parse, ERROR_DETAILS_LABEL, ERROR_LABEL};
 use log_pattern_exporter::rules::{Line, LineSink, Rules, UNWRAP_ERRORS};
 use serde::Deserialize;
@@ -160,4 +162,51 @@ fn rule_engine_counts_what_loki_keeps() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Mutated templates parse or are refused, and render or fail, without a panic or a
+/// hang.
+#[test]
+fn mutated_line_format_templates_never_panic() {
+    let seeds = [
+        "{{ if eq .a \"x\" }}y{{ else if .n }}z{{ else }}w{{ end }}",
+        "{{ printf \"%s=%5.2f %d %x %q %v %-3s %08.3f\" .a 3.14 1 2 .a . .a 2.5 }}",
+        "{{ range $k, $v := . }}{{ $k }}={{ $v | upper }}{{ end }}",
+        "{{- with .a -}}{{ . | trunc -2 }}{{ end }}{{/* c */}}",
+        "{{ $x := (add 1 .n) }}{{ $x = div $x 2 }}{{ substr 1 3 .a }}{{ index . \"a\" 0 }}",
+        "{{ regexReplaceAll \"(a+)\" .a \"${1}b\" | b64enc | b64dec | urlencode }}",
+        "{{ round 1.5 0 0.4 }}{{ slice .a 1 }}{{ repeat 3 .a | indent 2 }}",
+    ];
+    let alphabet: Vec<char> = "{}.$|()\"`'%-=:0123456789abenx \\\n,*+".chars().collect();
+    let data = vec![
+        ("a".to_string(), "xaé".to_string()),
+        ("n".to_string(), "4".to_string()),
+    ];
+    let mut rng = Rng::new(17);
+    let (mut parsed, mut rendered) = (0, 0);
+    for _ in 0..4000 {
+        let mut c: Vec<char> = seeds[rng.below(seeds.len())].chars().collect();
+        for _ in 0..=rng.below(4) {
+            let i = rng.below(c.len() + 1);
+            let ch = alphabet[rng.below(alphabet.len())];
+            match rng.below(3) {
+                0 if i < c.len() => {
+                    c.remove(i);
+                }
+                1 if i < c.len() => c[i] = ch,
+                _ => c.insert(i, ch),
+            }
+        }
+        let t: String = c.into_iter().collect();
+        if let Ok(tpl) = Template::parse(&t) {
+            parsed += 1;
+            if tpl.render(&data, "line").is_ok() {
+                rendered += 1;
+            }
+        }
+    }
+    assert!(
+        parsed > 100 && rendered > 100,
+        "{parsed} parsed, {rendered} rendered"
+    );
 }

@@ -46,7 +46,7 @@ rules:
 
 const RULES_BROKEN: &str = r#"rules:
   - name: nova_error
-    expr: '{namespace="nova"} |= "ERROR" | unpack'
+    expr: '{namespace="nova"} |= "ERROR" | distinct x'
 "#;
 
 const RULES_V2: &str = r#"start_at: beginning
@@ -142,7 +142,10 @@ fn live_counts_zero_init_and_reload() {
     // The same broken file over HTTP: 500 and the reason.
     let (code, body) = post_reload(exp.port);
     assert_eq!(code, 500, "{body}");
-    assert!(body.contains("`| unpack` stage is not supported"), "{body}");
+    assert!(
+        body.contains("`| distinct` stage is not supported"),
+        "{body}"
+    );
 
     // A changed file over HTTP: the unchanged rule continues, the removed one is gone, the new
     // one starts at 0 on the containers already seen.
@@ -214,6 +217,14 @@ fn config_check_reports_the_position() {
             .arg(format!("--config.file={}", good.display()))
             .arg("--config.check"),
     );
+    // RULES_V1's rule `warn` selects `{}`: valid here, warned about.
+    let msg = out_text(&good, bin);
+    assert!(
+        msg.contains("warning: rule \"warn\": the selector {} selects every source"),
+        "{msg}"
+    );
+    assert!(!msg.contains("nova_error\": the selector"), "{msg}");
+    assert!(msg.contains("configuration is valid"), "{msg}");
     let bad = write_config(d.path(), RULES_BROKEN);
     let out = Command::new(bin)
         .arg(format!("--config.file={}", bad.display()))
@@ -226,8 +237,23 @@ fn config_check_reports_the_position() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    // Line 3; the value starts at column 12, `unpack` is at offset 32 of the expression.
+    // Line 3; the value starts at column 12, `distinct` is at offset 32 of the expression.
     assert!(msg.contains("rules.yml:3:44: "), "{msg}");
     assert!(msg.contains("at offset 32"), "{msg}");
     assert!(msg.contains("supported: a stream selector"), "{msg}");
+}
+
+/// What `--config.check` prints on a valid file (stdout and stderr).
+fn out_text(path: &std::path::Path, bin: &str) -> String {
+    let out = Command::new(bin)
+        .arg(format!("--config.file={}", path.display()))
+        .arg("--config.check")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }

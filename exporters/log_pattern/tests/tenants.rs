@@ -118,7 +118,7 @@ const TEAM_B: &str = r#"rules:
 
 const TEAM_A_BROKEN: &str = r#"rules:
   - name: errors
-    expr: '{namespace=~".+"} |= "ERROR" | unpack'
+    expr: '{namespace=~".+"} |= "ERROR" | distinct x'
 "#;
 
 #[test]

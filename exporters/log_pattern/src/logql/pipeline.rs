@@ -12,6 +12,7 @@
 
 use std::borrow::Cow;
 
+use super::template::Template;
 use super::{CmpOp, Filter, Matcher};
 
 /// Error label names and values, as Loki spells them.
@@ -21,6 +22,7 @@ const JSON_ERR: &str = "JSONParserErr";
 const LOGFMT_ERR: &str = "LogfmtParserErr";
 const LABEL_FILTER_ERR: &str = "LabelFilterErr";
 const SAMPLE_ERR: &str = "SampleExtractionErr";
+const TEMPLATE_ERR: &str = "TemplateFormatErr";
 const DUPLICATE_SUFFIX: &str = "_extracted";
 
 /// One step of a JSON path (`a.b[0]["c d"]`).
@@ -48,6 +50,9 @@ pub enum ParserStage {
     Regexp(regex::bytes::Regex),
     /// `| pattern "<ip> - <_> <status>"`.
     Pattern(Pattern),
+    /// `| unpack`: a line Promtail's `pack` stage wrote (a JSON object whose `_entry` is the
+    /// line, its other string fields labels) becomes that line and those labels.
+    Unpack,
 }
 
 impl ParserStage {
@@ -102,6 +107,9 @@ impl ParserStage {
                     st.set(key, lossy(v));
                 }
             }
+            ParserStage::Unpack => {
+                unpack(line, st);
+            }
         }
     }
 }
@@ -143,6 +151,13 @@ pub enum LabelFilter {
     Duration { name: String, op: CmpOp, value: f64 },
     /// `name op 5MB` (humanize bytes).
     Bytes { name: String, op: CmpOp, value: f64 },
+    /// `name = ip("...")` / `name != ip("...")`: a line with an error passes; a label the
+    /// line lacks fails both.
+    Ip {
+        name: String,
+        negate: bool,
+        matcher: super::ip::IpMatch,
+    },
 }
 
 /// Label filters joined with `and` (also `,` and a space) and `or`.
@@ -184,6 +199,27 @@ pub enum Stage {
     Drop(Vec<LabelSel>),
     Keep(Vec<LabelSel>),
     Decolorize,
+    /// `| line_format "template"`: the line becomes the template's output (a template that
+    /// fails keeps the line and sets `__error__="TemplateFormatErr"`).
+    LineFormat(Box<Template>),
+    /// `| label_format a="template", b=c`.
+    LabelFormat(Vec<LabelFmt>),
+}
+
+/// One label of `| label_format`.
+#[derive(Debug, Clone)]
+pub struct LabelFmt {
+    pub name: String,
+    pub how: LabelFmtKind,
+}
+
+/// How `| label_format` sets a label.
+#[derive(Debug, Clone)]
+pub enum LabelFmtKind {
+    /// `dst=src`: the value of `src` moves to `dst` (when `src` is set).
+    Rename(String),
+    /// `dst="template"`.
+    Template(Box<Template>),
 }
 
 /// The labels of a line while it goes through the stages.
@@ -233,6 +269,12 @@ impl<'a> State<'a> {
         }
     }
 
+    /// A template's error replaces any earlier one, as in Loki.
+    fn replace_err(&mut self, err: &str, details: String) {
+        self.err = err.to_string();
+        self.details = details;
+    }
+
     /// A label's value with Loki's precedence: parsed, then (unless dropped) the stream's.
     fn get(&self, name: &str) -> Option<&str> {
         if let Some((_, v)) = self.parsed.iter().find(|(k, _)| k == name) {
@@ -262,6 +304,10 @@ impl<'a> State<'a> {
             ERROR_DETAILS_LABEL => &self.details,
             _ => self.value_for_filter(name),
         }
+    }
+
+    fn undelete(&mut self, name: &str) {
+        self.deleted.retain(|d| d != name);
     }
 
     fn delete(&mut self, name: &str) {
@@ -343,6 +389,11 @@ pub fn run(stages: &[Stage], base: &[(String, String)], line: &[u8]) -> Option<P
                     }
                 });
             }
+            Stage::Parser(ParserStage::Unpack) => {
+                if let Some(entry) = unpack(&line, &mut st) {
+                    line = Cow::Owned(entry);
+                }
+            }
             Stage::Parser(p) => p.run(&line, &mut st),
             Stage::Labels(e) => {
                 if !label_expr(e, &mut st) {
@@ -387,12 +438,43 @@ pub fn run(stages: &[Stage], base: &[(String, String)], line: &[u8]) -> Option<P
                     line = Cow::Owned(out);
                 }
             }
+            Stage::LineFormat(t) => match t.render(&st.labels(), &String::from_utf8_lossy(&line)) {
+                Ok(out) => line = Cow::Owned(out.into_bytes()),
+                Err(e) => st.replace_err(TEMPLATE_ERR, e),
+            },
+            Stage::LabelFormat(fmts) => label_format(fmts, &line, &mut st),
         }
     }
     Some(Processed {
         labels: st.labels(),
         value,
     })
+}
+
+/// `| label_format`: renames first see the labels as they are; the templates all see the
+/// labels as they were at the first template of the stage.
+fn label_format(fmts: &[LabelFmt], line: &[u8], st: &mut State<'_>) {
+    let mut data: Option<Vec<(String, String)>> = None;
+    for f in fmts {
+        match &f.how {
+            LabelFmtKind::Rename(src) => {
+                if let Some(v) = st.get(src).map(str::to_string) {
+                    st.set(f.name.clone(), v);
+                    st.delete(src);
+                }
+            }
+            LabelFmtKind::Template(t) => {
+                let data = data.get_or_insert_with(|| st.labels());
+                match t.render(data, &String::from_utf8_lossy(line)) {
+                    Ok(v) => {
+                        st.undelete(&f.name);
+                        st.set(f.name.clone(), v);
+                    }
+                    Err(e) => st.replace_err(TEMPLATE_ERR, e),
+                }
+            }
+        }
+    }
 }
 
 fn ansi() -> Option<&'static regex::bytes::Regex> {
@@ -430,6 +512,18 @@ fn label_filter(f: &LabelFilter, st: &mut State<'_>) -> bool {
     type Parse = fn(&str) -> Result<f64, String>;
     let (name, op, want, parse): (&str, CmpOp, f64, Parse) = match f {
         LabelFilter::Str(m) => return m.matches(st.value_for_filter(&m.name)),
+        LabelFilter::Ip {
+            name,
+            negate,
+            matcher,
+        } => {
+            if !st.err.is_empty() {
+                return true;
+            }
+            return st
+                .get(name)
+                .is_some_and(|v| matcher.test(v.as_bytes()) != *negate);
+        }
         LabelFilter::Num { name, op, value } => (name, *op, *value, parse_go_float),
         LabelFilter::Duration { name, op, value } => (name, *op, *value, parse_go_duration),
         LabelFilter::Bytes { name, op, value } => (name, *op, *value, parse_bytes),
@@ -552,6 +646,7 @@ enum Json<'a> {
 
 const MALFORMED_OBJECT: &str = "Value looks like object, but can't find closing '}' symbol";
 const MALFORMED_JSON: &str = "Malformed JSON error";
+const UNEXPECTED_JSON_OBJECT: &str = "expecting json object(6), but it is not";
 
 struct JsonReader<'a> {
     b: &'a [u8],
@@ -810,6 +905,42 @@ fn join_prefix<'s>(parts: impl Iterator<Item = &'s str>) -> String {
         }));
     }
     out
+}
+
+/// `| unpack`: the packed entry, when the line has one (its labels are set only then, as
+/// Loki does); a line that is not a JSON object sets `JSONParserErr`.
+fn unpack(line: &[u8], st: &mut State<'_>) -> Option<Vec<u8>> {
+    if line.is_empty() {
+        return None;
+    }
+    if line[0] != b'{' {
+        st.set_err(JSON_ERR, UNEXPECTED_JSON_OBJECT.into());
+        return None;
+    }
+    let fields = match json_object(line) {
+        Ok(Json::Object(fields, _)) => fields,
+        Ok(_) => return None,
+        Err(e) => {
+            st.set_err(JSON_ERR, e.to_string());
+            return None;
+        }
+    };
+    let mut entry = None;
+    let mut labels = Vec::new();
+    for (k, v) in &fields {
+        let Json::Str(raw) = v else { continue };
+        if *k == b"_entry" {
+            entry = Some(unescape(raw).into_bytes());
+        } else {
+            labels.push((st.parsed_name(&lossy(k)), unescape(raw)));
+        }
+    }
+    if entry.is_some() {
+        for (k, v) in labels {
+            st.set(k, v);
+        }
+    }
+    entry
 }
 
 fn json_fields(line: &[u8], fields: &[(String, Vec<PathPart>)], st: &mut State<'_>) {
