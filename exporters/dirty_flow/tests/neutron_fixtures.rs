@@ -251,8 +251,8 @@ fn a_port_event_after_the_restart_clears_the_old_cookie() {
 
 #[test]
 fn agent_stopped_and_a_port_deleted_is_caught_with_neutrons_register() {
-    // The agent was stopped and port 3 (ofport 13) deleted: its flows stay. Most name the port
-    // only in neutron's register (reg5=0xd): missing_port counts them on neutron's bridge.
+    // The agent was stopped and port 3 (ofport 13) deleted: its flows stay. 20 of them name the
+    // port only in neutron's register (reg5=0xd): missing_port counts them on neutron's bridge.
     let r = report(
         "agent_down_port_deleted_br-int.txt",
         "agent_down_port_deleted_inventory.json",
