@@ -123,12 +123,22 @@ pub const MAX_YAML_FLOW_DEPTH: usize = 128;
 /// Checks that YAML `text` does not nest flow collections (`[`, `{`) deeper than `max_depth`,
 /// before a YAML parser sees it: the parser's work grows with the square of the flow nesting
 /// (40,000 `[` took 18 s in a debug build), so a small file of brackets could stall whoever
-/// parses it. Block nesting (indentation) costs linear time and is left to serde_yaml's own
+/// parses it. Compact block sequences on one line (`- - - x`) nest too and are counted per
+/// line; other block nesting (indentation) costs linear time and is left to serde_yaml's own
 /// limit. Brackets in comments, in quoted scalars on one line and inside plain scalars outside
 /// brackets are not counted.
 pub fn check_yaml_nesting(path: &Path, text: &str, max_depth: usize) -> Result<(), ConfigError> {
+    let too_deep = |line: usize, column: usize, what: &str| ConfigError::Parse {
+        path: path.to_path_buf(),
+        line,
+        column,
+        message: format!("{what} nested more than {max_depth} levels deep"),
+    };
     let mut depth = 0usize;
     for (n, line) in text.lines().enumerate() {
+        if let Some(column) = compact_sequences_past(line, max_depth) {
+            return Err(too_deep(n + 1, column, "block sequences (`- - ...`)"));
+        }
         let mut quote: Option<char> = None;
         let mut escaped = false;
         let mut prev = ' ';
@@ -157,12 +167,7 @@ pub fn check_yaml_nesting(path: &Path, text: &str, max_depth: usize) -> Result<(
                 '[' | '{' if depth > 0 || token_start => {
                     depth += 1;
                     if depth > max_depth {
-                        return Err(ConfigError::Parse {
-                            path: path.to_path_buf(),
-                            line: n + 1,
-                            column: i + 1,
-                            message: format!("brackets nested more than {max_depth} levels deep"),
-                        });
+                        return Err(too_deep(n + 1, i + 1, "brackets"));
                     }
                 }
                 ']' | '}' => depth = depth.saturating_sub(1),
@@ -172,6 +177,24 @@ pub fn check_yaml_nesting(path: &Path, text: &str, max_depth: usize) -> Result<(
         }
     }
     Ok(())
+}
+
+/// The column of the first `-` past `max` compact block sequence entries at the start of
+/// `line` (`- - - x` nests three sequences on one line), if there are more than `max`.
+fn compact_sequences_past(line: &str, max: usize) -> Option<usize> {
+    let mut rest = line.trim_start();
+    let mut n = 0;
+    while let Some(r) = rest.strip_prefix('-') {
+        if !(r.is_empty() || r.starts_with([' ', '\t'])) {
+            return None;
+        }
+        n += 1;
+        if n > max {
+            return Some(line[..line.len() - rest.len()].chars().count() + 1);
+        }
+        rest = r.trim_start();
+    }
+    None
 }
 
 /// Deserializes YAML text; `path` is used for messages only. Flow nesting deeper than
@@ -312,6 +335,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("w.yml:18:3: "), "{err}");
+        let compact = format!("a:\n{}x\n", "- ".repeat(100_000));
+        let err = check_yaml_nesting(p, &compact, 16).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "w.yml:2:33: block sequences (`- - ...`) nested more than 16 levels deep"
+        );
+        // A dash that starts a scalar (`-1`, `--x`) is no sequence.
+        assert!(check_yaml_nesting(p, "- -1\n- --x\n", 1).is_ok());
         // Closing brackets end levels.
         let balanced = "- [1]\n".repeat(1000);
         assert!(check_yaml_nesting(p, &balanced, 1).is_ok());

@@ -296,77 +296,6 @@ pub fn read_text(path: &Path, cap: u64, what: &str) -> Result<String, ConfigErro
     })
 }
 
-/// Refuses YAML whose flow collections (`[`, `{`) nest deeper than [`MAX_NESTING`], or with
-/// more than that many compact block sequence entries on one line (`- - - x`), with the line
-/// and column where the limit is passed. Quoted scalars and comments are skipped; brackets
-/// inside plain or block scalars are counted too, which errs on the safe side.
-pub fn check_nesting(path: &Path, text: &str) -> Result<(), ConfigError> {
-    let too_deep = |line: usize, column: usize, what: &str| ConfigError::Parse {
-        path: path.to_path_buf(),
-        line,
-        column,
-        message: format!("{what} nested deeper than {MAX_NESTING} levels; refused before parsing"),
-    };
-    for (i, l) in text.lines().enumerate() {
-        let mut rest = l.trim_start();
-        let mut n = 0;
-        while let Some(r) = rest.strip_prefix('-') {
-            if !(r.is_empty() || r.starts_with([' ', '\t'])) {
-                break;
-            }
-            n += 1;
-            if n > MAX_NESTING {
-                let col = l[..l.len() - rest.len()].chars().count() + 1;
-                return Err(too_deep(i + 1, col, "block sequences (`- - ...`)"));
-            }
-            rest = r.trim_start();
-        }
-    }
-    let (mut depth, mut line, mut col) = (0usize, 1usize, 0usize);
-    let mut quote: Option<char> = None;
-    let mut comment = false;
-    let mut escaped = false;
-    let mut prev = '\n';
-    for c in text.chars() {
-        col += 1;
-        if c == '\n' {
-            line += 1;
-            col = 0;
-            comment = false;
-            prev = c;
-            continue;
-        }
-        match quote {
-            _ if comment => {}
-            Some('"') if escaped => escaped = false,
-            Some('"') if c == '\\' => escaped = true,
-            Some(q) if c == q => quote = None,
-            Some(_) => {}
-            None => match c {
-                '#' if prev.is_whitespace() => comment = true,
-                // `''` inside a single-quoted scalar is a quote, not its end.
-                '\'' | '"'
-                    if prev.is_whitespace()
-                        || matches!(prev, '[' | '{' | ',' | ':')
-                        || c == '\'' && prev == '\'' =>
-                {
-                    quote = Some(c)
-                }
-                '[' | '{' => {
-                    depth += 1;
-                    if depth > MAX_NESTING {
-                        return Err(too_deep(line, col, "flow collections (`[`, `{`)"));
-                    }
-                }
-                ']' | '}' => depth = depth.saturating_sub(1),
-                _ => {}
-            },
-        }
-        prev = c;
-    }
-    Ok(())
-}
-
 /// Loads and validates a configuration file (at most [`MAX_CONFIG_BYTES`], a regular file).
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let text = read_text(path, MAX_CONFIG_BYTES, "configuration file")?;
@@ -391,7 +320,7 @@ pub fn warnings(config: &Config) -> Vec<String> {
 
 /// Parses and validates configuration text (`path` is for messages).
 pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
-    check_nesting(path, text)?;
+    common::config::check_yaml_nesting(path, text, MAX_NESTING)?;
     let config: Config = common::config::parse_yaml(path, text).map_err(|e| refine(text, e))?;
     validate(&config).map_err(|m| ConfigError::invalid(path, m))?;
     Ok(config)
@@ -399,7 +328,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
 
 /// Parses and validates a tenant's rule set file (rules only; `path` is for messages).
 pub fn parse_rule_set(path: &Path, text: &str) -> Result<Vec<Rule>, ConfigError> {
-    check_nesting(path, text)?;
+    common::config::check_yaml_nesting(path, text, MAX_NESTING)?;
     let file: RuleSetFile = common::config::parse_yaml(path, text).map_err(|e| refine(text, e))?;
     let config = Config {
         rules: file.rules,
@@ -802,11 +731,14 @@ mod tests {
             "[".repeat(70)
         );
         let err = parse(&deep).unwrap_err();
-        assert!(err.starts_with("c.yml:2:102: flow collections"), "{err}");
+        assert!(
+            err.starts_with("c.yml:2:102: brackets nested more than 64"),
+            "{err}"
+        );
         let compact = format!("rules:\n{}x\n", "- ".repeat(100_000));
         let err = parse(&compact).unwrap_err();
         assert!(
-            err.starts_with("c.yml:2:129: block sequences (`- - ...`) nested deeper than 64"),
+            err.starts_with("c.yml:2:129: block sequences (`- - ...`) nested more than 64"),
             "{err}"
         );
         let quoted = format!(
