@@ -22,6 +22,7 @@ pub(crate) mod service;
 pub(crate) mod state;
 pub mod tail;
 pub(crate) mod tenants;
+pub mod timestamp;
 
 use std::path::PathBuf;
 use std::sync::Arc;
