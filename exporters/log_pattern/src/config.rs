@@ -257,6 +257,10 @@ pub struct SourceConfig {
     /// Static labels added to every line of this source.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Where and how the lines carry their own time, for the event lag (see
+    /// [`crate::timestamp`]).
+    #[serde(default)]
+    pub timestamp: Option<crate::timestamp::TimestampConfig>,
 }
 
 /// Largest platform configuration file read (`--config.file`): far above any real rule file,
@@ -376,7 +380,8 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 /// Parses and validates configuration text (`path` is for messages).
 pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     check_nesting(path, text)?;
-    let config: Config = common::config::parse_yaml(path, text).map_err(|e| refine(text, e))?;
+    let config: Config = common::config::parse_yaml(path, text)
+        .map_err(|e| refine_timestamp(text, refine(text, e)))?;
     validate(&config).map_err(|m| ConfigError::invalid(path, m))?;
     Ok(config)
 }
@@ -452,6 +457,44 @@ fn refine(text: &str, err: ConfigError) -> ConfigError {
             }
             let col = l[..start].chars().count() + offset + 1;
             return Some((i + 1, col));
+        }
+        None
+    })();
+    let (line, column) = exact.unwrap_or((line, column));
+    ConfigError::Parse {
+        path,
+        line,
+        column,
+        message,
+    }
+}
+
+/// The YAML parser places a source's `timestamp` error at the source; move the position onto
+/// the value of the key the message names (`format`, `timezone`, `regex`, `field`), or onto
+/// `timestamp` itself, searching from the source's line.
+fn refine_timestamp(text: &str, err: ConfigError) -> ConfigError {
+    let ConfigError::Parse {
+        path,
+        line,
+        column,
+        message,
+    } = err
+    else {
+        return err;
+    };
+    let exact = (|| {
+        let what = message.split("timestamp: ").nth(1)?;
+        let key = ["format", "timezone", "regex", "field"]
+            .into_iter()
+            .find(|k| what.starts_with(k))
+            .unwrap_or("timestamp");
+        let needle = format!("{key}:");
+        for (i, l) in text.lines().enumerate().skip(line.checked_sub(1)?) {
+            if let Some(at) = l.find(&needle) {
+                let rest = &l[at + needle.len()..];
+                let start = at + needle.len() + (rest.len() - rest.trim_start().len());
+                return Some((i + 1, l[..start].chars().count() + 1));
+            }
         }
         None
     })();
@@ -813,5 +856,37 @@ mod tests {
         assert_eq!(r.severity, Severity::Critical);
         assert_eq!(r.metric_name(), "my_errors");
         assert_eq!(r.expression().filters.len(), 1);
+    }
+
+    /// A source's timestamp that cannot parse is refused with the file, line and column.
+    #[test]
+    fn source_timestamp_errors_have_positions() {
+        let c = parse(
+            "sources:\n- path: /var/log/app/*.log\n  timestamp: {field: time, format: rfc3339, timezone: '+02:00'}\n",
+        )
+        .unwrap();
+        assert!(c.sources[0].timestamp.is_some());
+        let cases = [
+            (
+                "sources:\n- path: /var/log/app/*.log\n  timestamp:\n    format: '%Y-%m-%d %H:%Q'\n",
+                "c.yml:4:13: ",
+                "%Q is not supported",
+            ),
+            (
+                "sources:\n- path: /a.log\n- path: /b.log\n  timestamp: {format: rfc9999}\n",
+                "c.yml:4:23: ",
+                "is not one of",
+            ),
+            (
+                "sources:\n- path: /a.log\n  timestamp: {format: rfc3339, timezone: Europe/Paris}\n",
+                "c.yml:3:42: ",
+                "IANA",
+            ),
+        ];
+        for (text, at, want) in cases {
+            let err = parse(text).unwrap_err();
+            assert!(err.starts_with(at), "{text:?}: {err}");
+            assert!(err.contains(want), "{text:?}: {err}");
+        }
     }
 }
