@@ -199,6 +199,7 @@ pub const RESERVED_METRICS: &[&str] = &[
     "inotify_overflows",
     "rescans",
     "event_lag_seconds",
+    "timestamp_parse_errors",
     "files_watched",
     "rotated_files_open",
     "directories_watched",

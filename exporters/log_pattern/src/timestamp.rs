@@ -144,6 +144,49 @@ fn trim_start(b: &[u8]) -> &[u8] {
     &b[n..]
 }
 
+/// The glob sources of the configuration, for the `source` label of the event lag and of
+/// timestamp parse errors: a file belongs to the first source whose pattern matches its path.
+#[derive(Debug, Clone, Default)]
+pub struct Stamps(Vec<SourceStamp>);
+
+/// One glob source.
+#[derive(Debug, Clone)]
+pub struct SourceStamp {
+    /// The `source` label value: the source's path pattern as configured.
+    pub name: String,
+    pattern: crate::discovery::GlobPattern,
+    /// The lines' own timestamp (none: only a container format's timestamp, CRI or Docker).
+    pub config: Option<TimestampConfig>,
+}
+
+/// The `source` label value of the Kubernetes pod log tree.
+pub const PODS: &str = "pods";
+
+impl Stamps {
+    pub fn new(sources: &[crate::config::SourceConfig]) -> Result<Self, String> {
+        sources
+            .iter()
+            .map(|s| {
+                Ok(SourceStamp {
+                    name: s.path.clone(),
+                    pattern: crate::discovery::GlobPattern::parse(&s.path)?,
+                    config: s.timestamp.clone(),
+                })
+            })
+            .collect::<Result<_, String>>()
+            .map(Self)
+    }
+
+    /// The index of the source `path` belongs to (none: the pod tree, or no source).
+    pub fn find(&self, path: &std::path::Path) -> Option<usize> {
+        self.0.iter().position(|s| s.pattern.matches(path))
+    }
+
+    pub fn get(&self, i: Option<usize>) -> Option<&SourceStamp> {
+        self.0.get(i?)
+    }
+}
+
 /// A fixed UTC offset: `UTC`, `Z`, `+02:00`, `-0530`, `+02`.
 fn parse_timezone(tz: &str) -> Result<i32, String> {
     if matches!(tz, "UTC" | "Z" | "GMT" | "Etc/UTC") {
