@@ -247,8 +247,13 @@ fn source_lag(
         None => timestamp,
         Some(cfg) => {
             let ts = cfg.parse_at(message, now.unwrap_or_else(super::unix_now));
-            if ts.is_none() {
-                Counters::inc(&mut c.timestamp_parse_errors, &s.name);
+            // The source's series exists from its first line on (0 until a stamp fails).
+            let failed = u64::from(ts.is_none());
+            match c.timestamp_parse_errors.get_mut(&s.name) {
+                Some(n) => *n += failed,
+                None => {
+                    c.timestamp_parse_errors.insert(s.name.clone(), failed);
+                }
             }
             ts
         }
