@@ -1,7 +1,8 @@
 //! App-log timestamps end to end: the real binary reads files that a real Python `logging`
 //! wrote (its default `asctime` layout, in a UTC+2 local time), with a traceback whose lines
 //! carry no stamp, and JSON lines with an epoch `ts`; the event lag is served per source, the
-//! lines without a stamp are counted and still matched. A format that cannot parse is a
+//! lines without a stamp are counted and still matched. util-linux `logger`'s RFC 3164 and
+//! RFC 5424 messages parse to the time they were sent. A format that cannot parse is a
 //! `--config.check` error with file, line and column.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -137,4 +138,60 @@ fn a_timestamp_format_that_cannot_parse_is_a_config_check_error_with_its_positio
         "{err}"
     );
     assert!(err.contains("%Q is not supported"), "{err}");
+}
+
+/// Unix seconds now.
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// util-linux `logger` writing RFC 3164 and RFC 5424 messages (its local time two hours east
+/// of UTC) to a Unix socket of the test: each stamp parses to the time it was sent.
+#[test]
+fn syslog_stamps_from_util_linux_logger_parse_to_the_time_they_were_sent() {
+    use log_pattern_exporter::timestamp::TimestampConfig;
+    let d = tempfile::tempdir().unwrap();
+    let sock_path = d.path().join("log.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let cases = [
+        ("--rfc3164", "{format: rfc3164, timezone: '+02:00'}", 1.0),
+        ("--rfc5424", "{format: rfc5424}", 1e-6),
+    ];
+    for (flag, config, precision) in cases {
+        let cfg: TimestampConfig = serde_yaml_ng::from_str(config).unwrap();
+        let before = unix_now();
+        let status = Command::new("logger")
+            .arg("-u")
+            .arg(&sock_path)
+            .args([
+                flag,
+                "-t",
+                "billing",
+                "-p",
+                "user.warning",
+                "invoice run failed",
+            ])
+            .env("TZ", "XXX-2")
+            .status()
+            .expect("logger runs");
+        let after = unix_now();
+        assert!(status.success());
+        let mut buf = [0u8; 4096];
+        let n = sock.recv(&mut buf).unwrap();
+        let line = &buf[..n];
+        let text = String::from_utf8_lossy(line);
+        assert!(text.ends_with("invoice run failed"), "{text}");
+        let got = cfg
+            .parse_at(line, after)
+            .unwrap_or_else(|| panic!("{flag}: {text}"));
+        assert!(
+            got >= (before / precision).floor() * precision - 1e-6 && got <= after + 1e-6,
+            "{flag}: {text}: {got} not in [{before}, {after}]"
+        );
+    }
 }
