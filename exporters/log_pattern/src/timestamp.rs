@@ -177,9 +177,29 @@ impl Stamps {
             .map(Self)
     }
 
-    /// The index of the source `path` belongs to (none: the pod tree, or no source).
+    /// The index of the source `path` belongs to (none: the pod tree, or no source). A rotated
+    /// file (`app.log.1`, `app.log-20261206`, `app.log.1.gz`) belongs to the source of the
+    /// name it was rotated from.
     pub fn find(&self, path: &std::path::Path) -> Option<usize> {
-        self.0.iter().position(|s| s.pattern.matches(path))
+        if self.0.is_empty() {
+            return None;
+        }
+        let mut path = std::borrow::Cow::Borrowed(path);
+        for _ in 0..3 {
+            if let Some(i) = self.0.iter().position(|s| s.pattern.matches(&path)) {
+                return Some(i);
+            }
+            let name = path.file_name()?.to_str()?;
+            let cut = name.rfind(['.', '-'])?;
+            let suffix = &name[cut + 1..];
+            let rotation = suffix == "gz"
+                || (!suffix.is_empty() && suffix.bytes().all(|b| b.is_ascii_digit() || b == b'_'));
+            if !rotation || cut == 0 {
+                return None;
+            }
+            path = std::borrow::Cow::Owned(path.with_file_name(&name[..cut]));
+        }
+        None
     }
 
     pub fn get(&self, i: Option<usize>) -> Option<&SourceStamp> {

@@ -458,6 +458,20 @@ mod tests {
             stamps.find(std::path::Path::new("/var/log/app/x/a.log")),
             None
         );
+        // Rotated names belong to the source of the name they were rotated from.
+        for rotated in [
+            "a.log.1",
+            "a.log-20261206",
+            "a.log.1.gz",
+            "a.log-20261206.gz",
+        ] {
+            let p = std::path::Path::new("/var/log/app").join(rotated);
+            assert_eq!(stamps.find(&p), Some(0), "{rotated}");
+        }
+        for other in ["a.txt.1", "a.log.old", "a.log.1.2.3.gz"] {
+            let p = std::path::Path::new("/var/log/app").join(other);
+            assert_eq!(stamps.find(&p), None, "{other}");
+        }
         let mut sink = Record::default();
         let mut counters = Counters::default();
         let now = 1_796_547_600.0; // 2026-12-06T09:00:00Z
