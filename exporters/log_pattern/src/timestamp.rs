@@ -114,9 +114,19 @@ impl TimestampConfig {
 fn field_value<'a>(line: &'a [u8], json: &str, logfmt: &str) -> Option<&'a [u8]> {
     let is_json = line.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
     let rest = if is_json {
-        let at = memchr::memmem::find(line, json.as_bytes())?;
-        let r = trim_start(&line[at + json.len()..]);
-        trim_start(r.strip_prefix(b":")?)
+        // A key follows `{` or `,` (the same text inside a string value does not count).
+        let mut from = 0;
+        loop {
+            let at = from + memchr::memmem::find(&line[from..], json.as_bytes())?;
+            let before = line[..at].iter().rev().find(|b| !b.is_ascii_whitespace());
+            let r = trim_start(&line[at + json.len()..]);
+            if matches!(before, Some(b'{' | b',')) {
+                if let Some(v) = r.strip_prefix(b":") {
+                    break trim_start(v);
+                }
+            }
+            from = at + 1;
+        }
     } else {
         let mut from = 0;
         loop {
@@ -204,6 +214,16 @@ impl Stamps {
 
     pub fn get(&self, i: Option<usize>) -> Option<&SourceStamp> {
         self.0.get(i?)
+    }
+
+    /// Drops the saved lag and parse error series of sources no longer configured (restored
+    /// from a state file written under another configuration), so that the `source` label
+    /// keeps one value per configured source.
+    pub fn retain_configured(&self, c: &mut crate::metrics::Counters) {
+        c.source_lag
+            .retain(|name, _| self.0.iter().any(|s| s.name == *name));
+        c.timestamp_parse_errors
+            .retain(|name, _| self.0.iter().any(|s| s.name == *name && s.config.is_some()));
     }
 }
 
@@ -892,6 +912,12 @@ mod tests {
             r#"{"level":"info","ts":1796551121.3271234,"caller":"main.go:42","msg":"served"}"#;
         let got = at("{field: ts, format: unix}", zap).unwrap();
         assert!((got - 1_796_551_121.327_123_4).abs() < 1e-6, "{got}");
+        // The key's name as a value before it is not the key.
+        let quoted = r#"{"sort_by":"ts","ts":1796551121}"#;
+        assert_eq!(
+            at("{field: ts, format: unix}", quoted),
+            Some(1_796_551_121.0)
+        );
         // logrus' text formatter (logfmt) and JSON formatter, RFC 3339 with offset.
         let logrus = r#"time="2026-12-06T10:58:41+01:00" level=warning msg="disk slow""#;
         assert_eq!(
@@ -1043,6 +1069,30 @@ mod tests {
             -19_800
         );
         assert_eq!(cfg("{format: rfc3339, timezone: UTC}").unwrap().offset, 0);
+    }
+
+    #[test]
+    fn series_of_sources_no_longer_configured_are_dropped() {
+        let cfg: crate::config::Config = serde_yaml_ng::from_str(
+            "sources:\n- path: /a/*.log\n  timestamp: {format: unix}\n- path: /b/*.log\n",
+        )
+        .unwrap();
+        let stamps = Stamps::new(&cfg.sources).unwrap();
+        let mut c = crate::metrics::Counters::default();
+        for name in ["/a/*.log", "/b/*.log", "/gone/*.log"] {
+            c.source_lag.insert(name.into(), Default::default());
+            c.timestamp_parse_errors.insert(name.into(), 1);
+        }
+        stamps.retain_configured(&mut c);
+        let names = |m: Vec<&String>| m.into_iter().cloned().collect::<Vec<_>>();
+        assert_eq!(
+            names(c.source_lag.keys().collect()),
+            ["/a/*.log", "/b/*.log"]
+        );
+        assert_eq!(
+            names(c.timestamp_parse_errors.keys().collect()),
+            ["/a/*.log"]
+        );
     }
 
     /// Random bytes and mangled real stamps never panic, whatever the format.

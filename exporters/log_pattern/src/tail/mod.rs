@@ -250,6 +250,7 @@ impl Engine {
     /// Resumes from a saved state: counters now, files at the first scan.
     pub fn restore(&mut self, state: State) {
         self.counters = state.counters;
+        self.opts.stamps.retain_configured(&mut self.counters);
         self.sink.restore(&state.matches);
         self.recovering = Some(state.files);
         self.done = state.done;
