@@ -199,6 +199,7 @@ pub const RESERVED_METRICS: &[&str] = &[
     "inotify_overflows",
     "rescans",
     "event_lag_seconds",
+    "timestamp_parse_errors",
     "files_watched",
     "rotated_files_open",
     "directories_watched",
@@ -257,13 +258,17 @@ pub struct SourceConfig {
     /// Static labels added to every line of this source.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Where and how the lines carry their own time, for the event lag (see
+    /// [`crate::timestamp`]).
+    #[serde(default)]
+    pub timestamp: Option<crate::timestamp::TimestampConfig>,
 }
 
 /// Largest platform configuration file read (`--config.file`): far above any real rule file,
 /// far below what would strain the exporter's memory.
 pub const MAX_CONFIG_BYTES: u64 = 4 << 20;
 
-/// Deepest nesting of YAML flow collections (`[`, `{`) a rule file may have. Rule files need a
+/// Deepest nesting of YAML collections (flow `[`, `{`, and compact `- - x`) a rule file may have. Rule files need a
 /// handful of levels; the YAML parser's time grows with the square of the nesting, so a deeper
 /// file is refused before it is parsed.
 pub const MAX_NESTING: usize = 64;
@@ -321,7 +326,8 @@ pub fn warnings(config: &Config) -> Vec<String> {
 /// Parses and validates configuration text (`path` is for messages).
 pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     common::config::check_yaml_nesting(path, text, MAX_NESTING)?;
-    let config: Config = common::config::parse_yaml(path, text).map_err(|e| refine(text, e))?;
+    let config: Config = common::config::parse_yaml(path, text)
+        .map_err(|e| refine_timestamp(text, refine(text, e)))?;
     validate(&config).map_err(|m| ConfigError::invalid(path, m))?;
     Ok(config)
 }
@@ -397,6 +403,44 @@ fn refine(text: &str, err: ConfigError) -> ConfigError {
             }
             let col = l[..start].chars().count() + offset + 1;
             return Some((i + 1, col));
+        }
+        None
+    })();
+    let (line, column) = exact.unwrap_or((line, column));
+    ConfigError::Parse {
+        path,
+        line,
+        column,
+        message,
+    }
+}
+
+/// The YAML parser places a source's `timestamp` error at the source; move the position onto
+/// the value of the key the message names (`format`, `timezone`, `regex`, `field`), or onto
+/// `timestamp` itself, searching from the source's line.
+fn refine_timestamp(text: &str, err: ConfigError) -> ConfigError {
+    let ConfigError::Parse {
+        path,
+        line,
+        column,
+        message,
+    } = err
+    else {
+        return err;
+    };
+    let exact = (|| {
+        let what = message.split("timestamp: ").nth(1)?;
+        let key = ["format", "timezone", "regex", "field"]
+            .into_iter()
+            .find(|k| what.starts_with(k))
+            .unwrap_or("timestamp");
+        let needle = format!("{key}:");
+        for (i, l) in text.lines().enumerate().skip(line.checked_sub(1)?) {
+            if let Some(at) = l.find(&needle) {
+                let rest = &l[at + needle.len()..];
+                let start = at + needle.len() + (rest.len() - rest.trim_start().len());
+                return Some((i + 1, l[..start].chars().count() + 1));
+            }
         }
         None
     })();
@@ -778,5 +822,37 @@ mod tests {
         assert_eq!(r.severity, Severity::Critical);
         assert_eq!(r.metric_name(), "my_errors");
         assert_eq!(r.expression().filters.len(), 1);
+    }
+
+    /// A source's timestamp that cannot parse is refused with the file, line and column.
+    #[test]
+    fn source_timestamp_errors_have_positions() {
+        let c = parse(
+            "sources:\n- path: /var/log/app/*.log\n  timestamp: {field: time, format: rfc3339, timezone: '+02:00'}\n",
+        )
+        .unwrap();
+        assert!(c.sources[0].timestamp.is_some());
+        let cases = [
+            (
+                "sources:\n- path: /var/log/app/*.log\n  timestamp:\n    format: '%Y-%m-%d %H:%Q'\n",
+                "c.yml:4:13: ",
+                "%Q is not supported",
+            ),
+            (
+                "sources:\n- path: /a.log\n- path: /b.log\n  timestamp: {format: rfc9999}\n",
+                "c.yml:4:23: ",
+                "is not one of",
+            ),
+            (
+                "sources:\n- path: /a.log\n  timestamp: {format: rfc3339, timezone: Europe/Paris}\n",
+                "c.yml:3:42: ",
+                "IANA",
+            ),
+        ];
+        for (text, at, want) in cases {
+            let err = parse(text).unwrap_err();
+            assert!(err.starts_with(at), "{text:?}: {err}");
+            assert!(err.contains(want), "{text:?}: {err}");
+        }
     }
 }

@@ -127,6 +127,24 @@ impl GlobPattern {
         Ok(Self { root, components })
     }
 
+    /// Whether `path` is one of the files this pattern names.
+    pub fn matches(&self, path: &Path) -> bool {
+        let Ok(rest) = path.strip_prefix(&self.root) else {
+            return false;
+        };
+        let mut parts = rest.components();
+        self.components.iter().all(|c| {
+            let Some(std::path::Component::Normal(name)) = parts.next() else {
+                return false;
+            };
+            match (c, name.to_str()) {
+                (Component::Literal(l), _) => name == l.as_str(),
+                (Component::Pattern { re, .. }, Some(n)) => re.is_match(n),
+                (Component::Pattern { .. }, None) => false,
+            }
+        }) && parts.next().is_none()
+    }
+
     /// Names of the captures, in path order.
     pub fn capture_names(&self) -> impl Iterator<Item = &str> {
         self.components.iter().flat_map(|c| match c {

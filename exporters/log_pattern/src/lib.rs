@@ -22,6 +22,7 @@ pub(crate) mod service;
 pub(crate) mod state;
 pub mod tail;
 pub(crate) mod tenants;
+pub mod timestamp;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -328,6 +329,7 @@ pub async fn run(
             rotate_wait: flags.rotate_wait,
             max_open_files: descriptor_budget(flags.max_open_files),
             start_at: cfg.start_at,
+            stamps: timestamp::Stamps::new(&cfg.sources)?,
             ..tail::Options::default()
         },
     };

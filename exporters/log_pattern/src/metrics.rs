@@ -72,7 +72,12 @@ pub struct Counters {
     pub inotify_overflows: u64,
     /// By trigger (periodic, inotify, overflow, start).
     pub rescans: BTreeMap<String, u64>,
+    /// Lag of the pod log tree's lines (their CRI or Docker timestamp).
     pub lag: LagHistogram,
+    /// Lag of glob sources' lines, by source (its path pattern).
+    pub source_lag: BTreeMap<String, LagHistogram>,
+    /// Lines of a source with a `timestamp` whose stamp did not parse, by source.
+    pub timestamp_parse_errors: BTreeMap<String, u64>,
 }
 
 impl Counters {
@@ -110,23 +115,25 @@ pub struct Snapshot {
     pub saves: SaveStats,
 }
 
-/// A histogram with fixed values, encoded as a Prometheus histogram.
+/// Lag histograms with labels, encoded in the given order.
 #[derive(Debug)]
-struct ConstHistogram(LagHistogram);
+struct ConstHistograms(Vec<(Vec<(String, String)>, LagHistogram)>);
 
-impl EncodeMetric for ConstHistogram {
+impl EncodeMetric for ConstHistograms {
     fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
-        let mut buckets: Vec<(f64, u64)> = LAG_BUCKETS
-            .iter()
-            .copied()
-            .chain([f64::INFINITY])
-            .enumerate()
-            .map(|(i, b)| (b, self.0.buckets.get(i).copied().unwrap_or(0)))
-            .collect();
-        if buckets.is_empty() {
-            buckets.push((f64::INFINITY, 0));
+        for (labels, h) in &self.0 {
+            let buckets: Vec<(f64, u64)> = LAG_BUCKETS
+                .iter()
+                .copied()
+                .chain([f64::INFINITY])
+                .enumerate()
+                .map(|(i, b)| (b, h.buckets.get(i).copied().unwrap_or(0)))
+                .collect();
+            encoder
+                .encode_family(labels)?
+                .encode_histogram::<NoLabelSet>(h.sum, h.count, &buckets, None)?;
         }
-        encoder.encode_histogram::<NoLabelSet>(self.0.sum, self.0.count, &buckets, None)
+        Ok(())
     }
     fn metric_type(&self) -> MetricType {
         MetricType::Histogram
@@ -410,10 +417,20 @@ pub fn encode(snap: &Snapshot, r: &mut Registry) {
             &["start", "periodic", "inotify", "overflow"],
         ),
     );
+    let source = |s: &str| vec![("source".to_string(), s.to_string())];
     r.register(
         "event_lag_seconds",
-        "Read time minus the line's own timestamp",
-        ConstHistogram(c.lag.clone()),
+        "Read time minus the line's own timestamp, by source (\"pods\": the pod log tree's CRI or Docker timestamp; a glob source: its path pattern)",
+        ConstHistograms(
+            std::iter::once((source(crate::timestamp::PODS), c.lag.clone()))
+                .chain(c.source_lag.iter().map(|(k, h)| (source(k), h.clone())))
+                .collect(),
+        ),
+    );
+    r.register(
+        "timestamp_parse_errors",
+        "Lines of a source with a configured timestamp whose stamp did not parse (matched as usual, no lag observed), by source",
+        by_label("source", &c.timestamp_parse_errors, &[]),
     );
     let g = &snap.gauges;
     r.register(
@@ -478,20 +495,38 @@ mod tests {
         assert_eq!(h.buckets[10], 1);
         let mut snap = Snapshot::default();
         snap.counters.lag = h;
+        let mut app = LagHistogram::default();
+        app.observe(3.0);
+        snap.counters
+            .source_lag
+            .insert("/var/log/app/*.log".into(), app);
+        snap.counters
+            .timestamp_parse_errors
+            .insert("/var/log/app/*.log".into(), 5);
         let mut r = Registry::with_prefix("log_pattern");
         encode(&snap, &mut r);
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &r).unwrap();
         assert!(
-            out.contains("log_pattern_event_lag_seconds_bucket{le=\"0.05\"} 2\n"),
+            out.contains("log_pattern_event_lag_seconds_bucket{le=\"0.05\",source=\"pods\"} 2\n"),
             "{out}"
         );
         assert!(
-            out.contains("log_pattern_event_lag_seconds_bucket{le=\"+Inf\"} 4\n"),
+            out.contains("log_pattern_event_lag_seconds_bucket{le=\"+Inf\",source=\"pods\"} 4\n"),
             "{out}"
         );
         assert!(
             out.contains("log_pattern_parse_errors_total{format=\"cri\"} 0\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("log_pattern_event_lag_seconds_bucket{le=\"2.5\",source=\"/var/log/app/*.log\"} 0\nlog_pattern_event_lag_seconds_bucket{le=\"5.0\",source=\"/var/log/app/*.log\"} 1\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains(
+                "log_pattern_timestamp_parse_errors_total{source=\"/var/log/app/*.log\"} 5\n"
+            ),
             "{out}"
         );
     }

@@ -978,8 +978,10 @@ mod tests {
         )
         .unwrap();
         let err = check("deep.yml", &nested, &Config::default(), &Limits::default()).unwrap_err();
-        assert!(err.starts_with("deep.yml:1:72: flow collections"), "{err}");
-        assert!(err.contains("deeper than 64 levels"), "{err}");
+        assert!(
+            err.starts_with("deep.yml:1:72: brackets nested more than 64 levels deep"),
+            "{err}"
+        );
         let err = read_rule_set(&huge).unwrap_err().to_string();
         assert!(
             err.contains("huge.yml: ")

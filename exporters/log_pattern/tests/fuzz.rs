@@ -115,6 +115,7 @@ fn read_all(rng: &mut Rng, input: &[u8], sink: &mut dyn LineSink, cap: usize) ->
         counters: &mut counters,
         cap,
         now: Some(1_705_312_800.0),
+        stamps: &Default::default(),
     };
     let mut fed = 0usize;
     while fed < input.len() {

@@ -12,6 +12,7 @@ use memchr::memchr;
 use crate::format::{self, Format, Stream};
 use crate::metrics::Counters;
 use crate::rules::{Line, LineSink, SourceId};
+use crate::timestamp::Stamps;
 
 /// Where lines go, and the counters that describe them.
 pub struct Ctx<'a> {
@@ -22,6 +23,8 @@ pub struct Ctx<'a> {
     pub cap: usize,
     /// Read time, Unix seconds, for the lag histogram (`None`: no lag, e.g. replaying old files).
     pub now: Option<f64>,
+    /// The glob sources, for the lag by source and the lines' own timestamps.
+    pub stamps: &'a Stamps,
 }
 
 /// Resumable line-splitting state of one file.
@@ -41,6 +44,8 @@ pub struct LineReader {
     pending_long: bool,
     /// Lines seen while the format is not decided yet (see [`format::DETECT_LINES`]).
     undecided: u32,
+    /// The glob source of the file ([`Stamps::find`]; none: the pod log tree).
+    pub stamp: Option<usize>,
 }
 
 impl LineReader {
@@ -63,6 +68,7 @@ impl LineReader {
     pub fn reset(&mut self) {
         *self = Self {
             format: self.format,
+            stamp: self.stamp,
             ..Self::default()
         };
     }
@@ -133,7 +139,7 @@ impl LineReader {
             if !self.partials[i].is_empty() {
                 let msg = std::mem::take(&mut self.partials[i]);
                 let long = std::mem::replace(&mut self.partial_long[i], false);
-                emit(&msg, stream, None, long, ctx);
+                emit(&msg, stream, None, long, self.stamp, ctx);
             }
         }
     }
@@ -152,7 +158,7 @@ impl LineReader {
                 if let Some(f) = format::resembles(line) {
                     Counters::inc(&mut ctx.counters.parse_errors, f.as_str());
                 }
-                emit(line, Stream::None, None, long, ctx);
+                emit(line, Stream::None, None, long, self.stamp, ctx);
                 return;
             }
         };
@@ -161,7 +167,7 @@ impl LineReader {
             Ok(r) => r,
             Err(_) => {
                 Counters::inc(&mut ctx.counters.parse_errors, fmt.as_str());
-                emit(line, Stream::None, None, long, ctx);
+                emit(line, Stream::None, None, long, self.stamp, ctx);
                 return;
             }
         };
@@ -178,16 +184,30 @@ impl LineReader {
             }
             let msg = std::mem::take(&mut self.partials[i]);
             let long = std::mem::replace(&mut self.partial_long[i], false);
-            emit(&msg, rec.stream, rec.timestamp, long, ctx);
+            emit(&msg, rec.stream, rec.timestamp, long, self.stamp, ctx);
             self.partials[i] = msg;
             self.partials[i].clear();
         } else {
-            emit(&rec.message, rec.stream, rec.timestamp, long, ctx);
+            emit(
+                &rec.message,
+                rec.stream,
+                rec.timestamp,
+                long,
+                self.stamp,
+                ctx,
+            );
         }
     }
 }
 
-fn emit(message: &[u8], stream: Stream, timestamp: Option<f64>, long: bool, ctx: &mut Ctx<'_>) {
+fn emit(
+    message: &[u8],
+    stream: Stream,
+    timestamp: Option<f64>,
+    long: bool,
+    stamp: Option<usize>,
+    ctx: &mut Ctx<'_>,
+) {
     let c = &mut *ctx.counters;
     c.lines_read += 1;
     if long {
@@ -196,8 +216,13 @@ fn emit(message: &[u8], stream: Stream, timestamp: Option<f64>, long: bool, ctx:
     if std::str::from_utf8(message).is_err() {
         c.invalid_utf8_lines += 1;
     }
-    if let (Some(ts), Some(now)) = (timestamp, ctx.now) {
-        c.lag.observe(now - ts);
+    match ctx.stamps.get(stamp) {
+        None => {
+            if let (Some(ts), Some(now)) = (timestamp, ctx.now) {
+                c.lag.observe(now - ts);
+            }
+        }
+        Some(s) => source_lag(message, timestamp, s, ctx.now, c),
     }
     ctx.sink.on_line(
         ctx.source,
@@ -207,6 +232,42 @@ fn emit(message: &[u8], stream: Stream, timestamp: Option<f64>, long: bool, ctx:
             timestamp,
         },
     );
+}
+
+/// The lag of a glob source's line: its own timestamp when the source says where it is (a
+/// stamp that does not parse is counted), else the container format's.
+fn source_lag(
+    message: &[u8],
+    timestamp: Option<f64>,
+    s: &crate::timestamp::SourceStamp,
+    now: Option<f64>,
+    c: &mut Counters,
+) {
+    let timestamp = match &s.config {
+        None => timestamp,
+        Some(cfg) => {
+            let ts = cfg.parse_at(message, now.unwrap_or_else(super::unix_now));
+            // The source's series exists from its first line on (0 until a stamp fails).
+            let failed = u64::from(ts.is_none());
+            match c.timestamp_parse_errors.get_mut(&s.name) {
+                Some(n) => *n += failed,
+                None => {
+                    c.timestamp_parse_errors.insert(s.name.clone(), failed);
+                }
+            }
+            ts
+        }
+    };
+    let (Some(ts), Some(now)) = (timestamp, now) else {
+        return;
+    };
+    if let Some(h) = c.source_lag.get_mut(&s.name) {
+        h.observe(now - ts);
+    } else {
+        let mut h = crate::metrics::LagHistogram::default();
+        h.observe(now - ts);
+        c.source_lag.insert(s.name.clone(), h);
+    }
 }
 
 #[cfg(test)]
@@ -248,6 +309,7 @@ mod tests {
             counters: &mut counters,
             cap,
             now: Some(0.0),
+            stamps: &Stamps::default(),
         };
         for c in input.chunks(chunk) {
             r.feed(c, &mut ctx);
@@ -365,10 +427,89 @@ mod tests {
             counters: &mut counters,
             cap: 100,
             now: Some(0.0),
+            stamps: &Stamps::default(),
         };
         r.feed(b"a\nb", &mut ctx);
         r.finish(&mut ctx);
         assert_eq!(r.offset, 3);
         assert_eq!(sink.0.len(), 2);
+    }
+
+    /// A glob source with a timestamp: lag from the app's stamp under its source name, a stamp
+    /// that does not parse counted and the line still matched; a source without one takes the
+    /// CRI timestamp; the pod tree's lag stays in its own histogram.
+    #[test]
+    fn lag_by_source_and_parse_errors() {
+        let cfg = crate::config::parse(
+            std::path::Path::new("c.yml"),
+            "sources:\n- path: /var/log/app/*.log\n  timestamp: {regex: 'at=(\\S+)', format: rfc3339}\n- path: /var/log/cri/*.log\n",
+        )
+        .unwrap();
+        let stamps = Stamps::new(&cfg.sources).unwrap();
+        assert_eq!(
+            stamps.find(std::path::Path::new("/var/log/app/a.log")),
+            Some(0)
+        );
+        assert_eq!(
+            stamps.find(std::path::Path::new("/var/log/cri/b.log")),
+            Some(1)
+        );
+        assert_eq!(
+            stamps.find(std::path::Path::new("/var/log/app/x/a.log")),
+            None
+        );
+        // Rotated names belong to the source of the name they were rotated from.
+        for rotated in [
+            "a.log.1",
+            "a.log-20261206",
+            "a.log.1.gz",
+            "a.log-20261206.gz",
+        ] {
+            let p = std::path::Path::new("/var/log/app").join(rotated);
+            assert_eq!(stamps.find(&p), Some(0), "{rotated}");
+        }
+        for other in ["a.txt.1", "a.log.old", "a.log.1.2.3.gz"] {
+            let p = std::path::Path::new("/var/log/app").join(other);
+            assert_eq!(stamps.find(&p), None, "{other}");
+        }
+        let mut sink = Record::default();
+        let mut counters = Counters::default();
+        let now = 1_796_547_600.0; // 2026-12-06T09:00:00Z
+        let mut ctx = Ctx {
+            sink: &mut sink,
+            source: 0,
+            counters: &mut counters,
+            cap: 1000,
+            now: Some(now),
+            stamps: &stamps,
+        };
+        let mut app = LineReader {
+            stamp: Some(0),
+            ..LineReader::default()
+        };
+        app.feed(
+            b"at=2026-12-06T08:59:57Z msg=one\nat=garbage msg=two\nno stamp\nat=2026-12-06T08:59:59.5Z msg=three\n",
+            &mut ctx,
+        );
+        let mut cri = LineReader {
+            stamp: Some(1),
+            ..LineReader::default()
+        };
+        cri.feed(b"2026-12-06T08:59:40Z stdout F x\n", &mut ctx);
+        let mut pods = LineReader::default();
+        pods.feed(b"2026-12-06T08:58:00Z stdout F y\n", &mut ctx);
+        assert_eq!(sink.0.len(), 6, "every line matched");
+        let app = &counters.source_lag["/var/log/app/*.log"];
+        assert_eq!(app.count, 2);
+        assert!((app.sum - 3.5).abs() < 1e-6, "{}", app.sum);
+        assert_eq!(
+            counters.timestamp_parse_errors.get("/var/log/app/*.log"),
+            Some(&2)
+        );
+        assert_eq!(counters.source_lag["/var/log/cri/*.log"].sum, 20.0);
+        assert!(!counters
+            .timestamp_parse_errors
+            .contains_key("/var/log/cri/*.log"));
+        assert_eq!((counters.lag.count, counters.lag.sum), (1, 120.0));
     }
 }

@@ -53,6 +53,8 @@ pub struct Options {
     pub round_budget: u64,
     /// Observe the event lag (off for `replay`, where lines are old by design).
     pub lag: bool,
+    /// The glob sources, for the lag by source and the lines' own timestamps.
+    pub stamps: crate::timestamp::Stamps,
 }
 
 impl Default for Options {
@@ -65,6 +67,7 @@ impl Default for Options {
             read_budget: 8 << 20,
             round_budget: 64 << 20,
             lag: true,
+            stamps: Default::default(),
         }
     }
 }
@@ -247,6 +250,7 @@ impl Engine {
     /// Resumes from a saved state: counters now, files at the first scan.
     pub fn restore(&mut self, state: State) {
         self.counters = state.counters;
+        self.opts.stamps.retain_configured(&mut self.counters);
         self.sink.restore(&state.matches);
         self.recovering = Some(state.files);
         self.done = state.done;
@@ -571,11 +575,12 @@ impl Engine {
             }
         };
         self.errored.remove(path);
-        let reader = match start {
+        let mut reader = match start {
             Start::Beginning => LineReader::default(),
             Start::End => LineReader::at(tail_start(&file, size), None, Default::default()),
             Start::Resume(r) => r,
         };
+        reader.stamp = reader.stamp.or_else(|| self.opts.stamps.find(path));
         let source = self.sink.source(&labels);
         let key = self.next_key;
         self.next_key += 1;
@@ -866,7 +871,7 @@ impl Engine {
     /// restart before its end resumes it from the saved offset ([`Engine::state`]). Returns
     /// false when it cannot be opened now (counted; a file past the descriptor budget is
     /// tried again at the next scan).
-    fn queue_gz(&mut self, p: &Path, labels: &Labels, reader: LineReader) -> bool {
+    fn queue_gz(&mut self, p: &Path, labels: &Labels, mut reader: LineReader) -> bool {
         if self.files.len() + self.gz.len() >= self.opts.max_open_files {
             self.count_error(p, "too_many_files");
             return false;
@@ -911,6 +916,7 @@ impl Engine {
             },
         );
         let source = self.sink.source(labels);
+        reader.stamp = reader.stamp.or_else(|| self.opts.stamps.find(p));
         self.gz.push_back(GzJob {
             path: p.to_path_buf(),
             labels: labels.clone(),
@@ -1102,6 +1108,7 @@ impl Engine {
                 counters: &mut self.counters,
                 cap: self.opts.max_line_bytes,
                 now,
+                stamps: &self.opts.stamps,
             };
             let mut read = 0u64;
             let mut eof = false;
@@ -1153,6 +1160,7 @@ impl Engine {
                 counters: &mut self.counters,
                 cap: self.opts.max_line_bytes,
                 now,
+                stamps: &self.opts.stamps,
             };
             let (read, finished) = Self::gz_step(job, &mut buf, &mut ctx, self.opts.read_budget);
             total += read;
@@ -1202,6 +1210,7 @@ impl Engine {
                     counters: &mut self.counters,
                     cap: self.opts.max_line_bytes,
                     now: self.opts.lag.then(unix_now),
+                    stamps: &self.opts.stamps,
                 };
                 tf.reader.finish(&mut ctx);
             }
@@ -1230,6 +1239,7 @@ impl Engine {
                         counters: &mut self.counters,
                         cap: self.opts.max_line_bytes,
                         now: self.opts.lag.then(unix_now),
+                        stamps: &self.opts.stamps,
                     };
                     tf.reader.finish(&mut ctx);
                 }
