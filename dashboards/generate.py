@@ -205,7 +205,7 @@ def log_pattern():
     b.panel("timeseries", "Lines read /s", [(f'sum by (node) (rate(log_pattern_lines_read_total{{{SEL}}}[5m]))', "{{node}}")], unit="ops")
     b.row("Tailer health")
     b.panel("timeseries", "Backlog (bytes not yet read)", [(f'sum by (node) (log_pattern_backlog_bytes{{{SEL}}})', "{{node}}")], unit="bytes")
-    b.panel("timeseries", "Event lag p99", [(f'histogram_quantile(0.99, sum by (node, le) (rate(log_pattern_event_lag_seconds_bucket{{{SEL}}}[5m])))', "{{node}}")], unit="s")
+    b.panel("timeseries", "Event lag p99", [(f'histogram_quantile(0.99, sum by (node, source, le) (rate(log_pattern_event_lag_seconds_bucket{{{SEL}}}[5m])))', "{{node}} {{source}}")], unit="s")
     b.panel("timeseries", "Files watched", [(f'log_pattern_files_watched{{{SEL}}}', "{{node}}")])
     b.panel("timeseries", "Seconds since last state save", [(f'time() - log_pattern_state_last_save_timestamp_seconds{{{SEL}}}', "{{node}}")], unit="s")
     return b
