@@ -122,6 +122,16 @@ pub struct Flags {
     /// libvirt_domain_pinning_overlap_cpus stays exact.
     #[arg(long = "pinning.evidence-limit", default_value_t = 5, value_name = "N")]
     pub pinning_evidence_limit: usize,
+    /// Per-vCPU series: libvirt_domain_vcpu_{state,time_seconds_total,wait_seconds_total,
+    /// delay_seconds_total,cpu,maximum} and libvirt_domain_vcpu_pinning_info (2 to 7 series per
+    /// vCPU). Without it the domain's declared pinning is one libvirt_domain_pinning_info series.
+    #[arg(long = "domain.vcpu-detail", default_value_t = false, action = clap::ArgAction::Set, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub vcpu_detail: bool,
+    /// The guest's own memory figures beyond the defaults:
+    /// libvirt_domain_memory_stats_{unused_bytes,disk_caches_bytes,minor_fault_total,
+    /// hugetlb_pgalloc_total,hugetlb_pgfail_total,last_update_timestamp_seconds}.
+    #[arg(long = "domain.memory-detail", default_value_t = false, action = clap::ArgAction::Set, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub memory_detail: bool,
 }
 
 /// Builds every collector of this exporter (enabled or not), in the order of [`COLLECTORS`].
@@ -152,7 +162,11 @@ pub fn collectors(flags: &Flags) -> Vec<Arc<dyn Collector>> {
         Arc::new(collector::domain::DomainCollector::new(
             gatherer,
             nova,
-            flags.pinning_evidence_limit,
+            collector::domain::Options {
+                evidence_limit: flags.pinning_evidence_limit,
+                vcpu_detail: flags.vcpu_detail,
+                memory_detail: flags.memory_detail,
+            },
         )),
         Arc::new(collector::host::HostCollector::new(libvirt)),
     ]
