@@ -143,15 +143,18 @@ pub fn collectors(flags: &Flags) -> Vec<Arc<dyn Collector>> {
         flags.events,
     ));
     let procfs = (!flags.procfs.is_empty()).then(|| PathBuf::from(&flags.procfs));
-    let gatherer = Arc::new(snapshot::Gatherer::new(
-        Arc::clone(&libvirt),
-        flags.concurrency,
-        procfs,
-        flags.xml_refresh_interval,
-        flags.stats_fallback,
-        flags.vcpuinfo_interval,
-        flags.pininfo_interval,
-    ));
+    let gatherer = Arc::new(
+        snapshot::Gatherer::new(
+            Arc::clone(&libvirt),
+            flags.concurrency,
+            procfs,
+            flags.xml_refresh_interval,
+            flags.stats_fallback,
+            flags.vcpuinfo_interval,
+            flags.pininfo_interval,
+        )
+        .with_vcpu_fallback(flags.vcpu_detail),
+    );
     let nova = collector::domain::NovaSetsSource {
         dedicated: flags.nova_cpu_dedicated_set.clone(),
         shared: flags.nova_cpu_shared_set.clone(),
