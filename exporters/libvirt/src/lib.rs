@@ -216,6 +216,23 @@ mod tests {
     }
 
     #[test]
+    fn detail_flags_are_off_by_default_and_take_an_optional_value() {
+        let f = <Flags as clap::Parser>::parse_from(["x"]);
+        assert!(!f.vcpu_detail && !f.memory_detail);
+        let f = <Flags as clap::Parser>::parse_from([
+            "x",
+            "--domain.vcpu-detail",
+            "--domain.memory-detail=true",
+        ]);
+        assert!(f.vcpu_detail && f.memory_detail);
+        let f = <Flags as clap::Parser>::parse_from(["x", "--domain.vcpu-detail=false"]);
+        assert!(!f.vcpu_detail);
+        assert!(
+            <Flags as clap::Parser>::try_parse_from(["x", "--domain.vcpu-detail=maybe"]).is_err()
+        );
+    }
+
+    #[test]
     fn a_zero_call_timeout_is_a_startup_error() {
         // Every libvirt call would time out at once: the exporter could never answer.
         for bad in ["0s", "0ms", "0"] {
