@@ -151,7 +151,8 @@ def overview():
     b.panel("stat", "Targets up", [(f'sum by (job) (up{{{SEL}}})', "{{job}}")], w=6, h=5)
     b.panel("stat", "Dirty flows", [(f'sum(ovs_dirty_flows{{{SEL}}})', "dirty flows")], w=6, h=5,
             description="Any value above 0 is an alert (OvsDirtyFlows).")
-    b.panel("stat", "Broken pinning (CPUs)", [(f'sum(libvirt_domain_pinning_overlap_cpus{{{SEL}}}) + sum(libvirt_domain_pinning_dedicated_in_shared_cpus{{{SEL}}})', "CPUs")], w=6, h=5)
+    # Findings are exported only while they have CPUs: each sum falls back to 0.
+    b.panel("stat", "Broken pinning (CPUs)", [(f'(sum(libvirt_domain_pinning_overlap_cpus{{{SEL}}}) or vector(0)) + (sum(libvirt_domain_pinning_dedicated_in_shared_cpus{{{SEL}}}) or vector(0))', "CPUs")], w=6, h=5)
     b.panel("stat", "Failing collectors", [(f'count({{__name__=~"(libvirt|ovs|log_pattern)_scrape_collector_success", {SEL}}} == 0) or vector(0)', "collectors")], w=6, h=5)
     b.row("Workload")
     b.panel("timeseries", "Domains by state", [(f'sum by (state) (libvirt_domains_by_state{{{SEL}}})', "{{state}}")])
@@ -169,17 +170,19 @@ def libvirt():
             options={"showHeader": True})
     b.row("Resources per domain")
     b.panel("timeseries", "CPU (cores)", [(f'rate(libvirt_domain_info_cpu_time_seconds_total{{{SEL}}}[5m]) * {NOVA}', "{{instance_name}} ({{project_name}})")], unit="short")
-    b.panel("timeseries", "Memory in use", [(f'libvirt_domain_info_memory_usage_bytes{{{SEL}}} * {NOVA}', "{{instance_name}} ({{project_name}})")], unit="bytes")
+    b.panel("timeseries", "Memory in use", [(f'libvirt_domain_memory_stats_current_balloon_bytes{{{SEL}}} * {NOVA}', "{{instance_name}} ({{project_name}})")], unit="bytes")
     b.panel("timeseries", "Disk read+write", [(f'sum by (node, domain) (rate(libvirt_domain_block_stats_read_bytes_total{{{SEL}}}[5m]) + rate(libvirt_domain_block_stats_write_bytes_total{{{SEL}}}[5m])) * {NOVA}', "{{instance_name}}")], unit="Bps")
     b.panel("timeseries", "Network receive+transmit", [(f'sum by (node, domain) (rate(libvirt_domain_interface_stats_receive_bytes_total{{{SEL}}}[5m]) + rate(libvirt_domain_interface_stats_transmit_bytes_total{{{SEL}}}[5m])) * {NOVA}', "{{instance_name}}")], unit="Bps")
     b.row("CPU pinning")
     b.panel("timeseries", "Pinned vCPUs per host CPU", [(f'libvirt_host_cpu_pinned_vcpus{{{SEL}}}', "cpu {{cpu}}")],
             description="More than one dedicated vCPU on a host CPU is broken pinning.")
-    b.panel("table", "Declared vCPU pinning", [(f'libvirt_domain_vcpu_pinning_info{{{SEL}}}', "")])
+    b.panel("table", "Declared pinning", [(f'libvirt_domain_pinning_info{{{SEL}}}', "")],
+            description="Per domain: its vCPUs by class, the host CPUs they claim or float over, the emulator threads' pin. Per vCPU with --domain.vcpu-detail (libvirt_domain_vcpu_pinning_info).")
+    # Findings are exported only while they have CPUs: 0 when a node has none.
     b.panel("timeseries", "Broken pinning", [
-        (f'libvirt_domain_pinning_overlap_cpus{{{SEL}}}', "shared host CPUs: {{domain}}"),
-        (f'libvirt_domain_pinning_dedicated_in_shared_cpus{{{SEL}}}', "dedicated in shared set: {{domain}}"),
-        (f'libvirt_domain_pinning_affinity_mismatch_vcpus{{{SEL}}}', "live affinity differs: {{domain}}"),
+        (f'libvirt_domain_pinning_overlap_cpus{{{SEL}}} or on () vector(0)', "shared host CPUs: {{domain}}"),
+        (f'libvirt_domain_pinning_dedicated_in_shared_cpus{{{SEL}}} or on () vector(0)', "dedicated in shared set: {{domain}}"),
+        (f'libvirt_domain_pinning_affinity_mismatch_vcpus{{{SEL}}} or on () vector(0)', "live affinity differs: {{domain}}"),
     ], w=24)
     b.panel("table", "Overlapping pins", [(f'libvirt_domain_pinning_overlap_info{{{SEL}}}', "")], w=24)
     return b

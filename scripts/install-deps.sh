@@ -18,8 +18,8 @@ PACKAGES=(
   prometheus prometheus-alertmanager
   # the fleet test (alerts/tests/fleet.py): the long-term store the Prometheus shards remote-write to
   victoria-metrics
-  # peers measured in benchmarks
-  mtail
+  # peers measured in benchmarks (prometheus-libvirt-exporter: kumina's, libvirt_exporter's bench)
+  mtail prometheus-libvirt-exporter
   # dirty_flow bench: OVS's own Python flow parser (ovs.flow.ofp) and its netaddr dependency
   python3-openvswitch python3-netaddr
   # tooling used by tests and scripts

@@ -166,6 +166,10 @@ row log_pattern_exporter "$LOG_PORT" "$LOG_PID" 'log_pattern_scrape_collector_su
 total=$(cat "$WORK"/*.series | awk "{s+=\$1} END {print s}")
 printf '| %-22s | %7s | %9s | %9s | %9s |\n' total "$total" "" "" ""
 echo
+# The series bill of docs/scaling.md: libvirt_exporter's series divided by the VMs (host and
+# node series included).
+awk -v s="$(cat "$WORK/libvirt_exporter.series")" -v n="$VMS" \
+  'BEGIN {printf "libvirt_exporter: %.1f series per VM (target <= 35)\n\n", s / n}'
 echo "Largest metric families (series):"
 for f in libvirt_exporter dirty_flow_exporter log_pattern_exporter; do
   grep -v '^#' "$WORK/$f.prom" | sed 's/[{ ].*//' | sort | uniq -c | sort -rn | head -6 | sed "s/^/  $f: /"

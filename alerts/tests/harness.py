@@ -647,18 +647,14 @@ class SimNode:
             for i, d in enumerate(vms):
                 L += [
                     f'libvirt_domain_info_state{{domain="{d}",state_desc="the domain is running"}} 1',
-                    f'libvirt_domain_info_virtual_cpus{{domain="{d}"}} 4',
-                    f'libvirt_domain_info_maximum_memory_bytes{{domain="{d}"}} 8589934592',
-                    f'libvirt_domain_info_memory_usage_bytes{{domain="{d}"}} 8589934592',
+                    f'libvirt_domain_vcpu_current{{domain="{d}"}} 4',
+                    f'libvirt_domain_memory_stats_maximum_bytes{{domain="{d}"}} 8589934592',
+                    f'libvirt_domain_memory_stats_current_balloon_bytes{{domain="{d}"}} 8589934592',
                     f'libvirt_domain_info_cpu_time_seconds_total{{domain="{d}"}} {1000 + i}',
                     f'libvirt_domain_openstack_info{{domain="{d}",instance_id="{i:08d}-0000-4000-8000-000000000000",flavor_name="m1.large",project_name="demo"}} 1',
                     f'libvirt_domain_block_stats_read_bytes_total{{domain="{d}",target_device="vda"}} {i * 4096}',
                     f'libvirt_domain_interface_stats_receive_bytes_total{{domain="{d}",target_device="tap{i:03d}"}} {i * 1500}',
-                    f'libvirt_domain_pinning_dedicated_cpus{{domain="{d}"}} 4',
-                    f'libvirt_domain_pinning_overlap_cpus{{domain="{d}"}} 0',
-                    f'libvirt_domain_pinning_dedicated_in_shared_cpus{{domain="{d}"}} 0',
-                    f'libvirt_domain_pinning_outside_dedicated_set_cpus{{domain="{d}"}} 0',
-                    f'libvirt_domain_pinning_affinity_mismatch_vcpus{{domain="{d}",source="pininfo"}} 0',
+                    f'libvirt_domain_pinning_info{{domain="{d}",dedicated_vcpus="0-3",dedicated_cpus="{4 * i}-{4 * i + 3}"}} 1',
                 ]
             L += self._framework("libvirt", ("domains", "host", "pinning"))
         elif job == "ovs":

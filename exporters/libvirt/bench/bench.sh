@@ -149,3 +149,6 @@ for n in "${NAMES[@]}"; do
 done
 row "qemu-path: repeated scrape with gzip, as Prometheus asks (median)" "$(printf '%.3f s' "$(median < "$WORK/repeat-gzip.txt")")"
 row "virsh domstats --nowait (reference, includes connecting)" "$virsh_s s"
+
+# The peer: kumina's exporter on the same libvirtd, at 500 domains (it lists at most 512) and 1,000.
+bash "$HERE/peer.sh" "$BIN"

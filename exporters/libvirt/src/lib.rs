@@ -127,6 +127,16 @@ pub struct Flags {
     /// libvirt_domain_pinning_overlap_cpus stays exact.
     #[arg(long = "pinning.evidence-limit", default_value_t = 5, value_name = "N")]
     pub pinning_evidence_limit: usize,
+    /// Per-vCPU series: libvirt_domain_vcpu_{state,time_seconds_total,wait_seconds_total,
+    /// delay_seconds_total,cpu,maximum} and libvirt_domain_vcpu_pinning_info (2 to 7 series per
+    /// vCPU). Without it the domain's declared pinning is one libvirt_domain_pinning_info series.
+    #[arg(long = "domain.vcpu-detail", default_value_t = false, action = clap::ArgAction::Set, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub vcpu_detail: bool,
+    /// The guest's own memory figures beyond the defaults:
+    /// libvirt_domain_memory_stats_{unused_bytes,disk_caches_bytes,minor_fault_total,
+    /// hugetlb_pgalloc_total,hugetlb_pgfail_total,last_update_timestamp_seconds}.
+    #[arg(long = "domain.memory-detail", default_value_t = false, action = clap::ArgAction::Set, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub memory_detail: bool,
 }
 
 /// Builds every collector of this exporter (enabled or not), in the order of [`COLLECTORS`].
@@ -138,15 +148,18 @@ pub fn collectors(flags: &Flags) -> Vec<Arc<dyn Collector>> {
         flags.events,
     ));
     let procfs = (!flags.procfs.is_empty()).then(|| PathBuf::from(&flags.procfs));
-    let gatherer = Arc::new(snapshot::Gatherer::new(
-        Arc::clone(&libvirt),
-        flags.concurrency,
-        procfs,
-        flags.xml_refresh_interval,
-        flags.stats_fallback,
-        flags.vcpuinfo_interval,
-        flags.pininfo_interval,
-    ));
+    let gatherer = Arc::new(
+        snapshot::Gatherer::new(
+            Arc::clone(&libvirt),
+            flags.concurrency,
+            procfs,
+            flags.xml_refresh_interval,
+            flags.stats_fallback,
+            flags.vcpuinfo_interval,
+            flags.pininfo_interval,
+        )
+        .with_vcpu_fallback(flags.vcpu_detail),
+    );
     let nova = collector::domain::NovaSetsSource {
         dedicated: flags.nova_cpu_dedicated_set.clone(),
         shared: flags.nova_cpu_shared_set.clone(),
@@ -157,7 +170,11 @@ pub fn collectors(flags: &Flags) -> Vec<Arc<dyn Collector>> {
         Arc::new(collector::domain::DomainCollector::new(
             gatherer,
             nova,
-            flags.pinning_evidence_limit,
+            collector::domain::Options {
+                evidence_limit: flags.pinning_evidence_limit,
+                vcpu_detail: flags.vcpu_detail,
+                memory_detail: flags.memory_detail,
+            },
         )),
         Arc::new(collector::host::HostCollector::new(Arc::clone(&libvirt))),
         Arc::new(collector::job::JobCollector::new(
@@ -209,6 +226,23 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn detail_flags_are_off_by_default_and_take_an_optional_value() {
+        let f = <Flags as clap::Parser>::parse_from(["x"]);
+        assert!(!f.vcpu_detail && !f.memory_detail);
+        let f = <Flags as clap::Parser>::parse_from([
+            "x",
+            "--domain.vcpu-detail",
+            "--domain.memory-detail=true",
+        ]);
+        assert!(f.vcpu_detail && f.memory_detail);
+        let f = <Flags as clap::Parser>::parse_from(["x", "--domain.vcpu-detail=false"]);
+        assert!(!f.vcpu_detail);
+        assert!(
+            <Flags as clap::Parser>::try_parse_from(["x", "--domain.vcpu-detail=maybe"]).is_err()
+        );
     }
 
     #[test]

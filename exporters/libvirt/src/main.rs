@@ -3,6 +3,7 @@
 use libvirt_exporter::{run, Flags, COLLECTORS};
 
 fn main() -> std::process::ExitCode {
+    libvirt_exporter::ffi::tune_allocator();
     let mut args = std::env::args().skip(1);
     if args.next().as_deref() == Some(libvirt_exporter::events_helper::HELPER_ARG) {
         return libvirt_exporter::events_helper::helper_main(&args.next().unwrap_or_default());

@@ -170,6 +170,9 @@ pub struct Gatherer {
     last_full: Mutex<(u64, Option<Instant>)>,
     /// Fill stat groups missing from the bulk stats with per-domain calls.
     stats_fallback: bool,
+    /// Whether per-vCPU state and time missing from the bulk stats are fetched
+    /// (`--domain.vcpu-detail`: only then are they exported).
+    vcpu_fallback: bool,
     /// Groups filled that way, per [`stats_fallback::GROUPS`].
     pub fallbacks: [AtomicU64; 5],
     /// How often a running domain's `virDomainGetVcpus` is repeated (zero: every scrape).
@@ -273,6 +276,7 @@ impl Gatherer {
             pin_checks: Mutex::new(HashMap::default()),
             numa: Mutex::new(None),
             stats_fallback,
+            vcpu_fallback: true,
             fallbacks: Default::default(),
             xml_fetches: AtomicU64::new(0),
             xml_refresh,
@@ -286,6 +290,13 @@ impl Gatherer {
             xml_errors: AtomicU64::new(0),
             nova_errors: AtomicU64::new(0),
         }
+    }
+
+    /// Whether per-vCPU state and time missing from the bulk stats are fetched with
+    /// `virDomainGetVcpus` on every scrape (on by default; off when they are not exported).
+    pub fn with_vcpu_fallback(mut self, on: bool) -> Self {
+        self.vcpu_fallback = on;
+        self
     }
 
     /// Parses `xml` unless the cached parse of this domain is of the same text.
@@ -534,7 +545,7 @@ impl Gatherer {
                 || self.pininfo_interval.is_zero()
                 || pin_prev.as_ref().is_none_or(|p| p.mismatch || now >= p.due);
             let vcpus_due = active
-                && ((self.stats_fallback && missing.vcpu)
+                && ((self.stats_fallback && self.vcpu_fallback && missing.vcpu)
                     || (declares
                         && (reuse.is_none()
                             || prev.as_ref().is_none_or(|p| p.mismatch || now >= p.due))));
@@ -675,7 +686,7 @@ impl Gatherer {
                 }
                 match vcpus {
                     Some(Ok(v)) => {
-                        if missing.vcpu && self.stats_fallback {
+                        if missing.vcpu && self.stats_fallback && self.vcpu_fallback {
                             self.fallbacks[stats_fallback::VCPU].fetch_add(1, Ordering::Relaxed);
                         }
                         snap.vcpus = Some(v);

@@ -118,6 +118,18 @@ const MEMORY_TAGS: &[(u32, &str)] = &[
         sys::VIR_DOMAIN_MEMORY_STAT_DISK_CACHES,
         "balloon.disk_caches",
     ),
+    (
+        sys::VIR_DOMAIN_MEMORY_STAT_LAST_UPDATE,
+        "balloon.last-update",
+    ),
+    (
+        sys::VIR_DOMAIN_MEMORY_STAT_HUGETLB_PGALLOC,
+        "balloon.hugetlb_pgalloc",
+    ),
+    (
+        sys::VIR_DOMAIN_MEMORY_STAT_HUGETLB_PGFAIL,
+        "balloon.hugetlb_pgfail",
+    ),
 ];
 
 /// Fetches the `missing` groups of a running domain with `disks` and `interfaces` (target device

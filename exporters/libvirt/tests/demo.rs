@@ -44,7 +44,7 @@ async fn the_demo_shows_one_overlapping_pair_and_nothing_else() {
     )
     .await;
     let mut nonzero: Vec<String> = e2e_tests::parse_samples(&out)
-        .filter(|s| FINDINGS.contains(&s.name) && s.value != 0.0)
+        .filter(|s| FINDINGS.contains(&s.name))
         .map(|s| format!("{} {}", s.series, s.value))
         .collect();
     nonzero.sort();
@@ -56,13 +56,14 @@ async fn the_demo_shows_one_overlapping_pair_and_nothing_else() {
         ],
         "{out}"
     );
-    // The NUMA check ran (the host reports its cells) and found every guest's memory local.
+    // Every guest's memory is bound to the NUMA node of its CPUs: no NUMA finding (the check
+    // itself is tested on the same topology in tests/nova_fixtures.rs).
     assert_eq!(
         e2e_tests::sample(
             &out,
             r#"libvirt_domain_pinning_numa_remote_cpus{domain="instance-00000104"}"#
         ),
-        Some(0.0)
+        None
     );
     drop(conn);
 }

@@ -40,7 +40,7 @@ async fn metadata_named_like_domain_elements_does_not_hide_vcpus() {
         ),
     )
     .unwrap();
-    let body = scrape(&node, &["--libvirt.events=false"]).await;
+    let body = scrape(&node, &["--libvirt.events=false", "--domain.vcpu-detail"]).await;
     for v in 0..4 {
         for name in ["libvirt_domain_vcpu_state", "libvirt_domain_vcpu_cpu"] {
             let series = format!("{name}{{domain=\"hinted\",vcpu=\"{v}\"}}");
@@ -104,17 +104,21 @@ async fn xml_libvirt_accepts_is_read() {
             "{domain}:\n{body}"
         );
     }
-    assert_eq!(
-        e2e_tests::sample(
-            &body,
-            r#"libvirt_domain_pinning_dedicated_cpus{domain="deep"}"#
-        ),
-        Some(1.0)
-    );
-    assert!(
-        body.contains(r#"libvirt_domain_vcpu_pinning_info{domain="farpin",vcpu="0",cpuset="9000",kind="dedicated"} 1"#),
-        "{body}"
-    );
+    for (domain, cpus) in [("deep", "4"), ("farpin", "9000")] {
+        assert_eq!(
+            e2e_tests::sample_with(
+                &body,
+                "libvirt_domain_pinning_info",
+                &[
+                    ("domain", domain),
+                    ("dedicated_vcpus", "0"),
+                    ("dedicated_cpus", cpus)
+                ]
+            ),
+            Some(1.0),
+            "{domain}:\n{body}"
+        );
+    }
 }
 
 /// A process that looks like the QEMU of guest `name` to a procfs scan (argv[0] `qemu-...`,
@@ -170,27 +174,26 @@ async fn a_second_process_claiming_a_guest_does_not_decide_its_procfs_affinity()
         ),
     )
     .unwrap();
-    let procfs = r#"source="procfs"}"#;
-    let series =
-        format!(r#"libvirt_domain_pinning_affinity_mismatch_vcpus{{domain="{name}",{procfs}"#);
+    // The node's only domain: the sources compared for it, and no mismatch.
+    let checked = |body: &str, source: &str| {
+        e2e_tests::sample_with(
+            body,
+            "libvirt_domains_affinity_checked",
+            &[("source", source)],
+        )
+    };
+    let mismatch = "libvirt_domain_pinning_affinity_mismatch_vcpus{";
     // One process: its vCPU thread is read (and agrees with the declaration).
     let _first = decoy_qemu(&name, a);
     let body = scrape(&node, &["--path.procfs=/proc"]).await;
-    assert_eq!(e2e_tests::sample(&body, &series), Some(0.0), "{body}");
+    assert_eq!(checked(&body, "procfs"), Some(1.0), "{body}");
+    assert!(!body.contains(mismatch), "{body}");
     // A second one, bound elsewhere: which of them is QEMU cannot be told.
     let _second = decoy_qemu(&name, if a == b { a } else { b });
     let body = scrape(&node, &["--path.procfs=/proc"]).await;
-    assert!(!body.contains(procfs), "{body}");
-    assert_eq!(
-        e2e_tests::sample(
-            &body,
-            &format!(
-                r#"libvirt_domain_pinning_affinity_mismatch_vcpus{{domain="{name}",source="pininfo"}}"#
-            )
-        ),
-        Some(0.0),
-        "{body}"
-    );
+    assert_eq!(checked(&body, "procfs"), Some(0.0), "{body}");
+    assert_eq!(checked(&body, "pininfo"), Some(1.0), "{body}");
+    assert!(!body.contains(mismatch), "{body}");
 }
 
 /// What an operator sees from a hostile node through the real binary (HTTP, text format, debug

@@ -9,6 +9,7 @@ mod support;
 use std::path::{Path, PathBuf};
 
 use e2e_tests::{sample, sample_with};
+use libvirt_exporter::cpuset::parse_cpuset;
 
 /// The host generate.py booted on.
 const SETS: [&str; 2] = [
@@ -42,9 +43,29 @@ async fn scrape_xml(node_xml: &str, args: &[&str]) -> String {
     support::scrape_in_process(&format!("test://{}", path.display()), args).await
 }
 
-/// The class of each vCPU of `domain`, in vCPU order, as one letter each.
+/// The class of each vCPU of `domain`, in vCPU order, as one letter each, from its
+/// `libvirt_domain_pinning_info` (checked against `libvirt_domain_vcpu_pinning_info` when the
+/// output has it).
 fn kinds(out: &str, domain: &str) -> String {
-    let mut v: Vec<(u32, char)> = e2e_tests::parse_samples(out)
+    let mut v: Vec<(u32, char)> = Vec::new();
+    for s in e2e_tests::parse_samples(out).filter(|s| s.name == "libvirt_domain_pinning_info") {
+        let l = s.labels();
+        let get = |k: &str| l.iter().find(|(n, _)| n == k).map(|(_, v)| v.to_string());
+        if get("domain").as_deref() != Some(domain) {
+            continue;
+        }
+        for (label, kind) in [
+            ("dedicated_vcpus", 'd'),
+            ("floating_vcpus", 'f'),
+            ("unknown_vcpus", 'u'),
+        ] {
+            let set = parse_cpuset(&get(label).unwrap()).unwrap();
+            v.extend(set.iter().map(|i| (i, kind)));
+        }
+    }
+    v.sort_unstable();
+    let summary: String = v.into_iter().map(|(_, k)| k).collect();
+    let mut per_vcpu: Vec<(u32, char)> = e2e_tests::parse_samples(out)
         .filter(|s| s.name == "libvirt_domain_vcpu_pinning_info")
         .filter_map(|s| {
             let l = s.labels();
@@ -57,8 +78,15 @@ fn kinds(out: &str, domain: &str) -> String {
             })
         })
         .collect();
-    v.sort_unstable();
-    v.into_iter().map(|(_, k)| k).collect()
+    if !per_vcpu.is_empty() {
+        per_vcpu.sort_unstable();
+        let detail: String = per_vcpu.into_iter().map(|(_, k)| k).collect();
+        assert_eq!(
+            detail, summary,
+            "{domain}: per-vCPU detail and summary differ"
+        );
+    }
+    summary
 }
 
 const FINDINGS: &[&str] = &[
@@ -70,10 +98,12 @@ const FINDINGS: &[&str] = &[
     "libvirt_domain_openstack_metadata_malformed",
 ];
 
-/// Every finding of every domain, `(metric, domain) -> value`, for those that are not 0.
+/// Every finding of every domain, `(metric, domain) -> value` (a finding is exported only while
+/// it is not 0).
 fn nonzero_findings(out: &str) -> Vec<String> {
     let mut v: Vec<String> = e2e_tests::parse_samples(out)
-        .filter(|s| FINDINGS.contains(&s.name) && s.value != 0.0)
+        .filter(|s| FINDINGS.contains(&s.name))
+        .inspect(|s| assert_ne!(s.value, 0.0, "{}", s.series))
         .map(|s| format!("{} {}", s.series, s.value))
         .collect();
     v.sort();
@@ -106,17 +136,18 @@ async fn healthy_guests_written_by_nova_give_no_finding() {
             for metric in FINDINGS {
                 assert_eq!(
                     sample_with(&out, metric, &[("domain", dom)]),
-                    Some(0.0),
+                    None,
                     "{file} {case} {metric}"
                 );
             }
         }
         assert_eq!(nonzero_findings(&out), Vec::<String>::new(), "{file}");
-        // One domain at most per host CPU; CPUs 0 and 5 are the shared ones.
+        // One domain at most per host CPU; CPUs 0 and 5 are the shared ones (a host CPU without
+        // a dedicated claim has no series).
         let dedicated: Vec<(String, f64)> = (0..10)
             .map(|c| {
                 let s = format!("libvirt_host_cpu_dedicated_domains{{cpu=\"{c}\"}}");
-                (c.to_string(), sample(&out, &s).unwrap())
+                (c.to_string(), sample(&out, &s).unwrap_or(0.0))
             })
             .collect();
         // nova 31 records no emulator policy: the isolated emulator's CPU 3 is not a claim.
@@ -218,11 +249,12 @@ async fn nova_34_metadata_is_exported_whole() {
     assert_eq!(
         sample_with(
             &out,
-            "libvirt_domain_emulator_pinning_info",
+            "libvirt_domain_pinning_info",
             &[
                 ("domain", &dom("emulator-isolate")),
-                ("policy", "isolate"),
-                ("cpuset", "3")
+                ("emulator_policy", "isolate"),
+                ("emulator_cpuset", "3"),
+                ("dedicated_cpus", "1,3")
             ]
         ),
         Some(1.0)
@@ -417,7 +449,7 @@ async fn numa_placement_against_the_host_topology() {
             &out,
             r#"libvirt_domain_pinning_numa_remote_cpus{domain="instance-00000001"}"#
         ),
-        Some(0.0),
+        None,
         "{out}"
     );
     assert_eq!(

@@ -66,6 +66,9 @@ fn qemu_guest_under_tcg() {
         "--libvirt.vcpuinfo-interval=2s".into(),
         // libvirt's pin info is asked for again only on events (or after an hour).
         "--libvirt.pininfo-interval=1h".into(),
+        // Every bulk stat group, the per-vCPU and guest memory series included.
+        "--domain.vcpu-detail".into(),
+        "--domain.memory-detail".into(),
     ]);
     let mut body = String::new();
     wait_for(
@@ -74,7 +77,7 @@ fn qemu_guest_under_tcg() {
         || {
             body = exporter.scrape().1;
             sample_value(&body, r#"libvirt_domain_vcpu_time_seconds_total{domain="tcg-1",vcpu="0"}"#).is_some()
-            && sample_value(&body, r#"libvirt_domain_pinning_affinity_mismatch_vcpus{domain="tcg-1",source="procfs"}"#).is_some()
+            && sample_value(&body, r#"libvirt_domains_affinity_checked{source="procfs"}"#) == Some(1.0)
             // The balloon group's rss can lag the guest's start on a loaded machine.
             && sample_value(&body, r#"libvirt_domain_memory_stats_rss_bytes{domain="tcg-1"}"#).is_some()
         },
@@ -91,13 +94,13 @@ fn qemu_guest_under_tcg() {
     assert_eq!(
         sample_value(
             &body,
-            r#"libvirt_domain_info_maximum_memory_bytes{domain="tcg-1"}"#
+            r#"libvirt_domain_memory_stats_maximum_bytes{domain="tcg-1"}"#
         ),
         Some(64.0 * 1048576.0)
     );
     assert!(sample_value(
         &body,
-        r#"libvirt_domain_memory_stats_actual_balloon_bytes{domain="tcg-1"}"#
+        r#"libvirt_domain_memory_stats_current_balloon_bytes{domain="tcg-1"}"#
     )
     .is_some());
     assert!(
@@ -138,18 +141,21 @@ fn qemu_guest_under_tcg() {
         "no interface counters with the port: {body}"
     );
     assert!(body.contains(r#"instance_name="tiny""#));
+    // Each source was compared and agrees with the declaration: no mismatch series.
     for source in ["pininfo", "vcpuinfo", "procfs"] {
         assert_eq!(
             sample_value(
                 &body,
-                &format!(
-                    r#"libvirt_domain_pinning_affinity_mismatch_vcpus{{domain="tcg-1",source="{source}"}}"#
-                )
+                &format!(r#"libvirt_domains_affinity_checked{{source="{source}"}}"#)
             ),
-            Some(0.0),
+            Some(1.0),
             "{source}: {body}"
         );
     }
+    assert!(
+        !body.contains("libvirt_domain_pinning_affinity_mismatch_vcpus{"),
+        "{body}"
+    );
     // QEMU's bulk stats are complete: no per-domain stats calls.
     for group in ["cpu_total", "balloon", "vcpu", "block", "interface"] {
         assert_eq!(
@@ -196,7 +202,7 @@ fn qemu_guest_under_tcg() {
         // The kernel's own view is read on every scrape; libvirt's reading of it
         // (virDomainGetVcpus) on its next check, within --libvirt.vcpuinfo-interval.
         assert_eq!(m("procfs"), Some(1.0), "{body}");
-        assert_eq!(m("pininfo"), Some(0.0), "{body}");
+        assert_eq!(m("pininfo"), None, "{body}");
         let mut body = body;
         wait_for("the vcpuinfo check", Duration::from_secs(15), || {
             body = exporter.scrape().1;
@@ -223,7 +229,7 @@ fn qemu_guest_under_tcg() {
                 &body,
                 r#"libvirt_domain_pinning_affinity_mismatch_vcpus{domain="tcg-1",source="pininfo"}"#
             ),
-            Some(0.0),
+            None,
             "{body}"
         );
     }

@@ -25,7 +25,9 @@ use crate::domain_xml::DomainXml;
 use crate::metrics::FxBuild;
 use crate::metrics::{counter, gauge, labels, Counters, Gauges, Labels};
 use crate::nova_conf::{load_nova_conf, NovaCpuSets};
-use crate::pinning::{analyse, claims_of, numa_remote_cpus, DomainClaims};
+use crate::pinning::{
+    analyse, claims_of, numa_remote_cpus, DomainClaims, DomainFindings, PinningReport, VcpuKind,
+};
 use crate::snapshot::{DomainSnap, Gatherer, Snapshot, STATE_NAMES};
 
 /// The collector's identity (flag, label, help, default).
@@ -36,7 +38,7 @@ pub const FLAG: common::cli::CollectorFlag = common::cli::CollectorFlag {
 };
 
 /// Flavor extra specs copied onto `libvirt_domain_openstack_info` (as `flavor_<name>` with `:` as
-/// `_`); every extra spec is also on `libvirt_domain_openstack_flavor_extra_spec_info`.
+/// `_`); every other extra spec is on `libvirt_domain_openstack_flavor_extra_spec_info`.
 const INFO_EXTRA_SPECS: &[&str] = &[
     "hw:cpu_policy",
     "hw:cpu_thread_policy",
@@ -44,9 +46,6 @@ const INFO_EXTRA_SPECS: &[&str] = &[
     "hw:mem_page_size",
     "hw:numa_nodes",
 ];
-
-/// Bound on `domain_openstack_port_ip_info` series per domain.
-const MAX_IPS: usize = 64;
 
 /// Where nova's CPU sets come from: flags win over the nova.conf file.
 #[derive(Debug, Clone, Default)]
@@ -66,24 +65,17 @@ impl NovaSetsSource {
         let (sets, ok) = match &self.config_file {
             Some(p) => match load_nova_conf(p) {
                 Ok(s) => {
-                    if let Ok(mut last) = self.last_error.lock() {
-                        if last.take().is_some() {
-                            tracing::info!(path = %p.display(), "nova's CPU sets read again");
-                        }
+                    if common::sync::lock(&self.last_error).take().is_some() {
+                        tracing::info!(path = %p.display(), "nova's CPU sets read again");
                     }
                     (s, Some(true))
                 }
                 Err(e) => {
                     let e = e.to_string();
-                    let mut last = self.last_error.lock().ok();
-                    let repeated = last
-                        .as_deref()
-                        .is_some_and(|l| l.as_deref() == Some(e.as_str()));
-                    if !repeated {
+                    let mut last = common::sync::lock(&self.last_error);
+                    if last.as_deref() != Some(e.as_str()) {
                         tracing::warn!(path = %p.display(), error = %e, "cannot read nova's CPU sets (logged again only when the error changes)");
-                        if let Some(l) = last.as_mut() {
-                            **l = Some(e);
-                        }
+                        *last = Some(e);
                     }
                     (NovaCpuSets::default(), Some(false))
                 }
@@ -106,13 +98,35 @@ impl NovaSetsSource {
     }
 }
 
+/// What the `domain` collector exports beyond its defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    /// `domain_pinning_overlap_info` series per domain (`--pinning.evidence-limit`).
+    pub evidence_limit: usize,
+    /// Per-vCPU series (`--domain.vcpu-detail`): state, times, host CPU, maximum, declared pin.
+    pub vcpu_detail: bool,
+    /// The guest's own memory figures beyond the defaults (`--domain.memory-detail`).
+    pub memory_detail: bool,
+}
+
+impl Options {
+    /// The defaults with `evidence_limit` overlap evidence series per domain.
+    pub fn limit(evidence_limit: usize) -> Self {
+        Self {
+            evidence_limit,
+            vcpu_detail: false,
+            memory_detail: false,
+        }
+    }
+}
+
 /// The `domain` collector.
 pub struct DomainCollector {
     gatherer: Arc<Gatherer>,
     nova: NovaSetsSource,
     /// Whether a read of nova.conf is still running (a hung file system): no second one.
     nova_reading: Arc<std::sync::atomic::AtomicBool>,
-    evidence_limit: usize,
+    opts: Options,
     statics: std::sync::Mutex<StaticCache>,
 }
 
@@ -121,19 +135,18 @@ impl std::fmt::Debug for DomainCollector {
         f.debug_struct("DomainCollector")
             .field("gatherer", &self.gatherer)
             .field("nova", &self.nova)
-            .field("evidence_limit", &self.evidence_limit)
+            .field("opts", &self.opts)
             .finish_non_exhaustive()
     }
 }
 
 impl DomainCollector {
-    /// `evidence_limit`: `domain_pinning_overlap_info` series per domain
-    /// (`--pinning.evidence-limit`).
-    pub fn new(gatherer: Arc<Gatherer>, nova: NovaSetsSource, evidence_limit: usize) -> Self {
+    /// A collector over `gatherer`'s snapshots, with nova's sets from `nova`.
+    pub fn new(gatherer: Arc<Gatherer>, nova: NovaSetsSource, opts: Options) -> Self {
         Self {
             gatherer,
             nova,
-            evidence_limit,
+            opts,
             statics: std::sync::Mutex::new(StaticCache::default()),
             nova_reading: Arc::default(),
         }
@@ -240,15 +253,13 @@ impl Collector for DomainCollector {
             // nova's sets first: they classify vCPUs of nova 31 and older.
             let (sets, nova_ok) = self.nova_sets().await;
             // The domains complete before their own calls are built while those calls run.
-            let mut early = Early::new(reg.prefix(), &sets);
+            let mut early = Early::new(reg.prefix(), &sets).with_options(self.opts);
             let snap = match libvirt.connection().await {
                 Ok(conn) => {
                     let (early, statics) = (&mut early, &self.statics);
                     self.gatherer
                         .gather_overlapped(&conn, move |ncpus, done| {
-                            if let Ok(mut cache) = statics.lock() {
-                                early.encode(&mut cache, ncpus, done);
-                            }
+                            early.encode(&mut common::sync::lock(statics), ncpus, done);
                         })
                         .await
                 }
@@ -282,17 +293,8 @@ impl Collector for DomainCollector {
                 );
             }
             let started = std::time::Instant::now();
-            match self.statics.lock() {
-                Ok(mut cache) => encode_snapshot_cached(
-                    &snap,
-                    &sets,
-                    self.evidence_limit,
-                    &mut cache,
-                    Some(early),
-                    reg,
-                ),
-                Err(_) => encode_snapshot(&snap, &sets, self.evidence_limit, reg),
-            }
+            let mut cache = common::sync::lock(&self.statics);
+            encode_snapshot_cached(&snap, &sets, self.opts, &mut cache, Some(early), reg);
             tracing::debug!(seconds = started.elapsed().as_secs_f64(), "metrics built");
             Ok(())
         })
@@ -420,8 +422,8 @@ struct ReportKey {
 
 /// Series that depend only on the domains' XML, kept across scrapes: each domain's
 /// [`StaticPart`] by domain name (unique on a host), and the pinning report's series while the
-/// running domains and their XML stay the same. At 1,000 domains, rendering these again on
-/// every scrape was about two thirds of the time spent building metrics.
+/// running domains and their XML stay the same: most of the text a scrape writes, rendered
+/// once per XML change instead of on every scrape.
 #[derive(Default)]
 pub struct StaticCache {
     parts: HashMap<String, StaticPart, FxBuild>,
@@ -429,17 +431,10 @@ pub struct StaticCache {
     report: Option<(ReportKey, SharedFams)>,
 }
 
-/// Builds every metric of the `domain` collector from a snapshot, with at most `evidence_limit`
-/// `domain_pinning_overlap_info` series per domain.
-pub fn encode_snapshot(snap: &Snapshot, nova: &NovaCpuSets, evidence_limit: usize, reg: &mut Sink) {
-    encode_snapshot_cached(
-        snap,
-        nova,
-        evidence_limit,
-        &mut StaticCache::default(),
-        None,
-        reg,
-    );
+/// Builds every metric of the `domain` collector from a snapshot, with `opts`, without a cache.
+#[cfg(test)]
+pub fn encode_snapshot(snap: &Snapshot, nova: &NovaCpuSets, opts: Options, reg: &mut Sink) {
+    encode_snapshot_cached(snap, nova, opts, &mut StaticCache::default(), None, reg);
 }
 
 /// What was built while the per-domain calls ran ([`Gatherer::gather_overlapped`]): the stats
@@ -448,6 +443,7 @@ pub struct Early {
     fams: Fams,
     names: HashSet<String, FxBuild>,
     sets: NovaCpuSets,
+    opts: Options,
 }
 
 impl Early {
@@ -457,7 +453,14 @@ impl Early {
             fams: Fams::new(prefix),
             names: HashSet::default(),
             sets: sets.clone(),
+            opts: Options::limit(0),
         }
+    }
+
+    /// With `opts`' detail series (the evidence limit plays no part here).
+    pub fn with_options(mut self, opts: Options) -> Self {
+        self.opts = opts;
+        self
     }
 
     /// Builds the series of `done` (domains whose snapshot lacks only their own calls' answers,
@@ -469,8 +472,15 @@ impl Early {
         done: &[(&DomainSnap, &Arc<DomainXml>)],
     ) {
         for (d, x) in done {
-            encode_domain_stats(&mut self.fams, d, Some(x));
-            cache.append_static(&mut self.fams, d, x, ncpus, &self.sets);
+            encode_domain_stats(&mut self.fams, d, Some(x), self.opts);
+            cache.append_static(
+                &mut self.fams,
+                d,
+                x,
+                ncpus,
+                &self.sets,
+                self.opts.vcpu_detail,
+            );
             self.names.insert(d.name.clone());
         }
     }
@@ -485,6 +495,7 @@ impl StaticCache {
         x: &Arc<DomainXml>,
         ncpus: u32,
         sets: &NovaCpuSets,
+        vcpu_detail: bool,
     ) {
         let fresh = self.parts.get(&d.name).is_some_and(|p| {
             Arc::ptr_eq(&p.xml, x) && p.uuid == d.uuid && p.ncpus == ncpus && p.sets == *sets
@@ -492,7 +503,7 @@ impl StaticCache {
         if !fresh {
             let claims = claims_of(x, ncpus, sets);
             let mut fams = Fams::new(&f.prefix);
-            encode_static(&mut fams, d, x, &claims);
+            encode_static(&mut fams, d, x, &claims, vcpu_detail);
             self.next_id += 1;
             self.parts.insert(
                 d.name.clone(),
@@ -518,7 +529,7 @@ impl StaticCache {
 pub fn encode_snapshot_cached(
     snap: &Snapshot,
     nova: &NovaCpuSets,
-    evidence_limit: usize,
+    opts: Options,
     cache: &mut StaticCache,
     early: Option<Early>,
     reg: &mut Sink,
@@ -528,7 +539,7 @@ pub fn encode_snapshot_cached(
         fams: mut f,
         names: early,
         ..
-    } = early.unwrap_or_else(|| Early::new(&prefix, nova));
+    } = early.unwrap_or_else(|| Early::new(&prefix, nova).with_options(opts));
     let ncpus = snap.host.cpus;
 
     gauge(
@@ -543,19 +554,20 @@ pub fn encode_snapshot_cached(
         by_state.set(labels([("state", name)]), n as f64);
     }
     by_state.register(reg, "domains_by_state", "Number of domains by state");
+    encode_health_totals(snap, reg);
 
     // Domain names are unique on a host, so the cached parts (each labelled with its domain)
     // are appended without checking them against each other.
     let names: HashSet<&str, FxBuild> = snap.domains.iter().map(|d| d.name.as_str()).collect();
     cache.parts.retain(|name, _| names.contains(name.as_str()));
     for d in &snap.domains {
-        encode_domain_calls(&mut f, d);
+        encode_domain_calls(&mut f, d, opts.vcpu_detail);
         if early.contains(&d.name) {
             continue;
         }
-        encode_domain_stats(&mut f, d, d.xml.as_deref());
+        encode_domain_stats(&mut f, d, d.xml.as_deref(), opts);
         match &d.xml {
-            Some(x) => cache.append_static(&mut f, d, x, ncpus, nova),
+            Some(x) => cache.append_static(&mut f, d, x, ncpus, nova, opts.vcpu_detail),
             None => {
                 cache.parts.remove(&d.name);
             }
@@ -572,14 +584,14 @@ pub fn encode_snapshot_cached(
         active: active.iter().map(|p| p.id).collect(),
         ncpus,
         nova: nova.clone(),
-        evidence_limit,
+        evidence_limit: opts.evidence_limit,
         numa: snap.host.numa.clone(),
     };
     if cache.report.as_ref().is_none_or(|(k, _)| *k != key) {
         let claims: Vec<&DomainClaims> = active.iter().map(|p| &p.claims).collect();
         let mut fams = Fams::new(&prefix);
         let numa = snap.host.numa.as_deref();
-        encode_report(&mut fams, &claims, ncpus, nova, evidence_limit, numa);
+        encode_report(&mut fams, &claims, ncpus, nova, opts.evidence_limit, numa);
         cache.report = Some((key, fams.share()));
     }
     if let Some((_, fams)) = cache.report.as_ref() {
@@ -589,22 +601,47 @@ pub fn encode_snapshot_cached(
     f.register(reg);
 }
 
-/// The series of one domain that come from the answers of its own calls: errors, timeouts and
-/// `virDomainGetVcpus`.
-fn encode_domain_calls(f: &mut Fams, d: &DomainSnap) {
-    f.gauge(
-        "domain_timed_out",
-        "Whether libvirt did not answer in time for this domain on this scrape",
-        dl(d),
-        f64::from(u8::from(d.timed_out)),
+/// This scrape's per-domain failures, summed over the node.
+fn encode_health_totals(snap: &Snapshot, reg: &mut Sink) {
+    let timed_out = snap.domains.iter().filter(|d| d.timed_out).count();
+    gauge(
+        reg,
+        "domains_timed_out",
+        "Domains libvirt did not answer in time for on this scrape (each one has libvirt_domain_timed_out)",
+        timed_out as f64,
     );
-    f.gauge(
-        "domain_scrape_errors",
-        "libvirt calls for this domain that failed on this scrape",
-        dl(d),
-        d.errors.len() as f64,
+    let errors: usize = snap.domains.iter().map(|d| d.errors.len()).sum();
+    gauge(
+        reg,
+        "domains_scrape_errors",
+        "libvirt calls for domains that failed on this scrape (per domain in libvirt_domain_scrape_errors)",
+        errors as f64,
     );
-    let Some(vs) = &d.vcpus else { return };
+}
+
+/// The series of one domain that come from the answers of its own calls: errors and timeouts
+/// (only when they happened: the node totals count them), and `virDomainGetVcpus` (per-vCPU
+/// detail, with `--domain.vcpu-detail`).
+fn encode_domain_calls(f: &mut Fams, d: &DomainSnap, vcpu_detail: bool) {
+    if d.timed_out {
+        f.gauge(
+            "domain_timed_out",
+            "1 for a domain libvirt did not answer in time for on this scrape (only such domains; libvirt_domains_timed_out counts them)",
+            dl(d),
+            1.0,
+        );
+    }
+    if !d.errors.is_empty() {
+        f.gauge(
+            "domain_scrape_errors",
+            "libvirt calls for this domain that failed on this scrape (only domains with a failure; libvirt_domains_scrape_errors sums them)",
+            dl(d),
+            d.errors.len() as f64,
+        );
+    }
+    let Some(vs) = d.vcpus.as_ref().filter(|_| vcpu_detail) else {
+        return;
+    };
     // Per-vCPU state and time from virDomainGetVcpus only where bulk stats lack them.
     let nvcpu = d.stat("vcpu.maximum").map(|v| v as u32).unwrap_or(0);
     let vcpu_seen = (0..nvcpu).any(|i| d.stat(&format!("vcpu.{i}.state")).is_some());
@@ -637,46 +674,28 @@ fn encode_domain_calls(f: &mut Fams, d: &DomainSnap) {
 }
 
 /// The series of one domain that come from its bulk stats (and its XML where they lack a value).
-fn encode_domain_stats(f: &mut Fams, d: &DomainSnap, xml: Option<&DomainXml>) {
-    let desc = state_desc(d.state);
+fn encode_domain_stats(f: &mut Fams, d: &DomainSnap, xml: Option<&DomainXml>, opts: Options) {
+    encode_state(f, d, xml, opts.vcpu_detail);
+    encode_memory(f, d, xml, opts.memory_detail);
+    if opts.vcpu_detail {
+        encode_vcpus(f, d);
+    }
+    encode_blocks(f, d);
+    encode_interfaces(f, d, xml);
+}
+
+/// State, vCPU count and CPU time.
+fn encode_state(f: &mut Fams, d: &DomainSnap, xml: Option<&DomainXml>, vcpu_detail: bool) {
     f.gauge(
         "domain_info_state",
         "Code of the domain state",
-        dl2(d, "state_desc", desc),
+        dl2(d, "state_desc", state_desc(d.state)),
         f64::from(d.state),
     );
-
-    let kib = |k: &str| d.stat(k).map(|v| v * 1024.0);
-    if let Some(v) =
-        kib("balloon.maximum").or_else(|| xml.and_then(|x| x.memory_bytes).map(|b| b as f64))
-    {
-        f.gauge(
-            "domain_info_maximum_memory_bytes",
-            "Maximum allowed memory of the domain, in bytes",
-            dl(d),
-            v,
-        );
-    }
-    if let Some(v) = kib("balloon.current")
-        .or_else(|| xml.and_then(|x| x.current_memory_bytes).map(|b| b as f64))
-    {
-        f.gauge(
-            "domain_info_memory_usage_bytes",
-            "Memory usage of the domain, in bytes",
-            dl(d),
-            v,
-        );
-    }
     if let Some(v) = d
         .stat("vcpu.current")
         .or_else(|| xml.map(|x| f64::from(x.vcpus_current)))
     {
-        f.gauge(
-            "domain_info_virtual_cpus",
-            "Number of virtual CPUs for the domain",
-            dl(d),
-            v,
-        );
         f.gauge(
             "domain_vcpu_current",
             "Number of current online vCPUs",
@@ -684,16 +703,18 @@ fn encode_domain_stats(f: &mut Fams, d: &DomainSnap, xml: Option<&DomainXml>) {
             v,
         );
     }
-    if let Some(v) = d
-        .stat("vcpu.maximum")
-        .or_else(|| xml.map(|x| f64::from(x.vcpus)))
-    {
-        f.gauge(
-            "domain_vcpu_maximum",
-            "Number of maximum online vCPUs",
-            dl(d),
-            v,
-        );
+    if vcpu_detail {
+        if let Some(v) = d
+            .stat("vcpu.maximum")
+            .or_else(|| xml.map(|x| f64::from(x.vcpus)))
+        {
+            f.gauge(
+                "domain_vcpu_maximum",
+                "Number of maximum online vCPUs",
+                dl(d),
+                v,
+            );
+        }
     }
     if let Some(v) = d.stat("cpu.time") {
         f.counter(
@@ -703,68 +724,140 @@ fn encode_domain_stats(f: &mut Fams, d: &DomainSnap, xml: Option<&DomainXml>) {
             v / 1e9,
         );
     }
-    if let Some(v) = kib("balloon.current") {
+}
+
+/// libvirt's balloon stats in KiB, exported in bytes: key, name, help, whether only with
+/// `--domain.memory-detail`.
+const BALLOON_BYTES: &[(&str, &str, &str, bool)] = &[
+    (
+        "balloon.unused",
+        "domain_memory_stats_unused_bytes",
+        "Memory unused by the domain",
+        true,
+    ),
+    (
+        "balloon.available",
+        "domain_memory_stats_available_bytes",
+        "Memory available to the domain",
+        false,
+    ),
+    (
+        "balloon.usable",
+        "domain_memory_stats_usable_bytes",
+        "Memory usable by the domain (corresponds to 'Available' in /proc/meminfo)",
+        false,
+    ),
+    (
+        "balloon.rss",
+        "domain_memory_stats_rss_bytes",
+        "Resident Set Size of the process running the domain",
+        false,
+    ),
+    (
+        "balloon.swap_in",
+        "domain_memory_stats_swap_in_bytes",
+        "Memory swapped in for this domain",
+        false,
+    ),
+    (
+        "balloon.swap_out",
+        "domain_memory_stats_swap_out_bytes",
+        "Memory swapped out for this domain",
+        false,
+    ),
+    (
+        "balloon.disk_caches",
+        "domain_memory_stats_disk_caches_bytes",
+        "Memory the guest can reclaim quickly: its disk caches",
+        true,
+    ),
+];
+
+/// libvirt's balloon counters: key, name, help, whether only with `--domain.memory-detail`.
+const BALLOON_COUNTS: &[(&str, &str, &str, bool)] = &[
+    (
+        "balloon.major_fault",
+        "domain_memory_stats_major_fault",
+        "Page faults that required disk IO",
+        false,
+    ),
+    (
+        "balloon.minor_fault",
+        "domain_memory_stats_minor_fault",
+        "Page faults served without disk IO",
+        true,
+    ),
+    (
+        "balloon.hugetlb_pgalloc",
+        "domain_memory_stats_hugetlb_pgalloc",
+        "Successful huge page allocations inside the domain (virtio balloon)",
+        true,
+    ),
+    (
+        "balloon.hugetlb_pgfail",
+        "domain_memory_stats_hugetlb_pgfail",
+        "Failed huge page allocations inside the domain (virtio balloon)",
+        true,
+    ),
+];
+
+/// Memory: the balloon (else the XML's sizes) and the guest's own figures.
+fn encode_memory(f: &mut Fams, d: &DomainSnap, xml: Option<&DomainXml>, detail: bool) {
+    let kib = |k: &str| d.stat(k).map(|v| v * 1024.0);
+    if let Some(v) =
+        kib("balloon.maximum").or_else(|| xml.and_then(|x| x.memory_bytes).map(|b| b as f64))
+    {
         f.gauge(
-            "domain_memory_stats_actual_balloon_bytes",
-            "Current balloon value (in bytes)",
+            "domain_memory_stats_maximum_bytes",
+            "Maximum memory the domain may use, in bytes (balloon maximum, else the XML's <memory>)",
             dl(d),
             v,
         );
     }
-    for (key, name, help) in [
-        (
-            "balloon.unused",
-            "domain_memory_stats_unused_bytes",
-            "Memory unused by the domain",
-        ),
-        (
-            "balloon.available",
-            "domain_memory_stats_available_bytes",
-            "Memory available to the domain",
-        ),
-        (
-            "balloon.usable",
-            "domain_memory_stats_usable_bytes",
-            "Memory usable by the domain (corresponds to 'Available' in /proc/meminfo)",
-        ),
-        (
-            "balloon.rss",
-            "domain_memory_stats_rss_bytes",
-            "Resident Set Size of the process running the domain",
-        ),
-        (
-            "balloon.swap_in",
-            "domain_memory_stats_swap_in_bytes",
-            "Memory swapped in for this domain",
-        ),
-        (
-            "balloon.swap_out",
-            "domain_memory_stats_swap_out_bytes",
-            "Memory swapped out for this domain",
-        ),
-    ] {
+    if let Some(v) = kib("balloon.current")
+        .or_else(|| xml.and_then(|x| x.current_memory_bytes).map(|b| b as f64))
+    {
+        f.gauge(
+            "domain_memory_stats_current_balloon_bytes",
+            "Current balloon value, in bytes (else the XML's <currentMemory>)",
+            dl(d),
+            v,
+        );
+    }
+    for (key, name, help, _) in BALLOON_BYTES.iter().filter(|m| detail || !m.3) {
         if let Some(v) = kib(key) {
             f.gauge(name, help, dl(d), v);
         }
     }
-    for (key, name, help) in [
-        (
-            "balloon.major_fault",
-            "domain_memory_stats_major_fault",
-            "Page faults that required disk IO",
-        ),
-        (
-            "balloon.minor_fault",
-            "domain_memory_stats_minor_fault",
-            "Page faults served without disk IO",
-        ),
-    ] {
+    for (key, name, help, _) in BALLOON_COUNTS.iter().filter(|m| detail || !m.3) {
         if let Some(v) = d.stat(key) {
             f.counter(name, help, dl(d), v);
         }
     }
+    // As inovex computes it: the share of the guest's memory that is not usable.
+    if let (Some(avail), Some(usable)) = (d.stat("balloon.available"), d.stat("balloon.usable")) {
+        if avail > 0.0 {
+            f.gauge(
+                "domain_memory_stats_used_percent",
+                "Memory in use inside the domain, in percent: (available - usable) / available x 100",
+                dl(d),
+                (avail - usable) / avail * 100.0,
+            );
+        }
+    }
+    if let Some(v) = d.stat("balloon.last-update").filter(|_| detail) {
+        f.gauge(
+            "domain_memory_stats_last_update_timestamp_seconds",
+            "When the guest last updated its memory stats (Unix time)",
+            dl(d),
+            v,
+        );
+    }
+}
 
-    // vCPUs: bulk stats when the driver has them, else virDomainGetVcpus (`encode_domain_calls`).
+/// Per-vCPU state and times from the bulk stats (else `virDomainGetVcpus`, see
+/// [`encode_domain_calls`]), with `--domain.vcpu-detail`.
+fn encode_vcpus(f: &mut Fams, d: &DomainSnap) {
     let nvcpu = d.stat("vcpu.maximum").map(|v| v as u32).unwrap_or(0);
     for i in 0..nvcpu {
         let idx = i.to_string();
@@ -777,28 +870,72 @@ fn encode_domain_stats(f: &mut Fams, d: &DomainSnap, xml: Option<&DomainXml>) {
                 v,
             );
         }
-        if let Some(v) = d.stat(&format!("vcpu.{i}.time")) {
-            f.counter(
-                "domain_vcpu_time_seconds",
-                "Time spent by the virtual CPU",
-                l(),
-                v / 1e9,
-            );
-        }
-        if let Some(v) = d.stat(&format!("vcpu.{i}.wait")) {
-            f.counter("domain_vcpu_wait_seconds", "Time the vCPU wants to run, but the host scheduler has something else running ahead of it", l(), v / 1e9);
-        }
-        if let Some(v) = d.stat(&format!("vcpu.{i}.delay")) {
-            f.counter(
-                "domain_vcpu_delay_seconds",
-                "Time the vCPU spent waiting in the queue instead of running",
-                l(),
-                v / 1e9,
-            );
+        for (k, name, help) in [
+            ("time", "domain_vcpu_time_seconds", "Time spent by the virtual CPU"),
+            ("wait", "domain_vcpu_wait_seconds", "Time the vCPU wants to run, but the host scheduler has something else running ahead of it"),
+            ("delay", "domain_vcpu_delay_seconds", "Time the vCPU spent waiting in the queue instead of running"),
+        ] {
+            if let Some(v) = d.stat(&format!("vcpu.{i}.{k}")) {
+                f.counter(name, help, l(), v / 1e9);
+            }
         }
     }
+}
 
-    // Block devices: the XML names them (see `encode_static`), bulk stats count them.
+/// Block device counters: bulk stats key, name, help, scale.
+const BLOCK_COUNTERS: &[(&str, &str, &str, f64)] = &[
+    (
+        "rd.bytes",
+        "domain_block_stats_read_bytes",
+        "Number of bytes read from a block device, in bytes",
+        1.0,
+    ),
+    (
+        "rd.reqs",
+        "domain_block_stats_read_requests",
+        "Number of read requests from a block device",
+        1.0,
+    ),
+    (
+        "wr.bytes",
+        "domain_block_stats_write_bytes",
+        "Number of bytes written to a block device, in bytes",
+        1.0,
+    ),
+    (
+        "wr.reqs",
+        "domain_block_stats_write_requests",
+        "Number of write requests to a block device",
+        1.0,
+    ),
+    (
+        "rd.times",
+        "domain_block_stats_read_time_seconds",
+        "Total time spent on reads from a block device, in seconds",
+        1e-9,
+    ),
+    (
+        "wr.times",
+        "domain_block_stats_write_time_seconds",
+        "Total time spent on writes on a block device, in seconds",
+        1e-9,
+    ),
+    (
+        "fl.reqs",
+        "domain_block_stats_flush_requests",
+        "Total flush requests from a block device",
+        1.0,
+    ),
+    (
+        "fl.times",
+        "domain_block_stats_flush_time_seconds",
+        "Total time in seconds spent on cache flushing to a block device",
+        1e-9,
+    ),
+];
+
+/// Block devices: the XML names them (see [`encode_devices`]), bulk stats count them.
+fn encode_blocks(f: &mut Fams, d: &DomainSnap) {
     let nblock = d.stat("block.count").map(|v| v as u32).unwrap_or(0);
     for i in 0..nblock.min(256) {
         let Some(dev) = d
@@ -810,56 +947,7 @@ fn encode_domain_stats(f: &mut Fams, d: &DomainSnap, xml: Option<&DomainXml>) {
         };
         let l = || dl2(d, "target_device", dev);
         let s = |k: &str| d.stat(&format!("block.{i}.{k}"));
-        for (k, name, help, scale) in [
-            (
-                "rd.bytes",
-                "domain_block_stats_read_bytes",
-                "Number of bytes read from a block device, in bytes",
-                1.0,
-            ),
-            (
-                "rd.reqs",
-                "domain_block_stats_read_requests",
-                "Number of read requests from a block device",
-                1.0,
-            ),
-            (
-                "wr.bytes",
-                "domain_block_stats_write_bytes",
-                "Number of bytes written to a block device, in bytes",
-                1.0,
-            ),
-            (
-                "wr.reqs",
-                "domain_block_stats_write_requests",
-                "Number of write requests to a block device",
-                1.0,
-            ),
-            (
-                "rd.times",
-                "domain_block_stats_read_time_seconds",
-                "Total time spent on reads from a block device, in seconds",
-                1e-9,
-            ),
-            (
-                "wr.times",
-                "domain_block_stats_write_time_seconds",
-                "Total time spent on writes on a block device, in seconds",
-                1e-9,
-            ),
-            (
-                "fl.reqs",
-                "domain_block_stats_flush_requests",
-                "Total flush requests from a block device",
-                1.0,
-            ),
-            (
-                "fl.times",
-                "domain_block_stats_flush_time_seconds",
-                "Total time in seconds spent on cache flushing to a block device",
-                1e-9,
-            ),
-        ] {
+        for (k, name, help, scale) in BLOCK_COUNTERS {
             if let Some(v) = s(k) {
                 f.counter(name, help, l(), v * scale);
             }
@@ -881,8 +969,54 @@ fn encode_domain_stats(f: &mut Fams, d: &DomainSnap, xml: Option<&DomainXml>) {
             );
         }
     }
+}
 
-    // Interfaces, with the neutron port.
+/// Interface counters: bulk stats key, name, help.
+const INTERFACE_COUNTERS: &[(&str, &str, &str)] = &[
+    (
+        "rx.bytes",
+        "domain_interface_stats_receive_bytes",
+        "Number of bytes received on a network interface, in bytes",
+    ),
+    (
+        "rx.pkts",
+        "domain_interface_stats_receive_packets",
+        "Number of packets received on a network interface",
+    ),
+    (
+        "rx.errs",
+        "domain_interface_stats_receive_errors",
+        "Number of packet receive errors on a network interface",
+    ),
+    (
+        "rx.drop",
+        "domain_interface_stats_receive_drops",
+        "Number of packet receive drops on a network interface",
+    ),
+    (
+        "tx.bytes",
+        "domain_interface_stats_transmit_bytes",
+        "Number of bytes transmitted on a network interface, in bytes",
+    ),
+    (
+        "tx.pkts",
+        "domain_interface_stats_transmit_packets",
+        "Number of packets transmitted on a network interface",
+    ),
+    (
+        "tx.errs",
+        "domain_interface_stats_transmit_errors",
+        "Number of packet transmit errors on a network interface",
+    ),
+    (
+        "tx.drop",
+        "domain_interface_stats_transmit_drops",
+        "Number of packet transmit drops on a network interface",
+    ),
+];
+
+/// Interfaces, with the neutron port.
+fn encode_interfaces(f: &mut Fams, d: &DomainSnap, xml: Option<&DomainXml>) {
     let port_of = |dev: &str| -> String {
         xml.and_then(|x| x.interfaces.iter().find(|i| i.target_dev == dev))
             .map(|i| i.port_id.clone())
@@ -905,48 +1039,7 @@ fn encode_domain_stats(f: &mut Fams, d: &DomainSnap, xml: Option<&DomainXml>) {
                 ("port_id", &port),
             ])
         };
-        for (k, name, help) in [
-            (
-                "rx.bytes",
-                "domain_interface_stats_receive_bytes",
-                "Number of bytes received on a network interface, in bytes",
-            ),
-            (
-                "rx.pkts",
-                "domain_interface_stats_receive_packets",
-                "Number of packets received on a network interface",
-            ),
-            (
-                "rx.errs",
-                "domain_interface_stats_receive_errors",
-                "Number of packet receive errors on a network interface",
-            ),
-            (
-                "rx.drop",
-                "domain_interface_stats_receive_drops",
-                "Number of packet receive drops on a network interface",
-            ),
-            (
-                "tx.bytes",
-                "domain_interface_stats_transmit_bytes",
-                "Number of bytes transmitted on a network interface, in bytes",
-            ),
-            (
-                "tx.pkts",
-                "domain_interface_stats_transmit_packets",
-                "Number of packets transmitted on a network interface",
-            ),
-            (
-                "tx.errs",
-                "domain_interface_stats_transmit_errors",
-                "Number of packet transmit errors on a network interface",
-            ),
-            (
-                "tx.drop",
-                "domain_interface_stats_transmit_drops",
-                "Number of packet transmit drops on a network interface",
-            ),
-        ] {
+        for (k, name, help) in INTERFACE_COUNTERS {
             if let Some(v) = d.stat(&format!("net.{i}.{k}")) {
                 f.counter(name, help, l(), v);
             }
@@ -957,8 +1050,30 @@ fn encode_domain_stats(f: &mut Fams, d: &DomainSnap, xml: Option<&DomainXml>) {
 /// The series of one domain that depend only on its XML (and name and uuid): device and nova
 /// metadata, declared pinning. Rendered once per XML and replayed on every scrape (see
 /// [`StaticCache`]).
-fn encode_static(f: &mut Fams, d: &DomainSnap, x: &DomainXml, claims: &DomainClaims) {
-    // Block devices and interfaces: metadata from the XML.
+fn encode_static(
+    f: &mut Fams,
+    d: &DomainSnap,
+    x: &DomainXml,
+    claims: &DomainClaims,
+    vcpu_detail: bool,
+) {
+    encode_devices(f, d, x);
+    if x.nova_problem().is_some() {
+        f.gauge(
+            "domain_openstack_metadata_malformed",
+            "1 for a domain whose nova metadata could not be read, as a whole or its CPU policy (only such domains)",
+            dl(d),
+            1.0,
+        );
+    }
+    if let Some(Ok(n)) = &x.nova {
+        encode_nova(f, d, n);
+    }
+    encode_declared_pinning(f, d, x, claims, vcpu_detail);
+}
+
+/// Block devices, interfaces and the domain itself: metadata from the XML.
+fn encode_devices(f: &mut Fams, d: &DomainSnap, x: &DomainXml) {
     for disk in &x.disks {
         f.gauge(
             "domain_block_stats_info",
@@ -1008,151 +1123,156 @@ fn encode_static(f: &mut Fams, d: &DomainSnap, x: &DomainXml, claims: &DomainCla
         ]),
         1.0,
     );
+}
 
-    // nova.
-    if x.nova.is_some() {
-        f.gauge(
-            "domain_openstack_metadata_malformed",
-            "Whether the domain's nova metadata could not be read, as a whole or its CPU policy (1), or was read (0)",
-            dl(d),
-            f64::from(u8::from(x.nova_problem().is_some())),
-        );
+/// `libvirt_domain_openstack_info`'s labels: nova's metadata of the domain.
+fn openstack_labels(d: &DomainSnap, n: &crate::nova::NovaInstance) -> Labels {
+    let opt = |o: &Option<String>| o.clone().unwrap_or_default();
+    let num = |o: Option<u64>| o.map(|v| v.to_string()).unwrap_or_default();
+    let mut l: Labels = vec![
+        ("domain".into(), d.name.clone()),
+        ("instance_name".into(), opt(&n.name)),
+        ("instance_id".into(), d.uuid.clone()),
+        ("flavor_name".into(), opt(&n.flavor.name)),
+        ("user_name".into(), opt(&n.user_name)),
+        ("user_id".into(), opt(&n.user_id)),
+        ("project_name".into(), opt(&n.project_name)),
+        ("project_id".into(), opt(&n.project_id)),
+        ("flavor_id".into(), opt(&n.flavor.id)),
+        ("flavor_vcpus".into(), num(n.flavor.vcpus)),
+        ("flavor_memory_mb".into(), num(n.flavor.memory_mb)),
+        ("flavor_disk_gb".into(), num(n.flavor.disk_gb)),
+        ("flavor_swap_mb".into(), num(n.flavor.swap_mb)),
+        ("flavor_ephemeral_gb".into(), num(n.flavor.ephemeral_gb)),
+        ("root_type".into(), opt(&n.root_type)),
+        ("root_id".into(), opt(&n.root_id)),
+        ("image_id".into(), opt(&n.image_id)),
+        ("creation_time".into(), opt(&n.creation_time)),
+        ("nova_version".into(), opt(&n.package_version)),
+        ("nova_namespace".into(), n.namespace_version.clone()),
+    ];
+    for spec in INFO_EXTRA_SPECS {
+        l.push((
+            format!("flavor_{}", spec.replace(':', "_")).into(),
+            n.flavor.extra_spec(spec).unwrap_or("").to_string(),
+        ));
     }
-    match &x.nova {
-        None | Some(Err(_)) => {}
-        Some(Ok(n)) => {
-            let opt = |o: &Option<String>| o.clone().unwrap_or_default();
-            let num = |o: Option<u64>| o.map(|v| v.to_string()).unwrap_or_default();
-            let mut l: Labels = vec![
-                ("domain".into(), d.name.clone()),
-                ("instance_name".into(), opt(&n.name)),
-                ("instance_id".into(), d.uuid.clone()),
-                ("flavor_name".into(), opt(&n.flavor.name)),
-                ("user_name".into(), opt(&n.user_name)),
-                ("user_id".into(), opt(&n.user_id)),
-                ("project_name".into(), opt(&n.project_name)),
-                ("project_id".into(), opt(&n.project_id)),
-                ("flavor_id".into(), opt(&n.flavor.id)),
-                ("flavor_vcpus".into(), num(n.flavor.vcpus)),
-                ("flavor_memory_mb".into(), num(n.flavor.memory_mb)),
-                ("flavor_disk_gb".into(), num(n.flavor.disk_gb)),
-                ("flavor_swap_mb".into(), num(n.flavor.swap_mb)),
-                ("flavor_ephemeral_gb".into(), num(n.flavor.ephemeral_gb)),
-                ("root_type".into(), opt(&n.root_type)),
-                ("root_id".into(), opt(&n.root_id)),
-                ("image_id".into(), opt(&n.image_id)),
-                ("creation_time".into(), opt(&n.creation_time)),
-                ("nova_version".into(), opt(&n.package_version)),
-                ("nova_namespace".into(), n.namespace_version.clone()),
-            ];
-            for spec in INFO_EXTRA_SPECS {
-                l.push((
-                    format!("flavor_{}", spec.replace(':', "_")).into(),
-                    n.flavor.extra_spec(spec).unwrap_or("").to_string(),
-                ));
-            }
-            f.gauge(
-                "domain_openstack_info",
-                "OpenStack nova metadata labels for the domain",
-                l,
-                1.0,
-            );
-            for (k, v) in &n.flavor.extra_specs {
-                f.gauge(
-                    "domain_openstack_flavor_extra_spec_info",
-                    "Each extra spec of the domain's nova flavor",
-                    labels([("domain", &d.name), ("key", k), ("value", v)]),
-                    1.0,
-                );
-            }
-            if let Some(img) = &n.image {
-                f.gauge(
-                    "domain_openstack_image_info",
-                    "The image nova recorded for the domain (<nova:image>, nova 32 and later; image_id empty when booted from a volume)",
-                    labels([
-                        ("domain", d.name.as_str()),
-                        ("image_id", &img.id),
-                        ("container_format", img.container_format.as_deref().unwrap_or("")),
-                        ("disk_format", img.disk_format.as_deref().unwrap_or("")),
-                        ("min_disk_gb", &num(img.min_disk_gb)),
-                        ("min_ram_mb", &num(img.min_ram_mb)),
-                    ]),
-                    1.0,
-                );
-                for (k, v) in &img.properties {
-                    f.gauge(
-                        "domain_openstack_image_property_info",
-                        "Each image property nova recorded for the domain",
-                        labels([("domain", &d.name), ("key", k), ("value", v)]),
-                        1.0,
-                    );
-                }
-            }
-            // Each address with its type and IP version, at most MAX_IPS per domain.
-            for (p, ip) in n
-                .ports
-                .iter()
-                .flat_map(|p| p.ips.iter().map(move |ip| (p, ip)))
-                .take(MAX_IPS)
-            {
-                f.gauge(
-                    "domain_openstack_port_ip_info",
-                    "Each address nova recorded for a neutron port of the domain, with its type (fixed, floating) and IP version",
-                    labels([
-                        ("domain", d.name.as_str()),
-                        ("port_id", &p.id),
-                        ("type", &ip.kind),
-                        ("address", &ip.address),
-                        ("ip_version", &ip.version),
-                    ]),
-                    1.0,
-                );
-            }
-            for p in &n.ports {
-                f.gauge(
-                    "domain_openstack_port_info",
-                    "Each neutron port of the domain with its fixed and floating IPs (comma separated)",
-                    labels([
-                        ("domain", &d.name),
-                        ("port_id", &p.id),
-                        ("fixed_ips", &p.fixed_ips.join(",")),
-                        ("floating_ips", &p.floating_ips.join(",")),
-                    ]),
-                    1.0,
-                );
-            }
+    l
+}
+
+/// nova's metadata: the instance, the extra specs not already on its info series, the image and
+/// the ports.
+fn encode_nova(f: &mut Fams, d: &DomainSnap, n: &crate::nova::NovaInstance) {
+    f.gauge(
+        "domain_openstack_info",
+        "OpenStack nova metadata labels for the domain",
+        openstack_labels(d, n),
+        1.0,
+    );
+    for (k, v) in &n.flavor.extra_specs {
+        if INFO_EXTRA_SPECS.contains(&k.as_str()) {
+            continue;
         }
-    }
-
-    // Declared pinning (shut-off domains too: it is what they will claim).
-    for v in &claims.vcpus {
-        let declared = x
-            .vcpu_affinity(v.vcpu)
-            .map(|s| s.to_string())
-            .unwrap_or_default();
         f.gauge(
-            "domain_vcpu_pinning_info",
-            "Declared host CPUs of each vCPU (empty: any), and whether it is dedicated, floating or unknown (left out of the analysis)",
-            labels([
-                ("domain", &d.name),
-                ("vcpu", &v.vcpu.to_string()),
-                ("cpuset", &declared),
-                ("kind", v.kind.as_str()),
-            ]),
+            "domain_openstack_flavor_extra_spec_info",
+            "Each extra spec of the domain's nova flavor that is not a label of libvirt_domain_openstack_info",
+            labels([("domain", &d.name), ("key", k), ("value", v)]),
             1.0,
         );
     }
-    if let Some(e) = &x.emulator_pin {
+    if let Some(img) = &n.image {
+        let num = |o: Option<u64>| o.map(|v| v.to_string()).unwrap_or_default();
         f.gauge(
-            "domain_emulator_pinning_info",
-            "Declared host CPUs of the emulator threads, with nova's emulator threads policy (share, isolate or empty)",
+            "domain_openstack_image_info",
+            "The image nova recorded for the domain (<nova:image>, nova 32 and later; image_id empty when booted from a volume)",
             labels([
                 ("domain", d.name.as_str()),
-                ("cpuset", &e.to_string()),
-                ("policy", x.nova_cpu.emulator.as_str()),
+                ("image_id", &img.id),
+                ("container_format", img.container_format.as_deref().unwrap_or("")),
+                ("disk_format", img.disk_format.as_deref().unwrap_or("")),
+                ("min_disk_gb", &num(img.min_disk_gb)),
+                ("min_ram_mb", &num(img.min_ram_mb)),
             ]),
             1.0,
         );
+        for (k, v) in &img.properties {
+            f.gauge(
+                "domain_openstack_image_property_info",
+                "Each image property nova recorded for the domain",
+                labels([("domain", &d.name), ("key", k), ("value", v)]),
+                1.0,
+            );
+        }
+    }
+    for p in &n.ports {
+        f.gauge(
+            "domain_openstack_port_info",
+            "Each neutron port of the domain with its fixed and floating IPs (comma separated)",
+            labels([
+                ("domain", &d.name),
+                ("port_id", &p.id),
+                ("fixed_ips", &p.fixed_ips.join(",")),
+                ("floating_ips", &p.floating_ips.join(",")),
+            ]),
+            1.0,
+        );
+    }
+}
+
+/// The vCPUs of `claims` of one kind, as a set of vCPU numbers.
+fn vcpus_of(claims: &DomainClaims, kind: VcpuKind) -> String {
+    claims
+        .vcpus
+        .iter()
+        .filter(|v| v.kind == kind)
+        .map(|v| v.vcpu)
+        .collect::<CpuSet>()
+        .to_string()
+}
+
+/// Declared pinning (shut-off domains too: it is what they will claim): one series per domain,
+/// and per vCPU with `--domain.vcpu-detail`.
+fn encode_declared_pinning(
+    f: &mut Fams,
+    d: &DomainSnap,
+    x: &DomainXml,
+    claims: &DomainClaims,
+    vcpu_detail: bool,
+) {
+    let emulator = x.emulator_pin.as_ref().map(|e| e.to_string());
+    f.gauge(
+        "domain_pinning_info",
+        "Declared pinning of the domain: its vCPUs by class (dedicated, floating, unknown = left out of the analysis), the host CPUs its dedicated vCPUs and isolate emulator threads claim, the host CPUs its floating vCPUs may use, and <emulatorpin> with nova's emulator threads policy",
+        labels([
+            ("domain", d.name.as_str()),
+            ("dedicated_vcpus", &vcpus_of(claims, VcpuKind::Dedicated)),
+            ("floating_vcpus", &vcpus_of(claims, VcpuKind::Floating)),
+            ("unknown_vcpus", &vcpus_of(claims, VcpuKind::Unknown)),
+            ("dedicated_cpus", &claims.dedicated_cpus().to_string()),
+            ("floating_cpus", &claims.floating_cpus().to_string()),
+            ("emulator_cpuset", emulator.as_deref().unwrap_or("")),
+            ("emulator_policy", x.nova_cpu.emulator.as_str()),
+        ]),
+        1.0,
+    );
+    if vcpu_detail {
+        for v in &claims.vcpus {
+            let declared = x
+                .vcpu_affinity(v.vcpu)
+                .map(|s| s.to_string())
+                .unwrap_or_default();
+            f.gauge(
+                "domain_vcpu_pinning_info",
+                "Declared host CPUs of each vCPU (empty: any), and whether it is dedicated, floating or unknown (left out of the analysis)",
+                labels([
+                    ("domain", &d.name),
+                    ("vcpu", &v.vcpu.to_string()),
+                    ("cpuset", &declared),
+                    ("kind", v.kind.as_str()),
+                ]),
+                1.0,
+            );
+        }
     }
     if let Some(m) = &x.numa_memory {
         f.gauge(
@@ -1167,7 +1287,6 @@ fn encode_static(f: &mut Fams, d: &DomainSnap, x: &DomainXml, claims: &DomainCla
         );
     }
 }
-
 /// The live affinity of a vCPU from one source.
 type LiveAffinity<'a> = Box<dyn Fn(u32) -> Option<CpuSet> + 'a>;
 
@@ -1185,27 +1304,7 @@ fn encode_report(
     if let Some(topo) = numa {
         encode_numa(f, active, topo);
     }
-    for (cpu, u) in &report.cpus {
-        let l = || labels([("cpu", &cpu.to_string())]);
-        f.gauge(
-            "host_cpu_pinned_vcpus",
-            "Dedicated vCPUs of running domains pinned to this host CPU",
-            l(),
-            f64::from(u.pinned_vcpus),
-        );
-        f.gauge(
-            "host_cpu_dedicated_domains",
-            "Running domains with dedicated vCPUs on this host CPU (more than 1 is broken pinning)",
-            l(),
-            f64::from(u.dedicated_domains),
-        );
-        f.gauge(
-            "host_cpu_floating_domains",
-            "Running domains whose floating vCPUs may run on this host CPU",
-            l(),
-            f64::from(u.floating_domains),
-        );
-    }
+    encode_host_cpus(f, &report);
     f.declare_gauge(
         "domain_pinning_overlap_info",
         "Pairs of running domains whose dedicated vCPUs claim the same host CPUs, with those CPUs (at most --pinning.evidence-limit per domain, first by other_domain)",
@@ -1231,58 +1330,68 @@ fn encode_report(
         );
     }
     for (dom, fi) in &report.domains {
-        let l = || labels([("domain", dom)]);
+        encode_findings(f, dom, fi);
+    }
+}
+
+/// Per host CPU that carries a dedicated claim: its pinned vCPUs, its dedicated domains and (when
+/// any) the domains floating over it. A CPU no dedicated vCPU claims has no series.
+fn encode_host_cpus(f: &mut Fams, report: &PinningReport) {
+    for (cpu, u) in report.cpus.iter().filter(|(_, u)| u.dedicated_domains > 0) {
+        let l = || labels([("cpu", &cpu.to_string())]);
         f.gauge(
-            "domain_pinning_emulator_overlap_cpus",
-            "Host CPUs of the domain's emulator threads that another running domain's dedicated vCPUs hold",
+            "host_cpu_pinned_vcpus",
+            "Dedicated vCPUs of running domains pinned to this host CPU (host CPUs with a dedicated claim)",
             l(),
-            fi.emulator_overlap.len() as f64,
+            f64::from(u.pinned_vcpus),
         );
-        if !fi.emulator_overlap.is_empty() {
-            f.gauge(
-                "domain_pinning_emulator_overlap_info_omitted",
-                "Other running domains under the domain's emulator threads left out of domain_pinning_emulator_overlap_info by --pinning.evidence-limit",
-                l(),
-                fi.emulator_overlap_omitted as f64,
-            );
-        }
         f.gauge(
-            "domain_pinning_dedicated_cpus",
-            "Host CPUs claimed by the domain's dedicated vCPUs",
+            "host_cpu_dedicated_domains",
+            "Running domains with dedicated vCPUs or isolate emulator threads on this host CPU (more than 1 is broken pinning; host CPUs with a dedicated claim)",
             l(),
-            fi.dedicated_cpus.len() as f64,
+            f64::from(u.dedicated_domains),
         );
-        f.gauge("domain_pinning_overlap_cpus", "Host CPUs of the domain's dedicated vCPUs that another running domain's dedicated vCPUs also claim", l(), fi.overlap.len() as f64);
-        if !fi.overlap.is_empty() {
+        if u.floating_domains > 0 {
             f.gauge(
-                "domain_pinning_overlap_info_omitted",
-                "Other running domains sharing the domain's dedicated host CPUs that are left out of domain_pinning_overlap_info by --pinning.evidence-limit",
+                "host_cpu_floating_domains",
+                "Running domains whose floating vCPUs may run on this host CPU (host CPUs with a dedicated claim, when any: broken pinning)",
                 l(),
-                fi.overlap_omitted as f64,
+                f64::from(u.floating_domains),
             );
         }
+    }
+}
+
+/// One domain's broken pinning: each finding only while it has CPUs (the alerts test `> 0`).
+fn encode_findings(f: &mut Fams, dom: &str, fi: &DomainFindings) {
+    let l = || labels([("domain", dom)]);
+    let found = [
+        ("domain_pinning_emulator_overlap_cpus", "Host CPUs of the domain's emulator threads that another running domain's dedicated vCPUs hold (only while any)", Some(&fi.emulator_overlap)),
+        ("domain_pinning_overlap_cpus", "Host CPUs of the domain's dedicated vCPUs that another running domain's dedicated vCPUs also claim (only while any)", Some(&fi.overlap)),
+        ("domain_pinning_dedicated_in_shared_cpus", "Host CPUs of the domain's dedicated vCPUs that floating vCPUs may also use (only while any)", Some(&fi.dedicated_in_shared)),
+        ("domain_pinning_outside_dedicated_set_cpus", "Host CPUs of the domain's dedicated vCPUs (and isolate emulator threads) outside nova's cpu_dedicated_set (only while any, when the set is known)", fi.outside_dedicated_set.as_ref()),
+        ("domain_pinning_outside_shared_set_cpus", "Host CPUs the domain's floating vCPUs (and share emulator threads) may use outside nova's cpu_shared_set (only while any, when the set is known)", fi.outside_shared_set.as_ref()),
+    ];
+    for (name, help, set) in found {
+        if let Some(set) = set.filter(|s| !s.is_empty()) {
+            f.gauge(name, help, l(), set.len() as f64);
+        }
+    }
+    if !fi.emulator_overlap.is_empty() {
         f.gauge(
-            "domain_pinning_dedicated_in_shared_cpus",
-            "Host CPUs of the domain's dedicated vCPUs that floating vCPUs may also use",
+            "domain_pinning_emulator_overlap_info_omitted",
+            "Other running domains under the domain's emulator threads left out of domain_pinning_emulator_overlap_info by --pinning.evidence-limit",
             l(),
-            fi.dedicated_in_shared.len() as f64,
+            fi.emulator_overlap_omitted as f64,
         );
-        if let Some(s) = &fi.outside_dedicated_set {
-            f.gauge(
-                "domain_pinning_outside_dedicated_set_cpus",
-                "Host CPUs of the domain's dedicated vCPUs (and isolate emulator threads) outside nova's cpu_dedicated_set",
-                l(),
-                s.len() as f64,
-            );
-        }
-        if let Some(s) = &fi.outside_shared_set {
-            f.gauge(
-                "domain_pinning_outside_shared_set_cpus",
-                "Host CPUs the domain's floating vCPUs (and share emulator threads) may use outside nova's cpu_shared_set",
-                l(),
-                s.len() as f64,
-            );
-        }
+    }
+    if !fi.overlap.is_empty() {
+        f.gauge(
+            "domain_pinning_overlap_info_omitted",
+            "Other running domains sharing the domain's dedicated host CPUs that are left out of domain_pinning_overlap_info by --pinning.evidence-limit",
+            l(),
+            fi.overlap_omitted as f64,
+        );
     }
 }
 
@@ -1297,14 +1406,13 @@ fn encode_numa(f: &mut Fams, active: &[&DomainClaims], topo: &NumaTopology) {
         let Some(remote) = numa_remote_cpus(d, topo) else {
             continue;
         };
-        let l = || labels([("domain", &d.domain)]);
-        f.gauge(
-            "domain_pinning_numa_remote_cpus",
-            "Host CPUs of the domain's dedicated vCPUs on NUMA nodes outside the nodes its memory is strictly bound to (<numatune> mode strict)",
-            l(),
-            remote.len() as f64,
-        );
         if !remote.is_empty() {
+            f.gauge(
+                "domain_pinning_numa_remote_cpus",
+                "Host CPUs of the domain's dedicated vCPUs on NUMA nodes outside the nodes its memory is strictly bound to (<numatune> mode strict; only while any)",
+                labels([("domain", &d.domain)]),
+                remote.len() as f64,
+            );
             let memory = d
                 .strict_memory_nodes
                 .as_ref()
@@ -1331,6 +1439,7 @@ fn encode_live_affinity(f: &mut Fams, snap: &Snapshot) {
         "domain_vcpu_affinity_mismatch_info",
         "vCPUs whose live affinity differs from the declared pinning, with both sets",
     );
+    let mut checked: BTreeMap<&str, u32> = [("pininfo", 0), ("vcpuinfo", 0), ("procfs", 0)].into();
     for d in snap.domains.iter().filter(|d| d.is_active()) {
         let Some(x) = d.xml.as_deref() else { continue };
         let mut sources: Vec<(&str, LiveAffinity<'_>)> = Vec::new();
@@ -1351,6 +1460,7 @@ fn encode_live_affinity(f: &mut Fams, snap: &Snapshot) {
             sources.push(("procfs", Box::new(move |v| pa.get(&v).cloned())));
         }
         for (source, live_of) in &sources {
+            *checked.entry(source).or_default() += 1;
             let mut mismatched = 0u32;
             for v in 0..x.vcpus_current {
                 let Some(declared) = x.vcpu_affinity(v) else {
@@ -1373,13 +1483,23 @@ fn encode_live_affinity(f: &mut Fams, snap: &Snapshot) {
                     );
                 }
             }
-            f.gauge(
-                "domain_pinning_affinity_mismatch_vcpus",
-                "vCPUs whose live affinity (source: pininfo = virDomainGetVcpuPinInfo, vcpuinfo = virDomainGetVcpus, procfs = the kernel's Cpus_allowed_list) differs from the declared pinning",
-                dl2(d, "source", source),
-                f64::from(mismatched),
-            );
+            if mismatched > 0 {
+                f.gauge(
+                    "domain_pinning_affinity_mismatch_vcpus",
+                    "vCPUs whose live affinity (source: pininfo = virDomainGetVcpuPinInfo, vcpuinfo = virDomainGetVcpus, procfs = the kernel's Cpus_allowed_list) differs from the declared pinning (only while any)",
+                    dl2(d, "source", source),
+                    f64::from(mismatched),
+                );
+            }
         }
+    }
+    for (source, n) in checked {
+        f.gauge(
+            "domains_affinity_checked",
+            "Running domains whose live affinity from this source was compared with their declared pinning on this scrape (a mismatch shows in libvirt_domain_pinning_affinity_mismatch_vcpus)",
+            [("source", source)],
+            f64::from(n),
+        );
     }
 }
 
@@ -1433,7 +1553,14 @@ mod tests {
                 e.encode(&mut cache, 4, &done);
                 e
             });
-            encode_snapshot_cached(&snap, &NovaCpuSets::default(), 5, &mut cache, e, &mut reg);
+            encode_snapshot_cached(
+                &snap,
+                &NovaCpuSets::default(),
+                Options::limit(5),
+                &mut cache,
+                e,
+                &mut reg,
+            );
             let mut out = String::new();
             reg.encode(&mut out).unwrap();
             let mut lines: Vec<String> = out.lines().map(str::to_string).collect();
@@ -1482,7 +1609,14 @@ mod tests {
         let mut cache = StaticCache::default();
         let scrape = |cache: &mut StaticCache, s: &Snapshot| {
             let mut reg = Sink::new("libvirt");
-            encode_snapshot_cached(s, &NovaCpuSets::default(), 5, cache, None, &mut reg);
+            encode_snapshot_cached(
+                s,
+                &NovaCpuSets::default(),
+                Options::limit(5),
+                cache,
+                None,
+                &mut reg,
+            );
             let mut out = String::new();
             reg.encode(&mut out).unwrap();
             // prometheus-client orders a family's series by hash: compare sorted lines.
@@ -1496,7 +1630,7 @@ mod tests {
             &snap(4, vec![("a", a1.clone()), ("b", b1.clone())]),
         );
         let pin = |d: &str, c: &str| {
-            format!("libvirt_domain_vcpu_pinning_info{{domain=\"{d}\",vcpu=\"0\",cpuset=\"{c}\",kind=\"dedicated\"}} 1.0")
+            format!("libvirt_domain_pinning_info{{domain=\"{d}\",dedicated_vcpus=\"0\",floating_vcpus=\"\",unknown_vcpus=\"\",dedicated_cpus=\"{c}\",floating_cpus=\"\",emulator_cpuset=\"\",emulator_policy=\"\"}} 1.0")
         };
         assert!(
             out.contains(&pin("a", "1")) && out.contains(&pin("b", "2")),
@@ -1516,19 +1650,20 @@ mod tests {
         assert!(!out.contains(&pin("a", "1")), "{out}");
         assert!(!out.contains("domain=\"b\""), "{out}");
         assert!(!cache.parts.contains_key("b"));
-        // The cached pinning report follows: b's CPU 2 is free, a moved from 1 to 3.
-        for (cpu, n) in [("1", "0.0"), ("2", "0.0"), ("3", "1.0")] {
-            let line = format!("libvirt_host_cpu_pinned_vcpus{{cpu=\"{cpu}\"}} {n}");
-            assert!(out.contains(&line), "{line} in {out}");
-        }
+        // The cached pinning report follows: b's CPU 2 is free, a moved from 1 to 3 (host CPUs
+        // without a dedicated claim have no series).
+        let cpu = |c: &str| format!("libvirt_host_cpu_pinned_vcpus{{cpu=\"{c}\"}}");
+        assert!(out.contains(&format!("{} 1.0", cpu("3"))), "{out}");
+        assert!(
+            !out.contains(&cpu("1")) && !out.contains(&cpu("2")),
+            "{out}"
+        );
         // A domain that stops running leaves the report though its XML is the same.
         let mut paused = snap(4, vec![("a", cache.parts["a"].xml.clone())]);
         paused.domains[0].state = 5; // shut off
         let out = scrape(&mut cache, &paused);
-        assert!(
-            out.contains("libvirt_host_cpu_pinned_vcpus{cpu=\"3\"} 0.0"),
-            "{out}"
-        );
+        assert!(!out.contains(&cpu("3")), "{out}");
+        assert!(out.contains(&pin("a", "3")), "{out}");
         // The host CPU count changes: claims are recomputed (an unpinned vCPU floats on every
         // host CPU, and CPU 3 is not one of a 2-CPU host's).
         let c = Arc::new(
@@ -1537,16 +1672,106 @@ mod tests {
             )
             .unwrap(),
         );
-        let floating =
-            |cpu: &str| format!("libvirt_host_cpu_floating_domains{{cpu=\"{cpu}\"}} 1.0");
+        let floating = |cpus: &str| {
+            format!("floating_vcpus=\"0\",unknown_vcpus=\"\",dedicated_cpus=\"\",floating_cpus=\"{cpus}\"")
+        };
         let out = scrape(&mut cache, &snap(4, vec![("c", c.clone())]));
-        assert!(out.contains(&floating("3")), "{out}");
+        assert!(out.contains(&floating("0-3")), "{out}");
         let out = scrape(&mut cache, &snap(2, vec![("c", c)]));
-        assert!(
-            out.contains(&floating("1")) && !out.contains(&floating("3")),
-            "{out}"
-        );
+        assert!(out.contains(&floating("0-1")), "{out}");
         assert_eq!(cache.parts["c"].ncpus, 2);
+    }
+
+    /// inovex's memory names with its used_percent; the guest's memory detail and the per-vCPU
+    /// series only with their flags.
+    #[test]
+    fn memory_and_vcpu_detail_follow_their_flags() {
+        use crate::ffi::TypedValue::UInt;
+        let xml = crate::domain_xml::parse_domain_xml(
+            "<domain><name>m</name><uuid>u-m</uuid><vcpu>1</vcpu><memory>4096</memory></domain>",
+        )
+        .unwrap();
+        let mut stats = crate::snapshot::Stats::default();
+        for (k, v) in [
+            ("balloon.current", 2048),
+            ("balloon.maximum", 4096),
+            ("balloon.available", 2000),
+            ("balloon.usable", 500),
+            ("balloon.unused", 400),
+            ("balloon.disk_caches", 100),
+            ("balloon.hugetlb_pgalloc", 3),
+            ("balloon.last-update", 1_700_000_000),
+            ("vcpu.maximum", 1),
+            ("vcpu.0.state", 1),
+            ("vcpu.0.delay", 2_000_000_000),
+        ] {
+            stats.insert(k.into(), UInt(v));
+        }
+        let snap = Snapshot {
+            host: HostInfo {
+                cpus: 2,
+                ..HostInfo::default()
+            },
+            domains: vec![DomainSnap {
+                name: "m".into(),
+                uuid: "u-m".into(),
+                state: 1,
+                stats,
+                xml: Some(Arc::new(xml)),
+                ..DomainSnap::default()
+            }],
+        };
+        let render = |opts: Options| {
+            let mut reg = Sink::new("libvirt");
+            encode_snapshot(&snap, &NovaCpuSets::default(), opts, &mut reg);
+            let mut out = String::new();
+            reg.encode(&mut out).unwrap();
+            out
+        };
+        let m = |name: &str, v: &str| format!("libvirt_domain_{name}{{domain=\"m\"}} {v}");
+        let out = render(Options::limit(5));
+        for line in [
+            m("memory_stats_current_balloon_bytes", "2097152"),
+            m("memory_stats_maximum_bytes", "4194304"),
+            m("memory_stats_available_bytes", "2048000"),
+            m("memory_stats_usable_bytes", "512000"),
+            m("memory_stats_used_percent", "75"),
+            m("vcpu_current", "1"),
+        ] {
+            assert!(out.contains(&line), "{line} in {out}");
+        }
+        for name in [
+            "memory_stats_unused_bytes",
+            "memory_stats_disk_caches_bytes",
+            "memory_stats_hugetlb_pgalloc_total",
+            "memory_stats_last_update_timestamp_seconds",
+            "vcpu_state",
+            "vcpu_delay_seconds_total",
+            "vcpu_maximum",
+            "vcpu_pinning_info",
+        ] {
+            assert!(
+                !out.contains(&format!("libvirt_domain_{name}{{")),
+                "{name} in {out}"
+            );
+        }
+        let out = render(Options {
+            evidence_limit: 5,
+            vcpu_detail: true,
+            memory_detail: true,
+        });
+        for line in [
+            m("memory_stats_unused_bytes", "409600"),
+            m("memory_stats_disk_caches_bytes", "102400"),
+            m("memory_stats_hugetlb_pgalloc_total", "3"),
+            m("memory_stats_last_update_timestamp_seconds", "1700000000"),
+            m("vcpu_maximum", "1"),
+            "libvirt_domain_vcpu_state{domain=\"m\",vcpu=\"0\"} 1".to_string(),
+            "libvirt_domain_vcpu_delay_seconds_total{domain=\"m\",vcpu=\"0\"} 2".to_string(),
+            "libvirt_domain_vcpu_pinning_info{domain=\"m\",vcpu=\"0\",cpuset=\"\",kind=\"floating\"} 1".to_string(),
+        ] {
+            assert!(out.contains(&line), "{line} in {out}");
+        }
     }
 
     #[test]
@@ -1582,15 +1807,19 @@ mod tests {
             ],
         };
         let mut reg = Sink::new("libvirt");
-        encode_snapshot(&snap, &NovaCpuSets::default(), 5, &mut reg);
+        encode_snapshot(&snap, &NovaCpuSets::default(), Options::limit(5), &mut reg);
         let mut out = String::new();
         reg.encode(&mut out).unwrap();
         assert!(
             out.contains("libvirt_domain_timed_out{domain=\"stuck\"} 1"),
             "{out}"
         );
-        assert!(out.contains("libvirt_domain_timed_out{domain=\"ok\"} 0"));
+        // Per domain only where something failed; the node totals count every domain.
+        assert!(!out.contains("libvirt_domain_timed_out{domain=\"ok\"}"));
+        assert!(!out.contains("libvirt_domain_scrape_errors{domain=\"ok\"}"));
         assert!(out.contains("libvirt_domain_scrape_errors{domain=\"broken\"} 2"));
+        assert!(out.contains("libvirt_domains_timed_out 1"));
+        assert!(out.contains("libvirt_domains_scrape_errors 2"));
         assert!(out.contains("libvirt_domains 3"));
         assert!(out.contains("libvirt_host_cpu_pinned_vcpus{cpu=\"1\"} 1"));
         assert!(out.contains(
@@ -1627,7 +1856,12 @@ mod tests {
         };
         for limit in [0usize, 1, 5, 39, 100] {
             let mut reg = Sink::new("libvirt");
-            encode_snapshot(&snap, &NovaCpuSets::default(), limit, &mut reg);
+            encode_snapshot(
+                &snap,
+                &NovaCpuSets::default(),
+                Options::limit(limit),
+                &mut reg,
+            );
             let mut out = String::new();
             reg.encode(&mut out).unwrap();
             let shown = limit.min(n - 1);

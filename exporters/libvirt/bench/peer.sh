@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# libvirt_exporter against Debian's prometheus-libvirt-exporter (kumina's, 0.2.0) on the same
+# libvirtd (run by bench.sh, so by `make bench`).
+#
+# For each size in SIZES (default "500 1000"): a generated test-driver node (gen_node.py) served
+# by a private libvirtd over a unix socket; libvirt_exporter with default flags and kumina's
+# exporter with --libvirt.export-nova-metadata read it over the read-only socket. One first
+# scrape each, then REPEAT rounds, each scraping both in turn (alternating, so load from
+# elsewhere on the machine hits both alike). Prints per size: median repeated scrape, the
+# speedup (kumina's median / ours), peak RSS (VmHWM), series and domains exported. kumina lists
+# at most 512 domains, so only sizes up to 512 compare like with like.
+# The test driver's bulk stats hold only the state group, so with default flags
+# libvirt_exporter fills CPU time, memory, disk and interface counters with per-domain calls
+# (4 per domain here), as kumina does. A third exporter in the same rounds,
+# --libvirt.stats-fallback=false, makes the calls it makes on QEMU, whose bulk stats are
+# complete (it exports fewer series on the test driver: no counters).
+#
+#   exporters/libvirt/bench/peer.sh [BIN]   (default target/release/libvirt_exporter)
+#   SIZES="500 1000" REPEAT=15 KUMINA=/usr/bin/prometheus-libvirt-exporter
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../../.." && pwd)
+BIN=${1:-${CARGO_TARGET_DIR:-$ROOT/target}/release/libvirt_exporter}
+KUMINA=${KUMINA:-/usr/bin/prometheus-libvirt-exporter}
+SIZES=${SIZES:-500 1000}
+REPEAT=${REPEAT:-15}
+if [ ! -x "$KUMINA" ]; then
+  echo "peer.sh: $KUMINA not found (package prometheus-libvirt-exporter, scripts/install-deps.sh)" >&2
+  exit 1
+fi
+
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+hwm_mib() { awk '/VmHWM/ {printf "%.1f", $2 / 1024}' "/proc/$1/status"; }
+wait_port() { # port, what
+  for _ in $(seq 300); do curl -s -o /dev/null "http://127.0.0.1:$1/metrics" && return 0; sleep 0.1; done
+  echo "peer.sh: $2 did not answer" >&2
+  exit 1
+}
+
+rows=()
+for n in $SIZES; do
+  dir="$WORK/$n"
+  mkdir -p "$dir/sock" "$dir/drivers"
+  python3 "$HERE/gen_node.py" "$n" >"$dir/node.xml"
+  cat >"$dir/libvirtd.conf" <<CONF
+unix_sock_dir = "$dir/sock"
+auth_unix_ro = "none"
+auth_unix_rw = "none"
+max_workers = 20
+CONF
+  LIBVIRT_DRIVER_DIR="$dir/drivers" libvirtd -f "$dir/libvirtd.conf" -p "$dir/libvirtd.pid" \
+    >"$dir/libvirtd.log" 2>&1 &
+  daemon=$!
+  PIDS+=("$daemon")
+  for _ in $(seq 100); do [ -S "$dir/sock/libvirt-sock-ro" ] && break; sleep 0.1; done
+  uri="test+unix://$dir/node.xml?socket=$dir/sock/libvirt-sock-ro"
+
+  ours_port=$(free_port)
+  "$BIN" --web.listen-address="127.0.0.1:$ours_port" --libvirt.uri="$uri" --path.procfs= \
+    --log.level=warn >"$dir/ours.log" 2>&1 &
+  ours=$!
+  PIDS+=("$ours")
+  qemu_port=$(free_port)
+  "$BIN" --web.listen-address="127.0.0.1:$qemu_port" --libvirt.uri="$uri" --path.procfs= \
+    --libvirt.stats-fallback=false --log.level=warn >"$dir/qemu.log" 2>&1 &
+  qemu=$!
+  PIDS+=("$qemu")
+  kumina_port=$(free_port)
+  "$KUMINA" --web.listen-address="127.0.0.1:$kumina_port" --libvirt.uri="$uri" \
+    --libvirt.export-nova-metadata >"$dir/kumina.log" 2>&1 &
+  kumina=$!
+  PIDS+=("$kumina")
+  wait_port "$ours_port" libvirt_exporter
+  wait_port "$kumina_port" prometheus-libvirt-exporter
+  wait_port "$qemu_port" "libvirt_exporter (QEMU's calls)"
+  curl -s -o /dev/null "http://127.0.0.1:$qemu_port/metrics"
+
+  curl -s -o "$dir/ours.prom" "http://127.0.0.1:$ours_port/metrics"
+  curl -s -o "$dir/kumina.prom" "http://127.0.0.1:$kumina_port/metrics"
+  grep -q '^libvirt_up 1' "$dir/ours.prom" || { echo "libvirt_exporter not up at $n" >&2; exit 1; }
+  : >"$dir/ours.txt"
+  : >"$dir/kumina.txt"
+  : >"$dir/qemu.txt"
+  for _ in $(seq "$REPEAT"); do
+    curl -s -o /dev/null -w '%{time_total}\n' "http://127.0.0.1:$ours_port/metrics" >>"$dir/ours.txt"
+    curl -s -o /dev/null -w '%{time_total}\n' "http://127.0.0.1:$kumina_port/metrics" >>"$dir/kumina.txt"
+    curl -s -o /dev/null -w '%{time_total}\n' "http://127.0.0.1:$qemu_port/metrics" >>"$dir/qemu.txt"
+  done
+  o=$(median <"$dir/ours.txt")
+  k=$(median <"$dir/kumina.txt")
+  q=$(median <"$dir/qemu.txt")
+  o_series=$(grep -vc '^#' "$dir/ours.prom")
+  k_series=$(grep -vc '^#' "$dir/kumina.prom")
+  o_doms=$(awk '/^libvirt_domains / {printf "%d", $2}' "$dir/ours.prom")
+  k_doms=$(grep '^libvirt_domain_info_virtual_cpus{' "$dir/kumina.prom" | wc -l)
+  rows+=("$(printf '| %s | %s / %s | %.3f s | %.3f s | **%.1fx** | %s / %s MiB | %s / %s | %.3f s (%.0fx) |' \
+    "$n" "$o_doms" "$k_doms" "$o" "$k" "$(awk -v a="$k" -v b="$o" 'BEGIN {print a / b}')" \
+    "$(hwm_mib "$ours")" "$(hwm_mib "$kumina")" "$o_series" "$k_series" \
+    "$q" "$(awk -v a="$k" -v b="$q" 'BEGIN {print a / b}')")")
+  for p in "$ours" "$qemu" "$kumina" "$daemon"; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null || true; done
+done
+
+printf '\nlibvirt_exporter (default flags) and kumina prometheus-libvirt-exporter 0.2.0, same libvirtd\n'
+printf 'median of %s alternating scrapes; load average %s; %s CPUs\n\n' "$REPEAT" \
+  "$(cut -d' ' -f1-3 /proc/loadavg)" "$(nproc)"
+echo '| domains | exported: ours / kumina | ours | kumina | kumina / ours | peak RSS ours / kumina | series ours / kumina | ours on QEMU'"'"'s calls (kumina / it) |'
+echo '|---|---|---|---|---|---|---|---|'
+printf '%s\n' "${rows[@]}"
