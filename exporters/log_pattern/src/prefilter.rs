@@ -15,8 +15,19 @@
 //!
 //! Anything that could match without a literal (an empty alternative, `a*`, `.`, a class too
 //! large to list, an unparsable pattern) gives `None`: that rule's regex runs on every line.
+//!
+//! [`Scanner`] finds which of all rules' literals occur in a line. An overlapping Aho-Corasick
+//! search reports every occurrence but steps through the line byte by byte; a leftmost search
+//! lets the automaton skip ahead with its vectorised prefilter. So the scanner searches
+//! leftmost-longest and restarts one byte after each match's start: that visits every position
+//! where some literal starts and reports the longest literal there; the others starting there
+//! are prefixes of it, listed per literal when the scanner is built. `(?i)` needles have their
+//! own ASCII case-insensitive automaton.
 
 use regex_syntax::hir::literal::{ExtractKind, Extractor, Seq};
+use std::collections::HashMap;
+
+use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 use regex_syntax::hir::{Class, Hir, HirKind};
 
 /// One literal of a required set.
@@ -33,6 +44,138 @@ const MAX_NEEDLES: usize = 32;
 
 /// Needles shorter than this hit too many lines to filter anything.
 const MIN_LEN: usize = 2;
+
+/// Distinct literals, numbered in the order first seen.
+#[derive(Debug, Default)]
+pub struct Literals {
+    list: Vec<Vec<u8>>,
+    ids: HashMap<Vec<u8>, usize>,
+}
+
+impl Literals {
+    /// The number of `v`, added if new.
+    pub fn id(&mut self, v: &[u8]) -> usize {
+        if let Some(&id) = self.ids.get(v) {
+            return id;
+        }
+        self.list.push(v.to_vec());
+        self.ids.insert(v.to_vec(), self.list.len() - 1);
+        self.list.len() - 1
+    }
+
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+}
+
+/// Above this many literals the automaton is a DFA (Aho-Corasick's own choice is a slower NFA
+/// there, and its vectorised prefilter no longer applies).
+const DFA_ABOVE: usize = 64;
+
+/// One automaton over a [`Literals`] set.
+#[derive(Debug)]
+struct Automaton {
+    ac: AhoCorasick,
+    /// Per literal: the other literals that are prefixes of it (ASCII case-insensitively when
+    /// folding).
+    prefixes: Vec<Vec<usize>>,
+    /// Added to the automaton's literal numbers.
+    offset: usize,
+}
+
+impl Automaton {
+    fn new(lits: &Literals, fold: bool, offset: usize) -> Result<Option<Self>, String> {
+        if lits.is_empty() {
+            return Ok(None);
+        }
+        let ac = AhoCorasick::builder()
+            .match_kind(MatchKind::LeftmostLongest)
+            .ascii_case_insensitive(fold)
+            .kind((lits.len() > DFA_ABOVE).then_some(AhoCorasickKind::DFA))
+            .build(&lits.list)
+            .map_err(|e| e.to_string())?;
+        let key = |b: &[u8]| {
+            if fold {
+                b.to_ascii_lowercase()
+            } else {
+                b.to_vec()
+            }
+        };
+        let index: HashMap<Vec<u8>, Vec<usize>> =
+            lits.list
+                .iter()
+                .enumerate()
+                .fold(HashMap::new(), |mut m, (i, l)| {
+                    m.entry(key(l)).or_default().push(i);
+                    m
+                });
+        let prefixes = lits
+            .list
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                (1..=l.len())
+                    .filter_map(|n| index.get(&key(&l[..n])))
+                    .flatten()
+                    .copied()
+                    .filter(|&j| j != i)
+                    .collect()
+            })
+            .collect();
+        Ok(Some(Self {
+            ac,
+            prefixes,
+            offset,
+        }))
+    }
+
+    fn scan(&self, hay: &[u8], found: &mut impl FnMut(usize)) {
+        let mut pos = 0;
+        while let Some(m) = hay.get(pos..).and_then(|h| self.ac.find(h)) {
+            let p = m.pattern().as_usize();
+            found(self.offset + p);
+            for &q in &self.prefixes[p] {
+                found(self.offset + q);
+            }
+            pos += m.start() + 1;
+        }
+    }
+}
+
+/// Finds which literals occur in a line (see the module doc).
+#[derive(Debug, Default)]
+pub struct Scanner {
+    exact: Option<Automaton>,
+    folded: Option<Automaton>,
+}
+
+impl Scanner {
+    /// A scanner numbering `exact`'s literals first, then `folded`'s (matched ASCII
+    /// case-insensitively).
+    pub fn new(exact: &Literals, folded: &Literals) -> Result<Self, String> {
+        Ok(Self {
+            exact: Automaton::new(exact, false, 0)?,
+            folded: Automaton::new(folded, true, exact.len())?,
+        })
+    }
+
+    /// The number of case-insensitive literals.
+    pub fn folded_len(&self) -> usize {
+        self.folded.as_ref().map_or(0, |a| a.prefixes.len())
+    }
+
+    /// Calls `found` with the number of every literal that occurs in `hay` (at least once per
+    /// literal, possibly more).
+    pub fn scan(&self, hay: &[u8], mut found: impl FnMut(usize)) {
+        for a in [&self.exact, &self.folded].into_iter().flatten() {
+            a.scan(hay, &mut found);
+        }
+    }
+}
 
 /// The needles one of which occurs in every line `re` matches, or `None` when there is no such
 /// set worth scanning for (the regex must then run on every line).
@@ -370,5 +513,83 @@ pub(crate) mod tests {
         }
         // The generator must exercise the filter, not only the `None` path.
         assert!(filtered > 300, "only {filtered} regexes had needles");
+    }
+
+    fn scanned(scanner: &Scanner, hay: &str) -> Vec<usize> {
+        let mut found = Vec::new();
+        scanner.scan(hay.as_bytes(), |p| found.push(p));
+        found.sort();
+        found.dedup();
+        found
+    }
+
+    #[test]
+    fn scanner_finds_overlapping_and_nested_literals() {
+        let mut exact = Literals::default();
+        for l in ["error", "Reconciler error", "err", "rror code", "code"] {
+            exact.id(l.as_bytes());
+        }
+        let mut folded = Literals::default();
+        folded.id(b"timed out");
+        folded.id(b"timed");
+        let s = Scanner::new(&exact, &folded).unwrap();
+        assert_eq!(scanned(&s, "Reconciler error code"), vec![0, 1, 2, 3, 4]);
+        assert_eq!(scanned(&s, "ERROR code; TIMED OUT"), vec![4, 5, 6]);
+        assert_eq!(scanned(&s, "nothing"), Vec::<usize>::new());
+    }
+
+    #[test]
+    fn scanner_reports_what_a_naive_search_finds() {
+        let mut rng = Rng::new(0x5eed_0022);
+        for case in 0..400 {
+            let (mut exact, mut folded) = (Literals::default(), Literals::default());
+            // Many literals in some cases, to exercise the DFA above DFA_ABOVE.
+            let n = if case % 10 == 0 {
+                100
+            } else {
+                1 + rng.below(8)
+            };
+            for _ in 0..n {
+                let l = random_line(&mut rng);
+                if l.is_empty() {
+                    continue;
+                }
+                if rng.below(3) == 0 {
+                    folded.id(&l.to_ascii_lowercase());
+                } else {
+                    exact.id(&l[..l.len().min(1 + rng.below(4))]);
+                }
+            }
+            let scanner = Scanner::new(&exact, &folded).unwrap();
+            for _ in 0..30 {
+                let line = random_line(&mut rng);
+                let lower = line.to_ascii_lowercase();
+                let mut want: Vec<usize> = exact
+                    .list
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, l)| memchr::memmem::find(&line, l).is_some())
+                    .map(|(i, _)| i)
+                    .collect();
+                want.extend(
+                    folded
+                        .list
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, l)| memchr::memmem::find(&lower, l).is_some())
+                        .map(|(i, _)| exact.len() + i),
+                );
+                let mut got = Vec::new();
+                scanner.scan(&line, |p| got.push(p));
+                got.sort();
+                got.dedup();
+                assert_eq!(
+                    got,
+                    want,
+                    "case {case}: {:?}",
+                    String::from_utf8_lossy(&line)
+                );
+            }
+        }
     }
 }

@@ -4,13 +4,13 @@
 //! file's source labels once ([`LineSink::source`]), so a rule engine can resolve its selectors
 //! per file rather than per line; then it hands every logical line to [`LineSink::on_line`].
 //! [`Rules`] evaluates LogQL-style rules ([`crate::logql`]): selectors are resolved once per
-//! source (a bit per rule), all literal line filters of all rules are found in one pass of one
-//! Aho-Corasick automaton, and only rules whose anchor occurs in the line (or that have none)
-//! are examined further, so a line costs one scan whatever the number of rules; a rule's regexes
-//! run only on those candidates. A rule's anchor is its first `|=` literal or, for a rule
-//! without one, the literals one of which every match of its `|~` regex contains
-//! ([`crate::prefilter`]); the `(?i)` ones are found by a second, ASCII case-insensitive
-//! automaton. A rule whose regex can match without any literal is examined on every line. Counter values are exported and restored as
+//! source (a bit per rule), all literal line filters of all rules are found in one scan
+//! ([`crate::prefilter::Scanner`]), and only rules whose anchor occurs in the line (or that have
+//! none) are examined further, so a line costs one scan whatever the number of rules; a rule's
+//! regexes run only on those candidates. A rule's anchor is its first `|=` literal or, for a
+//! rule without one, the literals one of which every match of its `|~` regex contains
+//! ([`crate::prefilter::required`]). A rule whose regex can match without any literal is
+//! examined on every line. Counter values are exported and restored as
 //! [`SeriesValue`]s so they are saved atomically with the file offsets.
 //!
 //! Cardinality is bounded per rule: past `max_series` label combinations, counts go to a single
@@ -26,13 +26,12 @@
 
 use std::collections::{HashMap, HashSet};
 
-use aho_corasick::AhoCorasick;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Rule, RuleType, DEFAULT_BUCKETS};
 use crate::format::Stream;
 use crate::logql::{cut, pipeline, Filter, FilterOp, Matcher, Stage, ERROR_LABEL};
-use crate::prefilter;
+use crate::prefilter::{self, Literals, Scanner};
 
 /// Ordered label pairs of a source (e.g. namespace, pod, container).
 pub type Labels = Vec<(String, String)>;
@@ -399,35 +398,6 @@ fn extracted_series(
     Some((labels, number))
 }
 
-/// The distinct literals of one automaton, in pattern order.
-#[derive(Default)]
-struct Patterns {
-    list: Vec<Vec<u8>>,
-    ids: HashMap<Vec<u8>, usize>,
-}
-
-impl Patterns {
-    fn id(&mut self, v: &[u8]) -> usize {
-        if let Some(&id) = self.ids.get(v) {
-            return id;
-        }
-        self.list.push(v.to_vec());
-        self.ids.insert(v.to_vec(), self.list.len() - 1);
-        self.list.len() - 1
-    }
-
-    fn automaton(&self, fold: bool) -> Result<Option<AhoCorasick>, BuildError> {
-        if self.list.is_empty() {
-            return Ok(None);
-        }
-        AhoCorasick::builder()
-            .ascii_case_insensitive(fold)
-            .build(&self.list)
-            .map(Some)
-            .map_err(|e| BuildError(e.to_string()))
-    }
-}
-
 /// The needles of the most selective `|~` regex of a rule (empty: none has a required set).
 fn regex_needles(regexes: &[(bool, regex::bytes::Regex)]) -> Vec<prefilter::Needle> {
     regexes
@@ -443,10 +413,8 @@ pub struct Rules {
     rules: Vec<CompiledRule>,
     /// Series budgets of the tenants with rules in force.
     budgets: Vec<Budget>,
-    automaton: Option<AhoCorasick>,
-    /// The ASCII case-insensitive needles of regexes; its pattern `k` is pattern
-    /// `automaton`'s pattern count + `k` in `anchored` and `hit`.
-    folded: Option<AhoCorasick>,
+    /// The literals, case-sensitive ones first: pattern ids index `anchored` and `hit`.
+    scanner: Scanner,
     /// Per pattern: rules it anchors.
     anchored: Vec<Vec<usize>>,
     /// Rules without an anchor: candidates on every line.
@@ -486,8 +454,7 @@ impl Rules {
         let mut r = Self {
             rules: Vec::new(),
             budgets: Vec::new(),
-            automaton: None,
-            folded: None,
+            scanner: Scanner::default(),
             anchored: Vec::new(),
             unanchored: Vec::new(),
             seen: Vec::new(),
@@ -507,8 +474,8 @@ impl Rules {
     /// Replaces the rules. Values of rules that keep their name, metric and kept labels
     /// continue; new rules start at 0 on every known source. On error nothing changes.
     pub fn install(&mut self, rules: &[Rule]) -> Result<(), BuildError> {
-        let mut patterns = Patterns::default();
-        let mut folded = Patterns::default();
+        let mut patterns = Literals::default();
+        let mut folded = Literals::default();
         // Per rule: its anchor needles as (folded, index in `patterns` or `folded`).
         let mut anchors: Vec<Vec<(bool, usize)>> = Vec::with_capacity(rules.len());
         let mut classes: Vec<Option<Vec<String>>> = Vec::new();
@@ -602,10 +569,9 @@ impl Rules {
             };
             compiled.push(c);
         }
-        let automaton = patterns.automaton(false)?;
-        let folded_automaton = folded.automaton(true)?;
-        let base = patterns.list.len();
-        let total = base + folded.list.len();
+        let base = patterns.len();
+        let total = base + folded.len();
+        let scanner = Scanner::new(&patterns, &folded).map_err(BuildError)?;
         let mut anchored = vec![Vec::new(); total];
         let mut unanchored = Vec::new();
         for (i, anchor) in anchors.iter().enumerate() {
@@ -620,8 +586,7 @@ impl Rules {
         self.seen = vec![0; compiled.len()];
         self.rules = compiled;
         self.budgets = budgets;
-        self.automaton = automaton;
-        self.folded = folded_automaton;
+        self.scanner = scanner;
         self.anchored = anchored;
         self.unanchored = unanchored;
         self.classes = classes;
@@ -717,18 +682,13 @@ impl LineSink for Rules {
         }
         let generation = self.generation;
         self.hits.clear();
-        let base = self.automaton.as_ref().map_or(0, |ac| ac.patterns_len());
-        let automata = [(0, &self.automaton), (base, &self.folded)];
-        for (offset, ac) in automata {
-            let Some(ac) = ac else { continue };
-            for m in ac.find_overlapping_iter(line.message) {
-                let p = offset + m.pattern().as_usize();
-                if self.hit[p] != generation {
-                    self.hit[p] = generation;
-                    self.hits.push(p);
-                }
+        let (hit, hits) = (&mut self.hit, &mut self.hits);
+        self.scanner.scan(line.message, |p| {
+            if hit[p] != generation {
+                hit[p] = generation;
+                hits.push(p);
             }
-        }
+        });
         let hit = &self.hit;
         let stream = line.stream.as_str();
         let candidates = self
@@ -1571,7 +1531,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(r.unanchored, vec![3], "only `a*` runs on every line");
-        assert!(r.folded.is_some());
+        assert_eq!(r.scanner.folded_len(), 1);
         let a = r.source(&labels("a"));
         for l in [
             "attempt=6",
