@@ -22,7 +22,9 @@
 //! leftmost-longest and restarts one byte after each match's start: that visits every position
 //! where some literal starts and reports the longest literal there; the others starting there
 //! are prefixes of it, listed per literal when the scanner is built. `(?i)` needles have their
-//! own ASCII case-insensitive automaton.
+//! own ASCII case-insensitive automaton. A few dozen case-sensitive literals are searched with
+//! Teddy (`aho_corasick::packed`) rather than the automaton, whose prefilter for a handful of
+//! literals is a search for their first bytes, and those can be common in log lines.
 
 use regex_syntax::hir::literal::{ExtractKind, Extractor, Seq};
 use std::collections::HashMap;
@@ -72,18 +74,58 @@ impl Literals {
     }
 }
 
-/// Above this many literals the automaton is a DFA (Aho-Corasick's own choice is a slower NFA
-/// there, and its vectorised prefilter no longer applies).
-const DFA_ABOVE: usize = 64;
+/// Up to this many case-sensitive literals are searched with `aho_corasick::packed` (Teddy, a
+/// vectorised multi-literal search, where the CPU has it); above it, and for folded literals,
+/// with an Aho-Corasick DFA (the crate's default there is a slower NFA, and its prefilters
+/// choose single bytes that can be common in log lines).
+const PACKED_MAX: usize = 64;
 
-/// One automaton over a [`Literals`] set.
+/// A leftmost-longest searcher.
+#[derive(Debug)]
+enum Search {
+    Packed(aho_corasick::packed::Searcher),
+    Automaton(AhoCorasick),
+}
+
+impl Search {
+    fn new(lits: &Literals, fold: bool) -> Result<Self, String> {
+        use aho_corasick::packed;
+        if !fold && lits.len() <= PACKED_MAX {
+            let packed = packed::Config::new()
+                .match_kind(packed::MatchKind::LeftmostLongest)
+                .builder()
+                .extend(&lits.list)
+                .build();
+            if let Some(p) = packed {
+                return Ok(Self::Packed(p));
+            }
+        }
+        AhoCorasick::builder()
+            .match_kind(MatchKind::LeftmostLongest)
+            .ascii_case_insensitive(fold)
+            .kind(Some(AhoCorasickKind::DFA))
+            .build(&lits.list)
+            .map(Self::Automaton)
+            .map_err(|e| e.to_string())
+    }
+
+    /// The start and literal number of the leftmost-longest match.
+    fn find(&self, hay: &[u8]) -> Option<(usize, usize)> {
+        match self {
+            Self::Packed(p) => p.find(hay).map(|m| (m.start(), m.pattern().as_usize())),
+            Self::Automaton(a) => a.find(hay).map(|m| (m.start(), m.pattern().as_usize())),
+        }
+    }
+}
+
+/// One searcher over a [`Literals`] set.
 #[derive(Debug)]
 struct Automaton {
-    ac: AhoCorasick,
+    search: Search,
     /// Per literal: the other literals that are prefixes of it (ASCII case-insensitively when
     /// folding).
     prefixes: Vec<Vec<usize>>,
-    /// Added to the automaton's literal numbers.
+    /// Added to the searcher's literal numbers.
     offset: usize,
 }
 
@@ -92,12 +134,7 @@ impl Automaton {
         if lits.is_empty() {
             return Ok(None);
         }
-        let ac = AhoCorasick::builder()
-            .match_kind(MatchKind::LeftmostLongest)
-            .ascii_case_insensitive(fold)
-            .kind((lits.len() > DFA_ABOVE).then_some(AhoCorasickKind::DFA))
-            .build(&lits.list)
-            .map_err(|e| e.to_string())?;
+        let search = Search::new(lits, fold)?;
         let key = |b: &[u8]| {
             if fold {
                 b.to_ascii_lowercase()
@@ -127,7 +164,7 @@ impl Automaton {
             })
             .collect();
         Ok(Some(Self {
-            ac,
+            search,
             prefixes,
             offset,
         }))
@@ -135,13 +172,12 @@ impl Automaton {
 
     fn scan(&self, hay: &[u8], found: &mut impl FnMut(usize)) {
         let mut pos = 0;
-        while let Some(m) = hay.get(pos..).and_then(|h| self.ac.find(h)) {
-            let p = m.pattern().as_usize();
+        while let Some((start, p)) = hay.get(pos..).and_then(|h| self.search.find(h)) {
             found(self.offset + p);
             for &q in &self.prefixes[p] {
                 found(self.offset + q);
             }
-            pos += m.start() + 1;
+            pos += start + 1;
         }
     }
 }
@@ -543,7 +579,7 @@ pub(crate) mod tests {
         let mut rng = Rng::new(0x5eed_0022);
         for case in 0..400 {
             let (mut exact, mut folded) = (Literals::default(), Literals::default());
-            // Many literals in some cases, to exercise the DFA above DFA_ABOVE.
+            // Many literals in some cases, to exercise the automaton above PACKED_MAX.
             let n = if case % 10 == 0 {
                 100
             } else {
