@@ -22,9 +22,10 @@
 //! leftmost-longest and restarts one byte after each match's start: that visits every position
 //! where some literal starts and reports the longest literal there; the others starting there
 //! are prefixes of it, listed per literal when the scanner is built. `(?i)` needles have their
-//! own ASCII case-insensitive automaton. A few dozen case-sensitive literals are searched with
-//! Teddy (`aho_corasick::packed`) rather than the automaton, whose prefilter for a handful of
-//! literals is a search for their first bytes, and those can be common in log lines.
+//! own ASCII case-insensitive search. Up to a few dozen literals are searched with Teddy
+//! (`aho_corasick::packed`, the folded ones in a lowercased copy of the line) rather than the
+//! automaton, whose prefilter for a handful of literals is a search for single bytes, and
+//! those can be common in log lines.
 
 use regex_syntax::hir::literal::{ExtractKind, Extractor, Seq};
 use std::collections::HashMap;
@@ -74,10 +75,11 @@ impl Literals {
     }
 }
 
-/// Up to this many case-sensitive literals are searched with `aho_corasick::packed` (Teddy, a
-/// vectorised multi-literal search, where the CPU has it); above it, and for folded literals,
-/// with an Aho-Corasick DFA (the crate's default there is a slower NFA, and its prefilters
-/// choose single bytes that can be common in log lines).
+/// Up to this many literals are searched with `aho_corasick::packed` (Teddy, a vectorised
+/// multi-literal search, where the CPU has it; folded ones in an ASCII-lowercased copy of the
+/// line); above it with an Aho-Corasick DFA (the crate's default there is a slower NFA).
+/// Aho-Corasick's own prefilter for a handful of literals searches for single bytes, which can
+/// be common in log lines.
 const PACKED_MAX: usize = 64;
 
 /// A leftmost-longest searcher.
@@ -88,16 +90,20 @@ enum Search {
 }
 
 impl Search {
-    fn new(lits: &Literals, fold: bool) -> Result<Self, String> {
+    /// The searcher, and whether it searches an ASCII-lowercased copy of the haystack.
+    fn new(lits: &Literals, fold: bool) -> Result<(Self, bool), String> {
         use aho_corasick::packed;
-        if !fold && lits.len() <= PACKED_MAX {
+        if lits.len() <= PACKED_MAX {
             let packed = packed::Config::new()
                 .match_kind(packed::MatchKind::LeftmostLongest)
                 .builder()
-                .extend(&lits.list)
+                .extend(lits.list.iter().map(|l| match fold {
+                    true => l.to_ascii_lowercase(),
+                    false => l.clone(),
+                }))
                 .build();
             if let Some(p) = packed {
-                return Ok(Self::Packed(p));
+                return Ok((Self::Packed(p), fold));
             }
         }
         AhoCorasick::builder()
@@ -105,7 +111,7 @@ impl Search {
             .ascii_case_insensitive(fold)
             .kind(Some(AhoCorasickKind::DFA))
             .build(&lits.list)
-            .map(Self::Automaton)
+            .map(|a| (Self::Automaton(a), false))
             .map_err(|e| e.to_string())
     }
 
@@ -127,6 +133,8 @@ struct Automaton {
     prefixes: Vec<Vec<usize>>,
     /// Added to the searcher's literal numbers.
     offset: usize,
+    /// Searches an ASCII-lowercased copy of the haystack.
+    lowercase: bool,
 }
 
 impl Automaton {
@@ -134,7 +142,7 @@ impl Automaton {
         if lits.is_empty() {
             return Ok(None);
         }
-        let search = Search::new(lits, fold)?;
+        let (search, lowercase) = Search::new(lits, fold)?;
         let key = |b: &[u8]| {
             if fold {
                 b.to_ascii_lowercase()
@@ -167,6 +175,7 @@ impl Automaton {
             search,
             prefixes,
             offset,
+            lowercase,
         }))
     }
 
@@ -187,6 +196,8 @@ impl Automaton {
 pub struct Scanner {
     exact: Option<Automaton>,
     folded: Option<Automaton>,
+    /// The lowercased line, when `folded` needs it.
+    lower: Vec<u8>,
 }
 
 impl Scanner {
@@ -196,6 +207,7 @@ impl Scanner {
         Ok(Self {
             exact: Automaton::new(exact, false, 0)?,
             folded: Automaton::new(folded, true, exact.len())?,
+            lower: Vec::new(),
         })
     }
 
@@ -206,9 +218,18 @@ impl Scanner {
 
     /// Calls `found` with the number of every literal that occurs in `hay` (at least once per
     /// literal, possibly more).
-    pub fn scan(&self, hay: &[u8], mut found: impl FnMut(usize)) {
-        for a in [&self.exact, &self.folded].into_iter().flatten() {
+    pub fn scan(&mut self, hay: &[u8], mut found: impl FnMut(usize)) {
+        if let Some(a) = &self.exact {
             a.scan(hay, &mut found);
+        }
+        if let Some(a) = &self.folded {
+            if a.lowercase {
+                self.lower.clear();
+                self.lower.extend(hay.iter().map(u8::to_ascii_lowercase));
+                a.scan(&self.lower, &mut found);
+            } else {
+                a.scan(hay, &mut found);
+            }
         }
     }
 }
@@ -551,7 +572,7 @@ pub(crate) mod tests {
         assert!(filtered > 300, "only {filtered} regexes had needles");
     }
 
-    fn scanned(scanner: &Scanner, hay: &str) -> Vec<usize> {
+    fn scanned(scanner: &mut Scanner, hay: &str) -> Vec<usize> {
         let mut found = Vec::new();
         scanner.scan(hay.as_bytes(), |p| found.push(p));
         found.sort();
@@ -568,20 +589,24 @@ pub(crate) mod tests {
         let mut folded = Literals::default();
         folded.id(b"timed out");
         folded.id(b"timed");
-        let s = Scanner::new(&exact, &folded).unwrap();
-        assert_eq!(scanned(&s, "Reconciler error code"), vec![0, 1, 2, 3, 4]);
-        assert_eq!(scanned(&s, "ERROR code; TIMED OUT"), vec![4, 5, 6]);
-        assert_eq!(scanned(&s, "nothing"), Vec::<usize>::new());
+        let mut s = Scanner::new(&exact, &folded).unwrap();
+        assert_eq!(
+            scanned(&mut s, "Reconciler error code"),
+            vec![0, 1, 2, 3, 4]
+        );
+        assert_eq!(scanned(&mut s, "ERROR code; TIMED OUT"), vec![4, 5, 6]);
+        assert_eq!(scanned(&mut s, "nothing"), Vec::<usize>::new());
     }
 
     #[test]
     fn scanner_reports_what_a_naive_search_finds() {
         let mut rng = Rng::new(0x5eed_0022);
+        let mut large = (0, 0);
         for case in 0..400 {
             let (mut exact, mut folded) = (Literals::default(), Literals::default());
             // Many literals in some cases, to exercise the automaton above PACKED_MAX.
             let n = if case % 10 == 0 {
-                100
+                400
             } else {
                 1 + rng.below(8)
             };
@@ -596,7 +621,9 @@ pub(crate) mod tests {
                     exact.id(&l[..l.len().min(1 + rng.below(4))]);
                 }
             }
-            let scanner = Scanner::new(&exact, &folded).unwrap();
+            large.0 += usize::from(exact.len() > PACKED_MAX);
+            large.1 += usize::from(folded.len() > PACKED_MAX);
+            let mut scanner = Scanner::new(&exact, &folded).unwrap();
             for _ in 0..30 {
                 let line = random_line(&mut rng);
                 let lower = line.to_ascii_lowercase();
@@ -627,5 +654,9 @@ pub(crate) mod tests {
                 );
             }
         }
+        assert!(
+            large.0 > 0 && large.1 > 0,
+            "the automata were not exercised: {large:?}"
+        );
     }
 }
