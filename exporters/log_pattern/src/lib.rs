@@ -15,6 +15,7 @@ pub mod format;
 pub mod import;
 pub mod logql;
 pub mod metrics;
+pub mod prefilter;
 pub(crate) mod reload;
 pub mod replay;
 pub mod rules;

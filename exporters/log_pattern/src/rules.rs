@@ -4,10 +4,13 @@
 //! file's source labels once ([`LineSink::source`]), so a rule engine can resolve its selectors
 //! per file rather than per line; then it hands every logical line to [`LineSink::on_line`].
 //! [`Rules`] evaluates LogQL-style rules ([`crate::logql`]): selectors are resolved once per
-//! source (a bit per rule), all literal line filters of all rules are found in one pass of one
-//! Aho-Corasick automaton, and only rules whose first `|=` literal occurs in the line (or that
-//! have none) are examined further, so a line costs one scan whatever the number of rules; a
-//! rule's regexes run only on those candidates. Counter values are exported and restored as
+//! source (a bit per rule), all literal line filters of all rules are found in one scan
+//! ([`crate::prefilter::Scanner`]), and only rules whose anchor occurs in the line (or that have
+//! none) are examined further, so a line costs one scan whatever the number of rules; a rule's
+//! regexes run only on those candidates. A rule's anchor is its first `|=` literal or, for a
+//! rule without one, the literals one of which every match of its `|~` regex contains
+//! ([`crate::prefilter::required`]). A rule whose regex can match without any literal is
+//! examined on every line. Counter values are exported and restored as
 //! [`SeriesValue`]s so they are saved atomically with the file offsets.
 //!
 //! Cardinality is bounded per rule: past `max_series` label combinations, counts go to a single
@@ -23,12 +26,12 @@
 
 use std::collections::{HashMap, HashSet};
 
-use aho_corasick::AhoCorasick;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Rule, RuleType, DEFAULT_BUCKETS};
 use crate::format::Stream;
 use crate::logql::{cut, pipeline, Filter, FilterOp, Matcher, Stage, ERROR_LABEL};
+use crate::prefilter::{self, Literals, Scanner};
 
 /// Ordered label pairs of a source (e.g. namespace, pod, container).
 pub type Labels = Vec<(String, String)>;
@@ -395,16 +398,30 @@ fn extracted_series(
     Some((labels, number))
 }
 
+/// The needles of the most selective `|~` regex of a rule (empty: none has a required set).
+fn regex_needles(regexes: &[(bool, regex::bytes::Regex)]) -> Vec<prefilter::Needle> {
+    regexes
+        .iter()
+        .filter(|(want, _)| *want)
+        .map(|(_, re)| prefilter::required(re))
+        .fold(None, prefilter::better)
+        .unwrap_or_default()
+}
+
 /// The rule engine (see the module doc).
 pub struct Rules {
     rules: Vec<CompiledRule>,
     /// Series budgets of the tenants with rules in force.
     budgets: Vec<Budget>,
-    automaton: Option<AhoCorasick>,
-    /// Per automaton pattern: rules whose first required literal it is.
+    /// The literals, case-sensitive ones first: pattern ids index `anchored` and `hit`.
+    scanner: Scanner,
+    /// Per pattern: rules it anchors.
     anchored: Vec<Vec<usize>>,
-    /// Rules without a required literal: candidates on every line.
+    /// Rules without an anchor: candidates on every line.
     unanchored: Vec<usize>,
+    /// Generation stamp per rule: already examined for the current line (a rule anchored on
+    /// several needles is examined once).
+    seen: Vec<u32>,
     /// Distinct `keep_labels` lists; `None` keeps every source label.
     classes: Vec<Option<Vec<String>>>,
     sets: Vec<Labels>,
@@ -437,9 +454,10 @@ impl Rules {
         let mut r = Self {
             rules: Vec::new(),
             budgets: Vec::new(),
-            automaton: None,
+            scanner: Scanner::default(),
             anchored: Vec::new(),
             unanchored: Vec::new(),
+            seen: Vec::new(),
             classes: Vec::new(),
             sets: Vec::new(),
             set_index: HashMap::new(),
@@ -456,8 +474,10 @@ impl Rules {
     /// Replaces the rules. Values of rules that keep their name, metric and kept labels
     /// continue; new rules start at 0 on every known source. On error nothing changes.
     pub fn install(&mut self, rules: &[Rule]) -> Result<(), BuildError> {
-        let mut patterns: Vec<String> = Vec::new();
-        let mut pattern_ids: HashMap<String, usize> = HashMap::new();
+        let mut patterns = Literals::default();
+        let mut folded = Literals::default();
+        // Per rule: its anchor needles as (folded, index in `patterns` or `folded`).
+        let mut anchors: Vec<Vec<(bool, usize)>> = Vec::with_capacity(rules.len());
         let mut classes: Vec<Option<Vec<String>>> = Vec::new();
         let mut compiled = Vec::with_capacity(rules.len());
         let mut budgets: Vec<Budget> = Vec::new();
@@ -518,25 +538,28 @@ impl Rules {
                 overflow: 0,
             };
             for f in expr.filters {
-                let mut id = |v: String| {
-                    let n = pattern_ids.len();
-                    *pattern_ids.entry(v.clone()).or_insert_with(|| {
-                        patterns.push(v);
-                        n
-                    })
-                };
                 match (f.op, f.regex.clone()) {
                     // `|= ""` holds for every line, `!= ""` for none (Loki's meaning).
                     (FilterOp::Contains, _) if f.value.is_empty() => {}
-                    (FilterOp::Contains, _) => c.required.push(id(f.value)),
+                    (FilterOp::Contains, _) => c.required.push(patterns.id(f.value.as_bytes())),
                     (FilterOp::NotContains, _) if !f.value.is_empty() => {
-                        c.forbidden.push(id(f.value))
+                        c.forbidden.push(patterns.id(f.value.as_bytes()))
                     }
                     (FilterOp::Matches, Some(re)) => c.regexes.push((true, re)),
                     (FilterOp::NotMatches, Some(re)) => c.regexes.push((false, re)),
                     _ => c.others.push(f),
                 }
             }
+            anchors.push(match c.required.first() {
+                Some(&p) => vec![(false, p)],
+                None => regex_needles(&c.regexes)
+                    .into_iter()
+                    .map(|n| match n.fold {
+                        true => (true, folded.id(&n.bytes)),
+                        false => (false, patterns.id(&n.bytes)),
+                    })
+                    .collect(),
+            });
             c.class = match classes.iter().position(|k| *k == rule.keep_labels) {
                 Some(i) => i,
                 None => {
@@ -546,27 +569,28 @@ impl Rules {
             };
             compiled.push(c);
         }
-        let automaton = if patterns.is_empty() {
-            None
-        } else {
-            Some(AhoCorasick::new(&patterns).map_err(|e| BuildError(e.to_string()))?)
-        };
-        let mut anchored = vec![Vec::new(); patterns.len()];
+        let base = patterns.len();
+        let total = base + folded.len();
+        let scanner = Scanner::new(&patterns, &folded).map_err(BuildError)?;
+        let mut anchored = vec![Vec::new(); total];
         let mut unanchored = Vec::new();
-        for (i, c) in compiled.iter().enumerate() {
-            match c.required.first() {
-                Some(&p) => anchored[p].push(i),
-                None => unanchored.push(i),
+        for (i, anchor) in anchors.iter().enumerate() {
+            if anchor.is_empty() {
+                unanchored.push(i);
+            }
+            for &(fold, p) in anchor {
+                anchored[if fold { base + p } else { p }].push(i);
             }
         }
         let old = self.values();
+        self.seen = vec![0; compiled.len()];
         self.rules = compiled;
         self.budgets = budgets;
-        self.automaton = automaton;
+        self.scanner = scanner;
         self.anchored = anchored;
         self.unanchored = unanchored;
         self.classes = classes;
-        self.hit = vec![0; patterns.len()];
+        self.hit = vec![0; total];
         self.generation = 0;
         self.restore(&old);
         for id in 0..self.sources.len() {
@@ -653,19 +677,18 @@ impl LineSink for Rules {
         self.generation = self.generation.wrapping_add(1);
         if self.generation == 0 {
             self.hit.iter_mut().for_each(|h| *h = 0);
+            self.seen.iter_mut().for_each(|h| *h = 0);
             self.generation = 1;
         }
         let generation = self.generation;
         self.hits.clear();
-        if let Some(ac) = &self.automaton {
-            for m in ac.find_overlapping_iter(line.message) {
-                let p = m.pattern().as_usize();
-                if self.hit[p] != generation {
-                    self.hit[p] = generation;
-                    self.hits.push(p);
-                }
+        let (hit, hits) = (&mut self.hit, &mut self.hits);
+        self.scanner.scan(line.message, |p| {
+            if hit[p] != generation {
+                hit[p] = generation;
+                hits.push(p);
             }
-        }
+        });
         let hit = &self.hit;
         let stream = line.stream.as_str();
         let candidates = self
@@ -674,9 +697,10 @@ impl LineSink for Rules {
             .flat_map(|&p| self.anchored[p].iter())
             .chain(self.unanchored.iter());
         for &i in candidates {
-            if !bit(&src.selected, i) {
+            if !bit(&src.selected, i) || self.seen[i] == generation {
                 continue;
             }
+            self.seen[i] = generation;
             let r = &mut self.rules[i];
             let budget = r.budget.and_then(|b| self.budgets.get_mut(b));
             let ok = r.required.iter().all(|&p| hit[p] == generation)
@@ -1494,5 +1518,90 @@ mod tests {
                 "r{i}"
             );
         }
+    }
+
+    #[test]
+    fn regex_rules_are_anchored_on_their_literals() {
+        let mut r = Rules::new(&[
+            lrule("attempt", r#"{} |~ "attempt=6$""#),
+            lrule("timeout", r#"{} |~ "(?i)timed out""#),
+            lrule("refused", r#"{} |~ "(connection|socket) refused""#),
+            lrule("any", r#"{} |~ "a*""#),
+            lrule("either", r#"{} |= "alpha" or "beta""#),
+        ])
+        .unwrap();
+        assert_eq!(r.unanchored, vec![3], "only `a*` runs on every line");
+        assert_eq!(r.scanner.folded_len(), 1);
+        let a = r.source(&labels("a"));
+        for l in [
+            "attempt=6",
+            "attempt=61",
+            "x TIMED OUT",
+            "Timed Out",
+            "timed  out",
+            "connection refused, socket refused",
+            "alpha beta",
+            "nothing",
+        ] {
+            r.on_line(a, &line(l));
+        }
+        let v = r.values();
+        let count = |rule| get(&v, rule, &labels("a"), false);
+        assert_eq!(count("attempt"), Some(1));
+        assert_eq!(count("timeout"), Some(2));
+        assert_eq!(
+            count("refused"),
+            Some(1),
+            "two needles hit, one line counted"
+        );
+        assert_eq!(count("any"), Some(8));
+        assert_eq!(count("either"), Some(1));
+    }
+
+    #[test]
+    fn prefiltered_verdict_is_the_unfiltered_verdict() {
+        use crate::prefilter::tests::{random_line, random_regex};
+        let mut rng = e2e_tests::Rng::new(0x5eed_0021);
+        let mut anchored = 0;
+        for round in 0..60 {
+            let mut rules = Vec::new();
+            while rules.len() < 12 {
+                let re = random_regex(&mut rng, 0);
+                let expr = match rng.below(6) {
+                    0 => format!("{{}} |= \"ab\" |~ `{re}`"),
+                    1 => format!("{{}} |~ `{re}` !~ `{}`", random_regex(&mut rng, 0)),
+                    2 => format!("{{}} |~ `{re}` |~ `{}`", random_regex(&mut rng, 0)),
+                    _ => format!("{{}} |~ `{re}`"),
+                };
+                if let Ok(e) = parse(&expr) {
+                    rules.push(Rule::new(&format!("r{}", rules.len()), e));
+                }
+            }
+            let mut r = Rules::new(&rules).unwrap();
+            anchored += rules.len() - r.unanchored.len();
+            let src = r.source(&labels("p"));
+            let lines: Vec<Vec<u8>> = (0..300).map(|_| random_line(&mut rng)).collect();
+            for l in &lines {
+                r.on_line(
+                    src,
+                    &Line {
+                        message: l,
+                        stream: Stream::Stdout,
+                        timestamp: None,
+                    },
+                );
+            }
+            let v = r.values();
+            for rule in &rules {
+                let filters = &rule.expression().filters;
+                let want = lines
+                    .iter()
+                    .filter(|l| filters.iter().all(|f| f.test(l)))
+                    .count() as u64;
+                let got = get(&v, &rule.name, &labels("p"), false);
+                assert_eq!(got, Some(want), "round {round}: {}", rule.expression().text);
+            }
+        }
+        assert!(anchored > 200, "only {anchored} rules were anchored");
     }
 }
