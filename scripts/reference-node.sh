@@ -23,15 +23,15 @@ PODS=${PODS:-30}
 FLOWS=${FLOWS:-20000}
 SCRAPES=${SCRAPES:-5}
 WORK="$(mktemp -d /tmp/reference-node.XXXXXX)"
-PIDS=()
+# shellcheck source=lib/common.sh
+. "$REPO/scripts/lib/common.sh"
 
 cleanup() {
   # A second Ctrl-C or SIGTERM (make passes one on, `timeout` sends one to the whole group)
   # must not cut the stop short and leave daemons behind: ignore them from here on.
   trap - EXIT
   trap '' INT TERM
-  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  stop_spawned
   bash "$REPO/exporters/dirty_flow/demo/ovs-sandbox.sh" stop "$WORK/ovs" >/dev/null 2>&1 || true
   rm -rf "$WORK"
 }
@@ -39,32 +39,14 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_healthy() { # port
-  for _ in $(seq 200); do curl -sf -o /dev/null "http://127.0.0.1:$1/-/healthy" && return 0; sleep 0.1; done
-  echo "exporter on port $1 did not become healthy" >&2
-  return 1
-}
-
 # --- libvirtd with the test driver, and libvirt_exporter ----------------------------------
 python3 "$REPO/exporters/libvirt/bench/gen_node.py" "$VMS" >"$WORK/node.xml"
-mkdir -p "$WORK/sock" "$WORK/drivers"
-cat >"$WORK/libvirtd.conf" <<CONF
-unix_sock_dir = "$WORK/sock"
-auth_unix_ro = "none"
-auth_unix_rw = "none"
-CONF
-LIBVIRT_DRIVER_DIR="$WORK/drivers" libvirtd -f "$WORK/libvirtd.conf" -p "$WORK/libvirtd.pid" \
-  >"$WORK/libvirtd.log" 2>&1 &
-PIDS+=($!)
-for _ in $(seq 100); do [ -S "$WORK/sock/libvirt-sock-ro" ] && break; sleep 0.1; done
+start_libvirtd "$WORK"
 LIBVIRT_PORT=$(free_port)
-"$BIN/libvirt_exporter" --web.listen-address="127.0.0.1:$LIBVIRT_PORT" --path.procfs= \
-  --libvirt.uri="test+unix://$WORK/node.xml?socket=$WORK/sock/libvirt-sock-ro" \
-  --nova.cpu-dedicated-set=16-127 --nova.cpu-shared-set=0-15 --log.level=warn \
-  >"$WORK/libvirt_exporter.log" 2>&1 &
-PIDS+=($!)
-LIBVIRT_PID=$!
+spawn libvirt_exporter "$WORK/libvirt_exporter.log" "$BIN/libvirt_exporter" \
+  --web.listen-address="127.0.0.1:$LIBVIRT_PORT" --path.procfs= \
+  --libvirt.uri="test+unix://$WORK/node.xml?socket=$LIBVIRTD_SOCK_RO" \
+  --nova.cpu-dedicated-set=16-127 --nova.cpu-shared-set=0-15 --log.level=warn
 
 # --- OVS sandbox with FLOWS flows, and dirty_flow_exporter ---------------------------------
 bash "$REPO/exporters/dirty_flow/demo/ovs-sandbox.sh" start-empty "$WORK/ovs" >"$WORK/ovs.log" 2>&1
@@ -91,11 +73,10 @@ for i in range(n):
 PY
 ovs-ofctl add-flows "unix:$WORK/ovs/br-int.mgmt" "$WORK/flows.txt"
 OVS_PORT=$(free_port)
-"$BIN/dirty_flow_exporter" --web.listen-address="127.0.0.1:$OVS_PORT" --ovs.rundir="$WORK/ovs" \
+spawn dirty_flow_exporter "$WORK/dirty_flow_exporter.log" "$BIN/dirty_flow_exporter" \
+  --web.listen-address="127.0.0.1:$OVS_PORT" --ovs.rundir="$WORK/ovs" \
   --ovs.db="unix:$WORK/ovs/db.sock" --config.file="$REPO/exporters/dirty_flow/demo/checks.yml" \
-  --log.level=warn >"$WORK/dirty_flow_exporter.log" 2>&1 &
-PIDS+=($!)
-OVS_PID=$!
+  --log.level=warn
 
 # --- PODS pods logging lines that match every library rule, and log_pattern_exporter -------
 # The library as one rule file (the same as the DaemonSet's ConfigMap, minus the kernel source:
@@ -128,29 +109,27 @@ for p in range(pods):
                 f.write(f"2024-05-01T10:00:00.000000000Z stderr F {msg}\n")
 PY
 LOG_PORT=$(free_port)
-"$BIN/log_pattern_exporter" --web.listen-address="127.0.0.1:$LOG_PORT" --path.pods="$WORK/pods" \
-  --config.file="$WORK/rules.yml" --state.file="$WORK/state.json" --log.level=warn \
-  >"$WORK/log_pattern_exporter.log" 2>&1 &
-PIDS+=($!)
-LOG_PID=$!
+spawn log_pattern_exporter "$WORK/log_pattern_exporter.log" "$BIN/log_pattern_exporter" \
+  --web.listen-address="127.0.0.1:$LOG_PORT" --path.pods="$WORK/pods" \
+  --config.file="$WORK/rules.yml" --state.file="$WORK/state.json" --log.level=warn
 
 wait_healthy "$LIBVIRT_PORT"
 wait_healthy "$OVS_PORT"
 wait_healthy "$LOG_PORT"
 sleep 3 # the tailer's first directory scan and the rule matches
 
-median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-row() { # name, port, pid, up-metric
-  local name=$1 port=$2 pid=$3 up=$4 times=() t
+row() { # name (as spawned), port, up-metric
+  local name=$1 port=$2 up=$3 times=() t
+  local pid=${PID_OF[$name]}
   for _ in $(seq "$SCRAPES"); do
-    t=$(curl -s -o "$WORK/$name.prom" -w '%{time_total}' "http://127.0.0.1:$port/metrics")
+    t=$(scrape_seconds "http://127.0.0.1:$port/metrics" "$WORK/$name.prom")
     times+=("$t")
   done
   grep -q "^$up 1" "$WORK/$name.prom" || { echo "$name: $up is not 1" >&2; grep "^$up" "$WORK/$name.prom" >&2; exit 1; }
   local series bytes hwm med
   series=$(grep -vc '^#' "$WORK/$name.prom")
   bytes=$(wc -c <"$WORK/$name.prom")
-  hwm=$(awk '/^VmHWM/ {printf "%.1f", $2/1024}' "/proc/$pid/status")
+  hwm=$(awk -v k="$(peak_rss_kib "$pid")" 'BEGIN {printf "%.1f", k / 1024}')
   med=$(printf '%s\n' "${times[@]}" | median)
   printf '| %-22s | %7s | %9s | %9s | %9s |\n' "$name" "$series" "$bytes" "$med" "$hwm"
   echo "$series" >"$WORK/$name.series"
@@ -160,9 +139,9 @@ echo "Reference node: $VMS VMs, $PODS pods, $FLOWS flows (load: $(cut -d' ' -f1-
 echo
 printf '| %-22s | %7s | %9s | %9s | %9s |\n' exporter series bytes "scrape s" "RSS MiB"
 echo "|------------------------|---------|-----------|-----------|-----------|"
-row libvirt_exporter "$LIBVIRT_PORT" "$LIBVIRT_PID" libvirt_up
-row dirty_flow_exporter "$OVS_PORT" "$OVS_PID" 'ovs_dump_success{bridge="br-int"}'
-row log_pattern_exporter "$LOG_PORT" "$LOG_PID" 'log_pattern_scrape_collector_success{collector="logs"}'
+row libvirt_exporter "$LIBVIRT_PORT" libvirt_up
+row dirty_flow_exporter "$OVS_PORT" 'ovs_dump_success{bridge="br-int"}'
+row log_pattern_exporter "$LOG_PORT" 'log_pattern_scrape_collector_success{collector="logs"}'
 total=$(cat "$WORK"/*.series | awk "{s+=\$1} END {print s}")
 printf '| %-22s | %7s | %9s | %9s | %9s |\n' total "$total" "" "" ""
 echo

@@ -29,44 +29,32 @@ cargo build --release -q -p libvirt_exporter --bin libvirt_exporter --example li
 BIN=$TARGET/release/libvirt_exporter
 FLOOR=$TARGET/release/examples/libvirt_floor
 
+# shellcheck source=../../../scripts/lib/common.sh
+. "$ROOT/scripts/lib/common.sh"
 WORK=$(mktemp -d)
-PIDS=()
 cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null || true; done
+  stop_spawned
   rm -rf "$WORK"
 }
 trap cleanup EXIT
 
 python3 "$HERE/gen_node.py" "$N" > "$WORK/node.xml"
-mkdir -p "$WORK/sock" "$WORK/drivers"
-cat > "$WORK/libvirtd.conf" <<CONF
-unix_sock_dir = "$WORK/sock"
-auth_unix_ro = "none"
-auth_unix_rw = "none"
-max_workers = 20
-CONF
-LIBVIRT_DRIVER_DIR="$WORK/drivers" libvirtd -f "$WORK/libvirtd.conf" -p "$WORK/libvirtd.pid" \
-  >"$WORK/libvirtd.log" 2>&1 &
-PIDS+=($!)
-for _ in $(seq 100); do [ -S "$WORK/sock/libvirt-sock-ro" ] && break; sleep 0.1; done
-URI="test+unix://$WORK/node.xml?socket=$WORK/sock/libvirt-sock-ro"
+start_libvirtd "$WORK" "max_workers = 20"
+URI="test+unix://$WORK/node.xml?socket=$LIBVIRTD_SOCK_RO"
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-declare -A PORT EPID EBIN
+declare -A PORT EBIN
 start_exporter() { # name, extra flags...
   local name=$1; shift
   PORT[$name]=$(free_port)
-  "${EBIN[$name]:-$BIN}" --web.listen-address="127.0.0.1:${PORT[$name]}" --libvirt.uri="$URI" --path.procfs= \
-    --libvirt.concurrency="$CONCURRENCY" --log.level=warn "$@" >"$WORK/exporter-$name.log" 2>&1 &
-  EPID[$name]=$!
-  PIDS+=($!)
-  for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:${PORT[$name]}/-/healthy" && break; sleep 0.1; done
+  spawn "$name" "$WORK/exporter-$name.log" "${EBIN[$name]:-$BIN}" \
+    --web.listen-address="127.0.0.1:${PORT[$name]}" --libvirt.uri="$URI" --path.procfs= \
+    --libvirt.concurrency="$CONCURRENCY" --log.level=warn "$@"
+  wait_healthy "${PORT[$name]}" 10
 }
 # The first scrape is kept for the checks and counts; the timed repeats go to /dev/null, as
-# writing 3.4 MB to a file took curl about 5 ms of each (Prometheus keeps no file either).
-scrape() { curl -s -o "${2:-$WORK/out-$1.prom}" -w '%{time_total}' "http://127.0.0.1:${PORT[$1]}/metrics"; }
-median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+# Prometheus keeps no file either (writing the file costs curl time of its own).
+scrape() { scrape_seconds "http://127.0.0.1:${PORT[$1]}/metrics" "${2:-$WORK/out-$1.prom}"; }
 
 NAMES=(qemu-path qemu-every-pininfo default)
 start_exporter qemu-path --libvirt.stats-fallback=false
@@ -101,7 +89,7 @@ read -r _ <&6
 : > "$WORK/floor.txt"
 : > "$WORK/repeat-gzip.txt"
 for _ in $(seq "$REPEAT"); do
-  for n in "${NAMES[@]}"; do scrape "$n" /dev/null >> "$WORK/repeat-$n.txt"; echo >> "$WORK/repeat-$n.txt"; done
+  for n in "${NAMES[@]}"; do scrape "$n" /dev/null >> "$WORK/repeat-$n.txt"; done
   # As Prometheus asks: gzip (curl decompresses, as Prometheus does).
   curl -s --compressed -o /dev/null -w '%{time_total}\n' "http://127.0.0.1:${PORT[qemu-path]}/metrics" >> "$WORK/repeat-gzip.txt"
   echo go >&3
@@ -123,7 +111,6 @@ floor_evloop=$(awk '{print $2}' "$WORK/floor-evloop.txt" | median)
 TIMEFORMAT=%R
 virsh_s=$( { time virsh -r -c "$URI" domstats --nowait >/dev/null 2>&1; } 2>&1 )
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 row() { printf '| %-66s | %16s |\n' "$1" "$2"; }
 printf '\nlibvirt_exporter benchmark: %s nova domains (%s seen), test driver via libvirtd, concurrency %s\n' "$N" "$got" "$CONCURRENCY"
 printf 'load average (1/5/15 min): %s at start, %s at end, on %s CPUs\n\n' "$load_start" "$load_end" "$(nproc)"
@@ -144,7 +131,7 @@ for n in "${NAMES[@]}"; do
   if [ "$n" = default ]; then
     row "$n: ratio repeated / (floor + per-domain stats calls)" "$(ratio "$repeat" "$floor_stats")"
   fi
-  row "$n: peak RSS (VmHWM)" "$(awk -v k="$(awk '/VmHWM/ {print $2}' "/proc/${EPID[$n]}/status")" 'BEGIN {printf "%.1f MiB", k/1024}')"
+  row "$n: peak RSS (VmHWM)" "$(mib "$(peak_rss_kib "${PID_OF[$n]}")")"
   row "$n: series / bytes per scrape" "$(grep -vc '^#' "$WORK/out-$n.prom") / $(wc -c < "$WORK/out-$n.prom")"
 done
 row "qemu-path: repeated scrape with gzip, as Prometheus asks (median)" "$(printf '%.3f s' "$(median < "$WORK/repeat-gzip.txt")")"

@@ -30,18 +30,17 @@ if [ ! -x "$KUMINA" ]; then
   exit 1
 fi
 
+# shellcheck source=../../../scripts/lib/common.sh
+. "$ROOT/scripts/lib/common.sh"
 WORK=$(mktemp -d)
-PIDS=()
 cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null || true; done
+  stop_spawned
   rm -rf "$WORK"
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
-hwm_mib() { awk '/VmHWM/ {printf "%.1f", $2 / 1024}' "/proc/$1/status"; }
-wait_port() { # port, what
+hwm_mib() { awk -v k="$(peak_rss_kib "$1")" 'BEGIN {printf "%.1f", k / 1024}'; }
+wait_port() { # port, what (kumina has no /-/healthy)
   for _ in $(seq 300); do curl -s -o /dev/null "http://127.0.0.1:$1/metrics" && return 0; sleep 0.1; done
   echo "peer.sh: $2 did not answer" >&2
   exit 1
@@ -50,36 +49,20 @@ wait_port() { # port, what
 rows=()
 for n in $SIZES; do
   dir="$WORK/$n"
-  mkdir -p "$dir/sock" "$dir/drivers"
+  mkdir -p "$dir"
   python3 "$HERE/gen_node.py" "$n" >"$dir/node.xml"
-  cat >"$dir/libvirtd.conf" <<CONF
-unix_sock_dir = "$dir/sock"
-auth_unix_ro = "none"
-auth_unix_rw = "none"
-max_workers = 20
-CONF
-  LIBVIRT_DRIVER_DIR="$dir/drivers" libvirtd -f "$dir/libvirtd.conf" -p "$dir/libvirtd.pid" \
-    >"$dir/libvirtd.log" 2>&1 &
-  daemon=$!
-  PIDS+=("$daemon")
-  for _ in $(seq 100); do [ -S "$dir/sock/libvirt-sock-ro" ] && break; sleep 0.1; done
-  uri="test+unix://$dir/node.xml?socket=$dir/sock/libvirt-sock-ro"
+  start_libvirtd "$dir" "max_workers = 20"
+  uri="test+unix://$dir/node.xml?socket=$LIBVIRTD_SOCK_RO"
 
   ours_port=$(free_port)
-  "$BIN" --web.listen-address="127.0.0.1:$ours_port" --libvirt.uri="$uri" --path.procfs= \
-    --log.level=warn >"$dir/ours.log" 2>&1 &
-  ours=$!
-  PIDS+=("$ours")
+  spawn ours "$dir/ours.log" "$BIN" --web.listen-address="127.0.0.1:$ours_port" \
+    --libvirt.uri="$uri" --path.procfs= --log.level=warn
   qemu_port=$(free_port)
-  "$BIN" --web.listen-address="127.0.0.1:$qemu_port" --libvirt.uri="$uri" --path.procfs= \
-    --libvirt.stats-fallback=false --log.level=warn >"$dir/qemu.log" 2>&1 &
-  qemu=$!
-  PIDS+=("$qemu")
+  spawn qemu "$dir/qemu.log" "$BIN" --web.listen-address="127.0.0.1:$qemu_port" \
+    --libvirt.uri="$uri" --path.procfs= --libvirt.stats-fallback=false --log.level=warn
   kumina_port=$(free_port)
-  "$KUMINA" --web.listen-address="127.0.0.1:$kumina_port" --libvirt.uri="$uri" \
-    --libvirt.export-nova-metadata >"$dir/kumina.log" 2>&1 &
-  kumina=$!
-  PIDS+=("$kumina")
+  spawn kumina "$dir/kumina.log" "$KUMINA" --web.listen-address="127.0.0.1:$kumina_port" \
+    --libvirt.uri="$uri" --libvirt.export-nova-metadata
   wait_port "$ours_port" libvirt_exporter
   wait_port "$kumina_port" prometheus-libvirt-exporter
   wait_port "$qemu_port" "libvirt_exporter (QEMU's calls)"
@@ -92,9 +75,9 @@ CONF
   : >"$dir/kumina.txt"
   : >"$dir/qemu.txt"
   for _ in $(seq "$REPEAT"); do
-    curl -s -o /dev/null -w '%{time_total}\n' "http://127.0.0.1:$ours_port/metrics" >>"$dir/ours.txt"
-    curl -s -o /dev/null -w '%{time_total}\n' "http://127.0.0.1:$kumina_port/metrics" >>"$dir/kumina.txt"
-    curl -s -o /dev/null -w '%{time_total}\n' "http://127.0.0.1:$qemu_port/metrics" >>"$dir/qemu.txt"
+    scrape_seconds "http://127.0.0.1:$ours_port/metrics" >>"$dir/ours.txt"
+    scrape_seconds "http://127.0.0.1:$kumina_port/metrics" >>"$dir/kumina.txt"
+    scrape_seconds "http://127.0.0.1:$qemu_port/metrics" >>"$dir/qemu.txt"
   done
   o=$(median <"$dir/ours.txt")
   k=$(median <"$dir/kumina.txt")
@@ -105,9 +88,9 @@ CONF
   k_doms=$(grep '^libvirt_domain_info_virtual_cpus{' "$dir/kumina.prom" | wc -l)
   rows+=("$(printf '| %s | %s / %s | %.3f s | %.3f s | **%.1fx** | %s / %s MiB | %s / %s | %.3f s (%.0fx) |' \
     "$n" "$o_doms" "$k_doms" "$o" "$k" "$(awk -v a="$k" -v b="$o" 'BEGIN {print a / b}')" \
-    "$(hwm_mib "$ours")" "$(hwm_mib "$kumina")" "$o_series" "$k_series" \
+    "$(hwm_mib "${PID_OF[ours]}")" "$(hwm_mib "${PID_OF[kumina]}")" "$o_series" "$k_series" \
     "$q" "$(awk -v a="$k" -v b="$q" 'BEGIN {print a / b}')")")
-  for p in "$ours" "$qemu" "$kumina" "$daemon"; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null || true; done
+  stop_spawned
 done
 
 printf '\nlibvirt_exporter (default flags) and kumina prometheus-libvirt-exporter 0.2.0, same libvirtd\n'

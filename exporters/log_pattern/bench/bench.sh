@@ -114,7 +114,8 @@ run() {
     cat "$WORK/$name.time" >>"$WORK/$name.times"
   done
 }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=../../../scripts/lib/common.sh
+. "$ROOT/scripts/lib/common.sh"
 
 run exporter "$BIN" replay --config.file "$WORK/rules.yml" "$LOG"
 run exporter1 "$BIN" replay --config.file "$WORK/rules1.yml" "$LOG"
