@@ -713,7 +713,8 @@ fn injected_faults_reach_the_webhook_and_every_panel_has_data() {
 
     // The clean node: the exporters report no fault, and no fault alert is pending or firing.
     let clean = wait_until(Duration::from_secs(60), Duration::from_millis(250), || {
-        scalar(&prom, "count(libvirt_domain_pinning_overlap_cpus)").is_some_and(|n| n > 0.0)
+        scalar(&prom, "count(libvirt_domain_pinning_info)").is_some_and(|n| n > 0.0)
+            && scalar(&prom, "node:libvirt_pinning_broken_cpus:sum") == Some(0.0)
             && scalar(&prom, "count(ovs_dirty_flows{bridge=\"br-int\"})").is_some_and(|n| n > 0.0)
             && scalar(
                 &prom,
@@ -726,10 +727,8 @@ fn injected_faults_reach_the_webhook_and_every_panel_has_data() {
         "the exporters' series did not appear\n{}",
         demo.logs()
     );
-    assert_eq!(
-        scalar(&prom, "max(libvirt_domain_pinning_overlap_cpus)"),
-        Some(0.0)
-    );
+    // Pinning findings exist only while non-zero.
+    assert!(query(&prom, "libvirt_domain_pinning_overlap_cpus").is_empty());
     assert_eq!(scalar(&prom, "sum(ovs_dirty_flows)"), Some(0.0));
     assert_eq!(
         scalar(
