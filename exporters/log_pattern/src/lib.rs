@@ -11,6 +11,7 @@
 pub(crate) mod collector;
 pub mod config;
 pub(crate) mod discovery;
+mod error;
 pub mod format;
 pub mod import;
 pub mod logql;
@@ -30,11 +31,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::cli::{parse_duration, CollectorFlag, ConfigArgs, LogArgs, WebArgs};
-use common::{Collector, ConfigError, Exporter, ExporterInfo};
+use common::{Collector, Exporter, ExporterInfo};
 
 use crate::collector::logs::LogsCollector;
 use crate::discovery::{GlobPattern, Source};
 use crate::rules::Rules;
+
+pub use error::Error;
 
 /// Identity of this exporter.
 pub const INFO: ExporterInfo = ExporterInfo {
@@ -46,34 +49,6 @@ pub const INFO: ExporterInfo = ExporterInfo {
 
 /// The collectors this exporter has: name, help, enabled by default.
 pub const COLLECTORS: &[CollectorFlag] = &[collector::logs::FLAG];
-
-/// Errors of this crate.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    #[error("cannot start inotify: {0}")]
-    Inotify(std::io::Error),
-    #[error("cannot start a thread: {0}")]
-    Thread(std::io::Error),
-    #[error("the tailing thread has stopped")]
-    Stopped,
-    #[error(transparent)]
-    Exporter(#[from] common::Error),
-    #[error("{}: {source}", path.display())]
-    Replay {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("cannot encode the metrics")]
-    Encode,
-    #[error(transparent)]
-    Rules(#[from] rules::BuildError),
-    #[error("cannot write the imported rules: {0}")]
-    Import(String),
-    #[error("cannot listen for SIGHUP: {0}")]
-    Signal(std::io::Error),
-}
 
 /// Command-line flags.
 #[derive(clap::Parser, Debug, Clone)]
