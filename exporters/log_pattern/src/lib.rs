@@ -363,7 +363,10 @@ pub async fn run(
         Some(Arc::clone(&reloader.stats)),
         Some(sets),
     ))];
+    // Ready once a scrape is answered: the tailer answers the first one after the start's
+    // discovery opened every file it found (up to `--tail.max-open-files`).
     Exporter::new(INFO, flags.web.clone(), collectors, enabled)
+        .ready_after_first_collection()
         .routes(reload::routes(reloader))
         .on_shutdown(move || Box::pin(async move { handle.shutdown().await }))
         .run()

@@ -277,8 +277,9 @@ impl Service {
         let mut out = ScanResult::default();
         // A directory created between its parent's readdir and the parent's watch would be
         // missed until the next periodic rescan: scan again while new watches were added.
+        // Each scan opens the files not followed yet as it lists them.
         for _ in 0..8 {
-            out = ScanResult::default();
+            out = ScanResult::opening(self.engine.followed_paths(), self.engine.free_descriptors());
             for s in &self.opts.sources {
                 s.scan(&mut out);
             }
