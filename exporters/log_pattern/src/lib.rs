@@ -117,6 +117,10 @@ pub struct Flags {
     /// A rotated file is released once read to its end and quiet for this long.
     #[arg(long = "tail.rotate-wait", default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
     pub rotate_wait: Duration,
+    /// Series of a pod (or glob source) whose files are all gone are dropped this long after
+    /// the last one was released: long enough for Prometheus to scrape their last value.
+    #[arg(long = "series.retention", default_value = "5m", value_parser = parse_duration, value_name = "DURATION")]
+    pub series_retention: Duration,
     /// Most log files held open at once.
     #[arg(long = "tail.max-open-files", default_value_t = 1024, value_name = "N")]
     pub max_open_files: usize,
@@ -328,6 +332,7 @@ pub async fn run(
             rotate_wait: flags.rotate_wait,
             max_open_files: descriptor_budget(flags.max_open_files),
             start_at: cfg.start_at,
+            series_retention: flags.series_retention,
             ..tail::Options::default()
         },
     };

@@ -138,6 +138,9 @@ fn inotify_loop(mut inotify: Inotify, tx: &mpsc::Sender<Msg>, flags: &FsFlags) {
     }
 }
 
+/// How often series of gone sources are looked for (`--series.retention` is their age).
+const EXPIRY_INTERVAL: Duration = Duration::from_secs(1);
+
 type Waiter = tokio::sync::oneshot::Sender<Arc<Snapshot>>;
 
 /// A consistent state to make durable, and who waits for it.
@@ -363,6 +366,7 @@ impl Service {
         self.save(Vec::new(), None);
         let mut next_rescan = Instant::now() + self.opts.rescan_interval;
         let mut next_save = Instant::now() + self.opts.save_interval;
+        let mut next_expiry = Instant::now();
         loop {
             let mut waiters = Vec::new();
             let mut stop = None;
@@ -404,6 +408,10 @@ impl Service {
             }
             more = self.engine.read_all();
             self.engine.reap();
+            if Instant::now() >= next_expiry {
+                self.engine.expire_series();
+                next_expiry = Instant::now() + EXPIRY_INTERVAL;
+            }
             if let Some(tx) = stop {
                 tracing::info!("tailer stopping");
                 self.save(waiters, Some(tx));

@@ -434,6 +434,62 @@ fn pods_removed_the_moment_a_restart_is_ready_lose_nothing() {
     assert_eq!(sum_samples(&last, "log_pattern_read_errors_total{"), 0.0);
 }
 
+/// Series of a pod whose files are all gone are served for `--series.retention` (Prometheus
+/// scrapes their last value), then dropped; a pod still there keeps its series, and no served
+/// value ever goes down.
+#[test]
+fn series_of_gone_pods_are_dropped_after_the_retention() {
+    let d = tempfile::tempdir().unwrap();
+    let pods = d.path().join("pods");
+    std::fs::create_dir_all(&pods).unwrap();
+    let cfg = write_config(d.path(), RULES);
+    let state = d.path().join("state.json");
+    let exp = Exporter::start(
+        d.path(),
+        &args(&pods, &state, &cfg, &["--series.retention=2s"]),
+    );
+    let stay = container_dir(&pods, "ns", "stay", "app");
+    append(&stay.join("0.log"), &cri("ERROR kept"));
+    let go = container_dir(&pods, "ns", "go", "app");
+    append(
+        &go.join("0.log"),
+        &format!("{}{}", cri("ERROR a"), cri("ERROR b")),
+    );
+    let series = |text: &str, pod: &str| {
+        metric(
+            text,
+            &format!(
+                "log_pattern_matches_total{{rule=\"error\",namespace=\"ns\",pod=\"{pod}\",container=\"app\"}}"
+            ),
+        )
+    };
+    let mut history = Vec::new();
+    wait_for("both pods counted", LONG, || {
+        history.push(exp.scrape());
+        series(history.last().unwrap(), "go") == 2.0
+            && series(history.last().unwrap(), "stay") == 1.0
+    });
+    std::fs::remove_dir_all(go.parent().unwrap()).unwrap();
+    let removed = std::time::Instant::now();
+    wait_for("the gone pod's series dropped", LONG, || {
+        history.push(exp.scrape());
+        series(history.last().unwrap(), "go") == -1.0
+    });
+    assert!(removed.elapsed() >= Duration::from_secs(2));
+    let last = history.last().unwrap().clone();
+    assert_eq!(series(&last, "stay"), 1.0);
+    // Served until the retention passed.
+    let served = history.iter().filter(|t| series(t, "go") == 2.0).count();
+    assert!(served >= 3, "{served}");
+    assert_monotonic(&history);
+    // Not back after a restart either: the state no longer holds it.
+    drop(exp);
+    let exp = Exporter::start(d.path(), &args(&pods, &state, &cfg, &[]));
+    let text = exp.scrape();
+    assert_eq!(series(&text, "go"), -1.0);
+    assert_eq!(series(&text, "stay"), 1.0);
+}
+
 #[test]
 fn short_lived_pods_found_by_rescan_without_inotify() {
     short_lived_pods(false);

@@ -54,6 +54,9 @@ pub struct Options {
     pub round_budget: u64,
     /// Observe the event lag (off for `replay`, where lines are old by design).
     pub lag: bool,
+    /// How long the series of a source whose files are all gone are kept (so that Prometheus
+    /// scrapes their last value) before they are dropped.
+    pub series_retention: Duration,
 }
 
 impl Default for Options {
@@ -66,6 +69,7 @@ impl Default for Options {
             read_budget: 8 << 20,
             round_budget: 64 << 20,
             lag: true,
+            series_retention: Duration::from_secs(300),
         }
     }
 }
@@ -273,15 +277,33 @@ impl Engine {
         Ok(())
     }
 
-    /// Lets the rules drop the zero series of sources no followed file has any more.
-    fn retain_live(&mut self) {
-        let live: Vec<SourceId> = self
-            .files
+    /// The sources of the files followed now.
+    fn live_sources(&self) -> Vec<SourceId> {
+        self.files
             .values()
             .map(|f| f.source)
             .chain(self.gz.iter().map(|j| j.source))
-            .collect();
+            .collect()
+    }
+
+    /// Lets the rules forget the sources no followed file has any more, and drop their zero
+    /// series.
+    fn retain_live(&mut self) {
+        let live = self.live_sources();
         self.sink.retain_sources(&live);
+    }
+
+    /// Drops the series of sources whose files have all been gone for `series_retention`.
+    /// Returns how many were dropped.
+    pub fn expire_series(&mut self) -> usize {
+        let live = self.live_sources();
+        let n = self
+            .sink
+            .expire_series(&live, self.opts.series_retention, Instant::now());
+        if n > 0 {
+            tracing::debug!(series = n, "series of gone sources dropped");
+        }
+        n
     }
 
     /// Counters, mutable (the service counts rescans and overflows here so they are saved).
