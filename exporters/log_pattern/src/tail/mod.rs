@@ -95,8 +95,12 @@ struct TailFile {
     /// The current read round reached the end of the file.
     drained: bool,
     /// No path names the file any more (removed, or its directory removed): nothing can
-    /// open it again, so once read to its end it is released at once.
+    /// open it again, so once read to its end it is released as soon as a durable save holds
+    /// its offset (see [`Engine::note_durable`]).
     unlinked: bool,
+    /// Generation of the last save handed over, the position it holds, and whether it holds
+    /// the file as removed (so that a restart from it does not look for the file).
+    saved: (u64, u64, bool),
 }
 
 /// A compressed rotated file, read in rounds like a plain one (decompressing many GiB at once
@@ -140,10 +144,14 @@ pub struct Engine {
     recovering: Option<Vec<FileState>>,
     /// Rotated files already read, per directory (pruned when they leave it).
     done: BTreeMap<PathBuf, Vec<Done>>,
+    /// Per directory, tombstones whose file its last listing did not see.
+    unseen: HashMap<PathBuf, HashSet<(u64, u64)>>,
     /// Siblings already judged known, with the size and mtime they had then.
     judged: HashMap<PathBuf, HashMap<(u64, u64), Stamp>>,
     /// A saved state was restored: this is not the very first start.
     had_state: bool,
+    /// Generation of the last durable save ([`Engine::note_durable`]).
+    durable: u64,
     scanned: bool,
     /// The file the next read round starts with (after a round cut by `round_budget`).
     cursor: u64,
@@ -246,7 +254,9 @@ impl Engine {
             recovering: None,
             done: BTreeMap::new(),
             judged: HashMap::new(),
+            unseen: HashMap::new(),
             had_state: false,
+            durable: u64::MAX,
             scanned: false,
             cursor: 0,
             buf: vec![0; 256 * 1024],
@@ -306,6 +316,32 @@ impl Engine {
         n
     }
 
+    /// A state of generation `generation` is being saved ([`Engine::state`] is taken next).
+    pub fn note_save(&mut self, generation: u64) {
+        for tf in self.files.values_mut() {
+            tf.saved = (generation, tf.reader.position(), tf.unlinked);
+        }
+    }
+
+    /// The saves up to `generation` are durable (`u64::MAX` without a state file).
+    pub fn note_durable(&mut self, generation: u64) {
+        self.durable = generation;
+    }
+
+    /// Whether a removed file read to its end waits for a durable save to be closed.
+    pub fn awaiting_save(&self) -> bool {
+        self.files
+            .values()
+            .any(|f| f.unlinked && f.drained && !self.offset_durable(f))
+    }
+
+    /// Whether a durable save holds the file's position.
+    fn offset_durable(&self, f: &TailFile) -> bool {
+        let (generation, position, removed) = f.saved;
+        self.durable == u64::MAX
+            || removed && generation <= self.durable && position >= f.reader.position()
+    }
+
     /// Counters, mutable (the service counts rescans and overflows here so they are saved).
     pub fn counters_mut(&mut self) -> &mut Counters {
         &mut self.counters
@@ -356,6 +392,7 @@ impl Engine {
                         state::to_hex(&f.reader.partials[1]),
                     ],
                     rotated: f.rotated.is_some(),
+                    removed: f.unlinked && f.reader.position() >= f.last_size,
                 })
                 .chain(self.gz.iter().map(|j| FileState {
                     path: j.path.clone(),
@@ -370,6 +407,7 @@ impl Engine {
                         state::to_hex(&j.reader.partials[1]),
                     ],
                     rotated: true,
+                    removed: false,
                 }))
                 .collect(),
             done: self.done.clone(),
@@ -545,10 +583,24 @@ impl Engine {
         if !judged.is_empty() {
             self.judged.insert(dir.to_path_buf(), judged);
         }
+        // A listing races with renames in the directory: `gzip` renames `<f>.gz.tmp` to
+        // `<f>.gz`, then removes `<f>`, and one listing may hold neither. A tombstone goes once
+        // two listings in a row did not see its file.
+        let unseen_before = self.unseen.remove(dir).unwrap_or_default();
         if let Some(v) = self.done.get_mut(dir) {
-            v.retain(|t| present.contains(&(t.dev, t.ino)));
+            let mut unseen = HashSet::new();
+            v.retain(|t| {
+                let id = (t.dev, t.ino);
+                if present.contains(&id) {
+                    return true;
+                }
+                unseen.insert(id);
+                !unseen_before.contains(&id)
+            });
             if v.is_empty() {
                 self.done.remove(dir);
+            } else if !unseen.is_empty() {
+                self.unseen.insert(dir.to_path_buf(), unseen);
             }
         }
     }
@@ -629,6 +681,7 @@ impl Engine {
                 pred: None,
                 drained: false,
                 unlinked: false,
+                saved: (u64::MAX, 0, false),
             },
         );
         if !rotated {
@@ -793,6 +846,7 @@ impl Engine {
         // Errors are counted once per path; forget paths that are gone (bounded memory).
         self.errored.retain(|p| p.exists());
         self.judged.retain(|d, _| d.is_dir());
+        self.unseen.retain(|d, _| d.is_dir());
     }
 
     /// Files present at the very first start (no saved state) start at their end unless
@@ -910,6 +964,10 @@ impl Engine {
                 }
                 return None;
             }
+        }
+        if s.removed {
+            tracing::debug!(path = %s.path.display(), "removed file read to its end: gone");
+            return None;
         }
         tracing::warn!(path = %s.path.display(), offset = s.offset, "saved file not found again; its unread rest is lost");
         self.counters.files_lost += 1;
@@ -1249,7 +1307,10 @@ impl Engine {
                 let read = f.reader.position() >= f.last_size;
                 let quiet = f.rotated.is_some_and(|t| t.elapsed() >= wait)
                     && f.last_growth.elapsed() >= wait;
-                read && (quiet || f.unlinked && f.drained)
+                // A removed file waits for the save of its last lines, or for rotate_wait
+                // when saves fail.
+                let gone = f.unlinked && f.drained && self.offset_durable(f);
+                read && (quiet || gone || f.unlinked && f.last_growth.elapsed() >= wait)
             })
             .map(|(k, _)| *k)
             .collect();
@@ -1594,6 +1655,28 @@ mod tests {
         }
         assert_eq!(count(&e), 120);
         assert!(e.state().counters.read_errors.is_empty());
+        // With a state file, a removed file is closed once a durable save holds its offset:
+        // after a crash it could not be read again.
+        e.note_durable(0);
+        let dir = d.path().join("saved");
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("0.log");
+        std::fs::write(&p, "ERROR\n").unwrap();
+        e.apply_scan(found(&p), &[], false);
+        e.read_all();
+        std::fs::remove_dir_all(&dir).unwrap();
+        e.read_all();
+        e.reap();
+        assert!(e.awaiting_save());
+        assert_eq!(e.gauges().files_open, 1);
+        e.note_save(1);
+        e.reap();
+        assert_eq!(e.gauges().files_open, 1, "saved, not durable yet");
+        e.note_durable(1);
+        e.reap();
+        assert_eq!(e.gauges().files_open, 0);
+        assert!(!e.awaiting_save());
+        e.note_durable(u64::MAX);
         // A renamed (rotated) file is still held for `rotate_wait`: its writer may go on.
         let p = d.path().join("0.log");
         std::fs::write(&p, "ERROR\n").unwrap();
