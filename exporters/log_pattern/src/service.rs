@@ -300,9 +300,11 @@ impl Service {
         crate::metrics::Counters::inc(&mut self.engine.counters_mut().rescans, trigger);
         let mut out = ScanResult::default();
         // A directory created between its parent's readdir and the parent's watch would be
-        // missed until the next periodic rescan: scan again while new watches were added.
-        // Each scan opens the files not followed yet as it lists them.
-        for _ in 0..8 {
+        // missed until the next periodic rescan: scan again while new watches were added, at
+        // most as deep as the pod tree (root, pod, container) and once more; under churn every
+        // scan adds watches, and further events bring a further rescan anyway. Each scan opens
+        // the files not followed yet as it lists them.
+        for _ in 0..4 {
             out = ScanResult::opening(self.engine.followed_paths(), self.engine.free_descriptors());
             for s in &self.opts.sources {
                 s.scan(&mut out);
