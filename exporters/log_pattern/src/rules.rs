@@ -357,6 +357,13 @@ struct SourceEntry {
     projected: Vec<SetId>,
 }
 
+/// Gives back the memory of a map that shrank well below its capacity (pod churn).
+fn shrink<K: Eq + std::hash::Hash, V>(m: &mut HashMap<K, V>) {
+    if m.capacity() > 64 && m.capacity() > 4 * m.len() {
+        m.shrink_to_fit();
+    }
+}
+
 fn bit(bits: &[u64], i: usize) -> bool {
     bits.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
 }
@@ -608,6 +615,17 @@ impl Rules {
                 id
             }
             None => intern(&mut self.sets, &mut self.set_index, labels),
+        }
+    }
+
+    /// Gives back the memory of maps that pod churn left mostly empty.
+    fn shrink_maps(&mut self) {
+        shrink(&mut self.source_index);
+        shrink(&mut self.set_index);
+        shrink(&mut self.orphaned);
+        for r in &mut self.rules {
+            shrink(&mut r.counts);
+            shrink(&mut r.nums);
         }
     }
 
@@ -1051,6 +1069,7 @@ impl LineSink for Rules {
         }
         self.orphaned.retain(|base, _| !expired.contains(base));
         self.free_unused_sets(freed);
+        self.shrink_maps();
         n
     }
 

@@ -310,6 +310,18 @@ impl Engine {
         let n = self
             .sink
             .expire_series(&live, self.opts.series_retention, Instant::now());
+        // Give back the memory of maps that pod churn left mostly empty.
+        for m in [&mut self.active] {
+            if m.capacity() > 64 && m.capacity() > 4 * m.len() {
+                m.shrink_to_fit();
+            }
+        }
+        if self.errored.capacity() > 64 && self.errored.capacity() > 4 * self.errored.len() {
+            self.errored.shrink_to_fit();
+        }
+        if self.judged.capacity() > 64 && self.judged.capacity() > 4 * self.judged.len() {
+            self.judged.shrink_to_fit();
+        }
         if n > 0 {
             tracing::debug!(series = n, "series of gone sources dropped");
         }
@@ -1300,6 +1312,9 @@ impl Engine {
     /// churn exhaust `max_open_files`).
     pub fn reap(&mut self) {
         let wait = self.opts.rotate_wait;
+        // Descriptors run short (saves slower than the churn): removed files read to their
+        // end are closed without waiting for a save.
+        let short = self.free_descriptors() < self.opts.max_open_files / 4;
         let done: Vec<u64> = self
             .files
             .iter()
@@ -1309,7 +1324,7 @@ impl Engine {
                     && f.last_growth.elapsed() >= wait;
                 // A removed file waits for the save of its last lines, or for rotate_wait
                 // when saves fail.
-                let gone = f.unlinked && f.drained && self.offset_durable(f);
+                let gone = f.unlinked && f.drained && (short || self.offset_durable(f));
                 read && (quiet || gone || f.unlinked && f.last_growth.elapsed() >= wait)
             })
             .map(|(k, _)| *k)
