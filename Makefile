@@ -75,6 +75,8 @@ bench: deps release
 	@set -e; for b in exporters/*/bench/bench.sh; do \
 	  if [ -x "$$b" ]; then echo "== $$b"; bash "$$b"; fi; \
 	done
+	@echo "== exporters/log_pattern/bench/churn.sh"
+	bash exporters/log_pattern/bench/churn.sh
 	@echo "== scripts/alert-latency.sh"
 	bash scripts/alert-latency.sh target/release
 

@@ -5,20 +5,38 @@
 //! components become labels. A scan lists every matching file and every directory it read: the
 //! caller puts an inotify watch on each of those directories, so a new pod, container or file is
 //! seen at once, and repeats the scan periodically (and on inotify overflow) as a safety net.
-//! Scans only read directories; they never open files.
+//! A file not followed yet is opened the moment a scan lists it ([`ScanResult::followed`],
+//! [`ScanResult::open_budget`]), so that a removal of its directory right after cannot take
+//! unread lines with it: the descriptor keeps the content readable.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::fs::File;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use regex::Regex;
 
 use crate::rules::Labels;
 
 /// A file a scan found.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Found {
     pub path: PathBuf,
     pub labels: Labels,
+    /// The file, opened when the scan listed it (not for followed paths, nor past the budget).
+    pub file: Option<Arc<File>>,
+}
+
+impl Found {
+    /// A file found, not opened.
+    pub fn new(path: PathBuf, labels: Labels) -> Self {
+        Self {
+            path,
+            labels,
+            file: None,
+        }
+    }
 }
 
 /// What one scan saw.
@@ -29,6 +47,42 @@ pub struct ScanResult {
     pub dirs: Vec<PathBuf>,
     /// Directories that could not be read, with the error kind.
     pub errors: Vec<(PathBuf, std::io::ErrorKind)>,
+    /// Input: paths followed already, which the scan does not open.
+    pub followed: HashSet<PathBuf>,
+    /// Input: most files the scan opens (the free descriptors of the tailer's budget).
+    pub open_budget: usize,
+}
+
+impl ScanResult {
+    /// An empty result whose scans open the files not in `followed`, at most `open_budget`.
+    pub fn opening(followed: HashSet<PathBuf>, open_budget: usize) -> Self {
+        Self {
+            followed,
+            open_budget,
+            ..Self::default()
+        }
+    }
+
+    /// Adds a found file, opened now unless followed already or past the budget. A file that
+    /// cannot be opened here is listed all the same: the tailer opens it and counts the error.
+    fn push(&mut self, path: PathBuf, labels: Labels) {
+        let mut found = Found::new(path, labels);
+        if self.open_budget > 0 && !self.followed.contains(&found.path) {
+            // O_NONBLOCK: opening a FIFO named like a log must not block the scan; it has no
+            // effect on reading a regular file.
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(&found.path)
+                .ok()
+                .filter(|f| f.metadata().is_ok_and(|m| m.is_file()));
+            if let Some(f) = file {
+                self.open_budget -= 1;
+                found.file = Some(Arc::new(f));
+            }
+        }
+        self.files.push(found);
+    }
 }
 
 /// One component of a glob: a literal or a regex over one path component.
@@ -242,14 +296,14 @@ impl Source {
                             if is_dir || !is_pod_log_name(&file) {
                                 continue;
                             }
-                            out.files.push(Found {
-                                path: cdir.join(file),
-                                labels: vec![
+                            out.push(
+                                cdir.join(file),
+                                vec![
                                     ("namespace".into(), ns.into()),
                                     ("pod".into(), pod.into()),
                                     ("container".into(), container.clone()),
                                 ],
-                            });
+                            );
                         }
                     }
                 }
@@ -302,7 +356,7 @@ fn scan_glob(
             if last {
                 let mut labels = captured.clone();
                 labels.extend(statics.iter().map(|(k, v)| (k.clone(), v.clone())));
-                out.files.push(Found { path, labels });
+                out.push(path, labels);
             } else {
                 scan_glob(&path, tail, captured, statics, out);
             }

@@ -94,6 +94,10 @@ pub struct Flags {
     /// A rotated file is released once read to its end and quiet for this long.
     #[arg(long = "tail.rotate-wait", default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
     pub rotate_wait: Duration,
+    /// Series of a pod (or glob source) whose files are all gone are dropped this long after
+    /// the last one was released: long enough for Prometheus to scrape their last value.
+    #[arg(long = "series.retention", default_value = "5m", value_parser = parse_duration, value_name = "DURATION")]
+    pub series_retention: Duration,
     /// Most log files held open at once.
     #[arg(long = "tail.max-open-files", default_value_t = 1024, value_name = "N")]
     pub max_open_files: usize,
@@ -306,6 +310,7 @@ pub async fn run(
             max_open_files: descriptor_budget(flags.max_open_files),
             start_at: cfg.start_at,
             stamps: timestamp::Stamps::new(&cfg.sources)?,
+            series_retention: flags.series_retention,
             ..tail::Options::default()
         },
     };
@@ -341,7 +346,10 @@ pub async fn run(
         Some(Arc::clone(&reloader.stats)),
         Some(sets),
     ))];
+    // Ready once a scrape is answered: the tailer answers the first one after the start's
+    // discovery opened every file it found (up to `--tail.max-open-files`).
     Exporter::new(INFO, flags.web.clone(), collectors, enabled)
+        .ready_after_first_collection()
         .routes(reload::routes(reloader))
         .on_shutdown(move || Box::pin(async move { handle.shutdown().await }))
         .run()

@@ -25,6 +25,7 @@
 //! overflow counter grows. Rules are identified by tenant and name.
 
 use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -166,9 +167,18 @@ pub trait LineSink: Send {
     fn restore(&mut self, values: &[SeriesValue]);
     /// Drops the series still at 0 that no source of `live` (the sources of the files
     /// followed now) counts into, freeing their place in the series budgets: the zero series
-    /// of pods whose logs are gone. Series that counted something stay.
+    /// of pods whose logs are gone. Series that counted something stay (see
+    /// [`LineSink::expire_series`]). Sources not in `live` are forgotten: a file of theirs
+    /// found later interns them again.
     fn retain_sources(&mut self, live: &[SourceId]) {
         let _ = live;
+    }
+    /// Drops the series that no source of `live` has counted into for `retention` (up to
+    /// `now`): the series of pods whose files are all gone, once Prometheus has had time to
+    /// scrape their last value. Returns how many were dropped.
+    fn expire_series(&mut self, live: &[SourceId], retention: Duration, now: Instant) -> usize {
+        let _ = (live, retention, now);
+        0
     }
     /// The rules, for `log_pattern_rule_info`.
     fn rule_info(&self) -> Vec<RuleInfo> {
@@ -340,12 +350,21 @@ impl CompiledRule {
 
 /// A registered source: which rules select it and its label set per projection class.
 struct SourceEntry {
+    /// False once forgotten (its slot is free for the next new source).
+    live: bool,
     labels: Labels,
     /// Bit per rule.
     selected: Vec<u64>,
     any: bool,
     /// Label set id per projection class.
     projected: Vec<SetId>,
+}
+
+/// Gives back the memory of a map that shrank well below its capacity (pod churn).
+fn shrink<K: Eq + std::hash::Hash, V>(m: &mut HashMap<K, V>) {
+    if m.capacity() > 64 && m.capacity() > 4 * m.len() {
+        m.shrink_to_fit();
+    }
 }
 
 fn bit(bits: &[u64], i: usize) -> bool {
@@ -428,6 +447,11 @@ pub struct Rules {
     set_index: HashMap<Labels, SetId>,
     sources: Vec<SourceEntry>,
     source_index: HashMap<Labels, SourceId>,
+    /// Slots of forgotten sources and freed label sets, reused first.
+    free_sources: Vec<SourceId>,
+    free_sets: Vec<SetId>,
+    /// Series labels (without extracted labels) no live source projects, since when.
+    orphaned: HashMap<Labels, Instant>,
     /// Generation stamp per pattern: hit in the current line when equal to `generation`.
     hit: Vec<u32>,
     generation: u32,
@@ -463,6 +487,9 @@ impl Rules {
             set_index: HashMap::new(),
             sources: Vec::new(),
             source_index: HashMap::new(),
+            free_sources: Vec::new(),
+            free_sets: Vec::new(),
+            orphaned: HashMap::new(),
             hit: Vec::new(),
             generation: 0,
             hits: Vec::new(),
@@ -594,13 +621,90 @@ impl Rules {
         self.generation = 0;
         self.restore(&old);
         for id in 0..self.sources.len() {
-            self.resolve(id);
+            if self.sources[id].live {
+                self.resolve(id);
+            }
         }
         Ok(())
     }
 
     fn intern_set(&mut self, labels: Labels) -> SetId {
-        intern(&mut self.sets, &mut self.set_index, labels)
+        if self.set_index.contains_key(&labels) {
+            return intern(&mut self.sets, &mut self.set_index, labels);
+        }
+        match self.free_sets.pop() {
+            Some(id) => {
+                self.sets[id] = labels.clone();
+                self.set_index.insert(labels, id);
+                id
+            }
+            None => intern(&mut self.sets, &mut self.set_index, labels),
+        }
+    }
+
+    /// Gives back the memory of maps that pod churn left mostly empty.
+    fn shrink_maps(&mut self) {
+        shrink(&mut self.source_index);
+        shrink(&mut self.set_index);
+        shrink(&mut self.orphaned);
+        for r in &mut self.rules {
+            shrink(&mut r.counts);
+            shrink(&mut r.nums);
+        }
+    }
+
+    /// Forgets the sources not in `live` (their files are all gone), so that the list of
+    /// sources follows the pods there are, not every pod ever seen. Returns the label sets
+    /// they projected.
+    fn forget_sources(&mut self, live: &[SourceId]) -> HashSet<SetId> {
+        let live: HashSet<SourceId> = live.iter().copied().collect();
+        let mut projected = HashSet::new();
+        for (id, e) in self.sources.iter_mut().enumerate() {
+            if e.live && !live.contains(&id) {
+                self.source_index.remove(&e.labels);
+                projected.extend(e.projected.iter().copied());
+                *e = SourceEntry {
+                    live: false,
+                    labels: Labels::new(),
+                    selected: Vec::new(),
+                    any: false,
+                    projected: Vec::new(),
+                };
+                self.free_sources.push(id);
+            }
+        }
+        projected
+    }
+
+    /// The labels of series `set` of rule `r` without the rule's extracted labels (appended
+    /// last): the projected labels of the sources that count into it.
+    fn base_labels<'a>(&'a self, r: &CompiledRule, set: SetId) -> &'a [(String, String)] {
+        let labels = self.sets.get(set).map_or(&[][..], Vec::as_slice);
+        &labels[..labels.len().saturating_sub(r.extract.len())]
+    }
+
+    /// Frees label sets no rule counts into and no live source projects.
+    fn free_unused_sets(&mut self, candidates: HashSet<SetId>) {
+        let used: HashSet<SetId> = self
+            .rules
+            .iter()
+            .flat_map(|r| r.counts.keys().copied())
+            .chain(
+                self.sources
+                    .iter()
+                    .filter(|e| e.live)
+                    .flat_map(|e| e.projected.iter().copied()),
+            )
+            .collect();
+        for set in candidates {
+            if !used.contains(&set) {
+                if let Some(labels) = self.sets.get_mut(set) {
+                    self.set_index.remove(labels);
+                    *labels = Labels::new();
+                    self.free_sets.push(set);
+                }
+            }
+        }
     }
 
     /// Resolves the selectors and projections of source `id` and zero-initialises its series.
@@ -655,13 +759,23 @@ impl LineSink for Rules {
             self.resolve(id);
             return id;
         }
-        let id = self.sources.len();
-        self.sources.push(SourceEntry {
+        let entry = SourceEntry {
+            live: true,
             labels: labels.clone(),
             selected: Vec::new(),
             any: false,
             projected: Vec::new(),
-        });
+        };
+        let id = match self.free_sources.pop() {
+            Some(id) => {
+                self.sources[id] = entry;
+                id
+            }
+            None => {
+                self.sources.push(entry);
+                self.sources.len() - 1
+            }
+        };
         self.source_index.insert(labels.clone(), id);
         self.resolve(id);
         id
@@ -892,6 +1006,7 @@ impl LineSink for Rules {
     }
 
     fn retain_sources(&mut self, live: &[SourceId]) {
+        let forgotten = self.forget_sources(live);
         let mut dropped = false;
         for (i, r) in self.rules.iter_mut().enumerate() {
             if !r.counts.values().any(|&v| v == 0) {
@@ -923,6 +1038,63 @@ impl LineSink for Rules {
                 }
             }
         }
+        if !forgotten.is_empty() {
+            self.free_unused_sets(forgotten);
+        }
+    }
+
+    fn expire_series(&mut self, live: &[SourceId], retention: Duration, now: Instant) -> usize {
+        let projected: HashSet<&Labels> = live
+            .iter()
+            .filter_map(|&id| self.sources.get(id))
+            .filter(|e| e.live)
+            .flat_map(|e| e.projected.iter().filter_map(|&set| self.sets.get(set)))
+            .collect();
+        let orphans: HashSet<Labels> = self
+            .rules
+            .iter()
+            .flat_map(|r| r.counts.keys().map(move |&set| (r, set)))
+            .map(|(r, set)| self.base_labels(r, set))
+            .filter(|base| !projected.contains(&base.to_vec()))
+            .map(<[(String, String)]>::to_vec)
+            .collect();
+        self.orphaned.retain(|base, _| orphans.contains(base));
+        for base in orphans {
+            self.orphaned.entry(base).or_insert(now);
+        }
+        let expired: HashSet<Labels> = self
+            .orphaned
+            .iter()
+            .filter(|(_, since)| now.saturating_duration_since(**since) >= retention)
+            .map(|(base, _)| base.clone())
+            .collect();
+        if expired.is_empty() {
+            return 0;
+        }
+        let mut freed = HashSet::new();
+        let mut n = 0;
+        for i in 0..self.rules.len() {
+            let gone: Vec<SetId> = self.rules[i]
+                .counts
+                .keys()
+                .copied()
+                .filter(|&set| expired.contains(self.base_labels(&self.rules[i], set)))
+                .collect();
+            let r = &mut self.rules[i];
+            for set in &gone {
+                r.counts.remove(set);
+                r.nums.remove(set);
+            }
+            if let Some(b) = r.budget.and_then(|b| self.budgets.get_mut(b)) {
+                b.used = b.used.saturating_sub(gone.len());
+            }
+            n += gone.len();
+            freed.extend(gone);
+        }
+        self.orphaned.retain(|base, _| !expired.contains(base));
+        self.free_unused_sets(freed);
+        self.shrink_maps();
+        n
     }
 
     fn rule_info(&self) -> Vec<RuleInfo> {
@@ -980,7 +1152,7 @@ mod tests {
     fn zero_series_of_gone_sources_are_dropped() {
         let mut r = Rules::new(&[rule("err", "ERROR", 2)]).unwrap();
         let a = r.source(&labels("a"));
-        let b = r.source(&labels("b"));
+        r.source(&labels("b"));
         r.on_line(a, &line("ERROR"));
         // Both files gone: the series that counted stays, the zero one goes.
         r.retain_sources(&[]);
@@ -993,13 +1165,59 @@ mod tests {
         // ...and a live source keeps its zero series.
         r.retain_sources(&[c]);
         assert_eq!(get(&r.values(), "err", &labels("c"), false), Some(0));
-        // The budget is full again: b, seen again, has no series, c counting in its own.
-        assert_eq!(r.source(&labels("b")), b);
+        // The budget is full again: b, seen again (forgotten meanwhile: a new id), has no
+        // series, c counting in its own.
+        let b = r.source(&labels("b"));
         r.on_line(c, &line("ERROR"));
         r.on_line(b, &line("ERROR"));
         let v = r.values();
         assert_eq!(get(&v, "err", &labels("c"), false), Some(1));
         assert_eq!(get(&v, "err", &[], true), Some(1));
+    }
+
+    /// Pod churn: the sources of released files are forgotten (their slots reused), series
+    /// that counted stay for the retention after their last source went, then go with their
+    /// label sets; a source seen again within the retention keeps its series.
+    #[test]
+    fn gone_sources_are_forgotten_and_their_series_expire() {
+        let mut r = Rules::new(&[rule("err", "ERROR", 100)]).unwrap();
+        let t0 = Instant::now();
+        let minute = Duration::from_secs(60);
+        for i in 0..50 {
+            let a = r.source(&labels(&format!("p{i}")));
+            r.on_line(a, &line("ERROR"));
+            r.on_line(a, &line("ERROR"));
+            // Its file released.
+            r.retain_sources(&[]);
+        }
+        assert_eq!(r.sources.len(), 1, "one slot, reused by each pod");
+        assert_eq!(r.values().len(), 50, "series that counted stay");
+        assert_eq!(r.expire_series(&[], minute, t0), 0);
+        let back = r.source(&labels("p7"));
+        r.on_line(back, &line("ERROR"));
+        assert_eq!(r.expire_series(&[back], minute, t0 + minute / 2), 0);
+        assert_eq!(r.expire_series(&[back], minute, t0 + minute), 49);
+        let v = r.values();
+        assert_eq!(v.len(), 1);
+        assert_eq!(get(&v, "err", &labels("p7"), false), Some(3));
+        assert_eq!(r.sets.len() - r.free_sets.len(), 1, "label sets freed");
+        // New pods reuse the freed slots.
+        for i in 0..40 {
+            let a = r.source(&labels(&format!("q{i}")));
+            r.on_line(a, &line("ERROR"));
+        }
+        assert_eq!(r.sets.len(), 50);
+        // p7's file goes too: its series is kept for the retention, from when it was seen gone.
+        r.retain_sources(&[]);
+        let t1 = t0 + 2 * minute;
+        assert_eq!(r.expire_series(&[], minute, t1), 0);
+        assert_eq!(r.expire_series(&[], minute, t1 + minute), 41);
+        assert!(r.values().is_empty());
+        // A pod with the same labels after its series expired starts at 0, as a new series.
+        let again = r.source(&labels("p7"));
+        assert_eq!(get(&r.values(), "err", &labels("p7"), false), Some(0));
+        r.on_line(again, &line("ERROR"));
+        assert_eq!(get(&r.values(), "err", &labels("p7"), false), Some(1));
     }
 
     #[test]

@@ -11,7 +11,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -138,10 +138,18 @@ fn inotify_loop(mut inotify: Inotify, tx: &mpsc::Sender<Msg>, flags: &FsFlags) {
     }
 }
 
+/// Shortest time between two saves made for removed files waiting to be closed.
+const DRAIN_SAVE: Duration = Duration::from_millis(100);
+
+/// How often series of gone sources are looked for (`--series.retention` is their age).
+const EXPIRY_INTERVAL: Duration = Duration::from_secs(1);
+
 type Waiter = tokio::sync::oneshot::Sender<Arc<Snapshot>>;
 
 /// A consistent state to make durable, and who waits for it.
 struct SaveJob {
+    /// Generation of the state ([`Service::save`] counts them).
+    generation: u64,
     state: State,
     gauges: Gauges,
     waiters: Vec<Waiter>,
@@ -156,6 +164,8 @@ struct Saver {
     stats: SaveStats,
     /// Values of the last durable save.
     durable: Snapshot,
+    /// Generation of the last durable save, read by the tailer.
+    durable_generation: Arc<AtomicU64>,
 }
 
 impl Saver {
@@ -171,7 +181,10 @@ impl Saver {
                     ..next
                 };
             }
-            self.save(job.state);
+            if self.save(job.state) {
+                self.durable_generation
+                    .fetch_max(job.generation, Ordering::AcqRel);
+            }
             let mut snap = self.durable.clone();
             snap.gauges = job.gauges;
             snap.saves = self.stats.clone();
@@ -186,7 +199,8 @@ impl Saver {
         }
     }
 
-    fn save(&mut self, st: State) {
+    /// Returns whether the state is durable (always, without a state file).
+    fn save(&mut self, st: State) -> bool {
         if let Some(path) = &self.path {
             match state::save(path, &st) {
                 Ok(()) => {
@@ -196,13 +210,14 @@ impl Saver {
                 Err(e) => {
                     self.stats.failures += 1;
                     tracing::error!(error = %e, "cannot save state; serving the values of the last good save");
-                    return;
+                    return false;
                 }
             }
         }
         self.durable.counters = st.counters;
         self.durable.matches = st.matches;
         self.durable.rules = st.rules;
+        true
     }
 }
 
@@ -215,6 +230,10 @@ struct Service {
     unwatched: HashSet<PathBuf>,
     flags: Arc<FsFlags>,
     saver: mpsc::Sender<SaveJob>,
+    /// Generation of the last state handed to the saver, and of the last durable one.
+    generation: u64,
+    durable_generation: Arc<AtomicU64>,
+    last_save: Instant,
 }
 
 fn unix_now() -> f64 {
@@ -246,7 +265,9 @@ impl Service {
             }
         }
         let st = engine.state();
+        let durable_generation = Arc::new(AtomicU64::new(0));
         let saver = Saver {
+            durable_generation: Arc::clone(&durable_generation),
             path: opts.state_file.clone(),
             stats: saves,
             durable: Snapshot {
@@ -269,6 +290,9 @@ impl Service {
             unwatched: HashSet::new(),
             flags,
             saver: tx,
+            generation: 0,
+            durable_generation,
+            last_save: Instant::now(),
         })
     }
 
@@ -276,9 +300,12 @@ impl Service {
         crate::metrics::Counters::inc(&mut self.engine.counters_mut().rescans, trigger);
         let mut out = ScanResult::default();
         // A directory created between its parent's readdir and the parent's watch would be
-        // missed until the next periodic rescan: scan again while new watches were added.
-        for _ in 0..8 {
-            out = ScanResult::default();
+        // missed until the next periodic rescan: scan again while new watches were added, at
+        // most as deep as the pod tree (root, pod, container) and once more; under churn every
+        // scan adds watches, and further events bring a further rescan anyway. Each scan opens
+        // the files not followed yet as it lists them.
+        for _ in 0..4 {
+            out = ScanResult::opening(self.engine.followed_paths(), self.engine.free_descriptors());
             for s in &self.opts.sources {
                 s.scan(&mut out);
             }
@@ -344,7 +371,11 @@ impl Service {
         if self.watches.is_some() {
             gauges.dirs_watched = self.watched.len() as u64;
         }
+        self.generation += 1;
+        self.last_save = Instant::now();
+        self.engine.note_save(self.generation);
         let job = SaveJob {
+            generation: self.generation,
             state: self.engine.state(),
             gauges,
             waiters,
@@ -362,6 +393,7 @@ impl Service {
         self.save(Vec::new(), None);
         let mut next_rescan = Instant::now() + self.opts.rescan_interval;
         let mut next_save = Instant::now() + self.opts.save_interval;
+        let mut next_expiry = Instant::now();
         loop {
             let mut waiters = Vec::new();
             let mut stop = None;
@@ -402,13 +434,25 @@ impl Service {
                 next_rescan = Instant::now() + self.opts.rescan_interval;
             }
             more = self.engine.read_all();
+            let durable = match self.opts.state_file {
+                Some(_) => self.durable_generation.load(Ordering::Acquire),
+                None => u64::MAX,
+            };
+            self.engine.note_durable(durable);
             self.engine.reap();
+            if Instant::now() >= next_expiry {
+                self.engine.expire_series();
+                next_expiry = Instant::now() + EXPIRY_INTERVAL;
+            }
             if let Some(tx) = stop {
                 tracing::info!("tailer stopping");
                 self.save(waiters, Some(tx));
                 return;
             }
-            if !waiters.is_empty() || Instant::now() >= next_save {
+            // A removed file read to its end is closed once a durable save holds its offset and
+            // counts (after a crash it could not be read again): save soon.
+            let drained = self.engine.awaiting_save() && self.last_save.elapsed() >= DRAIN_SAVE;
+            if !waiters.is_empty() || Instant::now() >= next_save || drained {
                 self.save(waiters, None);
                 next_save = Instant::now() + self.opts.save_interval;
             }

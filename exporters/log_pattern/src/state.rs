@@ -79,6 +79,10 @@ pub struct FileState {
     pub partials: [String; 2],
     #[serde(default)]
     pub rotated: bool,
+    /// No path named the file any more and it was read to its end: not finding it at
+    /// restart loses nothing.
+    #[serde(default)]
+    pub removed: bool,
 }
 
 /// A rotated file (plain or compressed) already read to its end and let go, remembered while it
@@ -237,6 +241,7 @@ mod tests {
             format: Some(Format::Cri),
             partials: [to_hex(b"\xffpart"), String::new()],
             rotated: false,
+            removed: false,
         });
         save(&p, &s).unwrap();
         assert_eq!(load(&p).unwrap().unwrap(), s);

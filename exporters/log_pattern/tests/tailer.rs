@@ -385,6 +385,111 @@ fn short_lived_pods(inotify: bool) {
     }
 }
 
+/// Lines written while the exporter is down, in pods whose directories are removed the moment
+/// it is ready again: `/-/ready` answers 200 only once the restart's discovery holds every file
+/// it found open, so the removal takes no line with it.
+#[test]
+fn pods_removed_the_moment_a_restart_is_ready_lose_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let pods = d.path().join("pods");
+    std::fs::create_dir_all(&pods).unwrap();
+    let state = d.path().join("state.json");
+    let cfg = write_config(d.path(), RULES);
+    // A long rotate-wait: a removed file must be drained and closed without waiting for it.
+    let mut argv = args(&pods, &state, &cfg, &[]);
+    argv.retain(|a| !a.starts_with("--tail.rotate-wait"));
+    argv.push("--tail.rotate-wait=1h".into());
+    let mut a = Exporter::start(d.path(), &argv);
+    a.kill();
+    const PODS: usize = 300;
+    let mut dirs = Vec::new();
+    for p in 0..PODS {
+        let dir = container_dir(&pods, "batch", &format!("job-{p}"), "main");
+        append(
+            &dir.join("0.log"),
+            &format!(
+                "{}{}{}",
+                cri("start"),
+                cri("ERROR boom"),
+                cri("ERROR exit 1")
+            ),
+        );
+        dirs.push(dir.parent().unwrap().to_path_buf());
+    }
+    let b = Exporter::start_ready(d.path(), &argv);
+    for dir in &dirs {
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+    let mut last = String::new();
+    let counted = wait_until(Duration::from_secs(30), POLL, || {
+        last = b.scrape();
+        matches(&last) >= 2.0 * PODS as f64 && metric(&last, "log_pattern_files_watched") == 0.0
+    });
+    assert!(counted, "{last}\n{}", b.logs());
+    assert_eq!(matches(&last), 2.0 * PODS as f64);
+    assert_eq!(
+        metric(&last, "log_pattern_lines_read_total"),
+        3.0 * PODS as f64
+    );
+    assert_eq!(sum_samples(&last, "log_pattern_read_errors_total{"), 0.0);
+}
+
+/// Series of a pod whose files are all gone are served for `--series.retention` (Prometheus
+/// scrapes their last value), then dropped; a pod still there keeps its series, and no served
+/// value ever goes down.
+#[test]
+fn series_of_gone_pods_are_dropped_after_the_retention() {
+    let d = tempfile::tempdir().unwrap();
+    let pods = d.path().join("pods");
+    std::fs::create_dir_all(&pods).unwrap();
+    let cfg = write_config(d.path(), RULES);
+    let state = d.path().join("state.json");
+    let exp = Exporter::start(
+        d.path(),
+        &args(&pods, &state, &cfg, &["--series.retention=2s"]),
+    );
+    let stay = container_dir(&pods, "ns", "stay", "app");
+    append(&stay.join("0.log"), &cri("ERROR kept"));
+    let go = container_dir(&pods, "ns", "go", "app");
+    append(
+        &go.join("0.log"),
+        &format!("{}{}", cri("ERROR a"), cri("ERROR b")),
+    );
+    let series = |text: &str, pod: &str| {
+        metric(
+            text,
+            &format!(
+                "log_pattern_matches_total{{rule=\"error\",namespace=\"ns\",pod=\"{pod}\",container=\"app\"}}"
+            ),
+        )
+    };
+    let mut history = Vec::new();
+    wait_for("both pods counted", LONG, || {
+        history.push(exp.scrape());
+        series(history.last().unwrap(), "go") == 2.0
+            && series(history.last().unwrap(), "stay") == 1.0
+    });
+    std::fs::remove_dir_all(go.parent().unwrap()).unwrap();
+    let removed = std::time::Instant::now();
+    wait_for("the gone pod's series dropped", LONG, || {
+        history.push(exp.scrape());
+        series(history.last().unwrap(), "go") == -1.0
+    });
+    assert!(removed.elapsed() >= Duration::from_secs(2));
+    let last = history.last().unwrap().clone();
+    assert_eq!(series(&last, "stay"), 1.0);
+    // Served until the retention passed.
+    let served = history.iter().filter(|t| series(t, "go") == 2.0).count();
+    assert!(served >= 3, "{served}");
+    assert_monotonic(&history);
+    // Not back after a restart either: the state no longer holds it.
+    drop(exp);
+    let exp = Exporter::start(d.path(), &args(&pods, &state, &cfg, &[]));
+    let text = exp.scrape();
+    assert_eq!(series(&text, "go"), -1.0);
+    assert_eq!(series(&text, "stay"), 1.0);
+}
+
 #[test]
 fn short_lived_pods_found_by_rescan_without_inotify() {
     short_lived_pods(false);

@@ -19,6 +19,7 @@ use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::StartAt;
@@ -55,6 +56,9 @@ pub struct Options {
     pub lag: bool,
     /// The glob sources, for the lag by source and the lines' own timestamps.
     pub stamps: crate::timestamp::Stamps,
+    /// How long the series of a source whose files are all gone are kept (so that Prometheus
+    /// scrapes their last value) before they are dropped.
+    pub series_retention: Duration,
 }
 
 impl Default for Options {
@@ -68,6 +72,7 @@ impl Default for Options {
             round_budget: 64 << 20,
             lag: true,
             stamps: Default::default(),
+            series_retention: Duration::from_secs(300),
         }
     }
 }
@@ -92,6 +97,13 @@ struct TailFile {
     pred: Option<u64>,
     /// The current read round reached the end of the file.
     drained: bool,
+    /// No path names the file any more (removed, or its directory removed): nothing can
+    /// open it again, so once read to its end it is released as soon as a durable save holds
+    /// its offset (see [`Engine::note_durable`]).
+    unlinked: bool,
+    /// Generation of the last save handed over, the position it holds, and whether it holds
+    /// the file as removed (so that a restart from it does not look for the file).
+    saved: (u64, u64, bool),
 }
 
 /// A compressed rotated file, read in rounds like a plain one (decompressing many GiB at once
@@ -135,10 +147,14 @@ pub struct Engine {
     recovering: Option<Vec<FileState>>,
     /// Rotated files already read, per directory (pruned when they leave it).
     done: BTreeMap<PathBuf, Vec<Done>>,
+    /// Per directory, tombstones whose file its last listing did not see.
+    unseen: HashMap<PathBuf, HashSet<(u64, u64)>>,
     /// Siblings already judged known, with the size and mtime they had then.
     judged: HashMap<PathBuf, HashMap<(u64, u64), Stamp>>,
     /// A saved state was restored: this is not the very first start.
     had_state: bool,
+    /// Generation of the last durable save ([`Engine::note_durable`]).
+    durable: u64,
     scanned: bool,
     /// The file the next read round starts with (after a round cut by `round_budget`).
     cursor: u64,
@@ -218,6 +234,11 @@ fn tail_start(file: &File, size: u64) -> u64 {
     }
 }
 
+/// The file of an `Arc` shared with a scan's result (a duplicate descriptor if still shared).
+fn owned(f: Arc<File>) -> Option<File> {
+    Arc::try_unwrap(f).or_else(|f| f.try_clone()).ok()
+}
+
 fn is_gz(p: &Path) -> bool {
     p.extension().is_some_and(|e| e == "gz")
 }
@@ -236,7 +257,9 @@ impl Engine {
             recovering: None,
             done: BTreeMap::new(),
             judged: HashMap::new(),
+            unseen: HashMap::new(),
             had_state: false,
+            durable: u64::MAX,
             scanned: false,
             cursor: 0,
             buf: vec![0; 256 * 1024],
@@ -268,15 +291,71 @@ impl Engine {
         Ok(())
     }
 
-    /// Lets the rules drop the zero series of sources no followed file has any more.
-    fn retain_live(&mut self) {
-        let live: Vec<SourceId> = self
-            .files
+    /// The sources of the files followed now.
+    fn live_sources(&self) -> Vec<SourceId> {
+        self.files
             .values()
             .map(|f| f.source)
             .chain(self.gz.iter().map(|j| j.source))
-            .collect();
+            .collect()
+    }
+
+    /// Lets the rules forget the sources no followed file has any more, and drop their zero
+    /// series.
+    fn retain_live(&mut self) {
+        let live = self.live_sources();
         self.sink.retain_sources(&live);
+    }
+
+    /// Drops the series of sources whose files have all been gone for `series_retention`.
+    /// Returns how many were dropped.
+    pub fn expire_series(&mut self) -> usize {
+        let live = self.live_sources();
+        let n = self
+            .sink
+            .expire_series(&live, self.opts.series_retention, Instant::now());
+        // Give back the memory of maps that pod churn left mostly empty.
+        for m in [&mut self.active] {
+            if m.capacity() > 64 && m.capacity() > 4 * m.len() {
+                m.shrink_to_fit();
+            }
+        }
+        if self.errored.capacity() > 64 && self.errored.capacity() > 4 * self.errored.len() {
+            self.errored.shrink_to_fit();
+        }
+        if self.judged.capacity() > 64 && self.judged.capacity() > 4 * self.judged.len() {
+            self.judged.shrink_to_fit();
+        }
+        if n > 0 {
+            tracing::debug!(series = n, "series of gone sources dropped");
+        }
+        n
+    }
+
+    /// A state of generation `generation` is being saved ([`Engine::state`] is taken next).
+    pub fn note_save(&mut self, generation: u64) {
+        for tf in self.files.values_mut() {
+            tf.saved = (generation, tf.reader.position(), tf.unlinked);
+        }
+    }
+
+    /// The saves up to `generation` are durable (`u64::MAX` without a state file).
+    pub fn note_durable(&mut self, generation: u64) {
+        self.durable = generation;
+    }
+
+    /// Whether a removed file read to its end waits for a durable save to be closed.
+    pub fn awaiting_save(&self) -> bool {
+        self.files
+            .values()
+            .any(|f| f.unlinked && f.drained && !self.offset_durable(f))
+    }
+
+    /// Whether a durable save holds the file's position.
+    fn offset_durable(&self, f: &TailFile) -> bool {
+        let (generation, position, removed) = f.saved;
+        self.durable == u64::MAX
+            || removed && generation <= self.durable && position >= f.reader.position()
     }
 
     /// Counters, mutable (the service counts rescans and overflows here so they are saved).
@@ -329,6 +408,7 @@ impl Engine {
                         state::to_hex(&f.reader.partials[1]),
                     ],
                     rotated: f.rotated.is_some(),
+                    removed: f.unlinked && f.reader.position() >= f.last_size,
                 })
                 .chain(self.gz.iter().map(|j| FileState {
                     path: j.path.clone(),
@@ -343,6 +423,7 @@ impl Engine {
                         state::to_hex(&j.reader.partials[1]),
                     ],
                     rotated: true,
+                    removed: false,
                 }))
                 .collect(),
             done: self.done.clone(),
@@ -354,16 +435,14 @@ impl Engine {
 
     /// The offset a released file at `path` with identity `id` was read to, if it is the same
     /// file (same first bytes) and has not shrunk.
-    fn released_offset(&self, path: &Path, id: (u64, u64)) -> Option<u64> {
+    fn released_offset(&self, path: &Path, id: (u64, u64), file: &File) -> Option<u64> {
         let t = self
             .done
             .get(path.parent()?)?
             .iter()
             .find(|t| (t.dev, t.ino) == id && t.offset > 0)?;
-        std::fs::metadata(path).ok().filter(|m| m.is_file())?;
-        let f = File::open(path).ok()?;
-        let size = f.metadata().ok()?.len();
-        (same_content(&f, t.fingerprint) && size >= t.offset).then_some(t.offset)
+        let size = file.metadata().ok().filter(|m| m.is_file())?.len();
+        (same_content(file, t.fingerprint) && size >= t.offset).then_some(t.offset)
     }
 
     fn remember_done(&mut self, path: &Path, d: Done) {
@@ -448,12 +527,12 @@ impl Engine {
                 continue;
             }
             let gz = is_gz(&p);
+            let mut plain = None;
             let head = if gz {
                 Self::gz_head(&p)
             } else {
-                File::open(&p)
-                    .ok()
-                    .and_then(|f| head(&f, FINGERPRINT_BYTES).ok())
+                plain = File::open(&p).ok();
+                plain.as_ref().and_then(|f| head(f, FINGERPRINT_BYTES).ok())
             };
             let Some(head) = head else { continue };
             let matches = |fp: &Fingerprint| {
@@ -510,7 +589,7 @@ impl Engine {
                 }
             } else {
                 // `open` counts it in files_opened.
-                if self.open(&p, labels.clone(), Start::Beginning, true) {
+                if self.open(&p, labels.clone(), Start::Beginning, true, plain) {
                     self.counters.rotations += 1;
                     // Its compressed form may be next in this very listing.
                     open_fps.push(Fingerprint::of(&head));
@@ -520,40 +599,56 @@ impl Engine {
         if !judged.is_empty() {
             self.judged.insert(dir.to_path_buf(), judged);
         }
+        // A listing races with renames in the directory: `gzip` renames `<f>.gz.tmp` to
+        // `<f>.gz`, then removes `<f>`, and one listing may hold neither. A tombstone goes once
+        // two listings in a row did not see its file.
+        let unseen_before = self.unseen.remove(dir).unwrap_or_default();
         if let Some(v) = self.done.get_mut(dir) {
-            v.retain(|t| present.contains(&(t.dev, t.ino)));
+            let mut unseen = HashSet::new();
+            v.retain(|t| {
+                let id = (t.dev, t.ino);
+                if present.contains(&id) {
+                    return true;
+                }
+                unseen.insert(id);
+                !unseen_before.contains(&id)
+            });
             if v.is_empty() {
                 self.done.remove(dir);
+            } else if !unseen.is_empty() {
+                self.unseen.insert(dir.to_path_buf(), unseen);
             }
         }
     }
 
-    fn open(&mut self, path: &Path, labels: Labels, start: Start, rotated: bool) -> bool {
+    /// Follows `path`, with `opened` (the file opened when it was found, which its path may
+    /// no longer name) or else by opening the path.
+    fn open(
+        &mut self,
+        path: &Path,
+        labels: Labels,
+        start: Start,
+        rotated: bool,
+        opened: Option<File>,
+    ) -> bool {
         if self.files.len() + self.gz.len() >= self.opts.max_open_files {
             self.count_error(path, "too_many_files");
             return false;
         }
-        // Only regular files are opened: opening a FIFO for reading blocks until a writer
-        // comes, which would stop the tailer (and every scrape) for good.
-        match std::fs::metadata(path) {
-            Ok(m) if m.is_file() => {}
-            Ok(_) => {
-                self.count_error(path, "not_a_file");
-                return false;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return false,
-            Err(e) => {
-                self.count_error(path, error_reason(&e));
-                return false;
-            }
-        }
-        let file = match File::open(path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return false,
-            Err(e) => {
-                self.count_error(path, error_reason(&e));
-                return false;
-            }
+        let file = match opened {
+            Some(f) => f,
+            None => match Self::open_path(path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return false,
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+                    self.count_error(path, "not_a_file");
+                    return false;
+                }
+                Err(e) => {
+                    self.count_error(path, error_reason(&e));
+                    return false;
+                }
+            },
         };
         let meta = match file.metadata() {
             Ok(m) if m.is_file() => m,
@@ -602,6 +697,8 @@ impl Engine {
                 failing: false,
                 pred: None,
                 drained: false,
+                unlinked: false,
+                saved: (u64::MAX, 0, false),
             },
         );
         if !rotated {
@@ -609,6 +706,27 @@ impl Engine {
         }
         self.counters.files_opened += 1;
         true
+    }
+
+    /// Opens a regular file by path (`InvalidInput` for anything else): opening a FIFO for
+    /// reading blocks until a writer comes, which would stop the tailer (and every scrape).
+    fn open_path(path: &Path) -> std::io::Result<File> {
+        if !std::fs::metadata(path)?.is_file() {
+            return Err(std::io::ErrorKind::InvalidInput.into());
+        }
+        File::open(path)
+    }
+
+    /// Paths followed now (a scan need not open them again).
+    pub fn followed_paths(&self) -> HashSet<PathBuf> {
+        self.active.keys().cloned().collect()
+    }
+
+    /// Descriptors of `--tail.max-open-files` not in use.
+    pub fn free_descriptors(&self) -> usize {
+        self.opts
+            .max_open_files
+            .saturating_sub(self.files.len() + self.gz.len())
     }
 
     /// Takes the result of a scan: new files are opened, replaced or vanished ones become
@@ -632,10 +750,13 @@ impl Engine {
         }
         let mut claimed = HashSet::new();
         if let Some(saved) = self.recovering.take() {
-            let found_paths: HashSet<&PathBuf> = found.iter().map(|f| &f.path).collect();
+            let mut found_files: HashMap<PathBuf, Option<Arc<File>>> = found
+                .iter()
+                .map(|f| (f.path.clone(), f.file.clone()))
+                .collect();
             let mut active_claims = HashSet::new();
             for s in saved {
-                if let Some(p) = self.recover(s, &found_paths, &mut claimed) {
+                if let Some(p) = self.recover(s, &mut found_files, &mut claimed) {
                     active_claims.insert(p);
                 }
             }
@@ -645,7 +766,12 @@ impl Engine {
             if claimed.contains(&f.path) {
                 continue;
             }
-            let meta = match std::fs::metadata(&f.path) {
+            // The file opened by the scan, which its path may no longer name (removed since).
+            let opened = f.file.and_then(owned);
+            let meta = match opened
+                .as_ref()
+                .map_or_else(|| std::fs::metadata(&f.path), File::metadata)
+            {
                 Ok(m) => m,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => {
@@ -677,9 +803,14 @@ impl Engine {
                 self.active.insert(f.path.clone(), key);
                 continue;
             }
+            let Some(file) = opened.or_else(|| Self::open_path(&f.path).ok()) else {
+                // Gone since (or not a regular file: counted by `open`).
+                self.open(&f.path, f.labels, Start::Beginning, false, None);
+                continue;
+            };
             let start = if first && self.first_start_policy() {
                 Start::End
-            } else if let Some(off) = self.released_offset(&f.path, id) {
+            } else if let Some(off) = self.released_offset(&f.path, id, &file) {
                 // Released earlier (it had looked rotated) and still the same file.
                 Start::Resume(LineReader::at(off, None, Default::default()))
             } else {
@@ -695,7 +826,7 @@ impl Engine {
                         .map(|(&k, _)| k)
                 })
                 .flatten();
-            if self.open(&f.path, f.labels, start, false) {
+            if self.open(&f.path, f.labels, start, false, Some(file)) {
                 if let Some(tf) = self.files.values_mut().next_back() {
                     tf.pred = pred;
                 }
@@ -732,6 +863,7 @@ impl Engine {
         // Errors are counted once per path; forget paths that are gone (bounded memory).
         self.errored.retain(|p| p.exists());
         self.judged.retain(|d, _| d.is_dir());
+        self.unseen.retain(|d, _| d.is_dir());
     }
 
     /// Files present at the very first start (no saved state) start at their end unless
@@ -744,7 +876,7 @@ impl Engine {
     fn recover(
         &mut self,
         s: FileState,
-        found: &HashSet<&PathBuf>,
+        found: &mut HashMap<PathBuf, Option<Arc<File>>>,
         claimed: &mut HashSet<PathBuf>,
     ) -> Option<PathBuf> {
         let partials = [
@@ -792,20 +924,18 @@ impl Engine {
             if claimed.contains(&p) {
                 continue;
             }
-            let Ok(meta) = std::fs::metadata(&p) else {
-                continue;
+            // The file the scan opened at this path, or the path opened now.
+            let file = match found.get(&p) {
+                Some(Some(f)) => owned(Arc::clone(f)),
+                _ => Self::open_path(&p).ok(),
             };
-            if (meta.dev(), meta.ino()) != (s.dev, s.ino) {
-                continue;
-            }
-            let Ok(file) = File::open(&p) else {
-                continue;
-            };
-            if !same_content(&file, s.fingerprint) {
+            let Some(file) = file else { continue };
+            let Ok(meta) = file.metadata() else { continue };
+            if (meta.dev(), meta.ino()) != (s.dev, s.ino) || !same_content(&file, s.fingerprint) {
                 continue;
             }
             claimed.insert(p.clone());
-            let is_active = p == s.path && !s.rotated && found.contains(&p);
+            let is_active = p == s.path && !s.rotated && found.contains_key(&p);
             let mut reader = reader;
             if meta.len() < s.offset {
                 self.counters.truncations += 1;
@@ -814,7 +944,8 @@ impl Engine {
             tracing::info!(path = %p.display(), offset = reader.offset, rotated = !is_active, "resuming");
             // `open` counts files_opened; a resumed file is not a new one.
             let offset = reader.offset;
-            if self.open(&p, s.labels.clone(), Start::Resume(reader), !is_active) {
+            let start = Start::Resume(reader);
+            if self.open(&p, s.labels.clone(), start, !is_active, Some(file)) {
                 self.counters.files_opened -= 1;
                 if let Some(tf) = self.files.values_mut().last() {
                     tf.path = s.path.clone();
@@ -850,6 +981,10 @@ impl Engine {
                 }
                 return None;
             }
+        }
+        if s.removed {
+            tracing::debug!(path = %s.path.display(), "removed file read to its end: gone");
+            return None;
         }
         tracing::warn!(path = %s.path.display(), offset = s.offset, "saved file not found again; its unread rest is lost");
         self.counters.files_lost += 1;
@@ -1140,7 +1275,9 @@ impl Engine {
             total += read;
             more |= !eof && !tf.failing;
             tf.drained = eof;
-            let size = tf.file.metadata().map_or(tf.last_size, |m| m.len());
+            let meta = tf.file.metadata();
+            tf.unlinked = meta.as_ref().is_ok_and(|m| m.nlink() == 0);
+            let size = meta.map_or(tf.last_size, |m| m.len());
             if eof && size < tf.reader.position() {
                 truncs.push((tf.path.clone(), Self::truncated(&mut self.counters, tf)));
                 more = true;
@@ -1178,23 +1315,37 @@ impl Engine {
         more
     }
 
-    /// Releases rotated files read to their end and quiet for `rotate_wait`.
+    /// Releases rotated files read to their end and quiet for `rotate_wait`, and removed files
+    /// read to their end at once (a removed file can only be drained; holding it would let pod
+    /// churn exhaust `max_open_files`).
     pub fn reap(&mut self) {
         let wait = self.opts.rotate_wait;
+        // Descriptors run short (saves slower than the churn): removed files read to their
+        // end are closed without waiting for a save.
+        let short = self.free_descriptors() < self.opts.max_open_files / 4;
         let done: Vec<u64> = self
             .files
             .iter()
             .filter(|(_, f)| {
-                f.rotated.is_some_and(|t| t.elapsed() >= wait)
-                    && f.last_growth.elapsed() >= wait
-                    && f.reader.position() >= f.last_size
+                let read = f.reader.position() >= f.last_size;
+                let quiet = f.rotated.is_some_and(|t| t.elapsed() >= wait)
+                    && f.last_growth.elapsed() >= wait;
+                // A removed file waits for the save of its last lines, or for rotate_wait
+                // when saves fail.
+                let gone = f.unlinked && f.drained && (short || self.offset_durable(f));
+                read && (quiet || gone || f.unlinked && f.last_growth.elapsed() >= wait)
             })
             .map(|(k, _)| *k)
             .collect();
         let released = !done.is_empty();
         for k in done {
             if let Some(mut tf) = self.files.remove(&k) {
-                tracing::debug!(path = %tf.path.display(), "released");
+                tracing::debug!(path = %tf.path.display(), unlinked = tf.unlinked, "released");
+                if self.active.get(&tf.path) == Some(&k) {
+                    self.active.remove(&tf.path);
+                }
+                // Also for a removed file: its compressed form (gzip removes the original)
+                // is known by these first bytes.
                 self.remember_done(
                     &tf.path,
                     Done {
@@ -1228,7 +1379,7 @@ impl Engine {
             }
             return;
         }
-        if self.open(path, labels.clone(), Start::Beginning, true) {
+        if self.open(path, labels.clone(), Start::Beginning, true, None) {
             while self.read_all() {}
             let keys: Vec<u64> = self.files.keys().copied().collect();
             for k in keys {
@@ -1276,10 +1427,10 @@ mod tests {
     }
 
     fn found(p: &Path) -> Vec<Found> {
-        vec![Found {
-            path: p.to_path_buf(),
-            labels: vec![("pod".into(), "p".into())],
-        }]
+        vec![Found::new(
+            p.to_path_buf(),
+            vec![("pod".into(), "p".into())],
+        )]
     }
 
     #[test]
@@ -1497,6 +1648,105 @@ mod tests {
         b.apply_scan(found(&p), &[], false);
         b.read_all();
         assert_eq!(count(&b), lines);
+    }
+
+    /// A file whose directory is removed (a pod gone) is read to its end and closed at once,
+    /// not held for `rotate_wait`: churn never runs out of descriptors and loses no line.
+    #[test]
+    fn a_removed_file_is_drained_and_closed_at_once() {
+        let d = tempfile::tempdir().unwrap();
+        let mut e = engine();
+        e.opts.rotate_wait = Duration::from_secs(3600);
+        e.opts.max_open_files = 4;
+        for pod in 0..40 {
+            let dir = d.path().join(format!("pod{pod}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            let p = dir.join("0.log");
+            std::fs::write(&p, "ERROR 1\n").unwrap();
+            e.apply_scan(found(&p), &[], false);
+            e.read_all();
+            // Written after the last read, then the directory goes.
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(&p)
+                .unwrap()
+                .write_all(b"ERROR 2\nERROR 3 no newline")
+                .unwrap();
+            std::fs::remove_dir_all(&dir).unwrap();
+            e.apply_scan(Vec::new(), &[], false);
+            e.read_all();
+            e.reap();
+            assert_eq!(e.gauges().files_open, 0, "pod {pod}");
+        }
+        assert_eq!(count(&e), 120);
+        assert!(e.state().counters.read_errors.is_empty());
+        // With a state file, a removed file is closed once a durable save holds its offset:
+        // after a crash it could not be read again.
+        e.note_durable(0);
+        let dir = d.path().join("saved");
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("0.log");
+        std::fs::write(&p, "ERROR\n").unwrap();
+        e.apply_scan(found(&p), &[], false);
+        e.read_all();
+        std::fs::remove_dir_all(&dir).unwrap();
+        e.read_all();
+        e.reap();
+        assert!(e.awaiting_save());
+        assert_eq!(e.gauges().files_open, 1);
+        e.note_save(1);
+        e.reap();
+        assert_eq!(e.gauges().files_open, 1, "saved, not durable yet");
+        e.note_durable(1);
+        e.reap();
+        assert_eq!(e.gauges().files_open, 0);
+        assert!(!e.awaiting_save());
+        e.note_durable(u64::MAX);
+        // A renamed (rotated) file is still held for `rotate_wait`: its writer may go on.
+        let p = d.path().join("0.log");
+        std::fs::write(&p, "ERROR\n").unwrap();
+        e.apply_scan(found(&p), &[], false);
+        e.read_all();
+        std::fs::rename(&p, d.path().join("0.log.1")).unwrap();
+        e.apply_scan(Vec::new(), &[], false);
+        e.read_all();
+        e.reap();
+        assert_eq!(e.gauges().files_rotated_open, 1);
+    }
+
+    /// A file is opened when the scan lists it: a directory removed between the listing and
+    /// the engine taking the result (a pod gone right after a restart) loses nothing.
+    #[test]
+    fn a_file_removed_right_after_its_scan_is_read() {
+        use crate::discovery::{ScanResult, Source};
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("pods");
+        let cdir = root.join("ns_a_uid").join("app");
+        std::fs::create_dir_all(&cdir).unwrap();
+        std::fs::write(cdir.join("0.log"), "ERROR 1\nERROR 2\n").unwrap();
+        let mut e = engine();
+        e.opts.rotate_wait = Duration::from_secs(3600);
+        let mut out = ScanResult::opening(e.followed_paths(), e.free_descriptors());
+        Source::Pods { root: root.clone() }.scan(&mut out);
+        assert!(out.files[0].file.is_some());
+        std::fs::remove_dir_all(root.join("ns_a_uid")).unwrap();
+        e.apply_scan(out.files, &[], false);
+        e.read_all();
+        e.reap();
+        assert_eq!(count(&e), 2);
+        assert_eq!(e.gauges().files_open, 0);
+        // Followed paths are not opened again by a scan, and the budget is kept.
+        std::fs::create_dir_all(&cdir).unwrap();
+        std::fs::write(cdir.join("0.log"), "x\n").unwrap();
+        std::fs::write(cdir.join("1.log"), "x\n").unwrap();
+        let mut out = ScanResult::opening(e.followed_paths(), 1);
+        Source::Pods { root: root.clone() }.scan(&mut out);
+        assert_eq!(out.files.iter().filter(|f| f.file.is_some()).count(), 1);
+        e.apply_scan(out.files, &[], false);
+        let mut out = ScanResult::opening(e.followed_paths(), e.free_descriptors());
+        Source::Pods { root }.scan(&mut out);
+        assert_eq!(out.files.len(), 2);
+        assert!(out.files.iter().all(|f| f.file.is_none()));
     }
 
     /// `cat a.gz b.gz`: a valid gzip file of two members; the lines of both are read.

@@ -56,6 +56,33 @@ impl Exporter {
         e
     }
 
+    /// Starts the binary with `args` and waits until `/-/ready` answers 200, without scraping.
+    pub fn start_ready(dir: &Path, args: &[String]) -> Self {
+        let port = e2e_tests::free_port();
+        let log = dir.join(format!("exporter-{port}.log"));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_log_pattern_exporter"));
+        cmd.arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--log.level=debug")
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        let e = Self {
+            child: ChildGuard::spawn(&mut cmd),
+            port,
+            log,
+        };
+        let ready = wait_until(Duration::from_secs(30), Duration::from_millis(5), || {
+            e.is_ready()
+        });
+        assert!(ready, "exporter never ready: {}", e.logs());
+        e
+    }
+
+    /// Whether `/-/ready` answers 200.
+    pub fn is_ready(&self) -> bool {
+        e2e_tests::local_get(self.port, "/-/ready").is_ok_and(|(code, _)| code == 200)
+    }
+
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
