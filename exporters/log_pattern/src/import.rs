@@ -21,7 +21,8 @@
 //! histogram rule when the Loki rule declares its buckets (annotation `log_pattern_buckets`).
 //! Each rule is reported on its own: translated, translated with a named approximation, or
 //! refused with the reason; a refused rule is left out of both outputs and never stops the
-//! others. Both files are written whole (a temporary file renamed) or not at all.
+//! others. A file holding one rule at the top level (as Juju charms ship them) is one group
+//! named after the file. Both files are written whole (a temporary file renamed) or not at all.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -30,7 +31,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::Error;
 
+/// A ruler file (`groups:`), or one rule at the top level as Juju charms ship their
+/// `src/loki_alert_rules/*.rule` files (read as one group named after the file).
 #[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum LokiFileForm {
+    Groups { groups: Vec<LokiGroup> },
+    Rule(LokiRule),
+}
+
 struct LokiFile {
     groups: Vec<LokiGroup>,
 }
@@ -443,6 +452,11 @@ impl P<'_> {
                         Some((q, Some(self.labels()?)))
                     }
                     Some(q) if self.peek_word() != "without" => Some((q, None)),
+                    None if w == "avg_over_time" && self.peek_word() == "by" => {
+                        self.word();
+                        let by = self.labels()?;
+                        return avg_by(query, range, offset, by);
+                    }
                     _ if self.peek_word() == "by" || self.peek_word() == "without" => {
                         return Err(format!("{w}(...) by/without (...) (grouping an unwrap range aggregation) cannot be translated"));
                     }
@@ -564,6 +578,54 @@ impl P<'_> {
         self.i = close + 1;
         Ok((query, range))
     }
+}
+
+/// `avg_over_time(Q | unwrap x [r]) by (l)`: the sum of the values over the number of lines,
+/// `sum by (l) (sum_over_time(...)) / sum by (l) (count_over_time(Q [r]))` (the form Loki's
+/// own query sharding evaluates), without the groups that had no line (0/0).
+fn avg_by(
+    query: String,
+    range: String,
+    offset: Option<String>,
+    by: Vec<String>,
+) -> Result<M, String> {
+    let parsed = crate::logql::parse(&query).map_err(|e| format!("log query {query:?}: {e}"))?;
+    let field = parsed
+        .unwrap
+        .as_ref()
+        .ok_or("avg_over_time needs `| unwrap` in its query")?;
+    let lines = query
+        .rfind("| unwrap")
+        .map(|i| query[..i].trim_end().to_string())
+        .filter(|q| {
+            query[q.len()..].split_whitespace().collect::<Vec<_>>()
+                == ["|", "unwrap", field.as_str()]
+        })
+        .ok_or("avg_over_time(...) by (...) is translated when `| unwrap NAME` ends its query")?;
+    let sum = |func: &str, query: String| M::Agg {
+        op: "sum".into(),
+        grouping: Some((false, by.clone())),
+        param: None,
+        inner: Box::new(M::Range {
+            func: func.into(),
+            query,
+            range: range.clone(),
+            offset: offset.clone(),
+            param: None,
+        }),
+    };
+    let ratio = M::Bin {
+        op: "/".into(),
+        modifiers: String::new(),
+        l: Box::new(sum("sum_over_time", query.clone())),
+        r: Box::new(sum("count_over_time", lines)),
+    };
+    Ok(M::Paren(Box::new(M::Bin {
+        op: ">=".into(),
+        modifiers: String::new(),
+        l: Box::new(ratio),
+        r: Box::new(M::Num("-Inf".into())),
+    })))
 }
 
 fn parse_metric(text: &str) -> Result<M, String> {
@@ -724,7 +786,16 @@ impl Tr<'_> {
         let mut labels = Vec::new();
         if let Some(parser) = &parsed.parser {
             let Some(by) = keep.take() else {
-                return Err("a per-stream aggregation after a parser stage (Loki's streams then split by the parsed labels) cannot be translated".into());
+                // Per stream, Loki's series are the stream labels plus every label the stages
+                // add: exact when the stages name them all and drop none.
+                let names = parsed
+                    .added_labels()
+                    .filter(|_| !parsed.stages.iter().any(|s| matches!(s, crate::logql::pipeline::Stage::Drop(_) | crate::logql::pipeline::Stage::Keep(_))))
+                    .ok_or("a per-stream aggregation after a parser stage that does not name its labels (Loki's streams then split by every parsed label) cannot be translated")?;
+                let mut names = names;
+                names.sort();
+                names.dedup();
+                return self.add_rule(query, None, names, measure);
             };
             // Grouping labels a source carries stay source labels; the others are the
             // parser's, carried as extracted labels.
@@ -743,6 +814,19 @@ impl Tr<'_> {
             keep = Some(source);
             labels = extracted;
         }
+        self.add_rule(query, keep, labels, measure)
+    }
+
+    /// Warns of selector labels no source carries and adds the exporter rule (once per
+    /// query, kept and extracted labels and measure).
+    fn add_rule(
+        &mut self,
+        query: &str,
+        keep: Option<Vec<String>>,
+        labels: Vec<String>,
+        measure: Measure,
+    ) -> Result<(String, Option<String>), String> {
+        let parsed = crate::logql::parse(query).map_err(|e| format!("log query {query:?}: {e}"))?;
         for m in &parsed.matchers {
             if !m.matches("") && !self.known.labels.contains(&m.name) {
                 let w = format!(
@@ -1093,7 +1177,18 @@ pub fn translate_with(
     config: Option<&crate::config::Config>,
     label_map: &[(String, String)],
 ) -> Result<Import, Error> {
-    let file: LokiFile = common::config::parse_yaml(path, text)?;
+    let file = match common::config::parse_yaml(path, text)? {
+        LokiFileForm::Groups { groups } => LokiFile { groups },
+        LokiFileForm::Rule(rule) => LokiFile {
+            groups: vec![LokiGroup {
+                name: path
+                    .file_stem()
+                    .map_or_else(String::new, |s| s.to_string_lossy().into_owned()),
+                interval: None,
+                rules: vec![rule],
+            }],
+        },
+    };
     let known = known_labels(config, label_map);
     let mut out_rules = Vec::new();
     let mut groups = Vec::new();
@@ -1477,6 +1572,48 @@ mod tests {
             )]
         );
         assert!(warnings.is_empty(), "{warnings:?}");
+        // Per stream after parsers that name their labels: Loki's series are the stream's
+        // labels plus the parsed ones, which the rule keeps as extracted labels.
+        let m2 = parse_metric(
+            r#"count_over_time({namespace="a"} | json e="event" | e="stop" | logfmt code, e [1h]) > 0"#,
+        )
+        .unwrap();
+        let known = known_labels(None, &[]);
+        let mut taken = std::collections::HashSet::new();
+        let mut t = Tr {
+            base: "r",
+            taken: &mut taken,
+            rules: Vec::new(),
+            notes: Vec::new(),
+            warnings: Vec::new(),
+            known: &known,
+            buckets: None,
+        };
+        assert_eq!(
+            t.emit(&m2).unwrap(),
+            format!("(increase({}[1h]) > 0) > 0", m("r"))
+        );
+        assert_eq!(t.rules[0].0.keep, None);
+        assert_eq!(t.rules[0].0.labels, ["code", "e"]);
+        // avg_over_time by: the sum of the values over the lines of the query without unwrap.
+        let (e, rules, _) = tr(
+            r#"avg_over_time({namespace="a"} | logfmt idle, flavor | unwrap idle [1h]) by (flavor) < 300"#,
+        )
+        .unwrap();
+        assert_eq!(
+            e,
+            format!(
+                "(sum by (flavor) (increase(log_pattern_r_sum_total{{rule=\"r\"}}[1h])) / sum by (flavor) (increase({}[1h])) >= -Inf) < 300",
+                m("r_2")
+            )
+        );
+        assert_eq!(
+            rules.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(),
+            [
+                r#"{namespace="a"} | logfmt idle, flavor | unwrap idle"#,
+                r#"{namespace="a"} | logfmt idle, flavor"#
+            ]
+        );
         let deep = "(".repeat(100_000);
         assert!(tr(&deep).unwrap_err().contains("nested deeper than 64"));
         let long = vec!["1"; 2000].join(" + ");
@@ -1513,6 +1650,18 @@ mod tests {
                 "by/without",
             ),
             (r#"max(rate({a="b"} | json [5m]))"#, "after a parser stage"),
+            (
+                r#"max(rate({a="b"} | json x="x" | drop x [5m]))"#,
+                "after a parser stage",
+            ),
+            (
+                r#"avg_over_time({a="b"} | logfmt x | unwrap x | __error__="" [5m]) by (a)"#,
+                "ends its query",
+            ),
+            (
+                r#"avg_over_time({a="b"} | logfmt x | unwrap x [5m]) without (a)"#,
+                "by/without",
+            ),
             (
                 r#"sum by (other) (rate({a="b"} | regexp "(?P<level>\\w+)" [5m]))"#,
                 "neither a source label nor extracted",
