@@ -927,7 +927,25 @@ impl Tr<'_> {
         if measure == Measure::Bytes {
             self.note("bytes counted by a label_format/unwrap rule: a line that still carries __error__ is not counted (Loki fails the query instead)");
         }
-        let e = format!("{fun}({}[{range}])", series(&name, &metric));
+        let s = series(&name, &metric);
+        let mut e = format!("{fun}({s}[{range}])");
+        if self
+            .rules
+            .iter()
+            .any(|(w, n)| *n == name && !w.labels.is_empty())
+        {
+            // A series of extracted labels is born with its first line counted (it has no 0
+            // before): where it did not exist `range` ago, every line it counted is in range.
+            let per = if fun == "rate" {
+                let secs = common::cli::parse_duration(range)
+                    .map_err(|e| format!("range {range:?}: {e}"))?
+                    .as_secs_f64();
+                format!(" / {secs}")
+            } else {
+                " * 1".to_string()
+            };
+            e = format!("({e} and {s} offset {range} or {s}{per} unless {s} offset {range})");
+        }
         Ok(if per_stream {
             self.note("streams are the exporter's sources (files)");
             format!("({e} > 0)")
@@ -1070,7 +1088,18 @@ impl Tr<'_> {
 fn with_offset(e: String, range: &str, offset: &Option<String>) -> String {
     match offset {
         None => e,
-        Some(o) => e.replacen(&format!("[{range}]"), &format!("[{range}] offset {o}"), 1),
+        Some(o) => {
+            // `offset RANGE` (series born within the range) moves by the offset too.
+            let total = [range, o.as_str()]
+                .iter()
+                .map(|d| common::cli::parse_duration(d).map(|d| d.as_secs_f64()))
+                .sum::<Result<f64, _>>();
+            let e = match total {
+                Ok(t) => e.replace(&format!(" offset {range}"), &format!(" offset {t}s")),
+                Err(_) => e,
+            };
+            e.replace(&format!("[{range}]"), &format!("[{range}] offset {o}"))
+        }
     }
 }
 
@@ -1552,9 +1581,16 @@ mod tests {
         );
         let (e, rules, _) =
             tr(r#"sum by (namespace, level) (rate({namespace="a"} | json [5m]))"#).unwrap();
+        // A series of extracted labels born within the range: its value is its count.
+        let born = |f: &str, s: &str, r: &str, per: &str| {
+            format!("({f}({s}[{r}]) and {s} offset {r} or {s}{per} unless {s} offset {r})")
+        };
         assert_eq!(
             e,
-            format!("sum by (namespace, level) (rate({}[5m]))", m("r"))
+            format!(
+                "sum by (namespace, level) ({})",
+                born("rate", &m("r"), "5m", " / 300")
+            )
         );
         assert_eq!(rules[0].1, Some(vec!["namespace".to_string()]));
         let (_, rules, warnings) = tr(r#"max(rate({job="a"}[5m]))"#).unwrap();
@@ -1591,7 +1627,7 @@ mod tests {
         };
         assert_eq!(
             t.emit(&m2).unwrap(),
-            format!("(increase({}[1h]) > 0) > 0", m("r"))
+            format!("({} > 0) > 0", born("increase", &m("r"), "1h", " * 1"))
         );
         assert_eq!(t.rules[0].0.keep, None);
         assert_eq!(t.rules[0].0.labels, ["code", "e"]);
@@ -1603,8 +1639,14 @@ mod tests {
         assert_eq!(
             e,
             format!(
-                "(sum by (flavor) (increase(log_pattern_r_sum_total{{rule=\"r\"}}[1h])) / sum by (flavor) (increase({}[1h])) >= -Inf) < 300",
-                m("r_2")
+                "(sum by (flavor) ({}) / sum by (flavor) ({}) >= -Inf) < 300",
+                born(
+                    "increase",
+                    "log_pattern_r_sum_total{rule=\"r\"}",
+                    "1h",
+                    " * 1"
+                ),
+                born("increase", &m("r_2"), "1h", " * 1")
             )
         );
         assert_eq!(
@@ -1613,6 +1655,16 @@ mod tests {
                 r#"{namespace="a"} | logfmt idle, flavor | unwrap idle"#,
                 r#"{namespace="a"} | logfmt idle, flavor"#
             ]
+        );
+        // With `offset`, the born-within-range test moves by it too.
+        let (e, _, _) = tr(
+            r#"sum by (level) (count_over_time({namespace="a"} | logfmt level [10m] offset 1h))"#,
+        )
+        .unwrap();
+        let s = m("r");
+        assert_eq!(
+            e,
+            format!("sum by (level) ((increase({s}[10m] offset 1h) and {s} offset 4200s or {s} * 1 unless {s} offset 4200s))")
         );
         let deep = "(".repeat(100_000);
         assert!(tr(&deep).unwrap_err().contains("nested deeper than 64"));

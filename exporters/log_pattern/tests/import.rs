@@ -369,8 +369,8 @@ fn real_ruler_file_alerts_fire_and_resolve_as_in_loki() {
 
 /// Appends `minute(k)`'s lines to their files for each minute k, reads the exporter's rule
 /// counters after each minute with `replay` (the rules of `rules`), and runs `promtool test
-/// rules` of `prom` over them: each case is (eval time, alert, the `exp_alerts` YAML expected,
-/// none when the alert must not fire). A series that appears at minute k has no sample before.
+/// rules` of `proms` over them: each case is (eval time, alert, the `exp_alerts` YAML
+/// expected, none when the alert must not fire).
 fn fires_and_resolves(
     dir: &Path,
     rules: &Path,
@@ -379,21 +379,48 @@ fn fires_and_resolves(
     minute: impl Fn(usize) -> Vec<(PathBuf, String)>,
     cases: &[(&str, &str, Option<String>)],
 ) {
+    let read = |files: &[PathBuf], _lines: usize| {
+        let out = run_ok(
+            Command::new(BIN)
+                .args(["replay", &format!("--config.file={}", rules.display())])
+                .args(files),
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    counters_fire_and_resolve(dir, proms, minutes, minute, read, cases);
+}
+
+/// [`fires_and_resolves`] with the counters read by `read(files, lines written so far)`. A
+/// minute without lines repeats the counters of the minute before; a series that appears at
+/// minute k has no sample before.
+fn counters_fire_and_resolve(
+    dir: &Path,
+    proms: &[PathBuf],
+    minutes: usize,
+    minute: impl Fn(usize) -> Vec<(PathBuf, String)>,
+    mut read: impl FnMut(&[PathBuf], usize) -> String,
+    cases: &[(&str, &str, Option<String>)],
+) {
     let mut files: Vec<PathBuf> = Vec::new();
+    let mut lines = 0;
     let mut series: BTreeMap<String, Vec<Option<f64>>> = BTreeMap::new();
     for k in 0..minutes {
-        for (f, text) in minute(k) {
+        let new = minute(k);
+        if new.is_empty() && k > 0 {
+            for v in series.values_mut() {
+                let last = *v.last().unwrap();
+                v.push(last);
+            }
+            continue;
+        }
+        for (f, text) in new {
             append(&f, &text);
+            lines += text.lines().count();
             if !files.contains(&f) {
                 files.push(f);
             }
         }
-        let out = run_ok(
-            Command::new(BIN)
-                .args(["replay", &format!("--config.file={}", rules.display())])
-                .args(&files),
-        );
-        let text = String::from_utf8(out.stdout).unwrap();
+        let text = read(&files, lines);
         for (name, v) in samples(&text) {
             if name.contains("{rule=\"") && name.split('{').next().unwrap().ends_with("_total") {
                 let values = series.entry(name).or_insert_with(|| vec![None; k]);
@@ -716,6 +743,110 @@ fn synapse_ruler_files_fire_and_resolve_as_in_loki() {
             ("37m", "SynapseNGINXEmergFound", Some(ng.clone())),
             ("42m", "SynapseNGINXEmergFound", Some(ng)),
             ("49m", "SynapseNGINXEmergFound", None),
+        ],
+    );
+}
+
+/// github-runner-operator's translated rules over its JSON metrics log, read by the running
+/// exporter from a source whose `filename` label is the one Loki's agent sets: the queue
+/// idle-time average, the repo-policy 4xx ratio and the per-stream 5xx alert each fire and
+/// resolve where Loki's evaluation of the same lines does.
+#[test]
+fn github_runner_ruler_files_fire_and_resolve_as_in_loki() {
+    let d = tempfile::tempdir().unwrap();
+    let fx = fixtures(&d.path().join("config.yml")).remove(3);
+    let (report, rules, proms) = import_fixture(&fx, &d.path().join("import"));
+    assert_eq!(
+        report.matches(": translated as rule").count(),
+        3,
+        "{report}"
+    );
+    let log = d.path().join("github-runner-metrics.log");
+    std::fs::write(&log, "").unwrap();
+    let config = d.path().join("exporter.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "{}start_at: beginning\nsources:\n- path: {}\n  labels: {{filename: /var/log/github-runner-metrics.log}}\n",
+            std::fs::read_to_string(&rules).unwrap(),
+            log.display()
+        ),
+    )
+    .unwrap();
+    let pods = d.path().join("pods");
+    std::fs::create_dir_all(&pods).unwrap();
+    let exp = Exporter::start(
+        d.path(),
+        &args(&pods, &d.path().join("state.json"), &config, &[]),
+    );
+    let read = |_: &[PathBuf], lines: usize| {
+        let mut last = String::new();
+        let ok = e2e_tests::wait_until(
+            std::time::Duration::from_secs(20),
+            std::time::Duration::from_millis(10),
+            || {
+                last = exp.scrape();
+                samples(&last)
+                    .iter()
+                    .filter(|(k, _)| k.starts_with("log_pattern_lines_read_total"))
+                    .map(|(_, v)| v)
+                    .sum::<f64>()
+                    >= lines as f64
+            },
+        );
+        assert!(ok, "{lines} lines not read: {last}\n{}", exp.logs());
+        last
+    };
+    // A runner starts every 10 minutes (idle 600 s, 60 s in minutes 60-219) and stops at
+    // minute 5 of each 10: the repo-policy check fails with 403 at the stops of minutes
+    // 5-235, a 503 at minute 1.
+    let start = |idle: u32| {
+        format!("{{\"event\": \"runner_start\", \"flavor\": \"small\", \"idle\": {idle}, \"queue_duration\": 30}}\n")
+    };
+    let stop = |status: &str, code: u32| {
+        format!("{{\"event\": \"runner_stop\", \"flavor\": \"small\", \"status\": \"{status}\", \"status_info\": {{\"code\": {code}}}, \"repo\": \"canonical/repo-x\"}}\n")
+    };
+    let minute = |k: usize| -> Vec<(PathBuf, String)> {
+        let text = match k % 10 {
+            0 => start(if (60..220).contains(&k) { 60 } else { 600 }),
+            1 if k == 1 => stop("repo-policy-check-failure", 503),
+            5 if k <= 235 => stop("repo-policy-check-failure", 403),
+            5 => stop("normal", 200),
+            _ => String::new(),
+        };
+        if text.is_empty() {
+            Vec::new()
+        } else {
+            vec![(log.clone(), text)]
+        }
+    };
+    // Loki: the 1h idle average is below 300 s from minute 90 to 239 (firing after 2h, from
+    // 210); the 10m 4xx share is 1 (> 0.5) from minute 11 (the 503 stop at 1 halves it
+    // before) to 244 (firing after 3h, from 191); the 503 is in the 1h window from minute 1
+    // to 60.
+    let idle = "    exp_alerts:\n    - exp_labels: {severity: high, type: runner-capacity, flavor: small}\n      exp_annotations: {description: 'Idle time for application \"small\" is on average smaller than 5 minutes.', summary: 'Idle time for application \"small\" is too short'}\n".to_string();
+    let ratio = "    exp_alerts:\n    - exp_labels: {severity: high, type: runner-failure, filename: /var/log/github-runner-metrics.log}\n      exp_annotations: {description: More than 50 % of jobs have failed the repo-policy check (4xx status code), summary: Too many repo-policy check failures}\n".to_string();
+    let server = "    exp_alerts:\n    - exp_labels: {severity: high, type: runner-failure, rule: repo_policy_server_error, filename: /var/log/github-runner-metrics.log, event: runner_stop, status: repo-policy-check-failure, repo: canonical/repo-x, http_code: \"503\"}\n      exp_annotations: {description: A repo-policy server error (503) was encountered in a runner in unit  and repository canonical/repo-x., summary: Repo-policy server error in unit .}\n".to_string();
+    counters_fire_and_resolve(
+        d.path(),
+        &proms,
+        250,
+        minute,
+        read,
+        &[
+            ("85m", "Short idle time", None),
+            ("200m", "Short idle time", None),
+            ("215m", "Short idle time", Some(idle.clone())),
+            ("235m", "Short idle time", Some(idle)),
+            ("245m", "Short idle time", None),
+            ("185m", "Repo-policy check failures", None),
+            ("200m", "Repo-policy check failures", Some(ratio.clone())),
+            ("240m", "Repo-policy check failures", Some(ratio)),
+            ("248m", "Repo-policy check failures", None),
+            ("0m", "Repo-policy server error", None),
+            ("30m", "Repo-policy server error", Some(server.clone())),
+            ("58m", "Repo-policy server error", Some(server)),
+            ("65m", "Repo-policy server error", None),
         ],
     );
 }
