@@ -34,12 +34,6 @@ use crate::Error;
 /// A ruler file (`groups:`), or one rule at the top level as Juju charms ship their
 /// `src/loki_alert_rules/*.rule` files (read as one group named after the file).
 #[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum LokiFileForm {
-    Groups { groups: Vec<LokiGroup> },
-    Rule(LokiRule),
-}
-
 struct LokiFile {
     groups: Vec<LokiGroup>,
 }
@@ -1206,17 +1200,19 @@ pub fn translate_with(
     config: Option<&crate::config::Config>,
     label_map: &[(String, String)],
 ) -> Result<Import, Error> {
-    let file = match common::config::parse_yaml(path, text)? {
-        LokiFileForm::Groups { groups } => LokiFile { groups },
-        LokiFileForm::Rule(rule) => LokiFile {
+    let top: serde_yaml_ng::Value = common::config::parse_yaml(path, text)?;
+    let file = if top.get("groups").is_some() || top.get("expr").is_none() {
+        common::config::parse_yaml::<LokiFile>(path, text)?
+    } else {
+        LokiFile {
             groups: vec![LokiGroup {
                 name: path
                     .file_stem()
                     .map_or_else(String::new, |s| s.to_string_lossy().into_owned()),
                 interval: None,
-                rules: vec![rule],
+                rules: vec![common::config::parse_yaml(path, text)?],
             }],
-        },
+        }
     };
     let known = known_labels(config, label_map);
     let mut out_rules = Vec::new();
