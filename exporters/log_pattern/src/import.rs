@@ -18,7 +18,11 @@
 //! get rules with a counter of their own (`metric`) that adds each line's bytes (a
 //! `label_format` of `len __line__` unwrapped) or each unwrapped value; `offset` and
 //! `label_replace` carry over; `quantile_over_time` becomes `histogram_quantile` over a
-//! histogram rule when the Loki rule declares its buckets (annotation `log_pattern_buckets`).
+//! histogram rule when the Loki rule declares its buckets (annotation `log_pattern_buckets`);
+//! `avg_over_time(...) by (l)` is the `sum_over_time` sum over the line count. Per stream after
+//! parser stages that name their labels, the exporter rule carries those labels (Loki's
+//! streams then split by them); a series of extracted labels that did not exist one range ago
+//! counts all its lines as in the range (it is born with its first line counted).
 //! Each rule is reported on its own: translated, translated with a named approximation, or
 //! refused with the reason; a refused rule is left out of both outputs and never stops the
 //! others. A file holding one rule at the top level (as Juju charms ship them) is one group
