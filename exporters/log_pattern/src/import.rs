@@ -587,19 +587,7 @@ fn avg_by(
     offset: Option<String>,
     by: Vec<String>,
 ) -> Result<M, String> {
-    let parsed = crate::logql::parse(&query).map_err(|e| format!("log query {query:?}: {e}"))?;
-    let field = parsed
-        .unwrap
-        .as_ref()
-        .ok_or("avg_over_time needs `| unwrap` in its query")?;
-    let lines = query
-        .rfind("| unwrap")
-        .map(|i| query[..i].trim_end().to_string())
-        .filter(|q| {
-            query[q.len()..].split_whitespace().collect::<Vec<_>>()
-                == ["|", "unwrap", field.as_str()]
-        })
-        .ok_or("avg_over_time(...) by (...) is translated when `| unwrap NAME` ends its query")?;
+    let lines = without_unwrap(&query).map_err(|e| format!("avg_over_time(...) by (...): {e}"))?;
     let sum = |func: &str, query: String| M::Agg {
         op: "sum".into(),
         grouping: Some((false, by.clone())),
@@ -624,6 +612,22 @@ fn avg_by(
         l: Box::new(ratio),
         r: Box::new(M::Num("-Inf".into())),
     })))
+}
+
+/// `query` without the `| unwrap NAME` that ends it (the lines whose values it adds).
+fn without_unwrap(query: &str) -> Result<String, String> {
+    let field = crate::logql::parse(query)
+        .map_err(|e| format!("log query {query:?}: {e}"))?
+        .unwrap
+        .ok_or("the query has no `| unwrap`")?;
+    query
+        .rfind("| unwrap")
+        .map(|i| query[..i].trim_end().to_string())
+        .filter(|q| {
+            query[q.len()..].split_whitespace().collect::<Vec<_>>()
+                == ["|", "unwrap", field.as_str()]
+        })
+        .ok_or_else(|| "translated when `| unwrap NAME` ends its query".to_string())
 }
 
 fn parse_metric(text: &str) -> Result<M, String> {
@@ -689,6 +693,9 @@ struct Tr<'a> {
     known: &'a Known,
     /// The Loki rule's declared histogram buckets (`log_pattern_buckets`).
     buckets: Option<Vec<f64>>,
+    /// A label a per-stream series does not carry (the unwrapped one, also for the line
+    /// count of the same query without `| unwrap`).
+    drop: Option<String>,
 }
 
 /// The annotation of a Loki rule that declares the buckets of its quantiles.
@@ -790,7 +797,11 @@ impl Tr<'_> {
                     .added_labels()
                     .filter(|_| !parsed.stages.iter().any(|s| matches!(s, crate::logql::pipeline::Stage::Drop(_) | crate::logql::pipeline::Stage::Keep(_))))
                     .ok_or("a per-stream aggregation after a parser stage that does not name its labels (Loki's streams then split by every parsed label) cannot be translated")?;
-                let mut names = names;
+                // Loki's per-stream series of `| unwrap x` do not carry x.
+                let mut names: Vec<String> = names
+                    .into_iter()
+                    .filter(|n| Some(n) != parsed.unwrap.as_ref() && Some(n) != self.drop.as_ref())
+                    .collect();
                 names.sort();
                 names.dedup();
                 return self.add_rule(query, None, names, measure);
@@ -910,7 +921,25 @@ impl Tr<'_> {
             }
         };
         if measure == Measure::Unwrap && per_stream {
-            return Err(format!("{func} over `| unwrap` is translated only directly inside sum (by ...): a per-stream sum can be 0 or negative, which a per-source counter cannot tell from no lines"));
+            // A per-stream sum can be 0 or negative: a stream has a series where a line
+            // counter of the same query without `| unwrap` counted lines in the range.
+            let lines = without_unwrap(query)
+                .map_err(|e| format!("{func} over `| unwrap` per stream: {e}"))?;
+            self.drop = crate::logql::parse(query).ok().and_then(|q| q.unwrap);
+            let sum = self.rule_for(query, None, measure);
+            let count = self.rule_for(&lines, None, Measure::Lines);
+            self.drop = None;
+            let ((name, metric), (lines_name, _)) = (sum?, count?);
+            if fun == "increase" {
+                self.note(&format!(
+                    "{func} as increase() of a running sum (extrapolated over the range)"
+                ));
+            }
+            self.note("streams are the exporter's sources (files)");
+            let sum = self.counted(&series(&name, &metric), &name, fun, range)?;
+            let count =
+                self.counted(&series(&lines_name, &None), &lines_name, "increase", range)?;
+            return Ok(format!("({sum} and ignoring (rule) {count} > 0)"));
         }
         let (name, metric) = self.rule_for(query, keep, measure)?;
         match (fun, measure) {
@@ -925,31 +954,38 @@ impl Tr<'_> {
         if measure == Measure::Bytes {
             self.note("bytes counted by a label_format/unwrap rule: a line that still carries __error__ is not counted (Loki fails the query instead)");
         }
-        let s = series(&name, &metric);
-        let mut e = format!("{fun}({s}[{range}])");
-        if self
-            .rules
-            .iter()
-            .any(|(w, n)| *n == name && !w.labels.is_empty())
-        {
-            // A series of extracted labels is born with its first line counted (it has no 0
-            // before): where it did not exist `range` ago, every line it counted is in range.
-            let per = if fun == "rate" {
-                let secs = common::cli::parse_duration(range)
-                    .map_err(|e| format!("range {range:?}: {e}"))?
-                    .as_secs_f64();
-                format!(" / {secs}")
-            } else {
-                " * 1".to_string()
-            };
-            e = format!("({e} and {s} offset {range} or {s}{per} unless {s} offset {range})");
-        }
+        let e = self.counted(&series(&name, &metric), &name, fun, range)?;
         Ok(if per_stream {
             self.note("streams are the exporter's sources (files)");
             format!("({e} > 0)")
         } else {
             e
         })
+    }
+
+    /// `fun(s[range])` over the series `s` of the exporter rule `name`. A series of extracted
+    /// labels is born with its first line counted (it has no 0 before): where it did not
+    /// exist `range` ago, every line it counted is in the range.
+    fn counted(&self, s: &str, name: &str, fun: &str, range: &str) -> Result<String, String> {
+        let e = format!("{fun}({s}[{range}])");
+        if !self
+            .rules
+            .iter()
+            .any(|(w, n)| n == name && !w.labels.is_empty())
+        {
+            return Ok(e);
+        }
+        let per = if fun == "rate" {
+            let secs = common::cli::parse_duration(range)
+                .map_err(|e| format!("range {range:?}: {e}"))?
+                .as_secs_f64();
+            format!(" / {secs}")
+        } else {
+            " * 1".to_string()
+        };
+        Ok(format!(
+            "({e} and {s} offset {range} or {s}{per} unless {s} offset {range})"
+        ))
     }
 
     /// `quantile_over_time(φ, Q | unwrap x [r])` per stream: `histogram_quantile` over a
@@ -1253,6 +1289,7 @@ pub fn translate_with(
                     warnings: Vec::new(),
                     known: &known,
                     buckets,
+                    drop: None,
                 };
                 let expr = tr.emit(&m)?;
                 if tr.rules.is_empty() {
@@ -1445,6 +1482,7 @@ mod tests {
             warnings: Vec::new(),
             known: &known,
             buckets: Some(vec![0.1, 1.0]),
+            drop: None,
         };
         let e = t.emit(&m)?;
         let rules = t
@@ -1624,6 +1662,7 @@ mod tests {
             warnings: Vec::new(),
             known: &known,
             buckets: None,
+            drop: None,
         };
         assert_eq!(
             t.emit(&m2).unwrap(),
@@ -1666,6 +1705,51 @@ mod tests {
             e,
             format!("sum by (level) ((increase({s}[10m] offset 1h) and {s} offset 4200s or {s} * 1 unless {s} offset 4200s))")
         );
+        // A per-stream sum of unwrapped values: where the same query without the unwrap
+        // counted lines (a sum can be 0), per stream and parsed label but the unwrapped one.
+        let mut taken = std::collections::HashSet::new();
+        let mut t = Tr {
+            base: "r",
+            taken: &mut taken,
+            rules: Vec::new(),
+            notes: Vec::new(),
+            warnings: Vec::new(),
+            known: &known,
+            buckets: None,
+            drop: None,
+        };
+        let e = t
+            .emit(&parse_metric(r#"sum_over_time({namespace="a"} | json e="event", n="crashed" | e="x" | unwrap n [10m]) > 2"#).unwrap())
+            .unwrap();
+        let (sum, lines) = ("log_pattern_r_sum_total{rule=\"r\"}", m("r_2"));
+        assert_eq!(
+            e,
+            format!(
+                "({} and ignoring (rule) {} > 0) > 2",
+                born("increase", sum, "10m", " * 1"),
+                born("increase", &lines, "10m", " * 1")
+            )
+        );
+        let got: Vec<_> = t
+            .rules
+            .iter()
+            .map(|(w, _)| (w.query.as_str(), w.keep.clone(), w.labels.clone()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    r#"{namespace="a"} | json e="event", n="crashed" | e="x" | unwrap n"#,
+                    None,
+                    vec!["e".to_string()]
+                ),
+                (
+                    r#"{namespace="a"} | json e="event", n="crashed" | e="x""#,
+                    None,
+                    vec!["e".to_string()]
+                ),
+            ]
+        );
         let deep = "(".repeat(100_000);
         assert!(tr(&deep).unwrap_err().contains("nested deeper than 64"));
         let long = vec!["1"; 2000].join(" + ");
@@ -1673,7 +1757,7 @@ mod tests {
         for (bad, why) in [
             (
                 r#"max(sum_over_time({a="b"} | logfmt | unwrap x [5m]))"#,
-                "only directly inside sum",
+                "does not name its labels",
             ),
             (
                 r#"sum(avg_over_time({a="b"} | logfmt | unwrap x [5m]))"#,

@@ -749,8 +749,8 @@ fn synapse_ruler_files_fire_and_resolve_as_in_loki() {
 
 /// github-runner-operator's translated rules over its JSON metrics log, read by the running
 /// exporter from a source whose `filename` label is the one Loki's agent sets: the queue
-/// idle-time average, the repo-policy 4xx ratio and the per-stream 5xx alert each fire and
-/// resolve where Loki's evaluation of the same lines does.
+/// idle-time average, the repo-policy 4xx ratio, the per-stream 5xx and crashed-runner alerts
+/// each fire and resolve where Loki's evaluation of the same lines does.
 #[test]
 fn github_runner_ruler_files_fire_and_resolve_as_in_loki() {
     let d = tempfile::tempdir().unwrap();
@@ -758,7 +758,7 @@ fn github_runner_ruler_files_fire_and_resolve_as_in_loki() {
     let (report, rules, proms) = import_fixture(&fx, &d.path().join("import"));
     assert_eq!(
         report.matches(": translated as rule").count(),
-        3,
+        4,
         "{report}"
     );
     let log = d.path().join("github-runner-metrics.log");
@@ -799,7 +799,8 @@ fn github_runner_ruler_files_fire_and_resolve_as_in_loki() {
     };
     // A runner starts every 10 minutes (idle 600 s, 60 s in minutes 60-219) and stops at
     // minute 5 of each 10: the repo-policy check fails with 403 at the stops of minutes
-    // 5-235, a 503 at minute 1.
+    // 5-235, a 503 at minute 1. A reconciliation at minute 3 of each 10 counts 3 crashed
+    // runners in minutes 103-163, else none.
     let start = |idle: u32| {
         format!("{{\"event\": \"runner_start\", \"flavor\": \"small\", \"idle\": {idle}, \"queue_duration\": 30}}\n")
     };
@@ -809,6 +810,10 @@ fn github_runner_ruler_files_fire_and_resolve_as_in_loki() {
     let minute = |k: usize| -> Vec<(PathBuf, String)> {
         let text = match k % 10 {
             0 => start(if (60..220).contains(&k) { 60 } else { 600 }),
+            3 => format!(
+                "{{\"event\": \"reconciliation\", \"flavor\": \"small\", \"crashed_runners\": {}, \"idle_runners\": 2}}\n",
+                if (103..=163).contains(&k) { 3 } else { 0 }
+            ),
             1 if k == 1 => stop("repo-policy-check-failure", 503),
             5 if k <= 235 => stop("repo-policy-check-failure", 403),
             5 => stop("normal", 200),
@@ -823,10 +828,12 @@ fn github_runner_ruler_files_fire_and_resolve_as_in_loki() {
     // Loki: the 1h idle average is below 300 s from minute 90 to 239 (firing after 2h, from
     // 210); the 10m 4xx share is 1 (> 0.5) from minute 11 (the 503 stop at 1 halves it
     // before) to 244 (firing after 3h, from 191); the 503 is in the 1h window from minute 1
-    // to 60.
+    // to 60. The 10m sum of crashed runners is 3 (> 2) from minute 103 to 172 (firing after
+    // 15m, from 118).
     let idle = "    exp_alerts:\n    - exp_labels: {severity: high, type: runner-capacity, flavor: small}\n      exp_annotations: {description: 'Idle time for application \"small\" is on average smaller than 5 minutes.', summary: 'Idle time for application \"small\" is too short'}\n".to_string();
     let ratio = "    exp_alerts:\n    - exp_labels: {severity: high, type: runner-failure, filename: /var/log/github-runner-metrics.log}\n      exp_annotations: {description: More than 50 % of jobs have failed the repo-policy check (4xx status code), summary: Too many repo-policy check failures}\n".to_string();
     let server = "    exp_alerts:\n    - exp_labels: {severity: high, type: runner-failure, rule: repo_policy_server_error, filename: /var/log/github-runner-metrics.log, event: runner_stop, status: repo-policy-check-failure, repo: canonical/repo-x, http_code: \"503\"}\n      exp_annotations: {description: A repo-policy server error (503) was encountered in a runner in unit  and repository canonical/repo-x., summary: Repo-policy server error in unit .}\n".to_string();
+    let crashed = "    exp_alerts:\n    - exp_labels: {severity: high, type: runner-failure, rule: crashed_runner, filename: /var/log/github-runner-metrics.log, event: reconciliation}\n      exp_annotations: {summary: A runner in unit  crashed.}\n".to_string();
     counters_fire_and_resolve(
         d.path(),
         &proms,
@@ -847,6 +854,11 @@ fn github_runner_ruler_files_fire_and_resolve_as_in_loki() {
             ("30m", "Repo-policy server error", Some(server.clone())),
             ("58m", "Repo-policy server error", Some(server)),
             ("65m", "Repo-policy server error", None),
+            ("100m", "Crashed runner", None),
+            ("110m", "Crashed runner", None),
+            ("125m", "Crashed runner", Some(crashed.clone())),
+            ("170m", "Crashed runner", Some(crashed)),
+            ("178m", "Crashed runner", None),
         ],
     );
 }
