@@ -18,10 +18,15 @@
 //! get rules with a counter of their own (`metric`) that adds each line's bytes (a
 //! `label_format` of `len __line__` unwrapped) or each unwrapped value; `offset` and
 //! `label_replace` carry over; `quantile_over_time` becomes `histogram_quantile` over a
-//! histogram rule when the Loki rule declares its buckets (annotation `log_pattern_buckets`).
+//! histogram rule when the Loki rule declares its buckets (annotation `log_pattern_buckets`);
+//! `avg_over_time(...) by (l)` is the `sum_over_time` sum over the line count. Per stream after
+//! parser stages that name their labels, the exporter rule carries those labels (Loki's
+//! streams then split by them); a series of extracted labels that did not exist one range ago
+//! counts all its lines as in the range (it is born with its first line counted).
 //! Each rule is reported on its own: translated, translated with a named approximation, or
 //! refused with the reason; a refused rule is left out of both outputs and never stops the
-//! others. Both files are written whole (a temporary file renamed) or not at all.
+//! others. A file holding one rule at the top level (as Juju charms ship them) is one group
+//! named after the file. Both files are written whole (a temporary file renamed) or not at all.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -30,6 +35,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::Error;
 
+/// A ruler file (`groups:`), or one rule at the top level as Juju charms ship their
+/// `src/loki_alert_rules/*.rule` files (read as one group named after the file).
 #[derive(Debug, Deserialize)]
 struct LokiFile {
     groups: Vec<LokiGroup>,
@@ -443,6 +450,11 @@ impl P<'_> {
                         Some((q, Some(self.labels()?)))
                     }
                     Some(q) if self.peek_word() != "without" => Some((q, None)),
+                    None if w == "avg_over_time" && self.peek_word() == "by" => {
+                        self.word();
+                        let by = self.labels()?;
+                        return avg_by(query, range, offset, by);
+                    }
                     _ if self.peek_word() == "by" || self.peek_word() == "without" => {
                         return Err(format!("{w}(...) by/without (...) (grouping an unwrap range aggregation) cannot be translated"));
                     }
@@ -566,6 +578,58 @@ impl P<'_> {
     }
 }
 
+/// `avg_over_time(Q | unwrap x [r]) by (l)`: the sum of the values over the number of lines,
+/// `sum by (l) (sum_over_time(...)) / sum by (l) (count_over_time(Q [r]))` (the form Loki's
+/// own query sharding evaluates), without the groups that had no line (0/0).
+fn avg_by(
+    query: String,
+    range: String,
+    offset: Option<String>,
+    by: Vec<String>,
+) -> Result<M, String> {
+    let lines = without_unwrap(&query).map_err(|e| format!("avg_over_time(...) by (...): {e}"))?;
+    let sum = |func: &str, query: String| M::Agg {
+        op: "sum".into(),
+        grouping: Some((false, by.clone())),
+        param: None,
+        inner: Box::new(M::Range {
+            func: func.into(),
+            query,
+            range: range.clone(),
+            offset: offset.clone(),
+            param: None,
+        }),
+    };
+    let ratio = M::Bin {
+        op: "/".into(),
+        modifiers: String::new(),
+        l: Box::new(sum("sum_over_time", query.clone())),
+        r: Box::new(sum("count_over_time", lines)),
+    };
+    Ok(M::Paren(Box::new(M::Bin {
+        op: ">=".into(),
+        modifiers: String::new(),
+        l: Box::new(ratio),
+        r: Box::new(M::Num("-Inf".into())),
+    })))
+}
+
+/// `query` without the `| unwrap NAME` that ends it (the lines whose values it adds).
+fn without_unwrap(query: &str) -> Result<String, String> {
+    let field = crate::logql::parse(query)
+        .map_err(|e| format!("log query {query:?}: {e}"))?
+        .unwrap
+        .ok_or("the query has no `| unwrap`")?;
+    query
+        .rfind("| unwrap")
+        .map(|i| query[..i].trim_end().to_string())
+        .filter(|q| {
+            query[q.len()..].split_whitespace().collect::<Vec<_>>()
+                == ["|", "unwrap", field.as_str()]
+        })
+        .ok_or_else(|| "translated when `| unwrap NAME` ends its query".to_string())
+}
+
 fn parse_metric(text: &str) -> Result<M, String> {
     let mut p = P {
         s: text,
@@ -629,6 +693,9 @@ struct Tr<'a> {
     known: &'a Known,
     /// The Loki rule's declared histogram buckets (`log_pattern_buckets`).
     buckets: Option<Vec<f64>>,
+    /// A label a per-stream series does not carry (the unwrapped one, also for the line
+    /// count of the same query without `| unwrap`).
+    drop: Option<String>,
 }
 
 /// The annotation of a Loki rule that declares the buckets of its quantiles.
@@ -724,7 +791,20 @@ impl Tr<'_> {
         let mut labels = Vec::new();
         if let Some(parser) = &parsed.parser {
             let Some(by) = keep.take() else {
-                return Err("a per-stream aggregation after a parser stage (Loki's streams then split by the parsed labels) cannot be translated".into());
+                // Per stream, Loki's series are the stream labels plus every label the stages
+                // add: exact when the stages name them all and drop none.
+                let names = parsed
+                    .added_labels()
+                    .filter(|_| !parsed.stages.iter().any(|s| matches!(s, crate::logql::pipeline::Stage::Drop(_) | crate::logql::pipeline::Stage::Keep(_))))
+                    .ok_or("a per-stream aggregation after a parser stage that does not name its labels (Loki's streams then split by every parsed label) cannot be translated")?;
+                // Loki's per-stream series of `| unwrap x` do not carry x.
+                let mut names: Vec<String> = names
+                    .into_iter()
+                    .filter(|n| Some(n) != parsed.unwrap.as_ref() && Some(n) != self.drop.as_ref())
+                    .collect();
+                names.sort();
+                names.dedup();
+                return self.add_rule(query, None, names, measure);
             };
             // Grouping labels a source carries stay source labels; the others are the
             // parser's, carried as extracted labels.
@@ -743,6 +823,19 @@ impl Tr<'_> {
             keep = Some(source);
             labels = extracted;
         }
+        self.add_rule(query, keep, labels, measure)
+    }
+
+    /// Warns of selector labels no source carries and adds the exporter rule (once per
+    /// query, kept and extracted labels and measure).
+    fn add_rule(
+        &mut self,
+        query: &str,
+        keep: Option<Vec<String>>,
+        labels: Vec<String>,
+        measure: Measure,
+    ) -> Result<(String, Option<String>), String> {
+        let parsed = crate::logql::parse(query).map_err(|e| format!("log query {query:?}: {e}"))?;
         for m in &parsed.matchers {
             if !m.matches("") && !self.known.labels.contains(&m.name) {
                 let w = format!(
@@ -828,7 +921,25 @@ impl Tr<'_> {
             }
         };
         if measure == Measure::Unwrap && per_stream {
-            return Err(format!("{func} over `| unwrap` is translated only directly inside sum (by ...): a per-stream sum can be 0 or negative, which a per-source counter cannot tell from no lines"));
+            // A per-stream sum can be 0 or negative: a stream has a series where a line
+            // counter of the same query without `| unwrap` counted lines in the range.
+            let lines = without_unwrap(query)
+                .map_err(|e| format!("{func} over `| unwrap` per stream: {e}"))?;
+            self.drop = crate::logql::parse(query).ok().and_then(|q| q.unwrap);
+            let sum = self.rule_for(query, None, measure);
+            let count = self.rule_for(&lines, None, Measure::Lines);
+            self.drop = None;
+            let ((name, metric), (lines_name, _)) = (sum?, count?);
+            if fun == "increase" {
+                self.note(&format!(
+                    "{func} as increase() of a running sum (extrapolated over the range)"
+                ));
+            }
+            self.note("streams are the exporter's sources (files)");
+            let sum = self.counted(&series(&name, &metric), &name, fun, range)?;
+            let count =
+                self.counted(&series(&lines_name, &None), &lines_name, "increase", range)?;
+            return Ok(format!("({sum} and ignoring (rule) {count} > 0)"));
         }
         let (name, metric) = self.rule_for(query, keep, measure)?;
         match (fun, measure) {
@@ -843,13 +954,38 @@ impl Tr<'_> {
         if measure == Measure::Bytes {
             self.note("bytes counted by a label_format/unwrap rule: a line that still carries __error__ is not counted (Loki fails the query instead)");
         }
-        let e = format!("{fun}({}[{range}])", series(&name, &metric));
+        let e = self.counted(&series(&name, &metric), &name, fun, range)?;
         Ok(if per_stream {
             self.note("streams are the exporter's sources (files)");
             format!("({e} > 0)")
         } else {
             e
         })
+    }
+
+    /// `fun(s[range])` over the series `s` of the exporter rule `name`. A series of extracted
+    /// labels is born with its first line counted (it has no 0 before): where it did not
+    /// exist `range` ago, every line it counted is in the range.
+    fn counted(&self, s: &str, name: &str, fun: &str, range: &str) -> Result<String, String> {
+        let e = format!("{fun}({s}[{range}])");
+        if !self
+            .rules
+            .iter()
+            .any(|(w, n)| n == name && !w.labels.is_empty())
+        {
+            return Ok(e);
+        }
+        let per = if fun == "rate" {
+            let secs = common::cli::parse_duration(range)
+                .map_err(|e| format!("range {range:?}: {e}"))?
+                .as_secs_f64();
+            format!(" / {secs}")
+        } else {
+            " * 1".to_string()
+        };
+        Ok(format!(
+            "({e} and {s} offset {range} or {s}{per} unless {s} offset {range})"
+        ))
     }
 
     /// `quantile_over_time(φ, Q | unwrap x [r])` per stream: `histogram_quantile` over a
@@ -986,7 +1122,18 @@ impl Tr<'_> {
 fn with_offset(e: String, range: &str, offset: &Option<String>) -> String {
     match offset {
         None => e,
-        Some(o) => e.replacen(&format!("[{range}]"), &format!("[{range}] offset {o}"), 1),
+        Some(o) => {
+            // `offset RANGE` (series born within the range) moves by the offset too.
+            let total = [range, o.as_str()]
+                .iter()
+                .map(|d| common::cli::parse_duration(d).map(|d| d.as_secs_f64()))
+                .sum::<Result<f64, _>>();
+            let e = match total {
+                Ok(t) => e.replace(&format!(" offset {range}"), &format!(" offset {t}s")),
+                Err(_) => e,
+            };
+            e.replace(&format!("[{range}]"), &format!("[{range}] offset {o}"))
+        }
     }
 }
 
@@ -1093,7 +1240,20 @@ pub fn translate_with(
     config: Option<&crate::config::Config>,
     label_map: &[(String, String)],
 ) -> Result<Import, Error> {
-    let file: LokiFile = common::config::parse_yaml(path, text)?;
+    let top: serde_yaml_ng::Value = common::config::parse_yaml(path, text)?;
+    let file = if top.get("groups").is_some() || top.get("expr").is_none() {
+        common::config::parse_yaml::<LokiFile>(path, text)?
+    } else {
+        LokiFile {
+            groups: vec![LokiGroup {
+                name: path
+                    .file_stem()
+                    .map_or_else(String::new, |s| s.to_string_lossy().into_owned()),
+                interval: None,
+                rules: vec![common::config::parse_yaml(path, text)?],
+            }],
+        }
+    };
     let known = known_labels(config, label_map);
     let mut out_rules = Vec::new();
     let mut groups = Vec::new();
@@ -1129,6 +1289,7 @@ pub fn translate_with(
                     warnings: Vec::new(),
                     known: &known,
                     buckets,
+                    drop: None,
                 };
                 let expr = tr.emit(&m)?;
                 if tr.rules.is_empty() {
@@ -1321,6 +1482,7 @@ mod tests {
             warnings: Vec::new(),
             known: &known,
             buckets: Some(vec![0.1, 1.0]),
+            drop: None,
         };
         let e = t.emit(&m)?;
         let rules = t
@@ -1457,9 +1619,16 @@ mod tests {
         );
         let (e, rules, _) =
             tr(r#"sum by (namespace, level) (rate({namespace="a"} | json [5m]))"#).unwrap();
+        // A series of extracted labels born within the range: its value is its count.
+        let born = |f: &str, s: &str, r: &str, per: &str| {
+            format!("({f}({s}[{r}]) and {s} offset {r} or {s}{per} unless {s} offset {r})")
+        };
         assert_eq!(
             e,
-            format!("sum by (namespace, level) (rate({}[5m]))", m("r"))
+            format!(
+                "sum by (namespace, level) ({})",
+                born("rate", &m("r"), "5m", " / 300")
+            )
         );
         assert_eq!(rules[0].1, Some(vec!["namespace".to_string()]));
         let (_, rules, warnings) = tr(r#"max(rate({job="a"}[5m]))"#).unwrap();
@@ -1477,6 +1646,110 @@ mod tests {
             )]
         );
         assert!(warnings.is_empty(), "{warnings:?}");
+        // Per stream after parsers that name their labels: Loki's series are the stream's
+        // labels plus the parsed ones, which the rule keeps as extracted labels.
+        let m2 = parse_metric(
+            r#"count_over_time({namespace="a"} | json e="event" | e="stop" | logfmt code, e [1h]) > 0"#,
+        )
+        .unwrap();
+        let known = known_labels(None, &[]);
+        let mut taken = std::collections::HashSet::new();
+        let mut t = Tr {
+            base: "r",
+            taken: &mut taken,
+            rules: Vec::new(),
+            notes: Vec::new(),
+            warnings: Vec::new(),
+            known: &known,
+            buckets: None,
+            drop: None,
+        };
+        assert_eq!(
+            t.emit(&m2).unwrap(),
+            format!("({} > 0) > 0", born("increase", &m("r"), "1h", " * 1"))
+        );
+        assert_eq!(t.rules[0].0.keep, None);
+        assert_eq!(t.rules[0].0.labels, ["code", "e"]);
+        // avg_over_time by: the sum of the values over the lines of the query without unwrap.
+        let (e, rules, _) = tr(
+            r#"avg_over_time({namespace="a"} | logfmt idle, flavor | unwrap idle [1h]) by (flavor) < 300"#,
+        )
+        .unwrap();
+        assert_eq!(
+            e,
+            format!(
+                "(sum by (flavor) ({}) / sum by (flavor) ({}) >= -Inf) < 300",
+                born(
+                    "increase",
+                    "log_pattern_r_sum_total{rule=\"r\"}",
+                    "1h",
+                    " * 1"
+                ),
+                born("increase", &m("r_2"), "1h", " * 1")
+            )
+        );
+        assert_eq!(
+            rules.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(),
+            [
+                r#"{namespace="a"} | logfmt idle, flavor | unwrap idle"#,
+                r#"{namespace="a"} | logfmt idle, flavor"#
+            ]
+        );
+        // With `offset`, the born-within-range test moves by it too.
+        let (e, _, _) = tr(
+            r#"sum by (level) (count_over_time({namespace="a"} | logfmt level [10m] offset 1h))"#,
+        )
+        .unwrap();
+        let s = m("r");
+        assert_eq!(
+            e,
+            format!("sum by (level) ((increase({s}[10m] offset 1h) and {s} offset 4200s or {s} * 1 unless {s} offset 4200s))")
+        );
+        // A per-stream sum of unwrapped values: where the same query without the unwrap
+        // counted lines (a sum can be 0), per stream and parsed label but the unwrapped one.
+        let mut taken = std::collections::HashSet::new();
+        let mut t = Tr {
+            base: "r",
+            taken: &mut taken,
+            rules: Vec::new(),
+            notes: Vec::new(),
+            warnings: Vec::new(),
+            known: &known,
+            buckets: None,
+            drop: None,
+        };
+        let e = t
+            .emit(&parse_metric(r#"sum_over_time({namespace="a"} | json e="event", n="crashed" | e="x" | unwrap n [10m]) > 2"#).unwrap())
+            .unwrap();
+        let (sum, lines) = ("log_pattern_r_sum_total{rule=\"r\"}", m("r_2"));
+        assert_eq!(
+            e,
+            format!(
+                "({} and ignoring (rule) {} > 0) > 2",
+                born("increase", sum, "10m", " * 1"),
+                born("increase", &lines, "10m", " * 1")
+            )
+        );
+        let got: Vec<_> = t
+            .rules
+            .iter()
+            .map(|(w, _)| (w.query.as_str(), w.keep.clone(), w.labels.clone()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    r#"{namespace="a"} | json e="event", n="crashed" | e="x" | unwrap n"#,
+                    None,
+                    vec!["e".to_string()]
+                ),
+                (
+                    r#"{namespace="a"} | json e="event", n="crashed" | e="x""#,
+                    None,
+                    vec!["e".to_string()]
+                ),
+            ]
+        );
         let deep = "(".repeat(100_000);
         assert!(tr(&deep).unwrap_err().contains("nested deeper than 64"));
         let long = vec!["1"; 2000].join(" + ");
@@ -1484,7 +1757,7 @@ mod tests {
         for (bad, why) in [
             (
                 r#"max(sum_over_time({a="b"} | logfmt | unwrap x [5m]))"#,
-                "only directly inside sum",
+                "does not name its labels",
             ),
             (
                 r#"sum(avg_over_time({a="b"} | logfmt | unwrap x [5m]))"#,
@@ -1513,6 +1786,18 @@ mod tests {
                 "by/without",
             ),
             (r#"max(rate({a="b"} | json [5m]))"#, "after a parser stage"),
+            (
+                r#"max(rate({a="b"} | json x="x" | drop x [5m]))"#,
+                "after a parser stage",
+            ),
+            (
+                r#"avg_over_time({a="b"} | logfmt x | unwrap x | __error__="" [5m]) by (a)"#,
+                "ends its query",
+            ),
+            (
+                r#"avg_over_time({a="b"} | logfmt x | unwrap x [5m]) without (a)"#,
+                "by/without",
+            ),
             (
                 r#"sum by (other) (rate({a="b"} | regexp "(?P<level>\\w+)" [5m]))"#,
                 "neither a source label nor extracted",

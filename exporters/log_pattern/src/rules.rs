@@ -384,7 +384,8 @@ fn intern(sets: &mut Vec<Labels>, index: &mut HashMap<Labels, SetId>, labels: La
 /// Runs a rule's stages on a line that passed its line filters, with the source's labels
 /// (and `stream`) as the stream labels; returns the series labels (`base` plus the rule's
 /// extracted labels: an extracted label named like a source label is `<name>_extracted`, as
-/// Loki names it) and the unwrapped field: `None` when the stages drop the line, `Some(None)`
+/// Loki names it, while a `| label_format` onto a source label's name replaces that label, as
+/// in Loki) and the unwrapped field: `None` when the stages drop the line, `Some(None)`
 /// for the number when the field is absent (the line is not one the rule measures),
 /// `Some(Some(None))` when it is not a number or the line carries `__error__`.
 fn extracted_series(
@@ -403,10 +404,25 @@ fn extracted_series(
     };
     let mut labels = base.clone();
     for name in &rule.extract {
-        let key = if source.iter().any(|(k, v)| k == name && !v.is_empty()) {
-            format!("{name}_extracted")
-        } else {
-            name.clone()
+        let stream_value = source
+            .iter()
+            .find(|(k, v)| k == name && !v.is_empty())
+            .map(|(_, v)| v.as_str());
+        let key = match stream_value {
+            // `| label_format name=...` replaced the stream label itself (no `_extracted`).
+            Some(v)
+                if processed.get(&format!("{name}_extracted")).is_none()
+                    && processed.get(name) != Some(v) =>
+            {
+                let value = cut(processed.get(name).unwrap_or("")).to_string();
+                match labels.iter_mut().find(|(k, _)| k == name) {
+                    Some(l) => l.1 = value,
+                    None => labels.push((name.clone(), value)),
+                }
+                continue;
+            }
+            Some(_) => format!("{name}_extracted"),
+            None => name.clone(),
         };
         let value = cut(processed.get(&key).unwrap_or("")).to_string();
         labels.push((key, value));

@@ -78,7 +78,19 @@ fn rule_engine_counts_what_loki_keeps() {
         let mut rule = Rule::new("contract", expr);
         // The rule extracts the parsed labels Loki reports (under their names before the
         // `_extracted` rename, as a rule's `labels` names them).
-        let extracted: Vec<String> = c
+        // A stream label the pipeline replaced or removed (`| label_format app=...`) is
+        // extracted too, under its own name, and its series label is Loki's value.
+        let replaced: Vec<String> = match &c.want {
+            Some(want) if !c.query.contains("| keep") => c
+                .labels
+                .iter()
+                .filter(|(k, v)| *k != "stream" && want.get(*k) != Some(*v))
+                .filter(|(k, _)| !want.contains_key(&format!("{k}_extracted")))
+                .map(|(k, _)| k.clone())
+                .collect(),
+            _ => Vec::new(),
+        };
+        let mut extracted: Vec<String> = c
             .want
             .iter()
             .flatten()
@@ -89,6 +101,7 @@ fn rule_engine_counts_what_loki_keeps() {
                 _ => k,
             })
             .collect();
+        extracted.extend(replaced.iter().cloned());
         if !c.query.contains("| keep") {
             rule.labels = extracted;
         }
@@ -150,7 +163,7 @@ fn rule_engine_counts_what_loki_keeps() {
             for v in values.iter().filter(|v| v.value > 0) {
                 for (k, val) in &v.labels {
                     let expected = want.get(k).map(String::as_str).unwrap_or("");
-                    let is_source = source.iter().any(|(s, _)| s == k);
+                    let is_source = source.iter().any(|(s, _)| s == k) && !replaced.contains(k);
                     if !is_source && val != expected {
                         failures.push(format!(
                             "{}: {}: series label {k}={val:?}, Loki {expected:?}",

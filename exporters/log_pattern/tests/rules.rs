@@ -257,3 +257,32 @@ fn out_text(path: &std::path::Path, bin: &str) -> String {
         String::from_utf8_lossy(&out.stderr)
     )
 }
+
+/// A `| label_format` onto a source label's name, listed in the rule's `labels`, gives the
+/// series Loki's value of that label (the formatted one), not an empty `<name>_extracted`.
+#[test]
+fn label_format_onto_a_source_label_replaces_it() {
+    let d = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_log_pattern_exporter");
+    let config = write_config(
+        d.path(),
+        "rules:\n- name: ns\n  expr: '{namespace=\"prod\"} |= \"GET\" | label_format namespace=\"x-{{.namespace}}\"'\n  labels: [namespace]\n",
+    );
+    let log = container_dir(&d.path().join("pods"), "prod", "web-1", "web").join("0.log");
+    std::fs::write(&log, cri("GET /a") + &cri("POST /b") + &cri("GET /c")).unwrap();
+    let out = run_ok(
+        Command::new(bin)
+            .args(["replay", &format!("--config.file={}", config.display())])
+            .arg(&log),
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let counted: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("log_pattern_matches_total{"))
+        .collect();
+    assert_eq!(
+        counted,
+        ["log_pattern_matches_total{rule=\"ns\",namespace=\"x-prod\",pod=\"web-1\",container=\"web\"} 2"],
+        "{text}"
+    );
+}
