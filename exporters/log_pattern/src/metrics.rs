@@ -263,6 +263,14 @@ fn by_label(label: &str, map: &BTreeMap<String, u64>, keys: &[&str]) -> ConstCou
 
 /// Registers every metric of `snap` (the registry already has the `log_pattern` prefix).
 pub fn encode(snap: &Snapshot, r: &mut Registry) {
+    encode_rule_series(snap, r);
+    encode_tailer(&snap.counters, &snap.gauges, r);
+    encode_saves(&snap.saves, r);
+}
+
+/// The rules' series (`matches` and the rules' own metrics), one info series per rule in
+/// force, and the per-tenant overflow and series counts.
+fn encode_rule_series(snap: &Snapshot, r: &mut Registry) {
     // Rule series, grouped by metric (`matches` first, then rules' own metrics by name).
     let mut by_metric: BTreeMap<&str, RuleFamily> = BTreeMap::new();
     by_metric.insert(crate::config::DEFAULT_METRIC, RuleFamily::default());
@@ -351,7 +359,11 @@ pub fn encode(snap: &Snapshot, r: &mut Registry) {
             ConstGauges(tenants.iter().map(|(t, (_, n))| (label(t), *n)).collect()),
         );
     }
-    let c = &snap.counters;
+}
+
+/// What the tailer counted and holds: lines and bytes read, files, rotations, errors, rescans,
+/// event lag.
+fn encode_tailer(c: &Counters, g: &Gauges, r: &mut Registry) {
     r.register(
         "lines_read",
         "Logical log lines read (partial lines joined)",
@@ -432,7 +444,6 @@ pub fn encode(snap: &Snapshot, r: &mut Registry) {
         "Lines of a source with a configured timestamp whose stamp did not parse (matched as usual, no lag observed), by source",
         by_label("source", &c.timestamp_parse_errors, &[]),
     );
-    let g = &snap.gauges;
     r.register(
         "files_watched",
         "Log files open and followed, rotated ones included",
@@ -453,7 +464,10 @@ pub fn encode(snap: &Snapshot, r: &mut Registry) {
         "Bytes written to followed files but not yet read (size minus offset)",
         gauge_u(g.backlog_bytes),
     );
-    let s = &snap.saves;
+}
+
+/// The state file's saves.
+fn encode_saves(s: &SaveStats, r: &mut Registry) {
     r.register(
         "state_saves",
         "Successful state file saves by this process",
