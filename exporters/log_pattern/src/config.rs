@@ -2,7 +2,7 @@
 //!
 //! Part 1 of the exporter supports the simplest rule, a line that contains a string; the LogQL
 //! rule language of part 2 replaces [`Rule`] without touching the tailer, which only hands each
-//! line to a [`crate::rules::LineSink`]. Sources beside the Kubernetes pod tree are path globs
+//! line to a [`crate::sink::LineSink`]. Sources beside the Kubernetes pod tree are path globs
 //! whose `{name}` components become labels.
 
 use std::collections::BTreeMap;

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use regex::Regex;
 
-use crate::rules::Labels;
+use crate::sink::Labels;
 
 /// A file a scan found.
 #[derive(Debug, Clone)]

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use common::ConfigError;
 
-use crate::rules;
+use crate::sink;
 
 /// Errors of this crate.
 #[derive(Debug, thiserror::Error)]
@@ -28,7 +28,7 @@ pub enum Error {
     #[error("cannot encode the metrics")]
     Encode,
     #[error(transparent)]
-    Rules(#[from] rules::BuildError),
+    Rules(#[from] sink::BuildError),
     #[error("cannot write the imported rules: {0}")]
     Import(String),
     #[error("cannot listen for SIGHUP: {0}")]

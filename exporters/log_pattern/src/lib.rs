@@ -21,6 +21,7 @@ pub(crate) mod reload;
 pub mod replay;
 pub mod rules;
 pub(crate) mod service;
+pub mod sink;
 pub(crate) mod state;
 pub mod tail;
 pub(crate) mod tenants;

@@ -16,7 +16,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 
-use crate::rules::{Num, NumKind, RuleInfo, SeriesValue};
+use crate::sink::{Num, NumKind, RuleInfo, SeriesValue};
 
 /// Upper bounds of the event lag histogram, in seconds.
 pub const LAG_BUCKETS: [f64; 10] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0];
@@ -277,13 +277,13 @@ fn encode_rule_series(snap: &Snapshot, r: &mut Registry) {
     // Per tenant: overflowed lines, and series in force (overflow and error series aside).
     let mut tenants: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
     for s in &snap.matches {
-        if s.metric.as_deref() == Some(crate::rules::TENANT_OVERFLOW) {
+        if s.metric.as_deref() == Some(crate::sink::TENANT_OVERFLOW) {
             tenants.entry(&s.tenant).or_default().0 += s.value;
             continue;
         }
         if !s.tenant.is_empty()
             && !s.overflow
-            && s.metric.as_deref() != Some(crate::rules::UNWRAP_ERRORS)
+            && s.metric.as_deref() != Some(crate::sink::UNWRAP_ERRORS)
         {
             tenants.entry(&s.tenant).or_default().1 += 1;
         }
@@ -309,9 +309,9 @@ fn encode_rule_series(snap: &Snapshot, r: &mut Registry) {
             matches,
         );
     }
-    if let Some(errors) = by_metric.remove(crate::rules::UNWRAP_ERRORS) {
+    if let Some(errors) = by_metric.remove(crate::sink::UNWRAP_ERRORS) {
         r.register(
-            crate::rules::UNWRAP_ERRORS,
+            crate::sink::UNWRAP_ERRORS,
             "Lines of | unwrap rules whose extracted field is not a number (not observed), by rule",
             errors,
         );
@@ -349,7 +349,7 @@ fn encode_rule_series(snap: &Snapshot, r: &mut Registry) {
     if !tenants.is_empty() {
         let label = |t: &str| vec![("tenant".to_string(), t.to_string())];
         r.register(
-            crate::rules::TENANT_OVERFLOW,
+            crate::sink::TENANT_OVERFLOW,
             "Lines of a tenant's rules counted into an overflow series (past a rule's max_series or the tenant's series budget), by tenant",
             ConstCounters(tenants.iter().map(|(t, (o, _))| (label(t), *o)).collect()),
         );

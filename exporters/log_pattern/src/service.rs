@@ -20,7 +20,7 @@ use inotify::{Inotify, WatchDescriptor, WatchMask, Watches};
 
 use crate::discovery::{ScanResult, Source};
 use crate::metrics::{Gauges, SaveStats, Snapshot};
-use crate::rules::LineSink;
+use crate::sink::LineSink;
 use crate::state::{self, State};
 use crate::tail::{Engine, Options};
 use crate::Error;
@@ -42,7 +42,7 @@ enum Msg {
     Wake,
     Reload(
         Vec<crate::config::Rule>,
-        tokio::sync::oneshot::Sender<Result<(), crate::rules::BuildError>>,
+        tokio::sync::oneshot::Sender<Result<(), crate::sink::BuildError>>,
     ),
     Collect(tokio::sync::oneshot::Sender<Arc<Snapshot>>),
     Shutdown(tokio::sync::oneshot::Sender<()>),

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::format::Format;
 use crate::metrics::Counters;
-use crate::rules::{Labels, RuleInfo, SeriesValue};
+use crate::sink::{Labels, RuleInfo, SeriesValue};
 
 /// Format version of the state file.
 pub const VERSION: u32 = 1;

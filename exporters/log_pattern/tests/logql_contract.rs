@@ -11,7 +11,8 @@ use log_pattern_exporter::config::Rule;
 use log_pattern_exporter::format::Stream;
 use log_pattern_exporter::logql::template::Template;
 use log_pattern_exporter::logql::{parse, ERROR_DETAILS_LABEL, ERROR_LABEL};
-use log_pattern_exporter::rules::{Line, LineSink, Rules, UNWRAP_ERRORS};
+use log_pattern_exporter::rules::Rules;
+use log_pattern_exporter::sink::{Line, LineSink, UNWRAP_ERRORS};
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]

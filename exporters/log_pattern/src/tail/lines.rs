@@ -11,7 +11,7 @@ use memchr::memchr;
 
 use crate::format::{self, Format, Stream};
 use crate::metrics::Counters;
-use crate::rules::{Line, LineSink, SourceId};
+use crate::sink::{Line, LineSink, SourceId};
 use crate::timestamp::Stamps;
 
 /// Where lines go, and the counters that describe them.
@@ -273,7 +273,7 @@ fn source_lag(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rules::{Labels, SeriesValue};
+    use crate::sink::{Labels, SeriesValue};
 
     /// Records every line it gets.
     #[derive(Default)]

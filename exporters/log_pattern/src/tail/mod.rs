@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use crate::config::StartAt;
 use crate::discovery::Found;
 use crate::metrics::{Counters, Gauges};
-use crate::rules::{Labels, LineSink, SourceId};
+use crate::sink::{Labels, LineSink, SourceId};
 use crate::state::{self, Done, FileState, Fingerprint, State, FINGERPRINT_BYTES};
 use lines::{Ctx, LineReader};
 
@@ -284,7 +284,7 @@ impl Engine {
     pub fn reload_rules(
         &mut self,
         rules: &[crate::config::Rule],
-    ) -> Result<(), crate::rules::BuildError> {
+    ) -> Result<(), crate::sink::BuildError> {
         self.sink.reload(rules)?;
         // Reloading resolves every source ever seen again, gone ones included.
         self.retain_live();
