@@ -19,9 +19,10 @@ use std::time::{Duration, Instant};
 use inotify::{Inotify, WatchDescriptor, WatchMask, Watches};
 
 use crate::discovery::{ScanResult, Source};
-use crate::metrics::{Gauges, SaveStats, Snapshot};
+use crate::metrics::{SaveStats, Snapshot};
 use crate::sink::LineSink;
 use crate::state::{self, State};
+use crate::tail::counters::Gauges;
 use crate::tail::{Engine, Options};
 use crate::Error;
 
@@ -297,7 +298,7 @@ impl Service {
     }
 
     fn rescan(&mut self, trigger: &str) {
-        crate::metrics::Counters::inc(&mut self.engine.counters_mut().rescans, trigger);
+        crate::tail::counters::Counters::inc(&mut self.engine.counters_mut().rescans, trigger);
         let mut out = ScanResult::default();
         // A directory created between its parent's readdir and the parent's watch would be
         // missed until the next periodic rescan: scan again while new watches were added, at

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::format::Format;
-use crate::metrics::Counters;
 use crate::sink::{Labels, RuleInfo, SeriesValue};
+use crate::tail::counters::Counters;
 
 /// Format version of the state file.
 pub const VERSION: u32 = 1;

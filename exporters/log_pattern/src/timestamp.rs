@@ -219,7 +219,7 @@ impl Stamps {
     /// Drops the saved lag and parse error series of sources no longer configured (restored
     /// from a state file written under another configuration), so that the `source` label
     /// keeps one value per configured source.
-    pub fn retain_configured(&self, c: &mut crate::metrics::Counters) {
+    pub fn retain_configured(&self, c: &mut crate::tail::counters::Counters) {
         c.source_lag
             .retain(|name, _| self.0.iter().any(|s| s.name == *name));
         c.timestamp_parse_errors
@@ -1078,7 +1078,7 @@ mod tests {
         )
         .unwrap();
         let stamps = Stamps::new(&cfg.sources).unwrap();
-        let mut c = crate::metrics::Counters::default();
+        let mut c = crate::tail::counters::Counters::default();
         for name in ["/a/*.log", "/b/*.log", "/gone/*.log"] {
             c.source_lag.insert(name.into(), Default::default());
             c.timestamp_parse_errors.insert(name.into(), 1);

@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 
 use log_pattern_exporter::config;
 use log_pattern_exporter::format::{self, Format};
-use log_pattern_exporter::metrics::Counters;
 use log_pattern_exporter::rules::Rules;
 use log_pattern_exporter::sink::LineSink;
+use log_pattern_exporter::tail::counters::Counters;
 use log_pattern_exporter::tail::lines::{Ctx, LineReader};
 
 /// Bytes that matter to the parsers: separators, quotes, escapes, brackets, YAML indicators,

@@ -10,8 +10,8 @@
 use memchr::memchr;
 
 use crate::format::{self, Format, Stream};
-use crate::metrics::Counters;
 use crate::sink::{Line, LineSink, SourceId};
+use crate::tail::counters::Counters;
 use crate::timestamp::Stamps;
 
 /// Where lines go, and the counters that describe them.
@@ -264,7 +264,7 @@ fn source_lag(
     if let Some(h) = c.source_lag.get_mut(&s.name) {
         h.observe(now - ts);
     } else {
-        let mut h = crate::metrics::LagHistogram::default();
+        let mut h = crate::tail::counters::LagHistogram::default();
         h.observe(now - ts);
         c.source_lag.insert(s.name.clone(), h);
     }

@@ -12,6 +12,7 @@
 //!
 //! Offsets and counters are exported together by [`Engine::state`], so a save is consistent.
 
+pub mod counters;
 pub mod lines;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -24,9 +25,9 @@ use std::time::{Duration, Instant};
 
 use crate::config::StartAt;
 use crate::discovery::Found;
-use crate::metrics::{Counters, Gauges};
 use crate::sink::{Labels, LineSink, SourceId};
 use crate::state::{self, Done, FileState, Fingerprint, State, FINGERPRINT_BYTES};
+use crate::tail::counters::{Counters, Gauges};
 use lines::{Ctx, LineReader};
 
 /// Size and modification time of a file when it was judged.
