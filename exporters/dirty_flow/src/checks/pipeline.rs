@@ -63,6 +63,8 @@ pub struct RegWrites {
     /// The last table seen, and whether a table came before one seen already.
     last_table: u16,
     disordered: bool,
+    /// [`RegWrites::reset_before`] of each register for `last_table`, found when it starts.
+    resets: [Option<u16>; 16],
 }
 
 /// What one table's flows do to the registers, for finding reset tables.
@@ -91,6 +93,7 @@ impl Default for RegWrites {
             multi_by_src: BTreeMap::new(),
             last_table: 0,
             disordered: false,
+            resets: [None; 16],
         }
     }
 }
@@ -428,11 +431,16 @@ impl RegWrites {
 
     /// A flow of `table` starts: the table is known, with the reach of the tables before it.
     fn see_table(&mut self, table: u16) {
+        if table == self.last_table && !self.tables.is_empty() {
+            return;
+        }
         if table < self.last_table {
             self.disordered = true;
         }
         self.last_table = self.last_table.max(table);
         self.tables.entry(table).or_default();
+        // The tables before this one are complete: their resets are known.
+        self.resets = self.resets_before(table);
     }
 
     /// The jumps of one flow of `table`: how far they reach, which leave a register not
@@ -472,17 +480,36 @@ impl RegWrites {
         if self.disordered {
             return None;
         }
-        self.tables
-            .range(..table)
-            .rev()
-            .find(|(&t, f)| {
-                f.unclean & (1 << r) == 0
-                    && self
-                        .jumped_from
-                        .range(t + 1..=table)
-                        .all(|(_, &from)| from >= t)
-            })
-            .map(|(&t, _)| t)
+        if table == self.last_table {
+            return self.resets[r];
+        }
+        self.resets_before(table)[r]
+    }
+
+    /// [`RegWrites::reset_before`] of every register, in one walk down the tables and jump
+    /// targets before `table`.
+    fn resets_before(&self, table: u16) -> [Option<u16>; 16] {
+        let mut found = [None; 16];
+        // The lowest table jumping to a target in (t, table].
+        let mut lowest = u16::MAX;
+        let mut targets = self.jumped_from.range(..=table).rev().peekable();
+        for (&t, f) in self.tables.range(..table).rev() {
+            while let Some((_, &from)) = targets.next_if(|(&to, _)| to > t) {
+                lowest = lowest.min(from);
+            }
+            if lowest < t {
+                continue;
+            }
+            for (r, slot) in found.iter_mut().enumerate() {
+                if slot.is_none() && f.unclean & (1 << r) == 0 {
+                    *slot = Some(t);
+                }
+            }
+            if found.iter().all(Option::is_some) {
+                break;
+            }
+        }
+        found
     }
 
     /// The one table after `reset` that writes bit `b` of `r` to 1, if one does.
