@@ -17,8 +17,13 @@
 //! back (to its own table or an earlier one) must first write the whole register with a
 //! constant, and a flow with two or more jumps must not reach back to S or before. Jumps back
 //! and multi-jump flows in tables after the pair's are only known when the dump ends, so such
-//! an exclusion is an [`Assumption`] checked then ([`RegWrites::holds`]). Not seen here: the
-//! buckets of groups and what a controller sets in a paused packet (`controller(pause)`).
+//! an exclusion is an [`Assumption`] checked then ([`RegWrites::holds`]).
+//!
+//! A table that writes a whole register with a constant before each jump of each of its flows,
+//! and that every path to the pair's table passes, resets the register: only writers from it
+//! on count (`RegWrites::reset_before`; OVN's table 41 between ingress and egress). Not seen
+//! here: the buckets of groups and what a controller sets in a paused packet
+//! (`controller(pause)`).
 
 use std::collections::{BTreeMap, HashSet};
 
