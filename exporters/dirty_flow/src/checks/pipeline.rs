@@ -61,6 +61,8 @@ pub struct RegWrites {
     tables: BTreeMap<u16, TableFacts>,
     /// Per jump target: the lowest table jumping to it.
     jumped_from: BTreeMap<u16, u16>,
+    /// The (table, target) of the last jump noted in `jumped_from`.
+    last_jump: (u16, u16),
     /// Per table: the lowest target of its jumps back (to it or before) outside `clone(...)`.
     back_to: BTreeMap<u16, u16>,
     /// Per table: the lowest second-lowest target of its flows with two jumps or more.
@@ -94,6 +96,7 @@ impl Default for RegWrites {
             unknown_by_from: BTreeMap::new(),
             tables: BTreeMap::new(),
             jumped_from: BTreeMap::new(),
+            last_jump: (NONE, NONE),
             back_to: BTreeMap::new(),
             multi_by_src: BTreeMap::new(),
             last_table: 0,
@@ -135,10 +138,9 @@ struct FlowWrites {
     /// Per register: bits written with a constant since the last jump (and not since
     /// overwritten with an unknown value).
     fresh: [u32; 16],
-    /// Per jump: the registers (bit r) whose 32 bits were all `fresh` when it was taken.
-    clean_at_jump: Vec<u16>,
-    /// Per jump: whether it is inside `clone(...)` (whose changes are undone after it).
-    cloned: Vec<bool>,
+    /// Per jump: the registers (bit r) whose 32 bits were all `fresh` when it was taken, and
+    /// whether it is inside `clone(...)` (whose changes are undone after it).
+    clean_at_jump: Vec<(u16, bool)>,
     /// Nesting depth of `clone(...)`.
     in_clone: usize,
 }
@@ -246,8 +248,7 @@ impl FlowWrites {
         self.unknown_at_jump.push(self.unknown);
         let clean = (0..16).filter(|&r| self.fresh[r] == u32::MAX);
         self.clean_at_jump
-            .push(clean.fold(0, |acc, r| acc | 1 << r));
-        self.cloned.push(self.in_clone > 0);
+            .push((clean.fold(0, |acc, r| acc | 1 << r), self.in_clone > 0));
         self.fresh = [0; 16];
     }
 
@@ -453,10 +454,15 @@ impl RegWrites {
     fn note_jumps(&mut self, table: u16, w: &FlowWrites) {
         let mut unclean = 0u16;
         for (k, &j) in w.jumps.iter().enumerate() {
-            let from = self.jumped_from.entry(j).or_insert(table);
-            *from = (*from).min(table);
-            unclean |= !w.clean_at_jump.get(k).copied().unwrap_or(0);
-            if j < table && !w.cloned.get(k).copied().unwrap_or(false) {
+            if self.last_jump != (table, j) {
+                // Flows of a table mostly jump to the same few tables: one look-up each.
+                self.last_jump = (table, j);
+                let from = self.jumped_from.entry(j).or_insert(table);
+                *from = (*from).min(table);
+            }
+            let (clean, cloned) = w.clean_at_jump.get(k).copied().unwrap_or((0, false));
+            unclean |= !clean;
+            if j < table && !cloned {
                 let b = self.back_to.entry(table).or_insert(j);
                 *b = (*b).min(j);
             }
