@@ -17,10 +17,15 @@
 //! back (to its own table or an earlier one) must first write the whole register with a
 //! constant, and a flow with two or more jumps must not reach back to S or before. Jumps back
 //! and multi-jump flows in tables after the pair's are only known when the dump ends, so such
-//! an exclusion is an [`Assumption`] checked then ([`RegWrites::holds`]). Not seen here: the
-//! buckets of groups and what a controller sets in a paused packet (`controller(pause)`).
+//! an exclusion is an [`Assumption`] checked then ([`RegWrites::holds`]).
+//!
+//! A table that writes a whole register with a constant before each jump of each of its flows,
+//! and that every path to the pair's table passes, resets the register: only writers from it
+//! on count (`RegWrites::reset_before`; OVN's table 41 between ingress and egress). Not seen
+//! here: the buckets of groups and what a controller sets in a paused packet
+//! (`controller(pause)`).
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use crate::parse::actions::ActionIter;
 
@@ -45,6 +50,36 @@ pub struct RegWrites {
     back_ones: [u32; 16],
     /// The lowest table two jumps of one flow can both reach (the second lowest target).
     multi_from: u16,
+    /// Per register and bit: the highest table writing it to 1, and the highest other one
+    /// ([`NONE`]: none), for writers after a [`Reset`] table.
+    last_one: [[u16; 32]; 16],
+    prev_one: [[u16; 32]; 16],
+    /// Per first table that can see them: the bits (per register) holding a value not known
+    /// from the flows.
+    unknown_by_from: BTreeMap<u16, [u32; 16]>,
+    /// Per table: what makes it a register reset ([`RegWrites::reset_before`]).
+    tables: BTreeMap<u16, TableFacts>,
+    /// Per jump target: the lowest table jumping to it.
+    jumped_from: BTreeMap<u16, u16>,
+    /// The (table, target) of the last jump noted in `jumped_from`.
+    last_jump: (u16, u16),
+    /// Per table: the lowest target of its jumps back (to it or before) outside `clone(...)`.
+    back_to: BTreeMap<u16, u16>,
+    /// Per table: the lowest second-lowest target of its flows with two jumps or more.
+    multi_by_src: BTreeMap<u16, u16>,
+    /// The last table seen, and whether a table came before one seen already.
+    last_table: u16,
+    disordered: bool,
+    /// [`RegWrites::reset_before`] of each register for `last_table`, found when it starts.
+    resets: [Option<u16>; 16],
+}
+
+/// What one table's flows do to the registers, for finding reset tables.
+#[derive(Debug, Clone, Copy, Default)]
+struct TableFacts {
+    /// Registers (bit r) that some flow of the table jumps on without first writing all 32
+    /// bits with a constant.
+    unclean: u16,
 }
 
 impl Default for RegWrites {
@@ -56,6 +91,17 @@ impl Default for RegWrites {
             back_unreset: 0,
             back_ones: [0; 16],
             multi_from: NONE,
+            last_one: [[NONE; 32]; 16],
+            prev_one: [[NONE; 32]; 16],
+            unknown_by_from: BTreeMap::new(),
+            tables: BTreeMap::new(),
+            jumped_from: BTreeMap::new(),
+            last_jump: (NONE, NONE),
+            back_to: BTreeMap::new(),
+            multi_by_src: BTreeMap::new(),
+            last_table: 0,
+            disordered: false,
+            resets: [None; 16],
         }
     }
 }
@@ -66,8 +112,14 @@ pub struct Assumption {
     pub reg: u8,
     /// The two bits.
     pub bits: u32,
-    /// The one table writing them.
+    /// The one table writing them (after `reset`, when there is one).
     pub table: u16,
+    /// The pair's table.
+    pub at: u16,
+    /// The table every path to the pair's table passes and which writes the whole register
+    /// with a constant before each of its jumps ([`NONE`]: none; writers before it do not
+    /// count).
+    pub reset: u16,
 }
 
 /// One flow's effect on the registers.
@@ -83,6 +135,14 @@ struct FlowWrites {
     /// The stack (`push:F`): the field each entry was pushed from. `pop:F` of an entry pushed
     /// from F gives F back the value it had (OVN saves registers around a lookup this way).
     stack: Vec<String>,
+    /// Per register: bits written with a constant since the last jump (and not since
+    /// overwritten with an unknown value).
+    fresh: [u32; 16],
+    /// Per jump: the registers (bit r) whose 32 bits were all `fresh` when it was taken, and
+    /// whether it is inside `clone(...)` (whose changes are undone after it).
+    clean_at_jump: Vec<(u16, bool)>,
+    /// Nesting depth of `clone(...)`.
+    in_clone: usize,
 }
 
 /// The 32-bit registers a field name covers: (first register, number of registers).
@@ -172,16 +232,24 @@ impl FlowWrites {
             let (w, o) = &mut self.constant[r];
             *w |= m;
             *o = (*o & !m) | (v & m);
+            self.fresh[r] |= m;
         });
     }
 
     fn unknown(&mut self, span: (usize, usize), mask: u128) {
-        per_reg(span, 0, mask, |r, _, m| self.unknown[r] |= m);
+        per_reg(span, 0, mask, |r, _, m| {
+            self.unknown[r] |= m;
+            self.fresh[r] &= !m;
+        });
     }
 
     fn jump(&mut self, target: u16) {
         self.jumps.push(target);
         self.unknown_at_jump.push(self.unknown);
+        let clean = (0..16).filter(|&r| self.fresh[r] == u32::MAX);
+        self.clean_at_jump
+            .push((clean.fold(0, |acc, r| acc | 1 << r), self.in_clone > 0));
+        self.fresh = [0; 16];
     }
 
     /// Reads a list of actions (recursing into `clone(...)` and `write_actions(...)`).
@@ -241,7 +309,15 @@ impl FlowWrites {
                         self.jump(t);
                     }
                 }
-                ("clone" | "write_actions", Some(arg)) if depth < 4 => self.read(arg, depth + 1),
+                ("clone", Some(arg)) if depth < 4 => {
+                    // The clone's changes are undone after it.
+                    let fresh = self.fresh;
+                    self.in_clone += 1;
+                    self.read(arg, depth + 1);
+                    self.in_clone -= 1;
+                    self.fresh = fresh;
+                }
+                ("write_actions", Some(arg)) if depth < 4 => self.read(arg, depth + 1),
                 // What learn writes goes into the flow it adds, not into this packet.
                 ("learn", _) => {}
                 ("push", Some(arg)) => self.stack.push(arg.trim().to_string()),
@@ -256,6 +332,7 @@ impl FlowWrites {
                         per_reg(span, 0, mask, |r, _, m| {
                             self.unknown[r] &= !m;
                             self.constant[r].0 &= !m;
+                            self.fresh[r] &= !m;
                         });
                     } else {
                         self.unknown(span, mask);
@@ -282,6 +359,7 @@ impl FlowWrites {
 impl RegWrites {
     /// Notes the writes and jumps of a flow of `table` with these actions.
     pub fn add(&mut self, table: u16, actions: &str) {
+        self.see_table(table);
         // Most flows neither write a register nor jump: one look at the text settles those.
         let b = actions.as_bytes();
         let maybe = memchr::memmem::find(b, b"->").is_some()
@@ -302,6 +380,7 @@ impl RegWrites {
             }
         }
         let back = w.jumps.iter().any(|&j| j <= table);
+        self.note_jumps(table, &w);
         // Values not known from the flows: seen by the tables a jump reaches while they are
         // held, and by the tables after this one when the flow ends with them.
         for (k, &j) in w.jumps.iter().enumerate() {
@@ -343,7 +422,149 @@ impl RegWrites {
                     t if t == table => t,
                     _ => MANY,
                 };
+                let (last, prev) = (&mut self.last_one[r][b], &mut self.prev_one[r][b]);
+                if *last == NONE || table > *last {
+                    if *last != NONE {
+                        *prev = *last;
+                    }
+                    *last = table;
+                } else if table != *last && (*prev == NONE || table > *prev) {
+                    *prev = table;
+                }
             }
+        }
+    }
+
+    /// A flow of `table` starts: the table is known, with the reach of the tables before it.
+    fn see_table(&mut self, table: u16) {
+        if table == self.last_table && !self.tables.is_empty() {
+            return;
+        }
+        if table < self.last_table {
+            self.disordered = true;
+        }
+        self.last_table = self.last_table.max(table);
+        self.tables.entry(table).or_default();
+        // The tables before this one are complete: their resets are known.
+        self.resets = self.resets_before(table);
+    }
+
+    /// The jumps of one flow of `table`: how far they reach, which leave a register not
+    /// wholly written, which go back, and which flow jumps twice.
+    fn note_jumps(&mut self, table: u16, w: &FlowWrites) {
+        let mut unclean = 0u16;
+        for (k, &j) in w.jumps.iter().enumerate() {
+            if self.last_jump != (table, j) {
+                // Flows of a table mostly jump to the same few tables: one look-up each.
+                self.last_jump = (table, j);
+                let from = self.jumped_from.entry(j).or_insert(table);
+                *from = (*from).min(table);
+            }
+            let (clean, cloned) = w.clean_at_jump.get(k).copied().unwrap_or((0, false));
+            unclean |= !clean;
+            if j < table && !cloned {
+                let b = self.back_to.entry(table).or_insert(j);
+                *b = (*b).min(j);
+            }
+        }
+        if let Some(f) = self.tables.get_mut(&table) {
+            f.unclean |= unclean;
+        }
+        if w.jumps.len() >= 2 {
+            let mut targets = w.jumps.clone();
+            targets.sort_unstable();
+            let m = self.multi_by_src.entry(table).or_insert(targets[1]);
+            *m = (*m).min(targets[1]);
+        }
+    }
+
+    /// The reset table of register `r` closest before `table`: a table R whose flows all
+    /// write the whole register with a constant before each jump, and which every path to
+    /// `table` passes: no flow of a table before R jumps past it to `table` or before (a jump
+    /// further, like OVN's calls of its lookup tables 66 to 80 from the ingress pipeline, comes
+    /// back to `table` only by a jump back). From R on, the register holds what R wrote and
+    /// what the tables after it wrote, provided no flow after R jumps back to `table` or before
+    /// outside `clone(...)` (checked by [`RegWrites::holds`]). OVN's table 41
+    /// (`set_field:0->reg0,...,set_field:0->reg9` between the ingress and egress pipelines) is
+    /// one.
+    fn reset_before(&self, r: usize, table: u16) -> Option<u16> {
+        if self.disordered {
+            return None;
+        }
+        if table == self.last_table {
+            return self.resets[r];
+        }
+        self.resets_before(table)[r]
+    }
+
+    /// [`RegWrites::reset_before`] of every register, in one walk down the tables and jump
+    /// targets before `table`.
+    fn resets_before(&self, table: u16) -> [Option<u16>; 16] {
+        let mut found = [None; 16];
+        // The lowest table jumping to a target in (t, table].
+        let mut lowest = u16::MAX;
+        let mut targets = self.jumped_from.range(..=table).rev().peekable();
+        for (&t, f) in self.tables.range(..table).rev() {
+            while let Some((_, &from)) = targets.next_if(|(&to, _)| to > t) {
+                lowest = lowest.min(from);
+            }
+            if lowest < t {
+                continue;
+            }
+            for (r, slot) in found.iter_mut().enumerate() {
+                if slot.is_none() && f.unclean & (1 << r) == 0 {
+                    *slot = Some(t);
+                }
+            }
+            if found.iter().all(Option::is_some) {
+                break;
+            }
+        }
+        found
+    }
+
+    /// The one table after `reset` that writes bit `b` of `r` to 1, if one does.
+    fn only_writer_from(&self, r: usize, b: u32, reset: u16) -> Option<u16> {
+        let (last, prev) = (self.last_one[r][b as usize], self.prev_one[r][b as usize]);
+        (last != NONE && last >= reset && (prev == NONE || prev < reset)).then_some(last)
+    }
+
+    /// Whether, counting only the writes from `reset` on, bits `x` and `y` of `r` can be 1
+    /// together at `table`; else the assumption that says they cannot.
+    fn cosettable_after(&self, r: usize, x: u32, y: u32, table: u16) -> Result<(), Assumption> {
+        let Some(reset) = self.reset_before(r, table) else {
+            return Ok(());
+        };
+        let bits = (1u32 << x) | (1u32 << y);
+        let unknown = self
+            .unknown_by_from
+            .range(reset + 1..=table)
+            .any(|(_, m)| m[r] & bits != 0);
+        let (tx, ty) = (
+            self.only_writer_from(r, x, reset),
+            self.only_writer_from(r, y, reset),
+        );
+        let (Some(s), false) = (tx.filter(|&s| Some(s) == ty), unknown) else {
+            return Ok(());
+        };
+        if self
+            .together
+            .iter()
+            .any(|&(rr, m)| rr as usize == r && m & bits == bits)
+        {
+            return Ok(());
+        }
+        let a = Assumption {
+            reg: r as u8,
+            bits,
+            table: s,
+            at: table,
+            reset,
+        };
+        if self.holds(&a) {
+            Err(a)
+        } else {
+            Ok(())
         }
     }
 
@@ -353,6 +574,7 @@ impl RegWrites {
             m &= m - 1;
             let cur = &mut self.unknown_from[r][b];
             *cur = (*cur).min(from);
+            self.unknown_by_from.entry(from).or_insert([0; 16])[r] |= 1 << b;
         }
     }
 
@@ -360,6 +582,12 @@ impl RegWrites {
     /// as far as the flows seen so far tell: `Err(assumption)` when they cannot, provided no
     /// flow seen later breaks the [`Assumption`].
     pub fn cosettable(&self, r: usize, x: u32, y: u32, table: u16) -> Result<(), Assumption> {
+        self.cosettable_whole(r, x, y, table)
+            .and_then(|()| self.cosettable_after(r, x, y, table))
+    }
+
+    /// [`RegWrites::cosettable`] counting every write of the bridge.
+    fn cosettable_whole(&self, r: usize, x: u32, y: u32, table: u16) -> Result<(), Assumption> {
         let bits = (1u32 << x) | (1u32 << y);
         let (tx, ty) = (self.one[r][x as usize], self.one[r][y as usize]);
         let unknown = |b: u32| self.unknown_from[r][b as usize] <= table;
@@ -378,6 +606,8 @@ impl RegWrites {
             reg: r as u8,
             bits,
             table: tx,
+            at: table,
+            reset: NONE,
         };
         if self.holds(&a) {
             Err(a)
@@ -388,12 +618,22 @@ impl RegWrites {
 
     /// Whether the flows seen so far leave `a` standing: every jump back writes the whole
     /// register first and sets neither bit, and no flow with two or more jumps reaches back to
-    /// the writing table or before.
+    /// the writing table or before. With a reset table: the tables came in order, no flow
+    /// after the reset jumps back to the pair's table or before outside `clone(...)`, and only the flows
+    /// after the reset count for jumping twice (each jump of the reset starts from its
+    /// constant, and the flows before it reach no further than it).
     pub fn holds(&self, a: &Assumption) -> bool {
         let r = usize::from(a.reg);
-        self.back_unreset & (1 << r) == 0
-            && self.back_ones[r] & a.bits == 0
-            && (self.multi_from == NONE || self.multi_from > a.table)
+        if self.back_unreset & (1 << r) != 0 || self.back_ones[r] & a.bits != 0 {
+            return false;
+        }
+        if a.reset == NONE {
+            return self.multi_from == NONE || self.multi_from > a.table;
+        }
+        let after = a.reset.saturating_add(1)..;
+        !self.disordered
+            && self.back_to.range(after.clone()).all(|(_, &to)| to > a.at)
+            && self.multi_by_src.range(after).all(|(_, &t)| t > a.table)
     }
 }
 
@@ -424,6 +664,8 @@ mod tests {
             reg: 0,
             bits: 0x180,
             table: 15,
+            at: 16,
+            reset: NONE,
         };
         assert_eq!(w.cosettable(0, 7, 8, 16), Err(a));
         assert_eq!(w.cosettable(0, 9, 10, 16).map_err(|a| a.bits), Err(0x600));
@@ -431,6 +673,109 @@ mod tests {
         assert_eq!(w.cosettable(0, 8, 9, 16), Ok(()));
         // Bits no flow writes: not judged.
         assert_eq!(w.cosettable(0, 3, 7, 16), Ok(()));
+    }
+
+    /// br-int of the OVN capture (tests/fixtures/ovn/healthy_br-int.txt), cut to the flows
+    /// that decide whether the egress ACL hint bits (reg0 bits 7 and 8) of table 46 can be 1
+    /// together: ingress (15) and egress (45) both write them, and table 41 writes all of
+    /// reg0..reg9 to 0 between the two. `extra` flows are put in table order.
+    fn ovn_egress(extra: &[(u16, &str)]) -> RegWrites {
+        let hint7 = "set_field:0x80000000000000000000000000/0x80000000000000000000000000->xxreg0,set_field:0x200000000000000000000000000/0x200000000000000000000000000->xxreg0";
+        let hint8 = "set_field:0x100000000000000000000000000/0x100000000000000000000000000->xxreg0,set_field:0x400000000000000000000000000/0x400000000000000000000000000->xxreg0";
+        let (i7, i8) = (
+            format!("{hint7},resubmit(,16)"),
+            format!("{hint8},resubmit(,16)"),
+        );
+        let (e7, e8) = (
+            format!("{hint7},resubmit(,46)"),
+            format!("{hint8},resubmit(,46)"),
+        );
+        let mut flows: Vec<(u16, &str)> = vec![
+            // A call of a lookup table past the pipeline, and the flow after it.
+            (8, "set_field:0/0x1000->reg10,resubmit(,73),move:NXM_NX_REG10[12]->NXM_NX_XXREG0[111],resubmit(,9)"),
+            (15, &i7),
+            (15, &i8),
+            (39, "set_field:0x1->reg15,resubmit(,41),set_field:0x8000->reg15,resubmit(,40)"),
+            (40, "set_field:0x8->reg11,set_field:0x9->reg12,resubmit(,41)"),
+            (41, "drop"),
+            (41, "set_field:0->reg0,set_field:0->reg1,set_field:0->reg2,set_field:0->reg3,set_field:0->reg4,set_field:0->reg5,set_field:0->reg6,set_field:0->reg7,set_field:0->reg8,set_field:0->reg9,resubmit(,42)"),
+            (44, "ct(table=45,zone=NXM_NX_REG13[0..15],nat)"),
+            (45, &e7),
+            (45, &e8),
+            // The next logical datapath: a clone back to the ingress pipeline.
+            (65, "clone(ct_clear,set_field:0x3->metadata,set_field:0->reg0,set_field:0->reg1,resubmit(,8))"),
+            (73, "resubmit(,74)"),
+        ];
+        flows.extend_from_slice(extra);
+        flows.sort_by_key(|f| f.0);
+        writes(&flows)
+    }
+
+    #[test]
+    fn a_table_writing_the_whole_register_separates_ingress_from_egress() {
+        let w = ovn_egress(&[]);
+        let a = w.cosettable(0, 7, 8, 46).unwrap_err();
+        assert_eq!((a.table, a.reset, a.at, a.bits), (45, 41, 46, 0x180));
+        assert!(w.holds(&a));
+        assert!(w.cosettable(0, 9, 10, 46).is_err());
+        // 45 writes 7 and 9 together.
+        assert_eq!(w.cosettable(0, 7, 9, 46), Ok(()));
+        // Before the reset both tables count (15 and 45 write the bits).
+        assert_eq!(w.cosettable_after(0, 7, 8, 41), Ok(()));
+    }
+
+    #[test]
+    fn what_keeps_a_table_from_separating() {
+        for (why, extra) in [
+            (
+                "a flow of the reset table jumps without writing reg0",
+                vec![(41, "set_field:0->reg1,resubmit(,42)")],
+            ),
+            (
+                "a second jump of the reset follows a call that can set the bits",
+                vec![(41, "set_field:0->reg0,resubmit(,15),resubmit(,42)")],
+            ),
+            (
+                "the value written is not a constant",
+                vec![(
+                    41,
+                    "set_field:0->reg0,move:NXM_NX_REG1[]->NXM_NX_REG0[],resubmit(,42)",
+                )],
+            ),
+            (
+                "a table before it jumps past it",
+                vec![(40, "resubmit(,44)")],
+            ),
+            (
+                "a clone before it jumps past it",
+                vec![(40, "clone(resubmit(,43))")],
+            ),
+            (
+                "a table after it also writes one bit",
+                vec![(43, "set_field:0x100/0x100->reg0,resubmit(,44)")],
+            ),
+            (
+                "a table after it writes a bit with an unknown value",
+                vec![(42, "move:NXM_NX_REG1[8]->NXM_NX_REG0[8],resubmit(,43)")],
+            ),
+            (
+                "a flow after it jumps twice to before the writer",
+                vec![(42, "resubmit(,45),resubmit(,43)")],
+            ),
+        ] {
+            let w = ovn_egress(&extra);
+            let r = w.cosettable(0, 7, 8, 46);
+            let after = r.is_err() && r.is_err_and(|a| w.holds(&a));
+            assert!(!after, "{why}: {r:?}");
+        }
+        // Known only when the dump ends: a jump back from after the pair, outside a clone.
+        let a = ovn_egress(&[]).cosettable(0, 7, 8, 46).unwrap_err();
+        assert!(!ovn_egress(&[(70, "resubmit(,43)")]).holds(&a));
+        assert!(ovn_egress(&[(70, "clone(set_field:0->reg0,resubmit(,43))")]).holds(&a));
+        // Or the tables out of order.
+        let mut w = ovn_egress(&[]);
+        w.add(30, "resubmit(,31)");
+        assert!(!w.holds(&a));
     }
 
     #[test]
