@@ -6,6 +6,7 @@
 //! landing page, `/-/healthy` and `/-/ready`, honours the exporter-toolkit web config, and shuts
 //! down gracefully on SIGTERM or SIGINT, running the exporter's flush hooks.
 
+pub mod alloc;
 pub mod cli;
 pub mod collector;
 pub mod config;

@@ -163,10 +163,12 @@ pub async fn run(
         Some(p) => config::load(p)?,
         None => config::Config::default(),
     };
-    if sys::fix_mmap_threshold() {
+    // Freed flow stores (several MiB of records and 1 MiB text chunks) go back to the system
+    // instead of staying resident in the arenas' heaps.
+    if common::alloc::tune(None) {
         tracing::debug!(
-            bytes = sys::MMAP_THRESHOLD,
-            "malloc mmap threshold fixed (freed flow stores go back to the system)"
+            bytes = common::alloc::MMAP_THRESHOLD,
+            "malloc mmap threshold fixed"
         );
     }
     for b in &flags.ovs_bridge {

@@ -1,5 +1,4 @@
-//! The crate's only `unsafe` code: lowering the CPU priority of the calling thread, and fixing
-//! glibc's mmap threshold.
+//! The crate's only `unsafe` code: lowering the CPU priority of the calling thread.
 //!
 //! The thread that parses a dump runs beside `ovs-ofctl`, which prints it; on a busy node the
 //! two compete for the CPU, and every moment `ovs-ofctl` waits makes the whole scrape slower.
@@ -7,36 +6,7 @@
 //! Linux the nice value belongs to the thread (`setpriority(PRIO_PROCESS, tid)`), not the
 //! process; an unprivileged thread can raise it but never lower it again, so it is only set on
 //! a thread that exits when its dump is over.
-//!
-//! glibc serves a block of 128 KiB or more with its own `mmap` (returned to the system when
-//! freed), but raises that threshold to the size of each such block freed, up to 32 MiB: after
-//! the first scrape freed its flow store (several MiB of records and 1 MiB text chunks), the next
-//! scrapes' blocks come from the heaps of the threads' arenas, whose freed memory stays
-//! resident and fragments, so the peak RSS grew by ~4 MiB over the first scrapes (27 to 31 MiB
-//! at 100k flows). [`fix_mmap_threshold`] keeps the threshold at 128 KiB.
 #![allow(unsafe_code)]
-
-/// The mmap threshold kept (glibc's default): blocks this large or larger are mapped on their
-/// own.
-pub const MMAP_THRESHOLD: i32 = 128 * 1024;
-
-/// Fixes glibc's mmap threshold at [`MMAP_THRESHOLD`] (no dynamic raise), unless the operator
-/// set it (`MALLOC_MMAP_THRESHOLD_` or `GLIBC_TUNABLES`). Returns whether it was set here.
-pub(crate) fn fix_mmap_threshold() -> bool {
-    if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_some()
-        || std::env::var_os("GLIBC_TUNABLES").is_some()
-    {
-        return false;
-    }
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        // SAFETY: mallopt only sets an allocator parameter (it takes glibc's own locks); it
-        // returns 1 on success.
-        unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1 }
-    }
-    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-    false
-}
 
 /// Highest nice value (lowest priority) Linux has.
 pub const MAX_NICE: i32 = 19;
@@ -99,14 +69,6 @@ mod tests {
             Some(base),
             "the spawning thread keeps its priority"
         );
-    }
-
-    #[test]
-    fn the_mmap_threshold_is_fixed_on_glibc() {
-        let operator_set = std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_some()
-            || std::env::var_os("GLIBC_TUNABLES").is_some();
-        let expected = cfg!(all(target_os = "linux", target_env = "gnu")) && !operator_set;
-        assert_eq!(fix_mmap_threshold(), expected);
     }
 
     #[test]

@@ -12,7 +12,6 @@
 //! - domain events (`virConnectDomainEventRegisterAny`) that mark a domain's XML as changed, run
 //!   by libvirt's default event loop on one dedicated thread; migration iterations mark the
 //!   domain as one with a job only (see [`ChangeSink::mark_job`]);
-//! - glibc's `mallopt`, to bound the allocator's arenas ([`tune_allocator`]).
 #![allow(unsafe_code)]
 
 use std::collections::HashSet;
@@ -27,32 +26,6 @@ use virt::error::Error as VirtError;
 use virt::sys;
 
 use crate::cpuset::CpuSet;
-
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-extern "C" {
-    fn mallopt(param: c_int, value: c_int) -> c_int;
-}
-
-/// Bounds glibc's allocator for a process whose scrape builds megabytes of text on several
-/// threads: at most 2 arenas (glibc makes up to 8 per core, each keeping freed memory of its
-/// own), and buffers from 128 KiB up in their own mappings, returned to the kernel when freed
-/// (glibc otherwise raises that threshold to the largest buffer freed, so every scrape's
-/// exposition stays in the heap). Call once at start, before other threads exist. Elsewhere
-/// than glibc, nothing.
-pub fn tune_allocator() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        // glibc's malloc.h: M_ARENA_MAX -8, M_MMAP_THRESHOLD -3. mallopt only sets the
-        // allocator's parameters; a value it rejects leaves the default (returns 0).
-        const M_ARENA_MAX: c_int = -8;
-        const M_MMAP_THRESHOLD: c_int = -3;
-        // SAFETY: mallopt takes two integers and touches no memory of ours.
-        unsafe {
-            mallopt(M_ARENA_MAX, 2);
-            mallopt(M_MMAP_THRESHOLD, 128 << 10);
-        }
-    }
-}
 
 /// Most vCPUs or host CPUs a buffer is sized for (libvirt's own QEMU limit is 4096 vCPUs).
 const MAX_ITEMS: u32 = 8192;

@@ -328,7 +328,9 @@ impl Engine {
             self.judged.shrink_to_fit();
         }
         if n > 0 {
-            tracing::debug!(series = n, "series of gone sources dropped");
+            // The sources, label sets and series freed by a churn go back to the system.
+            let trimmed = common::alloc::trim();
+            tracing::debug!(series = n, trimmed, "series of gone sources dropped");
         }
         n
     }
