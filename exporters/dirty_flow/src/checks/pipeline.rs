@@ -547,21 +547,23 @@ impl RegWrites {
         let (Some(s), false) = (tx.filter(|&s| Some(s) == ty), unknown) else {
             return Ok(());
         };
-        if self
-            .together
-            .iter()
-            .any(|&(rr, m)| rr as usize == r && m & bits == bits)
-        {
-            return Ok(());
-        }
-        let a = Assumption {
+        self.exclusive(Assumption {
             reg: r as u8,
             bits,
             table: s,
             at: table,
             reset,
-        };
-        if self.holds(&a) {
+        })
+    }
+
+    /// `Err(a)` when the bits of `a`, written by one table only, are never written together
+    /// by one flow and [`Assumption`] `a` holds so far.
+    fn exclusive(&self, a: Assumption) -> Result<(), Assumption> {
+        let together = self
+            .together
+            .iter()
+            .any(|&(r, m)| r == a.reg && m & a.bits == a.bits);
+        if !together && self.holds(&a) {
             Err(a)
         } else {
             Ok(())
@@ -595,25 +597,13 @@ impl RegWrites {
             // Written otherwise, by two tables, or never by a flow (then not ours to judge).
             return Ok(());
         }
-        if self
-            .together
-            .iter()
-            .any(|&(rr, m)| rr as usize == r && m & bits == bits)
-        {
-            return Ok(());
-        }
-        let a = Assumption {
+        self.exclusive(Assumption {
             reg: r as u8,
             bits,
             table: tx,
             at: table,
             reset: NONE,
-        };
-        if self.holds(&a) {
-            Err(a)
-        } else {
-            Ok(())
-        }
+        })
     }
 
     /// Whether the flows seen so far leave `a` standing: every jump back writes the whole
