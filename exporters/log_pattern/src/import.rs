@@ -716,7 +716,26 @@ fn parse_buckets(text: &str) -> Result<Vec<f64>, String> {
     Ok(b)
 }
 
-impl Tr<'_> {
+impl<'a> Tr<'a> {
+    /// A translation of one Loki rule named `base`, whose metric names must avoid `taken`.
+    fn new(
+        base: &'a str,
+        taken: &'a mut std::collections::HashSet<String>,
+        known: &'a Known,
+        buckets: Option<Vec<f64>>,
+    ) -> Self {
+        Self {
+            base,
+            taken,
+            rules: Vec::new(),
+            notes: Vec::new(),
+            warnings: Vec::new(),
+            known,
+            buckets,
+            drop: None,
+        }
+    }
+
     /// The name a label has here (`--label-map`).
     fn mapped(&mut self, label: &str) -> String {
         match self.known.map.iter().find(|(from, _)| from == label) {
@@ -1281,16 +1300,7 @@ pub fn translate_with(
                     .get(BUCKETS_ANNOTATION)
                     .map(|b| parse_buckets(b))
                     .transpose()?;
-                let mut tr = Tr {
-                    base,
-                    taken: &mut taken,
-                    rules: Vec::new(),
-                    notes: Vec::new(),
-                    warnings: Vec::new(),
-                    known: &known,
-                    buckets,
-                    drop: None,
-                };
+                let mut tr = Tr::new(base, &mut taken, &known, buckets);
                 let expr = tr.emit(&m)?;
                 if tr.rules.is_empty() {
                     return Err("the expression has no log query".into());
@@ -1474,16 +1484,7 @@ mod tests {
         let m = parse_metric(expr)?;
         let known = known_labels(None, &[("app".into(), "container".into())]);
         let mut taken = std::collections::HashSet::new();
-        let mut t = Tr {
-            base: "r",
-            taken: &mut taken,
-            rules: Vec::new(),
-            notes: Vec::new(),
-            warnings: Vec::new(),
-            known: &known,
-            buckets: Some(vec![0.1, 1.0]),
-            drop: None,
-        };
+        let mut t = Tr::new("r", &mut taken, &known, Some(vec![0.1, 1.0]));
         let e = t.emit(&m)?;
         let rules = t
             .rules
@@ -1654,16 +1655,7 @@ mod tests {
         .unwrap();
         let known = known_labels(None, &[]);
         let mut taken = std::collections::HashSet::new();
-        let mut t = Tr {
-            base: "r",
-            taken: &mut taken,
-            rules: Vec::new(),
-            notes: Vec::new(),
-            warnings: Vec::new(),
-            known: &known,
-            buckets: None,
-            drop: None,
-        };
+        let mut t = Tr::new("r", &mut taken, &known, None);
         assert_eq!(
             t.emit(&m2).unwrap(),
             format!("({} > 0) > 0", born("increase", &m("r"), "1h", " * 1"))
@@ -1708,16 +1700,7 @@ mod tests {
         // A per-stream sum of unwrapped values: where the same query without the unwrap
         // counted lines (a sum can be 0), per stream and parsed label but the unwrapped one.
         let mut taken = std::collections::HashSet::new();
-        let mut t = Tr {
-            base: "r",
-            taken: &mut taken,
-            rules: Vec::new(),
-            notes: Vec::new(),
-            warnings: Vec::new(),
-            known: &known,
-            buckets: None,
-            drop: None,
-        };
+        let mut t = Tr::new("r", &mut taken, &known, None);
         let e = t
             .emit(&parse_metric(r#"sum_over_time({namespace="a"} | json e="event", n="crashed" | e="x" | unwrap n [10m]) > 2"#).unwrap())
             .unwrap();
