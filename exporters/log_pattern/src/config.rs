@@ -828,10 +828,11 @@ mod tests {
     #[test]
     fn source_timestamp_errors_have_positions() {
         let c = parse(
-            "sources:\n- path: /var/log/app/*.log\n  timestamp: {field: time, format: rfc3339, timezone: '+02:00'}\n",
+            "sources:\n- path: /var/log/app/*.log\n  timestamp: {field: time, format: rfc3339, timezone: '+02:00'}\n- path: /var/log/b/*.log\n  timestamp: {format: rfc3164, timezone: Europe/Berlin}\n",
         )
         .unwrap();
         assert!(c.sources[0].timestamp.is_some());
+        assert!(c.sources[1].timestamp.is_some());
         let cases = [
             (
                 "sources:\n- path: /var/log/app/*.log\n  timestamp:\n    format: '%Y-%m-%d %H:%Q'\n",
@@ -844,9 +845,14 @@ mod tests {
                 "is not one of",
             ),
             (
-                "sources:\n- path: /a.log\n  timestamp: {format: rfc3339, timezone: Europe/Paris}\n",
+                "sources:\n- path: /a.log\n  timestamp: {format: rfc3339, timezone: Europe/Pariss}\n",
                 "c.yml:3:42: ",
-                "IANA",
+                "timezone \"Europe/Pariss\" is neither a UTC offset",
+            ),
+            (
+                "sources:\n- path: /a.log\n  timestamp:\n    format: rfc3164\n    timezone: Mars/Olympus_Mons\n",
+                "c.yml:5:15: ",
+                "zone of the tz database",
             ),
         ];
         for (text, at, want) in cases {

@@ -3,9 +3,10 @@
 //!
 //! A [`TimestampFormat`] is compiled once from the configuration into a list of tokens; parsing
 //! a line walks them over the bytes without allocating. Calendar math is the `time` crate's.
-//! Formats without a UTC offset read the stamp in the configured `timezone` (a fixed offset,
-//! UTC by default); formats without a year (syslog RFC 3164, layouts without one) take the year
-//! that puts the stamp closest to the read time, at most a day in the future.
+//! Formats without a UTC offset read the stamp in the configured `timezone` ([`Zone`]: a fixed
+//! offset, UTC by default, or a zone of the tz database with its daylight saving time);
+//! formats without a year (syslog RFC 3164, layouts without one) take the year that puts the
+//! stamp closest to the read time, at most a day in the future.
 
 use regex::Regex;
 use serde::Deserialize;
@@ -19,8 +20,8 @@ const UNIX_EPOCH_JULIAN_DAY: i64 = 2_440_588;
 pub struct TimestampConfig {
     locate: Locate,
     format: TimestampFormat,
-    /// Seconds east of UTC for stamps that carry no offset.
-    offset: i32,
+    /// The zone of stamps that carry no offset.
+    zone: Zone,
 }
 
 /// The configuration's spelling of [`TimestampConfig`].
@@ -71,14 +72,14 @@ impl TryFrom<RawTimestamp> for TimestampConfig {
                 "timestamp: format ltsv reads the `time` key itself; drop regex/field".into(),
             );
         }
-        let offset = match raw.timezone.as_deref() {
-            None => 0,
-            Some(tz) => parse_timezone(tz)?,
+        let zone = match raw.timezone.as_deref() {
+            None => Zone::Fixed(0),
+            Some(tz) => Zone::parse(tz)?,
         };
         Ok(Self {
             locate,
             format,
-            offset,
+            zone,
         })
     }
 }
@@ -105,7 +106,7 @@ impl TimestampConfig {
             }
             Locate::Field { json, logfmt } => field_value(line, json, logfmt)?,
         };
-        self.format.parse_at(text, self.offset, now)
+        self.format.parse_at(text, &self.zone, now)
     }
 }
 
@@ -227,17 +228,135 @@ impl Stamps {
     }
 }
 
-/// A fixed UTC offset: `UTC`, `Z`, `+02:00`, `-0530`, `+02`.
-fn parse_timezone(tz: &str) -> Result<i32, String> {
-    if matches!(tz, "UTC" | "Z" | "GMT" | "Etc/UTC") {
-        return Ok(0);
+/// The zone a stamp without a UTC offset is written in.
+#[derive(Debug, Clone)]
+pub enum Zone {
+    /// Seconds east of UTC.
+    Fixed(i32),
+    /// A zone of the tz database bundled in the binary (the same rules whether or not the
+    /// host or container has `/usr/share/zoneinfo`), and the offset of the last local hour
+    /// read in it.
+    Named {
+        tz: jiff::tz::TimeZone,
+        last: HourOffset,
+    },
+}
+
+impl Zone {
+    /// `UTC`, a fixed offset (`Z`, `+02:00`, `-0530`, `+02`) or a zone name of the tz database
+    /// (`Europe/Berlin`, any case).
+    pub fn parse(tz: &str) -> Result<Self, String> {
+        if matches!(tz, "UTC" | "Z" | "GMT" | "Etc/UTC") {
+            return Ok(Self::Fixed(0));
+        }
+        if tz.starts_with(['+', '-']) {
+            let mut p = Parser::new(tz.as_bytes());
+            return match p.offset() {
+                Some(off) if p.s.is_empty() => Ok(Self::Fixed(off)),
+                _ => Err(format!(
+                    "timestamp: timezone {tz:?} is not a UTC offset like \"+02:00\", \"-0530\" or \"+02\""
+                )),
+            };
+        }
+        match jiff::tz::TimeZoneDatabase::bundled().get(tz) {
+            Ok(tz) if !tz.is_unknown() => Ok(Self::Named {
+                tz,
+                last: HourOffset::default(),
+            }),
+            _ => Err(format!(
+                "timestamp: timezone {tz:?} is neither a UTC offset (\"+02:00\", \"UTC\") nor a zone of the tz database (\"Europe/Berlin\", \"America/New_York\")"
+            )),
+        }
     }
-    let mut p = Parser::new(tz.as_bytes());
-    match p.offset() {
-        Some(off) if p.s.is_empty() && tz.len() > 1 => Ok(off),
-        _ => Err(format!(
-            "timestamp: timezone {tz:?} is not a fixed UTC offset like \"+02:00\" or \"UTC\" (IANA zone names are not supported)"
-        )),
+
+    /// Seconds east of UTC of the local time `local` (seconds from 1970-01-01 00:00 on the
+    /// zone's clocks). A local time that the clocks skip (a gap: spring forward) or show twice
+    /// (a fold: fall back) takes the offset in force before the transition, as RFC 5545 and
+    /// jiff's "compatible" rule do: a time in a fold is the earlier of its two instants, a time
+    /// in a gap is moved forward by the gap's length (02:30 in a one-hour gap is 03:30).
+    fn offset(&self, local: i64) -> Option<i32> {
+        match self {
+            Self::Fixed(off) => Some(*off),
+            Self::Named { tz, last } => {
+                let hour = i32::try_from(local.div_euclid(3600)).ok()?;
+                if let Some(off) = last.get(hour) {
+                    return Some(off);
+                }
+                let (off, whole_hour) = offset_of_local(tz, local)?;
+                if whole_hour {
+                    last.set(hour, off);
+                }
+                Some(off)
+            }
+        }
+    }
+}
+
+/// The offset of `local` in `tz` (see [`Zone::offset`]), and whether every second of its local
+/// hour has that offset without ambiguity (no transition's gap or fold touches the hour).
+fn offset_of_local(tz: &jiff::tz::TimeZone, local: i64) -> Option<(i32, bool)> {
+    use jiff::tz::{AmbiguousOffset, Offset};
+    use jiff::Timestamp;
+    let dt = Offset::UTC.to_datetime(Timestamp::from_second(local).ok()?);
+    let off = match tz.to_ambiguous_timestamp(dt).offset() {
+        AmbiguousOffset::Unambiguous { offset } => offset,
+        AmbiguousOffset::Gap { before, .. } | AmbiguousOffset::Fold { before, .. } => {
+            return Some((before.seconds(), false))
+        }
+    };
+    // The local times around `local` read unambiguously with `off`: from the previous
+    // transition, past its gap or fold, to the next transition's gap or fold.
+    let o = i64::from(off.seconds());
+    let at = local - o;
+    let from = match tz.preceding(Timestamp::from_second(at + 1).ok()?).next() {
+        None => i64::MIN,
+        Some(t) => {
+            let p = t.timestamp().as_second();
+            let before =
+                Timestamp::from_second(p - 1).map_or(o, |b| i64::from(tz.to_offset(b).seconds()));
+            p + o.max(before)
+        }
+    };
+    let to = match tz.following(Timestamp::from_second(at).ok()?).next() {
+        None => i64::MAX,
+        Some(t) => t.timestamp().as_second() + o.min(i64::from(t.offset().seconds())),
+    };
+    let start = local.div_euclid(3600) * 3600;
+    Some((off.seconds(), from <= start && start + 3600 <= to))
+}
+
+/// One local hour and its UTC offset, read and written by every thread tailing the source
+/// as one atomic word (hour in the high half, offset in the low half), so the per-line
+/// lookup is a load and a compare.
+#[derive(Debug)]
+pub struct HourOffset(std::sync::atomic::AtomicU64);
+
+impl HourOffset {
+    /// No hour: local hours of years 0-9999 are far from `i32::MIN`.
+    const EMPTY: u64 = (i32::MIN as u32 as u64) << 32;
+
+    fn get(&self, hour: i32) -> Option<i32> {
+        let v = self.0.load(std::sync::atomic::Ordering::Relaxed);
+        ((v >> 32) as u32 as i32 == hour).then_some(v as u32 as i32)
+    }
+
+    fn set(&self, hour: i32, offset: i32) {
+        let v = (u64::from(hour as u32) << 32) | u64::from(offset as u32);
+        self.0.store(v, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Default for HourOffset {
+    fn default() -> Self {
+        Self(std::sync::atomic::AtomicU64::new(Self::EMPTY))
+    }
+}
+
+impl Clone for HourOffset {
+    fn clone(&self) -> Self {
+        Self(std::sync::atomic::AtomicU64::new(
+            self.0.load(std::sync::atomic::Ordering::Relaxed),
+        ))
     }
 }
 
@@ -378,15 +497,15 @@ impl TimestampFormat {
         Ok(Self::Layout(toks))
     }
 
-    /// The stamp at the start of `text`, Unix seconds; stamps without an offset are at
-    /// `offset` seconds east of UTC, stamps without a year resolved against `now`.
-    pub fn parse_at(&self, text: &[u8], offset: i32, now: f64) -> Option<f64> {
+    /// The stamp at the start of `text`, Unix seconds; stamps without an offset are read in
+    /// `zone`, stamps without a year resolved against `now`.
+    pub fn parse_at(&self, text: &[u8], zone: &Zone, now: f64) -> Option<f64> {
         match self {
             Self::Epoch(unit) => epoch(&mut Parser::new(text), *unit),
-            Self::Ltsv => ltsv(text, offset, now),
+            Self::Ltsv => ltsv(text, zone, now),
             Self::Layout(toks) => {
                 let f = Parser::new(text).run(toks)?;
-                f.unix(offset, now)
+                f.unix(zone, now)
             }
         }
     }
@@ -553,7 +672,7 @@ struct Fields {
 }
 
 impl Fields {
-    fn unix(&self, default_offset: i32, now: f64) -> Option<f64> {
+    fn unix(&self, zone: &Zone, now: f64) -> Option<f64> {
         if let Some(e) = self.epoch {
             return Some(e);
         }
@@ -570,28 +689,37 @@ impl Fields {
         if hour > 23 || self.minute > 59 || self.second > 60 {
             return None;
         }
-        let offset = self.offset.unwrap_or(default_offset);
         let secs = |year: i32| -> Option<f64> {
             let month = time::Month::try_from(self.month).ok()?;
             let date = time::Date::from_calendar_date(year, month, self.day).ok()?;
             let days = i64::from(date.to_julian_day()) - UNIX_EPOCH_JULIAN_DAY;
-            let s = days * 86_400
+            let local = days * 86_400
                 + i64::from(hour) * 3600
                 + i64::from(self.minute) * 60
-                + i64::from(self.second)
-                - i64::from(offset);
-            Some(s as f64 + f64::from(self.nanos) / 1e9)
+                + i64::from(self.second);
+            let offset = match self.offset {
+                Some(off) => off,
+                None => zone.offset(local)?,
+            };
+            Some((local - i64::from(offset)) as f64 + f64::from(self.nanos) / 1e9)
         };
         match self.year {
             Some(y) => secs(y),
             None => {
                 // The year that puts the stamp closest to `now`, at most a day ahead of it.
+                // The candidates are a year apart, so this year's, when it is allowed and less
+                // than half a year from `now`, is the closest: the others are read (and the
+                // zone asked for their offsets) only when it is not.
                 let this = time::OffsetDateTime::from_unix_timestamp(now as i64)
                     .map_or(1970, |t| t.year());
-                (this - 1..=this + 1)
-                    .filter_map(secs)
-                    .filter(|t| *t <= now + 86_400.0)
-                    .min_by(|a, b| (a - now).abs().total_cmp(&(b - now).abs()))
+                let allowed = |t: &f64| *t <= now + 86_400.0;
+                match secs(this).filter(allowed) {
+                    Some(t) if (t - now).abs() < 180.0 * 86_400.0 => Some(t),
+                    _ => (this - 1..=this + 1)
+                        .filter_map(secs)
+                        .filter(allowed)
+                        .min_by(|a, b| (a - now).abs().total_cmp(&(b - now).abs())),
+                }
             }
         }
     }
@@ -850,13 +978,13 @@ fn epoch(p: &mut Parser<'_>, unit: EpochUnit) -> Option<f64> {
 }
 
 /// The `time` value of an LTSV line, as Fluent Bit's ltsv parser reads it (`Time_Key time`).
-fn ltsv(line: &[u8], offset: i32, now: f64) -> Option<f64> {
+fn ltsv(line: &[u8], zone: &Zone, now: f64) -> Option<f64> {
     let value = line
         .split(|b| *b == b'\t')
         .find_map(|kv| kv.strip_prefix(b"time:"))?;
     [COMMON_LOG, RFC3339]
         .iter()
-        .find_map(|toks| Parser::new(value).run(toks)?.unix(offset, now))
+        .find_map(|toks| Parser::new(value).run(toks)?.unix(zone, now))
         .or_else(|| {
             let mut p = Parser::new(value);
             epoch(&mut p, EpochUnit::Seconds).filter(|_| p.s.is_empty())
@@ -1047,11 +1175,15 @@ mod tests {
             ("{format: '%Y-%m-%d'}", "needs at least"),
             ("{format: '2006-002 15:04'}", "day of year"),
             ("{format: '%d/%m %I:%M'}", "12-hour clock"),
-            ("{format: rfc3339, timezone: Europe/Paris}", "IANA"),
             (
-                "{format: rfc3339, timezone: '+2'}",
-                "not a fixed UTC offset",
+                "{format: rfc3339, timezone: Europe/Atlantis}",
+                "neither a UTC offset",
             ),
+            ("{format: rfc3339, timezone: Etc/Unknown}", "neither"),
+            ("{format: rfc3339, timezone: CEST}", "neither"),
+            ("{format: rfc3339, timezone: ''}", "neither"),
+            ("{format: rfc3339, timezone: '+2'}", "not a UTC offset"),
+            ("{format: rfc3339, timezone: '+02:00x'}", "not a UTC offset"),
             ("{format: rfc3339, regex: 'x'}", "exactly one capture group"),
             ("{format: rfc3339, regex: '('}", "regex"),
             ("{format: rfc3339, regex: '(x)', field: y}", "not both"),
@@ -1064,11 +1196,198 @@ mod tests {
             let err = cfg(c).unwrap_err();
             assert!(err.contains(want), "{c}: {err}");
         }
+        let fixed = |c: &str| match cfg(c).unwrap().zone {
+            Zone::Fixed(off) => Some(off),
+            Zone::Named { .. } => None,
+        };
         assert_eq!(
-            cfg("{format: rfc3339, timezone: '-05:30'}").unwrap().offset,
-            -19_800
+            fixed("{format: rfc3339, timezone: '-05:30'}"),
+            Some(-19_800)
         );
-        assert_eq!(cfg("{format: rfc3339, timezone: UTC}").unwrap().offset, 0);
+        assert_eq!(fixed("{format: rfc3339, timezone: UTC}"), Some(0));
+        assert_eq!(fixed("{format: rfc3339}"), Some(0));
+        assert_eq!(fixed("{format: rfc3339, timezone: europe/berlin}"), None);
+    }
+
+    /// Local times of zones with daylight saving time on either side of both of 2026's
+    /// transitions, a time the clocks show twice (a fold: the earlier instant) and a time they
+    /// skip (a gap: moved forward by the gap), each with its instant (from `date -u -d`).
+    #[test]
+    fn iana_zones_read_local_time_with_daylight_saving_time() {
+        let cases = [
+            // Europe/Berlin: CET (+01) to CEST (+02) at 2026-03-29T01:00Z, back at
+            // 2026-10-25T01:00Z.
+            ("Europe/Berlin", "2026-03-29 01:59:59", 1_774_745_999), // 00:59:59Z
+            ("Europe/Berlin", "2026-03-29 03:00:00", 1_774_746_000), // 01:00:00Z
+            ("Europe/Berlin", "2026-03-29 02:30:00", 1_774_747_800), // gap: 01:30Z, 03:30 CEST
+            ("Europe/Berlin", "2026-07-01 12:00:00", 1_782_900_000), // 10:00Z
+            ("Europe/Berlin", "2026-10-25 01:59:59", 1_792_886_399), // 10-24 23:59:59Z
+            ("Europe/Berlin", "2026-10-25 02:30:00", 1_792_888_200), // fold: 00:30Z (CEST)
+            ("Europe/Berlin", "2026-10-25 03:00:00", 1_792_893_600), // 02:00Z
+            ("Europe/Berlin", "2026-12-06 10:58:41", 1_796_551_121), // 09:58:41Z
+            // America/New_York: EST (-05) to EDT (-04) at 2026-03-08T07:00Z, back at
+            // 2026-11-01T06:00Z.
+            ("America/New_York", "2026-03-08 01:59:59", 1_772_953_199), // 06:59:59Z
+            ("America/New_York", "2026-03-08 02:30:00", 1_772_955_000), // gap: 07:30Z
+            ("America/New_York", "2026-03-08 03:00:00", 1_772_953_200), // 07:00Z
+            ("America/New_York", "2026-11-01 01:30:00", 1_793_511_000), // fold: 05:30Z (EDT)
+            ("America/New_York", "2026-11-01 02:00:00", 1_793_516_400), // 07:00Z
+            ("America/New_York", "2026-12-06 04:58:41", 1_796_551_121), // 09:58:41Z
+            // Asia/Kolkata: +05:30 all year.
+            ("Asia/Kolkata", "2026-12-06 15:28:41", 1_796_551_121),
+            ("Asia/Kolkata", "2026-07-01 15:30:00", 1_782_900_000),
+        ];
+        for (zone, local, want) in cases {
+            for format in ["'%Y-%m-%d %H:%M:%S'", "'2006-01-02 15:04:05'", "rfc3339"] {
+                let c = format!("{{format: {format}, timezone: {zone}}}");
+                assert_eq!(at(&c, local), Some(want as f64), "{c} {local}");
+            }
+        }
+        // A stamp's own offset wins over the zone.
+        assert_eq!(
+            at(
+                "{format: rfc3339, timezone: Europe/Berlin}",
+                "2026-07-01T12:00:00+00:00"
+            ),
+            Some(1_782_907_200.0)
+        );
+    }
+
+    /// RFC 3164 stamps carry neither year nor offset: the zone's offset is that of the year
+    /// chosen, around New Year and in both seasons.
+    #[test]
+    fn rfc3164_in_a_zone_with_daylight_saving_time() {
+        // (zone, line, read time, instant)
+        let cases: [(&str, &[u8], f64, f64); 6] = [
+            // Read at 2026-07-01T16:05Z: 12:00 EDT (-04) is 16:00Z.
+            (
+                "America/New_York",
+                b"<13>Jul  1 12:00:00 h p: m",
+                1_782_921_900.0,
+                1_782_921_600.0,
+            ),
+            // Read at NOW (2026-12-06T09:00Z): 04:58:41 EST (-05) is 09:58:41Z, under a day
+            // ahead.
+            (
+                "America/New_York",
+                b"Dec  6 04:58:41 h p: m",
+                NOW,
+                1_796_551_121.0,
+            ),
+            // Read at 2027-01-01T05:00:30Z, a stamp of 31 December 23:59:59 EST is of 2026
+            // (2027-01-01T04:59:59Z), though the read time's year is 2027.
+            (
+                "America/New_York",
+                b"Dec 31 23:59:59 h p: m",
+                1_798_779_630.0,
+                1_798_779_599.0,
+            ),
+            // The fold and the gap of 2026, read a little later.
+            (
+                "America/New_York",
+                b"Nov  1 01:30:00 h p: m",
+                1_793_520_000.0,
+                1_793_511_000.0,
+            ),
+            (
+                "America/New_York",
+                b"Mar  8 02:30:00 h p: m",
+                1_772_960_000.0,
+                1_772_955_000.0,
+            ),
+            (
+                "Europe/Berlin",
+                b"Dec  6 10:58:41 h p: m",
+                NOW,
+                1_796_551_121.0,
+            ),
+        ];
+        for (zone, line, now, want) in cases {
+            let c = cfg(&format!("{{format: rfc3164, timezone: {zone}}}")).unwrap();
+            assert_eq!(c.parse_at(line, now), Some(want), "{zone} {line:?}");
+        }
+    }
+
+    /// An hour is kept when every second of it has one offset: the hours next to a
+    /// transition are, the hour of its gap or fold is not (each of its lines asks the zone).
+    #[test]
+    fn the_hour_is_kept_except_where_the_clocks_change() {
+        let zone = Zone::parse("Europe/Berlin").unwrap();
+        let Zone::Named { last, .. } = &zone else {
+            panic!("Europe/Berlin is not a named zone")
+        };
+        // (local time as seconds from 1970 on the zone's clocks, its offset, kept)
+        let cases = [
+            (1_782_907_200, 7200, true),  // 2026-07-01 12:00
+            (1_774_747_800, 3600, true),  // 2026-03-29 01:30, the hour before the gap
+            (1_774_751_400, 3600, false), // 02:30, in the gap
+            (1_774_755_000, 7200, true),  // 03:30, the hour after it
+            (1_792_891_800, 7200, true),  // 2026-10-25 01:30, the hour before the fold
+            (1_792_895_400, 7200, false), // 02:30, in the fold
+            (1_792_899_000, 3600, true),  // 03:30, the hour after it
+        ];
+        for (local, offset, kept) in cases {
+            last.set(0, 0); // Forget the hour read before (hour 0: 1970-01-01 00:00).
+            assert_eq!(zone.offset(local), Some(offset), "{local}");
+            let hour = i32::try_from(local / 3600).unwrap();
+            assert_eq!(last.get(hour), kept.then_some(offset), "{local}");
+        }
+    }
+
+    /// The offset of the last hour read is kept; whatever the order local times come in (in
+    /// time, backwards, at random), each one's offset is the one jiff's own "compatible" rule
+    /// gives, in zones with one-hour, half-hour (Lord Howe), two-hour (Troll) and negative
+    /// (Dublin) daylight saving time and a skipped day (Apia, 30 December 2011).
+    #[test]
+    fn the_kept_hour_gives_the_offset_jiff_gives() {
+        let zones = [
+            "Europe/Berlin",
+            "America/New_York",
+            "Asia/Kolkata",
+            "Australia/Lord_Howe",
+            "Antarctica/Troll",
+            "Europe/Dublin",
+            "Pacific/Apia",
+            "America/Sao_Paulo",
+        ];
+        let spans = [
+            (1_293_840_000_i64, 1_325_376_000 + 86_400 * 7), // 2011, into 2012
+            (1_767_225_600, 1_798_761_600),                  // 2026
+        ];
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for name in zones {
+            let zone = Zone::parse(name).unwrap();
+            let Zone::Named { tz, .. } = &zone else {
+                panic!("{name} is not a named zone")
+            };
+            let want = |local: i64| {
+                let dt =
+                    jiff::tz::Offset::UTC.to_datetime(jiff::Timestamp::from_second(local).unwrap());
+                let t = tz.to_ambiguous_timestamp(dt).compatible().unwrap();
+                i32::try_from(local - t.as_second()).unwrap()
+            };
+            for (from, to) in spans {
+                // Every 11 minutes forward, then backward, then at random.
+                let forward: Vec<i64> = (from..to).step_by(660).collect();
+                let random: Vec<i64> = (0..20_000)
+                    .map(|_| from + (next() % (to - from) as u64) as i64)
+                    .collect();
+                let orders = [
+                    forward.clone(),
+                    forward.iter().rev().copied().collect(),
+                    random,
+                ];
+                for local in orders.iter().flatten() {
+                    assert_eq!(zone.offset(*local), Some(want(*local)), "{name} {local}");
+                }
+            }
+        }
     }
 
     #[test]
@@ -1110,6 +1429,8 @@ mod tests {
             "{format: 'Mon Jan _2 03:04:05.999 PM MST 2006'}",
             "{field: ts, format: unix}",
             "{regex: '\\[(.*)\\]', format: common_log}",
+            "{format: rfc3164, timezone: Pacific/Apia}",
+            "{format: '%Y-%m-%d %H:%M:%S', timezone: America/New_York}",
         ];
         let seeds: &[&[u8]] = &[
             b"2026-12-06T09:58:41.327+01:00",
@@ -1118,6 +1439,7 @@ mod tests {
             b"[06/Dec/2026:09:58:41 +0100]",
             b"time:[06/Dec/2026:09:58:41 +0100]\tx:y",
             b"{\"ts\":1796551121.5}",
+            b"2026-03-08 02:30:00",
         ];
         let cfgs: Vec<TimestampConfig> = formats.iter().map(|f| cfg(f).unwrap()).collect();
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;

@@ -119,25 +119,41 @@ fn lag_per_source_and_unparsed_stamps_counted_and_matched() {
     e2e_tests::assert_promtool_clean(&m);
 }
 
+/// A format that cannot parse and a zone name the tz database does not have, each refused by
+/// `--config.check` at the value's line and column; a known zone passes.
 #[test]
 fn a_timestamp_format_that_cannot_parse_is_a_config_check_error_with_its_position() {
-    let d = tempfile::tempdir().unwrap();
-    let config = write_config(
-        d.path(),
-        "sources:\n- path: /var/log/app/*.log\n  timestamp:\n    regex: 'at=(\\S+)'\n    format: '%Y-%m-%d %H:%M:%S%Q'\n",
-    );
-    let out = Command::new(env!("CARGO_BIN_EXE_log_pattern_exporter"))
-        .arg(format!("--config.file={}", config.display()))
-        .arg("--config.check")
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{err}");
-    assert!(
-        err.contains(&format!("{}:5:13: ", config.display())),
-        "{err}"
-    );
-    assert!(err.contains("%Q is not supported"), "{err}");
+    let cases = [
+        (
+            "sources:\n- path: /var/log/app/*.log\n  timestamp:\n    regex: 'at=(\\S+)'\n    format: '%Y-%m-%d %H:%M:%S%Q'\n",
+            Some((":5:13: ", "%Q is not supported")),
+        ),
+        (
+            "sources:\n- path: /var/log/app/*.log\n  timestamp:\n    format: rfc3164\n    timezone: Europe/Frankfurt\n",
+            Some((":5:15: ", "timezone \"Europe/Frankfurt\" is neither")),
+        ),
+        (
+            "sources:\n- path: /var/log/app/*.log\n  timestamp:\n    format: rfc3164\n    timezone: Europe/Berlin\n",
+            None,
+        ),
+    ];
+    for (text, want) in cases {
+        let d = tempfile::tempdir().unwrap();
+        let config = write_config(d.path(), text);
+        let out = Command::new(env!("CARGO_BIN_EXE_log_pattern_exporter"))
+            .arg(format!("--config.file={}", config.display()))
+            .arg("--config.check")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        let Some((at, message)) = want else {
+            assert!(out.status.success(), "{text}: {err}");
+            continue;
+        };
+        assert!(!out.status.success(), "{err}");
+        assert!(err.contains(&format!("{}{at}", config.display())), "{err}");
+        assert!(err.contains(message), "{err}");
+    }
 }
 
 /// Unix seconds now.
@@ -149,7 +165,9 @@ fn unix_now() -> f64 {
 }
 
 /// util-linux `logger` writing RFC 3164 and RFC 5424 messages (its local time two hours east
-/// of UTC) to a Unix socket of the test: each stamp parses to the time it was sent.
+/// of UTC, or Berlin's with its daylight saving time, given as the POSIX rule so that the
+/// test needs no tzdata) to a Unix socket of the test: each stamp parses to the time it was
+/// sent.
 #[test]
 fn syslog_stamps_from_util_linux_logger_parse_to_the_time_they_were_sent() {
     use log_pattern_exporter::timestamp::TimestampConfig;
@@ -158,11 +176,23 @@ fn syslog_stamps_from_util_linux_logger_parse_to_the_time_they_were_sent() {
     let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
+    let berlin = "CET-1CEST,M3.5.0,M10.5.0/3";
     let cases = [
-        ("--rfc3164", "{format: rfc3164, timezone: '+02:00'}", 1.0),
-        ("--rfc5424", "{format: rfc5424}", 1e-6),
+        (
+            "--rfc3164",
+            "XXX-2",
+            "{format: rfc3164, timezone: '+02:00'}",
+            1.0,
+        ),
+        (
+            "--rfc3164",
+            berlin,
+            "{format: rfc3164, timezone: Europe/Berlin}",
+            1.0,
+        ),
+        ("--rfc5424", "XXX-2", "{format: rfc5424}", 1e-6),
     ];
-    for (flag, config, precision) in cases {
+    for (flag, tz, config, precision) in cases {
         let cfg: TimestampConfig = serde_yaml_ng::from_str(config).unwrap();
         let before = unix_now();
         let status = Command::new("logger")
@@ -176,7 +206,7 @@ fn syslog_stamps_from_util_linux_logger_parse_to_the_time_they_were_sent() {
                 "user.warning",
                 "invoice run failed",
             ])
-            .env("TZ", "XXX-2")
+            .env("TZ", tz)
             .status()
             .expect("logger runs");
         let after = unix_now();
