@@ -1415,7 +1415,7 @@ impl Collector for BigCollector {
         sink: &'a mut common::Sink,
     ) -> BoxFuture<'a, Result<(), CollectError>> {
         Box::pin(async move {
-            let mut fam = sink.family("series", "Many series", common::text::Kind::Gauge);
+            let mut fam = sink.gauge("series", "Many series");
             let pad = "x".repeat(60);
             for i in 0..100_000 {
                 fam.push(&[("i", format!("{i}{pad}"))], 1.0);
