@@ -82,16 +82,11 @@ impl Kind {
 pub trait Value: Copy {
     /// Appends the value's text.
     fn write(self, out: &mut String);
-    /// Whether a counter can take it (finite and not negative).
-    fn fits_counter(self) -> bool;
 }
 
 impl Value for f64 {
     fn write(self, out: &mut String) {
         out.push_str(dtoa::Buffer::new().format(self));
-    }
-    fn fits_counter(self) -> bool {
-        self.is_finite() && self >= 0.0
     }
 }
 
@@ -100,18 +95,12 @@ impl Value for u64 {
         use std::fmt::Write;
         let _ = write!(out, "{self}");
     }
-    fn fits_counter(self) -> bool {
-        true
-    }
 }
 
 impl Value for i64 {
     fn write(self, out: &mut String) {
         use std::fmt::Write;
         let _ = write!(out, "{self}");
-    }
-    fn fits_counter(self) -> bool {
-        self >= 0
     }
 }
 
@@ -244,17 +233,15 @@ impl TextFamily {
     }
 
     /// Appends a sample of a gauge, counter or info family (an info sample's value is 1 by
-    /// convention). A counter takes only values >= 0 and finite (others are dropped, as a counter
-    /// cannot go there); a label set already present is dropped (first wins).
+    /// convention). The value is written as given, as prometheus-client writes a constant
+    /// metric's (a collector whose source marks "unknown" with -1 leaves such a sample out
+    /// itself); a label set already present is dropped (first wins).
     pub fn push<K: AsRef<str>, V: AsRef<str>>(&mut self, labels: &[(K, V)], value: impl Value) {
         debug_assert!(
             self.kind != Kind::Histogram,
             "{}: use push_histogram",
             self.name
         );
-        if self.kind == Kind::Counter && !value.fits_counter() {
-            return;
-        }
         let suffix = match self.kind {
             Kind::Counter => "_total",
             Kind::Info => "_info",
@@ -603,17 +590,18 @@ mod tests {
     }
 
     #[test]
-    fn counters_refuse_values_a_counter_cannot_take_and_empty_families_write_nothing() {
+    fn empty_families_write_nothing_and_counters_write_their_value_as_given() {
         let mut f = TextFamily::new("t", "c", "C", Kind::Counter);
-        f.push(&[("k", "neg")], -1.0);
-        f.push(&[("k", "nan")], f64::NAN);
-        f.push(&[("k", "inf")], f64::INFINITY);
         assert!(f.is_empty());
         let mut out = String::new();
         f.write_to(&mut out);
         assert_eq!(out, "");
         f.push::<&str, &str>(&[], 5.0);
+        f.push(&[("k", "neg")], -1.5);
         f.write_to(&mut out);
-        assert_eq!(out, "# HELP t_c C.\n# TYPE t_c counter\nt_c_total 5.0\n");
+        assert_eq!(
+            out,
+            "# HELP t_c C.\n# TYPE t_c counter\nt_c_total 5.0\nt_c_total{k=\"neg\"} -1.5\n"
+        );
     }
 }

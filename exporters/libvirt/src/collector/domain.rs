@@ -332,6 +332,10 @@ impl Fams {
         l: impl AsRef<[(K, V)]>,
         v: f64,
     ) {
+        // libvirt gives -1 (or nothing sensible) for a counter it does not know: left out.
+        if !(v.is_finite() && v >= 0.0) {
+            return;
+        }
         self.c
             .entry(name)
             .or_insert_with(|| TextFamily::new(&self.prefix, name, help, Kind::Counter))
