@@ -37,10 +37,7 @@
 //! name once; a family without a sample is not written (unless
 //! [`TextFamily::written_when_empty`]).
 
-use std::ops::{Deref, DerefMut};
-
 use futures::future::BoxFuture;
-use prometheus_client::registry::Registry;
 
 use crate::text::{Kind, TextFamily, Value};
 
@@ -69,12 +66,11 @@ pub trait Collector: Send + Sync + 'static {
     fn collect<'a>(&'a self, sink: &'a mut Sink) -> BoxFuture<'a, Result<(), CollectError>>;
 }
 
-/// Where one collector's metrics of one scrape go: a registry with the exporter's prefix, and
-/// families already written as OpenMetrics text.
+/// Where one collector's metrics of one scrape go: families written as OpenMetrics text, named
+/// with the exporter's prefix (see the module doc).
 #[derive(Debug)]
 pub struct Sink {
     prefix: String,
-    registry: Registry,
     text: Vec<TextFamily>,
 }
 
@@ -83,7 +79,6 @@ impl Sink {
     pub fn new(prefix: &str) -> Self {
         Self {
             prefix: prefix.to_string(),
-            registry: Registry::with_prefix(prefix),
             text: Vec::new(),
         }
     }
@@ -142,31 +137,18 @@ impl Sink {
         self.push(family);
     }
 
-    /// Bytes the text families will take (to size the scrape's buffer once).
+    /// Bytes [`Sink::encode`] writes (to size the scrape's buffer once).
     pub fn text_len(&self) -> usize {
         self.text.iter().map(TextFamily::encoded_len).sum()
     }
 
-    /// Encodes the registry's families, then the text families, as OpenMetrics (without `# EOF`).
-    pub fn encode(&self, out: &mut String) -> std::fmt::Result {
-        prometheus_client::encoding::text::encode_registry(out, &self.registry)?;
+    /// Writes the families, in the order they were pushed, as OpenMetrics (without `# EOF`).
+    /// Fails only if `out` does (a `String` never does).
+    pub fn encode<W: std::fmt::Write>(&self, out: &mut W) -> std::fmt::Result {
         for family in &self.text {
-            family.write_to(out);
+            family.encode(out)?;
         }
         Ok(())
-    }
-}
-
-impl Deref for Sink {
-    type Target = Registry;
-    fn deref(&self) -> &Registry {
-        &self.registry
-    }
-}
-
-impl DerefMut for Sink {
-    fn deref_mut(&mut self) -> &mut Registry {
-        &mut self.registry
     }
 }
 
@@ -174,28 +156,27 @@ impl DerefMut for Sink {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use prometheus_client::metrics::gauge::Gauge;
 
     #[test]
-    fn sink_writes_the_registry_then_its_non_empty_text_families() {
+    fn sink_writes_its_non_empty_families_in_push_order() {
         let mut sink = Sink::new("x");
         assert_eq!(sink.prefix(), "x");
-        let g: Gauge = Gauge::default();
-        g.set(3);
-        sink.register("reg", "From the registry", g);
         let mut fam = sink.gauge("text", "As text");
         fam.push(&[("domain", "a")], 1.0);
         sink.push(fam);
         sink.push(sink.counter("empty", "Never written"));
+        sink.gauge_value("one", "One value", 3i64);
+        sink.counter_value("count", "A count", 2u64);
+        sink.info_value("build", "Build", &[("version", "1")]);
         let mut out = String::new();
         sink.encode(&mut out).unwrap();
         assert_eq!(
             out,
-            "# HELP x_reg From the registry.\n# TYPE x_reg gauge\nx_reg 3\n# HELP x_text As text.\n# TYPE x_text gauge\nx_text{domain=\"a\"} 1.0\n"
+            "# HELP x_text As text.\n# TYPE x_text gauge\nx_text{domain=\"a\"} 1.0\n\
+             # HELP x_one One value.\n# TYPE x_one gauge\nx_one 3\n\
+             # HELP x_count A count.\n# TYPE x_count counter\nx_count_total 2\n\
+             # HELP x_build Build.\n# TYPE x_build info\nx_build_info{version=\"1\"} 1\n"
         );
-        assert_eq!(
-            sink.text_len(),
-            out.len() - out.find("# HELP x_text").unwrap()
-        );
+        assert_eq!(sink.text_len(), out.len());
     }
 }

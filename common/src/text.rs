@@ -148,7 +148,7 @@ impl SharedFamily {
 impl TextFamily {
     /// A family `<prefix>_<name>` (just `name` when `prefix` is empty). `help` gets a final
     /// period, as prometheus-client's `Registry::register` adds one. Collectors take theirs from
-    /// [`crate::Sink`], which passes its prefix.
+    /// [`crate::Sink`] (`gauge`, `counter`, `info`, `histogram`), which passes its prefix.
     pub fn new(prefix: &str, name: &str, help: &str, kind: Kind) -> Self {
         let name = if prefix.is_empty() {
             name.to_string()
@@ -181,9 +181,9 @@ impl TextFamily {
         }
     }
 
-    /// Makes the family write its descriptor (`# HELP`, `# TYPE`) even when it has no sample,
-    /// as a prometheus-client family registered empty is written: for a family whose presence
-    /// tells a reader the metric exists though nothing was counted under any label yet.
+    /// Makes the family write its descriptor (`# HELP`, `# TYPE`) even when it has no sample:
+    /// for a family whose presence tells a reader the metric exists though nothing was counted
+    /// under any label yet.
     pub fn written_when_empty(mut self) -> Self {
         self.when_empty = true;
         self
@@ -373,23 +373,34 @@ impl TextFamily {
 
     /// Appends the family (descriptor and samples) to `out`, if [`TextFamily::is_written`].
     pub fn write_to(&self, out: &mut String) {
-        if !self.is_written() {
-            return;
-        }
         out.reserve(self.encoded_len());
-        out.push_str("# HELP ");
-        out.push_str(&self.name);
-        out.push(' ');
-        out.push_str(&self.help);
-        out.push_str("\n# TYPE ");
-        out.push_str(&self.name);
-        out.push(' ');
-        out.push_str(self.kind.type_name());
-        out.push('\n');
-        out.push_str(&self.body);
-        for part in &self.shared {
-            out.push_str(part);
+        // A String takes every write.
+        let _ = self.encode(out);
+    }
+
+    /// Writes the family (descriptor and samples) to `out`, if [`TextFamily::is_written`].
+    pub fn encode<W: std::fmt::Write>(&self, out: &mut W) -> std::fmt::Result {
+        if !self.is_written() {
+            return Ok(());
         }
+        for part in [
+            "# HELP ",
+            &self.name,
+            " ",
+            &self.help,
+            "\n# TYPE ",
+            &self.name,
+            " ",
+            self.kind.type_name(),
+            "\n",
+            &self.body,
+        ] {
+            out.write_str(part)?;
+        }
+        for part in &self.shared {
+            out.write_str(part)?;
+        }
+        Ok(())
     }
 }
 
