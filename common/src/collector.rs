@@ -35,7 +35,9 @@
 //! written `1`), as prometheus-client writes them. Counters get `_total` and info metrics `_info`
 //! appended; never write them yourself. Families are written in the order they are pushed, each
 //! name once; a family without a sample is not written (unless
-//! [`TextFamily::written_when_empty`]).
+//! [`TextFamily::written_when_empty`]). A collector that renders the same series on every scrape
+//! may keep them between scrapes with [`TextFamily::share`] and [`TextFamily::append_shared`]
+//! (libvirt's per-domain cache does).
 
 use futures::future::BoxFuture;
 
