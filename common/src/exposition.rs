@@ -1,8 +1,8 @@
 //! Content negotiation and the two text formats.
 //!
-//! prometheus-client encodes OpenMetrics only. Prometheus asks for OpenMetrics first, but
-//! `promtool check metrics`, curl and older scrapers read the classic text format (0.0.4), so a
-//! request that does not ask for OpenMetrics gets the OpenMetrics output rewritten: counters and
+//! A scrape is written as OpenMetrics ([`crate::text`]). Prometheus asks for OpenMetrics first,
+//! but `promtool check metrics`, curl and older scrapers read the classic text format (0.0.4), so
+//! a request that does not ask for OpenMetrics gets the OpenMetrics output rewritten: counters and
 //! info metrics take their sample names in `# HELP`/`# TYPE`, `# UNIT`, `# EOF`, `_created`
 //! samples and exemplars go away. The rewrite is line based and allocation light.
 
@@ -98,14 +98,15 @@ pub fn gzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
     enc.finish()
 }
 
-/// Rewrites OpenMetrics text (as prometheus-client writes it) into the classic text format.
+/// Rewrites OpenMetrics text (as [`crate::text`] and prometheus-client write it) into the
+/// classic text format.
 ///
 /// Comment lines are rewritten one by one; the sample lines between two of them, which pass
 /// unchanged unless one holds an exemplar, a `_created` sample or an empty line, are copied as
 /// one block (a scrape of 1,000 libvirt domains is 30k sample lines and 3 MB).
 pub fn openmetrics_to_text(om: &str) -> String {
     let mut out = String::with_capacity(om.len());
-    // prometheus-client writes HELP before TYPE: hold HELP until TYPE says how to rename.
+    // HELP comes before TYPE: hold HELP until TYPE says how to rename.
     let mut pending_help: Option<(&str, &str)> = None;
     let mut counter_family: Option<&str> = None;
     let mut rest = om;

@@ -27,7 +27,6 @@ use futures::future::BoxFuture;
 
 pub use collector::{CollectError, Collector, Sink};
 pub use config::ConfigError;
-pub use prometheus_client;
 pub use scrape::Scraper;
 pub use server::{BoundServer, ServerError, ServerOptions};
 pub use tokio_util::sync::CancellationToken;

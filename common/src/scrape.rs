@@ -13,14 +13,9 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::future::{FutureExt, Shared};
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
-
 use crate::collector::{Collector, Sink};
-use crate::process::{register_build_info, register_process_metrics};
+use crate::process::{build_info, process_metrics};
+use futures::future::{FutureExt, Shared};
 
 /// The encoded OpenMetrics text of one collection, shared by every scrape that joined it.
 pub type Exposition = Arc<String>;
@@ -36,10 +31,9 @@ struct Flight {
     result: InFlight,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct CollectorLabel {
-    collector: String,
-}
+/// One collector's run: its name, what it gathered (none after a panic or a timeout), whether
+/// it succeeded, and how long it took.
+type CollectorRun = (&'static str, Option<Sink>, bool, Duration);
 
 /// A request for collectors that this exporter does not have or has disabled.
 #[derive(Debug, thiserror::Error)]
@@ -252,7 +246,22 @@ impl Scraper {
             (name, sink, ok, start.elapsed())
         });
         let results = futures::future::join_all(runs).await;
+        let (body, all_ok) = self.encode(&results);
+        if all_ok
+            && names == self.enabled.as_slice()
+            && !self
+                .succeeded
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::info!("first collection in which every collector succeeded: ready");
+        }
+        Arc::new(body)
+    }
 
+    /// Writes what each collector gathered, then `scrape_collector_success` and
+    /// `scrape_collector_duration_seconds` of each, `build_info` and the process metrics, and
+    /// `# EOF`. Returns the text and whether every collector succeeded.
+    fn encode(&self, results: &[CollectorRun]) -> (String, bool) {
         let encode_started = Instant::now();
         let text: usize = results
             .iter()
@@ -260,69 +269,40 @@ impl Scraper {
             .map(Sink::text_len)
             .sum();
         let mut body = String::with_capacity(64 * 1024 + text);
-        let success = Family::<CollectorLabel, Gauge>::default();
-        let duration = Family::<CollectorLabel, Gauge<f64, AtomicU64>>::default();
-        let mut all_ok = names == self.enabled.as_slice();
-        for (name, sink, ok, elapsed) in &results {
-            let label = CollectorLabel {
-                collector: (*name).to_string(),
-            };
-            let mut ok = *ok;
-            if let Some(sink) = sink {
-                // A metric type that panics (or errs) while encoding costs its collector only:
-                // its partial output is cut and it counts as failed.
-                let mark = body.len();
-                let encoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    sink.encode(&mut body)
-                }));
-                let failure = match encoded {
-                    Ok(Ok(())) => None,
-                    Ok(Err(err)) => Some(err.to_string()),
-                    Err(_) => Some("panicked".to_string()),
-                };
-                if let Some(error) = failure {
-                    tracing::error!(collector = name, error = %error, "encoding failed");
-                    body.truncate(mark);
-                    ok = false;
-                }
-            }
-            all_ok &= ok;
-            success.get_or_create(&label).set(i64::from(ok));
-            duration.get_or_create(&label).set(elapsed.as_secs_f64());
-        }
-        if all_ok
-            && !self
-                .succeeded
-                .swap(true, std::sync::atomic::Ordering::Relaxed)
-        {
-            tracing::info!("first collection in which every collector succeeded: ready");
-        }
-        let mut own = Registry::with_prefix(prefix);
-        own.register(
+        let mut own = Sink::new(self.prefix);
+        let mut success = own.gauge(
             "scrape_collector_success",
             "Whether a collector succeeded on this scrape (1) or failed, panicked or timed out (0)",
-            success,
         );
-        own.register(
+        let mut duration = own.gauge(
             "scrape_collector_duration_seconds",
             "Time a collector took on this scrape",
-            duration,
         );
-        register_build_info(&mut own);
-        let mut process = Registry::default();
-        register_process_metrics(&mut process);
-        for r in [&own, &process] {
-            if let Err(err) = prometheus_client::encoding::text::encode_registry(&mut body, r) {
-                tracing::error!(error = %err, "encoding failed");
+        let mut all_ok = true;
+        for (name, sink, ok, elapsed) in results {
+            if let Some(sink) = sink {
+                // A String takes every write.
+                let _ = sink.encode(&mut body);
             }
+            all_ok &= *ok;
+            let label = [("collector", *name)];
+            success.push(&label, i64::from(*ok));
+            duration.push(&label, elapsed.as_secs_f64());
         }
-        let _ = prometheus_client::encoding::text::encode_eof(&mut body);
+        own.push(success);
+        own.push(duration);
+        build_info(&mut own);
+        let mut process = Sink::new("");
+        process_metrics(&mut process);
+        let _ = own.encode(&mut body);
+        let _ = process.encode(&mut body);
+        body.push_str("# EOF\n");
         tracing::debug!(
             seconds = encode_started.elapsed().as_secs_f64(),
             bytes = body.len(),
             "encoded"
         );
-        Arc::new(body)
+        (body, all_ok)
     }
 }
 

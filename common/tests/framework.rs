@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::prometheus_client::metrics::gauge::Gauge;
 use common::{
     BoundServer, CancellationToken, CollectError, Collector, Scraper, ServerOptions, WebConfig,
 };
@@ -26,7 +25,7 @@ struct TestCollector {
 #[derive(Clone, Copy)]
 enum Behaviour {
     Ok,
-    /// Registers a metric, then fails.
+    /// Writes a metric, then fails.
     Fail,
     Panic,
     Sleep(Duration),
@@ -38,13 +37,11 @@ impl Collector for TestCollector {
     }
     fn collect<'a>(
         &'a self,
-        registry: &'a mut common::Sink,
+        sink: &'a mut common::Sink,
     ) -> BoxFuture<'a, Result<(), CollectError>> {
         Box::pin(async move {
             self.calls.fetch_add(1, Ordering::SeqCst);
-            let g = Gauge::<i64>::default();
-            g.set(42);
-            registry.register(format!("{}_value", self.name), "A test value", g);
+            sink.gauge_value(&format!("{}_value", self.name), "A test value", 42i64);
             match self.behaviour {
                 Behaviour::Ok => Ok(()),
                 Behaviour::Fail => Err(CollectError::new("backend unreachable")),
@@ -735,10 +732,6 @@ async fn start_good(web: Option<WebConfig>, client: reqwest::Client, scheme: &st
 }
 
 /// Serves `scraper` on loopback; returns the metrics URL and the token that stops the server.
-async fn serve(scraper: Arc<Scraper>) -> (String, CancellationToken) {
-    serve_with(scraper, options(None, 0)).await
-}
-
 async fn serve_with(scraper: Arc<Scraper>, opts: ServerOptions) -> (String, CancellationToken) {
     let server = BoundServer::bind(scraper, opts).await.unwrap();
     let url = format!("http://{}/metrics", server.local_addrs()[0]);
@@ -886,15 +879,13 @@ impl Collector for BlockingCollector {
     }
     fn collect<'a>(
         &'a self,
-        registry: &'a mut common::Sink,
+        sink: &'a mut common::Sink,
     ) -> BoxFuture<'a, Result<(), CollectError>> {
         Box::pin(async move {
             let v = tokio::task::spawn_blocking(|| 7i64)
                 .await
                 .map_err(CollectError::new)?;
-            let g = Gauge::<i64>::default();
-            g.set(v);
-            registry.register("blocking_value", "A value from the blocking pool", g);
+            sink.gauge_value("blocking_value", "A value from the blocking pool", v);
             Ok(())
         })
     }
@@ -1246,106 +1237,6 @@ async fn a_huge_max_requests_is_no_panic() {
     assert!(outcome.is_ok_and(|r| r.is_ok()));
 }
 
-/// A metric whose encoding panics once: a bug in a metric type, hit at encode time, outside the
-/// collector's own task.
-#[derive(Debug)]
-struct PanicsOnceWhenEncoded(Arc<AtomicBool>);
-
-impl common::prometheus_client::encoding::EncodeMetric for PanicsOnceWhenEncoded {
-    fn encode(
-        &self,
-        mut encoder: common::prometheus_client::encoding::MetricEncoder,
-    ) -> Result<(), std::fmt::Error> {
-        if self.0.swap(false, Ordering::SeqCst) {
-            panic!("encoding bug");
-        }
-        encoder.encode_gauge(&1i64)
-    }
-    fn metric_type(&self) -> common::prometheus_client::metrics::MetricType {
-        common::prometheus_client::metrics::MetricType::Gauge
-    }
-}
-
-struct EncodePanicCollector(Arc<AtomicBool>);
-
-impl Collector for EncodePanicCollector {
-    fn name(&self) -> &'static str {
-        "fragile"
-    }
-    fn collect<'a>(
-        &'a self,
-        registry: &'a mut common::Sink,
-    ) -> BoxFuture<'a, Result<(), CollectError>> {
-        Box::pin(async move {
-            registry.register(
-                "fragile_value",
-                "Panics once when encoded",
-                PanicsOnceWhenEncoded(Arc::clone(&self.0)),
-            );
-            Ok(())
-        })
-    }
-}
-
-#[tokio::test]
-async fn one_collection_that_panics_does_not_break_every_later_scrape() {
-    // The single-flight entry was removed at the end of the collection task only: a panic
-    // there left the finished flight in the table, and every later scrape joined it and got its
-    // empty exposition, for the life of the process.
-    let armed = Arc::new(AtomicBool::new(true));
-    let scraper = Scraper::new(
-        "test",
-        vec![Arc::new(EncodePanicCollector(Arc::clone(&armed)))],
-        &["fragile"],
-    );
-    let (url, stop) = serve(scraper).await;
-    let client = plain_client();
-    let first = client.get(&url).send().await.unwrap();
-    assert_eq!(first.status(), 200);
-    assert!(!armed.load(Ordering::SeqCst), "the bug was hit");
-    let body = client.get(&url).send().await.unwrap().text().await.unwrap();
-    stop.cancel();
-    assert_eq!(sample(&body, "test_fragile_value"), Some(1.0), "{body}");
-}
-
-#[tokio::test]
-async fn a_collector_whose_metrics_panic_when_encoded_fails_alone() {
-    // Collector panics are contained in their tasks; one hit while encoding emptied the whole
-    // scrape: every collector's metrics and the success metrics themselves.
-    let armed = Arc::new(AtomicBool::new(true));
-    let good = Arc::new(AtomicUsize::new(0));
-    let collectors: Vec<Arc<dyn Collector>> = vec![
-        Arc::new(EncodePanicCollector(Arc::clone(&armed))),
-        Arc::new(TestCollector {
-            name: "good",
-            behaviour: Behaviour::Ok,
-            calls: good,
-        }),
-    ];
-    let scraper = Scraper::new("test", collectors, &["fragile", "good"]);
-    let (url, stop) = serve(scraper).await;
-    let body = plain_client()
-        .get(&url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    stop.cancel();
-    assert!(!armed.load(Ordering::SeqCst), "the bug was hit");
-    let ok = |c: &str| {
-        sample(
-            &body,
-            &format!("test_scrape_collector_success{{collector=\"{c}\"}}"),
-        )
-    };
-    assert_eq!(ok("fragile"), Some(0.0), "{body}");
-    assert_eq!(ok("good"), Some(1.0), "{body}");
-    assert_eq!(sample(&body, "test_good_value"), Some(42.0), "{body}");
-    assert!(!body.contains("test_fragile_value"), "{body}");
-}
-
 #[tokio::test]
 async fn configured_headers_are_sent_on_refusals_too() {
     // exporter-toolkit sets them before checking credentials; a 401 page without
@@ -1415,7 +1306,7 @@ impl Collector for BigCollector {
         sink: &'a mut common::Sink,
     ) -> BoxFuture<'a, Result<(), CollectError>> {
         Box::pin(async move {
-            let mut fam = sink.family("series", "Many series", common::text::Kind::Gauge);
+            let mut fam = sink.gauge("series", "Many series");
             let pad = "x".repeat(60);
             for i in 0..100_000 {
                 fam.push(&[("i", format!("{i}{pad}"))], 1.0);

@@ -14,10 +14,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
+use common::Sink;
 
 use crate::config;
 use crate::service::Handle;
@@ -42,28 +39,23 @@ impl Default for ReloadStats {
 }
 
 impl ReloadStats {
-    /// Registers `config_reloads_total{result}` and `config_last_reload_successful`.
-    pub fn encode(&self, r: &mut Registry) {
-        let reloads = Family::<Vec<(String, String)>, Counter>::default();
+    /// Writes `config_reloads_total{result}` and `config_last_reload_successful`.
+    pub fn encode(&self, sink: &mut Sink) {
+        let mut reloads = sink.counter(
+            "config_reloads",
+            "Rule file reloads (SIGHUP, POST /-/reload) by this process, by result",
+        );
         for (result, n) in [
             ("failure", self.failure.load(Ordering::Relaxed)),
             ("success", self.success.load(Ordering::Relaxed)),
         ] {
-            reloads
-                .get_or_create(&vec![("result".to_string(), result.to_string())])
-                .inc_by(n);
+            reloads.push(&[("result", result)], n);
         }
-        r.register(
-            "config_reloads",
-            "Rule file reloads (SIGHUP, POST /-/reload) by this process, by result",
-            reloads,
-        );
-        let last = Gauge::<i64>::default();
-        last.set(i64::from(self.last_ok.load(Ordering::Relaxed)));
-        r.register(
+        sink.push(reloads);
+        sink.gauge_value(
             "config_last_reload_successful",
             "Whether the last rule file reload succeeded (1 before any reload)",
-            last,
+            i64::from(self.last_ok.load(Ordering::Relaxed)),
         );
     }
 }

@@ -7,8 +7,6 @@
 
 use std::path::{Path, PathBuf};
 
-use prometheus_client::registry::Registry;
-
 use crate::discovery::pod_labels;
 use crate::metrics::Snapshot;
 use crate::rules::Rules;
@@ -44,10 +42,11 @@ pub fn replay(
         rules: st.rules,
         ..Snapshot::default()
     };
-    let mut r = Registry::with_prefix(INFO.prefix);
-    crate::metrics::encode(&snap, &mut r);
+    let mut sink = common::Sink::new(INFO.prefix);
+    crate::metrics::encode(&snap, &mut sink);
     let mut out = String::new();
-    prometheus_client::encoding::text::encode(&mut out, &r).map_err(|_| Error::Encode)?;
+    sink.encode(&mut out).map_err(|_| Error::Encode)?;
+    out.push_str("# EOF\n");
     // The classic text format, as curl and promtool read it.
     Ok(common::exposition::openmetrics_to_text(&out))
 }

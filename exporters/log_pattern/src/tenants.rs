@@ -28,10 +28,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use prometheus_client::registry::Registry;
+use common::Sink;
 
 use crate::config::{self, Binding, Config, Rule};
-use crate::metrics::{ConstCounters, ConstGauges};
 
 /// Budgets and bounds that apply unless the platform file overrides them per tenant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -497,110 +496,60 @@ impl RuleSets {
         .ok()
     }
 
-    /// Registers the per-file and per-tenant status metrics (prefix already in `r`).
-    pub fn encode(&self, r: &mut Registry) {
+    /// Writes the per-file and per-tenant status metrics (the sink has the prefix); each
+    /// family is written even without a series.
+    pub fn encode(&self, sink: &mut Sink) {
         if self.dir.is_none() {
             return;
         }
-        let file_labels = |name: &str, f: &FileStatus| {
-            vec![
-                ("tenant".to_string(), f.tenant.clone()),
-                ("file".to_string(), name.to_string()),
-            ]
-        };
-        let tenant = |t: &str| vec![("tenant".to_string(), t.to_string())];
-        let mut valid = Vec::new();
-        let mut last = Vec::new();
-        let mut reloads = Vec::new();
-        let mut rules = Vec::new();
-        let mut over = Vec::new();
-        let mut rules_limit = Vec::new();
-        let mut series_limit = Vec::new();
+        let mut valid = sink.gauge(
+            "ruleset_valid",
+            "Whether the present content of a --config.dir rule set file is in force (0: rejected; its last good version, if any, stays)",
+        );
+        let mut last = sink.gauge(
+            "ruleset_last_reload_success_timestamp_seconds",
+            "When a rule set file was last loaded successfully (0: never)",
+        );
+        let mut reloads = sink.counter(
+            "ruleset_reloads",
+            "Rule set file versions examined by this process, by result",
+        );
+        let [mut rules, mut over, mut rules_limit, mut series_limit] = [
+            ("ruleset_rules", "Rules of a tenant in force"),
+            (
+                "ruleset_rules_over_budget",
+                "Rules of a tenant's file left out because they are past its rule budget",
+            ),
+            ("ruleset_rules_limit", "A tenant's rule budget"),
+            (
+                "ruleset_series_limit",
+                "A tenant's series budget (all its rules together)",
+            ),
+        ]
+        .map(|(name, help)| sink.gauge(name, help));
         for (name, f) in &self.files {
-            valid.push((file_labels(name, f), u64::from(f.valid)));
-            last.push((file_labels(name, f), f.last_success));
+            let fl = [("tenant", f.tenant.as_str()), ("file", name.as_str())];
+            valid.push(&fl, u64::from(f.valid));
+            last.push(&fl, f.last_success);
             for (result, n) in [("failure", f.failures), ("success", f.successes)] {
-                let mut l = file_labels(name, f);
-                l.push(("result".to_string(), result.to_string()));
-                reloads.push((l, n));
+                reloads.push(&[fl[0], fl[1], ("result", result)], n);
             }
             if f.tenant.is_empty() {
                 continue;
             }
+            let t = [("tenant", f.tenant.as_str())];
             let a = f.active.as_ref();
-            rules.push((tenant(&f.tenant), a.map_or(0, |a| a.rules.len() as u64)));
-            over.push((
-                tenant(&f.tenant),
-                a.map_or(0, |a| a.over_budget.len() as u64),
-            ));
+            rules.push(&t, a.map_or(0, |a| a.rules.len() as u64));
+            over.push(&t, a.map_or(0, |a| a.over_budget.len() as u64));
             let grant = self.platform.tenants.get(&f.tenant);
-            rules_limit.push((
-                tenant(&f.tenant),
-                grant
-                    .and_then(|g| g.max_rules)
-                    .unwrap_or(self.limits.max_rules) as u64,
-            ));
-            series_limit.push((
-                tenant(&f.tenant),
-                grant
-                    .and_then(|g| g.max_series)
-                    .unwrap_or(self.limits.max_series) as u64,
-            ));
+            let max_rules = grant.and_then(|g| g.max_rules);
+            rules_limit.push(&t, max_rules.unwrap_or(self.limits.max_rules) as u64);
+            let max_series = grant.and_then(|g| g.max_series);
+            series_limit.push(&t, max_series.unwrap_or(self.limits.max_series) as u64);
         }
-        r.register(
-            "ruleset_valid",
-            "Whether the present content of a --config.dir rule set file is in force (0: rejected; its last good version, if any, stays)",
-            ConstGauges(valid),
-        );
-        r.register(
-            "ruleset_last_reload_success_timestamp_seconds",
-            "When a rule set file was last loaded successfully (0: never)",
-            ConstFloatGauges(last),
-        );
-        r.register(
-            "ruleset_reloads",
-            "Rule set file versions examined by this process, by result",
-            ConstCounters(reloads),
-        );
-        r.register(
-            "ruleset_rules",
-            "Rules of a tenant in force",
-            ConstGauges(rules),
-        );
-        r.register(
-            "ruleset_rules_over_budget",
-            "Rules of a tenant's file left out because they are past its rule budget",
-            ConstGauges(over),
-        );
-        r.register(
-            "ruleset_rules_limit",
-            "A tenant's rule budget",
-            ConstGauges(rules_limit),
-        );
-        r.register(
-            "ruleset_series_limit",
-            "A tenant's series budget (all its rules together)",
-            ConstGauges(series_limit),
-        );
-    }
-}
-
-/// Float gauges with labels, encoded in the given order.
-#[derive(Debug)]
-struct ConstFloatGauges(Vec<(Vec<(String, String)>, f64)>);
-
-impl prometheus_client::encoding::EncodeMetric for ConstFloatGauges {
-    fn encode(
-        &self,
-        mut encoder: prometheus_client::encoding::MetricEncoder,
-    ) -> Result<(), std::fmt::Error> {
-        for (labels, v) in &self.0 {
-            encoder.encode_family(labels)?.encode_gauge(v)?;
+        for f in [valid, last, reloads, rules, over, rules_limit, series_limit] {
+            sink.push(f.written_when_empty());
         }
-        Ok(())
-    }
-    fn metric_type(&self) -> prometheus_client::metrics::MetricType {
-        prometheus_client::metrics::MetricType::Gauge
     }
 }
 

@@ -6,7 +6,7 @@
 //!
 //! A bridge whose dump fails gets `ovs_dump_success 0` and no flow or check series (their values
 //! would be unknown, not 0); the other bridges are unaffected. Any failure (database or a
-//! bridge) makes the collector return an error after registering what it has, so
+//! bridge) makes the collector return an error after writing what it has, so
 //! `ovs_scrape_collector_success{collector="flows"}` drops to 0 as well. A dump with
 //! unparseable lines keeps its flows, but every check of the bridge is `ovs_check_incomplete`
 //! 1 (the lines lost were not checked) and the collector fails; at most
@@ -16,10 +16,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::prometheus_client::metrics::family::Family;
-use common::prometheus_client::metrics::gauge::Gauge;
-use common::prometheus_client::registry::Registry;
-use common::{CollectError, Collector};
+use common::text::TextFamily;
+use common::{CollectError, Collector, Sink};
 use futures::future::BoxFuture;
 
 use crate::checks::groups::{self, FlowRefs, Groups, Judged};
@@ -38,10 +36,6 @@ pub const FLAG: common::cli::CollectorFlag = common::cli::CollectorFlag {
     help: "Dumps every bridge's OpenFlow flows and runs the dirty-flow checks.",
     default_enabled: true,
 };
-
-type Labels = Vec<(String, String)>;
-type GaugeFamily = Family<Labels, Gauge>;
-type FloatFamily = Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>;
 
 /// The collector.
 #[derive(Debug)]
@@ -316,7 +310,7 @@ impl FlowsCollector {
         bridges: &[String],
         controllers: &std::collections::BTreeMap<String, Controller>,
         scans: &mut [(Result<BridgeReport, String>, f64)],
-        registry: &mut Registry,
+        sink: &mut Sink,
     ) {
         let of = |b: &str| controllers.get(b).copied().unwrap_or_default();
         let ovn = if bridges.iter().any(|b| of(b) == Controller::Ovn) {
@@ -330,31 +324,25 @@ impl FlowsCollector {
         } else {
             None
         };
-        let info = GaugeFamily::default();
+        let mut info = sink.gauge(
+            "bridge_info",
+            "1 per bridge: the controller that programs it (ovn, neutron or none), read from the OVS database",
+        );
         for (b, (report, _)) in bridges.iter().zip(scans.iter_mut()) {
-            info.get_or_create(&vec![
-                ("bridge".into(), b.clone()),
-                ("controller".into(), of(b).as_str().into()),
-            ])
-            .set(1);
+            info.push(
+                &[("bridge", b.as_str()), ("controller", of(b).as_str())],
+                1i64,
+            );
             if let Ok(r) = report {
                 crate::controller::apply(r, b, of(b), &self.config, ovn.as_ref());
             }
         }
-        registry.register(
-            "bridge_info",
-            "1 per bridge: the controller that programs it (ovn, neutron or none), read from the OVS database",
-            info,
-        );
-        let unreachable = common::prometheus_client::metrics::counter::Counter::<u64>::default();
-        unreachable.inc_by(
-            self.ovn_unreachable
-                .load(std::sync::atomic::Ordering::Relaxed),
-        );
-        registry.register(
+        sink.push(info);
+        sink.counter_value(
             "ovn_controller_unreachable",
             "Scrapes on which ovn-controller's unixctl socket (--ovn.rundir) could not be reached",
-            unreachable,
+            self.ovn_unreachable
+                .load(std::sync::atomic::Ordering::Relaxed),
         );
     }
 
@@ -373,7 +361,7 @@ impl FlowsCollector {
     /// are dropped. The first scrape (bridges unknown) reads the database first.
     ///
     /// Each failure is reported once: in the returned error, which `common::scrape` logs.
-    async fn run(&self, registry: &mut Registry) -> Result<(), CollectError> {
+    async fn run(&self, sink: &mut Sink) -> Result<(), CollectError> {
         let mut problems: Vec<String> = Vec::new();
         let early = self.early_bridges();
         let mut caches = std::mem::take(&mut *common::sync::lock(&self.overlap_cache));
@@ -387,7 +375,7 @@ impl FlowsCollector {
         );
         let (inventory, controllers) = db.into_parts(&mut problems);
         let bridges = self.bridges_to_report(inventory.as_ref());
-        encode_inventory(registry, inventory.as_ref(), &bridges);
+        encode_inventory(sink, inventory.as_ref(), &bridges);
 
         let mut dumps: HashMap<String, Dumped<'_>> = early.into_iter().zip(early_dumps).collect();
         let late: Vec<&String> = bridges.iter().filter(|b| !dumps.contains_key(*b)).collect();
@@ -404,17 +392,17 @@ impl FlowsCollector {
 
         let (mut scans, listings) = self.finish_scans(&bridges, dumps);
         // Before the evidence is fetched: checks off for a bridge need none.
-        self.apply_controllers(&bridges, &controllers, &mut scans, registry)
+        self.apply_controllers(&bridges, &controllers, &mut scans, sink)
             .await;
         let unknown = self
             .judge(&bridges, &mut scans, &listings, inventory.as_ref())
             .await;
-        let mut families = BridgeFamilies::default();
+        let mut families = BridgeFamilies::new(sink);
         for ((bridge, (res, secs)), unknown) in bridges.iter().zip(scans).zip(unknown) {
             let in_db = inventory.as_ref().map(|inv| inv.contains_key(bridge));
             families.encode(bridge, res, secs, unknown, in_db, &mut problems);
         }
-        families.register(registry);
+        families.push_to(sink);
 
         if problems.is_empty() {
             Ok(())
@@ -558,73 +546,62 @@ impl Database {
 }
 
 /// `ovs_database_up` and, per reported bridge, its interfaces as the database lists them.
-fn encode_inventory(registry: &mut Registry, inventory: Option<&Inventory>, bridges: &[String]) {
-    let db_up = Gauge::<i64>::default();
-    db_up.set(i64::from(inventory.is_some()));
-    registry.register(
+fn encode_inventory(sink: &mut Sink, inventory: Option<&Inventory>, bridges: &[String]) {
+    sink.gauge_value(
         "database_up",
         "Whether the OVS database could be read (ovs-vsctl)",
-        db_up,
+        i64::from(inventory.is_some()),
     );
-    let interfaces = GaugeFamily::default();
-    let failed = GaugeFamily::default();
-    let failed_info = GaugeFamily::default();
-    let iface_info = GaugeFamily::default();
+    let mut interfaces = sink.gauge("interfaces", "Interfaces of the bridge in the OVS database");
+    let mut failed = sink.gauge(
+        "failed_interfaces",
+        "Interfaces of the bridge that ovs-vswitchd could not open (ofport -1 or error set)",
+    );
+    let mut failed_info = sink.gauge("failed_interface_info", "A failed interface and its error");
+    let mut iface_info = sink.gauge(
+        "interface_info",
+        "An interface of the bridge: OpenFlow port, type, neutron port (iface-id) and VM MAC",
+    );
     for b in bridges {
         let Some(ifaces) = inventory.and_then(|inv| inv.get(b)) else {
             continue;
         };
-        let bl = || vec![("bridge".to_string(), b.clone())];
-        interfaces.get_or_create(&bl()).set(ifaces.len() as i64);
+        let bl = [("bridge", b.as_str())];
+        interfaces.push(&bl, ifaces.len() as i64);
         for i in ifaces {
             let ofport = i.ofport.map(|p| p.to_string()).unwrap_or_default();
-            iface_info
-                .get_or_create(&vec![
-                    ("bridge".into(), b.clone()),
-                    ("interface".into(), i.name.clone()),
-                    ("ofport".into(), ofport),
-                    ("type".into(), i.kind.clone()),
-                    ("iface_id".into(), i.iface_id.clone().unwrap_or_default()),
+            iface_info.push(
+                &[
+                    ("bridge", b.as_str()),
+                    ("interface", &i.name),
+                    ("ofport", &ofport),
+                    ("type", &i.kind),
+                    ("iface_id", i.iface_id.as_deref().unwrap_or_default()),
                     (
-                        "attached_mac".into(),
-                        i.attached_mac.clone().unwrap_or_default(),
+                        "attached_mac",
+                        i.attached_mac.as_deref().unwrap_or_default(),
                     ),
-                ])
-                .set(1);
+                ],
+                1i64,
+            );
         }
         let bad: Vec<_> = ifaces.iter().filter(|i| i.failed()).collect();
-        failed.get_or_create(&bl()).set(bad.len() as i64);
+        failed.push(&bl, bad.len() as i64);
         for i in bad {
-            failed_info
-                .get_or_create(&vec![
-                    ("bridge".into(), b.clone()),
-                    ("interface".into(), i.name.clone()),
-                    ("type".into(), i.kind.clone()),
-                    ("error".into(), failure_text(i.error.as_deref())),
-                ])
-                .set(1);
+            failed_info.push(
+                &[
+                    ("bridge", b.as_str()),
+                    ("interface", &i.name),
+                    ("type", &i.kind),
+                    ("error", &failure_text(i.error.as_deref())),
+                ],
+                1i64,
+            );
         }
     }
-    registry.register(
-        "interfaces",
-        "Interfaces of the bridge in the OVS database",
-        interfaces,
-    );
-    registry.register(
-        "failed_interfaces",
-        "Interfaces of the bridge that ovs-vswitchd could not open (ofport -1 or error set)",
-        failed,
-    );
-    registry.register(
-        "failed_interface_info",
-        "A failed interface and its error",
-        failed_info,
-    );
-    registry.register(
-        "interface_info",
-        "An interface of the bridge: OpenFlow port, type, neutron port (iface-id) and VM MAC",
-        iface_info,
-    );
+    for f in [interfaces, failed, failed_info, iface_info] {
+        sink.push(f);
+    }
 }
 
 /// A failed interface's error as a label: at most 200 characters, `ofport -1` when OVS gave none.
@@ -638,18 +615,47 @@ fn failure_text(error: Option<&str>) -> String {
 }
 
 /// The per-bridge families of a scrape, filled bridge by bridge.
-#[derive(Default)]
 struct BridgeFamilies {
-    success: GaugeFamily,
-    duration: FloatFamily,
-    flows: GaugeFamily,
-    parse_errors: GaugeFamily,
-    dirty: GaugeFamily,
-    incomplete: GaugeFamily,
-    evidence: GaugeFamily,
+    success: TextFamily,
+    duration: TextFamily,
+    flows: TextFamily,
+    parse_errors: TextFamily,
+    dirty: TextFamily,
+    incomplete: TextFamily,
+    evidence: TextFamily,
 }
 
 impl BridgeFamilies {
+    fn new(sink: &Sink) -> Self {
+        Self {
+            success: sink.gauge(
+                "dump_success",
+                "Whether the last ovs-ofctl dump-flows of the bridge succeeded",
+            ),
+            duration: sink.gauge(
+                "dump_duration_seconds",
+                "Time taken to dump and check the bridge's flows",
+            ),
+            flows: sink.gauge("flows", "Flows per bridge and table in the last dump"),
+            parse_errors: sink.gauge(
+                "flow_parse_errors",
+                "Lines of the last dump that could not be parsed",
+            ),
+            dirty: sink.gauge(
+                "dirty_flows",
+                "Flows that a check flags as dirty, per bridge and check",
+            ),
+            incomplete: sink.gauge(
+                "check_incomplete",
+                "Whether a check did not see every flow or compare every pair it should (unparseable dump lines, comparison budget, or a table dumped in two runs)",
+            ),
+            evidence: sink.gauge(
+                "dirty_flow_info",
+                "An offending flow (at most --checks.evidence-limit per bridge and check)",
+            ),
+        }
+    }
+
     /// One bridge's series; `in_db`: whether the database lists it (None: database down).
     fn encode(
         &mut self,
@@ -660,20 +666,18 @@ impl BridgeFamilies {
         in_db: Option<bool>,
         problems: &mut Vec<String>,
     ) {
-        let bl = vec![("bridge".to_string(), bridge.to_string())];
-        self.duration.get_or_create(&bl).set(secs);
+        let bl = [("bridge", bridge)];
+        self.duration.push(&bl, secs);
         let report = match res {
             Ok(r) => r,
             Err(e) => {
                 problems.push(format!("bridge {bridge}: {e}"));
-                self.success.get_or_create(&bl).set(0);
+                self.success.push(&bl, 0i64);
                 return;
             }
         };
-        self.success.get_or_create(&bl).set(1);
-        self.parse_errors
-            .get_or_create(&bl)
-            .set(report.parse_errors as i64);
+        self.success.push(&bl, 1i64);
+        self.parse_errors.push(&bl, report.parse_errors as i64);
         if report.parse_errors > 0 {
             problems.push(format!(
                 "bridge {bridge}: {} unparseable dump-flows lines: every check incomplete",
@@ -682,18 +686,11 @@ impl BridgeFamilies {
         }
         for (table, n) in &report.tables {
             self.flows
-                .get_or_create(&vec![
-                    ("bridge".into(), bridge.to_string()),
-                    ("table".into(), table.clone()),
-                ])
-                .set(*n as i64);
+                .push(&[("bridge", bridge), ("table", table)], *n as i64);
         }
-        let check_labels = |check: &str| {
-            vec![
-                ("bridge".to_string(), bridge.to_string()),
-                ("check".to_string(), check.to_string()),
-            ]
-        };
+        fn check_labels<'a>(bridge: &'a str, check: &'a str) -> [(&'static str, &'a str); 2] {
+            [("bridge", bridge), ("check", check)]
+        }
         if in_db == Some(false) {
             tracing::warn!(
                 bridge,
@@ -705,73 +702,49 @@ impl BridgeFamilies {
             // successful scrape.
             problems.push(format!("bridge {bridge}: the OVS database answered after the dump stopped waiting for the ports (half of --ovs.timeout): missing_port skipped"));
             self.incomplete
-                .get_or_create(&check_labels("missing_port"))
-                .set(1);
+                .push(&check_labels(bridge, "missing_port"), 1i64);
         }
         for (check, why) in unknown {
             problems.push(format!("bridge {bridge}: {check} undecided: {why}"));
-            self.incomplete.get_or_create(&check_labels(check)).set(1);
+            self.incomplete.push(&check_labels(bridge, check), 1i64);
         }
         for c in &report.checks {
-            let cl = check_labels(&c.name);
-            self.dirty.get_or_create(&cl).set(c.dirty as i64);
+            let cl = check_labels(bridge, &c.name);
+            self.dirty.push(&cl, c.dirty as i64);
             // The flows of unparseable lines were not checked.
             let partial = c.incomplete || report.parse_errors > 0;
-            self.incomplete.get_or_create(&cl).set(i64::from(partial));
+            self.incomplete.push(&cl, i64::from(partial));
             if c.incomplete {
                 tracing::warn!(bridge, check = %c.name, "check incomplete (comparison budget, or a table dumped in two runs)");
             }
             for e in &c.evidence {
-                self.evidence
-                    .get_or_create(&vec![
-                        ("bridge".into(), bridge.to_string()),
-                        ("check".into(), c.name.clone()),
-                        ("table".into(), e.table.clone()),
-                        ("priority".into(), e.priority.to_string()),
-                        ("cookie".into(), format!("{:#x}", e.cookie)),
-                        ("flow".into(), e.flow.clone()),
-                    ])
-                    .set(1);
+                self.evidence.push(
+                    &[
+                        ("bridge", bridge),
+                        ("check", &c.name),
+                        ("table", &e.table),
+                        ("priority", &e.priority.to_string()),
+                        ("cookie", &format!("{:#x}", e.cookie)),
+                        ("flow", &e.flow),
+                    ],
+                    1i64,
+                );
             }
         }
     }
 
-    fn register(self, registry: &mut Registry) {
-        registry.register(
-            "dump_success",
-            "Whether the last ovs-ofctl dump-flows of the bridge succeeded",
+    fn push_to(self, sink: &mut Sink) {
+        for f in [
             self.success,
-        );
-        registry.register(
-            "dump_duration_seconds",
-            "Time taken to dump and check the bridge's flows",
             self.duration,
-        );
-        registry.register(
-            "flows",
-            "Flows per bridge and table in the last dump",
             self.flows,
-        );
-        registry.register(
-            "flow_parse_errors",
-            "Lines of the last dump that could not be parsed",
             self.parse_errors,
-        );
-        registry.register(
-            "dirty_flows",
-            "Flows that a check flags as dirty, per bridge and check",
             self.dirty,
-        );
-        registry.register(
-            "check_incomplete",
-            "Whether a check did not see every flow or compare every pair it should (unparseable dump lines, comparison budget, or a table dumped in two runs)",
             self.incomplete,
-        );
-        registry.register(
-            "dirty_flow_info",
-            "An offending flow (at most --checks.evidence-limit per bridge and check)",
             self.evidence,
-        );
+        ] {
+            sink.push(f);
+        }
     }
 }
 
@@ -780,10 +753,7 @@ impl Collector for FlowsCollector {
         FLAG.name
     }
 
-    fn collect<'a>(
-        &'a self,
-        registry: &'a mut common::Sink,
-    ) -> BoxFuture<'a, Result<(), CollectError>> {
-        Box::pin(self.run(registry))
+    fn collect<'a>(&'a self, sink: &'a mut Sink) -> BoxFuture<'a, Result<(), CollectError>> {
+        Box::pin(self.run(sink))
     }
 }

@@ -17,13 +17,12 @@ use std::sync::Arc;
 use common::text::{Kind, SharedFamily, TextFamily};
 use common::{CollectError, Collector, Sink};
 use futures::future::BoxFuture;
-use prometheus_client::registry::Registry;
 
 use crate::capabilities::NumaTopology;
 use crate::cpuset::CpuSet;
 use crate::domain_xml::DomainXml;
 use crate::metrics::FxBuild;
-use crate::metrics::{counter, gauge, labels, Counters, Gauges, Labels};
+use crate::metrics::{labels, Labels};
 use crate::nova_conf::{load_nova_conf, NovaCpuSets};
 use crate::pinning::{
     analyse, claims_of, numa_remote_cpus, DomainClaims, DomainFindings, PinningReport, VcpuKind,
@@ -179,63 +178,55 @@ impl DomainCollector {
         }
     }
 
-    fn encode_counters(&self, reg: &mut Registry) {
+    fn encode_counters(&self, sink: &mut Sink) {
         let g = &self.gatherer;
-        let errors = Counters::default();
-        let timeouts = Counters::default();
-        for (call, c) in g.libvirt.call_counts() {
-            errors.set(labels([("call", call)]), c.errors as f64);
-            timeouts.set(labels([("call", call)]), c.timeouts as f64);
-        }
-        errors.register(reg, "call_errors", "libvirt calls that failed, by call");
-        timeouts.register(
-            reg,
+        let mut errors = sink.counter("call_errors", "libvirt calls that failed, by call");
+        let mut timeouts = sink.counter(
             "call_timeouts",
             "libvirt calls that did not answer within --libvirt.timeout, by call",
         );
-        let fallbacks = Counters::default();
-        for (group, n) in crate::stats_fallback::GROUPS.iter().zip(&g.fallbacks) {
-            fallbacks.set(labels([("group", group)]), n.load(Ordering::Relaxed) as f64);
+        for (call, c) in g.libvirt.call_counts() {
+            errors.push(&[("call", call)], c.errors as f64);
+            timeouts.push(&[("call", call)], c.timeouts as f64);
         }
-        fallbacks.register(
-            reg,
+        sink.push(errors);
+        sink.push(timeouts);
+        let mut fallbacks = sink.counter(
             "domain_stats_fallbacks",
             "Stat groups missing from libvirt's bulk stats of a running domain and fetched with per-domain calls instead, by group",
         );
-        counter(
-            reg,
+        for (group, n) in crate::stats_fallback::GROUPS.iter().zip(&g.fallbacks) {
+            fallbacks.push(&[("group", group)], n.load(Ordering::Relaxed) as f64);
+        }
+        sink.push(fallbacks);
+        sink.counter_value(
             "connections_opened",
             "Connections to libvirt opened (the first one and every re-open)",
             g.libvirt.opens() as f64,
         );
-        counter(
-            reg,
+        sink.counter_value(
             "domain_xml_fetches",
             "Domain XML documents fetched from libvirt (new domains, domains changed according to libvirt's events, periodic refresh)",
             g.xml_fetches.load(Ordering::Relaxed) as f64,
         );
         if let Some(n) = g.libvirt.events_received() {
-            counter(
-                reg,
+            sink.counter_value(
                 "domain_events",
                 "libvirt domain events received (with --libvirt.events)",
                 n as f64,
             );
         }
-        counter(
-            reg,
+        sink.counter_value(
             "domain_xml_parses",
             "Domain XML documents parsed (only new or changed domains are parsed)",
             g.xml_parses.load(Ordering::Relaxed) as f64,
         );
-        counter(
-            reg,
+        sink.counter_value(
             "domain_xml_parse_errors",
             "Domain XML documents that could not be parsed",
             g.xml_errors.load(Ordering::Relaxed) as f64,
         );
-        counter(
-            reg,
+        sink.counter_value(
             "openstack_metadata_errors",
             "Parsed domain XMLs whose nova metadata was malformed",
             g.nova_errors.load(Ordering::Relaxed) as f64,
@@ -247,13 +238,13 @@ impl Collector for DomainCollector {
     fn name(&self) -> &'static str {
         FLAG.name
     }
-    fn collect<'a>(&'a self, reg: &'a mut Sink) -> BoxFuture<'a, Result<(), CollectError>> {
+    fn collect<'a>(&'a self, sink: &'a mut Sink) -> BoxFuture<'a, Result<(), CollectError>> {
         Box::pin(async move {
             let libvirt = &self.gatherer.libvirt;
             // nova's sets first: they classify vCPUs of nova 31 and older.
             let (sets, nova_ok) = self.nova_sets().await;
             // The domains complete before their own calls are built while those calls run.
-            let mut early = Early::new(reg.prefix(), &sets).with_options(self.opts);
+            let mut early = Early::new(sink.prefix(), &sets).with_options(self.opts);
             let snap = match libvirt.connection().await {
                 Ok(conn) => {
                     let (early, statics) = (&mut early, &self.statics);
@@ -265,12 +256,11 @@ impl Collector for DomainCollector {
                 }
                 Err(e) => Err(e),
             };
-            self.encode_counters(reg);
+            self.encode_counters(sink);
             let snap = match snap {
                 Ok(s) => s,
                 Err(e) => {
-                    gauge(
-                        reg,
+                    sink.gauge_value(
                         "up",
                         "Whether scraping libvirt's metrics was successful",
                         0.0,
@@ -278,15 +268,13 @@ impl Collector for DomainCollector {
                     return Err(CollectError::new(e));
                 }
             };
-            gauge(
-                reg,
+            sink.gauge_value(
                 "up",
                 "Whether scraping libvirt's metrics was successful",
                 1.0,
             );
             if let Some(ok) = nova_ok {
-                gauge(
-                    reg,
+                sink.gauge_value(
                     "nova_config_loaded",
                     "Whether the nova.conf given by --nova.config-file was read",
                     f64::from(u8::from(ok)),
@@ -294,7 +282,7 @@ impl Collector for DomainCollector {
             }
             let started = std::time::Instant::now();
             let mut cache = common::sync::lock(&self.statics);
-            encode_snapshot_cached(&snap, &sets, self.opts, &mut cache, Some(early), reg);
+            encode_snapshot_cached(&snap, &sets, self.opts, &mut cache, Some(early), sink);
             tracing::debug!(seconds = started.elapsed().as_secs_f64(), "metrics built");
             Ok(())
         })
@@ -344,12 +332,16 @@ impl Fams {
         l: impl AsRef<[(K, V)]>,
         v: f64,
     ) {
+        // libvirt gives -1 (or nothing sensible) for a counter it does not know: left out.
+        if !(v.is_finite() && v >= 0.0) {
+            return;
+        }
         self.c
             .entry(name)
             .or_insert_with(|| TextFamily::new(&self.prefix, name, help, Kind::Counter))
             .push(l.as_ref(), v);
     }
-    /// Declares a family; like prometheus-client's families, one without series is not exported.
+    /// Declares a family; one without series is not written.
     fn declare_gauge(&mut self, name: &'static str, help: &'static str) {
         self.g
             .entry(name)
@@ -372,7 +364,7 @@ impl Fams {
             }
         }
     }
-    fn register(self, sink: &mut Sink) {
+    fn push_to(self, sink: &mut Sink) {
         for f in self.g.into_values().chain(self.c.into_values()) {
             sink.push(f);
         }
@@ -433,8 +425,8 @@ pub struct StaticCache {
 
 /// Builds every metric of the `domain` collector from a snapshot, with `opts`, without a cache.
 #[cfg(test)]
-pub fn encode_snapshot(snap: &Snapshot, nova: &NovaCpuSets, opts: Options, reg: &mut Sink) {
-    encode_snapshot_cached(snap, nova, opts, &mut StaticCache::default(), None, reg);
+pub fn encode_snapshot(snap: &Snapshot, nova: &NovaCpuSets, opts: Options, sink: &mut Sink) {
+    encode_snapshot_cached(snap, nova, opts, &mut StaticCache::default(), None, sink);
 }
 
 /// What was built while the per-domain calls ran ([`Gatherer::gather_overlapped`]): the stats
@@ -532,9 +524,9 @@ pub fn encode_snapshot_cached(
     opts: Options,
     cache: &mut StaticCache,
     early: Option<Early>,
-    reg: &mut Sink,
+    sink: &mut Sink,
 ) {
-    let prefix = reg.prefix().to_string();
+    let prefix = sink.prefix().to_string();
     let Early {
         fams: mut f,
         names: early,
@@ -542,19 +534,14 @@ pub fn encode_snapshot_cached(
     } = early.unwrap_or_else(|| Early::new(&prefix, nova).with_options(opts));
     let ncpus = snap.host.cpus;
 
-    gauge(
-        reg,
-        "domains",
-        "Number of domains",
-        snap.domains.len() as f64,
-    );
-    let by_state = Gauges::default();
+    sink.gauge_value("domains", "Number of domains", snap.domains.len() as f64);
+    let mut by_state = sink.gauge("domains_by_state", "Number of domains by state");
     for (code, name, _) in STATE_NAMES {
         let n = snap.domains.iter().filter(|d| d.state == *code).count();
-        by_state.set(labels([("state", name)]), n as f64);
+        by_state.push(&[("state", name)], n as f64);
     }
-    by_state.register(reg, "domains_by_state", "Number of domains by state");
-    encode_health_totals(snap, reg);
+    sink.push(by_state);
+    encode_health_totals(snap, sink);
 
     // Domain names are unique on a host, so the cached parts (each labelled with its domain)
     // are appended without checking them against each other.
@@ -598,21 +585,19 @@ pub fn encode_snapshot_cached(
         f.append_shared(fams);
     }
     encode_live_affinity(&mut f, snap);
-    f.register(reg);
+    f.push_to(sink);
 }
 
 /// This scrape's per-domain failures, summed over the node.
-fn encode_health_totals(snap: &Snapshot, reg: &mut Sink) {
+fn encode_health_totals(snap: &Snapshot, sink: &mut Sink) {
     let timed_out = snap.domains.iter().filter(|d| d.timed_out).count();
-    gauge(
-        reg,
+    sink.gauge_value(
         "domains_timed_out",
         "Domains libvirt did not answer in time for on this scrape (each one has libvirt_domain_timed_out)",
         timed_out as f64,
     );
     let errors: usize = snap.domains.iter().map(|d| d.errors.len()).sum();
-    gauge(
-        reg,
+    sink.gauge_value(
         "domains_scrape_errors",
         "libvirt calls for domains that failed on this scrape (per domain in libvirt_domain_scrape_errors)",
         errors as f64,
@@ -1543,7 +1528,7 @@ mod tests {
         };
         let render = |early: Option<&[usize]>| {
             let mut cache = StaticCache::default();
-            let mut reg = Sink::new("libvirt");
+            let mut sink = Sink::new("libvirt");
             let e = early.map(|idx| {
                 let mut e = Early::new("libvirt", &NovaCpuSets::default());
                 let done: Vec<(&DomainSnap, &Arc<DomainXml>)> = idx
@@ -1559,10 +1544,10 @@ mod tests {
                 Options::limit(5),
                 &mut cache,
                 e,
-                &mut reg,
+                &mut sink,
             );
             let mut out = String::new();
-            reg.encode(&mut out).unwrap();
+            sink.encode(&mut out).unwrap();
             let mut lines: Vec<String> = out.lines().map(str::to_string).collect();
             lines.sort_unstable();
             lines
@@ -1608,18 +1593,18 @@ mod tests {
         };
         let mut cache = StaticCache::default();
         let scrape = |cache: &mut StaticCache, s: &Snapshot| {
-            let mut reg = Sink::new("libvirt");
+            let mut sink = Sink::new("libvirt");
             encode_snapshot_cached(
                 s,
                 &NovaCpuSets::default(),
                 Options::limit(5),
                 cache,
                 None,
-                &mut reg,
+                &mut sink,
             );
             let mut out = String::new();
-            reg.encode(&mut out).unwrap();
-            // prometheus-client orders a family's series by hash: compare sorted lines.
+            sink.encode(&mut out).unwrap();
+            // Families of cached parts are appended in cache order: compare sorted lines.
             let mut lines: Vec<&str> = out.lines().collect();
             lines.sort_unstable();
             lines.join("\n")
@@ -1722,10 +1707,10 @@ mod tests {
             }],
         };
         let render = |opts: Options| {
-            let mut reg = Sink::new("libvirt");
-            encode_snapshot(&snap, &NovaCpuSets::default(), opts, &mut reg);
+            let mut sink = Sink::new("libvirt");
+            encode_snapshot(&snap, &NovaCpuSets::default(), opts, &mut sink);
             let mut out = String::new();
-            reg.encode(&mut out).unwrap();
+            sink.encode(&mut out).unwrap();
             out
         };
         let m = |name: &str, v: &str| format!("libvirt_domain_{name}{{domain=\"m\"}} {v}");
@@ -1806,10 +1791,10 @@ mod tests {
                 },
             ],
         };
-        let mut reg = Sink::new("libvirt");
-        encode_snapshot(&snap, &NovaCpuSets::default(), Options::limit(5), &mut reg);
+        let mut sink = Sink::new("libvirt");
+        encode_snapshot(&snap, &NovaCpuSets::default(), Options::limit(5), &mut sink);
         let mut out = String::new();
-        reg.encode(&mut out).unwrap();
+        sink.encode(&mut out).unwrap();
         assert!(
             out.contains("libvirt_domain_timed_out{domain=\"stuck\"} 1"),
             "{out}"
@@ -1855,15 +1840,15 @@ mod tests {
             domains,
         };
         for limit in [0usize, 1, 5, 39, 100] {
-            let mut reg = Sink::new("libvirt");
+            let mut sink = Sink::new("libvirt");
             encode_snapshot(
                 &snap,
                 &NovaCpuSets::default(),
                 Options::limit(limit),
-                &mut reg,
+                &mut sink,
             );
             let mut out = String::new();
-            reg.encode(&mut out).unwrap();
+            sink.encode(&mut out).unwrap();
             let shown = limit.min(n - 1);
             for i in 0..n {
                 let d = format!("vm-{i:02}");

@@ -3,12 +3,10 @@
 
 use std::sync::Arc;
 
-use common::{CollectError, Collector};
+use common::{CollectError, Collector, Sink};
 use futures::future::BoxFuture;
-use prometheus_client::registry::Registry;
 
 use crate::connection::Libvirt;
-use crate::metrics::{gauge, labels, Gauges};
 use crate::snapshot::{host_info, HostInfo};
 
 /// The collector's identity (flag, label, help, default).
@@ -30,66 +28,51 @@ impl HostCollector {
     }
 }
 
-/// Registers the host metrics.
-pub fn encode_host(h: &HostInfo, reg: &mut Registry) {
-    gauge(
-        reg,
-        "host_cpus",
-        "Number of active host CPUs",
-        f64::from(h.cpus),
-    );
-    gauge(
-        reg,
+/// Writes the host metrics.
+pub fn encode_host(h: &HostInfo, sink: &mut Sink) {
+    sink.gauge_value("host_cpus", "Number of active host CPUs", f64::from(h.cpus));
+    sink.gauge_value(
         "host_cpu_frequency_megahertz",
         "Expected CPU frequency of the host, 0 if unknown",
         f64::from(h.mhz),
     );
-    gauge(
-        reg,
+    sink.gauge_value(
         "host_numa_nodes",
         "Number of host NUMA cells",
         f64::from(h.nodes),
     );
-    gauge(
-        reg,
+    sink.gauge_value(
         "host_cpu_sockets",
         "CPU sockets per NUMA cell",
         f64::from(h.sockets),
     );
-    gauge(
-        reg,
-        "host_cpu_cores",
-        "CPU cores per socket",
-        f64::from(h.cores),
-    );
-    gauge(
-        reg,
+    sink.gauge_value("host_cpu_cores", "CPU cores per socket", f64::from(h.cores));
+    sink.gauge_value(
         "host_cpu_threads",
         "CPU threads per core",
         f64::from(h.threads),
     );
-    gauge(
-        reg,
+    sink.gauge_value(
         "host_memory_bytes",
         "Host memory size in bytes",
         h.memory_bytes as f64,
     );
-    let info = Gauges::default();
-    info.set(labels([("cpu_model", &h.model)]), 1.0);
-    info.register(reg, "host_info", "Host CPU model, as a label");
+    let mut info = sink.gauge("host_info", "Host CPU model, as a label");
+    info.push(&[("cpu_model", &h.model)], 1.0);
+    sink.push(info);
 }
 
 impl Collector for HostCollector {
     fn name(&self) -> &'static str {
         FLAG.name
     }
-    fn collect<'a>(&'a self, reg: &'a mut common::Sink) -> BoxFuture<'a, Result<(), CollectError>> {
+    fn collect<'a>(&'a self, sink: &'a mut Sink) -> BoxFuture<'a, Result<(), CollectError>> {
         Box::pin(async move {
             let conn = self.libvirt.connection().await.map_err(CollectError::new)?;
             let h = host_info(&self.libvirt, &conn)
                 .await
                 .map_err(CollectError::new)?;
-            encode_host(&h, reg);
+            encode_host(&h, sink);
             Ok(())
         })
     }

@@ -22,9 +22,9 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use common::{CollectError, Collector};
+use common::text::TextFamily;
+use common::{CollectError, Collector, Sink};
 use futures::future::BoxFuture;
-use prometheus_client::registry::Registry;
 use virt::connect::Connect;
 use virt::domain::Domain;
 use virt::sys;
@@ -32,7 +32,6 @@ use virt::sys;
 use crate::connection::Libvirt;
 use crate::error::Error;
 use crate::ffi::{self, TypedValue};
-use crate::metrics::{labels, Counters, Gauges};
 
 /// The collector's identity (flag, label, help, default).
 pub const FLAG: common::cli::CollectorFlag = common::cli::CollectorFlag {
@@ -388,82 +387,81 @@ fn name_of(table: &[&'static str], code: i64) -> &'static str {
         .unwrap_or("unknown")
 }
 
-/// Registers the job and paused-reason metrics; `failures` and `unfilled` since start.
+/// Writes the job and paused-reason metrics; `failures` and `unfilled` since start.
 pub fn encode_jobs(
     jobs: &Jobs,
     failures: &BTreeMap<&'static str, u64>,
     unfilled: &BTreeMap<&'static str, u64>,
-    reg: &mut Registry,
+    sink: &mut Sink,
 ) {
-    let kind = Gauges::default();
-    let fields: Vec<Gauges> = FIELDS.iter().map(|_| Gauges::default()).collect();
-    for j in &jobs.jobs {
-        let op = name_of(&OPERATIONS, j.operation);
-        kind.set(
-            labels([("domain", &j.domain), ("operation", op)]),
-            f64::from(j.kind),
-        );
-        for ((field, _, _, factor), g) in FIELDS.iter().zip(&fields) {
-            if let Some(v) = j.fields.get(*field) {
-                g.set(labels([("domain", &j.domain)]), v * factor);
-            }
-        }
-    }
-    kind.register(
-        reg,
+    let mut kind = sink.gauge(
         "domain_job_info_type",
         "Code of the running domain job's type (1 bounded, 2 unbounded, 3 completed: its last phase still running), with its operation; only while a job runs",
     );
-    for ((_, metric, help, _), g) in FIELDS.iter().zip(fields) {
-        g.register(reg, &format!("domain_job_info_{metric}"), help);
-    }
-    let paused = Gauges::default();
-    for p in &jobs.paused {
-        paused.set(
-            labels([
-                ("domain", &p.name),
-                ("reason", name_of(&PAUSED_REASONS, p.reason)),
-            ]),
-            1.0,
+    let mut fields: Vec<TextFamily> = FIELDS
+        .iter()
+        .map(|(_, metric, help, _)| sink.gauge(&format!("domain_job_info_{metric}"), help))
+        .collect();
+    for j in &jobs.jobs {
+        let op = name_of(&OPERATIONS, j.operation);
+        kind.push(
+            &[("domain", j.domain.as_str()), ("operation", op)],
+            f64::from(j.kind),
         );
+        for ((field, _, _, factor), g) in FIELDS.iter().zip(&mut fields) {
+            if let Some(v) = j.fields.get(*field) {
+                g.push(&[("domain", &j.domain)], v * factor);
+            }
+        }
     }
-    paused.register(
-        reg,
+    sink.push(kind);
+    for g in fields {
+        sink.push(g);
+    }
+    let mut paused = sink.gauge(
         "domain_paused_reason_info",
         "Why a paused domain is paused (libvirt's state reason); only for paused domains",
     );
-    let failed = Counters::default();
-    for reason in FAILURE_REASONS {
-        let n = failures.get(reason).copied().unwrap_or(0);
-        failed.set(labels([("reason", reason)]), n as f64);
+    for p in &jobs.paused {
+        paused.push(
+            &[
+                ("domain", p.name.as_str()),
+                ("reason", name_of(&PAUSED_REASONS, p.reason)),
+            ],
+            1.0,
+        );
     }
-    failed.register(
-        reg,
+    sink.push(paused);
+    let mut failed = sink.counter(
         "domain_job_info_failures",
         "Domains that may have a job whose job stats libvirt did not give, by reason (error, timeout: no answer within --libvirt.timeout, unsupported: the driver has no job stats)",
     );
-    let missing = Counters::default();
-    for (field, ..) in FIELDS {
-        let n = unfilled.get(field).copied().unwrap_or(0);
-        missing.set(labels([("field", field)]), n as f64);
+    for reason in FAILURE_REASONS {
+        let n = failures.get(reason).copied().unwrap_or(0);
+        failed.push(&[("reason", reason)], n as f64);
     }
-    missing.register(
-        reg,
+    sink.push(failed);
+    let mut missing = sink.counter(
         "domain_job_info_unfilled_fields",
         "Progress fields libvirt did not fill for a running job (its series left out), per job and scrape, by libvirt's field name",
     );
+    for (field, ..) in FIELDS {
+        let n = unfilled.get(field).copied().unwrap_or(0);
+        missing.push(&[("field", field)], n as f64);
+    }
+    sink.push(missing);
 }
 
 impl Collector for JobCollector {
     fn name(&self) -> &'static str {
         FLAG.name
     }
-    fn collect<'a>(&'a self, reg: &'a mut common::Sink) -> BoxFuture<'a, Result<(), CollectError>> {
+    fn collect<'a>(&'a self, sink: &'a mut Sink) -> BoxFuture<'a, Result<(), CollectError>> {
         Box::pin(async move {
             let conn = self.libvirt.connection().await.map_err(CollectError::new)?;
             let jobs = self.gather(&conn).await.map_err(CollectError::new)?;
             let (failures, unfilled) = self.count(&jobs);
-            encode_jobs(&jobs, &failures, &unfilled, reg);
+            encode_jobs(&jobs, &failures, &unfilled, sink);
             Ok(())
         })
     }
@@ -476,10 +474,10 @@ mod tests {
 
     fn text(jobs: &Jobs, c: &JobCollector) -> String {
         let (f, u) = c.count(jobs);
-        let mut reg = common::Sink::new("libvirt");
-        encode_jobs(jobs, &f, &u, &mut reg);
+        let mut sink = common::Sink::new("libvirt");
+        encode_jobs(jobs, &f, &u, &mut sink);
         let mut om = String::new();
-        reg.encode(&mut om).unwrap();
+        sink.encode(&mut om).unwrap();
         common::exposition::openmetrics_to_text(&om)
     }
 

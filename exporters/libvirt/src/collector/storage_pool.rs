@@ -12,15 +12,13 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use common::{CollectError, Collector};
+use common::{CollectError, Collector, Sink};
 use futures::future::BoxFuture;
-use prometheus_client::registry::Registry;
 use virt::connect::Connect;
 use virt::storage_pool::StoragePool;
 
 use crate::connection::Libvirt;
 use crate::error::Error;
-use crate::metrics::{labels, Counters, Gauges};
 
 /// The collector's identity (flag, label, help, default).
 pub const FLAG: common::cli::CollectorFlag = common::cli::CollectorFlag {
@@ -130,57 +128,45 @@ pub async fn pool_infos(
     out
 }
 
-/// Registers the pool metrics; `failures`: since start, by reason.
-pub fn encode_pools(
-    pools: &[PoolInfo],
-    failures: &BTreeMap<&'static str, u64>,
-    reg: &mut Registry,
-) {
-    let (state, capacity, allocation, available) = (
-        Gauges::default(),
-        Gauges::default(),
-        Gauges::default(),
-        Gauges::default(),
-    );
-    for p in pools {
-        let l = || labels([("storage_pool", &p.name)]);
-        state.set(l(), f64::from(p.state));
-        if SIZED_STATES.contains(&p.state) {
-            capacity.set(l(), p.capacity as f64);
-            allocation.set(l(), p.allocation as f64);
-            available.set(l(), p.available as f64);
-        }
-    }
-    state.register(
-        reg,
+/// Writes the pool metrics; `failures`: since start, by reason.
+pub fn encode_pools(pools: &[PoolInfo], failures: &BTreeMap<&'static str, u64>, sink: &mut Sink) {
+    let mut state = sink.gauge(
         "storage_pool_state",
         "State of the storage pool (0 inactive, 1 building, 2 running, 3 degraded, 4 inaccessible)",
     );
-    capacity.register(
-        reg,
+    let mut capacity = sink.gauge(
         "storage_pool_capacity_bytes",
         "Size of the storage pool in logical bytes (running or degraded pools)",
     );
-    allocation.register(
-        reg,
+    let mut allocation = sink.gauge(
         "storage_pool_allocation_bytes",
         "Current allocation bytes of the storage pool (running or degraded pools)",
     );
-    available.register(
-        reg,
+    let mut available = sink.gauge(
         "storage_pool_available_bytes",
         "Remaining free space of the storage pool in bytes (running or degraded pools)",
     );
-    let failed = Counters::default();
-    for reason in REASONS {
-        let n = failures.get(reason).copied().unwrap_or(0);
-        failed.set(labels([("reason", reason)]), n as f64);
+    for p in pools {
+        let l = [("storage_pool", p.name.as_str())];
+        state.push(&l, f64::from(p.state));
+        if SIZED_STATES.contains(&p.state) {
+            capacity.push(&l, p.capacity as f64);
+            allocation.push(&l, p.allocation as f64);
+            available.push(&l, p.available as f64);
+        }
     }
-    failed.register(
-        reg,
+    for f in [state, capacity, allocation, available] {
+        sink.push(f);
+    }
+    let mut failed = sink.counter(
         "storage_pool_info_failures",
         "Listed storage pools left out of a scrape, by reason (not_found: gone between the list and its info; error; timeout: no answer within --libvirt.timeout; limit: beyond the first 1000)",
     );
+    for reason in REASONS {
+        let n = failures.get(reason).copied().unwrap_or(0);
+        failed.push(&[("reason", reason)], n as f64);
+    }
+    sink.push(failed);
 }
 
 impl StoragePoolCollector {
@@ -206,7 +192,7 @@ impl Collector for StoragePoolCollector {
     fn name(&self) -> &'static str {
         FLAG.name
     }
-    fn collect<'a>(&'a self, reg: &'a mut common::Sink) -> BoxFuture<'a, Result<(), CollectError>> {
+    fn collect<'a>(&'a self, sink: &'a mut Sink) -> BoxFuture<'a, Result<(), CollectError>> {
         Box::pin(async move {
             let conn = self.libvirt.connection().await.map_err(CollectError::new)?;
             let listed = list_pools(&self.libvirt, &conn)
@@ -214,7 +200,7 @@ impl Collector for StoragePoolCollector {
                 .map_err(CollectError::new)?;
             let pools = pool_infos(&self.libvirt, listed, self.concurrency).await;
             let totals = self.count(&pools.failed);
-            encode_pools(&pools.pools, &totals, reg);
+            encode_pools(&pools.pools, &totals, sink);
             Ok(())
         })
     }
@@ -236,10 +222,10 @@ mod tests {
     }
 
     fn text(pools: &[PoolInfo], failures: &BTreeMap<&'static str, u64>) -> String {
-        let mut reg = common::Sink::new("libvirt");
-        encode_pools(pools, failures, &mut reg);
+        let mut sink = common::Sink::new("libvirt");
+        encode_pools(pools, failures, &mut sink);
         let mut om = String::new();
-        reg.encode(&mut om).unwrap();
+        sink.encode(&mut om).unwrap();
         common::exposition::openmetrics_to_text(&om)
     }
 

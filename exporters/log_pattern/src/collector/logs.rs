@@ -49,7 +49,7 @@ impl Collector for LogsCollector {
 
     fn collect<'a>(
         &'a self,
-        registry: &'a mut common::Sink,
+        sink: &'a mut common::Sink,
     ) -> BoxFuture<'a, Result<(), CollectError>> {
         Box::pin(async move {
             let handle = self
@@ -57,12 +57,12 @@ impl Collector for LogsCollector {
                 .as_ref()
                 .ok_or_else(|| CollectError::new("the tailer is not running"))?;
             let snap = handle.snapshot().await.map_err(CollectError::new)?;
-            crate::metrics::encode(&snap, registry);
+            crate::metrics::encode(&snap, sink);
             if let Some(r) = &self.reloads {
-                r.encode(registry);
+                r.encode(sink);
             }
             if let Some(sets) = &self.rulesets {
-                common::sync::lock(sets).encode(registry);
+                common::sync::lock(sets).encode(sink);
             }
             Ok(())
         })
