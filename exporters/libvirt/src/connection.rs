@@ -15,24 +15,20 @@
 //! fetching every XML each scrape.
 #![forbid(unsafe_code)]
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use virt::connect::Connect;
-use virt::domain::Domain;
 
 use crate::error::Error;
 use crate::events_helper::{self, Helper};
 use crate::ffi::ChangeSink;
-use crate::metrics::FxBuild;
 
 /// Calls left running past their timeout before new calls are refused.
 const MAX_STUCK: usize = 64;
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
-/// Connections opened for the per-domain calls at most, whatever `--libvirt.concurrency`.
-const MAX_LANES: usize = 16;
 
 #[derive(Default)]
 struct State {
@@ -44,10 +40,6 @@ struct State {
     failures: u32,
     retry_at: Option<Instant>,
     last_error: String,
-    /// The workers' own connections to the same URI (see [`Lane`]), by worker.
-    lanes: Vec<Option<Arc<Lane>>>,
-    /// A lane could not be opened: the workers share `conn` until it is re-opened.
-    lanes_refused: bool,
 }
 
 /// Per-call counts since start.
@@ -78,18 +70,6 @@ pub struct Libvirt {
 impl std::fmt::Debug for Libvirt {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Libvirt").field("uri", &self.uri).finish()
-    }
-}
-
-impl Drop for Libvirt {
-    /// Closing a remote connection talks to the daemon, which may hang: the connections are
-    /// closed on the blocking pool, which the exporter does not wait for when it exits.
-    fn drop(&mut self) {
-        let st = std::mem::take(&mut *self.lock());
-        match tokio::runtime::Handle::try_current() {
-            Ok(rt) => drop(rt.spawn_blocking(move || drop(st))),
-            Err(_) => drop(st),
-        }
     }
 }
 
@@ -227,9 +207,6 @@ impl Libvirt {
                     tracing::info!(uri = %self.uri, after_failures = st.failures, "libvirt connection re-established");
                 }
                 st.conn = Some(Arc::clone(&conn));
-                let old = std::mem::take(&mut st.lanes);
-                tokio::task::spawn_blocking(move || drop(old));
-                st.lanes_refused = false;
                 st.failures = 0;
                 st.retry_at = None;
                 st.last_error.clear();
@@ -262,11 +239,7 @@ impl Libvirt {
             if let Some(sink) = st.sink.take() {
                 self.old_events.fetch_add(sink.events(), Ordering::Relaxed);
             }
-            let old = (
-                st.conn.take(),
-                st.helper.take(),
-                std::mem::take(&mut st.lanes),
-            );
+            let old = (st.conn.take(), st.helper.take());
             tokio::task::spawn_blocking(move || drop(old));
             st.retry_at = None;
         }
@@ -354,47 +327,6 @@ impl Libvirt {
         }
     }
 
-    /// The workers' own connections for the per-domain calls of one scrape, `workers` of
-    /// them (at most 16), each with handles of the `domains` (UUIDs listed on `conn`), so that
-    /// worker `i` makes its calls on lane `i` (see [`Lane`]). Opened on first use, kept with
-    /// `conn`, re-opened when dead; a lane's domains are listed again (one call) only when they
-    /// differ from `domains`. None for an in-process driver (no socket to wait on) or one
-    /// worker; after a lane fails to open, none until `conn` is re-opened (the workers then
-    /// share `conn`, as a lane that fails this scrape leaves its worker to).
-    pub async fn lanes(&self, conn: &Arc<Connect>, workers: usize, domains: &[Uuid]) -> Lanes {
-        if workers < 2 || events_helper::in_process(&self.uri) {
-            return Lanes::default();
-        }
-        let mut current = {
-            let st = self.lock();
-            if st.lanes_refused || !st.conn.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn)) {
-                return Lanes::default();
-            }
-            st.lanes.clone()
-        };
-        current.resize(workers.min(MAX_LANES), None);
-        let wanted: Arc<std::collections::HashSet<Uuid>> =
-            Arc::new(domains.iter().copied().collect());
-        let refreshed = current.into_iter().map(|lane| {
-            let (uri, wanted) = (self.uri.clone(), Arc::clone(&wanted));
-            self.blocking("open_lane", move || Lane::refreshed(lane, &uri, &wanted))
-        });
-        let got = futures::future::join_all(refreshed).await;
-        let mut st = self.lock();
-        if !st.conn.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn)) {
-            return Lanes::default();
-        }
-        if let Some(Err(e)) = got
-            .iter()
-            .find(|l| matches!(l, Err(Error::NotConnected(_))))
-        {
-            tracing::warn!(uri = %self.uri, error = %e, "cannot open a second connection; the per-domain calls share one");
-            st.lanes_refused = true;
-        }
-        st.lanes = got.into_iter().map(Result::ok).collect();
-        Lanes(Arc::new(st.lanes.clone()))
-    }
-
     /// Runs `f` on each of `jobs` on at most `workers` blocking threads, each taking the next
     /// job as soon as it is done with one (no round trip through the async runtime between
     /// jobs: on a busy host every thread wake-up costs scheduling latency), and returns the
@@ -412,25 +344,6 @@ impl Libvirt {
         J: Send + 'static,
         T: Send + 'static,
         F: Fn(J) -> T + Send + Sync + 'static,
-    {
-        self.pool_indexed(call, jobs, workers, move |_, job| f(job))
-            .await
-    }
-
-    /// [`Libvirt::pool`], telling `f` which worker runs the job: `0..workers` for the workers
-    /// started first, higher numbers for replacements of workers given up on (so worker `i`
-    /// can make its calls on [`Lane`] `i`, and a replacement on the main connection).
-    pub async fn pool_indexed<J, T, F>(
-        &self,
-        call: &'static str,
-        jobs: Vec<J>,
-        workers: usize,
-        f: F,
-    ) -> Vec<Result<T, Error>>
-    where
-        J: Send + 'static,
-        T: Send + 'static,
-        F: Fn(usize, J) -> T + Send + Sync + 'static,
     {
         let n = jobs.len();
         if n == 0 {
@@ -486,86 +399,6 @@ impl Libvirt {
             }
         }
         out
-    }
-}
-
-/// A domain's UUID, as `virDomainGetUUID` gives it (read from the handle, no call).
-pub type Uuid = [u8; 16];
-
-/// A worker's own read-only connection to the URI, with its handles of the domains by UUID.
-/// With one connection shared by the workers, libvirt's client lets one calling thread at a
-/// time wait on the socket for every thread's replies and wakes each other thread when its
-/// reply is in: per call, several thread switches on top of the call. With a connection per
-/// worker, each thread waits for its own replies (the handles stay valid while the domain
-/// exists: libvirt finds a domain by UUID on every call).
-pub struct Lane {
-    conn: Arc<Connect>,
-    domains: HashMap<Uuid, Domain, FxBuild>,
-}
-
-impl Lane {
-    /// `lane` if it is alive and holds handles of exactly `wanted`; else its connection with
-    /// its domains listed again, or a new connection (blocks).
-    fn refreshed(
-        lane: Option<Arc<Lane>>,
-        uri: &str,
-        wanted: &std::collections::HashSet<Uuid>,
-    ) -> Result<Arc<Lane>, Error> {
-        let conn = match lane {
-            Some(l) if l.conn.is_alive().unwrap_or(false) => {
-                if l.domains.len() == wanted.len()
-                    && wanted.iter().all(|u| l.domains.contains_key(u))
-                {
-                    return Ok(l);
-                }
-                Arc::clone(&l.conn)
-            }
-            _ => Arc::new(
-                Connect::open_read_only(Some(uri))
-                    .map_err(|e| Error::NotConnected(format!("{e}")))?,
-            ),
-        };
-        let listed = conn
-            .list_all_domains(0)
-            .map_err(|e| Error::libvirt("list_all_domains", &e))?;
-        let domains = listed
-            .into_iter()
-            .filter_map(|d| Some((uuid_of(&d)?, d)))
-            .collect();
-        Ok(Arc::new(Lane { conn, domains }))
-    }
-}
-
-/// The UUID of a domain handle (no call to libvirt).
-pub fn uuid_of(domain: &Domain) -> Option<Uuid> {
-    domain.uuid().ok().map(|u| *u.as_bytes())
-}
-
-/// The lanes of one scrape, by worker ([`Libvirt::lanes`]); empty when the workers share the
-/// main connection.
-#[derive(Default, Clone)]
-pub struct Lanes(Arc<Vec<Option<Arc<Lane>>>>);
-
-impl Lanes {
-    /// The handle through which worker `worker` calls `domain` (a handle on the main
-    /// connection): its lane's, or `domain` itself when the worker has no lane (a replacement
-    /// for a stuck worker, a lane that failed) or the lane does not know the domain.
-    pub fn domain<'a>(&'a self, worker: usize, domain: &'a Domain) -> &'a Domain {
-        self.0
-            .get(worker)
-            .and_then(Option::as_ref)
-            .zip(uuid_of(domain))
-            .and_then(|(lane, uuid)| lane.domains.get(&uuid))
-            .unwrap_or(domain)
-    }
-
-    /// How many workers have a lane.
-    pub fn len(&self) -> usize {
-        self.0.iter().flatten().count()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -648,7 +481,7 @@ struct Worker {
     abandoned: std::sync::atomic::AtomicBool,
 }
 
-/// One run of [`Libvirt::pool_indexed`]: its queue, answers and workers.
+/// One run of [`Libvirt::pool`]: its queue, answers and workers.
 struct PoolRun<J, T, F> {
     call: &'static str,
     queue: Queue<J>,
@@ -662,7 +495,7 @@ impl<J, T, F> PoolRun<J, T, F>
 where
     J: Send + 'static,
     T: Send + 'static,
-    F: Fn(usize, J) -> T + Send + Sync + 'static,
+    F: Fn(J) -> T + Send + Sync + 'static,
 {
     fn new(call: &'static str, jobs: Vec<J>, f: F, stuck: Arc<AtomicUsize>) -> Self {
         Self {
@@ -677,7 +510,6 @@ where
 
     /// Starts a blocking thread that takes jobs until the queue is empty or it is given up on.
     fn spawn_worker(&mut self) {
-        let index = self.workers.len();
         let me = Arc::new(Worker::default());
         self.workers.push(Arc::clone(&me));
         let call = self.call;
@@ -691,10 +523,12 @@ where
             let next = common::sync::lock(&queue).pop_front();
             let Some((i, job)) = next else { break };
             *common::sync::lock(&me.job) = Some((i, Instant::now()));
-            let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(index, job)))
-                .map_err(|_| Error::Libvirt {
-                    call,
-                    message: "call panicked".into(),
+            let answer =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(job))).map_err(|_| {
+                    Error::Libvirt {
+                        call,
+                        message: "call panicked".into(),
+                    }
                 });
             *common::sync::lock(&me.job) = None;
             answers.put(i, answer);

@@ -26,7 +26,7 @@ use virt::domain::Domain;
 use virt::sys;
 
 use crate::capabilities::NumaTopology;
-use crate::connection::{uuid_of, Lanes, Libvirt, Uuid};
+use crate::connection::Libvirt;
 use crate::cpuset::CpuSet;
 use crate::domain_xml::{parse_domain_xml, DomainXml};
 use crate::error::Error;
@@ -408,20 +408,15 @@ impl Gatherer {
         let qemu = Arc::new(self.qemu_processes(&listed).await);
         let (full, changed, cached) = self.cached_xml(conn, &listed);
         let bulk_done = started.elapsed();
-        let uuids: Vec<Uuid> = listed.iter().filter_map(|l| uuid_of(&l.domain)).collect();
-        let lanes = self.libvirt.lanes(conn, self.concurrency, &uuids).await;
         let (cpus, ncpus) = (host.cpus, host.cpus.max(1));
         let mut domains = self
-            .per_domain(listed, &lanes, ncpus, &qemu, &cached, |done| {
-                early(cpus, done)
-            })
+            .per_domain(listed, ncpus, &qemu, &cached, |done| early(cpus, done))
             .await;
         domains.sort_by(|a, b| a.name.cmp(&b.name));
         tracing::debug!(
             domains = domains.len(),
             full_xml_refresh = full,
             changed,
-            lanes = lanes.len(),
             node_info_seconds = host_done.as_secs_f64(),
             bulk_seconds = bulk_done.as_secs_f64(),
             per_domain_seconds = (started.elapsed() - bulk_done).as_secs_f64(),
@@ -527,14 +522,13 @@ impl Gatherer {
         topo
     }
 
-    /// Every domain's own calls, `concurrency` domains at a time (see [`Libvirt::pool`]), worker
-    /// `i` on lane `i` when it has one: its XML when due, pin info and `virDomainGetVcpus` when
+    /// Every domain's own calls, `concurrency` domains at a time (see [`Libvirt::pool`]): its
+    /// XML when due, pin info and `virDomainGetVcpus` when
     /// needed, procfs; then, for running domains whose bulk stats lack groups, the per-domain
     /// stats calls.
     async fn per_domain<F>(
         &self,
         listed: Vec<Listed>,
-        lanes: &Lanes,
         ncpus: u32,
         qemu: &Arc<HashMap<String, u32>>,
         cached: &HashMap<String, Arc<DomainXml>>,
@@ -550,16 +544,11 @@ impl Gatherer {
             .unzip();
         let procfs_root = self.procfs.clone();
         let (prepared, calls_started) = (now.elapsed(), Instant::now());
-        let on_lanes = lanes.clone();
-        let calls = self.libvirt.pool_indexed(
-            "domain",
-            jobs,
-            self.concurrency,
-            move |w, job: DomainJob| {
-                let domain = on_lanes.domain(w, &job.domain).clone();
-                domain_calls(DomainJob { domain, ..job }, ncpus, procfs_root.as_deref())
-            },
-        );
+        let calls = self
+            .libvirt
+            .pool("domain", jobs, self.concurrency, move |job| {
+                domain_calls(job, ncpus, procfs_root.as_deref())
+            });
         // `join` polls `calls` first, which starts the workers; `early` then runs here while
         // they wait for libvirt.
         let done: Vec<(&DomainSnap, &Arc<DomainXml>)> = pending
@@ -584,7 +573,7 @@ impl Gatherer {
             }
             snaps.push(snap);
         }
-        self.fill_missing(&mut snaps, fill, lanes).await;
+        self.fill_missing(&mut snaps, fill).await;
         snaps
     }
 
@@ -686,29 +675,23 @@ impl Gatherer {
     }
 
     /// Makes the per-domain stats calls `fill` (by index into `snaps`), `concurrency` domains
-    /// at a time on the lanes, and takes their answers into `snaps`.
-    async fn fill_missing(
-        &self,
-        snaps: &mut [DomainSnap],
-        fill: Vec<(usize, FillJob)>,
-        lanes: &Lanes,
-    ) {
+    /// at a time, and takes their answers into `snaps`.
+    async fn fill_missing(&self, snaps: &mut [DomainSnap], fill: Vec<(usize, FillJob)>) {
         if fill.is_empty() {
             return;
         }
         let (idx, jobs): (Vec<usize>, Vec<FillJob>) = fill.into_iter().unzip();
         let missing: Vec<Missing> = jobs.iter().map(|j| j.1).collect();
-        let lanes = lanes.clone();
         let answers = self
             .libvirt
-            .pool_indexed(
+            .pool(
                 "domain_stats",
                 jobs,
                 self.concurrency,
-                move |w, (domain, missing, disks, ifaces): FillJob| {
+                |(domain, missing, disks, ifaces): FillJob| {
                     let disks: Vec<&str> = disks.iter().map(String::as_str).collect();
                     let ifaces: Vec<&str> = ifaces.iter().map(String::as_str).collect();
-                    stats_fallback::fetch(lanes.domain(w, &domain), missing, &disks, &ifaces)
+                    stats_fallback::fetch(&domain, missing, &disks, &ifaces)
                 },
             )
             .await;
