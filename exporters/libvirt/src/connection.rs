@@ -42,6 +42,40 @@ struct State {
     last_error: String,
 }
 
+/// A new connection, its events sink and events helper: what [`Libvirt::connection`] opens.
+type Opened = (Connect, Option<Arc<ChangeSink>>, Option<Helper>);
+
+/// Opens `uri` read-only and, with `events`, has its domain events delivered: by a helper
+/// process running `helper_exe` when given, else by callbacks on the connection. A connection
+/// whose events cannot be had is kept without them (blocks).
+fn open(uri: &str, events: bool, helper_exe: Option<std::path::PathBuf>) -> Result<Opened, Error> {
+    let conn = Connect::open_read_only(Some(uri)).map_err(|e| Error::libvirt("open", &e))?;
+    let no_events = |e: &dyn std::fmt::Display| {
+        tracing::info!(error = %e, "no domain events on this connection; fetching every domain XML on every scrape");
+    };
+    let (sink, helper) = match (events, helper_exe) {
+        (false, _) => (None, None),
+        (true, Some(exe)) => match Helper::spawn(&exe, uri) {
+            Ok(h) => (Some(Arc::clone(&h.sink)), Some(h)),
+            Err(e) => {
+                no_events(&e);
+                (None, None)
+            }
+        },
+        (true, None) => {
+            let sink = Arc::new(ChangeSink::default());
+            match crate::ffi::watch_domain_changes(&conn, &sink) {
+                Ok(_) => (Some(sink), None),
+                Err(e) => {
+                    no_events(&e);
+                    (None, None)
+                }
+            }
+        }
+    };
+    Ok((conn, sink, helper))
+}
+
 /// Per-call counts since start.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct CallCounts {
@@ -168,34 +202,7 @@ impl Libvirt {
         let events = self.events;
         let helper_exe = self.helper_exe.clone();
         let opened = self
-            .blocking("open", move || {
-                let conn =
-                    Connect::open_read_only(Some(&uri)).map_err(|e| Error::libvirt("open", &e))?;
-                let no_events = |e: &dyn std::fmt::Display| {
-                    tracing::info!(error = %e, "no domain events on this connection; fetching every domain XML on every scrape");
-                };
-                let (sink, helper) = match (events, helper_exe) {
-                    (false, _) => (None, None),
-                    (true, Some(exe)) => match Helper::spawn(&exe, &uri) {
-                        Ok(h) => (Some(Arc::clone(&h.sink)), Some(h)),
-                        Err(e) => {
-                            no_events(&e);
-                            (None, None)
-                        }
-                    },
-                    (true, None) => {
-                        let sink = Arc::new(ChangeSink::default());
-                        match crate::ffi::watch_domain_changes(&conn, &sink) {
-                            Ok(_) => (Some(sink), None),
-                            Err(e) => {
-                                no_events(&e);
-                                (None, None)
-                            }
-                        }
-                    }
-                };
-                Ok((conn, sink, helper))
-            })
+            .blocking("open", move || open(&uri, events, helper_exe))
             .await;
         let mut st = self.lock();
         match opened {
