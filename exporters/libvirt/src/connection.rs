@@ -42,6 +42,40 @@ struct State {
     last_error: String,
 }
 
+/// A new connection, its events sink and events helper: what [`Libvirt::connection`] opens.
+type Opened = (Connect, Option<Arc<ChangeSink>>, Option<Helper>);
+
+/// Opens `uri` read-only and, with `events`, has its domain events delivered: by a helper
+/// process running `helper_exe` when given, else by callbacks on the connection. A connection
+/// whose events cannot be had is kept without them (blocks).
+fn open(uri: &str, events: bool, helper_exe: Option<std::path::PathBuf>) -> Result<Opened, Error> {
+    let conn = Connect::open_read_only(Some(uri)).map_err(|e| Error::libvirt("open", &e))?;
+    let no_events = |e: &dyn std::fmt::Display| {
+        tracing::info!(error = %e, "no domain events on this connection; fetching every domain XML on every scrape");
+    };
+    let (sink, helper) = match (events, helper_exe) {
+        (false, _) => (None, None),
+        (true, Some(exe)) => match Helper::spawn(&exe, uri) {
+            Ok(h) => (Some(Arc::clone(&h.sink)), Some(h)),
+            Err(e) => {
+                no_events(&e);
+                (None, None)
+            }
+        },
+        (true, None) => {
+            let sink = Arc::new(ChangeSink::default());
+            match crate::ffi::watch_domain_changes(&conn, &sink) {
+                Ok(_) => (Some(sink), None),
+                Err(e) => {
+                    no_events(&e);
+                    (None, None)
+                }
+            }
+        }
+    };
+    Ok((conn, sink, helper))
+}
+
 /// Per-call counts since start.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct CallCounts {
@@ -168,34 +202,7 @@ impl Libvirt {
         let events = self.events;
         let helper_exe = self.helper_exe.clone();
         let opened = self
-            .blocking("open", move || {
-                let conn =
-                    Connect::open_read_only(Some(&uri)).map_err(|e| Error::libvirt("open", &e))?;
-                let no_events = |e: &dyn std::fmt::Display| {
-                    tracing::info!(error = %e, "no domain events on this connection; fetching every domain XML on every scrape");
-                };
-                let (sink, helper) = match (events, helper_exe) {
-                    (false, _) => (None, None),
-                    (true, Some(exe)) => match Helper::spawn(&exe, &uri) {
-                        Ok(h) => (Some(Arc::clone(&h.sink)), Some(h)),
-                        Err(e) => {
-                            no_events(&e);
-                            (None, None)
-                        }
-                    },
-                    (true, None) => {
-                        let sink = Arc::new(ChangeSink::default());
-                        match crate::ffi::watch_domain_changes(&conn, &sink) {
-                            Ok(_) => (Some(sink), None),
-                            Err(e) => {
-                                no_events(&e);
-                                (None, None)
-                            }
-                        }
-                    }
-                };
-                Ok((conn, sink, helper))
-            })
+            .blocking("open", move || open(&uri, events, helper_exe))
             .await;
         let mut st = self.lock();
         match opened {
@@ -345,157 +352,30 @@ impl Libvirt {
         T: Send + 'static,
         F: Fn(J) -> T + Send + Sync + 'static,
     {
-        use std::collections::VecDeque;
-        use std::sync::atomic::AtomicBool;
-
-        /// Answers by job, and how many are still missing; the caller is woken only when
-        /// the last one is in (a wake-up per job would cost as much as the job on a busy host).
-        /// Each job's answer once it is in.
-        type Slots<T> = Vec<Option<Result<T, Error>>>;
-        struct Answers<T> {
-            slots: Mutex<(Slots<T>, usize)>,
-            done: tokio::sync::Notify,
-        }
-        impl<T> Answers<T> {
-            /// Stores an answer unless the job has one (a timeout); true if it was stored.
-            fn put(&self, i: usize, answer: Result<T, Error>) -> bool {
-                let mut g = common::sync::lock(&self.slots);
-                let (slots, missing) = &mut *g;
-                match slots.get_mut(i) {
-                    Some(slot @ None) => {
-                        *slot = Some(answer);
-                        *missing -= 1;
-                        if *missing == 0 {
-                            self.done.notify_one();
-                        }
-                        true
-                    }
-                    _ => false,
-                }
-            }
-        }
-        /// A worker's current job and when it started, and whether it was given up on.
-        type Slot = Arc<(Mutex<Option<(usize, Instant)>>, AtomicBool)>;
-
         let n = jobs.len();
         if n == 0 {
             return Vec::new();
         }
-        let answers = Arc::new(Answers {
-            slots: Mutex::new(((0..n).map(|_| None).collect(), n)),
-            done: tokio::sync::Notify::new(),
-        });
-        let queue: Arc<Mutex<VecDeque<(usize, J)>>> =
-            Arc::new(Mutex::new(jobs.into_iter().enumerate().collect()));
-        /// Empties the queue when this future is dropped before the end (the scrape's timeout
-        /// gave up on the collector): the workers finish the job in hand and stop, instead of
-        /// making the rest of the calls for nobody beside the next scrape's.
-        struct DrainOnDrop<J>(Arc<Mutex<VecDeque<(usize, J)>>>);
-        impl<J> Drop for DrainOnDrop<J> {
-            fn drop(&mut self) {
-                common::sync::lock(&self.0).clear();
-            }
-        }
-        let _drain = DrainOnDrop(Arc::clone(&queue));
-        let f = Arc::new(f);
-        let spawn = |slots: &mut Vec<Slot>| {
-            let slot: Slot = Arc::new((Mutex::new(None), AtomicBool::new(false)));
-            slots.push(Arc::clone(&slot));
-            let (queue, f, answers, stuck) = (
-                Arc::clone(&queue),
-                Arc::clone(&f),
-                Arc::clone(&answers),
-                Arc::clone(&self.stuck),
-            );
-            tokio::task::spawn_blocking(move || loop {
-                let next = common::sync::lock(&queue).pop_front();
-                let Some((i, job)) = next else { break };
-                *common::sync::lock(&slot.0) = Some((i, Instant::now()));
-                let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(job)))
-                    .map_err(|_| Error::Libvirt {
-                        call,
-                        message: "call panicked".into(),
-                    });
-                *common::sync::lock(&slot.0) = None;
-                answers.put(i, answer);
-                if slot.1.load(Ordering::Acquire) {
-                    // Given up on by the watchdog: it started a replacement.
-                    stuck.fetch_sub(1, Ordering::AcqRel);
-                    break;
-                }
-            });
-        };
-        let refuse_rest = || {
-            let mut q = common::sync::lock(&queue);
-            for (i, _) in q.drain(..) {
-                self.count(call, true);
-                answers.put(i, Err(Error::Timeout { call, seconds: 0.0 }));
-            }
-        };
-        let mut slots: Vec<Slot> = Vec::new();
+        let mut run = PoolRun::new(call, jobs, f, Arc::clone(&self.stuck));
+        let _drain = DrainOnDrop(Arc::clone(&run.queue));
         if self.stuck.load(Ordering::Relaxed) >= MAX_STUCK {
-            refuse_rest();
+            run.refuse_rest(self);
         } else {
             for _ in 0..workers.clamp(1, n) {
-                spawn(&mut slots);
+                run.spawn_worker();
             }
         }
         let tick = (self.timeout / 10).clamp(Duration::from_millis(10), Duration::from_millis(250));
-        loop {
-            if common::sync::lock(&answers.slots).1 == 0 {
-                break;
-            }
-            if tokio::time::timeout(tick, answers.done.notified())
+        while !run.answers.complete() {
+            if tokio::time::timeout(tick, run.answers.done.notified())
                 .await
                 .is_ok()
             {
                 break;
             }
-            // Watchdog: jobs past the call timeout.
-            let mut replace = 0;
-            for slot in &slots {
-                if slot.1.load(Ordering::Acquire) {
-                    continue;
-                }
-                let overdue = common::sync::lock(&slot.0)
-                    .filter(|(_, t)| t.elapsed() >= self.timeout)
-                    .map(|(i, _)| i);
-                let Some(i) = overdue else { continue };
-                slot.1.store(true, Ordering::Release);
-                self.stuck.fetch_add(1, Ordering::AcqRel);
-                self.count(call, true);
-                answers.put(
-                    i,
-                    Err(Error::Timeout {
-                        call,
-                        seconds: self.timeout.as_secs_f64(),
-                    }),
-                );
-                replace += 1;
-            }
-            for _ in 0..replace {
-                if self.stuck.load(Ordering::Relaxed) < MAX_STUCK {
-                    spawn(&mut slots);
-                }
-            }
-            if slots.iter().all(|s| s.1.load(Ordering::Acquire)) {
-                // Every worker is stuck and no more may be started.
-                refuse_rest();
-            }
+            run.watchdog(self);
         }
-        let slots = std::mem::take(&mut common::sync::lock(&answers.slots).0);
-        let mut out = Vec::with_capacity(n);
-        for o in slots {
-            let answer = o.unwrap_or(Err(Error::Libvirt {
-                call,
-                message: "no answer".into(),
-            }));
-            if answer.is_err() && !matches!(answer, Err(Error::Timeout { .. })) {
-                self.count(call, false);
-            }
-            out.push(answer);
-        }
-        out
+        run.answers.collect(self, call)
     }
 
     /// Runs `f` with the connection on the blocking pool under the call timeout. When it fails
@@ -526,6 +406,198 @@ impl Libvirt {
             }
         }
         out
+    }
+}
+
+/// A job's answer once it is in.
+type Slot<T> = Option<Result<T, Error>>;
+
+/// Answers by job, and how many are still missing; the caller is woken only when the last one
+/// is in (a wake-up per job would cost as much as the job on a busy host).
+struct Answers<T> {
+    /// Each job's answer once it is in, and the count of those still missing.
+    slots: Mutex<(Vec<Slot<T>>, usize)>,
+    done: tokio::sync::Notify,
+}
+
+impl<T> Answers<T> {
+    fn new(n: usize) -> Self {
+        Self {
+            slots: Mutex::new(((0..n).map(|_| None).collect(), n)),
+            done: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Stores an answer unless the job has one (a timeout); true if it was stored.
+    fn put(&self, i: usize, answer: Result<T, Error>) -> bool {
+        let mut g = common::sync::lock(&self.slots);
+        let (slots, missing) = &mut *g;
+        match slots.get_mut(i) {
+            Some(slot @ None) => {
+                *slot = Some(answer);
+                *missing -= 1;
+                if *missing == 0 {
+                    self.done.notify_one();
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn complete(&self) -> bool {
+        common::sync::lock(&self.slots).1 == 0
+    }
+
+    /// The answers in job order; failures other than timeouts are counted here.
+    fn collect(&self, lv: &Libvirt, call: &'static str) -> Vec<Result<T, Error>> {
+        let slots = std::mem::take(&mut common::sync::lock(&self.slots).0);
+        let mut out = Vec::with_capacity(slots.len());
+        for o in slots {
+            let answer = o.unwrap_or(Err(Error::Libvirt {
+                call,
+                message: "no answer".into(),
+            }));
+            if answer.is_err() && !matches!(answer, Err(Error::Timeout { .. })) {
+                lv.count(call, false);
+            }
+            out.push(answer);
+        }
+        out
+    }
+}
+
+/// The jobs not started yet, with their index.
+type Queue<J> = Arc<Mutex<std::collections::VecDeque<(usize, J)>>>;
+
+/// Empties the queue when the pool's future is dropped before the end (the scrape's timeout
+/// gave up on the collector): the workers finish the job in hand and stop, instead of making
+/// the rest of the calls for nobody beside the next scrape's.
+struct DrainOnDrop<J>(Queue<J>);
+
+impl<J> Drop for DrainOnDrop<J> {
+    fn drop(&mut self) {
+        common::sync::lock(&self.0).clear();
+    }
+}
+
+/// A worker's current job and when it started, and whether the watchdog gave up on it.
+#[derive(Default)]
+struct Worker {
+    job: Mutex<Option<(usize, Instant)>>,
+    abandoned: std::sync::atomic::AtomicBool,
+}
+
+/// One run of [`Libvirt::pool`]: its queue, answers and workers.
+struct PoolRun<J, T, F> {
+    call: &'static str,
+    queue: Queue<J>,
+    answers: Arc<Answers<T>>,
+    f: Arc<F>,
+    stuck: Arc<AtomicUsize>,
+    workers: Vec<Arc<Worker>>,
+}
+
+impl<J, T, F> PoolRun<J, T, F>
+where
+    J: Send + 'static,
+    T: Send + 'static,
+    F: Fn(J) -> T + Send + Sync + 'static,
+{
+    fn new(call: &'static str, jobs: Vec<J>, f: F, stuck: Arc<AtomicUsize>) -> Self {
+        Self {
+            call,
+            answers: Arc::new(Answers::new(jobs.len())),
+            queue: Arc::new(Mutex::new(jobs.into_iter().enumerate().collect())),
+            f: Arc::new(f),
+            stuck,
+            workers: Vec::new(),
+        }
+    }
+
+    /// Starts a blocking thread that takes jobs until the queue is empty or it is given up on.
+    fn spawn_worker(&mut self) {
+        let me = Arc::new(Worker::default());
+        self.workers.push(Arc::clone(&me));
+        let call = self.call;
+        let (queue, f, answers, stuck) = (
+            Arc::clone(&self.queue),
+            Arc::clone(&self.f),
+            Arc::clone(&self.answers),
+            Arc::clone(&self.stuck),
+        );
+        tokio::task::spawn_blocking(move || loop {
+            let next = common::sync::lock(&queue).pop_front();
+            let Some((i, job)) = next else { break };
+            *common::sync::lock(&me.job) = Some((i, Instant::now()));
+            let answer =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(job))).map_err(|_| {
+                    Error::Libvirt {
+                        call,
+                        message: "call panicked".into(),
+                    }
+                });
+            *common::sync::lock(&me.job) = None;
+            answers.put(i, answer);
+            if me.abandoned.load(Ordering::Acquire) {
+                // Given up on by the watchdog: it started a replacement.
+                stuck.fetch_sub(1, Ordering::AcqRel);
+                break;
+            }
+        });
+    }
+
+    /// Answers every job not started yet with a timeout (too many calls are stuck).
+    fn refuse_rest(&self, lv: &Libvirt) {
+        let mut q = common::sync::lock(&self.queue);
+        for (i, _) in q.drain(..) {
+            lv.count(self.call, true);
+            self.answers.put(
+                i,
+                Err(Error::Timeout {
+                    call: self.call,
+                    seconds: 0.0,
+                }),
+            );
+        }
+    }
+
+    /// Gives up on jobs past the call timeout and starts a replacement worker for each while
+    /// fewer than `MAX_STUCK` calls are stuck; with every worker given up on, refuses the rest.
+    fn watchdog(&mut self, lv: &Libvirt) {
+        let mut replace = 0;
+        for w in &self.workers {
+            if w.abandoned.load(Ordering::Acquire) {
+                continue;
+            }
+            let overdue = common::sync::lock(&w.job)
+                .filter(|(_, t)| t.elapsed() >= lv.timeout)
+                .map(|(i, _)| i);
+            let Some(i) = overdue else { continue };
+            w.abandoned.store(true, Ordering::Release);
+            self.stuck.fetch_add(1, Ordering::AcqRel);
+            lv.count(self.call, true);
+            self.answers.put(
+                i,
+                Err(Error::Timeout {
+                    call: self.call,
+                    seconds: lv.timeout.as_secs_f64(),
+                }),
+            );
+            replace += 1;
+        }
+        for _ in 0..replace {
+            if self.stuck.load(Ordering::Relaxed) < MAX_STUCK {
+                self.spawn_worker();
+            }
+        }
+        if self
+            .workers
+            .iter()
+            .all(|w| w.abandoned.load(Ordering::Acquire))
+        {
+            self.refuse_rest(lv);
+        }
     }
 }
 

@@ -259,6 +259,28 @@ struct Listed {
     snap: DomainSnap,
 }
 
+impl Listed {
+    fn new(r: ffi::StatsRecord) -> Self {
+        let stats: Stats = r.params.into_iter().collect();
+        let state = stats
+            .get("state.state")
+            .and_then(TypedValue::as_f64)
+            .map(|v| v as i32)
+            .unwrap_or(0);
+        let snap = DomainSnap {
+            name: r.domain.name().unwrap_or_default(),
+            uuid: r.domain.uuid_string().unwrap_or_default(),
+            state,
+            stats,
+            ..DomainSnap::default()
+        };
+        Self {
+            domain: r.domain,
+            snap,
+        }
+    }
+}
+
 impl Gatherer {
     pub fn new(
         libvirt: Arc<Libvirt>,
@@ -382,49 +404,60 @@ impl Gatherer {
         let mut host = host_info(&self.libvirt, conn).await?;
         host.numa = self.numa_topology(conn).await;
         let host_done = started.elapsed();
-        let listed: Vec<Listed> = self
-            .libvirt
+        let listed = self.bulk_stats(conn).await?;
+        let qemu = Arc::new(self.qemu_processes(&listed).await);
+        let (full, changed, cached) = self.cached_xml(conn, &listed);
+        let bulk_done = started.elapsed();
+        let (cpus, ncpus) = (host.cpus, host.cpus.max(1));
+        let mut domains = self
+            .per_domain(listed, ncpus, &qemu, &cached, |done| early(cpus, done))
+            .await;
+        domains.sort_by(|a, b| a.name.cmp(&b.name));
+        tracing::debug!(
+            domains = domains.len(),
+            full_xml_refresh = full,
+            changed,
+            node_info_seconds = host_done.as_secs_f64(),
+            bulk_seconds = bulk_done.as_secs_f64(),
+            per_domain_seconds = (started.elapsed() - bulk_done).as_secs_f64(),
+            "gathered"
+        );
+        self.forget_gone(&domains);
+        Ok(Snapshot { host, domains })
+    }
+
+    /// Every domain with its bulk stats (`virConnectGetAllDomainStats` with `NOWAIT`).
+    async fn bulk_stats(&self, conn: &Arc<Connect>) -> Result<Vec<Listed>, Error> {
+        self.libvirt
             .with_conn(conn, "all_domain_stats", |c| {
                 let records = ffi::all_domain_stats(
                     c,
                     STATS_GROUPS,
                     sys::VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT,
                 )?;
-                Ok(records
-                    .into_iter()
-                    .map(|r| {
-                        let stats: Stats = r.params.into_iter().collect();
-                        let state = stats
-                            .get("state.state")
-                            .and_then(TypedValue::as_f64)
-                            .map(|v| v as i32)
-                            .unwrap_or(0);
-                        let snap = DomainSnap {
-                            name: r.domain.name().unwrap_or_default(),
-                            uuid: r.domain.uuid_string().unwrap_or_default(),
-                            state,
-                            stats,
-                            ..DomainSnap::default()
-                        };
-                        Listed {
-                            domain: r.domain,
-                            snap,
-                        }
-                    })
-                    .collect())
+                Ok(records.into_iter().map(Listed::new).collect())
             })
-            .await?;
+            .await
+    }
 
-        let ncpus = host.cpus.max(1);
-        let qemu = match &self.procfs {
+    /// QEMU processes by guest name, when procfs is read and some domain is active.
+    async fn qemu_processes(&self, listed: &[Listed]) -> HashMap<String, u32> {
+        match &self.procfs {
             Some(root) if listed.iter().any(|l| l.snap.is_active()) => {
                 self.find_qemu_processes(root).await
             }
             _ => HashMap::new(),
-        };
-        let qemu = Arc::new(qemu);
+        }
+    }
 
-        // Which XMLs to fetch: all, or the changed and the new ones.
+    /// Which XMLs are fetched this scrape: all (no events, a new connection, or
+    /// `xml_refresh` passed), or the changed and new ones. Returns whether all are, how many
+    /// domains changed, and the cached parse of every domain whose XML is not fetched.
+    fn cached_xml(
+        &self,
+        conn: &Arc<Connect>,
+        listed: &[Listed],
+    ) -> (bool, usize, HashMap<String, Arc<DomainXml>>) {
         let changes = self.libvirt.take_changes(conn);
         let full = changes.is_none() || {
             let mut last = common::sync::lock(&self.last_full);
@@ -436,43 +469,25 @@ impl Gatherer {
             due
         };
         let changed = changes.unwrap_or_default();
-        let bulk_done = started.elapsed();
-        let cached: HashMap<String, Arc<DomainXml>> = {
-            let cache = common::sync::lock(&self.cache);
-            listed
-                .iter()
-                .filter(|l| !full && !changed.contains(&l.snap.uuid))
-                .filter_map(|l| {
-                    cache
-                        .get(&l.snap.uuid)
-                        .map(|c| (l.snap.uuid.clone(), Arc::clone(&c.parsed)))
-                })
-                .collect()
-        };
-
-        let early_cpus = host.cpus;
-        let mut domains = self
-            .per_domain(listed, ncpus, &qemu, &cached, |done| {
-                early(early_cpus, done)
+        let cache = common::sync::lock(&self.cache);
+        let cached = listed
+            .iter()
+            .filter(|l| !full && !changed.contains(&l.snap.uuid))
+            .filter_map(|l| {
+                cache
+                    .get(&l.snap.uuid)
+                    .map(|c| (l.snap.uuid.clone(), Arc::clone(&c.parsed)))
             })
-            .await;
-        domains.sort_by(|a, b| a.name.cmp(&b.name));
-        tracing::debug!(
-            domains = domains.len(),
-            full_xml_refresh = full,
-            changed = changed.len(),
-            node_info_seconds = host_done.as_secs_f64(),
-            bulk_seconds = bulk_done.as_secs_f64(),
-            per_domain_seconds = (started.elapsed() - bulk_done).as_secs_f64(),
-            "gathered"
-        );
+            .collect();
+        (full, changed.len(), cached)
+    }
 
-        // Forget domains that are gone.
+    /// Forgets the parses and checks of domains that are gone.
+    fn forget_gone(&self, domains: &[DomainSnap]) {
         let seen: HashSet<&str> = domains.iter().map(|d| d.uuid.as_str()).collect();
         common::sync::lock(&self.cache).retain(|k, _| seen.contains(k.as_str()));
         common::sync::lock(&self.vcpu_checks).retain(|k, _| seen.contains(k.as_str()));
         common::sync::lock(&self.pin_checks).retain(|k, _| seen.contains(k.as_str()));
-        Ok(Snapshot { host, domains })
     }
 
     /// The host's NUMA topology, read from the capabilities XML once per connection; a failed
@@ -508,8 +523,9 @@ impl Gatherer {
     }
 
     /// Every domain's own calls, `concurrency` domains at a time (see [`Libvirt::pool`]): its
-    /// XML when due, pin info and `virDomainGetVcpus` when needed, procfs; then, for running
-    /// domains whose bulk stats lack groups, the per-domain stats calls.
+    /// XML when due, pin info and `virDomainGetVcpus` when
+    /// needed, procfs; then, for running domains whose bulk stats lack groups, the per-domain
+    /// stats calls.
     async fn per_domain<F>(
         &self,
         listed: Vec<Listed>,
@@ -522,44 +538,10 @@ impl Gatherer {
         F: FnOnce(&[(&DomainSnap, &Arc<DomainXml>)]) + Send,
     {
         let now = Instant::now();
-        let mut pending = Vec::with_capacity(listed.len());
-        let mut jobs = Vec::with_capacity(listed.len());
-        for Listed { domain, snap } in listed {
-            let reuse = cached.get(&snap.uuid).cloned();
-            let active = snap.is_active();
-            let missing = Missing::of(&snap.stats);
-            let fallback =
-                (self.stats_fallback && active && missing.needs_calls()).then(|| domain.clone());
-            if reuse.is_none() {
-                self.xml_fetches.fetch_add(1, Ordering::Relaxed);
-            }
-            // Live affinity only matters for running domains that declare some (an XML not
-            // known yet may); the kernel's view via virDomainGetVcpus is asked for when due
-            // (see `VcpuCheck`), or every scrape when it stands in for the bulk vcpu group.
-            let declares = reuse.as_ref().is_none_or(|x| x.declares_affinity());
-            let prev = self.vcpu_check(&snap.uuid);
-            // libvirt's pin info: with the XML (new or changed domain), when due, while shown
-            // mismatched; otherwise the last answer stands (see `PinCheck`).
-            let pin_prev = self.pin_check(&snap.uuid);
-            let pins_due = reuse.is_none()
-                || self.pininfo_interval.is_zero()
-                || pin_prev.as_ref().is_none_or(|p| p.mismatch || now >= p.due);
-            let vcpus_due = active
-                && ((self.stats_fallback && self.vcpu_fallback && missing.vcpu)
-                    || (declares
-                        && (reuse.is_none()
-                            || prev.as_ref().is_none_or(|p| p.mismatch || now >= p.due))));
-            jobs.push(DomainJob {
-                domain,
-                known_vcpus: reuse.as_ref().map(|x| x.vcpus),
-                want_pins: active && declares && pins_due,
-                vcpus_due,
-                prev_pins: prev.as_ref().and_then(|p| p.pins.clone()),
-                qemu_pid: qemu.get(&snap.name).copied().filter(|_| active),
-            });
-            let pin_prev = pin_prev.filter(|_| active && declares && !pins_due);
-            pending.push((snap, reuse, (prev, pin_prev), missing, fallback));
-        }
+        let (pending, jobs): (Vec<Pending>, Vec<DomainJob>) = listed
+            .into_iter()
+            .map(|l| self.plan(l, qemu, cached, now))
+            .unzip();
         let procfs_root = self.procfs.clone();
         let (prepared, calls_started) = (now.elapsed(), Instant::now());
         let calls = self
@@ -571,8 +553,8 @@ impl Gatherer {
         // they wait for libvirt.
         let done: Vec<(&DomainSnap, &Arc<DomainXml>)> = pending
             .iter()
-            .filter(|(_, _, _, _, fallback)| fallback.is_none())
-            .filter_map(|(snap, reuse, ..)| reuse.as_ref().map(|x| (snap, x)))
+            .filter(|p| p.fallback.is_none())
+            .filter_map(|p| p.reuse.as_ref().map(|x| (&p.snap, x)))
             .collect();
         let (answers, ()) = futures::future::join(calls, async { early(&done) }).await;
         drop(done);
@@ -584,60 +566,140 @@ impl Gatherer {
 
         let mut snaps = Vec::with_capacity(pending.len());
         let mut fill = Vec::new();
-        for ((mut snap, reuse, (prev, pin_prev), missing, fallback), answer) in
-            pending.into_iter().zip(answers)
-        {
-            // Pin info not asked for this time: the last answer stands.
-            snap.pin_info = pin_prev.map(|p| p.pins);
-            self.apply_domain_calls(&mut snap, reuse, prev, missing, answer, now);
-            if let Some(domain) = fallback.filter(|_| !snap.timed_out) {
-                let missing = Missing {
-                    // Without the XML the devices are unknown: left out rather than claimed 0.
-                    block: missing.block && snap.xml.is_some(),
-                    interface: missing.interface && snap.xml.is_some(),
-                    // Per-vCPU stats come from virDomainGetVcpus, made above.
-                    vcpu: false,
-                    ..missing
-                };
-                if missing.needs_calls() {
-                    let (disks, ifaces) = snap
-                        .xml
-                        .as_deref()
-                        .map(|x| {
-                            (
-                                x.disks.iter().map(|d| d.target_dev.clone()).collect(),
-                                x.interfaces.iter().map(|i| i.target_dev.clone()).collect(),
-                            )
-                        })
-                        .unwrap_or_default();
-                    fill.push((snaps.len(), (domain, missing, disks, ifaces)));
-                }
+        for (p, answer) in pending.into_iter().zip(answers) {
+            let (snap, job) = self.take_answers(p, answer, now);
+            if let Some(job) = job {
+                fill.push((snaps.len(), job));
             }
             snaps.push(snap);
         }
-        if !fill.is_empty() {
-            let (idx, jobs): (Vec<usize>, Vec<_>) = fill.into_iter().unzip();
-            let missing: Vec<Missing> = jobs.iter().map(|j| j.1).collect();
-            let answers = self
-                .libvirt
-                .pool(
-                    "domain_stats",
-                    jobs,
-                    self.concurrency,
-                    |(domain, missing, disks, ifaces): FillJob| {
-                        let disks: Vec<&str> = disks.iter().map(String::as_str).collect();
-                        let ifaces: Vec<&str> = ifaces.iter().map(String::as_str).collect();
-                        stats_fallback::fetch(&domain, missing, &disks, &ifaces)
-                    },
+        self.fill_missing(&mut snaps, fill).await;
+        snaps
+    }
+
+    /// One domain's calls, and what its snapshot needs kept until their answers are in.
+    fn plan(
+        &self,
+        Listed { domain, snap }: Listed,
+        qemu: &HashMap<String, u32>,
+        cached: &HashMap<String, Arc<DomainXml>>,
+        now: Instant,
+    ) -> (Pending, DomainJob) {
+        let reuse = cached.get(&snap.uuid).cloned();
+        let active = snap.is_active();
+        let missing = Missing::of(&snap.stats);
+        let fallback =
+            (self.stats_fallback && active && missing.needs_calls()).then(|| domain.clone());
+        if reuse.is_none() {
+            self.xml_fetches.fetch_add(1, Ordering::Relaxed);
+        }
+        // Live affinity only matters for running domains that declare some (an XML not known
+        // yet may); the kernel's view via virDomainGetVcpus is asked for when due (see
+        // `VcpuCheck`), or every scrape when it stands in for the bulk vcpu group.
+        let declares = reuse.as_ref().is_none_or(|x| x.declares_affinity());
+        let prev = self.vcpu_check(&snap.uuid);
+        // libvirt's pin info: with the XML (new or changed domain), when due, while shown
+        // mismatched; otherwise the last answer stands (see `PinCheck`).
+        let pin_prev = self.pin_check(&snap.uuid);
+        let pins_due = reuse.is_none()
+            || self.pininfo_interval.is_zero()
+            || pin_prev.as_ref().is_none_or(|p| p.mismatch || now >= p.due);
+        let vcpus_due = active
+            && ((self.stats_fallback && self.vcpu_fallback && missing.vcpu)
+                || (declares
+                    && (reuse.is_none()
+                        || prev.as_ref().is_none_or(|p| p.mismatch || now >= p.due))));
+        let job = DomainJob {
+            domain,
+            known_vcpus: reuse.as_ref().map(|x| x.vcpus),
+            want_pins: active && declares && pins_due,
+            vcpus_due,
+            prev_pins: prev.as_ref().and_then(|p| p.pins.clone()),
+            qemu_pid: qemu.get(&snap.name).copied().filter(|_| active),
+        };
+        let pending = Pending {
+            snap,
+            reuse,
+            prev,
+            pin_prev: pin_prev.filter(|_| active && declares && !pins_due),
+            missing,
+            fallback,
+        };
+        (pending, job)
+    }
+
+    /// A domain's snapshot with the answers of its calls taken in, and the per-domain stats
+    /// calls it still needs (none when its calls timed out).
+    fn take_answers(
+        &self,
+        p: Pending,
+        answer: Result<DomainAnswer, Error>,
+        now: Instant,
+    ) -> (DomainSnap, Option<FillJob>) {
+        let Pending {
+            mut snap,
+            reuse,
+            prev,
+            pin_prev,
+            missing,
+            fallback,
+        } = p;
+        // Pin info not asked for this time: the last answer stands.
+        snap.pin_info = pin_prev.map(|p| p.pins);
+        self.apply_domain_calls(&mut snap, reuse, prev, missing, answer, now);
+        let Some(domain) = fallback.filter(|_| !snap.timed_out) else {
+            return (snap, None);
+        };
+        let missing = Missing {
+            // Without the XML the devices are unknown: left out rather than claimed 0.
+            block: missing.block && snap.xml.is_some(),
+            interface: missing.interface && snap.xml.is_some(),
+            // Per-vCPU stats come from virDomainGetVcpus, made above.
+            vcpu: false,
+            ..missing
+        };
+        if !missing.needs_calls() {
+            return (snap, None);
+        }
+        let (disks, ifaces) = snap
+            .xml
+            .as_deref()
+            .map(|x| {
+                (
+                    x.disks.iter().map(|d| d.target_dev.clone()).collect(),
+                    x.interfaces.iter().map(|i| i.target_dev.clone()).collect(),
                 )
-                .await;
-            for ((i, missing), answer) in idx.into_iter().zip(missing).zip(answers) {
-                if let Some(snap) = snaps.get_mut(i) {
-                    self.apply_fill(snap, missing, answer);
-                }
+            })
+            .unwrap_or_default();
+        (snap, Some((domain, missing, disks, ifaces)))
+    }
+
+    /// Makes the per-domain stats calls `fill` (by index into `snaps`), `concurrency` domains
+    /// at a time, and takes their answers into `snaps`.
+    async fn fill_missing(&self, snaps: &mut [DomainSnap], fill: Vec<(usize, FillJob)>) {
+        if fill.is_empty() {
+            return;
+        }
+        let (idx, jobs): (Vec<usize>, Vec<FillJob>) = fill.into_iter().unzip();
+        let missing: Vec<Missing> = jobs.iter().map(|j| j.1).collect();
+        let answers = self
+            .libvirt
+            .pool(
+                "domain_stats",
+                jobs,
+                self.concurrency,
+                |(domain, missing, disks, ifaces): FillJob| {
+                    let disks: Vec<&str> = disks.iter().map(String::as_str).collect();
+                    let ifaces: Vec<&str> = ifaces.iter().map(String::as_str).collect();
+                    stats_fallback::fetch(&domain, missing, &disks, &ifaces)
+                },
+            )
+            .await;
+        for ((i, missing), answer) in idx.into_iter().zip(missing).zip(answers) {
+            if let Some(snap) = snaps.get_mut(i) {
+                self.apply_fill(snap, missing, answer);
             }
         }
-        snaps
     }
 
     /// Takes in the answers of one domain's calls.
@@ -810,6 +872,20 @@ impl Gatherer {
             }
         }
     }
+}
+
+/// A domain's snapshot while its calls run: what taking in their answers needs.
+struct Pending {
+    snap: DomainSnap,
+    /// The cached parse of its XML, when the XML is not fetched.
+    reuse: Option<Arc<DomainXml>>,
+    /// The last `virDomainGetVcpus` check.
+    prev: Option<VcpuCheck>,
+    /// The last pin info check, when the pin info is not asked for this time.
+    pin_prev: Option<PinCheck>,
+    missing: Missing,
+    /// The domain, when it needs per-domain stats calls.
+    fallback: Option<Domain>,
 }
 
 /// One domain's calls, as a worker thread makes them.

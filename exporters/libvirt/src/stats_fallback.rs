@@ -137,68 +137,91 @@ const MEMORY_TAGS: &[(u32, &str)] = &[
 pub fn fetch(dom: &Domain, missing: Missing, disks: &[&str], interfaces: &[&str]) -> Fetched {
     let mut out = Fetched::default();
     if missing.cpu_total || missing.balloon {
+        out.domain_info(dom, missing);
+    }
+    if missing.balloon {
+        out.memory_stats(dom);
+    }
+    if missing.block {
+        out.block_stats(dom, disks);
+    }
+    if missing.interface {
+        out.interface_stats(dom, interfaces);
+    }
+    out
+}
+
+impl Fetched {
+    /// `virDomainGetInfo`: CPU time, current and maximum memory.
+    fn domain_info(&mut self, dom: &Domain, missing: Missing) {
         match dom.info() {
             Ok(info) => {
                 if missing.cpu_total {
-                    out.params
+                    self.params
                         .push(("cpu.time".into(), TypedValue::UInt(info.cpu_time)));
                 }
                 if missing.balloon {
-                    out.params
+                    self.params
                         .push(("balloon.current".into(), TypedValue::UInt(info.memory)));
-                    out.params
+                    self.params
                         .push(("balloon.maximum".into(), TypedValue::UInt(info.max_mem)));
                 }
             }
             Err(e) => {
                 tracing::debug!(error = %e, "virDomainGetInfo failed");
-                out.errors.push("domain_info");
+                self.errors.push("domain_info");
             }
         }
     }
-    if missing.balloon {
+
+    /// `virDomainMemoryStats`, the tags the bulk stats name.
+    fn memory_stats(&mut self, dom: &Domain) {
         match dom.memory_stats(0) {
             Ok(stats) => {
                 for s in stats {
                     if let Some((_, key)) = MEMORY_TAGS.iter().find(|(t, _)| *t == s.tag) {
-                        out.params.push(((*key).into(), TypedValue::UInt(s.val)));
+                        self.params.push(((*key).into(), TypedValue::UInt(s.val)));
                     }
                 }
             }
             Err(e) => {
                 tracing::debug!(error = %e, "virDomainMemoryStats failed");
-                out.errors.push("memory_stats");
+                self.errors.push("memory_stats");
             }
         }
     }
-    if missing.block {
+
+    /// `virDomainBlockStats` per disk target, numbered as the bulk stats number them.
+    fn block_stats(&mut self, dom: &Domain, disks: &[&str]) {
         let mut n = 0usize;
         for dev in disks.iter().filter(|d| !d.is_empty()) {
             match dom.block_stats(dev) {
                 Ok(s) => {
-                    out.params
+                    self.params
                         .push((format!("block.{n}.name"), TypedValue::Str((*dev).into())));
-                    out.put(format!("block.{n}.rd.reqs"), s.rd_req);
-                    out.put(format!("block.{n}.rd.bytes"), s.rd_bytes);
-                    out.put(format!("block.{n}.wr.reqs"), s.wr_req);
-                    out.put(format!("block.{n}.wr.bytes"), s.wr_bytes);
+                    self.put(format!("block.{n}.rd.reqs"), s.rd_req);
+                    self.put(format!("block.{n}.rd.bytes"), s.rd_bytes);
+                    self.put(format!("block.{n}.wr.reqs"), s.wr_req);
+                    self.put(format!("block.{n}.wr.bytes"), s.wr_bytes);
                     n += 1;
                 }
                 Err(e) => {
                     tracing::debug!(device = %dev, error = %e, "virDomainBlockStats failed");
-                    out.errors.push("block_stats");
+                    self.errors.push("block_stats");
                 }
             }
         }
-        out.params
+        self.params
             .push(("block.count".into(), TypedValue::UInt(n as u64)));
     }
-    if missing.interface {
+
+    /// `virDomainInterfaceStats` per interface target, numbered as the bulk stats number them.
+    fn interface_stats(&mut self, dom: &Domain, interfaces: &[&str]) {
         let mut n = 0usize;
         for dev in interfaces.iter().filter(|d| !d.is_empty()) {
             match dom.interface_stats(dev) {
                 Ok(s) => {
-                    out.params
+                    self.params
                         .push((format!("net.{n}.name"), TypedValue::Str((*dev).into())));
                     for (k, v) in [
                         ("rx.bytes", s.rx_bytes),
@@ -210,20 +233,19 @@ pub fn fetch(dom: &Domain, missing: Missing, disks: &[&str], interfaces: &[&str]
                         ("tx.errs", s.tx_errs),
                         ("tx.drop", s.tx_drop),
                     ] {
-                        out.put(format!("net.{n}.{k}"), v);
+                        self.put(format!("net.{n}.{k}"), v);
                     }
                     n += 1;
                 }
                 Err(e) => {
                     tracing::debug!(device = %dev, error = %e, "virDomainInterfaceStats failed");
-                    out.errors.push("interface_stats");
+                    self.errors.push("interface_stats");
                 }
             }
         }
-        out.params
+        self.params
             .push(("net.count".into(), TypedValue::UInt(n as u64)));
     }
-    out
 }
 
 #[cfg(test)]
