@@ -142,6 +142,9 @@ fn inotify_loop(mut inotify: Inotify, tx: &mpsc::Sender<Msg>, flags: &FsFlags) {
 /// Shortest time between two saves made for removed files waiting to be closed.
 const DRAIN_SAVE: Duration = Duration::from_millis(100);
 
+/// A read round taking longer than this is logged (at debug level): discovery waits for it.
+const SLOW_ROUND: Duration = Duration::from_millis(100);
+
 /// How often series of gone sources are looked for (`--series.retention` is their age).
 const EXPIRY_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -299,6 +302,7 @@ impl Service {
 
     fn rescan(&mut self, trigger: &str) {
         crate::tail::counters::Counters::inc(&mut self.engine.counters_mut().rescans, trigger);
+        let started = Instant::now();
         let mut out = ScanResult::default();
         // A directory created between its parent's readdir and the parent's watch would be
         // missed until the next periodic rescan: scan again while new watches were added, at
@@ -323,8 +327,18 @@ impl Service {
             self.engine.count_error(dir, reason);
         }
         let unreadable: Vec<PathBuf> = out.errors.iter().map(|(d, _)| d.clone()).collect();
+        let (files, dirs) = (out.files.len(), out.dirs.len());
+        let listed = started.elapsed();
         self.engine
             .apply_scan(out.files, &unreadable, trigger == "periodic");
+        tracing::debug!(
+            trigger,
+            files,
+            dirs,
+            list_ms = listed.as_millis() as u64,
+            total_ms = started.elapsed().as_millis() as u64,
+            "rescan"
+        );
     }
 
     /// Watches `dirs`; returns whether a directory was newly watched.
@@ -434,7 +448,15 @@ impl Service {
                 self.rescan("periodic");
                 next_rescan = Instant::now() + self.opts.rescan_interval;
             }
+            let (round, bytes) = (Instant::now(), self.engine.counters_mut().bytes_read);
             more = self.engine.read_all();
+            if round.elapsed() >= SLOW_ROUND {
+                tracing::debug!(
+                    ms = round.elapsed().as_millis() as u64,
+                    bytes = self.engine.counters_mut().bytes_read - bytes,
+                    "slow read round"
+                );
+            }
             let durable = match self.opts.state_file {
                 Some(_) => self.durable_generation.load(Ordering::Acquire),
                 None => u64::MAX,

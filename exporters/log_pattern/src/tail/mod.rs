@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use crate::config::StartAt;
 use crate::discovery::Found;
 use crate::sink::{Labels, LineSink, SourceId};
-use crate::state::{self, Done, FileState, Fingerprint, State, FINGERPRINT_BYTES};
+use crate::state::{self, Done, FileState, Fingerprint, State, FINGERPRINT_BYTES, MARK_BYTES};
 use crate::tail::counters::{Counters, Gauges};
 use lines::{Ctx, LineReader};
 
@@ -205,6 +205,18 @@ fn fingerprint_of(file: &File, size: u64) -> std::io::Result<Fingerprint> {
         .unwrap_or(usize::MAX)
         .min(FINGERPRINT_BYTES);
     Ok(Fingerprint::of(&head(file, n)?))
+}
+
+/// Fingerprint of the up to [`MARK_BYTES`] bytes of `file` before `offset` (empty when they
+/// cannot be read).
+fn mark_of(file: &File, offset: u64) -> Fingerprint {
+    let from = offset.saturating_sub(MARK_BYTES);
+    let mut buf = [0u8; MARK_BYTES as usize];
+    let want = &mut buf[..usize::try_from(offset - from).unwrap_or(0)];
+    match file.read_exact_at(want, from) {
+        Ok(()) => Fingerprint::of(want),
+        Err(_) => Fingerprint::default(),
+    }
 }
 
 /// Whether the first bytes of `file` still have fingerprint `fp`.
@@ -413,6 +425,7 @@ impl Engine {
                     ],
                     rotated: f.rotated.is_some(),
                     removed: f.unlinked && f.reader.position() >= f.last_size,
+                    mark: mark_of(&f.file, f.reader.offset),
                 })
                 .chain(self.gz.iter().map(|j| FileState {
                     path: j.path.clone(),
@@ -428,6 +441,7 @@ impl Engine {
                     ],
                     rotated: true,
                     removed: false,
+                    mark: Fingerprint::default(),
                 }))
                 .collect(),
             done: self.done.clone(),
@@ -1292,7 +1306,7 @@ mod tests {
     use crate::rules::Rules;
     use std::io::Write as _;
 
-    fn engine() -> Engine {
+    pub(super) fn engine() -> Engine {
         let rules = [Rule {
             max_series: 10,
             ..Rule::new("e", Expr::contains("ERROR"))
@@ -1307,11 +1321,11 @@ mod tests {
         )
     }
 
-    fn count(e: &Engine) -> u64 {
+    pub(super) fn count(e: &Engine) -> u64 {
         e.sink.values().iter().map(|v| v.value).sum()
     }
 
-    fn found(p: &Path) -> Vec<Found> {
+    pub(super) fn found(p: &Path) -> Vec<Found> {
         vec![Found::new(
             p.to_path_buf(),
             vec![("pod".into(), "p".into())],
