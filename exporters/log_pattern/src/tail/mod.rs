@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::StartAt;
-use crate::discovery::Found;
+use crate::discovery::{Found, Scope};
 use crate::sink::{Labels, LineSink, SourceId};
 use crate::state::{self, Done, FileState, Fingerprint, State, FINGERPRINT_BYTES, MARK_BYTES};
 use crate::tail::counters::{Counters, Gauges};
@@ -497,7 +497,15 @@ impl Engine {
             return;
         };
         let open: HashSet<(u64, u64)> = self.files.values().map(|f| (f.dev, f.ino)).collect();
-        let mut open_fps: Vec<Fingerprint> = self.files.values().map(|f| f.fingerprint).collect();
+        // The followed files of this directory (a rotated one keeps the path it was found at):
+        // the compressed form or copy of a file is its sibling, and files elsewhere may begin
+        // alike (the same long first line) without being the same.
+        let mut open_fps: Vec<Fingerprint> = self
+            .files
+            .values()
+            .filter(|f| f.path.parent() == Some(dir))
+            .map(|f| f.fingerprint)
+            .collect();
         let mut present = HashSet::new();
         // Siblings judged at an earlier scan; only those still here are carried over.
         let before = self.judged.remove(dir).unwrap_or_default();
@@ -582,6 +590,7 @@ impl Engine {
                 offset: 0,
             };
             if known || first && self.first_start_policy() {
+                tracing::debug!(path = %p.display(), known, "rotated file not read: known by its first bytes, or history at the first start");
                 self.remember_done(&p, done);
                 judged.insert(id, stamp);
                 continue;
@@ -751,6 +760,22 @@ impl Engine {
     /// rotated. `verify` re-checks the fingerprint of followed files (copytruncate that grew
     /// back past the offset between two looks).
     pub fn apply_scan(&mut self, found: Vec<Found>, unreadable: &[PathBuf], verify: bool) {
+        self.apply_scan_in(found, unreadable, verify, None);
+    }
+
+    /// Takes the result of a partial scan ([`crate::discovery::Source::scan_dir`]): like
+    /// [`Engine::apply_scan`], but a followed path outside `scope` is not judged gone.
+    pub fn apply_partial_scan(&mut self, found: Vec<Found>, unreadable: &[PathBuf], scope: &Scope) {
+        self.apply_scan_in(found, unreadable, false, Some(scope));
+    }
+
+    fn apply_scan_in(
+        &mut self,
+        found: Vec<Found>,
+        unreadable: &[PathBuf],
+        verify: bool,
+        scope: Option<&Scope>,
+    ) {
         let mut seen = HashSet::new();
         let found: Vec<Found> = found
             .into_iter()
@@ -855,7 +880,11 @@ impl Engine {
         let gone: Vec<PathBuf> = self
             .active
             .keys()
-            .filter(|p| !seen.contains(*p) && !unreadable.iter().any(|d| p.starts_with(d)))
+            .filter(|p| {
+                !seen.contains(*p)
+                    && scope.is_none_or(|s| s.covers(p))
+                    && !unreadable.iter().any(|d| p.starts_with(d))
+            })
             .cloned()
             .collect();
         for p in gone {
@@ -1365,6 +1394,66 @@ mod tests {
         // A directory that could not be read does not make its files look rotated.
         e.apply_scan(Vec::new(), &[d.path().to_path_buf()], false);
         assert_eq!(e.gauges().files_rotated_open, 0);
+    }
+
+    /// A rotated file never seen before is read even when a followed file of another
+    /// directory begins with the same bytes (one long line): only a sibling can be its copy.
+    #[test]
+    fn a_file_beginning_like_one_elsewhere_is_not_taken_for_it() {
+        let d = tempfile::tempdir().unwrap();
+        let long = format!("ERROR {}\n", "x".repeat(400));
+        let (a, b) = (d.path().join("a"), d.path().join("b"));
+        for dir in [&a, &b] {
+            std::fs::create_dir_all(dir).unwrap();
+        }
+        std::fs::write(a.join("0.log"), &long).unwrap();
+        std::fs::write(b.join("0.log"), "ERROR b\n").unwrap();
+        let mut e = engine();
+        e.opts.rotate_wait = Duration::from_secs(3600);
+        let both = |e: &mut Engine| {
+            let mut v = found(&a.join("0.log"));
+            v.extend(found(&b.join("0.log")));
+            e.apply_scan(v, &[], false);
+            e.read_all();
+        };
+        both(&mut e);
+        assert_eq!(count(&e), 2);
+        // In `b`, a file that begins like `a/0.log` is renamed before any scan saw it.
+        std::fs::rename(b.join("0.log"), b.join("0.log.1")).unwrap();
+        std::fs::write(b.join("0.log.2"), format!("{long}ERROR more\n")).unwrap();
+        std::fs::write(b.join("0.log"), "ERROR new\n").unwrap();
+        both(&mut e);
+        assert_eq!(count(&e), 2 + 2 + 1);
+    }
+
+    /// A partial scan judges only the files it listed completely: a followed file outside its
+    /// scope is not taken for gone, one inside it that it did not list is.
+    #[test]
+    fn a_partial_scan_judges_only_its_scope() {
+        let d = tempfile::tempdir().unwrap();
+        let (a, b) = (d.path().join("a"), d.path().join("b"));
+        let mut all = Vec::new();
+        for dir in [&a, &b] {
+            std::fs::create_dir_all(dir).unwrap();
+            std::fs::write(dir.join("0.log"), "ERROR\n").unwrap();
+            all.extend(found(&dir.join("0.log")));
+        }
+        let mut e = engine();
+        e.opts.rotate_wait = Duration::from_secs(3600);
+        e.apply_scan(all, &[], false);
+        e.read_all();
+        assert_eq!(count(&e), 2);
+        // Directory `a` changed and was listed; `b` was not looked at.
+        let mut scope = Scope::default();
+        scope.dirs.insert(a.clone());
+        e.apply_partial_scan(found(&a.join("0.log")), &[], &scope);
+        assert_eq!(e.gauges().files_rotated_open, 0);
+        // `a` listed again without its file (removed): rotated; `b` still followed.
+        std::fs::remove_file(a.join("0.log")).unwrap();
+        e.apply_partial_scan(Vec::new(), &[], &scope);
+        assert_eq!(e.gauges().files_rotated_open, 1);
+        assert!(e.followed_paths().contains(&b.join("0.log")));
+        assert!(!e.followed_paths().contains(&a.join("0.log")));
     }
 
     #[test]
