@@ -22,7 +22,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use e2e_tests::{samples, wait_until};
@@ -287,10 +287,11 @@ fn metric(text: &str, key: &str) -> f64 {
     samples(text).get(key).copied().unwrap_or(-1.0)
 }
 
-/// The exporter and the thread scraping it.
+/// The exporter and the thread scraping it every 20 ms (the latest exposition kept apart).
 struct Running {
     exp: Exporter,
     stop: Arc<AtomicBool>,
+    latest: Arc<Mutex<String>>,
     scrapes: std::thread::JoinHandle<Vec<String>>,
 }
 
@@ -298,8 +299,25 @@ impl Running {
     fn start(dir: &Path, argv: &[String]) -> Self {
         let exp = Exporter::start_ready(dir, argv);
         let stop = Arc::new(AtomicBool::new(false));
-        let scrapes = scraper(exp.port, Arc::clone(&stop));
-        Self { exp, stop, scrapes }
+        let latest = Arc::new(Mutex::new(String::new()));
+        let (port, until, last) = (exp.port, Arc::clone(&stop), Arc::clone(&latest));
+        let scrapes = std::thread::spawn(move || {
+            let mut v = Vec::new();
+            while !until.load(Ordering::Relaxed) {
+                if let Some(t) = e2e_tests::scrape(port) {
+                    last.lock().unwrap().clone_from(&t);
+                    v.push(t);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            v
+        });
+        Self {
+            exp,
+            stop,
+            latest,
+            scrapes,
+        }
     }
 
     fn kill(mut self, history: &mut Vec<String>) {
@@ -376,8 +394,8 @@ fn kubelet_chaos_with_sigkills_loses_and_doubles_nothing() {
         // stalled exporter) could not be read by anyone.
         if !starting.is_empty() && last_look.elapsed() >= LOOK {
             last_look = Instant::now();
-            if let Some(text) = running.as_ref().and_then(|r| r.exp.try_scrape()) {
-                let counted = pods_counted(&text);
+            if let Some(r) = &running {
+                let counted = pods_counted(&r.latest.lock().unwrap());
                 let (seen, rest): (Vec<ShortPod>, Vec<ShortPod>) =
                     starting.drain(..).partition(|p| counted.contains(&p.name));
                 starting = rest;

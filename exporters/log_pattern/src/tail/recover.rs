@@ -219,6 +219,19 @@ mod tests {
             .collect()
     }
 
+    /// A restart from `saved` following `p`: the matches once two scans read all there is
+    /// (no saved file counted lost).
+    fn restart(saved: crate::state::State, p: &Path) -> u64 {
+        let mut b = engine();
+        b.restore(saved);
+        for _ in 0..2 {
+            b.apply_scan(found(p), &[], false);
+            while b.read_all() {}
+        }
+        assert_eq!(b.state().counters.files_lost, 0);
+        count(&b)
+    }
+
     /// While the exporter is down, the saved file is rotated twice (renamed, then compressed
     /// at the next rotation): its unread rest is read from the `.gz`, every line once.
     #[test]
@@ -239,14 +252,7 @@ mod tests {
         std::fs::rename(&p, d.path().join("0.log.2")).unwrap();
         gzip(&d.path().join("0.log.1"));
         append(&p, &lines("c", 10));
-        let mut b = engine();
-        b.restore(saved);
-        b.apply_scan(found(&p), &[], false);
-        while b.read_all() {}
-        b.apply_scan(found(&p), &[], false);
-        while b.read_all() {}
-        assert_eq!(count(&b), 110);
-        assert_eq!(b.state().counters.files_lost, 0);
+        assert_eq!(restart(saved, &p), 110);
     }
 
     /// Two files of one container begin with the same bytes (one long line each): the one
@@ -285,14 +291,11 @@ mod tests {
                 gzip(&d.path().join("0.log.1"));
             }
             gzip(&d.path().join("0.log.2"));
-            let mut b = engine();
-            b.restore(saved);
-            b.apply_scan(found(&p), &[], false);
-            while b.read_all() {}
-            b.apply_scan(found(&p), &[], false);
-            while b.read_all() {}
-            assert_eq!(count(&b), 41 + 11 + 25 + 5, "{compressed_while_up}");
-            assert_eq!(b.state().counters.files_lost, 0);
+            assert_eq!(
+                restart(saved, &p),
+                41 + 11 + 25 + 5,
+                "{compressed_while_up}"
+            );
         }
     }
 }
