@@ -369,14 +369,24 @@ impl Service {
     /// elsewhere are not judged; the periodic full rescan remains the safety net.
     fn rescan_changed(&mut self) {
         let wds: Vec<WatchDescriptor> = self.flags.changed().drain().collect();
-        let mut todo: Vec<PathBuf> = wds
+        let todo: Vec<PathBuf> = wds
             .iter()
             .filter_map(|wd| self.watched_dirs.get(wd).cloned())
             .collect();
+        if !todo.is_empty() {
+            crate::tail::counters::Counters::inc(
+                &mut self.engine.counters_mut().rescans,
+                "inotify",
+            );
+        }
+        self.rescan_dirs(todo, "inotify");
+    }
+
+    /// Scans `dirs` as [`Service::rescan_changed`] does (`trigger` is for the debug log).
+    fn rescan_dirs(&mut self, mut todo: Vec<PathBuf>, trigger: &str) {
         if todo.is_empty() {
             return;
         }
-        crate::tail::counters::Counters::inc(&mut self.engine.counters_mut().rescans, "inotify");
         let started = Instant::now();
         let mut out =
             ScanResult::opening(self.engine.followed_paths(), self.engine.free_descriptors());
@@ -409,6 +419,7 @@ impl Service {
         self.engine
             .apply_partial_scan(out.files, &unreadable, &out.scope);
         tracing::debug!(
+            trigger,
             changed,
             files,
             total_ms = started.elapsed().as_millis() as u64,
@@ -573,6 +584,10 @@ impl Service {
             };
             self.engine.note_durable(durable);
             self.engine.reap();
+            // Files listed while no descriptor was free: opened as soon as one is (a scan of
+            // their directories, not counted in rescans_total).
+            let starved = self.engine.take_starved_dirs();
+            self.rescan_dirs(starved, "descriptors");
             if Instant::now() >= next_expiry {
                 self.engine.expire_series();
                 next_expiry = Instant::now() + EXPIRY_INTERVAL;
