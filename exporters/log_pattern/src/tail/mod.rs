@@ -264,6 +264,24 @@ fn tail_start(file: &File, size: u64) -> u64 {
     }
 }
 
+/// What a line reader of `source` needs (the engine's fields, borrowed apart from its files).
+fn line_ctx<'a>(
+    sink: &'a mut dyn LineSink,
+    counters: &'a mut Counters,
+    opts: &'a Options,
+    source: SourceId,
+    now: Option<f64>,
+) -> Ctx<'a> {
+    Ctx {
+        sink,
+        source,
+        counters,
+        cap: opts.max_line_bytes,
+        now,
+        stamps: &opts.stamps,
+    }
+}
+
 /// The file of an `Arc` shared with a scan's result (a duplicate descriptor if still shared).
 fn owned(f: Arc<File>) -> Option<File> {
     Arc::try_unwrap(f).or_else(|f| f.try_clone()).ok()
@@ -1264,14 +1282,13 @@ impl Engine {
         {
             truncs.push((tf.path.clone(), Self::truncated(&mut self.counters, tf)));
         }
-        let mut ctx = Ctx {
-            sink: &mut *self.sink,
-            source: tf.source,
-            counters: &mut self.counters,
-            cap: self.opts.max_line_bytes,
+        let mut ctx = line_ctx(
+            &mut *self.sink,
+            &mut self.counters,
+            &self.opts,
+            tf.source,
             now,
-            stamps: &self.opts.stamps,
-        };
+        );
         let mut read = 0u64;
         let mut eof = false;
         while read < self.opts.read_budget {
@@ -1320,14 +1337,13 @@ impl Engine {
             let Some(job) = self.gz.get_mut(i) else {
                 break;
             };
-            let mut ctx = Ctx {
-                sink: &mut *self.sink,
-                source: job.source,
-                counters: &mut self.counters,
-                cap: self.opts.max_line_bytes,
+            let mut ctx = line_ctx(
+                &mut *self.sink,
+                &mut self.counters,
+                &self.opts,
+                job.source,
                 now,
-                stamps: &self.opts.stamps,
-            };
+            );
             let (read, finished) = Self::gz_step(job, buf, &mut ctx, self.opts.read_budget);
             total += read;
             if finished {
@@ -1362,7 +1378,7 @@ impl Engine {
             .collect();
         let released = !done.is_empty();
         for k in done {
-            if let Some(mut tf) = self.files.remove(&k) {
+            if let Some(tf) = self.files.remove(&k) {
                 tracing::debug!(path = %tf.path.display(), unlinked = tf.unlinked, "released");
                 if self.active.get(&tf.path) == Some(&k) {
                     self.active.remove(&tf.path);
@@ -1378,20 +1394,25 @@ impl Engine {
                         offset: tf.reader.position(),
                     },
                 );
-                let mut ctx = Ctx {
-                    sink: &mut *self.sink,
-                    source: tf.source,
-                    counters: &mut self.counters,
-                    cap: self.opts.max_line_bytes,
-                    now: self.opts.lag.then(unix_now),
-                    stamps: &self.opts.stamps,
-                };
-                tf.reader.finish(&mut ctx);
+                self.finish(tf);
             }
         }
         if released {
             self.retain_live();
         }
+    }
+
+    /// Lets go of a file: its unfinished line fragments are counted as a line.
+    fn finish(&mut self, mut tf: TailFile) {
+        let now = self.now();
+        let mut ctx = line_ctx(
+            &mut *self.sink,
+            &mut self.counters,
+            &self.opts,
+            tf.source,
+            now,
+        );
+        tf.reader.finish(&mut ctx);
     }
 
     /// Reads one file from its first byte to its end (plain or `.gz`), for `replay`.
@@ -1406,16 +1427,8 @@ impl Engine {
             while self.read_all() {}
             let keys: Vec<u64> = self.files.keys().copied().collect();
             for k in keys {
-                if let Some(mut tf) = self.files.remove(&k) {
-                    let mut ctx = Ctx {
-                        sink: &mut *self.sink,
-                        source: tf.source,
-                        counters: &mut self.counters,
-                        cap: self.opts.max_line_bytes,
-                        now: self.opts.lag.then(unix_now),
-                        stamps: &self.opts.stamps,
-                    };
-                    tf.reader.finish(&mut ctx);
+                if let Some(tf) = self.files.remove(&k) {
+                    self.finish(tf);
                 }
             }
         }
