@@ -71,6 +71,8 @@ pub struct ScanResult {
     pub followed: HashSet<PathBuf>,
     /// Input: most files the scan opens (the free descriptors of the tailer's budget).
     pub open_budget: usize,
+    /// The paths in `files`.
+    listed: HashSet<PathBuf>,
 }
 
 impl ScanResult {
@@ -87,8 +89,7 @@ impl ScanResult {
     /// cannot be opened here is listed all the same: the tailer opens it and counts the error.
     fn push(&mut self, path: PathBuf, labels: Labels) {
         // A partial scan may list a directory twice (again once it is watched).
-        let partial = !self.scope.dirs.is_empty() || !self.scope.trees.is_empty();
-        if partial && self.files.iter().any(|f| f.path == path) {
+        if !self.listed.insert(path.clone()) {
             return;
         }
         let mut found = Found::new(path, labels);

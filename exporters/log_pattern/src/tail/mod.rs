@@ -126,9 +126,9 @@ struct GzJob {
 }
 
 /// What [`Engine::check_siblings`] gathers over one directory listing.
-struct SiblingLook {
+struct SiblingLook<'a> {
     /// Identities of the followed files.
-    open: HashSet<(u64, u64)>,
+    open: &'a HashSet<(u64, u64)>,
     /// First-bytes fingerprints of the directory's followed files.
     open_fps: Vec<Fingerprint>,
     /// Identities of the files the listing saw (or whose tombstones a sibling matched).
@@ -527,21 +527,25 @@ impl Engine {
     /// that the engine does not know: renamed (or renamed and compressed) before it ever
     /// opened them. They are read from byte 0, except at the very first start, where they are
     /// history.
-    fn check_siblings(&mut self, dir: &Path, bases: &[(String, Labels)], first: bool) {
+    ///
+    /// `open` holds the identities of the followed files, `open_fps` the fingerprints of those
+    /// of `dir` (a rotated one keeps the path it was found at): the compressed form or copy of
+    /// a file is its sibling, and files elsewhere may begin alike (the same long first line)
+    /// without being the same.
+    fn check_siblings(
+        &mut self,
+        dir: &Path,
+        bases: &[(String, Labels)],
+        first: bool,
+        open: &HashSet<(u64, u64)>,
+        open_fps: Vec<Fingerprint>,
+    ) {
         let Ok(rd) = std::fs::read_dir(dir) else {
             return;
         };
         let mut look = SiblingLook {
-            open: self.files.values().map(|f| (f.dev, f.ino)).collect(),
-            // The followed files of this directory (a rotated one keeps the path it was found
-            // at): the compressed form or copy of a file is its sibling, and files elsewhere
-            // may begin alike (the same long first line) without being the same.
-            open_fps: self
-                .files
-                .values()
-                .filter(|f| f.path.parent() == Some(dir))
-                .map(|f| f.fingerprint)
-                .collect(),
+            open,
+            open_fps,
             present: HashSet::new(),
             // Siblings judged at an earlier scan; only those still here are carried over.
             before: self.judged.remove(dir).unwrap_or_default(),
@@ -585,7 +589,7 @@ impl Engine {
         p: &Path,
         labels: &Labels,
         first: bool,
-        look: &mut SiblingLook,
+        look: &mut SiblingLook<'_>,
     ) {
         let Ok(meta) = std::fs::metadata(p) else {
             return;
@@ -661,7 +665,7 @@ impl Engine {
         dir: &Path,
         id: (u64, u64),
         head: &[u8],
-        look: &mut SiblingLook,
+        look: &mut SiblingLook<'_>,
     ) -> bool {
         let matches = |fp: &Fingerprint| {
             let n = fp.len as usize;
@@ -874,8 +878,20 @@ impl Engine {
         // A file opened while empty has no fingerprint yet; its compressed form must still be
         // recognised.
         self.refresh_fingerprints();
-        for (dir, bases) in dirs {
-            self.check_siblings(&dir, &bases, first);
+        if !dirs.is_empty() {
+            // Once for all directories (a churn lists hundreds at once): the identities of the
+            // followed files, and the first-bytes fingerprints of each directory's.
+            let open: HashSet<(u64, u64)> = self.files.values().map(|f| (f.dev, f.ino)).collect();
+            let mut fps: HashMap<PathBuf, Vec<Fingerprint>> = HashMap::new();
+            for f in self.files.values() {
+                if let Some(d) = f.path.parent().filter(|d| dirs.contains_key(*d)) {
+                    fps.entry(d.to_path_buf()).or_default().push(f.fingerprint);
+                }
+            }
+            for (dir, bases) in dirs {
+                let open_fps = fps.remove(&dir).unwrap_or_default();
+                self.check_siblings(&dir, &bases, first, &open, open_fps);
+            }
         }
         // Zero series restored from the state file for pods gone while the exporter was down.
         if first {
