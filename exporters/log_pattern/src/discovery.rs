@@ -4,7 +4,9 @@
 //! (labels `namespace`, `pod`, `container`) and path globs from the config, whose `{name}`
 //! components become labels. A scan lists every matching file and every directory it read: the
 //! caller puts an inotify watch on each of those directories, so a new pod, container or file is
-//! seen at once, and repeats the scan periodically (and on inotify overflow) as a safety net.
+//! seen at once: an event scans only its directory ([`Source::scan_dir`]: its files, and new
+//! subdirectories whole), and the full scan is repeated periodically (and on inotify
+//! overflow) as a safety net.
 //! A file not followed yet is opened the moment a scan lists it ([`ScanResult::followed`],
 //! [`ScanResult::open_budget`]), so that a removal of its directory right after cannot take
 //! unread lines with it: the descriptor keeps the content readable.

@@ -2,8 +2,9 @@
 //!
 //! One OS thread owns the [`Engine`] (blocking file I/O, no locks on the hot path). It wakes on
 //! inotify activity (a second thread blocks in `read(2)` on the inotify descriptor and raises
-//! flags), on a poll tick, and on requests from the scrape path. Each wake-up: rescan if the
-//! directory tree changed, inotify overflowed or the rescan interval elapsed; read every file;
+//! flags), on a poll tick, and on requests from the scrape path. Each wake-up: scan the
+//! directories inotify reported changed (only those, and the new subdirectories found there),
+//! or the whole tree if inotify overflowed or the rescan interval elapsed; read every file;
 //! release finished rotated files; hand a consistent state to the saver thread if a scrape asked
 //! or the save interval elapsed. The saver writes and fsyncs while the tailer keeps reading, then
 //! answers the waiting scrapes with the values of that durable save (or, if it failed, of the
