@@ -4,7 +4,9 @@
 //! (labels `namespace`, `pod`, `container`) and path globs from the config, whose `{name}`
 //! components become labels. A scan lists every matching file and every directory it read: the
 //! caller puts an inotify watch on each of those directories, so a new pod, container or file is
-//! seen at once, and repeats the scan periodically (and on inotify overflow) as a safety net.
+//! seen at once: an event scans only its directory ([`Source::scan_dir`]: its files, and new
+//! subdirectories whole), and the full scan is repeated periodically (and on inotify
+//! overflow) as a safety net.
 //! A file not followed yet is opened the moment a scan lists it ([`ScanResult::followed`],
 //! [`ScanResult::open_budget`]), so that a removal of its directory right after cannot take
 //! unread lines with it: the descriptor keeps the content readable.
@@ -39,10 +41,30 @@ impl Found {
     }
 }
 
+/// The part of the tree a partial scan listed completely: a followed file there that the scan
+/// did not list is gone; one elsewhere is not judged.
+#[derive(Debug, Default)]
+pub struct Scope {
+    /// Directories whose own files were all listed.
+    pub dirs: HashSet<PathBuf>,
+    /// Directories whose whole subtree was listed: new ones, and removed ones (nothing under them).
+    pub trees: HashSet<PathBuf>,
+}
+
+impl Scope {
+    /// Whether the scan listed every file that could be at `path`.
+    pub fn covers(&self, path: &Path) -> bool {
+        path.parent().is_some_and(|d| self.dirs.contains(d))
+            || path.ancestors().skip(1).any(|a| self.trees.contains(a))
+    }
+}
+
 /// What one scan saw.
 #[derive(Debug, Default)]
 pub struct ScanResult {
     pub files: Vec<Found>,
+    /// What a partial scan ([`Source::scan_dir`]) listed completely.
+    pub scope: Scope,
     /// Every directory read (to be watched).
     pub dirs: Vec<PathBuf>,
     /// Directories that could not be read, with the error kind.
@@ -51,6 +73,8 @@ pub struct ScanResult {
     pub followed: HashSet<PathBuf>,
     /// Input: most files the scan opens (the free descriptors of the tailer's budget).
     pub open_budget: usize,
+    /// The paths in `files`.
+    listed: HashSet<PathBuf>,
 }
 
 impl ScanResult {
@@ -66,6 +90,10 @@ impl ScanResult {
     /// Adds a found file, opened now unless followed already or past the budget. A file that
     /// cannot be opened here is listed all the same: the tailer opens it and counts the error.
     fn push(&mut self, path: PathBuf, labels: Labels) {
+        // A partial scan may list a directory twice (again once it is watched).
+        if !self.listed.insert(path.clone()) {
+            return;
+        }
         let mut found = Found::new(path, labels);
         if self.open_budget > 0 && !self.followed.contains(&found.path) {
             // O_NONBLOCK: opening a FIFO named like a log must not block the scan; it has no
@@ -250,7 +278,13 @@ pub fn pod_labels(path: &Path) -> Option<Labels> {
 }
 
 fn read_dir_names(dir: &Path, out: &mut ScanResult) -> Vec<(String, bool)> {
-    match std::fs::read_dir(dir) {
+    list_dir(dir, out).unwrap_or_default()
+}
+
+/// The entries of `dir` (name, is a directory), `None` if it cannot be read (an error other
+/// than its absence is recorded).
+fn list_dir(dir: &Path, out: &mut ScanResult) -> Option<Vec<(String, bool)>> {
+    Some(match std::fs::read_dir(dir) {
         Ok(rd) => {
             out.dirs.push(dir.to_path_buf());
             rd.filter_map(Result::ok)
@@ -272,7 +306,56 @@ fn read_dir_names(dir: &Path, out: &mut ScanResult) -> Vec<(String, bool)> {
             if e.kind() != std::io::ErrorKind::NotFound {
                 out.errors.push((dir.to_path_buf(), e.kind()));
             }
-            Vec::new()
+            return None;
+        }
+    })
+}
+
+/// Lists the logs of the container directory `cdir` of pod `pod` in namespace `ns`.
+fn push_container_logs(
+    cdir: &Path,
+    ns: &str,
+    pod: &str,
+    entries: Vec<(String, bool)>,
+    out: &mut ScanResult,
+) {
+    let container = cdir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    for (file, is_dir) in entries {
+        if is_dir || !is_pod_log_name(&file) {
+            continue;
+        }
+        out.push(
+            cdir.join(file),
+            vec![
+                ("namespace".into(), ns.into()),
+                ("pod".into(), pod.into()),
+                ("container".into(), container.clone()),
+            ],
+        );
+    }
+}
+
+/// Lists a pod directory's containers and their logs; with `skip`, containers already watched
+/// are left out (a partial scan of the pod directory itself).
+fn scan_pod_dir(
+    pod_dir: &Path,
+    ns: &str,
+    pod: &str,
+    skip: Option<&dyn Fn(&Path) -> bool>,
+    out: &mut ScanResult,
+) {
+    for (container, is_dir) in read_dir_names(pod_dir, out) {
+        let cdir = pod_dir.join(&container);
+        if !is_dir || skip.is_some_and(|f| f(&cdir)) {
+            continue;
+        }
+        let entries = read_dir_names(&cdir, out);
+        push_container_logs(&cdir, ns, pod, entries, out);
+        if skip.is_some() {
+            out.scope.trees.insert(cdir);
         }
     }
 }
@@ -286,26 +369,7 @@ impl Source {
                     let Some((ns, pod)) = parse_pod_dir(&pod_name).filter(|_| is_dir) else {
                         continue;
                     };
-                    let pod_dir = root.join(&pod_name);
-                    for (container, is_dir) in read_dir_names(&pod_dir, out) {
-                        if !is_dir {
-                            continue;
-                        }
-                        let cdir = pod_dir.join(&container);
-                        for (file, is_dir) in read_dir_names(&cdir, out) {
-                            if is_dir || !is_pod_log_name(&file) {
-                                continue;
-                            }
-                            out.push(
-                                cdir.join(file),
-                                vec![
-                                    ("namespace".into(), ns.into()),
-                                    ("pod".into(), pod.into()),
-                                    ("container".into(), container.clone()),
-                                ],
-                            );
-                        }
-                    }
+                    scan_pod_dir(&root.join(&pod_name), ns, pod, None, out);
                 }
             }
             Source::Glob { pattern, labels } => {
@@ -319,6 +383,112 @@ impl Source {
                 );
             }
         }
+    }
+}
+
+impl Source {
+    /// A partial scan, after an inotify event in `dir`: lists the files of `dir` itself, and
+    /// the whole subtree of each subdirectory that `watched` does not hold (created since the
+    /// last scan). A removed `dir` is listed as empty. What was listed completely goes to
+    /// [`ScanResult::scope`]; a `dir` outside this source adds nothing.
+    pub fn scan_dir(&self, dir: &Path, watched: &dyn Fn(&Path) -> bool, out: &mut ScanResult) {
+        let (root, depth) = match self {
+            Source::Pods { root } => (root, 3),
+            Source::Glob { pattern, .. } => (&pattern.root, pattern.components.len()),
+        };
+        let Ok(rel) = dir.strip_prefix(root) else {
+            return;
+        };
+        let parts: Vec<&str> = rel.iter().filter_map(|c| c.to_str()).collect();
+        if parts.len() >= depth || parts.len() != rel.iter().count() {
+            return;
+        }
+        if !dir.is_dir() {
+            if !dir.exists() {
+                out.scope.trees.insert(dir.to_path_buf());
+            }
+            return;
+        }
+        match self {
+            Source::Pods { root } => match parts.as_slice() {
+                [] => {
+                    for (pod_name, is_dir) in read_dir_names(root, out) {
+                        let pod_dir = root.join(&pod_name);
+                        let Some((ns, pod)) = parse_pod_dir(&pod_name).filter(|_| is_dir) else {
+                            continue;
+                        };
+                        if !watched(&pod_dir) {
+                            scan_pod_dir(&pod_dir, ns, pod, None, out);
+                            out.scope.trees.insert(pod_dir);
+                        }
+                    }
+                }
+                [pod_name] => {
+                    if let Some((ns, pod)) = parse_pod_dir(pod_name) {
+                        scan_pod_dir(dir, ns, pod, Some(watched), out);
+                    }
+                }
+                [pod_name, _] => {
+                    if let (Some((ns, pod)), Some(entries)) =
+                        (parse_pod_dir(pod_name), list_dir(dir, out))
+                    {
+                        push_container_logs(dir, ns, pod, entries, out);
+                        out.scope.dirs.insert(dir.to_path_buf());
+                    }
+                }
+                _ => {}
+            },
+            Source::Glob { pattern, labels } => {
+                let mut captured = Vec::new();
+                for (c, name) in pattern.components.iter().zip(&parts) {
+                    if !capture(c, name, &mut captured) {
+                        return;
+                    }
+                }
+                let rest = &pattern.components[parts.len()..];
+                let Some((first, tail)) = rest.split_first() else {
+                    return;
+                };
+                let Some(entries) = list_dir(dir, out) else {
+                    return;
+                };
+                for (name, is_dir) in entries {
+                    let n = captured.len();
+                    let path = dir.join(&name);
+                    if is_dir != tail.is_empty() && capture(first, &name, &mut captured) {
+                        if tail.is_empty() {
+                            let mut l = captured.clone();
+                            l.extend(labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+                            out.push(path, l);
+                        } else if !watched(&path) {
+                            scan_glob(&path, tail, &mut captured, labels, out);
+                            out.scope.trees.insert(path);
+                        }
+                    }
+                    captured.truncate(n);
+                }
+                if tail.is_empty() {
+                    out.scope.dirs.insert(dir.to_path_buf());
+                }
+            }
+        }
+    }
+}
+
+/// Whether `name` matches component `c`; its captures are appended to `captured`.
+fn capture(c: &Component, name: &str, captured: &mut Vec<(String, String)>) -> bool {
+    match c {
+        Component::Literal(l) => l == name,
+        Component::Pattern { re, captures } => match re.captures(name) {
+            Some(m) => {
+                for (i, label) in captures.iter().enumerate() {
+                    let v = m.get(i + 1).map_or("", |m| m.as_str());
+                    captured.push((label.clone(), v.to_string()));
+                }
+                true
+            }
+            None => false,
+        },
     }
 }
 
@@ -338,20 +508,7 @@ fn scan_glob(
             continue;
         }
         let n = captured.len();
-        let ok = match first {
-            Component::Literal(l) => *l == name,
-            Component::Pattern { re, captures } => match re.captures(&name) {
-                Some(c) => {
-                    for (i, label) in captures.iter().enumerate() {
-                        let v = c.get(i + 1).map_or("", |m| m.as_str());
-                        captured.push((label.clone(), v.to_string()));
-                    }
-                    true
-                }
-                None => false,
-            },
-        };
-        if ok {
+        if capture(first, &name, captured) {
             let path = dir.join(&name);
             if last {
                 let mut labels = captured.clone();
@@ -470,5 +627,79 @@ mod tests {
         assert!(GlobPattern::parse("/a/{x}/{x}.log").is_err());
         assert!(GlobPattern::parse("/a/[ab].log").is_err());
         assert!(GlobPattern::parse("/a/{x.log").is_err());
+    }
+
+    /// A partial scan lists the changed directory's files and the whole subtree of its new
+    /// subdirectories (not those watched already), and says what it listed completely.
+    #[test]
+    fn scan_dir_lists_the_changed_directory_and_new_subtrees() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("pods");
+        for f in ["ns_a_u/app/0.log", "ns_b_u/app/0.log", "ns_b_u/side/1.log"] {
+            std::fs::create_dir_all(root.join(f).parent().unwrap()).unwrap();
+            std::fs::write(root.join(f), "x\n").unwrap();
+        }
+        let pods = Source::Pods { root: root.clone() };
+        let old: HashSet<PathBuf> = [root.clone(), root.join("ns_a_u"), root.join("ns_a_u/app")]
+            .into_iter()
+            .collect();
+        let watched = |p: &Path| old.contains(p);
+        let names = |out: &ScanResult| {
+            let mut v: Vec<String> = out
+                .files
+                .iter()
+                .map(|f| f.path.strip_prefix(&root).unwrap().display().to_string())
+                .collect();
+            v.sort();
+            v
+        };
+        // The root changed: the new pod is listed whole, the watched one not.
+        let mut out = ScanResult::default();
+        pods.scan_dir(&root, &watched, &mut out);
+        assert_eq!(names(&out), ["ns_b_u/app/0.log", "ns_b_u/side/1.log"]);
+        assert!(out.scope.covers(&root.join("ns_b_u/app/9.log")));
+        assert!(!out.scope.covers(&root.join("ns_a_u/app/0.log")));
+        assert!(out.dirs.contains(&root.join("ns_b_u/side")));
+        // A container directory changed: its own files.
+        let mut out = ScanResult::default();
+        pods.scan_dir(&root.join("ns_a_u/app"), &watched, &mut out);
+        assert_eq!(names(&out), ["ns_a_u/app/0.log"]);
+        assert_eq!(out.files[0].labels[1].1, "a");
+        assert!(out.scope.covers(&root.join("ns_a_u/app/1.log")));
+        assert!(!out.scope.covers(&root.join("ns_b_u/app/0.log")));
+        // A removed directory: nothing under it any more.
+        std::fs::remove_dir_all(root.join("ns_a_u")).unwrap();
+        let mut out = ScanResult::default();
+        pods.scan_dir(&root.join("ns_a_u"), &watched, &mut out);
+        assert!(out.files.is_empty());
+        assert!(out.scope.covers(&root.join("ns_a_u/app/0.log")));
+        // Outside the source, or a file's level: nothing.
+        let mut out = ScanResult::default();
+        pods.scan_dir(d.path(), &watched, &mut out);
+        pods.scan_dir(&root.join("ns_b_u/app/0.log"), &watched, &mut out);
+        assert!(out.files.is_empty() && out.scope.dirs.is_empty() && out.scope.trees.is_empty());
+
+        // A glob: captures of the path above the changed directory are kept.
+        let app = d.path().join("app");
+        for s in ["api", "worker"] {
+            std::fs::create_dir_all(app.join(s)).unwrap();
+            std::fs::write(app.join(s).join("error.log"), "x\n").unwrap();
+        }
+        let glob = Source::Glob {
+            pattern: GlobPattern::parse(&format!("{}/{{service}}/error.log", app.display()))
+                .unwrap(),
+            labels: BTreeMap::new(),
+        };
+        let mut out = ScanResult::default();
+        glob.scan_dir(&app.join("api"), &|_: &Path| true, &mut out);
+        assert_eq!(out.files.len(), 1);
+        assert_eq!(out.files[0].labels, vec![("service".into(), "api".into())]);
+        let mut out = ScanResult::default();
+        glob.scan_dir(&app, &|p: &Path| p.ends_with("api"), &mut out);
+        assert_eq!(out.files.len(), 1);
+        assert_eq!(
+            out.files[0].labels,
+            vec![("service".into(), "worker".into())]
+        );
     }
 }

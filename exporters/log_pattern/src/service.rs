@@ -2,18 +2,19 @@
 //!
 //! One OS thread owns the [`Engine`] (blocking file I/O, no locks on the hot path). It wakes on
 //! inotify activity (a second thread blocks in `read(2)` on the inotify descriptor and raises
-//! flags), on a poll tick, and on requests from the scrape path. Each wake-up: rescan if the
-//! directory tree changed, inotify overflowed or the rescan interval elapsed; read every file;
+//! flags), on a poll tick, and on requests from the scrape path. Each wake-up: scan the
+//! directories inotify reported changed (only those, and the new subdirectories found there),
+//! or the whole tree if inotify overflowed or the rescan interval elapsed; read every file;
 //! release finished rotated files; hand a consistent state to the saver thread if a scrape asked
 //! or the save interval elapsed. The saver writes and fsyncs while the tailer keeps reading, then
 //! answers the waiting scrapes with the values of that durable save (or, if it failed, of the
 //! last good one), so a served counter never goes down, even across SIGKILL.
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use inotify::{Inotify, WatchDescriptor, WatchMask, Watches};
@@ -55,6 +56,15 @@ struct FsFlags {
     pending: AtomicBool,
     structural: AtomicBool,
     overflow: AtomicBool,
+    /// The watches of the directories whose entries changed since the tailer last looked.
+    changed: Mutex<HashSet<WatchDescriptor>>,
+}
+
+impl FsFlags {
+    fn changed(&self) -> std::sync::MutexGuard<'_, HashSet<WatchDescriptor>> {
+        // A panic while holding it cannot leave the set half-updated: take it as it is.
+        self.changed.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// The scrape path's handle on the tailing thread.
@@ -126,11 +136,17 @@ fn inotify_loop(mut inotify: Inotify, tx: &mpsc::Sender<Msg>, flags: &FsFlags) {
                 return;
             }
         };
-        for ev in events {
-            if ev.mask.contains(EventMask::Q_OVERFLOW) {
-                flags.overflow.store(true, Ordering::Relaxed);
-            } else if !ev.mask.contains(EventMask::MODIFY) {
-                flags.structural.store(true, Ordering::Relaxed);
+        {
+            let mut changed = flags.changed();
+            for ev in events {
+                if ev.mask.contains(EventMask::Q_OVERFLOW) {
+                    flags.overflow.store(true, Ordering::Relaxed);
+                } else if !ev.mask.contains(EventMask::MODIFY) {
+                    // The directory of the event's watch: an entry created, renamed or
+                    // removed in it, or the directory itself removed (its watch then goes).
+                    changed.insert(ev.wd);
+                    flags.structural.store(true, Ordering::Relaxed);
+                }
             }
         }
         if !flags.pending.swap(true, Ordering::AcqRel) && tx.send(Msg::Wake).is_err() {
@@ -141,6 +157,20 @@ fn inotify_loop(mut inotify: Inotify, tx: &mpsc::Sender<Msg>, flags: &FsFlags) {
 
 /// Shortest time between two saves made for removed files waiting to be closed.
 const DRAIN_SAVE: Duration = Duration::from_millis(100);
+
+/// What a watched directory reports: entries created, renamed and removed (a rescan of it),
+/// writes (a read round), and its own removal.
+const WATCH_MASK: WatchMask = WatchMask::CREATE
+    .union(WatchMask::MOVED_TO)
+    .union(WatchMask::MOVED_FROM)
+    .union(WatchMask::DELETE)
+    .union(WatchMask::MODIFY)
+    .union(WatchMask::DELETE_SELF)
+    .union(WatchMask::MOVE_SELF)
+    .union(WatchMask::ONLYDIR);
+
+/// A read round taking longer than this is logged (at debug level): discovery waits for it.
+const SLOW_ROUND: Duration = Duration::from_millis(100);
 
 /// How often series of gone sources are looked for (`--series.retention` is their age).
 const EXPIRY_INTERVAL: Duration = Duration::from_secs(1);
@@ -227,6 +257,8 @@ struct Service {
     engine: Engine,
     watches: Option<Watches>,
     watched: HashMap<PathBuf, WatchDescriptor>,
+    /// The directory of each watch (the inverse of `watched`).
+    watched_dirs: HashMap<WatchDescriptor, PathBuf>,
     /// Directories that could not be watched (warned about once).
     unwatched: HashSet<PathBuf>,
     flags: Arc<FsFlags>,
@@ -288,6 +320,7 @@ impl Service {
             engine,
             watches,
             watched: HashMap::new(),
+            watched_dirs: HashMap::new(),
             unwatched: HashSet::new(),
             flags,
             saver: tx,
@@ -299,6 +332,9 @@ impl Service {
 
     fn rescan(&mut self, trigger: &str) {
         crate::tail::counters::Counters::inc(&mut self.engine.counters_mut().rescans, trigger);
+        let started = Instant::now();
+        // A full scan covers the directories inotify reported.
+        self.flags.changed().clear();
         let mut out = ScanResult::default();
         // A directory created between its parent's readdir and the parent's watch would be
         // missed until the next periodic rescan: scan again while new watches were added, at
@@ -314,7 +350,114 @@ impl Service {
                 break;
             }
         }
-        for (dir, kind) in &out.errors {
+        let unreadable = self.count_scan_errors(&out.errors);
+        let (files, dirs) = (out.files.len(), out.dirs.len());
+        let listed = started.elapsed();
+        self.engine
+            .apply_scan(out.files, &unreadable, trigger == "periodic");
+        tracing::debug!(
+            trigger,
+            files,
+            dirs,
+            list_ms = listed.as_millis() as u64,
+            total_ms = started.elapsed().as_millis() as u64,
+            "rescan"
+        );
+    }
+
+    /// Scans only the directories whose entries changed (inotify): their files, and the
+    /// subtrees of their new subdirectories, watched and scanned at once. Followed files
+    /// elsewhere are not judged; the periodic full rescan remains the safety net.
+    fn rescan_changed(&mut self) {
+        let wds: Vec<WatchDescriptor> = self.flags.changed().drain().collect();
+        let todo: Vec<PathBuf> = wds
+            .iter()
+            .filter_map(|wd| self.watched_dirs.get(wd).cloned())
+            .collect();
+        if !todo.is_empty() {
+            crate::tail::counters::Counters::inc(
+                &mut self.engine.counters_mut().rescans,
+                "inotify",
+            );
+        }
+        self.rescan_dirs(todo, "inotify");
+    }
+
+    /// Scans `dirs` as [`Service::rescan_changed`] does (`trigger` is for the debug log).
+    fn rescan_dirs(&mut self, mut todo: Vec<PathBuf>, trigger: &str) {
+        if todo.is_empty() {
+            return;
+        }
+        let started = Instant::now();
+        let mut out =
+            ScanResult::opening(self.engine.followed_paths(), self.engine.free_descriptors());
+        let changed = todo.len();
+        // A directory created in a new one between its listing and its watch: list the new
+        // ones again once watched (at most as deep as the pod tree, and once more).
+        for _ in 0..4 {
+            let first_new = out.dirs.len();
+            for d in &todo {
+                let watched = |p: &Path| self.watched.contains_key(p);
+                for s in &self.opts.sources {
+                    s.scan_dir(d, &watched, &mut out);
+                }
+            }
+            todo = self.watch_more(&out.dirs[first_new..]);
+            if todo.is_empty() {
+                break;
+            }
+        }
+        // Removed directories: their watches went with them.
+        let gone = &out.scope.trees;
+        if !gone.is_empty() {
+            self.watched
+                .retain(|d, _| !d.ancestors().any(|a| gone.contains(a)) || d.exists());
+            let watched = &self.watched;
+            self.watched_dirs.retain(|_, d| watched.contains_key(d));
+        }
+        let unreadable = self.count_scan_errors(&out.errors);
+        let files = out.files.len();
+        self.engine
+            .apply_partial_scan(out.files, &unreadable, &out.scope);
+        tracing::debug!(
+            trigger,
+            changed,
+            files,
+            total_ms = started.elapsed().as_millis() as u64,
+            "partial rescan"
+        );
+    }
+
+    /// Watches `dirs` (besides those watched); returns the newly watched ones.
+    fn watch_more(&mut self, dirs: &[PathBuf]) -> Vec<PathBuf> {
+        let mut added = Vec::new();
+        let Some(w) = &mut self.watches else {
+            return added;
+        };
+        for d in dirs {
+            match w.add(d, WATCH_MASK) {
+                Ok(wd) => {
+                    if self.watched.get(d) != Some(&wd) {
+                        added.push(d.clone());
+                        self.watched_dirs.insert(wd.clone(), d.clone());
+                        self.watched.insert(d.clone(), wd);
+                    }
+                }
+                // Removed since it was listed: its removal is an event of its parent.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    if self.unwatched.insert(d.clone()) {
+                        tracing::warn!(dir = %d.display(), error = %e, "cannot watch directory; relying on rescans");
+                    }
+                }
+            }
+        }
+        added
+    }
+
+    /// Counts the directories a scan could not read; returns them.
+    fn count_scan_errors(&mut self, errors: &[(PathBuf, std::io::ErrorKind)]) -> Vec<PathBuf> {
+        for (dir, kind) in errors {
             let reason = if *kind == std::io::ErrorKind::PermissionDenied {
                 "permission_denied"
             } else {
@@ -322,9 +465,7 @@ impl Service {
             };
             self.engine.count_error(dir, reason);
         }
-        let unreadable: Vec<PathBuf> = out.errors.iter().map(|(d, _)| d.clone()).collect();
-        self.engine
-            .apply_scan(out.files, &unreadable, trigger == "periodic");
+        errors.iter().map(|(d, _)| d.clone()).collect()
     }
 
     /// Watches `dirs`; returns whether a directory was newly watched.
@@ -337,20 +478,14 @@ impl Service {
         let mut failed = HashSet::new();
         let mut added = false;
         if let Some(w) = &mut self.watches {
-            let mask = WatchMask::CREATE
-                | WatchMask::MOVED_TO
-                | WatchMask::MOVED_FROM
-                | WatchMask::DELETE
-                | WatchMask::MODIFY
-                | WatchMask::DELETE_SELF
-                | WatchMask::MOVE_SELF
-                | WatchMask::ONLYDIR;
             for d in dirs {
-                match w.add(d, mask) {
+                match w.add(d, WATCH_MASK) {
                     Ok(wd) => {
                         added |= self.watched.get(d) != Some(&wd);
                         now.insert(d.clone(), wd);
                     }
+                    // Removed since it was listed: its removal is an event of its parent.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                     Err(e) => {
                         if !self.unwatched.contains(d) {
                             tracing::warn!(dir = %d.display(), error = %e, "cannot watch directory; relying on rescans");
@@ -361,6 +496,7 @@ impl Service {
             }
         }
         // Watches of removed directories vanish with them: only the present ones are kept.
+        self.watched_dirs = now.iter().map(|(d, wd)| (wd.clone(), d.clone())).collect();
         self.watched = now;
         self.unwatched = failed;
         added
@@ -428,19 +564,31 @@ impl Service {
                 tracing::warn!("inotify queue overflow; rescanning");
                 self.engine.counters_mut().inotify_overflows += 1;
                 self.rescan("overflow");
-            } else if structural {
-                self.rescan("inotify");
             } else if Instant::now() >= next_rescan {
                 self.rescan("periodic");
                 next_rescan = Instant::now() + self.opts.rescan_interval;
+            } else if structural {
+                self.rescan_changed();
             }
+            let (round, bytes) = (Instant::now(), self.engine.counters_mut().bytes_read);
             more = self.engine.read_all();
+            if round.elapsed() >= SLOW_ROUND {
+                tracing::debug!(
+                    ms = round.elapsed().as_millis() as u64,
+                    bytes = self.engine.counters_mut().bytes_read - bytes,
+                    "slow read round"
+                );
+            }
             let durable = match self.opts.state_file {
                 Some(_) => self.durable_generation.load(Ordering::Acquire),
                 None => u64::MAX,
             };
             self.engine.note_durable(durable);
             self.engine.reap();
+            // Files listed while no descriptor was free: opened as soon as one is (a scan of
+            // their directories, not counted in rescans_total).
+            let starved = self.engine.take_starved_dirs();
+            self.rescan_dirs(starved, "descriptors");
             if Instant::now() >= next_expiry {
                 self.engine.expire_series();
                 next_expiry = Instant::now() + EXPIRY_INTERVAL;

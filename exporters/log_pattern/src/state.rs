@@ -83,7 +83,14 @@ pub struct FileState {
     /// restart loses nothing.
     #[serde(default)]
     pub removed: bool,
+    /// Fingerprint of the up to [`MARK_BYTES`] bytes before `offset` (of a plain file): tells
+    /// the file, once compressed under a new inode, from a sibling with the same first bytes.
+    #[serde(default)]
+    pub mark: Fingerprint,
 }
+
+/// How many bytes before the saved offset [`FileState::mark`] covers.
+pub const MARK_BYTES: u64 = 64;
 
 /// A rotated file (plain or compressed) already read to its end and let go, remembered while it
 /// is still in its directory so that it is not read again.
@@ -242,6 +249,7 @@ mod tests {
             partials: [to_hex(b"\xffpart"), String::new()],
             rotated: false,
             removed: false,
+            mark: Fingerprint::of(b"def"),
         });
         save(&p, &s).unwrap();
         assert_eq!(load(&p).unwrap().unwrap(), s);

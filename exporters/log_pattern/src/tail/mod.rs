@@ -25,9 +25,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::StartAt;
-use crate::discovery::Found;
+use crate::discovery::{Found, Scope};
 use crate::sink::{Labels, LineSink, SourceId};
-use crate::state::{self, Done, FileState, Fingerprint, State, FINGERPRINT_BYTES};
+use crate::state::{self, Done, FileState, Fingerprint, State, FINGERPRINT_BYTES, MARK_BYTES};
 use crate::tail::counters::{Counters, Gauges};
 use lines::{Ctx, LineReader};
 
@@ -125,6 +125,20 @@ struct GzJob {
     skip: u64,
 }
 
+/// What [`Engine::check_siblings`] gathers over one directory listing.
+struct SiblingLook<'a> {
+    /// Identities of the followed files.
+    open: &'a HashSet<(u64, u64)>,
+    /// First-bytes fingerprints of the directory's followed files.
+    open_fps: Vec<Fingerprint>,
+    /// Identities of the files the listing saw (or whose tombstones a sibling matched).
+    present: HashSet<(u64, u64)>,
+    /// Siblings judged known at the last scan, with their size and mtime then.
+    before: HashMap<(u64, u64), Stamp>,
+    /// Those judged at this one.
+    judged: HashMap<(u64, u64), Stamp>,
+}
+
 /// Where a newly opened file starts.
 enum Start {
     Beginning,
@@ -145,6 +159,8 @@ pub struct Engine {
     next_key: u64,
     /// Paths whose error was counted, so a persistent error counts once.
     errored: HashSet<PathBuf>,
+    /// Paths a scan listed that could not be opened for lack of a descriptor.
+    starved: HashSet<PathBuf>,
     /// Saved files to find again at the first scan.
     recovering: Option<Vec<FileState>>,
     /// Rotated files already read, per directory (pruned when they leave it).
@@ -207,6 +223,18 @@ fn fingerprint_of(file: &File, size: u64) -> std::io::Result<Fingerprint> {
     Ok(Fingerprint::of(&head(file, n)?))
 }
 
+/// Fingerprint of the up to [`MARK_BYTES`] bytes of `file` before `offset` (empty when they
+/// cannot be read).
+fn mark_of(file: &File, offset: u64) -> Fingerprint {
+    let from = offset.saturating_sub(MARK_BYTES);
+    let mut buf = [0u8; MARK_BYTES as usize];
+    let want = &mut buf[..usize::try_from(offset - from).unwrap_or(0)];
+    match file.read_exact_at(want, from) {
+        Ok(()) => Fingerprint::of(want),
+        Err(_) => Fingerprint::default(),
+    }
+}
+
 /// Whether the first bytes of `file` still have fingerprint `fp`.
 fn same_content(file: &File, fp: Fingerprint) -> bool {
     // A longer fingerprint (only in a damaged state file) matches nothing.
@@ -236,6 +264,24 @@ fn tail_start(file: &File, size: u64) -> u64 {
     }
 }
 
+/// What a line reader of `source` needs (the engine's fields, borrowed apart from its files).
+fn line_ctx<'a>(
+    sink: &'a mut dyn LineSink,
+    counters: &'a mut Counters,
+    opts: &'a Options,
+    source: SourceId,
+    now: Option<f64>,
+) -> Ctx<'a> {
+    Ctx {
+        sink,
+        source,
+        counters,
+        cap: opts.max_line_bytes,
+        now,
+        stamps: &opts.stamps,
+    }
+}
+
 /// The file of an `Arc` shared with a scan's result (a duplicate descriptor if still shared).
 fn owned(f: Arc<File>) -> Option<File> {
     Arc::try_unwrap(f).or_else(|f| f.try_clone()).ok()
@@ -256,6 +302,7 @@ impl Engine {
             active: HashMap::new(),
             next_key: 0,
             errored: HashSet::new(),
+            starved: HashSet::new(),
             recovering: None,
             done: BTreeMap::new(),
             judged: HashMap::new(),
@@ -413,6 +460,7 @@ impl Engine {
                     ],
                     rotated: f.rotated.is_some(),
                     removed: f.unlinked && f.reader.position() >= f.last_size,
+                    mark: mark_of(&f.file, f.reader.offset),
                 })
                 .chain(self.gz.iter().map(|j| FileState {
                     path: j.path.clone(),
@@ -428,6 +476,7 @@ impl Engine {
                     ],
                     rotated: true,
                     removed: false,
+                    mark: Fingerprint::default(),
                 }))
                 .collect(),
             done: self.done.clone(),
@@ -478,16 +527,30 @@ impl Engine {
     /// that the engine does not know: renamed (or renamed and compressed) before it ever
     /// opened them. They are read from byte 0, except at the very first start, where they are
     /// history.
-    fn check_siblings(&mut self, dir: &Path, bases: &[(String, Labels)], first: bool) {
+    ///
+    /// `open` holds the identities of the followed files, `open_fps` the fingerprints of those
+    /// of `dir` (a rotated one keeps the path it was found at): the compressed form or copy of
+    /// a file is its sibling, and files elsewhere may begin alike (the same long first line)
+    /// without being the same.
+    fn check_siblings(
+        &mut self,
+        dir: &Path,
+        bases: &[(String, Labels)],
+        first: bool,
+        open: &HashSet<(u64, u64)>,
+        open_fps: Vec<Fingerprint>,
+    ) {
         let Ok(rd) = std::fs::read_dir(dir) else {
             return;
         };
-        let open: HashSet<(u64, u64)> = self.files.values().map(|f| (f.dev, f.ino)).collect();
-        let mut open_fps: Vec<Fingerprint> = self.files.values().map(|f| f.fingerprint).collect();
-        let mut present = HashSet::new();
-        // Siblings judged at an earlier scan; only those still here are carried over.
-        let before = self.judged.remove(dir).unwrap_or_default();
-        let mut judged = HashMap::new();
+        let mut look = SiblingLook {
+            open,
+            open_fps,
+            present: HashSet::new(),
+            // Siblings judged at an earlier scan; only those still here are carried over.
+            before: self.judged.remove(dir).unwrap_or_default(),
+            judged: HashMap::new(),
+        };
         let mut entries: Vec<PathBuf> = rd.filter_map(Result::ok).map(|e| e.path()).collect();
         entries.sort();
         for p in entries {
@@ -499,113 +562,132 @@ impl Engine {
             // resumed) holds the offset to go on from, as long as that file is there.
             if bases.iter().any(|(b, _)| *b == name) {
                 if let Ok(m) = std::fs::metadata(&p) {
-                    present.insert((m.dev(), m.ino()));
+                    look.present.insert((m.dev(), m.ino()));
                 }
                 continue;
             }
-            let Some((_, labels)) = bases.iter().find(|(b, _)| {
+            let sibling = bases.iter().find(|(b, _)| {
                 name.len() > b.len() + 1
                     && name.starts_with(b.as_str())
                     && name.as_bytes()[b.len()] == b'.'
-            }) else {
-                continue;
-            };
-            if name.ends_with(".tmp") {
-                continue;
+            });
+            if let Some((_, labels)) = sibling.filter(|_| !name.ends_with(".tmp")) {
+                self.check_sibling(dir, &p, labels, first, &mut look);
             }
-            let Ok(meta) = std::fs::metadata(&p) else {
-                continue;
-            };
-            if !meta.is_file() {
-                continue;
-            }
-            let id = (meta.dev(), meta.ino());
-            present.insert(id);
-            if open.contains(&id) {
-                continue;
-            }
-            // Judged before and unchanged since: no need to read (or decompress) its head again.
-            let stamp = (meta.len(), meta.modified().ok());
-            if before.get(&id) == Some(&stamp) {
-                judged.insert(id, stamp);
-                continue;
-            }
-            let gz = is_gz(&p);
-            let mut plain = None;
-            let head = if gz {
-                Self::gz_head(&p)
-            } else {
-                plain = File::open(&p).ok();
-                plain.as_ref().and_then(|f| head(f, FINGERPRINT_BYTES).ok())
-            };
-            let Some(head) = head else { continue };
-            let matches = |fp: &Fingerprint| {
-                let n = fp.len as usize;
-                head.len() >= n && Fingerprint::of(&head[..n]) == *fp
-            };
-            // Known: a tombstone of the same file, or the same first bytes as a followed or
-            // finished file (its compressed form, or a copytruncate copy).
-            let tombs = self.done.get(dir).map(Vec::as_slice).unwrap_or_default();
-            let used: Vec<usize> = tombs
-                .iter()
-                .enumerate()
-                .filter(|(_, t)| {
-                    t.fingerprint.len > 0 && matches(&t.fingerprint)
-                        || (t.dev, t.ino) == id && matches(&t.fingerprint)
-                })
-                .map(|(i, _)| i)
-                .collect();
-            for &i in &used {
-                if let Some(t) = tombs.get(i) {
-                    present.insert((t.dev, t.ino));
-                }
-            }
-            let known = !used.is_empty() || open_fps.iter().any(|fp| fp.len > 0 && matches(fp));
+        }
+        if !look.judged.is_empty() {
+            self.judged.insert(dir.to_path_buf(), look.judged);
+        }
+        self.prune_tombstones(dir, &look.present);
+    }
+
+    /// One rotated sibling `p` of a followed file: known (open, judged before, or a tombstone
+    /// or followed file of its directory with its first bytes), or read from byte 0.
+    fn check_sibling(
+        &mut self,
+        dir: &Path,
+        p: &Path,
+        labels: &Labels,
+        first: bool,
+        look: &mut SiblingLook<'_>,
+    ) {
+        let Ok(meta) = std::fs::metadata(p) else {
+            return;
+        };
+        if !meta.is_file() {
+            return;
+        }
+        let id = (meta.dev(), meta.ino());
+        look.present.insert(id);
+        if look.open.contains(&id) {
+            return;
+        }
+        // Judged before and unchanged since: no need to read (or decompress) its head again.
+        let stamp = (meta.len(), meta.modified().ok());
+        if look.before.get(&id) == Some(&stamp) {
+            look.judged.insert(id, stamp);
+            return;
+        }
+        let gz = is_gz(p);
+        let mut plain = None;
+        let head = if gz {
+            Self::gz_head(p)
+        } else {
+            plain = File::open(p).ok();
+            plain.as_ref().and_then(|f| head(f, FINGERPRINT_BYTES).ok())
+        };
+        let Some(head) = head else { return };
+        let known = self.known_sibling(dir, id, &head, look);
+        if known || first && self.first_start_policy() {
+            tracing::debug!(path = %p.display(), known, "rotated file not read: known by its first bytes, or history at the first start");
             let done = Done {
                 dev: id.0,
                 ino: id.1,
                 fingerprint: Fingerprint::of(&head),
                 offset: 0,
             };
-            if known || first && self.first_start_policy() {
-                self.remember_done(&p, done);
-                judged.insert(id, stamp);
-                continue;
+            self.remember_done(p, done);
+            look.judged.insert(id, stamp);
+            return;
+        }
+        // A copy still being written (copytruncate) may not show its first bytes yet:
+        // decide once it has them or has been left alone for a while.
+        let recent = meta
+            .modified()
+            .ok()
+            .and_then(|m| m.elapsed().ok())
+            .is_none_or(|age| age < SETTLE);
+        if head.len() < FINGERPRINT_BYTES && recent {
+            return;
+        }
+        tracing::info!(path = %p.display(), "reading a rotated file never seen before");
+        if gz {
+            // Read in the next rounds; remembered as done from now on, so that it is
+            // not queued twice and a restart resumes it from the saved offset.
+            if self.queue_gz(p, labels, LineReader::default()) {
+                self.counters.rotations += 1;
+                self.counters.files_opened += 1;
+                look.judged.insert(id, stamp);
             }
-            // A copy still being written (copytruncate) may not show its first bytes yet:
-            // decide once it has them or has been left alone for a while.
-            let recent = meta
-                .modified()
-                .ok()
-                .and_then(|m| m.elapsed().ok())
-                .is_none_or(|age| age < SETTLE);
-            if head.len() < FINGERPRINT_BYTES && recent {
-                continue;
-            }
-            tracing::info!(path = %p.display(), "reading a rotated file never seen before");
-            if gz {
-                // Read in the next rounds; remembered as done from now on, so that it is
-                // not queued twice and a restart resumes it from the saved offset.
-                if self.queue_gz(&p, labels, LineReader::default()) {
-                    self.counters.rotations += 1;
-                    self.counters.files_opened += 1;
-                    judged.insert(id, stamp);
-                }
-            } else {
-                // `open` counts it in files_opened.
-                if self.open(&p, labels.clone(), Start::Beginning, true, plain) {
-                    self.counters.rotations += 1;
-                    // Its compressed form may be next in this very listing.
-                    open_fps.push(Fingerprint::of(&head));
-                }
+        } else if self.open(p, labels.clone(), Start::Beginning, true, plain) {
+            // `open` counted it in files_opened.
+            self.counters.rotations += 1;
+            // Its compressed form may be next in this very listing.
+            look.open_fps.push(Fingerprint::of(&head));
+        }
+    }
+
+    /// Whether a sibling with identity `id` and first bytes `head` is known: a tombstone of
+    /// the same file, or the same first bytes as a followed or finished file of `dir` (its
+    /// compressed form, or a copytruncate copy). The tombstones it matches stay.
+    fn known_sibling(
+        &self,
+        dir: &Path,
+        id: (u64, u64),
+        head: &[u8],
+        look: &mut SiblingLook<'_>,
+    ) -> bool {
+        let matches = |fp: &Fingerprint| {
+            let n = fp.len as usize;
+            head.len() >= n && Fingerprint::of(&head[..n]) == *fp
+        };
+        let tombs = self.done.get(dir).map(Vec::as_slice).unwrap_or_default();
+        let mut used = false;
+        for t in tombs {
+            if t.fingerprint.len > 0 && matches(&t.fingerprint)
+                || (t.dev, t.ino) == id && matches(&t.fingerprint)
+            {
+                look.present.insert((t.dev, t.ino));
+                used = true;
             }
         }
-        if !judged.is_empty() {
-            self.judged.insert(dir.to_path_buf(), judged);
-        }
-        // A listing races with renames in the directory: `gzip` renames `<f>.gz.tmp` to
-        // `<f>.gz`, then removes `<f>`, and one listing may hold neither. A tombstone goes once
-        // two listings in a row did not see its file.
+        used || look.open_fps.iter().any(|fp| fp.len > 0 && matches(fp))
+    }
+
+    /// A listing races with renames in the directory: `gzip` renames `<f>.gz.tmp` to
+    /// `<f>.gz`, then removes `<f>`, and one listing may hold neither. A tombstone goes once
+    /// two listings in a row did not see its file.
+    fn prune_tombstones(&mut self, dir: &Path, present: &HashSet<(u64, u64)>) {
         let unseen_before = self.unseen.remove(dir).unwrap_or_default();
         if let Some(v) = self.done.get_mut(dir) {
             let mut unseen = HashSet::new();
@@ -637,6 +719,9 @@ impl Engine {
     ) -> bool {
         if self.files.len() + self.gz.len() >= self.opts.max_open_files {
             self.count_error(path, "too_many_files");
+            if !rotated {
+                self.starved.insert(path.to_path_buf());
+            }
             return false;
         }
         let file = match opened {
@@ -726,6 +811,21 @@ impl Engine {
         self.active.keys().cloned().collect()
     }
 
+    /// The directories of the files a scan listed but could not open for lack of a
+    /// descriptor, once a descriptor is free: a partial scan of them opens those files (no
+    /// event may come before their directory is removed).
+    pub fn take_starved_dirs(&mut self) -> Vec<PathBuf> {
+        if self.free_descriptors() == 0 {
+            return Vec::new();
+        }
+        let dirs: HashSet<PathBuf> = self
+            .starved
+            .drain()
+            .filter_map(|p| p.parent().map(Path::to_path_buf))
+            .collect();
+        dirs.into_iter().collect()
+    }
+
     /// Descriptors of `--tail.max-open-files` not in use.
     pub fn free_descriptors(&self) -> usize {
         self.opts
@@ -737,6 +837,22 @@ impl Engine {
     /// rotated. `verify` re-checks the fingerprint of followed files (copytruncate that grew
     /// back past the offset between two looks).
     pub fn apply_scan(&mut self, found: Vec<Found>, unreadable: &[PathBuf], verify: bool) {
+        self.apply_scan_in(found, unreadable, verify, None);
+    }
+
+    /// Takes the result of a partial scan ([`crate::discovery::Source::scan_dir`]): like
+    /// [`Engine::apply_scan`], but a followed path outside `scope` is not judged gone.
+    pub fn apply_partial_scan(&mut self, found: Vec<Found>, unreadable: &[PathBuf], scope: &Scope) {
+        self.apply_scan_in(found, unreadable, false, Some(scope));
+    }
+
+    fn apply_scan_in(
+        &mut self,
+        found: Vec<Found>,
+        unreadable: &[PathBuf],
+        verify: bool,
+        scope: Option<&Scope>,
+    ) {
         let mut seen = HashSet::new();
         let found: Vec<Found> = found
             .into_iter()
@@ -752,111 +868,30 @@ impl Engine {
                     .push((n.to_string_lossy().into_owned(), f.labels.clone()));
             }
         }
-        let mut claimed = HashSet::new();
-        if let Some(saved) = self.recovering.take() {
-            let mut found_files: HashMap<PathBuf, Option<Arc<File>>> = found
-                .iter()
-                .map(|f| (f.path.clone(), f.file.clone()))
-                .collect();
-            let mut active_claims = HashSet::new();
-            for s in saved {
-                if let Some(p) = self.recover(s, &mut found_files, &mut claimed) {
-                    active_claims.insert(p);
-                }
-            }
-            claimed = active_claims;
-        }
+        let claimed = self.recover_saved(&found);
         for f in found {
-            if claimed.contains(&f.path) {
-                continue;
-            }
-            // The file opened by the scan, which its path may no longer name (removed since).
-            let opened = f.file.and_then(owned);
-            let meta = match opened
-                .as_ref()
-                .map_or_else(|| std::fs::metadata(&f.path), File::metadata)
-            {
-                Ok(m) => m,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => {
-                    self.count_error(&f.path, error_reason(&e));
-                    continue;
-                }
-            };
-            if let Some(&key) = self.active.get(&f.path) {
-                let Some(tf) = self.files.get_mut(&key) else {
-                    continue;
-                };
-                if (meta.dev(), meta.ino()) == (tf.dev, tf.ino) {
-                    if verify && tf.fingerprint.len > 0 && !same_content(&tf.file, tf.fingerprint) {
-                        let old = Self::truncated(&mut self.counters, tf);
-                        self.remember_done(&f.path, old);
-                    }
-                    continue;
-                }
-                tracing::debug!(path = %f.path.display(), "rotated");
-                tf.rotated = Some(Instant::now());
-                self.counters.rotations += 1;
-                self.active.remove(&f.path);
-            }
-            let id = (meta.dev(), meta.ino());
-            // Still open under this identity (the path was missed by a scan, or renamed back):
-            // follow it again rather than reading it twice.
-            if let Some((&key, tf)) = self.files.iter_mut().find(|(_, t)| (t.dev, t.ino) == id) {
-                tf.rotated = None;
-                self.active.insert(f.path.clone(), key);
-                continue;
-            }
-            let Some(file) = opened.or_else(|| Self::open_path(&f.path).ok()) else {
-                // Gone since (or not a regular file: counted by `open`).
-                self.open(&f.path, f.labels, Start::Beginning, false, None);
-                continue;
-            };
-            let start = if first && self.first_start_policy() {
-                Start::End
-            } else if let Some(off) = self.released_offset(&f.path, id, &file) {
-                // Released earlier (it had looked rotated) and still the same file.
-                Start::Resume(LineReader::at(off, None, Default::default()))
-            } else {
-                Start::Beginning
-            };
-            // The newest rotated file that had this path, if this one starts at byte 0.
-            let pred = matches!(start, Start::Beginning)
-                .then(|| {
-                    self.files
-                        .iter()
-                        .rev()
-                        .find(|(_, t)| t.rotated.is_some() && t.path == f.path)
-                        .map(|(&k, _)| k)
-                })
-                .flatten();
-            if self.open(&f.path, f.labels, start, false, Some(file)) {
-                if let Some(tf) = self.files.values_mut().next_back() {
-                    tf.pred = pred;
-                }
+            if !claimed.contains(&f.path) {
+                self.take_found(f, first, verify);
             }
         }
-        // Followed paths that are gone: renamed or removed without a successor (yet). Paths
-        // under a directory that could not be read are not judged.
-        let gone: Vec<PathBuf> = self
-            .active
-            .keys()
-            .filter(|p| !seen.contains(*p) && !unreadable.iter().any(|d| p.starts_with(d)))
-            .cloned()
-            .collect();
-        for p in gone {
-            if let Some(key) = self.active.remove(&p) {
-                if let Some(tf) = self.files.get_mut(&key) {
-                    tf.rotated = Some(Instant::now());
-                    self.counters.rotations += 1;
-                }
-            }
-        }
+        self.mark_gone(&seen, unreadable, scope);
         // A file opened while empty has no fingerprint yet; its compressed form must still be
         // recognised.
         self.refresh_fingerprints();
-        for (dir, bases) in dirs {
-            self.check_siblings(&dir, &bases, first);
+        if !dirs.is_empty() {
+            // Once for all directories (a churn lists hundreds at once): the identities of the
+            // followed files, and the first-bytes fingerprints of each directory's.
+            let open: HashSet<(u64, u64)> = self.files.values().map(|f| (f.dev, f.ino)).collect();
+            let mut fps: HashMap<PathBuf, Vec<Fingerprint>> = HashMap::new();
+            for f in self.files.values() {
+                if let Some(d) = f.path.parent().filter(|d| dirs.contains_key(*d)) {
+                    fps.entry(d.to_path_buf()).or_default().push(f.fingerprint);
+                }
+            }
+            for (dir, bases) in dirs {
+                let open_fps = fps.remove(&dir).unwrap_or_default();
+                self.check_siblings(&dir, &bases, first, &open, open_fps);
+            }
         }
         // Zero series restored from the state file for pods gone while the exporter was down.
         if first {
@@ -868,6 +903,125 @@ impl Engine {
         self.errored.retain(|p| p.exists());
         self.judged.retain(|d, _| d.is_dir());
         self.unseen.retain(|d, _| d.is_dir());
+    }
+
+    /// At the first scan after a restart, finds the saved files again ([`Engine::recover`]).
+    /// Returns the paths still naming their saved file, followed from the saved offset.
+    fn recover_saved(&mut self, found: &[Found]) -> HashSet<PathBuf> {
+        let mut active_claims = HashSet::new();
+        let Some(saved) = self.recovering.take() else {
+            return active_claims;
+        };
+        let mut found_files: HashMap<PathBuf, Option<Arc<File>>> = found
+            .iter()
+            .map(|f| (f.path.clone(), f.file.clone()))
+            .collect();
+        let mut claimed = HashSet::new();
+        for s in saved {
+            if let Some(p) = self.recover(s, &mut found_files, &mut claimed) {
+                active_claims.insert(p);
+            }
+        }
+        active_claims
+    }
+
+    /// One file a scan listed: followed already (rotated if its path names another file now),
+    /// still open under its identity, or opened.
+    fn take_found(&mut self, f: Found, first: bool, verify: bool) {
+        // The file opened by the scan, which its path may no longer name (removed since).
+        let opened = f.file.and_then(owned);
+        let meta = match opened
+            .as_ref()
+            .map_or_else(|| std::fs::metadata(&f.path), File::metadata)
+        {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(e) => {
+                self.count_error(&f.path, error_reason(&e));
+                return;
+            }
+        };
+        if let Some(&key) = self.active.get(&f.path) {
+            let Some(tf) = self.files.get_mut(&key) else {
+                return;
+            };
+            if (meta.dev(), meta.ino()) == (tf.dev, tf.ino) {
+                if verify && tf.fingerprint.len > 0 && !same_content(&tf.file, tf.fingerprint) {
+                    let old = Self::truncated(&mut self.counters, tf);
+                    self.remember_done(&f.path, old);
+                }
+                return;
+            }
+            tracing::debug!(path = %f.path.display(), "rotated");
+            tf.rotated = Some(Instant::now());
+            self.counters.rotations += 1;
+            self.active.remove(&f.path);
+        }
+        let id = (meta.dev(), meta.ino());
+        // Still open under this identity (the path was missed by a scan, or renamed back):
+        // follow it again rather than reading it twice.
+        if let Some((&key, tf)) = self.files.iter_mut().find(|(_, t)| (t.dev, t.ino) == id) {
+            tf.rotated = None;
+            self.active.insert(f.path.clone(), key);
+            return;
+        }
+        let Some(file) = opened.or_else(|| Self::open_path(&f.path).ok()) else {
+            // Gone since (or not a regular file: counted by `open`).
+            self.open(&f.path, f.labels, Start::Beginning, false, None);
+            return;
+        };
+        let start = if first && self.first_start_policy() {
+            Start::End
+        } else if let Some(off) = self.released_offset(&f.path, id, &file) {
+            // Released earlier (it had looked rotated) and still the same file.
+            Start::Resume(LineReader::at(off, None, Default::default()))
+        } else {
+            Start::Beginning
+        };
+        // The newest rotated file that had this path, if this one starts at byte 0.
+        let pred = matches!(start, Start::Beginning)
+            .then(|| {
+                self.files
+                    .iter()
+                    .rev()
+                    .find(|(_, t)| t.rotated.is_some() && t.path == f.path)
+                    .map(|(&k, _)| k)
+            })
+            .flatten();
+        if self.open(&f.path, f.labels, start, false, Some(file)) {
+            if let Some(tf) = self.files.values_mut().next_back() {
+                tf.pred = pred;
+            }
+        }
+    }
+
+    /// Followed paths that are gone: renamed or removed without a successor (yet). Paths not
+    /// `seen` are judged only within `scope` (all of them after a full scan), and not under a
+    /// directory that could not be read.
+    fn mark_gone(
+        &mut self,
+        seen: &HashSet<PathBuf>,
+        unreadable: &[PathBuf],
+        scope: Option<&Scope>,
+    ) {
+        let gone: Vec<PathBuf> = self
+            .active
+            .keys()
+            .filter(|p| {
+                !seen.contains(*p)
+                    && scope.is_none_or(|s| s.covers(p))
+                    && !unreadable.iter().any(|d| p.starts_with(d))
+            })
+            .cloned()
+            .collect();
+        for p in gone {
+            if let Some(key) = self.active.remove(&p) {
+                if let Some(tf) = self.files.get_mut(&key) {
+                    tf.rotated = Some(Instant::now());
+                    self.counters.rotations += 1;
+                }
+            }
+        }
     }
 
     /// Files present at the very first start (no saved state) start at their end unless
@@ -1109,82 +1263,104 @@ impl Engine {
                 more = true;
                 continue;
             }
-            let Some(tf) = self.files.get_mut(&k) else {
-                continue;
-            };
-            // Replaced in place (copytruncate) and already grown past the read position
-            // since the last look: not smaller, but its first bytes changed.
-            let size = tf.file.metadata().map_or(tf.last_size, |m| m.len());
-            if size != tf.last_size
-                && tf.reader.position() > 0
-                && tf.fingerprint.len > 0
-                && !same_content(&tf.file, tf.fingerprint)
-            {
-                truncs.push((tf.path.clone(), Self::truncated(&mut self.counters, tf)));
-            }
-            let mut ctx = Ctx {
-                sink: &mut *self.sink,
-                source: tf.source,
-                counters: &mut self.counters,
-                cap: self.opts.max_line_bytes,
-                now,
-                stamps: &self.opts.stamps,
-            };
-            let mut read = 0u64;
-            let mut eof = false;
-            while read < self.opts.read_budget {
-                match tf.file.read_at(&mut buf, tf.reader.position()) {
-                    Ok(0) => {
-                        eof = true;
-                        break;
+            let (read, has_more) = self.read_file(k, &mut buf, now, &mut truncs);
+            total += read;
+            more |= has_more;
+        }
+        self.read_gz(&mut buf, now, total);
+        more |= !self.gz.is_empty();
+        self.buf = buf;
+        for (path, old) in truncs {
+            self.remember_done(&path, old);
+        }
+        more
+    }
+
+    /// Reads followed file `k` up to the per-file budget; a truncation found goes to `truncs`.
+    /// Returns the bytes read and whether it has more to read right away.
+    fn read_file(
+        &mut self,
+        k: u64,
+        buf: &mut [u8],
+        now: Option<f64>,
+        truncs: &mut Vec<(PathBuf, Done)>,
+    ) -> (u64, bool) {
+        let Some(tf) = self.files.get_mut(&k) else {
+            return (0, false);
+        };
+        // Replaced in place (copytruncate) and already grown past the read position
+        // since the last look: not smaller, but its first bytes changed.
+        let size = tf.file.metadata().map_or(tf.last_size, |m| m.len());
+        if size != tf.last_size
+            && tf.reader.position() > 0
+            && tf.fingerprint.len > 0
+            && !same_content(&tf.file, tf.fingerprint)
+        {
+            truncs.push((tf.path.clone(), Self::truncated(&mut self.counters, tf)));
+        }
+        let mut ctx = line_ctx(
+            &mut *self.sink,
+            &mut self.counters,
+            &self.opts,
+            tf.source,
+            now,
+        );
+        let mut read = 0u64;
+        let mut eof = false;
+        while read < self.opts.read_budget {
+            match tf.file.read_at(buf, tf.reader.position()) {
+                Ok(0) => {
+                    eof = true;
+                    break;
+                }
+                Ok(n) => {
+                    tf.reader.feed(&buf[..n], &mut ctx);
+                    read += n as u64;
+                    tf.failing = false;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    if !tf.failing {
+                        tf.failing = true;
+                        tracing::warn!(path = %tf.path.display(), error = %e, "read failed");
+                        Counters::inc(&mut ctx.counters.read_errors, error_reason(&e));
                     }
-                    Ok(n) => {
-                        tf.reader.feed(&buf[..n], &mut ctx);
-                        read += n as u64;
-                        tf.failing = false;
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        if !tf.failing {
-                            tf.failing = true;
-                            tracing::warn!(path = %tf.path.display(), error = %e, "read failed");
-                            Counters::inc(&mut ctx.counters.read_errors, error_reason(&e));
-                        }
-                        break;
-                    }
+                    break;
                 }
             }
-            if read > 0 {
-                tf.last_growth = Instant::now();
-            }
-            total += read;
-            more |= !eof && !tf.failing;
-            tf.drained = eof;
-            let meta = tf.file.metadata();
-            tf.unlinked = meta.as_ref().is_ok_and(|m| m.nlink() == 0);
-            let size = meta.map_or(tf.last_size, |m| m.len());
-            if eof && size < tf.reader.position() {
-                truncs.push((tf.path.clone(), Self::truncated(&mut self.counters, tf)));
-                more = true;
-            }
-            tf.last_size = size;
-            Self::refresh_fingerprint(tf, size);
         }
-        // Compressed files, each in turn, within what is left of the round.
+        if read > 0 {
+            tf.last_growth = Instant::now();
+        }
+        let mut more = !eof && !tf.failing;
+        tf.drained = eof;
+        let meta = tf.file.metadata();
+        tf.unlinked = meta.as_ref().is_ok_and(|m| m.nlink() == 0);
+        let size = meta.map_or(tf.last_size, |m| m.len());
+        if eof && size < tf.reader.position() {
+            truncs.push((tf.path.clone(), Self::truncated(&mut self.counters, tf)));
+            more = true;
+        }
+        tf.last_size = size;
+        Self::refresh_fingerprint(tf, size);
+        (read, more)
+    }
+
+    /// Reads the compressed files, each in turn, within what `total` left of the round.
+    fn read_gz(&mut self, buf: &mut [u8], now: Option<f64>, mut total: u64) {
         let mut i = 0;
         while total < self.opts.round_budget {
             let Some(job) = self.gz.get_mut(i) else {
                 break;
             };
-            let mut ctx = Ctx {
-                sink: &mut *self.sink,
-                source: job.source,
-                counters: &mut self.counters,
-                cap: self.opts.max_line_bytes,
+            let mut ctx = line_ctx(
+                &mut *self.sink,
+                &mut self.counters,
+                &self.opts,
+                job.source,
                 now,
-                stamps: &self.opts.stamps,
-            };
-            let (read, finished) = Self::gz_step(job, &mut buf, &mut ctx, self.opts.read_budget);
+            );
+            let (read, finished) = Self::gz_step(job, buf, &mut ctx, self.opts.read_budget);
             total += read;
             if finished {
                 self.gz.remove(i);
@@ -1192,12 +1368,6 @@ impl Engine {
                 i += 1;
             }
         }
-        more |= !self.gz.is_empty();
-        self.buf = buf;
-        for (path, old) in truncs {
-            self.remember_done(&path, old);
-        }
-        more
     }
 
     /// Releases rotated files read to their end and quiet for `rotate_wait`, and removed files
@@ -1224,7 +1394,7 @@ impl Engine {
             .collect();
         let released = !done.is_empty();
         for k in done {
-            if let Some(mut tf) = self.files.remove(&k) {
+            if let Some(tf) = self.files.remove(&k) {
                 tracing::debug!(path = %tf.path.display(), unlinked = tf.unlinked, "released");
                 if self.active.get(&tf.path) == Some(&k) {
                     self.active.remove(&tf.path);
@@ -1240,20 +1410,25 @@ impl Engine {
                         offset: tf.reader.position(),
                     },
                 );
-                let mut ctx = Ctx {
-                    sink: &mut *self.sink,
-                    source: tf.source,
-                    counters: &mut self.counters,
-                    cap: self.opts.max_line_bytes,
-                    now: self.opts.lag.then(unix_now),
-                    stamps: &self.opts.stamps,
-                };
-                tf.reader.finish(&mut ctx);
+                self.finish(tf);
             }
         }
         if released {
             self.retain_live();
         }
+    }
+
+    /// Lets go of a file: its unfinished line fragments are counted as a line.
+    fn finish(&mut self, mut tf: TailFile) {
+        let now = self.now();
+        let mut ctx = line_ctx(
+            &mut *self.sink,
+            &mut self.counters,
+            &self.opts,
+            tf.source,
+            now,
+        );
+        tf.reader.finish(&mut ctx);
     }
 
     /// Reads one file from its first byte to its end (plain or `.gz`), for `replay`.
@@ -1268,16 +1443,8 @@ impl Engine {
             while self.read_all() {}
             let keys: Vec<u64> = self.files.keys().copied().collect();
             for k in keys {
-                if let Some(mut tf) = self.files.remove(&k) {
-                    let mut ctx = Ctx {
-                        sink: &mut *self.sink,
-                        source: tf.source,
-                        counters: &mut self.counters,
-                        cap: self.opts.max_line_bytes,
-                        now: self.opts.lag.then(unix_now),
-                        stamps: &self.opts.stamps,
-                    };
-                    tf.reader.finish(&mut ctx);
+                if let Some(tf) = self.files.remove(&k) {
+                    self.finish(tf);
                 }
             }
         }
@@ -1292,7 +1459,7 @@ mod tests {
     use crate::rules::Rules;
     use std::io::Write as _;
 
-    fn engine() -> Engine {
+    pub(super) fn engine() -> Engine {
         let rules = [Rule {
             max_series: 10,
             ..Rule::new("e", Expr::contains("ERROR"))
@@ -1307,11 +1474,11 @@ mod tests {
         )
     }
 
-    fn count(e: &Engine) -> u64 {
+    pub(super) fn count(e: &Engine) -> u64 {
         e.sink.values().iter().map(|v| v.value).sum()
     }
 
-    fn found(p: &Path) -> Vec<Found> {
+    pub(super) fn found(p: &Path) -> Vec<Found> {
         vec![Found::new(
             p.to_path_buf(),
             vec![("pod".into(), "p".into())],
@@ -1351,6 +1518,66 @@ mod tests {
         // A directory that could not be read does not make its files look rotated.
         e.apply_scan(Vec::new(), &[d.path().to_path_buf()], false);
         assert_eq!(e.gauges().files_rotated_open, 0);
+    }
+
+    /// A rotated file never seen before is read even when a followed file of another
+    /// directory begins with the same bytes (one long line): only a sibling can be its copy.
+    #[test]
+    fn a_file_beginning_like_one_elsewhere_is_not_taken_for_it() {
+        let d = tempfile::tempdir().unwrap();
+        let long = format!("ERROR {}\n", "x".repeat(400));
+        let (a, b) = (d.path().join("a"), d.path().join("b"));
+        for dir in [&a, &b] {
+            std::fs::create_dir_all(dir).unwrap();
+        }
+        std::fs::write(a.join("0.log"), &long).unwrap();
+        std::fs::write(b.join("0.log"), "ERROR b\n").unwrap();
+        let mut e = engine();
+        e.opts.rotate_wait = Duration::from_secs(3600);
+        let both = |e: &mut Engine| {
+            let mut v = found(&a.join("0.log"));
+            v.extend(found(&b.join("0.log")));
+            e.apply_scan(v, &[], false);
+            e.read_all();
+        };
+        both(&mut e);
+        assert_eq!(count(&e), 2);
+        // In `b`, a file that begins like `a/0.log` is renamed before any scan saw it.
+        std::fs::rename(b.join("0.log"), b.join("0.log.1")).unwrap();
+        std::fs::write(b.join("0.log.2"), format!("{long}ERROR more\n")).unwrap();
+        std::fs::write(b.join("0.log"), "ERROR new\n").unwrap();
+        both(&mut e);
+        assert_eq!(count(&e), 2 + 2 + 1);
+    }
+
+    /// A partial scan judges only the files it listed completely: a followed file outside its
+    /// scope is not taken for gone, one inside it that it did not list is.
+    #[test]
+    fn a_partial_scan_judges_only_its_scope() {
+        let d = tempfile::tempdir().unwrap();
+        let (a, b) = (d.path().join("a"), d.path().join("b"));
+        let mut all = Vec::new();
+        for dir in [&a, &b] {
+            std::fs::create_dir_all(dir).unwrap();
+            std::fs::write(dir.join("0.log"), "ERROR\n").unwrap();
+            all.extend(found(&dir.join("0.log")));
+        }
+        let mut e = engine();
+        e.opts.rotate_wait = Duration::from_secs(3600);
+        e.apply_scan(all, &[], false);
+        e.read_all();
+        assert_eq!(count(&e), 2);
+        // Directory `a` changed and was listed; `b` was not looked at.
+        let mut scope = Scope::default();
+        scope.dirs.insert(a.clone());
+        e.apply_partial_scan(found(&a.join("0.log")), &[], &scope);
+        assert_eq!(e.gauges().files_rotated_open, 0);
+        // `a` listed again without its file (removed): rotated; `b` still followed.
+        std::fs::remove_file(a.join("0.log")).unwrap();
+        e.apply_partial_scan(Vec::new(), &[], &scope);
+        assert_eq!(e.gauges().files_rotated_open, 1);
+        assert!(e.followed_paths().contains(&b.join("0.log")));
+        assert!(!e.followed_paths().contains(&a.join("0.log")));
     }
 
     #[test]
