@@ -273,17 +273,56 @@ pub fn analyse<C: std::borrow::Borrow<DomainClaims>>(
 ) -> PinningReport {
     let claims: Vec<&DomainClaims> = claims.iter().map(C::borrow).collect();
     let claims = claims.as_slice();
-    let mut report = PinningReport::default();
-    for c in 0..host_cpus {
-        report.cpus.insert(c, CpuUse::default());
-    }
     let dedicated: Vec<CpuSet> = claims.iter().map(|c| c.dedicated_cpus()).collect();
     let floating: Vec<CpuSet> = claims.iter().map(|c| c.floating_cpus()).collect();
     let all_floating = floating.iter().fold(CpuSet::new(), |a, s| a.union(s));
+    let mut report = PinningReport {
+        cpus: cpu_uses(claims, &dedicated, &floating, host_cpus),
+        ..PinningReport::default()
+    };
+    let (mut overlap_of, omitted) =
+        dedicated_overlaps(claims, &dedicated, evidence_limit, &mut report.overlaps);
+    let (mut emu_overlap, emu_omitted) =
+        emulator_overlaps(claims, evidence_limit, &mut report.emulator_overlaps);
+    for (i, d) in claims.iter().enumerate() {
+        let share_emulator = d.emulator_cpus(EmulatorPolicy::Share);
+        let findings = DomainFindings {
+            dedicated_in_shared: dedicated[i].intersection(&all_floating),
+            outside_dedicated_set: nova.dedicated.as_ref().map(|s| dedicated[i].difference(s)),
+            outside_shared_set: nova
+                .shared
+                .as_ref()
+                .map(|s| floating[i].union(&share_emulator).difference(s)),
+            dedicated_cpus: dedicated[i].clone(),
+            floating_cpus: floating[i].clone(),
+            overlap: std::mem::take(&mut overlap_of[i]),
+            overlap_omitted: omitted[i],
+            emulator_overlap: std::mem::take(&mut emu_overlap[i]),
+            emulator_overlap_omitted: emu_omitted[i],
+        };
+        report.domains.insert(d.domain.clone(), findings);
+    }
+    report
+        .overlaps
+        .sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    report
+        .emulator_overlaps
+        .sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    report
+}
 
-    // Per-CPU entries (3 series each) beyond the host's CPUs only for a CPU a dedicated vCPU is
-    // pinned to alone: libvirt accepts any cpuset up to CPU 16383, and one wide set would make
-    // thousands of entries. The per-domain findings below keep every CPU.
+/// Per host CPU, the pinned vCPUs and the domains that claim it (dedicated or floating).
+///
+/// Entries (3 series each) beyond the host's CPUs exist only for a CPU a dedicated vCPU is
+/// pinned to alone: libvirt accepts any cpuset up to CPU 16383, and one wide set would make
+/// thousands of entries. The per-domain findings keep every CPU.
+fn cpu_uses(
+    claims: &[&DomainClaims],
+    dedicated: &[CpuSet],
+    floating: &[CpuSet],
+    host_cpus: u32,
+) -> BTreeMap<u32, CpuUse> {
+    let mut cpus: BTreeMap<u32, CpuUse> = (0..host_cpus).map(|c| (c, CpuUse::default())).collect();
     let pinned_alone: CpuSet = claims
         .iter()
         .flat_map(|d| d.vcpus.iter().filter(|v| v.kind == VcpuKind::Dedicated))
@@ -294,27 +333,38 @@ pub fn analyse<C: std::borrow::Borrow<DomainClaims>>(
     for (i, d) in claims.iter().enumerate() {
         for v in d.vcpus.iter().filter(|v| v.kind == VcpuKind::Dedicated) {
             for c in v.cpus.iter().filter(counted) {
-                report.cpus.entry(c).or_default().pinned_vcpus += 1;
+                cpus.entry(c).or_default().pinned_vcpus += 1;
             }
         }
         for c in dedicated[i].iter().filter(counted) {
-            report.cpus.entry(c).or_default().dedicated_domains += 1;
+            cpus.entry(c).or_default().dedicated_domains += 1;
         }
         for c in floating[i].iter().filter(counted) {
-            report.cpus.entry(c).or_default().floating_domains += 1;
+            cpus.entry(c).or_default().floating_domains += 1;
         }
     }
+    cpus
+}
 
-    // Which domains claim each CPU as dedicated: overlaps come from CPUs with several, so the
-    // cost grows with domains x CPUs, not domains squared.
+/// Per domain, its dedicated CPUs another domain also claims as dedicated and how many other
+/// domains were left out of `evidence` (which gets at most `evidence_limit` per domain, the
+/// first by name).
+///
+/// Overlaps come from CPUs with several owners, so the cost grows with domains x CPUs, not
+/// domains squared; work and memory grow with the candidates visited (at worst domains squared,
+/// as plain index visits), never with a map of every pair.
+fn dedicated_overlaps(
+    claims: &[&DomainClaims],
+    dedicated: &[CpuSet],
+    evidence_limit: usize,
+    evidence: &mut Vec<(String, String, CpuSet)>,
+) -> (Vec<CpuSet>, Vec<usize>) {
     let mut owners: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
     for (i, set) in dedicated.iter().enumerate() {
         for c in set.iter() {
             owners.entry(c).or_default().push(i);
         }
     }
-    // Per domain, the other domains on its CPUs. Work and memory grow with the candidates
-    // visited (at worst domains squared, as plain index visits), never with a map of every pair.
     let mut overlap_of: Vec<CpuSet> = vec![CpuSet::new(); claims.len()];
     let mut omitted: Vec<usize> = vec![0; claims.len()];
     let mut seen: Vec<bool> = vec![false; claims.len()];
@@ -341,15 +391,23 @@ pub fn analyse<C: std::borrow::Borrow<DomainClaims>>(
         others.sort_by(|&a, &b| (&claims[a].domain, a).cmp(&(&claims[b].domain, b)));
         omitted[i] = others.len().saturating_sub(evidence_limit);
         for &j in others.iter().take(evidence_limit) {
-            report.overlaps.push((
+            evidence.push((
                 claims[i].domain.clone(),
                 claims[j].domain.clone(),
                 dedicated[i].intersection(&dedicated[j]),
             ));
         }
     }
+    (overlap_of, omitted)
+}
 
-    // Emulator threads on other domains' dedicated vCPUs.
+/// Per domain, its emulator CPUs that other domains' dedicated vCPUs hold, and how many other
+/// domains were left out of `evidence` (bounded like [`dedicated_overlaps`]).
+fn emulator_overlaps(
+    claims: &[&DomainClaims],
+    evidence_limit: usize,
+    evidence: &mut Vec<(String, String, CpuSet)>,
+) -> (Vec<CpuSet>, Vec<usize>) {
     let mut vcpu_owners: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
     for (i, d) in claims.iter().enumerate() {
         for c in d.dedicated_vcpu_cpus().iter() {
@@ -374,37 +432,10 @@ pub fn analyse<C: std::borrow::Borrow<DomainClaims>>(
         }
         emu_omitted[i] = others.len().saturating_sub(evidence_limit);
         for ((other, _), cpus) in others.into_iter().take(evidence_limit) {
-            report
-                .emulator_overlaps
-                .push((d.domain.clone(), other.to_string(), cpus));
+            evidence.push((d.domain.clone(), other.to_string(), cpus));
         }
     }
-
-    for (i, d) in claims.iter().enumerate() {
-        let share_emulator = d.emulator_cpus(EmulatorPolicy::Share);
-        let findings = DomainFindings {
-            dedicated_in_shared: dedicated[i].intersection(&all_floating),
-            outside_dedicated_set: nova.dedicated.as_ref().map(|s| dedicated[i].difference(s)),
-            outside_shared_set: nova
-                .shared
-                .as_ref()
-                .map(|s| floating[i].union(&share_emulator).difference(s)),
-            dedicated_cpus: dedicated[i].clone(),
-            floating_cpus: floating[i].clone(),
-            overlap: std::mem::take(&mut overlap_of[i]),
-            overlap_omitted: omitted[i],
-            emulator_overlap: std::mem::take(&mut emu_overlap[i]),
-            emulator_overlap_omitted: emu_omitted[i],
-        };
-        report.domains.insert(d.domain.clone(), findings);
-    }
-    report
-        .overlaps
-        .sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
-    report
-        .emulator_overlaps
-        .sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
-    report
+    (emu_overlap, emu_omitted)
 }
 
 #[cfg(test)]
