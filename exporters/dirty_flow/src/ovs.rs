@@ -621,6 +621,15 @@ impl Ovs {
                 flows,
             });
         }
+        let mut scan = scan;
+        if scan.wants_groups() {
+            // Only when an overlap waits on where a group's buckets send packets; without
+            // them, the pair counts.
+            match self.listing("dump-groups", bridge).await {
+                Ok(groups) => scan.set_groups(&groups),
+                Err(error) => tracing::debug!(bridge, %error, "groups for the overlap check"),
+            }
+        }
         Ok(scan)
     }
 }

@@ -169,7 +169,7 @@ fn reg_span(name: &str) -> Option<(usize, usize)> {
 
 /// A field reference `NAME`, `NAME[]`, `NAME[a..b]` or `NAME[n]`: its registers and the bit
 /// mask within the field (as a 128-bit value, low bits first).
-fn field_bits(s: &str) -> Option<((usize, usize), u128)> {
+pub(crate) fn field_bits(s: &str) -> Option<((usize, usize), u128)> {
     let s = s.trim();
     let (name, range) = match s.find('[') {
         Some(i) => (&s[..i], s[i + 1..].strip_suffix(']')?),
@@ -205,7 +205,7 @@ fn field_bits(s: &str) -> Option<((usize, usize), u128)> {
     Some((span, mask))
 }
 
-fn number(s: &str) -> Option<u128> {
+pub(crate) fn number(s: &str) -> Option<u128> {
     let s = s.trim();
     match s.strip_prefix("0x") {
         Some(h) => u128::from_str_radix(h, 16).ok(),
@@ -215,7 +215,12 @@ fn number(s: &str) -> Option<u128> {
 
 /// Splits a field-wide (value, mask) into per-register 32-bit parts; register `first` holds
 /// the most significant 32 bits.
-fn per_reg(span: (usize, usize), value: u128, mask: u128, mut f: impl FnMut(usize, u32, u32)) {
+pub(crate) fn per_reg(
+    span: (usize, usize),
+    value: u128,
+    mask: u128,
+    mut f: impl FnMut(usize, u32, u32),
+) {
     let (first, n) = span;
     for k in 0..n {
         let shift = 32 * (n - 1 - k) as u32;
