@@ -7,7 +7,10 @@
 //! `ct_state` constraint only a state OVS never gives a packet can satisfy ([`ct_state_possible`]:
 //! `-trk` with any other flag, `+inv` with anything but `+trk`, `+new` with `+est` or `+rpl`)
 //! is none either; nor is a pair that needs register bits no single path through the bridge's
-//! tables sets together ([`super::pipeline`]).
+//! tables sets together ([`super::pipeline`]), one that only a tracked packet matches when
+//! none reaches its table tracked, or two flows differing by a leading `ct_clear` before
+//! tables that never read the conntrack state ([`super::reach`]). Those last three are
+//! [`Excuse`]s, decided when the dump ends.
 //!
 //! Comparing every pair is quadratic (10^10 pairs at 100k flows), so flows are grouped by
 //! (table, priority) and each group is split recursively: pick the field most flows constrain,

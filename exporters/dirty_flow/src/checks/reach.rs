@@ -35,7 +35,7 @@ use std::collections::HashMap;
 use memchr::memmem;
 
 use crate::parse::actions::ActionIter;
-use crate::parse::fields::{expand_match, FieldMatch};
+use crate::parse::fields::{expand_match, merge_sorted, FieldMatch};
 
 use super::pipeline::{field_bits, number, per_reg};
 
@@ -43,10 +43,10 @@ use super::pipeline::{field_bits, number, per_reg};
 const MAX_KEPT_BYTES: usize = 64 << 20;
 
 /// Steps (flows looked at) one search may take.
-const STEP_BUDGET: u64 = 20_000;
+const STEP_BUDGET: u64 = 5_000;
 
 /// Steps all the searches of one dump may take; past it, the pairs left count.
-const TOTAL_BUDGET: u64 = 2_000_000;
+const TOTAL_BUDGET: u64 = 300_000;
 
 /// Jump targets deeper than this: the search stops (reachable).
 const MAX_DEPTH: usize = 48;
@@ -854,24 +854,7 @@ pub(crate) fn merge<'a>(a: &[FieldMatch<'a>], b: &[FieldMatch<'a>]) -> Option<Ve
     out.extend_from_slice(a);
     out.extend_from_slice(b);
     out.sort_by(|x, y| x.order(y));
-    let mut w = 0;
-    for r in 0..out.len() {
-        if w > 0 && out[w - 1].same_field(&out[r]) && out[w - 1].opaque == out[r].opaque {
-            let (x, y) = (out[w - 1], out[r]);
-            if !x.compatible(&y) {
-                return None;
-            }
-            if !x.opaque {
-                out[w - 1].value = (x.value & x.mask) | (y.value & y.mask);
-                out[w - 1].mask = x.mask | y.mask;
-            }
-        } else {
-            out[w] = out[r];
-            w += 1;
-        }
-    }
-    out.truncate(w);
-    Some(out)
+    merge_sorted(&mut out).then_some(out)
 }
 
 /// Whether every packet satisfying `k` matches `g`.
@@ -911,6 +894,44 @@ fn forget(k: &mut Vec<FieldMatch<'_>>, keep: impl Fn(&FieldMatch<'_>) -> Option<
             f.mask != 0
         }
     });
+}
+
+/// Forgets in `k` what a write of registers or headers, or NAT, leaves unknown (the other
+/// writes: nothing).
+fn forget_unknown(k: &mut Vec<FieldMatch<'_>>, w: &Write) {
+    match *w {
+        Write::Registers => forget(k, |f| is_reg(f.field).then_some(u128::MAX)),
+        Write::Field(i) => forget_field(k, i),
+        Write::Headers => forget(k, |f| (!zero_at_entry(f.field)).then_some(u128::MAX)),
+        Write::Nat => forget_nat(k),
+        Write::Bits { .. } | Write::Subtree(_) => {}
+    }
+}
+
+/// `k` with the bits a known [`Write::Bits`] sets (any other write: `k` as it is).
+fn set_known<'a>(k: Vec<FieldMatch<'a>>, w: &Write) -> Vec<FieldMatch<'a>> {
+    let Write::Bits {
+        field,
+        value,
+        mask,
+        known: true,
+    } = *w
+    else {
+        return k;
+    };
+    let add = [FieldMatch {
+        field,
+        key: crate::parse::fields::field_key(field),
+        opaque: false,
+        value,
+        mask,
+    }];
+    merge(&k, &add).unwrap_or(k)
+}
+
+/// Forgets the conntrack fields in `k`.
+fn forget_ct(k: &mut Vec<FieldMatch<'_>>) {
+    forget(k, |f| f.field.starts_with("ct_").then_some(u128::MAX));
 }
 
 /// Forgets the header field `i` of [`HEADERS`] in `k`.
@@ -1036,14 +1057,14 @@ impl<'a> Analysis<'a> {
                     return None;
                 }
             }
-            forget(&mut k, |f| f.field.starts_with("ct_").then_some(u128::MAX));
+            forget_ct(&mut k);
         } else if e.state.cleared {
             if k.iter()
                 .any(|f| f.field.starts_with("ct_") && (f.opaque || f.value & f.mask != 0))
             {
                 return None;
             }
-            forget(&mut k, |f| f.field.starts_with("ct_").then_some(u128::MAX));
+            forget_ct(&mut k);
         }
         for w in e.state.writes.iter().rev() {
             match *w {
@@ -1067,12 +1088,9 @@ impl<'a> Analysis<'a> {
                         });
                     }
                 }
-                Write::Registers => forget(&mut k, |f| is_reg(f.field).then_some(u128::MAX)),
-                Write::Field(i) => forget_field(&mut k, i),
-                Write::Headers => {
-                    forget(&mut k, |f| (!zero_at_entry(f.field)).then_some(u128::MAX))
+                Write::Registers | Write::Field(_) | Write::Headers | Write::Nat => {
+                    forget_unknown(&mut k, w)
                 }
-                Write::Nat => forget_nat(&mut k),
                 Write::Subtree(t) => {
                     self.summary(t).forget(&mut k);
                     // Cleared on the way, or as it was before.
@@ -1080,7 +1098,7 @@ impl<'a> Analysis<'a> {
                         .filter(|f| f.field.starts_with("ct_"))
                         .all(|f| !f.opaque && f.value & f.mask == 0)
                     {
-                        forget(&mut k, |f| f.field.starts_with("ct_").then_some(u128::MAX));
+                        forget_ct(&mut k);
                     }
                 }
             }
@@ -1097,40 +1115,19 @@ impl<'a> Analysis<'a> {
         }
         let mut k = k.to_vec();
         if e.origin || e.state.cleared {
-            forget(&mut k, |f| f.field.starts_with("ct_").then_some(u128::MAX));
+            forget_ct(&mut k);
         }
         for w in &e.state.writes {
             match *w {
-                Write::Bits {
-                    field,
-                    value,
-                    mask,
-                    known,
-                } => {
-                    forget(&mut k, |f| (f.field == field).then_some(mask));
-                    if known {
-                        let add = [FieldMatch {
-                            field,
-                            key: crate::parse::fields::field_key(field),
-                            opaque: false,
-                            value,
-                            mask,
-                        }];
-                        if let Some(m) = merge(&k, &add) {
-                            k = m;
-                        }
-                    }
-                }
-                Write::Registers => forget(&mut k, |f| is_reg(f.field).then_some(u128::MAX)),
-                Write::Field(i) => forget_field(&mut k, i),
-                Write::Headers => {
-                    forget(&mut k, |f| (!zero_at_entry(f.field)).then_some(u128::MAX))
-                }
-                Write::Nat => forget_nat(&mut k),
                 Write::Subtree(t) => {
                     self.summary(t).forget(&mut k);
-                    forget(&mut k, |f| f.field.starts_with("ct_").then_some(u128::MAX));
+                    forget_ct(&mut k);
                 }
+                Write::Bits { field, mask, .. } => {
+                    forget(&mut k, |f| (f.field == field).then_some(mask));
+                    k = set_known(k, w);
+                }
+                _ => forget_unknown(&mut k, w),
             }
         }
         k
