@@ -472,6 +472,41 @@ impl Ovs {
         Ok(found)
     }
 
+    /// The scan back from the dump's parser thread (at most IN_FLIGHT chunks behind), within
+    /// the timeout, with its unparseable lines past the first few logged.
+    async fn parsed(
+        &self,
+        bridge: &str,
+        done_rx: tokio::sync::oneshot::Receiver<Parsed>,
+        program: &str,
+    ) -> Result<BridgeScan<'static>, Error> {
+        let Parsed { scan, logged, nice } = match tokio::time::timeout(self.timeout, done_rx).await
+        {
+            Ok(Ok(parsed)) => parsed,
+            Ok(Err(_)) => {
+                return Err(Error::Read {
+                    program: program.to_string(),
+                    source: std::io::Error::other("the dump parser thread stopped"),
+                })
+            }
+            Err(_) => {
+                return Err(Error::Timeout {
+                    program: program.to_string(),
+                    timeout: self.timeout,
+                })
+            }
+        };
+        tracing::debug!(bridge, parser_nice = ?nice, "dump parsed");
+        if logged > LOGGED_PARSE_ERRORS {
+            tracing::warn!(
+                bridge,
+                count = logged,
+                "more unparseable dump-flows lines (not shown)"
+            );
+        }
+        Ok(scan)
+    }
+
     /// Streams `ovs-ofctl --no-names dump-flows` of `bridge` into `scan`, which comes back
     /// filled. The dump is read here and parsed on a thread of its own with a raised nice
     /// value (see [`crate::sys`]), a few chunks behind; the whole dump is never held.
@@ -513,32 +548,7 @@ impl Ovs {
         let limit = self.limits.dump_bytes;
         // Moves the sender in: when reading ends (or times out) the parser sees the end.
         // Ok(false) when the dump grew past its limit.
-        let read = async move |_: &mut Child| {
-            let Some(mut stdout) = stdout else {
-                return Ok(true);
-            };
-            let mut total = 0u64;
-            let fresh = |rx: &std::sync::mpsc::Receiver<Vec<u8>>| {
-                rx.try_recv().unwrap_or_else(|_| Vec::with_capacity(CHUNK))
-            };
-            let mut buf = fresh(&recycle_rx);
-            loop {
-                let n = stdout.read_buf(&mut buf).await?;
-                total += n as u64;
-                if total > limit {
-                    return Ok(false);
-                }
-                if n == 0 || buf.len() >= CHUNK / 2 {
-                    if !buf.is_empty() && tx.send(buf).await.is_err() {
-                        return Err(std::io::Error::other("the dump parser thread stopped"));
-                    }
-                    if n == 0 {
-                        return Ok(true);
-                    }
-                    buf = fresh(&recycle_rx);
-                }
-            }
-        };
+        let read = async move |_: &mut Child| pump(stdout, tx, recycle_rx, limit).await;
         let status = match self.bounded(&mut child, &program, read).await {
             Ok(Ok(false)) => {
                 kill(&mut child).await;
@@ -561,68 +571,106 @@ impl Ovs {
                 return Err(e);
             }
         };
-        // The parser is at most IN_FLIGHT chunks behind.
-        let Parsed { scan, logged, nice } = match tokio::time::timeout(self.timeout, done_rx).await
-        {
-            Ok(Ok(parsed)) => parsed,
-            Ok(Err(_)) => {
-                return Err(Error::Read {
-                    program,
-                    source: std::io::Error::other("the dump parser thread stopped"),
-                })
-            }
-            Err(_) => {
-                return Err(Error::Timeout {
-                    program,
-                    timeout: self.timeout,
-                })
-            }
-        };
-        tracing::debug!(bridge, parser_nice = ?nice, "dump parsed");
-        if logged > LOGGED_PARSE_ERRORS {
-            tracing::warn!(
-                bridge,
-                count = logged,
-                "more unparseable dump-flows lines (not shown)"
-            );
-        }
+        let scan = self.parsed(bridge, done_rx, &program).await?;
         let err = err_task.await.unwrap_or_default();
-        if !status.success() {
-            return Err(Error::Exit {
-                program,
-                status: status.to_string(),
-                stderr: tail(&err),
-            });
-        }
-        if let Some(line) = scan.decode_error() {
-            let stderr = tail(&err);
-            let said = if stderr.is_empty() {
-                line.to_string()
-            } else {
-                format!("{line}; stderr: {stderr}")
-            };
-            return Err(Error::Undecoded {
-                program,
-                said,
-                hint: undecoded_hint(self.openflow_version.as_deref()),
-            });
-        }
-        let (flows, replies, errors) = scan.counts();
-        if replies == 0 {
-            return Err(Error::NoReply {
-                program,
-                stderr: tail(&err),
-            });
-        }
-        if errors > flows {
-            return Err(Error::Unparseable {
-                program,
-                errors,
-                flows,
-            });
+        let mut scan = judge_dump(
+            scan,
+            status,
+            &err,
+            program,
+            self.openflow_version.as_deref(),
+        )?;
+        if scan.wants_groups() {
+            // Only when an overlap waits on where a group's buckets send packets; without
+            // them, the pair counts.
+            match self.listing("dump-groups", bridge).await {
+                Ok(groups) => scan.set_groups(&groups),
+                Err(error) => tracing::debug!(bridge, %error, "groups for the overlap check"),
+            }
         }
         Ok(scan)
     }
+}
+
+/// Reads a dump's stdout in chunks of about [`CHUNK`] bytes into `tx` (for the parser thread,
+/// which hands spent chunks back through `recycle`): Ok(false) when it grew past `limit`
+/// bytes. Dropping `tx` at the end tells the parser the dump is over.
+async fn pump(
+    stdout: Option<tokio::process::ChildStdout>,
+    tx: tokio::sync::mpsc::Sender<Vec<u8>>,
+    recycle: std::sync::mpsc::Receiver<Vec<u8>>,
+    limit: u64,
+) -> std::io::Result<bool> {
+    let Some(mut stdout) = stdout else {
+        return Ok(true);
+    };
+    let mut total = 0u64;
+    let fresh = |rx: &std::sync::mpsc::Receiver<Vec<u8>>| {
+        rx.try_recv().unwrap_or_else(|_| Vec::with_capacity(CHUNK))
+    };
+    let mut buf = fresh(&recycle);
+    loop {
+        let n = stdout.read_buf(&mut buf).await?;
+        total += n as u64;
+        if total > limit {
+            return Ok(false);
+        }
+        if n == 0 || buf.len() >= CHUNK / 2 {
+            if !buf.is_empty() && tx.send(buf).await.is_err() {
+                return Err(std::io::Error::other("the dump parser thread stopped"));
+            }
+            if n == 0 {
+                return Ok(true);
+            }
+            buf = fresh(&recycle);
+        }
+    }
+}
+
+/// What a finished dump's exit status, stderr and parsed lines say: the scan, or why the dump
+/// failed (`asked`: the OpenFlow versions given to `ovs-ofctl`).
+fn judge_dump(
+    scan: BridgeScan<'static>,
+    status: std::process::ExitStatus,
+    err: &[u8],
+    program: String,
+    asked: Option<&str>,
+) -> Result<BridgeScan<'static>, Error> {
+    if !status.success() {
+        return Err(Error::Exit {
+            program,
+            status: status.to_string(),
+            stderr: tail(err),
+        });
+    }
+    if let Some(line) = scan.decode_error() {
+        let stderr = tail(err);
+        let said = if stderr.is_empty() {
+            line.to_string()
+        } else {
+            format!("{line}; stderr: {stderr}")
+        };
+        return Err(Error::Undecoded {
+            program,
+            said,
+            hint: undecoded_hint(asked),
+        });
+    }
+    let (flows, replies, errors) = scan.counts();
+    if replies == 0 {
+        return Err(Error::NoReply {
+            program,
+            stderr: tail(err),
+        });
+    }
+    if errors > flows {
+        return Err(Error::Unparseable {
+            program,
+            errors,
+            flows,
+        });
+    }
+    Ok(scan)
 }
 
 /// What the parser thread of a dump hands back.

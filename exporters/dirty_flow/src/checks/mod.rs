@@ -16,6 +16,7 @@ pub mod groups;
 pub mod missing_port;
 pub mod overlap;
 pub mod pipeline;
+pub mod reach;
 pub mod stale_cookie;
 
 use std::collections::BTreeMap;
@@ -49,8 +50,9 @@ pub struct Record {
     /// A hash of the flow text without counters ([`match_hash`] of match and actions), for the
     /// overlap cache and the evidence fetched.
     pub match_hash: u64,
-    /// Flows with equal keys treat a packet alike ([`overlap::actions_key`]): such a pair is
-    /// no overlap.
+    /// Flows with equal keys and equal `ct_clear` treat a packet alike
+    /// ([`overlap::actions_key`] of the actions after a leading `ct_clear`): such a pair is no
+    /// overlap.
     pub actions_hash: u64,
     /// Where the kept part of the match starts in its chunk.
     pub text_start: u32,
@@ -63,6 +65,8 @@ pub struct Record {
     pub priority: u16,
     /// Bytes of the previous flow's match this one starts with (not kept again).
     pub shared: u8,
+    /// The actions start with `ct_clear` (not in `actions_hash`).
+    pub ct_clear: bool,
 }
 
 /// A flow keeps its whole match at least every this many flows, so that reading one match
@@ -213,10 +217,12 @@ impl FlowStore {
         }
         self.last.clear();
         self.last.push_str(m);
+        let rest = f.actions_text.strip_prefix("ct_clear,");
         self.records.push(Record {
             cookie: f.cookie,
             match_hash: match_hash(f.text),
-            actions_hash: overlap::actions_key(f.actions_text),
+            actions_hash: overlap::actions_key(rest.unwrap_or(f.actions_text)),
+            ct_clear: rest.is_some(),
             text_start,
             chunk,
             match_len: u16::try_from(len).unwrap_or(0),
@@ -315,6 +321,33 @@ pub struct BridgeReport {
     pub checks: Vec<CheckOutcome>,
 }
 
+/// Why a flow was found no overlap, checked when the dump ends.
+#[derive(Debug, Clone, Copy)]
+enum Excuse {
+    /// See [`pipeline::RegWrites::holds`].
+    Regs(pipeline::Assumption),
+    /// The index of a [`CtPair`].
+    Ct(usize),
+}
+
+/// A pair found no overlap only if a conntrack search says so (see [`reach`]): the pair's
+/// table and matches, and for two flows differing by a leading `ct_clear`, the hash of the
+/// one without.
+#[derive(Debug)]
+struct CtPair {
+    table: u16,
+    a: String,
+    b: String,
+    cleared: Option<u64>,
+}
+
+/// The constraints of a match text that borrows nothing.
+fn expand_one(text: &'static str) -> Vec<crate::parse::fields::FieldMatch<'static>> {
+    let mut v = Vec::new();
+    expand_match(text, &mut v);
+    v
+}
+
 /// The sending side of a bridge's port inventory, as a dump's scan receives it:
 /// `missing_port` is decided as each flow arrives, so the scan waits (before its first flow)
 /// until whoever reads the database sends the ports, possibly while the dump streams. `None`
@@ -365,8 +398,12 @@ pub struct BridgeScan<'c> {
     budget: u64,
     /// Register writes of the tables dumped so far (see [`pipeline`]).
     regs: pipeline::RegWrites,
-    /// Flows found no overlap only by the registers, with the assumptions checked at the end.
-    deferred: Vec<(Evidence, Vec<pipeline::Assumption>)>,
+    /// The flows the conntrack searches need (see [`reach`]).
+    kept: reach::Kept,
+    /// Pairs found no overlap only by a conntrack search, decided at the end.
+    ct_pairs: Vec<CtPair>,
+    /// Flows found no overlap only for excuses checked at the end.
+    deferred: Vec<(Evidence, Vec<Excuse>)>,
     /// Largest heap held by the table store (capacity), for the memory benchmark.
     peak_store_bytes: usize,
 }
@@ -485,6 +522,8 @@ impl<'c> BridgeScan<'c> {
             cache: OverlapCache::default(),
             budget: overlap::DEFAULT_BUDGET,
             regs: pipeline::RegWrites::default(),
+            kept: reach::Kept::default(),
+            ct_pairs: Vec::new(),
             deferred: Vec::new(),
             peak_store_bytes: 0,
         }
@@ -601,11 +640,14 @@ impl<'c> BridgeScan<'c> {
         // One pass over the actions for the ports they name and whether they are only
         // conjunction clauses.
         let mut conjunction_only = true;
+        // Only actions that change nothing a match sees (see [`reach::harmless`]).
+        let mut plain = true;
         let mut missing = false;
         if let Some(ports) = self.ports() {
             let mut check = |r: PortRef| missing |= !ports.has(&r);
             for a in f.actions() {
                 conjunction_only &= a.name == "conjunction";
+                plain &= reach::harmless(a.name);
                 for_each_port_ref(std::iter::once(a), &mut check);
             }
             missing_port::for_each_match_port(f, &mut check);
@@ -613,7 +655,10 @@ impl<'c> BridgeScan<'c> {
                 missing_port::for_each_reg5_port(f, &mut check);
             }
         } else {
-            conjunction_only = f.actions().all(|a| a.name == "conjunction");
+            for a in f.actions() {
+                conjunction_only &= a.name == "conjunction";
+                plain &= reach::harmless(a.name);
+            }
         }
         let limit = self.evidence_limit;
         let show = || evidence(f.table.to_string(), f.priority, f.cookie, f.text);
@@ -640,6 +685,7 @@ impl<'c> BridgeScan<'c> {
         self.stale.add(&self.cfg, cookie, limit, show);
         self.refs.note(f);
         self.regs.add(table, f.actions_text);
+        self.kept.add(table, f, plain);
         self.current.push(f, table, conjunction_only);
     }
 
@@ -712,20 +758,47 @@ impl<'c> BridgeScan<'c> {
         self.overlap.incomplete |= exhausted;
     }
 
-    /// Keeps the flows that [`overlap`] found no overlap only by the registers (and that no
-    /// other pair makes dirty), with their assumptions, for [`BridgeScan::finish_cached`].
-    /// Past [`MAX_DEFERRED`] flows they count as overlapping at once.
+    /// Keeps the flows that [`overlap`] found no overlap only for an excuse checked when the
+    /// dump ends (and that no other pair makes dirty), with their excuses, for
+    /// [`BridgeScan::finish_cached`]. Past [`MAX_DEFERRED`] flows they count as overlapping
+    /// at once.
     fn defer(&mut self, store: &FlowStore, dirty: &mut [bool], deferred: &[overlap::Deferred]) {
-        let mut by_flow: BTreeMap<usize, Vec<pipeline::Assumption>> = BTreeMap::new();
-        for &(i, j, a) in deferred {
+        let mut by_flow: BTreeMap<usize, Vec<Excuse>> = BTreeMap::new();
+        let mut m = String::new();
+        for &(i, j, x) in deferred {
+            if dirty[i] && dirty[j] {
+                continue;
+            }
+            let excuse = match x {
+                overlap::Excuse::Regs(a) => Excuse::Regs(a),
+                overlap::Excuse::Tracked | overlap::Excuse::Cleared => {
+                    if self.ct_pairs.len() >= MAX_DEFERRED {
+                        dirty[i] = true;
+                        dirty[j] = true;
+                        continue;
+                    }
+                    let r = &store.records;
+                    match_of(r, &store.text, i, &mut m);
+                    let a = m.clone();
+                    match_of(r, &store.text, j, &mut m);
+                    // For Cleared: the flow without ct_clear, whose jumps both take.
+                    let plain = if r[i].ct_clear { r[j] } else { r[i] };
+                    self.ct_pairs.push(CtPair {
+                        table: r[i].table,
+                        a,
+                        b: m.clone(),
+                        cleared: (x == overlap::Excuse::Cleared).then_some(plain.match_hash),
+                    });
+                    Excuse::Ct(self.ct_pairs.len() - 1)
+                }
+            };
             for k in [i, j] {
                 if !dirty[k] {
-                    by_flow.entry(k).or_default().push(a);
+                    by_flow.entry(k).or_default().push(excuse);
                 }
             }
         }
-        let mut m = String::new();
-        for (k, assumptions) in by_flow {
+        for (k, excuses) in by_flow {
             if self.deferred.len() >= MAX_DEFERRED {
                 dirty[k] = true;
                 continue;
@@ -740,8 +813,58 @@ impl<'c> BridgeScan<'c> {
                 &format!("priority={}{sep}{m}", r.priority),
             );
             e.fetch = Some(r.match_hash);
-            self.deferred.push((e, assumptions));
+            self.deferred.push((e, excuses));
         }
+    }
+
+    /// Closes the dump's last table and says whether the bridge's group buckets would change
+    /// an overlap finding: a pair waits on a conntrack search and a flow sends to a group
+    /// (the caller then reads `dump-groups` into [`BridgeScan::set_groups`]).
+    pub fn wants_groups(&mut self) -> bool {
+        self.close_table();
+        !self.ct_pairs.is_empty() && self.kept.wants_groups()
+    }
+
+    /// The bridge's `ovs-ofctl dump-groups` output, for the conntrack searches (see
+    /// [`reach`]); without it a flow sending to a group may reach any table.
+    pub fn set_groups(&mut self, dump: &str) {
+        self.kept.set_groups(dump);
+    }
+
+    /// Decides each pair of [`BridgeScan::ct_pairs`]: true when its exclusion holds.
+    fn ct_verdicts(&self) -> Vec<bool> {
+        if self.ct_pairs.is_empty() {
+            return Vec::new();
+        }
+        let Some(mut an) = self.kept.analysis() else {
+            return vec![false; self.ct_pairs.len()];
+        };
+        let trk = expand_one("ct_state=+trk");
+        self.ct_pairs
+            .iter()
+            .map(|p| {
+                let (mut a, mut b) = (Vec::new(), Vec::new());
+                if an.exhausted()
+                    || p.table >= 256
+                    || !expand_match(&p.a, &mut a)
+                    || !expand_match(&p.b, &mut b)
+                {
+                    return false;
+                }
+                let Some(k) = reach::merge(&a, &b) else {
+                    return true;
+                };
+                match p.cleared {
+                    // Only a tracked packet matches both: none gets there.
+                    None => !an.reach(p.table, &k),
+                    // ct_clear or not: the packet is not tracked, or nothing reads its state.
+                    Some(plain) => {
+                        let tracked = reach::merge(&k, &trk).is_some_and(|t| an.reach(p.table, &t));
+                        !tracked || !an.reads_ct_after(plain, &k)
+                    }
+                }
+            })
+            .collect()
     }
 
     /// Runs what is left of the checks and returns the report.
@@ -764,9 +887,14 @@ impl<'c> BridgeScan<'c> {
         }
         // Ports unknown (or a dump without flows that never asked): as they are now.
         let has_ports = self.ports().is_some();
-        // Exclusions by the registers that a flow after their table broke.
-        for (e, assumptions) in std::mem::take(&mut self.deferred) {
-            if assumptions.iter().any(|a| !self.regs.holds(a)) {
+        // Exclusions that a flow after their table broke, or a search did not confirm.
+        let verdicts = self.ct_verdicts();
+        for (e, excuses) in std::mem::take(&mut self.deferred) {
+            let fails = |x: &Excuse| match x {
+                Excuse::Regs(a) => !self.regs.holds(a),
+                Excuse::Ct(i) => !verdicts.get(*i).copied().unwrap_or(false),
+            };
+            if excuses.iter().any(fails) {
                 push_evidence(&mut self.overlap, self.evidence_limit, || e);
             }
         }

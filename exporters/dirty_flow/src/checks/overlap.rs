@@ -7,7 +7,10 @@
 //! `ct_state` constraint only a state OVS never gives a packet can satisfy ([`ct_state_possible`]:
 //! `-trk` with any other flag, `+inv` with anything but `+trk`, `+new` with `+est` or `+rpl`)
 //! is none either; nor is a pair that needs register bits no single path through the bridge's
-//! tables sets together ([`super::pipeline`]).
+//! tables sets together ([`super::pipeline`]), one that only a tracked packet matches when
+//! none reaches its table tracked, or two flows differing by a leading `ct_clear` before
+//! tables that never read the conntrack state ([`super::reach`]). Those last three are
+//! [`Excuse`]s, decided when the dump ends.
 //!
 //! Comparing every pair is quadratic (10^10 pairs at 100k flows), so flows are grouped by
 //! (table, priority) and each group is split recursively: pick the field most flows constrain,
@@ -29,9 +32,31 @@ use crate::parse::fields::{expand_match, matches_overlap, FieldMatch};
 use super::pipeline::{Assumption, RegWrites};
 use super::{match_hash, match_of, Arena, Record};
 
-/// A pair found no overlap only because no path sets the register bits both need, provided
-/// the flows after its table do not break the [`Assumption`] (record indices).
-pub type Deferred = (usize, usize, Assumption);
+/// Why a pair that can match one packet may still be no overlap, decided when the dump ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Excuse {
+    /// No path sets the register bits both need, provided the flows after the pair's table do
+    /// not break the [`Assumption`].
+    Regs(Assumption),
+    /// Only a tracked packet (a `ct_*` field with a bit set) matches both: none may reach
+    /// the table ([`super::reach::Analysis::reach`]).
+    Tracked,
+    /// The actions differ only by a leading `ct_clear`: nothing after them may read the
+    /// conntrack state ([`super::reach::Analysis::reads_ct_after`]).
+    Cleared,
+}
+
+/// A pair found no overlap only for an [`Excuse`] checked when the dump ends (record
+/// indices).
+pub type Deferred = (usize, usize, Excuse);
+
+/// Whether only a tracked packet can match both: a conntrack field (`ct_state`, `ct_label`,
+/// `ct_mark`, `ct_zone`...) with a bit required set (untracked packets have them all zero).
+fn needs_tracked(a: &[FieldMatch<'_>], b: &[FieldMatch<'_>]) -> bool {
+    a.iter()
+        .chain(b)
+        .any(|f| !f.opaque && f.field.starts_with("ct_") && f.value & f.mask != 0)
+}
 
 /// The register constraints (`reg0`..`reg15`) of an expanded match: per register, the bits
 /// it requires to be 1.
@@ -127,7 +152,7 @@ fn ct_state_of<'a>(m: &[FieldMatch<'a>]) -> Option<(u128, u128)> {
 
 /// Whether a packet in a state OVS can give it satisfies both flows' `ct_state` constraints
 /// (which [`matches_overlap`] already found compatible bit by bit).
-fn ct_state_possible(a: &[FieldMatch<'_>], b: &[FieldMatch<'_>]) -> bool {
+pub(crate) fn ct_state_possible(a: &[FieldMatch<'_>], b: &[FieldMatch<'_>]) -> bool {
     let (ca, cb) = (ct_state_of(a), ct_state_of(b));
     if ca.is_none() && cb.is_none() {
         return true;
@@ -195,14 +220,15 @@ struct Ctx<'a, 'b> {
     /// The constraints of every flow of the group, flow `i` at `fields[offs[i]..offs[i + 1]]`.
     fields: &'b [FieldMatch<'a>],
     offs: &'b [usize],
-    /// Each flow's [`actions_key`].
+    /// Each flow's [`actions_key`] (after a leading `ct_clear`), and whether it has one.
     actions: &'b [u64],
+    cleared: &'b [bool],
     /// The register writes of the bridge so far, when the pipeline is known.
     regs: Option<&'b RegWrites>,
     /// The group's table.
     table: u16,
-    /// Pairs (positions in the group) excluded by the registers only.
-    deferred: Vec<(usize, usize, Assumption)>,
+    /// Pairs (positions in the group) excluded only for an [`Excuse`] checked later.
+    deferred: Vec<(usize, usize, Excuse)>,
     dirty: &'b mut [bool],
     /// Comparisons this thread may still make before taking more from `pool`.
     budget: u64,
@@ -227,18 +253,24 @@ impl<'a> Ctx<'a, '_> {
             }
         }
         self.budget -= 1;
-        if self.actions[i] == self.actions[j] {
+        let same_rest = self.actions[i] == self.actions[j];
+        if same_rest && self.cleared[i] == self.cleared[j] {
             // Both treat a packet alike: whichever wins, the outcome is the same.
             return;
         }
         let (a, b) = (self.of(i), self.of(j));
         if matches_overlap(a, b) && ct_state_possible(a, b) {
-            if let Some(x) = self
-                .regs
-                .and_then(|r| registers_exclude(r, self.table, a, b))
-            {
-                self.deferred.push((i, j, x));
-                return;
+            if let Some(regs) = self.regs {
+                let excuse = match registers_exclude(regs, self.table, a, b) {
+                    Some(x) => Some(Excuse::Regs(x)),
+                    None if same_rest => Some(Excuse::Cleared),
+                    None if needs_tracked(a, b) => Some(Excuse::Tracked),
+                    None => None,
+                };
+                if let Some(x) = excuse {
+                    self.deferred.push((i, j, x));
+                    return;
+                }
             }
             self.dirty[i] = true;
             self.dirty[j] = true;
@@ -562,6 +594,7 @@ fn check_groups(
     deferred: &mut Vec<Deferred>,
 ) -> bool {
     let (mut offs, mut local, mut actions) = (Vec::new(), Vec::new(), Vec::new());
+    let mut cleared = Vec::new();
     // The group's matches, replayed from the front coding into one buffer (the constraints
     // borrow their field names from it), and each match's end in it.
     let (mut m, mut texts, mut ends) = (String::new(), String::new(), Vec::new());
@@ -589,10 +622,13 @@ fn check_groups(
         local.resize(group.len(), false);
         actions.clear();
         actions.extend(group.iter().map(|&k| records[index_of(k)].actions_hash));
+        cleared.clear();
+        cleared.extend(group.iter().map(|&k| records[index_of(k)].ct_clear));
         let mut ctx = Ctx {
             fields: &fields,
             offs: &offs,
             actions: &actions,
+            cleared: &cleared,
             regs,
             table: group.first().map_or(0, |&k| records[index_of(k)].table),
             deferred: Vec::new(),

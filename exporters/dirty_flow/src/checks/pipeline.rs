@@ -169,7 +169,7 @@ fn reg_span(name: &str) -> Option<(usize, usize)> {
 
 /// A field reference `NAME`, `NAME[]`, `NAME[a..b]` or `NAME[n]`: its registers and the bit
 /// mask within the field (as a 128-bit value, low bits first).
-fn field_bits(s: &str) -> Option<((usize, usize), u128)> {
+pub(crate) fn field_bits(s: &str) -> Option<((usize, usize), u128)> {
     let s = s.trim();
     let (name, range) = match s.find('[') {
         Some(i) => (&s[..i], s[i + 1..].strip_suffix(']')?),
@@ -205,7 +205,7 @@ fn field_bits(s: &str) -> Option<((usize, usize), u128)> {
     Some((span, mask))
 }
 
-fn number(s: &str) -> Option<u128> {
+pub(crate) fn number(s: &str) -> Option<u128> {
     let s = s.trim();
     match s.strip_prefix("0x") {
         Some(h) => u128::from_str_radix(h, 16).ok(),
@@ -215,7 +215,12 @@ fn number(s: &str) -> Option<u128> {
 
 /// Splits a field-wide (value, mask) into per-register 32-bit parts; register `first` holds
 /// the most significant 32 bits.
-fn per_reg(span: (usize, usize), value: u128, mask: u128, mut f: impl FnMut(usize, u32, u32)) {
+pub(crate) fn per_reg(
+    span: (usize, usize),
+    value: u128,
+    mask: u128,
+    mut f: impl FnMut(usize, u32, u32),
+) {
     let (first, n) = span;
     for k in 0..n {
         let shift = 32 * (n - 1 - k) as u32;
@@ -252,41 +257,65 @@ impl FlowWrites {
         self.fresh = [0; 16];
     }
 
+    /// `set_field:V[/M]->F` into a register: a constant, or a value not known.
+    fn set_field(&mut self, arg: &str) {
+        let Some((val, field)) = arg.split_once("->") else {
+            return;
+        };
+        let Some((span, full)) = field_bits(field) else {
+            return;
+        };
+        let (v, m) = match val.split_once('/') {
+            Some((v, m)) => (number(v), number(m)),
+            None => (number(val), Some(full)),
+        };
+        match (v, m) {
+            (Some(v), Some(m)) => self.constant(span, v, m & full),
+            _ => self.unknown(span, full),
+        }
+    }
+
+    /// `load:V->F[a..b]` into a register.
+    fn load(&mut self, arg: &str) {
+        let Some((val, field)) = arg.split_once("->") else {
+            return;
+        };
+        let Some((span, mask)) = field_bits(field) else {
+            return;
+        };
+        match number(val) {
+            Some(v) => {
+                let shift = mask.trailing_zeros();
+                self.constant(span, v.checked_shl(shift).unwrap_or(0), mask);
+            }
+            None => self.unknown(span, mask),
+        }
+    }
+
+    /// `pop:F`: F gets back its own saved value (an entry pushed from F before any write of
+    /// this flow, as OVN does), or a value not known.
+    fn pop(&mut self, arg: &str) {
+        let from = self.stack.pop();
+        let Some((span, mask)) = field_bits(arg) else {
+            return;
+        };
+        if from.as_deref() == Some(arg.trim()) {
+            per_reg(span, 0, mask, |r, _, m| {
+                self.unknown[r] &= !m;
+                self.constant[r].0 &= !m;
+                self.fresh[r] &= !m;
+            });
+        } else {
+            self.unknown(span, mask);
+        }
+    }
+
     /// Reads a list of actions (recursing into `clone(...)` and `write_actions(...)`).
     fn read(&mut self, actions: &str, depth: usize) {
         for a in ActionIter::new(actions) {
             match (a.name, a.arg) {
-                ("set_field", Some(arg)) => {
-                    let Some((val, field)) = arg.split_once("->") else {
-                        continue;
-                    };
-                    let Some((span, full)) = field_bits(field) else {
-                        continue;
-                    };
-                    let (v, m) = match val.split_once('/') {
-                        Some((v, m)) => (number(v), number(m)),
-                        None => (number(val), Some(full)),
-                    };
-                    match (v, m) {
-                        (Some(v), Some(m)) => self.constant(span, v, m & full),
-                        _ => self.unknown(span, full),
-                    }
-                }
-                ("load", Some(arg)) => {
-                    let Some((val, field)) = arg.split_once("->") else {
-                        continue;
-                    };
-                    let Some((span, mask)) = field_bits(field) else {
-                        continue;
-                    };
-                    match number(val) {
-                        Some(v) => {
-                            let shift = mask.trailing_zeros();
-                            self.constant(span, v.checked_shl(shift).unwrap_or(0), mask);
-                        }
-                        None => self.unknown(span, mask),
-                    }
-                }
+                ("set_field", Some(arg)) => self.set_field(arg),
+                ("load", Some(arg)) => self.load(arg),
                 ("resubmit", Some(arg)) => {
                     let table = arg.split(',').nth(1).map(str::trim);
                     match table.and_then(|t| t.parse::<u16>().ok()) {
@@ -321,23 +350,7 @@ impl FlowWrites {
                 // What learn writes goes into the flow it adds, not into this packet.
                 ("learn", _) => {}
                 ("push", Some(arg)) => self.stack.push(arg.trim().to_string()),
-                ("pop", Some(arg)) => {
-                    let from = self.stack.pop();
-                    let Some((span, mask)) = field_bits(arg) else {
-                        continue;
-                    };
-                    if from.as_deref() == Some(arg.trim()) {
-                        // Its own saved value back: what it held before (an entry pushed
-                        // before any write of this flow, as OVN does).
-                        per_reg(span, 0, mask, |r, _, m| {
-                            self.unknown[r] &= !m;
-                            self.constant[r].0 &= !m;
-                            self.fresh[r] &= !m;
-                        });
-                    } else {
-                        self.unknown(span, mask);
-                    }
-                }
+                ("pop", Some(arg)) => self.pop(arg),
                 _ => {
                     // Any other action writing a register (`move:A->B`, `pop:B`,
                     // `multipath(...,B)`, `bundle_load(...,B)`, `check_pkt_larger(N)->B`).

@@ -257,6 +257,13 @@ pub fn expand_match<'a>(match_text: &'a str, out: &mut Vec<FieldMatch<'a>>) -> b
         expand(k, v, out);
     }
     insertion_sort(out);
+    merge_sorted(out)
+}
+
+/// Merges the constraints on one field in one notation of a list sorted in
+/// [`FieldMatch::order`] (the first of two opaque ones stays). Returns false when two of them
+/// contradict.
+pub fn merge_sorted(out: &mut Vec<FieldMatch<'_>>) -> bool {
     let mut consistent = true;
     let mut w = 0;
     for r in 0..out.len() {

@@ -376,6 +376,30 @@ fn find_actions(line: &str, spaces: &mut Spaces) -> Option<usize> {
     None
 }
 
+impl<'a> Flow<'a> {
+    /// A flow with these actions and nothing else known yet (the default priority).
+    #[inline]
+    fn with_actions(actions_text: &'a str) -> Self {
+        Flow {
+            cookie: 0,
+            duration: None,
+            table: Table::Id(0),
+            n_packets: None,
+            n_bytes: None,
+            idle_timeout: 0,
+            hard_timeout: 0,
+            flags: 0,
+            importance: 0,
+            idle_age: None,
+            hard_age: None,
+            priority: DEFAULT_PRIORITY,
+            match_text: "",
+            actions_text,
+            text: "",
+        }
+    }
+}
+
 /// Parses a flow line (leading spaces allowed).
 pub fn parse_flow(line: &str) -> Result<Flow<'_>, ParseError> {
     let line = line.trim_start_matches(' ');
@@ -393,23 +417,7 @@ pub fn parse_flow(line: &str) -> Result<Flow<'_>, ParseError> {
     validate_actions(actions_text)?;
     let head = trim_end(&line[..at]);
 
-    let mut flow = Flow {
-        cookie: 0,
-        duration: None,
-        table: Table::Id(0),
-        n_packets: None,
-        n_bytes: None,
-        idle_timeout: 0,
-        hard_timeout: 0,
-        flags: 0,
-        importance: 0,
-        idle_age: None,
-        hard_age: None,
-        priority: DEFAULT_PRIORITY,
-        match_text: "",
-        actions_text,
-        text: "",
-    };
+    let mut flow = Flow::with_actions(actions_text);
 
     let mut match_word: Option<&str> = None;
     // Words are separated by one or more spaces; `head` has none at either end, so the word
@@ -457,25 +465,33 @@ pub fn parse_flow(line: &str) -> Result<Flow<'_>, ParseError> {
     // The line ends where its (trimmed, non-empty) actions end.
     flow.text = &line[text_start..at + "actions=".len() + actions_text.len()];
     if let Some(m) = match_word {
-        let rest = match m.strip_prefix("priority=") {
-            Some(r) => {
-                let (p, rest) = match super::find::find(b',', r.as_bytes()) {
-                    Some(i) => (&r[..i], &r[i + 1..]),
-                    None => (r, ""),
-                };
-                flow.priority = parse_dec(p)
-                    .and_then(|n| u16::try_from(n).ok())
-                    .ok_or_else(|| bad("priority", p))?;
-                rest
-            }
-            None => m,
-        };
-        if !valid_match(rest) {
-            return Err(ParseError::BadMatch(m.to_string()));
-        }
-        flow.match_text = rest;
+        set_match(&mut flow, m)?;
     }
     Ok(flow)
+}
+
+/// Sets the priority and match of `flow` from its match word (`priority=N,MATCH`, or the
+/// match alone: the default priority).
+#[inline]
+fn set_match<'a>(flow: &mut Flow<'a>, m: &'a str) -> Result<(), ParseError> {
+    let rest = match m.strip_prefix("priority=") {
+        Some(r) => {
+            let (p, rest) = match super::find::find(b',', r.as_bytes()) {
+                Some(i) => (&r[..i], &r[i + 1..]),
+                None => (r, ""),
+            };
+            flow.priority = parse_dec(p)
+                .and_then(|n| u16::try_from(n).ok())
+                .ok_or_else(|| bad("priority", p))?;
+            rest
+        }
+        None => m,
+    };
+    if !valid_match(rest) {
+        return Err(ParseError::BadMatch(m.to_string()));
+    }
+    flow.match_text = rest;
+    Ok(())
 }
 
 /// Bytes allowed in a match key: `[A-Za-z0-9_.]`.
