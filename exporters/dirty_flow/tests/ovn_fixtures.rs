@@ -72,6 +72,24 @@ fn healthy_ovn_node_parses_exactly() {
     );
 }
 
+#[test]
+fn a_bridge_whose_overlap_check_is_off_makes_no_conntrack_search() {
+    // OVN's default: the finding is dropped, so the searches it alone needs (and the extra
+    // dump-groups) are not made; the per-table comparison's count stands as it is.
+    let cfg = Config::default();
+    let inv = parse_inventory(&fixture("healthy_inventory.json")).unwrap();
+    let ports =
+        Ports::new(&inv["br-int"]).with_overlap(cfg.check_on("br-int", "overlap", Controller::Ovn));
+    assert!(ports.overlap_off());
+    let mut s = BridgeScan::new(&cfg, Some(ports), 10);
+    for line in fixture("healthy_br-int.txt").lines() {
+        s.feed_line(line).unwrap();
+    }
+    assert!(!s.wants_groups());
+    let r = s.finish();
+    assert_eq!(counts(&r)["overlap"], 61, "the count without the searches");
+}
+
 /// The healthy capture with `extra` flows, each put after the last flow of its table (the
 /// dump stays in table order).
 fn healthy_with(extra: &[(u8, &str)]) -> String {

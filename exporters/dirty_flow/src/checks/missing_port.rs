@@ -22,6 +22,9 @@ pub struct Ports {
     names: HashSet<String>,
     /// `reg5=N` names port N (neutron).
     reg5: bool,
+    /// The bridge's `overlap` check is off (its controller's default or the config): the
+    /// scan skips the conntrack searches that only an overlap finding needs.
+    overlap_off: bool,
 }
 
 impl Ports {
@@ -45,6 +48,17 @@ impl Ports {
     pub fn with_reg5(mut self, on: bool) -> Self {
         self.reg5 = on;
         self
+    }
+
+    /// Whether the bridge's `overlap` check is on (see [`Ports`]'s field).
+    pub fn with_overlap(mut self, on: bool) -> Self {
+        self.overlap_off = !on;
+        self
+    }
+
+    /// Whether the bridge's `overlap` check is off.
+    pub fn overlap_off(&self) -> bool {
+        self.overlap_off
     }
 
     /// Whether `reg5=N` names port N.

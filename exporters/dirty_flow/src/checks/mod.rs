@@ -822,7 +822,7 @@ impl<'c> BridgeScan<'c> {
     /// (the caller then reads `dump-groups` into [`BridgeScan::set_groups`]).
     pub fn wants_groups(&mut self) -> bool {
         self.close_table();
-        !self.ct_pairs.is_empty() && self.kept.wants_groups()
+        !self.ct_pairs.is_empty() && !self.overlap_off() && self.kept.wants_groups()
     }
 
     /// The bridge's `ovs-ofctl dump-groups` output, for the conntrack searches (see
@@ -831,10 +831,23 @@ impl<'c> BridgeScan<'c> {
         self.kept.set_groups(dump);
     }
 
-    /// Decides each pair of [`BridgeScan::ct_pairs`]: true when its exclusion holds.
+    /// Whether the bridge's `overlap` check is off (its finding is then dropped, so the
+    /// searches that only it needs are not made).
+    fn overlap_off(&self) -> bool {
+        self.ports
+            .as_ref()
+            .and_then(Option::as_ref)
+            .is_some_and(Ports::overlap_off)
+    }
+
+    /// Decides each pair of [`BridgeScan::ct_pairs`]: true when its exclusion holds (never
+    /// searched, so false, when the bridge's `overlap` check is off).
     fn ct_verdicts(&self) -> Vec<bool> {
         if self.ct_pairs.is_empty() {
             return Vec::new();
+        }
+        if self.overlap_off() {
+            return vec![false; self.ct_pairs.len()];
         }
         let Some(mut an) = self.kept.analysis() else {
             return vec![false; self.ct_pairs.len()];

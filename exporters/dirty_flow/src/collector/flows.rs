@@ -59,13 +59,15 @@ pub struct FlowsCollector {
     ovn_unreachable: std::sync::atomic::AtomicU64,
 }
 
-/// Whether `bridge` is neutron's, by the database's answer.
-fn neutron(
+/// The controller of `bridge`, by the database's answer (`none` when it could not be read).
+fn controller(
     ctl: &Result<std::collections::BTreeMap<String, Controller>, crate::error::Error>,
     bridge: &str,
-) -> bool {
+) -> Controller {
     ctl.as_ref()
-        .is_ok_and(|c| c.get(bridge) == Some(&Controller::Neutron))
+        .ok()
+        .and_then(|c| c.get(bridge).copied())
+        .unwrap_or_default()
 }
 
 /// A bridge's dump, streamed through the line checks, how long it took, and its groups and
@@ -112,6 +114,19 @@ impl FlowsCollector {
             fetched: Mutex::new(HashMap::new()),
             ovn_unreachable: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// A bridge's ports as its scan needs them: `reg5` names a port on neutron's bridges, and
+    /// the scan skips the overlap check's searches where that check is off.
+    fn ports(
+        &self,
+        ifaces: &[crate::inventory::Interface],
+        bridge: &str,
+        ctl: Controller,
+    ) -> Ports {
+        Ports::new(ifaces)
+            .with_reg5(ctl == Controller::Neutron)
+            .with_overlap(self.config.check_on(bridge, "overlap", ctl))
     }
 
     /// Streams the bridge's dump through a scan, which checks each table as the dump moves on
@@ -380,9 +395,11 @@ impl FlowsCollector {
         let mut dumps: HashMap<String, Dumped<'_>> = early.into_iter().zip(early_dumps).collect();
         let late: Vec<&String> = bridges.iter().filter(|b| !dumps.contains_key(*b)).collect();
         let late_dumps = futures::future::join_all(late.iter().map(|b| {
-            let ports = inventory.as_ref().and_then(|inv| inv.get(*b)).map(|i| {
-                Ports::new(i).with_reg5(controllers.get(*b) == Some(&Controller::Neutron))
-            });
+            let ctl = controllers.get(*b).copied().unwrap_or_default();
+            let ports = inventory
+                .as_ref()
+                .and_then(|inv| inv.get(*b))
+                .map(|i| self.ports(i, b, ctl));
             let (tx, dump) = self.start_dump(b, caches.remove(*b).unwrap_or_default());
             tx.send(ports);
             dump
@@ -421,7 +438,7 @@ impl FlowsCollector {
                     .as_ref()
                     .ok()
                     .and_then(|i| i.get(b))
-                    .map(|i| Ports::new(i).with_reg5(neutron(&controllers, b))),
+                    .map(|i| self.ports(i, b, controller(&controllers, b))),
             );
         }
         Database {
