@@ -177,8 +177,9 @@ fn vanished(text: &str, kind: &str) -> f64 {
 }
 
 /// A pod whose directory is created and removed while the exporter cannot run (stopped with
-/// SIGSTOP, as a CPU-starved exporter under churn) is counted as vanished, and the other pods
-/// go on being counted; a pod read and then removed is not counted.
+/// SIGSTOP, as a CPU-starved exporter under churn) is counted as vanished, and so is a log file
+/// created and removed so in a watched directory; the other pods go on being counted. A pod
+/// read and then removed is not counted.
 #[test]
 fn a_pod_removed_before_any_scan_is_counted_as_vanished() {
     let d = tempfile::tempdir().unwrap();
@@ -219,4 +220,17 @@ fn a_pod_removed_before_any_scan_is_counted_as_vanished() {
     let text = exp.scrape();
     assert_eq!(vanished(&text, "file"), 0.0);
     assert_eq!(vanished(&text, "directory"), 1.0);
+
+    // A log file created and removed in a watched container directory meanwhile.
+    exp.signal("-STOP");
+    let second = keeper.with_file_name("1.log");
+    append(&second, &cri("ERROR gone"));
+    std::fs::remove_file(&second).unwrap();
+    exp.signal("-CONT");
+    wait_for("the vanished file counted", long, || {
+        vanished(&exp.scrape(), "file") == 1.0
+    });
+    append(&keeper, &cri("ERROR keeper 3"));
+    wait_for("the keeper's third line", long, || errors() == 4.0);
+    assert_eq!(vanished(&exp.scrape(), "directory"), 1.0);
 }
