@@ -120,8 +120,9 @@ fn two_thousand_short_lived_pods_lose_nothing_and_leave_nothing_behind() {
         .collect();
     assert!(
         counted,
-        "{:?} of {want:?}; read errors too_many_files {}, not_found {}, io {}; warnings {warnings:#?}",
+        "{:?} of {want:?}; vanished {}; read errors too_many_files {}, not_found {}, io {}; warnings {warnings:#?}",
         by_namespace(&last),
+        sum_samples(&last, "log_pattern_discovery_vanished_total{"),
         metric(&last, "log_pattern_read_errors_total{reason=\"too_many_files\"}"),
         metric(&last, "log_pattern_read_errors_total{reason=\"not_found\"}"),
         metric(&last, "log_pattern_read_errors_total{reason=\"io\"}")
@@ -169,6 +170,20 @@ fn two_thousand_short_lived_pods_lose_nothing_and_leave_nothing_behind() {
     println!("{PODS} pods in {churn:?}");
 }
 
+/// SIGSTOP, then waits until every thread of the exporter is stopped (delivery is asynchronous).
+fn freeze(exp: &Exporter) {
+    exp.signal("-STOP");
+    let tasks = format!("/proc/{}/task", exp.child.pid());
+    wait_for("the exporter stopped", Duration::from_secs(30), || {
+        std::fs::read_dir(&tasks).unwrap().all(|t| {
+            std::fs::read_to_string(t.unwrap().path().join("stat")).is_ok_and(|st| {
+                st.rsplit_once(") ")
+                    .is_some_and(|(_, r)| r.starts_with('T'))
+            })
+        })
+    });
+}
+
 fn vanished(text: &str, kind: &str) -> f64 {
     metric(
         text,
@@ -207,7 +222,7 @@ fn a_pod_removed_before_any_scan_is_counted_as_vanished() {
     assert_eq!(vanished(&text, "file"), 0.0);
 
     // Created and removed while the exporter is stopped: no scan can list it.
-    exp.signal("-STOP");
+    freeze(&exp);
     let gone = container_dir(&pods, "ns", "gone", "main");
     append(&gone.join("0.log"), &cri("ERROR gone"));
     std::fs::remove_dir_all(gone.parent().unwrap()).unwrap();
@@ -222,7 +237,7 @@ fn a_pod_removed_before_any_scan_is_counted_as_vanished() {
     assert_eq!(vanished(&text, "directory"), 1.0);
 
     // A log file created and removed in a watched container directory meanwhile.
-    exp.signal("-STOP");
+    freeze(&exp);
     let second = keeper.with_file_name("1.log");
     append(&second, &cri("ERROR gone"));
     std::fs::remove_file(&second).unwrap();
