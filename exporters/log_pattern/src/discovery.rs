@@ -87,6 +87,11 @@ impl ScanResult {
         }
     }
 
+    /// Whether this scan listed the file `path`.
+    pub fn listed(&self, path: &Path) -> bool {
+        self.listed.contains(path)
+    }
+
     /// Adds a found file, opened now unless followed already or past the budget. A file that
     /// cannot be opened here is listed all the same: the tailer opens it and counts the error.
     fn push(&mut self, path: PathBuf, labels: Labels) {
@@ -475,6 +480,43 @@ impl Source {
     }
 }
 
+impl Source {
+    /// Whether a scan of this source would list `path`: a directory on the way to its files
+    /// (`is_dir`), or one of its files.
+    pub fn wants(&self, path: &Path, is_dir: bool) -> bool {
+        match self {
+            Source::Pods { root } => {
+                let Some(parts) = path.strip_prefix(root).ok().and_then(|rel| {
+                    rel.iter()
+                        .map(|c| c.to_str())
+                        .collect::<Option<Vec<&str>>>()
+                }) else {
+                    return false;
+                };
+                match (parts.as_slice(), is_dir) {
+                    ([pod] | [pod, _], true) => parse_pod_dir(pod).is_some(),
+                    ([pod, _, file], false) => {
+                        parse_pod_dir(pod).is_some() && is_pod_log_name(file)
+                    }
+                    _ => false,
+                }
+            }
+            Source::Glob { pattern, .. } if !is_dir => pattern.matches(path),
+            Source::Glob { pattern, .. } => {
+                let Ok(rel) = path.strip_prefix(&pattern.root) else {
+                    return false;
+                };
+                let n = rel.iter().count();
+                (1..pattern.components.len()).contains(&n)
+                    && rel.iter().zip(&pattern.components).all(|(name, c)| {
+                        name.to_str()
+                            .is_some_and(|name| capture(c, name, &mut Vec::new()))
+                    })
+            }
+        }
+    }
+}
+
 /// Whether `name` matches component `c`; its captures are appended to `captured`.
 fn capture(c: &Component, name: &str, captured: &mut Vec<(String, String)>) -> bool {
     match c {
@@ -701,5 +743,33 @@ mod tests {
             out.files[0].labels,
             vec![("service".into(), "worker".into())]
         );
+    }
+
+    /// What a source would list, for entries an event named (gone since, so by name only).
+    #[test]
+    fn wants_only_what_a_scan_would_list() {
+        let pods = Source::Pods { root: "/p".into() };
+        let glob = Source::Glob {
+            pattern: GlobPattern::parse("/a/{service}/logs/*.log").unwrap(),
+            labels: BTreeMap::new(),
+        };
+        for (source, path, is_dir, want) in [
+            (&pods, "/p/ns_a_u", true, true),
+            (&pods, "/p/ns_a_u/app", true, true),
+            (&pods, "/p/ns_a_u/app/0.log", false, true),
+            (&pods, "/p/ns_a_u/app/0.log.20240101", false, false),
+            (&pods, "/p/junk", true, false),
+            (&pods, "/p/ns_a_u/app/x", true, false),
+            (&pods, "/p/ns_a_u", false, false),
+            (&pods, "/q/ns_a_u", true, false),
+            (&glob, "/a/api", true, true),
+            (&glob, "/a/api/logs", true, true),
+            (&glob, "/a/api/other", true, false),
+            (&glob, "/a/api/logs/e.log", false, true),
+            (&glob, "/a/api/logs/e.txt", false, false),
+            (&glob, "/a/api/logs/sub", true, false),
+        ] {
+            assert_eq!(source.wants(Path::new(path), is_dir), want, "{path}");
+        }
     }
 }

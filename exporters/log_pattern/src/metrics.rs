@@ -259,6 +259,13 @@ fn encode_tailer(c: &Counters, g: &Gauges, sink: &mut Sink) {
     let triggers = ["start", "periodic", "inotify", "overflow"];
     let f = by_label(sink, rescans, "trigger", &c.rescans, &triggers);
     sink.push(f);
+    let vanished = (
+        "discovery_vanished",
+        "Directories and log files an inotify event named as created that were removed before a scan could list them (their lines are lost), by kind",
+    );
+    let kinds = ["directory", "file"];
+    let f = by_label(sink, vanished, "kind", &c.discovery_vanished, &kinds);
+    sink.push(f);
     encode_lag(c, sink);
     for (name, help, v) in [
         (

@@ -4,13 +4,15 @@
 //! inotify activity (a second thread blocks in `read(2)` on the inotify descriptor and raises
 //! flags), on a poll tick, and on requests from the scrape path. Each wake-up: scan the
 //! directories inotify reported changed (only those, and the new subdirectories found there),
-//! or the whole tree if inotify overflowed or the rescan interval elapsed; read every file;
+//! or the whole tree if inotify overflowed or the rescan interval elapsed (an entry the events
+//! named as created that is gone before the scan is counted as vanished); read every file;
 //! release finished rotated files; hand a consistent state to the saver thread if a scrape asked
 //! or the save interval elapsed. The saver writes and fsyncs while the tailer keeps reading, then
 //! answers the waiting scrapes with the values of that durable save (or, if it failed, of the
 //! last good one), so a served counter never goes down, even across SIGKILL.
 
 use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -56,12 +58,16 @@ struct FsFlags {
     pending: AtomicBool,
     structural: AtomicBool,
     overflow: AtomicBool,
-    /// The watches of the directories whose entries changed since the tailer last looked.
-    changed: Mutex<HashSet<WatchDescriptor>>,
+    /// The watches of the directories whose entries changed since the tailer last looked, with
+    /// the entries the events named as created or moved in (name, is a directory).
+    changed: Mutex<HashMap<WatchDescriptor, Created>>,
 }
 
+/// Entries an inotify event named as created in one directory: (name, is a directory).
+type Created = HashSet<(OsString, bool)>;
+
 impl FsFlags {
-    fn changed(&self) -> std::sync::MutexGuard<'_, HashSet<WatchDescriptor>> {
+    fn changed(&self) -> std::sync::MutexGuard<'_, HashMap<WatchDescriptor, Created>> {
         // A panic while holding it cannot leave the set half-updated: take it as it is.
         self.changed.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -144,7 +150,17 @@ fn inotify_loop(mut inotify: Inotify, tx: &mpsc::Sender<Msg>, flags: &FsFlags) {
                 } else if !ev.mask.contains(EventMask::MODIFY) {
                     // The directory of the event's watch: an entry created, renamed or
                     // removed in it, or the directory itself removed (its watch then goes).
-                    changed.insert(ev.wd);
+                    // The names created or moved in are kept to tell, at the scan, those
+                    // removed before it (vanished); one renamed away (a rotation) is not.
+                    let created = changed.entry(ev.wd).or_default();
+                    if let Some(name) = ev.name {
+                        let entry = (name.to_owned(), ev.mask.contains(EventMask::ISDIR));
+                        if ev.mask.intersects(EventMask::CREATE | EventMask::MOVED_TO) {
+                            created.insert(entry);
+                        } else if ev.mask.contains(EventMask::MOVED_FROM) {
+                            created.remove(&entry);
+                        }
+                    }
                     flags.structural.store(true, Ordering::Relaxed);
                 }
             }
@@ -334,7 +350,7 @@ impl Service {
         crate::tail::counters::Counters::inc(&mut self.engine.counters_mut().rescans, trigger);
         let started = Instant::now();
         // A full scan covers the directories inotify reported.
-        self.flags.changed().clear();
+        let (_, created) = self.take_changed();
         let mut out = ScanResult::default();
         // A directory created between its parent's readdir and the parent's watch would be
         // missed until the next periodic rescan: scan again while new watches were added, at
@@ -350,6 +366,7 @@ impl Service {
                 break;
             }
         }
+        self.count_vanished(&created, &out);
         let unreadable = self.count_scan_errors(&out.errors);
         let (files, dirs) = (out.files.len(), out.dirs.len());
         let listed = started.elapsed();
@@ -369,22 +386,34 @@ impl Service {
     /// subtrees of their new subdirectories, watched and scanned at once. Followed files
     /// elsewhere are not judged; the periodic full rescan remains the safety net.
     fn rescan_changed(&mut self) {
-        let wds: Vec<WatchDescriptor> = self.flags.changed().drain().collect();
-        let todo: Vec<PathBuf> = wds
-            .iter()
-            .filter_map(|wd| self.watched_dirs.get(wd).cloned())
-            .collect();
+        let (todo, created) = self.take_changed();
         if !todo.is_empty() {
             crate::tail::counters::Counters::inc(
                 &mut self.engine.counters_mut().rescans,
                 "inotify",
             );
         }
-        self.rescan_dirs(todo, "inotify");
+        self.rescan_dirs(todo, &created, "inotify");
     }
 
-    /// Scans `dirs` as [`Service::rescan_changed`] does (`trigger` is for the debug log).
-    fn rescan_dirs(&mut self, mut todo: Vec<PathBuf>, trigger: &str) {
+    /// The directories inotify reported changed, and the paths its events named as created
+    /// there (path, is a directory); the report is emptied.
+    fn take_changed(&self) -> (Vec<PathBuf>, Vec<(PathBuf, bool)>) {
+        let events: Vec<(WatchDescriptor, Created)> = self.flags.changed().drain().collect();
+        let mut dirs = Vec::with_capacity(events.len());
+        let mut created = Vec::new();
+        for (wd, names) in events {
+            if let Some(dir) = self.watched_dirs.get(&wd) {
+                created.extend(names.into_iter().map(|(n, is_dir)| (dir.join(n), is_dir)));
+                dirs.push(dir.clone());
+            }
+        }
+        (dirs, created)
+    }
+
+    /// Scans `dirs` as [`Service::rescan_changed`] does (`trigger` is for the debug log);
+    /// `created` are the paths events named as created there (path, is a directory).
+    fn rescan_dirs(&mut self, mut todo: Vec<PathBuf>, created: &[(PathBuf, bool)], trigger: &str) {
         if todo.is_empty() {
             return;
         }
@@ -407,6 +436,7 @@ impl Service {
                 break;
             }
         }
+        self.count_vanished(created, &out);
         // Removed directories: their watches went with them.
         let gone = &out.scope.trees;
         if !gone.is_empty() {
@@ -426,6 +456,36 @@ impl Service {
             total_ms = started.elapsed().as_millis() as u64,
             "partial rescan"
         );
+    }
+
+    /// Counts the entries of `created` that a source would follow and that are gone, never
+    /// listed: not by this scan `out`, nor (a directory) watched, nor (a file) followed. An
+    /// entry listed once and removed since is drained, not vanished.
+    fn count_vanished(&mut self, created: &[(PathBuf, bool)], out: &ScanResult) {
+        if created.is_empty() {
+            return;
+        }
+        let listed_dirs: HashSet<&PathBuf> = out.dirs.iter().collect();
+        for (path, is_dir) in created {
+            let seen = if *is_dir {
+                listed_dirs.contains(path) || self.watched.contains_key(path)
+            } else {
+                out.listed(path) || out.followed.contains(path)
+            };
+            if seen
+                || !self.opts.sources.iter().any(|s| s.wants(path, *is_dir))
+                || std::fs::symlink_metadata(path)
+                    .map_or_else(|e| e.kind() != std::io::ErrorKind::NotFound, |_| true)
+            {
+                continue;
+            }
+            let kind = if *is_dir { "directory" } else { "file" };
+            tracing::debug!(path = %path.display(), kind, "created entry removed before it could be listed; its lines are lost");
+            crate::tail::counters::Counters::inc(
+                &mut self.engine.counters_mut().discovery_vanished,
+                kind,
+            );
+        }
     }
 
     /// Watches `dirs` (besides those watched); returns the newly watched ones.
@@ -588,7 +648,7 @@ impl Service {
             // Files listed while no descriptor was free: opened as soon as one is (a scan of
             // their directories, not counted in rescans_total).
             let starved = self.engine.take_starved_dirs();
-            self.rescan_dirs(starved, "descriptors");
+            self.rescan_dirs(starved, &[], "descriptors");
             if Instant::now() >= next_expiry {
                 self.engine.expire_series();
                 next_expiry = Instant::now() + EXPIRY_INTERVAL;

@@ -120,8 +120,9 @@ fn two_thousand_short_lived_pods_lose_nothing_and_leave_nothing_behind() {
         .collect();
     assert!(
         counted,
-        "{:?} of {want:?}; read errors too_many_files {}, not_found {}, io {}; warnings {warnings:#?}",
+        "{:?} of {want:?}; vanished {}; read errors too_many_files {}, not_found {}, io {}; warnings {warnings:#?}",
         by_namespace(&last),
+        sum_samples(&last, "log_pattern_discovery_vanished_total{"),
         metric(&last, "log_pattern_read_errors_total{reason=\"too_many_files\"}"),
         metric(&last, "log_pattern_read_errors_total{reason=\"not_found\"}"),
         metric(&last, "log_pattern_read_errors_total{reason=\"io\"}")
@@ -134,6 +135,11 @@ fn two_thousand_short_lived_pods_lose_nothing_and_leave_nothing_behind() {
     assert_eq!(
         metric(&last, "log_pattern_lines_read_total"),
         (PODS * 5 + NAMESPACES) as f64
+    );
+    assert_eq!(
+        sum_samples(&last, "log_pattern_discovery_vanished_total{"),
+        0.0,
+        "no pod vanished unread: {last}"
     );
     // The descriptors are given back: only the keepers stay open.
     wait_for("descriptors given back", Duration::from_secs(30), || {
@@ -162,4 +168,84 @@ fn two_thousand_short_lived_pods_lose_nothing_and_leave_nothing_behind() {
     );
     assert_monotonic(&history);
     println!("{PODS} pods in {churn:?}");
+}
+
+/// SIGSTOP, then waits until every thread of the exporter is stopped (delivery is asynchronous).
+fn freeze(exp: &Exporter) {
+    exp.signal("-STOP");
+    let tasks = format!("/proc/{}/task", exp.child.pid());
+    wait_for("the exporter stopped", Duration::from_secs(30), || {
+        std::fs::read_dir(&tasks).unwrap().all(|t| {
+            std::fs::read_to_string(t.unwrap().path().join("stat")).is_ok_and(|st| {
+                st.rsplit_once(") ")
+                    .is_some_and(|(_, r)| r.starts_with('T'))
+            })
+        })
+    });
+}
+
+fn vanished(text: &str, kind: &str) -> f64 {
+    metric(
+        text,
+        &format!("log_pattern_discovery_vanished_total{{kind=\"{kind}\"}}"),
+    )
+}
+
+/// A pod whose directory is created and removed while the exporter cannot run (stopped with
+/// SIGSTOP, as a CPU-starved exporter under churn) is counted as vanished, and so is a log file
+/// created and removed so in a watched directory; the other pods go on being counted. A pod
+/// read and then removed is not counted.
+#[test]
+fn a_pod_removed_before_any_scan_is_counted_as_vanished() {
+    let d = tempfile::tempdir().unwrap();
+    let pods = d.path().join("pods");
+    std::fs::create_dir_all(&pods).unwrap();
+    let cfg = write_config(d.path(), "rules:\n- name: errors\n  contains: ERROR\n");
+    let argv = args(&pods, &d.path().join("state.json"), &cfg, &[]);
+    let exp = Exporter::start_ready(d.path(), &argv);
+    let errors = || sum_samples(&exp.scrape(), "log_pattern_matches_total{rule=\"errors\"");
+    let long = Duration::from_secs(30);
+    let keeper = container_dir(&pods, "ns", "keeper", "main").join("0.log");
+    append(&keeper, &cri("ERROR keeper 1"));
+    wait_for("the keeper's line", long, || errors() == 1.0);
+
+    // Created, read, removed: drained (its file closed), not vanished.
+    let short = container_dir(&pods, "ns", "short", "main");
+    append(&short.join("0.log"), &cri("ERROR short"));
+    wait_for("the short pod's line", long, || errors() == 2.0);
+    std::fs::remove_dir_all(short.parent().unwrap()).unwrap();
+    wait_for("the short pod's file closed", long, || {
+        metric(&exp.scrape(), "log_pattern_files_watched") == 1.0
+    });
+    let text = exp.scrape();
+    assert_eq!(vanished(&text, "directory"), 0.0);
+    assert_eq!(vanished(&text, "file"), 0.0);
+
+    // Created and removed while the exporter is stopped: no scan can list it.
+    freeze(&exp);
+    let gone = container_dir(&pods, "ns", "gone", "main");
+    append(&gone.join("0.log"), &cri("ERROR gone"));
+    std::fs::remove_dir_all(gone.parent().unwrap()).unwrap();
+    exp.signal("-CONT");
+    append(&keeper, &cri("ERROR keeper 2"));
+    wait_for("the vanished pod counted", long, || {
+        vanished(&exp.scrape(), "directory") == 1.0
+    });
+    wait_for("the keeper's second line", long, || errors() == 3.0);
+    let text = exp.scrape();
+    assert_eq!(vanished(&text, "file"), 0.0);
+    assert_eq!(vanished(&text, "directory"), 1.0);
+
+    // A log file created and removed in a watched container directory meanwhile.
+    freeze(&exp);
+    let second = keeper.with_file_name("1.log");
+    append(&second, &cri("ERROR gone"));
+    std::fs::remove_file(&second).unwrap();
+    exp.signal("-CONT");
+    wait_for("the vanished file counted", long, || {
+        vanished(&exp.scrape(), "file") == 1.0
+    });
+    append(&keeper, &cri("ERROR keeper 3"));
+    wait_for("the keeper's third line", long, || errors() == 4.0);
+    assert_eq!(vanished(&exp.scrape(), "directory"), 1.0);
 }

@@ -62,6 +62,9 @@ pub struct Counters {
     pub inotify_overflows: u64,
     /// By trigger (periodic, inotify, overflow, start).
     pub rescans: BTreeMap<String, u64>,
+    /// Entries an inotify event named as created that were gone before a scan listed them, by
+    /// kind (directory, file).
+    pub discovery_vanished: BTreeMap<String, u64>,
     /// Lag of the pod log tree's lines (their CRI or Docker timestamp).
     pub lag: LagHistogram,
     /// Lag of glob sources' lines, by source (its path pattern).
