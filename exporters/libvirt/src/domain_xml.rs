@@ -143,6 +143,82 @@ fn u32_attr(el: &Element, name: &'static str) -> Result<Option<u32>, ParseError>
         .transpose()
 }
 
+/// `<cputune>`'s `<vcpupin>`s (vCPU, CPUs; sorted by vCPU) and `<emulatorpin>`.
+type Cputune = (Vec<(u32, CpuSet)>, Option<CpuSet>);
+
+/// Reads [`Cputune`].
+fn cputune(root: &Element) -> Result<Cputune, ParseError> {
+    let mut vcpu_pins = Vec::new();
+    let mut emulator_pin = None;
+    if let Some(ct) = root.child("cputune") {
+        for p in ct.children_named("vcpupin") {
+            let vcpu = u32_attr(p, "vcpu")?
+                .ok_or_else(|| ParseError::invalid("vcpupin", "without vcpu"))?;
+            let set = parse_cpuset(p.attr("cpuset").unwrap_or(""))?;
+            vcpu_pins.push((vcpu, set));
+        }
+        if let Some(e) = ct.child("emulatorpin") {
+            emulator_pin = Some(parse_cpuset(e.attr("cpuset").unwrap_or(""))?);
+        }
+    }
+    vcpu_pins.sort_by_key(|(v, _)| *v);
+    Ok((vcpu_pins, emulator_pin))
+}
+
+/// One `<disk>` of `<devices>`.
+fn disk(d: &Element) -> Disk {
+    let driver = d.child("driver");
+    let source = d.child("source");
+    let target = d.child("target");
+    Disk {
+        disk_type: attr(Some(d), "type"),
+        device: attr(Some(d), "device"),
+        target_dev: attr(target, "dev"),
+        target_bus: attr(target, "bus"),
+        driver_name: attr(driver, "name"),
+        driver_type: attr(driver, "type"),
+        driver_cache: attr(driver, "cache"),
+        driver_discard: attr(driver, "discard"),
+        source_file: source
+            .and_then(|s| s.attr("file").or(s.attr("dev")).or(s.attr("name")))
+            .unwrap_or("")
+            .to_string(),
+        source_protocol: attr(source, "protocol"),
+        serial: d.text_at(&["serial"]).unwrap_or("").to_string(),
+    }
+}
+
+/// One `<interface>` of `<devices>`.
+fn interface(i: &Element) -> Interface {
+    let source = i.child("source");
+    Interface {
+        interface_type: attr(Some(i), "type"),
+        mac: attr(i.child("mac"), "address"),
+        target_dev: attr(i.child("target"), "dev"),
+        source_bridge: source
+            .and_then(|s| s.attr("bridge").or(s.attr("network")))
+            .unwrap_or("")
+            .to_string(),
+        model: attr(i.child("model"), "type"),
+        mtu: attr(i.child("mtu"), "size"),
+        port_id: attr(i.path(&["virtualport", "parameters"]), "interfaceid"),
+    }
+}
+
+/// Linux bridge and other plugs have no interfaceid: nova names the tap after the port, so an
+/// interface without one takes the nova port whose id starts with its tap name's tail.
+fn ports_by_tap_name(n: &NovaInstance, interfaces: &mut [Interface]) {
+    for iface in interfaces.iter_mut().filter(|i| i.port_id.is_empty()) {
+        if let Some(short) = iface.target_dev.strip_prefix("tap") {
+            if short.len() >= 8 {
+                if let Some(p) = n.ports.iter().find(|p| p.id.starts_with(short)) {
+                    iface.port_id = p.id.clone();
+                }
+            }
+        }
+    }
+}
+
 /// Parses a domain's XML.
 pub fn parse_domain_xml(xml: &str) -> Result<DomainXml, ParseError> {
     let root = parse_tree(xml)?;
@@ -170,66 +246,22 @@ pub fn parse_domain_xml(xml: &str) -> Result<DomainXml, ParseError> {
         .and_then(|v| v.attr("cpuset"))
         .map(parse_cpuset)
         .transpose()?;
-    let mut vcpu_pins = Vec::new();
-    let mut emulator_pin = None;
-    if let Some(ct) = root.child("cputune") {
-        for p in ct.children_named("vcpupin") {
-            let vcpu = u32_attr(p, "vcpu")?
-                .ok_or_else(|| ParseError::invalid("vcpupin", "without vcpu"))?;
-            let set = parse_cpuset(p.attr("cpuset").unwrap_or(""))?;
-            vcpu_pins.push((vcpu, set));
-        }
-        if let Some(e) = ct.child("emulatorpin") {
-            emulator_pin = Some(parse_cpuset(e.attr("cpuset").unwrap_or(""))?);
-        }
-    }
-    vcpu_pins.sort_by_key(|(v, _)| *v);
+    let (vcpu_pins, emulator_pin) = cputune(&root)?;
     let numa_memory = root.path(&["numatune", "memory"]).map(|m| NumaMemory {
         mode: m.attr("mode").unwrap_or("strict").to_string(),
         nodeset: m.attr("nodeset").unwrap_or("").to_string(),
     });
-
-    let mut disks = Vec::new();
-    let mut interfaces = Vec::new();
-    if let Some(devices) = root.child("devices") {
-        for d in devices.children_named("disk").take(MAX_DEVICES) {
-            let driver = d.child("driver");
-            let source = d.child("source");
-            let target = d.child("target");
-            disks.push(Disk {
-                disk_type: attr(Some(d), "type"),
-                device: attr(Some(d), "device"),
-                target_dev: attr(target, "dev"),
-                target_bus: attr(target, "bus"),
-                driver_name: attr(driver, "name"),
-                driver_type: attr(driver, "type"),
-                driver_cache: attr(driver, "cache"),
-                driver_discard: attr(driver, "discard"),
-                source_file: source
-                    .and_then(|s| s.attr("file").or(s.attr("dev")).or(s.attr("name")))
-                    .unwrap_or("")
-                    .to_string(),
-                source_protocol: attr(source, "protocol"),
-                serial: d.text_at(&["serial"]).unwrap_or("").to_string(),
-            });
-        }
-        for i in devices.children_named("interface").take(MAX_DEVICES) {
-            let source = i.child("source");
-            interfaces.push(Interface {
-                interface_type: attr(Some(i), "type"),
-                mac: attr(i.child("mac"), "address"),
-                target_dev: attr(i.child("target"), "dev"),
-                source_bridge: source
-                    .and_then(|s| s.attr("bridge").or(s.attr("network")))
-                    .unwrap_or("")
-                    .to_string(),
-                model: attr(i.child("model"), "type"),
-                mtu: attr(i.child("mtu"), "size"),
-                port_id: attr(i.path(&["virtualport", "parameters"]), "interfaceid"),
-            });
-        }
-    }
-
+    let devices = root.child("devices");
+    let disks: Vec<Disk> = devices
+        .iter()
+        .flat_map(|d| d.children_named("disk").take(MAX_DEVICES))
+        .map(disk)
+        .collect();
+    let mut interfaces: Vec<Interface> = devices
+        .iter()
+        .flat_map(|d| d.children_named("interface").take(MAX_DEVICES))
+        .map(interface)
+        .collect();
     let nova = root.child("metadata").and_then(|m| {
         m.children
             .iter()
@@ -238,18 +270,8 @@ pub fn parse_domain_xml(xml: &str) -> Result<DomainXml, ParseError> {
             })
             .map(|el| nova_from_element(el).map_err(|e| e.to_string()))
     });
-
-    // Linux bridge and other plugs have no interfaceid: nova names the tap after the port.
     if let Some(Ok(n)) = &nova {
-        for iface in interfaces.iter_mut().filter(|i| i.port_id.is_empty()) {
-            if let Some(short) = iface.target_dev.strip_prefix("tap") {
-                if short.len() >= 8 {
-                    if let Some(p) = n.ports.iter().find(|p| p.id.starts_with(short)) {
-                        iface.port_id = p.id.clone();
-                    }
-                }
-            }
-        }
+        ports_by_tap_name(n, &mut interfaces);
     }
 
     let nova_cpu = nova_cpu_info(nova.as_ref(), vcpus);

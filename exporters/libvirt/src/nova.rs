@@ -162,27 +162,7 @@ pub fn nova_from_element(el: &Element) -> Result<NovaInstance, ParseError> {
         ..NovaInstance::default()
     };
     if let Some(f) = el.child("flavor") {
-        let mut extra_specs = Vec::new();
-        let specs_el = f.child("extraSpecs");
-        if let Some(specs) = specs_el {
-            for s in specs.children_named("extraSpec").take(MAX_ITEMS) {
-                let name = s
-                    .attr("name")
-                    .ok_or_else(|| ParseError::invalid("extraSpec", "without name"))?;
-                extra_specs.push((name.to_string(), s.text.clone()));
-            }
-        }
-        out.flavor = Flavor {
-            name: f.attr("name").map(str::to_string),
-            id: f.attr("id").map(str::to_string),
-            vcpus: number(f, "vcpus")?,
-            memory_mb: number(f, "memory")?,
-            disk_gb: number(f, "disk")?,
-            swap_mb: number(f, "swap")?,
-            ephemeral_gb: number(f, "ephemeral")?,
-            extra_specs,
-            extra_specs_written: specs_el.is_some(),
-        };
+        out.flavor = flavor(f)?;
     }
     if let Some(owner) = el.child("owner") {
         if let Some(u) = owner.child("user") {
@@ -201,70 +181,105 @@ pub fn nova_from_element(el: &Element) -> Result<NovaInstance, ParseError> {
             out.image_id = out.root_id.clone();
         }
     }
-    if let Some(image) = el.child("image") {
-        if let Some(id) = image.attr("uuid").filter(|s| !s.is_empty()) {
+    if let Some(image_el) = el.child("image") {
+        if let Some(id) = image_el.attr("uuid").filter(|s| !s.is_empty()) {
             out.image_id = Some(id.to_string());
         }
-        let mut img = Image {
-            id: image.attr("uuid").unwrap_or("").to_string(),
-            container_format: text(image, "containerFormat"),
-            disk_format: text(image, "diskFormat"),
-            min_disk_gb: number(image, "minDisk")?,
-            min_ram_mb: number(image, "minRam")?,
-            ..Image::default()
-        };
-        if let Some(props) = image.child("properties") {
-            for p in props.children_named("property") {
-                match p.attr("name") {
-                    Some(name) if p.children.is_empty() && !name.is_empty() => {
-                        if img.properties.len() < MAX_ITEMS {
-                            img.properties.push((name.to_string(), p.text.clone()));
-                        }
-                    }
-                    _ => img.malformed_properties += 1,
-                }
-            }
-        }
-        out.image = Some(img);
+        out.image = Some(image(image_el)?);
     }
     if let Some(ports) = el.child("ports") {
         for p in ports.children_named("port").take(MAX_ITEMS) {
-            let id = p
-                .attr("uuid")
-                .filter(|s| !s.is_empty())
-                .ok_or_else(|| ParseError::invalid("nova port", "without uuid"))?;
-            let mut port = Port {
-                id: id.to_string(),
-                ..Port::default()
-            };
-            for ip in p.children_named("ip").take(MAX_ITEMS) {
-                let addr = ip
-                    .attr("address")
-                    .ok_or_else(|| ParseError::invalid("nova ip", "without address"))?
-                    .to_string();
-                let kind = ip.attr("type").unwrap_or("");
-                if matches!(kind, "fixed" | "floating") {
-                    port.ips.push(Ip {
-                        kind: kind.to_string(),
-                        address: addr.clone(),
-                        version: ip.attr("ipVersion").unwrap_or("").to_string(),
-                    });
-                }
-                match ip.attr("type") {
-                    Some("fixed") => port.fixed_ips.push(addr),
-                    Some("floating") => port.floating_ips.push(addr),
-                    other => {
-                        return Err(ParseError::invalid(
-                            "nova ip type",
-                            other.unwrap_or("(none)"),
-                        ))
-                    }
-                }
-            }
-            out.ports.push(port);
+            out.ports.push(port(p)?);
         }
     }
     Ok(out)
+}
+
+/// `<nova:flavor>`.
+fn flavor(f: &Element) -> Result<Flavor, ParseError> {
+    let mut extra_specs = Vec::new();
+    let specs_el = f.child("extraSpecs");
+    if let Some(specs) = specs_el {
+        for s in specs.children_named("extraSpec").take(MAX_ITEMS) {
+            let name = s
+                .attr("name")
+                .ok_or_else(|| ParseError::invalid("extraSpec", "without name"))?;
+            extra_specs.push((name.to_string(), s.text.clone()));
+        }
+    }
+    Ok(Flavor {
+        name: f.attr("name").map(str::to_string),
+        id: f.attr("id").map(str::to_string),
+        vcpus: number(f, "vcpus")?,
+        memory_mb: number(f, "memory")?,
+        disk_gb: number(f, "disk")?,
+        swap_mb: number(f, "swap")?,
+        ephemeral_gb: number(f, "ephemeral")?,
+        extra_specs,
+        extra_specs_written: specs_el.is_some(),
+    })
+}
+
+/// `<nova:image>` (a property with children or without a name is counted as malformed).
+fn image(image: &Element) -> Result<Image, ParseError> {
+    let mut img = Image {
+        id: image.attr("uuid").unwrap_or("").to_string(),
+        container_format: text(image, "containerFormat"),
+        disk_format: text(image, "diskFormat"),
+        min_disk_gb: number(image, "minDisk")?,
+        min_ram_mb: number(image, "minRam")?,
+        ..Image::default()
+    };
+    if let Some(props) = image.child("properties") {
+        for p in props.children_named("property") {
+            match p.attr("name") {
+                Some(name) if p.children.is_empty() && !name.is_empty() => {
+                    if img.properties.len() < MAX_ITEMS {
+                        img.properties.push((name.to_string(), p.text.clone()));
+                    }
+                }
+                _ => img.malformed_properties += 1,
+            }
+        }
+    }
+    Ok(img)
+}
+
+/// One `<nova:port>` with its fixed and floating addresses.
+fn port(p: &Element) -> Result<Port, ParseError> {
+    let id = p
+        .attr("uuid")
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| ParseError::invalid("nova port", "without uuid"))?;
+    let mut port = Port {
+        id: id.to_string(),
+        ..Port::default()
+    };
+    for ip in p.children_named("ip").take(MAX_ITEMS) {
+        let addr = ip
+            .attr("address")
+            .ok_or_else(|| ParseError::invalid("nova ip", "without address"))?
+            .to_string();
+        let kind = ip.attr("type").unwrap_or("");
+        if matches!(kind, "fixed" | "floating") {
+            port.ips.push(Ip {
+                kind: kind.to_string(),
+                address: addr.clone(),
+                version: ip.attr("ipVersion").unwrap_or("").to_string(),
+            });
+        }
+        match ip.attr("type") {
+            Some("fixed") => port.fixed_ips.push(addr),
+            Some("floating") => port.floating_ips.push(addr),
+            other => {
+                return Err(ParseError::invalid(
+                    "nova ip type",
+                    other.unwrap_or("(none)"),
+                ))
+            }
+        }
+    }
+    Ok(port)
 }
 
 /// Parses nova's metadata on its own (the `<nova:instance>` document).
