@@ -52,14 +52,25 @@ fn metric(text: &str, key: &str) -> f64 {
     samples(text).get(key).copied().unwrap_or(-1.0)
 }
 
-#[test]
-fn two_thousand_short_lived_pods_lose_nothing_and_leave_nothing_behind() {
-    let _one = ONE_AT_A_TIME
+/// Waits for the other test of this file to end, then makes a temporary directory with an
+/// empty `pods` tree in it.
+fn start_alone() -> (
+    std::sync::MutexGuard<'static, ()>,
+    tempfile::TempDir,
+    PathBuf,
+) {
+    let one = ONE_AT_A_TIME
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let d = tempfile::tempdir().unwrap();
     let pods = d.path().join("pods");
     std::fs::create_dir_all(&pods).unwrap();
+    (one, d, pods)
+}
+
+#[test]
+fn two_thousand_short_lived_pods_lose_nothing_and_leave_nothing_behind() {
+    let (_one, d, pods) = start_alone();
     let cfg = write_config(
         d.path(),
         "rules:\n\
@@ -203,12 +214,7 @@ fn vanished(text: &str, kind: &str) -> f64 {
 /// read and then removed is not counted.
 #[test]
 fn a_pod_removed_before_any_scan_is_counted_as_vanished() {
-    let _one = ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let d = tempfile::tempdir().unwrap();
-    let pods = d.path().join("pods");
-    std::fs::create_dir_all(&pods).unwrap();
+    let (_one, d, pods) = start_alone();
     let cfg = write_config(d.path(), "rules:\n- name: errors\n  contains: ERROR\n");
     let argv = args(&pods, &d.path().join("state.json"), &cfg, &[]);
     let exp = Exporter::start_ready(d.path(), &argv);
