@@ -103,6 +103,13 @@ pub struct Done {
     /// Where reading stopped (for a file found again at its path).
     #[serde(default)]
     pub offset: u64,
+    /// Fingerprint of the up to [`MARK_BYTES`] bytes before `offset`: the file (or its
+    /// compressed form) is told by them from another file with the same first bytes.
+    #[serde(default)]
+    pub mark: Fingerprint,
+    /// A compressed file: `offset` is its size and `mark` covers its last bytes as stored.
+    #[serde(default)]
+    pub gz: bool,
 }
 
 /// The whole state file.

@@ -328,7 +328,6 @@ impl Running {
 }
 
 #[test]
-#[ignore = "a long-lived pod's lines are sometimes not all counted (an open bug); run with --ignored"]
 fn kubelet_chaos_with_sigkills_loses_and_doubles_nothing() {
     let seed = std::env::var("LOG_PATTERN_CHAOS_SEED")
         .ok()

@@ -15,6 +15,7 @@
 pub mod counters;
 pub mod lines;
 mod recover;
+mod siblings;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fs::File;
@@ -30,6 +31,7 @@ use crate::sink::{Labels, LineSink, SourceId};
 use crate::state::{self, Done, FileState, Fingerprint, State, FINGERPRINT_BYTES, MARK_BYTES};
 use crate::tail::counters::{Counters, Gauges};
 use lines::{Ctx, LineReader};
+use siblings::{Content, Same};
 
 /// Size and modification time of a file when it was judged.
 type Stamp = (u64, Option<std::time::SystemTime>);
@@ -125,12 +127,14 @@ struct GzJob {
     skip: u64,
 }
 
+/// First-bytes fingerprints and identities of a directory's followed files.
+type OpenFps = Vec<(Fingerprint, (u64, u64))>;
+
 /// What [`Engine::check_siblings`] gathers over one directory listing.
 struct SiblingLook<'a> {
     /// Identities of the followed files.
     open: &'a HashSet<(u64, u64)>,
-    /// First-bytes fingerprints of the directory's followed files.
-    open_fps: Vec<Fingerprint>,
+    open_fps: OpenFps,
     /// Identities of the files the listing saw (or whose tombstones a sibling matched).
     present: HashSet<(u64, u64)>,
     /// Siblings judged known at the last scan, with their size and mtime then.
@@ -487,7 +491,7 @@ impl Engine {
     }
 
     /// The offset a released file at `path` with identity `id` was read to, if it is the same
-    /// file (same first bytes) and has not shrunk.
+    /// file (same first bytes and bytes before that offset) and has not shrunk.
     fn released_offset(&self, path: &Path, id: (u64, u64), file: &File) -> Option<u64> {
         let t = self
             .done
@@ -495,7 +499,8 @@ impl Engine {
             .iter()
             .find(|t| (t.dev, t.ino) == id && t.offset > 0)?;
         let size = file.metadata().ok().filter(|m| m.is_file())?.len();
-        (same_content(file, t.fingerprint) && size >= t.offset).then_some(t.offset)
+        let marked = t.mark.len == 0 || mark_of(file, t.offset) == t.mark;
+        (same_content(file, t.fingerprint) && size >= t.offset && marked).then_some(t.offset)
     }
 
     fn remember_done(&mut self, path: &Path, d: Done) {
@@ -538,7 +543,7 @@ impl Engine {
         bases: &[(String, Labels)],
         first: bool,
         open: &HashSet<(u64, u64)>,
-        open_fps: Vec<Fingerprint>,
+        open_fps: OpenFps,
     ) {
         let Ok(rd) = std::fs::read_dir(dir) else {
             return;
@@ -617,14 +622,35 @@ impl Engine {
             plain.as_ref().and_then(|f| head(f, FINGERPRINT_BYTES).ok())
         };
         let Some(head) = head else { return };
-        let known = self.known_sibling(dir, id, &head, look);
+        let content = match &plain {
+            Some(f) if !gz => Content::Plain(f, meta.len()),
+            _ => Content::Gz(p),
+        };
+        let recent = meta
+            .modified()
+            .ok()
+            .and_then(|m| m.elapsed().ok())
+            .is_none_or(|age| age < SETTLE);
+        let known = match self.known_sibling(dir, id, &head, &content, look) {
+            Same::Short if recent => return,
+            same => same == Same::Yes,
+        };
         if known || first && self.first_start_policy() {
-            tracing::debug!(path = %p.display(), known, "rotated file not read: known by its first bytes, or history at the first start");
-            let done = Done {
-                dev: id.0,
-                ino: id.1,
-                fingerprint: Fingerprint::of(&head),
-                offset: 0,
+            tracing::debug!(path = %p.display(), known, "rotated file not read: known by its content, or history at the first start");
+            // Known again by its end (a plain one's compressed form too).
+            let done = match &content {
+                Content::Plain(f, len) => Done {
+                    dev: id.0,
+                    ino: id.1,
+                    fingerprint: Fingerprint::of(&head),
+                    offset: *len,
+                    mark: mark_of(f, *len),
+                    gz: false,
+                },
+                Content::Gz(_) => match File::open(p) {
+                    Ok(f) => siblings::gz_done(&f, &meta, &head),
+                    Err(_) => return,
+                },
             };
             self.remember_done(p, done);
             look.judged.insert(id, stamp);
@@ -632,11 +658,6 @@ impl Engine {
         }
         // A copy still being written (copytruncate) may not show its first bytes yet:
         // decide once it has them or has been left alone for a while.
-        let recent = meta
-            .modified()
-            .ok()
-            .and_then(|m| m.elapsed().ok())
-            .is_none_or(|age| age < SETTLE);
         if head.len() < FINGERPRINT_BYTES && recent {
             return;
         }
@@ -653,35 +674,54 @@ impl Engine {
             // `open` counted it in files_opened.
             self.counters.rotations += 1;
             // Its compressed form may be next in this very listing.
-            look.open_fps.push(Fingerprint::of(&head));
+            look.open_fps.push((Fingerprint::of(&head), id));
         }
     }
 
-    /// Whether a sibling with identity `id` and first bytes `head` is known: a tombstone of
-    /// the same file, or the same first bytes as a followed or finished file of `dir` (its
-    /// compressed form, or a copytruncate copy). The tombstones it matches stay.
+    /// Whether a sibling with identity `id`, first bytes `head` and `content` is known: a
+    /// tombstone of the same content, or a finished or followed file of `dir` it is the
+    /// compressed form or a copy of (see [`siblings`]). The tombstones it matches stay.
     fn known_sibling(
         &self,
         dir: &Path,
         id: (u64, u64),
         head: &[u8],
+        content: &Content<'_>,
         look: &mut SiblingLook<'_>,
-    ) -> bool {
-        let matches = |fp: &Fingerprint| {
+    ) -> Same {
+        let begins = |fp: &Fingerprint| {
             let n = fp.len as usize;
             head.len() >= n && Fingerprint::of(&head[..n]) == *fp
         };
         let tombs = self.done.get(dir).map(Vec::as_slice).unwrap_or_default();
-        let mut used = false;
-        for t in tombs {
-            if t.fingerprint.len > 0 && matches(&t.fingerprint)
-                || (t.dev, t.ino) == id && matches(&t.fingerprint)
-            {
+        let mut best = Same::No;
+        for t in tombs.iter().filter(|t| begins(&t.fingerprint)) {
+            let same = if t.mark.len == 0 && (t.dev, t.ino) == id {
+                Same::Yes
+            } else if t.mark.len > 0 || t.fingerprint.len > 0 {
+                siblings::same_as_done(t, content)
+            } else {
+                continue;
+            };
+            if same == Same::Yes {
                 look.present.insert((t.dev, t.ino));
-                used = true;
+            }
+            best = best.max(same);
+        }
+        if best == Same::Yes {
+            return best;
+        }
+        let open = look
+            .open_fps
+            .iter()
+            .filter(|(fp, _)| fp.len > 0 && begins(fp));
+        for (_, open_id) in open {
+            let file = self.files.values().find(|f| (f.dev, f.ino) == *open_id);
+            if file.is_some_and(|f| siblings::same_as_open(&f.file, content)) {
+                return Same::Yes;
             }
         }
-        used || look.open_fps.iter().any(|fp| fp.len > 0 && matches(fp))
+        best
     }
 
     /// A listing races with renames in the directory: `gzip` renames `<f>.gz.tmp` to
@@ -882,10 +922,13 @@ impl Engine {
             // Once for all directories (a churn lists hundreds at once): the identities of the
             // followed files, and the first-bytes fingerprints of each directory's.
             let open: HashSet<(u64, u64)> = self.files.values().map(|f| (f.dev, f.ino)).collect();
-            let mut fps: HashMap<PathBuf, Vec<Fingerprint>> = HashMap::new();
+            let mut fps: HashMap<PathBuf, OpenFps> = HashMap::new();
             for f in self.files.values() {
                 if let Some(d) = f.path.parent().filter(|d| dirs.contains_key(*d)) {
-                    fps.entry(d.to_path_buf()).or_default().push(f.fingerprint);
+                    let id = (f.dev, f.ino);
+                    fps.entry(d.to_path_buf())
+                        .or_default()
+                        .push((f.fingerprint, id));
                 }
             }
             for (dir, bases) in dirs {
@@ -1080,15 +1123,7 @@ impl Engine {
         };
         self.errored.remove(p);
         let fingerprint = Fingerprint::of(&head);
-        self.remember_done(
-            p,
-            Done {
-                dev: meta.dev(),
-                ino: meta.ino(),
-                fingerprint,
-                offset: 0,
-            },
-        );
+        self.remember_done(p, siblings::gz_done(&file, &meta, &head));
         let source = self.sink.source(labels);
         reader.stamp = reader.stamp.or_else(|| self.opts.stamps.find(p));
         self.gz.push_back(GzJob {
@@ -1110,14 +1145,10 @@ impl Engine {
     fn gz_not_resumed(&mut self, p: &Path) {
         tracing::warn!(path = %p.display(), "compressed file not resumed; its unread rest is lost");
         self.counters.files_lost += 1;
-        if let (Ok(meta), Some(h)) = (std::fs::metadata(p), Self::gz_head(p)) {
-            let done = Done {
-                dev: meta.dev(),
-                ino: meta.ino(),
-                fingerprint: Fingerprint::of(&h),
-                offset: 0,
-            };
-            self.remember_done(p, done);
+        let file = File::open(p);
+        let meta = file.as_ref().ok().map(File::metadata);
+        if let (Ok(f), Some(Ok(meta)), Some(h)) = (&file, meta, Self::gz_head(p)) {
+            self.remember_done(p, siblings::gz_done(f, &meta, &h));
         }
     }
 
@@ -1172,6 +1203,8 @@ impl Engine {
             ino: 0,
             fingerprint: tf.fingerprint,
             offset: 0,
+            mark: Fingerprint::default(),
+            gz: false,
         };
         tf.fingerprint = fingerprint_of(&tf.file, FINGERPRINT_BYTES as u64).unwrap_or_default();
         old
@@ -1408,6 +1441,8 @@ impl Engine {
                         ino: tf.ino,
                         fingerprint: tf.fingerprint,
                         offset: tf.reader.position(),
+                        mark: mark_of(&tf.file, tf.reader.position()),
+                        gz: false,
                     },
                 );
                 self.finish(tf);

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::lines::LineReader;
-use super::{is_gz, owned, same_content, Engine, Start};
+use super::{is_gz, mark_of, owned, same_content, Engine, Start};
 use crate::state::{self, Done, FileState, Fingerprint};
 
 impl Engine {
@@ -66,6 +66,7 @@ impl Engine {
             tracing::info!(path = %p.display(), offset = reader.offset, rotated = !is_active, "resuming");
             // `open` counts files_opened; a resumed file is not a new one.
             let offset = reader.offset;
+            let mark = mark_of(&file, offset);
             let start = Start::Resume(reader);
             if self.open(&p, s.labels.clone(), start, !is_active, Some(file)) {
                 self.counters.files_opened -= 1;
@@ -85,6 +86,8 @@ impl Engine {
                     ino: s.ino,
                     fingerprint: s.fingerprint,
                     offset,
+                    mark,
+                    gz: false,
                 };
                 self.remember_done(&p, done);
             }
@@ -255,6 +258,34 @@ mod tests {
         assert_eq!(restart(saved, &p), 110);
     }
 
+    /// One long line, longer than a fingerprint.
+    fn long_line() -> String {
+        format!("ERROR {}\n", "x".repeat(400))
+    }
+
+    /// The state after `p` (one long line and 40 more) was read, rotated to `<p>.1` (and
+    /// compressed if `compress`), released, and a new `p` (the same long line and 10 more) read.
+    fn two_files_beginning_alike(p: &Path, compress: bool) -> crate::state::State {
+        let long = long_line();
+        let rotated = PathBuf::from(format!("{}.1", p.display()));
+        append(p, &format!("{long}{}", lines("a", 40)));
+        let mut a = engine();
+        a.apply_scan(found(p), &[], false);
+        a.read_all();
+        std::fs::rename(p, &rotated).unwrap();
+        append(p, &format!("{long}{}", lines("b", 10)));
+        a.apply_scan(found(p), &[], false);
+        a.read_all();
+        a.reap();
+        if compress {
+            gzip(&rotated);
+        }
+        a.apply_scan(found(p), &[], false);
+        a.read_all();
+        assert_eq!(count(&a), 41 + 11);
+        a.state()
+    }
+
     /// Two files of one container begin with the same bytes (one long line each): the one
     /// already read, compressed while the exporter runs or while it is down, is not taken for
     /// the saved one, compressed while the exporter was down; the saved one's unread rest is
@@ -264,25 +295,7 @@ mod tests {
         for compressed_while_up in [true, false] {
             let d = tempfile::tempdir().unwrap();
             let p = d.path().join("0.log");
-            let long = format!("ERROR {}\n", "x".repeat(400));
-            append(&p, &format!("{long}{}", lines("a", 40)));
-            let mut a = engine();
-            a.apply_scan(found(&p), &[], false);
-            a.read_all();
-            // Rotated, read to its end and released.
-            std::fs::rename(&p, d.path().join("0.log.1")).unwrap();
-            append(&p, &format!("{long}{}", lines("b", 10)));
-            a.apply_scan(found(&p), &[], false);
-            a.read_all();
-            a.reap();
-            if compressed_while_up {
-                gzip(&d.path().join("0.log.1"));
-            }
-            a.apply_scan(found(&p), &[], false);
-            a.read_all();
-            assert_eq!(count(&a), 41 + 11);
-            let saved = a.state();
-            drop(a);
+            let saved = two_files_beginning_alike(&p, compressed_while_up);
             // Down: the saved file grows, is rotated and compressed, a new one begins.
             append(&p, &lines("b unread", 25));
             std::fs::rename(&p, d.path().join("0.log.2")).unwrap();
@@ -295,6 +308,29 @@ mod tests {
                 restart(saved, &p),
                 41 + 11 + 25 + 5,
                 "{compressed_while_up}"
+            );
+        }
+    }
+
+    /// A file written and rotated while the exporter was down begins like an older one read
+    /// before (plain or compressed): it is read, not taken for that one by its first bytes.
+    #[test]
+    fn a_file_rotated_while_down_that_begins_like_one_read_before_is_read() {
+        for compressed in [true, false] {
+            let d = tempfile::tempdir().unwrap();
+            let p = d.path().join("0.log");
+            let saved = two_files_beginning_alike(&p, compressed);
+            let long = long_line();
+            // Down: the saved file is rotated; a new one is written and rotated in turn.
+            append(&p, &lines("b unread", 25));
+            std::fs::rename(&p, d.path().join("0.log.2")).unwrap();
+            append(&p, &format!("{long}{}", lines("c", 30)));
+            std::fs::rename(&p, d.path().join("0.log.3")).unwrap();
+            append(&p, &format!("{long}{}", lines("d", 5)));
+            assert_eq!(
+                restart(saved, &p),
+                41 + 11 + 25 + 31 + 6,
+                "compressed: {compressed}"
             );
         }
     }
