@@ -60,9 +60,53 @@ pub fn trim() -> bool {
     false
 }
 
+/// A collection that keeps its capacity when emptied (a map that held a pod churn's entries):
+/// [`Sparse::shrink_if_sparse`] gives that memory back once it holds under a quarter of it.
+pub trait Sparse {
+    fn shrink_if_sparse(&mut self);
+}
+
+macro_rules! sparse {
+    ($([$($g:tt)*] $t:ty;)*) => {$(
+        impl<$($g)*> Sparse for $t {
+            fn shrink_if_sparse(&mut self) {
+                if self.capacity() > 64 && self.capacity() > 4 * self.len() {
+                    self.shrink_to_fit();
+                }
+            }
+        }
+    )*};
+}
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::{BuildHasher, Hash};
+sparse! {
+    [K: Eq + Hash, V, S: BuildHasher] HashMap<K, V, S>;
+    [K: Eq + Hash, S: BuildHasher] HashSet<K, S>;
+    [T] Vec<T>;
+    [T] VecDeque<T>;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_collection_left_mostly_empty_gives_its_capacity_back() {
+        let mut m: std::collections::HashMap<u32, u32> = (0..10_000).map(|i| (i, i)).collect();
+        m.retain(|k, _| *k < 10);
+        let full = m.capacity();
+        m.shrink_if_sparse();
+        assert!(m.capacity() < full / 100, "{} of {full}", m.capacity());
+        // A small one, or one still a quarter full, keeps its capacity.
+        let mut v: Vec<u32> = Vec::with_capacity(64);
+        v.shrink_if_sparse();
+        assert_eq!(v.capacity(), 64);
+        let mut v: Vec<u32> = Vec::with_capacity(1000);
+        v.extend(0..300);
+        v.shrink_if_sparse();
+        assert_eq!(v.capacity(), 1000);
+    }
 
     #[test]
     fn the_mmap_threshold_is_fixed_on_glibc() {

@@ -61,9 +61,9 @@ def get(path):
     except Exception:
         return 0, ""
 
-def rss_kib():
+def rss_kib(kind="VmRSS"):
     with open(f"/proc/{pid}/status") as f:
-        return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
+        return int(re.search(kind + r":\s+(\d+)", f.read()).group(1))
 
 def scrape():
     out = {}
@@ -89,6 +89,7 @@ with open(os.path.join(keep, "0.log"), "w") as f:
 time.sleep(2)
 scrape()
 before = rss_kib()
+before_anon, before_file = rss_kib("RssAnon"), rss_kib("RssFile")
 peak = before
 
 ended = collections.deque()
@@ -128,6 +129,7 @@ peak = max(peak, rss_kib())
 time.sleep(retention_s + 5)
 m = scrape()
 after = rss_kib()
+after_anon, after_file = rss_kib("RssAnon"), rss_kib("RssFile")
 series = sum(1 for k in m if k.startswith('log_pattern_matches_total{rule="by_pod"') and "churn-" in k)
 print(f"pod churn: {n} pods in {churn:.1f} s ({n / churn:.0f}/s), each removed 1 s after its last line")
 print(f"{'matches written':<40} {written:>12}")
@@ -135,8 +137,11 @@ print(f"{'matches counted':<40} {counted:>12.0f}")
 tmf = m.get('log_pattern_read_errors_total{reason="too_many_files"}', 0)
 print(f"{'read errors (too_many_files)':<40} {tmf:>12.0f}")
 print(f"{'read errors (all)':<40} {total(m, 'log_pattern_read_errors_total{'):>12.0f}")
+print(f"{'vanished before a look (dirs + files)':<40} {total(m, 'log_pattern_discovery_vanished_total{'):>12.0f}")
 print(f"{'files open after':<40} {m.get('log_pattern_files_watched', -1):>12.0f}")
 print(f"{'series of churned pods after retention':<40} {series:>12}")
 print(f"{'RSS before / peak / after (MiB)':<40} {before / 1024:>6.1f} / {peak / 1024:.1f} / {after / 1024:.1f}")
 print(f"{'RSS after - before (MiB)':<40} {(after - before) / 1024:>12.1f}")
+print(f"{'  of which anonymous (heap, stacks)':<40} {(after_anon - before_anon) / 1024:>12.1f}")
+print(f"{'  of which file-backed (code pages)':<40} {(after_file - before_file) / 1024:>12.1f}")
 PY

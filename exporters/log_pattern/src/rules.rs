@@ -25,6 +25,8 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
+use common::alloc::Sparse;
+
 use crate::config::{Rule, RuleType, DEFAULT_BUCKETS};
 use crate::format::Stream;
 use crate::logql::{cut, pipeline, Filter, FilterOp, Matcher, Stage, ERROR_LABEL};
@@ -200,13 +202,6 @@ struct SourceEntry {
     any: bool,
     /// Label set id per projection class.
     projected: Vec<SetId>,
-}
-
-/// Gives back the memory of a map that shrank well below its capacity (pod churn).
-fn shrink<K: Eq + std::hash::Hash, V>(m: &mut HashMap<K, V>) {
-    if m.capacity() > 64 && m.capacity() > 4 * m.len() {
-        m.shrink_to_fit();
-    }
 }
 
 fn bit(bits: &[u64], i: usize) -> bool {
@@ -495,14 +490,35 @@ impl Rules {
         }
     }
 
-    /// Gives back the memory of maps that pod churn left mostly empty.
+    /// Gives back the memory of maps and lists that pod churn left mostly empty: the free
+    /// slots at the end of the source and label set lists go (slots are reused lowest
+    /// first, so the live ones gather at the front).
     fn shrink_maps(&mut self) {
-        shrink(&mut self.source_index);
-        shrink(&mut self.set_index);
-        shrink(&mut self.orphaned);
+        while self.sources.last().is_some_and(|e| !e.live) {
+            self.sources.pop();
+        }
+        let free: HashSet<SetId> = self.free_sets.iter().copied().collect();
+        while self
+            .sets
+            .len()
+            .checked_sub(1)
+            .is_some_and(|i| free.contains(&i))
+        {
+            self.sets.pop();
+        }
+        let (n_sources, n_sets) = (self.sources.len(), self.sets.len());
+        self.free_sources.retain(|&id| id < n_sources);
+        self.free_sets.retain(|&id| id < n_sets);
+        self.sources.shrink_if_sparse();
+        self.sets.shrink_if_sparse();
+        self.free_sources.shrink_if_sparse();
+        self.free_sets.shrink_if_sparse();
+        self.source_index.shrink_if_sparse();
+        self.set_index.shrink_if_sparse();
+        self.orphaned.shrink_if_sparse();
         for r in &mut self.rules {
-            shrink(&mut r.counts);
-            shrink(&mut r.nums);
+            r.counts.shrink_if_sparse();
+            r.nums.shrink_if_sparse();
         }
     }
 
@@ -526,6 +542,8 @@ impl Rules {
                 self.free_sources.push(id);
             }
         }
+        // Popped lowest first.
+        self.free_sources.sort_unstable_by(|a, b| b.cmp(a));
         projected
     }
 
@@ -558,6 +576,8 @@ impl Rules {
                 }
             }
         }
+        // Popped lowest first.
+        self.free_sets.sort_unstable_by(|a, b| b.cmp(a));
     }
 
     /// Resolves the selectors and projections of source `id` and zero-initialises its series.
@@ -1059,7 +1079,11 @@ mod tests {
             let a = r.source(&labels(&format!("q{i}")));
             r.on_line(a, &line("ERROR"));
         }
-        assert_eq!(r.sets.len(), 50);
+        assert_eq!(
+            r.sets.len(),
+            41,
+            "p7's slot and the freed ones before it reused"
+        );
         // p7's file goes too: its series is kept for the retention, from when it was seen gone.
         r.retain_sources(&[]);
         let t1 = t0 + 2 * minute;

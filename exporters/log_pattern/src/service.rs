@@ -19,6 +19,7 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use common::alloc::Sparse;
 use inotify::{Inotify, WatchDescriptor, WatchMask, Watches};
 
 use crate::discovery::{ScanResult, Source};
@@ -292,6 +293,20 @@ fn unix_now() -> f64 {
 }
 
 impl Service {
+    /// Drops the series of sources gone for the retention; once a churn's series went, the
+    /// maps it filled give their capacity back and the freed heap goes to the system.
+    fn expire_series(&mut self) {
+        let n = self.engine.expire_series();
+        self.watched.shrink_if_sparse();
+        self.watched_dirs.shrink_if_sparse();
+        self.unwatched.shrink_if_sparse();
+        self.flags.changed().shrink_if_sparse();
+        if n > 0 {
+            let trimmed = common::alloc::trim();
+            tracing::debug!(series = n, trimmed, "series of gone sources dropped");
+        }
+    }
+
     fn new(
         opts: ServiceOptions,
         sink: Box<dyn LineSink>,
@@ -650,7 +665,7 @@ impl Service {
             let starved = self.engine.take_starved_dirs();
             self.rescan_dirs(starved, &[], "descriptors");
             if Instant::now() >= next_expiry {
-                self.engine.expire_series();
+                self.expire_series();
                 next_expiry = Instant::now() + EXPIRY_INTERVAL;
             }
             if let Some(tx) = stop {

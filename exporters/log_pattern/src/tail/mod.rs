@@ -25,6 +25,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::alloc::Sparse;
+
 use crate::config::StartAt;
 use crate::discovery::{Found, Scope};
 use crate::sink::{Labels, LineSink, SourceId};
@@ -368,22 +370,12 @@ impl Engine {
             .sink
             .expire_series(&live, self.opts.series_retention, Instant::now());
         // Give back the memory of maps that pod churn left mostly empty.
-        for m in [&mut self.active] {
-            if m.capacity() > 64 && m.capacity() > 4 * m.len() {
-                m.shrink_to_fit();
-            }
-        }
-        if self.errored.capacity() > 64 && self.errored.capacity() > 4 * self.errored.len() {
-            self.errored.shrink_to_fit();
-        }
-        if self.judged.capacity() > 64 && self.judged.capacity() > 4 * self.judged.len() {
-            self.judged.shrink_to_fit();
-        }
-        if n > 0 {
-            // The sources, label sets and series freed by a churn go back to the system.
-            let trimmed = common::alloc::trim();
-            tracing::debug!(series = n, trimmed, "series of gone sources dropped");
-        }
+        self.active.shrink_if_sparse();
+        self.errored.shrink_if_sparse();
+        self.starved.shrink_if_sparse();
+        self.judged.shrink_if_sparse();
+        self.unseen.shrink_if_sparse();
+        self.gz.shrink_if_sparse();
         n
     }
 
@@ -715,9 +707,9 @@ impl Engine {
             .open_fps
             .iter()
             .filter(|(fp, _)| fp.len > 0 && begins(fp));
-        for (_, open_id) in open {
+        for (fp, open_id) in open {
             let file = self.files.values().find(|f| (f.dev, f.ino) == *open_id);
-            if file.is_some_and(|f| siblings::same_as_open(&f.file, content)) {
+            if file.is_some_and(|f| siblings::same_as_open(&f.file, *fp, content)) {
                 return Same::Yes;
             }
         }

@@ -10,7 +10,7 @@ use std::io::Read;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 
-use super::mark_of;
+use super::{mark_of, same_content};
 use crate::state::{Done, Fingerprint, MARK_BYTES};
 
 /// The tombstone of the compressed file `f` (`meta` its metadata, `head` its decompressed
@@ -130,9 +130,14 @@ pub(super) fn same_as_done(t: &Done, content: &Content<'_>) -> Same {
     }
 }
 
-/// Whether `content`, whose first bytes are those of the followed file `f`, holds `f`'s
+/// Whether `content`, whose first bytes are `fp`, those of the followed file `f`, holds `f`'s
 /// content as far as both reach: its compressed form (complete or being written) or a copy.
-pub(super) fn same_as_open(f: &File, content: &Content<'_>) -> bool {
+/// A followed file that no longer begins with `fp` was truncated (copytruncate) since: its
+/// copy is known by the first bytes alone, as by a truncated file's tombstone.
+pub(super) fn same_as_open(f: &File, fp: Fingerprint, content: &Content<'_>) -> bool {
+    if !same_content(f, fp) {
+        return true;
+    }
     let Ok(meta) = f.metadata() else {
         return false;
     };
@@ -259,22 +264,26 @@ mod tests {
         let open_path = dir.path().join("0.log.1");
         std::fs::write(&open_path, &b).unwrap();
         let open = File::open(&open_path).unwrap();
+        let fp = Fingerprint::of(&b[..256]);
         // Its compression, half written.
         let z = dir.path().join("0.log.1.gz");
         gz(&z, &b[..b.len() / 2]);
-        assert!(same_as_open(&open, &Content::Gz(&z)));
+        assert!(same_as_open(&open, fp, &Content::Gz(&z)));
         // A copy taken before the file grew further.
         let c = dir.path().join("0.log.copy");
         std::fs::write(&c, &b[..b.len() - 100]).unwrap();
         let cf = File::open(&c).unwrap();
         let copy = Content::Plain(&cf, (b.len() - 100) as u64);
-        assert!(same_as_open(&open, &copy));
+        assert!(same_as_open(&open, fp, &copy));
         // Another file beginning alike.
         let o = dir.path().join("0.log.2");
         let two = body("two");
         std::fs::write(&o, &two).unwrap();
         let of = File::open(&o).unwrap();
         let other = Content::Plain(&of, two.len() as u64);
-        assert!(!same_as_open(&open, &other));
+        assert!(!same_as_open(&open, fp, &other));
+        // Once the followed file is truncated and written anew, a copy of what it held.
+        std::fs::write(&open_path, "new content\n").unwrap();
+        assert!(same_as_open(&open, fp, &copy));
     }
 }
