@@ -49,6 +49,15 @@ impl Controller {
         }
     }
 
+    /// What this controller may change in a packet it pauses (`controller(pause)`) and resumes,
+    /// for the conntrack searches of `overlap` ([`crate::checks::reach::Resume`]).
+    pub fn resume(self) -> crate::checks::reach::Resume {
+        match self {
+            Controller::Ovn => crate::checks::reach::Resume::Ovn,
+            Controller::Neutron | Controller::None => crate::checks::reach::Resume::Anything,
+        }
+    }
+
     /// Whether `check` runs on a bridge of this controller unless the config says otherwise
     /// (the README's table). `overlap` is off on OVN: what is left after the exclusions
     /// ([`crate::checks::overlap`]) on a healthy OVN bridge are pairs only the path of a packet
