@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use dirty_flow_exporter::checks::{BridgeReport, BridgeScan, Ports};
-use dirty_flow_exporter::config::Config;
+use dirty_flow_exporter::config::{Config, OnOff};
 use dirty_flow_exporter::controller::{
     apply, parse_connection_status, parse_controllers, Controller, OvnStatus,
 };
@@ -93,12 +93,15 @@ fn a_paused_packet_that_could_be_anything_leaves_table_46_in_doubt() {
 
 #[test]
 fn a_bridge_whose_overlap_check_is_off_makes_no_conntrack_search() {
-    // OVN's default: the finding is dropped, so the searches it alone needs (and the extra
-    // dump-groups) are not made; the per-table comparison's count stands as it is.
-    let cfg = Config::default();
+    // Switched off by the config: the finding is dropped, so the searches it alone needs (and
+    // the extra dump-groups) are not made; the per-table comparison's count stands as it is.
+    let mut cfg = Config::default();
+    cfg.bridge_checks
+        .insert(("br-int".into(), "overlap".into()), OnOff::Off);
     let inv = parse_inventory(&fixture("healthy_inventory.json")).unwrap();
-    let ports =
-        Ports::new(&inv["br-int"]).with_overlap(cfg.check_on("br-int", "overlap", Controller::Ovn));
+    let ports = Ports::new(&inv["br-int"])
+        .with_overlap(cfg.check_on("br-int", "overlap"))
+        .with_resume(Controller::Ovn.resume());
     assert!(ports.overlap_off());
     let mut s = BridgeScan::new(&cfg, Some(ports), 10);
     for line in fixture("healthy_br-int.txt").lines() {

@@ -22,8 +22,8 @@ pub struct Ports {
     names: HashSet<String>,
     /// `reg5=N` names port N (neutron).
     reg5: bool,
-    /// The bridge's `overlap` check is off (its controller's default or the config): the
-    /// scan skips the conntrack searches that only an overlap finding needs.
+    /// The bridge's `overlap` check is off (by the config): the scan skips the conntrack
+    /// searches that only an overlap finding needs.
     overlap_off: bool,
     /// What the bridge's controller may change in a packet it pauses, for the conntrack
     /// searches ([`crate::checks::reach::Resume`]).

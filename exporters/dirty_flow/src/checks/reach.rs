@@ -914,13 +914,13 @@ impl Ones {
     /// After `w`: a known value sets its bits, any other write may set every bit it writes.
     fn after(&mut self, w: &Write, summary: impl Fn(u16) -> Summary) {
         match *w {
-            Write::Bits {
-                field,
-                value,
-                mask,
-                known,
-            } => {
-                let value = if known { value } else { mask };
+            Write::Bits { field, mask, .. } => {
+                let value = match *w {
+                    Write::Bits {
+                        value, known: true, ..
+                    } => value,
+                    _ => mask,
+                };
                 match REGS.iter().position(|&r| r == field) {
                     Some(r) => {
                         let (v, m) = (value as u32, mask as u32);

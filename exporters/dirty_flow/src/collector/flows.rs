@@ -127,7 +127,7 @@ impl FlowsCollector {
     ) -> Ports {
         Ports::new(ifaces)
             .with_reg5(ctl == Controller::Neutron)
-            .with_overlap(self.config.check_on(bridge, "overlap", ctl))
+            .with_overlap(self.config.check_on(bridge, "overlap"))
             .with_resume(ctl.resume())
     }
 
