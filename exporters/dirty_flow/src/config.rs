@@ -265,21 +265,13 @@ pub struct Config {
 }
 
 impl Config {
-    /// Whether `check` runs on `bridge`, programmed by `controller`: the config's setting for
-    /// the bridge, else the controller's default ([`crate::controller::Controller::default_on`]).
-    pub fn check_on(
-        &self,
-        bridge: &str,
-        check: &str,
-        controller: crate::controller::Controller,
-    ) -> bool {
-        match self
-            .bridge_checks
+    /// Whether `check` runs on `bridge`: the config's setting for the bridge, else on (every
+    /// check runs on every controller's bridges; the controller changes how some are judged,
+    /// see [`crate::controller`]).
+    pub fn check_on(&self, bridge: &str, check: &str) -> bool {
+        self.bridge_checks
             .get(&(bridge.to_string(), check.to_string()))
-        {
-            Some(v) => *v == OnOff::On,
-            None => controller.default_on(check),
-        }
+            .is_none_or(|v| *v == OnOff::On)
     }
 
     /// Whether `cookie` is one of the allowed cookies.
@@ -501,27 +493,25 @@ mod tests {
     }
 
     #[test]
-    fn checks_on_or_off_per_bridge_over_the_controller_defaults() {
-        use crate::controller::Controller;
+    fn checks_on_or_off_per_bridge() {
         let c = parse(
             r#"
 checks:
   - {name: no_flood, actions_regex: FLOOD}
 bridges:
-  br-int: {overlap: on, stale_cookie: off}
+  br-int: {overlap: off, stale_cookie: on}
   br-tun: {no_flood: off}
 "#,
         )
         .unwrap();
-        // br-int: overlap on even on OVN, stale_cookie off even on none.
-        assert!(c.check_on("br-int", "overlap", Controller::Ovn));
-        assert!(!c.check_on("br-int", "stale_cookie", Controller::None));
-        assert!(c.check_on("br-int", "missing_port", Controller::Ovn));
-        assert!(!c.check_on("br-tun", "no_flood", Controller::Neutron));
-        // Unset: the controller's default.
-        assert!(!c.check_on("br-ex", "overlap", Controller::Ovn));
-        assert!(c.check_on("br-ex", "overlap", Controller::Neutron));
-        assert!(c.check_on("br-ex", "overlap", Controller::None));
+        assert!(!c.check_on("br-int", "overlap"));
+        assert!(c.check_on("br-int", "stale_cookie"));
+        assert!(c.check_on("br-int", "missing_port"));
+        assert!(!c.check_on("br-tun", "no_flood"));
+        assert!(c.check_on("br-tun", "overlap"));
+        // Unset: on.
+        assert!(c.check_on("br-ex", "overlap"));
+        assert!(c.check_on("br-ex", "no_flood"));
         for (text, want) in [
             (
                 "bridges: {br-int: {overlapp: off}}",

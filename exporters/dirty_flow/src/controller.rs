@@ -12,7 +12,13 @@
 //! - `neutron`: the bridge has an OpenFlow controller on the loopback (`tcp:127.0.0.1:PORT` or
 //!   `tcp:[::1]:PORT`): neutron's agent with its native OpenFlow interface listens there and
 //!   sets it on every bridge it manages (`of_listen_address`/`of_listen_port`);
-//! - `none`: anything else. Defaults are then today's for every check.
+//! - `none`: anything else.
+//!
+//! Every check runs on every bridge unless the config switches it off; the controller changes
+//! how some are judged: `stale_cookie` on OVN (below), `missing_port` reads `reg5` on
+//! neutron, and `overlap`'s searches keep a packet's protocol and conntrack state across a
+//! pause on OVN only ([`Controller::resume`]); on `none` every check is judged by the flows
+//! alone.
 //!
 //! On OVN, staleness is judged by `ovn-controller` itself: connected to its southbound database
 //! (its unixctl `connection-status`) means its flows are current; an answer of `not connected`
@@ -49,12 +55,13 @@ impl Controller {
         }
     }
 
-    /// Whether `check` runs on a bridge of this controller unless the config says otherwise
-    /// (the README's table). `overlap` is off on OVN: what is left after the exclusions
-    /// ([`crate::checks::overlap`]) on a healthy OVN bridge are pairs only the path of a packet
-    /// tells apart.
-    pub fn default_on(self, check: &str) -> bool {
-        !(self == Controller::Ovn && check == "overlap")
+    /// What this controller may change in a packet it pauses (`controller(pause)`) and resumes,
+    /// for the conntrack searches of `overlap` ([`crate::checks::reach::Resume`]).
+    pub fn resume(self) -> crate::checks::reach::Resume {
+        match self {
+            Controller::Ovn => crate::checks::reach::Resume::Ovn,
+            Controller::Neutron | Controller::None => crate::checks::reach::Resume::Anything,
+        }
     }
 }
 
@@ -182,7 +189,7 @@ pub fn apply(
 ) {
     let flows = report.flows;
     for c in &mut report.checks {
-        if !cfg.check_on(bridge, &c.name, controller) {
+        if !cfg.check_on(bridge, &c.name) {
             c.dirty = 0;
             c.evidence.clear();
             c.incomplete = false;

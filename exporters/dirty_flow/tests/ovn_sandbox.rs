@@ -2,8 +2,10 @@
 //! `ovsdb-server`) started on the OVS sandbox as OVN's own test suite does
 //! (`tests/ovn-macros.at`), all in the sandbox's temp dir and stopped by PID from their
 //! pidfiles. The exporter must tell br-int is OVN's, show 0 for every check while
-//! ovn-controller is connected, count every flow once ovn-controller loses its southbound
-//! database, and report the check incomplete once ovn-controller is gone.
+//! ovn-controller is connected (overlap included, with DHCP requests paused for
+//! ovn-controller), count a same-priority overlap added by hand until it is deleted, count
+//! every flow once ovn-controller loses its southbound database, and report the check
+//! incomplete once ovn-controller is gone.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod sandbox;
@@ -209,6 +211,36 @@ async fn live_ovn_node_healthy_then_disconnected_then_controller_gone() {
         "tcp",
     ]);
     ovn.nbctl(&["ls-lb-add", "sw0", "lb0"]);
+    // DHCP on both ports: ovn-controller answers the requests it pauses (`controller(pause)`),
+    // tracked by the ingress pipeline, and resumes them into the egress pipeline, whose ACL
+    // table also holds neighbour discovery flows beside flows needing a conntrack state.
+    ovn.nbctl(&[
+        "--",
+        "--id=@o",
+        "create",
+        "DHCP_Options",
+        "cidr=10.0.0.0/24",
+        "options:server_id=10.0.0.1",
+        "options:server_mac=fa:16:3e:00:00:ff",
+        "options:lease_time=3600",
+        "options:router=10.0.0.1",
+    ]);
+    let dhcp = {
+        let out = run(ovn
+            .cmd("ovn-nbctl")
+            .arg(format!("--db=unix:{}", ovn.path("ovnnb.sock")))
+            .args([
+                "--bare",
+                "--columns=_uuid",
+                "find",
+                "DHCP_Options",
+                "cidr=10.0.0.0/24",
+            ]));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    for p in ["sw0-p1", "sw0-p2"] {
+        ovn.nbctl(&["lsp-set-dhcpv4-options", p, &dhcp]);
+    }
     sb.vsctl(&["set", "Interface", "tap1", "external_ids:iface-id=sw0-p1"]);
     sb.vsctl(&["set", "Interface", "tap2", "external_ids:iface-id=sw0-p2"]);
     ovn.nbctl(&["--wait=hv", "sync"]);
@@ -247,6 +279,51 @@ async fn live_ovn_node_healthy_then_disconnected_then_controller_gone() {
         Some(0.0)
     );
     assert_promtool_clean(&body);
+    let dump = sb.ofctl(&["--no-names", "dump-flows", &sb.target()]);
+    assert!(dump.contains(",pause)"), "no paused DHCP flow: {dump}");
+
+    // A real overlap added by hand beside OVN's own neighbour solicitation flow of the egress
+    // ACL table (same priority, a wider match, other actions): `overlap` is on for OVN, and
+    // it clears once the flow is deleted.
+    let nd = dump
+        .lines()
+        .rfind(|l| l.contains("priority=65532,icmp6,") && l.contains("icmp_type=135"))
+        .expect("OVN's neighbour solicitation flow");
+    let table = nd
+        .split("table=")
+        .nth(1)
+        .and_then(|t| t.split(',').next())
+        .unwrap();
+    let metadata = nd
+        .split("metadata=")
+        .nth(1)
+        .and_then(|t| t.split(',').next())
+        .unwrap();
+    let hand = format!("table={table},priority=65532,icmp6,metadata={metadata},icmp_type=135");
+    sb.add_flows(&format!("{hand},actions=drop\n"));
+    // Counted: the hand flow, OVN's flow (a solicitation with a hop limit of 255 takes
+    // either), and two flows of established and related connections: a solicitation with
+    // another hop limit skips none of the ingress conntrack tables, so it can arrive tracked.
+    let (_, body) = scrape(exp.addr).await;
+    assert_eq!(
+        check(&body, "ovs_dirty_flows", "overlap"),
+        Some(4.0),
+        "{hand}: {body}"
+    );
+    let shown = sandbox::evidence(&body, "overlap");
+    assert!(
+        shown
+            .iter()
+            .any(|e| e.contains("icmp_type=135 actions=drop")),
+        "{shown:#?}"
+    );
+    sb.ofctl(&["--strict", "del-flows", &sb.target(), &hand]);
+    let (_, body) = scrape(exp.addr).await;
+    assert_eq!(
+        check(&body, "ovs_dirty_flows", "overlap"),
+        Some(0.0),
+        "{body}"
+    );
 
     // The southbound database goes away: ovn-controller says so, and its flows are unmanaged.
     ovn.stop("ovsdb-server-sb");

@@ -22,9 +22,12 @@ pub struct Ports {
     names: HashSet<String>,
     /// `reg5=N` names port N (neutron).
     reg5: bool,
-    /// The bridge's `overlap` check is off (its controller's default or the config): the
-    /// scan skips the conntrack searches that only an overlap finding needs.
+    /// The bridge's `overlap` check is off (by the config): the scan skips the conntrack
+    /// searches that only an overlap finding needs.
     overlap_off: bool,
+    /// What the bridge's controller may change in a packet it pauses, for the conntrack
+    /// searches ([`crate::checks::reach::Resume`]).
+    resume: crate::checks::reach::Resume,
 }
 
 impl Ports {
@@ -59,6 +62,17 @@ impl Ports {
     /// Whether the bridge's `overlap` check is off.
     pub fn overlap_off(&self) -> bool {
         self.overlap_off
+    }
+
+    /// What the bridge's controller may change in a packet it pauses and resumes.
+    pub fn with_resume(mut self, resume: crate::checks::reach::Resume) -> Self {
+        self.resume = resume;
+        self
+    }
+
+    /// What the bridge's controller may change in a packet it pauses and resumes.
+    pub fn resume(&self) -> crate::checks::reach::Resume {
+        self.resume
     }
 
     /// Whether `reg5=N` names port N.

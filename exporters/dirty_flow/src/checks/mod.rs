@@ -849,7 +849,12 @@ impl<'c> BridgeScan<'c> {
         if self.overlap_off() {
             return vec![false; self.ct_pairs.len()];
         }
-        let Some(mut an) = self.kept.analysis() else {
+        let resume = self
+            .ports
+            .as_ref()
+            .and_then(Option::as_ref)
+            .map_or(reach::Resume::Anything, Ports::resume);
+        let Some(mut an) = self.kept.analysis(resume) else {
             return vec![false; self.ct_pairs.len()];
         };
         let trk = expand_one("ct_state=+trk");

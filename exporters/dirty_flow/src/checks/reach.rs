@@ -18,13 +18,29 @@
 //!   zero (from a port, a patch port or a tunnel); `ct(table=N)` gives the packet at N a
 //!   conntrack state (`trk` set, the labels and marks some flow or bucket can write), `ct` and
 //!   `ct_clear` clear it for the actions after them (OVS's `compose_conntrack_action`).
+//!   Two things keep the number of questions down: a forward pass ([`may_be_one`]) first
+//!   finds, per table and per datapath (`metadata`), which register bits may be 1 and whether
+//!   the packet may be tracked there, and a question needing more stops at once; and each
+//!   search runs roughly first, without the Ethernet addresses (one flow per port in OVN's
+//!   port security tables), and again with them only when the rough one finds a way.
 //! - [`Analysis::reads_ct_after`], forwards from the pair's jumps: whether a flow the packet
 //!   can take next (checked with [`Analysis::reach`]) matches a `ct_*` field, runs `ct`, sends
 //!   to the controller or to a group whose buckets are unknown, before a `ct_clear`.
 //!
 //! What a controller does is not seen: packets it injects (packet-out) and what it changes in
-//! a paused packet (`controller(pause)`, after which nothing is assumed of the packet). NAT
-//! (`ct(nat)`) rewrites addresses and ports, except of ICMPv6 neighbour discovery and MLD
+//! a packet it pauses (`controller(pause)`) before it resumes it ([`Resume`]). OVS resumes
+//! the actions after the pause on the packet and metadata the controller sends back, with
+//! the conntrack state the packet had (`xlate_resume` restores `conntracked` and the `ct_*`
+//! fields from the continuation). What the controller changes depends on the controller, so
+//! by default nothing is assumed of the packet after a pause. On a bridge of OVN
+//! ([`Resume::Ovn`]), the paused actions are ovn-controller's (`pinctrl.c`): `put_dhcp_opts`,
+//! `put_dhcpv6_opts`, `dns_lookup`, `put_nd_ra_opts`, the DHCP relay checks, the ICMP error's
+//! inner source, and packets held until a MAC binding is learned; each rewrites the payload
+//! (and some the Ethernet and IP addresses, the ICMPv6 type: a router solicitation becomes an
+//! advertisement), writes a result bit into a register or a flag, and leaves the Ethernet
+//! type, the IP protocol, the input port and the conntrack state as they were. So after a
+//! pause on OVN a tracked UDP packet (a DHCP request) stays a tracked UDP packet: it cannot
+//! match a flow for neighbour discovery (ICMPv6). NAT (`ct(nat)`) rewrites addresses and ports, except of ICMPv6 neighbour discovery and MLD
 //! messages (types 130 to 136 and 143), which conntrack never tracks as a connection. Group
 //! buckets are read from `dump-groups` ([`Kept::set_groups`]); without them a flow sending to a
 //! group may reach any table in any state. Each search has a step budget; past it, or when a
@@ -43,16 +59,31 @@ use super::pipeline::{field_bits, number, per_reg};
 const MAX_KEPT_BYTES: usize = 64 << 20;
 
 /// Steps (flows looked at) one search may take.
-const STEP_BUDGET: u64 = 5_000;
+const STEP_BUDGET: u64 = 20_000;
 
 /// Steps all the searches of one dump may take; past it, the pairs left count.
-const TOTAL_BUDGET: u64 = 300_000;
+const TOTAL_BUDGET: u64 = 1_000_000;
 
 /// Jump targets deeper than this: the search stops (reachable).
 const MAX_DEPTH: usize = 48;
 
 /// A table number no flow has: a jump that may go anywhere (a group whose buckets are unknown).
 const ANY: u16 = u16::MAX;
+
+/// What the bridge's controller may change in a packet it pauses (`controller(pause)`) and
+/// resumes (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Resume {
+    /// Anything: nothing is assumed of the packet after a pause (a controller not known).
+    #[default]
+    Anything,
+    /// ovn-controller: everything but the Ethernet type, the IP protocol, the input port and
+    /// the conntrack state ([`KEPT_BY_OVN`]).
+    Ovn,
+}
+
+/// The fields ovn-controller leaves as they were in a packet it resumes (besides `ct_*`).
+const KEPT_BY_OVN: [&str; 3] = ["dl_type", "nw_proto", "in_port"];
 
 const REGS: [&str; 16] = [
     "reg0", "reg1", "reg2", "reg3", "reg4", "reg5", "reg6", "reg7", "reg8", "reg9", "reg10",
@@ -228,8 +259,9 @@ impl Kept {
         self.groups = Some(groups);
     }
 
-    /// The graph of the kept flows, parsed; None when the searches are off.
-    pub fn analysis(&self) -> Option<Analysis<'_>> {
+    /// The graph of the kept flows, parsed, with what the bridge's controller may change in a
+    /// packet it pauses; None when the searches are off.
+    pub fn analysis(&self, resume: Resume) -> Option<Analysis<'_>> {
         if self.overflow {
             return None;
         }
@@ -245,7 +277,7 @@ impl Kept {
                 // No packet matches it.
                 continue;
             }
-            let mut walk = Walk::new(k.table, self.groups.as_ref());
+            let mut walk = Walk::new(k.table, self.groups.as_ref(), resume);
             let end = walk.actions(a, &State::default(), 0);
             let reads_ct = fields.iter().any(|f| f.field.starts_with("ct_")) || walk.reads_ct;
             by_hash.insert(k.hash, flows.len());
@@ -272,7 +304,9 @@ impl Kept {
             v.sort_by(|&a, &b| flows[b].priority.cmp(&flows[a].priority));
         }
         let summaries = summaries(&flows, &by_table);
+        let ones = may_be_one(&flows, &summaries);
         Some(Analysis {
+            ones,
             summaries,
             flows,
             into,
@@ -283,6 +317,7 @@ impl Kept {
             steps: 0,
             total: 0,
             memo: HashMap::new(),
+            rough: false,
         })
     }
 
@@ -386,6 +421,9 @@ enum Write {
     Headers,
     /// NAT: addresses and ports (see the module doc).
     Nat,
+    /// ovn-controller resumed the packet after a pause: every field but [`KEPT_BY_OVN`] and
+    /// the conntrack state, to values not known here.
+    Resumed,
     /// An earlier jump of the flow (to this table) came back: what the tables it runs can
     /// write ([`Summary`]) is unknown, and the conntrack state may have been cleared (never
     /// set: `ct(table=N)` forks, the packet that comes back is untracked).
@@ -398,7 +436,8 @@ struct State {
     writes: Vec<Write>,
     /// The conntrack state is clear (after `ct` or `ct_clear`).
     cleared: bool,
-    /// Nothing is known of the packet (after `controller(pause)`).
+    /// Nothing is known of the packet (after `controller(pause)` by a controller not known,
+    /// or a jump to any table).
     everything: bool,
 }
 
@@ -415,16 +454,18 @@ struct Edge {
 struct Walk<'g> {
     table: u16,
     groups: Option<&'g HashMap<u32, Vec<String>>>,
+    resume: Resume,
     edges: Vec<Edge>,
     /// It runs `ct`, sends to the controller or to an unknown group.
     reads_ct: bool,
 }
 
 impl<'g> Walk<'g> {
-    fn new(table: u16, groups: Option<&'g HashMap<u32, Vec<String>>>) -> Self {
+    fn new(table: u16, groups: Option<&'g HashMap<u32, Vec<String>>>, resume: Resume) -> Self {
         Self {
             table,
             groups,
+            resume,
             edges: Vec::new(),
             reads_ct: false,
         }
@@ -499,7 +540,10 @@ impl<'g> Walk<'g> {
                 ("controller", arg) => {
                     self.reads_ct = true;
                     if arg.is_some_and(|x| x.contains("pause")) {
-                        st.everything = true;
+                        match self.resume {
+                            Resume::Anything => st.everything = true,
+                            Resume::Ovn => st.writes.push(Write::Resumed),
+                        }
                     }
                 }
                 (
@@ -694,6 +738,8 @@ pub struct Analysis<'a> {
     flows: Vec<AFlow<'a>>,
     /// Per table: what running it (and the tables it jumps to) can write.
     summaries: HashMap<u16, Summary>,
+    /// Per table a packet can reach: the register and metadata bits that may be 1 there.
+    ones: OnesMap,
     /// Per target table: (flow, edge) jumping to it.
     into: HashMap<u16, Vec<(usize, usize)>>,
     /// Per table: its kept flows, highest priority first.
@@ -707,16 +753,19 @@ pub struct Analysis<'a> {
     /// Answers of [`Analysis::reach_from`] (a "reachable" found by a cycle or the budget
     /// included: it only makes pairs count).
     memo: HashMap<MemoKey, bool>,
+    /// The search under way forgets the Ethernet addresses ([`Analysis::reach_in`]).
+    rough: bool,
 }
 
-/// A table and constraints (field key, opaque, value, mask), as [`Analysis::reach_from`]
-/// remembers its answers.
-type MemoKey = (u16, Vec<(u64, bool, u128, u128)>);
+/// A table, whether the search was rough, and constraints (field key, opaque, value, mask),
+/// as [`Analysis::reach_from`] remembers its answers.
+type MemoKey = (u16, bool, Vec<(u64, bool, u128, u128)>);
 
 /// The [`MemoKey`] of constraints at a table.
-fn key_of(table: u16, k: &[FieldMatch<'_>]) -> MemoKey {
+fn key_of(table: u16, rough: bool, k: &[FieldMatch<'_>]) -> MemoKey {
     (
         table,
+        rough,
         k.iter()
             .map(|f| (f.key, f.opaque, f.value, f.mask))
             .collect(),
@@ -733,6 +782,8 @@ struct Summary {
     fields: u32,
     headers: bool,
     nat: bool,
+    /// A flow pauses the packet and ovn-controller resumes it ([`Write::Resumed`]).
+    resumed: bool,
     everything: bool,
 }
 
@@ -747,6 +798,7 @@ impl Summary {
             Write::Field(i) => self.fields |= 1 << i,
             Write::Headers => self.headers = true,
             Write::Nat => self.nat = true,
+            Write::Resumed => self.resumed = true,
             Write::Subtree(t) => {
                 let s = of(t);
                 for r in 0..16 {
@@ -756,6 +808,7 @@ impl Summary {
                 self.fields |= s.fields;
                 self.headers |= s.headers;
                 self.nat |= s.nat;
+                self.resumed |= s.resumed;
                 self.everything |= s.everything;
             }
         }
@@ -783,6 +836,9 @@ impl Summary {
         if self.nat {
             forget_nat(k);
         }
+        if self.resumed {
+            forget_resumed(k);
+        }
     }
 }
 
@@ -796,6 +852,7 @@ fn summaries(flows: &[AFlow<'_>], by_table: &HashMap<u16, Vec<usize>>) -> HashMa
         fields: u32::MAX,
         headers: true,
         nat: true,
+        resumed: true,
         everything: true,
     };
     for _ in 0..64 {
@@ -828,6 +885,223 @@ fn summaries(flows: &[AFlow<'_>], by_table: &HashMap<u16, Vec<usize>>) -> HashMa
     // No fixed point within the rounds: nothing is known.
     sum.values_mut().for_each(|s| *s = all);
     sum
+}
+
+/// The register and metadata bits that may be 1 in a packet at some point, and whether it
+/// may be tracked (see [`may_be_one`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Ones {
+    regs: [u32; 16],
+    metadata: u64,
+    tracked: bool,
+}
+
+impl Ones {
+    const ALL: Ones = Ones {
+        regs: [u32::MAX; 16],
+        metadata: u64::MAX,
+        tracked: true,
+    };
+
+    fn union(&mut self, o: &Ones) {
+        for r in 0..16 {
+            self.regs[r] |= o.regs[r];
+        }
+        self.metadata |= o.metadata;
+        self.tracked |= o.tracked;
+    }
+
+    /// After `w`: a known value sets its bits, any other write may set every bit it writes.
+    fn after(&mut self, w: &Write, summary: impl Fn(u16) -> Summary) {
+        match *w {
+            Write::Bits { field, mask, .. } => {
+                let value = match *w {
+                    Write::Bits {
+                        value, known: true, ..
+                    } => value,
+                    _ => mask,
+                };
+                match REGS.iter().position(|&r| r == field) {
+                    Some(r) => {
+                        let (v, m) = (value as u32, mask as u32);
+                        self.regs[r] = (self.regs[r] & !m) | (v & m);
+                    }
+                    None => {
+                        let (v, m) = (value as u64, mask as u64);
+                        self.metadata = (self.metadata & !m) | (v & m);
+                    }
+                }
+            }
+            Write::Registers => self.regs = [u32::MAX; 16],
+            // The conntrack state as it was (see the module doc, and `Write::Subtree`).
+            Write::Resumed => {
+                self.regs = [u32::MAX; 16];
+                self.metadata = u64::MAX;
+            }
+            Write::Subtree(t) => {
+                let s = summary(t);
+                if s.everything || s.resumed {
+                    self.regs = [u32::MAX; 16];
+                    self.metadata = u64::MAX;
+                    return;
+                }
+                for r in 0..16 {
+                    self.regs[r] |= s.regs[r];
+                }
+                if s.metadata {
+                    self.metadata = u64::MAX;
+                }
+            }
+            Write::Field(_) | Write::Headers | Write::Nat => {}
+        }
+    }
+
+    /// Whether a packet satisfying `k` can have these bits: every bit `k` needs to be 1 may be
+    /// (a conntrack field with a bit 1: the packet is tracked).
+    fn allow(&self, k: &[FieldMatch<'_>]) -> bool {
+        k.iter().filter(|f| !f.opaque).all(|f| {
+            let ones = f.value & f.mask;
+            if f.field.starts_with("ct_") {
+                return self.tracked || ones == 0;
+            }
+            if f.field == "metadata" {
+                return ones & !u128::from(self.metadata) == 0;
+            }
+            let Some((span, _)) = field_bits(f.field) else {
+                return true;
+            };
+            let mut ok = true;
+            per_reg(span, ones, f.mask, |r, v, _| ok &= v & !self.regs[r] == 0);
+            ok
+        })
+    }
+}
+
+/// What a packet's `metadata` is known to be: OVN's datapath, set by table 0 and by the
+/// patch ports (None: not known).
+type Datapath = Option<u64>;
+
+/// Per table a packet can reach, per [`Datapath`], the register and metadata bits that may be
+/// 1 there.
+type OnesMap = HashMap<u16, HashMap<Datapath, Ones>>;
+
+/// Whether a packet of datapath `dp` can satisfy the `metadata` constraint of `m`.
+fn datapath_fits(dp: Datapath, m: &[FieldMatch<'_>]) -> bool {
+    let Some(dp) = dp else {
+        return true;
+    };
+    m.iter()
+        .filter(|f| !f.opaque && f.field == "metadata")
+        .all(|f| (u128::from(dp) ^ f.value) & f.mask == 0)
+}
+
+/// The datapath a match names exactly (`metadata=0x1`).
+fn exact_datapath(m: &[FieldMatch<'_>]) -> Datapath {
+    let whole = u128::from(u64::MAX);
+    m.iter()
+        .find(|f| !f.opaque && f.field == "metadata" && f.mask & whole == whole)
+        .map(|f| f.value as u64)
+}
+
+/// The [`Datapath`] after `w`.
+fn datapath_after(dp: Datapath, w: &Write, summary: impl Fn(u16) -> Summary) -> Datapath {
+    let whole = u128::from(u64::MAX);
+    match *w {
+        Write::Bits {
+            field: "metadata",
+            value,
+            mask,
+            known,
+        } => match (known, dp) {
+            (true, _) if mask & whole == whole => Some(value as u64),
+            (true, Some(d)) => Some((d & !(mask as u64)) | (value & mask) as u64),
+            _ => None,
+        },
+        Write::Resumed => None,
+        Write::Subtree(t) => {
+            let s = summary(t);
+            if s.metadata || s.everything || s.resumed {
+                None
+            } else {
+                dp
+            }
+        }
+        _ => dp,
+    }
+}
+
+/// Per table a packet can reach, the register and metadata bits that may be 1 when it gets
+/// there and whether it may be tracked, apart per datapath (a forward pass to a fixed
+/// point): a packet enters table 0 with all of them 0 and untracked, a flow takes only packets of the datapath and with the bits its match can
+/// hold, a known write sets its bits (OVN zeroes the registers before it sends a packet back
+/// to table 8 through a patch port), any other write may set what it writes. A search that
+/// needs a bit a table cannot have stops at once, however many paths lead there.
+fn may_be_one(flows: &[AFlow<'_>], summaries: &HashMap<u16, Summary>) -> OnesMap {
+    let summary = |t: u16| match t {
+        ANY => Summary {
+            everything: true,
+            ..Summary::default()
+        },
+        t => summaries.get(&t).copied().unwrap_or_default(),
+    };
+    // Under ANY: what a jump to any table (a group whose buckets are unknown) brings to all.
+    let mut at: OnesMap = HashMap::from([(0, HashMap::from([(Some(0), Ones::default())]))]);
+    for _ in 0..64 {
+        let mut changed = false;
+        for f in flows {
+            for (dp, from) in ones_at(&at, f.table) {
+                if !datapath_fits(dp, &f.m) || !from.allow(&f.m) {
+                    continue;
+                }
+                // A packet of a datapath not known takes it only if its metadata is the one
+                // the flow matches.
+                let dp = dp.or_else(|| exact_datapath(&f.m));
+                for e in &f.edges {
+                    let (mut o, mut d) = (from, dp);
+                    if e.state.everything || e.target == ANY {
+                        (o, d) = (Ones::ALL, None);
+                    } else {
+                        for w in &e.state.writes {
+                            o.after(w, summary);
+                            d = datapath_after(d, w, summary);
+                        }
+                        // `ct(table=N)` tracks it at N; `ct` and `ct_clear` clear the state
+                        // for what follows, and a jump that comes back never sets it.
+                        o.tracked = e.origin || (o.tracked && !e.state.cleared);
+                    }
+                    let slot = at.entry(e.target).or_default().entry(d).or_default();
+                    let before = *slot;
+                    slot.union(&o);
+                    changed |= *slot != before;
+                }
+            }
+        }
+        if !changed {
+            return at;
+        }
+    }
+    // No fixed point within the rounds: any bit anywhere.
+    HashMap::from([(ANY, HashMap::from([(None, Ones::ALL)]))])
+}
+
+/// The bits that may be 1 at `table`, per datapath ([`may_be_one`]'s answer); empty when no
+/// packet gets there.
+fn ones_at(at: &OnesMap, table: u16) -> Vec<(Datapath, Ones)> {
+    let mut v: Vec<(Datapath, Ones)> = Vec::new();
+    for t in [table, ANY] {
+        if let Some(m) = at.get(&t) {
+            v.extend(m.iter().map(|(&d, &o)| (d, o)));
+        }
+    }
+    v
+}
+
+/// Whether a packet satisfying `k` can be at `table` as far as its registers and metadata
+/// tell ([`may_be_one`]).
+fn may_hold(at: &OnesMap, table: u16, k: &[FieldMatch<'_>]) -> bool {
+    ones_at(at, table)
+        .iter()
+        .any(|(dp, o)| datapath_fits(*dp, k) && o.allow(k))
 }
 
 fn is_reg(field: &str) -> bool {
@@ -904,6 +1178,7 @@ fn forget_unknown(k: &mut Vec<FieldMatch<'_>>, w: &Write) {
         Write::Field(i) => forget_field(k, i),
         Write::Headers => forget(k, |f| (!zero_at_entry(f.field)).then_some(u128::MAX)),
         Write::Nat => forget_nat(k),
+        Write::Resumed => forget_resumed(k),
         Write::Bits { .. } | Write::Subtree(_) => {}
     }
 }
@@ -927,6 +1202,14 @@ fn set_known<'a>(k: Vec<FieldMatch<'a>>, w: &Write) -> Vec<FieldMatch<'a>> {
         mask,
     }];
     merge(&k, &add).unwrap_or(k)
+}
+
+/// Forgets in `k` what ovn-controller may change in a packet it resumes: all but
+/// [`KEPT_BY_OVN`] and the conntrack state.
+fn forget_resumed(k: &mut Vec<FieldMatch<'_>>) {
+    forget(k, |f| {
+        (!f.field.starts_with("ct_") && !KEPT_BY_OVN.contains(&f.field)).then_some(u128::MAX)
+    });
 }
 
 /// Forgets the conntrack fields in `k`.
@@ -965,12 +1248,28 @@ impl<'a> Analysis<'a> {
     pub fn reach(&mut self, table: u16, k: &[FieldMatch<'a>]) -> bool {
         self.total += self.steps;
         self.steps = 0;
-        let mut path = Vec::new();
-        self.reach_from(table, k.to_vec(), &mut path)
+        self.reach_in(table, k.to_vec())
     }
 
-    fn reach_from(&mut self, table: u16, k: Vec<FieldMatch<'a>>, path: &mut Vec<u16>) -> bool {
-        if !possible(&k) {
+    /// [`Analysis::reach_from`] twice: first roughly, forgetting the Ethernet addresses on
+    /// the way (OVN's port security and lookup flows tell packets apart by them, one flow
+    /// per port: a search that keeps them asks the same question once per address), which
+    /// only lets more packets through, so "unreachable" holds; only a "reachable" is then
+    /// checked with every constraint.
+    fn reach_in(&mut self, table: u16, k: Vec<FieldMatch<'a>>) -> bool {
+        self.rough = true;
+        let rough = self.reach_from(table, k.clone(), &mut Vec::new());
+        self.rough = false;
+        rough && self.reach_from(table, k, &mut Vec::new())
+    }
+
+    fn reach_from(&mut self, table: u16, mut k: Vec<FieldMatch<'a>>, path: &mut Vec<u16>) -> bool {
+        if self.rough {
+            forget(&mut k, |f| {
+                matches!(f.field, "dl_src" | "dl_dst").then_some(u128::MAX)
+            });
+        }
+        if !possible(&k) || !may_hold(&self.ones, table, &k) {
             return false;
         }
         if table == 0
@@ -982,7 +1281,7 @@ impl<'a> Analysis<'a> {
         if path.len() >= MAX_DEPTH || path.contains(&table) || self.steps > STEP_BUDGET {
             return true;
         }
-        let key = key_of(table, &k);
+        let key = key_of(table, self.rough, &k);
         if let Some(&known) = self.memo.get(&key) {
             return known;
         }
@@ -1088,9 +1387,11 @@ impl<'a> Analysis<'a> {
                         });
                     }
                 }
-                Write::Registers | Write::Field(_) | Write::Headers | Write::Nat => {
-                    forget_unknown(&mut k, w)
-                }
+                Write::Registers
+                | Write::Field(_)
+                | Write::Headers
+                | Write::Nat
+                | Write::Resumed => forget_unknown(&mut k, w),
                 Write::Subtree(t) => {
                     self.summary(t).forget(&mut k);
                     // Cleared on the way, or as it was before.
@@ -1197,7 +1498,7 @@ impl<'a> Analysis<'a> {
             // What it does first (cheap), then whether such a packet reaches the table at all
             // (registers set on the way).
             let reads = self.flows[g].reads_ct || self.reads_from(g, &at, path);
-            if reads && self.reach_from(table, at, &mut Vec::new()) {
+            if reads && self.reach_in(table, at) {
                 return true;
             }
             if self.flows[g].covers && covered(k, &self.flows[g].m) {
@@ -1258,7 +1559,7 @@ mod tests {
     #[test]
     fn neighbour_discovery_is_never_tracked_past_ovn_pre_acl() {
         let k = kept(OVN);
-        let mut a = k.analysis().unwrap();
+        let mut a = k.analysis(Resume::Anything).unwrap();
         // Tracked neighbour discovery at table 16: no.
         let nd_trk = merge(&m(ND), &m("ct_state=+inv+trk,metadata=0x1")).unwrap();
         assert!(!a.reach(16, &nd_trk));
@@ -1300,10 +1601,97 @@ mod tests {
                 flows[0] = " table=0, priority=100,in_port=1 actions=set_field:0x1->metadata,resubmit(,11)";
                 kk = kept(&flows);
             }
-            let mut a = kk.analysis().unwrap();
+            let mut a = kk.analysis(Resume::Anything).unwrap();
             let nd_trk = merge(&m(ND), &m("ct_state=+inv+trk,metadata=0x1")).unwrap();
             assert!(a.reach(16, &nd_trk), "{why}");
         }
+    }
+
+    /// UDP is tracked in table 1 and the DHCP requests among it paused in table 2; table 3
+    /// has OVN's neighbour solicitation flow beside one needing a conntrack state.
+    const PAUSED: &[&str] = &[
+        " table=0, priority=100,in_port=1 actions=set_field:0x1->metadata,resubmit(,1)",
+        " table=1, priority=100,udp,metadata=0x1 actions=ct(table=2,zone=NXM_NX_REG13[0..15])",
+        " table=1, priority=0,metadata=0x1 actions=resubmit(,2)",
+        " table=2, priority=100,udp,metadata=0x1,tp_src=68,tp_dst=67 actions=controller(userdata=00.00.00.02.00.00.00.00.00.01.de.10.00.00.00.63,pause),resubmit(,3)",
+        " table=2, priority=90,icmp6,metadata=0x1,icmp_type=133,icmp_code=0 actions=ct(table=3,zone=NXM_NX_REG13[0..15])",
+        " table=2, priority=0,metadata=0x1 actions=resubmit(,3)",
+        " table=3, priority=65532,ct_state=+inv+trk,metadata=0x1 actions=drop",
+    ];
+
+    #[test]
+    fn a_packet_ovn_resumes_keeps_its_protocol_and_conntrack_state() {
+        let k = kept(PAUSED);
+        let nd_trk = merge(&m(ND), &m("ct_state=+inv+trk,metadata=0x1")).unwrap();
+        // ovn-controller answers the DHCP request in the payload: the packet stays tracked
+        // UDP, never a tracked neighbour solicitation.
+        let mut a = k.analysis(Resume::Ovn).unwrap();
+        assert!(!a.reach(3, &nd_trk));
+        assert!(a.reach(3, &m("udp,ct_state=+inv+trk,metadata=0x1")));
+        // What it may change: addresses, ports and ICMP types (a router solicitation comes
+        // back an advertisement), registers and metadata; the conntrack state as it was.
+        assert!(a.reach(
+            3,
+            &m("udp,ct_state=+trk,metadata=0x1,nw_dst=10.0.0.9,tp_src=67,tp_dst=68,reg0=0x8/0x8")
+        ));
+        let mut more = PAUSED.to_vec();
+        more[4] = " table=2, priority=90,icmp6,metadata=0x1,icmp_type=133,icmp_code=0 actions=controller(userdata=00.00.00.0c,pause),resubmit(,3)";
+        more[2] = " table=1, priority=0,metadata=0x1 actions=ct(table=2,zone=NXM_NX_REG13[0..15])";
+        let k = kept(&more);
+        let mut a = k.analysis(Resume::Ovn).unwrap();
+        let ra = m("icmp6,icmp_type=134,icmp_code=0,ct_state=+trk,metadata=0x1");
+        assert!(a.reach(3, &ra));
+        // Untracked before the pause: untracked after it.
+        let k = kept(&[PAUSED[0], PAUSED[2], PAUSED[3], PAUSED[5], PAUSED[6]]);
+        let mut a = k.analysis(Resume::Ovn).unwrap();
+        assert!(!a.reach(3, &m("udp,ct_state=+trk,metadata=0x1")));
+    }
+
+    #[test]
+    fn a_packet_another_controller_resumes_could_be_anything() {
+        // `none` (and neutron): nothing is assumed after the pause, so the tracked DHCP
+        // request may come back a tracked neighbour solicitation.
+        let k = kept(PAUSED);
+        let mut a = k.analysis(Resume::Anything).unwrap();
+        let nd_trk = merge(&m(ND), &m("ct_state=+inv+trk,metadata=0x1")).unwrap();
+        assert!(a.reach(3, &nd_trk));
+        let k = kept(&[PAUSED[0], PAUSED[2], PAUSED[3], PAUSED[5], PAUSED[6]]);
+        let mut a = k.analysis(Resume::Anything).unwrap();
+        assert!(a.reach(3, &m("udp,ct_state=+trk,metadata=0x1")));
+    }
+
+    #[test]
+    fn register_bits_are_followed_per_datapath() {
+        // Datapath 3 (a router) fills reg0 with an address in table 9; datapath 1 (a switch)
+        // sets only bit 0. A packet of datapath 1 reaches table 10 with bit 2 set by no path,
+        // so the search stops there however many flows lead to it; a router patch port
+        // zeroes the registers before it sends a packet to table 9 as datapath 1.
+        let flows = [
+            " table=0, priority=100,in_port=1 actions=set_field:0x1->metadata,resubmit(,9)",
+            " table=0, priority=100,in_port=2 actions=set_field:0x3->metadata,resubmit(,9)",
+            " table=0, priority=100,in_port=3 actions=move:NXM_NX_TUN_ID[0..23]->OXM_OF_METADATA[0..23],resubmit(,9)",
+            " table=9, priority=50,metadata=0x3 actions=move:NXM_OF_ETH_SRC[]->NXM_NX_XXREG0[64..111],resubmit(,10)",
+            " table=9, priority=50,metadata=0x1 actions=set_field:0x1/0x1->reg0,resubmit(,10)",
+            " table=10, priority=50,metadata=0x3 actions=set_field:0x1->metadata,set_field:0->reg0,resubmit(,9)",
+            " table=10, priority=0,metadata=0x1 actions=resubmit(,11)",
+            " table=11, priority=100,reg0=0x4/0x4,metadata=0x1 actions=ct(table=12,zone=NXM_NX_REG13[0..15])",
+            " table=11, priority=0 actions=resubmit(,12)",
+            " table=12, priority=100,ct_state=+trk,metadata=0x1 actions=drop",
+        ];
+        let k = kept(&flows);
+        let mut a = k.analysis(Resume::Anything).unwrap();
+        assert!(!a.reach(11, &m("reg0=0x4/0x4,metadata=0x1")));
+        assert!(!a.reach(12, &m("ct_state=+trk,metadata=0x1")));
+        assert!(a.reach(11, &m("reg0=0x1/0x1,metadata=0x1")));
+        assert!(a.reach(10, &m("reg0=0x4/0x4,metadata=0x3")));
+        // Without the reset on the way back, the router's address bits come along.
+        let mut more = flows.to_vec();
+        more[5] =
+            " table=10, priority=50,metadata=0x3 actions=set_field:0x1->metadata,resubmit(,9)";
+        let k = kept(&more);
+        let mut a = k.analysis(Resume::Anything).unwrap();
+        assert!(a.reach(11, &m("reg0=0x4/0x4,metadata=0x1")));
+        assert!(a.reach(12, &m("ct_state=+trk,metadata=0x1")));
     }
 
     #[test]
@@ -1314,7 +1702,7 @@ mod tests {
         assert!(k.wants_groups());
         k.set_groups("OFPST_GROUP_DESC reply (OF1.5) (xid=0x2):\n group_id=2,type=select,bucket=bucket_id:0,weight:100,actions=ct(commit,table=16,zone=NXM_NX_REG11[0..15],nat(dst=10.0.1.11:80),exec(set_field:0x2/0x2->ct_label))\n");
         assert!(!k.wants_groups());
-        let mut a = k.analysis().unwrap();
+        let mut a = k.analysis(Resume::Anything).unwrap();
         let nd_trk = merge(&m(ND), &m("ct_state=+inv+trk,metadata=0x1")).unwrap();
         assert!(!a.reach(16, &nd_trk));
         // TCP gets through the group's ct, with label bit 1 (the bucket writes it), not bit 2.
@@ -1361,7 +1749,7 @@ mod tests {
             " table=45, priority=0 actions=output:1",
         ];
         let k = kept(&flows);
-        let mut a = k.analysis().unwrap();
+        let mut a = k.analysis(Resume::Anything).unwrap();
         let hash = |l: &str| match crate::parse::parse_line(l) {
             Ok(crate::parse::Line::Flow(f)) => super::super::match_hash(f.text),
             _ => 0,
@@ -1380,7 +1768,7 @@ mod tests {
         let mut more = flows.to_vec();
         more[8] = " table=45, priority=0,ct_state=+trk actions=output:1";
         let k = kept(&more);
-        let mut a = k.analysis().unwrap();
+        let mut a = k.analysis(Resume::Anything).unwrap();
         assert!(a.reads_ct_after(hash(more[4]), &pair));
     }
 }

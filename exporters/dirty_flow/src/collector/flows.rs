@@ -116,8 +116,9 @@ impl FlowsCollector {
         }
     }
 
-    /// A bridge's ports as its scan needs them: `reg5` names a port on neutron's bridges, and
-    /// the scan skips the overlap check's searches where that check is off.
+    /// A bridge's ports as its scan needs them: `reg5` names a port on neutron's bridges, the
+    /// scan skips the overlap check's searches where that check is off, and what a paused
+    /// packet keeps follows the controller ([`Controller::resume`]).
     fn ports(
         &self,
         ifaces: &[crate::inventory::Interface],
@@ -126,7 +127,8 @@ impl FlowsCollector {
     ) -> Ports {
         Ports::new(ifaces)
             .with_reg5(ctl == Controller::Neutron)
-            .with_overlap(self.config.check_on(bridge, "overlap", ctl))
+            .with_overlap(self.config.check_on(bridge, "overlap"))
+            .with_resume(ctl.resume())
     }
 
     /// Streams the bridge's dump through a scan, which checks each table as the dump moves on
