@@ -687,7 +687,17 @@ impl Engine {
         };
         let tombs = self.done.get(dir).map(Vec::as_slice).unwrap_or_default();
         let mut best = Same::No;
-        for t in tombs.iter().filter(|t| begins(&t.fingerprint)) {
+        // Decompressing to a plain file's mark is the dear comparison: only when no other
+        // tombstone (the compressed file's own, checked on its stored bytes) knows it.
+        let dear = |t: &Done| matches!(content, Content::Gz(_)) && !t.gz && t.mark.len > 0;
+        let (first, later): (Vec<&Done>, Vec<&Done>) = tombs
+            .iter()
+            .filter(|t| begins(&t.fingerprint))
+            .partition(|t| !dear(t));
+        for t in first.into_iter().chain(later) {
+            if best == Same::Yes && dear(t) {
+                break;
+            }
             let same = if t.mark.len == 0 && (t.dev, t.ino) == id {
                 Same::Yes
             } else if t.mark.len > 0 || t.fingerprint.len > 0 {
