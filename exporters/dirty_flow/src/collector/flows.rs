@@ -158,11 +158,18 @@ impl FlowsCollector {
                 let e = "no dump permit";
                 return (Err(e.into()), start.elapsed(), Listings::none(e));
             };
-            // Groups and meters alongside the flows, each under the same timeout.
+            // Groups and meters alongside the flows, each under the same timeout, spawned one
+            // poll after the flows (and after the database readers `run` polls next).
             let (res, groups, meters) = tokio::join!(
                 self.ovs.dump_flows(bridge, scan),
-                self.ovs.dump_groups(bridge),
-                self.ovs.dump_meters(bridge)
+                async {
+                    tokio::task::yield_now().await;
+                    self.ovs.dump_groups(bridge).await
+                },
+                async {
+                    tokio::task::yield_now().await;
+                    self.ovs.dump_meters(bridge).await
+                }
             );
             let listings = Listings { groups, meters };
             (res.map_err(|e| e.to_string()), start.elapsed(), listings)
@@ -386,9 +393,11 @@ impl FlowsCollector {
             .iter()
             .map(|b| self.start_dump(b, caches.remove(b).unwrap_or_default()))
             .unzip();
-        let (db, early_dumps) = tokio::join!(
-            self.read_database(&early, senders),
-            futures::future::join_all(early_dumps)
+        // Spawn order: each bridge's `dump-flows` (the longest call), then the database
+        // readers (the dumps wait on their ports), then the group and meter listings.
+        let (early_dumps, db) = tokio::join!(
+            futures::future::join_all(early_dumps),
+            self.read_database(&early, senders)
         );
         let (inventory, controllers) = db.into_parts(&mut problems);
         let bridges = self.bridges_to_report(inventory.as_ref());
