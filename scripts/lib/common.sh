@@ -70,6 +70,12 @@ median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 
+# The median of per-round ratios: line i of file A over line i of file B (times measured next to
+# each other), which a change of load during the run moves less than the ratio of the medians.
+paired_ratio() { # file A, file B
+  paste "$1" "$2" | awk '$2 > 0 {print $1 / $2}' | median | awk '{printf "%.2f", $1}'
+}
+
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f MiB", k / 1024 }'; }
 
 start_libvirtd() { # dir, config lines...
