@@ -302,3 +302,113 @@ fn storage_pools_through_the_daemon() {
     drop(exporter);
     drop(daemon);
 }
+
+/// Through a daemon, the per-domain stats calls (the test driver's bulk stats lack counters) run
+/// on connections of the workers' own: libvirtd lists one more client than the main connection
+/// and the events helper's while one domain runs. A domain started by another client after that
+/// connection listed its domains gets its counters on the next scrape, and no call fails.
+#[test]
+fn per_domain_stats_on_worker_connections() {
+    let tmp = tempfile::tempdir().unwrap();
+    let daemon = Libvirtd::start_test_driver(tmp.path());
+    let sock = tmp.path().join("sock");
+    // test:///default is one shared node in the daemon: every connection sees the same domains.
+    let uri = |s: &str| format!("test+unix:///default?socket={}/{s}", sock.display());
+    let exporter = ExporterProc::start(&[
+        format!("--libvirt.uri={}", uri("libvirt-sock-ro")),
+        "--libvirt.concurrency=2".into(),
+        "--path.procfs=".into(),
+    ]);
+    let clients = || {
+        let out = std::process::Command::new("virt-admin")
+            .arg("-c")
+            .arg(format!(
+                "libvirtd:///system?socket={}/libvirt-admin-sock",
+                sock.display()
+            ))
+            .args(["srv-clients-list", "libvirtd"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "virt-admin: {out:?}");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains("unix"))
+            .count()
+    };
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+    };
+    let no_failed_calls = |body: &str| {
+        let failed: Vec<&str> = body
+            .lines()
+            .filter(|l| l.starts_with("libvirt_call_errors_total{") && !l.ends_with(" 0"))
+            .collect();
+        assert!(failed.is_empty(), "{failed:?}");
+    };
+
+    let body = exporter.scrape().1;
+    assert_eq!(sample_value(&body, "libvirt_up "), Some(1.0), "{body}");
+    // virDomainGetInfo's cpuTime and the block counters derive from the wall clock here.
+    let cpu = sample_value(
+        &body,
+        r#"libvirt_domain_info_cpu_time_seconds_total{domain="test"}"#,
+    )
+    .unwrap();
+    assert!((cpu - now()).abs() < 120.0, "cpu {cpu}");
+    let rd = sample_value(
+        &body,
+        r#"libvirt_domain_block_stats_read_bytes_total{domain="test",target_device="vda"}"#,
+    )
+    .unwrap();
+    assert!((rd / (now() * 1e6 / 20.0) - 1.0).abs() < 0.01, "{rd}");
+    no_failed_calls(&body);
+    // The main connection, the events helper's and one worker's (one domain: one worker).
+    assert_eq!(clients(), 3);
+
+    let xml = tmp.path().join("second.xml");
+    std::fs::write(
+        &xml,
+        "<domain type='test'><name>second</name><memory>1048576</memory><vcpu>1</vcpu>\
+         <os><type>hvm</type></os><devices>\
+         <disk type='file' device='disk'><source file='/nonexistent/second.img'/>\
+         <target dev='vdb' bus='virtio'/></disk>\
+         <interface type='network'><source network='default'/><target dev='tapsecond'/></interface>\
+         </devices></domain>",
+    )
+    .unwrap();
+    let st = std::process::Command::new("virsh")
+        .args(["-c", &uri("libvirt-sock"), "create"])
+        .arg(&xml)
+        .output()
+        .unwrap();
+    assert!(st.status.success(), "virsh create: {st:?}");
+    let mut body = String::new();
+    wait_for(
+        "the second domain's counters",
+        Duration::from_secs(10),
+        || {
+            body = exporter.scrape().1;
+            sample_value(
+            &body,
+            r#"libvirt_domain_block_stats_read_bytes_total{domain="second",target_device="vdb"}"#,
+        )
+        .is_some()
+        },
+    );
+    let cpu = sample_value(
+        &body,
+        r#"libvirt_domain_info_cpu_time_seconds_total{domain="second"}"#,
+    )
+    .unwrap();
+    assert!((cpu - now()).abs() < 120.0, "cpu {cpu}");
+    assert!(
+        body.contains(r#"libvirt_domain_interface_stats_receive_bytes_total{domain="second",target_device="tapsecond""#),
+        "{body}"
+    );
+    no_failed_calls(&body);
+    drop(exporter);
+    drop(daemon);
+}
