@@ -141,11 +141,6 @@ impl Libvirt {
         }
     }
 
-    /// The URI connected to.
-    pub fn uri(&self) -> &str {
-        &self.uri
-    }
-
     /// The per-call timeout.
     pub fn timeout(&self) -> Duration {
         self.timeout

@@ -15,7 +15,6 @@ pub mod domain_xml;
 pub(crate) mod error;
 pub mod events_helper;
 pub mod ffi;
-pub(crate) mod lanes;
 pub(crate) mod metrics;
 pub mod nova;
 pub(crate) mod nova_conf;

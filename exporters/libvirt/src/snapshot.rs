@@ -31,7 +31,6 @@ use crate::cpuset::CpuSet;
 use crate::domain_xml::{parse_domain_xml, DomainXml};
 use crate::error::Error;
 use crate::ffi::{self, TypedValue, VcpuInfo};
-use crate::lanes::Lanes;
 use crate::metrics::FxBuild;
 use crate::procfs;
 use crate::stats_fallback::{self, Missing};
@@ -185,8 +184,6 @@ pub struct Gatherer {
     pin_checks: Mutex<HashMap<String, PinCheck, FxBuild>>,
     /// The NUMA topology read on connection number `.0` (read once per connection).
     numa: Mutex<Option<(u64, Option<Arc<NumaTopology>>)>>,
-    /// Connections of their own for the workers of the per-domain stats calls.
-    lanes: Arc<Lanes>,
 }
 
 /// The last `virDomainGetVcpuPinInfo` answer of a running domain. libvirt's pin info is its
@@ -300,7 +297,6 @@ impl Gatherer {
             pininfo_interval,
             pin_checks: Mutex::new(HashMap::default()),
             numa: Mutex::new(None),
-            lanes: Arc::new(Lanes::new(libvirt.uri())),
             stats_fallback,
             vcpu_fallback: true,
             fallbacks: Default::default(),
@@ -675,14 +671,7 @@ impl Gatherer {
                 )
             })
             .unwrap_or_default();
-        let job = FillJob {
-            domain,
-            uuid: snap.uuid.clone(),
-            missing,
-            disks,
-            interfaces: ifaces,
-        };
-        (snap, Some(job))
+        (snap, Some((domain, missing, disks, ifaces)))
     }
 
     /// Makes the per-domain stats calls `fill` (by index into `snaps`), `concurrency` domains
@@ -692,34 +681,20 @@ impl Gatherer {
             return;
         }
         let (idx, jobs): (Vec<usize>, Vec<FillJob>) = fill.into_iter().unzip();
-        let missing: Vec<Missing> = jobs.iter().map(|j| j.missing).collect();
-        let (lanes, generation, workers) = (
-            Arc::clone(&self.lanes),
-            self.libvirt.opens(),
-            self.concurrency,
-        );
-        let (round, open_errors) = (lanes.next_round(), lanes.open_errors());
+        let missing: Vec<Missing> = jobs.iter().map(|j| j.1).collect();
         let answers = self
             .libvirt
-            .pool("domain_stats", jobs, workers, move |job: FillJob| {
-                let disks: Vec<&str> = job.disks.iter().map(String::as_str).collect();
-                let ifaces: Vec<&str> = job.interfaces.iter().map(String::as_str).collect();
-                // On a lane of its own when one can be had (see `crate::lanes`).
-                let Some(mut lane) = lanes.take(generation, workers) else {
-                    return stats_fallback::fetch(&job.domain, job.missing, &disks, &ifaces);
-                };
-                let fetched = match lane.domain(&job.uuid, round) {
-                    Some(d) => stats_fallback::fetch(d, job.missing, &disks, &ifaces),
-                    None => stats_fallback::fetch(&job.domain, job.missing, &disks, &ifaces),
-                };
-                let broken = !fetched.errors.is_empty() && !lane.alive();
-                lanes.give(lane, broken);
-                fetched
-            })
+            .pool(
+                "domain_stats",
+                jobs,
+                self.concurrency,
+                |(domain, missing, disks, ifaces): FillJob| {
+                    let disks: Vec<&str> = disks.iter().map(String::as_str).collect();
+                    let ifaces: Vec<&str> = ifaces.iter().map(String::as_str).collect();
+                    stats_fallback::fetch(&domain, missing, &disks, &ifaces)
+                },
+            )
             .await;
-        for _ in open_errors..self.lanes.open_errors() {
-            self.libvirt.count_error("worker_connection_open");
-        }
         for ((i, missing), answer) in idx.into_iter().zip(missing).zip(answers) {
             if let Some(snap) = snaps.get_mut(i) {
                 self.apply_fill(snap, missing, answer);
@@ -934,16 +909,8 @@ struct DomainAnswer {
     proc_affinity: Option<HashMap<u32, CpuSet>>,
 }
 
-/// The per-domain stats calls of one domain.
-struct FillJob {
-    /// Its handle on the main connection.
-    domain: Domain,
-    uuid: String,
-    missing: Missing,
-    /// Disk and interface target devices.
-    disks: Vec<String>,
-    interfaces: Vec<String>,
-}
+/// The per-domain stats calls of one domain: the domain, the groups, disk and interface targets.
+type FillJob = (Domain, Missing, Vec<String>, Vec<String>);
 
 /// Makes one domain's calls (blocking).
 fn domain_calls(job: DomainJob, ncpus: u32, procfs_root: Option<&std::path::Path>) -> DomainAnswer {
