@@ -43,7 +43,7 @@ fn main() {
         .cloned()
         .unwrap_or_else(|| "qemu:///system".into());
     let iterations: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(10);
-    let concurrency: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(4).max(1);
+    let concurrency: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(8).max(1);
     virt::error::clear_error_callback();
     if std::env::var_os("FLOOR_EVENT_LOOP").is_some() {
         if let Err(e) = libvirt_exporter::ffi::start_event_loop() {

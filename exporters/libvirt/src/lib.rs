@@ -105,8 +105,8 @@ pub struct Flags {
     /// Without events every scrape asks anyway. 0s: every scrape.
     #[arg(long = "libvirt.pininfo-interval", default_value = "1m", value_parser = parse_duration, value_name = "DURATION")]
     pub pininfo_interval: Duration,
-    /// Domains queried in parallel on each scrape.
-    #[arg(long = "libvirt.concurrency", default_value_t = 4, value_name = "N")]
+    /// Domains queried in parallel on each scrape (worker threads on the one connection).
+    #[arg(long = "libvirt.concurrency", default_value_t = 8, value_name = "N")]
     pub concurrency: usize,
     /// procfs mount point, to read the kernel's affinity of QEMU's vCPU threads; empty disables.
     #[arg(long = "path.procfs", default_value = "/proc", value_name = "PATH")]
