@@ -8,6 +8,8 @@ set -euo pipefail
 PACKAGES=(
   # build: the virt crate links libvirt through pkg-config
   pkg-config libvirt-dev
+  # build: tikv-jemalloc-sys compiles jemalloc (log_pattern_exporter's allocator) with cc and make
+  make
   # libvirt: client library, daemon (test driver over a unix socket), QEMU driver for TCG guests
   libvirt-clients libvirt-daemon libvirt-daemon-driver-qemu qemu-system-x86
   # Open vSwitch userspace (dummy datapath sandbox, ovs-ofctl, ovs-vsctl)

@@ -1,6 +1,11 @@
 //! Entry point; see the library crate for everything else.
 use log_pattern_exporter::{config, replay, run, Command, Flags, COLLECTORS};
 
+/// jemalloc, whose freed memory a pod churn leaves in whole pages that `common::alloc::trim`
+/// gives back (see `common::alloc`).
+#[global_allocator]
+static ALLOCATOR: common::alloc::Jemalloc = common::alloc::Jemalloc;
+
 fn main() -> std::process::ExitCode {
     let (flags, enabled) = common::cli::parse::<Flags>(COLLECTORS);
     common::logging::init(&flags.log);
