@@ -19,6 +19,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use super::{evidence_text, match_hash, CheckOutcome, Evidence, Ports};
 use crate::parse::actions::{for_each_port_ref, split_top, ActionIter, PortRef};
+use crate::parse::find::Needle;
 use crate::parse::Flow;
 
 /// Distinct group (or meter) ids whose flows are kept track of; more make the check incomplete.
@@ -45,10 +46,8 @@ pub struct FlowRefs {
     pub overflow: bool,
 }
 
-static GROUP: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
-    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"group:"));
-static METER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
-    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"meter:"));
+static GROUP: Needle = Needle::new(b"group:");
+static METER: Needle = Needle::new(b"meter:");
 
 /// A reference to a group or a meter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,7 +87,7 @@ impl FlowRefs {
     /// none).
     pub fn note(&mut self, flow: &Flow<'_>) {
         let b = flow.actions_text.as_bytes();
-        if GROUP.find(b).is_none() && METER.find(b).is_none() {
+        if !GROUP.is_in(b) && !METER.is_in(b) {
             return;
         }
         let mut refs = Vec::new();

@@ -13,6 +13,7 @@ use std::collections::HashSet;
 
 use crate::inventory::Interface;
 use crate::parse::actions::{for_each_port_ref, port_number, PortRef};
+use crate::parse::find::Needle;
 use crate::parse::Flow;
 
 /// The ports of one bridge that exist and work.
@@ -105,13 +106,12 @@ pub fn is_dirty(flow: &Flow<'_>, ports: &Ports) -> bool {
     missing
 }
 
-static IN_PORT: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
-    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"in_port"));
+static IN_PORT: Needle = Needle::new(b"in_port");
 
 /// Calls `f` with the port the flow's match names (`in_port=N`), if any.
 pub fn for_each_match_port(flow: &Flow<'_>, f: &mut dyn FnMut(PortRef)) {
     // Most flows do not match on in_port: one substring search settles those.
-    if IN_PORT.find(flow.match_text.as_bytes()).is_none() {
+    if !IN_PORT.is_in(flow.match_text.as_bytes()) {
         return;
     }
     for (k, v) in flow.match_fields() {
@@ -123,13 +123,12 @@ pub fn for_each_match_port(flow: &Flow<'_>, f: &mut dyn FnMut(PortRef)) {
     }
 }
 
-static REG5: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
-    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"reg5="));
+static REG5: Needle = Needle::new(b"reg5=");
 
 /// Calls `f` with the port a neutron flow's `reg5=N` names (an exact value, not a mask; N
 /// below OpenFlow's reserved ports).
 pub fn for_each_reg5_port(flow: &Flow<'_>, f: &mut dyn FnMut(PortRef)) {
-    if REG5.find(flow.match_text.as_bytes()).is_none() {
+    if !REG5.is_in(flow.match_text.as_bytes()) {
         return;
     }
     for (k, v) in flow.match_fields() {

@@ -28,6 +28,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use crate::parse::actions::ActionIter;
+use crate::parse::find::Needle;
 
 /// No constant writer yet.
 const NONE: u16 = u16::MAX;
@@ -369,19 +370,23 @@ impl FlowWrites {
     }
 }
 
+/// What the actions of a flow that writes a register or jumps hold (at least one of).
+static WRITES_OR_JUMPS: [Needle; 6] = [
+    Needle::new(b"->"),
+    Needle::new(b"resubmit"),
+    Needle::new(b"table"),
+    Needle::new(b"pop:"),
+    Needle::new(b"multipath"),
+    Needle::new(b"bundle_load"),
+];
+
 impl RegWrites {
     /// Notes the writes and jumps of a flow of `table` with these actions.
     pub fn add(&mut self, table: u16, actions: &str) {
         self.see_table(table);
         // Most flows neither write a register nor jump: one look at the text settles those.
         let b = actions.as_bytes();
-        let maybe = memchr::memmem::find(b, b"->").is_some()
-            || memchr::memmem::find(b, b"resubmit").is_some()
-            || memchr::memmem::find(b, b"table").is_some()
-            || memchr::memmem::find(b, b"pop:").is_some()
-            || memchr::memmem::find(b, b"multipath").is_some()
-            || memchr::memmem::find(b, b"bundle_load").is_some();
-        if !maybe {
+        if !WRITES_OR_JUMPS.iter().any(|n| n.is_in(b)) {
             return;
         }
         let mut w = FlowWrites::default();

@@ -48,7 +48,7 @@
 
 use std::collections::HashMap;
 
-use memchr::memmem;
+use crate::parse::find::Needle;
 
 use crate::parse::actions::ActionIter;
 use crate::parse::fields::{expand_match, merge_sorted, FieldMatch};
@@ -187,12 +187,16 @@ pub struct Kept {
     mark_bits: u128,
 }
 
+static CT_FIELD: Needle = Needle::new(b"ct_");
+static GROUP_ACTION: Needle = Needle::new(b"group");
+static CT_EXEC: Needle = Needle::new(b"exec(");
+
 impl Kept {
     /// Keeps flow `f` of `table` if it can matter: `plain` when all its actions are
     /// [`harmless`]; then only a match on a `ct_*` field makes it matter.
     pub fn add(&mut self, table: u16, f: &crate::parse::Flow<'_>, plain: bool) {
         let (match_text, actions, priority) = (f.match_text, f.actions_text, f.priority);
-        if self.overflow || (plain && memmem::find(match_text.as_bytes(), b"ct_").is_none()) {
+        if self.overflow || (plain && !CT_FIELD.is_in(match_text.as_bytes())) {
             return;
         }
         let hash = super::match_hash(f.text);
@@ -203,10 +207,10 @@ impl Kept {
             return;
         }
         let a = actions.as_bytes();
-        if memmem::find(a, b"group").is_some() {
+        if GROUP_ACTION.is_in(a) {
             self.has_groups = true;
         }
-        if memmem::find(a, b"exec(").is_some() {
+        if CT_EXEC.is_in(a) {
             let (l, m) = ct_writes(actions);
             self.label_bits |= l;
             self.mark_bits |= m;

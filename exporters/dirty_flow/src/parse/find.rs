@@ -1,5 +1,34 @@
 //! Byte search tuned for the short pieces of a flow line: a plain loop below 32 bytes (where
-//! memchr's setup costs more than the search), memchr above.
+//! memchr's setup costs more than the search), memchr above; [`Needle`] for the substrings
+//! looked for in every line.
+
+use std::sync::OnceLock;
+
+/// A substring looked for in every flow line: its searcher is built once, on first use
+/// (`memchr::memmem::find` builds one per call, which costs more than the search itself on a
+/// line's short pieces).
+pub struct Needle {
+    text: &'static [u8],
+    finder: OnceLock<memchr::memmem::Finder<'static>>,
+}
+
+impl Needle {
+    pub const fn new(text: &'static [u8]) -> Self {
+        Self {
+            text,
+            finder: OnceLock::new(),
+        }
+    }
+
+    /// Whether `hay` holds the needle.
+    #[inline]
+    pub fn is_in(&self, hay: &[u8]) -> bool {
+        self.finder
+            .get_or_init(|| memchr::memmem::Finder::new(self.text))
+            .find(hay)
+            .is_some()
+    }
+}
 
 /// Hays shorter than this are searched byte by byte.
 const SHORT: usize = 32;
@@ -37,6 +66,27 @@ pub fn find3(a: u8, b: u8, c: u8, hay: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn needle_finds_what_memmem_finds() {
+        static N: Needle = Needle::new(b"->");
+        for hay in [
+            "",
+            "-",
+            ">",
+            "->",
+            "load:1->reg0",
+            "output:1",
+            "a-b>c",
+            "x->",
+        ] {
+            assert_eq!(
+                N.is_in(hay.as_bytes()),
+                memchr::memmem::find(hay.as_bytes(), b"->").is_some(),
+                "{hay}"
+            );
+        }
+    }
 
     #[test]
     fn short_and_long_agree_with_memchr() {
