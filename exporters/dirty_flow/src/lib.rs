@@ -70,10 +70,11 @@ pub struct Flags {
     /// Timeout of every ovs-ofctl / ovs-vsctl run; the child is killed when it expires.
     #[arg(long = "ovs.timeout", default_value = "8s", value_parser = common::cli::parse_duration, value_name = "DURATION")]
     pub ovs_timeout: Duration,
-    /// OpenFlow version(s) passed to ovs-ofctl as -O; ovs-ofctl uses the highest one the bridge
-    /// also speaks. The default lists them all: an OpenFlow 1.0 dump (ovs-ofctl's own default)
-    /// drops the 1.1+ instructions it cannot express (`write_actions(output:N)` prints as
-    /// `drop`) or cannot print a reply at all.
+    /// OpenFlow version(s) ovs-ofctl may speak (-O); it uses the highest one the bridge also
+    /// speaks. Those up to 1.3 are offered first (a 1.5 dump prints slower and shows nothing
+    /// more the checks read), the whole list to a bridge that refuses them. The default lists
+    /// them all: an OpenFlow 1.0 dump (ovs-ofctl's own default) drops the 1.1+ instructions it
+    /// cannot express (`write_actions(output:N)` prints as `drop`) or cannot print a reply.
     #[arg(
         long = "ovs.openflow-version",
         value_name = "VERSION",
@@ -117,6 +118,7 @@ impl Flags {
                 .unwrap_or_else(|| format!("unix:{}", self.ovs_rundir.join("db.sock").display())),
             timeout: self.ovs_timeout,
             openflow_version: self.ovs_openflow_version.clone(),
+            wide_bridges: Default::default(),
             parser_nice: self.ovs_parser_nice,
             limits: ovs::Limits::default(),
             appctl: self.ovs_appctl_path.clone(),

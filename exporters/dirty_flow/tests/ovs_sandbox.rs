@@ -584,6 +584,76 @@ async fn openflow13_only_bridge() {
     assert_eq!(dirty(&body, "missing_port"), Some(1.0), "{body}");
 }
 
+/// The exporter offers ovs-ofctl OpenFlow 1.0 to 1.3 of its default versions first (a 1.5
+/// dump prints slower and shows nothing more the checks read); a bridge that speaks only 1.4
+/// and 1.5 refuses them, is asked again at once with every version of
+/// `--ovs.openflow-version`, and from then on only with those.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_up_to_1_3_first_and_all_for_a_bridge_that_refuses_them() {
+    let sb = Sandbox::start();
+    sb.add_flows_with(
+        &["-O", "OpenFlow13"],
+        "cookie=0x1,table=0,priority=5,ip,actions=write_actions(output:99)\n\
+         cookie=0x1,table=0,priority=6,ip,nw_dst=10.0.0.1,actions=output:1\n",
+    );
+    let log = sb.path().join("ofctl.log");
+    let ofctl = sb.script(
+        "recording-ofctl",
+        &format!("echo \"$*\" >> '{}'\nexec ovs-ofctl \"$@\"", log.display()),
+    );
+    let flag = format!("--ovs.ofctl-path={ofctl}");
+    let exp = serve(sb.flags(&[&flag]), Config::default()).await;
+    // The `-O` of each ovs-ofctl run since the last call, per command.
+    let runs = || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        std::fs::write(&log, "").unwrap();
+        text.lines()
+            .map(|l| {
+                let w: Vec<&str> = l.split(' ').collect();
+                let at = |k: &str| w.iter().position(|x| *x == k);
+                let versions = at("-O").map_or("", |i| w[i + 1]).to_string();
+                let what = w
+                    .iter()
+                    .find(|x| x.starts_with("dump-"))
+                    .copied()
+                    .unwrap_or("");
+                (what.to_string(), versions)
+            })
+            .collect::<Vec<_>>()
+    };
+    let low = "OpenFlow10,OpenFlow11,OpenFlow12,OpenFlow13";
+    let all = "OpenFlow10,OpenFlow11,OpenFlow12,OpenFlow13,OpenFlow14,OpenFlow15";
+    let (_, body) = scrape(exp.addr).await;
+    assert_eq!(dump_success(&body), Some(1.0), "{body}");
+    // 1.3 shows the 1.1+ instruction: the flow to port 99.
+    assert_eq!(dirty(&body, "missing_port"), Some(1.0), "{body}");
+    let first = runs();
+    assert!(
+        first.iter().any(|(w, _)| w == "dump-flows") && first.iter().all(|(_, v)| v == low),
+        "{first:?}"
+    );
+
+    sb.vsctl(&["set", "bridge", "br-int", "protocols=OpenFlow14,OpenFlow15"]);
+    let (_, body) = scrape(exp.addr).await;
+    assert_eq!(dump_success(&body), Some(1.0), "{body}");
+    assert_eq!(dirty(&body, "missing_port"), Some(1.0), "{body}");
+    let refused = runs();
+    let dumps: Vec<&str> = refused
+        .iter()
+        .filter(|(w, _)| w == "dump-flows")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(dumps, vec![low, all], "{refused:?}");
+
+    let (_, body) = scrape(exp.addr).await;
+    assert_eq!(dump_success(&body), Some(1.0), "{body}");
+    let later = runs();
+    assert!(
+        !later.is_empty() && later.iter().all(|(_, v)| v == all),
+        "{later:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundred_thousand_flows() {
     let sb = Sandbox::start();
