@@ -40,7 +40,13 @@ fn scan_as(dump: &str, inventory: &str, ctl: Controller) -> BridgeReport {
         s.feed_line(line).unwrap_or_else(|e| panic!("{e}: {line}"));
     }
     if s.wants_groups() {
-        s.set_groups(&fixture("healthy_br-int_groups.txt"));
+        // The groups as dumped at the flows' version.
+        let at13 = dump.starts_with("OFPST_FLOW reply (OF1.3)");
+        s.set_groups(&fixture(if at13 {
+            "healthy_br-int_groups_at13.txt"
+        } else {
+            "healthy_br-int_groups.txt"
+        }));
     }
     s.finish()
 }
@@ -260,6 +266,38 @@ fn a_flow_to_a_deleted_port_added_by_hand_is_caught() {
     );
     let missing = r.checks.iter().find(|c| c.name == "missing_port").unwrap();
     assert!(missing.evidence[0].flow.contains("actions=output:77"));
+}
+
+/// The exporter asks for OpenFlow 1.0 to 1.3 first: each state of the node, dumped at 1.3
+/// (`*_at13.txt`, the same node at the same moment as the 1.5 dump), parses exactly and gives
+/// the checks the same answers as at 1.5.
+#[test]
+fn every_state_of_the_node_reads_the_same_at_openflow_1_3() {
+    let connected = parse_connection_status(&fixture("healthy_connection_status.txt"));
+    let gone = OvnStatus::Unreachable("ovn-controller.pid: No such file or directory".into());
+    for (dump, inventory, ovn) in [
+        ("healthy_br-int", "healthy_inventory.json", &connected),
+        ("hand_flow_br-int", "hand_flow_inventory.json", &connected),
+        (
+            "controller_down_port_deleted_br-int",
+            "controller_down_port_deleted_inventory.json",
+            &gone,
+        ),
+    ] {
+        let at13 = format!("{dump}_at13.txt");
+        assert!(
+            fixture(&at13).starts_with("OFPST_FLOW reply (OF1.3)"),
+            "{at13}"
+        );
+        let (r13, r15) = (
+            report(&at13, inventory, ovn),
+            report(&format!("{dump}.txt"), inventory, ovn),
+        );
+        assert_eq!(r13.parse_errors, 0, "{at13}");
+        assert_eq!((r13.flows, &r13.tables), (r15.flows, &r15.tables), "{at13}");
+        assert_eq!(counts(&r13), counts(&r15), "{at13}");
+        assert_eq!(incomplete(&r13), incomplete(&r15), "{at13}");
+    }
 }
 
 #[test]

@@ -177,33 +177,34 @@ pub(crate) fn field_bits(s: &str) -> Option<((usize, usize), u128)> {
         None => (s, ""),
     };
     let span = reg_span(name)?;
-    let width = 32 * span.1 as u32;
-    let full = if width == 128 {
-        u128::MAX
-    } else {
-        (1u128 << width) - 1
-    };
-    let mask = if range.is_empty() {
-        full
-    } else {
-        let (a, b) = match range.split_once("..") {
-            Some((a, b)) => (a.parse::<u32>().ok()?, b.parse::<u32>().ok()?),
-            None => {
-                let n = range.parse::<u32>().ok()?;
-                (n, n)
-            }
-        };
-        if a > b || b >= width {
-            return None;
-        }
-        let hi = if b == 127 {
+    Some((span, range_mask(range, 32 * span.1 as u32)?))
+}
+
+/// The bits a subfield's range names (`a..b` or `n`, as in `NAME[a..b]`, `NAME[n]`) as a mask,
+/// low bits first; an empty range names all `width` bits. None when the range is malformed
+/// or reaches past `width`.
+pub(crate) fn range_mask(range: &str, width: u32) -> Option<u128> {
+    let bits_below = |n: u32| {
+        if n >= 128 {
             u128::MAX
         } else {
-            (1u128 << (b + 1)) - 1
-        };
-        hi & !((1u128 << a) - 1)
+            (1u128 << n) - 1
+        }
     };
-    Some((span, mask))
+    if range.is_empty() {
+        return Some(bits_below(width));
+    }
+    let (a, b) = match range.split_once("..") {
+        Some((a, b)) => (a.parse::<u32>().ok()?, b.parse::<u32>().ok()?),
+        None => {
+            let n = range.parse::<u32>().ok()?;
+            (n, n)
+        }
+    };
+    if a > b || b >= width {
+        return None;
+    }
+    Some(bits_below(b + 1) & !bits_below(a))
 }
 
 pub(crate) fn number(s: &str) -> Option<u128> {

@@ -53,7 +53,7 @@ use crate::parse::find::Needle;
 use crate::parse::actions::ActionIter;
 use crate::parse::fields::{expand_match, merge_sorted, FieldMatch};
 
-use super::pipeline::{field_bits, number, per_reg};
+use super::pipeline::{field_bits, number, per_reg, range_mask};
 
 /// Bytes of flow text kept at most per bridge; past it the searches are off (pairs count).
 const MAX_KEPT_BYTES: usize = 64 << 20;
@@ -340,35 +340,23 @@ fn ct_writes(actions: &str) -> (u128, u128) {
             Some(i) => (&d[..i], d[i + 1..].strip_suffix(']').unwrap_or("")),
             None => (d, ""),
         };
-        let slot = if name.eq_ignore_ascii_case("ct_label")
+        let (slot, width) = if name.eq_ignore_ascii_case("ct_label")
             || name.eq_ignore_ascii_case("nxm_nx_ct_label")
         {
-            &mut label
+            (&mut label, 128)
         } else if name.eq_ignore_ascii_case("ct_mark")
             || name.eq_ignore_ascii_case("nxm_nx_ct_mark")
         {
-            &mut mark
+            (&mut mark, 32)
         } else {
             return;
         };
-        let bits = match (range.split_once(".."), value_mask) {
-            (Some((a, b)), _) => match (a.parse::<u32>(), b.parse::<u32>()) {
-                (Ok(a), Ok(b)) if a <= b && b < 128 => {
-                    let hi = if b == 127 {
-                        u128::MAX
-                    } else {
-                        (1u128 << (b + 1)) - 1
-                    };
-                    hi & !((1u128 << a) - 1)
-                }
-                _ => u128::MAX,
-            },
-            (None, Some(vm)) => match vm.split_once('/') {
-                // set_field:V/M: the bits of M; set_field:V: every bit (zeros too).
-                Some((_, m)) => number(m).unwrap_or(u128::MAX),
-                None => u128::MAX,
-            },
-            (None, None) => u128::MAX,
+        // `load:V->F[a..b]`, `F[n]` (as OpenFlow 1.0 to 1.3 print a write to part of the
+        // field): those bits; `set_field:V/M->F`: the bits of M; anything else: every bit.
+        let bits = match value_mask.and_then(|vm| vm.split_once('/')) {
+            _ if !range.is_empty() => range_mask(range, width).unwrap_or(u128::MAX),
+            Some((_, m)) => number(m).unwrap_or(u128::MAX),
+            None => u128::MAX,
         };
         *slot |= bits;
     };
@@ -1735,6 +1723,25 @@ mod tests {
             u128::MAX
         );
         assert_eq!(ct_writes("set_field:0x1->reg0,resubmit(,3)"), (0, 0));
+        // OpenFlow 1.0 to 1.3 print a write to one bit as `load:V->F[n]` (1.5:
+        // `set_field:V/M->F`), as OVN's load balancer bucket and ACL flows show.
+        assert_eq!(
+            ct_writes("ct(commit,table=20,zone=NXM_NX_REG13[0..15],nat(dst=10.0.0.5:80),exec(load:0x1->NXM_NX_CT_LABEL[1]))"),
+            (0x2, 0)
+        );
+        assert_eq!(
+            ct_writes("ct(commit,exec(load:0->NXM_NX_CT_LABEL[0],move:NXM_NX_XXREG0[0..31]->NXM_NX_CT_LABEL[96..127]))"),
+            (0x1 | (0xffff_ffffu128 << 96), 0)
+        );
+        // A range past the field, or not a range: every bit.
+        assert_eq!(
+            ct_writes("ct(commit,exec(load:0x1->NXM_NX_CT_MARK[40]))").1,
+            u128::MAX
+        );
+        assert_eq!(
+            ct_writes("ct(commit,exec(load:0x1->NXM_NX_CT_MARK[x]))").1,
+            u128::MAX
+        );
     }
 
     #[test]
