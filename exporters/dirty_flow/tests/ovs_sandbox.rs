@@ -584,6 +584,11 @@ async fn openflow13_only_bridge() {
     assert_eq!(dirty(&body, "missing_port"), Some(1.0), "{body}");
 }
 
+/// A flow whose only action is an OpenFlow 1.1+ instruction sending to a port that does not
+/// exist, and a clean one.
+const WRITE_ACTIONS: &str = "cookie=0x1,table=0,priority=5,ip,actions=write_actions(output:99)\n\
+     cookie=0x1,table=0,priority=6,ip,nw_dst=10.0.0.1,actions=output:1\n";
+
 /// The exporter offers ovs-ofctl OpenFlow 1.0 to 1.3 of its default versions first (a 1.5
 /// dump prints slower and shows nothing more the checks read); a bridge that speaks only 1.4
 /// and 1.5 refuses them, is asked again at once with every version of
@@ -591,11 +596,7 @@ async fn openflow13_only_bridge() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn versions_up_to_1_3_first_and_all_for_a_bridge_that_refuses_them() {
     let sb = Sandbox::start();
-    sb.add_flows_with(
-        &["-O", "OpenFlow13"],
-        "cookie=0x1,table=0,priority=5,ip,actions=write_actions(output:99)\n\
-         cookie=0x1,table=0,priority=6,ip,nw_dst=10.0.0.1,actions=output:1\n",
-    );
+    sb.add_flows_with(&["-O", "OpenFlow13"], WRITE_ACTIONS);
     let log = sb.path().join("ofctl.log");
     let ofctl = sb.script(
         "recording-ofctl",
@@ -859,15 +860,11 @@ async fn a_reply_ovs_ofctl_cannot_decode_fails_the_dump() {
 
 /// OpenFlow 1.1+ instructions that OpenFlow 1.0 cannot express are dropped from a 1.0 dump
 /// without a trace: `write_actions(output:99)` prints as `actions=drop`, `meter:1` vanishes.
-/// With the default settings, the dump must show them (the highest version both ends speak).
+/// With the default settings (1.3 here), the dump must show them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instructions_openflow10_cannot_express_are_checked_by_default() {
     let sb = Sandbox::start();
-    sb.add_flows_with(
-        &["-O", "OpenFlow13"],
-        "cookie=0x1,table=0,priority=5,ip,actions=write_actions(output:99)\n\
-         cookie=0x1,table=0,priority=6,ip,nw_dst=10.0.0.1,actions=output:1\n",
-    );
+    sb.add_flows_with(&["-O", "OpenFlow13"], WRITE_ACTIONS);
     let checks = "checks: [{name: write_actions, actions_regex: 'write_actions'}]";
     let (_exp, body) = serve_and_scrape(&sb, &[], config(checks)).await;
     assert_eq!(dump_success(&body), Some(1.0), "{body}");
