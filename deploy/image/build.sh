@@ -2,7 +2,8 @@
 # Builds the container image the DaemonSet runs (`make image`), with buildah and no registry:
 # a single layer holding the three release binaries (debug line tables stripped), ovs-ofctl,
 # ovs-vsctl and ovs-appctl (dirty_flow_exporter runs them inside the container), exactly the
-# shared libraries the dynamic loader resolves for these six programs, the Debian copyright files of the packages they come from, and an
+# shared libraries the dynamic loader resolves for these six programs, the Debian copyright files of the packages they come from, the
+# project's licence and the licence notices of the Rust crates in the binaries, and an
 # /etc/passwd and /etc/group with root and the DaemonSet's non-root user, nobody/nogroup (65534).
 # No shell, no
 # package manager, no CA certificates (the exporters make no outgoing TLS connections).
@@ -173,7 +174,11 @@ printf '%s\n' 'root:x:0:' 'nogroup:x:65534:' >"$ROOTFS/etc/group"
 printf '%s\n' 'passwd: files' 'group: files' 'shadow: files' 'hosts: files dns' >"$ROOTFS/etc/nsswitch.conf"
 chmod 0644 "$ROOTFS/etc/passwd" "$ROOTFS/etc/group" "$ROOTFS/etc/nsswitch.conf"
 grep -v '^#' "$LOCK" >"$ROOTFS/usr/share/cloud-node-exporters/packages.lock"
-chmod 0644 "$ROOTFS/usr/share/cloud-node-exporters/packages.lock"
+# The project's licence, and the notices of the Rust crates compiled into the exporters
+# (deploy/image/crate-notices.py, from Cargo.lock and the crate sources).
+cp "$REPO/LICENSE" "$ROOTFS/usr/share/cloud-node-exporters/LICENSE"
+python3 "$REPO/deploy/image/crate-notices.py" >"$ROOTFS/usr/share/cloud-node-exporters/crate-licenses.txt"
+chmod 0644 "$ROOTFS/usr/share/cloud-node-exporters/"{packages.lock,LICENSE,crate-licenses.txt}
 # Modes independent of the umask and the packages' build machines: directories 0755, no set-id bits.
 find "$ROOTFS" -type d -exec chmod 0755 {} +
 find "$ROOTFS" -type f -perm /6000 -exec chmod ug-s {} +

@@ -117,6 +117,18 @@ want="/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 /usr/bin/ovs-appctl /usr/bin/ov
 unreadable=$(cd "$MNT" && find . -mindepth 1 ! -type l ! -perm -004 | head)
 [ -z "$unreadable" ] && ok "every file world-readable (uid 65534 loads the libraries)" || bad "not world-readable: $unreadable"
 
+# Licences: the project's, and every Rust crate compiled into the exporters, as the crate
+# sources of this checkout's Cargo.lock give them (the file is regenerated and compared).
+notices="$MNT/usr/share/cloud-node-exporters/crate-licenses.txt"
+if cmp -s "$REPO/LICENSE" "$MNT/usr/share/cloud-node-exporters/LICENSE" &&
+  python3 "$REPO/deploy/image/crate-notices.py" | cmp -s - "$notices" &&
+  grep -q '^tikv-jemalloc-sys ' "$notices" && grep -q 'Jason Evans' "$notices" &&
+  grep -q '^virt .*' "$notices" && grep -q 'GNU LESSER GENERAL PUBLIC LICENSE' "$notices"; then
+  ok "licences: the project's, and the notices of the $(awk 'NR == 2 {print $1}' "$notices" | tr -d '(') Rust crates in the binaries"
+else
+  bad "licences: LICENSE or crate-licenses.txt missing from the image or not those of this checkout"
+fi
+
 user=$(bah inspect --format '{{.OCIv1.Config.User}}' "$IMAGE")
 [ "$user" = 65534:65534 ] && ok "image user $user" || bad "image user is '$user', not 65534:65534"
 lookup() { # file uid-or-gid -> name, from the image's /etc/passwd or /etc/group
