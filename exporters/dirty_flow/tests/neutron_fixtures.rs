@@ -286,3 +286,37 @@ fn agent_stopped_and_a_port_deleted_is_caught_with_neutrons_register() {
     let plain = s.finish();
     assert_eq!(counts(&plain)["missing_port"], PORT_13_BY_NUMBER);
 }
+
+/// The exporter asks for OpenFlow 1.0 to 1.3 first: every captured state of every bridge,
+/// dumped at 1.3 right after the 1.4 dump (`*_at13.txt`), parses exactly and gives the checks
+/// the same answers.
+#[test]
+fn every_state_of_every_bridge_reads_the_same_at_openflow_1_3() {
+    let all = ["br-int", "br-tun", "br-ex"];
+    for (state, bridges) in [
+        ("healthy", &all[..]),
+        ("hand_flow", &all[..1]),
+        ("restart_quiet", &all[..]),
+        ("restart_port_event", &all[..]),
+        ("agent_down_port_deleted", &all[..1]),
+    ] {
+        let inventory = format!("{state}_inventory.json");
+        for b in bridges {
+            let (at13, at14) = (format!("{state}_{b}_at13.txt"), format!("{state}_{b}.txt"));
+            assert!(
+                fixture(&at13).starts_with("OFPST_FLOW reply (OF1.3)"),
+                "{at13}"
+            );
+            assert!(
+                fixture(&at14).starts_with("OFPST_FLOW reply (OF1.4)"),
+                "{at14}"
+            );
+            let (r13, r14) = (report(&at13, &inventory, b), report(&at14, &inventory, b));
+            assert_eq!(r13.parse_errors, 0, "{at13}");
+            assert_eq!((r13.flows, &r13.tables), (r14.flows, &r14.tables), "{at13}");
+            assert_eq!(counts(&r13), counts(&r14), "{at13}");
+            let incomplete = |r: &BridgeReport| r.checks.iter().filter(|c| c.incomplete).count();
+            assert_eq!(incomplete(&r13), incomplete(&r14), "{at13}");
+        }
+    }
+}
