@@ -122,6 +122,12 @@ impl Versions {
             Versions::AsGiven(v) => v.as_deref(),
         }
     }
+
+    /// Whether ovs-ofctl's stderr says the bridge refused these versions, when they were the
+    /// preferred ones (then all of them are worth a try).
+    fn refused(&self, stderr: &[u8]) -> bool {
+        matches!(self, Versions::Preferred(_)) && memchr::memmem::find(stderr, REFUSED).is_some()
+    }
 }
 
 /// Where the OVS tools and sockets are.
@@ -153,10 +159,12 @@ pub struct Ovs {
 /// The highest OpenFlow version in a `-O` list (`OpenFlow10,OpenFlow13` -> 13), None when no
 /// version was asked (ovs-ofctl then speaks 1.0) or none is recognised.
 fn highest_version(list: Option<&str>) -> Option<u32> {
-    list?
-        .split(',')
-        .filter_map(|v| v.trim().strip_prefix("OpenFlow")?.parse().ok())
-        .max()
+    list?.split(',').filter_map(version_number).max()
+}
+
+/// The number of one version of a `-O` list (`OpenFlow13` -> 13).
+fn version_number(v: &str) -> Option<u32> {
+    v.trim().strip_prefix("OpenFlow")?.parse().ok()
 }
 
 /// The highest OpenFlow version offered first: `ovs-ofctl` prints a 1.4 or 1.5 dump 5 to 9%
@@ -168,19 +176,19 @@ const PREFERRED_UP_TO: u32 = 13;
 /// The versions of a `-O` list up to [`PREFERRED_UP_TO`], when it also has higher ones (None:
 /// the list is offered as it is).
 fn preferred_versions(list: &str) -> Option<String> {
-    let version = |v: &str| v.trim().strip_prefix("OpenFlow")?.parse::<u32>().ok();
     let low: Vec<&str> = list
         .split(',')
-        .filter(|v| version(v).is_some_and(|n| n <= PREFERRED_UP_TO))
+        .filter(|v| version_number(v).is_some_and(|n| n <= PREFERRED_UP_TO))
         .collect();
-    let high = list
-        .split(',')
-        .any(|v| version(v).is_some_and(|n| n > PREFERRED_UP_TO));
+    let high = highest_version(Some(list)).is_some_and(|n| n > PREFERRED_UP_TO);
     (high && !low.is_empty()).then(|| low.join(","))
 }
 
 /// What ovs-ofctl says when the bridge speaks none of the versions offered.
 const REFUSED: &[u8] = b"version negotiation failed";
+
+/// Why a bridge is asked with every version after a refusal (logged).
+const REFUSED_WHY: &str = "it refused OpenFlow 1.0 to 1.3";
 
 /// Why a dump that `ovs-ofctl` could not decode is lost, and what may help: a higher version
 /// only when a lower one than 1.5 was asked for.
@@ -385,22 +393,19 @@ impl Ovs {
     /// `dump-meters`), under the timeout and [`Limits::listing_bytes`].
     async fn listing(&self, what: &str, bridge: &str) -> Result<String, Error> {
         let program = program_name(&self.ofctl);
-        let (mut cmd, versions) = self.ofctl(bridge);
-        cmd.arg(what).arg(self.target(bridge));
-        let out = match self
-            .output(cmd, program.clone(), self.limits.listing_bytes)
-            .await
-        {
-            Err(Error::Exit { stderr, .. })
-                if matches!(versions, Versions::Preferred(_))
-                    && memchr::memmem::find(stderr.as_bytes(), REFUSED).is_some() =>
+        let out = loop {
+            let (mut cmd, versions) = self.ofctl(bridge);
+            cmd.arg(what).arg(self.target(bridge));
+            match self
+                .output(cmd, program.clone(), self.limits.listing_bytes)
+                .await
             {
-                self.widen(bridge, "it refused OpenFlow 1.0 to 1.3");
-                let (mut cmd, _) = self.ofctl(bridge);
-                cmd.arg(what).arg(self.target(bridge));
-                self.output(cmd, program, self.limits.listing_bytes).await?
+                // Only ever once: the bridge now gets every version.
+                Err(Error::Exit { stderr, .. }) if versions.refused(stderr.as_bytes()) => {
+                    self.widen(bridge, REFUSED_WHY);
+                }
+                out => break out?,
             }
-            out => out?,
         };
         // Valid UTF-8 (always, from ovs-ofctl) is not copied.
         Ok(String::from_utf8(out)
@@ -664,12 +669,12 @@ impl Ovs {
         };
         let scan = self.parsed(bridge, done_rx, &program).await?;
         let err = err_task.await.unwrap_or_default();
+        if !status.success() && versions.refused(&err) {
+            // Nothing was read: the scan is as it came.
+            self.widen(bridge, REFUSED_WHY);
+            return Ok(Dumped::Refused(scan));
+        }
         if let Versions::Preferred(_) = versions {
-            if !status.success() && memchr::memmem::find(&err, REFUSED).is_some() {
-                // Nothing was read: the scan is as it came.
-                self.widen(bridge, "it refused OpenFlow 1.0 to 1.3");
-                return Ok(Dumped::Refused(scan));
-            }
             if scan.decode_error().is_some() {
                 // This dump fails (its flows are not all there); the next one asks with all.
                 self.widen(
