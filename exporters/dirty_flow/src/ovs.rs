@@ -310,15 +310,17 @@ impl Ovs {
         (cmd, versions)
     }
 
-    /// From now on, `bridge` is offered every version of `--ovs.openflow-version`.
+    /// From now on, `bridge` is offered every version of `--ovs.openflow-version` (logged once:
+    /// its dump and listings may each find out on the same scrape).
     fn widen(&self, bridge: &str, why: &str) {
-        tracing::info!(
-            bridge,
-            versions = self.openflow_version.as_deref().unwrap_or_default(),
-            why,
-            "asking this bridge with all the OpenFlow versions of --ovs.openflow-version"
-        );
-        common::sync::lock(&self.wide_bridges).insert(bridge.to_string());
+        if common::sync::lock(&self.wide_bridges).insert(bridge.to_string()) {
+            tracing::info!(
+                bridge,
+                versions = self.openflow_version.as_deref().unwrap_or_default(),
+                why,
+                "asking this bridge with all the OpenFlow versions of --ovs.openflow-version"
+            );
+        }
     }
 
     /// The OpenFlow target of a bridge: its management socket, so no OVS_RUNDIR is needed.
